@@ -1,0 +1,109 @@
+"""PipelineContext: the one object every task receives.
+
+One context serves the whole run; which task is calling is known from a context variable the
+executor sets in each task's own anyio task, so ``ctx.emit`` and ``ctx.stream`` need no task
+argument and the structlog logger is bound with ``run_id``/``task``/``correlation_id`` for free.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from dag_orchestrator.streams import StreamHub, StreamReader
+
+__all__ = ["PipelineContext", "TaskError", "current_task"]
+
+current_task: contextvars.ContextVar[str | None] = contextvars.ContextVar("current_task", default=None)
+
+
+@dataclass(slots=True)
+class TaskError:
+    task: str
+    error_type: str
+    message: str
+    attempt: int
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class PipelineContext:
+    def __init__(
+        self,
+        run_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        run_dir: Path | None = None,
+        correlation_id: str | None = None,
+        services: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.run_id = run_id or new_run_id()
+        self.params: dict[str, Any] = dict(params or {})
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.correlation_id = correlation_id or self.run_id
+        self.services: dict[str, Any] = dict(services or {})  # settings, clients shared by tasks
+        self.results: dict[str, Any] = {}
+        self.metrics: dict[str, dict[str, float]] = defaultdict(dict)
+        self.errors: list[TaskError] = []
+        self._hubs: dict[str, StreamHub] = {}
+        self._progress: Any = None  # set by the executor: callable(task, data)
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    def task_name(self) -> str:
+        name = current_task.get()
+        if name is None:
+            raise RuntimeError("this context method is only available inside a running task")
+        return name
+
+    @property
+    def log(self) -> Any:
+        return structlog.get_logger("task").bind(
+            run_id=self.run_id, task=current_task.get(), correlation_id=self.correlation_id
+        )
+
+    # -- data flow ------------------------------------------------------------------------------
+    def result(self, name: str) -> Any:
+        try:
+            return self.results[name]
+        except KeyError:
+            raise KeyError(
+                f"task {current_task.get()!r} asked for the result of {name!r}, which has none yet "
+                f"(is {name!r} in its needs?)"
+            ) from None
+
+    async def emit(self, chunk: Any) -> None:
+        """Send one chunk to every task streaming from the current task (waits if they lag)."""
+        name = self.task_name
+        hub = self._hubs.get(name)
+        if hub is None:
+            raise RuntimeError(f"task {name!r} emits a stream but was not declared with emits_stream=True")
+        await hub.emit(chunk)
+
+    def stream(self, producer: str) -> StreamReader:
+        hub = self._hubs.get(producer)
+        if hub is None:
+            raise LookupError(f"task {self.task_name!r} reads a stream from {producer!r}, which emits none")
+        return hub.reader(self.task_name)
+
+    def has_stream_consumers(self) -> bool:
+        """Producers may skip building chunks nobody reads (e.g. when resumed downstream)."""
+        hub = self._hubs.get(self.task_name)
+        return hub is not None and bool(hub._sends)
+
+    # -- observability --------------------------------------------------------------------------
+    def metric(self, key: str, value: float) -> None:
+        self.metrics[self.task_name][key] = value
+
+    def progress(self, **data: Any) -> None:
+        """Report progress (e.g. ``done=rows, total=total_rows``) to observers such as the progress bar."""
+        if self._progress is not None:
+            self._progress(self.task_name, data)

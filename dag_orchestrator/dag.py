@@ -1,0 +1,168 @@
+"""The DAG: tasks as nodes of a networkx.DiGraph, edges from a task to the tasks that need it.
+
+Validation happens once, before a run (Dask checks dependencies when the graph is built), so the
+executor can trust the graph and stay lean. Edges come from two places that must agree: the ``needs``
+a task was declared with, and ``>>`` composition inside ``with DAG(...) as dag:``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterable, Iterator, Sequence
+
+import networkx as nx
+
+from dag_orchestrator.task import Task
+
+__all__ = ["DAG", "DAGValidationError", "current_dag"]
+
+_active_dag: contextvars.ContextVar[DAG | None] = contextvars.ContextVar("active_dag", default=None)
+
+
+class DAGValidationError(ValueError):
+    """The graph cannot run: a cycle, an unknown dependency, a duplicate name."""
+
+    def __init__(self, message: str, *, task: str | None = None, cycle: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.task = task
+        self.cycle = tuple(cycle)
+
+
+def current_dag(for_task: Task) -> DAG:
+    dag = _active_dag.get()
+    if dag is None:
+        raise RuntimeError(
+            f"'>>' on task {for_task.name!r} needs an active DAG: use it inside 'with DAG(name) as dag:'"
+        )
+    return dag
+
+
+class DAG:
+    """A named set of tasks and their dependencies."""
+
+    def __init__(self, name: str = "dag", tasks: Iterable[Task] = ()) -> None:
+        self.name = name
+        self.graph: nx.DiGraph = nx.DiGraph()
+        self._token: contextvars.Token[DAG | None] | None = None
+        for t in tasks:
+            self.add(t)
+
+    # -- building -------------------------------------------------------------------------------
+    def __enter__(self) -> DAG:
+        self._token = _active_dag.set(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _active_dag.reset(self._token)
+            self._token = None
+
+    def add(self, *tasks: Task) -> DAG:
+        for t in tasks:
+            existing = self.graph.nodes.get(t.name, {}).get("task")
+            if existing is not None and existing is not t:
+                raise DAGValidationError(f"two different tasks are named {t.name!r}", task=t.name)
+            self.graph.add_node(t.name, task=t)
+            for need in t.needs:
+                self.graph.add_edge(need, t.name)
+        return self
+
+    def connect(self, upstream: Task, downstream: Task | Sequence[Task]) -> None:
+        """Record that ``downstream`` needs ``upstream`` (what ``a >> b`` means)."""
+        targets = [downstream] if isinstance(downstream, Task) else list(downstream)
+        self.add(upstream, *targets)
+        for t in targets:
+            self.graph.add_edge(upstream.name, t.name)
+
+    # -- reading --------------------------------------------------------------------------------
+    def __contains__(self, name: object) -> bool:
+        return name in self.graph and "task" in self.graph.nodes[name]
+
+    def __len__(self) -> int:
+        return self.graph.number_of_nodes()
+
+    def __iter__(self) -> Iterator[Task]:
+        for name in nx.topological_sort(self.graph):
+            yield self.graph.nodes[name]["task"]
+
+    def task(self, name: str) -> Task:
+        try:
+            return self.graph.nodes[name]["task"]
+        except KeyError:
+            raise KeyError(f"no task named {name!r} in DAG {self.name!r}") from None
+
+    def upstream(self, name: str) -> list[str]:
+        return list(self.graph.predecessors(name))
+
+    def downstream(self, name: str) -> list[str]:
+        return list(self.graph.successors(name))
+
+    # -- checking -------------------------------------------------------------------------------
+    def validate(self) -> DAG:
+        """Raise DAGValidationError naming the tasks at fault; return self when the graph can run."""
+        for name, data in self.graph.nodes(data=True):
+            if "task" not in data:
+                needed_by = sorted(self.graph.successors(name))
+                raise DAGValidationError(
+                    f"task {needed_by[0]!r} needs {name!r}, which is not a task in DAG {self.name!r}",
+                    task=needed_by[0],
+                )
+        try:
+            cycle = nx.find_cycle(self.graph)
+        except nx.NetworkXNoCycle:
+            cycle = []
+        if cycle:
+            names = [edge[0] for edge in cycle]
+            path = " -> ".join([*names, names[0]])
+            raise DAGValidationError(f"DAG {self.name!r} has a cycle: {path}", task=names[0], cycle=names)
+        for name, data in self.graph.nodes(data=True):
+            t: Task = data["task"]
+            for producer in t.streams_from:
+                if not self.task(producer).emits_stream:
+                    raise DAGValidationError(
+                        f"task {name!r} streams from {producer!r}, which does not emit a stream",
+                        task=name,
+                    )
+                for other in self.graph.predecessors(name):
+                    if other != producer and other not in t.streams_from and nx.has_path(self.graph, producer, other):
+                        raise DAGValidationError(
+                            f"task {name!r} streams from {producer!r} but also waits for {other!r}, which "
+                            f"waits for {producer!r} to finish: the stream would deadlock",
+                            task=name,
+                        )
+        return self
+
+    def subgraph(self, only: Iterable[str]) -> DAG:
+        """The named tasks and everything they depend on (``--only``)."""
+        keep: set[str] = set()
+        for name in only:
+            if name not in self:
+                raise DAGValidationError(f"--only names {name!r}, which is not a task in the DAG", task=name)
+            keep.add(name)
+            keep |= nx.ancestors(self.graph, name)
+        sub = DAG(self.name)
+        sub.graph = self.graph.subgraph(keep).copy()
+        return sub
+
+    def needs_of(self, name: str) -> tuple[str, ...]:
+        """Declared needs plus edges added with ``>>``."""
+        return tuple(self.graph.predecessors(name))
+
+    # -- drawing --------------------------------------------------------------------------------
+    def to_mermaid(self) -> str:
+        ids = {n: f"t{i}" for i, n in enumerate(self.graph.nodes)}
+        lines = ["flowchart TD"]
+        lines += [f'    {ids[n]}["{n}"]' for n in self.graph.nodes]
+        for a, b in self.graph.edges:
+            arrow = "==>" if a in self.task(b).streams_from else "-->"
+            lines.append(f"    {ids[a]} {arrow} {ids[b]}")
+        return "\n".join(lines)
+
+    def to_dot(self) -> str:
+        lines = [f'digraph "{self.name}" {{', "    rankdir=LR;"]
+        lines += [f'    "{n}";' for n in self.graph.nodes]
+        for a, b in self.graph.edges:
+            style = " [style=bold]" if a in self.task(b).streams_from else ""
+            lines.append(f'    "{a}" -> "{b}"{style};')
+        lines.append("}")
+        return "\n".join(lines)

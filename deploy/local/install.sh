@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv and install the project (plus test tools with --test). Idempotent and quiet.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+extra=""
+[ "${1:-}" = "--test" ] && extra="[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra" 2>&1 | grep -vE "^(WARNING: Location|$)" || true
+.venv/bin/python -c "import dag_orchestrator, pipeline, pymilvus, pyarrow" || { echo "install failed" >&2; exit 1; }

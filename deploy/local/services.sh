@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Start or stop every real local service the integration tests use, without Docker.
+#   deploy/local/services.sh start   -> writes URIs to $SERVICES_DIR/services.env (source it)
+#   deploy/local/services.sh stop    -> stops only the processes these scripts started, by PID
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+HERE="$(dirname "${BASH_SOURCE[0]}")"
+SERVICES=(${SERVICES:-postgres})
+
+case "${1:-}" in
+  start)
+    rm -f "$ENV_FILE"
+    for s in "${SERVICES[@]}"; do bash "$HERE/$s.sh" start; done
+    echo "$ENV_FILE"
+    ;;
+  stop)
+    for s in "${SERVICES[@]}"; do bash "$HERE/$s.sh" stop || true; done
+    ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac

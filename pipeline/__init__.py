@@ -1,0 +1,1 @@
+"""Turning pipeline specs (YAML files) into runs: spec model, registry, runner, CLI."""

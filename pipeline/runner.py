@@ -1,0 +1,138 @@
+"""Spec -> DAG -> Executor -> run report, with signals, run directories and resume.
+
+A run lives in ``<run_dir>/<run_id>/``: ``request.json`` (file and overrides, for resume),
+``state.jsonl`` and ``results/`` (the executor's journal), ``report.json`` (written at the end,
+whatever the outcome) and whatever the tasks write there (data files, Milvus Lite, embedded PostgreSQL).
+SIGINT/SIGTERM cancel the executor: running tasks get their cancellation, the journal keeps what
+succeeded, the report marks the rest, and ``--resume RUN_ID`` picks up from there.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from config.settings import Settings
+from dag_orchestrator.context import PipelineContext, new_run_id
+from dag_orchestrator.dag import DAG
+from dag_orchestrator.events import Observer
+from dag_orchestrator.executor import Executor, FailurePolicy
+from dag_orchestrator.state import RunResult, StateStore
+from pipeline.registry import build_dag
+from pipeline.spec import PipelineSpec, SpecError, load_spec
+from task_components.base import Component
+
+__all__ = ["PreparedRun", "RunOptions", "execute", "prepare_run"]
+
+
+@dataclass(slots=True)
+class RunOptions:
+    run_dir: Path = Path("runs")
+    resume: str | None = None
+    max_concurrency: int | None = None
+    backend: str = "local"
+    only: list[str] = field(default_factory=list)
+    policy: FailurePolicy | None = None
+
+
+@dataclass(slots=True)
+class PreparedRun:
+    spec: PipelineSpec
+    dag: DAG
+    run_id: str
+    path: Path
+    resume: bool
+
+
+def prepare_run(file: str | Path, overrides: dict[str, Any], options: RunOptions) -> PreparedRun:
+    """Everything that can be checked before a run starts; raises SpecError (exit 2)."""
+    if options.resume:
+        path = options.run_dir / options.resume
+        request = path / "request.json"
+        if not request.exists():
+            raise SpecError(file, f"--resume {options.resume}: no run found at {path}")
+        saved = json.loads(request.read_text())
+        overrides = {**saved.get("overrides", {}), **overrides}
+        run_id = options.resume
+    else:
+        run_id = new_run_id()
+        path = options.run_dir / run_id
+    spec = load_spec(file, overrides)
+    dag = build_dag(spec, file)
+    if options.only:
+        try:
+            dag = dag.subgraph(options.only)
+        except ValueError as err:
+            raise SpecError(file, str(err), field="--only") from None
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "request.json").write_text(
+        json.dumps({"file": str(file), "overrides": overrides, "run_id": run_id}, indent=2, default=str)
+    )
+    return PreparedRun(spec, dag, run_id, path, bool(options.resume))
+
+
+async def _cancel_on_signal(executor: Executor) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            executor.cancel(f"interrupted by {signal.Signals(signum).name}")
+            return
+
+
+async def execute(
+    prepared: PreparedRun,
+    settings: Settings,
+    options: RunOptions,
+    observers: Iterable[Observer] = (),
+    handle_signals: bool = True,
+) -> RunResult:
+    spec = prepared.spec
+    executor = Executor(
+        max_concurrency=options.max_concurrency or spec.max_concurrency or settings.pipeline.max_concurrency,
+        kind_limits=spec.kind_limits,
+        policy=options.policy or spec.policy,
+        observers=observers,
+    )
+    ctx = PipelineContext(
+        run_id=prepared.run_id,
+        params=spec.params,
+        run_dir=prepared.path,
+        services={"settings": settings, "backend": options.backend},
+    )
+    store = StateStore(prepared.path)
+    async with anyio.create_task_group() as tg:
+        if handle_signals:
+            tg.start_soon(_cancel_on_signal, executor)
+        try:
+            result = await executor.run(prepared.dag, ctx, store=store, resume=prepared.resume)
+        finally:
+            tg.cancel_scope.cancel()
+    write_report(prepared, result)
+    return result
+
+
+def summaries(dag: DAG, result: RunResult) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for t in dag:
+        if isinstance(t, Component) and t.name in result.results:
+            try:
+                out[t.name] = t.summarize(result.results[t.name])
+            except Exception as exc:  # noqa: BLE001 - a summary must never hide the run's outcome
+                out[t.name] = {"summary_error": repr(exc)}
+    return {k: v for k, v in out.items() if v}
+
+
+def write_report(prepared: PreparedRun, result: RunResult) -> Path:
+    return result.write_report(
+        prepared.path / "report.json",
+        extra={
+            "pipeline": prepared.spec.name,
+            "params": prepared.spec.params,
+            "summary": summaries(prepared.dag, result),
+        },
+    )

@@ -1,0 +1,1 @@
+"""Reusable tasks, one package per concern; each package lists its tasks in ``COMPONENTS``."""

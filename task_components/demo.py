@@ -1,0 +1,99 @@
+"""Small built-in tasks for trying the engine and testing it end to end without any service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field
+
+from task_components.base import Component
+
+
+class CountParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    total: int = Field(1000, ge=0, description="how many integers to emit")
+    chunk: int = Field(100, ge=1, description="integers per chunk")
+    delay: float = Field(0.0, ge=0, description="seconds to wait between chunks")
+
+
+class Count(Component):
+    """Emit ``0..total-1`` as a stream of lists: a stand-in for a data source."""
+
+    __slots__ = ()
+    component = "demo.count"
+    summary = "emit integers 0..total-1 as a chunk stream"
+    Params = CountParams
+    emits = True
+
+    async def run(self, ctx: Any) -> dict[str, int]:
+        p: CountParams = self.params  # type: ignore[assignment]
+        chunks = 0
+        for start in range(0, p.total, p.chunk):
+            await ctx.emit(list(range(start, min(start + p.chunk, p.total))))
+            chunks += 1
+            ctx.progress(done=min(start + p.chunk, p.total), total=p.total)
+            if p.delay:
+                await anyio.sleep(p.delay)
+        return {"rows": p.total, "chunks": chunks}
+
+    def summarize(self, result: dict[str, int]) -> dict[str, Any]:
+        return dict(result)
+
+
+class Sum(Component):
+    """Sum the integers streamed by its needs: a stand-in for a sink."""
+
+    __slots__ = ()
+    component = "demo.sum"
+    summary = "sum the integers streamed by its needs"
+    stream_input = True
+
+    async def run(self, ctx: Any) -> dict[str, int]:
+        total = count = 0
+        for producer in self.streams_from:
+            async for chunk in ctx.stream(producer):
+                total += sum(chunk)
+                count += len(chunk)
+        return {"rows": count, "sum": total}
+
+    def summarize(self, result: dict[str, int]) -> dict[str, Any]:
+        return dict(result)
+
+
+class SleepParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(1.0, ge=0)
+
+
+class Sleep(Component):
+    """Wait, then succeed: for exercising timeouts, signals and resume."""
+
+    __slots__ = ()
+    component = "demo.sleep"
+    summary = "wait for `seconds`, then succeed"
+    Params = SleepParams
+
+    async def run(self, ctx: Any) -> float:
+        await anyio.sleep(self.params.seconds)  # type: ignore[attr-defined]
+        return self.params.seconds  # type: ignore[attr-defined]
+
+
+class FailParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message: str = "demo failure"
+
+
+class Fail(Component):
+    """Always fail with ``message``: for exercising failure policies."""
+
+    __slots__ = ()
+    component = "demo.fail"
+    summary = "always fail with `message`"
+    Params = FailParams
+
+    async def run(self, ctx: Any) -> None:
+        raise RuntimeError(self.params.message)  # type: ignore[attr-defined]
+
+
+COMPONENTS = [Count, Sum, Sleep, Fail]
