@@ -172,4 +172,6 @@ def list_components() -> None:
 
 
 def main() -> None:
+    import pipeline.datagen_cli  # noqa: F401 - registers `generate` and `schemas` on this app
+
     app()

@@ -22,7 +22,7 @@ from task_components.base import Component
 
 __all__ = ["BUILTIN_PACKAGES", "build_dag", "components"]
 
-BUILTIN_PACKAGES = ["task_components.demo"]
+BUILTIN_PACKAGES = ["task_components.demo", "task_components.generation", "task_components.partitioning"]
 ENTRY_POINT_GROUP = "dag_pipeline.components"
 
 

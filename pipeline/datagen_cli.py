@@ -1,0 +1,174 @@
+"""``generate`` (milvus-ingest-style one-shot generate + partition) and ``schemas`` commands.
+
+``generate`` is the same two-task DAG the pipelines use (generate -> partition), built in code, so a
+file made here is byte-identical to one made by a pipeline run with the same schema and seed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import polars as pl
+import typer
+from pydantic import ValidationError
+from rich.syntax import Syntax
+from rich.table import Table
+
+from dag_orchestrator import DAG, Executor, PipelineContext
+from dag_orchestrator.events import log_observer
+from pipeline.cli import EXIT_FAILED, EXIT_INTERRUPTED, app, err, fail_invalid, load_settings, out
+from pipeline.progress import RichProgress
+from task_components.generation import Generate, GenerateParams
+from task_components.generation.columns import generate_chunk
+from task_components.partitioning import Manifest, Partition, PartitionParams
+from task_components.schema import SchemaError, builtin_names, resolve_schema
+from task_components.schema.library import add_schema, remove_schema, user_names
+
+schemas_app = typer.Typer(help="List, show, add and remove collection schemas.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
+
+
+def _validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "value"
+    return f"{field}: {first['msg'].removeprefix('Value error, ')}"
+
+
+@app.command()
+def generate(
+    schema: Annotated[
+        str | None, typer.Option("--schema", help="schema file (JSON/YAML, milvus-ingest format)")
+    ] = None,
+    builtin: Annotated[str | None, typer.Option("--builtin", help="builtin schema name (see `schemas list`)")] = None,
+    total_rows: Annotated[int, typer.Option("--total-rows", min=1, help="rows to generate")] = 1000,
+    rows_per_file: Annotated[int | None, typer.Option("--rows-per-file", min=1)] = None,
+    file_size: Annotated[str | None, typer.Option("--file-size", help="e.g. 256MB, 1GB (bare number = MB)")] = None,
+    file_count: Annotated[
+        int | None, typer.Option("--file-count", min=1, help="split rows evenly into N files")
+    ] = None,
+    partitions: Annotated[int | None, typer.Option("--partitions", min=1, help="partition key cardinality")] = None,
+    shards: Annotated[int | None, typer.Option("--shards", min=1, help="split files by primary-key hash")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=0, help="worker processes [default: CPUs]")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    fmt: Annotated[str, typer.Option("--format", help="parquet or json")] = "parquet",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="output directory [default: ./<collection>]")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing output directory")] = False,
+    preview: Annotated[bool, typer.Option("--preview", help="print 5 sample rows, write nothing")] = False,
+    validate_only: Annotated[bool, typer.Option("--validate-only", help="check the schema, write nothing")] = False,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress")] = None,
+) -> None:
+    """Generate a dataset (Parquet/JSON files + meta.json) from a schema, like milvus-ingest generate."""
+    load_settings()
+    if (schema is None) == (builtin is None):
+        raise fail_invalid("give exactly one of --schema FILE or --builtin NAME")
+    if fmt not in ("parquet", "json"):
+        raise fail_invalid(f"--format must be parquet or json, got {fmt!r}")
+    if builtin is not None and builtin not in builtin_names():
+        raise fail_invalid(f"--builtin {builtin!r} is not a builtin schema (known: {', '.join(builtin_names())})")
+    ref = builtin if builtin is not None else schema
+    try:
+        gp = GenerateParams(
+            schema=ref, total_rows=total_rows, seed=seed, workers=workers, partitions=partitions, shards=shards
+        )
+        pp = PartitionParams(format=fmt, rows_per_file=rows_per_file, file_size=file_size, file_count=file_count)
+    except SchemaError as exc:
+        raise fail_invalid(str(exc)) from None
+    except ValidationError as exc:
+        raise fail_invalid(_validation_message(exc)) from None
+    cs = gp.schema
+    if validate_only:
+        out.print(f"[green]ok[/]: schema {cs.collection_name!r}: {len(cs.fields)} fields")
+        return
+    if preview:
+        batch = generate_chunk(cs.model_dump_json(), seed, 0, 0, min(5, total_rows), total_rows)
+        with pl.Config(tbl_cols=-1, fmt_str_lengths=40, tbl_width_chars=200):
+            print(pl.from_arrow(batch))
+        return
+    target = out_dir or Path(cs.collection_name)
+    if target.exists() and any(target.iterdir()):
+        if not force:
+            raise fail_invalid(f"output directory {target} exists and is not empty; use --force to replace it")
+        shutil.rmtree(target)
+    pp.out = str(target)
+    result = anyio.run(_run_generation, gp, pp, progress if progress is not None else sys.stderr.isatty())
+    if result is None:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    manifest, seconds = result
+    out.print(
+        f"[green]generated[/] {manifest.total_rows:,} rows in {len(manifest.files)} {fmt} files "
+        f"({manifest.total_bytes / 1e6:,.1f} MB) in {seconds:.2f}s = {manifest.total_rows / seconds:,.0f} rows/s "
+        f"-> {target}",
+        soft_wrap=True,
+    )
+
+
+async def _run_generation(gp: GenerateParams, pp: PartitionParams, live: bool) -> tuple[Manifest, float] | None:
+    gen = Generate("generate", gp)
+    part = Partition("partition", pp, needs=["generate"], streams_from=["generate"])
+    dag = DAG("generate", [gen, part])
+    started = time.perf_counter()
+    if live:
+        with RichProgress([t.name for t in dag]) as view:
+            result = await Executor(observers=[view]).run(dag, PipelineContext())
+    else:
+        result = await Executor(observers=[log_observer()]).run(dag, PipelineContext())
+    if not result.ok:
+        failed = result.failed()
+        message = failed[0].error if failed else result.reason
+        err.print(f"[bold red]generation failed:[/] {message}")
+        raise typer.Exit(EXIT_FAILED)
+    return result.results["partition"], time.perf_counter() - started
+
+
+@schemas_app.command("list")
+def schemas_list() -> None:
+    """Builtin schemas and the ones you added."""
+    table = Table(title="schemas")
+    for col in ("name", "source", "fields", "vectors", "description"):
+        table.add_column(col)
+    for name in builtin_names() + user_names():
+        s = resolve_schema(name)
+        vectors = ", ".join(f"{f.type.value}({f.dim or ''})" for f in s.fields if f.type.is_vector)
+        source = "builtin" if name in builtin_names() else "user"
+        table.add_row(name, source, str(len(s.fields)), vectors, s.description)
+    out.print(table)
+
+
+@schemas_app.command("show")
+def schemas_show(name: Annotated[str, typer.Argument(help="schema name or file")]) -> None:
+    """Print a schema as JSON."""
+    try:
+        s = resolve_schema(name)
+    except SchemaError as exc:
+        raise fail_invalid(str(exc)) from None
+    text: Any = json.dumps(s.model_dump(mode="json", exclude_defaults=True), indent=2)
+    out.print(Syntax(text, "json"))
+
+
+@schemas_app.command("add")
+def schemas_add(
+    name: Annotated[str, typer.Argument(help="name to register it under")],
+    file: Annotated[Path, typer.Argument(help="schema JSON/YAML file")],
+) -> None:
+    """Validate a schema file and add it to your library."""
+    try:
+        target = add_schema(name, file)
+    except SchemaError as exc:
+        raise fail_invalid(str(exc)) from None
+    out.print(f"[green]added[/] {name!r} -> {target}")
+
+
+@schemas_app.command("remove")
+def schemas_remove(name: Annotated[str, typer.Argument()]) -> None:
+    """Remove a schema you added (builtin schemas stay)."""
+    try:
+        target = remove_schema(name)
+    except SchemaError as exc:
+        raise fail_invalid(str(exc)) from None
+    out.print(f"[green]removed[/] {name!r} ({target})")

@@ -1,0 +1,79 @@
+"""The dataset manifest (``meta.json``): the contract between partitioning and everything after it.
+
+Upload, import, shadow sync and verification read this and nothing else: which files exist, how many
+rows each holds, their size and sha256, the schema they follow and how the collection must be made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from task_components.schema.models import CollectionSchema
+
+MANIFEST_NAME = "meta.json"
+
+
+class FileEntry(BaseModel):
+    path: str = Field(description="relative to the manifest's directory")
+    rows: int
+    bytes: int
+    sha256: str
+    shard: int | None = None
+
+
+class Manifest(BaseModel):
+    format: str
+    collection_schema: CollectionSchema = Field(alias="schema")
+    generation: dict[str, Any] = Field(default_factory=dict)
+    collection_config: dict[str, Any] = Field(default_factory=dict)
+    files: list[FileEntry] = Field(default_factory=list)
+    created_at: float = Field(default_factory=time.time)
+    root: str | None = Field(None, exclude=True, description="directory holding the files (not stored)")
+
+    model_config = {"populate_by_name": True}
+
+    @property
+    def total_rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+    def file_path(self, entry: FileEntry) -> Path:
+        assert self.root is not None, "manifest has no root directory"
+        return Path(self.root) / entry.path
+
+    def save(self, directory: Path) -> Path:
+        target = directory / MANIFEST_NAME
+        tmp = target.with_suffix(".tmp")
+        data = self.model_dump(mode="json", by_alias=True, exclude={"root"})
+        data["total_rows"] = self.total_rows
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path) -> Manifest:
+        p = Path(path)
+        if p.is_dir():
+            p = p / MANIFEST_NAME
+        data = json.loads(p.read_text())
+        data.pop("total_rows", None)
+        m = cls.model_validate(data)
+        m.root = str(p.parent)
+        return m
+
+
+def sha256_file(path: Path, block: int = 8 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()

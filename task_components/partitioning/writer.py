@@ -1,0 +1,257 @@
+"""Streaming dataset writer: batches in, closed files (with rows, bytes, sha256) out.
+
+Files are written through native pyarrow sinks (a Python file object halves Parquet throughput:
+pyarrow calls back into Python, under the GIL, for every write) and hashed right after they close,
+while their pages are still in the page cache. Limits: ``rows_per_file`` is exact (batches are sliced at the
+boundary); ``file_size`` slices batches by their in-memory size per row, which bounds a file from
+above because encoding only shrinks data. Shards split rows by a hash of the primary key, each shard
+writing its own files, as Milvus would route them to vchannels.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from task_components.partitioning.manifest import FileEntry, sha256_file
+from task_components.schema.arrow import META_COLUMN, schema_of
+from task_components.schema.models import FieldType
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?B?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1 << 20, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "G": 1 << 30, "GB": 1 << 30,
+          "T": 1 << 40, "TB": 1 << 40}  # fmt: skip
+
+
+def parse_size(value: str | int) -> int:
+    """``"256MB"``, ``"1.5GB"``, ``"512KB"``; a bare number means MB (as milvus-ingest reads it)."""
+    if isinstance(value, int):
+        return value << 20
+    m = _SIZE.match(value)
+    if not m:
+        raise ValueError(f"file size {value!r} is not a size like 256MB, 1GB or 512KB")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").upper()])
+
+
+class _Sink:
+    """A native file sink (pyarrow writes without calling back into Python) that knows its size."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.native = pa.OSFile(str(path), "wb")
+
+    @property
+    def size(self) -> int:
+        return self.native.tell() if not self.native.closed else self.path.stat().st_size
+
+    def write(self, data: bytes) -> None:
+        self.native.write(data)
+
+    def close(self) -> None:
+        if not self.native.closed:
+            self.native.close()
+
+
+class _ParquetFile:
+    def __init__(self, path: Path, schema: pa.Schema, compression: str) -> None:
+        self.sink = _Sink(path)
+        cs = schema_of(schema)
+        strings = [f.name for f in cs.data_fields() if f.type is FieldType.VARCHAR and not f.is_primary]
+        scalars = [f.name for f in cs.data_fields() if not f.type.is_vector and f.type is not FieldType.ARRAY]
+        self.writer = pq.ParquetWriter(
+            self.sink.native, schema, compression=compression, use_dictionary=strings or False,
+            write_statistics=scalars or False,
+        )  # fmt: skip
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.writer.write_batch(batch)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.sink.close()
+
+
+class _JsonFile:
+    """Milvus bulk-import JSON: ``{"rows": [{...}, ...]}`` with JSON and sparse columns as objects."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.sink = _Sink(path)
+        cs = schema_of(schema)
+        self.raw_json = [f.name for f in cs.data_fields() if f.type in (FieldType.JSON, FieldType.SPARSE_FLOAT_VECTOR)]
+        self.has_meta = cs.enable_dynamic_field
+        self.first = True
+        self.sink.write(b'{"rows": [\n')
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        rows = batch.to_pylist()
+        for row in rows:
+            for name in self.raw_json:
+                if row[name] is not None:
+                    row[name] = orjson.Fragment(row[name])
+            if self.has_meta:
+                meta = row.pop(META_COLUMN, None)
+                if meta:
+                    row.update(orjson.loads(meta))
+        body = b",\n".join(orjson.dumps(r) for r in rows)
+        if body:
+            self.sink.write(body if self.first else b",\n" + body)
+            self.first = False
+
+    def close(self) -> None:
+        self.sink.write(b"\n]}\n")
+        self.sink.close()
+
+
+@dataclass(slots=True)
+class _Open:
+    handle: _ParquetFile | _JsonFile
+    path: Path
+    rel: str
+    shard: int
+    lane: ThreadPoolExecutor
+    rows: int = 0
+    planned_bytes: int = 0
+
+
+def shard_ids(batch: pa.RecordBatch, shards: int, pk: str | None, offset: int) -> np.ndarray:
+    """Shard of each row: a hash of the primary key (row position for auto_id collections)."""
+    if pk is None:
+        keys = np.arange(offset, offset + batch.num_rows, dtype=np.uint64)
+    elif pa.types.is_integer(batch.schema.field(pk).type):
+        keys = batch.column(pk).to_numpy().astype(np.uint64)
+    else:
+        return (pl.Series(batch.column(pk)).hash(seed=0).to_numpy() % np.uint64(shards)).astype(np.int64)
+    with np.errstate(over="ignore"):
+        z = (keys ^ (keys >> np.uint64(33))) * np.uint64(0xFF51AFD7ED558CCD)
+        z ^= z >> np.uint64(33)
+    return (z % np.uint64(shards)).astype(np.int64)
+
+
+class DatasetWriter:
+    """Plans files on the calling thread; encodes and hashes them on ``threads`` writer lanes.
+
+    File k of the dataset is written by lane k mod ``threads``: each file's batches stay in order on
+    one lane while different files encode concurrently (pyarrow releases the GIL). Rolling decisions
+    use only row counts and the batches' in-memory size, never the encoded size, so the split is the
+    same whatever the timing. At most ``2 * threads`` batches wait on the lanes (bounded memory).
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        schema: pa.Schema,
+        *,
+        fmt: str = "parquet",
+        rows_per_file: int | None = None,
+        file_size: int | None = None,
+        compression: str = "snappy",
+        threads: int = 2,
+    ) -> None:
+        self.out, self.schema, self.fmt = out, schema, fmt
+        self.rows_per_file, self.compression = rows_per_file, compression
+        self.file_size = int(file_size * 0.98) if file_size else None  # room for page headers and footer
+        cs = schema_of(schema)
+        self.shards = cs.num_shards or 1
+        self.pk = None if cs.primary.auto_id else cs.primary.name
+        self._lanes = [ThreadPoolExecutor(1, thread_name_prefix=f"writer{i}") for i in range(max(1, threads))]
+        self._files_opened = 0
+        self._open: dict[int, _Open] = {}
+        self._counts: dict[int, int] = {}
+        self._closing: list[Future[FileEntry]] = []
+        self._in_flight: deque[Future[None]] = deque()
+        self._taken = 0
+        self._seen = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        batch = batch.replace_schema_metadata(self.schema.metadata)
+        if self.shards == 1:
+            self._write_shard(0, batch)
+        else:
+            ids = shard_ids(batch, self.shards, self.pk, self._seen)
+            for shard in range(self.shards):
+                rows = np.flatnonzero(ids == shard)
+                if len(rows):
+                    self._write_shard(shard, batch.take(pa.array(rows)))
+        self._seen += batch.num_rows
+
+    def _write_shard(self, shard: int, batch: pa.RecordBatch) -> None:
+        row_cost = max(1, batch.nbytes // max(batch.num_rows, 1))
+        while batch.num_rows:
+            current = self._open.get(shard) or self._new_file(shard)
+            room = batch.num_rows
+            if self.rows_per_file:
+                room = min(room, self.rows_per_file - current.rows)
+            if self.file_size:
+                room = min(room, max(1, (self.file_size - current.planned_bytes) // row_cost))
+            piece = batch.slice(0, room)
+            self._wait_for_room()
+            self._in_flight.append(current.lane.submit(current.handle.write, piece))
+            current.rows += room
+            current.planned_bytes += room * row_cost
+            batch = batch.slice(room)
+            full_rows = self.rows_per_file and current.rows >= self.rows_per_file
+            full_size = self.file_size and current.planned_bytes + row_cost > self.file_size
+            if full_rows or full_size:
+                self._close(shard)
+
+    def _wait_for_room(self) -> None:
+        while len(self._in_flight) >= 2 * len(self._lanes):
+            self._in_flight.popleft().result()
+        while self._in_flight and self._in_flight[0].done():
+            self._in_flight.popleft().result()
+
+    def _new_file(self, shard: int) -> _Open:
+        n = self._counts[shard] = self._counts.get(shard, 0) + 1
+        rel = f"data-{n:05d}.{self.fmt}" if self.shards == 1 else f"shard-{shard:02d}/data-{n:05d}.{self.fmt}"
+        path = self.out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = (
+            _ParquetFile(path, self.schema, self.compression) if self.fmt == "parquet" else _JsonFile(path, self.schema)
+        )
+        lane = self._lanes[self._files_opened % len(self._lanes)]
+        self._files_opened += 1
+        self._open[shard] = _Open(handle, path, rel, shard, lane)
+        return self._open[shard]
+
+    def _close(self, shard: int) -> None:
+        f = self._open.pop(shard)
+        self._closing.append(f.lane.submit(_finish_file, f, self.shards > 1))
+
+    def finished(self) -> list[FileEntry]:
+        """Files closed and hashed since the last call, in the order they were planned."""
+        out = []
+        while self._taken < len(self._closing) and self._closing[self._taken].done():
+            out.append(self._closing[self._taken].result())
+            self._taken += 1
+        return out
+
+    def close(self) -> list[FileEntry]:
+        try:
+            for shard in sorted(self._open):
+                self._close(shard)
+            for fut in self._in_flight:
+                fut.result()
+            return [fut.result() for fut in self._closing]
+        finally:
+            for lane in self._lanes:
+                lane.shutdown(wait=True)
+
+    @property
+    def entries(self) -> list[FileEntry]:
+        return [fut.result() for fut in self._closing if fut.done()]
+
+
+def _finish_file(f: _Open, sharded: bool) -> FileEntry:
+    f.handle.close()
+    return FileEntry(
+        path=f.rel, rows=f.rows, bytes=f.path.stat().st_size, sha256=sha256_file(f.path),
+        shard=f.shard if sharded else None,
+    )  # fmt: skip
