@@ -1,6 +1,6 @@
 """The ``generate`` component: a deterministic stream of Arrow record batches from a schema.
 
-Chunks are planned from the schema alone (about 24 MB each, never from the worker count), generated
+Chunks are planned from the schema alone (about 8 MB each, never from the worker count), generated
 in worker processes through the backend's ordered bounded map, and emitted in order. Each batch's
 Arrow schema carries the collection schema and the generation parameters, so downstream tasks
 (partition, shadow sync) need nothing else to describe what they write.
@@ -25,7 +25,7 @@ from task_components.schema.library import resolve_schema
 from task_components.schema.models import CollectionSchema, SchemaError
 
 GENERATION_KEY = b"generation"
-CHUNK_TARGET_BYTES = 24 << 20
+CHUNK_TARGET_BYTES = 8 << 20
 
 
 class GenerateParams(BaseModel):
@@ -34,7 +34,7 @@ class GenerateParams(BaseModel):
     schema_ref: str | dict[str, Any] = Field(alias="schema", description="builtin name, file path or inline schema")
     total_rows: int = Field(ge=1)
     seed: int = 42
-    chunk_rows: int | None = Field(None, ge=1, description="rows per chunk (default: ~24 MB of data)")
+    chunk_rows: int | None = Field(None, ge=1, description="rows per chunk (default: ~8 MB of data)")
     workers: int | None = Field(None, ge=0, description="worker processes (default: CPU count; 0 = a thread)")
     partitions: int | None = Field(None, ge=1, description="partition key cardinality and num_partitions")
     shards: int | None = Field(None, ge=1, description="num_shards recorded for the collection")
