@@ -13,8 +13,8 @@ Design choices:
   continue policy marks exactly the descendants of a failure SKIPPED; a signal calls ``cancel()``.
   Cancellation is never swallowed: a cancelled task is recorded as CANCELLED and the exception goes on.
 * ``Exception`` is retried per the task's RetryPolicy; any other BaseException is a crash that ends
-  the run (Prefect's split). A stream producer is not retried once it has emitted: its consumers
-  would see chunks twice.
+  the run (Prefect's split). A stream producer is not retried once it has emitted (its consumers
+  would see chunks twice), nor a consumer once it has read (the chunks it read are gone).
 * State: each terminal transition is appended to the run's StateStore, so an interrupted run resumes
   from what succeeded. A succeeded stream producer is re-run if any of its consumers has to run again,
   because a stream cannot be replayed from the journal (generation is deterministic, so it is identical).
@@ -214,8 +214,7 @@ class Executor:
                     self._finish(name, TaskState.CANCELLED, error=str(exc))
                     return
                 except Exception as exc:  # noqa: BLE001 - failures are recorded, not raised
-                    hub = ctx._hubs.get(name)
-                    if task.retry.should_retry(run.attempts, exc) and not (hub and hub.emitted):
+                    if task.retry.should_retry(run.attempts, exc) and self._replayable(name):
                         delay = task.retry.delay(run.attempts, self._rng)
                         self._emit(EventKind.TASK_RETRYING, name, error=_describe(exc), delay=delay)
                         await anyio.sleep(delay)
@@ -230,6 +229,13 @@ class Executor:
         except BaseException as exc:  # a crash (KeyboardInterrupt, SystemExit...): record, then end the run
             self._finish(name, TaskState.FAILED, error=f"crash: {_describe(exc)}", exc=exc)
             raise
+
+    def _replayable(self, name: str) -> bool:
+        hubs = self.ctx._hubs
+        hub = hubs.get(name)
+        if hub is not None and hub.emitted:
+            return False
+        return not any(p in hubs and hubs[p].reader_started(name) for p in self.tasks[name].streams_from)
 
     def _finish(
         self,
@@ -249,6 +255,8 @@ class Executor:
             run.error = error
             run.error_type = type(exc).__name__ if exc else state.value
         self._release_slot(name)
+        if state is TaskState.SUCCEEDED:
+            ctx.results[name] = result  # before the hub closes: consumers may read it at end of stream
         hub = ctx._hubs.get(name)
         if hub is not None:
             hub.close(exc, finished=state is TaskState.SUCCEEDED)
@@ -258,7 +266,6 @@ class Executor:
         if self.store is not None and run.started_at is not None:
             self.store.record(run, result)
         if state is TaskState.SUCCEEDED:
-            ctx.results[name] = result
             self._emit(EventKind.TASK_SUCCEEDED, name)
             for dependent in self._dependents[name]:
                 if name not in self.tasks[dependent].streams_from:

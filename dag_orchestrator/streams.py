@@ -67,6 +67,10 @@ class StreamHub:
                 f"task {consumer!r} does not stream from {self.producer!r}: add it to streams_from"
             ) from None
 
+    def reader_started(self, consumer: str) -> bool:
+        reader = self._readers.get(consumer)
+        return reader is not None and reader.consumed > 0
+
     def close_reader(self, consumer: str) -> None:
         reader = self._readers.get(consumer)
         if reader is not None:
@@ -80,6 +84,7 @@ class StreamReader:
         self.hub = hub
         self.consumer = consumer
         self.receive = receive
+        self.consumed = 0
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()
@@ -87,6 +92,7 @@ class StreamReader:
     async def _iterate(self) -> AsyncIterator[Any]:
         try:
             async for chunk in self.receive:
+                self.consumed += 1
                 yield chunk
         except anyio.ClosedResourceError:
             pass

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
-import polars as pl
 import typer
 from pydantic import ValidationError
 from rich.syntax import Syntax
@@ -86,6 +85,8 @@ def generate(
         out.print(f"[green]ok[/]: schema {cs.collection_name!r}: {len(cs.fields)} fields")
         return
     if preview:
+        import polars as pl  # only the preview needs it: keep it out of every run's memory
+
         batch = generate_chunk(cs.model_dump_json(), seed, 0, 0, min(5, total_rows), total_rows)
         with pl.Config(tbl_cols=-1, fmt_str_lengths=40, tbl_width_chars=200):
             print(pl.from_arrow(batch))

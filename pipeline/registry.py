@@ -22,7 +22,14 @@ from task_components.base import Component
 
 __all__ = ["BUILTIN_PACKAGES", "build_dag", "components"]
 
-BUILTIN_PACKAGES = ["task_components.demo", "task_components.generation", "task_components.partitioning"]
+BUILTIN_PACKAGES = [
+    "task_components.demo",
+    "task_components.generation",
+    "task_components.partitioning",
+    "task_components.storage",
+    "task_components.milvus",
+    "task_components.verification",
+]
 ENTRY_POINT_GROUP = "dag_pipeline.components"
 
 

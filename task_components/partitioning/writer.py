@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -197,6 +196,8 @@ def shard_ids(batch: pa.RecordBatch, shards: int, pk: str | None, offset: int) -
     elif pa.types.is_integer(batch.schema.field(pk).type):
         keys = batch.column(pk).to_numpy().astype(np.uint64)
     else:
+        import polars as pl  # only VarChar keys need it: keep it out of every run's memory
+
         return (pl.Series(batch.column(pk)).hash(seed=0).to_numpy() % np.uint64(shards)).astype(np.int64)
     with np.errstate(over="ignore"):
         z = (keys ^ (keys >> np.uint64(33))) * np.uint64(0xFF51AFD7ED558CCD)

@@ -224,3 +224,37 @@ async def test_results_are_released_once_every_dependent_finished() -> None:
     ctx = PipelineContext()
     result = await Executor(release_results=True).run(build({"a": [], "b": ["a"], "c": ["b"]}, rec), ctx)
     assert result.ok and set(ctx.results) == {"c"}
+
+
+async def test_stream_consumer_is_not_retried_after_reading() -> None:
+    calls = []
+
+    @task(emits_stream=True)
+    async def produce(ctx: PipelineContext) -> None:
+        for i in range(3):
+            await ctx.emit(i)
+
+    @task(needs=["produce"], streams_from=["produce"], retry=RetryPolicy(attempts=3, backoff=0))
+    async def consume(ctx: PipelineContext) -> None:
+        calls.append(1)
+        async for _ in ctx.stream("produce"):
+            raise RuntimeError("fails after reading one chunk")
+
+    result = await Executor(policy="continue").run(DAG("s", [produce, consume]))
+    assert len(calls) == 1 and result.tasks["consume"].state is TaskState.FAILED
+
+
+async def test_producer_result_is_readable_when_its_stream_ends() -> None:
+    @task(emits_stream=True)
+    async def produce(ctx: PipelineContext) -> str:
+        await ctx.emit(1)
+        return "manifest"
+
+    @task(needs=["produce"], streams_from=["produce"])
+    async def consume(ctx: PipelineContext) -> str:
+        async for _ in ctx.stream("produce"):
+            pass
+        return ctx.result("produce")
+
+    result = await Executor().run(DAG("s", [produce, consume]))
+    assert result.results["consume"] == "manifest"

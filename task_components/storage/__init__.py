@@ -1,0 +1,11 @@
+"""Object storage (S3 via aiobotocore, or a local directory) and the upload task."""
+
+from task_components.storage.stores import LocalStore, ObjectStore, S3Store, StorageError
+from task_components.storage.task import Upload, UploadedFile, UploadParams, UploadResult, open_store
+
+COMPONENTS = [Upload]
+
+__all__ = [
+    "COMPONENTS", "LocalStore", "ObjectStore", "S3Store", "StorageError", "Upload", "UploadParams",
+    "UploadResult", "UploadedFile", "open_store",
+]  # fmt: skip

@@ -1,0 +1,232 @@
+"""Object stores with one async interface: S3 (aiobotocore) and a local directory.
+
+Both skip a file that is already stored unchanged: S3 compares the ``sha256`` object metadata we
+write and the size (one HEAD request), the local store compares size and content hash. That is what
+makes a re-run or a resumed run upload only what is missing. S3 uploads above a threshold go
+multipart with a bounded number of parts in flight (memory = parts x part size); a failed multipart
+upload is aborted so no orphan parts are billed. Requests retry with botocore's standard backoff.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+from aiobotocore.session import get_session
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from task_components.partitioning.manifest import sha256_file
+
+__all__ = ["LocalStore", "ObjectStore", "S3Store", "StorageError", "StoredObject"]
+
+
+class StorageError(RuntimeError):
+    pass
+
+
+@dataclass(slots=True)
+class StoredObject:
+    key: str
+    bytes: int
+    sha256: str
+    skipped: bool
+
+
+class ObjectStore(Protocol):
+    kind: str
+    bucket: str
+
+    async def put_file(self, path: Path, key: str, sha256: str) -> StoredObject: ...
+    async def get_bytes(self, key: str) -> bytes: ...
+    async def list_keys(self, prefix: str) -> list[str]: ...
+    def locate(self, key: str) -> str: ...
+    async def aclose(self) -> None: ...
+
+
+class LocalStore:
+    """A directory standing in for a bucket: the embedded default, and handy on a laptop."""
+
+    kind = "local"
+
+    def __init__(self, root: Path, bucket: str = "bucket") -> None:
+        self.root = Path(root) / bucket
+        self.bucket = bucket
+
+    def _path(self, key: str) -> Path:
+        target = (self.root / key).resolve()
+        if self.root.resolve() not in target.parents:
+            raise StorageError(f"key {key!r} escapes the store root {self.root}")
+        return target
+
+    def locate(self, key: str) -> str:
+        """An absolute path: what a Milvus server with local storage imports from."""
+        return str(self._path(key))
+
+    async def put_file(self, path: Path, key: str, sha256: str) -> StoredObject:
+        target = self._path(key)
+        size = path.stat().st_size
+        if target.exists() and target.stat().st_size == size:
+            if await anyio.to_thread.run_sync(sha256_file, target) == sha256:
+                return StoredObject(key, size, sha256, skipped=True)
+        await anyio.to_thread.run_sync(_link_or_copy, path, target)
+        return StoredObject(key, size, sha256, skipped=False)
+
+    async def get_bytes(self, key: str) -> bytes:
+        return await anyio.Path(self._path(key)).read_bytes()
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        base = self.root
+        return sorted(
+            str(p.relative_to(base))
+            for p in base.rglob("*")
+            if p.is_file() and str(p.relative_to(base)).startswith(prefix)
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Dataset files are immutable, so a hard link is a safe zero-copy 'upload'."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".part")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
+class S3Store:
+    kind = "s3"
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        endpoint_url: str | None,
+        access_key: str | None,
+        secret_key: str | None,
+        region: str = "us-east-1",
+        part_size: int = 16 << 20,
+        multipart_threshold: int = 64 << 20,
+        parts_in_flight: int = 4,
+    ) -> None:
+        self.bucket = bucket
+        self.part_size = max(part_size, 5 << 20)  # S3's minimum part size
+        self.multipart_threshold = multipart_threshold
+        self._parts = anyio.Semaphore(parts_in_flight)
+        self._args: dict[str, Any] = {
+            "endpoint_url": endpoint_url,
+            "aws_access_key_id": access_key,
+            "aws_secret_access_key": secret_key,
+            "region_name": region,
+            "config": Config(
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 6, "mode": "standard"},
+                max_pool_connections=max(10, parts_in_flight * 2),
+            ),
+        }
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+
+    async def client(self) -> Any:
+        if self._client is None:
+            self._client = await self._stack.enter_async_context(get_session().create_client("s3", **self._args))
+        return self._client
+
+    def locate(self, key: str) -> str:
+        return key
+
+    async def head(self, key: str) -> dict[str, Any] | None:
+        c = await self.client()
+        try:
+            return await c.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    async def put_file(self, path: Path, key: str, sha256: str) -> StoredObject:
+        size = path.stat().st_size
+        head = await self.head(key)
+        if head and head.get("ContentLength") == size and head.get("Metadata", {}).get("sha256") == sha256:
+            return StoredObject(key, size, sha256, skipped=True)
+        if size < self.multipart_threshold:
+            body = await anyio.Path(path).read_bytes()
+            c = await self.client()
+            await c.put_object(Bucket=self.bucket, Key=key, Body=body, Metadata={"sha256": sha256})
+        else:
+            await self._multipart(path, key, size, sha256)
+        return StoredObject(key, size, sha256, skipped=False)
+
+    async def _multipart(self, path: Path, key: str, size: int, sha256: str) -> None:
+        c = await self.client()
+        upload = await c.create_multipart_upload(Bucket=self.bucket, Key=key, Metadata={"sha256": sha256})
+        upload_id = upload["UploadId"]
+        parts: dict[int, str] = {}
+
+        async def send(number: int, offset: int, length: int) -> None:
+            async with self._parts:  # bounds memory: at most parts_in_flight parts read at once
+                data = await anyio.to_thread.run_sync(_read_range, path, offset, length)
+                reply = await c.upload_part(
+                    Bucket=self.bucket, Key=key, PartNumber=number, UploadId=upload_id, Body=data
+                )
+                parts[number] = reply["ETag"]
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for number, offset in enumerate(range(0, size, self.part_size), start=1):
+                    tg.start_soon(send, number, offset, min(self.part_size, size - offset))
+            await c.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"ETag": parts[n], "PartNumber": n} for n in sorted(parts)]},
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await c.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                except Exception:  # noqa: BLE001 - the original failure is what matters
+                    pass
+            raise
+
+    async def get_bytes(self, key: str) -> bytes:
+        c = await self.client()
+        reply = await c.get_object(Bucket=self.bucket, Key=key)
+        async with reply["Body"] as stream:
+            return await stream.read()
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        c = await self.client()
+        keys: list[str] = []
+        async for page in _pages(c, self.bucket, prefix):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        return keys
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+        self._client = None
+
+
+async def _pages(client: Any, bucket: str, prefix: str) -> AsyncIterator[dict[str, Any]]:
+    paginator = client.get_paginator("list_objects_v2")
+    async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        yield page
+
+
+def _read_range(path: Path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(length)

@@ -1,0 +1,140 @@
+"""The ``storage.upload`` component: put every dataset file (and meta.json) into the object store.
+
+It streams from ``partition``: each file is uploaded as soon as it is closed, so uploading overlaps
+writing. Files already stored unchanged are skipped, so a re-run or ``--resume`` uploads only what is
+missing. Keys are ``<prefix>/<path in dataset>``, the prefix defaulting to ``<S3__PREFIX>/<run id>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from config.settings import Settings
+from task_components.base import Component
+from task_components.partitioning.manifest import MANIFEST_NAME, Manifest, sha256_file
+from task_components.partitioning.task import DataFile
+from task_components.partitioning.writer import parse_size
+from task_components.storage.stores import LocalStore, ObjectStore, S3Store
+
+
+class UploadParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: str | None = Field(None, description="key prefix (default: <S3__PREFIX>/<run id>)")
+    backend: Literal["auto", "s3", "local"] = Field("auto", description="auto: S3 when S3__ENDPOINT_URL/keys are set")
+    concurrency: int = Field(4, ge=1, le=64, description="files uploaded at once")
+    part_size: str = "16MB"
+    multipart_threshold: str = "64MB"
+    local_root: str | None = Field(None, description="local store directory (default: <run dir>/object-store)")
+
+    @field_validator("part_size", "multipart_threshold")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        parse_size(v)
+        return v
+
+
+class UploadedFile(BaseModel):
+    key: str
+    location: str = Field(description="what an importer is given: S3 key, or absolute path for a local store")
+    rows: int
+    bytes: int
+    sha256: str
+    skipped: bool
+    shard: int | None = None
+
+
+class UploadResult(BaseModel):
+    store: str
+    bucket: str
+    prefix: str
+    files: list[UploadedFile]
+    manifest_key: str
+    manifest: Manifest
+
+    @property
+    def uploaded(self) -> int:
+        return sum(not f.skipped for f in self.files)
+
+
+def open_store(settings: Settings, run_dir: Path | None, p: UploadParams) -> ObjectStore:
+    s3 = settings.s3
+    if p.backend == "s3" or (p.backend == "auto" and (s3.endpoint_url or s3.access_key)):
+        return S3Store(
+            bucket=s3.bucket,
+            endpoint_url=s3.endpoint_url,
+            access_key=s3.access_key.get_secret_value() if s3.access_key else None,
+            secret_key=s3.secret_key.get_secret_value() if s3.secret_key else None,
+            region=s3.region,
+            part_size=parse_size(p.part_size),
+            multipart_threshold=parse_size(p.multipart_threshold),
+        )
+    if p.local_root:
+        root = Path(p.local_root)
+    elif run_dir is not None:
+        root = Path(run_dir) / "object-store"
+    else:
+        raise ValueError("storage.upload needs local_root when the run has no run directory")
+    return LocalStore(root, s3.bucket)
+
+
+class Upload(Component):
+    __slots__ = ()
+    component = "storage.upload"
+    summary = "upload dataset files to S3 (or a local directory) as they are written; skips unchanged files"
+    Params = UploadParams
+    stream_input = True
+    default_kind = "io"
+
+    async def run(self, ctx: Any) -> UploadResult:
+        p: UploadParams = self.params  # type: ignore[assignment]
+        settings: Settings = ctx.services["settings"]
+        prefix = (p.prefix or f"{settings.s3.prefix}/{ctx.run_id}").strip("/")
+        store = open_store(settings, ctx.run_dir, p)
+        done: list[UploadedFile] = []
+        limiter = anyio.CapacityLimiter(p.concurrency)
+
+        async def one(df: DataFile) -> None:
+            async with limiter:
+                obj = await store.put_file(df.local_path, f"{prefix}/{df.entry.path}", df.entry.sha256)
+            done.append(UploadedFile(key=obj.key, location=store.locate(obj.key), rows=df.entry.rows,
+                                     bytes=obj.bytes, sha256=obj.sha256, skipped=obj.skipped, shard=df.entry.shard))  # fmt: skip
+            ctx.progress(done=len(done), unit="files")
+
+        try:
+            async with anyio.create_task_group() as tg:
+                if self.streams_from:
+                    async for df in ctx.stream(self.streams_from[0]):
+                        tg.start_soon(one, df)
+                    manifest = ctx.result(self.streams_from[0])
+                else:
+                    manifest = self._manifest(ctx)
+                    root = Path(manifest.root or ".")
+                    for entry in manifest.files:
+                        tg.start_soon(one, DataFile(entry, root / entry.path, root))
+            meta = Path(manifest.root or ".") / MANIFEST_NAME
+            manifest_key = f"{prefix}/{MANIFEST_NAME}"
+            await store.put_file(meta, manifest_key, await anyio.to_thread.run_sync(sha256_file, meta))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await store.aclose()
+        order = {f.path: i for i, f in enumerate(manifest.files)}
+        done.sort(key=lambda f: order.get(f.key.removeprefix(prefix + "/"), 0))
+        ctx.log.info("upload finished", store=store.kind, uploaded=sum(not f.skipped for f in done),
+                     skipped=sum(f.skipped for f in done))  # fmt: skip
+        return UploadResult(store=store.kind, bucket=store.bucket, prefix=prefix, files=done,
+                            manifest_key=manifest_key, manifest=manifest)  # fmt: skip
+
+    def _manifest(self, ctx: Any) -> Manifest:
+        for need in self.needs:
+            result = ctx.result(need)
+            if isinstance(result, Manifest):
+                return result
+        raise ValueError(f"storage.upload needs a partition task among its needs, got {list(self.needs)}")
+
+    def summarize(self, result: UploadResult) -> dict[str, Any]:
+        return {"store": result.store, "uploaded": result.uploaded, "skipped": len(result.files) - result.uploaded}

@@ -1,0 +1,139 @@
+"""The ``verify`` task: does Milvus hold exactly what the source files say?
+
+Levels: ``count`` compares count(*) with the manifest; ``sample`` also fetches a spread of primary keys
+from Milvus and compares every field with the source files (vectors with a tolerance). The report
+says which check failed, for which key and field. (The PostgreSQL shadow and the full three-way
+comparison extend this task.)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import anyio
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from task_components.base import Component
+from task_components.milvus.client import count_rows
+from task_components.milvus.tasks import ImportResult
+from task_components.partitioning.manifest import Manifest
+from task_components.verification.compare import same_value
+
+
+class VerifyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["count", "sample"] = "sample"
+    sample: int = Field(100, ge=1, le=100_000, description="primary keys compared field by field")
+    tolerance: float = Field(1e-6, ge=0, description="absolute tolerance for float vectors")
+    fail_on_mismatch: bool = Field(True, description="fail the task when a check fails")
+
+
+class Check(BaseModel):
+    name: str
+    passed: bool
+    detail: str
+
+
+class VerifyResult(BaseModel):
+    passed: bool
+    checks: list[Check]
+    seconds: float
+
+
+class VerificationFailed(AssertionError):
+    pass
+
+
+def sample_source_rows(manifest: Manifest, n: int) -> pa.Table:
+    """``n`` rows spread evenly over the whole dataset, read with column projection per file."""
+    total = manifest.total_rows
+    wanted = set(np.linspace(0, total - 1, num=min(n, total), dtype=np.int64).tolist())
+    pieces, offset = [], 0
+    for entry in manifest.files:
+        local = sorted(i - offset for i in wanted if offset <= i < offset + entry.rows)
+        if local:
+            table = pq.read_table(manifest.file_path(entry))
+            pieces.append(table.take(pa.array(local)))
+        offset += entry.rows
+    return pa.concat_tables(pieces)
+
+
+def compare_sample(result: ImportResult, tolerance: float, n: int) -> Check:
+    schema = result.info.collection_schema
+    pk = schema.primary
+    if pk.auto_id:
+        return Check(name="sample", passed=True, detail="skipped: auto_id keys are assigned by Milvus")
+    source = sample_source_rows(result.manifest, n)
+    keys = source.column(pk.name).to_pylist()
+    fields = [f for f in schema.data_fields() if not f.is_primary]
+    literal = ", ".join(f'"{k}"' if isinstance(k, str) else str(k) for k in keys)
+    client = result.info.milvus().client()
+    try:
+        got = client.query(result.collection, filter=f"{pk.name} in [{literal}]",
+                           output_fields=[pk.name, *(f.name for f in fields)], consistency_level="Strong")  # fmt: skip
+    finally:
+        client.close()
+    by_key = {row[pk.name]: row for row in got}
+    problems = [f"{pk.name}={k}: missing in Milvus" for k in keys if k not in by_key]
+    for f in fields:
+        column = source.column(f.name).to_pylist()
+        for key, value in zip(keys, column, strict=True):
+            if key in by_key and not same_value(f, value, by_key[key].get(f.name), tolerance):
+                got_value = _short(by_key[key].get(f.name))
+                problems.append(f"{pk.name}={key} field {f.name!r}: source {_short(value)} != milvus {got_value}")
+    detail = f"{len(keys)} keys, {len(fields)} fields compared" if not problems else "; ".join(problems[:5])
+    if len(problems) > 5:
+        detail += f" (+{len(problems) - 5} more)"
+    return Check(name="sample", passed=not problems, detail=detail)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Verify(Component):
+    __slots__ = ()
+    component = "verify"
+    summary = "check that Milvus holds what the source files hold (count, then a field-by-field sample)"
+    Params = VerifyParams
+    default_kind = "milvus"
+
+    async def run(self, ctx: Any) -> VerifyResult:
+        p: VerifyParams = self.params  # type: ignore[assignment]
+        imported = next((r for r in map(ctx.result, self.needs) if isinstance(r, ImportResult)), None)
+        if imported is None:
+            raise ValueError("verify needs a milvus.bulk_import or milvus.insert task among its needs")
+        started = time.perf_counter()
+
+        def count() -> Check:
+            client = imported.info.milvus().client()
+            try:
+                n = count_rows(client, imported.collection)
+            finally:
+                client.close()
+            expected = imported.manifest.total_rows
+            return Check(name="count", passed=n == expected, detail=f"milvus {n:,} rows, source {expected:,} rows")
+
+        checks = [await anyio.to_thread.run_sync(count)]
+        if p.level == "sample":
+            checks.append(await anyio.to_thread.run_sync(compare_sample, imported, p.tolerance, p.sample))
+        result = VerifyResult(
+            passed=all(c.passed for c in checks), checks=checks, seconds=time.perf_counter() - started
+        )
+        for c in checks:
+            (ctx.log.info if c.passed else ctx.log.error)(
+                "verification check", check=c.name, passed=c.passed, detail=c.detail
+            )
+        if not result.passed and p.fail_on_mismatch:
+            failed = [c for c in checks if not c.passed]
+            raise VerificationFailed("; ".join(f"{c.name}: {c.detail}" for c in failed))
+        return result
+
+    def summarize(self, result: VerifyResult) -> dict[str, Any]:
+        return {"result": "passed" if result.passed else "FAILED", **{c.name: c.detail for c in result.checks}}
