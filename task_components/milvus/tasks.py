@@ -10,7 +10,10 @@ so both are polled at a fixed interval.
 
 from __future__ import annotations
 
+import json
 import time
+import warnings
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -184,6 +187,41 @@ class ImportParams(BaseModel):
     concurrency: int = Field(2, ge=1, le=16)
 
 
+class JobJournal:
+    """Which file went to which import job, kept in the run directory.
+
+    Bulk import is not idempotent: importing a file twice doubles its rows. When an interrupted run
+    is resumed, the import task reads this journal and waits on the jobs it already submitted
+    instead of submitting them again; only failed or never-submitted files are imported anew.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        data = json.loads(path.read_text()) if path is not None and path.exists() else {}
+        self.jobs: dict[str, int] = {k: int(v) for k, v in data.get("jobs", {}).items()}
+        self._rows_before: int | None = data.get("rows_before")
+
+    @property
+    def rows_before(self) -> int | None:
+        return self._rows_before
+
+    @rows_before.setter
+    def rows_before(self, value: int) -> None:
+        self._rows_before = value
+        self._save()
+
+    def record(self, location: str, job: int) -> None:
+        self.jobs[location] = job
+        self._save()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"jobs": self.jobs, "rows_before": self._rows_before}))
+        tmp.replace(self.path)
+
+
 class BulkImport(Component):
     __slots__ = ()
     component = "milvus.bulk_import"
@@ -220,18 +258,32 @@ class BulkImport(Component):
     async def _bulk_import(self, ctx: Any, p: ImportParams, info: CollectionInfo, upload: UploadResult) -> list[int]:
         from pymilvus import connections, utility  # ORM API: the bulk-insert calls Milvus 2.3 understands
 
+        warnings.filterwarnings("ignore", message=".*ORM-style PyMilvus API.*")
+
         alias = f"import-{ctx.run_id}-{self.name}"
         target = info.milvus()
+        journal = JobJournal(Path(ctx.run_dir) / f"{self.name}.jobs.json" if ctx.run_dir else None)
         await anyio.to_thread.run_sync(lambda: connections.connect(alias, uri=target.uri, token=target.token or ""))
         try:
-            before = await anyio.to_thread.run_sync(_count, target, info.name)
             jobs: dict[int, str] = {}
+            for location, job in journal.jobs.items():  # submitted by an interrupted earlier attempt
+                state = await anyio.to_thread.run_sync(lambda j=job: utility.get_bulk_insert_state(j, using=alias))
+                if getattr(state, "state_name", "") != "Failed":
+                    jobs[job] = location
+            before = journal.rows_before
+            if before is None:
+                before = await anyio.to_thread.run_sync(_count, target, info.name)
+                journal.rows_before = before
+            resumed = set(jobs.values())
             for f in upload.files:
+                if f.location in resumed:
+                    continue
                 job = await anyio.to_thread.run_sync(
                     lambda loc=f.location: utility.do_bulk_insert(collection_name=info.name, files=[loc], using=alias)
                 )
                 jobs[int(job)] = f.location
-            ctx.log.info("bulk import submitted", jobs=len(jobs), collection=info.name)
+                journal.record(f.location, int(job))
+            ctx.log.info("bulk import submitted", jobs=len(jobs), resumed=len(resumed), collection=info.name)
             if p.wait:
                 with anyio.fail_after(p.timeout):
                     imported = await self._wait(ctx, p, jobs, alias, upload.manifest.total_rows)

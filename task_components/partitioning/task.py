@@ -96,7 +96,7 @@ class Partition(Component):
         out.mkdir(parents=True, exist_ok=True)
         writer: DatasetWriter | None = None
         info: dict[str, Any] = {}
-        rows = 0
+        rows = emitted = 0
         try:
             async for batch in ctx.stream(self.streams_from[0]):
                 if writer is None:
@@ -104,18 +104,17 @@ class Partition(Component):
                     writer = self._writer(out, batch.schema, info)
                 await anyio.to_thread.run_sync(writer.write, batch)
                 rows += batch.num_rows
-                await self._emit(ctx, writer.finished(), out)
+                emitted += await self._emit(ctx, writer.finished(), out)
                 ctx.progress(done=rows, total=info.get("total_rows"), unit="rows")
             if writer is None:
                 raise ValueError(f"stream from {self.streams_from[0]!r} carried no data")
-            already = len(writer.entries)
             entries = await anyio.to_thread.run_sync(writer.close)
         except BaseException:
             if writer is not None:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(_abandon, writer)
             raise
-        await self._emit(ctx, entries[already:], out)
+        await self._emit(ctx, entries[emitted:], out)
         cs = schema_of(writer.schema)
         manifest = Manifest(
             format=p.format, schema=cs, generation=info, files=entries, collection_config=collection_config(cs)
@@ -134,10 +133,12 @@ class Partition(Component):
             compression=p.compression, threads=p.writer_threads,
         )  # fmt: skip
 
-    async def _emit(self, ctx: Any, entries: list[FileEntry], out: Path) -> None:
+    async def _emit(self, ctx: Any, entries: list[FileEntry], out: Path) -> int:
+        """Emit closed files in plan order; returns how many were emitted."""
         if ctx.has_stream_consumers():
             for entry in entries:
                 await ctx.emit(DataFile(entry, out / entry.path, out))
+        return len(entries)
 
     def summarize(self, result: Manifest) -> dict[str, Any]:
         return {"files": len(result.files), "rows": result.total_rows, "MB": round(result.total_bytes / 1e6, 1)}

@@ -314,10 +314,6 @@ class DatasetWriter:
             for lane in self._lanes:
                 lane.shutdown(wait=True)
 
-    @property
-    def entries(self) -> list[FileEntry]:
-        return [fut.result() for fut in self._closing if fut.done()]
-
 
 def _finish_file(f: _Open, sharded: bool) -> FileEntry:
     f.handle.close()

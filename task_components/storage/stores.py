@@ -72,9 +72,9 @@ class LocalStore:
     async def put_file(self, path: Path, key: str, sha256: str) -> StoredObject:
         target = self._path(key)
         size = path.stat().st_size
-        if target.exists() and target.stat().st_size == size:
-            if await anyio.to_thread.run_sync(sha256_file, target) == sha256:
-                return StoredObject(key, size, sha256, skipped=True)
+        same_size = target.exists() and target.stat().st_size == size
+        if same_size and await anyio.to_thread.run_sync(sha256_file, target) == sha256:
+            return StoredObject(key, size, sha256, skipped=True)
         await anyio.to_thread.run_sync(_link_or_copy, path, target)
         return StoredObject(key, size, sha256, skipped=False)
 

@@ -101,8 +101,9 @@ class Upload(Component):
         async def one(df: DataFile) -> None:
             async with limiter:
                 obj = await store.put_file(df.local_path, f"{prefix}/{df.entry.path}", df.entry.sha256)
-            done.append(UploadedFile(key=obj.key, location=store.locate(obj.key), rows=df.entry.rows,
-                                     bytes=obj.bytes, sha256=obj.sha256, skipped=obj.skipped, shard=df.entry.shard))  # fmt: skip
+            e = df.entry
+            done.append(UploadedFile(key=obj.key, location=store.locate(obj.key), rows=e.rows, bytes=obj.bytes,
+                                     sha256=obj.sha256, skipped=obj.skipped, shard=e.shard))  # fmt: skip
             ctx.progress(done=len(done), unit="files")
 
         try:

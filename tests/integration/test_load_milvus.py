@@ -1,0 +1,130 @@
+"""Upload to a real S3 server (moto) and bulk-import into a real Milvus 2.3 server."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+
+from dag_orchestrator.state import TaskState
+from tests.integration.helpers import cli, run_file, service_env, settings_for_services, subprocess_env, write_pipeline
+
+pytestmark = pytest.mark.integration
+
+IVF = {"embedding": {"index_type": "IVF_FLAT", "metric_type": "COSINE", "params": {"nlist": 128}}}
+
+
+def load_spec(name: str, schema: str, rows: int, collection_schema: str | None = None) -> dict:
+    return {
+        "name": name,
+        "params": {"rows": rows},
+        "tasks": {
+            "generate": {"uses": "generate", "with": {"schema": schema, "total_rows": "${params.rows}", "seed": 5}},
+            "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 50_000}},
+            "upload": {"uses": "storage.upload", "needs": ["partition"]},
+            "collection": {"uses": "milvus.create_collection",
+                           "with": {"schema": collection_schema or schema, "collection": name,
+                                    "drop_if_exists": True, "indexes": IVF}},
+            "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
+                       "with": {"timeout": 900, "poll_interval": 0.5}},
+            "verify": {"uses": "verify", "needs": ["import"], "with": {"sample": 300}},
+        },
+    }  # fmt: skip
+
+
+def s3_keys(prefix: str) -> dict[str, str]:
+    env = service_env()
+    s3 = boto3.client("s3", endpoint_url=env["S3__ENDPOINT_URL"], aws_access_key_id="test",
+                      aws_secret_access_key="test", region_name="us-east-1")  # fmt: skip
+    listing = s3.list_objects_v2(Bucket=env["S3__BUCKET"], Prefix=prefix)
+    return {o["Key"]: o["ETag"] for o in listing.get("Contents", [])}
+
+
+@pytest.mark.slow
+def test_200k_768d_rows_bulk_imported_from_s3(tmp_path: Path) -> None:
+    file = write_pipeline(tmp_path / "load.yaml", load_spec("it_load_768", "vector_bench", 200_000))
+    result = run_file(file, tmp_path / "runs", settings_for_services())
+    assert result.ok, {n: t.error for n, t in result.tasks.items() if t.error}
+    imported = result.results["import"]
+    assert imported.method == "bulk_import" and imported.rows_in_milvus == 200_000
+    upload = result.results["upload"]
+    assert upload.store == "s3" and len(upload.files) == 4
+    assert set(s3_keys(upload.prefix)) == {f.key for f in upload.files} | {upload.manifest_key}
+    verify = result.results["verify"]
+    assert verify.passed and [c.name for c in verify.checks] == ["count", "sample"]
+    assert "300 keys" in verify.checks[1].detail
+
+
+def test_import_of_files_that_do_not_match_the_schema_fails_with_milvus_reason(tmp_path: Path) -> None:
+    spec = load_spec("it_mismatch", "simple", 2_000, collection_schema="vector_bench")
+    result = run_file(write_pipeline(tmp_path / "bad.yaml", spec), tmp_path / "runs", settings_for_services())
+    run = result.tasks["import"]
+    assert run.state is TaskState.FAILED and run.error_type == "MilvusImportError"
+    assert "failed in Milvus:" in (run.error or "") and "data-00001.parquet" in (run.error or "")
+    assert result.tasks["verify"].state is TaskState.CANCELLED
+
+
+def test_upload_skips_unchanged_files_and_replaces_changed_ones(tmp_path: Path) -> None:
+    spec = {"name": "up", "tasks": {
+        "generate": {"uses": "generate", "with": {"schema": "simple", "total_rows": 3000, "seed": 1}},
+        "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 1000}},
+        "upload": {"uses": "storage.upload", "needs": ["partition"], "with": {"prefix": f"it-skip/{uuid.uuid4().hex}"}},
+    }}  # fmt: skip
+    file = write_pipeline(tmp_path / "up.yaml", spec)
+    first = run_file(file, tmp_path / "runs", settings_for_services())
+    assert first.ok and first.results["upload"].uploaded == 3
+    second = run_file(file, tmp_path / "runs", settings_for_services())
+    assert second.ok and second.results["upload"].uploaded == 0
+    spec["tasks"]["generate"]["with"]["seed"] = 2  # different data, same file names
+    third = run_file(write_pipeline(tmp_path / "up.yaml", spec), tmp_path / "runs", settings_for_services())
+    assert third.ok and third.results["upload"].uploaded == 3
+
+
+def _wait_for_event(proc: subprocess.Popen[str], task: str, event: str, timeout: float = 240) -> str:
+    deadline = time.monotonic() + timeout
+    assert proc.stderr is not None
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if data.get("event") == event and data.get("task") == task:
+            return data["run_id"]
+    raise AssertionError(f"never saw {event} for {task}")
+
+
+@pytest.mark.slow
+def test_killed_after_upload_resume_uploads_nothing_and_completes_import(tmp_path: Path) -> None:
+    file = write_pipeline(tmp_path / "kill.yaml", load_spec("it_resume", "vector_bench", 100_000))
+    runs = tmp_path / "runs"
+    pipe = subprocess.PIPE
+    proc = subprocess.Popen(cli("run", str(file), "--run-dir", str(runs), "--no-progress"),
+                            env=subprocess_env(), stdout=pipe, stderr=pipe, text=True)  # fmt: skip
+    run_id = _wait_for_event(proc, "upload", "task_succeeded")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    report = json.loads((runs / run_id / "report.json").read_text())
+    assert report["tasks"]["upload"]["state"] == "succeeded"
+    assert report["tasks"]["verify"]["state"] != "succeeded"
+    prefix = f"runs/{run_id}"
+    before = s3_keys(prefix)
+
+    resumed = subprocess.run(cli("run", str(file), "--run-dir", str(runs), "--no-progress", "--resume", run_id),
+                             env=subprocess_env(), capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    report = json.loads((runs / run_id / "report.json").read_text())
+    tasks = report["tasks"]
+    assert tasks["upload"]["resumed"] and tasks["generate"]["resumed"] and tasks["partition"]["resumed"]
+    assert tasks["import"]["state"] == "succeeded" and tasks["verify"]["state"] == "succeeded"
+    assert report["summary"]["import"]["rows in milvus"] == 100_000  # no file imported twice
+    assert s3_keys(prefix) == before  # nothing uploaded again
