@@ -50,7 +50,18 @@ class TaskTimeoutError(TimeoutError):
     pass
 
 
+def _root(exc: BaseException) -> BaseException:
+    """The error a person needs: task groups wrap a task's real failure in an ExceptionGroup."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def _describe(exc: BaseException) -> str:
+    exc = _root(exc)
+    if isinstance(exc, BaseExceptionGroup):
+        text = "; ".join(_describe(e) for e in exc.exceptions[:3])
+        return text if len(exc.exceptions) <= 3 else f"{text} (+{len(exc.exceptions) - 3} more)"
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 2000 else text[:2000] + "... (truncated)"
 
@@ -253,7 +264,7 @@ class Executor:
         run.ended_at = time.time()
         if error:
             run.error = error
-            run.error_type = type(exc).__name__ if exc else state.value
+            run.error_type = type(_root(exc)).__name__ if exc else state.value
         self._release_slot(name)
         if state is TaskState.SUCCEEDED:
             ctx.results[name] = result  # before the hub closes: consumers may read it at end of stream

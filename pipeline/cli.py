@@ -32,8 +32,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 200)  # logs and pipes: do not wrap at 80 columns
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -172,6 +172,7 @@ def list_components() -> None:
 
 
 def main() -> None:
-    import pipeline.datagen_cli  # noqa: F401 - registers `generate` and `schemas` on this app
+    import pipeline.datagen_cli
+    import pipeline.ingest_cli  # noqa: F401 - registers `upload` and `to-milvus`
 
     app()

@@ -63,7 +63,16 @@ def prepare_run(file: str | Path, overrides: dict[str, Any], options: RunOptions
     else:
         run_id = new_run_id()
         path = options.run_dir / run_id
-    spec = load_spec(file, overrides)
+    return prepare_spec(load_spec(file, overrides), file, overrides, options, run_id, path)
+
+
+def prepare_spec(
+    spec: PipelineSpec, file: str | Path, overrides: dict[str, Any], options: RunOptions,
+    run_id: str | None = None, path: Path | None = None,
+) -> PreparedRun:  # fmt: skip
+    """A spec built in code (the CLI's one-shot commands) gets the same checks and run directory."""
+    run_id = run_id or new_run_id()
+    path = path or options.run_dir / run_id
     dag = build_dag(spec, file)
     if options.only:
         try:

@@ -163,7 +163,7 @@ def _sparse(f: FieldSchema, rng: np.random.Generator, n: int) -> pa.Array:
     nnz = min(nnz, space)
     steps = rng.integers(1, max(space // nnz, 1), (n, nnz), endpoint=True)
     indices = np.cumsum(steps, axis=1) - 1
-    values = np.round(rng.random((n, nnz)) * 0.99 + 0.01, 4)
+    values = np.round(rng.random((n, nnz)) * 0.98 + 0.01, 4)  # in [0.01, 0.99]: never prints as an int
     pairs = pc.binary_join_element_wise(
         '"', pc.cast(pa.array(indices.ravel()), pa.string()), '": ', pc.cast(pa.array(values.ravel()), pa.string()), ""
     )

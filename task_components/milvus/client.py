@@ -76,7 +76,7 @@ def arrow_to_rows(batch: pa.RecordBatch | pa.Table, schema: CollectionSchema) ->
         elif t is FieldType.INT8_VECTOR:
             columns[f.name] = _vectors(col, n, np.int8)
         elif t is FieldType.SPARSE_FLOAT_VECTOR:
-            columns[f.name] = [{int(k): v for k, v in json.loads(s).items()} for s in col.to_pylist()]
+            columns[f.name] = [{int(k): float(v) for k, v in json.loads(s).items()} for s in col.to_pylist()]
         elif t is FieldType.JSON:
             columns[f.name] = [None if s is None else json.loads(s) for s in col.to_pylist()]
         else:

@@ -159,3 +159,32 @@ def collection_config(schema: Any) -> dict[str, Any]:
     if schema.num_shards:
         config["num_shards"] = schema.num_shards
     return config
+
+
+class LoadParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="a dataset directory (with meta.json), e.g. one made by `generate`")
+
+
+class LoadDataset(Component):
+    """An existing dataset as a task result, so upload/import can run on files made earlier."""
+
+    __slots__ = ()
+    component = "dataset.load"
+    summary = "read an existing dataset directory's meta.json (files made by `generate` or milvus-ingest)"
+    Params = LoadParams
+
+    async def run(self, ctx: Any) -> Manifest:
+        p: LoadParams = self.params  # type: ignore[assignment]
+        path = Path(p.path)
+        if not (path / MANIFEST_NAME).exists():
+            raise FileNotFoundError(f"{path} has no {MANIFEST_NAME}: is it a dataset directory made by `generate`?")
+        manifest = Manifest.load(path)
+        missing = [f.path for f in manifest.files if not manifest.file_path(f).exists()]
+        if missing:
+            raise FileNotFoundError(f"{path}: files listed in {MANIFEST_NAME} are missing: {', '.join(missing[:5])}")
+        return manifest
+
+    def summarize(self, result: Manifest) -> dict[str, Any]:
+        return {"files": len(result.files), "rows": result.total_rows}

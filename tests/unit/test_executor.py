@@ -258,3 +258,17 @@ async def test_producer_result_is_readable_when_its_stream_ends() -> None:
 
     result = await Executor().run(DAG("s", [produce, consume]))
     assert result.results["consume"] == "manifest"
+
+
+async def test_errors_inside_task_groups_are_reported_by_their_cause() -> None:
+    @task
+    async def grouped(ctx: PipelineContext) -> None:
+        async def boom() -> None:
+            raise ValueError("the real cause")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(boom)
+
+    result = await Executor().run(DAG("g", [grouped]))
+    run = result.tasks["grouped"]
+    assert run.error == "ValueError: the real cause" and run.error_type == "ValueError"
