@@ -1,0 +1,146 @@
+"""End-to-end load rate: our pipeline (generate -> partition -> S3 upload -> bulk import -> count) vs
+plain batched inserts into the same Milvus, in the same run.
+
+The baseline is what a hand-written loader does: read the same Parquet files and call
+``MilvusClient.insert`` in batches of 5,000 rows, then flush and wait until count(*) sees every row.
+Both collections use the same IVF_FLAT index, so index builds cost both sides alike. The pipeline's
+figure includes generating and uploading the data; the baseline's does not (it reads finished files).
+
+Needs the local real services: started here with deploy/local/services.sh unless TEST_MILVUS_URI is set.
+
+    python bench/load.py [--rows 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+INDEX = {"embedding": {"index_type": "IVF_FLAT", "metric_type": "COSINE", "params": {"nlist": 128}}}
+
+
+def services() -> tuple[dict[str, str], bool]:
+    if os.environ.get("TEST_MILVUS_URI"):
+        return dict(os.environ), False
+    env_file = subprocess.run(["bash", "deploy/local/services.sh", "start"], cwd=ROOT, check=True,
+                              capture_output=True, text=True, env={**os.environ, "SERVICES": "s3 milvus"}).stdout.strip()  # fmt: skip
+    env = dict(os.environ)
+    for line in Path(env_file).read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value.strip("'")
+    return env, True
+
+
+def pipeline_run(env: dict[str, str], rows: int, tmp: Path) -> tuple[float, Path, dict]:
+    spec = {
+        "name": "bench_load",
+        "tasks": {
+            "generate": {"uses": "generate", "with": {"schema": "vector_bench", "total_rows": rows, "seed": 1}},
+            "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 100_000}},
+            "upload": {"uses": "storage.upload", "needs": ["partition"]},
+            "collection": {"uses": "milvus.create_collection",
+                           "with": {"schema": "vector_bench", "collection": "bench_bulk", "drop_if_exists": True,
+                                    "indexes": INDEX}},
+            "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"], "with": {"poll_interval": 0.5}},
+        },
+    }  # fmt: skip
+    file = tmp / "load.yaml"
+    file.write_text(yaml.safe_dump(spec))
+    run_env = {**env, "MILVUS__URI": env["TEST_MILVUS_URI"], "S3__ENDPOINT_URL": env["TEST_S3_ENDPOINT"],
+               "S3__BUCKET": env["TEST_S3_BUCKET"], "S3__ACCESS_KEY": env["TEST_S3_ACCESS_KEY"],
+               "S3__SECRET_KEY": env["TEST_S3_SECRET_KEY"], "LOGGING__LEVEL": "WARNING"}  # fmt: skip
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "run_pipeline.py", "run", str(file), "--run-dir", str(tmp / "runs"),
+                           "--no-progress"], cwd=ROOT, env=run_env, capture_output=True, text=True)  # fmt: skip
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"pipeline failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    (run_dir,) = (tmp / "runs").iterdir()
+    report = json.loads((run_dir / "report.json").read_text())
+    return seconds, run_dir / "data", report
+
+
+def insert_baseline(uri: str, data: Path, rows: int) -> tuple[float, float]:
+    """Seconds until every row is countable, and until the index covers every row.
+
+    A bulk-import job reports Completed only after its segments are indexed, so the like-for-like
+    end state for inserts is "indexed", not merely "countable" (growing segments are unindexed).
+    """
+    from pymilvus import MilvusClient
+
+    from task_components.milvus.schema_map import index_params, to_milvus_schema
+    from task_components.schema import resolve_schema
+
+    schema = resolve_schema("vector_bench")
+    client = MilvusClient(uri=uri)
+    if client.has_collection("bench_insert"):
+        client.drop_collection("bench_insert")
+    client.create_collection("bench_insert", schema=to_milvus_schema(schema))
+    client.create_index("bench_insert", index_params(schema, False, INDEX)[0])
+    client.load_collection("bench_insert")
+    started = time.perf_counter()
+    for path in sorted(data.glob("data-*.parquet")):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=5000):
+            cols = batch.to_pydict()
+            vectors = np.asarray(batch.column("embedding").values.to_numpy(), np.float32).reshape(batch.num_rows, -1)
+            client.insert("bench_insert", [
+                {"id": i, "title": t, "score": s, "embedding": v}
+                for i, t, s, v in zip(cols["id"], cols["title"], cols["score"], vectors, strict=True)
+            ])  # fmt: skip
+    client.flush("bench_insert")
+    while client.query("bench_insert", filter="", output_fields=["count(*)"],
+                       consistency_level="Strong")[0]["count(*)"] < rows:  # fmt: skip
+        time.sleep(0.5)
+    countable = time.perf_counter() - started
+    while client.describe_index("bench_insert", "embedding").get("indexed_rows", 0) < rows:
+        time.sleep(0.5)
+    indexed = time.perf_counter() - started
+    client.drop_collection("bench_insert")
+    client.close()
+    return countable, indexed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=200_000)
+    args = ap.parse_args()
+    env, started_here = services()
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            seconds, data, report = pipeline_run(env, args.rows, tmp)
+            tasks = report["tasks"]
+            print(f"pipeline  generate->upload->bulk import->count  {args.rows:,} rows x 768-d  {seconds:6.1f} s  "
+                  f"{args.rows / seconds:9,.0f} rows/s end to end")  # fmt: skip
+            for name in ("generate", "partition", "upload", "import"):
+                print(f"            {name:<10} {tasks[name]['duration']:6.1f} s")
+            countable, indexed = insert_baseline(env["TEST_MILVUS_URI"], data, args.rows)
+            print(f"baseline  MilvusClient.insert, 5,000-row batches    {args.rows:,} rows x 768-d  "
+                  f"{countable:6.1f} s to countable ({args.rows / countable:,.0f} rows/s), "
+                  f"{indexed:6.1f} s to indexed ({args.rows / indexed:,.0f} rows/s)")  # fmt: skip
+            print(
+                f"ratio     pipeline end to end / insert to indexed: {indexed / seconds:.2f}x; "
+                f"/ insert to countable: {countable / seconds:.2f}x"
+            )
+    finally:
+        if started_here:
+            subprocess.run(
+                ["bash", "deploy/local/services.sh", "stop"], cwd=ROOT, env={**os.environ, "SERVICES": "s3 milvus"}
+            )
+
+
+if __name__ == "__main__":
+    main()
