@@ -35,8 +35,10 @@ INDEX = {"embedding": {"index_type": "IVF_FLAT", "metric_type": "COSINE", "param
 def services() -> tuple[dict[str, str], bool]:
     if os.environ.get("TEST_MILVUS_URI"):
         return dict(os.environ), False
-    env_file = subprocess.run(["bash", "deploy/local/services.sh", "start"], cwd=ROOT, check=True,
-                              capture_output=True, text=True, env={**os.environ, "SERVICES": "s3 milvus"}).stdout.strip()  # fmt: skip
+    start_env = {**os.environ, "SERVICES": "s3 milvus"}
+    started = subprocess.run(["bash", "deploy/local/services.sh", "start"], cwd=ROOT, check=True,
+                             capture_output=True, text=True, env=start_env)  # fmt: skip
+    env_file = started.stdout.strip()
     env = dict(os.environ)
     for line in Path(env_file).read_text().splitlines():
         key, _, value = line.removeprefix("export ").partition("=")
