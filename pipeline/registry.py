@@ -28,6 +28,7 @@ BUILTIN_PACKAGES = [
     "task_components.partitioning",
     "task_components.storage",
     "task_components.milvus",
+    "task_components.shadow",
     "task_components.verification",
 ]
 ENTRY_POINT_GROUP = "dag_pipeline.components"

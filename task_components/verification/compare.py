@@ -27,6 +27,8 @@ def same_value(f: FieldSchema, source: Any, got: Any, tolerance: float) -> bool:
     t = f.type
     if source is None or got is None:
         return source is None and got is None
+    if isinstance(got, str) and t in (FieldType.SPARSE_FLOAT_VECTOR, FieldType.JSON):
+        got = json.loads(got)  # PostgreSQL returns jsonb as text
     if t is FieldType.FLOAT_VECTOR:
         return np.allclose(_as_array(source, np.float32), _as_array(got, np.float32), atol=tolerance, rtol=0)
     if t in (FieldType.FLOAT16_VECTOR, FieldType.BFLOAT16_VECTOR):

@@ -12,6 +12,7 @@ import time
 from typing import Any, Literal
 
 import anyio
+import asyncpg
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,13 +22,16 @@ from task_components.base import Component
 from task_components.milvus.client import count_rows
 from task_components.milvus.tasks import ImportResult
 from task_components.partitioning.manifest import Manifest
+from task_components.shadow.pg_schema import quote
+from task_components.shadow.sync import ShadowResult, shadow_dsn
 from task_components.verification.compare import same_value
+from task_components.verification.threeway import fetch_shadow, three_way
 
 
 class VerifyParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    level: Literal["count", "sample"] = "sample"
+    level: Literal["count", "sample", "full"] = Field("sample", description="full: also the PostgreSQL shadow")
     sample: int = Field(100, ge=1, le=100_000, description="primary keys compared field by field")
     tolerance: float = Field(1e-6, ge=0, description="absolute tolerance for float vectors")
     fail_on_mismatch: bool = Field(True, description="fail the task when a check fails")
@@ -43,6 +47,7 @@ class VerifyResult(BaseModel):
     passed: bool
     checks: list[Check]
     seconds: float
+    findings: list[dict[str, Any]] = Field(default_factory=list, description="three-way disagreements by side")
 
 
 class VerificationFailed(AssertionError):
@@ -63,6 +68,18 @@ def sample_source_rows(manifest: Manifest, n: int) -> pa.Table:
     return pa.concat_tables(pieces)
 
 
+def milvus_rows(result: ImportResult, keys: list[Any], fields: list[Any]) -> dict[Any, dict[str, Any]]:
+    pk = result.info.collection_schema.primary.name
+    literal = ", ".join(f'"{k}"' if isinstance(k, str) else str(k) for k in keys)
+    client = result.info.milvus().client()
+    try:
+        got = client.query(result.collection, filter=f"{pk} in [{literal}]",
+                           output_fields=[pk, *(f.name for f in fields)], consistency_level="Strong")  # fmt: skip
+    finally:
+        client.close()
+    return {row[pk]: row for row in got}
+
+
 def compare_sample(result: ImportResult, tolerance: float, n: int) -> Check:
     schema = result.info.collection_schema
     pk = schema.primary
@@ -71,14 +88,7 @@ def compare_sample(result: ImportResult, tolerance: float, n: int) -> Check:
     source = sample_source_rows(result.manifest, n)
     keys = source.column(pk.name).to_pylist()
     fields = [f for f in schema.data_fields() if not f.is_primary]
-    literal = ", ".join(f'"{k}"' if isinstance(k, str) else str(k) for k in keys)
-    client = result.info.milvus().client()
-    try:
-        got = client.query(result.collection, filter=f"{pk.name} in [{literal}]",
-                           output_fields=[pk.name, *(f.name for f in fields)], consistency_level="Strong")  # fmt: skip
-    finally:
-        client.close()
-    by_key = {row[pk.name]: row for row in got}
+    by_key = milvus_rows(result, keys, fields)
     problems = [f"{pk.name}={k}: missing in Milvus" for k in keys if k not in by_key]
     for f in fields:
         column = source.column(f.name).to_pylist()
@@ -121,11 +131,20 @@ class Verify(Component):
             return Check(name="count", passed=n == expected, detail=f"milvus {n:,} rows, source {expected:,} rows")
 
         checks = [await anyio.to_thread.run_sync(count)]
-        if p.level == "sample":
+        findings: list[dict[str, Any]] = []
+        shadow = next((r for r in map(ctx.result, self.needs) if isinstance(r, ShadowResult)), None)
+        if p.level == "full" and shadow is None:
+            raise ValueError("verify level full needs a shadow.sync task among its needs")
+        if p.level == "sample" or (p.level == "full" and imported.info.collection_schema.primary.auto_id):
             checks.append(await anyio.to_thread.run_sync(compare_sample, imported, p.tolerance, p.sample))
+        if p.level == "full" and shadow is not None:
+            dsn, _ = await shadow_dsn(ctx.services["settings"], ctx.run_dir)
+            shadow_check, findings = await self._three_way(dsn, imported, shadow, p)
+            checks += [await self._shadow_count(dsn, shadow, imported.manifest.total_rows), shadow_check]
         result = VerifyResult(
-            passed=all(c.passed for c in checks), checks=checks, seconds=time.perf_counter() - started
-        )
+            passed=all(c.passed for c in checks), checks=checks, seconds=time.perf_counter() - started,
+            findings=findings,
+        )  # fmt: skip
         for c in checks:
             (ctx.log.info if c.passed else ctx.log.error)(
                 "verification check", check=c.name, passed=c.passed, detail=c.detail
@@ -134,6 +153,39 @@ class Verify(Component):
             failed = [c for c in checks if not c.passed]
             raise VerificationFailed("; ".join(f"{c.name}: {c.detail}" for c in failed))
         return result
+
+    async def _shadow_count(self, dsn: str, shadow: ShadowResult, expected: int) -> Check:
+        conn = await asyncpg.connect(dsn)
+        try:
+            n = await conn.fetchval(f"SELECT count(*) FROM {quote(shadow.table)}")
+        finally:
+            await conn.close()
+        return Check(name="shadow count", passed=n == expected, detail=f"postgres {n:,} rows, source {expected:,} rows")
+
+    async def _three_way(
+        self, dsn: str, imported: ImportResult, shadow: ShadowResult, p: VerifyParams
+    ) -> tuple[Check, list[dict[str, Any]]]:
+        schema = imported.info.collection_schema
+        source = await anyio.to_thread.run_sync(sample_source_rows, imported.manifest, p.sample)
+        fields = [f for f in schema.data_fields() if not f.is_primary]
+        if schema.primary.auto_id:
+            return Check(name="three-way", passed=True, detail="skipped: auto_id rows are compared by count"), []
+        keys = source.column(schema.primary.name).to_pylist()
+        milvus = await anyio.to_thread.run_sync(milvus_rows, imported, keys, fields)
+        pg = await fetch_shadow(dsn, shadow, keys, fields)
+        findings = await anyio.to_thread.run_sync(
+            lambda: three_way(source, keys, milvus, pg, fields, schema.primary.name, p.tolerance)
+        )
+        if not findings:
+            return Check(
+                name="three-way", passed=True, detail=f"{len(keys)} keys agree on source, milvus, postgres"
+            ), []
+        sides: dict[str, int] = {}
+        for f in findings:
+            sides[f["side"]] = sides.get(f["side"], 0) + 1
+        blame = ", ".join(f"{side} wrong in {n}" for side, n in sorted(sides.items()))
+        first = "; ".join(f"{schema.primary.name}={f['key']} {f['field'] or ''} ({f['side']})" for f in findings[:3])
+        return Check(name="three-way", passed=False, detail=f"{blame}: {first}"), findings
 
     def summarize(self, result: VerifyResult) -> dict[str, Any]:
         return {"result": "passed" if result.passed else "FAILED", **{c.name: c.detail for c in result.checks}}
