@@ -8,11 +8,13 @@ these class attributes; the engine only ever sees a plain Task.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from dag_orchestrator.task import RetryPolicy, Task
+
+T = TypeVar("T")
 
 
 class NoParams(BaseModel):
@@ -50,6 +52,14 @@ class Component(Task):
             emits_stream=self.emits,
         )
         self.params = params if params is not None else self.Params()
+
+    def upstream(self, ctx: Any, kind: type[T]) -> T | None:
+        """The result of the first need whose result is a ``kind`` (tasks find inputs by type, not name)."""
+        for need in self.needs:
+            result = ctx.result(need)
+            if isinstance(result, kind):
+                return result
+        return None
 
     def summarize(self, result: Any) -> dict[str, Any]:
         """A few figures for the run summary and report (rows, files...); empty by default."""

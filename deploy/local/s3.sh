@@ -7,7 +7,7 @@ BUCKET=${S3_TEST_BUCKET:-pipeline-test}
 start() {
   local port
   port=$(free_port)
-  [ -x "$ROOT/.venv/bin/moto_server" ] || "$PY" -m pip install -q "moto[server]" >&2
+  [ -x "$ROOT/.venv/bin/moto_server" ] || "$PY" -m pip install -q "moto[server]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
   nohup "$ROOT/.venv/bin/moto_server" -H 127.0.0.1 -p "$port" > "$STATE_DIR/s3.log" 2>&1 &
   echo $! > "$STATE_DIR/s3.pid"
   wait_port "$port" 30 s3

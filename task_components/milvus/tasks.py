@@ -43,14 +43,6 @@ class CollectionInfo(BaseModel):
         return MilvusTarget(**self.target)
 
 
-def _find(ctx: Any, needs: tuple[str, ...], kind: type) -> Any:
-    for need in needs:
-        result = ctx.result(need)
-        if isinstance(result, kind):
-            return result
-    return None
-
-
 class CreateParams(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -122,7 +114,7 @@ class CreateCollection(Component):
     def _schema(self, ctx: Any, p: CreateParams) -> CollectionSchema:
         if p.schema_ref is not None:
             return resolve_schema(p.schema_ref)
-        manifest = _find(ctx, self.needs, Manifest)
+        manifest = self.upstream(ctx, Manifest)
         if manifest is None:
             raise ValueError("milvus.create_collection needs `schema` or a partition task among its needs")
         return manifest.collection_schema
@@ -231,8 +223,8 @@ class BulkImport(Component):
 
     async def run(self, ctx: Any) -> ImportResult:
         p: ImportParams = self.params  # type: ignore[assignment]
-        info: CollectionInfo | None = _find(ctx, self.needs, CollectionInfo)
-        upload: UploadResult | None = _find(ctx, self.needs, UploadResult)
+        info: CollectionInfo | None = self.upstream(ctx, CollectionInfo)
+        upload: UploadResult | None = self.upstream(ctx, UploadResult)
         if info is None or upload is None:
             raise ValueError("milvus.bulk_import needs a storage.upload task and a milvus.create_collection task")
         started = time.perf_counter()
@@ -350,9 +342,9 @@ class Insert(Component):
 
     async def run(self, ctx: Any) -> ImportResult:
         p: InsertParams = self.params  # type: ignore[assignment]
-        info: CollectionInfo | None = _find(ctx, self.needs, CollectionInfo)
-        manifest: Manifest | None = _find(ctx, self.needs, Manifest)
-        upload: UploadResult | None = _find(ctx, self.needs, UploadResult)
+        info: CollectionInfo | None = self.upstream(ctx, CollectionInfo)
+        manifest: Manifest | None = self.upstream(ctx, Manifest)
+        upload: UploadResult | None = self.upstream(ctx, UploadResult)
         if manifest is None and upload is not None:
             manifest = upload.manifest
         if info is None or manifest is None:

@@ -131,11 +131,10 @@ class Upload(Component):
                             manifest_key=manifest_key, manifest=manifest)  # fmt: skip
 
     def _manifest(self, ctx: Any) -> Manifest:
-        for need in self.needs:
-            result = ctx.result(need)
-            if isinstance(result, Manifest):
-                return result
-        raise ValueError(f"storage.upload needs a partition task among its needs, got {list(self.needs)}")
+        manifest = self.upstream(ctx, Manifest)
+        if manifest is None:
+            raise ValueError(f"storage.upload needs a partition task among its needs, got {list(self.needs)}")
+        return manifest
 
     def summarize(self, result: UploadResult) -> dict[str, Any]:
         return {"store": result.store, "uploaded": result.uploaded, "skipped": len(result.files) - result.uploaded}

@@ -116,7 +116,7 @@ class Verify(Component):
 
     async def run(self, ctx: Any) -> VerifyResult:
         p: VerifyParams = self.params  # type: ignore[assignment]
-        imported = next((r for r in map(ctx.result, self.needs) if isinstance(r, ImportResult)), None)
+        imported = self.upstream(ctx, ImportResult)
         if imported is None:
             raise ValueError("verify needs a milvus.bulk_import or milvus.insert task among its needs")
         started = time.perf_counter()
@@ -132,7 +132,7 @@ class Verify(Component):
 
         checks = [await anyio.to_thread.run_sync(count)]
         findings: list[dict[str, Any]] = []
-        shadow = next((r for r in map(ctx.result, self.needs) if isinstance(r, ShadowResult)), None)
+        shadow = self.upstream(ctx, ShadowResult)
         if p.level == "full" and shadow is None:
             raise ValueError("verify level full needs a shadow.sync task among its needs")
         if p.level == "sample" or (p.level == "full" and imported.info.collection_schema.primary.auto_id):

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.logwait import wait_for_event
+
 ROOT = Path(__file__).resolve().parents[2]
 SLOW = ROOT / "tests" / "fixtures" / "slow.yaml"
 
@@ -26,25 +28,9 @@ def start_run(run_dir: Path, *extra: str) -> subprocess.Popen[str]:
     )
 
 
-def wait_for_task_start(proc: subprocess.Popen[str], task: str, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    assert proc.stderr is not None
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if event.get("event") == "task_started" and event.get("task") == task:
-            return event["run_id"]
-    raise AssertionError(f"task {task!r} never started")
-
-
 def test_sigterm_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     proc = start_run(tmp_path)
-    run_id = wait_for_task_start(proc, "wait")
+    run_id = wait_for_event(proc, "wait", "task_started", timeout=30)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=5)

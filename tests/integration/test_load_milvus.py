@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from dag_orchestrator.state import TaskState
 from tests.integration.helpers import cli, run_file, service_env, settings_for_services, subprocess_env, write_pipeline
+from tests.logwait import wait_for_event
 
 pytestmark = pytest.mark.integration
 
@@ -86,22 +86,6 @@ def test_upload_skips_unchanged_files_and_replaces_changed_ones(tmp_path: Path) 
     assert third.ok and third.results["upload"].uploaded == 3
 
 
-def _wait_for_event(proc: subprocess.Popen[str], task: str, event: str, timeout: float = 240) -> str:
-    deadline = time.monotonic() + timeout
-    assert proc.stderr is not None
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if data.get("event") == event and data.get("task") == task:
-            return data["run_id"]
-    raise AssertionError(f"never saw {event} for {task}")
-
-
 @pytest.mark.slow
 def test_killed_after_upload_resume_uploads_nothing_and_completes_import(tmp_path: Path) -> None:
     file = write_pipeline(tmp_path / "kill.yaml", load_spec("it_resume", "vector_bench", 100_000))
@@ -109,7 +93,7 @@ def test_killed_after_upload_resume_uploads_nothing_and_completes_import(tmp_pat
     pipe = subprocess.PIPE
     proc = subprocess.Popen(cli("run", str(file), "--run-dir", str(runs), "--no-progress"),
                             env=subprocess_env(), stdout=pipe, stderr=pipe, text=True)  # fmt: skip
-    run_id = _wait_for_event(proc, "upload", "task_succeeded")
+    run_id = wait_for_event(proc, "upload", "task_succeeded", timeout=240)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode != 0
