@@ -3,7 +3,8 @@
 # $STATE_DIR/NAME.pid, its URI written to $STATE_DIR/services.env; stopped by that PID only.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-STATE_DIR="${SERVICES_DIR:-${TMPDIR:-/tmp}/dag-pipeline-services}"
+# One state directory per checkout: two clones on one machine never share data dirs or PID files.
+STATE_DIR="${SERVICES_DIR:-${TMPDIR:-/tmp}/dag-pipeline-services-$(printf '%s' "$ROOT" | md5sum | cut -c1-8)}"
 ENV_FILE="$STATE_DIR/services.env"
 PY="${PY:-$ROOT/.venv/bin/python}"
 mkdir -p "$STATE_DIR"
