@@ -25,13 +25,16 @@ from task_components.partitioning.manifest import Manifest
 from task_components.shadow.pg_schema import quote
 from task_components.shadow.sync import ShadowResult, shadow_dsn
 from task_components.verification.compare import same_value
+from task_components.verification.fullscan import scan
 from task_components.verification.threeway import fetch_shadow, three_way
 
 
 class VerifyParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    level: Literal["count", "sample", "full"] = Field("sample", description="full: also the PostgreSQL shadow")
+    level: Literal["count", "sample", "scalar", "full"] = Field(
+        "sample", description="sample: spread of keys; scalar/full: every row, three-way with the shadow"
+    )
     sample: int = Field(100, ge=1, le=100_000, description="primary keys compared field by field")
     tolerance: float = Field(1e-6, ge=0, description="absolute tolerance for float vectors")
     fail_on_mismatch: bool = Field(True, description="fail the task when a check fails")
@@ -133,14 +136,19 @@ class Verify(Component):
         checks = [await anyio.to_thread.run_sync(count)]
         findings: list[dict[str, Any]] = []
         shadow = self.upstream(ctx, ShadowResult)
-        if p.level == "full" and shadow is None:
-            raise ValueError("verify level full needs a shadow.sync task among its needs")
-        if p.level == "sample" or (p.level == "full" and imported.info.collection_schema.primary.auto_id):
+        if p.level in ("scalar", "full") and shadow is None:
+            raise ValueError(f"verify level {p.level} needs a shadow.sync task among its needs")
+        dsn = (await shadow_dsn(ctx.services["settings"], ctx.run_dir))[0] if shadow is not None else ""
+        if shadow is not None:
+            checks.append(await self._shadow_count(dsn, shadow, imported.manifest.total_rows))
+        if p.level == "sample":
             checks.append(await anyio.to_thread.run_sync(compare_sample, imported, p.tolerance, p.sample))
-        if p.level == "full" and shadow is not None:
-            dsn, _ = await shadow_dsn(ctx.services["settings"], ctx.run_dir)
-            shadow_check, findings = await self._three_way(dsn, imported, shadow, p)
-            checks += [await self._shadow_count(dsn, shadow, imported.manifest.total_rows), shadow_check]
+            if shadow is not None:
+                three, findings = await self._three_way(dsn, imported, shadow, p)
+                checks.append(three)
+        elif p.level in ("scalar", "full") and shadow is not None:
+            scan_check, findings = await self._scan(dsn, imported, shadow, p)
+            checks.append(scan_check)
         result = VerifyResult(
             passed=all(c.passed for c in checks), checks=checks, seconds=time.perf_counter() - started,
             findings=findings,
@@ -153,6 +161,26 @@ class Verify(Component):
             failed = [c for c in checks if not c.passed]
             raise VerificationFailed("; ".join(f"{c.name}: {c.detail}" for c in failed))
         return result
+
+    async def _scan(
+        self, dsn: str, imported: ImportResult, shadow: ShadowResult, p: VerifyParams
+    ) -> tuple[Check, list[dict[str, Any]]]:
+        schema = imported.info.collection_schema
+        name = f"{p.level} scan"
+        if schema.primary.auto_id:
+            return Check(name=name, passed=True, detail="skipped: auto_id rows are compared by count"), []
+        fields = [f for f in schema.data_fields() if not f.is_primary]
+        if p.level == "scalar":
+            fields = [f for f in fields if not f.type.is_vector]
+        report = await scan(imported, shadow, dsn, fields, p.tolerance)
+        if not report.by_side:
+            detail = f"{report.rows:,} rows x {len(fields)} fields agree on source, milvus, postgres"
+            return Check(name=name, passed=True, detail=detail), []
+        blame = ", ".join(f"{side} wrong in {n}" for side, n in sorted(report.by_side.items()))
+        first = "; ".join(
+            f"{schema.primary.name}={f['key']} {f['field'] or ''} ({f['side']})" for f in report.findings[:3]
+        )
+        return Check(name=name, passed=False, detail=f"{report.rows:,} rows: {blame}: {first}"), report.findings
 
     async def _shadow_count(self, dsn: str, shadow: ShadowResult, expected: int) -> Check:
         conn = await asyncpg.connect(dsn)

@@ -32,7 +32,7 @@ def test_quickstart_runs_on_milvus_lite_and_prints_a_summary(tmp_path: Path) -> 
     assert summary["generate"]["rows"] == 6000 and summary["partition"]["files"] == 3
     assert summary["import"]["rows in milvus"] == 6000 and summary["verify"]["result"] == "passed"
     assert summary["shadow"]["rows"] == 6000 and summary["shadow"]["in"] == "embedded PostgreSQL"
-    assert "200 keys agree on source, milvus, postgres" in summary["verify"]["three-way"]
+    assert "6,000 rows x 5 fields agree on source, milvus, postgres" in summary["verify"]["full scan"]
     assert (run_dir / "milvus.db").exists() and (run_dir / "object-store").is_dir()
 
 

@@ -42,7 +42,7 @@ def spec(schema: str, rows: int, collection: str) -> dict[str, Any]:
                                 "indexes": {"embedding": {"index_type": "FLAT", "metric_type": "COSINE"}}}},
         "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"], "with": {"poll_interval": 0.5}},
         "shadow": {"uses": "shadow.sync", "needs": ["generate"]},
-        "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "full", "sample": rows}},
+        "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "full"}},
     }}  # fmt: skip
 
 
@@ -50,7 +50,8 @@ def test_injected_divergences_are_found_and_attributed(tmp_path: Path) -> None:
     settings = settings_with_pg()
     result = run_file(write_pipeline(tmp_path / "s.yaml", spec("simple", 1000, "it_shadow")), tmp_path / "r", settings)
     assert result.ok, {n: t.error for n, t in result.tasks.items() if t.error}
-    assert [c.name for c in result.results["verify"].checks] == ["count", "shadow count", "three-way"]
+    assert [c.name for c in result.results["verify"].checks] == ["count", "shadow count", "full scan"]
+    assert "1,000 rows x 5 fields agree" in result.results["verify"].checks[2].detail
 
     imported, shadow = result.results["import"], result.results["shadow"]
     client = imported.info.milvus().client()
@@ -66,9 +67,7 @@ def test_injected_divergences_are_found_and_attributed(tmp_path: Path) -> None:
         await conn.close()
 
     anyio.run(tamper)
-    verify = Verify(
-        "verify", VerifyParams(level="full", sample=1000, fail_on_mismatch=False), needs=["import", "shadow"]
-    )
+    verify = Verify("verify", VerifyParams(level="full", fail_on_mismatch=False), needs=["import", "shadow"])
     ctx = PipelineContext(run_dir=tmp_path / "r", services={"settings": settings})
     ctx.results.update({"import": imported, "shadow": shadow})
     report = anyio.run(verify.run, ctx)
@@ -77,7 +76,7 @@ def test_injected_divergences_are_found_and_attributed(tmp_path: Path) -> None:
     assert found == {(10, None, "milvus"), (20, "name", "postgres"), (30, "embedding", "milvus")}
     checks = {c.name: c for c in report.checks}
     assert not checks["count"].passed and checks["shadow count"].passed
-    assert "milvus wrong in 2" in checks["three-way"].detail and "postgres wrong in 1" in checks["three-way"].detail
+    assert "milvus wrong in 2" in checks["full scan"].detail and "postgres wrong in 1" in checks["full scan"].detail
 
 
 def test_every_field_type_round_trips_through_postgres(tmp_path: Path) -> None:
