@@ -116,3 +116,58 @@ def to_milvus_import(
     if wait:
         tasks["verify"] = {"uses": "verify", "needs": ["import"], "with": {"level": "count"}}
     _run("to-milvus-import", tasks, run_dir)
+
+
+@app.command("verify")
+def verify_run(
+    run_id: Annotated[str, typer.Argument(help="a run whose import (and shadow) tasks finished")],
+    level: Annotated[str, typer.Option(help="count, sample, scalar or full")] = "full",
+    sample: Annotated[int, typer.Option(min=1, help="keys compared at level sample")] = 1000,
+    tolerance: Annotated[float, typer.Option(min=0, help="absolute tolerance for float vectors")] = 1e-6,
+    run_dir: RunDir = None,
+) -> None:
+    """Verify again, now, that source files, Milvus and the shadow of a finished run agree."""
+    import json
+    import pickle
+    import time
+
+    from rich.table import Table
+
+    from dag_orchestrator import PipelineContext
+    from task_components.milvus.tasks import ImportResult
+    from task_components.shadow.sync import ShadowResult
+    from task_components.verification import Verify, VerifyParams
+
+    settings = load_settings()
+    path = (run_dir or settings.pipeline.run_dir) / run_id
+    if level not in ("count", "sample", "scalar", "full"):
+        raise fail_invalid(f"--level must be count, sample, scalar or full, got {level!r}")
+    stored = {p.stem: pickle.loads(p.read_bytes()) for p in sorted((path / "results").glob("*.pkl"))}
+    picked = {n: r for n, r in stored.items() if isinstance(r, ImportResult | ShadowResult)}
+    if not any(isinstance(r, ImportResult) for r in picked.values()):
+        raise fail_invalid(f"{path}: no finished import or insert task to verify (is {run_id!r} a loading run?)")
+    if level in ("scalar", "full") and not any(isinstance(r, ShadowResult) for r in picked.values()):
+        raise fail_invalid(f"{path}: --level {level} needs a finished shadow.sync task; use --level sample")
+    task = Verify("verify", VerifyParams(level=level, sample=sample, tolerance=tolerance, fail_on_mismatch=False),
+                  needs=list(picked))  # fmt: skip
+    ctx = PipelineContext(run_id=run_id, run_dir=path, services={"settings": settings})
+    ctx.results.update(picked)
+    try:
+        result = anyio.run(task.run, ctx)
+    except Exception as exc:  # noqa: BLE001 - a service error is reported, never a traceback
+        from pipeline.cli import err
+
+        err.print(f"[bold red]verification could not run:[/] {type(exc).__name__}: {exc}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    table = Table(title=f"verification of run {run_id}: {'passed' if result.passed else 'FAILED'}")
+    for col in ("check", "result", "detail"):
+        table.add_column(col)
+    for c in result.checks:
+        table.add_row(c.name, "[green]passed" if c.passed else "[red]failed", c.detail)
+    from pipeline.cli import out
+
+    out.print(table)
+    report = path / f"verify-{int(time.time())}.json"
+    report.write_text(json.dumps(result.model_dump(mode="json"), indent=2, default=str))
+    out.print(f"report: {report} ({result.seconds:.1f} s)")
+    raise typer.Exit(EXIT_OK if result.passed else EXIT_FAILED)

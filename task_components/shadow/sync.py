@@ -34,10 +34,11 @@ def embedded_dsn(run_dir: Path) -> str:
     if key not in _embedded:
         import pgserver
 
-        data = run_dir.resolve() / "postgres"
-        data.mkdir(parents=True, exist_ok=True)
-        data.chmod(0o755)
-        _embedded[key] = pgserver.get_server(str(data), cleanup_mode="stop")
+        base = run_dir.resolve() / "postgres"
+        base.mkdir(parents=True, exist_ok=True)
+        base.chmod(0o755)  # pgserver runs PostgreSQL as its own OS user, which must traverse this
+        # the data directory itself belongs to pgserver: PostgreSQL refuses one that is not 0700/0750
+        _embedded[key] = pgserver.get_server(str(base / "data"), cleanup_mode="stop")
     return str(_embedded[key].get_uri())
 
 

@@ -34,6 +34,11 @@ def test_quickstart_runs_on_milvus_lite_and_prints_a_summary(tmp_path: Path) -> 
     assert summary["shadow"]["rows"] == 6000 and summary["shadow"]["in"] == "embedded PostgreSQL"
     assert "6,000 rows x 5 fields agree on source, milvus, postgres" in summary["verify"]["full scan"]
     assert (run_dir / "milvus.db").exists() and (run_dir / "object-store").is_dir()
+    again = run("verify", run_dir.name, "--run-dir", str(tmp_path))  # reopens embedded PostgreSQL and Lite
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "verification of run" in again.stdout and "6,000 rows x 5 fields agree" in again.stdout
+    missing = run("verify", "no-such-run", "--run-dir", str(tmp_path))
+    assert missing.returncode == 2 and "no finished import" in missing.stderr
 
 
 def test_generate_then_to_milvus_insert_and_import_on_lite(tmp_path: Path) -> None:
