@@ -26,6 +26,8 @@ from task_components.shadow.pg_schema import quote
 from task_components.shadow.sync import ShadowResult, shadow_dsn
 from task_components.verification.compare import same_value
 from task_components.verification.fullscan import scan
+from task_components.verification.search import search_recall
+from task_components.verification.task_types import Check
 from task_components.verification.threeway import fetch_shadow, three_way
 
 
@@ -38,12 +40,9 @@ class VerifyParams(BaseModel):
     sample: int = Field(100, ge=1, le=100_000, description="primary keys compared field by field")
     tolerance: float = Field(1e-6, ge=0, description="absolute tolerance for float vectors")
     fail_on_mismatch: bool = Field(True, description="fail the task when a check fails")
-
-
-class Check(BaseModel):
-    name: str
-    passed: bool
-    detail: str
+    search: int = Field(1000, ge=0, description="search queries checked for recall (0: none; not at level count)")
+    search_k: int = Field(10, ge=1, le=1000)
+    recall_threshold: float = Field(0.8, ge=0, le=1)
 
 
 class VerifyResult(BaseModel):
@@ -151,6 +150,10 @@ class Verify(Component):
         elif p.level in ("scalar", "full") and shadow is not None:
             scan_check, findings = await self._scan(dsn, imported, shadow, p)
             checks.append(scan_check)
+        if p.level != "count" and p.search:
+            searched = await anyio.to_thread.run_sync(search_recall, imported, p.search, p.search_k, p.recall_threshold)
+            if searched is not None:
+                checks.append(searched)
         result = VerifyResult(
             passed=all(c.passed for c in checks), checks=checks, seconds=time.perf_counter() - started,
             findings=findings,

@@ -50,7 +50,8 @@ def test_injected_divergences_are_found_and_attributed(tmp_path: Path) -> None:
     settings = settings_with_pg()
     result = run_file(write_pipeline(tmp_path / "s.yaml", spec("simple", 1000, "it_shadow")), tmp_path / "r", settings)
     assert result.ok, {n: t.error for n, t in result.tasks.items() if t.error}
-    assert [c.name for c in result.results["verify"].checks] == ["count", "shadow count", "full scan"]
+    assert [c.name for c in result.results["verify"].checks] == ["count", "shadow count", "full scan", "search"]
+    assert "recall@10 1.000 over 1000 queries (COSINE, FLAT)" in result.results["verify"].checks[3].detail
     assert "1,000 rows x 5 fields agree" in result.results["verify"].checks[2].detail
 
     imported, shadow = result.results["import"], result.results["shadow"]
