@@ -22,6 +22,7 @@ from config.settings import Settings
 from task_components.base import Component
 from task_components.schema.arrow import META_COLUMN, schema_of
 from task_components.schema.models import CollectionSchema, FieldType
+from task_components.shadow.errors import ShadowConnectionError, SyncError
 from task_components.shadow.pg_schema import columns, create_table_sql, key_column, quote, table_name
 
 _BYTES = (FieldType.BINARY_VECTOR, FieldType.FLOAT16_VECTOR, FieldType.BFLOAT16_VECTOR)
@@ -108,7 +109,7 @@ class ShadowSync(Component):
         settings: Settings = ctx.services["settings"]
         dsn, embedded = await shadow_dsn(settings, ctx.run_dir)
         started = time.perf_counter()
-        pool = await asyncpg.create_pool(dsn, min_size=min(p.pool_min, p.pool_max), max_size=p.pool_max)
+        pool = await self._connect(dsn, p)
         slots = anyio.Semaphore(p.concurrency)  # released by the copying task, so not a CapacityLimiter
         schema: CollectionSchema | None = None
         rows = 0
@@ -130,6 +131,12 @@ class ShadowSync(Component):
         return ShadowResult(table=table_name(schema), key=key_column(schema), rows=rows, embedded=embedded,
                             seconds=time.perf_counter() - started, collection_schema=schema)  # fmt: skip
 
+    async def _connect(self, dsn: str, p: ShadowParams) -> Any:
+        try:
+            return await asyncpg.create_pool(dsn, min_size=min(p.pool_min, p.pool_max), max_size=p.pool_max)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise ShadowConnectionError(f"cannot reach the shadow PostgreSQL: {type(exc).__name__}: {exc}") from exc
+
     async def _create(self, pool: Any, schema: CollectionSchema, drop: bool) -> None:
         async with pool.acquire() as conn:
             if drop:
@@ -141,6 +148,8 @@ class ShadowSync(Component):
             records = await anyio.to_thread.run_sync(arrow_records, batch, schema, offset)
             async with pool.acquire() as conn:
                 await conn.copy_records_to_table(table_name(schema), records=records, columns=columns(schema))
+        except asyncpg.PostgresError as exc:
+            raise SyncError(f"COPY into {table_name(schema)} failed at row {offset}: {exc}") from exc
         finally:
             slots.release()
 

@@ -22,6 +22,7 @@ from task_components.base import Component
 from task_components.milvus.client import count_rows
 from task_components.milvus.tasks import ImportResult
 from task_components.partitioning.manifest import Manifest
+from task_components.shadow.errors import ShadowValidationError
 from task_components.shadow.pg_schema import quote
 from task_components.shadow.sync import ShadowResult, shadow_dsn
 from task_components.verification.compare import same_value
@@ -37,7 +38,8 @@ class VerifyParams(BaseModel):
     level: Literal["count", "sample", "scalar", "full"] = Field(
         "sample", description="sample: spread of keys; scalar/full: every row, three-way with the shadow"
     )
-    sample: int = Field(100, ge=1, le=100_000, description="primary keys compared field by field")
+    sample: int = Field(1000, ge=1, le=100_000, description="primary keys compared field by field (level sample)")
+    sample_threshold: float = Field(0.95, ge=0, le=1, description="share of sampled keys that must match fully")
     tolerance: float = Field(1e-6, ge=0, description="absolute tolerance for float vectors")
     fail_on_mismatch: bool = Field(True, description="fail the task when a check fails")
     search: int = Field(1000, ge=0, description="search queries checked for recall (0: none; not at level count)")
@@ -52,7 +54,7 @@ class VerifyResult(BaseModel):
     findings: list[dict[str, Any]] = Field(default_factory=list, description="three-way disagreements by side")
 
 
-class VerificationFailed(AssertionError):
+class VerificationFailed(ShadowValidationError):
     pass
 
 
@@ -82,7 +84,7 @@ def milvus_rows(result: ImportResult, keys: list[Any], fields: list[Any]) -> dic
     return {row[pk]: row for row in got}
 
 
-def compare_sample(result: ImportResult, tolerance: float, n: int) -> Check:
+def compare_sample(result: ImportResult, tolerance: float, n: int, threshold: float = 1.0) -> Check:
     schema = result.info.collection_schema
     pk = schema.primary
     if pk.auto_id:
@@ -92,16 +94,19 @@ def compare_sample(result: ImportResult, tolerance: float, n: int) -> Check:
     fields = [f for f in schema.data_fields() if not f.is_primary]
     by_key = milvus_rows(result, keys, fields)
     problems = [f"{pk.name}={k}: missing in Milvus" for k in keys if k not in by_key]
+    bad_keys = {k for k in keys if k not in by_key}
     for f in fields:
         column = source.column(f.name).to_pylist()
         for key, value in zip(keys, column, strict=True):
             if key in by_key and not same_value(f, value, by_key[key].get(f.name), tolerance):
                 got_value = _short(by_key[key].get(f.name))
                 problems.append(f"{pk.name}={key} field {f.name!r}: source {_short(value)} != milvus {got_value}")
-    detail = f"{len(keys)} keys, {len(fields)} fields compared" if not problems else "; ".join(problems[:5])
-    if len(problems) > 5:
-        detail += f" (+{len(problems) - 5} more)"
-    return Check(name="sample", passed=not problems, detail=detail)
+                bad_keys.add(key)
+    share = 1 - len(bad_keys) / max(len(keys), 1)
+    detail = f"{len(keys)} keys, {len(fields)} fields compared, {share:.1%} match fully"
+    if problems:
+        detail += ": " + "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+    return Check(name="sample", passed=share >= threshold, detail=detail)
 
 
 def _short(value: Any) -> str:
@@ -143,7 +148,9 @@ class Verify(Component):
         if shadow is not None:
             checks.append(await self._shadow_count(dsn, shadow, imported.manifest.total_rows))
         if p.level == "sample":
-            checks.append(await anyio.to_thread.run_sync(compare_sample, imported, p.tolerance, p.sample))
+            checks.append(
+                await anyio.to_thread.run_sync(compare_sample, imported, p.tolerance, p.sample, p.sample_threshold)
+            )
             if shadow is not None:
                 three, findings = await self._three_way(dsn, imported, shadow, p)
                 checks.append(three)
