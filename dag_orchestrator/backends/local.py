@@ -47,6 +47,8 @@ def _call_via_shm(fn: Callable[..., Any], *args: Any) -> Any:
         path = os.path.join(SHM_DIR, f"dag-pipeline-{os.getpid()}-{uuid.uuid4().hex}.arrow")
         with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, result.schema) as writer:
             writer.write_batch(result)
+        del result
+        pa.default_memory_pool().release_unused()  # the batch now lives in /dev/shm: give its pages back
         return _ShmBatch(path)
     return result
 
@@ -104,7 +106,7 @@ class LocalBackend:
         self, fn: Callable[..., Any], jobs: Iterable[tuple[Any, ...]], window: int | None = None
     ) -> AsyncIterator[Any]:
         """Yield ``fn(*job)`` for each job, in order, with at most ``window`` jobs outstanding."""
-        window = window or max(2, 2 * max(self.workers, 1))
+        window = window or max(self.workers, 1) + 1  # one spare: each worker always has its next job
         pending: deque[Future[Any]] = deque()
         it = iter(jobs)
         try:

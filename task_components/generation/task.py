@@ -150,7 +150,7 @@ class Generate(Component):
         plan = ChunkPlan.for_schema(p.schema, p.total_rows, p.chunk_rows)
         started, done = time.perf_counter(), 0
         workers = p.workers if p.workers is not None else ctx.services.get("workers")
-        async with LocalBackend(workers, preload=["task_components.generation.columns"]) as backend:
+        async with LocalBackend(workers) as backend:
             async for batch in generate_batches(p, backend):
                 await ctx.emit(batch)
                 done += batch.num_rows

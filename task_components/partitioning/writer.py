@@ -211,7 +211,7 @@ class DatasetWriter:
     File k of the dataset is written by lane k mod ``threads``: each file's batches stay in order on
     one lane while different files encode concurrently (pyarrow releases the GIL). Rolling decisions
     use only row counts and the batches' in-memory size, never the encoded size, so the split is the
-    same whatever the timing. At most ``2 * threads`` batches wait on the lanes (bounded memory).
+    same whatever the timing. At most one batch waits per lane (bounded memory).
     """
 
     def __init__(
@@ -273,7 +273,7 @@ class DatasetWriter:
                 self._close(shard)
 
     def _wait_for_room(self) -> None:
-        while len(self._in_flight) >= 2 * len(self._lanes):
+        while len(self._in_flight) > len(self._lanes):  # one queued batch per lane keeps it busy
             self._in_flight.popleft().result()
         while self._in_flight and self._in_flight[0].done():
             self._in_flight.popleft().result()
