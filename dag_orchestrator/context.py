@@ -97,7 +97,7 @@ class PipelineContext:
     def has_stream_consumers(self) -> bool:
         """Producers may skip building chunks nobody reads (e.g. when resumed downstream)."""
         hub = self._hubs.get(self.task_name)
-        return hub is not None and bool(hub._sends)
+        return hub is not None and bool(hub.consumers)
 
     # -- observability --------------------------------------------------------------------------
     def metric(self, key: str, value: float) -> None:

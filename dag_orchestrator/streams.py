@@ -44,6 +44,10 @@ class StreamHub:
         self.finished = False
         self.emitted = 0
 
+    @property
+    def consumers(self) -> list[str]:
+        return list(self._sends)
+
     async def emit(self, chunk: Any) -> None:
         for consumer, send in self._sends.items():
             try:
