@@ -45,6 +45,7 @@ class VerifyParams(BaseModel):
     search: int = Field(1000, ge=0, description="search queries checked for recall (0: none; not at level count)")
     search_k: int = Field(10, ge=1, le=1000)
     recall_threshold: float = Field(0.8, ge=0, le=1)
+    search_params: dict[str, Any] | None = Field(None, description="e.g. {nprobe: 16}: default is near-exhaustive")
 
 
 class VerifyResult(BaseModel):
@@ -158,7 +159,9 @@ class Verify(Component):
             scan_check, findings = await self._scan(dsn, imported, shadow, p)
             checks.append(scan_check)
         if p.level != "count" and p.search:
-            searched = await anyio.to_thread.run_sync(search_recall, imported, p.search, p.search_k, p.recall_threshold)
+            searched = await anyio.to_thread.run_sync(
+                search_recall, imported, p.search, p.search_k, p.recall_threshold, p.search_params
+            )
             if searched is not None:
                 checks.append(searched)
         result = VerifyResult(

@@ -57,7 +57,7 @@ def test_200k_768d_rows_bulk_imported_from_s3(tmp_path: Path) -> None:
     assert upload.store == "s3" and len(upload.files) == 4
     assert set(s3_keys(upload.prefix)) == {f.key for f in upload.files} | {upload.manifest_key}
     verify = result.results["verify"]
-    assert verify.passed and [c.name for c in verify.checks] == ["count", "sample"]
+    assert verify.passed and [c.name for c in verify.checks] == ["count", "sample", "search"]
     assert "300 keys" in verify.checks[1].detail
 
 
