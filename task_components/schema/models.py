@@ -83,6 +83,13 @@ PATTERNS = (
 )  # fmt: skip
 
 
+def identifier(what: str, v: str) -> str:
+    """Milvus names: letters, digits and underscores, not starting with a digit."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+        raise ValueError(f"{what} {v!r} must be letters, digits and underscores, not starting with a digit")
+    return v
+
+
 class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -123,9 +130,7 @@ class FieldSchema(_Base):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
-            raise ValueError(f"field name {v!r} must be letters, digits and underscores, not starting with a digit")
-        return v
+        return identifier("field name", v)
 
     @model_validator(mode="after")
     def _check(self) -> FieldSchema:
@@ -231,9 +236,7 @@ class CollectionSchema(_Base):
     @field_validator("collection_name")
     @classmethod
     def _cname(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
-            raise ValueError(f"collection_name {v!r} must be letters, digits and underscores")
-        return v
+        return identifier("collection_name", v)
 
     @model_validator(mode="after")
     def _check(self) -> CollectionSchema:

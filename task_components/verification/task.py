@@ -118,7 +118,7 @@ def _short(value: Any) -> str:
 class Verify(Component):
     __slots__ = ()
     component = "verify"
-    summary = "check that Milvus holds what the source files hold (count, then a field-by-field sample)"
+    summary = "check source files, Milvus and the shadow agree: counts, sampled or every row, search recall"
     Params = VerifyParams
     default_kind = "milvus"
 
