@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +110,3 @@ def remove_schema(name: str) -> Path:
         raise SchemaError(f"no schema {name!r} in the user library ({user_library()})")
     target.unlink()
     return target
-
-
-def copy_builtin(name: str, dest: Path) -> Path:
-    shutil.copy(BUILTIN_DIR / f"{name}.json", dest)
-    return dest

@@ -40,10 +40,6 @@ class KeyStateTracker:
             raw = txn.get(_key(key))
         return json.loads(raw)["state"] if raw else None
 
-    def existing(self) -> int:
-        with self.env.begin() as txn:
-            return sum(1 for _, v in txn.cursor() if json.loads(v)["state"] == EXISTS)
-
     def close(self) -> None:
         self.env.close()
 

@@ -24,6 +24,7 @@ from task_components.schema.models import FieldSchema, FieldType
 from task_components.shadow.pg_schema import quote
 from task_components.shadow.sync import ShadowResult
 from task_components.verification.compare import same_value
+from task_components.verification.threeway import attribute, missing_side
 
 _FLOATS = (FieldType.FLOAT_VECTOR,)
 _BYTES = (FieldType.BINARY_VECTOR, FieldType.FLOAT16_VECTOR, FieldType.BFLOAT16_VECTOR, FieldType.INT8_VECTOR)
@@ -111,8 +112,7 @@ def _compare_batch(
     present = np.array([k in milvus and k in pg for k in keys], dtype=bool)
     for k, ok in zip(keys, present, strict=True):
         if not ok:
-            side = "milvus" if k not in milvus and k in pg else "postgres" if k in milvus else "both"
-            report.add(k, None, side, "row missing")
+            report.add(k, None, missing_side(k, milvus, pg), "row missing")
     idx = np.flatnonzero(present)
     report.rows += len(keys)
     if not len(idx):
@@ -124,8 +124,7 @@ def _compare_batch(
         m_ok = column_ok(f, source, [milvus[k].get(f.name) for k in both], tolerance)
         s_ok = column_ok(f, source, [_pg_value(f, pg[k].get(f.name)) for k in both], tolerance)
         for i in np.flatnonzero(~(m_ok & s_ok)):
-            side = "milvus" if s_ok[i] else "postgres" if m_ok[i] else "source"
-            report.add(both[i], f.name, side, "value differs")
+            report.add(both[i], f.name, attribute(bool(m_ok[i]), bool(s_ok[i])) or "source", "value differs")
 
 
 def _pg_value(f: FieldSchema, v: Any) -> Any:

@@ -216,9 +216,7 @@ class Verify(Component):
         keys = source.column(schema.primary.name).to_pylist()
         milvus = await anyio.to_thread.run_sync(milvus_rows, imported, keys, fields)
         pg = await fetch_shadow(dsn, shadow, keys, fields)
-        findings = await anyio.to_thread.run_sync(
-            lambda: three_way(source, keys, milvus, pg, fields, schema.primary.name, p.tolerance)
-        )
+        findings = await anyio.to_thread.run_sync(lambda: three_way(source, keys, milvus, pg, fields, p.tolerance))
         if not findings:
             return Check(
                 name="three-way", passed=True, detail=f"{len(keys)} keys agree on source, milvus, postgres"

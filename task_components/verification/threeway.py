@@ -12,9 +12,8 @@ from typing import Any
 import asyncpg
 import pyarrow as pa
 
-from task_components.milvus.tasks import ImportResult
 from task_components.schema.models import FieldSchema
-from task_components.shadow.pg_schema import ROW_KEY, quote
+from task_components.shadow.pg_schema import quote
 from task_components.shadow.sync import ShadowResult
 from task_components.verification.compare import same_value
 
@@ -29,7 +28,15 @@ async def fetch_shadow(dsn: str, shadow: ShadowResult, keys: list[Any], fields: 
     return {r[shadow.key]: dict(r) for r in rows}
 
 
-def attribute(source: Any, milvus_ok: bool, shadow_ok: bool) -> str | None:
+def missing_side(key: Any, milvus: dict[Any, Any], shadow: dict[Any, Any]) -> str:
+    """Which side lacks a row the source has."""
+    if key not in milvus and key in shadow:
+        return "milvus"
+    return "postgres" if key in milvus else "both"
+
+
+def attribute(milvus_ok: bool, shadow_ok: bool) -> str | None:
+    """The side that differs from the other two; None when all three agree."""
     if milvus_ok and shadow_ok:
         return None
     if not milvus_ok and shadow_ok:
@@ -41,14 +48,15 @@ def attribute(source: Any, milvus_ok: bool, shadow_ok: bool) -> str | None:
 
 def three_way(
     source: pa.Table, keys: list[Any], milvus: dict[Any, dict], shadow: dict[Any, dict], fields: list[FieldSchema],
-    pk: str, tolerance: float,
+    tolerance: float,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Findings: {key, field, side, source, milvus, postgres}; empty when all three agree."""
     findings: list[dict[str, Any]] = []
     for key in keys:
         if key not in milvus or key not in shadow:
-            side = "milvus" if key not in milvus and key in shadow else "postgres" if key in milvus else "both"
-            findings.append({"key": key, "field": None, "side": side, "problem": "row missing"})
+            findings.append(
+                {"key": key, "field": None, "side": missing_side(key, milvus, shadow), "problem": "row missing"}
+            )
     columns = {f.name: source.column(f.name).to_pylist() for f in fields}
     for i, key in enumerate(keys):
         if key not in milvus or key not in shadow:
@@ -57,15 +65,10 @@ def three_way(
             want = columns[f.name][i]
             m_ok = same_value(f, want, milvus[key].get(f.name), tolerance)
             s_ok = same_value(f, want, shadow[key].get(f.name), tolerance)
-            side = attribute(want, m_ok, s_ok)
+            side = attribute(m_ok, s_ok)
             if side:
                 findings.append({"key": key, "field": f.name, "side": side, "problem": "value differs"})
     return findings
 
 
-def shadow_keys(result: ImportResult, keys: list[Any], positions: list[int]) -> list[Any]:
-    """Keys as the shadow stores them: the primary key, or the source row position for auto_id."""
-    return positions if result.info.collection_schema.primary.auto_id else keys
-
-
-__all__ = ["ROW_KEY", "attribute", "fetch_shadow", "shadow_keys", "three_way"]
+__all__ = ["attribute", "fetch_shadow", "missing_side", "three_way"]
