@@ -134,8 +134,7 @@ def verify_run(
     from rich.table import Table
 
     from dag_orchestrator import PipelineContext
-    from task_components.milvus.tasks import ImportResult
-    from task_components.shadow.sync import ShadowResult
+    from task_components.contracts import ImportResult, ShadowResult
     from task_components.verification import Verify, VerifyParams
 
     settings = load_settings()

@@ -14,17 +14,16 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from dag_orchestrator.backends import LocalBackend
 from task_components.base import Component
+from task_components.contracts import GenerationResult, with_info
 from task_components.generation.columns import generate_chunk
 from task_components.schema.arrow import row_bytes
 from task_components.schema.library import resolve_schema
 from task_components.schema.models import CollectionSchema, SchemaError
 
-GENERATION_KEY = b"generation"
 CHUNK_TARGET_BYTES = 8 << 20
 
 
@@ -99,33 +98,8 @@ class ChunkPlan:
             yield (schema_json, seed, i, start, min(self.chunk_rows, self.total_rows - start), self.total_rows)
 
 
-@dataclass(slots=True)
-class GenerationResult:
-    collection: str
-    total_rows: int
-    seed: int
-    chunks: int
-    chunk_rows: int
-    seconds: float
-
-    @property
-    def rows_per_second(self) -> float:
-        return self.total_rows / self.seconds if self.seconds else 0.0
-
-
 def generation_info(params: GenerateParams, plan: ChunkPlan) -> dict[str, Any]:
     return {"seed": params.seed, "total_rows": plan.total_rows, "chunk_rows": plan.chunk_rows}
-
-
-def with_info(batch: pa.RecordBatch, info: bytes) -> pa.RecordBatch:
-    meta = dict(batch.schema.metadata or {})
-    meta[GENERATION_KEY] = info
-    return batch.replace_schema_metadata(meta)
-
-
-def read_info(schema: pa.Schema) -> dict[str, Any]:
-    raw = (schema.metadata or {}).get(GENERATION_KEY)
-    return json.loads(raw) if raw else {}
 
 
 async def generate_batches(params: GenerateParams, backend: LocalBackend) -> Any:

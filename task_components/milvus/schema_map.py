@@ -9,28 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymilvus import DataType, MilvusClient
+from pymilvus import MilvusClient
 
 from task_components.schema.models import CollectionSchema, FieldSchema, FieldType, SchemaError
-
-DTYPES = {
-    FieldType.BOOL: DataType.BOOL,
-    FieldType.INT8: DataType.INT8,
-    FieldType.INT16: DataType.INT16,
-    FieldType.INT32: DataType.INT32,
-    FieldType.INT64: DataType.INT64,
-    FieldType.FLOAT: DataType.FLOAT,
-    FieldType.DOUBLE: DataType.DOUBLE,
-    FieldType.VARCHAR: DataType.VARCHAR,
-    FieldType.JSON: DataType.JSON,
-    FieldType.ARRAY: DataType.ARRAY,
-    FieldType.FLOAT_VECTOR: DataType.FLOAT_VECTOR,
-    FieldType.BINARY_VECTOR: DataType.BINARY_VECTOR,
-    FieldType.FLOAT16_VECTOR: DataType.FLOAT16_VECTOR,
-    FieldType.BFLOAT16_VECTOR: DataType.BFLOAT16_VECTOR,
-    FieldType.SPARSE_FLOAT_VECTOR: DataType.SPARSE_FLOAT_VECTOR,
-    FieldType.INT8_VECTOR: DataType.INT8_VECTOR,
-}
+from task_components.schema.types import milvus_dtype
 
 
 def _field_kwargs(f: FieldSchema) -> dict[str, Any]:
@@ -45,7 +27,7 @@ def _field_kwargs(f: FieldSchema) -> dict[str, Any]:
         kw["dim"] = f.dim
     if f.type is FieldType.ARRAY:
         assert f.element_type is not None
-        kw["element_type"] = DTYPES[f.element_type]
+        kw["element_type"] = milvus_dtype(f.element_type)
         kw["max_capacity"] = f.max_capacity
     if f.nullable:
         kw["nullable"] = True
@@ -70,16 +52,20 @@ def to_milvus_schema(schema: CollectionSchema) -> Any:
         description=schema.description,
     )  # fmt: skip
     for f in schema.fields:
-        ms.add_field(f.name, DTYPES[f.type], **_field_kwargs(f))
+        ms.add_field(f.name, milvus_dtype(f.type), **_field_kwargs(f))
     return ms
 
 
+# types whose only sensible index and metric do not depend on the target
+_FIXED_INDEX: dict[FieldType, dict[str, Any]] = {
+    FieldType.BINARY_VECTOR: {"index_type": "BIN_FLAT", "metric_type": "HAMMING", "params": {}},
+    FieldType.SPARSE_FLOAT_VECTOR: {"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "IP", "params": {}},
+}
+
+
 def default_index(f: FieldSchema, lite: bool) -> dict[str, Any]:
-    t = f.type
-    if t is FieldType.BINARY_VECTOR:
-        return {"index_type": "BIN_FLAT", "metric_type": "HAMMING", "params": {}}
-    if t is FieldType.SPARSE_FLOAT_VECTOR:
-        return {"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "IP", "params": {}}
+    if f.type in _FIXED_INDEX:
+        return dict(_FIXED_INDEX[f.type])
     if lite:
         return {"index_type": "FLAT", "metric_type": "COSINE", "params": {}}
     return {"index_type": "HNSW", "metric_type": "COSINE", "params": {"M": 16, "efConstruction": 128}}

@@ -21,26 +21,16 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from task_components.base import Component
-from task_components.milvus.client import MilvusTarget, arrow_to_rows, count_rows, target_for
+from task_components.connect import count_rows, target_for
+from task_components.contracts import CollectionInfo, ImportResult, Manifest, MilvusTarget, UploadResult
+from task_components.milvus.client import arrow_to_rows
 from task_components.milvus.schema_map import index_params, to_milvus_schema
-from task_components.partitioning.manifest import Manifest
 from task_components.schema.library import resolve_schema
 from task_components.schema.models import CollectionSchema
-from task_components.storage.task import UploadResult
 
 
 class MilvusImportError(RuntimeError):
     """A bulk-import job failed; the message carries Milvus' own reason."""
-
-
-class CollectionInfo(BaseModel):
-    name: str
-    target: dict[str, Any]
-    collection_schema: CollectionSchema
-    indexes: dict[str, dict[str, Any]]
-
-    def milvus(self) -> MilvusTarget:
-        return MilvusTarget(**self.target)
 
 
 class CreateParams(BaseModel):
@@ -121,22 +111,6 @@ class CreateCollection(Component):
 
     def summarize(self, result: CollectionInfo) -> dict[str, Any]:
         return {"collection": result.name, "target": "Milvus Lite" if result.target["lite"] else result.target["uri"]}
-
-
-class ImportResult(BaseModel):
-    collection: str
-    method: str
-    rows_in_milvus: int
-    rows_expected: int
-    files: int
-    seconds: float
-    job_ids: list[int] = Field(default_factory=list)
-    info: CollectionInfo
-    manifest: Manifest
-
-    @property
-    def rows_per_second(self) -> float:
-        return self.rows_expected / self.seconds if self.seconds else 0.0
 
 
 async def insert_files(ctx: Any, info: CollectionInfo, manifest: Manifest, batch_rows: int, concurrency: int) -> None:

@@ -8,7 +8,6 @@ upload task streaming from it overlaps with writing. Memory is the batches in fl
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,9 +15,9 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from task_components.base import Component
-from task_components.generation.task import read_info
-from task_components.partitioning.manifest import MANIFEST_NAME, FileEntry, Manifest
-from task_components.partitioning.writer import DatasetWriter, parse_size
+from task_components.contracts import DataFile, read_info
+from task_components.manifest import MANIFEST_NAME, FileEntry, Manifest, parse_size
+from task_components.partitioning.writer import DatasetWriter
 from task_components.schema.arrow import schema_of
 
 
@@ -48,15 +47,6 @@ class PartitionParams(BaseModel):
 
     def size_limit(self) -> int | None:
         return parse_size(self.file_size) if self.file_size is not None else None
-
-
-@dataclass(frozen=True, slots=True)
-class DataFile:
-    """What partition emits: a closed file, ready for upload."""
-
-    entry: FileEntry
-    local_path: Path
-    root: Path
 
 
 def clear_dataset(out: Path) -> None:

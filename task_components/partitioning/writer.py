@@ -15,7 +15,6 @@ import fcntl
 import hashlib
 import mmap
 import os
-import re
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,23 +26,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from task_components.partitioning.manifest import FileEntry
+from task_components.manifest import FileEntry
 from task_components.schema.arrow import META_COLUMN, schema_of
 from task_components.schema.models import FieldType
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?B?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1 << 20, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "G": 1 << 30, "GB": 1 << 30,
-          "T": 1 << 40, "TB": 1 << 40}  # fmt: skip
-
-
-def parse_size(value: str | int) -> int:
-    """``"256MB"``, ``"1.5GB"``, ``"512KB"``; a bare number means MB (as milvus-ingest reads it)."""
-    if isinstance(value, int):
-        return value << 20
-    m = _SIZE.match(value)
-    if not m:
-        raise ValueError(f"file size {value!r} is not a size like 256MB, 1GB or 512KB")
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").upper()])
 
 
 class DirectSink:

@@ -54,6 +54,19 @@ class FieldType(enum.StrEnum):
         names = ", ".join(m.value for m in cls)
         raise ValueError(f"unknown type {raw!r}; use one of: {names}")
 
+    @classmethod
+    def extend(cls, value: str) -> FieldType:
+        """A new member (for a plugin's type in the field-type table); the same object on every call."""
+        if value in cls._value2member_map_:
+            return cls._value2member_map_[value]  # type: ignore[return-value]
+        member = str.__new__(cls, value)
+        member._name_ = re.sub(r"(?<!^)(?=[A-Z])", "_", value).upper()
+        member._value_ = value
+        cls._value2member_map_[value] = member
+        cls._member_map_[member._name_] = member
+        cls._member_names_.append(member._name_)
+        return member
+
     @property
     def is_vector(self) -> bool:
         return self.name.endswith("_VECTOR")

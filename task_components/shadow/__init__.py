@@ -1,7 +1,7 @@
-"""PostgreSQL shadow of a collection: type mapping, COPY sync task (verification reads it)."""
+"""PostgreSQL shadow of a collection: COPY sync task, mirrored client, key tracker, filter conversion."""
 
-from task_components.shadow.sync import ShadowResult, ShadowSync, arrow_records, shadow_dsn
+from task_components.shadow.sync import ShadowSync
 
 COMPONENTS = [ShadowSync]
 
-__all__ = ["COMPONENTS", "ShadowResult", "ShadowSync", "arrow_records", "shadow_dsn"]
+__all__ = ["COMPONENTS", "ShadowSync"]

@@ -8,39 +8,16 @@ records the keys' new state. Reads (query, search, get) pass straight through to
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import anyio
 import asyncpg
 
-from task_components.schema.models import CollectionSchema, FieldType
-from task_components.shadow.errors import CollectionNotFoundError, TransactionError
+from task_components.errors import CollectionNotFoundError, TransactionError
+from task_components.schema.models import CollectionSchema
+from task_components.schema.postgres import columns, create_table_sql, quote, row_record, table_name
 from task_components.shadow.filters import to_sql
-from task_components.shadow.pg_schema import columns, create_table_sql, quote, table_name
 from task_components.shadow.tracker import KeyStateTracker
-
-
-def row_record(row: dict[str, Any], schema: CollectionSchema) -> tuple[Any, ...]:
-    """One Milvus row dict as a shadow-table record (same column order as ``columns(schema)``)."""
-    names = {f.name for f in schema.fields}
-    values: list[Any] = []
-    for f in schema.data_fields():
-        v = row.get(f.name)
-        if v is None:
-            values.append(None)
-        elif f.type in (FieldType.JSON, FieldType.SPARSE_FLOAT_VECTOR):
-            values.append(json.dumps(v))
-        elif f.type in (FieldType.BINARY_VECTOR, FieldType.FLOAT16_VECTOR, FieldType.BFLOAT16_VECTOR):
-            values.append(v.tobytes() if hasattr(v, "tobytes") else bytes(v))
-        elif f.type in (FieldType.FLOAT_VECTOR, FieldType.INT8_VECTOR):
-            values.append([float(x) if f.type is FieldType.FLOAT_VECTOR else int(x) for x in v])
-        else:
-            values.append(v)
-    if schema.enable_dynamic_field:
-        extra = {k: v for k, v in row.items() if k not in names}
-        values.append(json.dumps(extra) if extra else None)
-    return tuple(values)
 
 
 class ShadowedMilvusClient:

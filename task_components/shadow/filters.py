@@ -16,10 +16,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from task_components.errors import FilterConversionError
 from task_components.schema.arrow import META_COLUMN
 from task_components.schema.models import CollectionSchema, FieldType
-from task_components.shadow.errors import FilterConversionError
-from task_components.shadow.pg_schema import pg_type, quote
+from task_components.schema.postgres import pg_type, quote
 
 _TOKEN = re.compile(
     r"""\s*(?:

@@ -9,71 +9,21 @@ so the quickstart needs no server. The task stores no DSN in its result: credent
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import anyio
 import asyncpg
-import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from config.settings import Settings
 from task_components.base import Component
-from task_components.schema.arrow import META_COLUMN, schema_of
-from task_components.schema.models import CollectionSchema, FieldType
-from task_components.shadow.errors import ShadowConnectionError, SyncError
-from task_components.shadow.pg_schema import columns, create_table_sql, key_column, quote, table_name
-
-_BYTES = (FieldType.BINARY_VECTOR, FieldType.FLOAT16_VECTOR, FieldType.BFLOAT16_VECTOR)
-_embedded: dict[str, Any] = {}
-
-
-def embedded_dsn(run_dir: Path) -> str:
-    """Start (once per process) a PostgreSQL in ``<run dir>/postgres``; it stops when the process exits."""
-    key = str(run_dir.resolve())
-    if key not in _embedded:
-        import pgserver
-
-        base = run_dir.resolve() / "postgres"
-        base.mkdir(parents=True, exist_ok=True)
-        base.chmod(0o755)  # pgserver runs PostgreSQL as its own OS user, which must traverse this
-        # the data directory itself belongs to pgserver: PostgreSQL refuses one that is not 0700/0750
-        _embedded[key] = pgserver.get_server(str(base / "data"), cleanup_mode="stop")
-    return str(_embedded[key].get_uri())
-
-
-async def shadow_dsn(settings: Settings, run_dir: Path | None) -> tuple[str, bool]:
-    if settings.postgres.dsn is not None:
-        return settings.postgres.dsn.get_secret_value(), False
-    if run_dir is None:
-        raise ValueError("POSTGRES__DSN is not set and the run has no run directory for an embedded PostgreSQL")
-    return await anyio.to_thread.run_sync(embedded_dsn, Path(run_dir)), True
-
-
-def _matrix(col: pa.Array, n: int, dtype: Any) -> np.ndarray:
-    return np.asarray(col.values.to_numpy(zero_copy_only=False), dtype=dtype).reshape(n, -1)
-
-
-def arrow_records(batch: pa.RecordBatch, schema: CollectionSchema, offset: int) -> list[tuple[Any, ...]]:
-    """Records for COPY, one column at a time (numpy/C conversions, no per-value Python branching)."""
-    n = batch.num_rows
-    cols: list[Any] = []
-    if schema.primary.auto_id:
-        cols.append(range(offset, offset + n))
-    for f in schema.data_fields():
-        col = batch.column(f.name)
-        if f.type is FieldType.FLOAT_VECTOR:
-            cols.append(_matrix(col, n, np.float32).tolist())
-        elif f.type is FieldType.INT8_VECTOR:
-            cols.append(_matrix(col, n, np.int8).tolist())
-        elif f.type in _BYTES:
-            cols.append([row.tobytes() for row in _matrix(col, n, np.uint8)])
-        else:
-            cols.append(col.to_pylist())
-    if schema.enable_dynamic_field:
-        cols.append(batch.column(META_COLUMN).to_pylist())
-    return list(zip(*cols, strict=True))
+from task_components.connect import shadow_dsn
+from task_components.contracts import ShadowResult
+from task_components.errors import ShadowConnectionError, SyncError
+from task_components.schema.arrow import schema_of
+from task_components.schema.models import CollectionSchema
+from task_components.schema.postgres import arrow_records, columns, create_table_sql, key_column, quote, table_name
 
 
 class ShadowParams(BaseModel):
@@ -83,15 +33,6 @@ class ShadowParams(BaseModel):
     pool_max: int = Field(20, ge=1, le=100)
     concurrency: int = Field(2, ge=1, le=32, description="batches being copied at once")
     drop_if_exists: bool = True
-
-
-class ShadowResult(BaseModel):
-    table: str
-    key: str
-    rows: int
-    embedded: bool
-    seconds: float
-    collection_schema: CollectionSchema
 
 
 class ShadowSync(Component):

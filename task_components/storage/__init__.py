@@ -1,11 +1,10 @@
 """Object storage (S3 via aiobotocore, or a local directory) and the upload task."""
 
 from task_components.storage.stores import LocalStore, ObjectStore, S3Store, StorageError
-from task_components.storage.task import Upload, UploadedFile, UploadParams, UploadResult, open_store
+from task_components.storage.task import Upload, UploadParams, open_store
 
 COMPONENTS = [Upload]
 
 __all__ = [
-    "COMPONENTS", "LocalStore", "ObjectStore", "S3Store", "StorageError", "Upload", "UploadParams",
-    "UploadResult", "UploadedFile", "open_store",
+    "COMPONENTS", "LocalStore", "ObjectStore", "S3Store", "StorageError", "Upload", "UploadParams", "open_store",
 ]  # fmt: skip

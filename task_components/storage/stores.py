@@ -22,7 +22,7 @@ from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from task_components.partitioning.manifest import sha256_file
+from task_components.manifest import sha256_file
 
 __all__ = ["LocalStore", "ObjectStore", "S3Store", "StorageError", "StoredObject"]
 

@@ -15,9 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from config.settings import Settings
 from task_components.base import Component
-from task_components.partitioning.manifest import MANIFEST_NAME, Manifest, sha256_file
-from task_components.partitioning.task import DataFile
-from task_components.partitioning.writer import parse_size
+from task_components.contracts import DataFile, UploadedFile, UploadResult
+from task_components.manifest import MANIFEST_NAME, Manifest, parse_size, sha256_file
 from task_components.storage.stores import LocalStore, ObjectStore, S3Store
 
 
@@ -36,29 +35,6 @@ class UploadParams(BaseModel):
     def _size(cls, v: str) -> str:
         parse_size(v)
         return v
-
-
-class UploadedFile(BaseModel):
-    key: str
-    location: str = Field(description="what an importer is given: S3 key, or absolute path for a local store")
-    rows: int
-    bytes: int
-    sha256: str
-    skipped: bool
-    shard: int | None = None
-
-
-class UploadResult(BaseModel):
-    store: str
-    bucket: str
-    prefix: str
-    files: list[UploadedFile]
-    manifest_key: str
-    manifest: Manifest
-
-    @property
-    def uploaded(self) -> int:
-        return sum(not f.skipped for f in self.files)
 
 
 def open_store(settings: Settings, run_dir: Path | None, p: UploadParams) -> ObjectStore:

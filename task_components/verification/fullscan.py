@@ -9,26 +9,19 @@ A disagreement is attributed like the sample check: the side that differs from t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from task_components.milvus.tasks import ImportResult
-from task_components.schema.models import FieldSchema, FieldType
-from task_components.shadow.pg_schema import quote
-from task_components.shadow.sync import ShadowResult
-from task_components.verification.compare import same_value
+from task_components.contracts import ImportResult, ShadowResult
+from task_components.schema.models import FieldSchema
+from task_components.schema.postgres import quote
+from task_components.verification.compare import column_ok
 from task_components.verification.threeway import attribute, missing_side
-
-_FLOATS = (FieldType.FLOAT_VECTOR,)
-_BYTES = (FieldType.BINARY_VECTOR, FieldType.FLOAT16_VECTOR, FieldType.BFLOAT16_VECTOR, FieldType.INT8_VECTOR)
-_PER_ROW = (FieldType.JSON, FieldType.SPARSE_FLOAT_VECTOR)
 
 
 @dataclass(slots=True)
@@ -41,41 +34,6 @@ class ScanReport:
         self.by_side[side] = self.by_side.get(side, 0) + 1
         if len(self.findings) < 100:
             self.findings.append({"key": key, "field": fname, "side": side, "problem": problem})
-
-
-def _vector_matrix(values: list[Any], f: FieldSchema, n: int) -> np.ndarray:
-    dtype = np.float32 if f.type in _FLOATS else np.uint8 if f.type is not FieldType.INT8_VECTOR else np.int8
-    out = []
-    for v in values:
-        if isinstance(v, bytes | bytearray):
-            out.append(np.frombuffer(v, dtype=np.uint8).view(dtype))
-        elif isinstance(v, list) and v and isinstance(v[0], bytes | bytearray):
-            out.append(np.frombuffer(v[0], dtype=np.uint8).view(dtype))
-        else:
-            out.append(np.asarray(v, dtype=dtype))
-    return np.stack(out) if out else np.empty((0, 0), dtype)
-
-
-def _source_matrix(col: pa.Array, f: FieldSchema, n: int) -> np.ndarray:
-    dtype = np.float32 if f.type in _FLOATS else np.int8 if f.type is FieldType.INT8_VECTOR else np.uint8
-    return np.asarray(col.values.to_numpy(zero_copy_only=False), dtype=dtype).reshape(n, -1)
-
-
-def column_ok(f: FieldSchema, source: pa.Array, other: list[Any], tolerance: float) -> np.ndarray:
-    """Per-row agreement of one field between the source column and another side's values."""
-    n = len(source)
-    if f.type in _FLOATS:
-        diff = np.abs(_source_matrix(source, f, n) - _vector_matrix(other, f, n))
-        return diff.max(axis=1, initial=0) <= tolerance
-    if f.type in _BYTES:
-        return np.all(_source_matrix(source, f, n) == _vector_matrix(other, f, n), axis=1)
-    if f.type in _PER_ROW:
-        return np.array([same_value(f, s, o, tolerance) for s, o in zip(source.to_pylist(), other, strict=True)])
-    s = pl.Series(source)
-    o = pl.Series(other, dtype=s.dtype, strict=False)
-    if f.type is FieldType.FLOAT or (f.type is FieldType.ARRAY and f.element_type is FieldType.FLOAT):
-        s, o = s.cast(pl.Float32) if f.type is FieldType.FLOAT else s, o.cast(s.dtype)
-    return s.eq_missing(o).to_numpy()
 
 
 async def scan(
@@ -122,12 +80,6 @@ def _compare_batch(
     for f in fields:
         source = sub.column(f.name)
         m_ok = column_ok(f, source, [milvus[k].get(f.name) for k in both], tolerance)
-        s_ok = column_ok(f, source, [_pg_value(f, pg[k].get(f.name)) for k in both], tolerance)
+        s_ok = column_ok(f, source, [pg[k].get(f.name) for k in both], tolerance)
         for i in np.flatnonzero(~(m_ok & s_ok)):
             report.add(both[i], f.name, attribute(bool(m_ok[i]), bool(s_ok[i])) or "source", "value differs")
-
-
-def _pg_value(f: FieldSchema, v: Any) -> Any:
-    if isinstance(v, str) and f.type in _PER_ROW:
-        return json.loads(v)
-    return v

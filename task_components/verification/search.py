@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from task_components.milvus.tasks import ImportResult
+from task_components.contracts import ImportResult
 from task_components.verification.task_types import Check
 
 

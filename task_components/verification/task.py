@@ -19,12 +19,10 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from task_components.base import Component
-from task_components.milvus.client import count_rows
-from task_components.milvus.tasks import ImportResult
-from task_components.partitioning.manifest import Manifest
-from task_components.shadow.errors import ShadowValidationError
-from task_components.shadow.pg_schema import quote
-from task_components.shadow.sync import ShadowResult, shadow_dsn
+from task_components.connect import count_rows, shadow_dsn
+from task_components.contracts import ImportResult, Manifest, ShadowResult
+from task_components.errors import ShadowValidationError
+from task_components.schema.postgres import quote
 from task_components.verification.compare import same_value
 from task_components.verification.fullscan import scan
 from task_components.verification.search import search_recall

@@ -12,9 +12,9 @@ from typing import Any
 import asyncpg
 import pyarrow as pa
 
+from task_components.contracts import ShadowResult
 from task_components.schema.models import FieldSchema
-from task_components.shadow.pg_schema import quote
-from task_components.shadow.sync import ShadowResult
+from task_components.schema.postgres import quote
 from task_components.verification.compare import same_value
 
 

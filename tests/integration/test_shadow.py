@@ -13,7 +13,7 @@ import pytest
 
 from config.settings import Settings
 from dag_orchestrator import PipelineContext
-from task_components.shadow.pg_schema import quote
+from task_components.schema.postgres import quote
 from task_components.verification import Verify, VerifyParams
 from task_components.verification.compare import same_value
 from tests.integration.conftest import service_uri

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from task_components.errors import FilterConversionError, ShadowError
 from task_components.schema import resolve_schema
-from task_components.shadow.errors import FilterConversionError, ShadowError
 from task_components.shadow.filters import to_sql
 
 SCHEMA = resolve_schema("all_types")

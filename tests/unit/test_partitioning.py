@@ -11,9 +11,8 @@ import pytest
 
 from dag_orchestrator import DAG, Executor, PipelineContext
 from task_components.generation import Generate, GenerateParams
+from task_components.manifest import parse_size, sha256_file
 from task_components.partitioning import Manifest, Partition, PartitionParams
-from task_components.partitioning.manifest import sha256_file
-from task_components.partitioning.writer import parse_size
 from task_components.schema.models import FieldType
 
 

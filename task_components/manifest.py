@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -77,3 +78,18 @@ def sha256_file(path: Path, block: int = 8 << 20) -> str:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?B?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1 << 20, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "G": 1 << 30, "GB": 1 << 30,
+          "T": 1 << 40, "TB": 1 << 40}  # fmt: skip
+
+
+def parse_size(value: str | int) -> int:
+    """``"256MB"``, ``"1.5GB"``, ``"512KB"``; a bare number means MB (as milvus-ingest reads it)."""
+    if isinstance(value, int):
+        return value << 20
+    m = _SIZE.match(value)
+    if not m:
+        raise ValueError(f"file size {value!r} is not a size like 256MB, 1GB or 512KB")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").upper()])
