@@ -31,8 +31,8 @@ from config.settings import Settings  # noqa: E402
 from dag_orchestrator import DAG, Executor, PipelineContext, task  # noqa: E402
 from task_components.generation.columns import generate_chunk  # noqa: E402
 from task_components.schema import resolve_schema  # noqa: E402
-from task_components.shadow import ShadowSync  # noqa: E402
 from task_components.schema.postgres import create_table_sql, quote, table_name  # noqa: E402
+from task_components.shadow import ShadowSync  # noqa: E402
 from task_components.shadow.sync import ShadowParams  # noqa: E402
 
 

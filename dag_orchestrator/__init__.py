@@ -3,7 +3,7 @@
 from dag_orchestrator.context import PipelineContext
 from dag_orchestrator.dag import DAG, DAGValidationError
 from dag_orchestrator.events import Event, EventKind
-from dag_orchestrator.executor import Executor, FailurePolicy, TaskTimeoutError
+from dag_orchestrator.executor import Executor, FailurePolicy, SequentialExecutor, StopReason, TaskTimeoutError
 from dag_orchestrator.state import RunResult, StateStore, TaskRun, TaskState
 from dag_orchestrator.streams import StreamConsumerGone, UpstreamStreamError
 from dag_orchestrator.task import FunctionTask, RetryPolicy, Task, task
@@ -19,7 +19,9 @@ __all__ = [
     "PipelineContext",
     "RetryPolicy",
     "RunResult",
+    "SequentialExecutor",
     "StateStore",
+    "StopReason",
     "StreamConsumerGone",
     "Task",
     "TaskRun",

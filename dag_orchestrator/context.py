@@ -3,6 +3,9 @@
 One context serves the whole run; which task is calling is known from a context variable the
 executor sets in each task's own anyio task, so ``ctx.emit`` and ``ctx.stream`` need no task
 argument and the structlog logger is bound with ``run_id``/``task``/``correlation_id`` for free.
+Arguments are keyword-only (a context is built in many places; positions would drift). ``hubs`` and
+``on_progress`` are the executor's public hooks: it registers each producer's stream hub there and
+receives ``ctx.progress(...)`` reports through the callback.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import contextvars
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ def new_run_id() -> str:
 class PipelineContext:
     def __init__(
         self,
+        *,
         run_id: str | None = None,
         params: Mapping[str, Any] | None = None,
         run_dir: Path | None = None,
@@ -53,8 +57,8 @@ class PipelineContext:
         self.results: dict[str, Any] = {}
         self.metrics: dict[str, dict[str, float]] = defaultdict(dict)
         self.errors: list[TaskError] = []
-        self._hubs: dict[str, StreamHub] = {}
-        self._progress: Any = None  # set by the executor: callable(task, data)
+        self.hubs: dict[str, StreamHub] = {}  # producer name -> its stream hub, set by the executor
+        self.on_progress: Callable[[str, dict[str, Any]], None] | None = None  # set by the executor
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -83,20 +87,20 @@ class PipelineContext:
     async def emit(self, chunk: Any) -> None:
         """Send one chunk to every task streaming from the current task (waits if they lag)."""
         name = self.task_name
-        hub = self._hubs.get(name)
+        hub = self.hubs.get(name)
         if hub is None:
             raise RuntimeError(f"task {name!r} emits a stream but was not declared with emits_stream=True")
         await hub.emit(chunk)
 
     def stream(self, producer: str) -> StreamReader:
-        hub = self._hubs.get(producer)
+        hub = self.hubs.get(producer)
         if hub is None:
             raise LookupError(f"task {self.task_name!r} reads a stream from {producer!r}, which emits none")
         return hub.reader(self.task_name)
 
     def has_stream_consumers(self) -> bool:
         """Producers may skip building chunks nobody reads (e.g. when resumed downstream)."""
-        hub = self._hubs.get(self.task_name)
+        hub = self.hubs.get(self.task_name)
         return hub is not None and bool(hub.consumers)
 
     # -- observability --------------------------------------------------------------------------
@@ -105,5 +109,5 @@ class PipelineContext:
 
     def progress(self, **data: Any) -> None:
         """Report progress (e.g. ``done=rows, total=total_rows``) to observers such as the progress bar."""
-        if self._progress is not None:
-            self._progress(self.task_name, data)
+        if self.on_progress is not None:
+            self.on_progress(self.task_name, data)

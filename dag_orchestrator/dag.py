@@ -1,8 +1,8 @@
 """The DAG: tasks as nodes of a networkx.DiGraph, edges from a task to the tasks that need it.
 
 Validation happens once, before a run (Dask checks dependencies when the graph is built), so the
-executor can trust the graph and stay lean. Edges come from two places that must agree: the ``needs``
-a task was declared with, and ``>>`` composition inside ``with DAG(...) as dag:``.
+executor can trust the graph and stay lean. Edges come from one place, each task's ``needs``:
+``>>`` composition inside ``with DAG(...) as dag:`` appends to the downstream task's needs.
 """
 
 from __future__ import annotations
@@ -68,11 +68,17 @@ class DAG:
         return self
 
     def connect(self, upstream: Task, downstream: Task | Sequence[Task]) -> None:
-        """Record that ``downstream`` needs ``upstream`` (what ``a >> b`` means)."""
+        """Record that ``downstream`` needs ``upstream`` (what ``a >> b`` means).
+
+        The need is added to the downstream task's own ``needs`` too: a task's needs are the one
+        source of its edges, so a component that looks its inputs up among its needs finds them
+        whether it was wired by ``needs=`` or by ``>>``.
+        """
         targets = [downstream] if isinstance(downstream, Task) else list(downstream)
-        self.add(upstream, *targets)
         for t in targets:
-            self.graph.add_edge(upstream.name, t.name)
+            if upstream.name not in t.needs:
+                t.needs = (*t.needs, upstream.name)
+        self.add(upstream, *targets)
 
     # -- reading --------------------------------------------------------------------------------
     def __contains__(self, name: object) -> bool:

@@ -18,11 +18,20 @@ Design choices:
 * State: each terminal transition is appended to the run's StateStore, so an interrupted run resumes
   from what succeeded. A succeeded stream producer is re-run if any of its consumers has to run again,
   because a stream cannot be replayed from the journal (generation is deterministic, so it is identical).
+  Results are pickled in a worker thread, never on the event loop.
+* Everything that changes while a DAG runs lives in one ``_Scheduler`` per ``run()`` call, not on the
+  Executor, so one Executor can run several DAGs at once; ``cancel()`` stops all of them. Why a run
+  stopped is an enum, never parsed back out of a message.
+* A timeout is the task's own deadline scope expiring; a ``TimeoutError`` the task raises itself (a
+  socket, a client library) is that task's error like any other.
+* ``SequentialExecutor`` runs one task at a time in topological order (streams buffer fully, consumers
+  run after their producer): the same results, easy to step through in a debugger (Dask's get_sync).
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import random
 import time
 from collections import deque
@@ -37,13 +46,23 @@ from dag_orchestrator.dag import DAG
 from dag_orchestrator.events import Event, EventBus, EventKind, Observer
 from dag_orchestrator.state import RunResult, StateStore, TaskRun, TaskState
 from dag_orchestrator.streams import StreamHub, UpstreamStreamError
+from dag_orchestrator.task import Task
 
-__all__ = ["Executor", "FailurePolicy", "TaskTimeoutError"]
+__all__ = ["Executor", "FailurePolicy", "SequentialExecutor", "StopReason", "TaskTimeoutError"]
 
 
 class FailurePolicy(enum.StrEnum):
     FAIL_FAST = "fail_fast"  # cancel everything on the first failure
     CONTINUE = "continue"  # skip only what depends on the failure
+
+
+class StopReason(enum.Enum):
+    """Why a run stopped starting tasks: decides the run's overall state."""
+
+    NONE = "none"
+    FAIL_FAST = "fail_fast"  # a task failed under fail-fast: the run FAILED
+    CANCELLED = "cancelled"  # cancel() (a signal, a caller): the run is CANCELLED
+    CRASHED = "crashed"  # a task raised a BaseException that is not an Exception: FAILED, then re-raised
 
 
 class TaskTimeoutError(TimeoutError):
@@ -67,6 +86,10 @@ def _describe(exc: BaseException) -> str:
 
 
 class Executor:
+    """Runs DAGs; holds only configuration (limits, policy, observers). Per-run state is a _Scheduler."""
+
+    sequential = False
+
     def __init__(
         self,
         max_concurrency: int = 8,
@@ -74,7 +97,7 @@ class Executor:
         kind_limits: dict[str, int] | None = None,
         policy: FailurePolicy | str = FailurePolicy.FAIL_FAST,
         observers: Iterable[Observer] = (),
-        stream_buffer: int = 4,
+        stream_buffer: float = 4,
         release_results: bool = False,
         seed: int | None = None,
     ) -> None:
@@ -86,125 +109,189 @@ class Executor:
         self.bus = EventBus(list(observers))
         self.stream_buffer = stream_buffer
         self.release_results = release_results
-        self._rng = random.Random(seed)
-        self._tg: TaskGroup | None = None
-        self._cancel_reason: str | None = None
+        self.rng = random.Random(seed)
+        self._active: set[_Scheduler] = set()
 
-    # -- public ---------------------------------------------------------------------------------
     def cancel(self, reason: str = "cancelled") -> None:
-        """Stop the run: running tasks get their cancellation, nothing new starts (signal handlers)."""
-        self._cancel_reason = self._cancel_reason or reason
-        self._stopping = True
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        """Stop every run in flight: running tasks get their cancellation, nothing new starts."""
+        for scheduler in list(self._active):
+            scheduler.cancel(reason)
 
     async def run(
         self, dag: DAG, ctx: PipelineContext | None = None, *, store: StateStore | None = None, resume: bool = False
     ) -> RunResult:
+        """Run ``dag`` to the end. A crash (a BaseException from a task) still ends with RUN_FINISHED;
+        the exception is re-raised carrying the run's result as ``run_result``."""
         dag.validate()
-        ctx = ctx or PipelineContext()
-        self._prepare(dag, ctx, store, resume)
+        scheduler = _Scheduler(self, dag, ctx or PipelineContext(), store)
+        self._active.add(scheduler)
+        try:
+            return await scheduler.run(resume)
+        finally:
+            self._active.discard(scheduler)
+
+
+class SequentialExecutor(Executor):
+    """One task at a time, in topological order; streams are buffered whole. For debugging only:
+    results equal the concurrent executor's, memory does not stay bounded."""
+
+    sequential = True
+
+    def __init__(self, *, policy: FailurePolicy | str = FailurePolicy.FAIL_FAST,
+                 observers: Iterable[Observer] = (), seed: int | None = None) -> None:  # fmt: skip
+        super().__init__(1, policy=policy, observers=observers, stream_buffer=math.inf, seed=seed)
+
+
+class _Scheduler:
+    """The state of one run of one DAG: counters, queues, the task group, why it stopped."""
+
+    def __init__(self, executor: Executor, dag: DAG, ctx: PipelineContext, store: StateStore | None) -> None:
+        self.ex, self.dag, self.ctx, self.store = executor, dag, ctx, store
+        self.tasks: dict[str, Task] = {t.name: t for t in dag}
+        self.runs = {name: TaskRun(name) for name in self.tasks}
+        self.needs = {name: dag.needs_of(name) for name in self.tasks}
+        self.dependents: dict[str, list[str]] = {name: [] for name in self.tasks}
+        for name, needs in self.needs.items():
+            for need in needs:
+                self.dependents[need].append(name)
+        self.tg: TaskGroup | None = None
+        self.stop = StopReason.NONE
+        self.stop_reason: str | None = None
+        self.running = 0
+        self.kind_running: dict[str, int] = {}
+        self.kind_waiting: dict[str, deque[str]] = {}
+        self.exempt: set[str] = set()
+        self.unmet: dict[str, int] = {}
+        self.users_left: dict[str, int] = {}
+        self.ready: deque[str] = deque()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop is not StopReason.NONE
+
+    def cancel(self, reason: str, why: StopReason = StopReason.CANCELLED) -> None:
+        if not self.stopping:
+            self.stop, self.stop_reason = why, reason
+        if self.tg is not None:
+            self.tg.cancel_scope.cancel()
+
+    # -- the run ----------------------------------------------------------------------------------
+    async def run(self, resume: bool) -> RunResult:
         started = time.time()
+        self._plan(resume)
         self._emit(EventKind.RUN_STARTED, None, data={"tasks": len(self.runs)})
-        if store is not None:
-            store.open()
+        if self.store is not None:
+            self.store.open()
+        crash: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
-                self._tg = tg
+                self.tg = tg
                 self._dispatch()
+        except BaseException as exc:  # noqa: BLE001 - recorded in the result, then re-raised below
+            crash = exc
+            if isinstance(_root(exc), anyio.get_cancelled_exc_class()):  # cancelled from outside the run
+                self.stop, self.stop_reason = StopReason.CANCELLED, self.stop_reason or "cancelled by the caller"
+            else:
+                self.stop = StopReason.CRASHED
+                self.stop_reason = self.stop_reason or f"crash: {_describe(exc)}"
         finally:
-            self._tg = None
-            if store is not None:
-                store.close()
-        result = self._result(dag, ctx, started)
+            self.tg = None
+            if self.store is not None:
+                self.store.close()
+        result = self._result(started)
         self._emit(EventKind.RUN_FINISHED, None, data={"state": result.state.value})
+        if crash is not None:
+            crash = _root(crash)  # the crash itself, not anyio's one-member group around it
+            try:
+                crash.run_result = result  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
+            raise crash
         return result
 
-    # -- planning -------------------------------------------------------------------------------
-    def _prepare(self, dag: DAG, ctx: PipelineContext, store: StateStore | None, resume: bool) -> None:
-        self.dag, self.ctx, self.store = dag, ctx, store
-        self._stopping = False
-        self._cancel_reason = None
-        tasks = {t.name: t for t in dag}
-        self.tasks = tasks
-        self.runs = {name: TaskRun(name) for name in tasks}
-        self._needs = {name: dag.needs_of(name) for name in tasks}
-        self._dependents: dict[str, list[str]] = {name: [] for name in tasks}
-        for name, needs in self._needs.items():
-            for need in needs:
-                self._dependents[need].append(name)
-        done = self._resumable(store) if resume and store is not None else {}
+    def _plan(self, resume: bool) -> None:
+        ctx = self.ctx
+        done = self._resumable() if resume and self.store is not None else {}
         for name, value in done.items():
             run = self.runs[name]
             run.state, run.resumed = TaskState.SUCCEEDED, True
             ctx.results[name] = value
             self._emit(EventKind.TASK_RESUMED, name)
-        self._unmet = {name: sum(1 for n in self._needs[name] if n not in done) for name in tasks if name not in done}
-        self._users_left = {name: len(self._dependents[name]) for name in tasks}
-        self._ready: deque[str] = deque(n for n in tasks if n not in done and self._unmet[n] == 0)
-        self._running = 0
-        self._kind_running: dict[str, int] = {}
-        self._kind_waiting: dict[str, deque[str]] = {}
-        self._exempt: set[str] = set()
-        ctx._progress = self._on_progress if self.bus else None
+        names = list(self.tasks)  # topological order
+        self.unmet = {n: sum(1 for d in self.needs[n] if d not in done) for n in names if n not in done}
+        self.users_left = {n: len(self.dependents[n]) for n in names}
+        self.ready = deque(n for n in names if n not in done and self.unmet[n] == 0)
+        ctx.on_progress = self._on_progress if self.ex.bus else None
 
-    def _resumable(self, store: StateStore) -> dict[str, Any]:
-        done = {n: v for n, v in store.succeeded().items() if n in self.tasks}
+    def _resumable(self) -> dict[str, Any]:
+        assert self.store is not None
+        done = {n: v for n, v in self.store.succeeded().items() if n in self.tasks}
         changed = True
         while changed:  # a producer must stream again for any consumer that runs again
             changed = False
             for name in list(done):
-                if any(c not in done and name in self.tasks[c].streams_from for c in self._dependents[name]):
+                if any(c not in done and self._streams(name, c) for c in self.dependents[name]):
                     del done[name]
                     changed = True
         return done
 
-    # -- scheduling -----------------------------------------------------------------------------
+    def _streams(self, producer: str, consumer: str) -> bool:
+        return producer in self.tasks[consumer].streams_from
+
+    # -- scheduling -------------------------------------------------------------------------------
     def _dispatch(self) -> None:
-        ready, limits = self._ready, self.kind_limits
-        while ready and self._running < self.max_concurrency and not self._stopping:
+        ready, limits = self.ready, self.ex.kind_limits
+        while ready and self.running < self.ex.max_concurrency and not self.stopping:
             name = ready.popleft()
             kind = self.tasks[name].kind
             if limits and kind in limits:
-                if self._kind_running.get(kind, 0) >= limits[kind]:
-                    self._kind_waiting.setdefault(kind, deque()).append(name)
+                if self.kind_running.get(kind, 0) >= limits[kind]:
+                    self.kind_waiting.setdefault(kind, deque()).append(name)
                     continue
-                self._kind_running[kind] = self._kind_running.get(kind, 0) + 1
-            self._running += 1
+                self.kind_running[kind] = self.kind_running.get(kind, 0) + 1
+            self.running += 1
             self._start(name)
 
     def _start(self, name: str) -> None:
-        assert self._tg is not None
+        assert self.tg is not None
         task = self.tasks[name]
         self.runs[name].state = TaskState.RUNNING
+        consumers = [c for c in self.dependents[name] if self._streams(name, c)] if task.emits_stream else []
         if task.emits_stream:
-            consumers = [c for c in self._dependents[name] if name in self.tasks[c].streams_from]
-            consumers = [c for c in consumers if self.runs[c].state is TaskState.PENDING]
-            self.ctx._hubs[name] = StreamHub(name, consumers, self.stream_buffer)
-        self._tg.start_soon(self._run_task, name, name=f"task:{name}")
-        if task.emits_stream:
-            for consumer in self._dependents[name]:
-                if name in self.tasks[consumer].streams_from:
-                    self._satisfy(consumer)
+            pending = [c for c in consumers if self.runs[c].state is TaskState.PENDING]
+            self.ctx.hubs[name] = StreamHub(name, pending, self.ex.stream_buffer)  # type: ignore[arg-type]
+        self.tg.start_soon(self._run_task, name, name=f"task:{name}")
+        if not self.ex.sequential:  # consumers start with their producer (sequential: after it)
+            for consumer in consumers:
+                self._satisfy(consumer)
 
     def _satisfy(self, name: str) -> None:
         """One need of ``name`` is met; start or queue it when none are left."""
         if self.runs[name].state is not TaskState.PENDING:
             return
-        self._unmet[name] -= 1
-        if self._unmet[name] == 0:
-            if self.tasks[name].streams_from:
-                if not self._stopping:
-                    self._exempt.add(name)
+        self.unmet[name] -= 1
+        if self.unmet[name] == 0:
+            if self.tasks[name].streams_from and not self.ex.sequential:
+                if not self.stopping:
+                    self.exempt.add(name)
                     self._start(name)
             else:
-                self._ready.append(name)
+                self.ready.append(name)
 
-    # -- running one task -----------------------------------------------------------------------
+    # -- running one task -------------------------------------------------------------------------
+    async def _attempt(self, task: Task) -> Any:
+        if task.timeout is None:
+            return await task.run(self.ctx)
+        with anyio.CancelScope(deadline=anyio.current_time() + task.timeout) as scope:
+            return await task.run(self.ctx)
+        if scope.cancelled_caught:  # our deadline, not a TimeoutError of the task's own
+            raise TaskTimeoutError(f"task {task.name!r} timed out after {task.timeout:g}s")
+        raise RuntimeError(f"task {task.name!r} was cancelled by its deadline scope")  # not reached
+
     async def _run_task(self, name: str) -> None:
-        task, run, ctx = self.tasks[name], self.runs[name], self.ctx
-        if self._stopping:  # fail-fast or a signal came between dispatch and this coroutine's start
-            self._finish(name, TaskState.CANCELLED, error=self._cancel_reason or "run stopped")
+        task, run = self.tasks[name], self.runs[name]
+        if self.stopping:  # fail-fast or a signal came between dispatch and this coroutine's start
+            self._finish(name, TaskState.CANCELLED, error=self.stop_reason or "run stopped")
             return
         current_task.set(name)
         run.started_at = time.time()
@@ -213,50 +300,43 @@ class Executor:
             while True:
                 run.attempts += 1
                 try:
-                    if task.timeout is None:
-                        result = await task.run(ctx)
-                    else:
-                        try:
-                            with anyio.fail_after(task.timeout):
-                                result = await task.run(ctx)
-                        except TimeoutError as exc:
-                            raise TaskTimeoutError(f"task {name!r} timed out after {task.timeout:g}s") from exc
+                    result = await self._attempt(task)
                 except UpstreamStreamError as exc:
                     self._finish(name, TaskState.CANCELLED, error=str(exc))
                     return
                 except Exception as exc:  # noqa: BLE001 - failures are recorded, not raised
                     if task.retry.should_retry(run.attempts, exc) and self._replayable(name):
-                        delay = task.retry.delay(run.attempts, self._rng)
+                        delay = task.retry.delay(run.attempts, self.ex.rng)
                         self._emit(EventKind.TASK_RETRYING, name, error=_describe(exc), delay=delay)
                         await anyio.sleep(delay)
                         continue
                     self._finish(name, TaskState.FAILED, error=_describe(exc), exc=exc)
                     return
-                self._finish(name, TaskState.SUCCEEDED, result=result)
+                resumable = None
+                if self.store is not None:
+                    with anyio.CancelScope(shield=True):  # the work is done: keep its result
+                        resumable = await anyio.to_thread.run_sync(self.store.save_result, name, result)
+                self._finish(name, TaskState.SUCCEEDED, result=result, resumable=resumable)
                 return
         except anyio.get_cancelled_exc_class():
-            self._finish(name, TaskState.CANCELLED, error=self._cancel_reason or "run cancelled")
+            self._finish(name, TaskState.CANCELLED, error=self.stop_reason or "run cancelled")
             raise
         except BaseException as exc:  # a crash (KeyboardInterrupt, SystemExit...): record, then end the run
+            self.stop, self.stop_reason = StopReason.CRASHED, f"crash in task {name!r}: {_describe(exc)}"
             self._finish(name, TaskState.FAILED, error=f"crash: {_describe(exc)}", exc=exc)
             raise
 
     def _replayable(self, name: str) -> bool:
-        hubs = self.ctx._hubs
+        hubs = self.ctx.hubs
         hub = hubs.get(name)
         if hub is not None and hub.emitted:
             return False
         return not any(p in hubs and hubs[p].reader_started(name) for p in self.tasks[name].streams_from)
 
     def _finish(
-        self,
-        name: str,
-        state: TaskState,
-        *,
-        result: Any = None,
-        error: str | None = None,
-        exc: BaseException | None = None,
-    ) -> None:
+        self, name: str, state: TaskState, *, result: Any = None, error: str | None = None,
+        exc: BaseException | None = None, resumable: bool | None = None,
+    ) -> None:  # fmt: skip
         run, task, ctx = self.runs[name], self.tasks[name], self.ctx
         if run.state.is_terminal:
             return
@@ -268,18 +348,18 @@ class Executor:
         self._release_slot(name)
         if state is TaskState.SUCCEEDED:
             ctx.results[name] = result  # before the hub closes: consumers may read it at end of stream
-        hub = ctx._hubs.get(name)
+        hub = ctx.hubs.get(name)
         if hub is not None:
             hub.close(exc, finished=state is TaskState.SUCCEEDED)
         for producer in task.streams_from:
-            if producer in ctx._hubs:
-                ctx._hubs[producer].close_reader(name)
+            if producer in ctx.hubs:
+                ctx.hubs[producer].close_reader(name)
         if self.store is not None and run.started_at is not None:
-            self.store.record(run, result)
+            self.store.record(run, resumable=bool(resumable))
         if state is TaskState.SUCCEEDED:
             self._emit(EventKind.TASK_SUCCEEDED, name)
-            for dependent in self._dependents[name]:
-                if name not in self.tasks[dependent].streams_from:
+            for dependent in self.dependents[name]:
+                if self.ex.sequential or not self._streams(name, dependent):
                     self._satisfy(dependent)
             self._release_inputs(name)
         elif state is TaskState.FAILED:
@@ -288,35 +368,35 @@ class Executor:
             self._on_failure(name)
         else:
             self._emit(EventKind.TASK_CANCELLED, name, error=error)
-            if not self._stopping:
+            if not self.stopping:
                 self._on_failure(name)
         self._dispatch()
 
     def _release_slot(self, name: str) -> None:
-        if name in self._exempt:
-            self._exempt.discard(name)
+        if name in self.exempt:
+            self.exempt.discard(name)
             return
-        self._running -= 1
+        self.running -= 1
         kind = self.tasks[name].kind
-        if kind in self._kind_running:
-            self._kind_running[kind] -= 1
-            waiting = self._kind_waiting.get(kind)
+        if kind in self.kind_running:
+            self.kind_running[kind] -= 1
+            waiting = self.kind_waiting.get(kind)
             if waiting:
-                self._ready.appendleft(waiting.popleft())
+                self.ready.appendleft(waiting.popleft())
 
     def _release_inputs(self, name: str) -> None:
-        if not self.release_results:
+        if not self.ex.release_results:
             return
-        for need in self._needs[name]:
-            self._users_left[need] -= 1
-            if self._users_left[need] == 0:
+        for need in self.needs[name]:
+            self.users_left[need] -= 1
+            if self.users_left[need] == 0:
                 self.ctx.results.pop(need, None)
 
     def _on_failure(self, name: str) -> None:
-        if self.policy is FailurePolicy.FAIL_FAST:
-            self.cancel(f"fail-fast: task {name!r} failed")
+        if self.ex.policy is FailurePolicy.FAIL_FAST:
+            self.cancel(f"fail-fast: task {name!r} failed", StopReason.FAIL_FAST)
             return
-        stack = list(self._dependents[name])
+        stack = list(self.dependents[name])
         while stack:
             dep = stack.pop()
             run = self.runs[dep]
@@ -324,37 +404,30 @@ class Executor:
                 run.state = TaskState.SKIPPED
                 run.error = f"skipped: upstream task {name!r} did not succeed"
                 self._emit(EventKind.TASK_SKIPPED, dep, error=run.error)
-                stack.extend(self._dependents[dep])
+                stack.extend(self.dependents[dep])
 
-    # -- reporting ------------------------------------------------------------------------------
+    # -- reporting --------------------------------------------------------------------------------
     def _emit(self, kind: EventKind, task: str | None, **kw: Any) -> None:
-        if self.bus:
+        if self.ex.bus:
             attempt = self.runs[task].attempts if task else 0
-            self.bus.emit(Event(kind, self.ctx.run_id, task, attempt, **kw))
+            self.ex.bus.emit(Event(kind, self.ctx.run_id, task, attempt, **kw))
 
     def _on_progress(self, task: str, data: dict[str, Any]) -> None:
         self._emit(EventKind.TASK_PROGRESS, task, data=data)
 
-    def _result(self, dag: DAG, ctx: PipelineContext, started: float) -> RunResult:
-        leftover = TaskState.CANCELLED if self._stopping else TaskState.SKIPPED
+    def _result(self, started: float) -> RunResult:
+        leftover = TaskState.CANCELLED if self.stopping else TaskState.SKIPPED
         for run in self.runs.values():
             if not run.state.is_terminal:
                 run.state = leftover
-                run.error = run.error or self._cancel_reason
-        states = {r.state for r in self.runs.values()}
-        if states <= {TaskState.SUCCEEDED}:
+                run.error = run.error or self.stop_reason
+        if all(r.state is TaskState.SUCCEEDED for r in self.runs.values()) and not self.stopping:
             overall = TaskState.SUCCEEDED
-        elif self._cancel_reason and not self._cancel_reason.startswith("fail-fast"):
+        elif self.stop is StopReason.CANCELLED:
             overall = TaskState.CANCELLED
         else:
             overall = TaskState.FAILED
         return RunResult(
-            run_id=ctx.run_id,
-            dag=dag.name,
-            state=overall,
-            tasks=self.runs,
-            started_at=started,
-            ended_at=time.time(),
-            results=dict(ctx.results),
-            reason=self._cancel_reason,
-        )
+            run_id=self.ctx.run_id, dag=self.dag.name, state=overall, tasks=self.runs, started_at=started,
+            ended_at=time.time(), results=dict(self.ctx.results), reason=self.stop_reason,
+        )  # fmt: skip

@@ -118,11 +118,12 @@ class StateStore:
             self._fh.close()
             self._fh = None
 
-    def record(self, run: TaskRun, result: Any = None) -> None:
-        """Persist a terminal state; a success also persists its result so dependents can resume."""
-        entry = {"task": run.name, "state": run.state.value, "attempts": run.attempts, "at": time.time()}
+    def record(self, run: TaskRun, *, resumable: bool = False) -> None:
+        """Append a terminal state; a success is resumable when ``save_result`` stored its result first."""
+        entry: dict[str, Any] = {"task": run.name, "state": run.state.value, "attempts": run.attempts}
+        entry["at"] = time.time()
         if run.state is TaskState.SUCCEEDED:
-            entry["resumable"] = self._save_result(run.name, result)
+            entry["resumable"] = resumable
         if run.error:
             entry["error"] = run.error
         if self._fh is None:
@@ -130,7 +131,8 @@ class StateStore:
         self._fh.write(json.dumps(entry) + "\n")
         self._fh.flush()
 
-    def _save_result(self, name: str, result: Any) -> bool:
+    def save_result(self, name: str, result: Any) -> bool:
+        """Pickle a task's result for resume (blocking: the executor calls it in a worker thread)."""
         self.results_dir.mkdir(exist_ok=True)
         target = self.results_dir / f"{name}.pkl"
         try:

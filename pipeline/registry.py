@@ -1,5 +1,9 @@
 """Component name -> Task class, and turning a validated spec into a DAG.
 
+Building the DAG checks everything that can be known before a run: the component exists, its
+parameters validate, every need is a task, no cycle, and the typed wiring (each task finds the input
+types it declares among its needs), so a miswired pipeline fails ``validate`` with exit 2, not at run time.
+
 Built-in components come from the ``COMPONENTS`` list of each task_components package; plugins add
 theirs through the ``dag_pipeline.components`` entry-point group (each entry point names a Component
 subclass). A plugin that reuses a built-in name is rejected rather than silently shadowing it.
@@ -18,7 +22,7 @@ from pydantic import ValidationError
 from dag_orchestrator.dag import DAG, DAGValidationError
 from dag_orchestrator.task import RetryPolicy
 from pipeline.spec import PipelineSpec, SpecError
-from task_components.base import Component
+from task_components.base import Component, wiring_errors
 
 __all__ = ["BUILTIN_PACKAGES", "build_dag", "components"]
 
@@ -85,6 +89,11 @@ def build_dag(spec: PipelineSpec, file: str | Path) -> DAG:
         retry = RetryPolicy(attempts=t.retries + 1, backoff=t.retry_delay) if t.retries else None
         dag.add(cls(name, params, t.needs, streams_from=streams_from, retry=retry, timeout=t.timeout, kind=t.kind))
     try:
-        return dag.validate()
+        dag.validate()
     except DAGValidationError as err:
         raise SpecError(file, str(err), task=err.task, field="needs") from None
+    problems = wiring_errors({t.name: t for t in dag})
+    if problems:
+        task, message = problems[0]
+        raise SpecError(file, message, task=task, field="needs")
+    return dag

@@ -114,15 +114,27 @@ async def execute(
         services={"settings": settings, "backend": options.backend},
     )
     store = StateStore(prepared.path)
-    async with anyio.create_task_group() as tg:
-        if handle_signals:
-            tg.start_soon(_cancel_on_signal, executor)
-        try:
-            result = await executor.run(prepared.dag, ctx, store=store, resume=prepared.resume)
-        finally:
-            tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            if handle_signals:
+                tg.start_soon(_cancel_on_signal, executor)
+            try:
+                result = await executor.run(prepared.dag, ctx, store=store, resume=prepared.resume)
+            finally:
+                tg.cancel_scope.cancel()
+    except BaseException as exc:  # a crash: the report is still written, then the crash goes on
+        crashed = getattr(_innermost(exc), "run_result", None)
+        if crashed is not None:
+            write_report(prepared, crashed)
+        raise
     write_report(prepared, result)
     return result
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def summaries(dag: DAG, result: RunResult) -> dict[str, dict[str, Any]]:

@@ -1,13 +1,16 @@
 """The base of every registered component: a Task configured by a validated pydantic model.
 
 A component declares its parameter model (``Params``), its registry name, whether it emits a chunk
-stream, and whether it consumes the streams of the needs that emit one. The pipeline registry reads
-these class attributes; the engine only ever sees a plain Task.
+stream, whether it consumes the streams of the needs that emit one, and its typed contract: the
+``Result`` type its run returns and the input types it must find among its needs (``needs_types``,
+from ``task_components.contracts``). Components find inputs by type, not by task name, so the
+registry can check a pipeline's wiring when the DAG is built (``wiring_errors``) and ``validate``
+rejects a task that cannot find its input before anything runs. The engine only sees a plain Task.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -30,6 +33,9 @@ class Component(Task):
     default_kind: ClassVar[str] = "default"
     emits: ClassVar[bool] = False  # calls ctx.emit(chunk)
     stream_input: ClassVar[bool] = False  # reads the streams of its stream-emitting needs
+    Result: ClassVar[type | None] = None  # what run() returns; None: not declared (accepted anywhere)
+    # each entry: one input the task must find among its needs; a tuple lists acceptable alternatives
+    needs_types: ClassVar[tuple[type | tuple[type, ...], ...]] = ()
 
     def __init__(
         self,
@@ -53,6 +59,10 @@ class Component(Task):
         )
         self.params = params if params is not None else self.Params()
 
+    def required_inputs(self) -> list[tuple[type, ...]]:
+        """The inputs this configured task needs (parameters may add or drop one: override to say so)."""
+        return [t if isinstance(t, tuple) else (t,) for t in self.needs_types]
+
     def upstream(self, ctx: Any, kind: type[T]) -> T | None:
         """The result of the first need whose result is a ``kind`` (tasks find inputs by type, not name)."""
         for need in self.needs:
@@ -64,3 +74,26 @@ class Component(Task):
     def summarize(self, result: Any) -> dict[str, Any]:
         """A few figures for the run summary and report (rows, files...); empty by default."""
         return {}
+
+
+def _names(types: Iterable[type]) -> str:
+    return " or ".join(t.__name__ for t in types)
+
+
+def wiring_errors(tasks: dict[str, Task]) -> list[tuple[str, str]]:
+    """(task, message) for every Component whose needs produce none of a required input type.
+
+    A need whose class declares no ``Result`` (a plain Task or an undeclared plugin) could produce
+    anything, so it satisfies any requirement: the check only rejects what is certainly wrong.
+    """
+    problems: list[tuple[str, str]] = []
+    for name, task in tasks.items():
+        if not isinstance(task, Component):
+            continue
+        produced = {n: getattr(tasks.get(n), "Result", None) for n in task.needs}
+        for wanted in task.required_inputs():
+            if any(r is None or issubclass(r, wanted) for r in produced.values()):
+                continue
+            got = ", ".join(f"{n} -> {r.__name__}" for n, r in produced.items() if r is not None) or "no needs"
+            problems.append((name, f"needs a task producing {_names(wanted)} among its needs (has: {got})"))
+    return problems

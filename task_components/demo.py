@@ -22,6 +22,7 @@ class Count(Component):
 
     __slots__ = ()
     component = "demo.count"
+    Result = dict
     summary = "emit integers 0..total-1 as a chunk stream"
     Params = CountParams
     emits = True
@@ -46,6 +47,7 @@ class Sum(Component):
 
     __slots__ = ()
     component = "demo.sum"
+    Result = dict
     summary = "sum the integers streamed by its needs"
     stream_input = True
 
@@ -82,6 +84,11 @@ class Sleep(Component):
 class FailParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     message: str = "demo failure"
+    crash: bool = Field(False, description="raise a BaseException (a crash) instead of an Exception")
+
+
+class DemoCrash(BaseException):
+    """Not an Exception: the engine treats it as a crash that ends the run."""
 
 
 class Fail(Component):
@@ -93,6 +100,8 @@ class Fail(Component):
     Params = FailParams
 
     async def run(self, ctx: Any) -> None:
+        if self.params.crash:  # type: ignore[attr-defined]
+            raise DemoCrash(self.params.message)  # type: ignore[attr-defined]
         raise RuntimeError(self.params.message)  # type: ignore[attr-defined]
 
 

@@ -17,10 +17,10 @@ numpy/pyarrow import once.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import multiprocessing as mp
 import os
+import threading
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -28,6 +28,8 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import pyarrow as pa
 
 SHM_DIR = "/dev/shm"
@@ -73,6 +75,27 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+async def _result_of(fut: Future[Any]) -> Any:
+    """Wait for a concurrent future without blocking the event loop or holding a thread (anyio only)."""
+    if not fut.done():
+        done = anyio.Event()
+        token = anyio.lowlevel.current_token()
+        loop_thread = threading.get_ident()
+
+        def wake(_: Future[Any]) -> None:
+            if threading.get_ident() == loop_thread:  # already done when the callback was added
+                done.set()
+                return
+            try:
+                anyio.from_thread.run_sync(done.set, token=token)
+            except RuntimeError:  # the run has ended: nobody waits for this result any more
+                pass
+
+        fut.add_done_callback(wake)
+        await done.wait()
+    return fut.result()
+
+
 class LocalBackend:
     def __init__(self, workers: int | None = None, preload: Sequence[str] = ()) -> None:
         self.workers = default_workers() if workers is None else workers
@@ -100,7 +123,7 @@ class LocalBackend:
         return self._pool
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return _receive(await asyncio.wrap_future(self._submit(fn, args)))
+        return _receive(await _result_of(self._submit(fn, args)))
 
     async def map_ordered(
         self, fn: Callable[..., Any], jobs: Iterable[tuple[Any, ...]], window: int | None = None
@@ -115,7 +138,7 @@ class LocalBackend:
                 if len(pending) >= window:
                     break
             while pending:
-                result = _receive(await asyncio.wrap_future(pending[0]))
+                result = _receive(await _result_of(pending[0]))
                 pending.popleft()
                 nxt = next(it, None)
                 if nxt is not None:

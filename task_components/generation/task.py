@@ -114,6 +114,7 @@ async def generate_batches(params: GenerateParams, backend: LocalBackend) -> Any
 class Generate(Component):
     __slots__ = ()
     component = "generate"
+    Result = GenerationResult
     summary = "generate schema-driven synthetic rows as a stream of Arrow batches (deterministic per seed)"
     Params = GenerateParams
     emits = True

@@ -59,9 +59,13 @@ class CreateParams(BaseModel):
 class CreateCollection(Component):
     __slots__ = ()
     component = "milvus.create_collection"
+    Result = CollectionInfo
     summary = "create the Milvus collection from the schema (drop/append/fail if it exists), index it, load it"
     Params = CreateParams
     default_kind = "milvus"
+
+    def required_inputs(self) -> list[tuple[type, ...]]:
+        return [] if self.params.schema_ref is not None else [(Manifest,)]  # type: ignore[attr-defined]
 
     async def run(self, ctx: Any) -> CollectionInfo:
         p: CreateParams = self.params  # type: ignore[assignment]
@@ -191,6 +195,8 @@ class JobJournal:
 class BulkImport(Component):
     __slots__ = ()
     component = "milvus.bulk_import"
+    Result = ImportResult
+    needs_types = (CollectionInfo, UploadResult)
     summary = "bulk-import uploaded files into Milvus and wait for the jobs (falls back to insert on Milvus Lite)"
     Params = ImportParams
     default_kind = "milvus"
@@ -310,6 +316,8 @@ class InsertParams(BaseModel):
 class Insert(Component):
     __slots__ = ()
     component = "milvus.insert"
+    Result = ImportResult
+    needs_types = (CollectionInfo, (Manifest, UploadResult))
     summary = "insert the dataset's files into Milvus in batches (no object store needed)"
     Params = InsertParams
     default_kind = "milvus"

@@ -15,7 +15,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from task_components.base import Component
-from task_components.contracts import DataFile, read_info
+from task_components.contracts import DataFile, GenerationResult, read_info
 from task_components.manifest import MANIFEST_NAME, FileEntry, Manifest, parse_size
 from task_components.partitioning.writer import DatasetWriter
 from task_components.schema.arrow import schema_of
@@ -63,6 +63,8 @@ def clear_dataset(out: Path) -> None:
 class Partition(Component):
     __slots__ = ()
     component = "partition"
+    Result = Manifest
+    needs_types = (GenerationResult,)
     summary = "write the generated stream to Parquet/JSON files plus a meta.json manifest (emits closed files)"
     Params = PartitionParams
     stream_input = True
@@ -162,6 +164,7 @@ class LoadDataset(Component):
 
     __slots__ = ()
     component = "dataset.load"
+    Result = Manifest
     summary = "read an existing dataset directory's meta.json (files made by `generate` or milvus-ingest)"
     Params = LoadParams
 

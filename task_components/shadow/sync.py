@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from config.settings import Settings
 from task_components.base import Component
 from task_components.connect import shadow_dsn
-from task_components.contracts import ShadowResult
+from task_components.contracts import GenerationResult, ShadowResult
 from task_components.errors import ShadowConnectionError, SyncError
 from task_components.schema.arrow import schema_of
 from task_components.schema.models import CollectionSchema
@@ -38,6 +38,8 @@ class ShadowParams(BaseModel):
 class ShadowSync(Component):
     __slots__ = ()
     component = "shadow.sync"
+    Result = ShadowResult
+    needs_types = (GenerationResult,)
     summary = "copy the generated rows into a PostgreSQL shadow table (embedded PostgreSQL by default)"
     Params = ShadowParams
     stream_input = True

@@ -61,6 +61,8 @@ def open_store(settings: Settings, run_dir: Path | None, p: UploadParams) -> Obj
 class Upload(Component):
     __slots__ = ()
     component = "storage.upload"
+    Result = UploadResult
+    needs_types = (Manifest,)
     summary = "upload dataset files to S3 (or a local directory) as they are written; skips unchanged files"
     Params = UploadParams
     stream_input = True

@@ -116,9 +116,15 @@ def _short(value: Any) -> str:
 class Verify(Component):
     __slots__ = ()
     component = "verify"
+    Result = VerifyResult
+    needs_types = (ImportResult,)
     summary = "check source files, Milvus and the shadow agree: counts, sampled or every row, search recall"
     Params = VerifyParams
     default_kind = "milvus"
+
+    def required_inputs(self) -> list[tuple[type, ...]]:
+        extra = [(ShadowResult,)] if self.params.level in ("scalar", "full") else []  # type: ignore[attr-defined]
+        return [*super().required_inputs(), *extra]
 
     async def run(self, ctx: Any) -> VerifyResult:
         p: VerifyParams = self.params  # type: ignore[assignment]

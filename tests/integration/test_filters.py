@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 
 from task_components.schema import parse_schema
-from task_components.shadow.filters import to_sql
 from task_components.schema.postgres import quote
+from task_components.shadow.filters import to_sql
 from tests.integration.conftest import service_uri
 from tests.integration.helpers import run_file, write_pipeline
 from tests.integration.test_shadow import settings_with_pg

@@ -10,11 +10,11 @@ import asyncpg
 import numpy as np
 import pytest
 from pymilvus import MilvusClient
-from task_components.schema.postgres import quote, table_name
 
 from task_components.errors import TransactionError
 from task_components.milvus.schema_map import index_params, to_milvus_schema
 from task_components.schema import parse_schema
+from task_components.schema.postgres import quote, table_name
 from task_components.shadow.client import ShadowedMilvusClient
 from task_components.shadow.tracker import DELETED, EXISTS, KeyStateTracker, judge
 from tests.integration.conftest import service_uri
