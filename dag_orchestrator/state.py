@@ -108,6 +108,13 @@ class StateStore:
         self.results_dir = self.run_dir / "results"
         self._fh: Any = None
 
+    @classmethod
+    def existing(cls, run_dir: Path) -> StateStore:
+        """The store of a run that must already exist (reading it creates nothing)."""
+        if not (Path(run_dir) / "state.jsonl").is_file():
+            raise FileNotFoundError(f"no run at {run_dir} (no state.jsonl)")
+        return cls(run_dir)
+
     def open(self) -> None:
         self._fh = open(self.journal, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 

@@ -8,62 +8,42 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
-from config import configure_logging, get_settings
-from config.settings import Settings
-from dag_orchestrator.events import log_observer
 from dag_orchestrator.executor import FailurePolicy
-from dag_orchestrator.state import RunResult, TaskState
-from pipeline.progress import RichProgress
+from pipeline.cli_common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_OK,
+    RunDirOpt,
+    app,
+    exit_code,
+    fail_invalid,
+    load_settings,
+    out,
+    print_summary,
+    run_with_view,
+)
 from pipeline.registry import build_dag, components
-from pipeline.runner import PreparedRun, RunOptions, execute, prepare_run, summaries
+from pipeline.runner import RunOptions, prepare_run
 from pipeline.spec import SpecError, load_spec, parse_overrides
 
-app = typer.Typer(
-    help="Run data pipelines as DAGs of async tasks (vector database loading, verification, streaming).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-out = Console(width=None if sys.stdout.isatty() else 200)  # logs and pipes: do not wrap at 80 columns
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_INVALID", "EXIT_OK", "app", "main"]
 
 FileArg = Annotated[Path, typer.Argument(help="pipeline YAML file", show_default=False)]
 SetOpt = Annotated[list[str], typer.Option("--set", "-s", help="override a parameter: --set rows=5000")]
-
-
-def fail_invalid(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_INVALID)
-
-
-def load_settings() -> Settings:
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        key = "__".join(str(p) for p in first["loc"]).upper()
-        raise fail_invalid(f"configuration {key}: {first['msg']} (got {first.get('input')!r})") from None
-    configure_logging(settings.logging)
-    return settings
 
 
 @app.command()
 def run(
     file: FileArg,
     set_: SetOpt = [],  # noqa: B006 - typer reads the default, never mutates it
-    run_dir: Annotated[
-        Path | None, typer.Option(help="where runs are kept [default: PIPELINE__RUN_DIR or ./runs]")
-    ] = None,
+    run_dir: RunDirOpt = None,
     resume: Annotated[
         str | None, typer.Option(help="resume run RUN_ID: tasks that succeeded are not run again")
     ] = None,
@@ -94,39 +74,9 @@ def run(
     except SpecError as exc:
         raise fail_invalid(str(exc)) from None
     live = progress if progress is not None else sys.stderr.isatty()
-    result = anyio.run(_run_with_view, prepared, settings, options, live)
+    result = anyio.run(run_with_view, prepared, settings, options, live)
     print_summary(prepared, result)
-    if result.state is TaskState.CANCELLED:
-        raise typer.Exit(EXIT_INTERRUPTED)
-    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
-
-
-async def _run_with_view(prepared: PreparedRun, settings: Settings, options: RunOptions, live: bool) -> RunResult:
-    if live:
-        with RichProgress([t.name for t in prepared.dag]) as view:
-            return await execute(prepared, settings, options, observers=[view])
-    return await execute(prepared, settings, options, observers=[log_observer()])
-
-
-def print_summary(prepared: PreparedRun, result: RunResult) -> None:
-    table = Table(title=f"run {result.run_id} of {prepared.spec.name!r}: {result.state.value}")
-    for col in ("task", "state", "attempts", "seconds", "summary"):
-        table.add_column(col)
-    sums = summaries(prepared.dag, result)
-    colours = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "skipped": "dim"}
-    for name, t in result.tasks.items():
-        state = t.state.value + (" (resumed)" if t.resumed else "")
-        detail: Any = ", ".join(
-            f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in sums.get(name, {}).items()
-        )
-        if t.error and t.state is not TaskState.SUCCEEDED:
-            detail = t.error
-        secs = f"{t.duration:.2f}" if t.duration is not None else "-"
-        table.add_row(name, f"[{colours.get(t.state.value, 'white')}]{state}", str(t.attempts), secs, detail)
-    out.print(table)
-    out.print(f"report: {prepared.path / 'report.json'}")
-    if not result.ok:
-        out.print(f"resume with: --resume {result.run_id}", highlight=False)
+    raise typer.Exit(exit_code(result))
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """``generate`` (milvus-ingest-style one-shot generate + partition) and ``schemas`` commands.
 
-``generate`` is the same two-task DAG the pipelines use (generate -> partition), built in code, so a
+``generate`` is the same two-task DAG the pipelines use (generate -> partition), built as a spec in
+code and run through the runner like any pipeline file (run directory, journal, report, signals), so a
 file made here is byte-identical to one made by a pipeline run with the same schema and seed.
 """
 
@@ -8,24 +9,20 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import anyio
 import typer
 from pydantic import ValidationError
 from rich.syntax import Syntax
 from rich.table import Table
 
-from dag_orchestrator import DAG, Executor, PipelineContext
-from dag_orchestrator.events import log_observer
-from pipeline.cli import EXIT_FAILED, EXIT_INTERRUPTED, app, err, fail_invalid, load_settings, out
-from pipeline.progress import RichProgress
-from task_components.generation import Generate, GenerateParams
+from pipeline.cli_common import RunDirOpt, app, exit_code, fail_invalid, load_settings, out, print_summary, run_tasks
+from task_components.contracts import Manifest
+from task_components.generation import GenerateParams
 from task_components.generation.columns import generate_chunk
-from task_components.partitioning import Manifest, Partition, PartitionParams
+from task_components.partitioning import PartitionParams
 from task_components.schema import SchemaError, builtin_names, resolve_schema
 from task_components.schema.library import add_schema, remove_schema, user_names
 
@@ -61,6 +58,7 @@ def generate(
     preview: Annotated[bool, typer.Option("--preview", help="print 5 sample rows, write nothing")] = False,
     validate_only: Annotated[bool, typer.Option("--validate-only", help="check the schema, write nothing")] = False,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress")] = None,
+    run_dir: RunDirOpt = None,
 ) -> None:
     """Generate a dataset (Parquet/JSON files + meta.json) from a schema, like milvus-ingest generate."""
     load_settings()
@@ -96,35 +94,24 @@ def generate(
         if not force:
             raise fail_invalid(f"output directory {target} exists and is not empty; use --force to replace it")
         shutil.rmtree(target)
-    pp.out = str(target)
-    result = anyio.run(_run_generation, gp, pp, progress if progress is not None else sys.stderr.isatty())
-    if result is None:
-        raise typer.Exit(EXIT_INTERRUPTED)
-    manifest, seconds = result
+    pp.out = str(target.resolve())
+    tasks = {
+        "generate": {"uses": "generate", "with": gp.model_dump(by_alias=True, exclude_none=True)},
+        "partition": {"uses": "partition", "needs": ["generate"], "with": pp.model_dump(exclude_none=True)},
+    }
+    started = time.perf_counter()
+    prepared, result = run_tasks("generate", tasks, run_dir, live=progress, summary=False)
+    if not result.ok:
+        print_summary(prepared, result)
+        raise typer.Exit(exit_code(result))
+    manifest: Manifest = result.results["partition"]
+    seconds = time.perf_counter() - started
     out.print(
         f"[green]generated[/] {manifest.total_rows:,} rows in {len(manifest.files)} {fmt} files "
         f"({manifest.total_bytes / 1e6:,.1f} MB) in {seconds:.2f}s = {manifest.total_rows / seconds:,.0f} rows/s "
-        f"-> {target}",
+        f"-> {target} (run {result.run_id})",
         soft_wrap=True,
     )
-
-
-async def _run_generation(gp: GenerateParams, pp: PartitionParams, live: bool) -> tuple[Manifest, float] | None:
-    gen = Generate("generate", gp)
-    part = Partition("partition", pp, needs=["generate"], streams_from=["generate"])
-    dag = DAG("generate", [gen, part])
-    started = time.perf_counter()
-    if live:
-        with RichProgress([t.name for t in dag]) as view:
-            result = await Executor(observers=[view]).run(dag, PipelineContext())
-    else:
-        result = await Executor(observers=[log_observer()]).run(dag, PipelineContext())
-    if not result.ok:
-        failed = result.failed()
-        message = failed[0].error if failed else result.reason
-        err.print(f"[bold red]generation failed:[/] {message}")
-        raise typer.Exit(EXIT_FAILED)
-    return result.results["partition"], time.perf_counter() - started
 
 
 @schemas_app.command("list")

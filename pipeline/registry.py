@@ -34,6 +34,7 @@ BUILTIN_PACKAGES = [
     "task_components.milvus",
     "task_components.shadow",
     "task_components.verification",
+    "task_components.runs",
 ]
 ENTRY_POINT_GROUP = "dag_pipeline.components"
 

@@ -156,3 +156,4 @@ class ShadowResult(BaseModel):
     embedded: bool
     seconds: float
     collection_schema: CollectionSchema
+    embedded_dir: str | None = Field(None, description="run directory holding the embedded PostgreSQL, if embedded")

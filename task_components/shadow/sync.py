@@ -9,6 +9,7 @@ so the quickstart needs no server. The task stores no DSN in its result: credent
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -72,7 +73,8 @@ class ShadowSync(Component):
         if schema is None:
             raise ValueError(f"stream from {self.streams_from[0]!r} carried no data")
         return ShadowResult(table=table_name(schema), key=key_column(schema), rows=rows, embedded=embedded,
-                            seconds=time.perf_counter() - started, collection_schema=schema)  # fmt: skip
+                            seconds=time.perf_counter() - started, collection_schema=schema,
+                            embedded_dir=str(Path(ctx.run_dir).resolve()) if embedded else None)  # fmt: skip
 
     async def _connect(self, dsn: str, p: ShadowParams) -> Any:
         try:

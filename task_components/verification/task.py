@@ -9,6 +9,7 @@ comparison extend this task.)
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -113,6 +114,21 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def current_target(ctx: Any, imported: ImportResult) -> ImportResult:
+    """Verify against MILVUS__URI when it is set (and say so when it differs from the recorded one)."""
+    settings = ctx.services.get("settings")
+    recorded = imported.info.target
+    uri = settings.milvus.uri if settings is not None else None
+    if not uri or uri == recorded["uri"]:
+        ctx.log.info("verifying against the Milvus the import used", uri=recorded["uri"])
+        return imported
+    token = settings.milvus.token.get_secret_value() if settings.milvus.token else None
+    target = {"uri": uri, "token": token, "db_name": settings.milvus.db_name, "lite": uri.endswith(".db")}
+    ctx.log.warning("verifying against MILVUS__URI, not the Milvus the import recorded", uri=uri,
+                    recorded=recorded["uri"])  # fmt: skip
+    return imported.model_copy(update={"info": imported.info.model_copy(update={"target": target})})
+
+
 class Verify(Component):
     __slots__ = ()
     component = "verify"
@@ -131,6 +147,7 @@ class Verify(Component):
         imported = self.upstream(ctx, ImportResult)
         if imported is None:
             raise ValueError("verify needs a milvus.bulk_import or milvus.insert task among its needs")
+        imported = current_target(ctx, imported)
         started = time.perf_counter()
 
         def count() -> Check:
@@ -149,7 +166,10 @@ class Verify(Component):
         shadow = self.upstream(ctx, ShadowResult)
         if p.level in ("scalar", "full") and shadow is None:
             raise ValueError(f"verify level {p.level} needs a shadow.sync task among its needs")
-        dsn = (await shadow_dsn(ctx.services["settings"], ctx.run_dir))[0] if shadow is not None else ""
+        dsn = ""
+        if shadow is not None:
+            pg_home = Path(shadow.embedded_dir) if shadow.embedded_dir else ctx.run_dir
+            dsn = (await shadow_dsn(ctx.services["settings"], pg_home))[0]
         if shadow is not None:
             checks.append(await self._shadow_count(dsn, shadow, imported.manifest.total_rows))
         if p.level == "sample":

@@ -36,14 +36,18 @@ def test_quickstart_runs_on_milvus_lite_and_prints_a_summary(tmp_path: Path) -> 
     assert (run_dir / "milvus.db").exists() and (run_dir / "object-store").is_dir()
     again = run("verify", run_dir.name, "--run-dir", str(tmp_path))  # reopens embedded PostgreSQL and Lite
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "verification of run" in again.stdout and "6,000 rows x 5 fields agree" in again.stdout
+    assert f"verify-{run_dir.name}" in again.stdout and "result=passed" in again.stdout
+    (verify_dir,) = [d for d in tmp_path.iterdir() if d != run_dir]  # verify is a run of its own
+    check = json.loads((verify_dir / "report.json").read_text())["summary"]["verify"]
+    assert "6,000 rows x 5 fields agree on source, milvus, postgres" in check["full scan"]
     missing = run("verify", "no-such-run", "--run-dir", str(tmp_path))
-    assert missing.returncode == 2 and "no finished import" in missing.stderr
+    assert missing.returncode == 2 and "no run 'no-such-run'" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_generate_then_to_milvus_insert_and_import_on_lite(tmp_path: Path) -> None:
     data = tmp_path / "ds"
-    gen = run("generate", "--builtin", "hybrid_search", "--total-rows", "2500", "--out", str(data), "--no-progress")
+    gen = run("generate", "--builtin", "hybrid_search", "--total-rows", "2500", "--out", str(data), "--no-progress",
+              "--run-dir", str(tmp_path / "r0"))  # fmt: skip
     assert gen.returncode == 0, gen.stderr
     ins = run("to-milvus", "insert", str(data), "--run-dir", str(tmp_path / "r1"))
     assert ins.returncode == 0, ins.stderr[-2000:]

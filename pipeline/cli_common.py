@@ -1,0 +1,106 @@
+"""Plumbing every CLI command shares: the typer app, consoles, exit codes, settings, running a spec.
+
+Every command that runs work (``run``, ``generate``, ``upload``, ``to-milvus``, ``verify``) goes
+through ``run_tasks`` or the runner directly, so each gets a run directory, the state journal, the
+report, signal handling, the progress view and the same exit codes; none builds its own executor.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from config import configure_logging, get_settings
+from config.settings import Settings
+from dag_orchestrator.events import log_observer
+from dag_orchestrator.state import RunResult, TaskState
+from pipeline.progress import RichProgress
+from pipeline.runner import PreparedRun, RunOptions, execute, prepare_spec, summaries
+from pipeline.spec import PipelineSpec, SpecError
+
+app = typer.Typer(
+    help="Run data pipelines as DAGs of async tasks (vector database loading, verification, streaming).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(width=None if sys.stdout.isatty() else 200)  # logs and pipes: do not wrap at 80 columns
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+RunDirOpt = Annotated[Path | None, typer.Option(help="where runs are kept [default: PIPELINE__RUN_DIR or ./runs]")]
+
+
+def fail_invalid(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_INVALID)
+
+
+def load_settings() -> Settings:
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = "__".join(str(p) for p in first["loc"]).upper()
+        raise fail_invalid(f"configuration {key}: {first['msg']} (got {first.get('input')!r})") from None
+    configure_logging(settings.logging)
+    return settings
+
+
+async def run_with_view(prepared: PreparedRun, settings: Settings, options: RunOptions, live: bool) -> RunResult:
+    if live:
+        with RichProgress([t.name for t in prepared.dag]) as view:
+            return await execute(prepared, settings, options, observers=[view])
+    return await execute(prepared, settings, options, observers=[log_observer()])
+
+
+def print_summary(prepared: PreparedRun, result: RunResult) -> None:
+    table = Table(title=f"run {result.run_id} of {prepared.spec.name!r}: {result.state.value}")
+    for col in ("task", "state", "attempts", "seconds", "summary"):
+        table.add_column(col)
+    sums = summaries(prepared.dag, result)
+    colours = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "skipped": "dim"}
+    for name, t in result.tasks.items():
+        state = t.state.value + (" (resumed)" if t.resumed else "")
+        detail: Any = ", ".join(
+            f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in sums.get(name, {}).items()
+        )
+        if t.error and t.state is not TaskState.SUCCEEDED:
+            detail = t.error
+        secs = f"{t.duration:.2f}" if t.duration is not None else "-"
+        table.add_row(name, f"[{colours.get(t.state.value, 'white')}]{state}", str(t.attempts), secs, detail)
+    out.print(table)
+    out.print(f"report: {prepared.path / 'report.json'}")
+    if not result.ok:
+        out.print(f"resume with: --resume {result.run_id}", highlight=False)
+
+
+def exit_code(result: RunResult) -> int:
+    if result.state is TaskState.CANCELLED:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def run_tasks(
+    name: str, tasks: dict[str, Any], run_dir: Path | None, *, live: bool | None = None, summary: bool = True,
+) -> tuple[PreparedRun, RunResult]:  # fmt: skip
+    """Run a spec built in code exactly like a YAML file (validation, run dir, report, view, signals)."""
+    settings = load_settings()
+    options = RunOptions(run_dir=run_dir or settings.pipeline.run_dir)
+    try:
+        spec = PipelineSpec.model_validate({"name": name, "tasks": tasks})
+        prepared = prepare_spec(spec, f"<{name}>", {}, options)
+    except SpecError as exc:
+        raise fail_invalid(str(exc)) from None
+    result = anyio.run(run_with_view, prepared, settings, options, sys.stderr.isatty() if live is None else live)
+    if summary:
+        print_summary(prepared, result)
+    return prepared, result
