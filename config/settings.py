@@ -10,8 +10,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,8 +33,21 @@ class S3Settings(BaseModel):
 
 class PostgresSettings(BaseModel):
     dsn: SecretStr | None = Field(None, description="PostgreSQL DSN; unset = embedded PostgreSQL")
-    pool_min: int = 2
-    pool_max: int = 20
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: SecretStr | None) -> SecretStr | None:
+        """A malformed DSN is a configuration error (exit 2 before anything runs), not a task failure."""
+        if v is None:
+            return v
+        parts = urlsplit(v.get_secret_value())
+        if parts.scheme not in ("postgresql", "postgres") or not (parts.hostname or "host=" in parts.query):
+            raise ValueError("must be a URL like postgresql://user:password@host:5432/database")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError:
+            raise ValueError("has a port that is not a number") from None
+        return v
 
 
 class KafkaSettings(BaseModel):

@@ -22,6 +22,7 @@ from pipeline.cli_common import (
     EXIT_OK,
     RunDirOpt,
     app,
+    err,
     exit_code,
     fail_invalid,
     load_settings,
@@ -32,6 +33,7 @@ from pipeline.cli_common import (
 from pipeline.registry import build_dag, components
 from pipeline.runner import RunOptions, prepare_run
 from pipeline.spec import SpecError, load_spec, parse_overrides
+from task_components.base import retry_warnings
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_INVALID", "EXIT_OK", "app", "main"]
 
@@ -47,7 +49,9 @@ def run(
     resume: Annotated[
         str | None, typer.Option(help="resume run RUN_ID: tasks that succeeded are not run again")
     ] = None,
-    backend: Annotated[str, typer.Option(help="where CPU-heavy work runs: local")] = "local",
+    backend: Annotated[
+        str | None, typer.Option(help="where CPU-heavy work runs: local [default: PIPELINE__BACKEND or local]")
+    ] = None,
     max_concurrency: Annotated[int | None, typer.Option(min=1, help="tasks running at once")] = None,
     only: Annotated[list[str], typer.Option(help="run only this task and what it needs (repeatable)")] = [],  # noqa: B006
     policy: Annotated[
@@ -59,8 +63,9 @@ def run(
 ) -> None:
     """Run a pipeline file."""
     settings = load_settings()
+    backend = backend or settings.pipeline.backend
     if backend != "local":
-        raise fail_invalid(f"--backend {backend!r} is not available yet; use --backend local")
+        raise fail_invalid(f"--backend {backend!r} is not available yet (Dask scale-out is planned); use local")
     options = RunOptions(
         run_dir=run_dir or settings.pipeline.run_dir,
         resume=resume,
@@ -81,12 +86,15 @@ def run(
 
 @app.command()
 def validate(file: FileArg, set_: SetOpt = []) -> None:  # noqa: B006
-    """Check a pipeline file without running it (exit 2 and one message if it is invalid)."""
+    """Check a pipeline file and the configuration without running it (exit 2 and one message if invalid)."""
+    load_settings()
     try:
         spec = load_spec(file, parse_overrides(set_, file))
         dag = build_dag(spec, file)
     except SpecError as exc:
         raise fail_invalid(str(exc)) from None
+    for task, message in retry_warnings({t.name: t for t in dag}):
+        err.print(f"[yellow]warning:[/] {file}: task {task!r}: field 'retries': {message}", highlight=False)
     out.print(f"[green]ok[/]: {file}: pipeline {spec.name!r}, {len(dag)} tasks")
 
 

@@ -50,7 +50,9 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         key = "__".join(str(p) for p in first["loc"]).upper()
-        raise fail_invalid(f"configuration {key}: {first['msg']} (got {first.get('input')!r})") from None
+        secret = any(w in key for w in ("DSN", "TOKEN", "SECRET", "PASSWORD", "KEY", "CONNECTION_STRING", "URI"))
+        got = "" if secret else f" (got {first.get('input')!r})"  # a malformed secret is still a secret
+        raise fail_invalid(f"configuration {key}: {first['msg'].removeprefix('Value error, ')}{got}") from None
     configure_logging(settings.logging)
     return settings
 

@@ -85,6 +85,7 @@ def build_dag(spec: PipelineSpec, file: str | Path) -> DAG:
             first = err.errors()[0]
             field = ".".join(["with", *(str(p) for p in first["loc"])])
             msg = "unknown parameter (check its spelling)" if first["type"] == "extra_forbidden" else first["msg"]
+            msg = msg.removeprefix("Value error, ")
             raise SpecError(file, f"{msg} (got {first.get('input')!r})", task=name, field=field) from None
         streams_from = [n for n in t.needs if cls.stream_input and classes[n].emits]
         retry = RetryPolicy(attempts=t.retries + 1, backoff=t.retry_delay) if t.retries else None

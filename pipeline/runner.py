@@ -23,6 +23,7 @@ from dag_orchestrator.context import PipelineContext, new_run_id
 from dag_orchestrator.dag import DAG
 from dag_orchestrator.events import Observer
 from dag_orchestrator.executor import Executor, FailurePolicy
+from dag_orchestrator.locks import LockHeld, PathLock
 from dag_orchestrator.state import RunResult, StateStore
 from pipeline.registry import build_dag
 from pipeline.spec import PipelineSpec, SpecError, load_spec
@@ -48,6 +49,7 @@ class PreparedRun:
     run_id: str
     path: Path
     resume: bool
+    lock: PathLock | None = None  # held from prepare until execute ends: one process per run directory
 
 
 def prepare_run(file: str | Path, overrides: dict[str, Any], options: RunOptions) -> PreparedRun:
@@ -79,11 +81,28 @@ def prepare_spec(
             dag = dag.subgraph(options.only)
         except ValueError as err:
             raise SpecError(file, str(err), field="--only") from None
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "request.json").write_text(
-        json.dumps({"file": str(file), "overrides": overrides, "run_id": run_id}, indent=2, default=str)
-    )
-    return PreparedRun(spec, dag, run_id, path, bool(options.resume))
+    lock = _lock_run_dir(file, path, run_id)
+    try:
+        (path / "request.json").write_text(
+            json.dumps({"file": str(file), "overrides": overrides, "run_id": run_id}, indent=2, default=str)
+        )
+    except OSError as exc:
+        lock.release()
+        raise SpecError(file, f"cannot write to the run directory {path}: {exc.strerror or exc}") from None
+    return PreparedRun(spec, dag, run_id, path, bool(options.resume), lock)
+
+
+def _lock_run_dir(file: str | Path, path: Path, run_id: str) -> PathLock:
+    """Create the run directory and take its lock; any problem is a SpecError (exit 2) naming the path."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return PathLock(path / ".lock", f"run directory {path}").acquire(run_id=run_id)
+    except LockHeld as exc:
+        raise SpecError(file, f"{exc}; wait for it to finish or stop it first") from None
+    except (FileExistsError, NotADirectoryError):
+        raise SpecError(file, f"cannot use {path} as a run directory: a file is in the way") from None
+    except OSError as exc:
+        raise SpecError(file, f"cannot use {path} as a run directory: {exc.strerror or exc}") from None
 
 
 async def _cancel_on_signal(executor: Executor) -> None:
@@ -111,7 +130,9 @@ async def execute(
         run_id=prepared.run_id,
         params=spec.params,
         run_dir=prepared.path,
-        services={"settings": settings, "backend": options.backend},
+        services={
+            "settings": settings, "backend": options.backend, "workers": settings.pipeline.workers, "closers": [],
+        },
     )
     store = StateStore(prepared.path)
     try:
@@ -127,6 +148,11 @@ async def execute(
         if crashed is not None:
             write_report(prepared, crashed)
         raise
+    finally:
+        for close in reversed(ctx.services["closers"]):  # what tasks held for the whole run (locks, servers)
+            close()
+        if prepared.lock is not None:
+            prepared.lock.release()
     write_report(prepared, result)
     return result
 

@@ -128,6 +128,9 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Pipe
         raise SpecError(file, "no such file") from None
     except OSError as exc:
         raise SpecError(file, f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(file, f"not a text (UTF-8) file: byte {exc.object[exc.start]:#04x} at offset {exc.start} "
+                              "cannot be decoded; a pipeline file is UTF-8 YAML") from None  # fmt: skip
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

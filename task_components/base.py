@@ -15,6 +15,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from dag_orchestrator.retry import INNER_RETRY
 from dag_orchestrator.task import RetryPolicy, Task
 
 T = TypeVar("T")
@@ -34,6 +35,8 @@ class Component(Task):
     emits: ClassVar[bool] = False  # calls ctx.emit(chunk)
     stream_input: ClassVar[bool] = False  # reads the streams of its stream-emitting needs
     Result: ClassVar[type | None] = None  # what run() returns; None: not declared (accepted anywhere)
+    # retries its failing operations itself (per file, batch, job): a stream task's declared retries apply
+    retries_inside: ClassVar[bool] = False
     # each entry: one input the task must find among its needs; a tuple lists acceptable alternatives
     needs_types: ClassVar[tuple[type | tuple[type, ...], ...]] = ()
 
@@ -58,6 +61,10 @@ class Component(Task):
             emits_stream=self.emits,
         )
         self.params = params if params is not None else self.Params()
+
+    def inner_retry(self) -> RetryPolicy:
+        """The policy for retrying one operation inside the task: the declared one when it allows more."""
+        return self.retry if self.retry.attempts > INNER_RETRY.attempts else INNER_RETRY
 
     def required_inputs(self) -> list[tuple[type, ...]]:
         """The inputs this configured task needs (parameters may add or drop one: override to say so)."""
@@ -97,3 +104,18 @@ def wiring_errors(tasks: dict[str, Task]) -> list[tuple[str, str]]:
             got = ", ".join(f"{n} -> {r.__name__}" for n, r in produced.items() if r is not None) or "no needs"
             problems.append((name, f"needs a task producing {_names(wanted)} among its needs (has: {got})"))
     return problems
+
+
+def retry_warnings(tasks: dict[str, Task]) -> list[tuple[str, str]]:
+    """(task, message) where a declared ``retries:`` cannot apply: a stream task that retries nothing inside.
+
+    The executor does not re-run a stream consumer after it has read, nor a producer after it has
+    emitted, so for those a declared retry only helps before the first chunk.
+    """
+    out: list[tuple[str, str]] = []
+    for name, task in tasks.items():
+        streams = bool(task.streams_from) or task.emits_stream
+        if streams and task.retry.attempts > 1 and not getattr(task, "retries_inside", False):
+            out.append((name, "declares retries but streams: it is not re-run once data has flowed, and it "
+                              "retries nothing inside, so the retries only cover a failure before the first chunk"))
+    return out

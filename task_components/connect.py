@@ -7,15 +7,18 @@ With nothing configured the embedded defaults apply: Milvus Lite and a PostgreSQ
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from config.settings import Settings
+from dag_orchestrator.locks import LockHeld, PathLock, resource_lock
 from task_components.contracts import MilvusTarget
 
-__all__ = ["count_rows", "embedded_dsn", "shadow_dsn", "target_for"]
+__all__ = ["CollectionBusyError", "count_rows", "embedded_dsn", "guard_collection", "shadow_dsn", "target_for"]
 
 _embedded: dict[str, Any] = {}
 
@@ -35,8 +38,35 @@ def count_rows(client: Any, collection: str) -> int:
     return int(reply[0]["count(*)"])
 
 
+def forget_dead_handles(data: Path) -> list[int]:
+    """Drop processes that died without saying so (a SIGKILL) from pgserver's list of users.
+
+    pgserver stops the server when the last process using it exits, judged by the pids recorded in
+    ``.handle_pids.json``. A killed process never removes its pid, so without this every later process
+    thinks another still uses the server and leaves it running: the server would outlive every run.
+    """
+    handles = data / ".handle_pids.json"
+    if not handles.exists():
+        return []
+    pids = json.loads(handles.read_text() or "[]")
+    dead = [p for p in pids if not _alive(p)]
+    if dead:
+        handles.write_text(json.dumps([p for p in pids if p not in dead]))
+    return dead
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def embedded_dsn(run_dir: Path) -> str:
-    """Start (once per process) a PostgreSQL in ``<run dir>/postgres``; it stops when the process exits."""
+    """Start (or reuse) a PostgreSQL in ``<run dir>/postgres``; it stops when its last user process exits."""
     key = str(run_dir.resolve())
     if key not in _embedded:
         import pgserver
@@ -45,6 +75,7 @@ def embedded_dsn(run_dir: Path) -> str:
         base.mkdir(parents=True, exist_ok=True)
         base.chmod(0o755)  # pgserver runs PostgreSQL as its own OS user, which must traverse this
         # the data directory itself belongs to pgserver: PostgreSQL refuses one that is not 0700/0750
+        forget_dead_handles(base / "data")
         _embedded[key] = pgserver.get_server(str(base / "data"), cleanup_mode="stop")
     return str(_embedded[key].get_uri())
 
@@ -55,3 +86,37 @@ async def shadow_dsn(settings: Settings, run_dir: Path | None) -> tuple[str, boo
     if run_dir is None:
         raise ValueError("POSTGRES__DSN is not set and the run has no run directory for an embedded PostgreSQL")
     return await anyio.to_thread.run_sync(embedded_dsn, Path(run_dir)), True
+
+
+_guards: dict[tuple[str, str, str], tuple[str, PathLock]] = {}
+
+
+def guard_collection(ctx: Any, target: MilvusTarget, collection: str) -> None:
+    """Hold the collection for this run until it ends; another live run loading it is refused, named.
+
+    Without it, a second run dropping or loading the same collection makes the first fail with an
+    unrelated-looking Milvus error (or doubles its rows). Tasks of one run share the guard.
+    """
+    key = (target.uri, target.db_name, collection)
+    held = _guards.get(key)
+    if held is not None and held[0] == ctx.run_id:
+        return
+    lock = resource_lock(f"collection {collection!r} at {target.uri}", *key)
+    try:
+        lock.acquire(run_id=ctx.run_id, run_dir=str(ctx.run_dir or ""))
+    except LockHeld as exc:
+        raise CollectionBusyError(f"{exc}: another run is loading it; wait for it or use another collection") from None
+    _guards[key] = (ctx.run_id, lock)
+
+    def release() -> None:
+        if _guards.get(key, (None,))[0] == ctx.run_id:
+            del _guards[key]
+        lock.release()
+
+    closers = ctx.services.get("closers")
+    if closers is not None:
+        closers.append(release)
+
+
+class CollectionBusyError(RuntimeError):
+    """Another live run holds the collection."""

@@ -12,7 +12,8 @@ more than generating it. A result nobody consumed (cancellation) is unlinked by 
 
 Processes start with ``forkserver`` (never ``fork``: the parent runs an event loop and client threads
 that must not be duplicated mid-state), preloading the modules the jobs need so each worker pays the
-numpy/pyarrow import once.
+numpy/pyarrow import once. The forkserver and every worker die with the run even when it is SIGKILLed
+(``orphans``), so a killed run strands no process.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import pyarrow as pa
+
+from dag_orchestrator.backends.orphans import die_with_parent
 
 SHM_DIR = "/dev/shm"
 
@@ -117,9 +120,8 @@ class LocalBackend:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpu")
             else:
                 ctx = mp.get_context("forkserver")
-                if self.preload:
-                    ctx.set_forkserver_preload(self.preload)
-                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+                ctx.set_forkserver_preload(["dag_orchestrator.backends.orphans", *self.preload])
+                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=die_with_parent)
         return self._pool
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:

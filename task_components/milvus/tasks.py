@@ -10,27 +10,22 @@ so both are polled at a fixed interval.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from task_components.base import Component
-from task_components.connect import count_rows, target_for
+from task_components.connect import count_rows, guard_collection, target_for
 from task_components.contracts import CollectionInfo, ImportResult, Manifest, MilvusTarget, UploadResult
-from task_components.milvus.client import arrow_to_rows
+from task_components.milvus.bulk import JobJournal, adopt_listed_jobs, wait_jobs, wait_searchable
+from task_components.milvus.insert import InsertJournal, insert_files
 from task_components.milvus.schema_map import index_params, to_milvus_schema
 from task_components.schema.library import resolve_schema
 from task_components.schema.models import CollectionSchema
-
-
-class MilvusImportError(RuntimeError):
-    """A bulk-import job failed; the message carries Milvus' own reason."""
 
 
 class CreateParams(BaseModel):
@@ -52,7 +47,7 @@ class CreateParams(BaseModel):
         if self.drop_if_exists:
             self.if_exists = "drop"
         if self.schema_ref is not None:
-            resolve_schema(self.schema_ref)
+            to_milvus_schema(resolve_schema(self.schema_ref))  # e.g. no vector field: refused before any run
         return self
 
 
@@ -74,6 +69,7 @@ class CreateCollection(Component):
         name = p.collection or schema.collection_name
         milvus_schema = to_milvus_schema(schema)
         params, chosen = index_params(schema, target.lite, p.indexes)
+        guard_collection(ctx, target, name)
 
         def create() -> None:
             client = target.client()
@@ -117,35 +113,6 @@ class CreateCollection(Component):
         return {"collection": result.name, "target": "Milvus Lite" if result.target["lite"] else result.target["uri"]}
 
 
-async def insert_files(ctx: Any, info: CollectionInfo, manifest: Manifest, batch_rows: int, concurrency: int) -> None:
-    """Insert every manifest file in batches, a bounded number of batches in flight."""
-    schema = info.collection_schema
-    limiter = anyio.CapacityLimiter(concurrency)
-    client = await anyio.to_thread.run_sync(info.milvus().client)
-    done = 0
-
-    async def send(batch: Any) -> None:
-        nonlocal done
-        rows = await anyio.to_thread.run_sync(arrow_to_rows, batch, schema, limiter=limiter)
-        await anyio.to_thread.run_sync(lambda: client.insert(info.name, rows), limiter=limiter)
-        done += len(rows)
-        ctx.progress(done=done, total=manifest.total_rows, unit="rows")
-
-    try:
-        async with anyio.create_task_group() as tg:
-            for entry in manifest.files:
-                path = manifest.file_path(entry)
-                if manifest.format != "parquet":
-                    raise ValueError(f"insert reads Parquet datasets; {path} is {manifest.format}")
-                for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
-                    await limiter.acquire()  # backpressure: do not read far ahead of the inserts
-                    limiter.release()
-                    tg.start_soon(send, batch)
-        await anyio.to_thread.run_sync(lambda: client.flush(info.name))
-    finally:
-        client.close()
-
-
 class ImportParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -155,41 +122,6 @@ class ImportParams(BaseModel):
     method: Literal["auto", "bulk_import", "insert"] = Field("auto", description="auto: bulk import unless Lite")
     batch_rows: int = Field(5000, ge=1, description="rows per insert when inserting")
     concurrency: int = Field(2, ge=1, le=16)
-
-
-class JobJournal:
-    """Which file went to which import job, kept in the run directory.
-
-    Bulk import is not idempotent: importing a file twice doubles its rows. When an interrupted run
-    is resumed, the import task reads this journal and waits on the jobs it already submitted
-    instead of submitting them again; only failed or never-submitted files are imported anew.
-    """
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        data = json.loads(path.read_text()) if path is not None and path.exists() else {}
-        self.jobs: dict[str, int] = {k: int(v) for k, v in data.get("jobs", {}).items()}
-        self._rows_before: int | None = data.get("rows_before")
-
-    @property
-    def rows_before(self) -> int | None:
-        return self._rows_before
-
-    @rows_before.setter
-    def rows_before(self, value: int) -> None:
-        self._rows_before = value
-        self._save()
-
-    def record(self, location: str, job: int) -> None:
-        self.jobs[location] = job
-        self._save()
-
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"jobs": self.jobs, "rows_before": self._rows_before}))
-        tmp.replace(self.path)
 
 
 class BulkImport(Component):
@@ -209,25 +141,32 @@ class BulkImport(Component):
             raise ValueError("milvus.bulk_import needs a storage.upload task and a milvus.create_collection task")
         started = time.perf_counter()
         target = info.milvus()
+        guard_collection(ctx, target, info.name)
         method = p.method
         if method == "auto":
             method = "insert" if target.lite else "bulk_import"
+        resume = ""
         if method == "insert":
             if target.lite and p.method == "auto":
                 ctx.log.warning("Milvus Lite cannot bulk-import: inserting the files in batches instead")
-            await insert_files(ctx, info, upload.manifest, p.batch_rows, p.concurrency)
+            stats = await insert_files(ctx, info, upload.manifest, p.batch_rows, p.concurrency, _journal(ctx, self))
+            resume = stats.describe()
             job_ids: list[int] = []
             label = "insert (fallback: Milvus Lite has no bulk import)" if target.lite else "insert"
         else:
-            job_ids = await self._bulk_import(ctx, p, info, upload)
+            job_ids, resume = await self._bulk_import(ctx, p, info, upload)
             label = "bulk_import"
+        if resume:
+            ctx.log.info("resumed without duplicates", how=resume)
         rows = await anyio.to_thread.run_sync(_count, target, info.name) if p.wait or method == "insert" else -1
         return ImportResult(collection=info.name, method=label, rows_in_milvus=rows,
                             rows_expected=upload.manifest.total_rows, files=len(upload.files),
                             seconds=time.perf_counter() - started, job_ids=job_ids, info=info,
-                            manifest=upload.manifest)  # fmt: skip
+                            manifest=upload.manifest, resume=resume)  # fmt: skip
 
-    async def _bulk_import(self, ctx: Any, p: ImportParams, info: CollectionInfo, upload: UploadResult) -> list[int]:
+    async def _bulk_import(
+        self, ctx: Any, p: ImportParams, info: CollectionInfo, upload: UploadResult
+    ) -> tuple[list[int], str]:
         from pymilvus import connections, utility  # ORM API: the bulk-insert calls Milvus 2.3 understands
 
         warnings.filterwarnings("ignore", message=".*ORM-style PyMilvus API.*")
@@ -247,55 +186,46 @@ class BulkImport(Component):
                 before = await anyio.to_thread.run_sync(_count, target, info.name)
                 journal.rows_before = before
             resumed = set(jobs.values())
+            adopted: dict[str, int] = {}
+            if journal.path is not None and journal.path.exists():  # a resume: find jobs the journal missed
+                missing = {f.location for f in upload.files} - resumed
+                adopted = await anyio.to_thread.run_sync(adopt_listed_jobs, utility, alias, info.name, missing)
+                for location, job in adopted.items():
+                    jobs[job] = location
+                    journal.record(location, job)
             for f in upload.files:
-                if f.location in resumed:
+                if f.location in resumed or f.location in adopted:
                     continue
-                job = await anyio.to_thread.run_sync(
-                    lambda loc=f.location: utility.do_bulk_insert(collection_name=info.name, files=[loc], using=alias)
-                )
-                jobs[int(job)] = f.location
-                journal.record(f.location, int(job))
-            ctx.log.info("bulk import submitted", jobs=len(jobs), resumed=len(resumed), collection=info.name)
+                with anyio.CancelScope(shield=True):  # a signal must not separate a job from its journal entry
+                    job = await anyio.to_thread.run_sync(_submit, utility, alias, info.name, f.location)
+                    jobs[int(job)] = f.location
+                    journal.record(f.location, int(job))
+            ctx.log.info("bulk import submitted", jobs=len(jobs), resumed=len(resumed), adopted=len(adopted),
+                         collection=info.name)  # fmt: skip
             if p.wait:
                 with anyio.fail_after(p.timeout):
-                    imported = await self._wait(ctx, p, jobs, alias, upload.manifest.total_rows)
-                    await self._wait_queryable(ctx, p, target, info.name, before + imported)
-            return list(jobs)
+                    imported = await wait_jobs(ctx, utility, alias, jobs, upload.manifest.total_rows, p.poll_interval)
+                    await wait_searchable(ctx, target, info.name, before + imported, p.poll_interval)
+            how = ""
+            if resumed or adopted:
+                how = (f"resumed from the job journal: {len(resumed)} jobs of the interrupted attempt waited on"
+                       + (f", {len(adopted)} found in Milvus' job list and adopted" if adopted else ""))
+            return list(jobs), how
         finally:
             await anyio.to_thread.run_sync(lambda: connections.disconnect(alias))
 
-    async def _wait(self, ctx: Any, p: ImportParams, jobs: dict[int, str], alias: str, total: int) -> int:
-        """Poll every job until Completed; raise with Milvus' reason on the first Failed."""
-        from pymilvus import utility
-
-        pending = dict(jobs)
-        imported: dict[int, int] = {}
-        while pending:
-            for job, location in list(pending.items()):
-                state = await anyio.to_thread.run_sync(lambda j=job: utility.get_bulk_insert_state(j, using=alias))
-                imported[job] = int(getattr(state, "row_count", 0) or 0)
-                name = getattr(state, "state_name", "")
-                if name == "Failed":
-                    reason = getattr(state, "failed_reason", "") or "no reason given"
-                    raise MilvusImportError(f"bulk import of {location} failed in Milvus: {reason}")
-                if name == "Completed":
-                    del pending[job]
-            ctx.progress(done=sum(imported.values()), total=total, unit="rows")
-            if pending:
-                await anyio.sleep(p.poll_interval)
-        return sum(imported.values())
-
-    async def _wait_queryable(self, ctx: Any, p: ImportParams, target: MilvusTarget, name: str, want: int) -> None:
-        while (seen := await anyio.to_thread.run_sync(_count, target, name)) < want:
-            ctx.log.info("waiting for imported rows to become queryable", visible=seen, expected=want)
-            await anyio.sleep(p.poll_interval)
-
     def summarize(self, result: ImportResult) -> dict[str, Any]:
-        return {
-            "method": result.method,
-            "rows in milvus": result.rows_in_milvus,
-            "rows/s": f"{result.rows_per_second:,.0f}",
-        }
+        out = {"method": result.method, "rows in milvus": result.rows_in_milvus,
+               "rows/s": f"{result.rows_per_second:,.0f}"}  # fmt: skip
+        return {**out, "resume": result.resume} if result.resume else out
+
+
+def _submit(utility: Any, alias: str, collection: str, location: str) -> int:
+    return int(utility.do_bulk_insert(collection_name=collection, files=[location], using=alias))
+
+
+def _journal(ctx: Any, task: Component) -> InsertJournal:
+    return InsertJournal(Path(ctx.run_dir) / f"{task.name}.inserted.jsonl" if ctx.run_dir else None)
 
 
 def _count(target: MilvusTarget, collection: str) -> int:
@@ -332,11 +262,14 @@ class Insert(Component):
         if info is None or manifest is None:
             raise ValueError("milvus.insert needs a milvus.create_collection task and a partition (or upload) task")
         started = time.perf_counter()
-        await insert_files(ctx, info, manifest, p.batch_rows, p.concurrency)
+        guard_collection(ctx, info.milvus(), info.name)
+        stats = await insert_files(ctx, info, manifest, p.batch_rows, p.concurrency, _journal(ctx, self))
         rows = await anyio.to_thread.run_sync(_count, info.milvus(), info.name)
         return ImportResult(collection=info.name, method="insert", rows_in_milvus=rows,
                             rows_expected=manifest.total_rows, files=len(manifest.files),
-                            seconds=time.perf_counter() - started, info=info, manifest=manifest)  # fmt: skip
+                            seconds=time.perf_counter() - started, info=info, manifest=manifest,
+                            resume=stats.describe())  # fmt: skip
 
     def summarize(self, result: ImportResult) -> dict[str, Any]:
-        return {"rows in milvus": result.rows_in_milvus, "rows/s": f"{result.rows_per_second:,.0f}"}
+        out = {"rows in milvus": result.rows_in_milvus, "rows/s": f"{result.rows_per_second:,.0f}"}
+        return {**out, "resume": result.resume} if result.resume else out

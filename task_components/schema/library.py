@@ -60,6 +60,9 @@ def read_schema_file(path: str | Path) -> CollectionSchema:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise SchemaError(f"{p}: cannot read schema file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise SchemaError(f"{p}: not a text (UTF-8) schema file: byte {exc.object[exc.start]:#04x} at offset "
+                          f"{exc.start} cannot be decoded") from None  # fmt: skip
     try:
         raw = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

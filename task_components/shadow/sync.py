@@ -3,7 +3,9 @@
 It streams from ``generate`` (fan-out: partition and shadow read the same batches), converts each
 batch to records in a worker thread and COPYs it through an asyncpg pool, a bounded number of batches
 in flight. With no ``POSTGRES__DSN`` it starts an embedded PostgreSQL (pgserver) in the run directory,
-so the quickstart needs no server. The task stores no DSN in its result: credentials stay in settings.
+so the quickstart needs no server. A lost connection (a restart, a failover) is retried per batch with
+backoff; a retried batch replaces its keys in one transaction, since the failed COPY may have committed.
+The task stores no DSN in its result: credentials stay in settings.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from config.settings import Settings
+from dag_orchestrator.retry import with_retries
 from task_components.base import Component
 from task_components.connect import shadow_dsn
 from task_components.contracts import GenerationResult, ShadowResult
@@ -25,6 +28,15 @@ from task_components.errors import ShadowConnectionError, SyncError
 from task_components.schema.arrow import schema_of
 from task_components.schema.models import CollectionSchema
 from task_components.schema.postgres import arrow_records, columns, create_table_sql, key_column, quote, table_name
+
+
+def pg_transient(exc: BaseException) -> bool:
+    """Worth retrying: the server went away or is starting up, not a refusal of the data."""
+    return isinstance(exc, _PG_TRANSIENT)
+
+
+_PG_TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                 asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)  # fmt: skip
 
 
 class ShadowParams(BaseModel):
@@ -44,6 +56,7 @@ class ShadowSync(Component):
     summary = "copy the generated rows into a PostgreSQL shadow table (embedded PostgreSQL by default)"
     Params = ShadowParams
     stream_input = True
+    retries_inside = True
     default_kind = "io"
 
     async def run(self, ctx: Any) -> ShadowResult:
@@ -53,7 +66,7 @@ class ShadowSync(Component):
         settings: Settings = ctx.services["settings"]
         dsn, embedded = await shadow_dsn(settings, ctx.run_dir)
         started = time.perf_counter()
-        pool = await self._connect(dsn, p)
+        pool = await self._connect(ctx, dsn, p)
         slots = anyio.Semaphore(p.concurrency)  # released by the copying task, so not a CapacityLimiter
         schema: CollectionSchema | None = None
         rows = 0
@@ -62,9 +75,10 @@ class ShadowSync(Component):
                 async for batch in ctx.stream(self.streams_from[0]):
                     if schema is None:
                         schema = schema_of(batch.schema)
-                        await self._create(pool, schema, p.drop_if_exists)
+                        await with_retries(lambda s=schema: self._create(pool, s, p.drop_if_exists), self.inner_retry(),
+                                           pg_transient, what="creating the shadow table", log=ctx.log)  # fmt: skip
                     await slots.acquire()  # bounded: at most `concurrency` batches converted or copied
-                    tg.start_soon(self._copy, pool, schema, batch, rows, slots)
+                    tg.start_soon(self._copy, ctx, pool, schema, batch, rows, slots)
                     rows += batch.num_rows
                     ctx.progress(done=rows, unit="rows")
         finally:
@@ -76,9 +90,12 @@ class ShadowSync(Component):
                             seconds=time.perf_counter() - started, collection_schema=schema,
                             embedded_dir=str(Path(ctx.run_dir).resolve()) if embedded else None)  # fmt: skip
 
-    async def _connect(self, dsn: str, p: ShadowParams) -> Any:
+    async def _connect(self, ctx: Any, dsn: str, p: ShadowParams) -> Any:
         try:
-            return await asyncpg.create_pool(dsn, min_size=min(p.pool_min, p.pool_max), max_size=p.pool_max)
+            return await with_retries(
+                lambda: asyncpg.create_pool(dsn, min_size=min(p.pool_min, p.pool_max), max_size=p.pool_max),
+                self.inner_retry(), pg_transient, what="connecting to the shadow PostgreSQL", log=ctx.log,
+            )
         except (OSError, asyncpg.PostgresError) as exc:
             raise ShadowConnectionError(f"cannot reach the shadow PostgreSQL: {type(exc).__name__}: {exc}") from exc
 
@@ -88,13 +105,30 @@ class ShadowSync(Component):
                 await conn.execute(f"DROP TABLE IF EXISTS {quote(table_name(schema))}")
             await conn.execute(create_table_sql(schema))
 
-    async def _copy(self, pool: Any, schema: CollectionSchema, batch: pa.RecordBatch, offset: int, slots: Any) -> None:
+    async def _copy(
+        self, ctx: Any, pool: Any, schema: CollectionSchema, batch: pa.RecordBatch, offset: int, slots: Any
+    ) -> None:
+        table, key = table_name(schema), key_column(schema)
+        attempt = 0
+
+        async def copy() -> None:
+            nonlocal attempt
+            attempt += 1
+            async with pool.acquire() as conn:
+                if attempt == 1:
+                    await conn.copy_records_to_table(table, records=records, columns=columns(schema))
+                    return
+                # a retry: the failed COPY may have committed before the connection died, so replace, not add
+                keys = range(offset, offset + batch.num_rows) if schema.primary.auto_id else batch.column(key)
+                async with conn.transaction():
+                    await conn.execute(f"DELETE FROM {quote(table)} WHERE {quote(key)} = ANY($1)", list(keys))
+                    await conn.copy_records_to_table(table, records=records, columns=columns(schema))
+
         try:
             records = await anyio.to_thread.run_sync(arrow_records, batch, schema, offset)
-            async with pool.acquire() as conn:
-                await conn.copy_records_to_table(table_name(schema), records=records, columns=columns(schema))
+            await with_retries(copy, self.inner_retry(), pg_transient, what=f"COPY at row {offset}", log=ctx.log)
         except asyncpg.PostgresError as exc:
-            raise SyncError(f"COPY into {table_name(schema)} failed at row {offset}: {exc}") from exc
+            raise SyncError(f"COPY into {table} failed at row {offset}: {exc}") from exc
         finally:
             slots.release()
 

@@ -17,14 +17,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 import anyio
 from aiobotocore.session import get_session
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from task_components.manifest import sha256_file
 
 __all__ = ["LocalStore", "ObjectStore", "S3Store", "StorageError", "StoredObject"]
+
+
+def s3_transient(exc: BaseException) -> bool:
+    """Worth retrying: the connection, a timeout, throttling or a 5xx; not a refusal (4xx) or a bad path."""
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return status >= 500 or err.get("Code") in ("SlowDown", "RequestTimeout", "Throttling", "InternalError")
+    return isinstance(exc, BotoCoreError | aiohttp.ClientError | OSError | TimeoutError)
 
 
 class StorageError(RuntimeError):
@@ -44,6 +54,7 @@ class ObjectStore(Protocol):
     bucket: str
 
     async def put_file(self, path: Path, key: str, sha256: str) -> StoredObject: ...
+    async def abort_unfinished(self, prefix: str) -> int: ...
     async def get_bytes(self, key: str) -> bytes: ...
     async def list_keys(self, prefix: str) -> list[str]: ...
     def locate(self, key: str) -> str: ...
@@ -77,6 +88,9 @@ class LocalStore:
             return StoredObject(key, size, sha256, skipped=True)
         await anyio.to_thread.run_sync(_link_or_copy, path, target)
         return StoredObject(key, size, sha256, skipped=False)
+
+    async def abort_unfinished(self, prefix: str) -> int:
+        return 0  # a local copy is written to a temporary name and renamed: nothing is left half-done
 
     async def get_bytes(self, key: str) -> bytes:
         return await anyio.Path(self._path(key)).read_bytes()
@@ -201,6 +215,17 @@ class S3Store:
                 except Exception:  # noqa: BLE001 - the original failure is what matters
                     pass
             raise
+
+    async def abort_unfinished(self, prefix: str) -> int:
+        """Abort every unfinished multipart upload under ``prefix`` (left by a killed earlier attempt)."""
+        c = await self.client()
+        aborted = 0
+        paginator = c.get_paginator("list_multipart_uploads")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for up in page.get("Uploads", []) or []:
+                await c.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+                aborted += 1
+        return aborted
 
     async def get_bytes(self, key: str) -> bytes:
         c = await self.client()

@@ -2,7 +2,10 @@
 
 It streams from ``partition``: each file is uploaded as soon as it is closed, so uploading overlaps
 writing. Files already stored unchanged are skipped, so a re-run or ``--resume`` uploads only what is
-missing. Keys are ``<prefix>/<path in dataset>``, the prefix defaulting to ``<S3__PREFIX>/<run id>``.
+missing, and unfinished multipart uploads an interrupted attempt left under the prefix are aborted first.
+A transient S3 error (connection, timeout, 5xx) is retried per file with backoff: a stream consumer
+cannot be re-run as a whole once it has read files, so it rides out a short outage where it happens.
+Keys are ``<prefix>/<path in dataset>``, the prefix defaulting to ``<S3__PREFIX>/<run id>``.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from config.settings import Settings
+from dag_orchestrator.retry import with_retries
 from task_components.base import Component
 from task_components.contracts import DataFile, UploadedFile, UploadResult
 from task_components.manifest import MANIFEST_NAME, Manifest, parse_size, sha256_file
-from task_components.storage.stores import LocalStore, ObjectStore, S3Store
+from task_components.storage.stores import LocalStore, ObjectStore, S3Store, s3_transient
 
 
 class UploadParams(BaseModel):
@@ -66,6 +70,7 @@ class Upload(Component):
     summary = "upload dataset files to S3 (or a local directory) as they are written; skips unchanged files"
     Params = UploadParams
     stream_input = True
+    retries_inside = True
     default_kind = "io"
 
     async def run(self, ctx: Any) -> UploadResult:
@@ -76,15 +81,23 @@ class Upload(Component):
         done: list[UploadedFile] = []
         limiter = anyio.CapacityLimiter(p.concurrency)
 
+        policy = self.inner_retry()
+
         async def one(df: DataFile) -> None:
+            key = f"{prefix}/{df.entry.path}"
             async with limiter:
-                obj = await store.put_file(df.local_path, f"{prefix}/{df.entry.path}", df.entry.sha256)
+                obj = await with_retries(lambda: store.put_file(df.local_path, key, df.entry.sha256), policy,
+                                         s3_transient, what=f"upload of {key}", log=ctx.log)  # fmt: skip
             e = df.entry
             done.append(UploadedFile(key=obj.key, location=store.locate(obj.key), rows=e.rows, bytes=obj.bytes,
                                      sha256=obj.sha256, skipped=obj.skipped, shard=e.shard))  # fmt: skip
             ctx.progress(done=len(done), unit="files")
 
         try:
+            aborted = await with_retries(lambda: store.abort_unfinished(prefix + "/"), policy, s3_transient,
+                                         what="listing unfinished uploads", log=ctx.log)  # fmt: skip
+            if aborted:
+                ctx.log.warning("aborted unfinished multipart uploads of an interrupted attempt", count=aborted)
             async with anyio.create_task_group() as tg:
                 if self.streams_from:
                     async for df in ctx.stream(self.streams_from[0]):
@@ -97,7 +110,9 @@ class Upload(Component):
                         tg.start_soon(one, DataFile(entry, root / entry.path, root))
             meta = Path(manifest.root or ".") / MANIFEST_NAME
             manifest_key = f"{prefix}/{MANIFEST_NAME}"
-            await store.put_file(meta, manifest_key, await anyio.to_thread.run_sync(sha256_file, meta))
+            meta_sha = await anyio.to_thread.run_sync(sha256_file, meta)
+            await with_retries(lambda: store.put_file(meta, manifest_key, meta_sha), policy, s3_transient,
+                               what=f"upload of {manifest_key}", log=ctx.log)  # fmt: skip
         finally:
             with anyio.CancelScope(shield=True):
                 await store.aclose()
@@ -106,7 +121,7 @@ class Upload(Component):
         ctx.log.info("upload finished", store=store.kind, uploaded=sum(not f.skipped for f in done),
                      skipped=sum(f.skipped for f in done))  # fmt: skip
         return UploadResult(store=store.kind, bucket=store.bucket, prefix=prefix, files=done,
-                            manifest_key=manifest_key, manifest=manifest)  # fmt: skip
+                            manifest_key=manifest_key, manifest=manifest, aborted_uploads=aborted)  # fmt: skip
 
     def _manifest(self, ctx: Any) -> Manifest:
         manifest = self.upstream(ctx, Manifest)
@@ -115,4 +130,5 @@ class Upload(Component):
         return manifest
 
     def summarize(self, result: UploadResult) -> dict[str, Any]:
-        return {"store": result.store, "uploaded": result.uploaded, "skipped": len(result.files) - result.uploaded}
+        out = {"store": result.store, "uploaded": result.uploaded, "skipped": len(result.files) - result.uploaded}
+        return {**out, "aborted stale uploads": result.aborted_uploads} if result.aborted_uploads else out

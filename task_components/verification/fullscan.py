@@ -50,14 +50,21 @@ async def scan(
     conn = await asyncpg.connect(dsn)
     cols = ", ".join(quote(c) for c in [pk, *(f.name for f in fields)])
     sql = f"SELECT {cols} FROM {quote(shadow.table)} WHERE {quote(pk)} = ANY($1)"
+    columns = [pk, *(f.name for f in fields)]
+    batches = (b for e in imported.manifest.files
+               for b in pq.ParquetFile(imported.manifest.file_path(e)).iter_batches(batch_size=batch_rows,
+                                                                                     columns=columns))  # fmt: skip
     try:
-        for entry in imported.manifest.files:
-            reader = pq.ParquetFile(imported.manifest.file_path(entry))
-            for batch in reader.iter_batches(batch_size=batch_rows, columns=[pk, *(f.name for f in fields)]):
-                keys = batch.column(pk).to_pylist()
-                milvus = await anyio.to_thread.run_sync(milvus_rows, imported, keys, fields)
-                pg = {r[pk]: dict(r) for r in await conn.fetch(sql, keys)}
-                await anyio.to_thread.run_sync(_compare_batch, batch, keys, milvus, pg, fields, tolerance, report)
+        while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:  # reads off the loop
+            keys = batch.column(pk).to_pylist()
+            milvus = await anyio.to_thread.run_sync(milvus_rows, imported, keys, fields)
+            for key, n in milvus.duplicates.items():
+                report.add(key, None, "milvus", f"key stored {n} times")
+            if len(set(keys)) != len(keys):
+                for key in {k for k in keys if keys.count(k) > 1}:
+                    report.add(key, None, "source", "key appears more than once in the source files")
+            pg = {r[pk]: dict(r) for r in await conn.fetch(sql, keys)}
+            await anyio.to_thread.run_sync(_compare_batch, batch, keys, milvus, pg, fields, tolerance, report)
     finally:
         await conn.close()
     return report

@@ -9,6 +9,7 @@ comparison extend this task.)
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,7 +73,13 @@ def sample_source_rows(manifest: Manifest, n: int) -> pa.Table:
     return pa.concat_tables(pieces)
 
 
-def milvus_rows(result: ImportResult, keys: list[Any], fields: list[Any]) -> dict[Any, dict[str, Any]]:
+class KeyedRows(dict[Any, dict[str, Any]]):
+    """Rows by primary key, remembering keys Milvus returned more than once (it does not enforce uniqueness)."""
+
+    duplicates: dict[Any, int]
+
+
+def milvus_rows(result: ImportResult, keys: list[Any], fields: list[Any]) -> KeyedRows:
     pk = result.info.collection_schema.primary.name
     literal = ", ".join(f'"{k}"' if isinstance(k, str) else str(k) for k in keys)
     client = result.info.milvus().client()
@@ -81,7 +88,10 @@ def milvus_rows(result: ImportResult, keys: list[Any], fields: list[Any]) -> dic
                            output_fields=[pk, *(f.name for f in fields)], consistency_level="Strong")  # fmt: skip
     finally:
         client.close()
-    return {row[pk]: row for row in got}
+    rows, seen = KeyedRows(), Counter(row[pk] for row in got)
+    rows.update((row[pk], row) for row in got)
+    rows.duplicates = {k: n for k, n in seen.items() if n > 1}
+    return rows
 
 
 def compare_sample(result: ImportResult, tolerance: float, n: int, threshold: float = 1.0) -> Check:
@@ -94,7 +104,8 @@ def compare_sample(result: ImportResult, tolerance: float, n: int, threshold: fl
     fields = [f for f in schema.data_fields() if not f.is_primary]
     by_key = milvus_rows(result, keys, fields)
     problems = [f"{pk.name}={k}: missing in Milvus" for k in keys if k not in by_key]
-    bad_keys = {k for k in keys if k not in by_key}
+    problems += [f"{pk.name}={k}: stored {n} times in Milvus" for k, n in by_key.duplicates.items()]
+    bad_keys = {k for k in keys if k not in by_key} | set(by_key.duplicates)
     for f in fields:
         column = source.column(f.name).to_pylist()
         for key, value in zip(keys, column, strict=True):

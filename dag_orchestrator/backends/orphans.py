@@ -1,0 +1,34 @@
+"""Worker processes die with the process that started them, even when it is SIGKILLed.
+
+A SIGKILLed run cannot clean up, and a forkserver or pool worker it leaves behind lives on (the
+forkserver waits for requests forever). On Linux ``PR_SET_PDEATHSIG`` asks the kernel to kill a process
+when its parent dies, so: the forkserver imports this module as a preload (it sets the signal for itself,
+its parent being the run), and each pool worker calls ``die_with_parent`` as its initializer (its parent
+being the forkserver). The resource tracker then sees its last user gone and exits too. Importing this
+module in any other process does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+if sys.argv[:1] == ["-c"] and "multiprocessing.forkserver" in sys.modules:  # we are the forkserver
+    die_with_parent()
