@@ -18,7 +18,10 @@ from config.settings import Settings
 from dag_orchestrator.locks import LockHeld, PathLock, resource_lock
 from task_components.contracts import MilvusTarget
 
-__all__ = ["CollectionBusyError", "count_rows", "embedded_dsn", "guard_collection", "shadow_dsn", "target_for"]
+__all__ = [
+    "CollectionBusyError", "count_rows", "embedded_dsn", "ensure_loaded", "guard_collection", "shadow_dsn",
+    "target_for",
+]  # fmt: skip
 
 _embedded: dict[str, Any] = {}
 
@@ -33,7 +36,14 @@ def target_for(settings: Settings, run_dir: Path | None) -> MilvusTarget:
     return MilvusTarget(str(Path(run_dir).resolve() / "milvus.db"), None, "default", lite=True)
 
 
+def ensure_loaded(client: Any, collection: str) -> None:
+    """Load a released collection (Milvus Lite reopened by another process starts released)."""
+    if str(client.get_load_state(collection).get("state")) != "Loaded":
+        client.load_collection(collection)
+
+
 def count_rows(client: Any, collection: str) -> int:
+    ensure_loaded(client, collection)
     reply = client.query(collection, filter="", output_fields=["count(*)"], consistency_level="Strong")
     return int(reply[0]["count(*)"])
 
