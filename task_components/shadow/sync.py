@@ -46,6 +46,7 @@ class ShadowParams(BaseModel):
     pool_max: int = Field(20, ge=1, le=100)
     concurrency: int = Field(2, ge=1, le=32, description="batches being copied at once")
     drop_if_exists: bool = True
+    table: str | None = Field(None, description="shadow table name (default: shadow_<schema collection name>)")
 
 
 class ShadowSync(Component):
@@ -86,9 +87,12 @@ class ShadowSync(Component):
                 await pool.close()
         if schema is None:
             raise ValueError(f"stream from {self.streams_from[0]!r} carried no data")
-        return ShadowResult(table=table_name(schema), key=key_column(schema), rows=rows, embedded=embedded,
+        return ShadowResult(table=self._table(schema), key=key_column(schema), rows=rows, embedded=embedded,
                             seconds=time.perf_counter() - started, collection_schema=schema,
                             embedded_dir=str(Path(ctx.run_dir).resolve()) if embedded else None)  # fmt: skip
+
+    def _table(self, schema: CollectionSchema) -> str:
+        return self.params.table or table_name(schema)  # type: ignore[attr-defined]
 
     async def _connect(self, ctx: Any, dsn: str, p: ShadowParams) -> Any:
         try:
@@ -102,13 +106,13 @@ class ShadowSync(Component):
     async def _create(self, pool: Any, schema: CollectionSchema, drop: bool) -> None:
         async with pool.acquire() as conn:
             if drop:
-                await conn.execute(f"DROP TABLE IF EXISTS {quote(table_name(schema))}")
-            await conn.execute(create_table_sql(schema))
+                await conn.execute(f"DROP TABLE IF EXISTS {quote(self._table(schema))}")
+            await conn.execute(create_table_sql(schema, self._table(schema)))
 
     async def _copy(
         self, ctx: Any, pool: Any, schema: CollectionSchema, batch: pa.RecordBatch, offset: int, slots: Any
     ) -> None:
-        table, key = table_name(schema), key_column(schema)
+        table, key = self._table(schema), key_column(schema)
         attempt = 0
 
         async def copy() -> None:

@@ -52,7 +52,7 @@ def _spec(name: str, method: str) -> dict[str, Any]:
                            "with": {"schema": "simple", "collection": name, "drop_if_exists": True, "indexes": ivf}},
             "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
                        "with": {"method": method, "batch_rows": 1000, "poll_interval": 0.5, "timeout": 600}},
-            "shadow": {"uses": "shadow.sync", "needs": ["generate"]},
+            "shadow": {"uses": "shadow.sync", "needs": ["generate"], "with": {"table": f"shadow_{name}"}},
             "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "count"}},
         },
     }  # fmt: skip
@@ -145,7 +145,7 @@ def test_sigkill_anywhere_then_resume_is_exact(backend: str, method: str, trial:
     count, distinct = _milvus_keys(uri, name)
     assert count == distinct == ROWS, f"{where}: milvus count {count}, distinct keys {distinct}, want {ROWS}; " \
                                       f"{report['summary'].get('import')}"  # fmt: skip
-    rows, keys = anyio.run(_shadow_rows, env["POSTGRES__DSN"], "shadow_simple")  # named after the schema
+    rows, keys = anyio.run(_shadow_rows, env["POSTGRES__DSN"], f"shadow_{name}")
     assert rows == keys == ROWS, f"{where}: shadow rows {rows}, distinct {keys}"
     files = {f"runs/{run_id}/data-{i:05d}.parquet" for i in range(1, ROWS // PER_FILE + 1)}
     keys_in_s3, unfinished = _s3_state(f"runs/{run_id}/")
