@@ -1,8 +1,10 @@
 """Task primitives: what a unit of work is, and how it may be retried.
 
-This module imports nothing else from the package (as Hamilton keeps ``node.py`` apart) so every other
-module can depend on it without cycles. A Task carries only its declaration (name, needs, policies);
-everything that changes while a run is in flight lives in the executor's ``TaskRun`` records.
+At import time this module needs nothing else from the package (as Hamilton keeps ``node.py`` apart),
+so every other module can depend on it without cycles; only ``>>`` reaches the active DAG, through a
+deferred import when it is used. A Task carries only its declaration (name, needs, policies); what
+changes while a run is in flight lives in the executor's per-run scheduler and ``TaskRun`` records.
+``a >> b`` appends ``a`` to ``b.needs``, so a task's needs are the one source of its edges.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ keys are ``start + arange(rows)``: unique across chunks without coordination.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -138,23 +140,31 @@ def to_bfloat16_bytes(x: np.ndarray) -> np.ndarray:
     return rounded.view(np.uint8)
 
 
+def _floats(f: FieldSchema, rng: np.random.Generator, n: int) -> np.ndarray:
+    return _unit_floats(rng, n, f.dim or 0, f.normalize, f.distribution)
+
+
+# how each vector type is synthesized, as (values, list width) for n rows
+_VECTORS: dict[FieldType, Callable[[FieldSchema, np.random.Generator, int], tuple[Any, int]]] = {
+    FieldType.FLOAT_VECTOR: lambda f, rng, n: (_floats(f, rng, n).ravel(), f.dim or 0),
+    FieldType.FLOAT16_VECTOR: lambda f, rng, n: (
+        _floats(f, rng, n).astype(np.float16).view(np.uint8).ravel(), (f.dim or 0) * 2),
+    FieldType.BFLOAT16_VECTOR: lambda f, rng, n: (to_bfloat16_bytes(_floats(f, rng, n)).ravel(), (f.dim or 0) * 2),
+    FieldType.BINARY_VECTOR: lambda f, rng, n: (rng.integers(0, 256, n * (f.dim or 0) // 8, dtype=np.uint8),
+                                                (f.dim or 0) // 8),
+    FieldType.INT8_VECTOR: lambda f, rng, n: (rng.integers(-128, 128, n * (f.dim or 0), dtype=np.int8), f.dim or 0),
+}  # fmt: skip
+
+
 def _vector(f: FieldSchema, rng: np.random.Generator, n: int) -> pa.Array:
-    t, dim = f.type, f.dim or 0
-    if t is FieldType.FLOAT_VECTOR:
-        return _list(_unit_floats(rng, n, dim, f.normalize, f.distribution).ravel(), dim, n)
-    if t is FieldType.FLOAT16_VECTOR:
-        return _list(
-            _unit_floats(rng, n, dim, f.normalize, f.distribution).astype(np.float16).view(np.uint8).ravel(), dim * 2, n
-        )
-    if t is FieldType.BFLOAT16_VECTOR:
-        return _list(to_bfloat16_bytes(_unit_floats(rng, n, dim, f.normalize, f.distribution)).ravel(), dim * 2, n)
-    if t is FieldType.BINARY_VECTOR:
-        return _list(rng.integers(0, 256, n * dim // 8, dtype=np.uint8), dim // 8, n)
-    if t is FieldType.INT8_VECTOR:
-        return _list(rng.integers(-128, 128, n * dim, dtype=np.int8), dim, n)
-    if t is FieldType.SPARSE_FLOAT_VECTOR:
+    if f.type is FieldType.SPARSE_FLOAT_VECTOR:
         return _sparse(f, rng, n)
-    raise AssertionError(f"not a vector: {t}")
+    try:
+        make = _VECTORS[f.type]
+    except KeyError:
+        raise AssertionError(f"not a vector: {f.type}") from None
+    values, width = make(f, rng, n)
+    return _list(values, width, n)
 
 
 def _sparse(f: FieldSchema, rng: np.random.Generator, n: int) -> pa.Array:

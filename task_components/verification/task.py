@@ -1,9 +1,11 @@
 """The ``verify`` task: does Milvus hold exactly what the source files say?
 
-Levels: ``count`` compares count(*) with the manifest; ``sample`` also fetches a spread of primary keys
-from Milvus and compares every field with the source files (vectors with a tolerance). The report
-says which check failed, for which key and field. (The PostgreSQL shadow and the full three-way
-comparison extend this task.)
+Levels: ``count`` compares count(*) with the manifest (and the shadow's row count when there is one);
+``sample`` also compares a spread of primary keys field by field, three ways when a shadow exists;
+``scalar`` and ``full`` compare every row (scalar fields only, or every field) across source files,
+Milvus and the PostgreSQL shadow, attributing each disagreement to the side that differs and
+reporting keys Milvus stores more than once. Above ``count``, search recall@k is checked against
+exact top-k over the source vectors. Milvus is the current MILVUS__URI when set, else the recorded one.
 """
 
 from __future__ import annotations

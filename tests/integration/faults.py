@@ -70,27 +70,24 @@ class CuttableProxy:
     def outage(self, seconds: float) -> None:
         """Cut every open connection and refuse new ones for ``seconds``."""
         self.cut.set()
+        self._drop_all()
+        time.sleep(seconds)
+        self.cut.clear()
+
+    def _drop_all(self) -> None:
         with self._lock:
             conns, self._conns = self._conns, []
         for s in conns:
             try:
-                s.shutdown(socket.SHUT_RDWR)
+                s.shutdown(socket.SHUT_RDWR)  # the pipe threads then close their sockets
             except OSError:
                 pass
-        time.sleep(seconds)
-        self.cut.clear()
 
     def close(self) -> None:
         self._stop.set()
         self.server.close()
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        time.sleep(0.3)  # the pipe threads close their sockets
+        self._drop_all()
+        time.sleep(0.3)  # let the pipe threads close their sockets
 
 
 def restart_postgres(seconds: float) -> None:
