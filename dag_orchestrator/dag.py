@@ -113,10 +113,9 @@ class DAG:
                     f"task {needed_by[0]!r} needs {name!r}, which is not a task in DAG {self.name!r}",
                     task=needed_by[0],
                 )
-        try:
+        cycle: list = []
+        if not nx.is_directed_acyclic_graph(self.graph):  # fast check; find the cycle only when there is one
             cycle = nx.find_cycle(self.graph)
-        except nx.NetworkXNoCycle:
-            cycle = []
         if cycle:
             names = [edge[0] for edge in cycle]
             path = " -> ".join([*names, names[0]])
