@@ -9,3 +9,5 @@ extra=""
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra" 2>&1 | grep -vE "^(WARNING: Location|$)" || true
 .venv/bin/python -c "import dag_orchestrator, pipeline, pymilvus, pyarrow" || { echo "install failed" >&2; exit 1; }
+# one consistent set: e.g. moto's boto3 must not pull a botocore newer than aiobotocore allows
+.venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check >&2; echo "dependency conflict" >&2; exit 1; }
