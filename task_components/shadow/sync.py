@@ -35,8 +35,10 @@ def pg_transient(exc: BaseException) -> bool:
     return isinstance(exc, _PG_TRANSIENT)
 
 
+# InternalClientError: asyncpg's protocol state after a connection died mid-operation
 _PG_TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                 asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)  # fmt: skip
+                 asyncpg.InternalClientError, asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
+                 asyncpg.CrashShutdownError)  # fmt: skip
 
 
 class ShadowParams(BaseModel):
@@ -119,14 +121,19 @@ class ShadowSync(Component):
             nonlocal attempt
             attempt += 1
             async with pool.acquire() as conn:
-                if attempt == 1:
-                    await conn.copy_records_to_table(table, records=records, columns=columns(schema))
-                    return
-                # a retry: the failed COPY may have committed before the connection died, so replace, not add
-                keys = range(offset, offset + batch.num_rows) if schema.primary.auto_id else batch.column(key)
-                async with conn.transaction():
-                    await conn.execute(f"DELETE FROM {quote(table)} WHERE {quote(key)} = ANY($1)", list(keys))
-                    await conn.copy_records_to_table(table, records=records, columns=columns(schema))
+                try:
+                    if attempt == 1:
+                        await conn.copy_records_to_table(table, records=records, columns=columns(schema))
+                        return
+                    # a retry: the failed COPY may have committed before the connection died: replace, not add
+                    keys = range(offset, offset + batch.num_rows) if schema.primary.auto_id else batch.column(key)
+                    async with conn.transaction():
+                        await conn.execute(f"DELETE FROM {quote(table)} WHERE {quote(key)} = ANY($1)", list(keys))
+                        await conn.copy_records_to_table(table, records=records, columns=columns(schema))
+                except BaseException as exc:
+                    if pg_transient(exc):
+                        conn.terminate()  # a connection cut mid-COPY is in no state to serve the next batch
+                    raise
 
         try:
             records = await anyio.to_thread.run_sync(arrow_records, batch, schema, offset)
