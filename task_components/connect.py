@@ -15,7 +15,7 @@ import anyio
 from config.settings import Settings
 from task_components.contracts import MilvusTarget
 
-__all__ = ["count_rows", "embedded_dsn", "shadow_dsn", "target_for"]
+__all__ = ["count_rows", "embedded_dsn", "kafka_options", "mongo_uri", "shadow_dsn", "target_for"]
 
 _embedded: dict[str, Any] = {}
 
@@ -55,3 +55,36 @@ async def shadow_dsn(settings: Settings, run_dir: Path | None) -> tuple[str, boo
     if run_dir is None:
         raise ValueError("POSTGRES__DSN is not set and the run has no run directory for an embedded PostgreSQL")
     return await anyio.to_thread.run_sync(embedded_dsn, Path(run_dir)), True
+
+
+def kafka_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka connection options shared by the source, the sinks and the test-data producer.
+
+    ``KAFKA__API_KEY``/``API_SECRET`` (managed Kafka such as Confluent Cloud) mean SASL_SSL + PLAIN
+    unless ``KAFKA__SECURITY_PROTOCOL``/``SASL_MECHANISM`` say otherwise.
+    """
+    k = settings.kafka
+    if not k.bootstrap_servers:
+        raise ValueError("KAFKA__BOOTSTRAP_SERVERS is not set (the Kafka broker to read and write)")
+    protocol = k.security_protocol or ("SASL_SSL" if k.api_key else "PLAINTEXT")
+    options: dict[str, Any] = {"bootstrap_servers": k.bootstrap_servers, "security_protocol": protocol}
+    if protocol.startswith("SASL"):
+        if k.api_key is None or k.api_secret is None:
+            raise ValueError(f"KAFKA__SECURITY_PROTOCOL={protocol} needs KAFKA__API_KEY and KAFKA__API_SECRET")
+        options.update(
+            sasl_mechanism=k.sasl_mechanism,
+            sasl_plain_username=k.api_key.get_secret_value(),
+            sasl_plain_password=k.api_secret.get_secret_value(),
+        )
+    if protocol.endswith("SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        options["ssl_context"] = create_ssl_context()
+    return options
+
+
+def mongo_uri(settings: Settings) -> str:
+    uri = settings.mongodb.connection_string
+    if uri is None:
+        raise ValueError("MONGODB__CONNECTION_STRING (or MONGODB__URI) is not set (the MongoDB to write)")
+    return uri.get_secret_value()

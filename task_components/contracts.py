@@ -266,3 +266,16 @@ class StreamResult(BaseModel):
     @property
     def records_per_second(self) -> float:
         return self.records_in / self.seconds if self.seconds else 0.0
+
+
+class ProducedTestData(BaseModel):
+    """What ``testdata.produce`` returns: how many records of each kind it sent, and where."""
+
+    output: str
+    topic: str | None
+    produced: int
+    valid: int
+    invalid: int
+    duplicates: int
+    kinds: dict[str, int]
+    seconds: float
