@@ -28,6 +28,7 @@ def produce_test_data(
     partitions: Annotated[int | None, typer.Option(help="create the topic with N partitions if missing")] = None,
     seed: Annotated[int, typer.Option(help="same seed, same records")] = 7,
     run_dir: RunDirOpt = None,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="[default: on a TTY]")] = None,
 ) -> None:
     """Send test records (names, e-mails, phones, mixed-format dates, amounts, countries) and invalid kinds."""
     if pattern not in PATTERNS:
@@ -50,6 +51,6 @@ def produce_test_data(
     console = output == "console"
     _, result = run_tasks(
         "produce-test-data", {"produce": {"uses": "testdata.produce", "with": with_}}, run_dir,
-        live=False if console else None, summary=not console,
+        live=False if console else progress, summary=not console,
     )  # fmt: skip
     raise typer.Exit(exit_code(result))
