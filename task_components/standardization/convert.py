@@ -118,7 +118,9 @@ def to_iso_utc(value: Any, formats: Sequence[str] = DEFAULT_DATE_FORMATS) -> str
     if isinstance(value, date):
         return format_utc(datetime(value.year, value.month, value.day))
     if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = value / 1000 if abs(value) > 1e11 else value  # epoch milliseconds are common too
+        # epoch milliseconds are common too: above 1e11 (year 5138 in seconds) a number is taken as ms,
+        # so milliseconds before 1973-03-03 read as seconds (the one ambiguity, property-tested)
+        seconds = value / 1000 if abs(value) > 1e11 else value
         try:
             return format_utc(datetime.fromtimestamp(seconds, UTC))
         except (OverflowError, OSError, ValueError):
