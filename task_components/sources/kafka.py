@@ -335,5 +335,5 @@ class KafkaSource(Component):
         return {
             "records_in": result.records_in, "valid": result.valid, "invalid": result.invalid,
             "duplicates": result.duplicates, "records_per_s": round(result.records_per_second),
-            "stopped_by": result.stopped_by,
+            "stopped_by": result.stopped_by, "sink_outages": result.sink_outages,
         }  # fmt: skip

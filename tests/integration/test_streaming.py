@@ -1,0 +1,142 @@
+"""Streaming on the real broker (Tansu) and document store (SecantusDB), through real CLI processes.
+
+10,000 mixed records (10% invalid, 3% re-sent duplicates) must end as: MongoDB = exactly the valid,
+de-duplicated set (document by document), the sink topic = every valid record under its key, the
+dead-letter topic = every invalid record with the step, rule and reason the answer key names. The same
+must hold after a SIGKILL mid-stream and a restart, and after the document store stops for seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from task_components.sources.testdata import records
+from tests.integration.conftest import service_uri
+from tests.integration.streaming_helpers import ROOT, StreamEnv, check_sinks, create_topics, produce
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def make_env(tmp_path: Path, mongo_uri: str | None = None) -> StreamEnv:
+    env = StreamEnv(service_uri("TEST_KAFKA_BOOTSTRAP"), mongo_uri or service_uri("TEST_MONGO_URI"), tmp_path)
+    create_topics(env)
+    return env
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-3000:]}\n{err[-3000:]}"
+    return out, err
+
+
+def consume_summary(env: StreamEnv) -> dict:
+    (report,) = [json.loads(p.read_text()) for p in env.run_dir.glob("*/report.json")][-1:]
+    return report["summary"]["consume"]
+
+
+def wait_for_documents(env: StreamEnv, proc: subprocess.Popen[str], at_least: int, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"pipeline ended early: {proc.communicate()[1][-2000:]}"
+        try:
+            count = env.mongo_count()
+        except Exception:  # noqa: BLE001 - the database may not exist yet
+            count = 0
+        if count >= at_least:
+            return count
+        time.sleep(0.1)
+    raise AssertionError(f"MongoDB never reached {at_least} documents")
+
+
+def test_ten_thousand_mixed_records_land_exactly(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    generated = list(records(10_000, invalid_ratio=0.1, duplicate_ratio=0.03, seed=11))
+    positions = produce(env, generated)
+    finish(env.start("max_records=10000"))
+    figures = check_sinks(env, generated, positions)
+    summary = consume_summary(env)
+    assert summary["records_in"] == 10_000 and summary["stopped_by"] == "max_records"
+    assert summary["invalid"] == sum(not r.valid for r in generated)
+    assert summary["duplicates"] == sum(r.kind == "duplicate" for r in generated)
+    print(f"\nstreaming 10k: {figures}, {summary}")
+
+
+def test_sigkill_mid_stream_then_restart_loses_nothing(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    generated = list(records(10_000, invalid_ratio=0.1, duplicate_ratio=0.03, seed=12))
+    valid = sum(r.kind == "valid" for r in generated)
+    positions = produce(env, generated)
+    first = env.start("batch_size=50", "max_in_flight=2", "idle_seconds=10")
+    at_kill = wait_for_documents(env, first, at_least=1500)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=10)
+    assert first.returncode == -signal.SIGKILL
+    assert env.mongo_count() < valid, "the first run was not stopped mid-stream"
+    finish(env.start("idle_seconds=4"))
+    figures = check_sinks(env, generated, positions)
+    print(f"\nafter SIGKILL at {at_kill} documents and a restart: {figures}")
+
+
+def test_document_store_down_for_seconds_pauses_and_completes(tmp_path: Path) -> None:
+    """Own SecantusDB (persistent, fixed port) so stopping it cannot disturb other tests."""
+    server = service_uri("TEST_SECANTUSD")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tmp_path / "mongo-data"
+
+    def start_store() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([server, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(data),
+                                 "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            assert time.monotonic() < deadline and proc.poll() is None, "SecantusDB did not start"
+            time.sleep(0.1)
+        return proc
+
+    store = start_store()
+    try:
+        env = make_env(tmp_path / "runs", f"mongodb://127.0.0.1:{port}/?directConnection=true")
+        generated = list(records(4_000, invalid_ratio=0.1, duplicate_ratio=0.03, seed=13))
+        positions = produce(env, generated)
+        pipeline = env.start("batch_size=50", "max_in_flight=2", "idle_seconds=4", "mongo_timeout_ms=500")
+        wait_for_documents(env, pipeline, at_least=600)
+        store.send_signal(signal.SIGTERM)
+        store.wait(timeout=30)
+        time.sleep(3)
+        assert pipeline.poll() is None, "the pipeline must wait for the store, not end"
+        store = start_store()
+        _, err = finish(pipeline)
+        events = [json.loads(line).get("event") for line in err.splitlines() if line.startswith("{")]
+        assert "circuit_open" in events and "circuit_closed" in events[events.index("circuit_open"):]
+        assert consume_summary(env)["sink_outages"] >= 1
+        figures = check_sinks(env, generated, positions)
+        print(f"\nafter a document-store outage: {figures}")
+    finally:
+        store.send_signal(signal.SIGTERM)
+        store.wait(timeout=30)
+        assert os.path.isdir(data)
+
+
+def test_produce_test_data_command_feeds_the_pipeline(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    produced = subprocess.run(
+        ["python", "run_pipeline.py", "produce-test-data", "--total", "300", "--rate", "0", "--pattern", "mixed",
+         "--invalid-ratio", "0.2", "--seed", "3", "--run-dir", str(tmp_path), "--no-progress"],
+        cwd=ROOT, env={**env.environ(), "PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert produced.returncode == 0, produced.stderr[-2000:]
+    finish(env.start("max_records=300"))
+    generated = list(records(300, invalid_ratio=0.2, seed=3))
+    summary = consume_summary(env)
+    assert summary["invalid"] == sum(not r.valid for r in generated) and summary["records_in"] == 300
+    assert {k: d for k, d in env.mongo_docs().items()} == {r.key: r.expected for r in generated if r.valid}
