@@ -137,7 +137,7 @@ async def _read(env: StreamEnv, topic: str) -> list[Any]:
         end = await consumer.end_offsets(tps)
         out: list[Any] = []
         with anyio.fail_after(60):
-            while any(await consumer.position(tp) < end[tp] for tp in tps):
+            while any([await consumer.position(tp) < end[tp] for tp in tps]):
                 for msgs in (await consumer.getmany(timeout_ms=500)).values():
                     out.extend(msgs)
         return out

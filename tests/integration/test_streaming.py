@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -94,11 +95,16 @@ def test_document_store_down_for_seconds_pauses_and_completes(tmp_path: Path) ->
         port = s.getsockname()[1]
     data = tmp_path / "mongo-data"
 
+    def answers() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
     def start_store() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([server, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(data),
-                                 "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        args = [server, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(data)]
+        args += ["--log-level", "WARNING"]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+        while not answers():
             assert time.monotonic() < deadline and proc.poll() is None, "SecantusDB did not start"
             time.sleep(0.1)
         return proc
@@ -130,9 +136,9 @@ def test_document_store_down_for_seconds_pauses_and_completes(tmp_path: Path) ->
 def test_produce_test_data_command_feeds_the_pipeline(tmp_path: Path) -> None:
     env = make_env(tmp_path)
     produced = subprocess.run(
-        ["python", "run_pipeline.py", "produce-test-data", "--total", "300", "--rate", "0", "--pattern", "mixed",
+        [sys.executable, "run_pipeline.py", "produce-test-data", "--total", "300", "--rate", "0", "--pattern", "mixed",
          "--invalid-ratio", "0.2", "--seed", "3", "--run-dir", str(tmp_path), "--no-progress"],
-        cwd=ROOT, env={**env.environ(), "PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=60,
+        cwd=ROOT, env=env.environ(), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert produced.returncode == 0, produced.stderr[-2000:]
     finish(env.start("max_records=300"))
