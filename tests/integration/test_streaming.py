@@ -38,8 +38,10 @@ def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[str, str]
 
 
 def consume_summary(env: StreamEnv) -> dict:
-    (report,) = [json.loads(p.read_text()) for p in env.run_dir.glob("*/report.json")][-1:]
-    return report["summary"]["consume"]
+    """The consume task's summary in the newest pipeline report (the run dir may hold other commands' runs)."""
+    reports = sorted(env.run_dir.glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+    summaries = [json.loads(p.read_text())["summary"].get("consume") for p in reports]
+    return [s for s in summaries if s][-1]
 
 
 def wait_for_documents(env: StreamEnv, proc: subprocess.Popen[str], at_least: int, timeout: float = 120) -> int:
