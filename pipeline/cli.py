@@ -114,7 +114,7 @@ def list_components() -> None:
         table.add_column(col)
     for name, cls in components().items():
         params = ", ".join(
-            f"{k}={f.default!r}" if not f.is_required() else f"{k} (required)"
+            f"{k}={f.get_default(call_default_factory=True)!r}" if not f.is_required() else f"{k} (required)"
             for k, f in cls.Params.model_fields.items()
         )
         table.add_row(name, cls.summary, params)

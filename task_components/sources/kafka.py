@@ -173,6 +173,10 @@ class _StreamRun:
                     tg.start_soon(self._write, label, writer, valid)
                 if rejected:
                     tg.start_soon(self._write, self.dlq[0], self.dlq[1], rejected)
+            log = self.ctx.log
+            for r in rejected:  # correlation ids travel to the logs too (debug: one line per record)
+                log.debug("record_rejected", record_id=r.correlation_id, step=r.rejection and r.rejection.step,
+                                   rule=r.rejection and r.rejection.rule, source=f"{r.topic}:{r.partition}@{r.offset}")
             self.stats.valid += len(valid)
             self.stats.invalid += len(rejected)
             self.stats.duplicates += sum(r.duplicate for r in batch.records)

@@ -8,6 +8,7 @@ import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from task_components.contracts import StreamRecord
 from task_components.sinks.resilience import CircuitBreaker, RetrySettings, SinkDownError, write_with_retry
@@ -68,10 +69,12 @@ async def test_retry_opens_the_breaker_after_retry_count_and_closes_on_success()
             await anyio.sleep(0.001)
         seen_open.set()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(watch)
-        n = await write_with_retry("s", writer, [], RetrySettings(retry_count=2, retry_delay=0.01), breaker)
+    with capture_logs() as logs:  # also keeps these lines off a stderr an earlier CLI test may have closed
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            n = await write_with_retry("s", writer, [], RetrySettings(retry_count=2, retry_delay=0.01), breaker)
     assert n == 0 and writer.calls == 4 and seen_open.is_set()
+    assert [e["event"] for e in logs] == ["sink_retry", "circuit_open", "sink_retry", "sink_retry", "circuit_closed"]
     assert not breaker.is_open and breaker.outages == 1
     with anyio.fail_after(1):
         await breaker.wait_closed()
@@ -80,6 +83,6 @@ async def test_retry_opens_the_breaker_after_retry_count_and_closes_on_success()
 @pytest.mark.anyio
 async def test_a_sink_down_too_long_fails_with_the_reason() -> None:
     breaker = CircuitBreaker(threshold=1)
-    with pytest.raises(SinkDownError, match=r"sink s failed .* ConnectionError: down"):
+    with capture_logs(), pytest.raises(SinkDownError, match=r"sink s failed .* ConnectionError: down"):
         await write_with_retry("s", FlakyWriter(10**6), [], RetrySettings(1, 0.01, 0.02, 0.1), breaker)
     assert breaker.is_open
