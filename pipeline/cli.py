@@ -22,6 +22,7 @@ from pipeline.cli_common import (
     EXIT_OK,
     RunDirOpt,
     app,
+    check_settings,
     exit_code,
     fail_invalid,
     load_settings,
@@ -73,6 +74,7 @@ def run(
         prepared = prepare_run(file, parse_overrides(set_, file), options)
     except SpecError as exc:
         raise fail_invalid(str(exc)) from None
+    check_settings(prepared, settings)
     live = progress if progress is not None else sys.stderr.isatty()
     result = anyio.run(run_with_view, prepared, settings, options, live)
     print_summary(prepared, result)

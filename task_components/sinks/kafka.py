@@ -157,6 +157,13 @@ class KafkaSinkComponent(Component):
     Params = KafkaSinkParams
     Result = KafkaSink
 
+    def settings_problem(self, settings: Any) -> str | None:
+        try:
+            kafka_options(settings)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     async def run(self, ctx: Any) -> KafkaSink:
         return KafkaSink(self.params)  # type: ignore[arg-type]
 
@@ -167,6 +174,13 @@ class DeadLetterComponent(Component):
     summary = "streaming dead-letter topic: original record, step, rule, reason, source position, correlation id"
     Params = ProducerParams
     Result = KafkaDeadLetterSink
+
+    def settings_problem(self, settings: Any) -> str | None:
+        try:
+            kafka_options(settings)
+        except ValueError as exc:
+            return str(exc)
+        return None
 
     async def run(self, ctx: Any) -> KafkaDeadLetterSink:
         return KafkaDeadLetterSink(self.params)

@@ -110,5 +110,12 @@ class MongoSinkComponent(Component):
     Params = MongoSinkParams
     Result = MongoSink
 
+    def settings_problem(self, settings: Any) -> str | None:
+        try:
+            mongo_uri(settings)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     async def run(self, ctx: Any) -> MongoSink:
         return MongoSink(self.params)  # type: ignore[arg-type]

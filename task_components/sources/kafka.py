@@ -274,6 +274,13 @@ class KafkaSource(Component):
     Result = StreamResult
     needs_types = (BatchSink, DeadLetterSink)
 
+    def settings_problem(self, settings: Any) -> str | None:
+        try:
+            kafka_options(settings)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     async def run(self, ctx: Any) -> StreamResult:
         from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 

@@ -59,6 +59,15 @@ class ProduceTestData(Component):
     Params = ProduceParams
     Result = ProducedTestData
 
+    def settings_problem(self, settings: Any) -> str | None:
+        if self.params.output == "console":  # type: ignore[attr-defined]
+            return None
+        try:
+            kafka_options(settings)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     async def run(self, ctx: Any) -> ProducedTestData:
         p: ProduceParams = self.params  # type: ignore[assignment]
         settings = ctx.services["settings"]
