@@ -10,8 +10,9 @@ sink's outcome for a batch before it commits that batch's offsets:
   (``OffsetTracker``): at-least-once delivery; the idempotent MongoDB upsert makes the effect exactly once.
 * A failing sink is retried with backoff; after ``retry_count`` failures the circuit breaker opens and
   fetching stops until the sink answers again (resilience.py). Nothing is committed meanwhile.
-* Rebalance: before partitions are revoked, in-flight batches are drained and their offsets committed;
-  records fetched but not yet dispatched are dropped (uncommitted: the new owner reads them again).
+* Rebalance: before partitions are revoked, no new batch starts, in-flight batches are drained and their
+  offsets committed; records of partitions no longer ours are dropped before a batch starts, and offsets
+  are only committed for partitions still assigned (uncommitted: the new owner reads them again).
 * Stop: ``max_records``, ``max_seconds``, ``idle_seconds`` (no record for that long) finish in-flight
   batches and commit; SIGTERM (cancellation) or a failure commit what had finished, then re-raise.
 """
@@ -63,6 +64,7 @@ class KafkaSourceParams(BaseModel):
     max_outage_seconds: float = Field(300.0, gt=0, description="a sink down longer than this fails the run")
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
+    rebalance_timeout_ms: int = Field(30_000, ge=1000, description="how long members may take to rejoin")
     progress_every: float = Field(1.0, gt=0, description="seconds between live figures")
 
 
@@ -126,6 +128,8 @@ class _StreamRun:
         self.last_offsets: dict[tuple[str, int], int] = {}
         self.consumer: Any = None
         self.closing = False
+        self.settled = anyio.Event()  # set while no rebalance is in progress
+        self.settled.set()
 
     # -- commits --------------------------------------------------------------------------------
     async def commit_ready(self) -> None:
@@ -134,6 +138,8 @@ class _StreamRun:
 
         async with self.commit_lock:
             ready = self.tracker.ready()
+            mine = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+            ready = {tp: off for tp, off in ready.items() if tp in mine}  # the others' new owner re-reads them
             if not ready:
                 return
             try:
@@ -146,14 +152,31 @@ class _StreamRun:
 
     async def on_revoked(self, revoked: Any) -> None:
         """Before the group moves partitions: finish what is in flight, commit it, drop the rest."""
+        if self.settled.is_set():
+            self.settled = anyio.Event()  # no new batch starts until the new assignment is known
         if not self.closing:  # when closing, in-flight batches were cancelled: commit what finished
             await self.idle.wait()
         await self.commit_ready()
         gone = {(tp.topic, tp.partition) for tp in revoked}
         self.buffer = [r for r in self.buffer if (r.topic, r.partition) not in gone]
+        for tp in gone:
+            self.last_offsets.pop(tp, None)
         self.ctx.log.info("partitions_revoked", partitions=sorted(f"{t}:{p}" for t, p in gone))
 
+    def on_assigned(self) -> None:
+        self.settled.set()
+
     # -- batches --------------------------------------------------------------------------------
+    async def start_batch(self, tg: Any) -> None:
+        """Dispatch the buffer once no rebalance is running, keeping only records of partitions still ours."""
+        await self.settled.wait()
+        mine = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        records = [r for r in self.buffer if (r.topic, r.partition) in mine]
+        self.buffer = []
+        if records:
+            await self.slots.acquire()
+            self.dispatch(tg, records)
+
     def dispatch(self, tg: Any, records: list[StreamRecord]) -> None:
         positions: dict[tuple[str, int], int] = {}
         for r in records:
@@ -209,9 +232,7 @@ class _StreamRun:
             reason = self.stop_reason(last_record)
             if reason:
                 if self.buffer:
-                    await self.slots.acquire()
-                    self.dispatch(tg, self.buffer)
-                    self.buffer = []
+                    await self.start_batch(tg)
                 return reason
             await self.breaker.wait_closed()
             wanted = self.batch_size - len(self.buffer)
@@ -231,9 +252,7 @@ class _StreamRun:
             full = len(self.buffer) >= self.batch_size
             late = self.buffer and time.monotonic() - batch_started >= self.p.batch_timeout
             if full or late:
-                await self.slots.acquire()
-                self.dispatch(tg, self.buffer)
-                self.buffer = []
+                await self.start_batch(tg)
 
     async def report(self) -> None:
         prev_in, prev_out, prev_t = 0, 0, time.monotonic()
@@ -259,7 +278,10 @@ class _StreamRun:
         from aiokafka import TopicPartition
 
         total = 0
-        for (t, p), offset in self.last_offsets.items():
+        mine = self.consumer.assignment()
+        for (t, p), offset in list(self.last_offsets.items()):
+            if TopicPartition(t, p) not in mine:
+                continue
             high = self.consumer.highwater(TopicPartition(t, p))
             if high is not None:
                 total += max(0, high - offset - 1)
@@ -303,6 +325,7 @@ class KafkaSource(Component):
                     await run.on_revoked(revoked)
 
                 async def on_partitions_assigned(self, assigned: Any) -> None:
+                    run.on_assigned()
                     ctx.log.info("partitions_assigned", partitions=sorted(f"{t.topic}:{t.partition}" for t in assigned))
 
             run.consumer = AIOKafkaConsumer(
@@ -312,6 +335,7 @@ class KafkaSource(Component):
                 auto_offset_reset=p.auto_offset_reset or settings.kafka.auto_offset_reset,
                 session_timeout_ms=p.session_timeout_ms,
                 heartbeat_interval_ms=p.heartbeat_interval_ms,
+                rebalance_timeout_ms=p.rebalance_timeout_ms,
                 max_poll_interval_ms=int(max(300.0, p.max_outage_seconds + 60) * 1000),
             )
             run.consumer.subscribe([topic], listener=Listener())

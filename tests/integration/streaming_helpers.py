@@ -149,6 +149,36 @@ def read_topic(env: StreamEnv, topic: str) -> list[Any]:
     return anyio.run(_read, env, topic)
 
 
+async def _committed(env: StreamEnv) -> dict[int, int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=env.bootstrap, group_id=f"group-{env.tag}", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {p: (await consumer.committed(TopicPartition(env.source, p))) or 0 for p in range(PARTITIONS)}
+    finally:
+        await consumer.stop()
+
+
+def committed(env: StreamEnv) -> dict[int, int]:
+    """The pipeline group's committed offsets per source partition (``consumer.committed``: no admin call on Tansu)."""
+    return anyio.run(_committed, env)
+
+
+def check_committed_prefix(env: StreamEnv, generated: list[TestRecord], positions: dict[int, Position]) -> int:
+    """Every valid record below the committed offsets is in MongoDB, every invalid one in the dead-letter topic."""
+    offsets = committed(env)
+    below = [r for r in generated if positions[r.index][1] < offsets[positions[r.index][0]]]
+    docs = env.mongo_docs()
+    missing = [r.key for r in below if r.kind == "valid" and docs.get(r.key) != r.expected]
+    assert not missing, f"{len(missing)} committed valid records are not in MongoDB, e.g. {missing[0]}"
+    dead = {(json.loads(m.value)["source"]["partition"], json.loads(m.value)["source"]["offset"])
+            for m in read_topic(env, env.dlq)}  # fmt: skip
+    lost = [r.index for r in below if not r.valid and positions[r.index] not in dead]
+    assert not lost, f"{len(lost)} committed invalid records are not in the dead-letter topic"
+    return len(below)
+
+
 def check_sinks(env: StreamEnv, generated: list[TestRecord], positions: dict[int, Position]) -> dict[str, int]:
     """Assert MongoDB, the sink topic and the dead-letter topic against the answer key; returns figures."""
     expected = {r.key: r.expected for r in generated if r.kind == "valid"}

@@ -20,7 +20,14 @@ import pytest
 
 from task_components.sources.testdata import records
 from tests.integration.conftest import service_uri
-from tests.integration.streaming_helpers import ROOT, StreamEnv, check_sinks, create_topics, produce
+from tests.integration.streaming_helpers import (
+    ROOT,
+    StreamEnv,
+    check_committed_prefix,
+    check_sinks,
+    create_topics,
+    produce,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,6 +49,12 @@ def consume_summary(env: StreamEnv) -> dict:
     reports = sorted(env.run_dir.glob("*/report.json"), key=lambda p: p.stat().st_mtime)
     summaries = [json.loads(p.read_text())["summary"].get("consume") for p in reports]
     return [s for s in summaries if s][-1]
+
+
+def assignments(log: str) -> list[list[str]]:
+    """The partitions of each ``partitions_assigned`` event of a run's JSON log, in order."""
+    events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    return [e["partitions"] for e in events if e.get("event") == "partitions_assigned"]
 
 
 def wait_for_documents(env: StreamEnv, proc: subprocess.Popen[str], at_least: int, timeout: float = 120) -> int:
@@ -82,9 +95,44 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(tmp_path: Path) -> None:
     first.communicate(timeout=10)
     assert first.returncode == -signal.SIGKILL
     assert env.mongo_count() < valid, "the first run was not stopped mid-stream"
+    check_committed_prefix(env, generated, positions)
     finish(env.start("idle_seconds=4"))
     figures = check_sinks(env, generated, positions)
     print(f"\nafter SIGKILL at {at_kill} documents and a restart: {figures}")
+
+
+def test_sigterm_commits_what_finished_and_only_that(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    generated = list(records(6_000, invalid_ratio=0.1, duplicate_ratio=0.03, seed=14))
+    positions = produce(env, generated)
+    first = env.start("batch_size=50", "max_in_flight=4")  # no stop condition: runs until the signal
+    wait_for_documents(env, first, at_least=1500)
+    sent = time.monotonic()
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=30)
+    assert first.returncode == 130 and time.monotonic() - sent < 20, err[-2000:]
+    covered = check_committed_prefix(env, generated, positions)
+    assert covered >= 1000, f"SIGTERM committed only {covered} records"
+    finish(env.start("idle_seconds=4"))
+    check_sinks(env, generated, positions)
+
+
+def test_two_members_of_one_group_share_the_partitions_and_lose_nothing(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    generated = list(records(10_000, invalid_ratio=0.1, duplicate_ratio=0.03, seed=15))
+    positions = produce(env, generated)
+    group = ("batch_size=50", "max_in_flight=2", "idle_seconds=6", "session_timeout_ms=6000",
+             "rebalance_timeout_ms=5000")  # fmt: skip
+    first = env.start(*group)
+    wait_for_documents(env, first, at_least=1000)
+    second = env.start(*group)  # joins: the group rebalances while the first is mid-stream
+    _, err_first = finish(first)
+    _, err_second = finish(second)
+    split = [len(a) for a in assignments(err_first)]
+    assert split[0] == 4 and any(0 < n < 4 for n in split[1:]), f"the first member never gave partitions up: {split}"
+    assert any(assignments(err_second)), "the second member never got a partition"
+    figures = check_sinks(env, generated, positions)
+    print(f"\ntwo members, one group: {figures}")
 
 
 def test_document_store_down_for_seconds_pauses_and_completes(tmp_path: Path) -> None:
