@@ -192,6 +192,8 @@ def check_sinks(env: StreamEnv, generated: list[TestRecord], positions: dict[int
     keys = Counter(m.key.decode() for m in out)
     assert set(keys) == set(expected), "sink topic keys differ from the valid set"
     assert all(json.loads(m.value) == expected[m.key.decode()] for m in out), "a sink message differs from its record"
+    lost_ids = [m for m in out if not dict(m.headers)["correlation_id"].startswith(b"cid-")]
+    assert not lost_ids, "a sink message lost its correlation id"
 
     dead = read_topic(env, env.dlq)
     by_position = {}

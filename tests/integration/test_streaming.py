@@ -25,6 +25,7 @@ from tests.integration.streaming_helpers import (
     StreamEnv,
     check_committed_prefix,
     check_sinks,
+    committed,
     create_topics,
     produce,
 )
@@ -181,6 +182,17 @@ def test_document_store_down_for_seconds_pauses_and_completes(tmp_path: Path) ->
         store.send_signal(signal.SIGTERM)
         store.wait(timeout=30)
         assert os.path.isdir(data)
+
+
+def test_a_batch_above_the_invalid_threshold_fails_the_run_and_is_not_committed(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    generated = list(records(400, pattern="invalid", seed=16))
+    produce(env, generated)
+    proc = env.start("max_records=400", "batch_size=400", "max_invalid_share=0.5")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err[-2000:]
+    assert "400 of 400 records invalid (100%), above max_invalid_share 50%" in err
+    assert committed(env) == dict.fromkeys(range(4), 0), "a failed batch must not be committed"
 
 
 def test_produce_test_data_command_feeds_the_pipeline(tmp_path: Path) -> None:
