@@ -261,6 +261,7 @@ class StreamResult(BaseModel):
     committed: dict[str, int] = Field(description="'topic:partition' -> next offset committed")
     stopped_by: str
     seconds: float
+    busy_seconds: float = Field(0.0, description="from the first record fetched to the end (no group join)")
     sink_outages: int = 0
 
     @property

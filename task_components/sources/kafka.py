@@ -69,13 +69,15 @@ class KafkaSourceParams(BaseModel):
 
 
 class _Stats:
-    __slots__ = ("batches", "committed", "duplicates", "invalid", "records_in", "started", "valid", "written")
+    __slots__ = ("batches", "committed", "duplicates", "first_record", "invalid", "records_in", "started", "valid",
+                 "written")  # fmt: skip
 
     def __init__(self) -> None:
         self.records_in = self.valid = self.invalid = self.duplicates = self.batches = 0
         self.written: dict[str, int] = {}
         self.committed: dict[str, int] = {}
         self.started = time.monotonic()
+        self.first_record: float | None = None
 
 
 def decode(msg: Any) -> StreamRecord:
@@ -249,6 +251,7 @@ class _StreamRun:
                 self.stats.records_in += len(msgs)
             if fetched:
                 last_record = time.monotonic()
+                self.stats.first_record = self.stats.first_record or last_record
             full = len(self.buffer) >= self.batch_size
             late = self.buffer and time.monotonic() - batch_started >= self.p.batch_timeout
             if full or late:
@@ -364,6 +367,7 @@ class KafkaSource(Component):
             topic=topic, group=group, records_in=s.records_in, valid=s.valid, invalid=s.invalid,
             duplicates=s.duplicates, batches=s.batches, written=s.written, committed=s.committed,
             stopped_by=stopped_by, seconds=time.monotonic() - s.started, sink_outages=run.breaker.outages,
+            busy_seconds=time.monotonic() - (s.first_record or time.monotonic()),
         )  # fmt: skip
 
     def summarize(self, result: StreamResult) -> dict[str, Any]:
