@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from task_components.base import Component
@@ -35,13 +36,17 @@ class MongoSinkParams(BaseModel):
     metadata_field: str | None = Field("_source", description="source topic/partition/offset and correlation id")
     create_index: bool = True
     server_selection_timeout_ms: int = Field(5000, ge=100, description="how long one attempt waits for the server")
+    concurrent_writes: int = Field(
+        2, ge=1, description="bulk writes at once, whatever the batches in flight (more only queue on the server)"
+    )
 
 
 class MongoWriter:
-    __slots__ = ("collection", "params")
+    __slots__ = ("collection", "params", "slots")
 
     def __init__(self, collection: Any, params: MongoSinkParams) -> None:
         self.collection, self.params = collection, params
+        self.slots = anyio.Semaphore(params.concurrent_writes)
 
     def document(self, record: StreamRecord) -> dict[str, Any]:
         doc = dict(record.value or {})
@@ -69,7 +74,8 @@ class MongoWriter:
             if not ops:
                 return len(latest)
             try:
-                await self.collection.bulk_write(ops, ordered=False)
+                async with self.slots:
+                    await self.collection.bulk_write(ops, ordered=False)
                 return len(latest)
             except BulkWriteError as exc:
                 errors = exc.details.get("writeErrors", [])
