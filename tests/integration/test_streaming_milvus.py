@@ -28,8 +28,10 @@ async def test_records_with_vectors_are_upserted_once_whatever_the_redeliveries(
         assert await writer.write(batch[:10]) == 6  # a redelivered batch: same rows again
         rows = writer.client.query("stream_vectors", filter="", output_fields=["count(*)"], consistency_level="Strong")
         assert rows[0]["count(*)"] == 20
-        (got,) = writer.client.query("stream_vectors", filter='customer_id == "C0004"',
-                                     output_fields=["amount", "country", "vector"], consistency_level="Strong")  # fmt: skip
+        fields = ["amount", "country", "vector"]
+        (got,) = writer.client.query(
+            "stream_vectors", filter='customer_id == "C0004"', output_fields=fields, consistency_level="Strong"
+        )
         assert got["amount"] == 6.0 and got["country"] == "US" and list(got["vector"]) == [4.0, 0.0, 1.0, 0.5]
 
 
