@@ -128,6 +128,7 @@ class _StreamRun:
         self.commit_lock = anyio.Lock()
         self.buffer: list[StreamRecord] = []
         self.last_offsets: dict[tuple[str, int], int] = {}
+        self.uncommitted: dict[tuple[str, int], int] = {}  # positions whose commit failed, retried next time
         self.consumer: Any = None
         self.closing = False
         self.settled = anyio.Event()  # set while no rebalance is in progress
@@ -136,18 +137,23 @@ class _StreamRun:
     # -- commits --------------------------------------------------------------------------------
     async def commit_ready(self) -> None:
         from aiokafka import TopicPartition
-        from aiokafka.errors import CommitFailedError
+        from aiokafka.errors import CommitFailedError, KafkaError
 
         async with self.commit_lock:
-            ready = self.tracker.ready()
+            ready = {**self.uncommitted, **self.tracker.ready()}  # later positions of a partition win
             mine = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
             ready = {tp: off for tp, off in ready.items() if tp in mine}  # the others' new owner re-reads them
+            self.uncommitted = {}
             if not ready:
                 return
             try:
                 await self.consumer.commit({TopicPartition(t, p): off for (t, p), off in ready.items()})
             except CommitFailedError as exc:  # rebalanced away: the new owner re-reads (idempotent sinks)
                 self.ctx.log.warning("commit_failed_after_rebalance", error=str(exc))
+                return
+            except KafkaError as exc:  # broker trouble: try again with the next commit (or re-read after a restart)
+                self.uncommitted = ready
+                self.ctx.log.warning("commit_failed", error=f"{type(exc).__name__}: {exc}")
                 return
             for (t, p), off in ready.items():
                 self.stats.committed[f"{t}:{p}"] = off
@@ -200,8 +206,9 @@ class _StreamRun:
                     tg.start_soon(self._write, self.dlq[0], self.dlq[1], rejected)
             log = self.ctx.log
             for r in rejected:  # correlation ids travel to the logs too (debug: one line per record)
-                log.debug("record_rejected", record_id=r.correlation_id, step=r.rejection and r.rejection.step,
-                                   rule=r.rejection and r.rejection.rule, source=f"{r.topic}:{r.partition}@{r.offset}")
+                why = r.rejection
+                log.debug("record_rejected", record_id=r.correlation_id, step=why and why.step, rule=why and why.rule,
+                          source=f"{r.topic}:{r.partition}@{r.offset}")  # fmt: skip
             self.stats.valid += len(valid)
             self.stats.invalid += len(rejected)
             self.stats.duplicates += sum(r.duplicate for r in batch.records)
