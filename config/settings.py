@@ -86,6 +86,15 @@ class PipelineSettings(BaseModel):
     retry_delay_seconds: float = Field(5.0, ge=0, description="streaming: first retry delay, doubling")
 
 
+class TestDataSettings(BaseModel):
+    """Defaults of ``produce-test-data`` (the streaming seed tool's TEST_DATA__* variables); flags win."""
+
+    rate: float = Field(10.0, ge=0, description="records per second (0: as fast as possible)")
+    pattern: Literal["valid", "invalid", "mixed"] = "mixed"
+    total_records: int | None = Field(None, ge=0, description="unset or 0: unlimited (until SIGTERM)")
+    invalid_ratio: float = Field(0.1, ge=0, le=1)
+
+
 class LoggingSettings(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "json", "text"] = "auto"
@@ -102,6 +111,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     mongodb: MongoSettings = MongoSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    test_data: TestDataSettings = TestDataSettings()
     logging: LoggingSettings = LoggingSettings()
 
 

@@ -25,7 +25,7 @@ __all__ = ["ProduceParams", "ProduceTestData", "ensure_topic"]
 
 class ProduceParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    total: int = Field(100, ge=1)
+    total: int = Field(100, ge=0, description="0: unlimited, until SIGTERM")
     rate: float = Field(0, ge=0, description="records per second (0: as fast as possible)")
     pattern: Literal["valid", "invalid", "mixed"] = "mixed"
     invalid_ratio: float = Field(0.1, ge=0, le=1)
@@ -74,7 +74,7 @@ class ProduceTestData(Component):
         topic = p.topic or settings.kafka.topic_source
         kinds: Counter[str] = Counter()
         started = time.monotonic()
-        gen = records(p.total, pattern=p.pattern, invalid_ratio=p.invalid_ratio,
+        gen = records(p.total or None, pattern=p.pattern, invalid_ratio=p.invalid_ratio,
                       duplicate_ratio=p.duplicate_ratio, seed=p.seed)  # fmt: skip
         producer: Any = None
         if p.output == "kafka":
@@ -102,7 +102,7 @@ class ProduceTestData(Component):
                         pending.clear()
                 kinds[rec.kind] += 1
                 if n % 1000 == 0 or n == p.total:
-                    ctx.progress(done=n, total=p.total, unit="records")
+                    ctx.progress(done=n, total=p.total or None, unit="records")
             for f in pending:
                 await f
         finally:

@@ -10,6 +10,7 @@ per seed: record i depends only on (seed, i).
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Iterator
@@ -155,12 +156,14 @@ def _break(rng: random.Random, raw: dict[str, Any], kind: str) -> dict[str, Any]
 
 
 def records(
-    total: int, *, pattern: str = "mixed", invalid_ratio: float = 0.1, duplicate_ratio: float = 0.0, seed: int = 7
-) -> Iterator[TestRecord]:
-    """``total`` messages: valid, invalid (``pattern='invalid'``) or mixed with ``invalid_ratio``."""
+    total: int | None, *, pattern: str = "mixed", invalid_ratio: float = 0.1, duplicate_ratio: float = 0.0,
+    seed: int = 7,
+) -> Iterator[TestRecord]:  # fmt: skip
+    """``total`` messages (``None``: endless): valid, invalid (``pattern='invalid'``) or mixed with
+    ``invalid_ratio``. Duplicates re-send one of the last 10,000 valid records, so memory stays bounded."""
     kinds = list(INVALID_KINDS)
     sent_valid: list[TestRecord] = []
-    for i in range(total):
+    for i in itertools.count() if total is None else range(total):
         rng = random.Random(seed * 1_000_003 + i)
         if pattern == "mixed" and sent_valid and rng.random() < duplicate_ratio:
             original = sent_valid[rng.randrange(len(sent_valid))]
@@ -171,6 +174,8 @@ def records(
         if not invalid:
             rec = TestRecord(i, canonical["customer_id"], json.dumps(raw).encode(), "valid", canonical)
             sent_valid.append(rec)
+            if len(sent_valid) > 20_000:
+                del sent_valid[:10_000]
             yield rec
             continue
         kind = kinds[rng.randrange(len(kinds))]

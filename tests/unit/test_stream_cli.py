@@ -18,7 +18,7 @@ from task_components.sources.testdata import records
         (["--pattern", "weird"], "--pattern must be one of valid, invalid, mixed"),
         (["--output", "s3"], "--output must be kafka or console"),
         (["--invalid-ratio", "1.5"], "--invalid-ratio must be between 0 and 1"),
-        (["--total", "0"], "--total must be at least 1"),
+        (["--total", "-1"], "--total must be 0 (unlimited) or more"),
         (["--rate", "-1"], "--rate must be 0 or more"),
     ],
 )
@@ -95,3 +95,20 @@ def test_mongodb_uri_stays_an_alias_of_connection_string(monkeypatch: pytest.Mon
     monkeypatch.delenv("MONGODB__URI")
     monkeypatch.setenv("MONGODB__CONNECTION_STRING", "mongodb://new-name")
     assert Settings().mongodb.uri.get_secret_value() == "mongodb://new-name"  # type: ignore[union-attr]
+
+
+def test_unset_flags_take_the_test_data_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.stream_cli  # noqa: F401
+    from config.settings import get_settings
+
+    monkeypatch.setenv("TEST_DATA__TOTAL_RECORDS", "7")
+    monkeypatch.setenv("TEST_DATA__RATE", "0")
+    monkeypatch.setenv("TEST_DATA__PATTERN", "invalid")
+    get_settings.cache_clear()
+    try:
+        args = ["produce-test-data", "--output", "console", "--seed", "2", "--run-dir", str(tmp_path)]
+        result = CliRunner().invoke(app, args)
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [r.raw.decode() for r in records(7, pattern="invalid", seed=2)]
