@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from task_components.base import Component
 from task_components.connect import mongo_uri
 from task_components.contracts import BatchSink, StreamRecord
+from task_components.sinks.resilience import PermanentSinkError
 
 __all__ = ["MongoSink", "MongoSinkComponent", "MongoSinkParams"]
 
@@ -73,7 +74,8 @@ class MongoWriter:
             ReplaceOne(dict(zip(self.params.key, key, strict=True)), self.document(r), upsert=True)
             for key, r in latest.items()
         ]
-        for _ in range(5):
+        last = ""
+        for attempt in range(1, 6):
             if not ops:
                 return len(latest)
             try:
@@ -85,9 +87,12 @@ class MongoWriter:
                 other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
                 if other:
                     first = other[0].get("errmsg")
-                    raise RuntimeError(f"MongoDB rejected {len(other)} writes; first: {first}") from None
+                    raise PermanentSinkError(f"MongoDB rejected {len(other)} writes; first: {first}") from None
+                last = errors[0].get("errmsg", "")
+                await anyio.sleep(0.05 * attempt)
                 ops = [ops[e["index"]] for e in errors]  # lost an insert race: upsert again, now it matches
-        raise RuntimeError(f"MongoDB kept answering duplicate key for {len(ops)} upserts")
+        # still a duplicate after the other insert had every chance to land: another unique index conflicts
+        raise PermanentSinkError(f"MongoDB answers duplicate key for {len(ops)} upserts on every try; first: {last}")
 
 
 @dataclass(frozen=True, slots=True)

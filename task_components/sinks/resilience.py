@@ -21,13 +21,18 @@ import structlog
 
 from task_components.contracts import SinkWriter, StreamRecord
 
-__all__ = ["CircuitBreaker", "RetrySettings", "SinkDownError", "write_with_retry"]
+__all__ = ["CircuitBreaker", "PermanentSinkError", "RetrySettings", "SinkDownError", "write_with_retry"]
 
 log = structlog.get_logger("sinks")
 
 
 class SinkDownError(RuntimeError):
     """A sink stayed unavailable longer than ``max_outage_seconds``."""
+
+
+class PermanentSinkError(RuntimeError):
+    """The sink answered and refused the data (a validation rule, a conflicting unique index): retrying
+    cannot help, so the run fails at once with the sink's reason instead of waiting out an outage."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +84,9 @@ async def write_with_retry(
     while True:
         try:
             written = await writer.write(records)
-        except Exception as exc:
+        except PermanentSinkError:
+            raise
+        except Exception as exc:  # any other failure (unreachable, timeout) is retried until the outage limit
             now = time.monotonic()
             first_failure = first_failure or now
             attempt += 1

@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from task_components.contracts import StreamRecord
-from task_components.sinks.resilience import CircuitBreaker, RetrySettings, SinkDownError, write_with_retry
+from task_components.sinks.resilience import (
+    CircuitBreaker,
+    PermanentSinkError,
+    RetrySettings,
+    SinkDownError,
+    write_with_retry,
+)
 from task_components.sources.offsets import OffsetTracker
 
 
@@ -86,3 +92,19 @@ async def test_a_sink_down_too_long_fails_with_the_reason() -> None:
     with capture_logs(), pytest.raises(SinkDownError, match=r"sink s failed .* ConnectionError: down"):
         await write_with_retry("s", FlakyWriter(10**6), [], RetrySettings(1, 0.01, 0.02, 0.1), breaker)
     assert breaker.is_open
+
+
+class RefusingWriter:
+    calls = 0
+
+    async def write(self, records: Sequence[StreamRecord]) -> int:
+        self.calls += 1
+        raise PermanentSinkError("document fails validation")
+
+
+@pytest.mark.anyio
+async def test_a_refusal_is_not_an_outage_and_is_never_retried() -> None:
+    breaker, writer = CircuitBreaker(threshold=1), RefusingWriter()
+    with capture_logs(), pytest.raises(PermanentSinkError, match="fails validation"):
+        await write_with_retry("s", writer, [], RetrySettings(3, 0.01), breaker)
+    assert writer.calls == 1 and not breaker.is_open
