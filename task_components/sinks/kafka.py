@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from task_components.base import Component
 from task_components.connect import kafka_options
 from task_components.contracts import BatchSink, DeadLetterSink, StreamRecord
+from task_components.sinks.resilience import PermanentSinkError
 
 __all__ = ["DeadLetterComponent", "KafkaDeadLetterSink", "KafkaSink", "KafkaSinkComponent"]
 
@@ -67,9 +68,16 @@ async def _producer(settings: Any, p: ProducerParams) -> AsyncIterator[Any]:
 
 
 async def _send_all(producer: Any, topic: str, messages: list[tuple[bytes | None, bytes, list[Any]]]) -> int:
-    futures = [await producer.send(topic, value=v, key=k, headers=h) for k, v, h in messages]
-    for f in futures:
-        await f  # delivered (acknowledged per `acks`) or raises
+    from aiokafka import errors
+
+    refusals = (errors.MessageSizeTooLargeError, errors.RecordListTooLargeError, errors.InvalidTopicError,
+                errors.TopicAuthorizationFailedError)  # fmt: skip
+    try:
+        futures = [await producer.send(topic, value=v, key=k, headers=h) for k, v, h in messages]
+        for f in futures:
+            await f  # delivered (acknowledged per `acks`) or raises
+    except refusals as exc:  # the broker answered no: retrying the same records cannot help
+        raise PermanentSinkError(f"Kafka refused a record for {topic!r}: {type(exc).__name__}: {exc}") from exc
     return len(futures)
 
 
