@@ -1,4 +1,4 @@
-"""sink.mongodb on the real document store: upsert races between batches, and refusals that are permanent."""
+"""The sinks on the real services: MongoDB upsert races between batches, and refusals that are permanent."""
 
 from __future__ import annotations
 
@@ -64,3 +64,15 @@ async def test_a_conflicting_unique_index_is_a_permanent_refusal_with_mongodb_re
                 await writer.write([record(2, "same@x.io")])
     finally:
         await client.close()
+
+
+@pytest.mark.anyio
+async def test_a_record_kafka_refuses_is_a_permanent_refusal() -> None:
+    from task_components.sinks.kafka import KafkaSink, KafkaSinkParams
+
+    kafka = Settings.model_validate({"kafka": {"bootstrap_servers": service_uri("TEST_KAFKA_BOOTSTRAP")}})
+    sink = KafkaSink(KafkaSinkParams(key=["customer_id"], topic=f"refuse-{uuid.uuid4().hex[:8]}"))
+    huge = record(1, "x" * 2_000_000 + "@x.io")  # above the producer's 1 MB request limit
+    async with sink.open(kafka) as writer:
+        with pytest.raises(PermanentSinkError, match="MessageSizeTooLargeError"):
+            await writer.write([huge])
