@@ -97,8 +97,15 @@ async def write_with_retry(
                     f"{retry.max_outage_seconds:g}): {type(exc).__name__}: {exc}"
                 ) from exc
             delay = min(retry.retry_delay * 2 ** (attempt - 1), retry.max_delay)
-            log.warning("sink_retry", sink=label, attempt=attempt, delay=round(delay, 2), error=str(exc)[:200],
-                        records=len(records), first_record_id=records[0].correlation_id if records else None)
+            log.warning(
+                "sink_retry",
+                sink=label,
+                attempt=attempt,
+                delay=round(delay, 2),
+                error=str(exc)[:200],
+                records=len(records),
+                first_record_id=records[0].correlation_id if records else None,
+            )
             await anyio.sleep(delay * random.uniform(0.8, 1.2))
             continue
         breaker.success(label)

@@ -174,7 +174,7 @@ def test_document_store_down_for_seconds_pauses_and_completes(tmp_path: Path) ->
         store = start_store()
         _, err = finish(pipeline)
         events = [json.loads(line).get("event") for line in err.splitlines() if line.startswith("{")]
-        assert "circuit_open" in events and "circuit_closed" in events[events.index("circuit_open"):]
+        assert "circuit_open" in events and "circuit_closed" in events[events.index("circuit_open") :]
         assert consume_summary(env)["sink_outages"] >= 1
         figures = check_sinks(env, generated, positions)
         print(f"\nafter a document-store outage: {figures}")

@@ -22,9 +22,9 @@ from task_components.standardization.normalize import (
     upper,
 )
 
-aware = st.datetimes(
-    min_value=datetime(1971, 1, 1), max_value=datetime(2999, 12, 31), timezones=st.timezones()
-).filter(lambda d: d.utcoffset() is not None)
+aware = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2999, 12, 31), timezones=st.timezones()).filter(
+    lambda d: d.utcoffset() is not None
+)
 
 
 # -- converters ----------------------------------------------------------------------------------------
