@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -51,15 +51,42 @@ class PostgresSettings(BaseModel):
 
 
 class KafkaSettings(BaseModel):
+    """The broker, the streaming topics and, for managed Kafka (e.g. Confluent Cloud), SASL credentials.
+
+    ``api_key``/``api_secret`` are the managed-Kafka names for the SASL username/password; setting them
+    switches the default security protocol to SASL_SSL with PLAIN, as those services expect.
+    """
+
     bootstrap_servers: str | None = None
+    topic_source: str = "records-in"
+    topic_sink: str = "records-out"
+    dead_letter_topic: str = "records-dlq"
+    consumer_group: str = "dag-pipeline-streaming"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = Field(
+        None, description="unset: PLAINTEXT, or SASL_SSL when api_key is set"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     request_topic: str = "pipeline-requests"
     status_topic: str = "pipeline-status"
-    dead_letter_topic: str = "pipeline-requests-dlq"
 
 
 class MongoSettings(BaseModel):
-    uri: SecretStr | None = None
+    """Where the streaming MongoDB sink writes; ``MONGODB__URI`` is kept as an alias of the connection string."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    connection_string: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("connection_string", "uri", "CONNECTION_STRING", "URI")
+    )
     database: str = "pipeline"
+    collection: str = "records"
+
+    @property
+    def uri(self) -> SecretStr | None:
+        return self.connection_string
 
 
 class PipelineSettings(BaseModel):
@@ -67,6 +94,19 @@ class PipelineSettings(BaseModel):
     max_concurrency: int = Field(8, ge=1)
     backend: Literal["local", "dask"] = "local"
     workers: int | None = Field(None, ge=1, description="worker processes for CPU work; unset = CPU count")
+    batch_size: int = Field(100, ge=1, description="streaming: records per batch")
+    max_workers: int = Field(10, ge=1, description="streaming: batches in flight at once")
+    retry_count: int = Field(3, ge=0, description="streaming: sink retries before the circuit breaker opens")
+    retry_delay_seconds: float = Field(5.0, ge=0, description="streaming: first retry delay, doubling")
+
+
+class TestDataSettings(BaseModel):
+    """Defaults of ``produce-test-data`` (the streaming seed tool's TEST_DATA__* variables); flags win."""
+
+    rate: float = Field(10.0, ge=0, description="records per second (0: as fast as possible)")
+    pattern: Literal["valid", "invalid", "mixed"] = "mixed"
+    total_records: int | None = Field(None, ge=0, description="unset or 0: unlimited (until SIGTERM)")
+    invalid_ratio: float = Field(0.1, ge=0, le=1)
 
 
 class LoggingSettings(BaseModel):
@@ -85,6 +125,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     mongodb: MongoSettings = MongoSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    test_data: TestDataSettings = TestDataSettings()
     logging: LoggingSettings = LoggingSettings()
 
 

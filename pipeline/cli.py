@@ -22,6 +22,7 @@ from pipeline.cli_common import (
     EXIT_OK,
     RunDirOpt,
     app,
+    check_settings,
     err,
     exit_code,
     fail_invalid,
@@ -78,6 +79,7 @@ def run(
         prepared = prepare_run(file, parse_overrides(set_, file), options)
     except SpecError as exc:
         raise fail_invalid(str(exc)) from None
+    check_settings(prepared, settings)
     live = progress if progress is not None else sys.stderr.isatty()
     result = anyio.run(run_with_view, prepared, settings, options, live)
     print_summary(prepared, result)
@@ -122,7 +124,7 @@ def list_components() -> None:
         table.add_column(col)
     for name, cls in components().items():
         params = ", ".join(
-            f"{k}={f.default!r}" if not f.is_required() else f"{k} (required)"
+            f"{k}={f.get_default(call_default_factory=True)!r}" if not f.is_required() else f"{k} (required)"
             for k, f in cls.Params.model_fields.items()
         )
         table.add_row(name, cls.summary, params)
@@ -131,6 +133,7 @@ def list_components() -> None:
 
 def main() -> None:
     import pipeline.datagen_cli
-    import pipeline.ingest_cli  # noqa: F401 - registers `upload` and `to-milvus`
+    import pipeline.ingest_cli
+    import pipeline.stream_cli  # noqa: F401 - registers `produce-test-data`
 
     app()

@@ -24,6 +24,7 @@ from dag_orchestrator.state import RunResult, TaskState
 from pipeline.progress import RichProgress
 from pipeline.runner import PreparedRun, RunOptions, execute, prepare_spec, summaries
 from pipeline.spec import PipelineSpec, SpecError
+from task_components.base import Component
 
 app = typer.Typer(
     help="Run data pipelines as DAGs of async tasks (vector database loading, verification, streaming).",
@@ -42,6 +43,14 @@ RunDirOpt = Annotated[Path | None, typer.Option(help="where runs are kept [defau
 def fail_invalid(message: str) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_INVALID)
+
+
+def check_settings(prepared: PreparedRun, settings: Settings) -> None:
+    """Configuration a task cannot run without (a broker address...) is invalid input: exit 2 before the run."""
+    for t in prepared.dag:
+        problem = t.settings_problem(settings) if isinstance(t, Component) else None
+        if problem:
+            raise fail_invalid(f"{prepared.spec.name}: task {t.name!r}: {problem}")
 
 
 def load_settings() -> Settings:
@@ -102,6 +111,7 @@ def run_tasks(
         prepared = prepare_spec(spec, f"<{name}>", {}, options)
     except SpecError as exc:
         raise fail_invalid(str(exc)) from None
+    check_settings(prepared, settings)
     result = anyio.run(run_with_view, prepared, settings, options, sys.stderr.isatty() if live is None else live)
     if summary:
         print_summary(prepared, result)

@@ -82,7 +82,9 @@ class RichProgress:
         done, total = event.data.get("done"), event.data.get("total")
         rate = ""
         start = self.started.get(event.task or "")
-        if done and start and event.at > start:
+        if event.data.get("detail"):  # a task's own live figures (e.g. streaming: rates, invalid share, lag)
+            rate = str(event.data["detail"])
+        elif done and start and event.at > start:
             unit = event.data.get("unit", "rows")
             rate = f"{done / (event.at - start):,.0f} {unit}/s"
         self.progress.update(tid, completed=done, total=total, rate=rate)

@@ -35,6 +35,10 @@ BUILTIN_PACKAGES = [
     "task_components.shadow",
     "task_components.verification",
     "task_components.runs",
+    "task_components.standardization",
+    "task_components.quality",
+    "task_components.sinks",
+    "task_components.sources",
 ]
 ENTRY_POINT_GROUP = "dag_pipeline.components"
 

@@ -78,6 +78,10 @@ class Component(Task):
                 return result
         return None
 
+    def settings_problem(self, settings: Any) -> str | None:
+        """What is missing from the configuration for this task to run (checked before a run: exit 2)."""
+        return None
+
     def summarize(self, result: Any) -> dict[str, Any]:
         """A few figures for the run summary and report (rows, files...); empty by default."""
         return {}

@@ -19,8 +19,8 @@ from dag_orchestrator.locks import LockHeld, PathLock, resource_lock
 from task_components.contracts import MilvusTarget
 
 __all__ = [
-    "CollectionBusyError", "count_rows", "embedded_dsn", "ensure_loaded", "guard_collection", "shadow_dsn",
-    "target_for",
+    "CollectionBusyError", "count_rows", "embedded_dsn", "ensure_loaded", "guard_collection", "kafka_options",
+    "mongo_uri", "shadow_dsn", "target_for",
 ]  # fmt: skip
 
 _embedded: dict[str, Any] = {}
@@ -130,3 +130,36 @@ def guard_collection(ctx: Any, target: MilvusTarget, collection: str) -> None:
 
 class CollectionBusyError(RuntimeError):
     """Another live run holds the collection."""
+
+
+def kafka_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka connection options shared by the source, the sinks and the test-data producer.
+
+    ``KAFKA__API_KEY``/``API_SECRET`` (managed Kafka such as Confluent Cloud) mean SASL_SSL + PLAIN
+    unless ``KAFKA__SECURITY_PROTOCOL``/``SASL_MECHANISM`` say otherwise.
+    """
+    k = settings.kafka
+    if not k.bootstrap_servers:
+        raise ValueError("KAFKA__BOOTSTRAP_SERVERS is not set (the Kafka broker to read and write)")
+    protocol = k.security_protocol or ("SASL_SSL" if k.api_key else "PLAINTEXT")
+    options: dict[str, Any] = {"bootstrap_servers": k.bootstrap_servers, "security_protocol": protocol}
+    if protocol.startswith("SASL"):
+        if k.api_key is None or k.api_secret is None:
+            raise ValueError(f"KAFKA__SECURITY_PROTOCOL={protocol} needs KAFKA__API_KEY and KAFKA__API_SECRET")
+        options.update(
+            sasl_mechanism=k.sasl_mechanism,
+            sasl_plain_username=k.api_key.get_secret_value(),
+            sasl_plain_password=k.api_secret.get_secret_value(),
+        )
+    if protocol.endswith("SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        options["ssl_context"] = create_ssl_context()
+    return options
+
+
+def mongo_uri(settings: Settings) -> str:
+    uri = settings.mongodb.connection_string
+    if uri is None:
+        raise ValueError("MONGODB__CONNECTION_STRING (or MONGODB__URI) is not set (the MongoDB to write)")
+    return uri.get_secret_value()

@@ -10,9 +10,12 @@ file format as much as a result, and it is re-exported here.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
 from pydantic import BaseModel, Field
@@ -157,3 +160,123 @@ class ShadowResult(BaseModel):
     seconds: float
     collection_schema: CollectionSchema
     embedded_dir: str | None = Field(None, description="run directory holding the embedded PostgreSQL, if embedded")
+
+
+# -- streaming: source.kafka drives the stages and sinks it needs, batch by batch -------------------------
+# The streaming components are configuration-only tasks (standardize, quality.check, sink.*) whose
+# results are the stage and sink objects below; ``source.kafka`` needs them, finds them by type and
+# runs them per batch, so one task sees every sink's outcome before it commits a batch's offsets.
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a record was dead-lettered: the step (decode, mapping, conversion, standardization,
+    quality) and the rule or field that rejected it, with a reason a person can act on."""
+
+    step: str
+    rule: str
+    reason: str
+
+
+@dataclass(slots=True)
+class StreamRecord:
+    """One consumed message as it moves through a batch. ``value`` is rewritten by each stage;
+    ``raw`` is kept untouched for the dead-letter topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    raw: bytes
+    value: dict[str, Any] | None
+    correlation_id: str
+    key: bytes | None = None
+    rejection: Rejection | None = None
+    duplicate: bool = False
+
+    def reject(self, step: str, rule: str, reason: str) -> None:
+        if self.rejection is None:  # the first reason is the one that matters
+            self.rejection = Rejection(step, rule, reason)
+
+
+@dataclass(slots=True)
+class StreamBatch:
+    """Records fetched together; ``positions`` are the offsets to commit once every sink took them."""
+
+    seq: int
+    records: list[StreamRecord]
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def valid(self) -> list[StreamRecord]:
+        return [r for r in self.records if r.rejection is None and not r.duplicate]
+
+    def rejected(self) -> list[StreamRecord]:
+        return [r for r in self.records if r.rejection is not None]
+
+
+class BatchThresholdError(RuntimeError):
+    """The invalid share of a batch exceeded the configured threshold: the batch (and the run) fails."""
+
+
+class BatchProcessor(Protocol):
+    def __call__(self, batch: StreamBatch) -> None: ...
+
+
+class BatchStage(ABC):
+    """A configured per-batch step. ``processor()`` gives a fresh one per run, so run state (such as
+    the recent keys of the duplicate check) lives in the run, not in the stored result."""
+
+    step: ClassVar[str] = "stage"
+
+    @abstractmethod
+    def processor(self) -> BatchProcessor: ...
+
+
+class SinkWriter(Protocol):
+    async def write(self, records: Sequence[StreamRecord]) -> int: ...
+
+
+class BatchSink(ABC):
+    """A configured sink of valid records. ``open`` connects (once per run) and yields a writer whose
+    ``write`` must be idempotent: a batch is written again after a crash or a retry."""
+
+    label: str = "sink"
+
+    @abstractmethod
+    def open(self, settings: Any) -> AbstractAsyncContextManager[SinkWriter]: ...
+
+
+class DeadLetterSink(BatchSink):
+    """A sink of rejected records (original record, step, rule, reason, source position, correlation id)."""
+
+
+class StreamResult(BaseModel):
+    """What ``source.kafka`` returns: counts of the run, the offsets it committed and why it stopped."""
+
+    topic: str
+    group: str
+    records_in: int
+    valid: int
+    invalid: int
+    duplicates: int
+    batches: int
+    written: dict[str, int]
+    committed: dict[str, int] = Field(description="'topic:partition' -> next offset committed")
+    stopped_by: str
+    seconds: float
+    busy_seconds: float = Field(0.0, description="from the first record fetched to the end (no group join)")
+    sink_outages: int = 0
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records_in / self.seconds if self.seconds else 0.0
+
+
+class ProducedTestData(BaseModel):
+    """What ``testdata.produce`` returns: how many records of each kind it sent, and where."""
+
+    output: str
+    topic: str | None
+    produced: int
+    valid: int
+    invalid: int
+    duplicates: int
+    kinds: dict[str, int]
+    seconds: float

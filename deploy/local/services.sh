@@ -4,7 +4,7 @@
 #   deploy/local/services.sh stop    -> stops only the processes these scripts started, by PID
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 HERE="$(dirname "${BASH_SOURCE[0]}")"
-SERVICES=(${SERVICES:-postgres s3 milvus})
+SERVICES=(${SERVICES:-postgres s3 milvus kafka mongo})
 
 case "${1:-}" in
   start)

@@ -1,0 +1,112 @@
+"""Sink retries with exponential backoff, and the circuit breaker that pauses consumption.
+
+Every sink write of a batch goes through ``write_with_retry``. A failure is retried after
+``retry_delay * 2**n`` (capped, with jitter). After ``retry_count`` consecutive failures of a sink the
+breaker opens: the source stops fetching (the consumer keeps heartbeating, so the group does not
+rebalance) while the failing batches keep probing the sink. The first success closes the breaker and
+consumption resumes; nothing is committed for a batch until every sink took it, so nothing is lost.
+A sink down for longer than ``max_outage_seconds`` fails the run (offsets of unfinished batches stay
+uncommitted: a restart re-reads them).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+
+from task_components.contracts import SinkWriter, StreamRecord
+
+__all__ = ["CircuitBreaker", "PermanentSinkError", "RetrySettings", "SinkDownError", "write_with_retry"]
+
+log = structlog.get_logger("sinks")
+
+
+class SinkDownError(RuntimeError):
+    """A sink stayed unavailable longer than ``max_outage_seconds``."""
+
+
+class PermanentSinkError(RuntimeError):
+    """The sink answered and refused the data (a validation rule, a conflicting unique index): retrying
+    cannot help, so the run fails at once with the sink's reason instead of waiting out an outage."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    retry_count: int = 3
+    retry_delay: float = 5.0
+    max_delay: float = 30.0
+    max_outage_seconds: float = 300.0
+
+
+@dataclass(slots=True)
+class CircuitBreaker:
+    """Open while any sink is failing; ``wait_closed`` is what the source awaits before fetching."""
+
+    threshold: int
+    failing: dict[str, int] = field(default_factory=dict)
+    outages: int = 0
+    _closed: anyio.Event = field(default_factory=anyio.Event)
+
+    def __post_init__(self) -> None:
+        self._closed.set()
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closed.is_set()
+
+    def failure(self, sink: str, exc: BaseException) -> None:
+        self.failing[sink] = self.failing.get(sink, 0) + 1
+        if self.failing[sink] >= self.threshold and not self.is_open:
+            self._closed = anyio.Event()
+            self.outages += 1
+            log.warning("circuit_open", sink=sink, error=f"{type(exc).__name__}: {exc}"[:300])
+
+    def success(self, sink: str) -> None:
+        self.failing.pop(sink, None)
+        if self.is_open and not self.failing:
+            self._closed.set()
+            log.info("circuit_closed", sink=sink)
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+
+async def write_with_retry(
+    label: str, writer: SinkWriter, records: Sequence[StreamRecord], retry: RetrySettings, breaker: CircuitBreaker
+) -> int:
+    first_failure: float | None = None
+    attempt = 0
+    while True:
+        try:
+            written = await writer.write(records)
+        except PermanentSinkError:
+            raise
+        except Exception as exc:  # any other failure (unreachable, timeout) is retried until the outage limit
+            now = time.monotonic()
+            first_failure = first_failure or now
+            attempt += 1
+            breaker.failure(label, exc)
+            if now - first_failure > retry.max_outage_seconds:
+                raise SinkDownError(
+                    f"sink {label} failed for {now - first_failure:.0f}s (max_outage_seconds "
+                    f"{retry.max_outage_seconds:g}): {type(exc).__name__}: {exc}"
+                ) from exc
+            delay = min(retry.retry_delay * 2 ** (attempt - 1), retry.max_delay)
+            log.warning(
+                "sink_retry",
+                sink=label,
+                attempt=attempt,
+                delay=round(delay, 2),
+                error=str(exc)[:200],
+                records=len(records),
+                first_record_id=records[0].correlation_id if records else None,
+            )
+            await anyio.sleep(delay * random.uniform(0.8, 1.2))
+            continue
+        breaker.success(label)
+        return written

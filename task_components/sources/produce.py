@@ -1,0 +1,121 @@
+"""``testdata.produce``: send generated test records to Kafka (or print them), at a steady rate.
+
+Behind ``run_pipeline.py produce-test-data``; a component so the command runs through the runner like
+every other (run directory, report, signals). ``partitions`` creates the topic first when it does not
+exist: create topics explicitly (auto-created ones get the broker's default partition count).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from typing import Any, Literal
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field
+
+from task_components.base import Component
+from task_components.connect import kafka_options
+from task_components.contracts import ProducedTestData
+from task_components.sources.testdata import records
+
+__all__ = ["ProduceParams", "ProduceTestData", "ensure_topic"]
+
+
+class ProduceParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    total: int = Field(100, ge=0, description="0: unlimited, until SIGTERM")
+    rate: float = Field(0, ge=0, description="records per second (0: as fast as possible)")
+    pattern: Literal["valid", "invalid", "mixed"] = "mixed"
+    invalid_ratio: float = Field(0.1, ge=0, le=1)
+    duplicate_ratio: float = Field(0.0, ge=0, le=1, description="share of re-sent earlier valid records (mixed)")
+    seed: int = 7
+    output: Literal["kafka", "console"] = "kafka"
+    topic: str | None = Field(None, description="default: KAFKA__TOPIC_SOURCE")
+    partitions: int | None = Field(None, ge=1, description="create the topic with this many partitions if missing")
+
+
+async def ensure_topic(settings: Any, topic: str, partitions: int) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(**kafka_options(settings))
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            try:
+                await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+class ProduceTestData(Component):
+    __slots__ = ()
+    component = "testdata.produce"
+    summary = "send realistic test records (valid / invalid / mixed, with duplicates) to Kafka or stdout"
+    Params = ProduceParams
+    Result = ProducedTestData
+
+    def settings_problem(self, settings: Any) -> str | None:
+        if self.params.output == "console":  # type: ignore[attr-defined]
+            return None
+        try:
+            kafka_options(settings)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    async def run(self, ctx: Any) -> ProducedTestData:
+        p: ProduceParams = self.params  # type: ignore[assignment]
+        settings = ctx.services["settings"]
+        topic = p.topic or settings.kafka.topic_source
+        kinds: Counter[str] = Counter()
+        started = time.monotonic()
+        gen = records(p.total or None, pattern=p.pattern, invalid_ratio=p.invalid_ratio,
+                      duplicate_ratio=p.duplicate_ratio, seed=p.seed)  # fmt: skip
+        producer: Any = None
+        if p.output == "kafka":
+            from aiokafka import AIOKafkaProducer
+
+            if p.partitions:
+                await ensure_topic(settings, topic, p.partitions)
+            producer = AIOKafkaProducer(**kafka_options(settings), linger_ms=5, enable_idempotence=False)
+            await producer.start()
+        try:
+            pending = []
+            for n, rec in enumerate(gen, 1):
+                if p.rate:
+                    ahead = started + n / p.rate - time.monotonic()
+                    if ahead > 0:
+                        await anyio.sleep(ahead)
+                if producer is None:
+                    sys.stdout.write(rec.raw.decode() + "\n")
+                else:
+                    headers = [("correlation_id", f"tdg-{p.seed}-{rec.index}".encode())]
+                    pending.append(await producer.send(topic, rec.raw, key=rec.key.encode(), headers=headers))
+                    if len(pending) >= 1000:
+                        for f in pending:
+                            await f
+                        pending.clear()
+                kinds[rec.kind] += 1
+                if n % 1000 == 0 or n == p.total:
+                    ctx.progress(done=n, total=p.total or None, unit="records")
+            for f in pending:
+                await f
+        finally:
+            if producer is not None:
+                await producer.stop()
+            sys.stdout.flush()
+        valid = kinds["valid"]
+        return ProducedTestData(
+            output=p.output, topic=topic if p.output == "kafka" else None, produced=sum(kinds.values()),
+            valid=valid, invalid=sum(kinds.values()) - valid - kinds["duplicate"], duplicates=kinds["duplicate"],
+            kinds=dict(kinds), seconds=time.monotonic() - started,
+        )  # fmt: skip
+
+    def summarize(self, result: ProducedTestData) -> dict[str, Any]:
+        return {"produced": result.produced, "valid": result.valid, "invalid": result.invalid,
+                "duplicates": result.duplicates, "topic": result.topic or "stdout"}  # fmt: skip

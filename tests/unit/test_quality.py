@@ -1,0 +1,168 @@
+"""Every quality rule, the safe expression language, duplicates and the invalid-share threshold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from task_components.contracts import BatchThresholdError, StreamBatch, StreamRecord
+from task_components.quality import QualityParams, QualityStage
+from task_components.quality.expression import Expression, ExpressionError
+from task_components.quality.rules import Rule
+
+rule = TypeAdapter(Rule).validate_python
+
+
+def test_not_null() -> None:
+    r = rule({"name": "n", "type": "not_null", "field": "a"})
+    assert r.failure({"a": 0}) is None
+    assert r.failure({}) == "a is missing"
+    assert r.failure({"a": "  "}) == "a is empty"
+    assert rule({"name": "n", "type": "not_null", "field": "a", "allow_empty": True}).failure({"a": ""}) is None
+
+
+def test_range() -> None:
+    r = rule({"name": "r", "type": "range", "field": "x", "min": 0, "max": 10})
+    assert [r.failure({"x": v}) is None for v in (0, 10, 5.5, None)] == [True] * 4
+    assert "below 0" in (r.failure({"x": -1}) or "")
+    assert "above 10" in (r.failure({"x": 10.01}) or "")
+    assert "not a number" in (r.failure({"x": "5"}) or "")
+    assert "not a number" in (r.failure({"x": True}) or "")
+    with pytest.raises(ValidationError, match="needs min, max"):
+        rule({"name": "r", "type": "range", "field": "x"})
+    with pytest.raises(ValidationError, match="greater than max"):
+        rule({"name": "r", "type": "range", "field": "x", "min": 2, "max": 1})
+
+
+def test_pattern_matches_whole_value() -> None:
+    r = rule({"name": "p", "type": "pattern", "field": "code", "pattern": "[A-Z]{2}"})
+    assert r.failure({"code": "US"}) is None
+    assert "does not match" in (r.failure({"code": "USA"}) or "")
+    assert "does not match" in (r.failure({"code": 12}) or "")
+    with pytest.raises(ValidationError, match="not a regular expression"):
+        rule({"name": "p", "type": "pattern", "field": "c", "pattern": "("})
+
+
+@pytest.mark.parametrize(
+    ("expected", "good", "bad"),
+    [
+        ("int", 3, 3.0),
+        ("int", -1, True),
+        ("float", 1.5, 1),
+        ("number", 1, "1"),
+        ("bool", False, 0),
+        ("str", "x", 1),
+        ("datetime", "2024-01-02T03:04:05Z", "2024-01-02"),
+        ("list", [1], (1,)),
+        ("dict", {}, []),
+    ],
+)
+def test_type(expected: str, good: Any, bad: Any) -> None:
+    r = rule({"name": "t", "type": "type", "field": "v", "expected": expected})
+    assert r.failure({"v": good}) is None
+    assert f"is not {expected}" in (r.failure({"v": bad}) or "")
+
+
+def test_allowed() -> None:
+    r = rule({"name": "a", "type": "allowed", "field": "s", "values": ["on", "off"]})
+    assert r.failure({"s": "on"}) is None and r.failure({}) is None
+    assert "is not one of" in (r.failure({"s": "ON"}) or "")
+
+
+def test_expression_rule() -> None:
+    r = rule({"name": "e", "type": "expression", "expression": "amount <= 2000 or status == 'active'"})
+    assert r.failure({"amount": 5000, "status": "active"}) is None
+    assert r.failure({"amount": 10, "status": "x"}) is None
+    assert "is false" in (r.failure({"amount": 5000, "status": "inactive"}) or "")
+    assert "could not be evaluated" in (r.failure({"status": "x"}) or "")  # None <= 2000
+
+
+@pytest.mark.parametrize(
+    ("source", "record", "want"),
+    [
+        ("len(name) > 2 and lower(name) in ['bob', 'alice']", {"name": "Alice"}, True),
+        ("-x + 2 * y == 4 and not z", {"x": 2, "y": 3, "z": False}, True),
+        ("1 < x <= 3", {"x": 3}, True),
+        ("1 < x <= 3", {"x": 4}, False),
+        ("missing is None", {}, True),
+        ("'a' if x % 2 else 'b'", {"x": 3}, "a"),
+        ("x in {1, 2}", {"x": 2}, True),
+        ("abs(round(x)) // 2 - 1", {"x": -4.4}, 1),
+    ],
+)
+def test_expression_language(source: str, record: dict[str, Any], want: Any) -> None:
+    assert Expression(source)(record) == want
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["__import__('os').system('true')", "x.__class__", "x[0]", "(lambda: 1)()", "open('f')", "[a for a in b]",
+     "f'{x}'", "x := 1", "len(x, key=1)"],
+)  # fmt: skip
+def test_expression_refuses_anything_but_the_whitelist(source: str) -> None:
+    with pytest.raises(ExpressionError):
+        Expression(source)
+
+
+def test_expression_syntax_error_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError, match="is not valid"):
+        rule({"name": "e", "type": "expression", "expression": "a >"})
+
+
+# -- the stage -----------------------------------------------------------------------------------------
+def _batch(seq: int, *values: dict[str, Any] | None) -> StreamBatch:
+    return StreamBatch(seq, [StreamRecord("t", 0, i, b"", v, f"c{i}") for i, v in enumerate(values)])
+
+
+def _stage(**params: Any) -> Any:
+    return QualityStage(QualityParams.model_validate(params)).processor()
+
+
+def test_rules_reject_with_the_rule_name_and_the_first_failure_wins() -> None:
+    process = _stage(rules=[{"name": "has_a", "type": "not_null", "field": "a"},
+                            {"name": "small_a", "type": "range", "field": "a", "max": 5}])  # fmt: skip
+    batch = _batch(0, {"a": 1}, {}, {"a": 9})
+    process(batch)
+    assert [r.rejection and r.rejection.rule for r in batch.records] == [None, "has_a", "small_a"]
+    assert batch.records[2].rejection is not None and batch.records[2].rejection.step == "quality"
+
+
+@pytest.mark.parametrize(("action", "written", "marked"), [("remove", 2, 0), ("mark", 4, 2), ("keep", 4, 0)])
+def test_duplicates_within_and_across_batches(action: str, written: int, marked: int) -> None:
+    process = _stage(duplicates={"key": ["id"], "action": action})
+    first, second = _batch(0, {"id": 1}, {"id": 1}), _batch(1, {"id": 1}, {"id": 2})
+    process(first)
+    process(second)
+    out = first.valid() + second.valid()
+    assert len(out) == written
+    assert sum(bool(r.value and r.value.get("_duplicate")) for r in out) == marked
+
+
+def test_invalid_records_never_enter_the_duplicate_window() -> None:
+    process = _stage(rules=[{"name": "pos", "type": "range", "field": "x", "min": 0}], duplicates={"key": ["id"]})
+    batch = _batch(0, {"id": 1, "x": -1}, {"id": 1, "x": 1})
+    process(batch)
+    assert [r.value for r in batch.valid()] == [{"id": 1, "x": 1}]
+
+
+def test_window_forgets_old_keys() -> None:
+    process = _stage(duplicates={"key": ["id"], "window": 1})
+    for seq, key in enumerate([1, 2, 1]):
+        batch = _batch(seq, {"id": key})
+        process(batch)
+        assert batch.valid(), f"key {key} in batch {seq} should not be a duplicate with window=1"
+
+
+def test_threshold_fails_the_batch_above_the_share_and_counts_earlier_rejections() -> None:
+    process = _stage(rules=[{"name": "has_a", "type": "not_null", "field": "a"}], max_invalid_share=0.5,
+                     threshold_min_records=4)  # fmt: skip
+    ok = _batch(0, {"a": 1}, {"a": 1}, {}, {})  # 50%: not above
+    process(ok)
+    bad = _batch(1, {"a": 1}, {}, {}, None)  # None: rejected earlier (decode): counts too
+    bad.records[3].reject("decode", "json", "not JSON")
+    with pytest.raises(BatchThresholdError, match="3 of 4 records invalid"):
+        process(bad)
+    small = _batch(2, {}, {})  # below threshold_min_records: never fails
+    process(small)
