@@ -150,7 +150,10 @@ async def execute(
         raise
     finally:
         for close in reversed(ctx.services["closers"]):  # what tasks held for the whole run (locks, servers)
-            close()
+            try:
+                close()
+            except Exception as exc:  # noqa: BLE001 - one failing release must not keep the others held
+                ctx.log.warning("releasing a run resource failed", error=f"{type(exc).__name__}: {exc}")
         if prepared.lock is not None:
             prepared.lock.release()
     write_report(prepared, result)

@@ -95,7 +95,12 @@ async def _result_of(fut: Future[Any]) -> Any:
                 pass
 
         fut.add_done_callback(wake)
-        await done.wait()
+        try:
+            await done.wait()
+        except BaseException:  # cancelled: drop the job, or unlink its shared-memory result when it lands
+            if not fut.cancel():
+                fut.add_done_callback(_discard)
+            raise
     return fut.result()
 
 

@@ -34,7 +34,8 @@ class MilvusImportError(RuntimeError):
 class JobJournal:
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        data = json.loads(path.read_text()) if path is not None and path.exists() else {}
+        self.existed = path is not None and path.exists()  # written by an earlier, interrupted attempt
+        data = json.loads(path.read_text()) if path is not None and self.existed else {}
         self.jobs: dict[str, int] = {k: int(v) for k, v in data.get("jobs", {}).items()}
         self._rows_before: int | None = data.get("rows_before")
 

@@ -55,6 +55,7 @@ class InsertJournal:
                     self.started[entry["started"]] = int(entry["rows"])
         self.resumed = bool(self.started)
         self.in_flight = {k: n for k, n in self.started.items() if k not in self.landed}
+        self.batch_sizes = {k.rsplit("@", 1)[1].split("#")[0] for k in self.started if "@" in k}
         self._fh: Any = None
 
     def _write(self, entry: dict[str, Any]) -> None:
@@ -132,6 +133,14 @@ async def insert_files(
     """Insert every manifest file in batches, at most ``concurrency`` batches read ahead or in flight."""
     schema = info.collection_schema
     keyed = not schema.primary.auto_id
+    # a resume with another batch size cannot match batches to the journal: every unacknowledged row may be in
+    # Milvus, so with keys everything not landed under this size is upserted; without keys nothing is safe
+    unsure = journal.resumed and journal.batch_sizes != {str(batch_rows)}
+    if unsure and not keyed:
+        raise RuntimeError(
+            f"collection {info.name!r} (AUTO_ID) was being loaded with batch_rows "
+            f"{', '.join(sorted(journal.batch_sizes))}; resume with the same batch_rows, or drop it and load again"
+        )
     stats = InsertStats()
     slots = anyio.Semaphore(concurrency)  # held from reading a batch until Milvus acknowledged it
     client = await anyio.to_thread.run_sync(info.milvus().client)
@@ -143,7 +152,7 @@ async def insert_files(
         async def send(key: str, batch: pa.RecordBatch) -> None:
             try:
                 rows = await anyio.to_thread.run_sync(arrow_to_rows, batch, schema)
-                again = key in journal.in_flight and keyed
+                again = keyed and (key in journal.in_flight or unsure)
                 journal.start(key, len(rows))
                 call = client.upsert if again else client.insert
                 await anyio.to_thread.run_sync(lambda: call(info.name, rows))
@@ -168,6 +177,7 @@ async def insert_files(
                 key, batch = item
                 if key in journal.landed or key in adopted:
                     if key in adopted:
+                        journal.land(key)  # so a second interruption still counts these rows as landed
                         stats.adopted += batch.num_rows
                     else:
                         stats.skipped += batch.num_rows

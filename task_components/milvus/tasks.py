@@ -187,7 +187,7 @@ class BulkImport(Component):
                 journal.rows_before = before
             resumed = set(jobs.values())
             adopted: dict[str, int] = {}
-            if journal.path is not None and journal.path.exists():  # a resume: find jobs the journal missed
+            if journal.existed:  # a resume: find jobs the journal missed
                 missing = {f.location for f in upload.files} - resumed
                 adopted = await anyio.to_thread.run_sync(adopt_listed_jobs, utility, alias, info.name, missing)
                 for location, job in adopted.items():

@@ -46,7 +46,7 @@ def columns(schema: CollectionSchema) -> list[str]:
     return names
 
 
-def create_table_sql(schema: CollectionSchema, table: str | None = None) -> str:
+def create_table_sql(schema: CollectionSchema, table: str | None = None, *, if_not_exists: bool = False) -> str:
     cols = []
     if schema.primary.auto_id:
         cols.append(f"{quote(ROW_KEY)} bigint NOT NULL")
@@ -56,7 +56,8 @@ def create_table_sql(schema: CollectionSchema, table: str | None = None) -> str:
     if schema.enable_dynamic_field:
         cols.append(f"{quote(META_COLUMN)} jsonb")
     cols.append(f"PRIMARY KEY ({quote(key_column(schema))})")
-    return f"CREATE TABLE {quote(table or table_name(schema))} (\n  " + ",\n  ".join(cols) + "\n)"
+    create = "CREATE TABLE IF NOT EXISTS" if if_not_exists else "CREATE TABLE"
+    return f"{create} {quote(table or table_name(schema))} (\n  " + ",\n  ".join(cols) + "\n)"
 
 
 def arrow_records(batch: pa.RecordBatch, schema: CollectionSchema, offset: int) -> list[tuple[Any, ...]]:

@@ -56,10 +56,34 @@ def unwrap_bytes(value: Any) -> Any:
 def matrix(col: pa.Array | pa.ChunkedArray, f: FieldSchema) -> np.ndarray:
     """A dense-vector list column as an (n, width) numpy array of the type's element dtype (zero-copy when it can)."""
     s = spec(f)
-    if isinstance(col, pa.ChunkedArray):
-        col = pa.concat_arrays(col.chunks) if col.num_chunks != 1 else col.chunk(0)
-    values = col.values.to_numpy(zero_copy_only=False)
+    col = _one_chunk(col)
+    if col.null_count:  # a null row has no values: the reshape would shift every row after it
+        raise ValueError(f"field {f.name!r}: matrix() of a column with nulls; convert the valid rows only")
+    values = col.flatten().to_numpy(zero_copy_only=False)  # flatten(): honours a sliced array's offset
     return np.asarray(values, dtype=s.numpy).reshape(len(col), -1)
+
+
+def _one_chunk(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        return pa.concat_arrays(col.chunks) if col.num_chunks != 1 else col.chunk(0)
+    return col
+
+
+def _nulls_kept(convert: Convert) -> Convert:
+    """Run a dense-vector conversion on the valid rows only; null rows stay None (nullable vectors)."""
+
+    def wrapped(col: pa.Array, f: FieldSchema) -> list[Any]:
+        col = _one_chunk(col)
+        if not col.null_count:
+            return convert(col, f)
+        valid = col.is_valid()
+        out: list[Any] = [None] * len(col)
+        for i, v in zip(np.flatnonzero(valid.to_numpy(zero_copy_only=False)), convert(col.filter(valid), f),
+                        strict=True):  # fmt: skip
+            out[i] = v
+        return out
+
+    return wrapped
 
 
 def value_matrix(values: list[Any], f: FieldSchema) -> np.ndarray:
@@ -113,7 +137,13 @@ Equal = Callable[[FieldSchema, Any, Any, float], bool]
 
 
 def _parsed(v: Any) -> Any:
-    return json.loads(v) if isinstance(v, str) else v  # PostgreSQL returns jsonb as text
+    """PostgreSQL returns jsonb as text; Milvus returns it parsed (a JSON string value stays a str)."""
+    if isinstance(v, str):
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    return v
 
 
 def _eq_plain(f: FieldSchema, a: Any, b: Any, tol: float) -> bool:
@@ -133,7 +163,8 @@ def _eq_array(f: FieldSchema, a: Any, b: Any, tol: float) -> bool:
 
 
 def _eq_json(f: FieldSchema, a: Any, b: Any, tol: float) -> bool:
-    return bool(_parsed(a) == _parsed(b))
+    want, have = _parsed(a), _parsed(b)
+    return type(want) is type(have) and bool(want == have)  # 1 == True == 1.0 in Python, not in JSON
 
 
 def _eq_sparse(f: FieldSchema, a: Any, b: Any, tol: float) -> bool:
@@ -180,7 +211,8 @@ def _dense(
 ) -> TypeSpec:  # fmt: skip
     itemsize = np.dtype(np_dtype).itemsize
     return TypeSpec(
-        t, pa.list_(arrow_elem), pg, milvus, storage, np_dtype, view, width, to_milvus, to_copy,
+        t, pa.list_(arrow_elem), pg, milvus, storage, np_dtype, view, width, _nulls_kept(to_milvus),
+        _nulls_kept(to_copy),
         row_bytes=lambda f: width(f.dim or 0) * itemsize + 4, equal=_eq_vector if storage == "vector" else _eq_bytes,
     )  # fmt: skip
 

@@ -109,7 +109,8 @@ class ShadowSync(Component):
         async with pool.acquire() as conn:
             if drop:
                 await conn.execute(f"DROP TABLE IF EXISTS {quote(self._table(schema))}")
-            await conn.execute(create_table_sql(schema, self._table(schema)))
+            # IF NOT EXISTS: a retried create whose first attempt committed must not fail
+            await conn.execute(create_table_sql(schema, self._table(schema), if_not_exists=True))
 
     async def _copy(
         self, ctx: Any, pool: Any, schema: CollectionSchema, batch: pa.RecordBatch, offset: int, slots: Any
@@ -126,9 +127,10 @@ class ShadowSync(Component):
                         await conn.copy_records_to_table(table, records=records, columns=columns(schema))
                         return
                     # a retry: the failed COPY may have committed before the connection died: replace, not add
-                    keys = range(offset, offset + batch.num_rows) if schema.primary.auto_id else batch.column(key)
+                    auto = schema.primary.auto_id
+                    keys = list(range(offset, offset + batch.num_rows)) if auto else batch.column(key).to_pylist()
                     async with conn.transaction():
-                        await conn.execute(f"DELETE FROM {quote(table)} WHERE {quote(key)} = ANY($1)", list(keys))
+                        await conn.execute(f"DELETE FROM {quote(table)} WHERE {quote(key)} = ANY($1)", keys)
                         await conn.copy_records_to_table(table, records=records, columns=columns(schema))
                 except BaseException as exc:
                     if pg_transient(exc):

@@ -37,4 +37,7 @@ def column_ok(f: FieldSchema, source: pa.Array, other: list[Any], tolerance: flo
     o = pl.Series(other, dtype=s.dtype, strict=False)
     if f.type is FieldType.ARRAY:
         o = o.cast(s.dtype)
+    if o.null_count() != sum(v is None for v in other):  # a value that does not fit became null: no false match
+        return np.array([same_value(f, a, b, tolerance) for a, b in zip(source.to_pylist(), other, strict=True)],
+                        dtype=bool)  # fmt: skip
     return s.eq_missing(o).to_numpy()
