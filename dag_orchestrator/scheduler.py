@@ -63,6 +63,12 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) <= 2000 else text[:2000] + "... (truncated)"
 
 
+def _end_attempt(run: TaskRun, begun: float) -> None:
+    """Close the current attempt's span once (a cancellation may arrive after it was already closed)."""
+    if len(run.attempt_times) < run.attempts:
+        run.attempt_times.append((begun, time.time()))
+
+
 class _Scheduler:
     """The state of one run of one DAG: counters, queues, the task group, why it stopped."""
 
@@ -142,6 +148,9 @@ class _Scheduler:
         self.unmet = {n: sum(1 for d in self.needs[n] if d not in done) for n in names if n not in done}
         self.users_left = {n: len(self.dependents[n]) for n in names}
         self.ready = deque(n for n in names if n not in done and self.unmet[n] == 0)
+        now = time.time()
+        for n in self.ready:
+            self.runs[n].ready_at = now
         ctx.on_progress = self._on_progress if self.ex.bus else None
 
     def _resumable(self) -> dict[str, Any]:
@@ -192,6 +201,7 @@ class _Scheduler:
             return
         self.unmet[name] -= 1
         if self.unmet[name] == 0:
+            self.runs[name].ready_at = time.time()
             if self.tasks[name].streams_from and not self.ex.sequential:
                 if not self.stopping:
                     self.exempt.add(name)
@@ -215,17 +225,20 @@ class _Scheduler:
             self._finish(name, TaskState.CANCELLED, error=self.stop_reason or "run stopped")
             return
         current_task.set(name)
-        run.started_at = time.time()
+        run.started_at = begun = time.time()
         self._emit(EventKind.TASK_STARTED, name)
         try:
             while True:
                 run.attempts += 1
+                begun = time.time()
                 try:
                     result = await self._attempt(task)
                 except UpstreamStreamError as exc:
+                    _end_attempt(run, begun)
                     self._finish(name, TaskState.CANCELLED, error=str(exc))
                     return
                 except Exception as exc:  # noqa: BLE001 - failures are recorded, not raised
+                    _end_attempt(run, begun)
                     if task.retry.should_retry(run.attempts, exc) and self._replayable(name):
                         delay = task.retry.delay(run.attempts, self.ex.rng)
                         self._emit(EventKind.TASK_RETRYING, name, error=_describe(exc), delay=delay)
@@ -233,6 +246,7 @@ class _Scheduler:
                         continue
                     self._finish(name, TaskState.FAILED, error=_describe(exc), exc=exc)
                     return
+                _end_attempt(run, begun)
                 resumable = None
                 if self.store is not None:
                     with anyio.CancelScope(shield=True):  # the work is done: keep its result
@@ -240,9 +254,11 @@ class _Scheduler:
                 self._finish(name, TaskState.SUCCEEDED, result=result, resumable=resumable)
                 return
         except anyio.get_cancelled_exc_class():
+            _end_attempt(run, begun)
             self._finish(name, TaskState.CANCELLED, error=self.stop_reason or "run cancelled")
             raise
         except BaseException as exc:  # a crash (KeyboardInterrupt, SystemExit...): record, then end the run
+            _end_attempt(run, begun)
             self.stop, self.stop_reason = StopReason.CRASHED, f"crash in task {name!r}: {_describe(exc)}"
             self._finish(name, TaskState.FAILED, error=f"crash: {_describe(exc)}", exc=exc)
             raise

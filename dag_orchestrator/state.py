@@ -44,6 +44,10 @@ class TaskRun:
     error: str | None = None
     error_type: str | None = None
     resumed: bool = False  # taken from an earlier run instead of running again
+    # For reports: when every need was met (waiting = first start - ready_at), and each attempt's span,
+    # so retries and the backoff between them are visible rather than folded into one duration.
+    ready_at: float | None = None
+    attempt_times: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def duration(self) -> float | None:

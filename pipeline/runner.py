@@ -184,5 +184,13 @@ def write_report(prepared: PreparedRun, result: RunResult) -> Path:
             "pipeline": prepared.spec.name,
             "params": prepared.spec.params,
             "summary": summaries(prepared.dag, result),
+            "edges": dag_edges(prepared.dag),
         },
     )
+
+
+def dag_edges(dag: DAG) -> list[dict[str, Any]]:
+    """The DAG's edges with a stream flag: with them a report can be rebuilt from report.json alone."""
+    return [
+        {"from": a, "to": b, "stream": a in dag.task(b).streams_from} for a, b in dag.graph.edges
+    ]
