@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import structlog
 
 from config.settings import Settings
 from dag_orchestrator.context import PipelineContext, new_run_id
@@ -178,7 +179,8 @@ def summaries(dag: DAG, result: RunResult) -> dict[str, dict[str, Any]]:
 
 
 def write_report(prepared: PreparedRun, result: RunResult) -> Path:
-    return result.write_report(
+    """report.json, then report.html beside it; the page is a view, so failing to draw it changes nothing."""
+    path = result.write_report(
         prepared.path / "report.json",
         extra={
             "pipeline": prepared.spec.name,
@@ -187,10 +189,17 @@ def write_report(prepared: PreparedRun, result: RunResult) -> Path:
             "edges": dag_edges(prepared.dag),
         },
     )
+    try:
+        from pipeline.report_html import write_html  # Jinja2 loads only when a run ends
+
+        write_html(prepared.path)
+    except Exception as exc:  # noqa: BLE001 - see docstring: the run's outcome stands
+        structlog.get_logger("pipeline.runner").warning(
+            "report.html not written", run_id=result.run_id, error=f"{type(exc).__name__}: {exc}"
+        )
+    return path
 
 
 def dag_edges(dag: DAG) -> list[dict[str, Any]]:
     """The DAG's edges with a stream flag: with them a report can be rebuilt from report.json alone."""
-    return [
-        {"from": a, "to": b, "stream": a in dag.task(b).streams_from} for a, b in dag.graph.edges
-    ]
+    return [{"from": a, "to": b, "stream": a in dag.task(b).streams_from} for a, b in dag.graph.edges]

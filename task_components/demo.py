@@ -85,6 +85,9 @@ class FailParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     message: str = "demo failure"
     crash: bool = Field(False, description="raise a BaseException (a crash) instead of an Exception")
+    fail_times: int | None = Field(
+        None, ge=0, description="fail only the first N attempts of this run, then succeed (for retries)"
+    )
 
 
 class DemoCrash(BaseException):
@@ -92,14 +95,20 @@ class DemoCrash(BaseException):
 
 
 class Fail(Component):
-    """Always fail with ``message``: for exercising failure policies."""
+    """Fail with ``message`` (always, or the first ``fail_times`` attempts): for failure policies and retries."""
 
     __slots__ = ()
     component = "demo.fail"
-    summary = "always fail with `message`"
+    summary = "fail with `message` (always, or only the first `fail_times` attempts)"
     Params = FailParams
 
     async def run(self, ctx: Any) -> None:
+        limit = self.params.fail_times  # type: ignore[attr-defined]
+        if limit is not None:  # counted per run in the context, so a task object stays immutable
+            seen = ctx.services.setdefault("demo.fail.attempts", {})
+            seen[self.name] = seen.get(self.name, 0) + 1
+            if seen[self.name] > limit:
+                return
         if self.params.crash:  # type: ignore[attr-defined]
             raise DemoCrash(self.params.message)  # type: ignore[attr-defined]
         raise RuntimeError(self.params.message)  # type: ignore[attr-defined]
