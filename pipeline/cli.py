@@ -134,6 +134,7 @@ def list_components() -> None:
 def main() -> None:
     import pipeline.datagen_cli
     import pipeline.ingest_cli
+    import pipeline.runs_cli
     import pipeline.stream_cli  # noqa: F401 - registers `produce-test-data`
 
     app()

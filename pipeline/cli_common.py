@@ -15,6 +15,7 @@ import anyio
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from config import configure_logging, get_settings
@@ -74,24 +75,36 @@ async def run_with_view(prepared: PreparedRun, settings: Settings, options: RunO
 
 
 def print_summary(prepared: PreparedRun, result: RunResult) -> None:
-    table = Table(title=f"run {result.run_id} of {prepared.spec.name!r}: {result.state.value}")
-    for col in ("task", "state", "attempts", "seconds", "summary"):
-        table.add_column(col)
-    sums = summaries(prepared.dag, result)
-    colours = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "skipped": "dim"}
-    for name, t in result.tasks.items():
-        state = t.state.value + (" (resumed)" if t.resumed else "")
-        detail: Any = ", ".join(
-            f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in sums.get(name, {}).items()
-        )
-        if t.error and t.state is not TaskState.SUCCEEDED:
-            detail = t.error
-        secs = f"{t.duration:.2f}" if t.duration is not None else "-"
-        table.add_row(name, f"[{colours.get(t.state.value, 'white')}]{state}", str(t.attempts), secs, detail)
-    out.print(table)
+    data = result.to_dict()
+    print_run_table(result.run_id, prepared.spec.name, data["state"], data["tasks"], summaries(prepared.dag, result))
     out.print(f"report: {prepared.path / 'report.json'}")
     if not result.ok:
         out.print(f"resume with: --resume {result.run_id}", highlight=False)
+
+
+def print_run_table(
+    run_id: str, pipeline: str, state: str, tasks: dict[str, dict[str, Any]], sums: dict[str, dict[str, Any]]
+) -> None:
+    """The end-of-run table from plain dicts, so ``runs show`` rebuilds it from report.json alone."""
+    table = Table(title=f"run {run_id} of {pipeline!r}: {state}")
+    for col in ("task", "state", "attempts", "seconds", "summary"):
+        table.add_column(col)
+    colours = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "skipped": "dim"}
+    for name, t in tasks.items():
+        t_state = str(t.get("state", "?"))
+        shown = t_state + (" (resumed)" if t.get("resumed") else "")
+        detail: Any = ", ".join(
+            f"{k}={v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{k}={v}"
+            for k, v in (sums.get(name) or {}).items()
+        )
+        if t.get("error") and t_state != TaskState.SUCCEEDED.value:
+            detail = t["error"]
+        duration = t.get("duration")
+        secs = f"{duration:.2f}" if isinstance(duration, int | float) else "-"
+        table.add_row(
+            escape(name), f"[{colours.get(t_state, 'white')}]{shown}", str(t.get("attempts", 0)), secs, escape(detail)
+        )
+    out.print(table)
 
 
 def exit_code(result: RunResult) -> int:

@@ -45,9 +45,9 @@ def load_report(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ReportError(f"{path}: no report.json (the run has not ended, or this is not a run)") from None
+        raise ReportError(f"{path}: missing (the run has not ended, or this is not a run)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"{path}: corrupt or half-written report.json ({type(exc).__name__})") from None
+        raise ReportError(f"{path}: corrupt or half-written ({type(exc).__name__})") from None
     if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict) or "started_at" not in data:
         raise ReportError(f"{path}: not a run report (no tasks or start time)")
     return data

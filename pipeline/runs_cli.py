@@ -1,0 +1,183 @@
+"""Looking at runs after the fact: ``report RUN_ID``, ``runs list``, ``runs show RUN_ID``.
+
+Everything here reads report.json only (never the journal, the pickled results or the pipeline file),
+so it works for old runs, for runs of pipeline files that changed since, and for crashed or interrupted
+runs. Listing reads each report once and parses nothing else, which keeps ``runs list`` fast on a run
+directory with many runs; a report that cannot be read is listed as such, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import webbrowser
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline.cli_common import RunDirOpt, app, fail_invalid, out, print_run_table
+from pipeline.report_html import ReportError, load_report, write_html
+
+__all__ = ["RunRow", "list_runs"]
+
+runs_app = typer.Typer(help="List finished, failed and interrupted runs, or show one.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+RunIdArg = Annotated[str, typer.Argument(help="the run's id (its directory name under the run dir)")]
+
+
+@dataclass(slots=True)
+class RunRow:
+    """One line of ``runs list``: what a person scans for (newest first)."""
+
+    id: str
+    pipeline: str
+    state: str
+    started: float | None
+    duration: float | None
+    summary: str
+
+
+def _run_dir(run_dir: Path | None) -> Path:
+    if run_dir is not None:
+        return run_dir
+    from pipeline.cli_common import load_settings
+
+    return load_settings().pipeline.run_dir
+
+
+def _one_line(report: dict[str, Any]) -> str:
+    tasks = report["tasks"]
+    counts: dict[str, int] = {}
+    for t in tasks.values():
+        counts[str(t.get("state"))] = counts.get(str(t.get("state")), 0) + 1
+    text = f"{len(tasks)} tasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    failed = [(n, t) for n, t in tasks.items() if t.get("state") == "failed"]
+    if failed:
+        name, t = failed[0]
+        error = str(t.get("error") or "").splitlines()[0] if t.get("error") else ""
+        text += f"; {name}: {error[:80]}"
+    elif report.get("reason") and report.get("state") != "succeeded":
+        text += f"; {str(report['reason'])[:80]}"
+    return text
+
+
+def _row(path: Path) -> RunRow:
+    try:
+        report = load_report(path / "report.json")
+    except ReportError as exc:
+        missing = not (path / "report.json").exists()
+        state = "no report" if missing else "corrupt report"
+        started = _mtime(path / "request.json") or _mtime(path)
+        return RunRow(path.name, _request_pipeline(path), state, started, None, str(exc).split(": ", 1)[-1])
+    try:
+        started = float(report["started_at"])
+        ended = report.get("ended_at")
+        duration = float(ended) - started if ended is not None else None
+        return RunRow(
+            path.name, str(report.get("pipeline") or report.get("dag") or "?"), str(report.get("state", "?")),
+            started, duration, _one_line(report),
+        )  # fmt: skip
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        return RunRow(path.name, "?", "corrupt report", _mtime(path), None, f"unexpected content ({exc!r})"[:100])
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _request_pipeline(path: Path) -> str:
+    """A run without a readable report still names its pipeline file (request.json is written first)."""
+    try:
+        return Path(json.loads((path / "request.json").read_text())["file"]).stem
+    except (OSError, ValueError, KeyError, TypeError):
+        return "?"
+
+
+def list_runs(run_dir: Path) -> list[RunRow]:
+    """Every run directory (one holding request.json or report.json), newest first."""
+    if not run_dir.is_dir():
+        return []
+    rows = [
+        _row(p) for p in run_dir.iterdir()
+        if p.is_dir() and ((p / "report.json").exists() or (p / "request.json").exists())
+    ]  # fmt: skip
+    return sorted(rows, key=lambda r: (r.started or 0.0, r.id), reverse=True)
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _report_of(run_id: str, run_dir: Path | None) -> tuple[Path, dict[str, Any]]:
+    base = _run_dir(run_dir)
+    path = base / run_id
+    if not run_id or "/" in run_id or run_id in (".", "..") or not path.is_dir():
+        raise fail_invalid(f"no run {run_id!r} in {base}")
+    try:
+        return path, load_report(path / "report.json")
+    except ReportError as exc:
+        raise fail_invalid(str(exc)) from None
+
+
+@app.command()
+def report(
+    run_id: RunIdArg,
+    run_dir: RunDirOpt = None,
+    open_: Annotated[bool, typer.Option("--open", help="open the page in the default browser")] = False,
+) -> None:
+    """(Re)build a run's self-contained report.html from its report.json."""
+    path, data = _report_of(run_id, run_dir)
+    try:
+        target = write_html(path, data)
+    except OSError as exc:
+        raise fail_invalid(f"cannot write {path / 'report.html'}: {exc.strerror or exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise fail_invalid(f"{path / 'report.json'}: unexpected content ({type(exc).__name__}: {exc})") from None
+    out.print(f"report: {target}", highlight=False)
+    if open_:
+        webbrowser.open(target.resolve().as_uri())
+
+
+@runs_app.command("list")
+def runs_list(
+    run_dir: RunDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON array instead of a table")] = False,
+) -> None:
+    """List runs, newest first: id, pipeline, state, start, duration and a one-line summary."""
+    rows = list_runs(_run_dir(run_dir))
+    if as_json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+        return
+    table = Table(title=f"{len(rows)} runs in {_run_dir(run_dir)}")
+    for col in ("id", "pipeline", "state", "started", "seconds", "summary"):
+        table.add_column(col)
+    colours = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}
+    for r in rows:
+        secs = f"{r.duration:.2f}" if r.duration is not None else "-"
+        state = f"[{colours.get(r.state, 'magenta')}]{r.state}"
+        table.add_row(escape(r.id), escape(r.pipeline), state, _when(r.started), secs, escape(r.summary))
+    out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: RunIdArg, run_dir: RunDirOpt = None) -> None:
+    """The table the run printed at its end, rebuilt from its report.json."""
+    path, data = _report_of(run_id, run_dir)
+    try:
+        print_run_table(
+            str(data.get("run_id", run_id)), str(data.get("pipeline") or data.get("dag") or "?"),
+            str(data.get("state", "?")), data["tasks"], data.get("summary") or {},
+        )  # fmt: skip
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise fail_invalid(f"{path / 'report.json'}: unexpected content ({type(exc).__name__}: {exc})") from None
+    out.print(f"report: {path / 'report.json'}", highlight=False)
+    if (path / "report.html").exists():
+        out.print(f"page:   {path / 'report.html'}", highlight=False)
