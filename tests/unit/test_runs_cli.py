@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import pipeline.runs_cli  # noqa: F401 - registers the commands on the shared app
@@ -80,3 +81,23 @@ def test_report_rebuilds_the_page_and_bad_input_exits_2(tmp_path: Path) -> None:
 
 def test_list_of_a_missing_run_dir_is_empty(tmp_path: Path) -> None:
     assert list_runs(tmp_path / "nowhere") == []
+
+
+def test_an_undrawable_page_never_changes_the_outcome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.report_html
+
+    def broken(*_: object, **__: object) -> Path:
+        raise RuntimeError("template exploded")
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "pipelines" / "report_retry_fail.yaml"
+    monkeypatch.setattr(pipeline.report_html, "write_html", broken)
+    result = CliRunner().invoke(app, ["run", str(fixture), "--run-dir", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 1, result.output  # `broken` fails as the file says; nothing more
+    (run_dir,) = list(tmp_path.iterdir())
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["tasks"]["flaky"]["state"] == "succeeded" and report["tasks"]["flaky"]["attempts"] == 2
+    assert {"from": "count", "to": "total", "stream": True} in report["edges"]
+    assert not (run_dir / "report.html").exists()
+    monkeypatch.undo()
+    assert CliRunner().invoke(app, ["report", run_dir.name, "--run-dir", str(tmp_path)]).exit_code == 0
+    assert (run_dir / "report.html").exists()
