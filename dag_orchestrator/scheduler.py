@@ -241,7 +241,8 @@ class _Scheduler:
                     _end_attempt(run, begun)
                     if task.retry.should_retry(run.attempts, exc) and self._replayable(name):
                         delay = task.retry.delay(run.attempts, self.ex.rng)
-                        self._emit(EventKind.TASK_RETRYING, name, error=_describe(exc), delay=delay)
+                        run.retry_errors.append(_describe(exc))
+                        self._emit(EventKind.TASK_RETRYING, name, error=run.retry_errors[-1], delay=delay)
                         await anyio.sleep(delay)
                         continue
                     self._finish(name, TaskState.FAILED, error=_describe(exc), exc=exc)

@@ -48,6 +48,7 @@ class TaskRun:
     # so retries and the backoff between them are visible rather than folded into one duration.
     ready_at: float | None = None
     attempt_times: list[tuple[float, float]] = field(default_factory=list)
+    retry_errors: list[str] = field(default_factory=list)  # why each retried attempt failed (else lost)
 
     @property
     def duration(self) -> float | None:

@@ -161,13 +161,15 @@ def _timeline(report: dict[str, Any], tasks: dict[str, _Task]) -> dict[str, Any]
         if t.waited and t.ready_at is not None:
             waits.append({"x": label_w + (t.ready_at - t0) * scale, "y": y + 5, "w": max(t.waited * scale, 1),
                           "title": f"{t.name}: waited {t.waited:.3f}s ready, not started"})  # fmt: skip
+        retry_errors = t.data.get("retry_errors") or []
         for k, (s, e) in enumerate(t.attempts, 1):
             last = k == len(t.attempts)
             state = t.state if last else "failed"
+            why = f": {retry_errors[k - 1]}" if not last and k <= len(retry_errors) else ""
             bars.append({
                 "x": label_w + (s - t0) * scale, "y": y + 2, "w": max((e - s) * scale, 2), "task": t.name,
                 "attempt": k, "fill": STATE_COLOURS.get(state, "#c7ccd1"), "critical": t.critical,
-                "title": f"{t.name} attempt {k}/{len(t.attempts)}: {e - s:.3f}s ({state})",
+                "title": f"{t.name} attempt {k}/{len(t.attempts)}: {e - s:.3f}s ({state}){why}",
             })  # fmt: skip
     ticks = [{"x": label_w + plot_w * i / 5, "label": f"{span * i / 5:.2f}s"} for i in range(6)]
     return {"rows": rows, "bars": bars, "waits": waits, "ticks": ticks, "label_w": label_w,
@@ -197,6 +199,7 @@ def build_html(report: dict[str, Any]) -> str:
         {"name": t.name, "state": t.state, "fill": STATE_COLOURS.get(t.state, "#c7ccd1"),
          "attempts": len(t.attempts) or t.data.get("attempts", 0), "busy": t.busy, "waited": t.waited,
          "resumed": bool(t.data.get("resumed")), "error": t.data.get("error") if t.state != "succeeded" else None,
+         "retry_errors": [str(x) for x in t.data.get("retry_errors") or []],
          "figures": ", ".join(f"{k}={_fmt(v)}" for k, v in (summary.get(t.name) or {}).items())}
         for t in tasks.values()
     ]  # fmt: skip

@@ -90,3 +90,4 @@ def test_failed_and_retried_tasks_in_a_real_browser(chromium: str, tmp_path: Pat
     assert len(re.findall(r'data-task="flaky" data-attempt="\d"', html)) == 2
     assert "it broke &lt;b&gt;badly&lt;/b&gt;" in html
     assert "hunter2" not in html and "u:pw" not in html and html.count("********") == 2
+    assert "attempt 1 (retried): RuntimeError: flaky once" in html

@@ -33,7 +33,7 @@ def small_report() -> dict[str, Any]:
                    "S3_SECRET_KEY": "abc123", "mongo_uri": "mongodb://u:pw@h", "connection_string": "cs-value"},
         "tasks": {
             "gen": task(spans=[(T0, T0 + 1)]),
-            "flaky": task(spans=[(T0 + 1, T0 + 1.5), (T0 + 2, T0 + 3)]),
+            "flaky": task(spans=[(T0 + 1, T0 + 1.5), (T0 + 2, T0 + 3)], retry_errors=["OSError: net down"]),
             "bad": task("failed", spans=[(T0 + 1, T0 + 1.2)], error="RuntimeError: <script>x</script>\nline 2"),
             "later": task("skipped", spans=[], error="skipped: upstream task 'bad' did not succeed"),
         },
@@ -52,6 +52,7 @@ def test_one_bar_per_attempt_one_node_per_task_and_a_stream_edge() -> None:
     assert "rows=1,234,567, files=3" in html
     assert "&lt;script&gt;x&lt;/script&gt;" in html and "<script>" not in html  # errors in full, escaped
     assert "line 2" in html
+    assert "attempt 1 (retried): OSError: net down" in html and "attempt 1/2: 0.500s (failed): OSError" in html
     assert "http://" not in html and "https://" not in html  # nothing fetched from anywhere
 
 
@@ -116,5 +117,6 @@ async def test_executor_records_each_attempt_and_when_a_task_became_ready(tmp_pa
     (s1, e1), (s2, e2) = b.attempt_times
     assert s1 <= e1 <= s2 <= e2 and s2 - e1 >= 0.04  # the backoff is the gap between the bars
     assert b.to_dict()["attempt_times"] == [(s1, e1), (s2, e2)]
+    assert b.retry_errors == ["RuntimeError: b failed on purpose"] and a.retry_errors == []
     result.write_report(tmp_path / "report.json")
     assert write_html(tmp_path).read_text().count('class="bar') == 3
