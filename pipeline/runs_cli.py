@@ -139,7 +139,7 @@ def report(
         target = write_html(path, data)
     except OSError as exc:
         raise fail_invalid(f"cannot write {path / 'report.html'}: {exc.strerror or exc}") from None
-    except (KeyError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise fail_invalid(f"{path / 'report.json'}: unexpected content ({type(exc).__name__}: {exc})") from None
     out.print(f"report: {target}", highlight=False)
     if open_:

@@ -65,6 +65,8 @@ def test_report_rebuilds_the_page_and_bad_input_exits_2(tmp_path: Path) -> None:
     (tmp_path / "torn").mkdir()
     (tmp_path / "torn" / "report.json").write_text("{")
     (tmp_path / "empty").mkdir()
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "report.json").write_text(json.dumps({"started_at": 1.0, "tasks": {"a": 5}}))
     for args, text in (
         (["report", "nope"], "no run 'nope'"),
         (["report", "torn"], "corrupt or half-written"),
@@ -72,6 +74,8 @@ def test_report_rebuilds_the_page_and_bad_input_exits_2(tmp_path: Path) -> None:
         (["report", ".."], "no run '..'"),
         (["runs", "show", "nope"], "no run 'nope'"),
         (["runs", "show", "torn"], "corrupt or half-written"),
+        (["report", "odd"], "unexpected content"),
+        (["runs", "show", "odd"], "unexpected content"),
     ):
         result = CliRunner().invoke(app, [*args, "--run-dir", str(tmp_path)])
         assert result.exit_code == 2, (args, result.output)
