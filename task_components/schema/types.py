@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-from pymilvus import DataType
 
 from task_components.schema.models import FieldSchema, FieldType
 
@@ -190,7 +189,7 @@ class TypeSpec:
     type: FieldType
     arrow: pa.DataType
     pg: str
-    milvus: DataType
+    milvus: str  # pymilvus DataType member name: pymilvus is imported only where a client is made
     storage: Storage = "scalar"
     numpy: Any = None  # element dtype of the dense view (vectors) or of the Arrow values (scalars)
     view: Any = None  # dtype pymilvus wants rows viewed as, when not the Arrow element dtype
@@ -206,7 +205,7 @@ class TypeSpec:
 
 
 def _dense(
-    t: FieldType, arrow_elem: pa.DataType, pg: str, milvus: DataType, storage: Storage, np_dtype: Any,
+    t: FieldType, arrow_elem: pa.DataType, pg: str, milvus: str, storage: Storage, np_dtype: Any,
     width: Callable[[int], int], to_milvus: Convert, to_copy: Convert, view: Any = None,
 ) -> TypeSpec:  # fmt: skip
     itemsize = np.dtype(np_dtype).itemsize
@@ -231,30 +230,30 @@ def register_type(s: TypeSpec) -> TypeSpec:
 
 
 for _s in (
-    TypeSpec(FieldType.BOOL, pa.bool_(), "boolean", DataType.BOOL, numpy=np.bool_),
-    TypeSpec(FieldType.INT8, pa.int8(), "smallint", DataType.INT8, numpy=np.int8),
-    TypeSpec(FieldType.INT16, pa.int16(), "smallint", DataType.INT16, numpy=np.int16),
-    TypeSpec(FieldType.INT32, pa.int32(), "integer", DataType.INT32, numpy=np.int32),
-    TypeSpec(FieldType.INT64, pa.int64(), "bigint", DataType.INT64, numpy=np.int64),
-    TypeSpec(FieldType.FLOAT, pa.float32(), "real", DataType.FLOAT, numpy=np.float32, equal=_eq_float32),
-    TypeSpec(FieldType.DOUBLE, pa.float64(), "double precision", DataType.DOUBLE, numpy=np.float64),
-    TypeSpec(FieldType.VARCHAR, pa.string(), "text", DataType.VARCHAR, row_bytes=_text_bytes),
-    TypeSpec(FieldType.JSON, pa.string(), "jsonb", DataType.JSON, "json", to_milvus=_json_objects,
+    TypeSpec(FieldType.BOOL, pa.bool_(), "boolean", "BOOL", numpy=np.bool_),
+    TypeSpec(FieldType.INT8, pa.int8(), "smallint", "INT8", numpy=np.int8),
+    TypeSpec(FieldType.INT16, pa.int16(), "smallint", "INT16", numpy=np.int16),
+    TypeSpec(FieldType.INT32, pa.int32(), "integer", "INT32", numpy=np.int32),
+    TypeSpec(FieldType.INT64, pa.int64(), "bigint", "INT64", numpy=np.int64),
+    TypeSpec(FieldType.FLOAT, pa.float32(), "real", "FLOAT", numpy=np.float32, equal=_eq_float32),
+    TypeSpec(FieldType.DOUBLE, pa.float64(), "double precision", "DOUBLE", numpy=np.float64),
+    TypeSpec(FieldType.VARCHAR, pa.string(), "text", "VARCHAR", row_bytes=_text_bytes),
+    TypeSpec(FieldType.JSON, pa.string(), "jsonb", "JSON", "json", to_milvus=_json_objects,
              row_bytes=_text_bytes, equal=_eq_json),
-    TypeSpec(FieldType.SPARSE_FLOAT_VECTOR, pa.string(), "jsonb", DataType.SPARSE_FLOAT_VECTOR, "json",
+    TypeSpec(FieldType.SPARSE_FLOAT_VECTOR, pa.string(), "jsonb", "SPARSE_FLOAT_VECTOR", "json",
              to_milvus=_sparse_dicts, row_bytes=lambda f: (f.nnz or 16) * 20, equal=_eq_sparse),
     # ARRAY's Arrow/PG types come from its element type (see arrow_type / pg_type)
-    TypeSpec(FieldType.ARRAY, pa.null(), "", DataType.ARRAY, row_bytes=lambda f: (f.max_capacity or 4) * 8 // 2 + 4,
+    TypeSpec(FieldType.ARRAY, pa.null(), "", "ARRAY", row_bytes=lambda f: (f.max_capacity or 4) * 8 // 2 + 4,
              equal=_eq_array),
-    _dense(FieldType.FLOAT_VECTOR, pa.float32(), "real[]", DataType.FLOAT_VECTOR, "vector", np.float32,
+    _dense(FieldType.FLOAT_VECTOR, pa.float32(), "real[]", "FLOAT_VECTOR", "vector", np.float32,
            lambda d: d, _rows_as(None), _row_lists),
-    _dense(FieldType.INT8_VECTOR, pa.int8(), "smallint[]", DataType.INT8_VECTOR, "vector", np.int8,
+    _dense(FieldType.INT8_VECTOR, pa.int8(), "smallint[]", "INT8_VECTOR", "vector", np.int8,
            lambda d: d, _rows_as(None), _row_lists),
-    _dense(FieldType.BINARY_VECTOR, pa.uint8(), "bytea", DataType.BINARY_VECTOR, "bytes", np.uint8,
+    _dense(FieldType.BINARY_VECTOR, pa.uint8(), "bytea", "BINARY_VECTOR", "bytes", np.uint8,
            lambda d: d // 8, _row_bytes, _row_bytes),
-    _dense(FieldType.FLOAT16_VECTOR, pa.uint8(), "bytea", DataType.FLOAT16_VECTOR, "bytes", np.uint8,
+    _dense(FieldType.FLOAT16_VECTOR, pa.uint8(), "bytea", "FLOAT16_VECTOR", "bytes", np.uint8,
            lambda d: d * 2, _rows_as(np.float16), _row_bytes, view=np.float16),
-    _dense(FieldType.BFLOAT16_VECTOR, pa.uint8(), "bytea", DataType.BFLOAT16_VECTOR, "bytes", np.uint8,
+    _dense(FieldType.BFLOAT16_VECTOR, pa.uint8(), "bytea", "BFLOAT16_VECTOR", "bytes", np.uint8,
            lambda d: d * 2, _row_bytes, _row_bytes),
 ):  # fmt: skip
     register_type(_s)
@@ -282,8 +281,12 @@ def pg_type(f: FieldSchema) -> str:
     return spec(f).pg
 
 
-def milvus_dtype(t: FieldType) -> DataType:
-    return spec(t).milvus
+def milvus_dtype(t: FieldType) -> Any:
+    """The pymilvus DataType (imported here, not at module load: most commands never talk to Milvus)."""
+    from pymilvus import DataType
+
+    name = spec(t).milvus
+    return getattr(DataType, name) if isinstance(name, str) else name
 
 
 def vector_width(f: FieldSchema) -> int:

@@ -10,7 +10,6 @@ import asyncpg
 import numpy as np
 import pyarrow as pa
 import pytest
-from pymilvus import DataType
 
 from task_components.schema import parse_schema
 from task_components.schema.arrow import arrow_schema, schema_of
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.integration
 def timestamp_type() -> Iterator[FieldType]:
     """Register a Timestamp type the way a plugin would, and remove it again afterwards."""
     t = FieldType.extend("Timestamp")
-    register_type(TypeSpec(t, pa.timestamp("us", tz="UTC"), "timestamptz", DataType.INT64, numpy="datetime64[us]"))
+    register_type(TypeSpec(t, pa.timestamp("us", tz="UTC"), "timestamptz", "INT64", numpy="datetime64[us]"))
     try:
         yield t
     finally:
