@@ -158,37 +158,36 @@ class KafkaDeadLetterSink(DeadLetterSink):
             yield DeadLetterWriter(producer, self.params.topic or settings.kafka.dead_letter_topic)
 
 
-class KafkaSinkComponent(Component):
+class _KafkaComponent(Component):
+    """A component that writes to Kafka: a missing or half-configured broker is exit 2 before the run."""
+
+    __slots__ = ()
+
+    def settings_problem(self, settings: Any) -> str | None:
+        try:
+            kafka_options(settings)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+
+class KafkaSinkComponent(_KafkaComponent):
     __slots__ = ()
     component = "sink.kafka"
     summary = "streaming sink: keyed JSON records to a Kafka topic (batched, compressed)"
     Params = KafkaSinkParams
     Result = KafkaSink
 
-    def settings_problem(self, settings: Any) -> str | None:
-        try:
-            kafka_options(settings)
-        except ValueError as exc:
-            return str(exc)
-        return None
-
     async def run(self, ctx: Any) -> KafkaSink:
         return KafkaSink(self.params)  # type: ignore[arg-type]
 
 
-class DeadLetterComponent(Component):
+class DeadLetterComponent(_KafkaComponent):
     __slots__ = ()
     component = "sink.dead_letter"
     summary = "streaming dead-letter topic: original record, step, rule, reason, source position, correlation id"
     Params = ProducerParams
     Result = KafkaDeadLetterSink
-
-    def settings_problem(self, settings: Any) -> str | None:
-        try:
-            kafka_options(settings)
-        except ValueError as exc:
-            return str(exc)
-        return None
 
     async def run(self, ctx: Any) -> KafkaDeadLetterSink:
         return KafkaDeadLetterSink(self.params)
