@@ -87,6 +87,18 @@ class Component(Task):
         return {}
 
 
+
+class ConfiguredComponent(Component):
+    """A component whose result is its validated configuration wrapped in ``Result`` (streaming stages and
+    sinks: the source task drives them, so their own run only hands that object over)."""
+
+    __slots__ = ()
+
+    async def run(self, ctx: Any) -> Any:
+        assert self.Result is not None, f"{type(self).__name__} declares no Result"
+        return self.Result(self.params)
+
+
 def _names(types: Iterable[type]) -> str:
     return " or ".join(t.__name__ for t in types)
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from task_components.base import Component
+from task_components.base import ConfiguredComponent
 from task_components.contracts import BatchStage, BatchThresholdError, StreamBatch
 from task_components.quality.rules import Rule
 
@@ -105,15 +105,13 @@ class QualityStage(BatchStage):
         return process
 
 
-class QualityCheck(Component):
+class QualityCheck(ConfiguredComponent):
     __slots__ = ()
     component = "quality.check"
     summary = "streaming stage: named rules, duplicates (remove/mark/keep), invalid-share threshold"
     Params = QualityParams
     Result = QualityStage
 
-    async def run(self, ctx: Any) -> QualityStage:
-        return QualityStage(self.params)  # type: ignore[arg-type]
 
     def summarize(self, result: QualityStage) -> dict[str, Any]:
         return {"rules": len(result.params.rules)}

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from task_components.base import Component
+from task_components.base import ConfiguredComponent
 from task_components.connect import kafka_options
 from task_components.contracts import BatchSink, DeadLetterSink, StreamRecord
 from task_components.sinks.resilience import PermanentSinkError
@@ -158,7 +158,7 @@ class KafkaDeadLetterSink(DeadLetterSink):
             yield DeadLetterWriter(producer, self.params.topic or settings.kafka.dead_letter_topic)
 
 
-class _KafkaComponent(Component):
+class _KafkaComponent(ConfiguredComponent):
     """A component that writes to Kafka: a missing or half-configured broker is exit 2 before the run."""
 
     __slots__ = ()
@@ -178,8 +178,6 @@ class KafkaSinkComponent(_KafkaComponent):
     Params = KafkaSinkParams
     Result = KafkaSink
 
-    async def run(self, ctx: Any) -> KafkaSink:
-        return KafkaSink(self.params)  # type: ignore[arg-type]
 
 
 class DeadLetterComponent(_KafkaComponent):
@@ -189,5 +187,3 @@ class DeadLetterComponent(_KafkaComponent):
     Params = ProducerParams
     Result = KafkaDeadLetterSink
 
-    async def run(self, ctx: Any) -> KafkaDeadLetterSink:
-        return KafkaDeadLetterSink(self.params)

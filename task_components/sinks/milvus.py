@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from task_components.base import Component
+from task_components.base import ConfiguredComponent
 from task_components.contracts import BatchSink, MilvusTarget, StreamRecord
 
 __all__ = ["MilvusSink", "MilvusSinkComponent", "MilvusSinkParams"]
@@ -88,15 +88,13 @@ class MilvusSink(BatchSink):
             await anyio.to_thread.run_sync(client.close)
 
 
-class MilvusSinkComponent(Component):
+class MilvusSinkComponent(ConfiguredComponent):
     __slots__ = ()
     component = "sink.milvus"
     summary = "streaming sink: upsert records that carry a vector into Milvus (idempotent by primary key)"
     Params = MilvusSinkParams
     Result = MilvusSink
 
-    async def run(self, ctx: Any) -> MilvusSink:
-        return MilvusSink(self.params)  # type: ignore[arg-type]
 
     def settings_problem(self, settings: Any) -> str | None:
         if self.params.uri or settings.milvus.uri:  # type: ignore[attr-defined]

@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from task_components.base import Component
+from task_components.base import ConfiguredComponent
 from task_components.connect import mongo_uri
 from task_components.contracts import BatchSink, StreamRecord
 from task_components.sinks.resilience import PermanentSinkError
@@ -117,7 +117,7 @@ class MongoSink(BatchSink):
             await client.close()
 
 
-class MongoSinkComponent(Component):
+class MongoSinkComponent(ConfiguredComponent):
     __slots__ = ()
     component = "sink.mongodb"
     summary = "streaming sink: MongoDB bulk upsert by business key (PyMongo AsyncMongoClient), idempotent"
@@ -131,5 +131,3 @@ class MongoSinkComponent(Component):
             return str(exc)
         return None
 
-    async def run(self, ctx: Any) -> MongoSink:
-        return MongoSink(self.params)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from task_components.base import Component
+from task_components.base import ConfiguredComponent
 from task_components.contracts import BatchStage, StreamBatch
 from task_components.standardization.convert import CONVERTERS, DEFAULT_DATE_FORMATS, ConversionError, to_iso_utc
 from task_components.standardization.countries import COUNTRY_ALIASES
@@ -125,15 +125,13 @@ class StandardizeStage(BatchStage):
         return process
 
 
-class Standardize(Component):
+class Standardize(ConfiguredComponent):
     __slots__ = ()
     component = "standardize"
     summary = "streaming stage: field mapping, type conversion, standardization (per-record errors)"
     Params = StandardizeParams
     Result = StandardizeStage
 
-    async def run(self, ctx: Any) -> StandardizeStage:
-        return StandardizeStage(self.params)  # type: ignore[arg-type]
 
     def summarize(self, result: StandardizeStage) -> dict[str, Any]:
         p = result.params
