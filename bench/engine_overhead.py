@@ -123,7 +123,10 @@ def main() -> None:
     fan_us, fan_ratio = measure("fan-out", fanout_dag(args.fanout), args.repeat)
     big_us, big_ratio = measure("big fan-out", fanout_dag(args.big), max(1, args.repeat // 2))
     _, chain_ratio = measure("chain", chain_dag(args.chain), args.repeat)
-    small, large = bounded(args.fanout, args.repeat), bounded(args.big, max(3, args.repeat // 2))
+    small = large = float("inf")
+    for _ in range(3):  # interleaved fresh processes, best of each: a noisy neighbour hits both sizes alike
+        small = min(small, bounded(args.fanout, args.repeat))
+        large = min(large, bounded(args.big, max(3, args.repeat // 2)))
     growth = large / small
     print(f"growth at the default limit (8 at once): {small:.1f} -> {large:.1f} us/task, {growth:.2f}x "
           f"(linear if <= 1.2x); unlimited: {big_us / fan_us:.2f}x")

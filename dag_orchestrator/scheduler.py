@@ -66,7 +66,7 @@ def _describe(exc: BaseException) -> str:
 def _end_attempt(run: TaskRun, begun: float) -> None:
     """Close the current attempt's span once (a cancellation may arrive after it was already closed)."""
     if len(run.attempt_times) < run.attempts:
-        run.attempt_times.append((begun, time.time()))
+        run.attempt_times += ((begun, time.time()),)
 
 
 class _Scheduler:
@@ -77,10 +77,13 @@ class _Scheduler:
         self.tasks: dict[str, Task] = {t.name: t for t in dag}
         self.runs = {name: TaskRun(name) for name in self.tasks}
         self.needs = {name: dag.needs_of(name) for name in self.tasks}
-        self.dependents: dict[str, list[str]] = {name: [] for name in self.tasks}
+        dependents: dict[str, list[str]] = {}
         for name, needs in self.needs.items():
             for need in needs:
-                self.dependents[need].append(name)
+                dependents.setdefault(need, []).append(name)
+        # Tuples (the empty one is shared): the collector drops tuples of strings from its lists, so a
+        # 100,000-task DAG does not leave 100,000 lists for every full collection to walk.
+        self.dependents: dict[str, tuple[str, ...]] = {n: tuple(dependents.get(n, ())) for n in self.tasks}
         self.tg: TaskGroup | None = None
         self.stop = StopReason.NONE
         self.stop_reason: str | None = None
@@ -241,7 +244,7 @@ class _Scheduler:
                     _end_attempt(run, begun)
                     if task.retry.should_retry(run.attempts, exc) and self._replayable(name):
                         delay = task.retry.delay(run.attempts, self.ex.rng)
-                        run.retry_errors.append(_describe(exc))
+                        run.retry_errors += (_describe(exc),)
                         self._emit(EventKind.TASK_RETRYING, name, error=run.retry_errors[-1], delay=delay)
                         await anyio.sleep(delay)
                         continue

@@ -117,6 +117,6 @@ async def test_executor_records_each_attempt_and_when_a_task_became_ready(tmp_pa
     (s1, e1), (s2, e2) = b.attempt_times
     assert s1 <= e1 <= s2 <= e2 and s2 - e1 >= 0.04  # the backoff is the gap between the bars
     assert b.to_dict()["attempt_times"] == [(s1, e1), (s2, e2)]
-    assert b.retry_errors == ["RuntimeError: b failed on purpose"] and a.retry_errors == []
+    assert b.retry_errors == ("RuntimeError: b failed on purpose",) and a.retry_errors == ()
     result.write_report(tmp_path / "report.json")
     assert write_html(tmp_path).read_text().count('class="bar') == 3
