@@ -100,6 +100,31 @@ class PipelineSettings(BaseModel):
     retry_delay_seconds: float = Field(5.0, ge=0, description="streaming: first retry delay, doubling")
 
 
+class DaemonSettings(BaseModel):
+    """``run_pipeline.py daemon``: where requests come from, how many run at once, the ledger, the HTTP port.
+
+    The request and status topics are ``KAFKA__REQUEST_TOPIC``/``KAFKA__STATUS_TOPIC``. The ledger (one
+    row per request_id: what makes each request's effect happen once) is PostgreSQL at ``DAEMON__LEDGER_DSN``,
+    else ``POSTGRES__DSN``, else an embedded PostgreSQL under the run directory.
+    """
+
+    pipelines_dir: Path = Field(Path("pipelines"), description="where request pipeline names are looked up")
+    consumer_group: str = "dag-pipeline-daemon"
+    dead_letter_topic: str = "pipeline-requests-dlq"
+    max_runs: int = Field(2, ge=1, description="pipeline runs at once")
+    prefetch: int = Field(16, ge=1, description="requests read ahead of the running ones (for priority order)")
+    max_request_bytes: int = Field(1_048_576, ge=256, description="larger request messages are dead-lettered")
+    grace_seconds: float = Field(30.0, ge=0, description="on SIGTERM, how long running pipelines may finish")
+    lease_seconds: float = Field(15.0, gt=0, description="an unrenewed run is taken over after this")
+    ledger: Literal["postgres"] = "postgres"
+    ledger_dsn: SecretStr | None = Field(None, description="ledger PostgreSQL; default POSTGRES__DSN/embedded")
+    ledger_table: str = Field("pipeline_requests", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(9108, ge=0, le=65535, description="/healthz and /metrics; 0 picks a free port")
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+
+
 class TestDataSettings(BaseModel):
     """Defaults of ``produce-test-data`` (the streaming seed tool's TEST_DATA__* variables); flags win."""
 
@@ -125,6 +150,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     mongodb: MongoSettings = MongoSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    daemon: DaemonSettings = DaemonSettings()
     test_data: TestDataSettings = TestDataSettings()
     logging: LoggingSettings = LoggingSettings()
 

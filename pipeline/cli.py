@@ -132,6 +132,7 @@ def list_components() -> None:
 
 
 def main() -> None:
+    import pipeline.daemon_cli
     import pipeline.datagen_cli
     import pipeline.ingest_cli
     import pipeline.runs_cli

@@ -30,7 +30,11 @@ from pipeline.registry import build_dag
 from pipeline.spec import PipelineSpec, SpecError, load_spec
 from task_components.base import Component
 
-__all__ = ["PreparedRun", "RunOptions", "execute", "prepare_run"]
+__all__ = ["PreparedRun", "RunDirBusy", "RunOptions", "execute", "prepare_run", "prepare_spec"]
+
+
+class RunDirBusy(SpecError):
+    """Another live process holds the run directory (the daemon waits and tries again)."""
 
 
 @dataclass(slots=True)
@@ -99,7 +103,7 @@ def _lock_run_dir(file: str | Path, path: Path, run_id: str) -> PathLock:
         path.mkdir(parents=True, exist_ok=True)
         return PathLock(path / ".lock", f"run directory {path}").acquire(run_id=run_id)
     except LockHeld as exc:
-        raise SpecError(file, f"{exc}; wait for it to finish or stop it first") from None
+        raise RunDirBusy(file, f"{exc}; wait for it to finish or stop it first") from None
     except (FileExistsError, NotADirectoryError):
         raise SpecError(file, f"cannot use {path} as a run directory: a file is in the way") from None
     except OSError as exc:

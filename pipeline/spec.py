@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dag_orchestrator.executor import FailurePolicy
 
-__all__ = ["PipelineSpec", "SpecError", "TaskSpec", "load_spec", "parse_overrides"]
+__all__ = ["PipelineSpec", "SpecError", "TaskSpec", "load_spec", "parse_overrides", "spec_from_raw"]
 
 _REF = re.compile(r"\$\{(params|env)\.([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -138,10 +138,19 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Pipe
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(file, f"YAML syntax error at {where}{problem}") from None
+    return spec_from_raw(raw, file, overrides)
+
+
+def spec_from_raw(raw: Any, file: str | Path, overrides: dict[str, Any] | None = None) -> PipelineSpec:
+    """A parsed pipeline (YAML file or a daemon request's inline spec): override, interpolate, validate."""
+    file = Path(file)
     if not isinstance(raw, dict):
         raise SpecError(file, "expected a mapping with 'name' and 'tasks' at the top level")
     if not isinstance(raw.get("tasks"), dict) or not raw["tasks"]:
         raise SpecError(file, "'tasks' must be a non-empty mapping of task name -> {uses: ...}", field="tasks")
+    raw = dict(raw)
+    if not isinstance(raw.get("params") or {}, dict):
+        raise SpecError(file, "'params' must be a mapping of parameter name -> default value", field="params")
     params = dict(raw.get("params") or {})
     for key, value in (overrides or {}).items():
         if key not in params:
@@ -149,6 +158,7 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Pipe
             raise SpecError(file, f"--set {key}: the pipeline has no parameter {key!r} (known: {known})")
         params[key] = value
     raw["params"] = params
+    raw["tasks"] = dict(raw["tasks"])
     for name, body in raw["tasks"].items():
         if not isinstance(body, dict):
             raise SpecError(file, "a task must be a mapping with at least 'uses'", task=str(name))

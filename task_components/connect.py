@@ -158,6 +158,26 @@ def kafka_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+async def ensure_topics(settings: Settings, topics: str | list[str], partitions: int) -> None:
+    """Create missing topics with ``partitions`` partitions (a broker's auto-created ones get its default)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    wanted = [topics] if isinstance(topics, str) else list(dict.fromkeys(topics))
+    admin = AIOKafkaAdminClient(**kafka_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        for topic in wanted:
+            if topic not in existing:
+                try:
+                    await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+                except TopicAlreadyExistsError:
+                    pass
+    finally:
+        await admin.close()
+
+
 def mongo_uri(settings: Settings) -> str:
     uri = settings.mongodb.connection_string
     if uri is None:

@@ -16,11 +16,11 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from task_components.base import Component
-from task_components.connect import kafka_options
+from task_components.connect import ensure_topics, kafka_options
 from task_components.contracts import ProducedTestData
 from task_components.sources.testdata import records
 
-__all__ = ["ProduceParams", "ProduceTestData", "ensure_topic"]
+__all__ = ["ProduceParams", "ProduceTestData"]
 
 
 class ProduceParams(BaseModel):
@@ -34,22 +34,6 @@ class ProduceParams(BaseModel):
     output: Literal["kafka", "console"] = "kafka"
     topic: str | None = Field(None, description="default: KAFKA__TOPIC_SOURCE")
     partitions: int | None = Field(None, ge=1, description="create the topic with this many partitions if missing")
-
-
-async def ensure_topic(settings: Any, topic: str, partitions: int) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    admin = AIOKafkaAdminClient(**kafka_options(settings))
-    await admin.start()
-    try:
-        if topic not in await admin.list_topics():
-            try:
-                await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        await admin.close()
 
 
 class ProduceTestData(Component):
@@ -81,7 +65,7 @@ class ProduceTestData(Component):
             from aiokafka import AIOKafkaProducer
 
             if p.partitions:
-                await ensure_topic(settings, topic, p.partitions)
+                await ensure_topics(settings, topic, p.partitions)
             producer = AIOKafkaProducer(**kafka_options(settings), linger_ms=5, enable_idempotence=False)
             await producer.start()
         try:

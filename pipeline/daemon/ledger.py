@@ -1,0 +1,153 @@
+"""The request ledger: one row per request_id, the reason a request's effect happens once.
+
+Tansu has no transactions, so exactly-once comes from here plus commit-after-record: a request is
+*accepted* (row inserted, run id fixed), *claimed* (state running, with this daemon as owner and a lease it keeps
+renewing), then *finished* (succeeded/failed with the outcome) or *interrupted* (a graceful stop: the run
+directory keeps its state and the next claim resumes it). The offset is committed only after the row says
+finished, so a crash at any point means a redelivery, and the redelivery reads the row:
+
+* finished -> re-publish the recorded outcome, run nothing;
+* running under a lease still renewed by a live daemon (a rebalance moved the partition) -> wait;
+* running under an expired lease (its daemon died) or interrupted -> claim it and resume the same run id.
+
+The claim is one conditional ``UPDATE`` so two daemons can never both win it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import asyncpg
+
+__all__ = ["Claim", "Ledger", "LedgerRow", "PostgresLedger"]
+
+Verdict = Literal["claimed", "finished", "busy"]
+FINISHED = ("succeeded", "failed")
+
+
+@dataclass(slots=True, frozen=True)
+class LedgerRow:
+    request_id: str
+    state: str
+    run_id: str
+    owner: str | None
+    attempts: int
+    outcome: dict[str, Any] | None
+
+
+@dataclass(slots=True, frozen=True)
+class Claim:
+    verdict: Verdict
+    row: LedgerRow
+
+
+class Ledger(Protocol):
+    """What the daemon needs from a ledger store (PostgreSQL below; MongoDB in ledger_mongo.py)."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def accept(self, request_id: str, run_id: str, pipeline: str) -> tuple[bool, LedgerRow]: ...
+    async def claim(self, request_id: str, owner: str, lease: float) -> Claim: ...
+    async def renew(self, owner: str, request_ids: list[str], lease: float) -> None: ...
+    async def finish(self, request_id: str, owner: str, state: str, outcome: dict[str, Any]) -> bool: ...
+    async def row(self, request_id: str) -> LedgerRow | None: ...
+    async def rows(self) -> list[LedgerRow]: ...
+
+
+class PostgresLedger:
+    def __init__(self, dsn: str, table: str = "pipeline_requests") -> None:
+        self.dsn, self.table = dsn, table  # table: validated by the settings pattern, safe to format
+        self.pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
+        # two daemons starting together both run this: the lock makes the second wait, not fail
+        async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.table)
+                await conn.execute(f"""
+                    CREATE TABLE IF NOT EXISTS {self.table} (
+                        request_id  text PRIMARY KEY,
+                        state       text NOT NULL,
+                        run_id      text NOT NULL,
+                        pipeline    text NOT NULL,
+                        owner       text,
+                        lease_until timestamptz,
+                        attempts    integer NOT NULL DEFAULT 0,
+                        outcome     jsonb,
+                        created_at  timestamptz NOT NULL DEFAULT now(),
+                        updated_at  timestamptz NOT NULL DEFAULT now()
+                    )""")  # fmt: skip
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+
+    def _pool(self) -> asyncpg.Pool:
+        if self.pool is None:
+            raise RuntimeError("the ledger is not open")
+        return self.pool
+
+    async def accept(self, request_id: str, run_id: str, pipeline: str) -> tuple[bool, LedgerRow]:
+        """Record a valid request once; returns (new?, its row). A known one keeps its row and run id."""
+        row = await self._pool().fetchrow(
+            f"INSERT INTO {self.table} (request_id, state, run_id, pipeline) VALUES ($1, 'accepted', $2, $3) "
+            "ON CONFLICT (request_id) DO NOTHING RETURNING *",
+            request_id, run_id, pipeline,
+        )  # fmt: skip
+        if row is not None:
+            return True, _row(row)
+        current = await self.row(request_id)
+        if current is None:
+            raise RuntimeError(f"ledger row of request {request_id!r} vanished (deleted by hand?)")
+        return False, current
+
+    async def claim(self, request_id: str, owner: str, lease: float) -> Claim:
+        row = await self._pool().fetchrow(f"""
+            UPDATE {self.table}
+               SET state = 'running', owner = $2, lease_until = now() + make_interval(secs => $3),
+                   attempts = attempts + 1, updated_at = now()
+             WHERE request_id = $1
+               AND (state IN ('accepted', 'interrupted')
+                    OR (state = 'running' AND (lease_until < now() OR owner = $2)))
+            RETURNING *""", request_id, owner, lease)  # fmt: skip
+        if row is not None:
+            return Claim("claimed", _row(row))
+        current = await self.row(request_id)
+        if current is None:
+            raise RuntimeError(f"ledger row of request {request_id!r} vanished (deleted by hand?)")
+        return Claim("finished" if current.state in FINISHED else "busy", current)
+
+    async def renew(self, owner: str, request_ids: list[str], lease: float) -> None:
+        if request_ids:
+            await self._pool().execute(
+                f"UPDATE {self.table} SET lease_until = now() + make_interval(secs => $3) "
+                "WHERE owner = $1 AND state = 'running' AND request_id = ANY($2)",
+                owner, request_ids, lease,
+            )  # fmt: skip
+
+    async def finish(self, request_id: str, owner: str, state: str, outcome: dict[str, Any]) -> bool:
+        """Record the end; False if another daemon took the request over meanwhile (its result stands)."""
+        done = await self._pool().execute(
+            f"UPDATE {self.table} SET state = $3, outcome = $4::jsonb, lease_until = NULL, updated_at = now() "
+            "WHERE request_id = $1 AND owner = $2 AND state = 'running'",
+            request_id, owner, state, json.dumps(outcome, default=str),
+        )  # fmt: skip
+        return done.endswith(" 1")
+
+    async def row(self, request_id: str) -> LedgerRow | None:
+        row = await self._pool().fetchrow(f"SELECT * FROM {self.table} WHERE request_id = $1", request_id)
+        return _row(row) if row is not None else None
+
+    async def rows(self) -> list[LedgerRow]:
+        return [_row(r) for r in await self._pool().fetch(f"SELECT * FROM {self.table} ORDER BY created_at")]
+
+
+def _row(r: asyncpg.Record) -> LedgerRow:
+    outcome = r["outcome"]
+    return LedgerRow(
+        r["request_id"], r["state"], r["run_id"], r["owner"], r["attempts"],
+        json.loads(outcome) if isinstance(outcome, str) else outcome,
+    )  # fmt: skip

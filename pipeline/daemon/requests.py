@@ -1,0 +1,165 @@
+"""A run request off the request topic: parse it, check it, or say in one line why it is dead-lettered.
+
+Everything the daemon can know before running is checked here, so a bad request never takes a run slot:
+the bytes (size, UTF-8, JSON), the model (types, missing or unknown fields), the pipeline (a plain name
+found in the pipelines directory, never a path out of it; or an inline spec that validates and uses only
+registered components), and the params (declared by the pipeline, of the type of its default).
+
+An inline spec may not read the daemon's environment (``${env.X}``): the daemon holds credentials
+that a request sender must not be able to copy into a task parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.registry import build_dag
+from pipeline.spec import PipelineSpec, SpecError, load_spec, spec_from_raw
+
+__all__ = ["BadRequest", "RunRequest", "parse_request", "resolve_spec"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class BadRequest(ValueError):
+    """A request that cannot run; ``str()`` is the dead-letter reason, ``kind`` a short label for metrics."""
+
+    def __init__(self, kind: str, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.request_id = kind, request_id
+
+
+class RunRequest(BaseModel):
+    """What a team sends to run a pipeline. ``pipeline`` is a name in the pipelines directory or a spec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$",
+                            description="the idempotency key: a request_id runs at most once")  # fmt: skip
+    pipeline: str | dict[str, Any] = Field(description="pipeline name (pipelines/NAME.yaml) or an inline spec")
+    params: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(0, ge=-1000, le=1000, description="higher runs first among waiting requests")
+    deadline: datetime | None = Field(None, description="ISO 8601; the run must end by then or it fails")
+    reply_topic: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,249}$",
+                                    description="status events also go here")  # fmt: skip
+
+    @property
+    def pipeline_name(self) -> str:
+        return self.pipeline if isinstance(self.pipeline, str) else str(self.pipeline.get("name", "inline"))
+
+    def deadline_ts(self) -> float | None:
+        if self.deadline is None:
+            return None
+        when = self.deadline if self.deadline.tzinfo else self.deadline.replace(tzinfo=UTC)
+        return when.timestamp()
+
+
+def parse_request(value: bytes | None, max_bytes: int) -> RunRequest:
+    """Bytes -> RunRequest, or BadRequest naming the field and value at fault."""
+    if value is None:
+        raise BadRequest("empty", "the message has no value (a tombstone?); expected a JSON run request")
+    if len(value) > max_bytes:
+        raise BadRequest("oversize", f"the request is {len(value):,} bytes; the limit is {max_bytes:,} "
+                                     "(DAEMON__MAX_REQUEST_BYTES)", _peek_id(value[:4096]))  # fmt: skip
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("not_json", f"not UTF-8: byte {value[exc.start]:#04x} at offset {exc.start}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest("not_json", f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    if not isinstance(raw, dict):
+        raise BadRequest("invalid", f"expected a JSON object with request_id and pipeline, got {type(raw).__name__}")
+    try:
+        return RunRequest.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "request"
+        msg = "unknown field (check its spelling)" if first["type"] == "extra_forbidden" else first["msg"]
+        got = "" if first["type"] == "missing" else f" (got {_short(first.get('input'))})"
+        rid = raw.get("request_id") if isinstance(raw.get("request_id"), str) else None
+        kind = "missing_field" if first["type"] == "missing" else "invalid"
+        raise BadRequest(kind, f"field {field!r}: {msg}{got}", rid) from None
+
+
+def resolve_spec(request: RunRequest, pipelines_dir: Path) -> tuple[PipelineSpec, Path | None]:
+    """The validated spec with the request's params applied, and the file it came from (None if inline)."""
+    rid = request.request_id
+    if isinstance(request.pipeline, str):
+        name = request.pipeline
+        if not _NAME.match(name) or ".." in name:
+            raise BadRequest("bad_pipeline", f"pipeline {_short(name)} is not a plain name (letters, digits, "
+                                             f"'_', '-', '.'): paths are not accepted", rid)  # fmt: skip
+        base = pipelines_dir.resolve()
+        file = (base / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")).resolve()
+        if file.parent != base:
+            raise BadRequest("bad_pipeline", f"pipeline {name!r} leaves the pipelines directory", rid)
+        if not file.is_file():
+            known = ", ".join(sorted(p.stem for p in base.glob("*.yaml"))) or "none"
+            raise BadRequest("unknown_pipeline", f"unknown pipeline {name!r} (known: {known})", rid)
+        declared = _declared_params(lambda: yaml.safe_load(file.read_text(encoding="utf-8")), file, rid)
+        _check_params(request.params, declared, rid)
+        return _validated(lambda: load_spec(file, request.params), rid), file
+    if "${env." in json.dumps(request.pipeline):
+        raise BadRequest("bad_spec", "an inline spec may not read the daemon's environment (${env.*})", rid)
+    declared = _declared_params(lambda: request.pipeline, "<inline>", rid)
+    _check_params(request.params, declared, rid)
+    return _validated(lambda: spec_from_raw(request.pipeline, "<inline>", request.params), rid), None
+
+
+def _declared_params(read: Any, where: Any, rid: str) -> dict[str, Any]:
+    try:
+        raw = read()
+    except (OSError, yaml.YAMLError) as exc:
+        raise BadRequest("bad_spec", f"{where}: cannot read the pipeline: {exc}", rid) from None
+    params = raw.get("params") if isinstance(raw, dict) else None
+    return dict(params) if isinstance(params, dict) else {}
+
+
+def _check_params(given: dict[str, Any], declared: dict[str, Any], rid: str) -> None:
+    for key, value in given.items():
+        if key not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise BadRequest("bad_params", f"params.{key}: the pipeline declares no such parameter (known: {known})",
+                             rid)  # fmt: skip
+        default = declared[key]
+        if default is None or _same_kind(value, default):
+            continue
+        expected = f"expected {type(default).__name__} like the pipeline's default {default!r}"
+        raise BadRequest("bad_params", f"params.{key}: {expected}, got {type(value).__name__} {_short(value)}", rid)
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    return isinstance(value, type(default))
+
+
+def _validated(load: Any, rid: str) -> PipelineSpec:
+    try:
+        spec = load()
+        build_dag(spec, f"<{spec.name}>")  # components exist, params validate, wiring holds
+    except SpecError as exc:
+        raise BadRequest("bad_spec", str(exc), rid) from None
+    return spec
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _peek_id(head: bytes) -> str | None:
+    """The request_id of an oversize request, if it shows near the start, so its sender hears back."""
+    m = re.search(rb'"request_id"\s*:\s*"([A-Za-z0-9][A-Za-z0-9_.:-]{0,199})"', head)
+    return m.group(1).decode() if m else None
