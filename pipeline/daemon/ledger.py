@@ -35,6 +35,7 @@ class LedgerRow:
     owner: str | None
     attempts: int
     outcome: dict[str, Any] | None
+    announced: bool = True  # its "accepted" event reached the broker (else the first claim tells it)
 
 
 @dataclass(slots=True, frozen=True)
@@ -50,6 +51,7 @@ class Ledger(Protocol):
     async def close(self) -> None: ...
     async def accept(self, request_id: str, run_id: str, pipeline: str) -> tuple[bool, LedgerRow]: ...
     async def claim(self, request_id: str, owner: str, lease: float) -> Claim: ...
+    async def announce(self, request_id: str) -> None: ...
     async def renew(self, owner: str, request_ids: list[str], lease: float) -> None: ...
     async def finish(self, request_id: str, owner: str, state: str, outcome: dict[str, Any]) -> bool: ...
     async def row(self, request_id: str) -> LedgerRow | None: ...
@@ -75,6 +77,7 @@ class PostgresLedger:
                         owner       text,
                         lease_until timestamptz,
                         attempts    integer NOT NULL DEFAULT 0,
+                        announced   boolean NOT NULL DEFAULT false,
                         outcome     jsonb,
                         created_at  timestamptz NOT NULL DEFAULT now(),
                         updated_at  timestamptz NOT NULL DEFAULT now()
@@ -120,6 +123,9 @@ class PostgresLedger:
             raise RuntimeError(f"ledger row of request {request_id!r} vanished (deleted by hand?)")
         return Claim("finished" if current.state in FINISHED else "busy", current)
 
+    async def announce(self, request_id: str) -> None:
+        await self._pool().execute(f"UPDATE {self.table} SET announced = true WHERE request_id = $1", request_id)
+
     async def renew(self, owner: str, request_ids: list[str], lease: float) -> None:
         if request_ids:
             await self._pool().execute(
@@ -149,5 +155,5 @@ def _row(r: asyncpg.Record) -> LedgerRow:
     outcome = r["outcome"]
     return LedgerRow(
         r["request_id"], r["state"], r["run_id"], r["owner"], r["attempts"],
-        json.loads(outcome) if isinstance(outcome, str) else outcome,
+        json.loads(outcome) if isinstance(outcome, str) else outcome, r["announced"],
     )  # fmt: skip

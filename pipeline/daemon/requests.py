@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from pipeline.registry import build_dag
 from pipeline.spec import PipelineSpec, SpecError, load_spec, spec_from_raw
 
 __all__ = ["BadRequest", "RunRequest", "parse_request", "resolve_spec"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # fullmatch: "$" would let a trailing newline in
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
+MAX_DEPTH = 32  # JSON nesting a request may have: deeper is refused before anything recurses over it
 
 
 class BadRequest(ValueError):
@@ -41,11 +43,11 @@ class RunRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    request_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$",
+    request_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$",  # Rust regex: $ is the very end
                             description="the idempotency key: a request_id runs at most once")  # fmt: skip
     pipeline: str | dict[str, Any] = Field(description="pipeline name (pipelines/NAME.yaml) or an inline spec")
     params: dict[str, Any] = Field(default_factory=dict)
-    priority: int = Field(0, ge=-1000, le=1000, description="higher runs first among waiting requests")
+    priority: StrictInt = Field(0, ge=-1000, le=1000, description="higher runs first among waiting requests")
     deadline: datetime | None = Field(None, description="ISO 8601; the run must end by then or it fails")
     reply_topic: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,249}$",
                                     description="status events also go here")  # fmt: skip
@@ -76,6 +78,10 @@ def parse_request(value: bytes | None, max_bytes: int) -> RunRequest:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadRequest("not_json", f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except RecursionError:
+        raise BadRequest("invalid", f"JSON nested deeper than {MAX_DEPTH} levels", _peek_id(value[:4096])) from None
+    if _depth(raw) > MAX_DEPTH:
+        raise BadRequest("invalid", f"JSON nested deeper than {MAX_DEPTH} levels", _peek_id(value[:4096]))
     if not isinstance(raw, dict):
         raise BadRequest("invalid", f"expected a JSON object with request_id and pipeline, got {type(raw).__name__}")
     try:
@@ -86,6 +92,7 @@ def parse_request(value: bytes | None, max_bytes: int) -> RunRequest:
         msg = "unknown field (check its spelling)" if first["type"] == "extra_forbidden" else first["msg"]
         got = "" if first["type"] == "missing" else f" (got {_short(first.get('input'))})"
         rid = raw.get("request_id") if isinstance(raw.get("request_id"), str) else None
+        rid = rid if rid is not None and _ID.fullmatch(rid) else None  # never key a reply by an invalid id
         kind = "missing_field" if first["type"] == "missing" else "invalid"
         raise BadRequest(kind, f"field {field!r}: {msg}{got}", rid) from None
 
@@ -95,7 +102,7 @@ def resolve_spec(request: RunRequest, pipelines_dir: Path) -> tuple[PipelineSpec
     rid = request.request_id
     if isinstance(request.pipeline, str):
         name = request.pipeline
-        if not _NAME.match(name) or ".." in name:
+        if not _NAME.fullmatch(name) or ".." in name:
             raise BadRequest("bad_pipeline", f"pipeline {_short(name)} is not a plain name (letters, digits, "
                                              f"'_', '-', '.'): paths are not accepted", rid)  # fmt: skip
         base = pipelines_dir.resolve()
@@ -152,6 +159,18 @@ def _validated(load: Any, rid: str) -> PipelineSpec:
     except SpecError as exc:
         raise BadRequest("bad_spec", str(exc), rid) from None
     return spec
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth without recursion (the point is to refuse what would overflow the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                stack.extend((v, level + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def _short(value: Any, limit: int = 80) -> str:

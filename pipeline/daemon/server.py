@@ -81,6 +81,7 @@ class Daemon:
         self.order = itertools.count()
         self.stopping = False
         self.side = 0  # dead-letter and replay sends in progress (shutdown lets them finish)
+        self.announcing: set[str] = set()  # "accepted" sent, not yet confirmed in the ledger
         self.changed = anyio.Event()  # something for the dispatcher (a request queued, a slot freed, a stop)
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -181,6 +182,11 @@ class Daemon:
             self.side += 1
             tg.start_soon(self._dead_letter, tp, mark, msg, bad)
             return
+        except Exception as exc:  # a check we did not foresee failed: still one bad message, not a crash
+            log.exception("request check crashed", partition=tp[1], offset=msg.offset)
+            self.side += 1
+            tg.start_soon(self._dead_letter, tp, mark, msg, BadRequest("invalid", f"cannot check: {exc!r}"))
+            return
         rid = request.request_id
         if rid in self.live:  # delivered twice while the first is still here: done when that one is
             self.live[rid].also.append(mark)
@@ -204,11 +210,32 @@ class Daemon:
             tg.start_soon(self._replay, mark, request, row)
             return
         if created:
-            self.status.emit(rid, "accepted", attempt=0, reply_topic=request.reply_topic, run_id=row.run_id,
-                             pipeline=spec.name, priority=request.priority)  # fmt: skip
+            self._announce(tg, request, row.run_id)
         item = _Item(tp, mark, (msg.timestamp or 0) / 1000, request, file)
         self.live[rid] = item
         self._queue(item)
+
+    def _announce(self, tg: Any, request: RunRequest, run_id: str) -> None:
+        """Tell "accepted" (queued now, so it precedes "started"); once the broker has it, the ledger says so.
+
+        A daemon killed before that leaves ``announced`` false and the next claim tells it: the story always
+        starts with "accepted" (twice at worst, never missing)."""
+        assert self.status is not None
+        rid = request.request_id
+        acked = self.status.emit_acked(rid, "accepted", attempt=0, reply_topic=request.reply_topic, run_id=run_id,
+                                       priority=request.priority)  # fmt: skip
+        self.announcing.add(rid)
+
+        async def record() -> None:
+            try:
+                await acked()
+                await self.ledger.announce(rid)
+            except Exception as exc:  # noqa: BLE001 - the claim re-tells it
+                log.warning("accepted event not confirmed", request_id=rid, error=f"{type(exc).__name__}: {exc}")
+            finally:
+                self.announcing.discard(rid)
+
+        tg.start_soon(record)
 
     def _queue(self, item: _Item) -> None:
         heapq.heappush(self.waiting, (-item.request.priority, next(self.order), item))
@@ -327,6 +354,10 @@ class Daemon:
             await self._publish_outcome(req, row)
             self._release(item)
             return 0.0
+        if not row.announced and rid not in self.announcing:  # its first daemon died before telling it
+            await self.status.emit_acked(rid, "accepted", attempt=0, reply_topic=req.reply_topic, run_id=row.run_id,
+                                         priority=req.priority, retold=True)()  # fmt: skip
+            await self.ledger.announce(rid)
         started = time.time()
         deadline = req.deadline_ts()
         if deadline is not None and started >= deadline:
@@ -431,12 +462,16 @@ class Daemon:
             if not tps:
                 continue
             try:
-                ends = await self.consumer.end_offsets(tps)
+                # the fetch high watermark first: Tansu's ListOffsets(latest) can lag behind the log
+                missing = [tp for tp in tps if self.consumer.highwater(tp) is None]
+                ends = await self.consumer.end_offsets(missing) if missing else {}
                 for tp in tps:
                     key = (tp.topic, tp.partition)
                     if key not in self.committed:
                         self.committed[key] = (await self.consumer.committed(tp)) or 0
-                    self.metrics.lag.labels(str(tp.partition)).set(max(0, ends[tp] - self.committed[key]))
+                    end = self.consumer.highwater(tp)
+                    end = ends.get(tp, 0) if end is None else end
+                    self.metrics.lag.labels(str(tp.partition)).set(max(0, end - self.committed[key]))
             except Exception as exc:  # noqa: BLE001 - a figure for /metrics; try again next time
                 log.debug("lag not measured", error=f"{type(exc).__name__}: {exc}")
 

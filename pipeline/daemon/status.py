@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -49,18 +50,31 @@ class StatusPublisher:
         topics = [self.topic] + ([reply_topic] if reply_topic and reply_topic != self.topic else [])
         self._send.send_nowait((request_id, topics, self._encode(request_id, event, attempt, fields), None))
 
+    def emit_acked(
+        self, request_id: str, event: str, *, attempt: int, reply_topic: str | None = None, **fields: Any
+    ) -> Callable[[], Awaitable[None]]:
+        """Queue an event now (its place in the order is taken here); the returned ``wait()`` returns once the
+        broker has it, or raises why not."""
+        topics = [self.topic] + ([reply_topic] if reply_topic and reply_topic != self.topic else [])
+        done = anyio.Event()
+        self._send.send_nowait((request_id, topics, self._encode(request_id, event, attempt, fields), done))
+
+        async def wait() -> None:
+            await done.wait()
+            error = self._errors.pop(id(done), None)
+            if error is not None:
+                raise error
+
+        return wait
+
     async def emit_final(
         self, request_id: str, event: str, *, attempt: int, reply_topic: str | None = None, **fields: Any
     ) -> None:
         """Queue the request's last event and wait until the broker has it (raises if it could not)."""
-        topics = [self.topic] + ([reply_topic] if reply_topic and reply_topic != self.topic else [])
-        done = anyio.Event()
-        self._send.send_nowait((request_id, topics, self._encode(request_id, event, attempt, fields), done))
-        await done.wait()
-        self._seq = {k: v for k, v in self._seq.items() if k[0] != request_id}
-        error = self._errors.pop(id(done), None)
-        if error is not None:
-            raise error
+        try:
+            await self.emit_acked(request_id, event, attempt=attempt, reply_topic=reply_topic, **fields)()
+        finally:
+            self._seq = {k: v for k, v in self._seq.items() if k[0] != request_id}
 
     def close(self) -> None:
         self._send.close()
