@@ -96,7 +96,8 @@ class Daemon:
         self.consumer = AIOKafkaConsumer(
             **opts, group_id=self.d.consumer_group, enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=self.d.session_timeout_ms, heartbeat_interval_ms=self.d.heartbeat_interval_ms,
-            max_poll_interval_ms=3_600_000, fetch_max_bytes=max(52_428_800, self.d.max_request_bytes * 2),
+            max_poll_interval_ms=3_600_000, fetch_max_wait_ms=50,  # a request waits 50 ms for company, not 500
+            fetch_max_bytes=max(52_428_800, self.d.max_request_bytes * 2),
             max_partition_fetch_bytes=max(1_048_576, self.d.max_request_bytes + 65_536),
         )  # fmt: skip
         try:
