@@ -105,7 +105,9 @@ class DaemonSettings(BaseModel):
 
     The request and status topics are ``KAFKA__REQUEST_TOPIC``/``KAFKA__STATUS_TOPIC``. The ledger (one
     row per request_id: what makes each request's effect happen once) is PostgreSQL at ``DAEMON__LEDGER_DSN``,
-    else ``POSTGRES__DSN``, else an embedded PostgreSQL under the run directory.
+    else ``POSTGRES__DSN``, else an embedded PostgreSQL under the run directory; ``DAEMON__LEDGER=mongodb``
+    keeps it in MongoDB instead (``MONGODB__CONNECTION_STRING``, ``MONGODB__DATABASE``, collection named
+    like the table).
     """
 
     pipelines_dir: Path = Field(Path("pipelines"), description="where request pipeline names are looked up")
@@ -116,7 +118,7 @@ class DaemonSettings(BaseModel):
     max_request_bytes: int = Field(1_048_576, ge=256, description="larger request messages are dead-lettered")
     grace_seconds: float = Field(30.0, ge=0, description="on SIGTERM, how long running pipelines may finish")
     lease_seconds: float = Field(15.0, gt=0, description="an unrenewed run is taken over after this")
-    ledger: Literal["postgres"] = "postgres"
+    ledger: Literal["postgres", "mongodb"] = "postgres"
     ledger_dsn: SecretStr | None = Field(None, description="ledger PostgreSQL; default POSTGRES__DSN/embedded")
     ledger_table: str = Field("pipeline_requests", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     http_host: str = "127.0.0.1"

@@ -21,7 +21,7 @@ from rich.markup import escape
 from config.settings import Settings
 from pipeline.cli_common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, app, err, fail_invalid, load_settings, out
 from pipeline.spec import SpecError, parse_overrides
-from task_components.connect import ensure_topics, kafka_options
+from task_components.connect import ensure_topics, kafka_options, mongo_uri
 
 __all__ = ["daemon", "submit"]
 
@@ -45,6 +45,8 @@ def daemon(
     settings.daemon = settings.daemon.model_copy(update={k: v for k, v in updates.items() if v is not None})
     try:
         kafka_options(settings)
+        if settings.daemon.ledger == "mongodb":
+            mongo_uri(settings)
     except ValueError as exc:
         raise fail_invalid(f"configuration: {exc}") from None
     if not settings.daemon.pipelines_dir.is_dir():
@@ -53,18 +55,26 @@ def daemon(
 
 
 async def _serve(settings: Settings, partitions: int) -> None:
-    from pipeline.daemon.ledger import PostgresLedger
+    from pipeline.daemon.ledger import Ledger, PostgresLedger
     from pipeline.daemon.server import Daemon
 
     k, d = settings.kafka, settings.daemon
     await ensure_topics(settings, [k.request_topic, k.status_topic, d.dead_letter_topic], partitions)
+    ledger: Ledger
+    if d.ledger == "mongodb":
+        from pipeline.daemon.ledger_mongo import MongoLedger
+
+        ledger = MongoLedger(mongo_uri(settings), settings.mongodb.database, d.ledger_table)
+        await Daemon(settings, ledger).run()
+        return
     if d.ledger_dsn is not None or settings.postgres.dsn is not None:
         dsn = (d.ledger_dsn or settings.postgres.dsn).get_secret_value()  # type: ignore[union-attr]
     else:
         from task_components.connect import embedded_dsn
 
         dsn = await anyio.to_thread.run_sync(embedded_dsn, settings.pipeline.run_dir / ".daemon-ledger")
-    await Daemon(settings, PostgresLedger(dsn, d.ledger_table)).run()
+    ledger = PostgresLedger(dsn, d.ledger_table)
+    await Daemon(settings, ledger).run()
 
 
 @app.command()

@@ -184,6 +184,13 @@ def committed_and_end(env: DaemonEnv) -> tuple[dict[int, int], dict[int, int]]:
 
 
 def ledger_rows(env: DaemonEnv) -> dict[str, dict[str, Any]]:
+    if env.extra.get("DAEMON__LEDGER") == "mongodb":
+        from pymongo import MongoClient
+
+        with MongoClient(env.extra["MONGODB__CONNECTION_STRING"], serverSelectionTimeoutMS=10_000) as client:
+            docs = client[env.extra["MONGODB__DATABASE"]][env.table].find({})
+            return {d["_id"]: {**d, "request_id": d["_id"]} for d in docs}
+
     async def go() -> dict[str, dict[str, Any]]:
         conn = await asyncpg.connect(env.dsn)
         try:

@@ -139,7 +139,11 @@ def test_fifty_requests_two_daemons_one_killed(env: DaemonEnv) -> None:
     assert replays or any(resumed), "duplicates of finished requests were not answered with their outcome"
 
 
-def test_sigterm_interrupts_resumably_and_commits_the_rest(env: DaemonEnv) -> None:
+@pytest.mark.parametrize("ledger", ["postgres", "mongodb"])
+def test_sigterm_interrupts_resumably_and_commits_the_rest(env: DaemonEnv, ledger: str) -> None:
+    if ledger == "mongodb":
+        env.extra.update({"DAEMON__LEDGER": "mongodb", "MONGODB__CONNECTION_STRING": service_uri("TEST_MONGO_URI"),
+                          "MONGODB__DATABASE": f"ledger_{env.tag}"})  # fmt: skip
     env.extra["DAEMON__GRACE_SECONDS"] = "0.5"
     daemon = env.start("d1")
     wait_for("daemon up", lambda: "daemon started" in env.log("d1"), 60)

@@ -1,0 +1,105 @@
+"""The request ledger in MongoDB (``DAEMON__LEDGER=mongodb``), for teams whose pipelines already live there.
+
+Same states and the same guarantee as the PostgreSQL ledger (see ledger.py): one document per request_id
+(``_id``), the claim a single ``find_one_and_update`` whose filter holds the whole condition, so two daemons
+cannot both win it. Leases are compared with the daemons' clocks (MongoDB has no ``now()`` usable in a
+filter here), so hosts running daemons need synchronised clocks, as they do for any lease.
+PyMongo's async API (``AsyncMongoClient``) is Motor's official successor.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from pipeline.daemon.ledger import FINISHED, Claim, LedgerRow
+
+__all__ = ["MongoLedger"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class MongoLedger:
+    def __init__(self, uri: str, database: str, collection: str = "pipeline_requests") -> None:
+        self.uri, self.database, self.collection = uri, database, collection
+        self.client: AsyncMongoClient[dict[str, Any]] | None = None
+
+    @property
+    def _coll(self) -> Any:
+        if self.client is None:
+            raise RuntimeError("the ledger is not open")
+        return self.client[self.database][self.collection]
+
+    async def open(self) -> None:
+        self.client = AsyncMongoClient(self.uri, tz_aware=True, serverSelectionTimeoutMS=10_000)
+        await self.client.admin.command("ping")
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+
+    async def accept(self, request_id: str, run_id: str, pipeline: str) -> tuple[bool, LedgerRow]:
+        doc = {"_id": request_id, "state": "accepted", "run_id": run_id, "pipeline": pipeline, "owner": None,
+               "lease_until": None, "attempts": 0, "announced": False, "outcome": None,
+               "created_at": _now()}  # fmt: skip
+        try:
+            await self._coll.insert_one(doc)
+            return True, _row(doc)
+        except DuplicateKeyError:
+            current = await self.row(request_id)
+            if current is None:
+                raise RuntimeError(f"ledger document of request {request_id!r} vanished") from None
+            return False, current
+
+    async def claim(self, request_id: str, owner: str, lease: float) -> Claim:
+        now = _now()
+        doc = await self._coll.find_one_and_update(
+            {"_id": request_id, "$or": [
+                {"state": {"$in": ["accepted", "interrupted"]}},
+                {"state": "running", "$or": [{"lease_until": {"$lt": now}}, {"owner": owner}]},
+            ]},
+            {"$set": {"state": "running", "owner": owner, "lease_until": now + timedelta(seconds=lease),
+                      "updated_at": now}, "$inc": {"attempts": 1}},
+            return_document=ReturnDocument.AFTER,
+        )  # fmt: skip
+        if doc is not None:
+            return Claim("claimed", _row(doc))
+        current = await self.row(request_id)
+        if current is None:
+            raise RuntimeError(f"ledger document of request {request_id!r} vanished")
+        return Claim("finished" if current.state in FINISHED else "busy", current)
+
+    async def announce(self, request_id: str) -> None:
+        await self._coll.update_one({"_id": request_id}, {"$set": {"announced": True}})
+
+    async def renew(self, owner: str, request_ids: list[str], lease: float) -> None:
+        if request_ids:
+            await self._coll.update_many(
+                {"_id": {"$in": request_ids}, "owner": owner, "state": "running"},
+                {"$set": {"lease_until": _now() + timedelta(seconds=lease)}},
+            )
+
+    async def finish(self, request_id: str, owner: str, state: str, outcome: dict[str, Any]) -> bool:
+        done = await self._coll.update_one(
+            {"_id": request_id, "owner": owner, "state": "running"},
+            {"$set": {"state": state, "outcome": outcome, "lease_until": None, "updated_at": _now()}},
+        )
+        return bool(done.modified_count)
+
+    async def row(self, request_id: str) -> LedgerRow | None:
+        doc = await self._coll.find_one({"_id": request_id})
+        return _row(doc) if doc is not None else None
+
+    async def rows(self) -> list[LedgerRow]:
+        return [_row(d) async for d in self._coll.find({}).sort("created_at", 1)]
+
+
+def _row(d: dict[str, Any]) -> LedgerRow:
+    return LedgerRow(d["_id"], d["state"], d["run_id"], d.get("owner"), d.get("attempts", 0), d.get("outcome"),
+                     d.get("announced", False))  # fmt: skip
