@@ -34,22 +34,14 @@ import anyio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from local_services import services, stop  # noqa: E402
+
 from config import configure_logging  # noqa: E402
 from config.settings import LoggingSettings, Settings  # noqa: E402
 from pipeline.runner import RunOptions, execute, prepare_spec  # noqa: E402
 from pipeline.spec import load_spec  # noqa: E402
 
 TINY = "name: tiny\nparams: {n: 0}\ntasks:\n  nap: {uses: demo.sleep, with: {seconds: 0}}\n"
-
-
-def services() -> tuple[str, str, bool]:
-    if os.environ.get("TEST_KAFKA_BOOTSTRAP") and os.environ.get("TEST_POSTGRES_DSN"):
-        return os.environ["TEST_KAFKA_BOOTSTRAP"], os.environ["TEST_POSTGRES_DSN"], False
-    env = {**os.environ, "SERVICES": "kafka postgres"}
-    out = subprocess.run(["bash", "deploy/local/services.sh", "start"], cwd=ROOT, check=True, capture_output=True,
-                         text=True, env=env).stdout.strip()  # fmt: skip
-    values = dict(line.removeprefix("export ").split("=", 1) for line in Path(out).read_text().splitlines())
-    return values["TEST_KAFKA_BOOTSTRAP"].strip("'"), values["TEST_POSTGRES_DSN"].strip("'"), True
 
 
 def pct(values: list[float], q: float) -> float:
@@ -136,7 +128,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=20.0)
     args = ap.parse_args()
     configure_logging(LoggingSettings(level="WARNING"))
-    bootstrap, dsn, own_services = services()
+    env_vars, own_services = services("kafka postgres", ["TEST_KAFKA_BOOTSTRAP", "TEST_POSTGRES_DSN"])
+    bootstrap, dsn = env_vars["TEST_KAFKA_BOOTSTRAP"], env_vars["TEST_POSTGRES_DSN"]
     tag = uuid.uuid4().hex[:8]
     topics = {"requests": f"bench-req-{tag}", "status": f"bench-st-{tag}", "dlq": f"bench-dlq-{tag}"}
     try:
@@ -144,6 +137,7 @@ def main() -> None:
             pipelines = Path(tmp) / "pipelines"
             pipelines.mkdir()
             (pipelines / "tiny.yaml").write_text(TINY)
+            anyio.run(direct, 4, args.max_runs, pipelines, Path(tmp) / "warm")  # imports, first-run costs
             base_s = anyio.run(direct, args.requests, args.max_runs, pipelines, Path(tmp) / "direct")
             env = {**os.environ, "KAFKA__BOOTSTRAP_SERVERS": bootstrap, "KAFKA__REQUEST_TOPIC": topics["requests"],
                    "KAFKA__STATUS_TOPIC": topics["status"], "DAEMON__DEAD_LETTER_TOPIC": topics["dlq"],
@@ -172,8 +166,7 @@ def main() -> None:
             assert warm[2], "the warm-up request did not finish"
     finally:
         if own_services:
-            subprocess.run(["bash", "deploy/local/services.sh", "stop"], cwd=ROOT,
-                           env={**os.environ, "SERVICES": "kafka postgres"}, check=False)  # fmt: skip
+            stop("kafka postgres")
     daemon_rps, direct_rps = args.requests / burst_s, args.requests / base_s
     print(f"burst of {args.requests} one-task requests, {args.max_runs} runs at once, one daemon:")
     print(f"  daemon  {daemon_rps:8.1f} requests/s  (first send -> last succeeded {burst_s:.2f} s)")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,21 +28,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from local_services import services, stop  # noqa: E402
+
 INDEX = {"embedding": {"index_type": "IVF_FLAT", "metric_type": "COSINE", "params": {"nlist": 128}}}
-
-
-def services() -> tuple[dict[str, str], bool]:
-    if os.environ.get("TEST_MILVUS_URI"):
-        return dict(os.environ), False
-    start_env = {**os.environ, "SERVICES": "s3 milvus"}
-    started = subprocess.run(["bash", "deploy/local/services.sh", "start"], cwd=ROOT, check=True,
-                             capture_output=True, text=True, env=start_env)  # fmt: skip
-    env_file = started.stdout.strip()
-    env = dict(os.environ)
-    for line in Path(env_file).read_text().splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = value.strip("'")
-    return env, True
 
 
 def pipeline_run(env: dict[str, str], rows: int, tmp: Path) -> tuple[float, Path, dict]:
@@ -119,7 +106,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=200_000)
     args = ap.parse_args()
-    env, started_here = services()
+    env, started_here = services("s3 milvus", ["TEST_MILVUS_URI"])
     try:
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
@@ -139,9 +126,7 @@ def main() -> None:
             )
     finally:
         if started_here:
-            subprocess.run(
-                ["bash", "deploy/local/services.sh", "stop"], cwd=ROOT, env={**os.environ, "SERVICES": "s3 milvus"}
-            )
+            stop("s3 milvus")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,6 @@ and TEST_MONGO_URI when set, else starts (and stops) deploy/local/services.sh wi
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 import uuid
@@ -32,22 +30,14 @@ import anyio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from local_services import services, stop  # noqa: E402
+
 from config import configure_logging  # noqa: E402
 from config.settings import LoggingSettings, Settings  # noqa: E402
 from pipeline.runner import RunOptions, execute, prepare_run  # noqa: E402
 from task_components.sources.testdata import TestRecord, records  # noqa: E402
 
 SESSION = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500}
-
-
-def services() -> tuple[str, str, bool]:
-    if os.environ.get("TEST_KAFKA_BOOTSTRAP") and os.environ.get("TEST_MONGO_URI"):
-        return os.environ["TEST_KAFKA_BOOTSTRAP"], os.environ["TEST_MONGO_URI"], False
-    env = {**os.environ, "SERVICES": "kafka mongo"}
-    out = subprocess.run(["bash", "deploy/local/services.sh", "start"], cwd=ROOT, check=True, capture_output=True,
-                         text=True, env=env).stdout.strip()  # fmt: skip
-    values = dict(line.removeprefix("export ").split("=", 1) for line in Path(out).read_text().splitlines())
-    return values["TEST_KAFKA_BOOTSTRAP"].strip("'"), values["TEST_MONGO_URI"].strip("'"), True
 
 
 async def produce(bootstrap: str, topic: str, generated: list[TestRecord]) -> None:
@@ -121,7 +111,8 @@ def main() -> None:
     ap.add_argument("--max-in-flight", type=int, default=None, help="default: PIPELINE__MAX_WORKERS (10)")
     args = ap.parse_args()
     configure_logging(LoggingSettings(level="WARNING"))  # the pipeline's info/debug lines are not measured
-    bootstrap, uri, started = services()
+    env_vars, started = services("kafka mongo", ["TEST_KAFKA_BOOTSTRAP", "TEST_MONGO_URI"])
+    bootstrap, uri = env_vars["TEST_KAFKA_BOOTSTRAP"], env_vars["TEST_MONGO_URI"]
     try:
         tag = uuid.uuid4().hex[:8]
         n = args.records
@@ -149,8 +140,7 @@ def main() -> None:
               f"with the group join: {n / stream['seconds'] / rates[slower]:.2f}x")  # fmt: skip
     finally:
         if started:
-            subprocess.run(["bash", "deploy/local/services.sh", "stop"], cwd=ROOT, check=False,
-                           env={**os.environ, "SERVICES": "kafka mongo"})  # fmt: skip
+            stop("kafka mongo")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 
 import asyncpg
 
-__all__ = ["Claim", "Ledger", "LedgerRow", "PostgresLedger"]
+__all__ = ["Claim", "Ledger", "LedgerRow", "PostgresLedger", "lost_claim"]
 
 Verdict = Literal["claimed", "finished", "busy"]
 FINISHED = ("succeeded", "failed")
@@ -42,6 +42,13 @@ class LedgerRow:
 class Claim:
     verdict: Verdict
     row: LedgerRow
+
+
+def lost_claim(request_id: str, current: LedgerRow | None) -> Claim:
+    """Why a claim found nothing to take: the request finished, or another live daemon holds it."""
+    if current is None:
+        raise RuntimeError(f"ledger entry of request {request_id!r} vanished (deleted by hand?)")
+    return Claim("finished" if current.state in FINISHED else "busy", current)
 
 
 class Ledger(Protocol):
@@ -118,10 +125,7 @@ class PostgresLedger:
             RETURNING *""", request_id, owner, lease)  # fmt: skip
         if row is not None:
             return Claim("claimed", _row(row))
-        current = await self.row(request_id)
-        if current is None:
-            raise RuntimeError(f"ledger row of request {request_id!r} vanished (deleted by hand?)")
-        return Claim("finished" if current.state in FINISHED else "busy", current)
+        return lost_claim(request_id, await self.row(request_id))
 
     async def announce(self, request_id: str) -> None:
         await self._pool().execute(f"UPDATE {self.table} SET announced = true WHERE request_id = $1", request_id)

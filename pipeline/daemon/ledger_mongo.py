@@ -15,7 +15,7 @@ from typing import Any
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from pipeline.daemon.ledger import FINISHED, Claim, LedgerRow
+from pipeline.daemon.ledger import Claim, LedgerRow, lost_claim
 
 __all__ = ["MongoLedger"]
 
@@ -70,10 +70,7 @@ class MongoLedger:
         )  # fmt: skip
         if doc is not None:
             return Claim("claimed", _row(doc))
-        current = await self.row(request_id)
-        if current is None:
-            raise RuntimeError(f"ledger document of request {request_id!r} vanished")
-        return Claim("finished" if current.state in FINISHED else "busy", current)
+        return lost_claim(request_id, await self.row(request_id))
 
     async def announce(self, request_id: str) -> None:
         await self._coll.update_one({"_id": request_id}, {"$set": {"announced": True}})
