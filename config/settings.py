@@ -93,6 +93,7 @@ class PipelineSettings(BaseModel):
     run_dir: Path = Path("runs")
     max_concurrency: int = Field(8, ge=1)
     backend: Literal["local", "dask"] = "local"
+    scheduler: str | None = Field(None, description="Dask scheduler address (tcp://host:8786); unset: a LocalCluster")
     workers: int | None = Field(None, ge=1, description="worker processes for CPU work; unset = CPU count")
     batch_size: int = Field(100, ge=1, description="streaming: records per batch")
     max_workers: int = Field(10, ge=1, description="streaming: batches in flight at once")

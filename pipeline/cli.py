@@ -22,6 +22,7 @@ from pipeline.cli_common import (
     EXIT_OK,
     RunDirOpt,
     app,
+    check_backend,
     check_settings,
     err,
     exit_code,
@@ -51,7 +52,10 @@ def run(
         str | None, typer.Option(help="resume run RUN_ID: tasks that succeeded are not run again")
     ] = None,
     backend: Annotated[
-        str | None, typer.Option(help="where CPU-heavy work runs: local [default: PIPELINE__BACKEND or local]")
+        str | None, typer.Option(help="where CPU-heavy work runs: local or dask [default: PIPELINE__BACKEND or local]")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="with dask: scheduler address tcp://host:8786 [default: a LocalCluster]")
     ] = None,
     max_concurrency: Annotated[int | None, typer.Option(min=1, help="tasks running at once")] = None,
     only: Annotated[list[str], typer.Option(help="run only this task and what it needs (repeatable)")] = [],  # noqa: B006
@@ -65,13 +69,14 @@ def run(
     """Run a pipeline file."""
     settings = load_settings()
     backend = backend or settings.pipeline.backend
-    if backend != "local":
-        raise fail_invalid(f"--backend {backend!r} is not available yet (Dask scale-out is planned); use local")
+    scheduler = scheduler or settings.pipeline.scheduler
+    check_backend(backend, scheduler)
     options = RunOptions(
         run_dir=run_dir or settings.pipeline.run_dir,
         resume=resume,
         max_concurrency=max_concurrency,
         backend=backend,
+        scheduler=scheduler,
         only=list(only),
         policy=policy,
     )

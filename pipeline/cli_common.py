@@ -46,6 +46,22 @@ def fail_invalid(message: str) -> typer.Exit:
     return typer.Exit(EXIT_INVALID)
 
 
+def check_backend(backend: str, scheduler: str | None) -> None:
+    """An unknown backend, Dask not installed, or a scheduler address that is not one: exit 2, one line."""
+    if backend not in ("local", "dask"):
+        raise fail_invalid(f"--backend must be local or dask, got {backend!r}")
+    if backend == "local":
+        if scheduler:
+            raise fail_invalid("--scheduler needs --backend dask")
+        return
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise fail_invalid("--backend dask needs Dask: pip install 'dag-pipeline[dask]'") from None
+    if scheduler and not scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+        raise fail_invalid(f"--scheduler {scheduler!r} is not a Dask address (e.g. tcp://127.0.0.1:8786)")
+
+
 def check_settings(prepared: PreparedRun, settings: Settings) -> None:
     """Configuration a task cannot run without (a broker address...) is invalid input: exit 2 before the run."""
     for t in prepared.dag:

@@ -43,6 +43,7 @@ class RunOptions:
     resume: str | None = None
     max_concurrency: int | None = None
     backend: str = "local"
+    scheduler: str | None = None  # Dask scheduler address; None with backend dask: a LocalCluster per run
     only: list[str] = field(default_factory=list)
     policy: FailurePolicy | None = None
 
@@ -136,7 +137,8 @@ async def execute(
         params=spec.params,
         run_dir=prepared.path,
         services={
-            "settings": settings, "backend": options.backend, "workers": settings.pipeline.workers, "closers": [],
+            "settings": settings, "backend": options.backend, "scheduler": options.scheduler,
+            "workers": settings.pipeline.workers, "closers": [],
         },
     )
     store = StateStore(prepared.path)

@@ -64,6 +64,7 @@ class GenerationResult:
     chunks: int
     chunk_rows: int
     seconds: float
+    placement: dict[str, int] = field(default_factory=dict)  # Dask worker -> chunks it generated
 
     @property
     def rows_per_second(self) -> float:

@@ -20,3 +20,17 @@ if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1; then
         echo "warning: chromium is not installed; as root: apt-get install chromium" >&2
     fi
 fi
+# the compose specification's JSON schema (the deploy test validates deploy/docker-compose.yml with it): the
+# copy shipped in docker-compose 1.29.2's wheel, fetched without its dependencies, kept in .local/
+if [ "${1:-}" = "--test" ] && [ ! -s .local/compose_spec.json ]; then
+    mkdir -p .local
+    tmp=$(mktemp -d)
+    if .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps -d "$tmp" docker-compose==1.29.2 \
+            >/dev/null 2>&1; then
+        .venv/bin/python -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
+open('.local/compose_spec.json', 'wb').write(z.read('compose/config/compose_spec.json'))" "$tmp"/docker_compose-*.whl
+    else
+        echo "warning: could not fetch the compose schema (the deploy test will fail)" >&2
+    fi
+    rm -rf "$tmp"
+fi

@@ -40,8 +40,10 @@ class Prepared:
     resumed: bool
 
 
-def prepare_request(request: RunRequest, file: Path | None, run_id: str, run_dir: Path) -> Prepared:
+def prepare_request(request: RunRequest, file: Path | None, run_id: str, settings: Settings) -> Prepared:
     """Build (or, if the run directory already has a run, resume) the run; raises SpecError/RunDirBusy."""
+    run_dir, p = settings.pipeline.run_dir, settings.pipeline
+    where = {"backend": p.backend, "scheduler": p.scheduler}  # PIPELINE__BACKEND=dask: runs use the cluster
     path = run_dir / run_id
     resumed = (path / "request.json").is_file()
     if file is None:  # inline spec: keep it with the run, so the run can be resumed and reported alone
@@ -50,9 +52,9 @@ def prepare_request(request: RunRequest, file: Path | None, run_id: str, run_dir
             path.mkdir(parents=True, exist_ok=True)
             file.write_text(yaml.safe_dump(request.pipeline, sort_keys=False), encoding="utf-8")
     if resumed:
-        options = RunOptions(run_dir=run_dir, resume=run_id)
+        options = RunOptions(run_dir=run_dir, resume=run_id, **where)
         return Prepared(prepare_run(file, {}, options), options, True)
-    options = RunOptions(run_dir=run_dir)
+    options = RunOptions(run_dir=run_dir, **where)
     return Prepared(prepare_spec(load_spec(file, request.params), file, request.params, options, run_id, path),
                     options, False)  # fmt: skip
 

@@ -70,7 +70,6 @@ class Daemon:
     def __init__(self, settings: Settings, ledger: Ledger, *, owner: str | None = None) -> None:
         self.settings, self.ledger, self.d = settings, ledger, settings.daemon
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.run_dir = settings.pipeline.run_dir
         self.metrics = DaemonMetrics()
         self.http_port: int | None = None
         self.trackers: dict[TP, OffsetTracker] = {}
@@ -367,7 +366,7 @@ class Daemon:
             await self._record(item, row.attempts, outcome)
             return 0.0
         try:
-            prepared = await anyio.to_thread.run_sync(prepare_request, req, item.file, row.run_id, self.run_dir)
+            prepared = await anyio.to_thread.run_sync(prepare_request, req, item.file, row.run_id, self.settings)
         except RunDirBusy:
             return d.lease_seconds / 2
         except SpecError as exc:  # e.g. the pipeline file changed since the request was checked

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from dag_orchestrator.backends import LocalBackend
+from dag_orchestrator.backends import make_backend
 from task_components.base import Component
 from task_components.contracts import GenerationResult, with_info
 from task_components.generation.columns import generate_chunk
@@ -102,7 +102,7 @@ def generation_info(params: GenerateParams, plan: ChunkPlan) -> dict[str, Any]:
     return {"seed": params.seed, "total_rows": plan.total_rows, "chunk_rows": plan.chunk_rows}
 
 
-async def generate_batches(params: GenerateParams, backend: LocalBackend) -> Any:
+async def generate_batches(params: GenerateParams, backend: Any) -> Any:
     """Async iterator of batches: the same sequence for any backend and worker count."""
     schema = params.schema
     plan = ChunkPlan.for_schema(schema, params.total_rows, params.chunk_rows)
@@ -125,15 +125,22 @@ class Generate(Component):
         plan = ChunkPlan.for_schema(p.schema, p.total_rows, p.chunk_rows)
         started, done = time.perf_counter(), 0
         workers = p.workers if p.workers is not None else ctx.services.get("workers")
-        async with LocalBackend(workers) as backend:
+        backend = make_backend(ctx.services.get("backend", "local"), workers, ctx.services.get("scheduler"))
+        async with backend:
+            if getattr(backend, "dashboard", None):
+                ctx.log.info("dask dashboard", url=backend.dashboard)
             async for batch in generate_batches(p, backend):
                 await ctx.emit(batch)
                 done += batch.num_rows
                 ctx.progress(done=done, total=p.total_rows, unit="rows")
         return GenerationResult(
-            p.schema.collection_name, p.total_rows, p.seed, plan.chunks, plan.chunk_rows, time.perf_counter() - started
-        )
+            p.schema.collection_name, p.total_rows, p.seed, plan.chunks, plan.chunk_rows, time.perf_counter() - started,
+            dict(getattr(backend, "placement", {})),
+        )  # fmt: skip
 
     def summarize(self, result: GenerationResult) -> dict[str, Any]:
         d = asdict(result)
-        return {"rows": d["total_rows"], "chunks": d["chunks"], "rows/s": f"{result.rows_per_second:,.0f}"}
+        out = {"rows": d["total_rows"], "chunks": d["chunks"], "rows/s": f"{result.rows_per_second:,.0f}"}
+        if result.placement:  # where each chunk ran (Dask): worker address -> chunks
+            out["workers"] = ", ".join(f"{w}: {n}" for w, n in sorted(result.placement.items()))
+        return out
