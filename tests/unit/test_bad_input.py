@@ -96,3 +96,24 @@ def test_retries_that_cannot_apply_are_warned_about(tmp_path: Path) -> None:
     assert "warning:" in text and "task 'sum'" in text and "retries nothing inside" in text
     quiet = cli("validate", str(ROOT / "pipelines" / "quickstart.yaml"))  # upload retries per file: no warning
     assert quiet.returncode == 0 and "warning" not in quiet.stderr
+
+
+def test_bad_backend_choices_are_one_line_errors(tmp_path: Path) -> None:
+    runs = str(tmp_path / "runs")
+    one_line_error(cli("run", str(DEMO), "--run-dir", runs, "--backend", "spark"), "--backend", "spark")
+    one_line_error(cli("run", str(DEMO), "--run-dir", runs, "--backend", "dask", "--scheduler", "10.0.0.1"),
+                   "--scheduler", "not a Dask address")  # fmt: skip
+    one_line_error(cli("run", str(DEMO), "--run-dir", runs, "--scheduler", "tcp://127.0.0.1:8786"),
+                   "needs --backend dask")  # fmt: skip
+    one_line_error(cli("run", str(DEMO), "--run-dir", runs, env={"PIPELINE__BACKEND": "ray"}), "PIPELINE__BACKEND")
+    assert not (tmp_path / "runs").exists(), "nothing may be written for invalid input"
+
+
+def test_daemon_and_submit_without_a_broker_are_configuration_errors() -> None:
+    env = {"KAFKA__BOOTSTRAP_SERVERS": ""}
+    one_line_error(cli("daemon", env=env), "KAFKA__BOOTSTRAP_SERVERS")
+    one_line_error(cli("submit", "demo", env=env), "KAFKA__BOOTSTRAP_SERVERS")
+    one_line_error(cli("daemon", "--pipelines-dir", "/nonexistent", env={"KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}),
+                   "no such directory")  # fmt: skip
+    one_line_error(cli("submit", "demo", "--deadline", "tomorrow", env={"KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}),
+                   "--deadline", "ISO 8601")  # fmt: skip
