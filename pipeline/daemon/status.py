@@ -73,8 +73,9 @@ class StatusPublisher:
         """Queue the request's last event and wait until the broker has it (raises if it could not)."""
         try:
             await self.emit_acked(request_id, event, attempt=attempt, reply_topic=reply_topic, **fields)()
-        finally:
-            self._seq = {k: v for k, v in self._seq.items() if k[0] != request_id}
+        finally:  # that attempt has ended: forget its counter and "accepted"'s (a long-lived daemon keeps none)
+            self._seq.pop((request_id, attempt), None)
+            self._seq.pop((request_id, 0), None)
 
     def close(self) -> None:
         self._send.close()
