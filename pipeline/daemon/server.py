@@ -397,7 +397,9 @@ class Daemon:
 
     def _observer(self, item: _Item, attempt: int, prepared: Any) -> Any:
         assert self.status is not None
-        emit, req, pipeline = self.status.emit, item.request, prepared.run.spec.name
+        emit, req = self.status.emit, item.request
+        named = item.file is not None  # inline specs name their own tasks: one label for all, or a sender
+        pipeline = prepared.run.spec.name if named else "inline"  # could grow /metrics without bound
         seconds, began = self.metrics.task_seconds, {}
 
         def observe(event: Event) -> None:
@@ -409,7 +411,8 @@ class Daemon:
             if event.kind is EventKind.TASK_STARTED:
                 began[event.task] = event.at
             elif event.kind in (EventKind.TASK_SUCCEEDED, EventKind.TASK_FAILED) and event.task in began:
-                seconds.labels(pipeline, event.task, state).observe(event.at - began.pop(event.task))
+                task = event.task if named else "inline"
+                seconds.labels(pipeline, task, state).observe(event.at - began.pop(event.task))
 
         return observe
 
