@@ -16,8 +16,13 @@ import pyarrow.parquet as pq
 
 from task_components.datasets.pack import PackRun, rng_for, write_parquet
 from task_components.datasets.retail.names import (
-    CATEGORIES, COMPANY_SUFFIXES, check_synthetic, people_names, place_names, synthetic_brands,
-)  # fmt: skip
+    CATEGORIES,
+    COMPANY_SUFFIXES,
+    check_synthetic,
+    people_names,
+    place_names,
+    synthetic_brands,
+)
 
 __all__ = ["SEGMENTS", "STATES", "load_dim"]
 
@@ -124,7 +129,8 @@ def customers(run: PackRun) -> dict[str, int]:
     st = load_dim(run, "stores")
     size = st["size_factor"].to_numpy()
     n = c.customers
-    home = np.concatenate([np.arange(min(n, c.stores)), rng.choice(c.stores, max(0, n - c.stores), p=size / size.sum())])
+    rest = rng.choice(c.stores, max(0, n - c.stores), p=size / size.sum())
+    home = np.concatenate([np.arange(min(n, c.stores)), rest])
     shares = np.array([s for s, _ in SEGMENTS.values()])
     segment = np.array(list(SEGMENTS))[rng.choice(len(SEGMENTS), n, p=shares)]
     firsts, lasts = people_names(rng, n)
