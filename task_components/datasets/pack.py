@@ -145,12 +145,14 @@ class PackRun:
     start: date
     days: int
     first_run: bool
+    origin: date  # the first day of the first run: what dimensions may date from, identical in every run
 
     @classmethod
     def open(cls, pack: Pack, config: Any) -> PackRun:
         state = check_state(pack, config)
         start = state.next_date if state else config.start_date
-        return cls(pack, config, Path(config.out), start, config.days, state is None)
+        origin = date.fromisoformat(state.runs[0]["start"]) if state and state.runs else config.start_date
+        return cls(pack, config, Path(config.out), start, config.days, state is None, origin)
 
     def dates(self) -> list[date]:
         return [self.start + timedelta(days=i) for i in range(self.days)]
@@ -186,13 +188,17 @@ def commit(pack: Pack, config: Any) -> GenerationState:
 
 def pack_tasks(pack: Pack, config: str | Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict:
     """The ``tasks`` of a pipeline file generating the pack: one task per table, foreign keys as needs."""
-    base: dict[str, Any] = {"pack": pack.name, "config": config}
-    if overrides:
-        base["set"] = dict(overrides)
+
+    def params(**more: Any) -> dict[str, Any]:
+        with_: dict[str, Any] = {"pack": pack.name, **more, "config": config}
+        if overrides:
+            with_["overrides"] = dict(overrides)
+        return with_
+
     tasks: dict[str, Any] = {}
     for t in pack.tables.values():
-        tasks[t.name] = {"uses": "dataset.table", "needs": list(t.references), "with": {**base, "table": t.name}}
-    tasks["commit"] = {"uses": "dataset.commit", "needs": list(pack.tables), "with": base}
+        tasks[t.name] = {"uses": "dataset.table", "needs": list(t.references), "with": params(table=t.name)}
+    tasks["commit"] = {"uses": "dataset.commit", "needs": list(pack.tables), "with": params()}
     return tasks
 
 

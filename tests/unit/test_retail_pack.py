@@ -135,15 +135,16 @@ def test_store_hours_closed_days_and_calendar_patterns(out: Path) -> None:
     assert date(2024, 11, 28) not in per_day and date(2024, 12, 25) not in per_day  # Thanksgiving, Christmas
     black_friday = per_day[date(2024, 11, 29)]
     assert black_friday > 1.5 * np.mean([per_day[date(2024, 11, d)] for d in (26, 27)])
-    weekday = receipts.group_by(pl.col("d").dt.weekday().alias("wd"), "d").len().group_by("wd").agg(pl.col("len").mean())
-    means = dict(weekday.iter_rows())
+    daily = receipts.group_by(pl.col("d").dt.weekday().alias("wd"), "d").len()
+    means = dict(daily.group_by("wd").agg(pl.col("len").mean()).iter_rows())
     assert means[6] > means[2]  # Saturday over Tuesday
-    evening, morning = receipts.filter(pl.col("h").is_between(17, 19)).height, receipts.filter(pl.col("h").is_in([9, 10, 11]))
-    assert evening > morning.height
+    evening = receipts.filter(pl.col("h").is_between(17, 19)).height
+    assert evening > receipts.filter(pl.col("h").is_in([9, 10, 11])).height
 
 
 def test_foot_traffic_counts_the_hours_receipts_and_never_less(out: Path) -> None:
-    traffic = fact(out, "foot_traffic").join(dim(out, "stores").select("store_id", "open_hour", "close_hour"), on="store_id")
+    hours = dim(out, "stores").select("store_id", "open_hour", "close_hour")
+    traffic = fact(out, "foot_traffic").join(hours, on="store_id")
     assert traffic.filter((pl.col("hour") < pl.col("open_hour")) | (pl.col("hour") >= pl.col("close_hour"))).height == 0
     assert (traffic["visitors"] >= traffic["transactions"]).all()
     per_hour = fact(out, "receipts").group_by("store_id", pl.col("ts").dt.truncate("1h")).len()
@@ -168,8 +169,8 @@ def test_inventory_never_negative_and_balances_follow_the_transactions(out: Path
 
 def test_store_sales_are_the_receipt_lines_and_deliveries_arrive_by_truck(out: Path) -> None:
     tx, stores, moves = fact(out, "store_inventory_txn"), dim(out, "stores"), fact(out, "truck_moves")
-    sold = (fact(out, "receipt_lines").join(fact(out, "receipts").select("receipt_id", "store_id"), on="receipt_id")
-            .group_by(pl.col("store_id").alias("location_id"), "product_id", "dt").agg(pl.col("qty").sum()))  # fmt: skip
+    lines = fact(out, "receipt_lines").join(fact(out, "receipts").select("receipt_id", "store_id"), on="receipt_id")
+    sold = lines.group_by(pl.col("store_id").alias("location_id"), "product_id", "dt").agg(pl.col("qty").sum())
     booked = tx.filter(pl.col("txn_type") == "SALE").select("location_id", "product_id", "dt", -pl.col("qty"))
     both = sold.join(booked, on=["location_id", "product_id", "dt"], how="full", suffix="_tx")
     assert both.filter(pl.col("qty").fill_null(0) != pl.col("qty_tx").fill_null(-1)).height == 0
@@ -185,8 +186,9 @@ def test_store_sales_are_the_receipt_lines_and_deliveries_arrive_by_truck(out: P
 
 def test_dc_shipments_match_store_deliveries_and_online_picks(out: Path) -> None:
     tx, stores = fact(out, "store_inventory_txn"), dim(out, "stores")
-    to_stores = (tx.filter(pl.col("txn_type") == "DELIVERY").join(stores.select(pl.col("store_id").alias("location_id"),
-                 "dc_id"), on="location_id").group_by("dc_id", "product_id", "dt").agg(pl.col("qty").sum()))  # fmt: skip
+    store_dc = stores.select(pl.col("store_id").alias("location_id"), "dc_id")
+    deliveries = tx.filter(pl.col("txn_type") == "DELIVERY").join(store_dc, on="location_id")
+    to_stores = deliveries.group_by("dc_id", "product_id", "dt").agg(pl.col("qty").sum())
     dc = fact(out, "dc_inventory_txn").rename({"location_id": "dc_id"})
     shipped = dc.filter(pl.col("txn_type") == "SHIP_STORE").select("dc_id", "product_id", "dt", -pl.col("qty"))
     both = to_stores.join(shipped, on=["dc_id", "product_id", "dt"], how="full", suffix="_dc")

@@ -134,7 +134,7 @@ def customers(run: PackRun) -> dict[str, int]:
     shares = np.array([s for s, _ in SEGMENTS.values()])
     segment = np.array(list(SEGMENTS))[rng.choice(len(SEGMENTS), n, p=shares)]
     firsts, lasts = people_names(rng, n)
-    joined = np.datetime64(run.config.start_date) - rng.integers(0, 5 * 365, n).astype("timedelta64[D]")
+    joined = np.datetime64(run.origin) - rng.integers(0, 5 * 365, n).astype("timedelta64[D]")
     table = pa.table({
         "customer_id": pa.array(np.arange(1, n + 1, dtype=np.int64)),
         "first_name": pa.array(firsts.astype(str)),

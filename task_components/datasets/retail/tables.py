@@ -38,7 +38,7 @@ _TABLES = [
 
 RETAIL = Pack(
     name="retail",
-    summary="retail star schema: 6 dimensions, 8 fact tables partitioned by day, inventory carried across runs",
+    summary="retail star schema: 6 dimensions, 7 fact tables partitioned by day, inventory carried across runs",
     config_model=RetailConfig,
     tables={t.name: t for t in _TABLES},
 )
