@@ -15,7 +15,7 @@ from pipeline.cli import app
 from pipeline.registry import build_dag
 from pipeline.spec import TaskSpec, load_spec
 from task_components.datasets import get_pack, pack_tasks
-from task_components.datasets.retail.tables import FACT_TABLES
+from task_components.datasets.retail.tables import FACT_TABLES, WEEKLY_TABLES
 from tests.unit.datasets_helpers import SMALL, fact, file_digests, run_pack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,9 +31,10 @@ def test_same_seed_same_bytes_and_another_seed_differs(tmp_path: Path) -> None:
     run_pack("retail", _config(tmp_path / "b", days=4), tmp_path / "runs")
     run_pack("retail", _config(tmp_path / "c", days=4, seed=12), tmp_path / "runs")
     a, b, c = (file_digests(tmp_path / x) for x in "abc")
-    assert len(a) == 6 + 4 * len(FACT_TABLES) == 34  # six dimensions, seven fact tables x four days
+    # six dimensions, eleven daily fact tables x four days, two weekly snapshots on Sunday 2024-03-03
+    assert len(a) == 6 + 4 * len(FACT_TABLES) + len(WEEKLY_TABLES) == 52
     assert a == b
-    assert a.keys() == c.keys() and all(a[k] != c[k] for k in a if "facts" in k)
+    assert a.keys() == c.keys() and all(a[k] != c[k] for k in a if "receipt" in k or "dims" in k)
 
 
 def test_incremental_runs_continue_dates_keys_and_inventory(tmp_path: Path) -> None:

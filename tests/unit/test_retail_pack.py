@@ -28,11 +28,15 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_every_day_has_a_partition_per_fact_table(out: Path) -> None:
-    from task_components.datasets.retail.tables import FACT_TABLES
+    from task_components.datasets.retail.tables import FACT_TABLES, WEEKLY_TABLES
 
+    days = [date.fromordinal(START.toordinal() + i) for i in range(DAYS)]
     for table in FACT_TABLES:
         parts = sorted(p.name for p in (out / "facts" / table).iterdir())
-        assert parts == [f"dt={date.fromordinal(START.toordinal() + i)}" for i in range(DAYS)], table
+        assert parts == [f"dt={d}" for d in days], table
+    for table in WEEKLY_TABLES:
+        parts = sorted(p.name for p in (out / "facts" / table).iterdir())
+        assert parts == [f"dt={d}" for d in days if d.weekday() == 6], table
 
 
 def test_dimensions_resolve_and_stores_only_where_a_dc_serves(out: Path) -> None:
@@ -207,3 +211,60 @@ def test_online_orders_lifecycle_and_fulfilling_dc(out: Path) -> None:
     home_dc = dim(out, "customers").join(dim(out, "stores"), left_on="home_store_id", right_on="store_id")
     j = o.join(home_dc.select("customer_id", pl.col("dc_id").alias("home_dc")), on="customer_id")
     assert j.height == o.height and (j["dc_id"] == j["home_dc"]).all()
+
+
+@pytest.mark.parametrize("level", ["store", "dc"])
+def test_weekly_snapshots_are_the_balances_after_the_last_transaction(out: Path, level: str) -> None:
+    tx = fact(out, f"{level}_inventory_txn").sort("ts", "txn_id")
+    snaps = fact(out, f"{level}_inventory_snapshot")
+    locations = dim(out, "stores" if level == "store" else "distribution_centers").height
+    for day in snaps["dt"].unique():
+        snap = snaps.filter(pl.col("dt") == day)
+        assert snap.height == locations * dim(out, "products").height
+        last = tx.filter(pl.col("dt") <= day).group_by("location_id", "product_id").agg(pl.col("balance_after").last())
+        both = snap.join(last, on=["location_id", "product_id"], how="left")
+        assert (both["on_hand"] == both["balance_after"]).all() and (both["on_hand"] >= 0).all()
+
+
+def test_ble_pings_belong_to_loyalty_visits_before_their_receipt(out: Path) -> None:
+    pings, receipts = fact(out, "ble_pings"), fact(out, "receipts")
+    customers, stores = dim(out, "customers"), dim(out, "stores")
+    assert orphans(pings, "receipt_id", receipts, "receipt_id") == 0
+    assert orphans(pings, "customer_id", customers, "customer_id") == 0
+    assert pings["ping_id"].is_unique().all() and pings.height > receipts.height // 2
+    j = (pings.join(receipts.select("receipt_id", pl.col("customer_id").alias("buyer"), pl.col("store_id").alias("at"),
+                                    pl.col("ts").alias("paid")), on="receipt_id")
+         .join(customers.select("customer_id", "loyalty_member"), on="customer_id")
+         .join(stores.select("store_id", "open_hour"), on="store_id"))  # fmt: skip
+    assert j.height == pings.height and j["loyalty_member"].all()
+    assert (j["customer_id"] == j["buyer"]).all() and (j["store_id"] == j["at"]).all()
+    assert (j["ts"] <= j["paid"]).all() and ((j["paid"] - j["ts"]).dt.total_seconds() < 1200).all()
+    assert (j["ts"].dt.hour() >= j["open_hour"]).all()
+    assert (j["beacon_id"] // 100 == j["store_id"]).all()
+    till = j.filter(pl.col("ts") == pl.col("paid")).group_by("receipt_id").agg((pl.col("zone") == "checkout").any())
+    assert till.height == j["receipt_id"].n_unique() and till["zone"].all()
+
+
+def test_campaign_conversions_are_targeted_receipts_during_the_campaign(out: Path) -> None:
+    campaigns, daily, conv = fact(out, "campaigns"), fact(out, "marketing"), fact(out, "campaign_conversions")
+    receipts, customers = fact(out, "receipts"), dim(out, "customers")
+    assert campaigns["campaign_id"].is_unique().all() and conv["receipt_id"].is_unique().all()
+    assert orphans(daily, "campaign_id", campaigns, "campaign_id") == 0
+    assert orphans(conv, "campaign_id", campaigns, "campaign_id") == 0
+    assert orphans(conv, "receipt_id", receipts, "receipt_id") == 0
+    assert conv.height > 0
+    buyers = receipts.select("receipt_id", pl.col("customer_id").alias("buyer"), "total_cents")
+    j = (conv.join(campaigns.drop("dt"), on="campaign_id").join(customers.select("customer_id", "segment"),
+                                                                on="customer_id").join(buyers, on="receipt_id"))
+    assert (j["segment"] == j["target_segment"]).all() and (j["customer_id"] == j["buyer"]).all()
+    assert (j["ts"].dt.date() >= j["start_date"]).all() and (j["ts"].dt.date() <= j["end_date"]).all()
+    assert (j["revenue_cents"] == j["total_cents"]).all()
+    keys = ["campaign_id", "day"]
+    counted = conv.group_by("campaign_id", pl.col("dt").alias("day")).agg(pl.len().alias("n"),
+                                                                          pl.col("revenue_cents").sum())
+    assert counted.join(daily, on=keys, how="anti").height == 0, "every conversion's campaign-day has a marketing row"
+    d = daily.join(counted, on=keys, how="left").with_columns(pl.col("n", "revenue_cents").fill_null(0))
+    assert (d["conversions"] == d["n"]).all() and (d["conversion_revenue_cents"] == d["revenue_cents"]).all()
+    assert (daily["clicks"] <= daily["impressions"]).all()
+    active = daily.join(campaigns.drop("dt"), on="campaign_id")
+    assert ((active["day"] >= active["start_date"]) & (active["day"] <= active["end_date"])).all()

@@ -11,6 +11,8 @@ and, between runs, through ``state/`` (written as pending, kept by the commit ta
 3. the DC receives from suppliers at 00:00 whatever keeps it above its own reorder point after the
    day's truck loads (SHIP_STORE) and online picks (SHIP_ONLINE, booked at 23:00).
 
+Every Sunday, after the day, each level also writes a snapshot of stock on hand (``*_inventory_snapshot``).
+
 Replenishment knows the day's sales before they happen (the generator's foresight): it is what lets a
 vectorized day keep every balance non-negative without simulating sale by sale.
 """
@@ -56,6 +58,22 @@ def _txns(day: date, parts: list[Part]) -> pa.Table:
     }, schema=TXN_SCHEMA)  # fmt: skip
 
 
+SNAPSHOT_SCHEMA = pa.schema([("location_id", pa.int32()), ("product_id", pa.int32()), ("ts", TS),
+                             ("on_hand", pa.int64())])  # fmt: skip
+
+
+def _snapshot(run: PackRun, table: str, day: date, balance: np.ndarray) -> int:
+    """Weekly (Sunday end of day) stock on hand of every (location, product), zeros included."""
+    if day.weekday() != 6:
+        return 0
+    loc, prod = np.nonzero(np.ones_like(balance, dtype=bool))
+    snap = pa.table({
+        "location_id": (loc + 1).astype(np.int32), "product_id": (prod + 1).astype(np.int32),
+        "ts": ts_array(np.full(loc.size, day_start(day) + 86_399)), "on_hand": balance[loc, prod],
+    }, schema=SNAPSHOT_SCHEMA)  # fmt: skip
+    return write_parquet(snap, run.fact_path(table, day))
+
+
 def _load_balance(run: PackRun, name: str, initial: np.ndarray) -> tuple[np.ndarray, bool]:
     path = run.carried(name)
     if run.first_run:
@@ -94,7 +112,7 @@ def store_inventory(run: PackRun) -> dict[str, int]:
     reorder = target // 2
     balance, initial = _load_balance(run, "store_inventory.npy", target)
     n_stores, n_prod = target.shape
-    rows = {"store_inventory_txn": 0, "truck_moves": 0}
+    rows = {"store_inventory_txn": 0, "truck_moves": 0, "store_inventory_snapshot": 0}
     for day in run.dates():
         rng = rng_for(c.seed, "store_inventory", day)
         base = day_start(day)
@@ -146,6 +164,7 @@ def store_inventory(run: PackRun) -> dict[str, int]:
             "depart_ts": ts_array(m[:, 5]), "arrive_ts": ts_array(m[:, 6]),
         }, schema=MOVES_SCHEMA)  # fmt: skip
         rows["truck_moves"] += write_parquet(moves, run.fact_path("truck_moves", day))
+        rows["store_inventory_snapshot"] += _snapshot(run, "store_inventory_snapshot", day, balance)
     _save_balance(run, "store_inventory.npy", balance)
     return rows
 
@@ -162,7 +181,7 @@ def dc_inventory(run: PackRun) -> dict[str, int]:
     target = 2 * target + np.ceil(7 * c.online_orders_per_day * pop / c.dcs).astype(np.int64)[None, :] + 10
     reorder = target // 2
     balance, initial = _load_balance(run, "dc_inventory.npy", target)
-    rows = 0
+    rows = {"dc_inventory_txn": 0, "dc_inventory_snapshot": 0}
     for day in run.dates():
         base = day_start(day)
         tx = pq.read_table(run.fact_path("store_inventory_txn", day), columns=["location_id", "product_id", "txn_type",
@@ -188,6 +207,7 @@ def dc_inventory(run: PackRun) -> dict[str, int]:
             balance = balance + qty
             parts.append((kind, di, pi, np.full(di.size, at), qty[di, pi], balance[di, pi], np.full(di.size, -1)))
         assert (balance >= 0).all(), "DC inventory went negative"  # guaranteed by construction
-        rows += write_parquet(_txns(day, parts), run.fact_path("dc_inventory_txn", day))
+        rows["dc_inventory_txn"] += write_parquet(_txns(day, parts), run.fact_path("dc_inventory_txn", day))
+        rows["dc_inventory_snapshot"] += _snapshot(run, "dc_inventory_snapshot", day, balance)
     _save_balance(run, "dc_inventory.npy", balance)
-    return {"dc_inventory_txn": rows}
+    return rows
