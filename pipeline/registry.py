@@ -39,6 +39,7 @@ BUILTIN_PACKAGES = [
     "task_components.quality",
     "task_components.sinks",
     "task_components.sources",
+    "task_components.datasets",
 ]
 ENTRY_POINT_GROUP = "dag_pipeline.components"
 

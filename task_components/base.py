@@ -86,6 +86,10 @@ class Component(Task):
         """A few figures for the run summary and report (rows, files...); empty by default."""
         return {}
 
+    def needs_problem(self, tasks: dict[str, Task]) -> str | None:
+        """What is wrong with this task's needs beyond their result types (e.g. a dataset table whose
+        foreign-key parents are not among its needs); checked when the DAG is built, so exit 2."""
+        return None
 
 
 class ConfiguredComponent(Component):
@@ -119,6 +123,9 @@ def wiring_errors(tasks: dict[str, Task]) -> list[tuple[str, str]]:
                 continue
             got = ", ".join(f"{n} -> {r.__name__}" for n, r in produced.items() if r is not None) or "no needs"
             problems.append((name, f"needs a task producing {_names(wanted)} among its needs (has: {got})"))
+        problem = task.needs_problem(tasks)
+        if problem:
+            problems.append((name, problem))
     return problems
 
 

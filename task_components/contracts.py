@@ -27,11 +27,13 @@ __all__ = [
     "GENERATION_KEY",
     "CollectionInfo",
     "DataFile",
+    "DatasetTableResult",
     "FileEntry",
     "GenerationResult",
     "ImportResult",
     "Manifest",
     "MilvusTarget",
+    "SeedResult",
     "ShadowResult",
     "UploadResult",
     "UploadedFile",
@@ -280,4 +282,35 @@ class ProducedTestData(BaseModel):
     invalid: int
     duplicates: int
     kinds: dict[str, int]
+    seconds: float
+
+
+# -- dataset packs: one table task -> the tables that reference it, and the pack's closing task ------------
+@dataclass(frozen=True, slots=True)
+class DatasetTableResult:
+    """What one table task of a dataset pack wrote (a task may write a header table and its lines)."""
+
+    pack: str
+    table: str
+    out: str
+    rows: dict[str, int]  # table written -> rows written by this run
+    days: int  # days of facts written (0 for a dimension)
+    seconds: float
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+
+@dataclass(frozen=True, slots=True)
+class SeedResult:
+    """What seeding one document collection did (duplicates are reported, not fatal by default)."""
+
+    pack: str
+    collection: str
+    database: str
+    inserted: int
+    duplicates: int
+    batches: int
+    indexes: tuple[str, ...]
     seconds: float

@@ -1,0 +1,254 @@
+"""The example document pack: an e-commerce app (users, products, orders, reviews, sessions, page views).
+
+It shows every part of a pack: typed fields and references (orders -> users, order items -> products),
+unique, compound, descending and TTL indexes, weighted and time-ordered distributions, computed fields
+checked by model validators (an order's total is the sum of its items), and a time-series collection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from bson import ObjectId
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from task_components.datasets.mongo.model import (
+    Batch,
+    CollectionDef,
+    DocPack,
+    IndexDef,
+    Ref,
+    TimeSeries,
+    weighted,
+)  # fmt: skip
+
+__all__ = ["ECOMMERCE"]
+
+ORIGIN = datetime(2024, 1, 1)
+SPAN = timedelta(days=365)
+UserId = Annotated[ObjectId, Ref("users")]
+ProductId = Annotated[ObjectId, Ref("products")]
+
+
+class Doc(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", populate_by_name=True)
+    id: ObjectId = Field(alias="_id")
+
+
+class User(Doc):
+    email: str = Field(pattern=r"^[a-z0-9.]+@[a-z0-9.-]+\.[a-z]+$")
+    name: str = Field(min_length=1)
+    tier: Literal["free", "plus", "pro"]
+    country: str = Field(pattern=r"^[A-Z]{2}$")
+    created_at: datetime
+    preferences: dict[str, Any]  # flexible custom fields
+
+
+class Product(Doc):
+    sku: str
+    title: str
+    category: Literal["books", "games", "garden", "kitchen", "outdoor", "toys"]
+    price_cents: int = Field(gt=0)
+    stock: int = Field(ge=0)
+    tags: list[str]
+
+
+class OrderItem(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    product_id: ProductId
+    qty: int = Field(ge=1)
+    unit_price_cents: int = Field(gt=0)
+    line_total_cents: int
+
+    @model_validator(mode="after")
+    def _line_total(self) -> OrderItem:
+        if self.line_total_cents != self.qty * self.unit_price_cents:
+            raise ValueError("line_total_cents is not qty x unit_price_cents")
+        return self
+
+
+class Order(Doc):
+    user_id: UserId
+    status: Literal["placed", "paid", "shipped", "delivered", "cancelled"]
+    items: list[OrderItem] = Field(min_length=1)
+    total_cents: int  # computed: the sum of the line totals
+    created_at: datetime
+
+    @model_validator(mode="after")
+    def _total(self) -> Order:
+        if self.total_cents != sum(i.line_total_cents for i in self.items):
+            raise ValueError("total_cents is not the sum of the items' line totals")
+        return self
+
+
+class Review(Doc):
+    user_id: UserId
+    product_id: ProductId
+    rating: int = Field(ge=1, le=5)
+    body: str
+    created_at: datetime
+
+
+class Session(Doc):
+    user_id: UserId
+    device: Literal["web", "ios", "android"]
+    created_at: datetime
+
+
+class PageViewMeta(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    user_id: UserId
+    device: Literal["web", "ios", "android"]
+
+
+class PageView(Doc):
+    ts: datetime
+    meta: PageViewMeta
+    path: str
+    ms_on_page: int = Field(ge=0)
+
+
+WORDS = ["amber", "brisk", "cobalt", "dune", "ember", "fable", "glade", "harbor", "iris", "juniper", "kite", "lumen"]
+
+
+def _users(b: Batch) -> list[dict[str, Any]]:
+    rng, n, ids = b.rng, b.count, b.ids()
+    w1, w2 = rng.integers(0, len(WORDS), n), rng.integers(0, len(WORDS), n)
+    # emails from a finite space: a few collide on purpose, so the unique index has something to refuse
+    num = rng.integers(0, max(b.total, 100), n)
+    tiers = weighted(rng, ["free", "plus", "pro"], [0.75, 0.2, 0.05], n)
+    countries = weighted(rng, ["US", "DE", "FR", "JP", "BR"], [0.5, 0.15, 0.1, 0.15, 0.1], n)
+    times = b.times(ORIGIN, SPAN)
+    news = rng.random(n) < 0.3
+    return [
+        {
+            "_id": ids[i], "email": f"{WORDS[w1[i]]}.{WORDS[w2[i]]}{num[i]}@example.test",
+            "name": f"{WORDS[w1[i]].title()} {WORDS[w2[i]].title()}", "tier": tiers[i], "country": countries[i],
+            "created_at": times[i], "preferences": {"newsletter": bool(news[i])},
+        }
+        for i in range(n)
+    ]  # fmt: skip
+
+
+CATEGORIES = ["books", "games", "garden", "kitchen", "outdoor", "toys"]
+
+
+def _products(b: Batch) -> list[dict[str, Any]]:
+    rng, n, ids = b.rng, b.count, b.ids()
+    cats = weighted(rng, CATEGORIES, [3, 2, 1, 2, 1, 2], n)
+    price = np.round(np.exp(rng.normal(7.5, 0.8, n))).astype(int) + 99
+    stock = rng.integers(0, 500, n)
+    n_tags = rng.integers(0, 4, n)
+    return [
+        {
+            "_id": ids[i], "sku": f"EC-{b.first + i:07d}",
+            "title": f"{WORDS[(b.first + i) % len(WORDS)].title()} {cats[i]}",
+            "category": cats[i], "price_cents": int(price[i]), "stock": int(stock[i]),
+            "tags": weighted(rng, WORDS, [1] * len(WORDS), int(n_tags[i])),
+        }
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def _popular(rng: np.random.Generator, ids: Sequence[ObjectId], n: int) -> list[ObjectId]:
+    """Zipf-like choice: a few parents get many children (popular products, heavy buyers)."""
+    ranks = np.minimum(rng.zipf(1.6, n) - 1, len(ids) - 1)
+    return [ids[r] for r in ranks]
+
+
+def _orders(b: Batch) -> list[dict[str, Any]]:
+    rng, n, ids = b.rng, b.count, b.ids()
+    users = _popular(rng, b.parents["users"], n)
+    statuses = weighted(rng, ["placed", "paid", "shipped", "delivered", "cancelled"], [1, 2, 3, 10, 1], n)
+    times = b.times(ORIGIN + timedelta(days=7), SPAN)
+    products, prices = b.parents["products"], b.parents["products.price_cents"]
+    docs = []
+    for i in range(n):
+        picks = rng.integers(0, len(products), int(rng.integers(1, 5)))
+        qty = rng.integers(1, 4, picks.size)
+        items = [
+            {"product_id": products[p], "qty": int(q), "unit_price_cents": int(prices[p]),
+             "line_total_cents": int(q) * int(prices[p])}
+            for p, q in zip(picks, qty, strict=True)
+        ]  # fmt: skip
+        total = sum(it["line_total_cents"] for it in items)  # the computed field
+        docs.append({"_id": ids[i], "user_id": users[i], "status": statuses[i], "items": items, "total_cents": total,
+                     "created_at": times[i]})  # fmt: skip
+    return docs
+
+
+def _reviews(b: Batch) -> list[dict[str, Any]]:
+    rng, n, ids = b.rng, b.count, b.ids()
+    users = _popular(rng, b.parents["users"], n)
+    products = _popular(rng, b.parents["products"], n)
+    ratings = weighted(rng, [1, 2, 3, 4, 5], [0.05, 0.07, 0.15, 0.33, 0.4], n)
+    times = b.times(ORIGIN + timedelta(days=14), SPAN)
+    words = np.array(WORDS)[rng.integers(0, len(WORDS), (n, 6))]
+    return [
+        {"_id": ids[i], "user_id": users[i], "product_id": products[i], "rating": ratings[i],
+         "body": " ".join(words[i]), "created_at": times[i]}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def _sessions(b: Batch) -> list[dict[str, Any]]:
+    rng, n, ids = b.rng, b.count, b.ids()
+    users = _popular(rng, b.parents["users"], n)
+    devices = weighted(rng, ["web", "ios", "android"], [0.5, 0.3, 0.2], n)
+    times = b.times(ORIGIN, SPAN)
+    return [{"_id": ids[i], "user_id": users[i], "device": devices[i], "created_at": times[i]} for i in range(n)]
+
+
+def _page_views(b: Batch) -> list[dict[str, Any]]:
+    rng, n, ids = b.rng, b.count, b.ids()
+    users = _popular(rng, b.parents["users"], n)
+    devices = weighted(rng, ["web", "ios", "android"], [0.5, 0.3, 0.2], n)
+    paths = weighted(rng, ["/", "/search", "/product", "/cart", "/checkout"], [5, 3, 6, 2, 1], n)
+    times = b.times(ORIGIN, SPAN)
+    ms = rng.exponential(20_000, n).astype(int)
+    return [
+        {"_id": ids[i], "ts": times[i], "meta": {"user_id": users[i], "device": devices[i]}, "path": paths[i],
+         "ms_on_page": int(ms[i])}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+USERS, PRODUCTS, ORDERS, REVIEWS, SESSIONS, PAGE_VIEWS = 2000, 500, 5000, 1500, 3000, 6000
+FIVE_YEARS = 5 * 365 * 24 * 3600
+
+_COLLECTIONS = [
+    CollectionDef("users", User, USERS, _users, (
+        IndexDef((("email", 1),), "email_unique", unique=True),
+        IndexDef((("country", 1), ("tier", 1)), "country_tier"),
+        IndexDef((("created_at", -1),), "newest_first"),
+    )),
+    CollectionDef("products", Product, PRODUCTS, _products, (
+        IndexDef((("sku", 1),), "sku_unique", unique=True),
+        IndexDef((("category", 1), ("price_cents", -1)), "category_price"),
+    )),
+    CollectionDef("orders", Order, ORDERS, _orders, (
+        IndexDef((("user_id", 1), ("created_at", -1)), "user_recent"),
+        IndexDef((("status", 1),), "status"),
+        IndexDef((("items.product_id", 1),), "item_product"),
+    ), parent_fields={"products": ("price_cents",)}),
+    CollectionDef("reviews", Review, REVIEWS, _reviews, (
+        IndexDef((("product_id", 1), ("rating", -1)), "product_rating"),
+    )),
+    CollectionDef("sessions", Session, SESSIONS, _sessions, (
+        IndexDef((("created_at", 1),), "expire_after_5y", ttl_seconds=FIVE_YEARS),
+        IndexDef((("user_id", 1),), "user"),
+    )),
+    CollectionDef("page_views", PageView, PAGE_VIEWS, _page_views, (
+        IndexDef((("meta.user_id", 1), ("ts", -1)), "user_ts"),
+    ), TimeSeries("ts", "meta")),
+]  # fmt: skip
+
+ECOMMERCE = DocPack(
+    name="ecommerce",
+    summary="an online shop: users, products, orders with items, reviews, sessions (TTL), page views (time series)",
+    collections={c.name: c for c in _COLLECTIONS},
+    origin=ORIGIN,
+)

@@ -1,0 +1,74 @@
+"""The retail pack's settings (a YAML file, overridable per task) and its calendar of demand.
+
+Demand for a day is a product of multipliers: season (a yearly wave with a January lull), holidays
+(back to school, Black Friday, the weeks before Christmas), and day of week; within a day, an hour
+profile with a lunch and an after-work peak, cut to each store's opening hours. Stores close on
+Thanksgiving and Christmas Day: those days have no receipts and no foot traffic.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["HOUR_PROFILE", "ONLINE_HOUR_PROFILE", "RetailConfig", "day_multiplier", "is_closed"]
+
+
+class RetailConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 42
+    out: str = Field("retail_data", description="output directory (dims/, facts/, state/)")
+    start_date: date = Field(date(2024, 1, 1), description="first day of the first run; later runs continue")
+    days: int = Field(7, ge=1, le=3660, description="days of facts each run adds")
+    geographies: int = Field(200, ge=10, le=100_000)
+    dcs: int = Field(5, ge=1, le=200)
+    stores: int = Field(50, ge=1, le=20_000)
+    trucks_per_dc: int = Field(6, ge=1, le=1000)
+    truck_capacity: int = Field(3000, ge=100, description="mean units a truck carries (each truck +/-25%)")
+    customers: int = Field(20_000, ge=1)
+    products: int = Field(500, ge=10, le=200_000)
+    brands: int = Field(60, ge=1, le=5000)
+    receipts_per_store_day: float = Field(250.0, gt=0, description="mean receipts of an average store-day")
+    online_orders_per_day: float = Field(400.0, ge=0)
+    stock_days: float = Field(7.0, gt=0, description="store stock target, in days of expected sales")
+
+
+# demand by hour of day (0-23): a lunch peak and an after-work peak; cut to store hours per store
+HOUR_PROFILE = np.array(
+    [0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.4, 0.7, 1.0, 1.2, 1.4, 1.7, 2.2, 1.9, 1.5, 1.5, 1.8, 2.3, 2.4, 2.0,
+     1.5, 1.0, 0.6, 0.3]
+)
+# online orders are created 00:00-15:59 so that picking and shipping end the same day (see sales.py)
+ONLINE_HOUR_PROFILE = np.array([0.3, 0.2, 0.1, 0.1, 0.1, 0.2, 0.5, 0.9, 1.2, 1.4, 1.5, 1.5, 1.6, 1.5, 1.4, 1.3]
+                               + [0.0] * 8)  # fmt: skip
+DOW = np.array([0.85, 0.85, 0.9, 0.95, 1.15, 1.35, 1.1])  # Monday .. Sunday
+
+
+def _thanksgiving(year: int) -> date:
+    nov1 = date(year, 11, 1)
+    return nov1 + timedelta(days=(3 - nov1.weekday()) % 7 + 21)
+
+
+def is_closed(day: date) -> bool:
+    return day == _thanksgiving(day.year) or (day.month == 12 and day.day == 25)
+
+
+def day_multiplier(day: date) -> float:
+    """Demand of a day relative to an average day (0 when stores are closed)."""
+    if is_closed(day):
+        return 0.0
+    doy = day.timetuple().tm_yday
+    season = 1.0 + 0.12 * np.sin(2 * np.pi * (doy - 100) / 365.25)
+    holiday = 1.0
+    if day.month == 1:
+        holiday = 0.85
+    elif day.month == 8 or (day.month == 9 and day.day <= 7):
+        holiday = 1.15  # back to school
+    elif day == _thanksgiving(day.year) + timedelta(days=1):
+        holiday = 2.2  # Black Friday
+    elif day.month == 12 and day.day < 25:
+        holiday = 1.25 + 0.02 * day.day  # the run-up to Christmas
+    return float(season * holiday * DOW[day.weekday()])
