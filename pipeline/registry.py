@@ -91,7 +91,11 @@ def build_dag(spec: PipelineSpec, file: str | Path) -> DAG:
             field = ".".join(["with", *(str(p) for p in first["loc"])])
             msg = "unknown parameter (check its spelling)" if first["type"] == "extra_forbidden" else first["msg"]
             msg = msg.removeprefix("Value error, ")
-            raise SpecError(file, f"{msg} (got {first.get('input')!r})", task=name, field=field) from None
+            got = repr(first.get("input"))
+            got = got if len(got) <= 120 else got[:117] + "..."  # a whole mapping would drown the message
+            if first["type"] == "value_error" and isinstance(first.get("input"), dict):
+                got = ""  # a check over several fields: its message names them, the mapping adds nothing
+            raise SpecError(file, f"{msg}{f' (got {got})' if got else ''}", task=name, field=field) from None
         streams_from = [n for n in t.needs if cls.stream_input and classes[n].emits]
         retry = RetryPolicy(attempts=t.retries + 1, backoff=t.retry_delay) if t.retries else None
         dag.add(cls(name, params, t.needs, streams_from=streams_from, retry=retry, timeout=t.timeout, kind=t.kind))

@@ -12,10 +12,13 @@ sends them:
   Backfill with a historical run, then keep a realtime run going day by day: the pack's saved state
   continues dates and keys, so the stream never repeats one.
 
-Keys are the store (or DC/customer) id, so one store's events stay in order on one partition. A send that
-fails is retried with backoff (``retries``); an event that still cannot go, or that is larger than
-``max_event_bytes``, goes to ``dead_letter_topic`` with the reason and its trace id, never dropped.
-Trace ids are UUIDv5 of (table, day, row), so a re-run of the same data sends the same ids.
+Keys are the store (or DC/customer) id, so one store's events stay in order on one partition. The producer
+retries a failing send in order (backoff ``retry_delay``) until ``request_timeout``; an event it still
+cannot deliver, that it refuses outright, or that is larger than ``max_event_bytes`` goes to
+``dead_letter_topic`` with the reason and its trace id. If the dead-letter topic refuses too, the task
+fails (nothing is dropped silently) and the pack's state does not advance when ``commit`` needs this task,
+so the run is simply run again: delivery is at least once, and trace ids, UUIDv5 of (table, day, row),
+are the same on a re-run, so consumers can drop repeats.
 """
 
 from __future__ import annotations
@@ -57,11 +60,31 @@ class EventsParams(BaseModel):
     burst_every: float = Field(60.0, gt=0, description="seconds between burst starts")
     burst_seconds: float = Field(0.0, ge=0, description="how long a burst lasts (0: no bursts)")
     speedup: float = Field(60.0, gt=0, description="realtime: event-time seconds per wall second")
-    retries: int = Field(3, ge=0)
-    retry_delay: float = Field(0.5, ge=0)
+    retry_delay: float = Field(0.5, ge=0, description="producer retry backoff, seconds")
+    request_timeout: float = Field(40.0, gt=0, description="after this an undelivered event is dead-lettered")
     max_event_bytes: int = Field(1_000_000, ge=64)
     schema_version: str = "1.0"
     source: str = "dag-pipeline/retail"
+
+
+SLICE = 5_000  # events sent before their acknowledgements are collected
+
+
+class _Clock:
+    """Send times across the whole run: the burst phase and the realtime spacing carry over day ends."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0, self.next_at, self.first_ts = t0, 0.0, None
+
+    def offsets(self, events: pa.Table, p: EventsParams) -> list[float]:
+        if p.mode == "realtime":
+            ts = events["event_ts"].cast(pa.int64()).to_numpy() / 1000.0
+            if self.first_ts is None and len(ts):
+                self.first_ts = float(ts[0])
+            return [] if not len(ts) else list((ts - (self.first_ts or 0.0)) / p.speedup)
+        out = list(pace(events.num_rows + 1, p.rate, p.burst_factor, p.burst_every, p.burst_seconds, self.next_at))
+        self.next_at = out.pop()
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +97,12 @@ class EventsResult:
 
 
 def pace(
-    n: int, rate: float, burst_factor: float = 1.0, burst_every: float = 60.0, burst_seconds: float = 0.0
+    n: int, rate: float, burst_factor: float = 1.0, burst_every: float = 60.0, burst_seconds: float = 0.0,
+    start: float = 0.0,
 ) -> Iterator[float]:
-    """Send offsets (seconds from the start) for n events: ``rate`` per second, ``burst_factor`` x rate during
-    the first ``burst_seconds`` of every ``burst_every`` seconds. Pure, so the schedule is unit-tested."""
-    t = 0.0
+    """Send offsets (seconds from the run's start) for n events from ``start``: ``rate`` per second,
+    ``burst_factor`` x rate during the first ``burst_seconds`` of every ``burst_every``. Pure: unit-tested."""
+    t = start
     for _ in range(n):
         yield t
         if rate <= 0:
@@ -151,35 +175,40 @@ class DatasetEvents(Component):
 
         p: EventsParams = self.params  # type: ignore[assignment]
         written = [r for n in self.needs if isinstance(r := ctx.result(n), DatasetTableResult)]
+        if not written:
+            raise ValueError(f"task {self.name!r}: none of its needs wrote dataset tables")
         out, days = Path(written[0].out), max(r.days for r in written)
+        # the pack writes every day of a run for every fact table (an empty day is an empty partition)
         all_days = sorted({d.name.removeprefix("dt=") for t in p.tables for d in (out / "facts" / t).glob("dt=*")})
         new_days = all_days[-days:] if days else []
-        producer = AIOKafkaProducer(**kafka_options(ctx.services["settings"]), enable_idempotence=False, acks="all",
-                                    linger_ms=5, max_request_size=max(p.max_event_bytes * 2, 1_048_576))  # fmt: skip
-        started, sent, dead = time.monotonic(), 0, 0
+        producer = AIOKafkaProducer(
+            **kafka_options(ctx.services["settings"]), enable_idempotence=False, acks="all", linger_ms=5,
+            max_request_size=max(p.max_event_bytes * 2, 1_048_576), retry_backoff_ms=int(p.retry_delay * 1000),
+            request_timeout_ms=int(p.request_timeout * 1000),
+        )  # fmt: skip
+        clock = _Clock(time.monotonic())
+        sent = dead = 0
         await producer.start()
         try:
             for day in new_days:
                 events = await anyio.to_thread.run_sync(day_events, out, p.tables, day, p)
-                s, d = await self._send_day(producer, events, day, p, ctx)
-                sent, dead = sent + s, dead + d
-                ctx.progress(done=sent + dead, unit="events", day=day)
+                for start in range(0, events.num_rows, SLICE):
+                    s, d = await self._send(producer, events.slice(start, SLICE), day, p, clock)
+                    sent, dead = sent + s, dead + d
+                    ctx.progress(done=sent + dead, unit="events", day=day)
         finally:
             await producer.stop()
-        return EventsResult(p.topic, sent, dead, new_days, time.monotonic() - started)
+        return EventsResult(p.topic, sent, dead, new_days, time.monotonic() - clock.t0)
 
-    async def _send_day(self, producer: Any, events: pa.Table, day: str, p: EventsParams, ctx: Any) -> tuple[int, int]:
-        n = events.num_rows
-        if n == 0:
-            return 0, 0
-        if p.mode == "realtime":
-            ts = events["event_ts"].cast(pa.int64()).to_numpy() / 1000.0
-            offsets: Iterator[float] = iter((ts - ts[0]) / p.speedup)
-        else:
-            offsets = pace(n, p.rate, p.burst_factor, p.burst_every, p.burst_seconds)
-        t0, pending, sent, dead = time.monotonic(), [], 0, 0
-        for rec, at in zip(events.to_pylist(), offsets, strict=False):
-            wait = t0 + at - time.monotonic()
+    async def _send(self, producer: Any, events: pa.Table, day: str, p: EventsParams, clock: _Clock) -> tuple[int, int]:
+        """One slice: paced sends, then every acknowledgement (memory: one slice of futures at a time).
+
+        No resend by us: the producer retries in order inside (one batch in flight per partition), and an
+        event it finally cannot deliver is dead-lettered; resending it here would put it behind later
+        events of its key."""
+        pending, sent, dead = [], 0, 0
+        for rec, at in zip(events.to_pylist(), clock.offsets(events, p), strict=True):
+            wait = clock.t0 + at - time.monotonic()
             if wait > 0:
                 await anyio.sleep(wait)
             value = envelope(rec, day, p)
@@ -187,28 +216,17 @@ class DatasetEvents(Component):
                 why = f"event is {len(value):,} bytes; max_event_bytes is {p.max_event_bytes:,}"
                 dead += await self._dead_letter(producer, p, rec, day, value, why)
                 continue
-            pending.append((rec, value, await producer.send(p.topic, value, key=rec["key"].encode())))
+            try:
+                pending.append((rec, value, await producer.send(p.topic, value, key=rec["key"].encode())))
+            except Exception as exc:  # noqa: BLE001 - refused before sending (too large, buffer timeout): a dead letter
+                dead += await self._dead_letter(producer, p, rec, day, value, f"{type(exc).__name__}: {exc}")
         for rec, value, fut in pending:
-            ok = await self._settle(producer, p, rec, value, fut)
-            sent += ok
-            if not ok:
-                why = "not accepted by the broker after retries"
-                dead += await self._dead_letter(producer, p, rec, day, value, why)
-        return sent, dead
-
-    async def _settle(self, producer: Any, p: EventsParams, rec: dict[str, Any], value: bytes, fut: Any) -> bool:
-        delay = p.retry_delay
-        for attempt in range(p.retries + 1):
             try:
                 await fut
-                return True
-            except Exception:  # noqa: BLE001 - retried with backoff, then dead-lettered (never dropped)
-                if attempt == p.retries:
-                    return False
-                await anyio.sleep(delay)
-                delay *= 2
-                fut = await producer.send(p.topic, value, key=rec["key"].encode())
-        return False
+                sent += 1
+            except Exception as exc:  # noqa: BLE001 - the producer's own retries are spent: a dead letter
+                dead += await self._dead_letter(producer, p, rec, day, value, f"{type(exc).__name__}: {exc}")
+        return sent, dead
 
     async def _dead_letter(self, producer: Any, p: EventsParams, rec: dict[str, Any], day: str, value: bytes,
                            reason: str) -> int:  # fmt: skip

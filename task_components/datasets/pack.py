@@ -72,9 +72,13 @@ def load_pack_config(pack: Pack, source: str | Mapping[str, Any] | None, overrid
     if isinstance(source, str):
         where = source
         try:
-            raw = yaml.safe_load(Path(source).read_text()) or {}
+            raw = yaml.safe_load(Path(source).read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
-            raise PackConfigError(f"{source}: no such pack config file") from None
+            raise PackConfigError(f"{source}: no such pack config file (relative paths are from "
+                                  f"{Path.cwd()})") from None  # fmt: skip
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise PackConfigError(f"{source}: not a readable UTF-8 YAML pack config file ({why})") from None
         except yaml.YAMLError as exc:
             line = getattr(getattr(exc, "problem_mark", None), "line", None)
             at = f" at line {line + 1}" if line is not None else ""
@@ -106,8 +110,12 @@ class GenerationState:
         path = out / "state" / STATE_FILE
         if not path.exists():
             return None
-        raw = json.loads(path.read_text())
-        return cls(raw["pack"], raw["fingerprint"], date.fromisoformat(raw["next_date"]), raw.get("runs", []))
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return cls(raw["pack"], raw["fingerprint"], date.fromisoformat(raw["next_date"]), raw.get("runs", []))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PackConfigError(f"{path}: the saved generation state is damaged ({type(exc).__name__}: {exc}); "
+                                  "restore it or start a new out") from None  # fmt: skip
 
     def save(self, out: Path) -> None:
         path = out / "state" / STATE_FILE
@@ -122,6 +130,9 @@ class GenerationState:
 def check_state(pack: Pack, config: Any) -> GenerationState | None:
     """The saved state of ``config.out``, refused if it was made by another pack or configuration."""
     out = Path(config.out)
+    blocker = next((p for p in (out, *out.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise PackConfigError(f"out {out}: {blocker} is a file, not a directory")
     state = GenerationState.load(out)
     if state is None:
         return None

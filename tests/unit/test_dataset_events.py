@@ -51,3 +51,59 @@ def test_envelopes_carry_the_row_and_the_same_trace_id_every_time(data: Path) ->
     assert match.height == 1 and match["total_cents"][0] == a["payload"]["total_cents"]
     other = events.slice(1, 1).to_pylist()[0]
     assert json.loads(envelope(other, "2024-03-02", p))["trace_id"] != a["trace_id"]
+
+
+class _Producer:
+    """A unit-test stand-in for AIOKafkaProducer: refuses one event at send, fails another's delivery."""
+
+    def __init__(self, refuse: int, fail: int) -> None:
+        self.refuse, self.fail, self.calls = refuse, fail, 0
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> object:
+        import asyncio
+
+        self.calls += 1
+        if self.calls == self.refuse:
+            raise RuntimeError("buffer full")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.calls == self.fail:
+            fut.set_exception(TimeoutError("no broker"))
+        else:
+            self.sent.append((topic, value))
+            fut.set_result(None)
+        return fut
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
+        self.sent.append((topic, value))
+
+
+@pytest.mark.anyio
+async def test_refused_and_undelivered_events_are_dead_lettered_once_and_never_resent(data: Path) -> None:
+    from task_components.datasets.events import DatasetEvents, _Clock
+
+    p = EventsParams(tables=["receipts"], topic="t", dead_letter_topic="dlq")
+    events = day_events(data, p.tables, "2024-03-01", p).slice(0, 50)
+    producer = _Producer(refuse=3, fail=7)
+    sent, dead = await DatasetEvents("events", p)._send(producer, events, "2024-03-01", p, _Clock(0.0))
+    assert (sent, dead) == (48, 2) and producer.calls == 50  # no event sent twice
+    letters = [json.loads(v) for t, v in producer.sent if t == "dlq"]
+    assert sorted(lt["reason"].split(":")[0] for lt in letters) == ["RuntimeError", "TimeoutError"]
+    order = [json.loads(v)["trace_id"] for t, v in producer.sent if t == "t"]
+    expected = [json.loads(envelope(r, "2024-03-01", p))["trace_id"] for r in events.to_pylist()]
+    assert order == [x for i, x in enumerate(expected) if i not in (2, 6)]
+
+
+def test_realtime_spacing_and_bursts_carry_over_day_ends(data: Path) -> None:
+    from task_components.datasets.events import _Clock
+
+    p = EventsParams(tables=["receipts"], mode="realtime", speedup=3600.0)
+    clock = _Clock(0.0)
+    day1 = clock.offsets(day_events(data, p.tables, "2024-03-01", p), p)
+    day2 = clock.offsets(day_events(data, p.tables, "2024-03-02", p), p)
+    assert day1[0] == 0 and day2[0] - day1[-1] > 3  # the night between (hours, at 3600x: seconds) is kept
+    h = EventsParams(rate=10, burst_factor=2, burst_every=10, burst_seconds=5)
+    clock = _Clock(0.0)
+    first = clock.offsets(day_events(data, ["receipts"], "2024-03-01", h).slice(0, 30), h)
+    second = clock.offsets(day_events(data, ["receipts"], "2024-03-02", h).slice(0, 30), h)
+    assert second[0] > first[-1] and second == list(pace(30, 10, 2, 10, 5, start=second[0]))

@@ -11,29 +11,42 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["HOUR_PROFILE", "ONLINE_HOUR_PROFILE", "RetailConfig", "day_multiplier", "is_closed"]
 
 
 class RetailConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Bounds are what generation can hold (ids are int32, the stores x products balance matrix is in
+    memory, a day's receipts are drawn at once): past them a run would overflow or exhaust memory, so
+    the value is refused up front (exit 2) instead."""
 
-    seed: int = 42
-    out: str = Field("retail_data", description="output directory (dims/, facts/, state/)")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    seed: int = Field(42, ge=0, lt=2**63)
+    out: str = Field("retail_data", min_length=1, description="output directory (dims/, facts/, state/)")
     start_date: date = Field(date(2024, 1, 1), description="first day of the first run; later runs continue")
     days: int = Field(7, ge=1, le=3660, description="days of facts each run adds")
     geographies: int = Field(200, ge=10, le=100_000)
     dcs: int = Field(5, ge=1, le=200)
     stores: int = Field(50, ge=1, le=20_000)
     trucks_per_dc: int = Field(6, ge=1, le=1000)
-    truck_capacity: int = Field(3000, ge=100, description="mean units a truck carries (each truck +/-25%)")
-    customers: int = Field(20_000, ge=1)
+    truck_capacity: int = Field(3000, ge=100, le=1_000_000, description="mean units a truck carries (+/-25%)")
+    customers: int = Field(20_000, ge=1, le=50_000_000)
     products: int = Field(500, ge=10, le=200_000)
     brands: int = Field(60, ge=1, le=5000)
-    receipts_per_store_day: float = Field(250.0, gt=0, description="mean receipts of an average store-day")
-    online_orders_per_day: float = Field(400.0, ge=0)
-    stock_days: float = Field(7.0, gt=0, description="store stock target, in days of expected sales")
+    receipts_per_store_day: float = Field(250.0, gt=0, le=100_000, description="mean receipts of a store-day")
+    online_orders_per_day: float = Field(400.0, ge=0, le=10_000_000)
+    stock_days: float = Field(7.0, gt=0, le=365, description="store stock target, in days of expected sales")
+
+    @model_validator(mode="after")
+    def _fits(self) -> RetailConfig:
+        if self.stores * self.products > 20_000_000:
+            raise ValueError(f"stores x products = {self.stores * self.products:,} store-product balances is "
+                             "more than 20,000,000 (the inventory matrix is held in memory)")  # fmt: skip
+        if self.start_date + timedelta(days=self.days) > date(9000, 1, 1):
+            raise ValueError(f"start_date {self.start_date} + {self.days} days runs past the calendar")
+        return self
 
 
 # demand by hour of day (0-23): a lunch peak and an after-work peak; cut to store hours per store
