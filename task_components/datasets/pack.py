@@ -93,9 +93,8 @@ def load_pack_config(pack: Pack, source: str | Mapping[str, Any] | None, overrid
         first = err.errors()[0]
         name = ".".join(str(p) for p in first["loc"]) or "(root)"
         msg = "unknown setting (check its spelling)" if first["type"] == "extra_forbidden" else first["msg"]
-        raise PackConfigError(
-            f"{where}: field {name!r}: {msg.removeprefix('Value error, ')} (got {first.get('input')!r})"
-        ) from None
+        got = "" if isinstance(first.get("input"), dict) else f" (got {first.get('input')!r})"  # a cross-field check
+        raise PackConfigError(f"{where}: field {name!r}: {msg.removeprefix('Value error, ')}{got}") from None
 
 
 @dataclass(slots=True)

@@ -135,3 +135,27 @@ def test_continuing_with_another_seed_is_refused_before_anything_runs(tmp_path: 
     run_pack("retail", _config(tmp_path / "e", days=1), tmp_path / "runs")
     text = _invalid(tmp_path, _geo({**_config(tmp_path / "e"), "seed": 99, "start_date": "2024-03-01"}))
     assert "generated with another seed or volume settings" in text
+
+
+def test_settings_generation_cannot_hold_are_refused_before_running(tmp_path: Path) -> None:
+    """Values that would overflow int32 ids, exhaust memory or leave the calendar: exit 2, one line."""
+    cfg = str(tmp_path / "pack.yaml")
+    cases = [({"truck_capacity": 10**12}, "'truck_capacity'"), ({"customers": 10**10}, "'customers'"),
+             ({"receipts_per_store_day": float("inf")}, "finite number"), ({"seed": -1}, "'seed'"),
+             ({"stores": 20_000, "products": 200_000}, "store-product balances"),
+             ({"start_date": date(9999, 12, 30)}, "runs past the calendar"), ({"out": ""}, "'out'")]  # fmt: skip
+    for settings, expected in cases:
+        text = _invalid(tmp_path, _geo(cfg), settings)
+        assert expected in text and "(got {" not in text, (settings, text)
+    (tmp_path / "dir.yaml").mkdir()
+    assert "not a readable UTF-8 YAML pack config file" in _invalid(tmp_path, _geo(str(tmp_path / "dir.yaml")))
+    (tmp_path / "bin.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    assert "bin.yaml: not a readable UTF-8" in _invalid(tmp_path, _geo(str(tmp_path / "bin.yaml")))
+    (tmp_path / "outfile").write_text("x")
+    text = _invalid(tmp_path, _geo(cfg), {"out": str(tmp_path / "outfile")})
+    assert "is a file, not a directory" in text
+    state = tmp_path / "data" / "state"
+    state.mkdir(parents=True)
+    (state / "generation_state.json").write_text("{broken")
+    text = _invalid(tmp_path, _geo(cfg), {"out": str(tmp_path / "data")})
+    assert "generation_state.json: the saved generation state is damaged" in text

@@ -44,7 +44,7 @@ class RetailConfig(BaseModel):
         if self.stores * self.products > 20_000_000:
             raise ValueError(f"stores x products = {self.stores * self.products:,} store-product balances is "
                              "more than 20,000,000 (the inventory matrix is held in memory)")  # fmt: skip
-        if self.start_date + timedelta(days=self.days) > date(9000, 1, 1):
+        if self.start_date > date(9000, 1, 1) - timedelta(days=self.days):
             raise ValueError(f"start_date {self.start_date} + {self.days} days runs past the calendar")
         return self
 
