@@ -176,7 +176,11 @@ def test_uncovered_types_and_ragged_vectors_fall_back_to_records() -> None:
     assert encode_batch(ragged, schema, 0) is None
 
 
-def test_shadow_sync_writes_vector_batches_by_binary_copy() -> None:
+def test_shadow_sync_writes_vector_batches_by_binary_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_records(*args: Any) -> None:
+        raise AssertionError("a covered schema went through the record path")
+
+    monkeypatch.setattr("task_components.shadow.sync.arrow_records", no_records)
     dsn = service_uri("TEST_POSTGRES_DSN")
     schema = resolve_schema("vector_bench")
     js = schema.model_dump_json()
