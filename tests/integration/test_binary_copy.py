@@ -215,3 +215,47 @@ def test_shadow_sync_writes_vector_batches_by_binary_copy(monkeypatch: pytest.Mo
             np.asarray(r["embedding"], np.float32), np.asarray(source_rows["embedding"][i], np.float32)
         )
     assert len(rows) == 7
+
+
+def test_a_binary_copy_that_committed_before_the_connection_died_is_replaced_not_duplicated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dsn = service_uri("TEST_POSTGRES_DSN")
+    schema = resolve_schema("vector_bench")
+    batches = [generate_chunk(schema.model_dump_json(), 3, i, i * 500, 500, 1500) for i in range(3)]
+    table = f"shadow_bc_{secrets.token_hex(4)}"
+    real_copy = asyncpg.Connection.copy_to_table
+    calls = 0
+
+    async def copy_then_die(self: asyncpg.Connection, *args: Any, **kwargs: Any) -> str:
+        nonlocal calls
+        calls += 1
+        result = await real_copy(self, *args, **kwargs)
+        if calls == 2:  # the second batch lands, then the connection "drops" before the reply is read
+            raise ConnectionResetError("connection reset by peer")
+        return result
+
+    monkeypatch.setattr(asyncpg.Connection, "copy_to_table", copy_then_die)
+
+    @task(emits_stream=True)
+    async def source(ctx: PipelineContext) -> None:
+        for b in batches:
+            await ctx.emit(b)
+
+    params = ShadowParams(table=table, concurrency=1)
+    shadow = ShadowSync("shadow", params, needs=["source"], streams_from=["source"])
+    settings = Settings.model_validate({"postgres": {"dsn": dsn}})
+
+    async def run() -> tuple[int, int]:
+        result = await Executor().run(DAG("bc", [source, shadow]), PipelineContext(services={"settings": settings}))
+        assert result.ok, result.failed()
+        conn = await asyncpg.connect(dsn)
+        try:
+            row = await conn.fetchrow(f"SELECT count(*) AS n, count(DISTINCT id) AS d FROM {quote(table)}")
+            return row["n"], row["d"]
+        finally:
+            await conn.execute(f"DROP TABLE IF EXISTS {quote(table)}")
+            await conn.close()
+
+    assert anyio.run(run) == (1500, 1500)
+    assert calls == 4  # three batches, one of them twice
