@@ -83,7 +83,7 @@ def _valid(col: pa.Array) -> np.ndarray | None:
 def _u8(a: np.ndarray) -> np.ndarray:
     """A contiguous array's bytes as an ``(n, itemsize * values per row)`` uint8 matrix."""
     a = np.ascontiguousarray(a)
-    return a.view(np.uint8).reshape(len(a), -1)
+    return a.view(np.uint8).reshape(len(a), a.dtype.itemsize * int(np.prod(a.shape[1:])))  # 0 rows too
 
 
 def _framed(payload: np.ndarray, valid: np.ndarray | None) -> Part:
