@@ -1,7 +1,7 @@
 """PostgreSQL binary COPY payloads built straight from Arrow buffers, for the shadow.
 
 Why: ``copy_records_to_table`` needs a Python object per value, so a 768-d vector row costs 768 floats
-boxed, listed and encoded one by one (~5k rows/s), and by backpressure the shadow slowed a whole DAG.
+boxed, listed and encoded one by one (5-8k rows/s), and by backpressure the shadow slowed a whole DAG.
 Here every column is turned into its binary COPY field bytes with numpy, a column at a time (int32
 length prefix + big-endian payload; ``-1`` for NULL from the Arrow validity bitmap), and the rows are
 laid out in one buffer sent with ``copy_to_table(format='binary')``: no Python object per value.
@@ -15,9 +15,10 @@ registers without a binary encoder (``register_binary``); a dense vector batch w
 ``dim`` long falls back too, rather than writing shifted rows.
 
 Row layout: columns whose fields are the same width in every row (no NULLs, not text) are moved to the
-front (the COPY column list says the order), so each row is a fixed-width prefix matrix plus a small
-variable tail. Narrow rows are gathered in one numpy fancy-index; wide rows (vectors) are joined row by
-row from the prefix matrix and the tail, which costs one memcpy per row instead of an index per byte.
+front (the COPY column list says the order), so each row is a fixed-width prefix matrix plus a
+variable tail. Narrow rows are gathered in one numpy fancy-index; wide rows (vectors) are joined from
+one buffer view per row and part (the prefix row, then each tail part's run), which costs a memcpy per
+piece instead of an index per byte.
 """
 
 from __future__ import annotations
@@ -243,46 +244,52 @@ def _as_runs(p: Part) -> Runs:
     return Runs(np.ascontiguousarray(p.rows).reshape(-1), np.arange(n, dtype=np.int64) * w, np.full(n, w, np.int64))
 
 
-def _gather(parts: list[Runs], n: int, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Row-major concatenation of several columns' runs (one fancy-index): the bytes and each row's size."""
+def _gather(parts: list[Runs], out: np.ndarray) -> None:
+    """Row-major concatenation of several columns' runs into ``out`` by one fancy-index (narrow rows)."""
     bases = np.cumsum([0] + [len(p.source) for p in parts[:-1]])
     source = np.concatenate([p.source for p in parts]) if len(parts) > 1 else parts[0].source
-    sizes = np.stack([p.sizes for p in parts], axis=1).astype(np.int64)  # (n, parts)
+    sizes = np.stack([p.sizes for p in parts], axis=1).astype(np.int64).reshape(-1)  # row-major: row, part
     starts = np.stack([p.starts + b for p, b in zip(parts, bases, strict=True)], axis=1).astype(np.int64)
-    flat_sizes = sizes.reshape(-1)
-    total = int(flat_sizes.sum())
-    placed = np.cumsum(flat_sizes) - flat_sizes  # where each run starts in the output
-    index = np.repeat(starts.reshape(-1) - placed, flat_sizes)
-    index += np.arange(total, dtype=np.int64)
-    if out is None:
-        return source[index], sizes.sum(axis=1)
+    placed = np.cumsum(sizes) - sizes  # where each run starts in the output
+    index = np.repeat(starts.reshape(-1) - placed, sizes)
+    index += np.arange(len(out), dtype=np.int64)
     np.take(source, index, out=out)
-    return out, sizes.sum(axis=1)
+
+
+def _row_pieces(p: Part) -> list[object]:
+    """One buffer view per row of a part, for the row-by-row join of wide rows."""
+    if isinstance(p, Fixed):
+        return list(p.rows)
+    view = memoryview(p.source)
+    ends = p.starts + p.sizes
+    return [view[a:b] for a, b in zip(p.starts.tolist(), ends.tolist(), strict=True)]
+
+
+def _is_fixed(parts: list[Part]) -> bool:
+    return all(isinstance(p, Fixed) for p in parts)
 
 
 def _assemble(cols: list[list[Part]], n: int) -> memoryview:
-    """The whole COPY payload (header, rows, trailer) from the columns' parts, in the given column order."""
+    """The whole COPY payload (header, rows, trailer) from the columns' parts, fixed-width columns first."""
     count = Fixed(np.frombuffer(struct.pack(">h", len(cols)), np.uint8)[None, :].repeat(n, axis=0))
-    fixed = [count] + [p for c in cols if all(isinstance(p, Fixed) for p in c) for p in c]  # type: ignore[misc]
-    tail = [p for c in cols if not all(isinstance(p, Fixed) for p in c) for p in c]
-    prefix = np.concatenate([p.rows for p in fixed], axis=1) if len(fixed) > 1 else count.rows  # type: ignore[union-attr]
+    fixed: list[Fixed] = [count] + [p for c in cols if _is_fixed(c) for p in c if isinstance(p, Fixed)]
+    tail = [p for c in cols if not _is_fixed(c) for p in c]
+    prefix = np.concatenate([p.rows for p in fixed], axis=1) if len(fixed) > 1 else count.rows
     if not tail:
         return memoryview(b"".join((HEADER, prefix.data, TRAILER)))
-    runs = [_as_runs(p) for p in tail]
-    if prefix.shape[1] <= _GATHER_MAX_WIDTH:  # narrow rows: one index for everything
-        runs.insert(0, _as_runs(Fixed(prefix)))
+    if prefix.shape[1] <= _GATHER_MAX_WIDTH:  # narrow rows: one index for every byte
+        runs = [_as_runs(p) for p in [Fixed(prefix), *tail]]
         total = int(sum(int(r.sizes.sum()) for r in runs))
         buf = np.empty(len(HEADER) + total + len(TRAILER), np.uint8)
         buf[: len(HEADER)] = np.frombuffer(HEADER, np.uint8)
         buf[len(buf) - len(TRAILER) :] = np.frombuffer(TRAILER, np.uint8)
-        _gather(runs, n, buf[len(HEADER) : len(buf) - len(TRAILER)])
+        _gather(runs, buf[len(HEADER) : len(buf) - len(TRAILER)])
         return memoryview(buf)
-    data, row_sizes = _gather(runs, n)  # wide rows: gather the small tails, then one join of whole rows
-    ends = np.cumsum(row_sizes)
-    view = memoryview(data)
-    pieces: list[object] = [HEADER] + [None] * (2 * n) + [TRAILER]
-    pieces[1:-1:2] = list(prefix)
-    pieces[2:-1:2] = [view[a:b] for a, b in zip((ends - row_sizes).tolist(), ends.tolist(), strict=True)]
+    # wide rows (vectors): a view per row and part, one join: a memcpy per piece instead of an index per byte
+    width = 1 + len(tail)
+    pieces: list[object] = [HEADER] + [None] * (width * n) + [TRAILER]
+    for j, p in enumerate([Fixed(prefix), *tail]):
+        pieces[1 + j : 1 + width * n : width] = _row_pieces(p)
     return memoryview(b"".join(pieces))  # type: ignore[arg-type]
 
 
