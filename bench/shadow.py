@@ -1,21 +1,34 @@
-"""Shadow loading vs raw asyncpg COPY of the same Arrow data, same PostgreSQL, same run.
+"""Shadow loading vs raw COPY of the same Arrow data, same PostgreSQL, same run.
 
-Baseline: one connection, ``copy_records_to_table`` fed straight from the Arrow batches
-(``zip(*[column.to_pylist() ...])``): the least a hand-written loader does. Ours: the ``shadow.sync``
-task fed the same batches through a stream (record conversion in a worker thread, a pool, two
-batches in flight). Target: at least 0.8x the baseline's rows/s.
+Scalar rows (``scalar_bench``): baseline is one connection, ``copy_records_to_table`` fed straight
+from the Arrow batches (``zip(*[column.to_pylist() ...])``): the least a hand-written loader does.
 
-Uses TEST_POSTGRES_DSN when set, else starts deploy/local/postgres.sh itself.
+768-d vector rows (``vector_bench``: int64, varchar, float, 768-d FloatVector): baseline is raw binary
+COPY of the same rows: the payload of each batch is built before its timer starts, so only
+``copy_to_table(format='binary')`` is timed, on one connection and on two (shadow.sync keeps two
+batches in flight); the old record path is timed on a slice for reference.
 
-    python bench/shadow.py [--rows 1000000]
+Ours: the ``shadow.sync`` task fed the same batches through a stream (encoding in a worker thread, a
+pool, two batches in flight). Target: at least 0.8x the baseline's rows/s.
+
+Then the quickstart's shape at 768-d: ``generate`` alone, and ``generate`` + ``shadow.sync``, printing
+generate's seconds in both (the stream's backpressure makes generation wait for the slowest consumer).
+Target: at most 10% slower with the shadow.
+
+Uses TEST_POSTGRES_DSN when set, else starts deploy/local/postgres.sh itself. Tables get a random
+suffix and are dropped afterwards.
+
+    python bench/shadow.py [--rows 1000000] [--vector-rows 200000] [--dag-rows 200000] [--records-rows 20000]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,17 +36,24 @@ from typing import Any
 import anyio
 import asyncpg
 import pyarrow as pa
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from config.settings import Settings  # noqa: E402
 from dag_orchestrator import DAG, Executor, PipelineContext, task  # noqa: E402
+from pipeline.runner import RunOptions, execute, prepare_run  # noqa: E402
 from task_components.generation.columns import generate_chunk  # noqa: E402
+from task_components.generation.task import ChunkPlan  # noqa: E402
 from task_components.schema import resolve_schema  # noqa: E402
-from task_components.schema.postgres import create_table_sql, quote, table_name  # noqa: E402
+from task_components.schema.models import CollectionSchema  # noqa: E402
+from task_components.schema.postgres import create_table_sql, quote  # noqa: E402
 from task_components.shadow import ShadowSync  # noqa: E402
+from task_components.shadow.binary_copy import encode_batch  # noqa: E402
 from task_components.shadow.sync import ShadowParams  # noqa: E402
+
+TAG = secrets.token_hex(3)
 
 
 def dsn() -> tuple[str, bool]:
@@ -45,26 +65,63 @@ def dsn() -> tuple[str, bool]:
     return line.split("=", 1)[1].strip("'"), True
 
 
-async def baseline(url: str, batches: list[pa.RecordBatch], schema: Any) -> float:
+async def fresh_table(conn: Any, schema: CollectionSchema, table: str) -> None:
+    await conn.execute(f"DROP TABLE IF EXISTS {quote(table)}")
+    await conn.execute(create_table_sql(schema, table))
+
+
+async def drop(url: str, *tables: str) -> None:
     conn = await asyncpg.connect(url)
-    await conn.execute(f"DROP TABLE IF EXISTS {quote(table_name(schema))}")
-    await conn.execute(create_table_sql(schema))
+    for t in tables:
+        await conn.execute(f"DROP TABLE IF EXISTS {quote(t)}")
+    await conn.close()
+
+
+async def baseline_records(url: str, batches: list[pa.RecordBatch], schema: CollectionSchema, table: str) -> float:
+    """One connection, copy_records_to_table of each batch's to_pylist() rows: the record path's floor."""
+    conn = await asyncpg.connect(url)
+    await fresh_table(conn, schema, table)
     started = time.perf_counter()
     for b in batches:
         records = list(zip(*(c.to_pylist() for c in b.columns), strict=True))
-        await conn.copy_records_to_table(table_name(schema), records=records, columns=b.schema.names)
+        await conn.copy_records_to_table(table, records=records, columns=b.schema.names)
     seconds = time.perf_counter() - started
     await conn.close()
     return seconds
 
 
-async def ours(url: str, batches: list[pa.RecordBatch]) -> float:
+async def baseline_binary(
+    url: str, batches: list[pa.RecordBatch], schema: CollectionSchema, table: str, connections: int
+) -> float:
+    """Raw binary COPY: each payload is built before the clock runs; only copy_to_table is timed.
+
+    With two connections, batches alternate between them (two COPYs in flight, like shadow.sync).
+    """
+    conns = [await asyncpg.connect(url) for _ in range(connections)]
+    await fresh_table(conns[0], schema, table)
+    seconds = 0.0
+    for i in range(0, len(batches), connections):
+        payloads = [encode_batch(b, schema, 0) for b in batches[i : i + connections]]
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for conn, encoded in zip(conns, payloads, strict=False):
+                assert encoded is not None
+                payload, cols = encoded
+                tg.start_soon(lambda c=conn, p=payload, n=cols: c.copy_to_table(table, source=p, format="binary",
+                                                                                columns=n))  # fmt: skip
+        seconds += time.perf_counter() - started
+    for conn in conns:
+        await conn.close()
+    return seconds
+
+
+async def ours(url: str, batches: list[pa.RecordBatch], table: str) -> float:
     @task(emits_stream=True)
     async def source(ctx: PipelineContext) -> None:
         for b in batches:
             await ctx.emit(b)
 
-    shadow = ShadowSync("shadow", ShadowParams(), needs=["source"], streams_from=["source"])
+    shadow = ShadowSync("shadow", ShadowParams(table=table), needs=["source"], streams_from=["source"])
     settings = Settings.model_validate({"postgres": {"dsn": url}})
     started = time.perf_counter()
     result = await Executor().run(DAG("bench", [source, shadow]), PipelineContext(services={"settings": settings}))
@@ -72,21 +129,94 @@ async def ours(url: str, batches: list[pa.RecordBatch]) -> float:
     return time.perf_counter() - started
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    args = ap.parse_args()
+def chunks(schema: CollectionSchema, rows: int) -> list[pa.RecordBatch]:
+    """The batches generate would emit (same chunk size), generated here so they can be replayed."""
+    size, js = ChunkPlan.for_schema(schema, rows).chunk_rows, schema.model_dump_json()
+    return [generate_chunk(js, 1, i, i * size, min(size, rows - i * size), rows) for i in range(-(-rows // size))]
+
+
+def line(label: str, rows: int, kind: str, seconds: float) -> None:
+    print(f"{label:<34} {rows:>9,} {kind} rows  {seconds:7.2f} s  {rows / seconds:10,.0f} rows/s", flush=True)
+
+
+def scalar(url: str, rows: int) -> None:
     schema = resolve_schema("scalar_bench")
     js, chunk = schema.model_dump_json(), 100_000
-    batches = [generate_chunk(js, 1, i, i * chunk, min(chunk, args.rows - i * chunk), args.rows)
-               for i in range(-(-args.rows // chunk))]  # fmt: skip
+    batches = [generate_chunk(js, 1, i, i * chunk, min(chunk, rows - i * chunk), rows)
+               for i in range(-(-rows // chunk))]  # fmt: skip
+    base_t, ours_t = f"bench_scalar_raw_{TAG}", f"bench_scalar_shadow_{TAG}"
+    try:
+        base = anyio.run(baseline_records, url, batches, schema, base_t)
+        mine = anyio.run(ours, url, batches, ours_t)
+    finally:
+        anyio.run(drop, url, base_t, ours_t)
+    line("raw asyncpg COPY (records)", rows, "scalar", base)
+    line("shadow.sync", rows, "scalar", mine)
+    print(f"ratio shadow.sync / raw COPY: {base / mine:.2f}x (target >= 0.8x)", flush=True)
+
+
+def vectors(url: str, rows: int, records_rows: int) -> None:
+    schema = resolve_schema("vector_bench")
+    batches = chunks(schema, rows)
+    tables = [f"bench_vec_{name}_{TAG}" for name in ("raw1", "raw2", "shadow", "records")]
+    try:
+        raw1 = anyio.run(baseline_binary, url, batches, schema, tables[0], 1)
+        line("raw binary COPY, 1 connection", rows, "768-d", raw1)
+        raw2 = anyio.run(baseline_binary, url, batches, schema, tables[1], 2)
+        line("raw binary COPY, 2 connections", rows, "768-d", raw2)
+        mine = anyio.run(ours, url, batches, tables[2])
+        line("shadow.sync (binary COPY)", rows, "768-d", mine)
+        if records_rows:
+            few = chunks(schema, records_rows)
+            old = anyio.run(baseline_records, url, few, schema, tables[3])
+            line("record path (copy_records_to_table)", records_rows, "768-d", old)
+    finally:
+        anyio.run(drop, url, *tables)
+    print(f"ratio shadow.sync / raw binary COPY: {raw1 / mine:.2f}x vs 1 connection, {raw2 / mine:.2f}x vs 2 "
+          "connections (target >= 0.8x)", flush=True)  # fmt: skip
+
+
+def dag(url: str, rows: int) -> None:
+    """generate alone, then generate + shadow.sync (the quickstart's shadow branch) at 768-d."""
+    settings = Settings.model_validate({"postgres": {"dsn": url}})
+    table = f"bench_dag_shadow_{TAG}"
+    seconds: dict[bool, float] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-shadow-") as tmp:
+            for with_shadow in (False, True):
+                tasks: dict[str, Any] = {"generate": {"uses": "generate", "with": {
+                    "schema": "vector_bench", "total_rows": rows, "seed": 7}}}  # fmt: skip
+                if with_shadow:
+                    tasks["shadow"] = {"uses": "shadow.sync", "needs": ["generate"], "with": {"table": table}}
+                file = Path(tmp) / f"q{int(with_shadow)}.yaml"
+                file.write_text(yaml.safe_dump({"name": "quickstart768", "tasks": tasks}, sort_keys=False))
+                options = RunOptions(run_dir=Path(tmp) / "runs")
+                prepared = prepare_run(file, {}, options)
+                result = anyio.run(lambda p=prepared, o=options: execute(p, settings, o, handle_signals=False))
+                assert result.ok, {n: t.error for n, t in result.tasks.items() if t.error}
+                seconds[with_shadow] = result.results["generate"].seconds
+                label = "generate + shadow.sync" if with_shadow else "generate alone"
+                line(f"quickstart: {label}", rows, "768-d", seconds[with_shadow])
+    finally:
+        anyio.run(drop, url, table)
+    print(f"generate with the shadow / without: {seconds[True] / seconds[False]:.2f}x (target <= 1.10x)", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000, help="scalar rows (0: skip)")
+    ap.add_argument("--vector-rows", type=int, default=200_000, help="768-d rows (0: skip)")
+    ap.add_argument("--records-rows", type=int, default=20_000, help="768-d rows through the record path (0: skip)")
+    ap.add_argument("--dag-rows", type=int, default=200_000, help="768-d rows in the quickstart-shaped DAG (0: skip)")
+    args = ap.parse_args()
     url, started_here = dsn()
     try:
-        base = anyio.run(baseline, url, batches, schema)
-        mine = anyio.run(ours, url, batches)
-        print(f"raw asyncpg COPY   {args.rows:,} scalar rows  {base:6.2f} s  {args.rows / base:10,.0f} rows/s")
-        print(f"shadow.sync        {args.rows:,} scalar rows  {mine:6.2f} s  {args.rows / mine:10,.0f} rows/s")
-        print(f"ratio shadow.sync / raw COPY: {base / mine:.2f}x (target >= 0.8x)")
+        if args.rows:
+            scalar(url, args.rows)
+        if args.vector_rows:
+            vectors(url, args.vector_rows, args.records_rows)
+        if args.dag_rows:
+            dag(url, args.dag_rows)
     finally:
         if started_here:
             subprocess.run(["bash", "deploy/local/services.sh", "stop"], cwd=ROOT,
