@@ -51,15 +51,24 @@ def daemon(
         raise fail_invalid(f"configuration: {exc}") from None
     if not settings.daemon.pipelines_dir.is_dir():
         raise fail_invalid(f"DAEMON__PIPELINES_DIR {settings.daemon.pipelines_dir}: no such directory")
-    anyio.run(_serve, settings, partitions)
+    from pipeline.daemon.server import DaemonStartError
+
+    try:
+        anyio.run(_serve, settings, partitions)
+    except DaemonStartError as exc:
+        raise fail_invalid(str(exc)) from None
 
 
 async def _serve(settings: Settings, partitions: int) -> None:
     from pipeline.daemon.ledger import Ledger, PostgresLedger
-    from pipeline.daemon.server import Daemon
+    from pipeline.daemon.server import Daemon, DaemonStartError
 
     k, d = settings.kafka, settings.daemon
-    await ensure_topics(settings, [k.request_topic, k.status_topic, d.dead_letter_topic], partitions)
+    try:
+        await ensure_topics(settings, [k.request_topic, k.status_topic, d.dead_letter_topic], partitions)
+    except Exception as exc:
+        where = f"{k.bootstrap_servers} (KAFKA__BOOTSTRAP_SERVERS)"
+        raise DaemonStartError(f"cannot reach the Kafka broker at {where}: {type(exc).__name__}: {exc}") from exc
     ledger: Ledger
     if d.ledger == "mongodb":
         from pipeline.daemon.ledger_mongo import MongoLedger
@@ -108,7 +117,11 @@ def submit(
             raise fail_invalid(f"--deadline {deadline!r} is not an ISO 8601 time (e.g. 2026-11-23T18:00:00Z)") from None
     rid = request_id or uuid.uuid4().hex
     request = {"request_id": rid, "pipeline": body, "params": params, "priority": priority, "deadline": deadline}
-    code = anyio.run(_submit, settings, request, wait, timeout)
+    try:
+        code = anyio.run(_submit, settings, request, wait, timeout)
+    except Exception as exc:  # noqa: BLE001 - an unreachable broker is one line, not a traceback
+        raise fail_invalid(f"cannot reach the Kafka broker at {settings.kafka.bootstrap_servers} "
+                           f"(KAFKA__BOOTSTRAP_SERVERS): {type(exc).__name__}: {exc}") from None  # fmt: skip
     raise typer.Exit(code)
 
 
@@ -120,7 +133,11 @@ async def _submit(settings: Settings, request: dict[str, Any], wait: bool, timeo
     if wait:  # position at the status topic's end before sending, so no event of ours is missed
         await ensure_topics(settings, k.status_topic, 4)
         consumer = AIOKafkaConsumer(**kafka_options(settings), enable_auto_commit=False)
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
         parts = consumer.partitions_for_topic(k.status_topic) or set()
         if not parts:
             await consumer.stop()
@@ -131,9 +148,13 @@ async def _submit(settings: Settings, request: dict[str, Any], wait: bool, timeo
         for tp in tps:
             await consumer.position(tp)
     producer = AIOKafkaProducer(**kafka_options(settings), enable_idempotence=False, acks="all")
-    await producer.start()
     try:
+        await producer.start()
         await producer.send_and_wait(k.request_topic, json.dumps(request).encode(), key=rid.encode())
+    except BaseException:
+        if consumer is not None:
+            await consumer.stop()
+        raise
     finally:
         await producer.stop()
     out.print(f"request {rid} sent to {k.request_topic}", highlight=False)

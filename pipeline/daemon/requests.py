@@ -12,6 +12,7 @@ that a request sender must not be able to copy into a task parameter.
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,7 +76,7 @@ def parse_request(value: bytes | None, max_bytes: int) -> RunRequest:
     except UnicodeDecodeError as exc:
         raise BadRequest("not_json", f"not UTF-8: byte {value[exc.start]:#04x} at offset {exc.start}") from None
     try:
-        raw = json.loads(text)
+        raw = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as exc:
         raise BadRequest("not_json", f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:
@@ -159,6 +160,17 @@ def _validated(load: Any, rid: str) -> PipelineSpec:
     except SpecError as exc:
         raise BadRequest("bad_spec", str(exc), rid) from None
     return spec
+
+
+def _no_constant(name: str) -> Any:
+    raise BadRequest("invalid", f"{name} is not a number a request may carry (only finite numbers)")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadRequest("invalid", f"{text} is out of range for a number (only finite numbers)")
+    return value
 
 
 def _depth(value: Any) -> int:

@@ -46,7 +46,17 @@ from pipeline.spec import SpecError
 from task_components.connect import kafka_options
 from task_components.sources.offsets import OffsetTracker
 
-__all__ = ["Daemon"]
+__all__ = ["Daemon", "DaemonStartError"]
+
+
+class DaemonStartError(RuntimeError):
+    """The ledger or the broker could not be reached at start: one line for the user, exit 2."""
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 log = structlog.get_logger("pipeline.daemon")
 TP = tuple[str, int]
@@ -79,8 +89,10 @@ class Daemon:
         self.running: dict[str, _Item] = {}
         self.order = itertools.count()
         self.stopping = False
+        self.hurry = anyio.Event()  # a second signal: skip the rest of the grace period
         self.side = 0  # dead-letter and replay sends in progress (shutdown lets them finish)
-        self.announcing: set[str] = set()  # "accepted" sent, not yet confirmed in the ledger
+        self.announcing: dict[str, anyio.Event] = {}  # "accepted" sent, broker/ledger confirmation pending
+        self.announce_failed: set[str] = set()  # ... and it failed: the claim tells it again
         self.changed = anyio.Event()  # something for the dispatcher (a request queued, a slot freed, a stop)
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -90,7 +102,10 @@ class Daemon:
     async def run(self) -> None:
         k = self.settings.kafka
         opts = kafka_options(self.settings)
-        await self.ledger.open()
+        try:
+            await self.ledger.open()
+        except Exception as exc:
+            raise DaemonStartError(f"cannot open the request ledger: {type(exc).__name__}: {exc}") from exc
         self.producer = AIOKafkaProducer(**opts, linger_ms=2, enable_idempotence=False, acks="all")
         self.consumer = AIOKafkaConsumer(
             **opts, group_id=self.d.consumer_group, enable_auto_commit=False, auto_offset_reset="earliest",
@@ -100,10 +115,14 @@ class Daemon:
             max_partition_fetch_bytes=max(1_048_576, self.d.max_request_bytes + 65_536),
         )  # fmt: skip
         try:
-            await self.producer.start()
+            try:
+                await self.producer.start()
+                self.consumer.subscribe([k.request_topic], listener=_Rebalance(self))
+                await self.consumer.start()
+            except Exception as exc:
+                raise DaemonStartError(f"cannot reach the Kafka broker at {k.bootstrap_servers} "
+                                       f"(KAFKA__BOOTSTRAP_SERVERS): {type(exc).__name__}: {exc}") from exc  # fmt: skip
             self.status = StatusPublisher(self.producer, k.status_topic, self.owner)
-            self.consumer.subscribe([k.request_topic], listener=_Rebalance(self))
-            await self.consumer.start()
             log.info("daemon started", owner=self.owner, topic=k.request_topic, group=self.d.consumer_group,
                      max_runs=self.d.max_runs)  # fmt: skip
             async with anyio.create_task_group() as tg:
@@ -126,9 +145,11 @@ class Daemon:
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                await self.consumer.stop()
-                await self.producer.stop()
-                await self.ledger.close()
+                for close in (self.consumer.stop, self.producer.stop, self.ledger.close):
+                    try:
+                        await close()
+                    except BaseException as exc:  # noqa: BLE001 - e.g. a CancelledError from aiokafka's own tasks
+                        log.warning("closing failed", what=close.__qualname__, error=f"{type(exc).__name__}: {exc}")
             log.info("daemon stopped", owner=self.owner)
 
     def _bound(self, port: int) -> None:
@@ -141,12 +162,17 @@ class Daemon:
                 "runs_active": len(self.running), "queued": len(self.waiting)}  # fmt: skip
 
     async def _stop_on_signal(self) -> None:
+        """First signal: the graceful stop. A second: no more grace, interrupt the runs now (still recorded
+        and resumable, still exit 0). The receiver stays open, so no signal falls back to a hard kill."""
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
-                log.info("stopping", signal=signal.Signals(signum).name, running=len(self.running),
-                         grace_s=self.d.grace_seconds)  # fmt: skip
-                self.stop()
-                return
+                name = signal.Signals(signum).name
+                if not self.stopping:
+                    log.info("stopping", signal=name, running=len(self.running), grace_s=self.d.grace_seconds)
+                    self.stop()
+                else:
+                    log.info("stopping now: interrupting the running pipelines", signal=name)
+                    self.hurry.set()
 
     def stop(self) -> None:
         self.stopping = True
@@ -188,6 +214,13 @@ class Daemon:
             tg.start_soon(self._dead_letter, tp, mark, msg, BadRequest("invalid", f"cannot check: {exc!r}"))
             return
         rid = request.request_id
+        k = self.settings.kafka
+        if request.reply_topic in (k.request_topic, self.d.dead_letter_topic):  # would feed itself / its DLQ
+            bad = BadRequest("invalid", f"field 'reply_topic': {request.reply_topic!r} is the daemon's own "
+                                        "request or dead-letter topic", rid)  # fmt: skip
+            self.side += 1
+            tg.start_soon(self._dead_letter, tp, mark, msg, bad)
+            return
         if rid in self.live:  # delivered twice while the first is still here: done when that one is
             self.live[rid].also.append(mark)
             self.metrics.duplicates.inc()
@@ -224,7 +257,7 @@ class Daemon:
         rid = request.request_id
         acked = self.status.emit_acked(rid, "accepted", attempt=0, reply_topic=request.reply_topic, run_id=run_id,
                                        priority=request.priority)  # fmt: skip
-        self.announcing.add(rid)
+        self.announcing[rid] = done = anyio.Event()
 
         async def record() -> None:
             try:
@@ -232,8 +265,10 @@ class Daemon:
                 await self.ledger.announce(rid)
             except Exception as exc:  # noqa: BLE001 - the claim re-tells it
                 log.warning("accepted event not confirmed", request_id=rid, error=f"{type(exc).__name__}: {exc}")
+                self.announce_failed.add(rid)
             finally:
-                self.announcing.discard(rid)
+                self.announcing.pop(rid, None)
+                done.set()
 
         tg.start_soon(record)
 
@@ -278,7 +313,8 @@ class Daemon:
         while True:  # the offset must not pass a bad request that is not in the dead-letter topic yet
             try:
                 await self.producer.send_and_wait(self.d.dead_letter_topic, json.dumps(letter).encode(), key=key)
-                if bad.request_id:
+                # a known request's story is not told by a bad message that borrows its id
+                if bad.request_id and await self.ledger.row(bad.request_id) is None:
                     await self.status.emit_final(bad.request_id, "rejected", attempt=0, reason=str(bad),
                                                  kind=bad.kind)  # fmt: skip
                 break
@@ -354,7 +390,11 @@ class Daemon:
             await self._publish_outcome(req, row)
             self._release(item)
             return 0.0
-        if not row.announced and rid not in self.announcing:  # its first daemon died before telling it
+        if rid in self.announcing:  # our own "accepted" is still on its way: "started" must follow it
+            await self.announcing[rid].wait()
+        failed_here = rid in self.announce_failed
+        self.announce_failed.discard(rid)
+        if failed_here or (not row.announced and rid not in self.announcing):  # never reached the broker
             await self.status.emit_acked(rid, "accepted", attempt=0, reply_topic=req.reply_topic, run_id=row.run_id,
                                          priority=req.priority, retold=True)()  # fmt: skip
             await self.ledger.announce(rid)
@@ -381,7 +421,18 @@ class Daemon:
             item.scope = scope
             if deadline is not None:
                 scope.deadline = anyio.current_time() + (deadline - time.time())
-            result = await run_prepared(prepared, self.settings, self._observer(item, row.attempts, prepared))
+            try:
+                result = await run_prepared(prepared, self.settings, self._observer(item, row.attempts, prepared))
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException as exc:  # a task crashed its run (SystemExit, its own BaseException...):
+                crash = _innermost(exc)  # that is this request's outcome, not the daemon's end
+                if isinstance(crash, anyio.get_cancelled_exc_class()):
+                    raise
+                outcome = {"event": "failed", "run_id": row.run_id,
+                           "reason": f"the run crashed: {type(crash).__name__}: {crash}"}  # fmt: skip
+                await self._record(item, row.attempts, outcome)
+                return 0.0
         if result is None and item.interrupted:  # a stop after the grace period: resumable, not an outcome
             await self.ledger.finish(rid, self.owner, "interrupted", {"event": "interrupted", "run_id": row.run_id})
             why = "the daemon stopped; the run resumes later"
@@ -437,9 +488,17 @@ class Daemon:
     async def _shutdown(self) -> None:
         """Give running pipelines the grace period, then interrupt them resumably."""
         if self.running:
-            with anyio.move_on_after(self.d.grace_seconds):
-                while self.running:
-                    await self.changed.wait()
+            with anyio.move_on_after(self.d.grace_seconds) as grace:
+                async with anyio.create_task_group() as watch:
+
+                    async def cut_short() -> None:
+                        await self.hurry.wait()
+                        grace.cancel()
+
+                    watch.start_soon(cut_short)
+                    while self.running:
+                        await self.changed.wait()
+                    watch.cancel_scope.cancel()
         for item in list(self.running.values()):
             item.interrupted = True
             if item.scope is not None:

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import service_uri
 from tests.integration.daemon_helpers import (
+    ROOT,
     DaemonEnv,
     check_story,
     committed_and_end,
@@ -179,3 +183,36 @@ def test_sigterm_interrupts_resumably_and_commits_the_rest(env: DaemonEnv, ledge
     assert {e["task"] for e in second if e["state"] == "resumed"} >= {"count", "sum_a", "sum_b"}, second
     assert {e["task"] for e in second if e["state"] == "started"} == {"wait", "done"}, second
     check_story("slow", story)
+
+
+def test_a_crashing_run_a_self_feeding_reply_topic_and_a_second_signal(env: DaemonEnv, tmp_path: Path) -> None:
+    crash = {"name": "crash", "tasks": {"boom": {"uses": "demo.fail", "with": {"crash": True}}}}
+    daemon = env.start("h1")
+    wait_for("daemon up", lambda: "daemon started" in env.log("h1"), 60)
+    produce(env, [
+        (b"crash-1", json.dumps({"request_id": "crash-1", "pipeline": crash}).encode()),
+        (b"loop-1", json.dumps({"request_id": "loop-1", "pipeline": "demo", "reply_topic": env.requests}).encode()),
+        _req("after-crash", pause=0.0),
+    ])  # fmt: skip
+    wait_for("the request after the crash", lambda: ledger_rows(env).get("after-crash", {}).get("state") == "succeeded",
+             60)  # fmt: skip
+    assert daemon.poll() is None, "a run's crash ended the daemon"
+    rows = ledger_rows(env)
+    assert rows["crash-1"]["state"] == "failed" and "crashed" in rows["crash-1"]["outcome"]["reason"]
+    assert "loop-1" not in rows
+    letters = [json.loads(m.value) for m in read_topic(env, env.dlq)]
+    assert [lt["request_id"] for lt in letters] == ["loop-1"] and "reply_topic" in letters[0]["reason"]
+
+    produce(env, [_req("long-1", pause=30.0)])
+    wait_for("long-1 running", lambda: ledger_rows(env).get("long-1", {}).get("state") == "running", 60, every=0.1)
+    daemon.send_signal(signal.SIGTERM)  # grace 30 s by default ...
+    time.sleep(0.5)
+    daemon.send_signal(signal.SIGTERM)  # ... cut short by the second signal
+    assert daemon.wait(20) == 0, env.log("h1")[-2000:]
+    assert ledger_rows(env)["long-1"]["state"] == "interrupted"
+
+    env.extra["POSTGRES__DSN"] = "postgresql://postgres@127.0.0.1:1/postgres"
+    proc = subprocess.run([sys.executable, "run_pipeline.py", "daemon"], cwd=ROOT, env=env.environ(),
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "error: cannot open the request ledger" in proc.stderr

@@ -117,3 +117,11 @@ def test_daemon_and_submit_without_a_broker_are_configuration_errors() -> None:
                    "no such directory")  # fmt: skip
     one_line_error(cli("submit", "demo", "--deadline", "tomorrow", env={"KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}),
                    "--deadline", "ISO 8601")  # fmt: skip
+
+
+def test_an_unreachable_broker_is_one_error_line_and_exit_2() -> None:
+    for args in (["daemon", "--http-port", "0"], ["submit", "demo"], ["submit", "demo", "--wait"]):
+        proc = cli(*args, env={"KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr[-1500:])
+        assert "error: cannot reach the Kafka broker at 127.0.0.1:1 (KAFKA__BOOTSTRAP_SERVERS)" in proc.stderr
+        assert "Unclosed" not in proc.stderr, proc.stderr

@@ -340,3 +340,11 @@ def test_a_trailing_newline_does_not_pass_as_a_plain_name() -> None:
 def test_an_invalid_request_id_is_not_carried_into_the_reply() -> None:
     bad = bad_parse(json.dumps({"request_id": "bad id!", "pipeline": "demo", "priority": "x"}).encode())
     assert bad.request_id is None
+
+
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN", "1e400", "-1e999"])
+def test_non_finite_numbers_are_refused(number: str) -> None:
+    """json.loads takes Infinity and 1e400 (inf): a sleep of inf seconds would hold a run slot for ever."""
+    raw = f'{{"request_id": "inf-1", "pipeline": "demo", "params": {{"pause": {number}}}}}'.encode()
+    bad = bad_parse(raw)
+    assert bad.kind == "invalid" and "finite" in str(bad)
