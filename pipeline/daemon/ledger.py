@@ -36,6 +36,7 @@ class LedgerRow:
     attempts: int
     outcome: dict[str, Any] | None
     announced: bool = True  # its "accepted" event reached the broker (else the first claim tells it)
+    fingerprint: str | None = None  # of the request's pipeline and params: a reused id with another body differs
 
 
 @dataclass(slots=True, frozen=True)
@@ -56,7 +57,7 @@ class Ledger(Protocol):
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
-    async def accept(self, request_id: str, run_id: str, pipeline: str) -> tuple[bool, LedgerRow]: ...
+    async def accept(self, request_id: str, run_id: str, pipeline: str, fingerprint: str) -> tuple[bool, LedgerRow]: ...
     async def claim(self, request_id: str, owner: str, lease: float) -> Claim: ...
     async def announce(self, request_id: str) -> None: ...
     async def renew(self, owner: str, request_ids: list[str], lease: float) -> None: ...
@@ -85,10 +86,14 @@ class PostgresLedger:
                         lease_until timestamptz,
                         attempts    integer NOT NULL DEFAULT 0,
                         announced   boolean NOT NULL DEFAULT false,
+                        fingerprint text,
                         outcome     jsonb,
                         created_at  timestamptz NOT NULL DEFAULT now(),
                         updated_at  timestamptz NOT NULL DEFAULT now()
                     )""")  # fmt: skip
+                # a table made by an older daemon gains the newer columns
+                await conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS announced boolean NOT NULL "
+                                   "DEFAULT true, ADD COLUMN IF NOT EXISTS fingerprint text")  # fmt: skip
 
     async def close(self) -> None:
         if self.pool is not None:
@@ -100,12 +105,12 @@ class PostgresLedger:
             raise RuntimeError("the ledger is not open")
         return self.pool
 
-    async def accept(self, request_id: str, run_id: str, pipeline: str) -> tuple[bool, LedgerRow]:
+    async def accept(self, request_id: str, run_id: str, pipeline: str, fingerprint: str) -> tuple[bool, LedgerRow]:
         """Record a valid request once; returns (new?, its row). A known one keeps its row and run id."""
         row = await self._pool().fetchrow(
-            f"INSERT INTO {self.table} (request_id, state, run_id, pipeline) VALUES ($1, 'accepted', $2, $3) "
-            "ON CONFLICT (request_id) DO NOTHING RETURNING *",
-            request_id, run_id, pipeline,
+            f"INSERT INTO {self.table} (request_id, state, run_id, pipeline, fingerprint) "
+            "VALUES ($1, 'accepted', $2, $3, $4) ON CONFLICT (request_id) DO NOTHING RETURNING *",
+            request_id, run_id, pipeline, fingerprint,
         )  # fmt: skip
         if row is not None:
             return True, _row(row)
@@ -159,5 +164,5 @@ def _row(r: asyncpg.Record) -> LedgerRow:
     outcome = r["outcome"]
     return LedgerRow(
         r["request_id"], r["state"], r["run_id"], r["owner"], r["attempts"],
-        json.loads(outcome) if isinstance(outcome, str) else outcome, r["announced"],
+        json.loads(outcome) if isinstance(outcome, str) else outcome, r["announced"], r["fingerprint"],
     )  # fmt: skip

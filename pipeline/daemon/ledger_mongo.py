@@ -44,9 +44,9 @@ class MongoLedger:
             await self.client.close()
             self.client = None
 
-    async def accept(self, request_id: str, run_id: str, pipeline: str) -> tuple[bool, LedgerRow]:
+    async def accept(self, request_id: str, run_id: str, pipeline: str, fingerprint: str) -> tuple[bool, LedgerRow]:
         doc = {"_id": request_id, "state": "accepted", "run_id": run_id, "pipeline": pipeline, "owner": None,
-               "lease_until": None, "attempts": 0, "announced": False, "outcome": None,
+               "lease_until": None, "attempts": 0, "announced": False, "outcome": None, "fingerprint": fingerprint,
                "created_at": _now()}  # fmt: skip
         try:
             await self._coll.insert_one(doc)
@@ -99,4 +99,4 @@ class MongoLedger:
 
 def _row(d: dict[str, Any]) -> LedgerRow:
     return LedgerRow(d["_id"], d["state"], d["run_id"], d.get("owner"), d.get("attempts", 0), d.get("outcome"),
-                     d.get("announced", False))  # fmt: skip
+                     d.get("announced", False), d.get("fingerprint"))  # fmt: skip

@@ -11,6 +11,7 @@ that a request sender must not be able to copy into a task parameter.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -56,6 +57,12 @@ class RunRequest(BaseModel):
     @property
     def pipeline_name(self) -> str:
         return self.pipeline if isinstance(self.pipeline, str) else str(self.pipeline.get("name", "inline"))
+
+    def fingerprint(self) -> str:
+        """What makes two deliveries the same request: the pipeline and its params (not priority, deadline
+        or reply topic, which may differ on a retry without changing the effect)."""
+        body = json.dumps({"pipeline": self.pipeline, "params": self.params}, sort_keys=True, default=str)
+        return hashlib.sha256(body.encode()).hexdigest()[:32]
 
     def deadline_ts(self) -> float | None:
         if self.deadline is None:

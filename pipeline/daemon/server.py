@@ -221,14 +221,15 @@ class Daemon:
             self.side += 1
             tg.start_soon(self._dead_letter, tp, mark, msg, bad)
             return
-        if rid in self.live:  # delivered twice while the first is still here: done when that one is
+        if rid in self.live and self.live[rid].request.fingerprint() == request.fingerprint():
+            # delivered twice while the first is still here: done when that one is
             self.live[rid].also.append(mark)
             self.metrics.duplicates.inc()
             return
         delay = 0.5
         while True:
             try:
-                created, row = await self.ledger.accept(rid, new_run_id(), spec.name)
+                created, row = await self.ledger.accept(rid, new_run_id(), spec.name, request.fingerprint())
                 break
             except Exception as exc:  # noqa: BLE001 - the ledger is down: nothing recorded, nothing committed
                 if self.stopping:
@@ -237,6 +238,12 @@ class Daemon:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 30)
         assert self.status is not None
+        if rid in self.live or (row.fingerprint and row.fingerprint != request.fingerprint()):  # a key reused
+            bad = BadRequest("conflict", f"request_id {rid!r} was already used for a different request (its pipeline "
+                                         "or params differ): nothing runs; use a new request_id", rid)  # fmt: skip
+            self.side += 1
+            tg.start_soon(self._dead_letter, tp, mark, msg, bad)
+            return
         if row.state in ("succeeded", "failed"):
             self.metrics.duplicates.inc()
             self.side += 1

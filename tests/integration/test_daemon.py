@@ -193,6 +193,7 @@ def test_a_crashing_run_a_self_feeding_reply_topic_and_a_second_signal(env: Daem
         (b"crash-1", json.dumps({"request_id": "crash-1", "pipeline": crash}).encode()),
         (b"loop-1", json.dumps({"request_id": "loop-1", "pipeline": "demo", "reply_topic": env.requests}).encode()),
         _req("after-crash", pause=0.0),
+        (b"after-crash", _req("after-crash", pause=0.1)[1]),  # the same id for another request: a conflict
     ])  # fmt: skip
     wait_for("the request after the crash", lambda: ledger_rows(env).get("after-crash", {}).get("state") == "succeeded",
              60)  # fmt: skip
@@ -200,8 +201,12 @@ def test_a_crashing_run_a_self_feeding_reply_topic_and_a_second_signal(env: Daem
     rows = ledger_rows(env)
     assert rows["crash-1"]["state"] == "failed" and "crashed" in rows["crash-1"]["outcome"]["reason"]
     assert "loop-1" not in rows
-    letters = [json.loads(m.value) for m in read_topic(env, env.dlq)]
-    assert [lt["request_id"] for lt in letters] == ["loop-1"] and "reply_topic" in letters[0]["reason"]
+    letters = {lt["request_id"]: lt for lt in (json.loads(m.value) for m in read_topic(env, env.dlq))}
+    assert set(letters) == {"loop-1", "after-crash"}
+    assert "reply_topic" in letters["loop-1"]["reason"]
+    assert letters["after-crash"]["kind"] == "conflict" and "already used" in letters["after-crash"]["reason"]
+    ran = json.loads((env.run_dir / rows["after-crash"]["run_id"] / "request.json").read_text())
+    assert ran["overrides"]["pause"] == 0.0, "the conflicting body must not be what ran"
 
     produce(env, [_req("long-1", pause=30.0)])
     wait_for("long-1 running", lambda: ledger_rows(env).get("long-1", {}).get("state") == "running", 60, every=0.1)
