@@ -18,28 +18,23 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import os
 import signal
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from config.settings import Settings
-from dag_orchestrator.context import new_run_id
 from dag_orchestrator.events import Event, EventKind
 from pipeline.daemon.execution import TASK_EVENTS, outcome_of, prepare_request, run_prepared
 from pipeline.daemon.http import DaemonMetrics, serve_http
-from pipeline.daemon.ledger import Ledger, LedgerRow
-from pipeline.daemon.requests import BadRequest, RunRequest, parse_request, resolve_spec
+from pipeline.daemon.intake import TP, Intake, Item, Rebalance
+from pipeline.daemon.ledger import Ledger
 from pipeline.daemon.status import StatusPublisher
 from pipeline.runner import RunDirBusy
 from pipeline.spec import SpecError
@@ -59,24 +54,9 @@ def _innermost(exc: BaseException) -> BaseException:
     return exc
 
 log = structlog.get_logger("pipeline.daemon")
-TP = tuple[str, int]
 
 
-@dataclass(eq=False)
-class _Item:
-    """One delivered request message, from fetch to its offset being done."""
-
-    tp: TP
-    mark: tuple[OffsetTracker, int]  # the partition's tracker *object* (a rebalance makes a new one) and seq
-    timestamp: float
-    request: RunRequest
-    file: Path | None
-    also: list[tuple[OffsetTracker, int]] = field(default_factory=list)  # duplicates while this one is live
-    scope: anyio.CancelScope | None = None
-    interrupted: bool = False
-
-
-class Daemon:
+class Daemon(Intake):
     def __init__(self, settings: Settings, ledger: Ledger, *, owner: str | None = None) -> None:
         self.settings, self.ledger, self.d = settings, ledger, settings.daemon
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -84,9 +64,9 @@ class Daemon:
         self.http_port: int | None = None
         self.trackers: dict[TP, OffsetTracker] = {}
         self.committed: dict[TP, int] = {}
-        self.live: dict[str, _Item] = {}  # request_id -> its item, queued or running here
-        self.waiting: list[tuple[int, int, _Item]] = []
-        self.running: dict[str, _Item] = {}
+        self.live: dict[str, Item] = {}  # request_id -> its item, queued or running here
+        self.waiting: list[tuple[int, int, Item]] = []
+        self.running: dict[str, Item] = {}
         self.order = itertools.count()
         self.stopping = False
         self.hurry = anyio.Event()  # a second signal: skip the rest of the grace period
@@ -117,7 +97,7 @@ class Daemon:
         try:
             try:
                 await self.producer.start()
-                self.consumer.subscribe([k.request_topic], listener=_Rebalance(self))
+                self.consumer.subscribe([k.request_topic], listener=Rebalance(self))
                 await self.consumer.start()
             except Exception as exc:
                 raise DaemonStartError(f"cannot reach the Kafka broker at {k.bootstrap_servers} "
@@ -181,180 +161,6 @@ class Daemon:
     def _wake(self) -> None:
         self.changed.set()
         self.changed = anyio.Event()
-
-    # -- fetching ---------------------------------------------------------------------------------
-    async def _consume(self, tg: Any) -> None:
-        assert self.consumer is not None
-        while not self.stopping:
-            room = self.d.prefetch - sum(t.in_flight for t in self.trackers.values())
-            if room <= 0:
-                with anyio.move_on_after(0.2):
-                    await self.changed.wait()
-                await self._commit()
-                continue
-            batches = await self.consumer.getmany(timeout_ms=200, max_records=room)
-            for tp, messages in batches.items():
-                for msg in messages:
-                    await self._accept(tg, (tp.topic, tp.partition), msg)
-            await self._commit()
-
-    async def _accept(self, tg: Any, tp: TP, msg: Any) -> None:
-        tracker = self.trackers.setdefault(tp, OffsetTracker())
-        mark = (tracker, tracker.register({tp: msg.offset + 1}))
-        try:
-            request = parse_request(msg.value, self.d.max_request_bytes)
-            spec, file = resolve_spec(request, self.d.pipelines_dir)
-        except BadRequest as bad:
-            self.side += 1
-            tg.start_soon(self._dead_letter, tp, mark, msg, bad)
-            return
-        except Exception as exc:  # a check we did not foresee failed: still one bad message, not a crash
-            log.exception("request check crashed", partition=tp[1], offset=msg.offset)
-            self.side += 1
-            tg.start_soon(self._dead_letter, tp, mark, msg, BadRequest("invalid", f"cannot check: {exc!r}"))
-            return
-        rid = request.request_id
-        k = self.settings.kafka
-        if request.reply_topic in (k.request_topic, self.d.dead_letter_topic):  # would feed itself / its DLQ
-            bad = BadRequest("invalid", f"field 'reply_topic': {request.reply_topic!r} is the daemon's own "
-                                        "request or dead-letter topic", rid)  # fmt: skip
-            self.side += 1
-            tg.start_soon(self._dead_letter, tp, mark, msg, bad)
-            return
-        if rid in self.live and self.live[rid].request.fingerprint() == request.fingerprint():
-            # delivered twice while the first is still here: done when that one is
-            self.live[rid].also.append(mark)
-            self.metrics.duplicates.inc()
-            return
-        delay = 0.5
-        while True:
-            try:
-                created, row = await self.ledger.accept(rid, new_run_id(), spec.name, request.fingerprint())
-                break
-            except Exception as exc:  # noqa: BLE001 - the ledger is down: nothing recorded, nothing committed
-                if self.stopping:
-                    return
-                log.warning("ledger unavailable; retrying", request_id=rid, error=f"{type(exc).__name__}: {exc}")
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 30)
-        assert self.status is not None
-        if rid in self.live or (row.fingerprint and row.fingerprint != request.fingerprint()):  # a key reused
-            bad = BadRequest("conflict", f"request_id {rid!r} was already used for a different request (its pipeline "
-                                         "or params differ): nothing runs; use a new request_id", rid)  # fmt: skip
-            self.side += 1
-            tg.start_soon(self._dead_letter, tp, mark, msg, bad)
-            return
-        if row.state in ("succeeded", "failed"):
-            self.metrics.duplicates.inc()
-            self.side += 1
-            tg.start_soon(self._replay, mark, request, row)
-            return
-        if created:
-            self._announce(tg, request, row.run_id)
-        item = _Item(tp, mark, (msg.timestamp or 0) / 1000, request, file)
-        self.live[rid] = item
-        self._queue(item)
-
-    def _announce(self, tg: Any, request: RunRequest, run_id: str) -> None:
-        """Tell "accepted" (queued now, so it precedes "started"); once the broker has it, the ledger says so.
-
-        A daemon killed before that leaves ``announced`` false and the next claim tells it: the story always
-        starts with "accepted" (twice at worst, never missing)."""
-        assert self.status is not None
-        rid = request.request_id
-        acked = self.status.emit_acked(rid, "accepted", attempt=0, reply_topic=request.reply_topic, run_id=run_id,
-                                       priority=request.priority)  # fmt: skip
-        self.announcing[rid] = done = anyio.Event()
-
-        async def record() -> None:
-            try:
-                await acked()
-                await self.ledger.announce(rid)
-            except Exception as exc:  # noqa: BLE001 - the claim re-tells it
-                log.warning("accepted event not confirmed", request_id=rid, error=f"{type(exc).__name__}: {exc}")
-                self.announce_failed.add(rid)
-            finally:
-                self.announcing.pop(rid, None)
-                done.set()
-
-        tg.start_soon(record)
-
-    def _queue(self, item: _Item) -> None:
-        heapq.heappush(self.waiting, (-item.request.priority, next(self.order), item))
-        self._wake()
-
-    async def _replay(self, mark: tuple[OffsetTracker, int], request: RunRequest, row: LedgerRow) -> None:
-        try:
-            await self._publish_outcome(request, row)
-            self._done(mark)
-        except Exception as exc:  # noqa: BLE001 - not acknowledged: leave the offset, the next delivery replays
-            log.warning("outcome not re-published", request_id=request.request_id, error=f"{type(exc).__name__}: {exc}")
-        finally:
-            self.side -= 1
-            self._wake()
-
-    async def _publish_outcome(self, request: RunRequest, row: LedgerRow) -> None:
-        """A finished request delivered again: say its recorded outcome again (marked replay), run nothing."""
-        assert self.status is not None
-        outcome = row.outcome or {}
-        body = {k: v for k, v in outcome.items() if k != "event"}
-        await self.status.emit_final(request.request_id, outcome.get("event", row.state), attempt=row.attempts,
-                                     reply_topic=request.reply_topic, replay=True, **body)  # fmt: skip
-
-    async def _dead_letter(self, tp: TP, mark: tuple[OffsetTracker, int], msg: Any, bad: BadRequest) -> None:
-        try:
-            await self._send_dead_letter(tp, msg, bad)
-            self._done(mark)
-        finally:
-            self.side -= 1
-            self._wake()
-
-    async def _send_dead_letter(self, tp: TP, msg: Any, bad: BadRequest) -> None:
-        assert self.producer is not None and self.status is not None
-        text = msg.value.decode("utf-8", errors="replace") if msg.value is not None else None
-        letter = {"reason": str(bad), "kind": bad.kind, "request_id": bad.request_id, "daemon": self.owner,
-                  "source": {"topic": tp[0], "partition": tp[1], "offset": msg.offset},
-                  "value": text if text is None or len(text) <= 4096 else text[:4096] + "...", "at": time.time()}
-        key = bad.request_id.encode() if bad.request_id else None
-        delay = 0.5
-        while True:  # the offset must not pass a bad request that is not in the dead-letter topic yet
-            try:
-                await self.producer.send_and_wait(self.d.dead_letter_topic, json.dumps(letter).encode(), key=key)
-                # a known request's story is not told by a bad message that borrows its id
-                if bad.request_id and await self.ledger.row(bad.request_id) is None:
-                    await self.status.emit_final(bad.request_id, "rejected", attempt=0, reason=str(bad),
-                                                 kind=bad.kind)  # fmt: skip
-                break
-            except Exception as exc:  # noqa: BLE001 - the broker is down: keep trying, slower
-                log.warning("dead-lettering failed; retrying", error=f"{type(exc).__name__}: {exc}", in_s=delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 30)
-        self.metrics.dead_lettered.labels(bad.kind).inc()
-        log.warning("request dead-lettered", request_id=bad.request_id, reason=str(bad), kind=bad.kind)
-
-    def _done(self, mark: tuple[OffsetTracker, int]) -> None:
-        if self._ours(mark):  # else revoked meanwhile: the new owner decides
-            mark[0].finish(mark[1])
-        self._wake()
-
-    def _ours(self, mark: tuple[OffsetTracker, int]) -> bool:
-        return any(t is mark[0] for t in self.trackers.values())
-
-    async def _commit(self) -> None:
-        assert self.consumer is not None
-        ready = {tp: off for t in self.trackers.values() for tp, off in t.ready().items()}
-        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
-        offsets = {TopicPartition(*tp): OffsetAndMetadata(off, "") for tp, off in ready.items() if tp in assigned}
-        if not offsets:
-            return
-        try:
-            await self.consumer.commit(offsets)
-        except Exception as exc:  # noqa: BLE001 - a rebalance raced us: the new owner re-reads, the ledger dedups
-            log.warning("commit failed", error=f"{type(exc).__name__}: {exc}")
-            return
-        for tp, om in offsets.items():
-            self.committed[(tp.topic, tp.partition)] = om.offset
-
     # -- running ----------------------------------------------------------------------------------
     async def _dispatch(self, runs: Any) -> None:
         while True:
@@ -365,7 +171,7 @@ class Daemon:
                 runs.start_soon(self._serve, item)
             await self.changed.wait()
 
-    async def _serve(self, item: _Item) -> None:
+    async def _serve(self, item: Item) -> None:
         rid = item.request.request_id
         requeue = 0.0
         try:
@@ -385,7 +191,7 @@ class Daemon:
         if requeue:
             self.live.pop(rid, None)
 
-    async def _claim_and_run(self, item: _Item) -> float:
+    async def _claim_and_run(self, item: Item) -> float:
         """Run the request if it is ours to run; returns seconds to wait before trying it again (0: done)."""
         assert self.status is not None
         req, rid, d = item.request, item.request.request_id, self.d
@@ -453,7 +259,7 @@ class Daemon:
         await self._record(item, row.attempts, outcome)
         return 0.0
 
-    def _observer(self, item: _Item, attempt: int, prepared: Any) -> Any:
+    def _observer(self, item: Item, attempt: int, prepared: Any) -> Any:
         assert self.status is not None
         emit, req = self.status.emit, item.request
         named = item.file is not None  # inline specs name their own tasks: one label for all, or a sender
@@ -474,7 +280,7 @@ class Daemon:
 
         return observe
 
-    async def _record(self, item: _Item, attempt: int, outcome: dict[str, Any]) -> None:
+    async def _record(self, item: Item, attempt: int, outcome: dict[str, Any]) -> None:
         """Ledger first, then the final event (acknowledged), then the offset: in that order, or not at all."""
         assert self.status is not None
         rid, req = item.request.request_id, item.request
@@ -487,7 +293,7 @@ class Daemon:
             log.warning("request taken over by another daemon; outcome not recorded", request_id=rid)
         self._release(item)
 
-    def _release(self, item: _Item) -> None:
+    def _release(self, item: Item) -> None:
         self.live.pop(item.request.request_id, None)
         for mark in (item.mark, *item.also):
             self._done(mark)
@@ -544,26 +350,3 @@ class Daemon:
             except Exception as exc:  # noqa: BLE001 - a figure for /metrics; try again next time
                 log.debug("lag not measured", error=f"{type(exc).__name__}: {exc}")
 
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Revoked partitions: commit what is done there, forget their queued requests (the new owner has them)."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        d = self.daemon
-        await d._commit()
-        gone = {(tp.topic, tp.partition) for tp in revoked}
-        d.waiting = [w for w in d.waiting if w[2].tp not in gone]
-        heapq.heapify(d.waiting)
-        for rid in [r for r, it in d.live.items() if it.tp in gone and r not in d.running]:
-            d.live.pop(rid)
-        for tp in gone:
-            d.trackers.pop(tp, None)
-            d.committed.pop(tp, None)
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        for tp in assigned:
-            self.daemon.trackers.setdefault((tp.topic, tp.partition), OffsetTracker())
-        log.info("partitions assigned", owner=self.daemon.owner, partitions=sorted(tp.partition for tp in assigned))
