@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,15 @@ async def ensure_topics(settings: Settings, topics: str | list[str], partitions:
                     pass
     finally:
         await admin.close()
+
+
+def missing(check: Callable[[Settings], object], settings: Settings) -> str | None:
+    """What a connection helper (``kafka_options``, ``mongo_uri``) finds missing, for ``settings_problem``."""
+    try:
+        check(settings)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def mongo_uri(settings: Settings) -> str:

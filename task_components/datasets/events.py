@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from task_components.base import Component
-from task_components.connect import kafka_options
+from task_components.connect import kafka_options, missing
 from task_components.contracts import DatasetTableResult
 
 __all__ = ["DatasetEvents", "EventsResult", "pace"]
@@ -164,11 +164,7 @@ class DatasetEvents(Component):
     default_kind = "io"
 
     def settings_problem(self, settings: Any) -> str | None:
-        try:
-            kafka_options(settings)
-        except ValueError as exc:
-            return str(exc)
-        return None
+        return missing(kafka_options, settings)
 
     async def run(self, ctx: Any) -> EventsResult:
         from aiokafka import AIOKafkaProducer

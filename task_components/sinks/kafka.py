@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from task_components.base import ConfiguredComponent
-from task_components.connect import kafka_options
+from task_components.connect import kafka_options, missing
 from task_components.contracts import BatchSink, DeadLetterSink, StreamRecord
 from task_components.sinks.resilience import PermanentSinkError
 
@@ -164,11 +164,7 @@ class _KafkaComponent(ConfiguredComponent):
     __slots__ = ()
 
     def settings_problem(self, settings: Any) -> str | None:
-        try:
-            kafka_options(settings)
-        except ValueError as exc:
-            return str(exc)
-        return None
+        return missing(kafka_options, settings)
 
 
 class KafkaSinkComponent(_KafkaComponent):

@@ -23,7 +23,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from task_components.base import ConfiguredComponent
-from task_components.connect import mongo_uri
+from task_components.connect import missing, mongo_uri
 from task_components.contracts import BatchSink, StreamRecord
 from task_components.sinks.resilience import PermanentSinkError
 
@@ -125,9 +125,5 @@ class MongoSinkComponent(ConfiguredComponent):
     Result = MongoSink
 
     def settings_problem(self, settings: Any) -> str | None:
-        try:
-            mongo_uri(settings)
-        except ValueError as exc:
-            return str(exc)
-        return None
+        return missing(mongo_uri, settings)
 

@@ -29,7 +29,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from task_components.base import Component
-from task_components.connect import kafka_options
+from task_components.connect import kafka_options, missing
 from task_components.contracts import (
     BatchSink,
     BatchStage,
@@ -307,11 +307,7 @@ class KafkaSource(Component):
     needs_types = (BatchSink, DeadLetterSink)
 
     def settings_problem(self, settings: Any) -> str | None:
-        try:
-            kafka_options(settings)
-        except ValueError as exc:
-            return str(exc)
-        return None
+        return missing(kafka_options, settings)
 
     async def run(self, ctx: Any) -> StreamResult:
         from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener

@@ -16,7 +16,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from task_components.base import Component
-from task_components.connect import ensure_topics, kafka_options
+from task_components.connect import ensure_topics, kafka_options, missing
 from task_components.contracts import ProducedTestData
 from task_components.sources.testdata import records
 
@@ -46,11 +46,7 @@ class ProduceTestData(Component):
     def settings_problem(self, settings: Any) -> str | None:
         if self.params.output == "console":  # type: ignore[attr-defined]
             return None
-        try:
-            kafka_options(settings)
-        except ValueError as exc:
-            return str(exc)
-        return None
+        return missing(kafka_options, settings)
 
     async def run(self, ctx: Any) -> ProducedTestData:
         p: ProduceParams = self.params  # type: ignore[assignment]

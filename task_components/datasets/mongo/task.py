@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dag_orchestrator.task import Task
 from task_components.base import Component
-from task_components.connect import mongo_uri
+from task_components.connect import missing, mongo_uri
 from task_components.contracts import SeedResult
 from task_components.datasets.mongo.model import DocPack
 from task_components.datasets.mongo.seed import render_report, seed_collection, validate_pack
@@ -94,11 +94,7 @@ class _MongoTask(Component):
     __slots__ = ()
 
     def settings_problem(self, settings: Any) -> str | None:
-        try:
-            mongo_uri(settings)
-        except ValueError as exc:
-            return str(exc)
-        return None
+        return missing(mongo_uri, settings)
 
 
 class DocSeed(_MongoTask):
