@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 import structlog
 
-from dag_orchestrator.backends.local import SHM_DIR, _call_via_shm, _receive, default_workers
+from dag_orchestrator.backends.local import SHM_DIR, _call_via_shm, _receive, default_workers, sweep_shm
 
 __all__ = ["DaskBackend"]
 
@@ -43,13 +43,17 @@ def host_id() -> str:
     return f"{socket.gethostname()}/{boot}"
 
 
-def _on_worker(fn: Callable[..., Any], client_host: str, jobs: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+def _on_worker(
+    fn: Callable[..., Any], client: tuple[str, int], jobs: list[tuple[Any, ...]]
+) -> tuple[str, list[Any]]:
     """Runs on a Dask worker: a group of jobs, each result through /dev/shm when the worker shares the
-    client's host (decided here, per worker, so a cluster mixing local and remote workers works), and where."""
+    client's host (decided here, per worker, so a cluster mixing local and remote workers works), and where.
+    ``client`` is (host id, pid): the pid names the files, for ``sweep_shm``."""
     from distributed import get_worker
 
-    shm = client_host == host_id() and os.access(SHM_DIR, os.W_OK)
-    return get_worker().address, [_call_via_shm(fn, *job) if shm else fn(*job) for job in jobs]
+    host, pid = client
+    shm = host == host_id() and os.access(SHM_DIR, os.W_OK)
+    return get_worker().address, [_call_via_shm(pid, fn, *job) if shm else fn(*job) for job in jobs]
 
 
 def worker_config() -> dict[str, Any]:
@@ -86,13 +90,14 @@ class DaskBackend:
         self.dashboard: str | None = None
         self._client: Any = None
         self._cluster: Any = None
-        self._host = host_id()
+        self._client_id = (host_id(), os.getpid())
         self._slots = 1
 
     async def __aenter__(self) -> DaskBackend:
         import dask
         from distributed import Client
 
+        await anyio.to_thread.run_sync(sweep_shm)  # what a killed run on this host left in /dev/shm
         if self.scheduler:
             self._client = await Client(self.scheduler, asynchronous=True, timeout="30s")
         else:
@@ -117,7 +122,7 @@ class DaskBackend:
     def _submit(self, fn: Callable[..., Any], jobs: list[tuple[Any, ...]]) -> Any:
         if self._client is None:
             raise RuntimeError("use DaskBackend in `async with`")
-        return self._client.submit(_on_worker, fn, self._host, jobs, pure=False, retries=self.retries)
+        return self._client.submit(_on_worker, fn, self._client_id, jobs, pure=False, retries=self.retries)
 
     def _take(self, produced: tuple[str, list[Any]]) -> list[Any]:
         worker, results = produced

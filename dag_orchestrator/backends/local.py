@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import re
 import threading
 import uuid
 from collections import deque
@@ -36,6 +37,8 @@ import pyarrow as pa
 from dag_orchestrator.backends.orphans import die_with_parent
 
 SHM_DIR = "/dev/shm"
+SHM_PREFIX = "dag-pipeline-"
+_SHM_NAME = re.compile(rf"{SHM_PREFIX}(\d+)-[0-9a-f]{{32}}\.arrow")
 
 
 class _ShmBatch:
@@ -45,11 +48,12 @@ class _ShmBatch:
         self.path = path
 
 
-def _call_via_shm(fn: Callable[..., Any], *args: Any) -> Any:
-    """Runs in the worker: an Arrow batch goes out through shared memory, anything else is pickled."""
+def _call_via_shm(owner: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """Runs in the worker: an Arrow batch goes out through shared memory, anything else is pickled. The file
+    is named after ``owner``, the process that will read it, so ``sweep_shm`` can tell when nobody will."""
     result = fn(*args)
     if isinstance(result, pa.RecordBatch):
-        path = os.path.join(SHM_DIR, f"dag-pipeline-{os.getpid()}-{uuid.uuid4().hex}.arrow")
+        path = os.path.join(SHM_DIR, f"{SHM_PREFIX}{owner}-{uuid.uuid4().hex}.arrow")
         with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, result.schema) as writer:
             writer.write_batch(result)
         del result
@@ -72,6 +76,34 @@ def _discard(fut: Future[Any]) -> None:
     if not fut.cancelled() and fut.exception() is None and isinstance(fut.result(), _ShmBatch):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(fut.result().path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_shm() -> int:
+    """Remove results whose owner is gone (a run killed with SIGKILL never unlinks them, and /dev/shm is
+    RAM until reboot); returns how many. Run when a backend starts, so the next run cleans up after a kill."""
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        m = _SHM_NAME.fullmatch(name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(SHM_DIR, name))
+            removed += 1
+    return removed
 
 
 def default_workers() -> int:
@@ -116,11 +148,13 @@ class LocalBackend:
 
     def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Future[Any]:
         if self._shm:
-            return self._executor().submit(_call_via_shm, fn, *args)
+            return self._executor().submit(_call_via_shm, os.getpid(), fn, *args)
         return self._executor().submit(fn, *args)
 
     def _executor(self) -> Executor:
         if self._pool is None:
+            if self._shm:
+                sweep_shm()
             if self.workers == 0:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpu")
             else:

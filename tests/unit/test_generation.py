@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import anyio
 import numpy as np
@@ -139,3 +141,27 @@ def test_different_seeds_differ_and_types_match_schema() -> None:
     assert not a.column("embedding").equals(b.column("embedding"))
     assert a.schema.field("embedding").type == pa.list_(pa.float32())
     assert s.field("in_stock").type is FieldType.BOOL and a.schema.field("in_stock").type == pa.bool_()
+
+
+def test_sweep_shm_removes_only_results_whose_owner_is_gone(tmp_path: Path) -> None:
+    """A SIGKILLed run cannot unlink its /dev/shm results; the next backend start does, never a live one's."""
+    import subprocess
+    import sys
+    import uuid
+
+    from dag_orchestrator.backends import local
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = tmp_path / f"dag-pipeline-{gone.pid}-{uuid.uuid4().hex}.arrow"
+    live = tmp_path / f"dag-pipeline-{os.getpid()}-{uuid.uuid4().hex}.arrow"
+    other = tmp_path / f"dag-pipeline-{gone.pid}-notours.arrow"
+    for f in (dead, live, other):
+        f.write_bytes(b"x")
+    original = local.SHM_DIR
+    local.SHM_DIR = str(tmp_path)
+    try:
+        assert local.sweep_shm() == 1
+    finally:
+        local.SHM_DIR = original
+    assert not dead.exists() and live.exists() and other.exists()
