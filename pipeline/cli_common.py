@@ -20,6 +20,7 @@ from rich.table import Table
 
 from config import configure_logging, get_settings
 from config.settings import Settings
+from dag_orchestrator.backends import BACKENDS
 from dag_orchestrator.events import log_observer
 from dag_orchestrator.state import RunResult, TaskState
 from pipeline.progress import RichProgress
@@ -48,8 +49,8 @@ def fail_invalid(message: str) -> typer.Exit:
 
 def check_backend(backend: str, scheduler: str | None) -> None:
     """An unknown backend, Dask not installed, or a scheduler address that is not one: exit 2, one line."""
-    if backend not in ("local", "dask"):
-        raise fail_invalid(f"--backend must be local or dask, got {backend!r}")
+    if backend not in BACKENDS:
+        raise fail_invalid(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "local":
         if scheduler:
             raise fail_invalid("--scheduler needs --backend dask")

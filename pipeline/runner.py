@@ -30,7 +30,7 @@ from pipeline.registry import build_dag
 from pipeline.spec import PipelineSpec, SpecError, load_spec
 from task_components.base import Component
 
-__all__ = ["PreparedRun", "RunDirBusy", "RunOptions", "execute", "prepare_run", "prepare_spec"]
+__all__ = ["PreparedRun", "RunDirBusy", "RunOptions", "execute", "innermost", "prepare_run", "prepare_spec"]
 
 
 class RunDirBusy(SpecError):
@@ -151,7 +151,7 @@ async def execute(
             finally:
                 tg.cancel_scope.cancel()
     except BaseException as exc:  # a crash: the report is still written, then the crash goes on
-        crashed = getattr(_innermost(exc), "run_result", None)
+        crashed = getattr(innermost(exc), "run_result", None)
         if crashed is not None:
             write_report(prepared, crashed)
         raise
@@ -167,7 +167,8 @@ async def execute(
     return result
 
 
-def _innermost(exc: BaseException) -> BaseException:
+def innermost(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member groups (what a task group wraps a failure in)."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc

@@ -67,18 +67,6 @@ def worker_config() -> dict[str, Any]:
     return {"distributed.nanny.pre-spawn-environ": environ, "distributed.worker.profile.enabled": False}
 
 
-def local_cluster(n_workers: int, *, asynchronous: bool = False, dashboard: str | None = None) -> Any:
-    """A LocalCluster of worker processes on loopback, tuned as ``worker_config`` says (for a sync caller
-    it is started here; an async caller awaits the result inside ``dask.config.set(worker_config())``)."""
-    import dask
-    from distributed import LocalCluster
-
-    with dask.config.set(worker_config()):
-        return LocalCluster(n_workers=max(1, n_workers), threads_per_worker=1, processes=True, host="127.0.0.1",
-                            dashboard_address=dashboard, asynchronous=asynchronous,
-                            silence_logs=logging.WARNING)  # fmt: skip
-
-
 class DaskBackend:
     """``async with DaskBackend(scheduler) as b: async for r in b.map_ordered(fn, jobs): ...``"""
 
@@ -95,14 +83,17 @@ class DaskBackend:
 
     async def __aenter__(self) -> DaskBackend:
         import dask
-        from distributed import Client
+        from distributed import Client, LocalCluster
 
         await anyio.to_thread.run_sync(sweep_shm)  # what a killed run on this host left in /dev/shm
         if self.scheduler:
             self._client = await Client(self.scheduler, asynchronous=True, timeout="30s")
         else:
             with dask.config.set(worker_config()):  # the nannies read it while they start, inside the await
-                self._cluster = await local_cluster(self.workers, asynchronous=True, dashboard="127.0.0.1:0")
+                self._cluster = await LocalCluster(
+                    n_workers=max(1, self.workers), threads_per_worker=1, processes=True, host="127.0.0.1",
+                    dashboard_address="127.0.0.1:0", asynchronous=True, silence_logs=logging.WARNING,
+                )  # fmt: skip
             self._client = await Client(self._cluster, asynchronous=True)
         await self._client.wait_for_workers(1 if self.scheduler else max(1, self.workers), timeout=120)
         self._slots = sum((await self._client.nthreads()).values())  # threads across workers, asked now

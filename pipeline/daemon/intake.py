@@ -100,23 +100,18 @@ class Intake:
             request = parse_request(msg.value, self.d.max_request_bytes)
             spec, file = resolve_spec(request, self.d.pipelines_dir)
         except BadRequest as bad:
-            self.side += 1
-            tg.start_soon(self._dead_letter, tp, mark, msg, bad)
-            return
+            return self._reject(tg, tp, mark, msg, bad)
         except Exception as exc:  # a check we did not foresee failed: still one bad message, not a crash
             log.exception("request check crashed", partition=tp[1], offset=msg.offset)
-            self.side += 1
-            tg.start_soon(self._dead_letter, tp, mark, msg, BadRequest("invalid", f"cannot check: {exc!r}"))
-            return
+            return self._reject(tg, tp, mark, msg, BadRequest("invalid", f"cannot check: {exc!r}"))
         rid = request.request_id
         k = self.settings.kafka
         if request.reply_topic in (k.request_topic, self.d.dead_letter_topic):  # would feed itself / its DLQ
             bad = BadRequest("invalid", f"field 'reply_topic': {request.reply_topic!r} is the daemon's own "
                                         "request or dead-letter topic", rid)  # fmt: skip
-            self.side += 1
-            tg.start_soon(self._dead_letter, tp, mark, msg, bad)
-            return
-        if rid in self.live and self.live[rid].request.fingerprint() == request.fingerprint():
+            return self._reject(tg, tp, mark, msg, bad)
+        fingerprint = request.fingerprint()
+        if rid in self.live and self.live[rid].request.fingerprint() == fingerprint:
             # delivered twice while the first is still here: done when that one is
             self.live[rid].also.append(mark)
             self.metrics.duplicates.inc()
@@ -124,7 +119,7 @@ class Intake:
         delay = 0.5
         while True:
             try:
-                created, row = await self.ledger.accept(rid, new_run_id(), spec.name, request.fingerprint())
+                created, row = await self.ledger.accept(rid, new_run_id(), spec.name, fingerprint)
                 break
             except Exception as exc:  # noqa: BLE001 - the ledger is down: nothing recorded, nothing committed
                 if self.stopping:
@@ -133,12 +128,10 @@ class Intake:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 30)
         assert self.status is not None
-        if rid in self.live or (row.fingerprint and row.fingerprint != request.fingerprint()):  # a key reused
+        if rid in self.live or (row.fingerprint and row.fingerprint != fingerprint):  # a key reused
             bad = BadRequest("conflict", f"request_id {rid!r} was already used for a different request (its pipeline "
                                          "or params differ): nothing runs; use a new request_id", rid)  # fmt: skip
-            self.side += 1
-            tg.start_soon(self._dead_letter, tp, mark, msg, bad)
-            return
+            return self._reject(tg, tp, mark, msg, bad)
         if row.state in ("succeeded", "failed"):
             self.metrics.duplicates.inc()
             self.side += 1
@@ -149,6 +142,11 @@ class Intake:
         item = Item(tp, mark, (msg.timestamp or 0) / 1000, request, file)
         self.live[rid] = item
         self._queue(item)
+
+    def _reject(self, tg: Any, tp: TP, mark: tuple[OffsetTracker, int], msg: Any, bad: BadRequest) -> None:
+        """Dead-letter a message in the background (counted, so shutdown waits for it)."""
+        self.side += 1
+        tg.start_soon(self._dead_letter, tp, mark, msg, bad)
 
     def _announce(self, tg: Any, request: RunRequest, run_id: str) -> None:
         """Tell "accepted" (queued now, so it precedes "started"); once the broker has it, the ledger says so.

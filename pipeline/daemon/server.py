@@ -36,7 +36,7 @@ from pipeline.daemon.http import DaemonMetrics, serve_http
 from pipeline.daemon.intake import TP, Intake, Item, Rebalance
 from pipeline.daemon.ledger import Ledger
 from pipeline.daemon.status import StatusPublisher
-from pipeline.runner import RunDirBusy
+from pipeline.runner import RunDirBusy, innermost
 from pipeline.spec import SpecError
 from task_components.connect import kafka_options
 from task_components.sources.offsets import OffsetTracker
@@ -47,11 +47,6 @@ __all__ = ["Daemon", "DaemonStartError"]
 class DaemonStartError(RuntimeError):
     """The ledger or the broker could not be reached at start: one line for the user, exit 2."""
 
-
-def _innermost(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 log = structlog.get_logger("pipeline.daemon")
 
@@ -107,9 +102,7 @@ class Daemon(Intake):
                      max_runs=self.d.max_runs)  # fmt: skip
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.status.run)
-                if self.d.http_port is not None:
-                    tg.start_soon(serve_http, self.d.http_host, self.d.http_port, self.metrics, self.health,
-                                  self._bound)  # fmt: skip
+                tg.start_soon(serve_http, self.d.http_host, self.d.http_port, self.metrics, self.health, self._bound)
                 tg.start_soon(self._renew_leases)
                 tg.start_soon(self._watch_lag)
                 tg.start_soon(self._stop_on_signal)
@@ -239,7 +232,7 @@ class Daemon(Intake):
             except anyio.get_cancelled_exc_class():
                 raise
             except BaseException as exc:  # a task crashed its run (SystemExit, its own BaseException...):
-                crash = _innermost(exc)  # that is this request's outcome, not the daemon's end
+                crash = innermost(exc)  # that is this request's outcome, not the daemon's end
                 if isinstance(crash, anyio.get_cancelled_exc_class()):
                     raise
                 outcome = {"event": "failed", "run_id": row.run_id,

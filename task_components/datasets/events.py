@@ -118,7 +118,7 @@ def _time_column(table: pa.Table) -> str:
     raise ValueError(f"no timestamp column among {table.column_names}")
 
 
-def day_events(out: Path, tables: list[str], day: str, p: EventsParams) -> pa.Table:
+def day_events(out: Path, tables: list[str], day: str) -> pa.Table:
     """One day's rows of ``tables`` as envelope columns, sorted by event time (vectorized, no row loop)."""
     parts = []
     for table in tables:
@@ -145,8 +145,13 @@ def day_events(out: Path, tables: list[str], day: str, p: EventsParams) -> pa.Ta
     return merged.sort_by([("event_ts", "ascending"), ("table", "ascending"), ("row", "ascending")])
 
 
+def trace_id(rec: dict[str, Any], day: str) -> str:
+    """The same id for the same row on every run: (table, day, row number in the day's partition)."""
+    return str(uuid.uuid5(NAMESPACE, f"{rec['table']}/{day}/{rec['row']}"))
+
+
 def envelope(rec: dict[str, Any], day: str, p: EventsParams) -> bytes:
-    trace = uuid.uuid5(NAMESPACE, f"{rec['table']}/{day}/{rec['row']}")
+    trace = trace_id(rec, day)
     body = (f'{{"event_type":{json.dumps(rec["event_type"])},"trace_id":"{trace}",'
             f'"event_timestamp":"{rec["event_ts"].replace(tzinfo=UTC).isoformat()}",'
             f'"ingest_timestamp":"{datetime.now(UTC).isoformat()}","schema_version":{json.dumps(p.schema_version)},'
@@ -187,7 +192,7 @@ class DatasetEvents(Component):
         await producer.start()
         try:
             for day in new_days:
-                events = await anyio.to_thread.run_sync(day_events, out, p.tables, day, p)
+                events = await anyio.to_thread.run_sync(day_events, out, p.tables, day)
                 for start in range(0, events.num_rows, SLICE):
                     s, d = await self._send(producer, events.slice(start, SLICE), day, p, clock)
                     sent, dead = sent + s, dead + d
@@ -227,7 +232,7 @@ class DatasetEvents(Component):
     async def _dead_letter(self, producer: Any, p: EventsParams, rec: dict[str, Any], day: str, value: bytes,
                            reason: str) -> int:  # fmt: skip
         letter = {"reason": reason, "topic": p.topic, "event_type": rec["event_type"], "day": day,
-                  "trace_id": str(uuid.uuid5(NAMESPACE, f"{rec['table']}/{day}/{rec['row']}")),
+                  "trace_id": trace_id(rec, day),
                   "event": value.decode()}  # fmt: skip
         await producer.send_and_wait(p.dead_letter_topic, json.dumps(letter).encode(), key=rec["key"].encode())
         return 1

@@ -31,7 +31,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_day_of_events_is_every_row_in_event_time_order(data: Path) -> None:
     p = EventsParams()
-    events = day_events(data, p.tables, "2024-03-01", p)
+    events = day_events(data, p.tables, "2024-03-01")
     rows = {t: fact(data, t).filter(fact(data, t)["dt"].cast(str) == "2024-03-01").height for t in p.tables}
     assert events.num_rows == sum(rows.values()) > 0
     ts = events["event_ts"].to_pylist()
@@ -41,7 +41,7 @@ def test_a_day_of_events_is_every_row_in_event_time_order(data: Path) -> None:
 
 def test_envelopes_carry_the_row_and_the_same_trace_id_every_time(data: Path) -> None:
     p = EventsParams(tables=["receipts"], schema_version="2.1", source="test")
-    events = day_events(data, p.tables, "2024-03-02", p)
+    events = day_events(data, p.tables, "2024-03-02")
     first = events.slice(0, 1).to_pylist()[0]
     a, b = json.loads(envelope(first, "2024-03-02", p)), json.loads(envelope(first, "2024-03-02", p))
     assert a["trace_id"] == b["trace_id"] and a["event_type"] == "retail.receipts"
@@ -83,7 +83,7 @@ async def test_refused_and_undelivered_events_are_dead_lettered_once_and_never_r
     from task_components.datasets.events import DatasetEvents, _Clock
 
     p = EventsParams(tables=["receipts"], topic="t", dead_letter_topic="dlq")
-    events = day_events(data, p.tables, "2024-03-01", p).slice(0, 50)
+    events = day_events(data, p.tables, "2024-03-01").slice(0, 50)
     producer = _Producer(refuse=3, fail=7)
     sent, dead = await DatasetEvents("events", p)._send(producer, events, "2024-03-01", p, _Clock(0.0))
     assert (sent, dead) == (48, 2) and producer.calls == 50  # no event sent twice
@@ -99,11 +99,11 @@ def test_realtime_spacing_and_bursts_carry_over_day_ends(data: Path) -> None:
 
     p = EventsParams(tables=["receipts"], mode="realtime", speedup=3600.0)
     clock = _Clock(0.0)
-    day1 = clock.offsets(day_events(data, p.tables, "2024-03-01", p), p)
-    day2 = clock.offsets(day_events(data, p.tables, "2024-03-02", p), p)
+    day1 = clock.offsets(day_events(data, p.tables, "2024-03-01"), p)
+    day2 = clock.offsets(day_events(data, p.tables, "2024-03-02"), p)
     assert day1[0] == 0 and day2[0] - day1[-1] > 3  # the night between (hours, at 3600x: seconds) is kept
     h = EventsParams(rate=10, burst_factor=2, burst_every=10, burst_seconds=5)
     clock = _Clock(0.0)
-    first = clock.offsets(day_events(data, ["receipts"], "2024-03-01", h).slice(0, 30), h)
-    second = clock.offsets(day_events(data, ["receipts"], "2024-03-02", h).slice(0, 30), h)
+    first = clock.offsets(day_events(data, ["receipts"], "2024-03-01").slice(0, 30), h)
+    second = clock.offsets(day_events(data, ["receipts"], "2024-03-02").slice(0, 30), h)
     assert second[0] > first[-1] and second == list(pace(30, 10, 2, 10, 5, start=second[0]))
