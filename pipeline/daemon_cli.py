@@ -15,12 +15,11 @@ from typing import Annotated, Any
 
 import anyio
 import typer
-import yaml
 from rich.markup import escape
 
 from config.settings import Settings
 from pipeline.cli_common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, app, err, fail_invalid, load_settings, out
-from pipeline.spec import SpecError, parse_overrides
+from pipeline.spec import SpecError, parse_overrides, read_yaml
 from task_components.connect import ensure_topics, kafka_options, mongo_uri
 
 __all__ = ["daemon", "submit"]
@@ -107,9 +106,9 @@ def submit(
     file = Path(pipeline)
     if pipeline.endswith((".yaml", ".yml")) and file.is_file():
         try:
-            body = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise fail_invalid(f"{file}: cannot read as YAML: {exc}") from None
+            body = read_yaml(file)
+        except SpecError as exc:
+            raise fail_invalid(str(exc)) from None
     if deadline is not None:
         try:
             datetime.fromisoformat(deadline)

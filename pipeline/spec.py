@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dag_orchestrator.executor import FailurePolicy
 
-__all__ = ["PipelineSpec", "SpecError", "TaskSpec", "load_spec", "parse_overrides", "spec_from_raw"]
+__all__ = ["PipelineSpec", "SpecError", "TaskSpec", "load_spec", "parse_overrides", "read_yaml", "spec_from_raw"]
 
 _REF = re.compile(r"\$\{(params|env)\.([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -121,6 +121,11 @@ def _pydantic_message(file: Path, err: ValidationError) -> SpecError:
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineSpec:
     """Read, override and interpolate a pipeline file; raise SpecError on any problem."""
+    return spec_from_raw(read_yaml(path), path, overrides)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A pipeline file's YAML, or a SpecError naming the file and, for a syntax error, the place."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -138,7 +143,7 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Pipe
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(file, f"YAML syntax error at {where}{problem}") from None
-    return spec_from_raw(raw, file, overrides)
+    return raw
 
 
 def spec_from_raw(raw: Any, file: str | Path, overrides: dict[str, Any] | None = None) -> PipelineSpec:

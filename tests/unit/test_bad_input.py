@@ -125,3 +125,14 @@ def test_an_unreachable_broker_is_one_error_line_and_exit_2() -> None:
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr[-1500:])
         assert "error: cannot reach the Kafka broker at 127.0.0.1:1 (KAFKA__BOOTSTRAP_SERVERS)" in proc.stderr
         assert "Unclosed" not in proc.stderr, proc.stderr
+
+
+def test_submit_of_a_broken_local_file_names_it_in_one_line(tmp_path: Path) -> None:
+    binary, broken = tmp_path / "binary.yaml", tmp_path / "broken.yaml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    broken.write_text("name: x\ntasks: [1, 2\n")
+    env = {"KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}  # refused before any connection
+    one_line_error(cli("submit", str(binary), env=env), "binary.yaml", "not a text (UTF-8) file")
+    proc = cli("submit", str(broken), env=env)
+    one_line_error(proc, "broken.yaml", "YAML syntax error at line")
+    assert len(proc.stderr.strip().splitlines()) == 1
