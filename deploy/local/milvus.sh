@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 start() {
   local port base s3args=()
   "$PY" -c "import milvus" 2>/dev/null || "$PY" -m pip install -q milvus 2>&1 | grep -v "^WARNING: Location" >&2 || true
-  port=$(free_port)
+  port=${MILVUS_PORT:-$(free_port)}  # a fixed port survives a restart (MILVUS_PORT)
   base="$STATE_DIR/milvus"
   rm -rf "$base"; mkdir -p "$base"
   [ -f "$ENV_FILE" ] && source "$ENV_FILE"

@@ -83,3 +83,46 @@ def index_params(schema: CollectionSchema, lite: bool, overrides: dict[str, dict
             params.add_index(field_name=f.name, **spec)
             chosen[f.name] = spec
     return params, chosen
+
+
+def _default(raw: Any) -> Any:
+    """describe_collection hands the default back as a protobuf ValueField; we keep the plain value."""
+    which = getattr(raw, "WhichOneof", None)
+    if which is None:
+        return raw
+    kind = which("data")
+    return getattr(raw, kind) if kind else None
+
+
+def from_milvus(description: dict[str, Any]) -> CollectionSchema:
+    """A collection as Milvus describes it -> our schema, for a shadow of a collection we did not create.
+
+    Why: the drop-in client and the ``shadow`` commands meet collections made by the user's own code
+    (quick-setup ``dimension=``, a pymilvus schema, another tool); the shadow table is built from this.
+    """
+    by_dtype = {milvus_dtype(t): t for t in FieldType}
+    fields: list[dict[str, Any]] = []
+    for raw in description["fields"]:
+        if raw.get("is_function_output"):
+            continue  # computed by Milvus (BM25 sparse output): not written, not shadowed
+        try:
+            ftype = by_dtype[raw["type"]]
+        except KeyError:
+            raise SchemaError(f"field {raw['name']!r}: Milvus type {raw['type']!r} has no shadow mapping") from None
+        params = raw.get("params") or {}
+        f: dict[str, Any] = {"name": raw["name"], "type": ftype, "description": raw.get("description", "")}
+        for key in ("is_primary", "auto_id", "is_partition_key", "is_clustering_key", "nullable"):
+            if raw.get(key):
+                f[key] = True
+        for key in ("max_length", "dim", "max_capacity"):
+            if key in params and not (key == "dim" and ftype is FieldType.SPARSE_FLOAT_VECTOR):
+                f[key] = int(params[key])
+        if raw.get("element_type") is not None:
+            f["element_type"] = by_dtype[raw["element_type"]]
+        if raw.get("default_value") is not None:
+            f["default_value"] = _default(raw["default_value"])
+        fields.append(f)
+    return CollectionSchema.model_validate({
+        "collection_name": description["collection_name"], "description": description.get("description", ""),
+        "fields": fields, "enable_dynamic_field": bool(description.get("enable_dynamic_field")),
+    })  # fmt: skip

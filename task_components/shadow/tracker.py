@@ -1,9 +1,9 @@
 """LMDB record of every key's last known state: the tiebreaker between Milvus and PostgreSQL.
 
-Each mirrored write records, per primary key, whether the row EXISTS or was DELETED and by which
-operation. When Milvus and the shadow disagree on whether a row exists, the tracker's vote decides
-which side is wrong. LMDB because it is transactional, crash-safe and memory-mapped: recording a
-10k-key batch is one write transaction.
+Each mirrored write records, per collection and primary key, whether the row EXISTS or was DELETED
+and by which operation. When Milvus and the shadow disagree on whether a row exists, the tracker's
+vote decides which side is wrong. LMDB because it is transactional, crash-safe and memory-mapped:
+recording a 10k-key batch is one write transaction, and readers never block the writer.
 """
 
 from __future__ import annotations
@@ -19,34 +19,51 @@ import lmdb
 EXISTS, DELETED = "EXISTS", "DELETED"
 
 
-def _key(k: Any) -> bytes:
-    return (f"i:{k}" if isinstance(k, int) else f"s:{k}").encode()
+def _key(collection: str, k: Any) -> bytes:
+    # the type tag keeps Int64 7 and VarChar "7" apart; the NUL keeps collection names from bleeding
+    return f"{collection}\x00{'i' if isinstance(k, int) else 's'}:{k}".encode()
 
 
 class KeyStateTracker:
-    def __init__(self, path: Path, map_size: int = 1 << 30) -> None:
+    def __init__(self, path: Path | str, map_size: int = 1 << 30) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
+        self.path = Path(path)
         self.env = lmdb.open(str(path), map_size=map_size, max_dbs=1, sync=True)
 
-    def record(self, keys: Iterable[Any], operation: str) -> None:
+    def record(self, keys: Iterable[Any], operation: str, collection: str = "") -> None:
         state = DELETED if operation == "delete" else EXISTS
-        stamp = time.time()
+        value = json.dumps({"state": state, "op": operation, "at": time.time()}).encode()
         with self.env.begin(write=True) as txn:
             for k in keys:
-                txn.put(_key(k), json.dumps({"state": state, "op": operation, "at": stamp}).encode())
+                txn.put(_key(collection, k), value)
 
-    def state(self, key: Any) -> str | None:
+    def state(self, key: Any, collection: str = "") -> str | None:
         with self.env.begin() as txn:
-            raw = txn.get(_key(key))
+            raw = txn.get(_key(collection, key))
         return json.loads(raw)["state"] if raw else None
+
+    def forget(self, collection: str) -> None:
+        """Drop a collection's keys (it was dropped): a re-created collection starts with no history."""
+        prefix = f"{collection}\x00".encode()
+        with self.env.begin(write=True) as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(prefix):
+                while cursor.key().startswith(prefix):
+                    if not cursor.delete():
+                        break
 
     def close(self) -> None:
         self.env.close()
 
 
-def judge(key: Any, in_milvus: bool, in_postgres: bool, tracker: KeyStateTracker) -> str | None:
-    """Which side is wrong about ``key`` existing, by majority with the tracker; None when they agree."""
+def judge(key: Any, in_milvus: bool, in_postgres: bool, tracker: KeyStateTracker | None, collection: str = "") -> str:
+    """Which side is wrong about ``key`` existing; "" when they agree.
+
+    With no tracker, or no record of the key, the shadow is presumed wrong: Milvus is the system of record.
+    """
     if in_milvus == in_postgres:
-        return None
-    expected = tracker.state(key) == EXISTS
-    return "postgres" if in_milvus == expected else "milvus"
+        return ""
+    state = tracker.state(key, collection) if tracker is not None else None
+    if state is None:
+        return "postgres"
+    return "postgres" if in_milvus == (state == EXISTS) else "milvus"
