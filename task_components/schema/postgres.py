@@ -29,8 +29,10 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def table_name(schema: CollectionSchema) -> str:
-    return f"shadow_{schema.collection_name}"
+def table_name(schema: CollectionSchema | str) -> str:
+    """The shadow table of a collection (its schema or just its name)."""
+    name = schema if isinstance(schema, str) else schema.collection_name
+    return f"shadow_{name}"
 
 
 def key_column(schema: CollectionSchema) -> str:

@@ -104,7 +104,10 @@ class ShadowSync(Component):
         try:
             return await with_retries(
                 lambda: asyncpg.create_pool(dsn, min_size=min(p.pool_min, p.pool_max), max_size=p.pool_max),
-                self.inner_retry(), pg_transient, what="connecting to the shadow PostgreSQL", log=ctx.log,
+                self.inner_retry(),
+                pg_transient,
+                what="connecting to the shadow PostgreSQL",
+                log=ctx.log,
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise ShadowConnectionError(f"cannot reach the shadow PostgreSQL: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,268 @@
+"""Drop-in shadowing clients: a ``MilvusClient`` (and ``AsyncMilvusClient``) that mirrors writes into PostgreSQL.
+
+Why subclasses: pymilvus-pg users swap one import in their application and keep writing; every other
+method (query, search, get, indexes, load...) must be Milvus' own, with the same signatures and return
+values. Mirrored: create_collection / drop_collection (the shadow table follows), insert, upsert and
+delete (by ids or by filter). The ordering rules live in ``mirror.ShadowStore``.
+
+Differences from a bare MilvusClient, all deliberate:
+- an ``insert`` of a key already present (or repeated in the batch) is refused with TransactionError
+  before Milvus sees it: Milvus would keep both rows, and no later read could say which one is right;
+- ``upsert`` into an AUTO_ID collection is refused (Milvus re-keys the rows);
+- partitions are not shadowed: the shadow holds the collection's rows, whatever partition they are in.
+
+The sync client runs its PostgreSQL work on a private event loop thread (an anyio blocking portal),
+so it is safe to share between threads; the async client uses the caller's loop. Both serialize writes
+per collection, so concurrent writers reach Milvus and PostgreSQL in the same order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import weakref
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.from_thread
+from pymilvus import AsyncMilvusClient, MilvusClient
+
+from task_components.schema.postgres import table_name
+from task_components.shadow.mirror import Shadowed, ShadowStore, as_rows
+from task_components.shadow.tracker import KeyStateTracker
+
+PAGE = 16_384  # Milvus' largest query page
+
+
+def _dsn(pg_dsn: str | None) -> str:
+    dsn = pg_dsn or os.environ.get("POSTGRES__DSN", "")
+    if not dsn:
+        raise ValueError("the shadowing client needs a PostgreSQL DSN: pass pg_dsn=... or set POSTGRES__DSN")
+    return dsn
+
+
+def default_tracker_path(dsn: str) -> Path:
+    """One tracker per shadow database, under the user's cache directory (XDG_CACHE_HOME honoured)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "dag-pipeline" / "shadow" / hashlib.sha256(dsn.encode()).hexdigest()[:16]
+
+
+def _tracker(dsn: str, tracker_path: str | Path | None) -> KeyStateTracker | None:
+    if tracker_path == "":
+        return None  # explicitly off
+    return KeyStateTracker(Path(tracker_path) if tracker_path else default_tracker_path(dsn))
+
+
+def _stop_portal(portal: Any, portal_cm: Any, store: ShadowStore) -> None:
+    try:
+        portal.call(store.close)
+    finally:
+        portal_cm.__exit__(None, None, None)
+
+
+def _ids(ids: Any) -> list[Any]:
+    return list(ids) if isinstance(ids, Sequence) and not isinstance(ids, str | bytes) else [ids]
+
+
+class ShadowMilvusClient(MilvusClient):
+    """``MilvusClient`` whose writes are mirrored into a PostgreSQL shadow (``pg_dsn``) and key tracker."""
+
+    def __init__(
+        self, uri: str = "http://localhost:19530", user: str = "", password: str = "", db_name: str = "",
+        token: str = "", timeout: float | None = None, *, pg_dsn: str | None = None,
+        tracker_path: str | Path | None = None, **kwargs: Any,
+    ) -> None:  # fmt: skip
+        super().__init__(uri=uri, user=user, password=password, db_name=db_name, token=token, timeout=timeout, **kwargs)
+        dsn = _dsn(pg_dsn)
+        self.tracker = _tracker(dsn, tracker_path)
+        self.shadow = ShadowStore(dsn, self.tracker)
+        self._portal_cm = anyio.from_thread.start_blocking_portal()
+        self._portal = self._portal_cm.__enter__()
+        # close at interpreter exit while the loop thread still runs (a portal left to garbage
+        # collection at shutdown waits forever for its already-frozen thread)
+        self._finalizer = weakref.finalize(self, _stop_portal, self._portal, self._portal_cm, self.shadow)
+
+    def _in_thread(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return anyio.to_thread.run_sync(partial(fn, self, *args, **kwargs))
+
+    def _shadowed(self, collection_name: str) -> Shadowed:
+        describe = partial(self._in_thread, MilvusClient.describe_collection, collection_name)
+        return self._portal.call(self.shadow.shadowed, collection_name, describe)
+
+    def create_collection(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        result = MilvusClient.create_collection(self, collection_name, *args, **kwargs)
+        try:
+            describe = partial(self._in_thread, MilvusClient.describe_collection, collection_name)
+            self._portal.call(self.shadow.create, collection_name, describe)
+        except BaseException:
+            MilvusClient.drop_collection(self, collection_name)  # no collection without its shadow
+            raise
+        return result
+
+    def drop_collection(self, collection_name: str, timeout: float | None = None, **kwargs: Any) -> Any:
+        result = MilvusClient.drop_collection(self, collection_name, timeout=timeout, **kwargs)
+        self._portal.call(self.shadow.drop, collection_name, table_name(collection_name))
+        return result
+
+    def _write(self, op: str, collection_name: str, data: Any, timeout: float | None, **kwargs: Any) -> Any:
+        sh = self._shadowed(collection_name)
+        call = getattr(MilvusClient, op)
+        milvus = partial(self._in_thread, call, collection_name, timeout=timeout, **kwargs)
+
+        async def write(rows: list[dict[str, Any]]) -> Any:
+            return await milvus(rows)
+
+        undo = partial(self._in_thread, MilvusClient.delete, collection_name)
+        return self._portal.call(self.shadow.write, sh, as_rows(data), write, op, lambda ids: undo(ids=ids))
+
+    def insert(
+        self, collection_name: str, data: dict | list[dict], timeout: float | None = None,
+        partition_name: str | None = "", **kwargs: Any,
+    ) -> dict:  # fmt: skip
+        return self._write("insert", collection_name, data, timeout, partition_name=partition_name, **kwargs)
+
+    def upsert(
+        self, collection_name: str, data: dict | list[dict], timeout: float | None = None,
+        partition_name: str | None = "", **kwargs: Any,
+    ) -> dict:  # fmt: skip
+        return self._write("upsert", collection_name, data, timeout, partition_name=partition_name, **kwargs)
+
+    def delete(
+        self, collection_name: str, ids: list | str | int | None = None, timeout: float | None = None,
+        filter: str | None = None, partition_name: str | None = None, **kwargs: Any,
+    ) -> dict[str, int]:  # fmt: skip
+        if (ids is None) == (not filter):  # neither or both: Milvus' own error, nothing mirrored
+            return MilvusClient.delete(self, collection_name, ids, timeout, filter, partition_name, **kwargs)
+        sh = self._shadowed(collection_name)
+
+        def find() -> list[Any]:
+            # a query without a limit returns every match (bounded by Milvus' output quota, ~100 MB of
+            # keys); query_iterator is not used: on Milvus 2.3 it misses rows written a moment before
+            rows = MilvusClient.query(
+                self, collection_name, filter=filter, output_fields=[sh.pk], consistency_level="Strong",
+                partition_names=[partition_name] if partition_name else None,
+            )  # fmt: skip
+            return [r[sh.pk] for r in rows]
+
+        async def find_async() -> list[Any]:
+            return await anyio.to_thread.run_sync(find)
+
+        async def milvus(keys: list[Any]) -> Any:
+            if not keys:  # nothing matched: Milvus' own answer to the filter (a zero count)
+                return await self._in_thread(MilvusClient.delete, collection_name, filter=filter, timeout=timeout)
+            return await self._in_thread(
+                MilvusClient.delete, collection_name, ids=keys, timeout=timeout, partition_name=partition_name, **kwargs
+            )
+
+        keys = None if ids is None else _ids(ids)
+        return self._portal.call(self.shadow.delete, sh, keys, find_async, milvus)
+
+    def close(self) -> None:
+        try:
+            self._finalizer()  # runs once: later calls do nothing
+            if self.tracker is not None:
+                self.tracker.close()
+                self.tracker = None
+        finally:
+            super().close()
+
+
+class AsyncShadowMilvusClient(AsyncMilvusClient):
+    """``AsyncMilvusClient`` whose writes are mirrored into a PostgreSQL shadow; same rules as the sync one."""
+
+    def __init__(
+        self, uri: str = "http://localhost:19530", user: str = "", password: str = "", db_name: str = "",
+        token: str = "", timeout: float | None = None, *, pg_dsn: str | None = None,
+        tracker_path: str | Path | None = None, **kwargs: Any,
+    ) -> None:  # fmt: skip
+        super().__init__(uri=uri, user=user, password=password, db_name=db_name, token=token, timeout=timeout, **kwargs)
+        dsn = _dsn(pg_dsn)
+        self.tracker = _tracker(dsn, tracker_path)
+        self.shadow = ShadowStore(dsn, self.tracker)
+
+    def _describe(self, collection_name: str) -> Any:
+        return partial(AsyncMilvusClient.describe_collection, self, collection_name)
+
+    async def _shadowed(self, collection_name: str) -> Shadowed:
+        return await self.shadow.shadowed(collection_name, self._describe(collection_name))
+
+    async def create_collection(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        result = await AsyncMilvusClient.create_collection(self, collection_name, *args, **kwargs)
+        try:
+            await self.shadow.create(collection_name, self._describe(collection_name))
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await AsyncMilvusClient.drop_collection(self, collection_name)
+            raise
+        return result
+
+    async def drop_collection(self, collection_name: str, timeout: float | None = None, **kwargs: Any) -> Any:
+        result = await AsyncMilvusClient.drop_collection(self, collection_name, timeout=timeout, **kwargs)
+        await self.shadow.drop(collection_name, table_name(collection_name))
+        return result
+
+    async def _write(self, op: str, collection_name: str, data: Any, timeout: float | None, **kwargs: Any) -> Any:
+        sh = await self._shadowed(collection_name)
+        call = getattr(AsyncMilvusClient, op)
+
+        async def write(rows: list[dict[str, Any]]) -> Any:
+            return await call(self, collection_name, rows, timeout=timeout, **kwargs)
+
+        async def undo(ids: list[Any]) -> Any:
+            return await AsyncMilvusClient.delete(self, collection_name, ids=ids)
+
+        return await self.shadow.write(sh, as_rows(data), write, op, undo)
+
+    async def insert(
+        self, collection_name: str, data: dict | list[dict], timeout: float | None = None,
+        partition_name: str | None = "", **kwargs: Any,
+    ) -> dict:  # fmt: skip
+        return await self._write("insert", collection_name, data, timeout, partition_name=partition_name, **kwargs)
+
+    async def upsert(
+        self, collection_name: str, data: dict | list[dict], timeout: float | None = None,
+        partition_name: str | None = "", **kwargs: Any,
+    ) -> dict:  # fmt: skip
+        return await self._write("upsert", collection_name, data, timeout, partition_name=partition_name, **kwargs)
+
+    async def delete(
+        self, collection_name: str, ids: list | str | int | None = None, timeout: float | None = None,
+        filter: str | None = None, partition_name: str | None = None, **kwargs: Any,
+    ) -> dict[str, int]:  # fmt: skip
+        if (ids is None) == (not filter):
+            return await AsyncMilvusClient.delete(self, collection_name, ids, timeout, filter, partition_name, **kwargs)
+        sh = await self._shadowed(collection_name)
+        parts = [partition_name] if partition_name else None
+
+        async def find() -> list[Any]:
+            # AsyncMilvusClient has no query_iterator; a query without a limit returns every match
+            # (bounded by Milvus' output quota, ~100 MB: millions of keys)
+            rows = await AsyncMilvusClient.query(
+                self, collection_name, filter=filter, output_fields=[sh.pk], partition_names=parts,
+                consistency_level="Strong",
+            )  # fmt: skip
+            return [r[sh.pk] for r in rows]
+
+        async def milvus(keys: list[Any]) -> Any:
+            if not keys:
+                return await AsyncMilvusClient.delete(self, collection_name, filter=filter, timeout=timeout)
+            return await AsyncMilvusClient.delete(
+                self, collection_name, ids=keys, timeout=timeout, partition_name=partition_name, **kwargs
+            )
+
+        return await self.shadow.delete(sh, None if ids is None else _ids(ids), find, milvus)
+
+    async def close(self) -> None:
+        try:
+            await self.shadow.close()
+            if self.tracker is not None:
+                self.tracker.close()
+                self.tracker = None
+        finally:
+            await super().close()
+
+
+__all__ = ["AsyncShadowMilvusClient", "ShadowMilvusClient", "default_tracker_path"]

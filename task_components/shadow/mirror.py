@@ -1,0 +1,303 @@
+"""The shadowing core shared by the drop-in clients: one PostgreSQL transaction around each Milvus write.
+
+Why one core for two clients: ``ShadowMilvusClient`` (sync) and ``AsyncShadowMilvusClient`` differ only
+in how they call Milvus; the ordering rules below are the hard part and must be the same in both.
+
+Ordering, per write (under a per-collection lock, so concurrent callers reach both stores in the same
+order and an upsert race cannot leave them holding different winners):
+- keyed insert/upsert/delete: the shadow is written first inside an open transaction, then Milvus; a
+  Milvus refusal re-raises Milvus' own exception after the transaction rolls back (callers that catch
+  ``MilvusException`` keep working), a shadow refusal (a duplicate insert key, a NULL in a NOT NULL
+  column) raises ``TransactionError`` before Milvus is called.
+- AUTO_ID insert: Milvus assigns the keys, so Milvus goes first; the rows are then written to the
+  shadow under the ids Milvus returned (in the ``_row`` column); if that fails, the rows are deleted
+  from Milvus again before ``TransactionError`` is raised.
+- delete by filter: the keys are found in Milvus (Strong consistency) and both sides delete exactly
+  those keys, so a filter the shadow would read differently cannot split them.
+The LMDB tracker records each key's new state once Milvus has accepted the write, before the shadow
+commits: if that commit were lost, the tracker still names the shadow as the wrong side.
+
+Rows reach PostgreSQL by binary COPY built from Arrow buffers (``encode_batch``) when every column
+converts; anything else (ragged vectors Milvus will refuse, ARRAY fields, bytes vectors) takes the
+record path, which is slower but accepts what Milvus accepts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import asyncpg
+import numpy as np
+import pyarrow as pa
+
+from task_components.errors import CollectionNotFoundError, ShadowSchemaError, TransactionError
+from task_components.milvus.schema_map import from_milvus
+from task_components.schema.arrow import META_COLUMN, arrow_schema, arrow_type
+from task_components.schema.models import CollectionSchema, FieldSchema, FieldType
+from task_components.schema.postgres import ROW_KEY, columns, create_table_sql, key_column, quote, row_record
+from task_components.schema.postgres import table_name as shadow_table
+from task_components.shadow.binary_copy import encode_batch
+from task_components.shadow.tracker import KeyStateTracker
+
+Describe = Callable[[], Awaitable[dict[str, Any]]]
+MilvusWrite = Callable[[list[dict[str, Any]]], Awaitable[Any]]
+
+_SCALARS = {
+    FieldType.BOOL, FieldType.INT8, FieldType.INT16, FieldType.INT32, FieldType.INT64,
+    FieldType.FLOAT, FieldType.DOUBLE, FieldType.VARCHAR,
+}  # fmt: skip
+
+
+class _NoArrow(Exception):
+    """A column that does not convert cleanly: the batch takes the record path."""
+
+
+@dataclass(slots=True)
+class Shadowed:
+    schema: CollectionSchema
+    table: str
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+    @property
+    def pk(self) -> str:
+        return self.schema.primary.name
+
+    @property
+    def key(self) -> str:
+        return key_column(self.schema)
+
+
+def as_rows(data: dict[str, Any] | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """MilvusClient takes one dict or a list of them."""
+    return [data] if isinstance(data, dict) else list(data)
+
+
+def with_defaults(rows: list[dict[str, Any]], schema: CollectionSchema) -> list[dict[str, Any]]:
+    """Milvus stores a field's default where a row leaves it out or sets None; the shadow must too."""
+    defaults = {f.name: f.default_value for f in schema.data_fields() if f.default_value is not None}
+    if not defaults:
+        return rows
+    return [{**r, **{k: v for k, v in defaults.items() if r.get(k) is None}} for r in rows]
+
+
+def _column(values: list[Any], f: FieldSchema) -> pa.Array:
+    try:
+        if f.type is FieldType.FLOAT_VECTOR:
+            matrix = np.asarray(values, dtype=np.float32)
+            if matrix.ndim != 2 or matrix.shape[1] != f.dim:
+                raise _NoArrow
+            offsets = pa.array(np.arange(0, matrix.size + 1, f.dim, dtype=np.int32))
+            return pa.ListArray.from_arrays(offsets, pa.array(matrix.ravel()))
+        if f.type in (FieldType.JSON, FieldType.SPARSE_FLOAT_VECTOR):
+            return pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values], pa.string())
+        if f.type in _SCALARS:
+            return pa.array(values, type=arrow_type(f))
+    except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
+        raise _NoArrow from exc
+    raise _NoArrow
+
+
+def rows_batch(rows: list[dict[str, Any]], schema: CollectionSchema) -> pa.RecordBatch | None:
+    """Client rows as an Arrow batch in our layout; None when a column does not convert cleanly."""
+    try:
+        arrays = [_column([r.get(f.name) for r in rows], f) for f in schema.data_fields()]
+    except _NoArrow:
+        return None
+    if schema.enable_dynamic_field:
+        known = {f.name for f in schema.fields}
+        extras = [{k: v for k, v in r.items() if k not in known} for r in rows]
+        arrays.append(pa.array([json.dumps(e) if e else None for e in extras], pa.string()))
+    return pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(schema))
+
+
+async def copy_rows(conn: Any, table: str, sh: Shadowed, rows: list[dict[str, Any]], ids: list[Any] | None) -> None:
+    """COPY rows into ``table`` (the shadow or a staging twin); ``ids`` are Milvus' keys of AUTO_ID rows."""
+    schema = sh.schema
+    if ids is None:
+        batch = await anyio.to_thread.run_sync(rows_batch, rows, schema)
+        if batch is not None:
+            encoded = await anyio.to_thread.run_sync(encode_batch, batch, schema, 0)
+            if encoded is not None:
+                payload, cols = encoded
+                await conn.copy_to_table(table, source=payload, format="binary", columns=cols)
+                return
+    records = [row_record(r, schema) for r in rows]
+    if ids is not None:
+        records = [(k, *rec) for k, rec in zip(ids, records, strict=True)]
+    await conn.copy_records_to_table(table, records=records, columns=columns(schema))
+
+
+class ShadowStore:
+    """PostgreSQL side of the drop-in clients: table per collection, mirrored writes, tracker updates."""
+
+    def __init__(self, dsn: str, tracker: KeyStateTracker | None, pool_max: int = 4) -> None:
+        self.dsn, self.tracker, self.pool_max = dsn, tracker, pool_max
+        self._pool: asyncpg.Pool | None = None
+        self._known: dict[str, Shadowed] = {}
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_max)
+        return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def shadowed(self, collection: str, describe: Describe) -> Shadowed:
+        """The collection's schema and shadow table, looked up once; a missing table is a clear error."""
+        if collection in self._known:
+            return self._known[collection]
+        schema = from_milvus(await describe())
+        table = shadow_table(schema)
+        async with (await self.pool()).acquire() as conn:
+            if await conn.fetchval("SELECT to_regclass($1)", quote(table)) is None:
+                raise CollectionNotFoundError(
+                    f"collection {collection!r} has no shadow table {table!r}: create the collection through "
+                    "the shadowing client (or run `shadow sync` for one that already holds data)"
+                )
+        return self._known.setdefault(collection, Shadowed(schema, table))
+
+    async def create(self, collection: str, describe: Describe) -> None:
+        """A new collection gets a new, empty shadow table (a stale one of the same name is replaced)."""
+        self._known.pop(collection, None)
+        schema = from_milvus(await describe())
+        table = shadow_table(schema)
+        try:
+            async with (await self.pool()).acquire() as conn, conn.transaction():
+                await conn.execute(f"DROP TABLE IF EXISTS {quote(table)}")
+                await conn.execute(create_table_sql(schema, table))
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise ShadowSchemaError(f"cannot create shadow table {table!r}: {type(exc).__name__}: {exc}") from exc
+        if self.tracker is not None:
+            await anyio.to_thread.run_sync(self.tracker.forget, collection)
+        self._known[collection] = Shadowed(schema, table)
+
+    async def drop(self, collection: str, table: str) -> None:
+        self._known.pop(collection, None)
+        async with (await self.pool()).acquire() as conn:
+            await conn.execute(f"DROP TABLE IF EXISTS {quote(table)}")
+        if self.tracker is not None:
+            await anyio.to_thread.run_sync(self.tracker.forget, collection)
+
+    async def _record(self, sh: Shadowed, keys: list[Any], op: str) -> None:
+        if self.tracker is not None and keys:
+            await anyio.to_thread.run_sync(self.tracker.record, keys, op, sh.schema.collection_name)
+
+    async def write(
+        self, sh: Shadowed, rows: list[dict[str, Any]], milvus: MilvusWrite, op: str,
+        undo: Callable[[list[Any]], Awaitable[Any]],
+    ) -> Any:  # fmt: skip
+        """insert or upsert ``rows`` on both sides; Milvus' own return value comes back.
+
+        ``undo`` deletes keys from Milvus: an AUTO_ID insert the shadow refuses is taken back with it.
+        """
+        rows = with_defaults(rows, sh.schema)
+        if sh.schema.primary.auto_id:
+            if op == "upsert":
+                raise TransactionError(
+                    f"upsert into AUTO_ID collection {sh.schema.collection_name!r} is not mirrored: Milvus "
+                    "re-keys upserted rows; delete and insert instead"
+                )
+            return await self._insert_auto(sh, rows, milvus, undo)
+        if op == "upsert":  # one row per key, the last one, as Milvus applies them
+            rows = list({r.get(sh.pk): r for r in rows}.values())
+        keys = [r.get(sh.pk) for r in rows]
+        async with sh.lock, self._transaction(sh, op) as conn:
+            if op == "upsert":
+                await self._upsert(conn, sh, rows)
+            else:
+                await copy_rows(conn, sh.table, sh, rows, None)
+            result = await milvus(rows)  # raises -> the shadow rolls back
+            await self._record(sh, keys, op)
+        return result
+
+    async def _upsert(self, conn: Any, sh: Shadowed, rows: list[dict[str, Any]]) -> None:
+        stage = f"stage_{abs(hash(sh.table)) % 10**9}"
+        await conn.execute(f"CREATE TEMP TABLE {stage} (LIKE {quote(sh.table)}) ON COMMIT DROP")
+        await copy_rows(conn, stage, sh, rows, None)
+        cols = columns(sh.schema)
+        names = ", ".join(quote(c) for c in cols)
+        updates = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in cols if c != sh.key)
+        await conn.execute(
+            f"INSERT INTO {quote(sh.table)} ({names}) SELECT {names} FROM {stage} "
+            f"ON CONFLICT ({quote(sh.key)}) DO UPDATE SET {updates}"
+        )
+
+    async def _insert_auto(
+        self, sh: Shadowed, rows: list[dict[str, Any]], milvus: MilvusWrite, undo: Callable[[list[Any]], Awaitable[Any]]
+    ) -> Any:
+        async with sh.lock:
+            result = await milvus(rows)
+            ids = list(result["ids"])
+            try:
+                async with self._transaction(sh, "insert") as conn:
+                    await copy_rows(conn, sh.table, sh, rows, ids)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await undo(ids)
+                raise
+            await self._record(sh, ids, "insert")
+        return result
+
+    async def delete(
+        self, sh: Shadowed, keys: list[Any] | None, find: Callable[[], Awaitable[list[Any]]],
+        milvus: Callable[[list[Any]], Awaitable[Any]],
+    ) -> Any:  # fmt: skip
+        """Delete ``keys`` (or the keys ``find`` reads from Milvus for a filter) from both sides."""
+        async with sh.lock:
+            if keys is None:
+                keys = await find()
+            async with self._transaction(sh, "delete") as conn:
+                await conn.execute(f"DELETE FROM {quote(sh.table)} WHERE {quote(sh.key)} = ANY($1)", keys)
+                result = await milvus(keys)
+                await self._record(sh, keys, "delete")
+        return result
+
+    def _transaction(self, sh: Shadowed, op: str) -> _Txn:
+        return _Txn(self, sh, op)
+
+
+class _Txn:
+    """A pooled connection and a transaction; PostgreSQL refusals become TransactionError naming the table."""
+
+    def __init__(self, store: ShadowStore, sh: Shadowed, op: str) -> None:
+        self.store, self.sh, self.op = store, sh, op
+
+    async def __aenter__(self) -> Any:
+        self.conn = await (await self.store.pool()).acquire()
+        self.tx = self.conn.transaction()
+        await self.tx.start()
+        return self.conn
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        try:
+            if exc is None:
+                await self.tx.commit()
+            else:
+                with anyio.CancelScope(shield=True):
+                    await self.tx.rollback()
+        finally:
+            await (await self.store.pool()).release(self.conn)
+        if isinstance(exc, asyncpg.UndefinedTableError):
+            self.store._known.pop(self.sh.schema.collection_name, None)
+            raise CollectionNotFoundError(f"shadow table {self.sh.table!r} does not exist: {exc}") from exc
+        if isinstance(exc, asyncpg.UniqueViolationError):
+            raise TransactionError(
+                f"{self.op} refused, nothing written: a primary key is already in {self.sh.table!r} or repeated in "
+                f"the batch ({exc.detail or exc}); Milvus would store it twice; use upsert to replace rows"
+            ) from exc
+        if isinstance(exc, asyncpg.PostgresError | asyncpg.DataError):
+            raise TransactionError(
+                f"{self.op} refused by the shadow {self.sh.table!r}, nothing written: {type(exc).__name__}: {exc}"
+            ) from exc
+        if isinstance(exc, Exception) and not isinstance(exc, TransactionError | CollectionNotFoundError):
+            exc.add_note(f"the shadow's {self.op} in {self.sh.table!r} was rolled back: both stores are unchanged")
+
+
+__all__ = ["META_COLUMN", "ROW_KEY", "ShadowStore", "Shadowed", "as_rows", "rows_batch", "with_defaults"]
