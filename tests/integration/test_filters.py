@@ -84,9 +84,13 @@ EXPRESSIONS = [
     'meta["id"] / 1000 == 5',
     'meta["score"] % 2 != 0',  # ...and % truncates a JSON float first (0.42 % 2 is 0 in Milvus)
     'meta["category"] + 1 != 0 and age > 70',  # a JSON string in arithmetic reads as absent
+    'meta["score"] * 10000 == 6513',  # JSON floats in double precision (0.6513 occurs 4 times)
+    'meta["score"] * 10000 != 6513 and age == 30',
     # a JSON value of another type than the literal reads as absent (not an error, not a text match)
     'meta["category"] != 1 and age > 70',
     'meta["category"] like "c%"',
+    'meta["category"] in ["cloud", "data"]',
+    'meta["category"] not in ["cloud"] and meta["id"] not in [1, 2]',
     'meta["active"] == true',
     # json_contains family (also on Array fields), upper-case spellings, array_contains on JSON
     'json_contains(meta["tags"], "data")',

@@ -1,7 +1,7 @@
 """Milvus boolean expressions -> PostgreSQL WHERE clauses over the shadow table.
 
-Supported, each checked against a real Milvus server (2.3.5, the local one) by
-tests/integration/test_filters.py selecting the same primary keys in both:
+Supported; tests/integration/test_filters.py checks each form (except those named further down) on a
+real Milvus server (2.3.5, the local one) and PostgreSQL, both selecting the same primary keys:
 
 - comparisons ``== != < <= > >=``, also reversed (``5 > x``) and as Milvus ranges ``1 < x < 5`` /
   ``10 >= x > 2`` (both signs the same direction; Milvus rejects other chains, so do we);
@@ -15,16 +15,18 @@ tests/integration/test_filters.py selecting the same primary keys in both:
   an Array field and on a JSON path), ``array_length``, ``exists``; functions in lower or upper case.
 
 Refused with FilterConversionError naming the token and its position: ``**`` on a field (Milvus
-allows it only between constants), a constant before ``- / %``, a second arithmetic step, ``/`` and
-``%`` on JSON values (Milvus divides JSON integers and floats differently), ``%`` on floats, a zero
-divisor (Milvus 2.3 crashes on it), arithmetic on the constant side, field-to-field comparisons,
-``text_match`` (it matches tokens of Milvus' analyzer, which SQL cannot reproduce exactly, and 2.3
-has no text_match), and ``exists path and ...`` unparenthesized (Milvus applies exists to all of it).
+allows it only between constants), a constant before ``- / %``, a second arithmetic step, ``%`` on
+floats, a non-integer operand of integer or JSON arithmetic or a non-integer to compare it with
+(Milvus rejects or silently truncates those), a zero divisor (Milvus 2.3 crashes on it), arithmetic
+on the constant side, field-to-field comparisons, ``in`` lists mixing value types (Milvus rejects
+them, or fails inside its query node on a JSON path), ``text_match`` (it matches tokens of Milvus'
+analyzer, which SQL cannot reproduce exactly, and 2.3 has no text_match), and ``exists path and ...``
+unparenthesized (Milvus applies exists to all of it).
 
-Not verifiable on Milvus 2.3, so translated by the documented Milvus semantics of later versions:
+Not verifiable on Milvus 2.3, so translated by their plain meaning, as current Milvus documents them:
 arithmetic and ``array_length`` with ``< <= > >=`` (2.3 allows only ``==``/``!=`` there), ``like``
-with an infix or suffix ``%`` (2.3 allows only prefixes; PostgreSQL's ``_`` wildcard matches what
-2.4+ does, while 2.3 reads ``_`` literally) and ``is null`` (no nullable fields before 2.5).
+with an infix or suffix ``%`` (2.3 allows only prefixes and reads ``_`` literally, where PostgreSQL's
+LIKE takes it as a one-character wildcard) and ``is null`` (no nullable fields before 2.5).
 
 Milvus semantics the SQL reproduces (each observed on the server): a JSON value is compared only with
 a literal of its own JSON type (``meta["id"] == "5"`` is false for the number 5; ``meta["category"] ==

@@ -63,7 +63,7 @@ class Operand:
         """
         if self.integer_result and not literal.is_integer:
             raise FilterConversionError(
-                "Milvus compares integer arithmetic with integers only", literal.token.text, literal.token.pos
+                "Milvus compares this arithmetic with integers only", literal.token.text, literal.token.pos
             )
         if not self.json:
             return self.sql
@@ -110,7 +110,10 @@ def arithmetic(left: Operand, sign: Token, right: Literal) -> Operand:
         raise refuse("division by zero (it crashes Milvus 2.3)")
     value = f"({right.sql})" if right.sql.startswith("-") else right.sql
     if left.json:
-        return replace(left, sql=_json_arithmetic(left, sign, right, value), json=False, computed=True)
+        if not right.is_integer:
+            raise refuse("on a JSON value Milvus applies arithmetic with integer operands only here")
+        sql = _json_arithmetic(left, sign, value)
+        return replace(left, sql=sql, json=False, computed=True, integer_result=True)
     t = left.field_type
     if t is not None and t.is_integer:
         if not right.is_integer:
@@ -123,12 +126,10 @@ def arithmetic(left: Operand, sign: Token, right: Literal) -> Operand:
     raise refuse(f"arithmetic needs a numeric field, {left.token.text!r} is {t.value if t else 'not one'}")
 
 
-def _json_arithmetic(left: Operand, sign: Token, right: Literal, value: str) -> str:
+def _json_arithmetic(left: Operand, sign: Token, value: str) -> str:
     """Milvus on a JSON number: integers in 64 bits (``/`` truncates), floats in double precision,
     and ``%`` truncates a float to an integer first (all checked on the server). Any other JSON type
     reads as absent. ``+ - *`` run in double precision: exact for integers below 2**53."""
-    if sign.text in "/%" and not right.is_integer:
-        raise FilterConversionError("on a JSON value Milvus divides by integers only here", sign.text, sign.pos)
     p, text = left.jsonb, left.sql
     if sign.text == "%":
         result = f"trunc(({text})::numeric)::bigint % {value}"

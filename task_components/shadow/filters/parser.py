@@ -160,6 +160,17 @@ class Parser:
             return Literal(t.text.upper(), "bool", t)
         raise self.error("expected a value", t)
 
+    def check_list(self, left: Operand, values: list[Literal]) -> None:
+        """One type per ``in`` list: Milvus rejects a mixed list, and on a JSON path even mixing integers
+        and floats fails inside its query node."""
+
+        def kind(v: Literal) -> tuple[str, bool]:
+            return v.kind, left.json and v.is_integer
+
+        odd = next((v for v in values if kind(v) != kind(values[0])), None)
+        if odd is not None:
+            raise self.error("an in list mixes value types, which Milvus rejects", odd.token)
+
     def value_list(self) -> list[Literal]:
         self.expect("[")
         values: list[Literal] = []
@@ -247,6 +258,7 @@ class Parser:
             values = self.value_list()
             if not values:
                 return "TRUE" if negate else "FALSE"
+            self.check_list(left, values)
             cast = left.compared(values[0])
             sql = f"{cast} {'NOT IN' if negate else 'IN'} ({', '.join(v.sql for v in values)})"
             return left.two_valued(sql, not_equal=negate)
