@@ -28,8 +28,13 @@ from task_components.schema import parse_schema
 from task_components.schema.arrow import schema_of
 from task_components.schema.postgres import columns, create_table_sql, quote, row_record, table_name
 from task_components.shadow.compare import (
-    compare_entities, compare_primary_keys, compare_query, compare_search, export, validate,
-)  # fmt: skip
+    compare_entities,
+    compare_primary_keys,
+    compare_query,
+    compare_search,
+    export,
+    validate,
+)
 from task_components.shadow.tracker import KeyStateTracker
 from tests.integration.conftest import service_uri
 from tests.integration.helpers import cli
@@ -73,7 +78,8 @@ async def pg_execute(dsn: str, sql: str, *args: Any, many: bool = False) -> None
 
 def pg_insert(dsn: str, data: list[dict[str, Any]]) -> None:
     cols = columns(SCHEMA)
-    sql = f"INSERT INTO {TABLE} ({', '.join(quote(c) for c in cols)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(cols)))})"
+    params = ", ".join(f"${i + 1}" for i in range(len(cols)))
+    sql = f"INSERT INTO {TABLE} ({', '.join(quote(c) for c in cols)}) VALUES ({params})"
     anyio.run(lambda: pg_execute(dsn, sql, [row_record(r, SCHEMA) for r in data], many=True))
 
 
