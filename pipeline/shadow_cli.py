@@ -101,15 +101,16 @@ def _report(result: Any, as_json: bool, show: int) -> None:
         print(json.dumps(result.to_dict(), default=str))
     else:
         if result.differences and show:
-            table = Table(title=escape(result.summary()))
+            shown = min(show, len(result.differences))
+            table = Table(title=f"differences ({shown} of {result.total})")
             for col in ("key", "field", "kind", "wrong side", "milvus", "postgres", "detail"):
                 table.add_column(col)
             for d in result.differences[:show]:
                 cells = (d.key, d.field or "(row)", d.kind, d.side, d.milvus, d.postgres, d.detail)
                 table.add_row(*(escape("" if c is None else str(c)) for c in cells))
             out.print(table)
-            if result.total > show:
-                out.print(f"... {result.total - show} more (--show N or --json)", highlight=False)
+            if result.total > shown:
+                out.print(f"... {result.total - shown} more (--show N or --json)", highlight=False)
         colour = "green" if result.ok else "red"
         out.print(f"[{colour}]{'ok' if result.ok else 'differs'}[/]: {escape(result.summary())}", highlight=False)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)

@@ -74,7 +74,7 @@ async def compare_query(
 ) -> Comparison:  # fmt: skip
     """The rows ``filter`` selects on each side: the same keys, and equal fields on every common row."""
     shadow = await sides.resolve(milvus, pool, collection, table)
-    result = Comparison(f"query {filter!r}" if filter else "query", collection, shadow.table)
+    result = Comparison("query", collection, shadow.table, filter=filter)
     return await _compare_keys_and_rows(
         milvus, pool, shadow, result, filter, rows=True, output_fields=output_fields, tolerance=tolerance,
         ignore_vectors=ignore_vectors, tracker=tracker, batch_size=batch_size,

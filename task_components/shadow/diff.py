@@ -78,9 +78,10 @@ class Difference:
 class Comparison:
     """The result of one comparison: ``ok`` when nothing differs; counts by kind and side are exact."""
 
-    what: str
+    what: str  # query, primary keys, entities, validate
     collection: str
     table: str = ""
+    filter: str = ""
     compared: int = 0  # keys (or rows) looked at
     milvus_count: int | None = None
     postgres_count: int | None = None
@@ -106,7 +107,8 @@ class Comparison:
         counted = ""
         if self.milvus_count is not None or self.postgres_count is not None:
             counted = f" (milvus {self.milvus_count}, postgres {self.postgres_count} rows)"
-        head = f"{self.what} {self.collection!r} vs {self.table!r}: {self.compared} compared{counted}"
+        what = f"{self.what} {self.filter!r}" if self.filter else self.what
+        head = f"{what}: {self.collection!r} vs {self.table!r}, {self.compared} compared{counted}"
         if self.ok:
             return head + ", no differences"
         parts = ", ".join(f"{n} {kind} in {side}" for (kind, side), n in sorted(self.counts.items()))
@@ -120,7 +122,7 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "what": self.what, "collection": self.collection, "table": self.table, "ok": self.ok,
+            "what": self.what, "collection": self.collection, "table": self.table, "filter": self.filter, "ok": self.ok,
             "compared": self.compared, "milvus_count": self.milvus_count, "postgres_count": self.postgres_count,
             "total": self.total,
             "counts": [{"kind": k, "side": s, "count": n} for (k, s), n in sorted(self.counts.items())],
@@ -187,6 +189,21 @@ def _agree(f: FieldSchema, a: list[Any], b: list[Any], tolerance: float) -> np.n
     return np.array([same_value(f, u, v, tolerance) for u, v in zip(a, b, strict=True)], dtype=bool)
 
 
+def _where_vectors_differ(f: FieldSchema, a: Any, b: Any) -> str:
+    """For a dense vector, where it differs: the short renderings show only its first values."""
+    if spec(f).storage not in ("vector", "bytes") or a is None or b is None:
+        return ""
+    try:
+        x, y = value_matrix([a], f)[0], value_matrix([b], f)[0]
+    except ValueError:
+        return ""
+    if x.shape != y.shape:
+        return f"{len(x)} values in milvus, {len(y)} in postgres"
+    gap = np.abs(x.astype(np.float64) - y)
+    at = int(np.argmax(gap))
+    return f"largest difference {gap[at]:.6g} at index {at}"
+
+
 def row_differences(
     schema: CollectionSchema, fields: list[FieldSchema], milvus: Mapping[Any, Mapping[str, Any]],
     postgres: Mapping[Any, Mapping[str, Any]], tolerance: float = 1e-6, dynamic: bool = False,
@@ -198,7 +215,8 @@ def row_differences(
         a = [milvus[k].get(f.name) for k in keys]
         b = [postgres[k].get(f.name) for k in keys]
         for i in np.flatnonzero(~_agree(f, a, b, tolerance)):
-            out.append(Difference(keys[i], f.name, "changed", "postgres", short(a[i]), short(b[i])))
+            detail = _where_vectors_differ(f, a[i], b[i])
+            out.append(Difference(keys[i], f.name, "changed", "postgres", short(a[i]), short(b[i]), detail))
     if dynamic:
         for k in keys:
             a_dyn, b_dyn = dynamic_part(milvus[k], schema, "milvus"), dynamic_part(postgres[k], schema, "postgres")

@@ -44,6 +44,7 @@ class _StaleTimestampNote(logging.Filter):
 
 
 logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_StaleTimestampNote())
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +171,16 @@ async def milvus_batches(
 async def milvus_keys(milvus: Any, shadow: Shadow, filter: str = "", batch_size: int = 5000) -> tuple[Any, int]:
     """Every key matching ``filter`` (int64 array or list) and Milvus' own count(*) of them."""
     shadow.where(filter)
-    count = await milvus_count(milvus, shadow, filter)  # before the iterator: see the module docstring
-    keys: list[Any] = []
-    async with contextlib.aclosing(milvus_batches(milvus, shadow, filter, [shadow.pk], batch_size)) as batches:
-        async for batch in batches:
-            keys.extend(r[shadow.pk] for r in batch)
+    for attempt in range(2):  # a second pass only when the iterator saw fewer keys than count(*)
+        count = await milvus_count(milvus, shadow, filter)  # before the iterator: see the module docstring
+        keys: list[Any] = []
+        async with contextlib.aclosing(milvus_batches(milvus, shadow, filter, [shadow.pk], batch_size)) as batches:
+            async for batch in batches:
+                keys.extend(r[shadow.pk] for r in batch)
+        if len(keys) >= count:
+            break
+        _log.warning("collection %r: the query iterator returned %d keys, count(*) %d%s", shadow.collection,
+                     len(keys), count, "; reading again" if not attempt else "")  # fmt: skip
     return _as_keys(keys, shadow), count
 
 

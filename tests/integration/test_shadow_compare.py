@@ -230,3 +230,62 @@ def test_cli_exit_codes(env: Env, tmp_path: Path) -> None:
         assert bad.returncode == 2, bad.stdout + bad.stderr
         assert message in bad.stderr and "Traceback" not in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def other_schema(auto_id: bool) -> Any:
+    pk = {"name": "pk", "type": "Int64", "is_primary": True, "auto_id": True} if auto_id else {
+        "name": "pk", "type": "VarChar", "max_length": 16, "is_primary": True}  # fmt: skip
+    name = "compare_it_auto" if auto_id else "compare_it_text"
+    fields = [pk, {"name": "name", "type": "VarChar", "max_length": 32}, {"name": "v", "type": "FloatVector", "dim": 4}]
+    return parse_schema({"collection_name": name, "fields": fields})
+
+
+@pytest.mark.parametrize("auto_id", [True, False], ids=["auto_id", "varchar_pk"])
+def test_auto_id_and_text_keys(auto_id: bool, tmp_path: Path) -> None:
+    """AUTO_ID: the table's ``_row`` holds the id Milvus assigned; VarChar keys go to Milvus as quoted literals."""
+    schema = other_schema(auto_id)
+    name, table = schema.collection_name, quote(table_name(schema))
+    milvus = MilvusClient(uri=service_uri("TEST_MILVUS_URI"))
+    dsn = service_uri("TEST_POSTGRES_DSN")
+    if milvus.has_collection(name):
+        milvus.drop_collection(name)
+    milvus.create_collection(name, schema=to_milvus_schema(schema))
+    milvus.create_index(name, index_params(schema, False, {"v": {"index_type": "FLAT", "metric_type": "COSINE"}})[0])
+    milvus.load_collection(name)
+    anyio.run(pg_execute, dsn, f"DROP TABLE IF EXISTS {table}")
+    anyio.run(pg_execute, dsn, create_table_sql(schema))
+    vectors = np.random.default_rng(5).random((60, 4), dtype=np.float32)
+    data = [{"name": f"n{i}", "v": vectors[i].tolist()} for i in range(60)]
+    if not auto_id:
+        data = [{"pk": f"k{i:03d}", **r} for i, r in enumerate(data)]
+    ids = list(milvus.insert(name, data)["ids"])
+    records = [
+        (k, *row_record(r, schema)) if auto_id else row_record(r, schema) for k, r in zip(ids, data, strict=True)
+    ]
+    cols = ", ".join(quote(c) for c in columns(schema))
+    sql = f"INSERT INTO {table} ({cols}) VALUES ({', '.join(f'${i + 1}' for i in range(len(columns(schema))))})"
+    anyio.run(lambda: pg_execute(dsn, sql, records, many=True))
+
+    async def scenario(pool: asyncpg.Pool) -> None:
+        same = await validate(milvus, pool, name, batch_size=16)
+        assert same.ok and same.compared == 60, str(same)
+        search = await compare_search(milvus, pool, name, vectors[:3] + 0.01, limit=5)
+        assert search.recalls == [1.0] * 3 and search.metric == "COSINE"
+        assert (await compare_entities(milvus, pool, name, [ids[1], ids[2]])).ok
+        await pool.execute(f"UPDATE {table} SET name = 'changed' WHERE {quote(key)} = $1", ids[7])
+        await anyio.to_thread.run_sync(lambda: milvus.delete(name, ids=[ids[9]]))
+        after = await validate(milvus, pool, name)
+        assert found(after) == {(ids[7], "name", "changed", "postgres"), (ids[9], None, "extra", "postgres")}
+        assert found(await compare_entities(milvus, pool, name, [str(ids[7]), ids[8]])) == {
+            (ids[7], "name", "changed", "postgres")}  # fmt: skip
+        assert await export(pool, schema, tmp_path / "pg.parquet", batch_size=16) == 60
+
+    key = "_row" if auto_id else "pk"
+    try:
+        anyio.run(with_pool, dsn, scenario)
+        exported = pq.read_table(tmp_path / "pg.parquet")  # key order: both kinds of keys grow with the rows
+        assert exported.column("name").to_pylist() == [f"n{i}" if i != 7 else "changed" for i in range(60)]
+    finally:
+        milvus.drop_collection(name)
+        milvus.close()
+        anyio.run(pg_execute, dsn, f"DROP TABLE IF EXISTS {table}")

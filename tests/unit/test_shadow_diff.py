@@ -210,3 +210,21 @@ def test_bad_input_exits_2_before_connecting(args: list[str], message: str) -> N
     result = CliRunner().invoke(app, ["shadow", *args])
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_a_changed_vector_says_where_it_differs() -> None:
+    (d,) = row_differences(SCHEMA, FIELDS, {1: milvus_row(1)}, {1: pg_row(1, emb=[0.1, 0.75, 1.0])}, 1e-6)
+    assert d.field == "emb" and d.detail == "largest difference 0.25 at index 1"
+
+
+def test_search_refuses_vector_types_it_cannot_search_exactly() -> None:
+    from task_components.shadow.compare import _vector_field
+
+    shadow = Shadow("compare_unit", SCHEMA, "shadow_compare_unit")
+    with pytest.raises(ShadowValidationError, match="vector fields bits, emb: pass anns_field"):
+        _vector_field(shadow, None)
+    with pytest.raises(ShadowValidationError, match="FloatVector fields only; 'bits' is BinaryVector"):
+        _vector_field(shadow, "bits")
+    with pytest.raises(ShadowValidationError, match="no vector field 'name'"):
+        _vector_field(shadow, "name")
+    assert _vector_field(shadow, "emb").name == "emb"
