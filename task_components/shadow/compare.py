@@ -49,15 +49,17 @@ async def _compare_keys_and_rows(
     result.postgres_count = len(p_keys)
     result.add(key_differences(m_keys, p_keys, tracker, shadow.collection))
     if isinstance(m_keys, np.ndarray):
-        common: list[Any] = np.intersect1d(m_keys, p_keys).tolist()
+        common: Any = np.intersect1d(m_keys, p_keys)  # stays an int64 array: 8 bytes a key
         result.compared = len(np.union1d(m_keys, p_keys))
     else:
         common = sorted(set(m_keys) & set(p_keys))
         result.compared = len(set(m_keys) | set(p_keys))
+    del m_keys, p_keys
     if rows and (fields or dynamic):
         m_out, p_cols = sides.milvus_output(shadow, fields, dynamic), sides.pg_columns(shadow, fields, dynamic)
         for start in range(0, len(common), batch_size):
-            chunk = common[start : start + batch_size]
+            part = common[start : start + batch_size]
+            chunk = part.tolist() if isinstance(part, np.ndarray) else part
             m_rows = await sides.milvus_rows(milvus, shadow, chunk, m_out)
             p_rows = await sides.pg_rows(pool, shadow, chunk, p_cols)
             diffs = await anyio.to_thread.run_sync(
@@ -90,7 +92,7 @@ async def compare_primary_keys(
     result = Comparison("primary keys", collection, shadow.table)
     return await _compare_keys_and_rows(
         milvus, pool, shadow, result, "", rows=False, output_fields=None, tolerance=0.0, ignore_vectors=True,
-        tracker=tracker, batch_size=1,
+        tracker=tracker, batch_size=1000,
     )  # fmt: skip
 
 

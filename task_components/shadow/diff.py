@@ -143,18 +143,22 @@ def key_differences(
     for side, keys in (("milvus", milvus_keys), ("postgres", postgres_keys)):
         for k, n in _duplicates(keys):
             out.append(Difference(k, None, "extra", side, detail=f"key stored {n} times"))
-    m, p = _key_set(milvus_keys), _key_set(postgres_keys)
-    for k in _sorted(p - m):
+    only_m, only_p = _one_side_only(milvus_keys, postgres_keys)
+    for k in only_p:
         wrong = judge(k, False, True, tracker, collection)
         out.append(Difference(k, None, "missing" if wrong == "milvus" else "extra", wrong))
-    for k in _sorted(m - p):
+    for k in only_m:
         wrong = judge(k, True, False, tracker, collection)
         out.append(Difference(k, None, "missing" if wrong == "postgres" else "extra", wrong))
     return out
 
 
-def _key_set(keys: Sequence[Any] | np.ndarray) -> set[Any]:
-    return set(keys.tolist()) if isinstance(keys, np.ndarray) else set(keys)
+def _one_side_only(a: Sequence[Any] | np.ndarray, b: Sequence[Any] | np.ndarray) -> tuple[list[Any], list[Any]]:
+    """Keys only in ``a``, keys only in ``b``; int64 arrays stay in numpy (no Python set of every key)."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype.kind in "iu" and b.dtype.kind in "iu":
+        return np.setdiff1d(a, b).tolist(), np.setdiff1d(b, a).tolist()
+    sa, sb = set(a.tolist() if isinstance(a, np.ndarray) else a), set(b.tolist() if isinstance(b, np.ndarray) else b)
+    return _sorted(sa - sb), _sorted(sb - sa)
 
 
 def _duplicates(keys: Sequence[Any] | np.ndarray) -> list[tuple[Any, int]]:

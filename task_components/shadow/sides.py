@@ -143,8 +143,27 @@ async def resolve(milvus: Any, pool: asyncpg.Pool, collection: str, table: str |
     return Shadow(collection, schema, name)
 
 
-def _as_keys(keys: list[Any], shadow: Shadow) -> np.ndarray | list[Any]:
-    return np.asarray(keys, dtype=np.int64) if shadow.int_keys else keys
+class _Keys:
+    """Keys gathered a batch at a time: Int64 keys as int64 arrays (8 bytes a key, not a Python int)."""
+
+    def __init__(self, ints: bool) -> None:
+        self.ints = ints
+        self.parts: list[np.ndarray] = []
+        self.text: list[Any] = []
+
+    def extend(self, keys: list[Any]) -> None:
+        if self.ints:
+            self.parts.append(np.asarray(keys, dtype=np.int64))
+        else:
+            self.text.extend(keys)
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts) if self.ints else len(self.text)
+
+    def result(self) -> np.ndarray | list[Any]:
+        if not self.ints:
+            return self.text
+        return np.concatenate(self.parts) if self.parts else np.empty(0, np.int64)
 
 
 async def milvus_count(milvus: Any, shadow: Shadow, filter: str = "") -> int:
@@ -173,15 +192,15 @@ async def milvus_keys(milvus: Any, shadow: Shadow, filter: str = "", batch_size:
     shadow.where(filter)
     for attempt in range(2):  # a second pass only when the iterator saw fewer keys than count(*)
         count = await milvus_count(milvus, shadow, filter)  # before the iterator: see the module docstring
-        keys: list[Any] = []
+        keys = _Keys(shadow.int_keys)
         async with contextlib.aclosing(milvus_batches(milvus, shadow, filter, [shadow.pk], batch_size)) as batches:
             async for batch in batches:
-                keys.extend(r[shadow.pk] for r in batch)
+                keys.extend([r[shadow.pk] for r in batch])
         if len(keys) >= count:
             break
         _log.warning("collection %r: the query iterator returned %d keys, count(*) %d%s", shadow.collection,
                      len(keys), count, "; reading again" if not attempt else "")  # fmt: skip
-    return _as_keys(keys, shadow), count
+    return keys.result(), count
 
 
 async def milvus_rows(milvus: Any, shadow: Shadow, keys: list[Any], output_fields: list[str]) -> dict[Any, dict]:
@@ -215,11 +234,11 @@ async def pg_batches(
 
 
 async def pg_keys(pool: asyncpg.Pool, shadow: Shadow, where: str = "TRUE", batch_size: int = 10000) -> Any:
-    keys: list[Any] = []
+    keys = _Keys(shadow.int_keys)
     async with contextlib.aclosing(pg_batches(pool, shadow, [shadow.key], where, batch_size)) as batches:
         async for batch in batches:
-            keys.extend(r[0] for r in batch)
-    return _as_keys(keys, shadow)
+            keys.extend([r[0] for r in batch])
+    return keys.result()
 
 
 async def pg_count(pool: asyncpg.Pool, shadow: Shadow, where: str = "TRUE") -> int:
