@@ -22,7 +22,7 @@ import asyncpg
 import numpy as np
 
 from task_components.errors import ShadowValidationError
-from task_components.schema.models import FieldType
+from task_components.schema.models import FieldSchema, FieldType
 from task_components.shadow import sides
 from task_components.shadow.diff import Comparison, SearchComparison, TopK, key_differences, row_differences
 from task_components.shadow.export import export
@@ -135,7 +135,7 @@ async def compare_entities(
     return result
 
 
-def _vector_field(shadow: sides.Shadow, anns_field: str | None) -> Any:
+def _vector_field(shadow: sides.Shadow, anns_field: str | None) -> FieldSchema:
     vectors = [f for f in shadow.schema.fields if f.type.is_vector]
     if anns_field is None:
         if len(vectors) != 1:
@@ -178,12 +178,18 @@ async def compare_search(
     shadow = await sides.resolve(milvus, pool, collection, table)
     where = shadow.where(filter)
     f = _vector_field(shadow, anns_field)
-    queries = np.asarray(vectors, dtype=np.float32).reshape(-1, f.dim or 0) if len(vectors) else np.empty((0, 0))
+    if limit < 1:
+        raise ShadowValidationError(f"limit must be at least 1, got {limit}")
+    dim = f.dim or 0
+    queries = np.asarray(vectors, dtype=np.float32).reshape(-1, dim) if len(vectors) else np.empty((0, dim), np.float32)
     index = await _index_of(milvus, collection, f.name)
-    metric = (metric_type or index.get("metric_type") or "COSINE").upper()
+    given = dict(search_params or {})
+    full = "params" in given or "metric_type" in given  # pymilvus' whole form, or just its params
+    metric = str(metric_type or given.get("metric_type") or index.get("metric_type") or "COSINE").upper()
     if metric not in SEARCH_METRICS:
         raise ShadowValidationError(f"compare_search supports metrics {', '.join(SEARCH_METRICS)}, not {metric!r}")
-    params = {"metric_type": metric, "params": search_params or near_exhaustive({"params": index}, limit, None)}
+    inner = given.get("params", {}) if full else given
+    params = {"metric_type": metric, "params": inner or near_exhaustive({"params": index}, limit, None)}
     result = SearchComparison(collection, f.name, metric, limit, min_recall=min_recall)
     got: list[list[Any]] = []
     for start in range(0, len(queries), 100):
@@ -197,7 +203,7 @@ async def compare_search(
     async with contextlib.aclosing(batches):
         async for batch in batches:
             rows = [r for r in batch if r[1] is not None]  # a NULL vector is never a neighbour
-            matrix = np.asarray([r[1] for r in rows], dtype=np.float32).reshape(len(rows), f.dim or 0)
+            matrix = np.asarray([r[1] for r in rows], dtype=np.float32).reshape(len(rows), dim)
             await anyio.to_thread.run_sync(top.add, [r[0] for r in rows], matrix)
     for i, (g, exact) in enumerate(zip(got, top.result(), strict=True)):
         result.add_query(i, g, exact)

@@ -138,6 +138,8 @@ def test_identical_sides_have_no_differences_and_export_round_trips(env: Env, tm
         assert search.ok and search.recalls == [1.0] * 5 and search.metric == "L2"
         filtered = await compare_search(m, pool, NAME, queries, limit=5, filter="id < 40", metric_type="L2")
         assert filtered.mean_recall == 1.0
+        full_form = await compare_search(m, pool, NAME, queries[:1], search_params={"metric_type": "L2", "params": {}})
+        assert full_form.ok and full_form.metric == "L2"
         with pytest.raises(FilterConversionError):
             await compare_query(m, pool, NAME, "id ~ 3")  # refused before Milvus sees it
         with pytest.raises(CollectionNotFoundError, match="compare_nope"):
@@ -194,6 +196,8 @@ def test_each_divergence_is_found_with_key_field_and_side(env: Env) -> None:
         assert found(scalar_only) == {(10, None, "missing", "milvus"), (20, "name", "changed", "postgres")}
         ent = await compare_entities(m, pool, NAME, [10, 20, 30, 31, 5000, 6000], tracker=t)
         assert found(ent) == expected
+        search = await compare_search(m, pool, NAME, [rows([10])[0]["emb"]], limit=3)
+        assert not search.ok and search.recalls[0] < 1 and (10, "emb", "missing", "milvus") in found(search)
         untracked = await compare_entities(m, pool, NAME, [10, 6000])  # no tracker: Milvus is the reference
         assert found(untracked) == {(10, None, "extra", "postgres"), (6000, None, "missing", "postgres")}
 
