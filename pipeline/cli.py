@@ -141,6 +141,7 @@ def main() -> None:
     import pipeline.datagen_cli
     import pipeline.ingest_cli
     import pipeline.runs_cli
+    import pipeline.shadow_cli
     import pipeline.stream_cli  # noqa: F401 - registers `produce-test-data`
 
     app()

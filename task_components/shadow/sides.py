@@ -1,0 +1,255 @@
+"""Reading both sides of a shadow in batches: Milvus through a sync MilvusClient, PostgreSQL through asyncpg.
+
+Milvus calls run in a worker thread (``anyio.to_thread``), one batch per call, so the event loop stays
+free and memory is one batch. PostgreSQL rows come from a server-side cursor inside a transaction.
+``resolve`` checks both sides before anything is compared: the collection exists in Milvus, the table
+exists in PostgreSQL with every column the schema needs, and raises an error naming what is missing.
+
+Two Milvus 2.3 quirks shape this module: a filter the server cannot parse can crash it, so every
+user filter goes through ``to_sql`` first (FilterConversionError, nothing sent); and a query iterator
+opened right after an insert can come back empty (its session timestamp falls back to the client's
+clock), so a Strong ``count(*)`` with the same filter is run first; it is also the count reported.
+Keys are fetched by ``pk in [...]`` written here with escaped string literals (pymilvus' ``ids=``
+does not escape quotes, and a malformed expression must never reach the server).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import asyncpg
+import numpy as np
+
+from task_components.errors import CollectionNotFoundError, ShadowSchemaError, ShadowValidationError
+from task_components.schema.arrow import META_COLUMN
+from task_components.schema.models import CollectionSchema, FieldSchema, FieldType, SchemaError
+from task_components.schema.postgres import columns, key_column, quote, table_name
+from task_components.shadow.filters import to_sql
+
+__all__ = ["Shadow", "describe", "milvus_batches", "milvus_keys", "milvus_rows", "pg_batches", "pg_count", "pg_keys",
+           "pg_rows", "resolve"]  # fmt: skip
+
+
+class _StaleTimestampNote(logging.Filter):
+    """Drop pymilvus' "use client-side ts" warning: the count(*) run first makes it harmless here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "failed to get mvccTs" not in record.getMessage()
+
+
+logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_StaleTimestampNote())
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """A collection and its shadow table, both checked to exist."""
+
+    collection: str
+    schema: CollectionSchema
+    table: str
+
+    @property
+    def pk(self) -> str:
+        return self.schema.primary.name
+
+    @property
+    def key(self) -> str:
+        """The table's key column: ``_row`` (holding Milvus' id) for AUTO_ID collections."""
+        return key_column(self.schema)
+
+    @property
+    def int_keys(self) -> bool:
+        return self.schema.primary.type is FieldType.INT64
+
+    def where(self, filter: str) -> str:
+        """The filter as SQL; raising here also keeps an unsupported expression away from Milvus."""
+        return to_sql(filter or "", self.schema)
+
+    def fields(self, output_fields: list[str] | None = None, ignore_vectors: bool = False) -> list[FieldSchema]:
+        """The fields to compare (never the key itself)."""
+        data = [f for f in self.schema.data_fields() if not f.is_primary]
+        if output_fields is not None:
+            known = {f.name for f in self.schema.fields} | {META_COLUMN}
+            unknown = [n for n in output_fields if n not in known]
+            if unknown:
+                raise ShadowValidationError(
+                    f"collection {self.collection!r} has no field {', '.join(map(repr, unknown))} "
+                    f"(fields: {', '.join(sorted(known))})"
+                )
+            data = [f for f in data if f.name in output_fields]
+        return [f for f in data if not (ignore_vectors and f.type.is_vector)]
+
+    def dynamic(self, output_fields: list[str] | None = None) -> bool:
+        return self.schema.enable_dynamic_field and (output_fields is None or META_COLUMN in output_fields)
+
+    def coerce(self, keys: list[Any]) -> list[Any]:
+        """Keys as the primary key's type (the CLI passes text)."""
+        if not self.int_keys:
+            return [str(k) for k in keys]
+        try:
+            return [int(k) for k in keys]
+        except (TypeError, ValueError):
+            raise ShadowValidationError(f"collection {self.collection!r} has Int64 keys, got {keys!r}") from None
+
+    def pk_in(self, keys: list[Any]) -> str:
+        """``pk in [...]`` with every literal escaped (json quoting is a valid Milvus string literal)."""
+        lits = [str(int(k)) if self.int_keys else json.dumps(str(k), ensure_ascii=False) for k in keys]
+        return f"{self.pk} in [{', '.join(lits)}]"
+
+
+async def describe(milvus: Any, collection: str) -> CollectionSchema:
+    from task_components.milvus.schema_map import from_milvus
+
+    if not await anyio.to_thread.run_sync(milvus.has_collection, collection):
+        raise CollectionNotFoundError(f"collection {collection!r} does not exist in Milvus")
+    description = await anyio.to_thread.run_sync(milvus.describe_collection, collection)
+    try:
+        return from_milvus(description)
+    except (SchemaError, ValueError) as exc:
+        raise ShadowSchemaError(f"collection {collection!r}: cannot be shadowed: {exc}") from exc
+
+
+async def check_table(pool: asyncpg.Pool, schema: CollectionSchema, table: str) -> None:
+    async with pool.acquire() as conn:
+        if await conn.fetchval("SELECT to_regclass($1)", quote(table)) is None:
+            raise CollectionNotFoundError(
+                f"shadow table {table!r} of collection {schema.collection_name!r} does not exist in PostgreSQL"
+            )
+        have = {r["attname"] for r in await conn.fetch(
+            "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped",
+            quote(table))}  # fmt: skip
+    missing = [c for c in columns(schema) if c not in have]
+    if missing:
+        raise ShadowSchemaError(
+            f"shadow table {table!r} lacks column(s) {', '.join(missing)} of collection {schema.collection_name!r}"
+        )
+
+
+async def resolve(milvus: Any, pool: asyncpg.Pool, collection: str, table: str | None = None) -> Shadow:
+    """Both sides checked: the collection in Milvus (loaded if it was released) and its table."""
+    from task_components.connect import ensure_loaded
+
+    schema = await describe(milvus, collection)
+    name = table or table_name(schema)
+    await check_table(pool, schema, name)
+    await anyio.to_thread.run_sync(ensure_loaded, milvus, collection)
+    return Shadow(collection, schema, name)
+
+
+class _Keys:
+    """Keys gathered a batch at a time: Int64 keys as int64 arrays (8 bytes a key, not a Python int)."""
+
+    def __init__(self, ints: bool) -> None:
+        self.ints = ints
+        self.parts: list[np.ndarray] = []
+        self.text: list[Any] = []
+
+    def extend(self, keys: list[Any]) -> None:
+        if self.ints:
+            self.parts.append(np.asarray(keys, dtype=np.int64))
+        else:
+            self.text.extend(keys)
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts) if self.ints else len(self.text)
+
+    def result(self) -> np.ndarray | list[Any]:
+        if not self.ints:
+            return self.text
+        return np.concatenate(self.parts) if self.parts else np.empty(0, np.int64)
+
+
+async def milvus_count(milvus: Any, shadow: Shadow, filter: str = "") -> int:
+    reply = await anyio.to_thread.run_sync(lambda: milvus.query(
+        shadow.collection, filter=filter, output_fields=["count(*)"], consistency_level="Strong"))  # fmt: skip
+    return int(reply[0]["count(*)"])
+
+
+async def milvus_batches(
+    milvus: Any, shadow: Shadow, filter: str, output_fields: list[str], batch_size: int = 1000
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Rows matching ``filter`` (already checked by ``Shadow.where``), a batch at a time, in key order."""
+    shadow.where(filter)
+    it = await anyio.to_thread.run_sync(lambda: milvus.query_iterator(
+        shadow.collection, batch_size=batch_size, filter=filter, output_fields=output_fields,
+        consistency_level="Strong"))  # fmt: skip
+    try:
+        while batch := await anyio.to_thread.run_sync(it.next):
+            yield batch
+    finally:
+        await anyio.to_thread.run_sync(it.close)
+
+
+async def milvus_keys(milvus: Any, shadow: Shadow, filter: str = "", batch_size: int = 5000) -> tuple[Any, int]:
+    """Every key matching ``filter`` (int64 array or list) and Milvus' own count(*) of them."""
+    shadow.where(filter)
+    for attempt in range(2):  # a second pass only when the iterator saw fewer keys than count(*)
+        count = await milvus_count(milvus, shadow, filter)  # before the iterator: see the module docstring
+        keys = _Keys(shadow.int_keys)
+        async with contextlib.aclosing(milvus_batches(milvus, shadow, filter, [shadow.pk], batch_size)) as batches:
+            async for batch in batches:
+                keys.extend([r[shadow.pk] for r in batch])
+        if len(keys) >= count:
+            break
+        _log.warning("collection %r: the query iterator returned %d keys, count(*) %d%s", shadow.collection,
+                     len(keys), count, "; reading again" if not attempt else "")  # fmt: skip
+    return keys.result(), count
+
+
+async def milvus_rows(milvus: Any, shadow: Shadow, keys: list[Any], output_fields: list[str]) -> dict[Any, dict]:
+    """Rows of these keys (a duplicated key keeps its last copy; ``milvus_keys`` reports duplicates)."""
+    if not keys:
+        return {}
+    expr = shadow.pk_in(keys)
+    rows = await anyio.to_thread.run_sync(lambda: milvus.query(
+        shadow.collection, filter=expr, output_fields=output_fields, consistency_level="Strong"))  # fmt: skip
+    return {r[shadow.pk]: r for r in rows}
+
+
+def milvus_output(shadow: Shadow, fields: list[FieldSchema], dynamic: bool) -> list[str]:
+    return [shadow.pk, *(f.name for f in fields), *([META_COLUMN] if dynamic else [])]
+
+
+def pg_columns(shadow: Shadow, fields: list[FieldSchema], dynamic: bool) -> list[str]:
+    return [shadow.key, *(f.name for f in fields), *([META_COLUMN] if dynamic else [])]
+
+
+async def pg_batches(
+    pool: asyncpg.Pool, shadow: Shadow, cols: list[str], where: str = "TRUE", batch_size: int = 1000
+) -> AsyncIterator[list[asyncpg.Record]]:
+    """Rows of the shadow table through a server-side cursor, in key order, a batch at a time."""
+    sql = (f"SELECT {', '.join(quote(c) for c in cols)} FROM {quote(shadow.table)} WHERE {where} "
+           f"ORDER BY {quote(shadow.key)}")  # fmt: skip
+    async with pool.acquire() as conn, conn.transaction():
+        cursor = await conn.cursor(sql)
+        while batch := await cursor.fetch(batch_size):
+            yield batch
+
+
+async def pg_keys(pool: asyncpg.Pool, shadow: Shadow, where: str = "TRUE", batch_size: int = 10000) -> Any:
+    keys = _Keys(shadow.int_keys)
+    async with contextlib.aclosing(pg_batches(pool, shadow, [shadow.key], where, batch_size)) as batches:
+        async for batch in batches:
+            keys.extend([r[0] for r in batch])
+    return keys.result()
+
+
+async def pg_count(pool: asyncpg.Pool, shadow: Shadow, where: str = "TRUE") -> int:
+    async with pool.acquire() as conn:
+        return int(await conn.fetchval(f"SELECT count(*) FROM {quote(shadow.table)} WHERE {where}"))
+
+
+async def pg_rows(pool: asyncpg.Pool, shadow: Shadow, keys: list[Any], cols: list[str]) -> dict[Any, dict]:
+    if not keys:
+        return {}
+    sql = (f"SELECT {', '.join(quote(c) for c in cols)} FROM {quote(shadow.table)} "
+           f"WHERE {quote(shadow.key)} = ANY($1)")  # fmt: skip
+    async with pool.acquire() as conn:
+        return {r[shadow.key]: dict(r) for r in await conn.fetch(sql, keys)}
