@@ -1,0 +1,205 @@
+"""AUTO_ID collections verified by content on the real Milvus and PostgreSQL servers.
+
+The pipeline loads an AUTO_ID collection and its shadow; then one divergence at a time is injected
+(in Milvus: a row deleted, a row duplicated, a field changed, a vector moved within and beyond the
+tolerance; in PostgreSQL: the same), ``verify`` must find it and blame the side, and the injection is
+undone (a row re-inserted gets a new id but the same content, so the sides agree again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import numpy as np
+import pytest
+
+from dag_orchestrator import PipelineContext
+from task_components.schema.postgres import quote
+from task_components.verification import Verify, VerifyParams, VerifyResult
+from tests.integration.conftest import service_uri
+from tests.integration.helpers import run_file, write_pipeline
+from tests.integration.test_shadow import settings_with_pg
+
+pytestmark = pytest.mark.integration
+
+COLLECTION = "autoid_it_content"
+SCHEMA = {
+    "collection_name": COLLECTION,
+    "fields": [
+        {"name": "id", "type": "Int64", "is_primary": True, "auto_id": True},
+        {"name": "name", "type": "VarChar", "max_length": 40, "pattern": "name"},
+        {"name": "score", "type": "Float", "min": -1, "max": 1},
+        {"name": "price", "type": "Double", "min": 0, "max": 1e6},
+        {"name": "qty", "type": "Int16", "min": 0, "max": 500},
+        {"name": "active", "type": "Bool"},
+        {"name": "meta", "type": "JSON"},
+        {"name": "tags", "type": "Array", "element_type": "VarChar", "max_capacity": 4, "max_length": 16},
+        {"name": "ratios", "type": "Array", "element_type": "Float", "max_capacity": 3},
+        {"name": "embedding", "type": "FloatVector", "dim": 16},
+    ],
+}  # fmt: skip
+ROWS = 1000
+
+
+def pipeline() -> dict[str, Any]:
+    return {"name": "autoid_content", "tasks": {
+        "generate": {"uses": "generate", "with": {"schema": SCHEMA, "total_rows": ROWS, "seed": 21}},
+        "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 400}},
+        "upload": {"uses": "storage.upload", "needs": ["partition"]},
+        "collection": {"uses": "milvus.create_collection",
+                       "with": {"schema": SCHEMA, "drop_if_exists": True,
+                                "indexes": {"embedding": {"index_type": "FLAT", "metric_type": "L2"}}}},
+        "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"], "with": {"poll_interval": 0.5}},
+        "shadow": {"uses": "shadow.sync", "needs": ["generate"], "with": {"table": "autoid_shadow_it_content"}},
+        "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "full"}},
+    }}  # fmt: skip
+
+
+class Sides:
+    """The loaded run, and ways to tamper with (and verify) each store."""
+
+    def __init__(self, tmp_path: Path, result: Any) -> None:
+        self.run_dir, self.settings = tmp_path / "r", settings_with_pg()
+        self.imported, self.shadow = result.results["import"], result.results["shadow"]
+        self.milvus = self.imported.info.milvus().client()
+        self.table = quote(self.shadow.table)
+
+    def verify(self, level: str = "full") -> VerifyResult:
+        verify = Verify("verify", VerifyParams(level=level, fail_on_mismatch=False), needs=["import", "shadow"])
+        ctx = PipelineContext(run_dir=self.run_dir, services={"settings": self.settings})
+        ctx.results.update({"import": self.imported, "shadow": self.shadow})
+        return anyio.run(verify.run, ctx)
+
+    def rows(self, n: int) -> list[dict[str, Any]]:
+        return self.milvus.query(COLLECTION, filter="id > 0", limit=n, output_fields=["*"], consistency_level="Strong")
+
+    def insert(self, row: dict[str, Any]) -> int:
+        return self.milvus.insert(COLLECTION, [{k: v for k, v in row.items() if k != "id"}])["ids"][0]
+
+    def delete(self, key: int) -> None:
+        self.milvus.delete(COLLECTION, ids=[key])
+
+    def sql(self, query: str, *args: Any) -> Any:
+        async def run() -> Any:
+            conn = await asyncpg.connect(service_uri("TEST_POSTGRES_DSN"))
+            try:
+                return await conn.fetch(query.replace("{t}", self.table), *args)
+            finally:
+                await conn.close()
+
+        return anyio.run(run)
+
+
+def found(report: VerifyResult) -> set[tuple[Any, str | None, str, str]]:
+    return {(f["key"], f["field"], f["side"], f["problem"]) for f in report.findings}
+
+
+@pytest.fixture(scope="module")
+def sides(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sides]:
+    tmp_path = tmp_path_factory.mktemp("autoid")
+    result = run_file(write_pipeline(tmp_path / "p.yaml", pipeline()), tmp_path / "r", settings_with_pg())
+    assert result.ok, {n: t.error for n, t in result.tasks.items() if t.error}
+    s = Sides(tmp_path, result)
+    yield s
+    s.milvus.drop_collection(COLLECTION)
+    s.sql("DROP TABLE IF EXISTS {t}")
+    s.milvus.close()
+
+
+def assert_clean(sides: Sides) -> None:
+    report = sides.verify()
+    assert report.passed and not report.findings, report.checks
+    assert f"{ROWS:,} rows x 9 fields agree by content" in {c.name: c for c in report.checks}["full scan"].detail
+
+
+def test_the_loaded_collection_agrees_by_content(sides: Sides) -> None:
+    checks = {c.name: c for c in sides.verify().checks}
+    assert list(checks) == ["count", "shadow count", "full scan"]
+    assert all(c.passed for c in checks.values()) and "agree by content" in checks["full scan"].detail
+    scalar = {c.name: c for c in sides.verify("scalar").checks}["scalar scan"]
+    assert scalar.passed and f"{ROWS:,} rows x 8 fields agree by content" in scalar.detail
+
+
+def test_milvus_missing_extra_and_changed_rows_are_blamed_on_milvus(sides: Sides) -> None:
+    gone, twin, changed = sides.rows(3)
+    sides.delete(gone["id"])
+    report = sides.verify()
+    ((key, field, side, problem),) = found(report)
+    assert (field, side, problem) == (None, "milvus", "row missing") and key.startswith("hash:")
+    assert {"source_row", "postgres_row"} <= set(report.findings[0]) and "milvus_id" not in report.findings[0]
+    sides.insert(gone)  # a new id, the same content
+    assert_clean(sides)
+
+    copy = sides.insert(twin)
+    report = sides.verify()
+    ((key, field, side, problem),) = found(report)  # either copy is the extra one
+    assert (field, side, problem) == (None, "milvus", "extra row") and key in {copy, twin["id"]}
+    assert sorted(report.findings[0]["copies"]) == sorted([copy, twin["id"]])
+    sides.delete(copy)
+    assert_clean(sides)
+
+    sides.delete(changed["id"])
+    new = sides.insert({**changed, "name": "tampered"})
+    report = sides.verify()
+    assert found(report) == {(new, "name", "milvus", "value differs")}
+    assert {c.name: c.passed for c in report.checks} == {"count": True, "shadow count": True, "full scan": False}
+    sides.delete(new)
+    sides.insert(changed)
+    assert_clean(sides)
+
+
+def test_a_vector_is_compared_within_the_tolerance(sides: Sides) -> None:
+    (row,) = sides.rows(1)
+    vector = np.asarray(row["embedding"], np.float32)
+
+    def moved(by: float) -> int:
+        nudged = vector.copy()
+        nudged[3] += np.float32(by)
+        assert nudged[3] != vector[3]
+        sides.delete(row["id"])
+        return sides.insert({**row, "embedding": nudged.tolist()})
+
+    key = moved(5e-7)  # default tolerance 1e-6: the same vector
+    assert_clean(sides)
+    sides.delete(key)
+    key = moved(1e-3)
+    assert found(sides.verify()) == {(key, "embedding", "milvus", "value differs")}
+    sides.delete(key)
+    sides.insert(row)
+    assert_clean(sides)
+
+
+def test_postgres_missing_extra_and_changed_rows_are_blamed_on_postgres(sides: Sides) -> None:
+    cols = ", ".join(quote(c) for c in ["_row", *(f["name"] for f in SCHEMA["fields"][1:])])  # type: ignore[index]
+    saved = sides.sql(f"SELECT {cols} FROM {{t}} WHERE _row = 7")[0]
+    twins = sides.milvus.query(COLLECTION, filter=f'name == "{saved["name"]}"', output_fields=["price", "qty"],
+                               consistency_level="Strong")  # fmt: skip
+    (milvus_id,) = [r["id"] for r in twins if (r["price"], r["qty"]) == (saved["price"], saved["qty"])]
+
+    sides.sql("DELETE FROM {t} WHERE _row = 7")
+    report = sides.verify()
+    assert found(report) == {(milvus_id, None, "postgres", "row missing")}
+    assert report.findings[0]["source_row"].endswith(":7") and "postgres_row" not in report.findings[0]
+    values = ", ".join(f"${i}" for i in range(1, len(saved) + 1))
+    sides.sql(f"INSERT INTO {{t}} ({cols}) VALUES ({values})", *saved.values())
+    assert_clean(sides)
+
+    sides.sql(f"INSERT INTO {{t}} ({cols}) VALUES ({values})", 100_000, *list(saved.values())[1:])
+    report = sides.verify()
+    assert found(report) == {(milvus_id, None, "postgres", "extra row")}
+    assert sorted(report.findings[0]["copies"]) == [7, 100_000]
+    sides.sql("DELETE FROM {t} WHERE _row = 100000")
+    assert_clean(sides)
+
+    sides.sql("UPDATE {t} SET qty = qty + 1 WHERE _row = 7")
+    report = sides.verify()
+    assert found(report) == {(milvus_id, "qty", "postgres", "value differs")}
+    assert report.findings[0]["postgres_row"] == 7
+    scalar = sides.verify("scalar")
+    assert found(scalar) == {(milvus_id, "qty", "postgres", "value differs")}
+    sides.sql("UPDATE {t} SET qty = qty - 1 WHERE _row = 7")
+    assert_clean(sides)
