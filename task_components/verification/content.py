@@ -40,6 +40,7 @@ import asyncpg
 import numpy as np
 import pyarrow.parquet as pq
 
+from task_components.connect import count_rows
 from task_components.contracts import ImportResult, ShadowResult
 from task_components.schema.models import FieldSchema
 from task_components.schema.postgres import quote
@@ -47,9 +48,18 @@ from task_components.schema.types import spec
 from task_components.verification.canonical import canonical_column, row_hashes, vector_values
 from task_components.verification.fullscan import ScanReport
 
-__all__ = ["SIDES", "Batch", "Buckets", "attribute_counts", "compare_content", "pair_changes"]
+__all__ = [
+    "SIDES", "Batch", "Buckets", "MilvusWalkError", "attribute_counts", "attribute_rows", "compare_content",
+    "pair_changes",
+]  # fmt: skip
 
 SIDES = ("source", "milvus", "postgres")
+
+
+class MilvusWalkError(RuntimeError):
+    """Reading every Milvus row by primary-key pages did not read every row."""
+
+
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -183,18 +193,26 @@ def _source(imported: ImportResult, fields: list[FieldSchema], batch_rows: int) 
 
 
 def _milvus(imported: ImportResult, fields: list[FieldSchema], batch_rows: int) -> Iterator[Batch]:
+    """Pages of ``pk > last``; a walk that reads other than count(*) rows is refused, not misreported.
+
+    If the server ever returned a limited query's rows in another order, or the collection changed
+    under the walk, rows would be skipped and blamed on Milvus as missing: the count says so instead.
+    """
     pk = imported.info.collection_schema.primary.name
     client = imported.info.milvus().client()
     try:
-        last = -(2**63) + 1  # the lowest the expression parser takes; AUTO_ID keys are positive
-        while True:
-            rows = client.query(imported.collection, filter=f"{pk} > {last}", limit=batch_rows,
-                                output_fields=[pk, *(f.name for f in fields)], consistency_level="Strong")  # fmt: skip
-            if not rows:
-                return
+        expected = count_rows(client, imported.collection)
+        last, seen = -(2**63) + 1, 0  # the lowest the expression parser takes; AUTO_ID keys are positive
+        names = [pk, *(f.name for f in fields)]
+        while rows := client.query(imported.collection, filter=f"{pk} > {last}", limit=batch_rows,
+                                   output_fields=names, consistency_level="Strong"):  # fmt: skip
             keys = [r[pk] for r in rows]
             yield _batch(fields, lambda f, rs=rows: [r.get(f.name) for r in rs], len(rows), False, keys.__getitem__)
-            last = max(keys)
+            last, seen = max(keys), seen + len(rows)
+        if seen != expected:
+            raise MilvusWalkError(f"Milvus {imported.collection!r}: the walk by primary key read {seen:,} rows but "
+                                  f"count(*) is {expected:,}: the collection changed during verification, or the "
+                                  "server does not return a limited query's smallest keys")  # fmt: skip
     finally:
         client.close()
 
@@ -280,14 +298,15 @@ async def compare_content(
     async with anyio.create_task_group() as tg:
         for side in SIDES:
             tg.start_soon(second, side)
-    _attribute(report, content, where, fields, tolerance)
+    attribute_rows(report, content, where, fields, tolerance)
     return report
 
 
-def _attribute(
+def attribute_rows(
     report: ScanReport, content: dict[int, list[bytes]], where: dict[str, dict[int, list[Any]]],
     fields: list[FieldSchema], tolerance: float,
 ) -> None:  # fmt: skip
+    """Findings into ``report`` from the kept rows: ``content`` by hash, ``where[side][hash]`` its places."""
     missing: dict[str, list[int]] = defaultdict(list)
     extra: dict[str, list[int]] = defaultdict(list)
     for h in content:

@@ -20,6 +20,7 @@ import pytest
 from dag_orchestrator import PipelineContext
 from task_components.schema.postgres import quote
 from task_components.verification import Verify, VerifyParams, VerifyResult
+from task_components.verification.task import AUTO_ID_SAMPLE
 from tests.integration.conftest import service_uri
 from tests.integration.helpers import run_file, write_pipeline
 from tests.integration.test_shadow import settings_with_pg
@@ -122,6 +123,9 @@ def test_the_loaded_collection_agrees_by_content(sides: Sides) -> None:
     assert all(c.passed for c in checks.values()) and "agree by content" in checks["full scan"].detail
     scalar = {c.name: c for c in sides.verify("scalar").checks}["scalar scan"]
     assert scalar.passed and f"{ROWS:,} rows x 8 fields agree by content" in scalar.detail
+    sample = {c.name: c for c in sides.verify("sample").checks}  # no source key to sample by: counts only
+    assert list(sample) == ["count", "shadow count", "sample", "three-way"]
+    assert sample["sample"].detail == sample["three-way"].detail == AUTO_ID_SAMPLE
 
 
 def test_milvus_missing_extra_and_changed_rows_are_blamed_on_milvus(sides: Sides) -> None:

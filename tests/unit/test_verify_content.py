@@ -19,7 +19,8 @@ from task_components.schema import parse_schema
 from task_components.schema.models import FieldSchema, FieldType
 from task_components.schema.types import copy_values
 from task_components.verification.canonical import NULL, canonical_column, row_hashes
-from task_components.verification.content import Buckets, attribute_counts, pair_changes
+from task_components.verification.content import Buckets, attribute_counts, attribute_rows, pair_changes
+from task_components.verification.fullscan import ScanReport
 
 ELEMENTS = ["Bool", "Int8", "Int16", "Int32", "Int64", "Float", "Double", "VarChar"]
 SCHEMA = parse_schema({
@@ -212,3 +213,25 @@ def test_a_missing_and_an_extra_row_differing_in_one_field_are_a_change() -> Non
     assert pairs == []  # 7 differs from 3 in both fields
     pairs, _, _ = pair_changes([1], [7], content, fields, tolerance=1e-3)
     assert pairs == [(1, 7, "v")]  # beyond the tolerance
+
+
+def test_rows_are_blamed_on_every_side_the_source_included() -> None:
+    """Two stores agreeing against the source blame the source; a row neither store holds is 'both'."""
+    name = FieldSchema(name="name", type=FieldType.VARCHAR, max_length=9)
+    qty = FieldSchema(name="qty", type=FieldType.INT32)
+    rows = {"a": ("a", 1), "b": ("b", 2), "b'": ("b", 3), "c": ("c", 4), "d": ("d", 5), "e": ("e", 6)}
+    content = {i: [canonical_column(name, [n], json_text=False)[0], canonical_column(qty, [q], json_text=False)[0]]
+               for i, (n, q) in enumerate(rows.values())}  # fmt: skip
+    h = dict(zip(rows, content, strict=True))
+    where: dict[str, dict[int, list[Any]]] = {
+        "source": {h["a"]: ["f:0"], h["b"]: ["f:1"], h["c"]: ["f:2"], h["e"]: ["f:4"]},
+        "milvus": {h["a"]: [11], h["b'"]: [12], h["c"]: [13], h["d"]: [14]},
+        "postgres": {h["a"]: [0], h["b'"]: [1], h["c"]: [2], h["d"]: [3]},
+    }  # b changed to b' in both stores; d is in both stores only; e is in the source only
+    report = ScanReport()
+    attribute_rows(report, content, where, [name, qty], tolerance=0.0)
+    got = {(f["key"], f["field"], f["side"], f["problem"]) for f in report.findings}
+    assert got == {(12, "qty", "source", "value differs"), (14, None, "source", "row not in the source files"),
+                   (f"hash:{h['e']:016x}", None, "both", "row missing")}  # fmt: skip
+    changed = next(f for f in report.findings if f["field"] == "qty")
+    assert (changed["source_row"], changed["milvus_id"], changed["postgres_row"]) == ("f:1", 12, 1)
