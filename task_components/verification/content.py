@@ -50,7 +50,7 @@ from task_components.verification.fullscan import ScanReport
 
 __all__ = [
     "SIDES", "Batch", "Buckets", "MilvusWalkError", "attribute_counts", "attribute_rows", "compare_content",
-    "pair_changes",
+    "pair_changes", "split_buckets",
 ]  # fmt: skip
 
 SIDES = ("source", "milvus", "postgres")
@@ -127,6 +127,26 @@ def attribute_counts(counts: dict[str, int], same: dict[str, bool] | None = None
     if eq["milvus"]:
         return [("postgres", p - s)]
     return [("milvus", m - s), ("postgres", p - s)]  # no two agree: the source is the reference
+
+
+def split_buckets(sums: list[np.ndarray], budget: int) -> tuple[np.ndarray, dict[str, int]]:
+    """The differing buckets to expand row by row (their rows fit ``budget``), and blame for the rest.
+
+    ``sums`` are the sides' (3, buckets) triples in ``SIDES`` order. A bucket beyond the budget is
+    blamed from its triples alone: the odd side, by its count difference (at least 1 when only the
+    sums differ, i.e. rows changed in place).
+    """
+    src, mil, pg = sums
+    differing = np.flatnonzero(np.any((src != mil) | (src != pg), axis=0))
+    sizes = np.cumsum(src[0][differing] + mil[0][differing] + pg[0][differing])
+    blamed: dict[str, int] = {}
+    for b in differing[sizes > budget]:
+        n = {s: int(x[0][b]) for s, x in zip(SIDES, sums, strict=True)}
+        same = {"milvus": bool(np.all(mil[:, b] == src[:, b])), "postgres": bool(np.all(pg[:, b] == src[:, b])),
+                "mp": bool(np.all(mil[:, b] == pg[:, b]))}  # fmt: skip
+        for side, delta in attribute_counts(n, same):
+            blamed[side] = blamed.get(side, 0) + max(abs(delta), 1)
+    return differing[sizes <= budget], blamed
 
 
 def pair_changes(
@@ -269,18 +289,13 @@ async def compare_content(
         for side in SIDES:
             tg.start_soon(first, side)
     report = ScanReport(rows=counts["source"])
-    src, mil, pg = (buckets[s].sums for s in SIDES)
-    differing = np.flatnonzero(np.any((src != mil) | (src != pg), axis=0))
-    if not len(differing):
+    expand, by_counts = split_buckets([buckets[s].sums for s in SIDES], budget)
+    for side, n in by_counts.items():
+        report.by_side[side] = report.by_side.get(side, 0) + n
+        report.findings.append({"key": None, "field": None, "side": side, "problem": f"about {n} rows differ in "
+                                "buckets beyond the detail budget (blamed from bucket counts)"})  # fmt: skip
+    if not len(expand):
         return report
-    sizes = np.cumsum(src[0][differing] + mil[0][differing] + pg[0][differing])
-    expand = differing[sizes <= budget]
-    for b in differing[sizes > budget]:  # beyond the row budget: blame from the bucket's counts
-        n = {s: int(buckets[s].sums[0][b]) for s in SIDES}
-        same = {"milvus": bool(np.all(mil[:, b] == src[:, b])), "postgres": bool(np.all(pg[:, b] == src[:, b])),
-                "mp": bool(np.all(mil[:, b] == pg[:, b]))}  # fmt: skip
-        for side, delta in attribute_counts(n, same):
-            report.by_side[side] = report.by_side.get(side, 0) + max(abs(delta), 1)
     wanted = np.zeros(1 << buckets["source"].bits, bool)
     wanted[expand] = True
     content: dict[int, list[bytes]] = {}

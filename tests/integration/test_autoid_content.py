@@ -15,6 +15,8 @@ from typing import Any
 import anyio
 import asyncpg
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from dag_orchestrator import PipelineContext
@@ -177,22 +179,30 @@ def test_a_vector_is_compared_within_the_tolerance(sides: Sides) -> None:
     assert_clean(sides)
 
 
-def test_postgres_missing_extra_and_changed_rows_are_blamed_on_postgres(sides: Sides) -> None:
-    cols = ", ".join(quote(c) for c in ["_row", *(f["name"] for f in SCHEMA["fields"][1:])])  # type: ignore[index]
-    saved = sides.sql(f"SELECT {cols} FROM {{t}} WHERE _row = 7")[0]
+COLUMNS = ", ".join(quote(c) for c in ["_row", *(f["name"] for f in SCHEMA["fields"][1:])])  # type: ignore[index]
+
+
+def shadow_row(sides: Sides, position: int) -> tuple[Any, int]:
+    """The shadow's row at a stream position and the id Milvus gave the same row."""
+    saved = sides.sql(f"SELECT {COLUMNS} FROM {{t}} WHERE _row = $1", position)[0]
     twins = sides.milvus.query(COLLECTION, filter=f'name == "{saved["name"]}"', output_fields=["price", "qty"],
                                consistency_level="Strong")  # fmt: skip
     (milvus_id,) = [r["id"] for r in twins if (r["price"], r["qty"]) == (saved["price"], saved["qty"])]
+    return saved, milvus_id
+
+
+def test_postgres_missing_extra_and_changed_rows_are_blamed_on_postgres(sides: Sides) -> None:
+    saved, milvus_id = shadow_row(sides, 7)
 
     sides.sql("DELETE FROM {t} WHERE _row = 7")
     report = sides.verify()
     assert found(report) == {(milvus_id, None, "postgres", "row missing")}
     assert report.findings[0]["source_row"].endswith(":7") and "postgres_row" not in report.findings[0]
     values = ", ".join(f"${i}" for i in range(1, len(saved) + 1))
-    sides.sql(f"INSERT INTO {{t}} ({cols}) VALUES ({values})", *saved.values())
+    sides.sql(f"INSERT INTO {{t}} ({COLUMNS}) VALUES ({values})", *saved.values())
     assert_clean(sides)
 
-    sides.sql(f"INSERT INTO {{t}} ({cols}) VALUES ({values})", 100_000, *list(saved.values())[1:])
+    sides.sql(f"INSERT INTO {{t}} ({COLUMNS}) VALUES ({values})", 100_000, *list(saved.values())[1:])
     report = sides.verify()
     assert found(report) == {(milvus_id, None, "postgres", "extra row")}
     assert sorted(report.findings[0]["copies"]) == [7, 100_000]
@@ -206,4 +216,23 @@ def test_postgres_missing_extra_and_changed_rows_are_blamed_on_postgres(sides: S
     scalar = sides.verify("scalar")
     assert found(scalar) == {(milvus_id, "qty", "postgres", "value differs")}
     sides.sql("UPDATE {t} SET qty = qty - 1 WHERE _row = 7")
+    assert_clean(sides)
+
+
+def test_a_changed_source_file_is_blamed_on_the_source(sides: Sides) -> None:
+    """Both stores agree against the files: the files are the odd side (a file edited after loading)."""
+    _, milvus_id = shadow_row(sides, 7)
+    path = sides.imported.manifest.file_path(sides.imported.manifest.files[0])
+    original = path.read_bytes()
+    table = pq.read_table(path)
+    qty = table.column("qty").to_pylist()
+    qty[7] += 1
+    edited = table.set_column(table.schema.get_field_index("qty"), table.schema.field("qty"), pa.array(qty, pa.int16()))
+    try:
+        pq.write_table(edited, path)
+        report = sides.verify()
+        assert found(report) == {(milvus_id, "qty", "source", "value differs")}
+        assert report.findings[0]["source_row"].endswith(":7")
+    finally:
+        path.write_bytes(original)
     assert_clean(sides)

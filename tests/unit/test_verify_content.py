@@ -19,7 +19,13 @@ from task_components.schema import parse_schema
 from task_components.schema.models import FieldSchema, FieldType
 from task_components.schema.types import copy_values
 from task_components.verification.canonical import NULL, canonical_column, row_hashes
-from task_components.verification.content import Buckets, attribute_counts, attribute_rows, pair_changes
+from task_components.verification.content import (
+    Buckets,
+    attribute_counts,
+    attribute_rows,
+    pair_changes,
+    split_buckets,
+)
 from task_components.verification.fullscan import ScanReport
 
 ELEMENTS = ["Bool", "Int8", "Int16", "Int32", "Int64", "Float", "Double", "VarChar"]
@@ -235,3 +241,19 @@ def test_rows_are_blamed_on_every_side_the_source_included() -> None:
                    (f"hash:{h['e']:016x}", None, "both", "row missing")}  # fmt: skip
     changed = next(f for f in report.findings if f["field"] == "qty")
     assert (changed["source_row"], changed["milvus_id"], changed["postgres_row"]) == ("f:1", 12, 1)
+
+
+def test_buckets_beyond_the_budget_are_blamed_from_their_counts() -> None:
+    low = np.random.default_rng(2).integers(0, 2**40, 2560, dtype=np.uint64) * np.uint64(2)
+    hashes = (np.repeat(np.arange(256, dtype=np.uint64), 10) << np.uint64(56)) | low  # 10 rows in each of 256 buckets
+    sides = {s: Buckets(8) for s in ("source", "milvus", "postgres")}
+    sides["source"].add(hashes)
+    sides["milvus"].add(hashes[25:])  # buckets 0, 1 lose all 10 rows, bucket 2 loses 5
+    changed = hashes.copy()
+    changed[[2000, 2010, 2011]] ^= np.uint64(1)  # changed in place in PostgreSQL: buckets 200, 201; same counts
+    sides["postgres"].add(changed)
+    sums = [b.sums for b in sides.values()]
+    expand, blamed = split_buckets(sums, budget=10**9)
+    assert expand.tolist() == [0, 1, 2, 200, 201] and not blamed
+    expand, blamed = split_buckets(sums, budget=50)  # bucket 0 (20 rows) and 1 (40 in all) fit, not bucket 2
+    assert expand.tolist() == [0, 1] and blamed == {"milvus": 5, "postgres": 2}  # a bucket changed in place: 1
