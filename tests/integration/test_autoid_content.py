@@ -2,8 +2,9 @@
 
 The pipeline loads an AUTO_ID collection and its shadow; then one divergence at a time is injected
 (in Milvus: a row deleted, a row duplicated, a field changed, a vector moved within and beyond the
-tolerance; in PostgreSQL: the same), ``verify`` must find it and blame the side, and the injection is
-undone (a row re-inserted gets a new id but the same content, so the sides agree again).
+tolerance; in PostgreSQL: the same; in a source file: a field), ``verify`` must find it and blame the
+side, and the injection is undone (a row re-inserted gets a new id but the same content, so the sides
+agree again). Sparse vectors and nullable fields, which the 2.3 server lacks, run on Milvus Lite.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from config.settings import Settings
 from dag_orchestrator import PipelineContext
 from task_components.schema.postgres import quote
 from task_components.verification import Verify, VerifyParams, VerifyResult
@@ -236,3 +238,58 @@ def test_a_changed_source_file_is_blamed_on_the_source(sides: Sides) -> None:
     finally:
         path.write_bytes(original)
     assert_clean(sides)
+
+
+LITE = {
+    "collection_name": "autoid_it_lite",
+    "fields": [
+        {"name": "id", "type": "Int64", "is_primary": True, "auto_id": True},
+        {"name": "text", "type": "VarChar", "max_length": 64},
+        {"name": "meta", "type": "JSON", "nullable": True},
+        {"name": "score", "type": "Float", "nullable": True},
+        {"name": "dense", "type": "FloatVector", "dim": 8},
+        {"name": "sparse", "type": "SparseFloatVector", "nnz": 12},
+    ],
+}  # fmt: skip
+
+
+def test_sparse_vectors_and_nulls_on_milvus_lite(tmp_path: Path) -> None:
+    """The 2.3 server has no sparse vectors or nullable fields; Milvus Lite has both."""
+    settings = Settings.model_validate({"postgres": {"dsn": service_uri("TEST_POSTGRES_DSN")}})  # Lite + local store
+    spec = pipeline()
+    spec["tasks"]["generate"]["with"]["schema"] = spec["tasks"]["collection"]["with"]["schema"] = LITE
+    spec["tasks"]["collection"]["with"].pop("indexes")
+    spec["tasks"]["shadow"]["with"]["table"] = "autoid_shadow_it_lite"
+    result = run_file(write_pipeline(tmp_path / "p.yaml", spec), tmp_path / "r", settings)
+    assert result.ok, {n: t.error for n, t in result.tasks.items() if t.error}
+    assert "1,000 rows x 5 fields agree by content" in result.results["verify"].checks[-1].detail
+    imported, shadow = result.results["import"], result.results["shadow"]
+    client = imported.info.milvus().client()
+    try:
+        (row,) = client.query("autoid_it_lite", filter="id > 0", limit=1, output_fields=["*"])
+        assert row["sparse"] and any(r["meta"] is None for r in client.query(
+            "autoid_it_lite", filter="id > 0", limit=200, output_fields=["meta"]))  # fmt: skip
+        client.delete("autoid_it_lite", ids=[row["id"]])
+        index = next(iter(row["sparse"]))
+        moved = {**row["sparse"], index: row["sparse"][index] + 0.5}
+        (key,) = client.insert("autoid_it_lite", [{**{k: v for k, v in row.items() if k != "id"}, "sparse": moved}])[
+            "ids"
+        ]
+    finally:
+        client.close()
+    verify = Verify("verify", VerifyParams(level="full", fail_on_mismatch=False), needs=["import", "shadow"])
+    ctx = PipelineContext(run_dir=tmp_path / "r", services={"settings": settings})
+    ctx.results.update({"import": imported, "shadow": shadow})
+    try:
+        report = anyio.run(verify.run, ctx)
+    finally:
+        anyio.run(_drop_table, shadow.table)
+    assert found(report) == {(key, "sparse", "milvus", "value differs")}
+
+
+async def _drop_table(table: str) -> None:
+    conn = await asyncpg.connect(service_uri("TEST_POSTGRES_DSN"))
+    try:
+        await conn.execute(f"DROP TABLE IF EXISTS {quote(table)}")
+    finally:
+        await conn.close()
