@@ -30,10 +30,10 @@ class ScanReport:
     by_side: dict[str, int] = field(default_factory=dict)
     findings: list[dict[str, Any]] = field(default_factory=list)  # the first 100
 
-    def add(self, key: Any, fname: str | None, side: str, problem: str) -> None:
+    def add(self, key: Any, fname: str | None, side: str, problem: str, **more: Any) -> None:
         self.by_side[side] = self.by_side.get(side, 0) + 1
         if len(self.findings) < 100:
-            self.findings.append({"key": key, "field": fname, "side": side, "problem": problem})
+            self.findings.append({"key": key, "field": fname, "side": side, "problem": problem, **more})
 
 
 async def scan(

@@ -4,8 +4,12 @@ Levels: ``count`` compares count(*) with the manifest (and the shadow's row coun
 ``sample`` also compares a spread of primary keys field by field, three ways when a shadow exists;
 ``scalar`` and ``full`` compare every row (scalar fields only, or every field) across source files,
 Milvus and the PostgreSQL shadow, attributing each disagreement to the side that differs and
-reporting keys Milvus stores more than once. Above ``count``, search recall@k is checked against
-exact top-k over the source vectors. Milvus is the current MILVUS__URI when set, else the recorded one.
+reporting keys Milvus stores more than once. AUTO_ID collections have no key the source knows, so
+``scalar``/``full`` match their rows by content instead (``content``: multisets of row hashes), and
+``sample`` stays a count for them: finding a sampled row by content means hashing every Milvus row,
+which is the full scan's cost without its completeness. Above ``count``, search recall@k is checked
+against exact top-k over the source vectors. Milvus is the current MILVUS__URI when set, else the
+recorded one.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from task_components.contracts import ImportResult, Manifest, ShadowResult
 from task_components.errors import ShadowValidationError
 from task_components.schema.postgres import quote
 from task_components.verification.compare import same_value
+from task_components.verification.content import compare_content
 from task_components.verification.fullscan import scan
 from task_components.verification.search import search_recall
 from task_components.verification.task_types import Check
@@ -55,6 +60,9 @@ class VerifyResult(BaseModel):
     checks: list[Check]
     seconds: float
     findings: list[dict[str, Any]] = Field(default_factory=list, description="three-way disagreements by side")
+
+
+AUTO_ID_SAMPLE = "skipped: auto_id rows have no source key to sample by (level scalar/full matches them by content)"
 
 
 class VerificationFailed(ShadowValidationError):
@@ -100,7 +108,7 @@ def compare_sample(result: ImportResult, tolerance: float, n: int, threshold: fl
     schema = result.info.collection_schema
     pk = schema.primary
     if pk.auto_id:
-        return Check(name="sample", passed=True, detail="skipped: auto_id keys are assigned by Milvus")
+        return Check(name="sample", passed=True, detail=AUTO_ID_SAMPLE)
     source = sample_source_rows(result.manifest, n)
     keys = source.column(pk.name).to_pylist()
     fields = [f for f in schema.data_fields() if not f.is_primary]
@@ -217,14 +225,17 @@ class Verify(Component):
     ) -> tuple[Check, list[dict[str, Any]]]:
         schema = imported.info.collection_schema
         name = f"{p.level} scan"
-        if schema.primary.auto_id:
-            return Check(name=name, passed=True, detail="skipped: auto_id rows are compared by count"), []
         fields = [f for f in schema.data_fields() if not f.is_primary]
         if p.level == "scalar":
             fields = [f for f in fields if not f.type.is_vector]
-        report = await scan(imported, shadow, dsn, fields, p.tolerance)
+        if schema.primary.auto_id:  # no key joins the sides: match rows by content
+            report = await compare_content(imported, shadow, dsn, fields, p.tolerance)
+            agree = "agree by content"
+        else:
+            report = await scan(imported, shadow, dsn, fields, p.tolerance)
+            agree = "agree"
         if not report.by_side:
-            detail = f"{report.rows:,} rows x {len(fields)} fields agree on source, milvus, postgres"
+            detail = f"{report.rows:,} rows x {len(fields)} fields {agree} on source, milvus, postgres"
             return Check(name=name, passed=True, detail=detail), []
         blame = ", ".join(f"{side} wrong in {n}" for side, n in sorted(report.by_side.items()))
         first = "; ".join(
@@ -244,10 +255,10 @@ class Verify(Component):
         self, dsn: str, imported: ImportResult, shadow: ShadowResult, p: VerifyParams
     ) -> tuple[Check, list[dict[str, Any]]]:
         schema = imported.info.collection_schema
+        if schema.primary.auto_id:
+            return Check(name="three-way", passed=True, detail=AUTO_ID_SAMPLE), []
         source = await anyio.to_thread.run_sync(sample_source_rows, imported.manifest, p.sample)
         fields = [f for f in schema.data_fields() if not f.is_primary]
-        if schema.primary.auto_id:
-            return Check(name="three-way", passed=True, detail="skipped: auto_id rows are compared by count"), []
         keys = source.column(schema.primary.name).to_pylist()
         milvus = await anyio.to_thread.run_sync(milvus_rows, imported, keys, fields)
         pg = await fetch_shadow(dsn, shadow, keys, fields)
