@@ -158,7 +158,7 @@ class ShadowMilvusClient(MilvusClient):
             )
 
         keys = None if ids is None else _ids(ids)
-        return self._portal.call(self.shadow.delete, sh, keys, find_async, milvus)
+        return self._portal.call(self.shadow.delete, sh, keys, filter or "", bool(partition_name), find_async, milvus)
 
     def close(self) -> None:
         try:
@@ -253,7 +253,8 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
                 self, collection_name, ids=keys, timeout=timeout, partition_name=partition_name, **kwargs
             )
 
-        return await self.shadow.delete(sh, None if ids is None else _ids(ids), find, milvus)
+        keys = None if ids is None else _ids(ids)
+        return await self.shadow.delete(sh, keys, filter or "", bool(partition_name), find, milvus)
 
     async def close(self) -> None:
         try:

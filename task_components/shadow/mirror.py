@@ -24,36 +24,32 @@ record path, which is slower but accepts what Milvus accepts.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import asyncpg
-import numpy as np
 import pyarrow as pa
 
-from task_components.errors import CollectionNotFoundError, ShadowSchemaError, TransactionError
+from task_components.errors import (
+    CollectionNotFoundError,
+    FilterConversionError,
+    ShadowSchemaError,
+    TransactionError,
+)
 from task_components.milvus.schema_map import from_milvus
-from task_components.schema.arrow import META_COLUMN, arrow_schema, arrow_type
-from task_components.schema.models import CollectionSchema, FieldSchema, FieldType
+from task_components.schema.arrow import META_COLUMN
+from task_components.schema.models import CollectionSchema
 from task_components.schema.postgres import ROW_KEY, columns, create_table_sql, key_column, quote, row_record
 from task_components.schema.postgres import table_name as shadow_table
 from task_components.shadow.binary_copy import encode_batch
+from task_components.shadow.export import arrow_batch
+from task_components.shadow.filters import to_sql
 from task_components.shadow.tracker import KeyStateTracker
 
 Describe = Callable[[], Awaitable[dict[str, Any]]]
 MilvusWrite = Callable[[list[dict[str, Any]]], Awaitable[Any]]
-
-_SCALARS = {
-    FieldType.BOOL, FieldType.INT8, FieldType.INT16, FieldType.INT32, FieldType.INT64,
-    FieldType.FLOAT, FieldType.DOUBLE, FieldType.VARCHAR,
-}  # fmt: skip
-
-
-class _NoArrow(Exception):
-    """A column that does not convert cleanly: the batch takes the record path."""
 
 
 @dataclass(slots=True)
@@ -84,34 +80,16 @@ def with_defaults(rows: list[dict[str, Any]], schema: CollectionSchema) -> list[
     return [{**r, **{k: v for k, v in defaults.items() if r.get(k) is None}} for r in rows]
 
 
-def _column(values: list[Any], f: FieldSchema) -> pa.Array:
-    try:
-        if f.type is FieldType.FLOAT_VECTOR:
-            matrix = np.asarray(values, dtype=np.float32)
-            if matrix.ndim != 2 or matrix.shape[1] != f.dim:
-                raise _NoArrow
-            offsets = pa.array(np.arange(0, matrix.size + 1, f.dim, dtype=np.int32))
-            return pa.ListArray.from_arrays(offsets, pa.array(matrix.ravel()))
-        if f.type in (FieldType.JSON, FieldType.SPARSE_FLOAT_VECTOR):
-            return pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values], pa.string())
-        if f.type in _SCALARS:
-            return pa.array(values, type=arrow_type(f))
-    except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
-        raise _NoArrow from exc
-    raise _NoArrow
-
-
 def rows_batch(rows: list[dict[str, Any]], schema: CollectionSchema) -> pa.RecordBatch | None:
-    """Client rows as an Arrow batch in our layout; None when a column does not convert cleanly."""
+    """Client rows as an Arrow batch in our layout; None when a column does not convert cleanly.
+
+    Rows shaped like Milvus' own query results, so the export path's converter reads them; a ragged or
+    mistyped value (one Milvus is about to refuse) sends the batch down the record path instead.
+    """
     try:
-        arrays = [_column([r.get(f.name) for r in rows], f) for f in schema.data_fields()]
-    except _NoArrow:
+        return arrow_batch(rows, schema, "milvus")
+    except (ValueError, TypeError, OverflowError, KeyError, pa.ArrowException):
         return None
-    if schema.enable_dynamic_field:
-        known = {f.name for f in schema.fields}
-        extras = [{k: v for k, v in r.items() if k not in known} for r in rows]
-        arrays.append(pa.array([json.dumps(e) if e else None for e in extras], pa.string()))
-    return pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(schema))
 
 
 async def copy_rows(conn: Any, table: str, sh: Shadowed, rows: list[dict[str, Any]], ids: list[Any] | None) -> None:
@@ -246,18 +224,38 @@ class ShadowStore:
         return result
 
     async def delete(
-        self, sh: Shadowed, keys: list[Any] | None, find: Callable[[], Awaitable[list[Any]]],
-        milvus: Callable[[list[Any]], Awaitable[Any]],
+        self, sh: Shadowed, keys: list[Any] | None, filter: str, partitioned: bool,
+        find: Callable[[], Awaitable[list[Any]]], milvus: Callable[[list[Any]], Awaitable[Any]],
     ) -> Any:  # fmt: skip
-        """Delete ``keys`` (or the keys ``find`` reads from Milvus for a filter) from both sides."""
+        """Delete ``keys``, or the keys a filter selects, from both sides.
+
+        A filter is read in the shadow when it converts to SQL: under the collection lock the shadow
+        holds exactly what this client wrote, and the lookup costs a millisecond where a Strong Milvus
+        query waits ~200 ms for Milvus' time tick. Milvus (``find``) answers when it cannot: a
+        filter outside the SQL grammar, a partition (the shadow has none), an AUTO_ID collection (the
+        shadow has no column for Milvus' key field).
+        """
         async with sh.lock:
             if keys is None:
-                keys = await find()
+                keys = await self._matching(sh, filter) if not partitioned else None
+                if keys is None:
+                    keys = await find()
             async with self._transaction(sh, "delete") as conn:
                 await conn.execute(f"DELETE FROM {quote(sh.table)} WHERE {quote(sh.key)} = ANY($1)", keys)
                 result = await milvus(keys)
                 await self._record(sh, keys, "delete")
         return result
+
+    async def _matching(self, sh: Shadowed, filter: str) -> list[Any] | None:
+        if sh.schema.primary.auto_id:
+            return None
+        try:
+            where = to_sql(filter, sh.schema)
+        except FilterConversionError:
+            return None
+        async with (await self.pool()).acquire() as conn:
+            rows = await conn.fetch(f"SELECT {quote(sh.key)} FROM {quote(sh.table)} WHERE {where}")
+        return [r[0] for r in rows]
 
     def _transaction(self, sh: Shadowed, op: str) -> _Txn:
         return _Txn(self, sh, op)
