@@ -192,7 +192,9 @@ class _Scheduler:
         consumers = [c for c in self.dependents[name] if self._streams(name, c)] if task.emits_stream else []
         if task.emits_stream:
             pending = [c for c in consumers if self.runs[c].state is TaskState.PENDING]
-            self.ctx.hubs[name] = StreamHub(name, pending, self.ex.stream_buffer)  # type: ignore[arg-type]
+            spill = {c for c in pending if getattr(self.tasks[c], "stream_spill", False)}
+            spill_dir = self.ctx.run_dir / "spill" if self.ctx.run_dir is not None else None
+            self.ctx.hubs[name] = StreamHub(name, pending, self.ex.stream_buffer, spill, spill_dir)
         self.tg.start_soon(self._run_task, name, name=f"task:{name}")
         if not self.ex.sequential:  # consumers start with their producer (sequential: after it)
             for consumer in consumers:

@@ -5,17 +5,29 @@ turn, so the slowest consumer sets the pace (backpressure) and memory stays at `
 consumer. Failure travels both ways: a producer that fails closes the hub with its error, and readers
 raise ``UpstreamStreamError`` after the last delivered chunk; a consumer that stops reading closes its
 end, and the producer's next ``emit`` raises ``StreamConsumerGone``. Either way both ends stop.
+
+A consumer whose task sets ``stream_spill`` never holds its producer back: past ``buffer`` chunks in
+memory, further chunks wait for it on disk (Arrow batches as IPC files mapped back without a copy,
+anything else pickled) and are read back in order. Why: a slow sink that keeps its own pace (a PostgreSQL shadow
+at ~45k 768-d rows/s) would otherwise set the pace of generation and of every other consumer; memory
+stays bounded and the disk holds only the lag.
 """
 
 from __future__ import annotations
 
+import math
+import pickle
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
+import pyarrow as pa
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-__all__ = ["StreamConsumerGone", "StreamHub", "StreamReader", "UpstreamStreamError"]
+__all__ = ["Spill", "StreamConsumerGone", "StreamHub", "StreamReader", "UpstreamStreamError"]
 
 
 class UpstreamStreamError(RuntimeError):
@@ -31,15 +43,81 @@ class StreamConsumerGone(RuntimeError):
     """A consumer stopped reading before the producer finished."""
 
 
+def _dump(path: Path, chunk: Any) -> None:
+    if isinstance(chunk, pa.RecordBatch):  # Arrow IPC: written as its buffers, read back by mapping them
+        with pa.OSFile(str(path.with_suffix(".arrow")), "wb") as sink, pa.ipc.new_stream(sink, chunk.schema) as w:
+            w.write_batch(chunk)
+    else:
+        path.with_suffix(".pickle").write_bytes(pickle.dumps(chunk, protocol=5))
+
+
+def _load(path: Path) -> Any:
+    arrow = path.with_suffix(".arrow")
+    if arrow.exists():
+        # zero-copy: the batch's buffers are the file's pages; unlinking leaves the mapping valid
+        with pa.memory_map(str(arrow)) as source:
+            chunk = pa.ipc.open_stream(source).read_next_batch()
+        arrow.unlink()
+        return chunk
+    pickled = path.with_suffix(".pickle")
+    chunk = pickle.loads(pickled.read_bytes())
+    pickled.unlink()
+    return chunk
+
+
+class Spill:
+    """One spilling consumer's queue: up to ``buffer`` chunks in memory, the rest in files, in order."""
+
+    def __init__(self, producer: str, consumer: str, buffer: float, base: Path | None) -> None:
+        self.buffer = buffer if math.isfinite(buffer) else 4
+        self.in_memory = 0
+        self.spilled = 0
+        self.base, self.prefix = base, f"dag-spill-{producer}-{consumer}-"
+        self.directory: Path | None = None
+
+    async def entry(self, chunk: Any) -> tuple[bool, Any]:
+        """(in memory?, the chunk or the file holding it)."""
+        if self.in_memory < self.buffer:
+            self.in_memory += 1
+            return True, chunk
+        if self.directory is None:
+            if self.base is not None:
+                self.base.mkdir(parents=True, exist_ok=True)
+            self.directory = Path(tempfile.mkdtemp(prefix=self.prefix, dir=self.base))
+        path = self.directory / f"{self.spilled:08d}"
+        self.spilled += 1
+        await anyio.to_thread.run_sync(_dump, path, chunk)
+        return False, path
+
+    async def take(self, entry: tuple[bool, Any]) -> Any:
+        in_memory, value = entry
+        if in_memory:
+            self.in_memory -= 1
+            return value
+
+        return await anyio.to_thread.run_sync(_load, value)
+
+    def discard(self) -> None:
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
 class StreamHub:
-    def __init__(self, producer: str, consumers: list[str], buffer: int = 4) -> None:
+    def __init__(
+        self, producer: str, consumers: list[str], buffer: float = 4, spill: set[str] | frozenset[str] = frozenset(),
+        spill_dir: Path | None = None,
+    ) -> None:  # fmt: skip
         self.producer = producer
         self._sends: dict[str, MemoryObjectSendStream[Any]] = {}
         self._readers: dict[str, StreamReader] = {}
+        self._spills: dict[str, Spill] = {}
         for consumer in consumers:
-            send, receive = anyio.create_memory_object_stream[Any](max_buffer_size=buffer)
+            if consumer in spill:
+                self._spills[consumer] = Spill(producer, consumer, buffer, spill_dir)
+            size = math.inf if consumer in spill else buffer
+            send, receive = anyio.create_memory_object_stream[Any](max_buffer_size=size)
             self._sends[consumer] = send
-            self._readers[consumer] = StreamReader(self, consumer, receive)
+            self._readers[consumer] = StreamReader(self, consumer, receive, self._spills.get(consumer))
         self.error: BaseException | None = None
         self.finished = False
         self.emitted = 0
@@ -51,7 +129,11 @@ class StreamHub:
     async def emit(self, chunk: Any) -> None:
         for consumer, send in self._sends.items():
             try:
-                await send.send(chunk)
+                spill = self._spills.get(consumer)
+                if spill is None:
+                    await send.send(chunk)
+                else:
+                    send.send_nowait(await spill.entry(chunk))
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 raise StreamConsumerGone(f"task {consumer!r} stopped reading the stream of {self.producer!r}") from None
         self.emitted += 1
@@ -79,15 +161,20 @@ class StreamHub:
         reader = self._readers.get(consumer)
         if reader is not None:
             reader.receive.close()
+            if reader.spill is not None:
+                reader.spill.discard()
 
 
 class StreamReader:
     """What ``ctx.stream(name)`` returns: iterate it with ``async for``."""
 
-    def __init__(self, hub: StreamHub, consumer: str, receive: MemoryObjectReceiveStream[Any]) -> None:
+    def __init__(
+        self, hub: StreamHub, consumer: str, receive: MemoryObjectReceiveStream[Any], spill: Spill | None = None
+    ) -> None:
         self.hub = hub
         self.consumer = consumer
         self.receive = receive
+        self.spill = spill
         self.consumed = 0
 
     def __aiter__(self) -> AsyncIterator[Any]:
@@ -95,10 +182,14 @@ class StreamReader:
 
     async def _iterate(self) -> AsyncIterator[Any]:
         try:
-            async for chunk in self.receive:
+            async for item in self.receive:
+                chunk = item if self.spill is None else await self.spill.take(item)
                 self.consumed += 1
                 yield chunk
         except anyio.ClosedResourceError:
             pass
+        finally:
+            if self.spill is not None:
+                self.spill.discard()
         if not self.hub.finished:
             raise UpstreamStreamError(self.hub.producer, self.hub.error)

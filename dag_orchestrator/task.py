@@ -70,6 +70,7 @@ class Task:
     """
 
     __slots__ = ("emits_stream", "kind", "name", "needs", "retry", "streams_from", "timeout")
+    stream_spill = False  # a consumer that must not slow its producer: its lag waits on disk (streams.Spill)
 
     def __init__(
         self,

@@ -43,9 +43,7 @@ def host_id() -> str:
     return f"{socket.gethostname()}/{boot}"
 
 
-def _on_worker(
-    fn: Callable[..., Any], client: tuple[str, int], jobs: list[tuple[Any, ...]]
-) -> tuple[str, list[Any]]:
+def _on_worker(fn: Callable[..., Any], client: tuple[str, int], jobs: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
     """Runs on a Dask worker: a group of jobs, each result through /dev/shm when the worker shares the
     client's host (decided here, per worker, so a cluster mixing local and remote workers works), and where.
     ``client`` is (host id, pid): the pid names the files, for ``sweep_shm``."""

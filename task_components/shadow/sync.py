@@ -63,6 +63,7 @@ class ShadowSync(Component):
     summary = "copy the generated rows into a PostgreSQL shadow table (embedded PostgreSQL by default)"
     Params = ShadowParams
     stream_input = True
+    stream_spill = True  # PostgreSQL's pace must not become generation's: the lag waits on disk
     retries_inside = True
     default_kind = "io"
 

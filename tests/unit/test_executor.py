@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import pyarrow as pa
 import pytest
 
 from dag_orchestrator import (
@@ -272,3 +273,59 @@ async def test_errors_inside_task_groups_are_reported_by_their_cause() -> None:
     result = await Executor().run(DAG("g", [grouped]))
     run = result.tasks["grouped"]
     assert run.error == "ValueError: the real cause" and run.error_type == "ValueError"
+
+
+class SpillingReader(Task):
+    """A slow consumer that declares it must not hold its producer back."""
+
+    __slots__ = ("seen", "started_at_producer_end")
+    stream_spill = True
+
+    def __init__(self, name: str, producer: str, seen: list[Any]) -> None:
+        super().__init__(name, [producer], streams_from=[producer])
+        self.seen = seen
+
+    async def run(self, ctx: Any) -> int:
+        async for chunk in ctx.stream(self.needs[0]):
+            await anyio.sleep(0.01)
+            self.seen.append(chunk)
+        return len(self.seen)
+
+
+async def test_a_spilling_consumer_lags_on_disk_without_slowing_the_producer(tmp_path: Any) -> None:
+    emitted: list[int] = []
+    seen: list[Any] = []
+    lag: list[int] = []
+    spill_dirs: list[list[str]] = []
+
+    @task(emits_stream=True)
+    async def produce(ctx: PipelineContext) -> int:
+        for i in range(40):
+            # Arrow batches spill as IPC files, anything else pickled
+            await ctx.emit(pa.record_batch({"chunk": [i] * i}) if i % 2 else {"chunk": i, "payload": list(range(i))})
+            emitted.append(i)
+        lag.append(len(emitted) - len(seen))  # how far ahead the producer got
+        spill_dirs.append(sorted(p.name for p in (tmp_path / "spill").iterdir()))
+        return 40
+
+    @task(needs=["produce"], streams_from=["produce"])
+    async def fast(ctx: PipelineContext) -> int:
+        return len([c async for c in ctx.stream("produce")])
+
+    dag = DAG("spill", [produce, fast, SpillingReader("slow", "produce", seen)])
+    result = await Executor(max_concurrency=4, stream_buffer=2).run(dag, PipelineContext(run_dir=tmp_path))
+    assert result.ok, result.errors
+    order = [c.column("chunk")[0].as_py() if isinstance(c, pa.RecordBatch) else c["chunk"] for c in seen[1:]]
+    assert order == list(range(1, 40)) and seen[8]["payload"] == list(range(8))  # in order, whole
+    assert seen[39].column("chunk").to_pylist() == [39] * 39
+    assert lag[0] > 30  # the producer finished long before the slow reader: it never waited for it
+    assert len(spill_dirs[0]) == 1 and spill_dirs[0][0].startswith("dag-spill-produce-slow-")
+    assert list((tmp_path / "spill").iterdir()) == []  # the lag on disk is gone once read
+
+
+async def test_without_spill_the_slow_consumer_sets_the_pace() -> None:
+    log: list[tuple[str, int]] = []
+    await Executor(max_concurrency=4, stream_buffer=2).run(stream_dag(20, seen=log, slow_consumer=True))
+    ahead = max(sum(k == "emitted" for k, _ in log[: i + 1]) - sum(k == "consumed" for k, _ in log[: i + 1])
+                for i in range(len(log)))  # fmt: skip
+    assert ahead <= 4  # the contrast to the spilling test above
