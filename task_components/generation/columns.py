@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from task_components.generation.text import infer_pattern, pick, text
 from task_components.schema.arrow import arrow_schema, arrow_type
+from task_components.schema.defaults import DEFAULT_SHARE
 from task_components.schema.models import (
     INT_RANGES,
     CollectionSchema,
@@ -204,6 +205,12 @@ def _with_nulls(arr: pa.Array, ratio: float, rng: np.random.Generator) -> pa.Arr
     return pc.if_else(present, arr, pa.nulls(len(arr), arr.type))
 
 
+def _with_default(arr: pa.Array, f: FieldSchema, rng: np.random.Generator) -> pa.Array:
+    """About 30% of the non-null rows take default_value, as milvus-ingest writes them."""
+    take = pa.array(rng.random(len(arr)) < DEFAULT_SHARE)
+    return pc.if_else(pc.and_(take, pc.is_valid(arr)), pa.scalar(f.default_value, arr.type), arr)
+
+
 def _dynamic(fields: list[DynamicFieldSchema], rng: np.random.Generator, n: int) -> pa.Array:
     """The ``$meta`` column: a JSON object per row holding each dynamic key with its probability."""
     fragments = []
@@ -256,13 +263,18 @@ def field_rng(seed: int, chunk: int, position: int) -> np.random.Generator:
 def generate_column(f: FieldSchema, rng: np.random.Generator, n: int, start: int, total_rows: int) -> pa.Array:
     if f.is_primary:
         return primary_keys(f, start, n)
+    if f.force_all_null:
+        return pa.nulls(n, arrow_type(f))
+    if f.force_all_default:
+        return pa.array([f.default_value] * n, arrow_type(f))
     if f.type.is_vector:
         arr = _vector(f, rng, n)
     elif f.type is FieldType.ARRAY:
         arr = _array(f, rng, n)
     else:
         arr = _scalar(f, rng, n, total_rows)
-    return _with_nulls(arr, f.effective_null_ratio, rng)
+    arr = _with_nulls(arr, f.effective_null_ratio, rng)
+    return arr if f.default_value is None else _with_default(arr, f, rng)
 
 
 @lru_cache(maxsize=8)
