@@ -73,8 +73,10 @@ def read_schema_file(path: str | Path) -> CollectionSchema:
         raw = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise SchemaError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}") from None
-    if isinstance(raw, list) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p.stem):
-        raw = {"collection_name": p.stem, "fields": raw}  # fields-only file: named after it, like milvus-ingest
+    if isinstance(raw, list):
+        raw = {"fields": raw}
+    if isinstance(raw, dict) and "collection_name" not in raw and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p.stem):
+        raw = {"collection_name": p.stem, **raw}  # unnamed: named after the file, as milvus-ingest names its output
     return parse_schema(raw, str(p))
 
 

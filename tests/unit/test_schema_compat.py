@@ -42,6 +42,8 @@ def test_fields_only_list_is_a_schema_named_after_its_file(tmp_path: Path) -> No
     path.write_text(json.dumps([PK, VEC]))
     cs = read_schema_file(path)
     assert cs.collection_name == "docs_only" and [f.name for f in cs.fields] == ["id", "v"]
+    path.write_text(json.dumps({"fields": [PK, VEC]}))
+    assert read_schema_file(path).collection_name == "docs_only"
 
 
 BAD_DEFAULTS = [
@@ -195,6 +197,12 @@ def test_bad_key_in_a_schema_file_exits_2_naming_file_field_and_key(tmp_path: Pa
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     text = " ".join(proc.stderr.split())
     assert str(path) in text and "field 'x', key 'force_all_defaults': unknown key" in text
+
+
+def test_file_count_with_rows_per_file_exits_2(tmp_path: Path) -> None:
+    proc = cli("generate", "--builtin", "simple", "--file-count", "2", "--rows-per-file", "9", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "give --file-count or --rows-per-file, not both" in proc.stderr
+    assert "Traceback" not in proc.stderr and not any(tmp_path.iterdir())
 
 
 def test_clean_asks_then_removes_only_generated_datasets_and_runs(tmp_path: Path) -> None:
