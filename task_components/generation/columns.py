@@ -84,14 +84,35 @@ def _scalar(f: FieldSchema, rng: np.random.Generator, n: int, total_rows: int) -
     if t.is_numeric:
         return pa.array(_numbers(f, t, rng, n, ids), type=typ)
     if t is FieldType.VARCHAR:
-        keys = ids.astype(np.uint64) if ids is not None else rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
         assert f.max_length is not None
+        if ids is not None and f.pattern is None and 36**f.max_length >= (distinct or 0) > _fits_text(f.max_length):
+            return pa.array(_base36(ids, f.max_length))  # short codes (country_code, max_length 2) keep every value
+        keys = ids.astype(np.uint64) if ids is not None else rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
         pattern = f.pattern or infer_pattern(f.name, f.max_length)
         strings = text(pattern, keys, prefix=f.name, min_length=f.min_length or 0)
         return pc.utf8_slice_codeunits(strings, 0, f.max_length)
     if t is FieldType.JSON:
         return _json_objects(rng, n)
     raise AssertionError(f"not a scalar: {t}")
+
+
+_BASE36 = np.array(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+
+
+def _fits_text(max_length: int) -> int:
+    """About how many distinct texts survive truncation to ``max_length`` (words start with few letters)."""
+    return 26 ** min(max_length, 4) if max_length >= 6 else 10 * max_length
+
+
+def _base36(ids: np.ndarray, max_length: int) -> np.ndarray:
+    """Distinct ids as fixed-width base-36 codes ("00", "0A", ...): as many values as asked, within max_length."""
+    width = 1
+    while 36**width <= int(ids.max(initial=0)) and width < max_length:
+        width += 1
+    out = _BASE36[ids % 36]
+    for k in range(1, width):
+        out = np.char.add(_BASE36[(ids // 36**k) % 36], out)
+    return out
 
 
 def _json_objects(rng: np.random.Generator, n: int) -> pa.Array:

@@ -115,6 +115,12 @@ def test_cardinality_ratio_is_int_of_rows_times_ratio(ratio: float, want: int) -
         assert 1 <= distinct <= want and distinct >= min(want, 0.8 * want), (col, distinct, want)
 
 
+def test_short_varchar_keeps_its_cardinality_within_max_length() -> None:
+    codes = rows(schema({"name": "cc", "type": "VarChar", "max_length": 2, "cardinality_ratio": 0.05})).column("cc")
+    values = set(codes.to_pylist())
+    assert 80 <= len(values) <= 100 and max(map(len, values)) <= 2  # int(2000 x 0.05) = 100 codes
+
+
 def test_partitions_give_the_partition_key_n_times_10_values() -> None:
     cs = parse_schema(schema({"name": "k", "type": "VarChar", "max_length": 20, "is_partition_key": True}))
     laid = apply_layout(cs, 4, None)
