@@ -115,6 +115,15 @@ def test_file_count_and_size_derive_the_rows(tmp_path: Path) -> None:
     assert all(0.6 * 2**20 < s < 1.1 * 2**20 for s in sizes), sizes
 
 
+def test_batch_size_sets_the_chunk_and_verbose_prints_the_plan(tmp_path: Path) -> None:
+    args = ("--total-rows", "20", "--batch-size", "7", "--verbose")
+    result, out = generate(tmp_path, FIXTURES / "builtin" / "simple.json", *args)
+    assert result.exit_code == 0, result.output
+    assert "plan: 20 rows, chunks of 7 rows" in " ".join(result.output.split())
+    manifest, data = table(out)
+    assert manifest.generation["chunk_rows"] == 7 and data.num_rows == 20
+
+
 def test_bm25_collection_on_milvus_lite_finds_the_document(tmp_path: Path) -> None:
     from task_components.contracts import MilvusTarget
     from task_components.milvus.client import arrow_to_rows
