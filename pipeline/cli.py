@@ -137,6 +137,7 @@ def list_components() -> None:
 
 
 def main() -> None:
+    import pipeline.clean_cli
     import pipeline.daemon_cli
     import pipeline.datagen_cli
     import pipeline.ingest_cli

@@ -3,6 +3,10 @@
 ``generate`` is the same two-task DAG the pipelines use (generate -> partition), built as a spec in
 code and run through the runner like any pipeline file (run directory, journal, report, signals), so a
 file made here is byte-identical to one made by a pipeline run with the same schema and seed.
+
+File limits follow milvus-ingest: with none given, files close at 256MB or 1,000,000 rows; with
+``--file-count N --file-size S`` the total row count is derived (N x rows that fit in S) and
+``--total-rows`` is ignored.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from pydantic import ValidationError
 from rich.syntax import Syntax
 from rich.table import Table
 
+from config import configure_logging
 from pipeline.cli_common import RunDirOpt, app, exit_code, fail_invalid, load_settings, out, print_summary, run_tasks
 from task_components.contracts import Manifest
-from task_components.generation import GenerateParams
+from task_components.generation import GenerateParams, sizing
 from task_components.generation.columns import generate_chunk
+from task_components.manifest import parse_size
 from task_components.partitioning import PartitionParams
 from task_components.schema import SchemaError, builtin_names, resolve_schema
 from task_components.schema.library import add_schema, remove_schema, user_names
@@ -42,13 +48,28 @@ def generate(
         str | None, typer.Option("--schema", help="schema file (JSON/YAML, milvus-ingest format)")
     ] = None,
     builtin: Annotated[str | None, typer.Option("--builtin", help="builtin schema name (see `schemas list`)")] = None,
-    total_rows: Annotated[int, typer.Option("--total-rows", min=1, help="rows to generate")] = 1000,
-    rows_per_file: Annotated[int | None, typer.Option("--rows-per-file", min=1)] = None,
-    file_size: Annotated[str | None, typer.Option("--file-size", help="e.g. 256MB, 1GB (bare number = MB)")] = None,
-    file_count: Annotated[
-        int | None, typer.Option("--file-count", min=1, help="split rows evenly into N files")
+    total_rows: Annotated[
+        int, typer.Option("--total-rows", min=1, help="rows to generate (ignored with --file-count + --file-size)")
+    ] = 1000,
+    rows_per_file: Annotated[
+        int | None, typer.Option("--rows-per-file", min=1, help="max rows per file [default: 1000000]")
     ] = None,
-    partitions: Annotated[int | None, typer.Option("--partitions", min=1, help="partition key cardinality")] = None,
+    file_size: Annotated[
+        str | None, typer.Option("--file-size", help="max file size: 256MB, 1GB (bare number = MB) [default: 256MB]")
+    ] = None,
+    file_count: Annotated[
+        int | None,
+        typer.Option(
+            "--file-count", min=1, help="N files; with --file-size the total rows = N x rows that fit in that size"
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="rows generated per chunk [default: about 8 MB of rows]")
+    ] = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option("--partitions", min=1, help="N partitions: partition key gets N x 10 values, num_partitions N"),
+    ] = None,
     shards: Annotated[int | None, typer.Option("--shards", min=1, help="split files by primary-key hash")] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=0, help="worker processes [default: CPUs]")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 42,
@@ -57,11 +78,19 @@ def generate(
     force: Annotated[bool, typer.Option("--force", help="replace an existing output directory")] = False,
     preview: Annotated[bool, typer.Option("--preview", help="print 5 sample rows, write nothing")] = False,
     validate_only: Annotated[bool, typer.Option("--validate-only", help="check the schema, write nothing")] = False,
-    progress: Annotated[bool | None, typer.Option("--progress/--no-progress")] = None,
+    progress: Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help="live progress view [default: on a terminal]")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging and the file plan")] = False,
     run_dir: RunDirOpt = None,
 ) -> None:
-    """Generate a dataset (Parquet/JSON files + meta.json) from a schema, like milvus-ingest generate."""
-    load_settings()
+    """Generate a dataset (Parquet/JSON files + meta.json) from a schema, like milvus-ingest generate.
+
+    Example: generate --schema schema.json --file-count 10 --file-size 100MB --out data
+    """
+    settings = load_settings()
+    if verbose:
+        configure_logging(settings.logging.model_copy(update={"level": "DEBUG"}))
     if (schema is None) == (builtin is None):
         raise fail_invalid("give exactly one of --schema FILE or --builtin NAME")
     if fmt not in ("parquet", "json"):
@@ -71,17 +100,22 @@ def generate(
     ref = builtin if builtin is not None else schema
     try:
         gp = GenerateParams(
-            schema=ref, total_rows=total_rows, seed=seed, workers=workers, partitions=partitions, shards=shards
-        )
-        pp = PartitionParams(format=fmt, rows_per_file=rows_per_file, file_size=file_size, file_count=file_count)
+            schema=ref, total_rows=total_rows, seed=seed, workers=workers, partitions=partitions, shards=shards,
+            chunk_rows=batch_size,
+        )  # fmt: skip
+        pp = _file_plan(gp, fmt, rows_per_file, file_size, file_count, validate_only or preview)
     except SchemaError as exc:
         raise fail_invalid(str(exc)) from None
     except ValidationError as exc:
         raise fail_invalid(_validation_message(exc)) from None
     cs = gp.schema
     if validate_only:
-        out.print(f"[green]ok[/]: schema {cs.collection_name!r}: {len(cs.fields)} fields")
+        extra = f", functions: {', '.join(fn.name for fn in cs.functions)}" if cs.functions else ""
+        out.print(f"[green]ok[/]: schema {cs.collection_name!r}: {len(cs.fields)} fields{extra}")
         return
+    if verbose:
+        limits = pp.model_dump(exclude_none=True, include={"rows_per_file", "file_size", "file_count"})
+        out.print(f"plan: {gp.total_rows:,} rows, chunks of {gp.chunk_rows or 'about 8 MB of'} rows, files: {limits}")
     if preview:
         import polars as pl  # only the preview needs it: keep it out of every run's memory
 
@@ -112,6 +146,28 @@ def generate(
         f"-> {target} (run {result.run_id})",
         soft_wrap=True,
     )
+
+
+def _file_plan(
+    gp: GenerateParams, fmt: str, rows_per_file: int | None, file_size: str | None, file_count: int | None,
+    dry: bool,
+) -> PartitionParams:  # fmt: skip
+    """milvus-ingest's file rules. Why derive rows for count+size: users ask for "10 files of 1GB", not rows."""
+    if file_count and rows_per_file:
+        raise SchemaError("give --file-count or --rows-per-file, not both")
+    if file_count and file_size:
+        if not dry:
+            size = parse_size(file_size)
+            row_bytes = sizing.encoded_row_bytes(gp.schema, fmt, gp.seed)
+            gp.total_rows = sizing.rows_for_files(file_count, size, row_bytes)[1]
+        return PartitionParams(format=fmt, file_count=file_count)
+    if file_count:
+        return PartitionParams(format=fmt, file_count=file_count)
+    if rows_per_file is None and file_size is None:
+        rows_per_file, file_size = sizing.DEFAULT_ROWS_PER_FILE, sizing.DEFAULT_FILE_SIZE
+    elif rows_per_file is not None and file_size is None:
+        file_size = sizing.DEFAULT_FILE_SIZE
+    return PartitionParams(format=fmt, rows_per_file=rows_per_file, file_size=file_size)
 
 
 @schemas_app.command("list")

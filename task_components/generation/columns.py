@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from task_components.generation.text import infer_pattern, pick, text
 from task_components.schema.arrow import arrow_schema, arrow_type
+from task_components.schema.defaults import DEFAULT_SHARE
 from task_components.schema.models import (
     INT_RANGES,
     CollectionSchema,
@@ -83,14 +84,35 @@ def _scalar(f: FieldSchema, rng: np.random.Generator, n: int, total_rows: int) -
     if t.is_numeric:
         return pa.array(_numbers(f, t, rng, n, ids), type=typ)
     if t is FieldType.VARCHAR:
-        keys = ids.astype(np.uint64) if ids is not None else rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
         assert f.max_length is not None
+        if ids is not None and f.pattern is None and 36**f.max_length >= (distinct or 0) > _fits_text(f.max_length):
+            return pa.array(_base36(ids, f.max_length))  # short codes (country_code, max_length 2) keep every value
+        keys = ids.astype(np.uint64) if ids is not None else rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
         pattern = f.pattern or infer_pattern(f.name, f.max_length)
         strings = text(pattern, keys, prefix=f.name, min_length=f.min_length or 0)
         return pc.utf8_slice_codeunits(strings, 0, f.max_length)
     if t is FieldType.JSON:
         return _json_objects(rng, n)
     raise AssertionError(f"not a scalar: {t}")
+
+
+_BASE36 = np.array(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+
+
+def _fits_text(max_length: int) -> int:
+    """About how many distinct texts survive truncation to ``max_length`` (words start with few letters)."""
+    return 26 ** min(max_length, 4) if max_length >= 6 else 10 * max_length
+
+
+def _base36(ids: np.ndarray, max_length: int) -> np.ndarray:
+    """Distinct ids as fixed-width base-36 codes ("00", "0A", ...): as many values as asked, within max_length."""
+    width = 1
+    while 36**width <= int(ids.max(initial=0)) and width < max_length:
+        width += 1
+    out = _BASE36[ids % 36]
+    for k in range(1, width):
+        out = np.char.add(_BASE36[(ids // 36**k) % 36], out)
+    return out
 
 
 def _json_objects(rng: np.random.Generator, n: int) -> pa.Array:
@@ -204,6 +226,12 @@ def _with_nulls(arr: pa.Array, ratio: float, rng: np.random.Generator) -> pa.Arr
     return pc.if_else(present, arr, pa.nulls(len(arr), arr.type))
 
 
+def _with_default(arr: pa.Array, f: FieldSchema, rng: np.random.Generator) -> pa.Array:
+    """About 30% of the non-null rows take default_value, as milvus-ingest writes them."""
+    take = pa.array(rng.random(len(arr)) < DEFAULT_SHARE)
+    return pc.if_else(pc.and_(take, pc.is_valid(arr)), pa.scalar(f.default_value, arr.type), arr)
+
+
 def _dynamic(fields: list[DynamicFieldSchema], rng: np.random.Generator, n: int) -> pa.Array:
     """The ``$meta`` column: a JSON object per row holding each dynamic key with its probability."""
     fragments = []
@@ -256,13 +284,18 @@ def field_rng(seed: int, chunk: int, position: int) -> np.random.Generator:
 def generate_column(f: FieldSchema, rng: np.random.Generator, n: int, start: int, total_rows: int) -> pa.Array:
     if f.is_primary:
         return primary_keys(f, start, n)
+    if f.force_all_null:
+        return pa.nulls(n, arrow_type(f))
+    if f.force_all_default:
+        return pa.array([f.default_value] * n, arrow_type(f))
     if f.type.is_vector:
         arr = _vector(f, rng, n)
     elif f.type is FieldType.ARRAY:
         arr = _array(f, rng, n)
     else:
         arr = _scalar(f, rng, n, total_rows)
-    return _with_nulls(arr, f.effective_null_ratio, rng)
+    arr = _with_nulls(arr, f.effective_null_ratio, rng)
+    return arr if f.default_value is None else _with_default(arr, f, rng)
 
 
 @lru_cache(maxsize=8)

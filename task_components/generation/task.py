@@ -25,6 +25,8 @@ from task_components.schema.library import resolve_schema
 from task_components.schema.models import CollectionSchema, SchemaError
 
 CHUNK_TARGET_BYTES = 8 << 20
+PARTITION_KEY_SPREAD = 10  # milvus-ingest: partition-key distinct values = partitions x 10
+_NO_DISTRIBUTION: dict[str, Any] = {"cardinality_ratio": None, "enum_values": None}
 
 
 class GenerateParams(BaseModel):
@@ -56,7 +58,11 @@ class GenerateParams(BaseModel):
 
 
 def apply_layout(schema: CollectionSchema, partitions: int | None, shards: int | None) -> CollectionSchema:
-    """``--partitions N`` makes the partition key take N distinct values; ``--shards`` is recorded."""
+    """``--partitions N``: the partition key takes N x 10 distinct values and the collection N partitions.
+
+    N x 10 is milvus-ingest's rule: several keys hash to each partition, so partitions fill evenly.
+    ``--shards`` is recorded for create_collection.
+    """
     updates: dict[str, Any] = {}
     if partitions:
         key = schema.partition_key
@@ -66,7 +72,7 @@ def apply_layout(schema: CollectionSchema, partitions: int | None, shards: int |
                 f'{schema.collection_name!r} with "is_partition_key": true'
             )
         fields = [
-            f.model_copy(update={"cardinality": partitions, "cardinality_ratio": None, "enum_values": None})
+            f.model_copy(update={"cardinality": partitions * PARTITION_KEY_SPREAD} | _NO_DISTRIBUTION)
             if f.is_partition_key
             else f
             for f in schema.fields

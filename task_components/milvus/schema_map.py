@@ -1,5 +1,8 @@
 """Our collection schema -> a pymilvus schema, and the default index for each vector type.
 
+Functions (BM25, TextEmbedding) go to Milvus with the schema; a BM25 input field gets
+``enable_analyzer`` (Milvus refuses BM25 on a field without it) and a BM25 output gets the BM25 metric.
+
 Index defaults differ by target: Milvus Lite builds HNSW/AUTOINDEX very slowly and answers FLAT
 exactly and quickly at the sizes it serves, so it gets FLAT; a server gets HNSW for float vectors.
 Every default can be overridden per field with ``indexes: {field: {index_type, metric_type, params}}``.
@@ -9,14 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymilvus import MilvusClient
+from pymilvus import Function, MilvusClient
+from pymilvus import FunctionType as MilvusFunctionType
 
+from task_components.schema.functions import FunctionSchema, FunctionType
 from task_components.schema.models import CollectionSchema, FieldSchema, FieldType, SchemaError
 from task_components.schema.types import milvus_dtype
 
 
-def _field_kwargs(f: FieldSchema) -> dict[str, Any]:
+def _field_kwargs(f: FieldSchema, analyzed: set[str]) -> dict[str, Any]:
     kw: dict[str, Any] = {}
+    if f.name in analyzed:
+        kw["enable_analyzer"] = True
     if f.is_primary:
         kw["is_primary"] = True
         if f.auto_id:
@@ -32,7 +39,8 @@ def _field_kwargs(f: FieldSchema) -> dict[str, Any]:
     if f.nullable:
         kw["nullable"] = True
     if f.default_value is not None:
-        kw["default_value"] = f.default_value
+        is_float = f.type in (FieldType.FLOAT, FieldType.DOUBLE)
+        kw["default_value"] = float(f.default_value) if is_float else f.default_value
     if f.is_partition_key:
         kw["is_partition_key"] = True
     if f.is_clustering_key:
@@ -51,9 +59,21 @@ def to_milvus_schema(schema: CollectionSchema) -> Any:
         auto_id=schema.primary.auto_id, enable_dynamic_field=schema.enable_dynamic_field,
         description=schema.description,
     )  # fmt: skip
+    analyzed = {n for fn in schema.functions if fn.type is FunctionType.BM25 for n in fn.input_field_names}
     for f in schema.fields:
-        ms.add_field(f.name, milvus_dtype(f.type), **_field_kwargs(f))
+        ms.add_field(f.name, milvus_dtype(f.type), **_field_kwargs(f, analyzed))
+    for fn in schema.functions:
+        ms.add_function(milvus_function(fn))
     return ms
+
+
+def milvus_function(fn: FunctionSchema) -> Any:
+    """Our function -> a pymilvus Function (BM25 params, e.g. analyzer settings, ride along as given)."""
+    kind = MilvusFunctionType.BM25 if fn.type is FunctionType.BM25 else MilvusFunctionType.TEXTEMBEDDING
+    return Function(
+        name=fn.name, function_type=kind, input_field_names=fn.input_field_names,
+        output_field_names=fn.output_field_names, description=fn.description, params=fn.params or None,
+    )  # fmt: skip
 
 
 # types whose only sensible index and metric do not depend on the target
@@ -77,9 +97,11 @@ def index_params(schema: CollectionSchema, lite: bool, overrides: dict[str, dict
         raise SchemaError(f"indexes name {', '.join(unknown)}, which are not vector fields of the collection")
     params = MilvusClient.prepare_index_params()
     chosen: dict[str, dict[str, Any]] = {}
+    bm25 = {n for fn in schema.functions if fn.type is FunctionType.BM25 for n in fn.output_field_names}
     for f in schema.fields:
         if f.type.is_vector:
-            spec = {**default_index(f, lite), **overrides.get(f.name, {})}
+            base = default_index(f, lite) | ({"metric_type": "BM25"} if f.name in bm25 else {})
+            spec = {**base, **overrides.get(f.name, {})}
             params.add_index(field_name=f.name, **spec)
             chosen[f.name] = spec
     return params, chosen

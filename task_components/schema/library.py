@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,14 @@ def _readable(err: ValidationError, source: str, raw: dict[str, Any]) -> SchemaE
     loc = list(first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     where = ""
-    if len(loc) >= 2 and loc[0] == "fields" and isinstance(loc[1], int):
-        fields = raw.get("fields") or []
-        name = fields[loc[1]].get("name", f"#{loc[1]}") if loc[1] < len(fields) else f"#{loc[1]}"
+    if len(loc) >= 2 and loc[0] in ("fields", "functions", "dynamic_fields") and isinstance(loc[1], int):
+        items = raw.get(loc[0]) or []
+        item = items[loc[1]] if loc[1] < len(items) else None
+        name = item.get("name", f"#{loc[1]}") if isinstance(item, dict) else f"#{loc[1]}"
         rest = ".".join(str(p) for p in loc[2:])
-        where = f"field {name!r}" + (f", key {rest!r}" if rest else "") + ": "
-        if msg.startswith(f"field {name!r}: "):
+        kind = {"fields": "field", "functions": "function", "dynamic_fields": "dynamic field"}[loc[0]]
+        where = f"{kind} {name!r}" + (f", key {rest!r}" if rest else "") + ": "
+        if msg.startswith(f"{kind} {name!r}"):
             where = ""
     elif loc:
         where = f"{'.'.join(str(p) for p in loc)}: "
@@ -44,8 +47,11 @@ def _readable(err: ValidationError, source: str, raw: dict[str, Any]) -> SchemaE
 
 
 def parse_schema(raw: Any, source: str = "schema") -> CollectionSchema:
+    """A schema mapping, or milvus-ingest's fields-only form (a bare list of fields)."""
     if isinstance(raw, CollectionSchema):
         return raw
+    if isinstance(raw, list):
+        raw = {"fields": raw}
     if not isinstance(raw, dict):
         raise SchemaError(f"{source}: a schema is a mapping with 'fields', got {type(raw).__name__}")
     try:
@@ -67,6 +73,10 @@ def read_schema_file(path: str | Path) -> CollectionSchema:
         raw = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise SchemaError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}") from None
+    if isinstance(raw, list):
+        raw = {"fields": raw}
+    if isinstance(raw, dict) and "collection_name" not in raw and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p.stem):
+        raw = {"collection_name": p.stem, **raw}  # unnamed: named after the file, as milvus-ingest names its output
     return parse_schema(raw, str(p))
 
 

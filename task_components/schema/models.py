@@ -1,7 +1,8 @@
 """Collection schema models: every Milvus field type, plus the value controls that drive generation.
 
-The format is milvus-ingest's schema JSON/YAML, read as-is (``"type": "FloatVector"``, ``is_primary``,
-``cardinality_ratio``, ``enum_values``, ``dynamic_fields``...), extended with our own controls
+The format is milvus-ingest's schema JSON/YAML, read as-is (``"type": "FloatVector"``, ``is_primary`` or
+``is_primary_key``, ``cardinality_ratio``, ``enum_values``, ``default_value``, ``force_all_default``,
+``force_all_null``, ``dynamic_fields``, ``functions``...), extended with our own controls
 (``pattern``, ``null_ratio``, ``nnz``, ``min_length``, ``is_clustering_key``, ``num_shards``) and the
 INT8_VECTOR type. Type names are matched loosely (``FloatVector``, ``FLOAT_VECTOR``, ``float_vector``)
 because users copy them from pymilvus, from milvus-ingest and from Milvus docs. Every validation error
@@ -15,6 +16,9 @@ import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from task_components.schema.defaults import check_default
+from task_components.schema.functions import FunctionSchema, check_functions
 
 __all__ = ["PATTERNS", "CollectionSchema", "DynamicFieldSchema", "FieldSchema", "FieldType", "SchemaError"]
 
@@ -117,7 +121,9 @@ class FieldSchema(_Base):
     is_clustering_key: bool = False
     nullable: bool = False
     null_ratio: float | None = Field(None, ge=0, le=1, description="share of nulls when nullable (default 0.1)")
-    default_value: Any = None
+    default_value: Any = Field(None, description="written to ~30% of non-null rows (all with force_all_default)")
+    force_all_default: bool = Field(False, description="every row takes default_value (milvus-ingest)")
+    force_all_null: bool = Field(False, description="every row is null; needs nullable (milvus-ingest)")
     min: float | None = None
     max: float | None = None
     max_length: int | None = Field(None, ge=1, le=65535)
@@ -131,9 +137,24 @@ class FieldSchema(_Base):
     )
     element_type: FieldType | None = None
     max_capacity: int | None = Field(None, ge=1, le=4096)
-    cardinality_ratio: float | None = Field(None, gt=0, le=1)
+    cardinality_ratio: float | None = Field(None, ge=0, le=1, description="distinct values / total rows")
     cardinality: int | None = Field(None, ge=1, description="exact number of distinct values")
     enum_values: list[Any] | None = Field(None, alias="choices", min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _synonyms(cls, raw: Any) -> Any:
+        """milvus-ingest reads ``is_primary_key`` as ``is_primary``; both given must agree."""
+        if isinstance(raw, dict) and "is_primary_key" in raw:
+            raw = dict(raw)
+            alias = raw.pop("is_primary_key")
+            if "is_primary" in raw and bool(raw["is_primary"]) != bool(alias):
+                raise ValueError(
+                    f"field {raw.get('name')!r}: is_primary ({raw['is_primary']}) and its synonym is_primary_key "
+                    f"({alias}) disagree; keep one"
+                )
+            raw["is_primary"] = alias
+        return raw
 
     @field_validator("type", "element_type", mode="before")
     @classmethod
@@ -187,8 +208,16 @@ class FieldSchema(_Base):
             fail(f"a partition key must be Int64 or VarChar, not {t.value}")
         if self.enum_values is not None and (t.is_vector or t in (FieldType.JSON, FieldType.ARRAY)):
             fail(f"enum_values apply to scalar fields, not {t.value}")
-        if self.is_primary and (self.enum_values or self.cardinality_ratio or self.cardinality):
+        if self.is_primary and (self.enum_values or self.cardinality_ratio is not None or self.cardinality):
             fail("a primary key is unique: remove enum_values/cardinality settings")
+        if (self.cardinality_ratio is not None or self.cardinality) and (
+            t.is_vector or t in (FieldType.JSON, FieldType.ARRAY)
+        ):
+            fail(f"cardinality_ratio/cardinality apply to scalar fields, not {t.value}")
+        try:
+            check_default(self)
+        except ValueError as exc:
+            fail(str(exc))
         return self
 
     def _array_of_numbers(self) -> bool:
@@ -206,8 +235,8 @@ class FieldSchema(_Base):
     def distinct_values(self, total_rows: int) -> int | None:
         if self.cardinality is not None:
             return self.cardinality
-        if self.cardinality_ratio is not None:
-            return max(1, round(self.cardinality_ratio * total_rows))
+        if self.cardinality_ratio is not None:  # milvus-ingest: max(1, int(rows * ratio))
+            return max(1, int(total_rows * self.cardinality_ratio))
         return None
 
 
@@ -244,7 +273,9 @@ class CollectionSchema(_Base):
     dynamic_fields: list[DynamicFieldSchema] = Field(default_factory=list)
     num_partitions: int | None = Field(None, ge=1, le=4096)
     num_shards: int | None = Field(None, ge=1, le=64)
-    functions: list[dict[str, Any]] = Field(default_factory=list, description="carried to Milvus (e.g. BM25)")
+    functions: list[FunctionSchema] = Field(
+        default_factory=list, description="BM25/TextEmbedding, carried to Milvus; their outputs are not generated"
+    )
 
     @field_validator("collection_name")
     @classmethod
@@ -270,6 +301,7 @@ class CollectionSchema(_Base):
         clash = sorted(set(names) & {d.name for d in self.dynamic_fields})
         if clash:
             raise ValueError(f"dynamic field names repeat schema fields: {', '.join(clash)}")
+        check_functions(self.functions, {f.name: f for f in self.fields})
         return self
 
     @property
@@ -280,9 +312,15 @@ class CollectionSchema(_Base):
     def partition_key(self) -> FieldSchema | None:
         return next((f for f in self.fields if f.is_partition_key), None)
 
+    @property
+    def function_outputs(self) -> set[str]:
+        """Fields Milvus computes (a function's output): never generated nor written to files."""
+        return {name for fn in self.functions for name in fn.output_field_names}
+
     def data_fields(self) -> list[FieldSchema]:
-        """Fields present in generated data: everything but an auto_id primary key."""
-        return [f for f in self.fields if not (f.is_primary and f.auto_id)]
+        """Fields present in generated data: everything but an auto_id primary key and function outputs."""
+        outputs = self.function_outputs
+        return [f for f in self.fields if not (f.is_primary and f.auto_id) and f.name not in outputs]
 
     def field(self, name: str) -> FieldSchema:
         for f in self.fields:
