@@ -217,7 +217,8 @@ def floor_round(tmp: Path, url: str, rows: int, table: str) -> tuple[float, floa
     """generate alone while another process raw-COPYs the same rows: (generate's seconds, the COPY's)."""
     copier = subprocess.Popen(
         [sys.executable, __file__, "--copy-only", str(rows), "--table", table],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "TEST_POSTGRES_DSN": url},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "TEST_POSTGRES_DSN": url},
     )  # fmt: skip
     assert copier.stdin and copier.stdout and copier.stdout.readline().strip() == "ready"
     copier.stdin.write("go\n")
