@@ -31,6 +31,7 @@ from pipeline.ingest_options import (
     Token,
     Uri,
     data_dir,
+    importable,
     override_settings,
     split_s3_path,
 )
@@ -120,7 +121,7 @@ def to_milvus_import(
 
     Milvus reads the files from its own object store, so the bucket must be the one Milvus is configured with.
     """
-    path = data_dir(data_path, local_path)
+    path = importable(data_dir(data_path, local_path), run_dir)
     bucket, prefix = split_s3_path(s3_path, bucket)
     _milvus(uri, token, db_name)
     override_settings(s3__bucket=bucket, s3__endpoint_url=endpoint_url, s3__access_key=access_key_id,

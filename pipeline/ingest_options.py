@@ -76,7 +76,7 @@ def data_dir(path: Path | None, local_path: Path | None = None) -> Path:
     if chosen is None:
         raise fail_invalid("give the dataset directory: DATA_PATH (or --local-path)")
     if not chosen.is_dir():
-        raise fail_invalid(f"{chosen}: no such directory")
+        raise fail_invalid(f"{chosen}: not a dataset directory (no such directory)")
     if not (chosen / MANIFEST_NAME).exists():
         raise fail_invalid(f"{chosen}: not a dataset directory (no {MANIFEST_NAME}); make one with `generate --out`")
     meta = chosen / MANIFEST_NAME
@@ -98,3 +98,29 @@ def data_dir(path: Path | None, local_path: Path | None = None) -> Path:
     if not manifest.files:
         raise fail_invalid(f"{meta}: lists no data files")
     return chosen.resolve()
+
+
+def importable(path: Path, run_dir: Path | None) -> Path:
+    """``path``, or a converted copy when Milvus' bulk import would reject its Parquet column types.
+
+    milvus-ingest writes strings as pandas' ``large_string``, which Milvus 2.3 refuses to import into a
+    VarChar field; the copy (under ``<run dir>/staged/``) has exactly the schema's types.
+    """
+    import hashlib
+
+    from pipeline.cli_common import err, load_settings
+    from task_components.datafiles import parquet_mismatches, rewrite_parquet
+
+    manifest = Manifest.load(path)
+    problems = parquet_mismatches(manifest)
+    if not problems:
+        return path
+    root = run_dir or load_settings().pipeline.run_dir
+    out = root / "staged" / f"{path.name}-{hashlib.sha256(str(path).encode()).hexdigest()[:10]}"
+    err.print(f"note: Milvus bulk import rejects {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1
+              else "") + f"; importing a converted copy written to {out}", highlight=False, soft_wrap=True)  # fmt: skip
+    try:
+        rewrite_parquet(manifest, out)
+    except DataFileError as exc:
+        raise fail_invalid(str(exc)) from None
+    return out.resolve()

@@ -97,3 +97,44 @@ def iter_batches(
         yield from read_table(manifest, entry, columns).to_batches(max_chunksize=batch_rows)
         return
     yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def parquet_mismatches(manifest: Manifest) -> list[str]:
+    """Parquet columns whose Arrow type is not the one the schema maps to (e.g. pandas' large_string).
+
+    Milvus 2.3's bulk import accepts only the exact types (it rejects ``large_utf8`` for a VarChar), so
+    such files must be rewritten before an import; insert reads them either way.
+    """
+    if manifest.format != "parquet":
+        return []
+    target = arrow_schema(manifest.collection_schema)
+    found: list[str] = []
+    for entry in manifest.files:
+        have = pq.read_schema(manifest.file_path(entry))
+        for name in target.names:
+            if name in have.names and not have.field(name).type.equals(target.field(name).type):
+                found.append(f"{entry.path}: {name} is {have.field(name).type}, not {target.field(name).type}")
+    return found
+
+
+def rewrite_parquet(manifest: Manifest, out: Path, batch_rows: int = 65_536) -> Manifest:
+    """Copies of the data files with exactly the schema's Arrow types, streamed, and a manifest for them."""
+    from task_components.manifest import sha256_file
+
+    target = arrow_schema(manifest.collection_schema)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for entry in manifest.files:
+        dest = out / entry.path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with pq.ParquetWriter(dest, target) as writer:
+            for batch in iter_batches(manifest, entry, batch_rows, columns=target.names):
+                try:
+                    writer.write_table(pa.Table.from_batches([batch]).select(target.names).cast(target))
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    where = manifest.file_path(entry)
+                    raise DataFileError(f"{where}: cannot convert to the schema's types: {exc}") from None
+        entries.append(entry.model_copy(update={"bytes": dest.stat().st_size, "sha256": sha256_file(dest)}))
+    copy = manifest.model_copy(update={"files": entries, "root": str(out)})
+    copy.save(out)
+    return copy
