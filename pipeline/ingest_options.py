@@ -81,7 +81,7 @@ def data_dir(path: Path | None, local_path: Path | None = None) -> Path:
         raise fail_invalid(f"{chosen}: not a dataset directory (no {MANIFEST_NAME}); make one with `generate --out`")
     meta = chosen / MANIFEST_NAME
     try:
-        manifest = Manifest.load(chosen)
+        manifest = Manifest.load(chosen, checksums=False)  # dataset.load hashes them, once
     except json.JSONDecodeError as exc:
         raise fail_invalid(f"{meta}: not valid JSON ({exc})") from None
     except ValidationError as exc:
@@ -111,7 +111,7 @@ def importable(path: Path, run_dir: Path | None) -> Path:
     from pipeline.cli_common import err, load_settings
     from task_components.datafiles import parquet_mismatches, rewrite_parquet
 
-    manifest = Manifest.load(path)
+    manifest = Manifest.load(path, checksums=False)  # the copy is hashed as it is written
     problems = parquet_mismatches(manifest)
     if not problems:
         return path

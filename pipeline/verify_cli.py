@@ -9,7 +9,7 @@ import typer
 
 from pipeline.cli_common import RunDirOpt, app, exit_code, fail_invalid, load_settings, run_tasks
 from pipeline.ingest_cli import verify_data_path
-from pipeline.ingest_options import CollectionName, data_dir
+from pipeline.ingest_options import CollectionName, DbName, Token, Uri, data_dir, override_settings
 from task_components.manifest import MANIFEST_NAME
 
 RunDir = RunDirOpt
@@ -24,6 +24,9 @@ def verify_run(
     sample: Annotated[int, typer.Option(min=1, help="keys compared at level sample")] = 1000,
     tolerance: Annotated[float, typer.Option(min=0, help="absolute tolerance for float vectors")] = 1e-6,
     collection_name: CollectionName = None,
+    uri: Uri = None,
+    token: Token = None,
+    db_name: DbName = None,
     run_dir: RunDir = None,
 ) -> None:
     """Verify again, now, that source files, Milvus and the shadow of a finished run agree.
@@ -32,6 +35,7 @@ def verify_run(
     stored import and shadow results. Milvus is the current MILVUS__URI when set, else the one recorded.
     Given a dataset directory instead, it is `to-milvus verify DATA_PATH` (levels count, scalar, full).
     """
+    override_settings(milvus__uri=uri, milvus__token=token, milvus__db_name=db_name)
     if (Path(run_id) / MANIFEST_NAME).exists():
         mapped = {"sample": "full"}.get(level, level)
         verify_data_path(data_dir(Path(run_id)), mapped, collection_name, None if sample == 1000 else sample, run_dir)

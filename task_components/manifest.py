@@ -67,7 +67,8 @@ class Manifest(BaseModel):
         return target
 
     @classmethod
-    def load(cls, path: str | Path) -> Manifest:
+    def load(cls, path: str | Path, checksums: bool = True) -> Manifest:
+        """``checksums=False``: a milvus-ingest directory (which lists none) is read without hashing its files."""
         p = Path(path)
         if p.is_dir():
             p = p / MANIFEST_NAME
@@ -75,7 +76,7 @@ class Manifest(BaseModel):
 
         data = json.loads(p.read_text())
         if is_milvus_ingest(data):
-            data = from_milvus_ingest(data, p.parent)
+            data = from_milvus_ingest(data, p.parent, checksums)
         for key in ("total_rows", "generation_info"):  # derived from the files: written for milvus-ingest
             data.pop(key, None)
         m = cls.model_validate(data)
