@@ -161,7 +161,7 @@ def verify_data_path(path: Path, level: str, collection: str | None, sample: int
         "collection": {"uses": "milvus.existing", "needs": ["dataset"], "with": {"collection": collection}},
         "verify": {"uses": "verify", "needs": ["collection"],
                    "with": {"level": "sample", "sample": sample or sample_size(total), "sample_threshold": 0.95,
-                            "sample_fields": fields, "recall_threshold": 0.8}},
+                            "sample_fields": fields, "recall_threshold": 0.8, "find_missing": True}},
     }  # fmt: skip
     raise typer.Exit(exit_code(run_tasks("to-milvus-verify", tasks, run_dir)[1]))
 

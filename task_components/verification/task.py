@@ -34,6 +34,7 @@ from task_components.schema.postgres import quote
 from task_components.verification.compare import same_value
 from task_components.verification.content import compare_content
 from task_components.verification.fullscan import scan
+from task_components.verification.keys import missing_keys
 from task_components.verification.search import search_recall
 from task_components.verification.task_types import Check
 from task_components.verification.threeway import fetch_shadow, three_way
@@ -52,6 +53,7 @@ class VerifyParams(BaseModel):
     )
     tolerance: float = Field(1e-6, ge=0, description="absolute tolerance for float vectors")
     fail_on_mismatch: bool = Field(True, description="fail the task when a check fails")
+    find_missing: bool = Field(False, description="on a failed count, look every source key up to name the rows")
     search: int = Field(1000, ge=0, description="search queries checked for recall (0: none; not at level count)")
     search_k: int = Field(10, ge=1, le=1000)
     recall_threshold: float = Field(0.8, ge=0, le=1)
@@ -188,6 +190,14 @@ class Verify(Component):
             return Check(name="count", passed=n == expected, detail=f"milvus {n:,} rows, source {expected:,} rows")
 
         checks = [await anyio.to_thread.run_sync(count)]
+        if p.find_missing and not checks[0].passed and not imported.info.collection_schema.primary.auto_id:
+            total = imported.manifest.total_rows
+            ctx.log.info("count differs: looking every source key up in Milvus", keys=total)
+
+            def report(n: int) -> None:  # from the worker thread: observers run on the event loop
+                anyio.from_thread.run_sync(lambda: ctx.progress(done=n, total=total, unit="keys"))
+
+            checks.append(await anyio.to_thread.run_sync(lambda: missing_keys(imported, progress=report)))
         findings: list[dict[str, Any]] = []
         shadow = self.upstream(ctx, ShadowResult)
         if p.level in ("scalar", "full") and shadow is None:

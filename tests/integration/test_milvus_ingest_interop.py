@@ -103,7 +103,8 @@ def test_milvus_ingest_parquet_inserts_verifies_and_a_deleted_row_is_named(colle
     assert proc.returncode == 1, proc.stdout + proc.stderr
     error = report(proc)["tasks"]["verify"]["error"]
     assert "count: milvus 299 rows, source 300 rows" in error
-    assert f"id={victim}: missing in Milvus" in error
+    assert f"id={victim}: missing in Milvus" in error  # the sample (all 300 keys here)
+    assert f"keys: 1 of 300 source keys missing in Milvus: id={victim}" in error  # every key, looked up
 
 
 def test_milvus_ingest_json_inserts_and_verifies(collection: str, tmp_path: Path) -> None:

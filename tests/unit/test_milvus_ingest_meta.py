@@ -130,3 +130,34 @@ def test_s3_path_with_a_bucket_that_contradicts_bucket_is_refused(tmp_path: Path
     args = ["to-milvus", "import", str(FIXTURE / "json"), "--s3-path", "s3://one/p", "--bucket", "two"]
     result = CliRunner().invoke(app, [*args, "--run-dir", str(tmp_path)])
     assert result.exit_code == 2 and "names bucket 'one' but --bucket is 'two'" in result.output
+
+
+class _FakeMilvus:
+    """Answers ``id in [...]`` like Milvus would for a collection that lost some keys and doubled one."""
+
+    def __init__(self, lost: set[int], doubled: int) -> None:
+        self.lost, self.doubled, self.filters = lost, doubled, []
+
+    def query(self, collection: str, filter: str, output_fields: list[str], consistency_level: str) -> list[dict]:
+        self.filters.append(filter)
+        keys = [int(k) for k in filter.split("[", 1)[1].rstrip("]").split(", ")]
+        return [{"id": k} for k in keys if k not in self.lost] + [{"id": k} for k in keys if k == self.doubled]
+
+    def close(self) -> None:
+        pass
+
+
+def test_missing_keys_names_every_lost_and_doubled_key_batch_by_batch() -> None:
+    from types import SimpleNamespace
+
+    from task_components.verification.keys import missing_keys
+
+    m = Manifest.load(FIXTURE / "parquet")
+    ids = read_table(m, m.files[0]).column("id").to_pylist()
+    fake = _FakeMilvus(lost={ids[5], ids[250]}, doubled=ids[7])
+    info = SimpleNamespace(collection_schema=m.collection_schema, milvus=lambda: SimpleNamespace(client=lambda: fake))
+    seen: list[int] = []
+    check = missing_keys(SimpleNamespace(info=info, manifest=m, collection="c"), batch_rows=100, progress=seen.append)
+    assert not check.passed and len(fake.filters) == 3 and seen == [100, 200, 300]
+    assert f"2 of 300 source keys missing in Milvus: id={ids[5]}, id={ids[250]}" in check.detail
+    assert f"1 keys stored more than once: id={ids[7]} x2" in check.detail
