@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from config.settings import get_settings
 from pipeline.cli_common import fail_invalid
-from task_components.datafiles import DataFileError
+from task_components.datafiles import DataFileError, check_files
 from task_components.interop import MetaError
 from task_components.manifest import MANIFEST_NAME, Manifest
 
@@ -97,6 +97,10 @@ def data_dir(path: Path | None, local_path: Path | None = None) -> Path:
         raise fail_invalid(f"{meta}: lists files that are not in {chosen}: {', '.join(missing[:5])}")
     if not manifest.files:
         raise fail_invalid(f"{meta}: lists no data files")
+    try:
+        check_files(manifest)
+    except DataFileError as exc:
+        raise fail_invalid(str(exc)) from None
     return chosen.resolve()
 
 

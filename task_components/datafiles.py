@@ -138,3 +138,21 @@ def rewrite_parquet(manifest: Manifest, out: Path, batch_rows: int = 65_536) -> 
     copy = manifest.model_copy(update={"files": entries, "root": str(out)})
     copy.save(out)
     return copy
+
+
+def check_files(manifest: Manifest) -> None:
+    """Refuse, before any work, data files that lack a schema column or hold a value of the wrong type.
+
+    Parquet is checked by its footer (every schema column present, not a whole-file read); JSON files are
+    parsed and converted, which the load does anyway (JSON datasets are small).
+    """
+    target = arrow_schema(manifest.collection_schema)
+    for entry in manifest.files:
+        path = manifest.file_path(entry)
+        if manifest.format == "json" or path.suffix == ".json":
+            read_table(manifest, entry)
+            continue
+        have = pq.read_schema(path).names
+        absent = [n for n in target.names if n not in have and n != META_COLUMN]
+        if absent:
+            raise DataFileError(f"{path}: no column for schema field {absent[0]!r} (the file has: {', '.join(have)})")

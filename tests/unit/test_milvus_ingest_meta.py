@@ -161,3 +161,17 @@ def test_missing_keys_names_every_lost_and_doubled_key_batch_by_batch() -> None:
     assert not check.passed and len(fake.filters) == 3 and seen == [100, 200, 300]
     assert f"2 of 300 source keys missing in Milvus: id={ids[5]}, id={ids[250]}" in check.detail
     assert f"1 keys stored more than once: id={ids[7]} x2" in check.detail
+
+
+def test_data_files_that_do_not_fit_the_schema_exit_2_before_any_work(tmp_path: Path) -> None:
+    d = _copy(tmp_path, "json")
+    rows = json.loads((d / "data.json").read_text())
+    rows[9]["price"] = "cheap"
+    (d / "data.json").write_text(json.dumps(rows))
+    result = CliRunner().invoke(app, ["to-milvus", "insert", str(d), "--run-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and not (tmp_path / "runs").exists()
+    assert "data.json: field 'price' row 9: value 'cheap' is not float" in " ".join(result.output.split())
+    p = _copy(tmp_path, "parquet")
+    pq.write_table(pq.read_table(p / "data.parquet").drop_columns(["stock"]), p / "data.parquet")
+    result = CliRunner().invoke(app, ["to-milvus", "verify", str(p), "--run-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "data.parquet: no column for schema field 'stock'" in result.output
