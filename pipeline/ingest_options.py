@@ -124,7 +124,12 @@ def importable(path: Path, run_dir: Path | None) -> Path:
     err.print(f"note: Milvus bulk import rejects {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1
               else "") + f"; importing a converted copy written to {out}", highlight=False, soft_wrap=True)  # fmt: skip
     try:
-        rewrite_parquet(manifest, out)
+        n = len(manifest.files)
+
+        def done(i: int, name: str) -> None:
+            err.print(f"  converted {name} ({i}/{n})", highlight=False)
+
+        rewrite_parquet(manifest, out, on_file=done)
     except DataFileError as exc:
         raise fail_invalid(str(exc)) from None
     return out.resolve()

@@ -10,7 +10,7 @@ datasets are the small ones; Parquet is the format for volume.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,9 @@ def parquet_mismatches(manifest: Manifest) -> list[str]:
     return found
 
 
-def rewrite_parquet(manifest: Manifest, out: Path, batch_rows: int = 65_536) -> Manifest:
+def rewrite_parquet(
+    manifest: Manifest, out: Path, batch_rows: int = 65_536, on_file: Callable[[int, str], None] | None = None
+) -> Manifest:
     """Copies of the data files with exactly the schema's Arrow types, streamed, and a manifest for them."""
     from task_components.manifest import sha256_file
 
@@ -135,6 +137,8 @@ def rewrite_parquet(manifest: Manifest, out: Path, batch_rows: int = 65_536) -> 
                     where = manifest.file_path(entry)
                     raise DataFileError(f"{where}: cannot convert to the schema's types: {exc}") from None
         entries.append(entry.model_copy(update={"bytes": dest.stat().st_size, "sha256": sha256_file(dest)}))
+        if on_file is not None:
+            on_file(len(entries), entry.path)
     copy = manifest.model_copy(update={"files": entries, "root": str(out)})
     copy.save(out)
     return copy
