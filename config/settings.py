@@ -29,6 +29,7 @@ class S3Settings(BaseModel):
     bucket: str = "vector-pipeline"
     region: str = "us-east-1"
     prefix: str = "runs"
+    verify_ssl: bool = Field(True, description="false: accept any TLS certificate (self-signed MinIO)")
 
 
 class PostgresSettings(BaseModel):

@@ -143,6 +143,7 @@ def main() -> None:
     import pipeline.ingest_cli
     import pipeline.runs_cli
     import pipeline.shadow_cli
-    import pipeline.stream_cli  # noqa: F401 - registers `produce-test-data`
+    import pipeline.stream_cli
+    import pipeline.verify_cli  # noqa: F401 - registers `verify`
 
     app()

@@ -1,8 +1,9 @@
-"""milvus-ingest conveniences: ``upload DIR``, ``to-milvus insert|import DIR`` and ``verify RUN_ID``.
+"""milvus-ingest conveniences: ``upload DIR`` and ``to-milvus insert|import|verify DATA_PATH``.
 
 Each builds a small pipeline spec in code around ``dataset.load`` and runs it exactly like a YAML
 file (same validation, run directory, report, progress view and exit codes), so there is one way
-things run whichever door a user came in by.
+things run whichever door a user came in by. DATA_PATH may be a directory we wrote or one
+milvus-ingest wrote (Parquet or JSON); the flags are milvus-ingest's, and override MILVUS__*/S3__*.
 """
 
 from __future__ import annotations
@@ -12,39 +13,60 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline.cli_common import RunDirOpt, app, exit_code, fail_invalid, load_settings, run_tasks
+from pipeline.cli_common import RunDirOpt, app, exit_code, fail_invalid, run_tasks
+from pipeline.ingest_options import (
+    AccessKey,
+    Bucket,
+    CollectionName,
+    DataPath,
+    DbName,
+    Drop,
+    Endpoint,
+    LocalPath,
+    NoIndex,
+    NoVerifySsl,
+    Region,
+    S3Path,
+    SecretKey,
+    Token,
+    Uri,
+    data_dir,
+    importable,
+    override_settings,
+    split_s3_path,
+)
 
 to_milvus = typer.Typer(
-    help="Load a dataset directory into Milvus (like milvus-ingest to-milvus).", no_args_is_help=True
+    help="Load a dataset directory into Milvus, or check one against a collection (like milvus-ingest to-milvus).",
+    no_args_is_help=True,
 )
 app.add_typer(to_milvus, name="to-milvus")
 
-DirArg = Annotated[Path, typer.Argument(help="dataset directory with meta.json (from `generate`)", show_default=False)]
-RunDir = RunDirOpt
-Collection = Annotated[str | None, typer.Option(help="collection name [default: the schema's]")]
-Drop = Annotated[bool, typer.Option("--drop", help="drop the collection first if it exists")]
+LEVELS = ("count", "scalar", "full")
 
 
-def _check_dir(path: Path) -> str:
-    if not (path / "meta.json").exists():
-        raise fail_invalid(f"{path}: not a dataset directory (no meta.json); make one with `generate --out {path}`")
-    return str(path.resolve())
+def _milvus(uri: str | None, token: str | None, db_name: str | None) -> None:
+    override_settings(milvus__uri=uri, milvus__token=token, milvus__db_name=db_name)
 
 
-def _collection(collection: str | None, drop: bool) -> dict[str, Any]:
-    return {"uses": "milvus.create_collection", "needs": ["dataset"],
-            "with": {"collection": collection, "if_exists": "drop" if drop else "append"}}  # fmt: skip
+def _collection(collection: str | None, drop: bool, no_index: bool) -> dict[str, Any]:
+    params = {"collection": collection, "if_exists": "drop" if drop else "append", "index": not no_index}
+    return {"uses": "milvus.create_collection", "needs": ["dataset"], "with": params}
+
+
+def _dataset(path: Path) -> dict[str, Any]:
+    return {"uses": "dataset.load", "with": {"path": str(path)}}
 
 
 @app.command()
 def upload(
-    path: DirArg,
+    path: Annotated[Path, typer.Argument(help="dataset directory with meta.json", show_default=False)],
     prefix: Annotated[str | None, typer.Option(help="key prefix [default: <S3__PREFIX>/<run id>]")] = None,
-    run_dir: RunDir = None,
+    run_dir: RunDirOpt = None,
 ) -> None:
     """Upload a dataset directory to S3 (S3__* settings) or the local store; unchanged files are skipped."""
     tasks = {
-        "dataset": {"uses": "dataset.load", "with": {"path": _check_dir(path)}},
+        "dataset": _dataset(data_dir(path)),
         "upload": {"uses": "storage.upload", "needs": ["dataset"], "with": {"prefix": prefix}, "retries": 3},
     }
     raise typer.Exit(exit_code(run_tasks("upload", tasks, run_dir)[1]))
@@ -52,17 +74,23 @@ def upload(
 
 @to_milvus.command("insert")
 def to_milvus_insert(
-    path: DirArg,
-    collection: Collection = None,
+    data_path: DataPath = None,
+    uri: Uri = None,
+    token: Token = None,
+    db_name: DbName = None,
+    collection_name: CollectionName = None,
     drop: Drop = False,
-    batch_rows: Annotated[int, typer.Option(min=1, help="rows per insert call")] = 5000,
-    run_dir: RunDir = None,
+    no_index: NoIndex = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", "--batch-rows", min=1, help="rows per insert")] = 5000,
+    run_dir: RunDirOpt = None,
 ) -> None:
-    """Insert a dataset into Milvus in batches (works on Milvus Lite and servers)."""
+    """Insert a dataset (Parquet or JSON) into Milvus in batches; works on Milvus Lite and servers."""
+    path = data_dir(data_path)
+    _milvus(uri, token, db_name)
     tasks = {
-        "dataset": {"uses": "dataset.load", "with": {"path": _check_dir(path)}},
-        "collection": _collection(collection, drop),
-        "insert": {"uses": "milvus.insert", "needs": ["dataset", "collection"], "with": {"batch_rows": batch_rows}},
+        "dataset": _dataset(path),
+        "collection": _collection(collection_name, drop, no_index),
+        "insert": {"uses": "milvus.insert", "needs": ["dataset", "collection"], "with": {"batch_rows": batch_size}},
         "verify": {"uses": "verify", "needs": ["insert"], "with": {"level": "count"}},
     }
     raise typer.Exit(exit_code(run_tasks("to-milvus-insert", tasks, run_dir)[1]))
@@ -70,58 +98,86 @@ def to_milvus_insert(
 
 @to_milvus.command("import")
 def to_milvus_import(
-    path: DirArg,
-    collection: Collection = None,
+    data_path: DataPath = None,
+    local_path: LocalPath = None,
+    uri: Uri = None,
+    token: Token = None,
+    db_name: DbName = None,
+    collection_name: CollectionName = None,
     drop: Drop = False,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait until the rows are queryable")] = True,
+    no_index: NoIndex = False,
+    s3_path: S3Path = None,
+    bucket: Bucket = None,
+    endpoint_url: Endpoint = None,
+    access_key_id: AccessKey = None,
+    secret_access_key: SecretKey = None,
+    region: Region = None,
+    no_verify_ssl: NoVerifySsl = False,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait until the rows are searchable")] = True,
     timeout: Annotated[float, typer.Option(min=1, help="seconds to wait for the import jobs")] = 3600,
-    run_dir: RunDir = None,
+    run_dir: RunDirOpt = None,
 ) -> None:
-    """Upload a dataset to the object store and bulk-import it (Milvus Lite: falls back to insert)."""
+    """Upload a dataset to S3 and bulk-import it (Milvus Lite: falls back to insert).
+
+    Milvus reads the files from its own object store, so the bucket must be the one Milvus is configured with.
+    """
+    path = importable(data_dir(data_path, local_path), run_dir)
+    bucket, prefix = split_s3_path(s3_path, bucket)
+    _milvus(uri, token, db_name)
+    override_settings(s3__bucket=bucket, s3__endpoint_url=endpoint_url, s3__access_key=access_key_id,
+                      s3__secret_key=secret_access_key, s3__region=region,
+                      s3__verify_ssl=False if no_verify_ssl else None)  # fmt: skip
     tasks: dict[str, Any] = {
-        "dataset": {"uses": "dataset.load", "with": {"path": _check_dir(path)}},
-        "upload": {"uses": "storage.upload", "needs": ["dataset"], "retries": 3},
-        "collection": _collection(collection, drop),
+        "dataset": _dataset(path),
+        "upload": {"uses": "storage.upload", "needs": ["dataset"], "with": {"prefix": prefix}, "retries": 3},
+        "collection": _collection(collection_name, drop, no_index),
         "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
-                   "with": {"wait": wait, "timeout": timeout}},
+                   "with": {"wait": wait and not no_index, "timeout": timeout}},
     }  # fmt: skip
-    if wait:
+    if wait and not no_index:  # without an index Milvus 2.3 cannot load the collection to count it
         tasks["verify"] = {"uses": "verify", "needs": ["import"], "with": {"level": "count"}}
     raise typer.Exit(exit_code(run_tasks("to-milvus-import", tasks, run_dir)[1]))
 
 
-@app.command("verify")
-def verify_run(
-    run_id: Annotated[str, typer.Argument(help="a run whose import (and shadow) tasks finished")],
-    level: Annotated[str, typer.Option(help="count, sample, scalar or full")] = "full",
-    sample: Annotated[int, typer.Option(min=1, help="keys compared at level sample")] = 1000,
-    tolerance: Annotated[float, typer.Option(min=0, help="absolute tolerance for float vectors")] = 1e-6,
-    run_dir: RunDir = None,
-) -> None:
-    """Verify again, now, that source files, Milvus and the shadow of a finished run agree.
+def sample_size(total_rows: int) -> int:
+    """milvus-ingest's verify sample: 10% of the rows, at least 1,000 (at most our 100,000 cap)."""
+    return max(1000, min(total_rows // 10, 100_000))
 
-    Runs as its own small pipeline (a new run directory and report) whose inputs are the earlier run's
-    stored import and shadow results. Milvus is the current MILVUS__URI when set, else the one recorded.
+
+def verify_data_path(path: Path, level: str, collection: str | None, sample: int | None, run_dir: Path | None) -> None:
+    """Check a dataset against a collection with no run id: count, a field-by-field sample, search recall.
+
+    Thresholds are milvus-ingest's: value mismatches under 5% of the sample, search recall of at least 0.8;
+    a sampled key missing from (or repeated in) Milvus always fails, and is named.
     """
-    from dag_orchestrator.state import StateStore
-    from task_components.contracts import ImportResult, ShadowResult
+    from task_components.manifest import Manifest
 
-    settings = load_settings()
-    root = run_dir or settings.pipeline.run_dir
-    path = root / run_id
-    if level not in ("count", "sample", "scalar", "full"):
-        raise fail_invalid(f"--level must be count, sample, scalar or full, got {level!r}")
-    try:
-        stored = StateStore.existing(path).succeeded()
-    except FileNotFoundError:
-        raise fail_invalid(f"no run {run_id!r} in {root} (a run id is a directory name there)") from None
-    picked = {n: r for n, r in stored.items() if isinstance(r, ImportResult | ShadowResult)}
-    if not any(isinstance(r, ImportResult) for r in picked.values()):
-        raise fail_invalid(f"{path}: no finished import or insert task to verify (is {run_id!r} a loading run?)")
-    if level in ("scalar", "full") and not any(isinstance(r, ShadowResult) for r in picked.values()):
-        raise fail_invalid(f"{path}: --level {level} needs a finished shadow.sync task; use --level sample")
-    tasks: dict[str, Any] = {n: {"uses": "run.result", "with": {"run": str(path.resolve()), "task": n}} for n in picked}
-    tasks["verify"] = {"uses": "verify", "needs": list(picked),
-                       "with": {"level": level, "sample": sample, "tolerance": tolerance}}  # fmt: skip
-    _, result = run_tasks(f"verify-{run_id}", tasks, root)
-    raise typer.Exit(exit_code(result))
+    if level not in LEVELS:
+        raise fail_invalid(f"--level must be one of {', '.join(LEVELS)}, got {level!r}")
+    total = Manifest.load(path, checksums=False).total_rows
+    fields = {"count": "none", "scalar": "scalar", "full": "all"}[level]
+    tasks = {
+        "dataset": _dataset(path),
+        "collection": {"uses": "milvus.existing", "needs": ["dataset"], "with": {"collection": collection}},
+        "verify": {"uses": "verify", "needs": ["collection"],
+                   "with": {"level": "sample", "sample": sample or sample_size(total), "sample_threshold": 0.95,
+                            "sample_fields": fields, "recall_threshold": 0.8, "find_missing": True}},
+    }  # fmt: skip
+    raise typer.Exit(exit_code(run_tasks("to-milvus-verify", tasks, run_dir)[1]))
+
+
+@to_milvus.command("verify")
+def to_milvus_verify(
+    data_path: DataPath = None,
+    uri: Uri = None,
+    token: Token = None,
+    db_name: DbName = None,
+    collection_name: CollectionName = None,
+    level: Annotated[str, typer.Option(help="count: keys + count + search; scalar/full: also compare fields")] = "full",
+    sample: Annotated[int | None, typer.Option(min=1, max=100_000, help="keys sampled [default: 10%, >= 1000]")] = None,
+    run_dir: RunDirOpt = None,
+) -> None:
+    """Check that a collection holds a dataset directory's rows (no run id needed); exit 1 names what differs."""
+    path = data_dir(data_path)
+    _milvus(uri, token, db_name)
+    verify_data_path(path, level, collection_name, sample, run_dir)

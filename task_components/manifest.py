@@ -54,19 +54,31 @@ class Manifest(BaseModel):
     def save(self, directory: Path) -> Path:
         target = directory / MANIFEST_NAME
         tmp = target.with_suffix(".tmp")
-        data = self.model_dump(mode="json", by_alias=True, exclude={"root"})
+        from task_components.interop import generation_info
+
+        data = self.model_dump(mode="json", by_alias=True, exclude={"root", "collection_schema"})
+        # no null-valued keys: milvus-ingest passes e.g. default_value on to pymilvus when the key is present
+        data["schema"] = self.collection_schema.model_dump(mode="json", by_alias=True, exclude_none=True)
         data["total_rows"] = self.total_rows
+        data["generation_info"] = generation_info(self.format, [f.path for f in self.files], self.total_rows,
+                                                  self.generation)  # fmt: skip
         tmp.write_text(json.dumps(data, indent=2))
         tmp.replace(target)
         return target
 
     @classmethod
-    def load(cls, path: str | Path) -> Manifest:
+    def load(cls, path: str | Path, checksums: bool = True) -> Manifest:
+        """``checksums=False``: a milvus-ingest directory (which lists none) is read without hashing its files."""
         p = Path(path)
         if p.is_dir():
             p = p / MANIFEST_NAME
+        from task_components.interop import from_milvus_ingest, is_milvus_ingest
+
         data = json.loads(p.read_text())
-        data.pop("total_rows", None)
+        if is_milvus_ingest(data):
+            data = from_milvus_ingest(data, p.parent, checksums)
+        for key in ("total_rows", "generation_info"):  # derived from the files: written for milvus-ingest
+            data.pop(key, None)
         m = cls.model_validate(data)
         m.root = str(p.parent)
         return m

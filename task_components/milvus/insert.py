@@ -26,10 +26,10 @@ from typing import Any
 
 import anyio
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from task_components.connect import count_rows
 from task_components.contracts import CollectionInfo, Manifest
+from task_components.datafiles import iter_batches
 from task_components.milvus.client import arrow_to_rows
 
 __all__ = ["InsertJournal", "InsertStats", "insert_files"]
@@ -101,11 +101,8 @@ class InsertStats:
 
 
 def _batches(manifest: Manifest, batch_rows: int) -> Iterator[tuple[str, pa.RecordBatch]]:
-    if manifest.format != "parquet":
-        raise ValueError(f"insert reads Parquet datasets; {manifest.root} is {manifest.format}")
     for entry in manifest.files:
-        reader = pq.ParquetFile(manifest.file_path(entry))
-        for i, batch in enumerate(reader.iter_batches(batch_size=batch_rows)):
+        for i, batch in enumerate(iter_batches(manifest, entry, batch_rows)):
             yield f"{entry.path}@{batch_rows}#{i}", batch
 
 

@@ -40,6 +40,7 @@ class CreateParams(BaseModel):
     num_partitions: int | None = Field(None, ge=1)
     num_shards: int | None = Field(None, ge=1)
     indexes: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    index: bool = Field(True, description="false: no index and no load (milvus-ingest --no-index); index later")
     load: bool = True
 
     @model_validator(mode="after")
@@ -86,8 +87,9 @@ class CreateCollection(Component):
                     if p.num_shards or schema.num_shards:
                         kwargs["shards_num"] = p.num_shards or schema.num_shards
                     client.create_collection(name, schema=milvus_schema, **kwargs)
-                    client.create_index(name, params)
-                if p.load:
+                    if p.index:
+                        client.create_index(name, params)
+                if p.load and p.index:
                     client.load_collection(name)
             finally:
                 client.close()
@@ -98,7 +100,7 @@ class CreateCollection(Component):
             name=name,
             target={"uri": target.uri, "token": target.token, "db_name": target.db_name, "lite": target.lite},
             collection_schema=schema,
-            indexes=chosen,
+            indexes=chosen if p.index else {},
         )
 
     def _schema(self, ctx: Any, p: CreateParams) -> CollectionSchema:
@@ -208,8 +210,9 @@ class BulkImport(Component):
                     await wait_searchable(ctx, target, info.name, before + imported, p.poll_interval)
             how = ""
             if resumed or adopted:
-                how = (f"resumed from the job journal: {len(resumed)} jobs of the interrupted attempt waited on"
-                       + (f", {len(adopted)} found in Milvus' job list and adopted" if adopted else ""))
+                how = f"resumed from the job journal: {len(resumed)} jobs of the interrupted attempt waited on" + (
+                    f", {len(adopted)} found in Milvus' job list and adopted" if adopted else ""
+                )
             return list(jobs), how
         finally:
             await anyio.to_thread.run_sync(lambda: connections.disconnect(alias))

@@ -173,7 +173,8 @@ class LoadDataset(Component):
         path = Path(p.path)
         if not (path / MANIFEST_NAME).exists():
             raise FileNotFoundError(f"{path} has no {MANIFEST_NAME}: is it a dataset directory made by `generate`?")
-        manifest = Manifest.load(path)
+        ctx.log.info("reading dataset", path=str(path))  # a milvus-ingest directory's files are hashed here
+        manifest = await anyio.to_thread.run_sync(Manifest.load, path)  # off the loop: the progress view stays live
         missing = [f.path for f in manifest.files if not manifest.file_path(f).exists()]
         if missing:
             raise FileNotFoundError(f"{path}: files listed in {MANIFEST_NAME} are missing: {', '.join(missing[:5])}")

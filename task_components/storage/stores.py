@@ -130,6 +130,7 @@ class S3Store:
         access_key: str | None,
         secret_key: str | None,
         region: str = "us-east-1",
+        verify_ssl: bool = True,
         part_size: int = 16 << 20,
         multipart_threshold: int = 64 << 20,
         parts_in_flight: int = 4,
@@ -143,6 +144,7 @@ class S3Store:
             "aws_access_key_id": access_key,
             "aws_secret_access_key": secret_key,
             "region_name": region,
+            "verify": verify_ssl,
             "config": Config(
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",

@@ -50,6 +50,7 @@ def open_store(settings: Settings, run_dir: Path | None, p: UploadParams) -> Obj
             access_key=s3.access_key.get_secret_value() if s3.access_key else None,
             secret_key=s3.secret_key.get_secret_value() if s3.secret_key else None,
             region=s3.region,
+            verify_ssl=s3.verify_ssl,
             part_size=parse_size(p.part_size),
             multipart_threshold=parse_size(p.multipart_threshold),
         )

@@ -38,10 +38,10 @@ from typing import Any
 import anyio
 import asyncpg
 import numpy as np
-import pyarrow.parquet as pq
 
 from task_components.connect import count_rows
 from task_components.contracts import ImportResult, ShadowResult
+from task_components.datafiles import iter_batches
 from task_components.schema.models import FieldSchema
 from task_components.schema.postgres import quote
 from task_components.schema.types import spec
@@ -200,8 +200,7 @@ def _source(imported: ImportResult, fields: list[FieldSchema], batch_rows: int) 
     manifest = imported.manifest
     for entry in manifest.files:
         offset = 0
-        reader = pq.ParquetFile(manifest.file_path(entry))
-        for b in reader.iter_batches(batch_size=batch_rows, columns=[f.name for f in fields]):
+        for b in iter_batches(manifest, entry, batch_rows, columns=[f.name for f in fields]):
             yield _batch(
                 fields,
                 lambda f, b=b: b.column(f.name),

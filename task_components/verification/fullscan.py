@@ -15,9 +15,9 @@ from typing import Any
 import asyncpg
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from task_components.contracts import ImportResult, ShadowResult
+from task_components.datafiles import iter_batches
 from task_components.schema.models import FieldSchema
 from task_components.schema.postgres import quote
 from task_components.verification.compare import column_ok
@@ -51,9 +51,7 @@ async def scan(
     cols = ", ".join(quote(c) for c in [pk, *(f.name for f in fields)])
     sql = f"SELECT {cols} FROM {quote(shadow.table)} WHERE {quote(pk)} = ANY($1)"
     columns = [pk, *(f.name for f in fields)]
-    batches = (b for e in imported.manifest.files
-               for b in pq.ParquetFile(imported.manifest.file_path(e)).iter_batches(batch_size=batch_rows,
-                                                                                     columns=columns))  # fmt: skip
+    batches = (b for e in imported.manifest.files for b in iter_batches(imported.manifest, e, batch_rows, columns))
     try:
         while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:  # reads off the loop
             keys = batch.column(pk).to_pylist()

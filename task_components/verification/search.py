@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from task_components.contracts import ImportResult
+from task_components.datafiles import iter_batches
 from task_components.verification.task_types import Check
 
 
@@ -32,9 +32,7 @@ def exact_top_k(imported: ImportResult, field: str, pk: str, queries: np.ndarray
     best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
     best_id = np.zeros((len(queries), k), dtype=np.int64)
     for entry in imported.manifest.files:
-        for batch in pq.ParquetFile(imported.manifest.file_path(entry)).iter_batches(
-            batch_size=8192, columns=[pk, field]
-        ):
+        for batch in iter_batches(imported.manifest, entry, 8192, columns=[pk, field]):
             vec = np.asarray(batch.column(field).values.to_numpy(), np.float32).reshape(batch.num_rows, -1)
             ids = batch.column(pk).to_numpy()
             s = np.concatenate([best_s, _scores(queries, vec, metric).astype(np.float32)], axis=1)

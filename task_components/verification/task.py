@@ -23,17 +23,18 @@ import anyio
 import asyncpg
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from task_components.base import Component
 from task_components.connect import count_rows, shadow_dsn
 from task_components.contracts import ImportResult, Manifest, ShadowResult
+from task_components.datafiles import read_table
 from task_components.errors import ShadowValidationError
 from task_components.schema.postgres import quote
 from task_components.verification.compare import same_value
 from task_components.verification.content import compare_content
 from task_components.verification.fullscan import scan
+from task_components.verification.keys import missing_keys
 from task_components.verification.search import search_recall
 from task_components.verification.task_types import Check
 from task_components.verification.threeway import fetch_shadow, three_way
@@ -47,8 +48,12 @@ class VerifyParams(BaseModel):
     )
     sample: int = Field(1000, ge=1, le=100_000, description="primary keys compared field by field (level sample)")
     sample_threshold: float = Field(0.95, ge=0, le=1, description="share of sampled keys that must match fully")
+    sample_fields: Literal["all", "scalar", "none"] = Field(
+        "all", description="fields the sample compares (none: only that every sampled key is in Milvus once)"
+    )
     tolerance: float = Field(1e-6, ge=0, description="absolute tolerance for float vectors")
     fail_on_mismatch: bool = Field(True, description="fail the task when a check fails")
+    find_missing: bool = Field(False, description="on a failed count, look every source key up to name the rows")
     search: int = Field(1000, ge=0, description="search queries checked for recall (0: none; not at level count)")
     search_k: int = Field(10, ge=1, le=1000)
     recall_threshold: float = Field(0.8, ge=0, le=1)
@@ -77,7 +82,7 @@ def sample_source_rows(manifest: Manifest, n: int) -> pa.Table:
     for entry in manifest.files:
         local = sorted(i - offset for i in wanted if offset <= i < offset + entry.rows)
         if local:
-            table = pq.read_table(manifest.file_path(entry))
+            table = read_table(manifest, entry)
             pieces.append(table.take(pa.array(local)))
         offset += entry.rows
     return pa.concat_tables(pieces)
@@ -104,14 +109,17 @@ def milvus_rows(result: ImportResult, keys: list[Any], fields: list[Any]) -> Key
     return rows
 
 
-def compare_sample(result: ImportResult, tolerance: float, n: int, threshold: float = 1.0) -> Check:
+def compare_sample(result: ImportResult, tolerance: float, n: int, threshold: float = 1.0, which: str = "all") -> Check:
+    """Sampled keys field by field; ``threshold`` forgives value mismatches, never a missing or repeated key."""
     schema = result.info.collection_schema
     pk = schema.primary
     if pk.auto_id:
         return Check(name="sample", passed=True, detail=AUTO_ID_SAMPLE)
     source = sample_source_rows(result.manifest, n)
     keys = source.column(pk.name).to_pylist()
-    fields = [f for f in schema.data_fields() if not f.is_primary]
+    fields = [f for f in schema.data_fields() if not f.is_primary and which != "none"]
+    if which == "scalar":
+        fields = [f for f in fields if not f.type.is_vector]
     by_key = milvus_rows(result, keys, fields)
     problems = [f"{pk.name}={k}: missing in Milvus" for k in keys if k not in by_key]
     problems += [f"{pk.name}={k}: stored {n} times in Milvus" for k, n in by_key.duplicates.items()]
@@ -127,7 +135,8 @@ def compare_sample(result: ImportResult, tolerance: float, n: int, threshold: fl
     detail = f"{len(keys)} keys, {len(fields)} fields compared, {share:.1%} match fully"
     if problems:
         detail += ": " + "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
-    return Check(name="sample", passed=share >= threshold, detail=detail)
+    absent = any(k not in by_key for k in keys) or bool(by_key.duplicates)
+    return Check(name="sample", passed=share >= threshold and not absent, detail=detail)
 
 
 def _short(value: Any) -> str:
@@ -181,6 +190,14 @@ class Verify(Component):
             return Check(name="count", passed=n == expected, detail=f"milvus {n:,} rows, source {expected:,} rows")
 
         checks = [await anyio.to_thread.run_sync(count)]
+        if p.find_missing and not checks[0].passed and not imported.info.collection_schema.primary.auto_id:
+            total = imported.manifest.total_rows
+            ctx.log.info("count differs: looking every source key up in Milvus", keys=total)
+
+            def report(n: int) -> None:  # from the worker thread: observers run on the event loop
+                anyio.from_thread.run_sync(lambda: ctx.progress(done=n, total=total, unit="keys"))
+
+            checks.append(await anyio.to_thread.run_sync(lambda: missing_keys(imported, progress=report)))
         findings: list[dict[str, Any]] = []
         shadow = self.upstream(ctx, ShadowResult)
         if p.level in ("scalar", "full") and shadow is None:
@@ -193,7 +210,9 @@ class Verify(Component):
             checks.append(await self._shadow_count(dsn, shadow, imported.manifest.total_rows))
         if p.level == "sample":
             checks.append(
-                await anyio.to_thread.run_sync(compare_sample, imported, p.tolerance, p.sample, p.sample_threshold)
+                await anyio.to_thread.run_sync(
+                    compare_sample, imported, p.tolerance, p.sample, p.sample_threshold, p.sample_fields
+                )
             )
             if shadow is not None:
                 three, findings = await self._three_way(dsn, imported, shadow, p)
