@@ -1,5 +1,6 @@
 """End-to-end load rate: our pipeline (generate -> partition -> S3 upload -> bulk import -> count) vs
-plain batched inserts into the same Milvus, in the same run.
+plain batched inserts into the same Milvus, in the same run; and the floor under the pipeline's import
+phase: the same uploaded files imported by hand with do_bulk_insert (Milvus' own import time).
 
 The baseline is what a hand-written loader does: read the same Parquet files and call
 ``MilvusClient.insert`` in batches of 5,000 rows, then flush and wait until count(*) sees every row.
@@ -102,6 +103,39 @@ def insert_baseline(uri: str, data: Path, rows: int) -> tuple[float, float]:
     return countable, indexed
 
 
+def import_floor(uri: str, keys: list[str], rows: int) -> tuple[float, float]:
+    """Milvus' own import time for the files the pipeline uploaded: raw do_bulk_insert, no pipeline.
+
+    (seconds until every job is Completed, seconds until the index covers every row): the floor the
+    pipeline's import phase stands on, measured on the same server with the same files.
+    """
+    from pymilvus import MilvusClient, connections, utility
+
+    from task_components.milvus.schema_map import index_params, to_milvus_schema
+    from task_components.schema import resolve_schema
+
+    schema = resolve_schema("vector_bench")
+    client = MilvusClient(uri=uri)
+    if client.has_collection("bench_floor"):
+        client.drop_collection("bench_floor")
+    client.create_collection("bench_floor", schema=to_milvus_schema(schema))
+    client.create_index("bench_floor", index_params(schema, False, INDEX)[0])
+    client.load_collection("bench_floor")
+    connections.connect("floor", uri=uri)
+    started = time.perf_counter()
+    jobs = [utility.do_bulk_insert(collection_name="bench_floor", files=[k], using="floor") for k in keys]
+    while any(utility.get_bulk_insert_state(j, using="floor").state_name != "Completed" for j in jobs):
+        time.sleep(0.5)
+    completed = time.perf_counter() - started
+    while client.describe_index("bench_floor", "embedding").get("indexed_rows", 0) < rows:
+        time.sleep(0.5)
+    indexed = time.perf_counter() - started
+    connections.disconnect("floor")
+    client.drop_collection("bench_floor")
+    client.close()
+    return completed, indexed
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=200_000)
@@ -116,6 +150,12 @@ def main() -> None:
                   f"{args.rows / seconds:9,.0f} rows/s end to end")  # fmt: skip
             for name in ("generate", "partition", "upload", "import"):
                 print(f"            {name:<10} {tasks[name]['duration']:6.1f} s")
+            keys = list(json.loads((data.parent / "import.jobs.json").read_text())["jobs"])  # the uploaded keys
+            if keys:
+                done, floor = import_floor(env["TEST_MILVUS_URI"], keys, args.rows)
+                print(f"floor     do_bulk_insert of the same {len(keys)} uploaded files by hand: {done:6.1f} s to "
+                      f"Completed, {floor:6.1f} s to indexed (Milvus' own import time; the pipeline's import "
+                      f"phase adds {tasks['import']['duration'] - floor:+.1f} s to it)")  # fmt: skip
             countable, indexed = insert_baseline(env["TEST_MILVUS_URI"], data, args.rows)
             print(f"baseline  MilvusClient.insert, 5,000-row batches    {args.rows:,} rows x 768-d  "
                   f"{countable:6.1f} s to countable ({args.rows / countable:,.0f} rows/s), "

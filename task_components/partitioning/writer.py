@@ -113,8 +113,19 @@ class DirectSink:
         return self.sha.hexdigest()
 
 
+ROW_GROUP_BYTES = 64 << 20
+
+
 class _ParquetFile:
-    def __init__(self, path: Path, schema: pa.Schema, compression: str) -> None:
+    """Batches gathered into row groups of ~``row_group_bytes`` before they are encoded.
+
+    Why: Milvus 2.3's bulk import parses a Parquet file row group by row group, and small groups cost it
+    dearly: 100k 768-d rows took 40 s to persist in 2.6k-row groups (one per generated chunk), 14 s in
+    32k-row groups and 12 s in one group (measured on the local server). 64 MB keeps a few tens of
+    thousands of wide rows per group while bounding what a writer lane holds in memory.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, compression: str, row_group_bytes: int = ROW_GROUP_BYTES) -> None:
         self.sink = DirectSink(path)
         cs = schema_of(schema)
         strings = [f.name for f in cs.data_fields() if f.type is FieldType.VARCHAR and not f.is_primary]
@@ -123,11 +134,24 @@ class _ParquetFile:
             self.sink, schema, compression=compression, use_dictionary=strings or False,
             write_statistics=scalars or False,
         )  # fmt: skip
+        self.row_group_bytes = row_group_bytes
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_bytes = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
-        self.writer.write_batch(batch)
+        self.pending.append(batch)
+        self.pending_bytes += batch.nbytes
+        if self.pending_bytes >= self.row_group_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            table = pa.Table.from_batches(self.pending)
+            self.writer.write_table(table, row_group_size=table.num_rows)
+            self.pending, self.pending_bytes = [], 0
 
     def close(self) -> None:
+        self._flush()
         self.writer.close()
         self.sink.close()
 
