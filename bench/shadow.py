@@ -75,9 +75,15 @@ async def fresh_table(conn: Any, schema: CollectionSchema, table: str) -> None:
 
 
 async def drop(url: str, *tables: str) -> None:
+    """Drop the tables, then CHECKPOINT: each measured COPY starts with no earlier run's dirty pages and
+    WAL to flush (otherwise whichever run comes third pays the checkpoint the first two caused)."""
     conn = await asyncpg.connect(url)
     for t in tables:
         await conn.execute(f"DROP TABLE IF EXISTS {quote(t)}")
+    try:
+        await conn.execute("CHECKPOINT")
+    except asyncpg.InsufficientPrivilegeError:
+        pass
     await conn.close()
 
 
@@ -150,7 +156,9 @@ def scalar(url: str, rows: int) -> None:
                for i in range(-(-rows // chunk))]  # fmt: skip
     base_t, ours_t = f"bench_scalar_raw_{TAG}", f"bench_scalar_shadow_{TAG}"
     try:
+        anyio.run(drop, url)
         base = anyio.run(baseline_records, url, batches, schema, base_t)
+        anyio.run(drop, url, base_t)
         mine = anyio.run(ours, url, batches, ours_t)
     finally:
         anyio.run(drop, url, base_t, ours_t)
@@ -164,12 +172,16 @@ def vectors(url: str, rows: int, records_rows: int) -> None:
     batches = chunks(schema, rows)
     tables = [f"bench_vec_{name}_{TAG}" for name in ("raw1", "raw2", "shadow", "records")]
     try:
+        anyio.run(drop, url)
         raw1 = anyio.run(baseline_binary, url, batches, schema, tables[0], 1)
         line("raw binary COPY, 1 connection", rows, "768-d", raw1)
+        anyio.run(drop, url, tables[0])
         raw2 = anyio.run(baseline_binary, url, batches, schema, tables[1], 2)
         line("raw binary COPY, 2 connections", rows, "768-d", raw2)
+        anyio.run(drop, url, tables[1])
         mine = anyio.run(ours, url, batches, tables[2])
         line("shadow.sync (binary COPY)", rows, "768-d", mine)
+        anyio.run(drop, url, tables[2])
         if records_rows:
             few = chunks(schema, records_rows)
             old = anyio.run(baseline_records, url, few, schema, tables[3])
@@ -238,10 +250,12 @@ def dag(url: str, rows: int, repeat: int) -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-shadow-") as tmp:
             for _ in range(repeat):
+                anyio.run(drop, url, table, floor_table)
                 runs["alone"].append(quickstart(Path(tmp), url, rows, None)[0])
                 shadowed, total = quickstart(Path(tmp), url, rows, table)
                 runs["shadow"].append(shadowed)
                 runs["total"].append(total)
+                anyio.run(drop, url, table, floor_table)
                 floor, copied = floor_round(Path(tmp), url, rows, floor_table)
                 runs["floor"].append(floor)
                 runs["copy"].append(copied)
