@@ -50,10 +50,13 @@ def default_tracker_path(dsn: str) -> Path:
     return cache / "dag-pipeline" / "shadow" / hashlib.sha256(dsn.encode()).hexdigest()[:16]
 
 
-def _tracker(dsn: str, tracker_path: str | Path | None) -> KeyStateTracker | None:
+def _shadow_store(pg_dsn: str | None, tracker_path: str | Path | None) -> tuple[KeyStateTracker | None, ShadowStore]:
+    dsn = _dsn(pg_dsn)
     if tracker_path == "":
-        return None  # explicitly off
-    return KeyStateTracker(Path(tracker_path) if tracker_path else default_tracker_path(dsn))
+        tracker = None  # explicitly off
+    else:
+        tracker = KeyStateTracker(Path(tracker_path) if tracker_path else default_tracker_path(dsn))
+    return tracker, ShadowStore(dsn, tracker)
 
 
 def _stop_portal(portal: Any, portal_cm: Any, store: ShadowStore) -> None:
@@ -76,9 +79,7 @@ class ShadowMilvusClient(MilvusClient):
         tracker_path: str | Path | None = None, **kwargs: Any,
     ) -> None:  # fmt: skip
         super().__init__(uri=uri, user=user, password=password, db_name=db_name, token=token, timeout=timeout, **kwargs)
-        dsn = _dsn(pg_dsn)
-        self.tracker = _tracker(dsn, tracker_path)
-        self.shadow = ShadowStore(dsn, self.tracker)
+        self.tracker, self.shadow = _shadow_store(pg_dsn, tracker_path)
         self._portal_cm = anyio.from_thread.start_blocking_portal()
         self._portal = self._portal_cm.__enter__()
         # close at interpreter exit while the loop thread still runs (a portal left to garbage
@@ -179,9 +180,7 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
         tracker_path: str | Path | None = None, **kwargs: Any,
     ) -> None:  # fmt: skip
         super().__init__(uri=uri, user=user, password=password, db_name=db_name, token=token, timeout=timeout, **kwargs)
-        dsn = _dsn(pg_dsn)
-        self.tracker = _tracker(dsn, tracker_path)
-        self.shadow = ShadowStore(dsn, self.tracker)
+        self.tracker, self.shadow = _shadow_store(pg_dsn, tracker_path)
 
     def _describe(self, collection_name: str) -> Any:
         return partial(AsyncMilvusClient.describe_collection, self, collection_name)

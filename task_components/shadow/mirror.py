@@ -41,30 +41,23 @@ from task_components.errors import (
 from task_components.milvus.schema_map import from_milvus
 from task_components.schema.arrow import META_COLUMN
 from task_components.schema.models import CollectionSchema
-from task_components.schema.postgres import ROW_KEY, columns, create_table_sql, key_column, quote, row_record
+from task_components.schema.postgres import ROW_KEY, columns, create_table_sql, quote, row_record
 from task_components.schema.postgres import table_name as shadow_table
 from task_components.shadow.binary_copy import encode_batch
 from task_components.shadow.export import arrow_batch
 from task_components.shadow.filters import to_sql
+from task_components.shadow.sides import Shadow
 from task_components.shadow.tracker import KeyStateTracker
 
 Describe = Callable[[], Awaitable[dict[str, Any]]]
 MilvusWrite = Callable[[list[dict[str, Any]]], Awaitable[Any]]
 
 
-@dataclass(slots=True)
-class Shadowed:
-    schema: CollectionSchema
-    table: str
-    lock: anyio.Lock = field(default_factory=anyio.Lock)
+@dataclass(frozen=True, slots=True)
+class Shadowed(Shadow):
+    """A shadowed collection plus the lock that orders its writes on both sides."""
 
-    @property
-    def pk(self) -> str:
-        return self.schema.primary.name
-
-    @property
-    def key(self) -> str:
-        return key_column(self.schema)
+    lock: anyio.Lock = field(default_factory=anyio.Lock, compare=False)
 
 
 def as_rows(data: dict[str, Any] | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -139,7 +132,7 @@ class ShadowStore:
                     f"collection {collection!r} has no shadow table {table!r}: create the collection through "
                     "the shadowing client (or run `shadow sync` for one that already holds data)"
                 )
-        return self._known.setdefault(collection, Shadowed(schema, table))
+        return self._known.setdefault(collection, Shadowed(collection, schema, table))
 
     async def create(self, collection: str, describe: Describe) -> None:
         """A new collection gets a new, empty shadow table (a stale one of the same name is replaced)."""
@@ -154,7 +147,7 @@ class ShadowStore:
             raise ShadowSchemaError(f"cannot create shadow table {table!r}: {type(exc).__name__}: {exc}") from exc
         if self.tracker is not None:
             await anyio.to_thread.run_sync(self.tracker.forget, collection)
-        self._known[collection] = Shadowed(schema, table)
+        self._known[collection] = Shadowed(collection, schema, table)
 
     async def drop(self, collection: str, table: str) -> None:
         self._known.pop(collection, None)
