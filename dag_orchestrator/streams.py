@@ -74,9 +74,15 @@ class Spill:
         self.spilled = 0
         self.base, self.prefix = base, f"dag-spill-{producer}-{consumer}-"
         self.directory: Path | None = None
+        self.closed = False
+        if base is not None and base.is_dir():  # what a killed earlier attempt of this edge left behind
+            for stale in base.glob(f"{self.prefix}*"):
+                shutil.rmtree(stale, ignore_errors=True)
 
     async def entry(self, chunk: Any) -> tuple[bool, Any]:
-        """(in memory?, the chunk or the file holding it)."""
+        """(in memory?, the chunk or the file holding it); the consumer gone: BrokenResourceError."""
+        if self.closed:
+            raise anyio.BrokenResourceError
         if self.in_memory < self.buffer:
             self.in_memory += 1
             return True, chunk
@@ -86,7 +92,14 @@ class Spill:
             self.directory = Path(tempfile.mkdtemp(prefix=self.prefix, dir=self.base))
         path = self.directory / f"{self.spilled:08d}"
         self.spilled += 1
-        await anyio.to_thread.run_sync(_dump, path, chunk)
+        try:
+            await anyio.to_thread.run_sync(_dump, path, chunk)
+        except FileNotFoundError:
+            if self.closed:  # the consumer stopped while this chunk was being written
+                raise anyio.BrokenResourceError from None
+            raise
+        except (TypeError, AttributeError, pickle.PicklingError) as exc:
+            raise TypeError(f"a {type(chunk).__name__} chunk cannot be spilled to disk (not picklable): {exc}") from exc
         return False, path
 
     async def take(self, entry: tuple[bool, Any]) -> Any:
@@ -98,6 +111,7 @@ class Spill:
         return await anyio.to_thread.run_sync(_load, value)
 
     def discard(self) -> None:
+        self.closed = True
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
 

@@ -151,9 +151,11 @@ class _ParquetFile:
             self.pending, self.pending_bytes = [], 0
 
     def close(self) -> None:
-        self._flush()
-        self.writer.close()
-        self.sink.close()
+        try:
+            self._flush()
+            self.writer.close()
+        finally:
+            self.sink.close()
 
 
 class _JsonFile:
@@ -220,7 +222,8 @@ class DatasetWriter:
     File k of the dataset is written by lane k mod ``threads``: each file's batches stay in order on
     one lane while different files encode concurrently (pyarrow releases the GIL). Rolling decisions
     use only row counts and the batches' in-memory size, never the encoded size, so the split is the
-    same whatever the timing. At most one batch waits per lane (bounded memory).
+    same whatever the timing. At most one batch waits per lane, and each open Parquet file gathers up to
+    ``ROW_GROUP_BYTES`` into its current row group: memory is bounded by lanes + open files x 64 MB.
     """
 
     def __init__(
@@ -293,7 +296,9 @@ class DatasetWriter:
         path = self.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = (
-            _ParquetFile(path, self.schema, self.compression) if self.fmt == "parquet" else _JsonFile(path, self.schema)
+            _ParquetFile(path, self.schema, self.compression, max(ROW_GROUP_BYTES // self.shards, 8 << 20))
+            if self.fmt == "parquet"
+            else _JsonFile(path, self.schema)
         )
         lane = self._lanes[self._files_opened % len(self._lanes)]
         self._files_opened += 1

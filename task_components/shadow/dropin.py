@@ -78,8 +78,14 @@ class ShadowMilvusClient(MilvusClient):
         token: str = "", timeout: float | None = None, *, pg_dsn: str | None = None,
         tracker_path: str | Path | None = None, **kwargs: Any,
     ) -> None:  # fmt: skip
-        super().__init__(uri=uri, user=user, password=password, db_name=db_name, token=token, timeout=timeout, **kwargs)
-        self.tracker, self.shadow = _shadow_store(pg_dsn, tracker_path)
+        self.tracker, self.shadow = _shadow_store(pg_dsn, tracker_path)  # bad arguments fail before connecting
+        try:
+            super().__init__(uri=uri, user=user, password=password, db_name=db_name, token=token, timeout=timeout,
+                             **kwargs)  # fmt: skip
+        except BaseException:
+            if self.tracker is not None:
+                self.tracker.close()
+            raise
         self._portal_cm = anyio.from_thread.start_blocking_portal()
         self._portal = self._portal_cm.__enter__()
         # close at interpreter exit while the loop thread still runs (a portal left to garbage
@@ -94,12 +100,14 @@ class ShadowMilvusClient(MilvusClient):
         return self._portal.call(self.shadow.shadowed, collection_name, describe)
 
     def create_collection(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        new = not MilvusClient.has_collection(self, collection_name)
         result = MilvusClient.create_collection(self, collection_name, *args, **kwargs)
         try:
             describe = partial(self._in_thread, MilvusClient.describe_collection, collection_name)
-            self._portal.call(self.shadow.create, collection_name, describe)
+            self._portal.call(partial(self.shadow.create, collection_name, describe, new=new))
         except BaseException:
-            MilvusClient.drop_collection(self, collection_name)  # no collection without its shadow
+            if new:  # no collection without its shadow; one that existed before is the user's data
+                MilvusClient.drop_collection(self, collection_name)
             raise
         return result
 
@@ -111,11 +119,7 @@ class ShadowMilvusClient(MilvusClient):
     def _write(self, op: str, collection_name: str, data: Any, timeout: float | None, **kwargs: Any) -> Any:
         sh = self._shadowed(collection_name)
         call = getattr(MilvusClient, op)
-        milvus = partial(self._in_thread, call, collection_name, timeout=timeout, **kwargs)
-
-        async def write(rows: list[dict[str, Any]]) -> Any:
-            return await milvus(rows)
-
+        write = partial(self._in_thread, call, collection_name, timeout=timeout, **kwargs)
         undo = partial(self._in_thread, MilvusClient.delete, collection_name)
         return self._portal.call(self.shadow.write, sh, as_rows(data), write, op, lambda ids: undo(ids=ids))
 
@@ -138,22 +142,21 @@ class ShadowMilvusClient(MilvusClient):
         if (ids is None) == (not filter):  # neither or both: Milvus' own error, nothing mirrored
             return MilvusClient.delete(self, collection_name, ids, timeout, filter, partition_name, **kwargs)
         sh = self._shadowed(collection_name)
+        parts = [partition_name] if partition_name else None
 
-        def find() -> list[Any]:
+        def find(keys: list[Any] | None) -> list[Any]:
             # a query without a limit returns every match (bounded by Milvus' output quota, ~100 MB of
             # keys); query_iterator is not used: on Milvus 2.3 it misses rows written a moment before
+            by = {"ids": keys} if keys is not None else {"filter": filter}
             rows = MilvusClient.query(
-                self, collection_name, filter=filter, output_fields=[sh.pk], consistency_level="Strong",
-                partition_names=[partition_name] if partition_name else None,
+                self, collection_name, output_fields=[sh.pk], consistency_level="Strong", partition_names=parts, **by
             )  # fmt: skip
             return [r[sh.pk] for r in rows]
 
-        async def find_async() -> list[Any]:
-            return await anyio.to_thread.run_sync(find)
+        async def find_async(keys: list[Any] | None) -> list[Any]:
+            return await anyio.to_thread.run_sync(find, keys)
 
         async def milvus(keys: list[Any]) -> Any:
-            if not keys:  # nothing matched: Milvus' own answer to the filter (a zero count)
-                return await self._in_thread(MilvusClient.delete, collection_name, filter=filter, timeout=timeout)
             return await self._in_thread(
                 MilvusClient.delete, collection_name, ids=keys, timeout=timeout, partition_name=partition_name, **kwargs
             )
@@ -179,8 +182,14 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
         token: str = "", timeout: float | None = None, *, pg_dsn: str | None = None,
         tracker_path: str | Path | None = None, **kwargs: Any,
     ) -> None:  # fmt: skip
-        super().__init__(uri=uri, user=user, password=password, db_name=db_name, token=token, timeout=timeout, **kwargs)
-        self.tracker, self.shadow = _shadow_store(pg_dsn, tracker_path)
+        self.tracker, self.shadow = _shadow_store(pg_dsn, tracker_path)  # bad arguments fail before connecting
+        try:
+            super().__init__(uri=uri, user=user, password=password, db_name=db_name, token=token, timeout=timeout,
+                             **kwargs)  # fmt: skip
+        except BaseException:
+            if self.tracker is not None:
+                self.tracker.close()
+            raise
 
     def _describe(self, collection_name: str) -> Any:
         return partial(AsyncMilvusClient.describe_collection, self, collection_name)
@@ -189,12 +198,14 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
         return await self.shadow.shadowed(collection_name, self._describe(collection_name))
 
     async def create_collection(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        new = not await AsyncMilvusClient.has_collection(self, collection_name)
         result = await AsyncMilvusClient.create_collection(self, collection_name, *args, **kwargs)
         try:
-            await self.shadow.create(collection_name, self._describe(collection_name))
+            await self.shadow.create(collection_name, self._describe(collection_name), new=new)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await AsyncMilvusClient.drop_collection(self, collection_name)
+            if new:
+                with anyio.CancelScope(shield=True):
+                    await AsyncMilvusClient.drop_collection(self, collection_name)
             raise
         return result
 
@@ -236,18 +247,15 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
         sh = await self._shadowed(collection_name)
         parts = [partition_name] if partition_name else None
 
-        async def find() -> list[Any]:
+        async def find(keys: list[Any] | None) -> list[Any]:
             # AsyncMilvusClient has no query_iterator; a query without a limit returns every match
-            # (bounded by Milvus' output quota, ~100 MB: millions of keys)
+            by = {"ids": keys} if keys is not None else {"filter": filter}
             rows = await AsyncMilvusClient.query(
-                self, collection_name, filter=filter, output_fields=[sh.pk], partition_names=parts,
-                consistency_level="Strong",
+                self, collection_name, output_fields=[sh.pk], partition_names=parts, consistency_level="Strong", **by
             )  # fmt: skip
             return [r[sh.pk] for r in rows]
 
         async def milvus(keys: list[Any]) -> Any:
-            if not keys:
-                return await AsyncMilvusClient.delete(self, collection_name, filter=filter, timeout=timeout)
             return await AsyncMilvusClient.delete(
                 self, collection_name, ids=keys, timeout=timeout, partition_name=partition_name, **kwargs
             )

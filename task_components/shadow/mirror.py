@@ -12,10 +12,13 @@ order and an upsert race cannot leave them holding different winners):
 - AUTO_ID insert: Milvus assigns the keys, so Milvus goes first; the rows are then written to the
   shadow under the ids Milvus returned (in the ``_row`` column); if that fails, the rows are deleted
   from Milvus again before ``TransactionError`` is raised.
-- delete by filter: the keys are found in Milvus (Strong consistency) and both sides delete exactly
-  those keys, so a filter the shadow would read differently cannot split them.
+- delete by filter: the keys are read in the shadow when the filter converts to SQL (under the lock
+  the shadow holds what this client wrote; 1 ms instead of a 200 ms Strong query), else in Milvus;
+  both sides then delete exactly those keys. With a partition, Milvus says which keys live there.
 The LMDB tracker records each key's new state once Milvus has accepted the write, before the shadow
-commits: if that commit were lost, the tracker still names the shadow as the wrong side.
+commits: if that commit were lost, the tracker still names the shadow as the wrong side. Once Milvus
+has accepted, the record and the commit are shielded from cancellation, and a failure there says
+that Milvus holds the write and the shadow does not (it is never reported as "nothing changed").
 
 Rows reach PostgreSQL by binary COPY built from Arrow buffers (``encode_batch``) when every column
 converts; anything else (ragged vectors Milvus will refuse, ARRAY fields, bytes vectors) takes the
@@ -31,6 +34,7 @@ from typing import Any
 import anyio
 import asyncpg
 import pyarrow as pa
+import structlog
 
 from task_components.errors import (
     CollectionNotFoundError,
@@ -49,6 +53,7 @@ from task_components.shadow.filters import to_sql
 from task_components.shadow.sides import Shadow
 from task_components.shadow.tracker import KeyStateTracker
 
+log = structlog.get_logger(__name__)
 Describe = Callable[[], Awaitable[dict[str, Any]]]
 MilvusWrite = Callable[[list[dict[str, Any]]], Awaitable[Any]]
 
@@ -134,18 +139,23 @@ class ShadowStore:
                 )
         return self._known.setdefault(collection, Shadowed(collection, schema, table))
 
-    async def create(self, collection: str, describe: Describe) -> None:
-        """A new collection gets a new, empty shadow table (a stale one of the same name is replaced)."""
+    async def create(self, collection: str, describe: Describe, *, new: bool) -> None:
+        """A ``new`` collection gets a new, empty shadow table (a stale one of the same name is replaced);
+        a create call on a collection that already existed (Milvus accepts it when nothing differs)
+        keeps the shadow and its history, creating the table only if it is missing."""
         self._known.pop(collection, None)
         schema = from_milvus(await describe())
         table = shadow_table(schema)
         try:
             async with (await self.pool()).acquire() as conn, conn.transaction():
-                await conn.execute(f"DROP TABLE IF EXISTS {quote(table)}")
-                await conn.execute(create_table_sql(schema, table))
+                if new:
+                    await conn.execute(f"DROP TABLE IF EXISTS {quote(table)}")
+                    await conn.execute(create_table_sql(schema, table))
+                elif await conn.fetchval("SELECT to_regclass($1)", quote(table)) is None:
+                    await conn.execute(create_table_sql(schema, table))
         except (OSError, asyncpg.PostgresError) as exc:
             raise ShadowSchemaError(f"cannot create shadow table {table!r}: {type(exc).__name__}: {exc}") from exc
-        if self.tracker is not None:
+        if self.tracker is not None and new:
             await anyio.to_thread.run_sync(self.tracker.forget, collection)
         self._known[collection] = Shadowed(collection, schema, table)
 
@@ -157,8 +167,14 @@ class ShadowStore:
             await anyio.to_thread.run_sync(self.tracker.forget, collection)
 
     async def _record(self, sh: Shadowed, keys: list[Any], op: str) -> None:
-        if self.tracker is not None and keys:
+        """Milvus has the write: a tracker that cannot record it must not undo the shadow's copy."""
+        if self.tracker is None or not keys:
+            return
+        try:
             await anyio.to_thread.run_sync(self.tracker.record, keys, op, sh.schema.collection_name)
+        except Exception as exc:  # noqa: BLE001 - logged: the stores stay right, only the tiebreak is lost
+            log.warning("key tracker could not record a write", collection=sh.collection, op=op, keys=len(keys),
+                        error=f"{type(exc).__name__}: {exc}")  # fmt: skip
 
     async def write(
         self, sh: Shadowed, rows: list[dict[str, Any]], milvus: MilvusWrite, op: str,
@@ -179,13 +195,15 @@ class ShadowStore:
         if op == "upsert":  # one row per key, the last one, as Milvus applies them
             rows = list({r.get(sh.pk): r for r in rows}.values())
         keys = [r.get(sh.pk) for r in rows]
-        async with sh.lock, self._transaction(sh, op) as conn:
+        async with sh.lock, self._transaction(sh, op) as txn:
             if op == "upsert":
-                await self._upsert(conn, sh, rows)
+                await self._upsert(txn.conn, sh, rows)
             else:
-                await copy_rows(conn, sh.table, sh, rows, None)
+                await copy_rows(txn.conn, sh.table, sh, rows, None)
             result = await milvus(rows)  # raises -> the shadow rolls back
-            await self._record(sh, keys, op)
+            txn.accepted = True
+            with anyio.CancelScope(shield=True):
+                await self._record(sh, keys, op)
         return result
 
     async def _upsert(self, conn: Any, sh: Shadowed, rows: list[dict[str, Any]]) -> None:
@@ -207,8 +225,8 @@ class ShadowStore:
             result = await milvus(rows)
             ids = list(result["ids"])
             try:
-                async with self._transaction(sh, "insert") as conn:
-                    await copy_rows(conn, sh.table, sh, rows, ids)
+                async with self._transaction(sh, "insert") as txn:
+                    await copy_rows(txn.conn, sh.table, sh, rows, ids)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await undo(ids)
@@ -218,25 +236,31 @@ class ShadowStore:
 
     async def delete(
         self, sh: Shadowed, keys: list[Any] | None, filter: str, partitioned: bool,
-        find: Callable[[], Awaitable[list[Any]]], milvus: Callable[[list[Any]], Awaitable[Any]],
+        find: Callable[[list[Any] | None], Awaitable[list[Any]]], milvus: Callable[[list[Any]], Awaitable[Any]],
     ) -> Any:  # fmt: skip
         """Delete ``keys``, or the keys a filter selects, from both sides.
 
         A filter is read in the shadow when it converts to SQL: under the collection lock the shadow
         holds exactly what this client wrote, and the lookup costs a millisecond where a Strong Milvus
         query waits ~200 ms for Milvus' time tick. Milvus (``find``) answers when it cannot: a
-        filter outside the SQL grammar, a partition (the shadow has none), an AUTO_ID collection (the
-        shadow has no column for Milvus' key field).
+        filter outside the SQL grammar, an AUTO_ID collection (the shadow has no column for Milvus'
+        key field), and a partition (the shadow has none: Milvus says which keys live there).
         """
         async with sh.lock:
             if keys is None:
-                keys = await self._matching(sh, filter) if not partitioned else None
+                keys = None if partitioned else await self._matching(sh, filter)
                 if keys is None:
-                    keys = await find()
-            async with self._transaction(sh, "delete") as conn:
-                await conn.execute(f"DELETE FROM {quote(sh.table)} WHERE {quote(sh.key)} = ANY($1)", keys)
+                    keys = await find(None)
+            elif partitioned:
+                keys = await find(keys)
+            if not keys:  # nothing to delete on either side; Milvus is not asked to guess
+                return {"delete_count": 0}
+            async with self._transaction(sh, "delete") as txn:
+                await txn.conn.execute(f"DELETE FROM {quote(sh.table)} WHERE {quote(sh.key)} = ANY($1)", keys)
                 result = await milvus(keys)
-                await self._record(sh, keys, "delete")
+                txn.accepted = True
+                with anyio.CancelScope(shield=True):
+                    await self._record(sh, keys, "delete")
         return result
 
     async def _matching(self, sh: Shadowed, filter: str) -> list[Any] | None:
@@ -246,8 +270,11 @@ class ShadowStore:
             where = to_sql(filter, sh.schema)
         except FilterConversionError:
             return None
-        async with (await self.pool()).acquire() as conn:
-            rows = await conn.fetch(f"SELECT {quote(sh.key)} FROM {quote(sh.table)} WHERE {where}")
+        try:
+            async with (await self.pool()).acquire() as conn:
+                rows = await conn.fetch(f"SELECT {quote(sh.key)} FROM {quote(sh.table)} WHERE {where}")
+        except asyncpg.PostgresError:
+            return None  # a filter SQL reads but cannot type-check (id == "abc"): Milvus answers or refuses it
         return [r[0] for r in rows]
 
     def _transaction(self, sh: Shadowed, op: str) -> _Txn:
@@ -255,39 +282,53 @@ class ShadowStore:
 
 
 class _Txn:
-    """A pooled connection and a transaction; PostgreSQL refusals become TransactionError naming the table."""
+    """A pooled connection and a transaction; PostgreSQL refusals become TransactionError naming the table.
+
+    ``accepted`` is set once Milvus has taken the write: from then on the commit is shielded, and a
+    failure to commit is reported as a split (Milvus has it, the shadow does not), never as a refusal.
+    """
 
     def __init__(self, store: ShadowStore, sh: Shadowed, op: str) -> None:
         self.store, self.sh, self.op = store, sh, op
+        self.accepted = False
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> _Txn:
         self.conn = await (await self.store.pool()).acquire()
         self.tx = self.conn.transaction()
         await self.tx.start()
-        return self.conn
+        return self
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         try:
-            if exc is None:
-                await self.tx.commit()
-            else:
-                with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
+                if exc is None:
+                    try:
+                        await self.tx.commit()
+                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as failed:
+                        raise TransactionError(
+                            f"Milvus accepted the {self.op} but the shadow {self.sh.table!r} could not commit it "
+                            f"({type(failed).__name__}: {failed}): the stores differ; `shadow validate "
+                            f"{self.sh.collection}` lists the rows"
+                        ) from failed
+                else:
                     await self.tx.rollback()
         finally:
             await (await self.store.pool()).release(self.conn)
+        if exc is None:
+            return
         if isinstance(exc, asyncpg.UndefinedTableError):
-            self.store._known.pop(self.sh.schema.collection_name, None)
+            self.store._known.pop(self.sh.collection, None)
             raise CollectionNotFoundError(f"shadow table {self.sh.table!r} does not exist: {exc}") from exc
         if isinstance(exc, asyncpg.UniqueViolationError):
             raise TransactionError(
                 f"{self.op} refused, nothing written: a primary key is already in {self.sh.table!r} or repeated in "
                 f"the batch ({exc.detail or exc}); Milvus would store it twice; use upsert to replace rows"
             ) from exc
-        if isinstance(exc, asyncpg.PostgresError | asyncpg.DataError):
+        if isinstance(exc, asyncpg.PostgresError | asyncpg.DataError) and not self.accepted:
             raise TransactionError(
                 f"{self.op} refused by the shadow {self.sh.table!r}, nothing written: {type(exc).__name__}: {exc}"
             ) from exc
-        if isinstance(exc, Exception) and not isinstance(exc, TransactionError | CollectionNotFoundError):
+        if isinstance(exc, Exception) and not self.accepted and not isinstance(exc, TimeoutError | TransactionError):
             exc.add_note(f"the shadow's {self.op} in {self.sh.table!r} was rolled back: both stores are unchanged")
 
 

@@ -9,6 +9,7 @@ recording a 10k-key batch is one write transaction, and readers never block the 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,11 +25,25 @@ def _key(collection: str, k: Any) -> bytes:
     return f"{collection}\x00{'i' if isinstance(k, int) else 's'}:{k}".encode()
 
 
+_OPEN: dict[str, tuple[Any, int]] = {}  # resolved path -> (LMDB environment, users in this process)
+_OPEN_LOCK = threading.Lock()
+
+
 class KeyStateTracker:
+    """One tracker per directory; LMDB allows one open environment per path and process, so clients
+    pointing at the same directory (a sync and an async client, one per thread) share it."""
+
     def __init__(self, path: Path | str, map_size: int = 1 << 30) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
         self.path = Path(path)
-        self.env = lmdb.open(str(path), map_size=map_size, max_dbs=1, sync=True)
+        self._key = str(self.path.resolve())
+        with _OPEN_LOCK:
+            env, users = _OPEN.get(self._key, (None, 0))
+            if env is None:
+                env = lmdb.open(self._key, map_size=map_size, max_dbs=1, sync=True)
+            _OPEN[self._key] = (env, users + 1)
+        self.env = env
+        self._closed = False
 
     def record(self, keys: Iterable[Any], operation: str, collection: str = "") -> None:
         state = DELETED if operation == "delete" else EXISTS
@@ -53,7 +68,16 @@ class KeyStateTracker:
                         break
 
     def close(self) -> None:
-        self.env.close()
+        with _OPEN_LOCK:
+            if self._closed:
+                return
+            self._closed = True
+            env, users = _OPEN[self._key]
+            if users > 1:
+                _OPEN[self._key] = (env, users - 1)
+            else:
+                del _OPEN[self._key]
+                env.close()
 
 
 def judge(key: Any, in_milvus: bool, in_postgres: bool, tracker: KeyStateTracker | None, collection: str = "") -> str:

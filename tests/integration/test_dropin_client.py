@@ -266,3 +266,50 @@ def test_async_client_mirrors_concurrent_tasks(tmp_path: Path) -> None:
             await client.close()
 
     anyio.run(scenario)
+
+
+def test_partitions_repeated_create_and_shared_tracker(tmp_path: Path) -> None:
+    """A delete scoped to a partition touches only that partition's rows on both sides; a second
+    create_collection of an existing collection keeps its shadow; two clients share one tracker."""
+    uri, dsn, name = service_uri("TEST_MILVUS_URI"), service_uri("TEST_POSTGRES_DSN"), "dropin_parts"
+    client = ShadowMilvusClient(uri=uri, pg_dsn=dsn, tracker_path=tmp_path / "keys")
+    second = ShadowMilvusClient(uri=uri, pg_dsn=dsn, tracker_path=tmp_path / "keys")  # same LMDB directory
+    rng = np.random.default_rng(3)
+    try:
+        if client.has_collection(name):
+            client.drop_collection(name)
+        client.create_collection(name, schema=schema(), index_params=index())
+        client.create_partition(name, "p1")
+        client.insert(name, [row(rng, k) for k in range(0, 20)])  # _default
+        client.insert(name, [row(rng, k) for k in range(100, 120)], partition_name="p1")
+        # matches rows only in _default: scoped to p1 it deletes nothing, on either side
+        assert client.delete(name, filter="id < 10", partition_name="p1")["delete_count"] == 0
+        assert client.delete(name, ids=[1, 2, 3], partition_name="p1")["delete_count"] == 0
+        client.delete(name, filter="id >= 110", partition_name="p1")
+        assert both_counts(client, name, dsn) == (30, 30)
+        with pytest.raises(MilvusException, match="different parameters"):  # it has a partition now
+            client.create_collection(name, schema=schema(), index_params=index())
+        assert both_counts(client, name, dsn) == (30, 30)  # neither side dropped
+        quick = f"{name}_quick"
+        client.create_collection(quick, dimension=8)
+        client.insert(quick, [{"id": 1, "vector": [0.5] * 8}])
+        client.create_collection(quick, dimension=8)  # Milvus accepts the same create again
+        assert both_counts(client, quick, dsn) == (1, 1)  # the shadow was kept, not emptied
+        client.drop_collection(quick)
+        second.insert(name, [row(rng, 500)])
+        assert client.tracker is not None and client.tracker.state(500, name) == EXISTS
+        assert client.tracker.state(115, name) == DELETED
+
+        async def check() -> Any:
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+            try:
+                return await validate(client, pool, name, tracker=client.tracker)
+            finally:
+                await pool.close()
+
+        result = anyio.run(check)
+        assert result.ok and result.milvus_count == 31, str(result)
+    finally:
+        client.drop_collection(name)
+        second.close()
+        client.close()

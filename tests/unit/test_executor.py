@@ -329,3 +329,34 @@ async def test_without_spill_the_slow_consumer_sets_the_pace() -> None:
     ahead = max(sum(k == "emitted" for k, _ in log[: i + 1]) - sum(k == "consumed" for k, _ in log[: i + 1])
                 for i in range(len(log)))  # fmt: skip
     assert ahead <= 4  # the contrast to the spilling test above
+
+
+class QuittingReader(SpillingReader):
+    """A spilling consumer that fails after three chunks, while its lag sits on disk."""
+
+    __slots__ = ()
+
+    async def run(self, ctx: Any) -> int:
+        async for chunk in ctx.stream(self.needs[0]):
+            self.seen.append(chunk)
+            if len(self.seen) == 3:
+                raise ValueError("consumer broke")
+            await anyio.sleep(0.01)
+        return len(self.seen)
+
+
+async def test_a_spilling_consumer_that_fails_stops_its_producer_and_leaves_no_files(tmp_path: Any) -> None:
+    @task(emits_stream=True)
+    async def produce(ctx: PipelineContext) -> int:
+        for i in range(200):
+            await ctx.emit({"chunk": i})
+            await anyio.sleep(0.001)
+        return 200
+
+    dag = DAG("spill-fail", [produce, QuittingReader("slow", "produce", [])])
+    with anyio.fail_after(10):
+        result = await Executor(policy="continue", stream_buffer=2).run(dag, PipelineContext(run_dir=tmp_path))
+    assert result.tasks["slow"].state is TaskState.FAILED
+    assert result.tasks["produce"].state is TaskState.FAILED
+    assert "stopped reading the stream" in (result.tasks["produce"].error or "")  # not a FileNotFoundError
+    assert list((tmp_path / "spill").iterdir()) == []
