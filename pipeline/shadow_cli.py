@@ -35,7 +35,12 @@ DbOpt = Annotated[str | None, typer.Option("--db-name", help="Milvus database (d
 DsnOpt = Annotated[str | None, typer.Option("--pg-dsn", help="PostgreSQL DSN (default: POSTGRES__DSN)")]
 TableOpt = Annotated[str | None, typer.Option("--table", help="shadow table (default: shadow_<collection>)")]
 TrackerOpt = Annotated[
-    Path | None, typer.Option("--tracker", help="key tracker (LMDB directory): decides which side is wrong")
+    Path | None,
+    typer.Option(
+        "--tracker",
+        help="key tracker (LMDB directory): decides which side is wrong; default: the drop-in client's for this "
+        "DSN, when it exists",
+    ),
 ]
 TolOpt = Annotated[float, typer.Option("--tolerance", min=0, help="absolute tolerance for float vectors")]
 NoVecOpt = Annotated[bool, typer.Option("--ignore-vectors", help="skip vector fields")]
@@ -67,6 +72,11 @@ def _run(conn: dict[str, Any], tracker_path: Path | None, call: Callable[..., Aw
 
     if tracker_path is not None and not tracker_path.is_dir():
         raise fail_invalid(f"--tracker {tracker_path}: no key tracker there (an LMDB directory)")
+    if tracker_path is None:  # the drop-in client's default: use its votes when it has kept any
+        from task_components.shadow.dropin import default_tracker_path
+
+        default = default_tracker_path(conn["dsn"]) if conn.get("dsn") else None
+        tracker_path = default if default is not None and (default / "data.mdb").exists() else None
 
     async def main() -> Any:
         try:

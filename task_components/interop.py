@@ -70,6 +70,8 @@ def from_milvus_ingest(data: dict[str, Any], directory: Path, checksums: bool = 
     if isinstance(expected, int) and expected != total:
         raise MetaError(f"{meta}: generation_info.total_rows is {expected:,} but the data files hold {total:,} rows")
     generation = {k: info[k] for k in ("seed", "total_rows") if k in info} | {"source": "milvus-ingest"}
+    if not isinstance(data.get("schema"), dict):
+        raise MetaError(f"{meta}: no 'schema' object (milvus-ingest writes the collection schema there)")
     return {"format": fmt, "schema": data["schema"], "generation": generation,
             "collection_config": data.get("collection_config") or {}, "files": files}  # fmt: skip
 
