@@ -89,7 +89,7 @@ def _run(conn: dict[str, Any], tracker_path: Path | None, call: Callable[..., Aw
         try:
             try:
                 pool = await asyncpg.create_pool(conn["dsn"], min_size=1, max_size=2)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
                 raise fail_invalid(f"cannot reach PostgreSQL: {type(exc).__name__}: {exc}") from None
             try:
                 return await call(milvus, pool, tracker)

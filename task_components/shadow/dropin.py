@@ -112,6 +112,7 @@ class ShadowMilvusClient(MilvusClient):
         return result
 
     def drop_collection(self, collection_name: str, timeout: float | None = None, **kwargs: Any) -> Any:
+        self._portal.call(self.shadow.pool)  # PostgreSQL unreachable: fail before Milvus drops anything
         result = MilvusClient.drop_collection(self, collection_name, timeout=timeout, **kwargs)
         self._portal.call(self.shadow.drop, collection_name, table_name(collection_name))
         return result
@@ -147,9 +148,10 @@ class ShadowMilvusClient(MilvusClient):
         def find(keys: list[Any] | None) -> list[Any]:
             # a query without a limit returns every match (bounded by Milvus' output quota, ~100 MB of
             # keys); query_iterator is not used: on Milvus 2.3 it misses rows written a moment before
-            by = {"ids": keys} if keys is not None else {"filter": filter}
+            expr = sh.pk_in(keys) if keys is not None else filter
             rows = MilvusClient.query(
-                self, collection_name, output_fields=[sh.pk], consistency_level="Strong", partition_names=parts, **by
+                self, collection_name, filter=expr, output_fields=[sh.pk], consistency_level="Strong",
+                partition_names=parts,
             )  # fmt: skip
             return [r[sh.pk] for r in rows]
 
@@ -157,12 +159,14 @@ class ShadowMilvusClient(MilvusClient):
             return await anyio.to_thread.run_sync(find, keys)
 
         async def milvus(keys: list[Any]) -> Any:
+            # by an escaped `pk in [...]`: pymilvus' ids= does not escape quotes or backslashes in keys
             return await self._in_thread(
-                MilvusClient.delete, collection_name, ids=keys, timeout=timeout, partition_name=partition_name, **kwargs
-            )
+                MilvusClient.delete, collection_name, filter=sh.pk_in(keys), timeout=timeout,
+                partition_name=partition_name, **kwargs,
+            )  # fmt: skip
 
         keys = None if ids is None else _ids(ids)
-        return self._portal.call(self.shadow.delete, sh, keys, filter or "", bool(partition_name), find_async, milvus)
+        return self._portal.call(self.shadow.delete, sh, keys, bool(partition_name), find_async, milvus)
 
     def close(self) -> None:
         try:
@@ -210,6 +214,7 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
         return result
 
     async def drop_collection(self, collection_name: str, timeout: float | None = None, **kwargs: Any) -> Any:
+        await self.shadow.pool()  # PostgreSQL unreachable: fail before Milvus drops anything
         result = await AsyncMilvusClient.drop_collection(self, collection_name, timeout=timeout, **kwargs)
         await self.shadow.drop(collection_name, table_name(collection_name))
         return result
@@ -249,19 +254,20 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
 
         async def find(keys: list[Any] | None) -> list[Any]:
             # AsyncMilvusClient has no query_iterator; a query without a limit returns every match
-            by = {"ids": keys} if keys is not None else {"filter": filter}
+            expr = sh.pk_in(keys) if keys is not None else filter
             rows = await AsyncMilvusClient.query(
-                self, collection_name, output_fields=[sh.pk], partition_names=parts, consistency_level="Strong", **by
+                self, collection_name, filter=expr, output_fields=[sh.pk], partition_names=parts,
+                consistency_level="Strong",
             )  # fmt: skip
             return [r[sh.pk] for r in rows]
 
         async def milvus(keys: list[Any]) -> Any:
             return await AsyncMilvusClient.delete(
-                self, collection_name, ids=keys, timeout=timeout, partition_name=partition_name, **kwargs
+                self, collection_name, filter=sh.pk_in(keys), timeout=timeout, partition_name=partition_name, **kwargs
             )
 
         keys = None if ids is None else _ids(ids)
-        return await self.shadow.delete(sh, keys, filter or "", bool(partition_name), find, milvus)
+        return await self.shadow.delete(sh, keys, bool(partition_name), find, milvus)
 
     async def close(self) -> None:
         try:

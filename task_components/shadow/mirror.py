@@ -12,9 +12,9 @@ order and an upsert race cannot leave them holding different winners):
 - AUTO_ID insert: Milvus assigns the keys, so Milvus goes first; the rows are then written to the
   shadow under the ids Milvus returned (in the ``_row`` column); if that fails, the rows are deleted
   from Milvus again before ``TransactionError`` is raised.
-- delete by filter: the keys are read in the shadow when the filter converts to SQL (under the lock
-  the shadow holds what this client wrote; 1 ms instead of a 200 ms Strong query), else in Milvus;
-  both sides then delete exactly those keys. With a partition, Milvus says which keys live there.
+- delete by filter: Milvus finds the keys (a Strong query), both sides delete exactly those keys, so
+  the rows deleted are the ones Milvus' own delete would take (its filter semantics, not the SQL
+  translation's). With a partition, Milvus says which keys live there.
 The LMDB tracker records each key's new state once Milvus has accepted the write, before the shadow
 commits: if that commit were lost, the tracker still names the shadow as the wrong side. Once Milvus
 has accepted, the record and the commit are shielded from cancellation, and a failure there says
@@ -38,7 +38,7 @@ import structlog
 
 from task_components.errors import (
     CollectionNotFoundError,
-    FilterConversionError,
+    ShadowConnectionError,
     ShadowSchemaError,
     TransactionError,
 )
@@ -49,7 +49,6 @@ from task_components.schema.postgres import ROW_KEY, columns, create_table_sql, 
 from task_components.schema.postgres import table_name as shadow_table
 from task_components.shadow.binary_copy import encode_batch
 from task_components.shadow.export import arrow_batch
-from task_components.shadow.filters import to_sql
 from task_components.shadow.sides import Shadow
 from task_components.shadow.tracker import KeyStateTracker
 
@@ -117,7 +116,12 @@ class ShadowStore:
 
     async def pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_max)
+            try:
+                self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_max)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+                raise ShadowConnectionError(
+                    f"cannot reach the shadow PostgreSQL ({type(exc).__name__}: {exc}); nothing was written"
+                ) from exc
         return self._pool
 
     async def close(self) -> None:
@@ -235,23 +239,18 @@ class ShadowStore:
         return result
 
     async def delete(
-        self, sh: Shadowed, keys: list[Any] | None, filter: str, partitioned: bool,
+        self, sh: Shadowed, keys: list[Any] | None, partitioned: bool,
         find: Callable[[list[Any] | None], Awaitable[list[Any]]], milvus: Callable[[list[Any]], Awaitable[Any]],
     ) -> Any:  # fmt: skip
         """Delete ``keys``, or the keys a filter selects, from both sides.
 
-        A filter is read in the shadow when it converts to SQL: under the collection lock the shadow
-        holds exactly what this client wrote, and the lookup costs a millisecond where a Strong Milvus
-        query waits ~200 ms for Milvus' time tick. Milvus (``find``) answers when it cannot: a
-        filter outside the SQL grammar, an AUTO_ID collection (the shadow has no column for Milvus'
-        key field), and a partition (the shadow has none: Milvus says which keys live there).
+        A filter is always evaluated by Milvus (``find``, a Strong query: ~200 ms on 2.3 for its time
+        tick), never by its SQL translation: the rows deleted must be the rows Milvus' own delete would
+        take, and a filter Milvus refuses must be refused. With a partition, Milvus also says which of
+        the given keys live there (the shadow has no partitions).
         """
         async with sh.lock:
-            if keys is None:
-                keys = None if partitioned else await self._matching(sh, filter)
-                if keys is None:
-                    keys = await find(None)
-            elif partitioned:
+            if keys is None or partitioned:
                 keys = await find(keys)
             if not keys:  # nothing to delete on either side; Milvus is not asked to guess
                 return {"delete_count": 0}
@@ -262,20 +261,6 @@ class ShadowStore:
                 with anyio.CancelScope(shield=True):
                     await self._record(sh, keys, "delete")
         return result
-
-    async def _matching(self, sh: Shadowed, filter: str) -> list[Any] | None:
-        if sh.schema.primary.auto_id:
-            return None
-        try:
-            where = to_sql(filter, sh.schema)
-        except FilterConversionError:
-            return None
-        try:
-            async with (await self.pool()).acquire() as conn:
-                rows = await conn.fetch(f"SELECT {quote(sh.key)} FROM {quote(sh.table)} WHERE {where}")
-        except asyncpg.PostgresError:
-            return None  # a filter SQL reads but cannot type-check (id == "abc"): Milvus answers or refuses it
-        return [r[0] for r in rows]
 
     def _transaction(self, sh: Shadowed, op: str) -> _Txn:
         return _Txn(self, sh, op)

@@ -313,3 +313,22 @@ def test_partitions_repeated_create_and_shared_tracker(tmp_path: Path) -> None:
         client.drop_collection(name)
         second.close()
         client.close()
+
+
+def test_string_keys_with_quotes_and_backslashes_delete_on_both_sides(tmp_path: Path) -> None:
+    uri, dsn, name = service_uri("TEST_MILVUS_URI"), service_uri("TEST_POSTGRES_DSN"), "dropin_strkeys"
+    client = ShadowMilvusClient(uri=uri, pg_dsn=dsn, tracker_path=tmp_path / "keys")
+    try:
+        if client.has_collection(name):
+            client.drop_collection(name)
+        client.create_collection(name, dimension=2, id_type="string", max_length=16)
+        keys = ["e\\f", "c'd", "plain", "e\\g"]
+        client.insert(name, [{"id": k, "vector": [0.5, 0.5]} for k in keys])
+        client.delete(name, filter='id like "e%"')  # both backslash keys, found by Milvus itself
+        client.delete(name, ids=["c'd"])
+        assert both_counts(client, name, dsn) == (1, 1)
+        left = client.query(name, filter="", output_fields=["id"], limit=10, consistency_level="Strong")
+        assert [r["id"] for r in left] == ["plain"]
+    finally:
+        client.drop_collection(name)
+        client.close()
