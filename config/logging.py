@@ -26,6 +26,20 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+class _StderrLogger:
+    """Prints to whatever ``sys.stderr`` is at the time of the call.
+
+    Why not PrintLoggerFactory(file=sys.stderr): that binds the stream of the moment logging was
+    configured, and a caller that swaps stderr for a while (typer's CliRunner, a test harness) closes
+    that stream afterwards: every later log line then raised "I/O operation on closed file".
+    """
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
+
+
 def configure_logging(settings: LoggingSettings | None = None, *, force_format: str | None = None) -> None:
     settings = settings or LoggingSettings()
     fmt = force_format or settings.format
@@ -47,6 +61,6 @@ def configure_logging(settings: LoggingSettings | None = None, *, force_format: 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *args: _StderrLogger(),
         cache_logger_on_first_use=False,
     )

@@ -60,12 +60,14 @@ class JobJournal:
         tmp.replace(self.path)
 
 
-def adopt_listed_jobs(utility: Any, alias: str, collection: str, locations: set[str]) -> dict[str, int]:
-    """Jobs Milvus knows for these files that the journal missed (a kill between submit and record)."""
+def adopt_listed_jobs(utility: Any, alias: str, collection: str, locations: set[str] | None) -> dict[str, int]:
+    """Jobs Milvus knows for these files (None: any single-file job) that the journal missed (a kill
+    between submit and record)."""
     found: dict[str, int] = {}
     for task in utility.list_bulk_insert_tasks(collection_name=collection, using=alias):
         files = list(getattr(task, "files", []) or [])
-        if len(files) == 1 and files[0] in locations and getattr(task, "state_name", "") != "Failed":
+        wanted = len(files) == 1 and (locations is None or files[0] in locations)
+        if wanted and getattr(task, "state_name", "") != "Failed":
             found.setdefault(files[0], int(task.task_id))
     return found
 

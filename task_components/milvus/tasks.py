@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from task_components.base import Component
 from task_components.connect import count_rows, guard_collection, target_for
-from task_components.contracts import CollectionInfo, ImportResult, Manifest, MilvusTarget, UploadResult
+from task_components.contracts import (
+    CollectionInfo,
+    ImportResult,
+    Manifest,
+    MilvusTarget,
+    UploadedFile,
+    UploadResult,
+)
 from task_components.milvus.bulk import JobJournal, adopt_listed_jobs, wait_jobs, wait_searchable
 from task_components.milvus.insert import InsertJournal, insert_files
 from task_components.milvus.schema_map import index_params, to_milvus_schema
@@ -134,12 +142,12 @@ class BulkImport(Component):
     summary = "bulk-import uploaded files into Milvus and wait for the jobs (falls back to insert on Milvus Lite)"
     Params = ImportParams
     default_kind = "milvus"
+    stream_input = True  # each uploaded file is submitted as soon as it lands
 
     async def run(self, ctx: Any) -> ImportResult:
         p: ImportParams = self.params  # type: ignore[assignment]
         info: CollectionInfo | None = self.upstream(ctx, CollectionInfo)
-        upload: UploadResult | None = self.upstream(ctx, UploadResult)
-        if info is None or upload is None:
+        if info is None:
             raise ValueError("milvus.bulk_import needs a storage.upload task and a milvus.create_collection task")
         started = time.perf_counter()
         target = info.milvus()
@@ -148,16 +156,19 @@ class BulkImport(Component):
         if method == "auto":
             method = "insert" if target.lite else "bulk_import"
         resume = ""
-        if method == "insert":
+        if method == "bulk_import":
+            job_ids, resume, upload = await self._bulk_import(ctx, p, info)
+            label = "bulk_import"
+        else:
+            async for _ in self._uploaded(ctx):  # inserting reads the files once all are up
+                pass
+            upload = self._upload(ctx)
             if target.lite and p.method == "auto":
                 ctx.log.warning("Milvus Lite cannot bulk-import: inserting the files in batches instead")
             stats = await insert_files(ctx, info, upload.manifest, p.batch_rows, p.concurrency, _journal(ctx, self))
             resume = stats.describe()
-            job_ids: list[int] = []
+            job_ids = []
             label = "insert (fallback: Milvus Lite has no bulk import)" if target.lite else "insert"
-        else:
-            job_ids, resume = await self._bulk_import(ctx, p, info, upload)
-            label = "bulk_import"
         if resume:
             ctx.log.info("resumed without duplicates", how=resume)
         rows = await anyio.to_thread.run_sync(_count, target, info.name) if p.wait or method == "insert" else -1
@@ -166,9 +177,29 @@ class BulkImport(Component):
                             seconds=time.perf_counter() - started, job_ids=job_ids, info=info,
                             manifest=upload.manifest, resume=resume)  # fmt: skip
 
+    def _upload(self, ctx: Any) -> UploadResult:
+        upload = self.upstream(ctx, UploadResult)
+        if upload is None:
+            raise ValueError("milvus.bulk_import needs a storage.upload task and a milvus.create_collection task")
+        return upload
+
+    async def _uploaded(self, ctx: Any) -> AsyncIterator[UploadedFile]:
+        """Each file as soon as it is in the object store (streamed by the upload task), else all at once."""
+        if self.streams_from:
+            async for f in ctx.stream(self.streams_from[0]):
+                yield f
+        else:
+            for f in self._upload(ctx).files:
+                yield f
+
     async def _bulk_import(
-        self, ctx: Any, p: ImportParams, info: CollectionInfo, upload: UploadResult
-    ) -> tuple[list[int], str]:
+        self, ctx: Any, p: ImportParams, info: CollectionInfo
+    ) -> tuple[list[int], str, UploadResult]:
+        """Submit each file's job the moment it is uploaded, then wait for all of them.
+
+        Why per file: Milvus 2.3 runs import jobs one at a time, so the first job starting while later
+        files are still being generated and uploaded takes that time off the end-to-end wait.
+        """
         from pymilvus import connections, utility  # ORM API: the bulk-insert calls Milvus 2.3 understands
 
         warnings.filterwarnings("ignore", message=".*ORM-style PyMilvus API.*")
@@ -188,21 +219,24 @@ class BulkImport(Component):
                 before = await anyio.to_thread.run_sync(_count, target, info.name)
                 journal.rows_before = before
             resumed = set(jobs.values())
-            adopted: dict[str, int] = {}
-            if journal.existed:  # a resume: find jobs the journal missed
-                missing = {f.location for f in upload.files} - resumed
-                adopted = await anyio.to_thread.run_sync(adopt_listed_jobs, utility, alias, info.name, missing)
-                for location, job in adopted.items():
-                    jobs[job] = location
-                    journal.record(location, job)
-            for f in upload.files:
-                if f.location in resumed or f.location in adopted:
+            listed: dict[str, int] = {}
+            if journal.existed:  # a resume: jobs Milvus knows that the journal missed (a kill after submit)
+                listed = await anyio.to_thread.run_sync(adopt_listed_jobs, utility, alias, info.name, None)
+            adopted = 0
+            async for f in self._uploaded(ctx):
+                if f.location in resumed:
+                    continue
+                if f.location in listed:
+                    jobs[listed[f.location]] = f.location
+                    journal.record(f.location, listed[f.location])
+                    adopted += 1
                     continue
                 with anyio.CancelScope(shield=True):  # a signal must not separate a job from its journal entry
                     job = await anyio.to_thread.run_sync(_submit, utility, alias, info.name, f.location)
                     jobs[int(job)] = f.location
                     journal.record(f.location, int(job))
-            ctx.log.info("bulk import submitted", jobs=len(jobs), resumed=len(resumed), adopted=len(adopted),
+            upload = self._upload(ctx)
+            ctx.log.info("bulk import submitted", jobs=len(jobs), resumed=len(resumed), adopted=adopted,
                          collection=info.name)  # fmt: skip
             if p.wait:
                 with anyio.fail_after(p.timeout):
@@ -211,9 +245,9 @@ class BulkImport(Component):
             how = ""
             if resumed or adopted:
                 how = f"resumed from the job journal: {len(resumed)} jobs of the interrupted attempt waited on" + (
-                    f", {len(adopted)} found in Milvus' job list and adopted" if adopted else ""
+                    f", {adopted} found in Milvus' job list and adopted" if adopted else ""
                 )
-            return list(jobs), how
+            return list(jobs), how, upload
         finally:
             await anyio.to_thread.run_sync(lambda: connections.disconnect(alias))
 

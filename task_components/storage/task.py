@@ -71,6 +71,7 @@ class Upload(Component):
     summary = "upload dataset files to S3 (or a local directory) as they are written; skips unchanged files"
     Params = UploadParams
     stream_input = True
+    emits = True  # each file once it is stored: an importer can start on it while the rest upload
     retries_inside = True
     default_kind = "io"
 
@@ -90,8 +91,10 @@ class Upload(Component):
                 obj = await with_retries(lambda: store.put_file(df.local_path, key, df.entry.sha256), policy,
                                          s3_transient, what=f"upload of {key}", log=ctx.log)  # fmt: skip
             e = df.entry
-            done.append(UploadedFile(key=obj.key, location=store.locate(obj.key), rows=e.rows, bytes=obj.bytes,
-                                     sha256=obj.sha256, skipped=obj.skipped, shard=e.shard))  # fmt: skip
+            uploaded = UploadedFile(key=obj.key, location=store.locate(obj.key), rows=e.rows, bytes=obj.bytes,
+                                    sha256=obj.sha256, skipped=obj.skipped, shard=e.shard)  # fmt: skip
+            done.append(uploaded)
+            await ctx.emit(uploaded)
             ctx.progress(done=len(done), unit="files")
 
         try:
