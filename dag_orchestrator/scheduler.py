@@ -160,10 +160,11 @@ class _Scheduler:
         assert self.store is not None
         done = {n: v for n, v in self.store.succeeded().items() if n in self.tasks}
         changed = True
-        while changed:  # a producer must stream again for any consumer that runs again
+        while changed:  # a producer must stream again for any consumer that runs again (unless it replays)
             changed = False
             for name in list(done):
-                if any(c not in done and self._streams(name, c) for c in self.dependents[name]):
+                again = [c for c in self.dependents[name] if c not in done and self._streams(name, c)]
+                if any(not getattr(self.tasks[c], "stream_replay", False) for c in again):
                     del done[name]
                     changed = True
         return done

@@ -71,6 +71,9 @@ class Task:
 
     __slots__ = ("emits_stream", "kind", "name", "needs", "retry", "streams_from", "timeout")
     stream_spill = False  # a consumer that must not slow its producer: its lag waits on disk (streams.Spill)
+    # a consumer that can read a finished producer's result instead of its stream: a resumed run does not
+    # re-run the producer (and everything it streams from) just to feed this task again
+    stream_replay = False
 
     def __init__(
         self,

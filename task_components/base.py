@@ -73,6 +73,8 @@ class Component(Task):
     def upstream(self, ctx: Any, kind: type[T]) -> T | None:
         """The result of the first need whose result is a ``kind`` (tasks find inputs by type, not name)."""
         for need in self.needs:
+            if need in self.streams_from and need not in ctx.results:
+                continue  # a producer this task streams from has no result until its stream ends
             result = ctx.result(need)
             if isinstance(result, kind):
                 return result
@@ -139,6 +141,11 @@ def retry_warnings(tasks: dict[str, Task]) -> list[tuple[str, str]]:
     for name, task in tasks.items():
         streams = bool(task.streams_from) or task.emits_stream
         if streams and task.retry.attempts > 1 and not getattr(task, "retries_inside", False):
-            out.append((name, "declares retries but streams: it is not re-run once data has flowed, and it "
-                              "retries nothing inside, so the retries only cover a failure before the first chunk"))
+            out.append(
+                (
+                    name,
+                    "declares retries but streams: it is not re-run once data has flowed, and it "
+                    "retries nothing inside, so the retries only cover a failure before the first chunk",
+                )
+            )
     return out

@@ -97,7 +97,11 @@ class EventsResult:
 
 
 def pace(
-    n: int, rate: float, burst_factor: float = 1.0, burst_every: float = 60.0, burst_seconds: float = 0.0,
+    n: int,
+    rate: float,
+    burst_factor: float = 1.0,
+    burst_every: float = 60.0,
+    burst_seconds: float = 0.0,
     start: float = 0.0,
 ) -> Iterator[float]:
     """Send offsets (seconds from the run's start) for n events from ``start``: ``rate`` per second,

@@ -143,6 +143,7 @@ class BulkImport(Component):
     Params = ImportParams
     default_kind = "milvus"
     stream_input = True  # each uploaded file is submitted as soon as it lands
+    stream_replay = True  # resumed after the upload finished: its result lists the files, nothing re-uploads
 
     async def run(self, ctx: Any) -> ImportResult:
         p: ImportParams = self.params  # type: ignore[assignment]
@@ -184,8 +185,9 @@ class BulkImport(Component):
         return upload
 
     async def _uploaded(self, ctx: Any) -> AsyncIterator[UploadedFile]:
-        """Each file as soon as it is in the object store (streamed by the upload task), else all at once."""
-        if self.streams_from:
+        """Each file as soon as it is in the object store (streamed by the upload task), else all at once
+        (no stream, or a resumed run whose upload finished in an earlier attempt)."""
+        if self.streams_from and self.streams_from[0] not in ctx.results:
             async for f in ctx.stream(self.streams_from[0]):
                 yield f
         else:

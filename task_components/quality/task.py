@@ -112,6 +112,5 @@ class QualityCheck(ConfiguredComponent):
     Params = QualityParams
     Result = QualityStage
 
-
     def summarize(self, result: QualityStage) -> dict[str, Any]:
         return {"rules": len(result.params.rules)}

@@ -18,6 +18,7 @@ __all__ = ["META_COLUMN", "SCHEMA_KEY", "arrow_schema", "arrow_type", "row_bytes
 SCHEMA_KEY = b"collection_schema"
 META_COLUMN = "$meta"
 
+
 def arrow_schema(schema: CollectionSchema) -> pa.Schema:
     cols = [pa.field(f.name, arrow_type(f), nullable=f.nullable) for f in schema.data_fields()]
     if schema.enable_dynamic_field:

@@ -175,11 +175,9 @@ class KafkaSinkComponent(_KafkaComponent):
     Result = KafkaSink
 
 
-
 class DeadLetterComponent(_KafkaComponent):
     __slots__ = ()
     component = "sink.dead_letter"
     summary = "streaming dead-letter topic: original record, step, rule, reason, source position, correlation id"
     Params = ProducerParams
     Result = KafkaDeadLetterSink
-

@@ -95,7 +95,6 @@ class MilvusSinkComponent(ConfiguredComponent):
     Params = MilvusSinkParams
     Result = MilvusSink
 
-
     def settings_problem(self, settings: Any) -> str | None:
         if self.params.uri or settings.milvus.uri:  # type: ignore[attr-defined]
             return None

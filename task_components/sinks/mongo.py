@@ -126,4 +126,3 @@ class MongoSinkComponent(ConfiguredComponent):
 
     def settings_problem(self, settings: Any) -> str | None:
         return missing(mongo_uri, settings)
-

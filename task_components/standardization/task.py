@@ -132,7 +132,6 @@ class Standardize(ConfiguredComponent):
     Params = StandardizeParams
     Result = StandardizeStage
 
-
     def summarize(self, result: StandardizeStage) -> dict[str, Any]:
         p = result.params
         return {"mapped": len(p.mapping), "typed": len(p.types), "standardized": len(p.fields)}

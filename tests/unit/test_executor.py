@@ -360,3 +360,46 @@ async def test_a_spilling_consumer_that_fails_stops_its_producer_and_leaves_no_f
     assert result.tasks["produce"].state is TaskState.FAILED
     assert "stopped reading the stream" in (result.tasks["produce"].error or "")  # not a FileNotFoundError
     assert list((tmp_path / "spill").iterdir()) == []
+
+
+class Replaying(Task):
+    """Streams from its producer on a fresh run; on a resume after the producer finished, reads its result."""
+
+    __slots__ = ("fail", "saw")
+    stream_replay = True
+
+    def __init__(self, name: str, producer: str, fail: bool) -> None:
+        super().__init__(name, [producer], streams_from=[producer])
+        self.fail, self.saw = fail, ""
+
+    async def run(self, ctx: Any) -> int:
+        producer = self.needs[0]
+        if producer in ctx.results:
+            self.saw, chunks = "result", list(ctx.result(producer))
+        else:
+            self.saw, chunks = "stream", [c async for c in ctx.stream(producer)]
+        if self.fail:
+            raise ValueError("consumer broke")
+        return len(chunks)
+
+
+async def test_a_replaying_consumer_resumes_without_rerunning_its_finished_producer(tmp_path: Any) -> None:
+    from dag_orchestrator import StateStore
+
+    runs: list[int] = []
+
+    @task(emits_stream=True)
+    async def produce(ctx: PipelineContext) -> list[int]:
+        runs.append(1)
+        for i in range(5):
+            await ctx.emit(i)
+        return list(range(5))
+
+    store = StateStore(tmp_path)
+    first = Replaying("consume", "produce", fail=True)
+    r1 = await Executor(policy="continue").run(DAG("r", [produce, first]), store=store)
+    assert r1.tasks["produce"].state is TaskState.SUCCEEDED and first.saw == "stream"
+    second = Replaying("consume", "produce", fail=False)
+    r2 = await Executor().run(DAG("r", [produce, second]), store=store, resume=True)
+    assert r2.ok and r2.tasks["produce"].resumed and runs == [1]  # the producer ran once, in the first attempt
+    assert second.saw == "result" and r2.results["consume"] == 5

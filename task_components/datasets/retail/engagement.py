@@ -86,7 +86,8 @@ def campaigns_starting(seed: int, monday: date) -> dict[str, np.ndarray]:
         "campaign_id": day_no(monday) * 100 + np.arange(1, n + 1, dtype=np.int64),
         "channel": CHANNELS[rng.choice(CHANNELS.size, n, p=[0.35, 0.3, 0.2, 0.15])],
         "target_segment": np.array(list(SEGMENTS))[rng.integers(0, len(SEGMENTS), n)],
-        "start_date": np.full(n, np.datetime64(monday)), "end_date": np.datetime64(monday) + (days - 1),
+        "start_date": np.full(n, np.datetime64(monday)),
+        "end_date": np.datetime64(monday) + (days - 1),
         "daily_budget_cents": rng.integers(20_000, 500_000, n),
     }
 

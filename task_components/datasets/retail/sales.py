@@ -31,6 +31,7 @@ def ts_array(seconds: object) -> pa.Array:
 def seconds_of(column: pa.ChunkedArray) -> np.ndarray:
     return column.cast(pa.int64()).to_numpy() // 1000
 
+
 RECEIPTS_SCHEMA = pa.schema([
     ("receipt_id", pa.int64()), ("store_id", pa.int32()), ("customer_id", pa.int64()), ("ts", TS),
     ("item_count", pa.int32()), ("subtotal_cents", pa.int64()), ("tax_cents", pa.int64()),

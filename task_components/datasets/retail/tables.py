@@ -35,10 +35,20 @@ _TABLES = [
     _t("online_orders", ("customers", "products"), sales.online_orders, fact=True),
     _t("ble_pings", ("receipts",), engagement.ble_pings, fact=True),
     _t("marketing", ("receipts",), engagement.marketing, ("campaigns", "marketing", "campaign_conversions"), True),
-    _t("store_inventory", ("receipts", "trucks"), inventory.store_inventory,
-       ("store_inventory_txn", "truck_moves", "store_inventory_snapshot"), True),
-    _t("dc_inventory", ("store_inventory", "online_orders"), inventory.dc_inventory,
-       ("dc_inventory_txn", "dc_inventory_snapshot"), True),
+    _t(
+        "store_inventory",
+        ("receipts", "trucks"),
+        inventory.store_inventory,
+        ("store_inventory_txn", "truck_moves", "store_inventory_snapshot"),
+        True,
+    ),
+    _t(
+        "dc_inventory",
+        ("store_inventory", "online_orders"),
+        inventory.dc_inventory,
+        ("dc_inventory_txn", "dc_inventory_snapshot"),
+        True,
+    ),
 ]
 
 RETAIL = Pack(
