@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -63,12 +64,8 @@ def pipeline_run(env: dict[str, str], rows: int, tmp: Path) -> tuple[float, Path
     return seconds, run_dir / "data", report
 
 
-def insert_baseline(uri: str, data: Path, rows: int) -> tuple[float, float]:
-    """Seconds until every row is countable, and until the index covers every row.
-
-    A bulk-import job reports Completed only after its segments are indexed, so the like-for-like
-    end state for inserts is "indexed", not merely "countable" (growing segments are unindexed).
-    """
+def fresh_collection(uri: str, name: str) -> Any:
+    """An empty, indexed, loaded vector_bench collection (both baselines start from the same state)."""
     from pymilvus import MilvusClient
 
     from task_components.milvus.schema_map import index_params, to_milvus_schema
@@ -76,11 +73,21 @@ def insert_baseline(uri: str, data: Path, rows: int) -> tuple[float, float]:
 
     schema = resolve_schema("vector_bench")
     client = MilvusClient(uri=uri)
-    if client.has_collection("bench_insert"):
-        client.drop_collection("bench_insert")
-    client.create_collection("bench_insert", schema=to_milvus_schema(schema))
-    client.create_index("bench_insert", index_params(schema, False, INDEX)[0])
-    client.load_collection("bench_insert")
+    if client.has_collection(name):
+        client.drop_collection(name)
+    client.create_collection(name, schema=to_milvus_schema(schema))
+    client.create_index(name, index_params(schema, False, INDEX)[0])
+    client.load_collection(name)
+    return client
+
+
+def insert_baseline(uri: str, data: Path, rows: int) -> tuple[float, float]:
+    """Seconds until every row is countable, and until the index covers every row.
+
+    A bulk-import job reports Completed only after its segments are indexed, so the like-for-like
+    end state for inserts is "indexed", not merely "countable" (growing segments are unindexed).
+    """
+    client = fresh_collection(uri, "bench_insert")
     started = time.perf_counter()
     for path in sorted(data.glob("data-*.parquet")):
         for batch in pq.ParquetFile(path).iter_batches(batch_size=5000):
@@ -109,18 +116,9 @@ def import_floor(uri: str, keys: list[str], rows: int) -> tuple[float, float]:
     (seconds until every job is Completed, seconds until the index covers every row): the floor the
     pipeline's import phase stands on, measured on the same server with the same files.
     """
-    from pymilvus import MilvusClient, connections, utility
+    from pymilvus import connections, utility
 
-    from task_components.milvus.schema_map import index_params, to_milvus_schema
-    from task_components.schema import resolve_schema
-
-    schema = resolve_schema("vector_bench")
-    client = MilvusClient(uri=uri)
-    if client.has_collection("bench_floor"):
-        client.drop_collection("bench_floor")
-    client.create_collection("bench_floor", schema=to_milvus_schema(schema))
-    client.create_index("bench_floor", index_params(schema, False, INDEX)[0])
-    client.load_collection("bench_floor")
+    client = fresh_collection(uri, "bench_floor")
     connections.connect("floor", uri=uri)
     started = time.perf_counter()
     jobs = [utility.do_bulk_insert(collection_name="bench_floor", files=[k], using="floor") for k in keys]
