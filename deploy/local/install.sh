@@ -34,3 +34,9 @@ open('.local/compose_spec.json', 'wb').write(z.read('compose/config/compose_spec
     fi
     rm -rf "$tmp"
 fi
+# milvus-ingest itself, in its own venv: the interop test runs its loader on a directory we wrote
+if [ "${1:-}" = "--test" ] && [ ! -x bench/.venvs/milvus-ingest/bin/milvus-ingest ]; then
+    { .venv/bin/python -m venv bench/.venvs/milvus-ingest \
+        && bench/.venvs/milvus-ingest/bin/pip install -q --disable-pip-version-check milvus-ingest==0.1.2; } \
+        >/dev/null 2>&1 || echo "warning: could not install milvus-ingest (its interop test will skip)" >&2
+fi
