@@ -156,7 +156,10 @@ def check_files(manifest: Manifest) -> None:
         if manifest.format == "json" or path.suffix == ".json":
             read_table(manifest, entry)
             continue
-        have = pq.read_schema(path).names
+        try:
+            have = pq.read_schema(path).names
+        except (pa.ArrowInvalid, OSError) as exc:  # truncated, overwritten, not Parquet at all
+            raise DataFileError(f"{path}: not a readable Parquet file ({exc}); restore or regenerate it") from exc
         absent = [n for n in target.names if n not in have and n != META_COLUMN]
         if absent:
             raise DataFileError(f"{path}: no column for schema field {absent[0]!r} (the file has: {', '.join(have)})")

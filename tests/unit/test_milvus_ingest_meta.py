@@ -175,3 +175,16 @@ def test_data_files_that_do_not_fit_the_schema_exit_2_before_any_work(tmp_path: 
     pq.write_table(pq.read_table(p / "data.parquet").drop_columns(["stock"]), p / "data.parquet")
     result = CliRunner().invoke(app, ["to-milvus", "verify", str(p), "--run-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2 and "data.parquet: no column for schema field 'stock'" in result.output
+
+
+def test_a_truncated_parquet_file_is_named_not_a_traceback(tmp_path: Path) -> None:
+    import shutil
+
+    from task_components.datafiles import check_files
+
+    shutil.copytree(FIXTURE / "parquet", tmp_path / "ds")
+    m = Manifest.load(tmp_path / "ds")
+    path = m.file_path(m.files[0])
+    path.write_bytes(path.read_bytes()[:5000])  # cut short, as a failed copy leaves it
+    with pytest.raises(DataFileError, match=r"data\.parquet: not a readable Parquet file"):
+        check_files(m)
