@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,17 @@ def fresh_collection(uri: str, name: str) -> Any:
     return client
 
 
+def seconds_until(started: float, done: Callable[[], bool]) -> float:
+    """Poll ``done`` every 0.5 s; the seconds from ``started`` until it held."""
+    while not done():
+        time.sleep(0.5)
+    return time.perf_counter() - started
+
+
+def indexed_rows(client: Any, collection: str) -> int:
+    return int(client.describe_index(collection, "embedding").get("indexed_rows", 0))
+
+
 def insert_baseline(uri: str, data: Path, rows: int) -> tuple[float, float]:
     """Seconds until every row is countable, and until the index covers every row.
 
@@ -98,13 +110,10 @@ def insert_baseline(uri: str, data: Path, rows: int) -> tuple[float, float]:
                 for i, t, s, v in zip(cols["id"], cols["title"], cols["score"], vectors, strict=True)
             ])  # fmt: skip
     client.flush("bench_insert")
-    while client.query("bench_insert", filter="", output_fields=["count(*)"],
-                       consistency_level="Strong")[0]["count(*)"] < rows:  # fmt: skip
-        time.sleep(0.5)
-    countable = time.perf_counter() - started
-    while client.describe_index("bench_insert", "embedding").get("indexed_rows", 0) < rows:
-        time.sleep(0.5)
-    indexed = time.perf_counter() - started
+    from task_components.connect import count_rows
+
+    countable = seconds_until(started, lambda: count_rows(client, "bench_insert") >= rows)
+    indexed = seconds_until(started, lambda: indexed_rows(client, "bench_insert") >= rows)
     client.drop_collection("bench_insert")
     client.close()
     return countable, indexed
@@ -122,12 +131,9 @@ def import_floor(uri: str, keys: list[str], rows: int) -> tuple[float, float]:
     connections.connect("floor", uri=uri)
     started = time.perf_counter()
     jobs = [utility.do_bulk_insert(collection_name="bench_floor", files=[k], using="floor") for k in keys]
-    while any(utility.get_bulk_insert_state(j, using="floor").state_name != "Completed" for j in jobs):
-        time.sleep(0.5)
-    completed = time.perf_counter() - started
-    while client.describe_index("bench_floor", "embedding").get("indexed_rows", 0) < rows:
-        time.sleep(0.5)
-    indexed = time.perf_counter() - started
+    completed = seconds_until(started, lambda: all(utility.get_bulk_insert_state(j, using="floor").state_name
+                                                   == "Completed" for j in jobs))  # fmt: skip
+    indexed = seconds_until(started, lambda: indexed_rows(client, "bench_floor") >= rows)
     connections.disconnect("floor")
     client.drop_collection("bench_floor")
     client.close()
