@@ -119,6 +119,10 @@ class MilvusTarget:
     def client(self) -> Any:
         from pymilvus import MilvusClient  # heavy import, only where a client is made
 
+        if self.lite:
+            from task_components.milvus.lite import LiteClient  # Lite corrupts its WAL under concurrent writes
+
+            return LiteClient(self.uri, **({"token": self.token} if self.token else {}))
         kwargs: dict[str, Any] = {"uri": self.uri}
         if self.token:
             kwargs["token"] = self.token

@@ -1,0 +1,50 @@
+"""Milvus Lite takes one write at a time per collection, so the client serializes them.
+
+Milvus Lite 3.2.2 appends every insert/upsert/delete to its collection's write-ahead log (an Arrow IPC
+stream) from whichever gRPC worker thread took the call, with no lock: two concurrent inserts into one
+collection interleave their bytes. Nothing shows while the process lives (the rows are in memory too),
+but the next open replays a corrupt WAL only up to the first broken batch and silently drops every
+acknowledged row after it: a killed run resumed from the insert journal then misses those rows.
+Serializing writes per database file in this process removes the interleaving; reads stay concurrent.
+Another process cannot open the same file (Lite holds a flock on it), so a process-wide lock is enough.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from pymilvus import MilvusClient
+
+__all__ = ["LiteClient", "write_lock"]
+
+_locks: dict[str, threading.Lock] = {}
+_guard = threading.Lock()
+
+
+def write_lock(uri: str) -> threading.Lock:
+    """The one lock every client of this Lite database file in this process writes under."""
+    key = str(Path(uri).resolve())
+    with _guard:
+        return _locks.setdefault(key, threading.Lock())
+
+
+class LiteClient(MilvusClient):
+    """A MilvusClient for a Lite ``.db`` file whose writes never overlap (see the module docstring)."""
+
+    def __init__(self, uri: str, **kwargs: Any) -> None:
+        super().__init__(uri=uri, **kwargs)
+        self._write_lock = write_lock(uri)
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        with self._write_lock:
+            return super().insert(*args, **kwargs)
+
+    def upsert(self, *args: Any, **kwargs: Any) -> Any:
+        with self._write_lock:
+            return super().upsert(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        with self._write_lock:
+            return super().delete(*args, **kwargs)
