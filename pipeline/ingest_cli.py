@@ -131,8 +131,9 @@ def to_milvus_import(
         "dataset": _dataset(path),
         "upload": {"uses": "storage.upload", "needs": ["dataset"], "with": {"prefix": prefix}, "retries": 3},
         "collection": _collection(collection_name, drop, no_index),
+        # `import` imports whatever the size (no small-load insert); Milvus Lite still falls back to insert
         "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
-                   "with": {"wait": wait and not no_index, "timeout": timeout}},
+                   "with": {"wait": wait and not no_index, "timeout": timeout, "insert_below_rows": 0}},
     }  # fmt: skip
     if wait and not no_index:  # without an index Milvus 2.3 cannot load the collection to count it
         tasks["verify"] = {"uses": "verify", "needs": ["import"], "with": {"level": "count"}}

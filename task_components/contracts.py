@@ -152,6 +152,7 @@ class ImportResult(BaseModel):
     info: CollectionInfo
     manifest: Manifest
     resume: str = Field("", description="how an interrupted earlier attempt was taken over, if there was one")
+    phases: dict[str, float] = Field(default_factory=dict, description="seconds from the task's start to each step")
 
     @property
     def rows_per_second(self) -> float:

@@ -129,7 +129,11 @@ class ImportParams(BaseModel):
     wait: bool = True
     timeout: float = Field(3600, gt=0, description="seconds to wait for all import jobs")
     poll_interval: float = Field(1.0, gt=0)
-    method: Literal["auto", "bulk_import", "insert"] = Field("auto", description="auto: bulk import unless Lite")
+    method: Literal["auto", "bulk_import", "insert"] = Field(
+        "auto", description="auto: bulk import, except on Milvus Lite and for a load under both insert_below_* limits"
+    )
+    insert_below_rows: int = Field(100_000, ge=0, description="auto inserts a load of fewer rows (and fewer MB)")
+    insert_below_mb: float = Field(128, ge=0, description="auto inserts a load of fewer MB (and fewer rows)")
     batch_rows: int = Field(5000, ge=1, description="rows per insert when inserting")
     concurrency: int = Field(2, ge=1, le=16)
 
@@ -153,30 +157,32 @@ class BulkImport(Component):
         started = time.perf_counter()
         target = info.milvus()
         guard_collection(ctx, target, info.name)
-        method = p.method
-        if method == "auto":
-            method = "insert" if target.lite else "bulk_import"
+        files = self._uploaded(ctx)
+        method, held, label = p.method, [], p.method
+        if method == "auto" and target.lite:
+            method, label = "insert", "insert (fallback: Milvus Lite has no bulk import)"
+            ctx.log.warning("Milvus Lite cannot bulk-import: inserting the files in batches instead")
+        elif method == "auto":
+            method, held = await self._small_load(ctx, p, files)
+            label = method if method == "bulk_import" else "insert (auto: a load this small inserts faster)"
         resume = ""
+        phases: dict[str, float] = {}
         if method == "bulk_import":
-            job_ids, resume, upload = await self._bulk_import(ctx, p, info)
-            label = "bulk_import"
+            job_ids, resume, upload = await self._bulk_import(ctx, p, info, _chain(held, files), phases)
         else:
-            async for _ in self._uploaded(ctx):  # inserting reads the files once all are up
+            async for _ in files:  # inserting reads the files once all are up
                 pass
             upload = self._upload(ctx)
-            if target.lite and p.method == "auto":
-                ctx.log.warning("Milvus Lite cannot bulk-import: inserting the files in batches instead")
             stats = await insert_files(ctx, info, upload.manifest, p.batch_rows, p.concurrency, _journal(ctx, self))
             resume = stats.describe()
             job_ids = []
-            label = "insert (fallback: Milvus Lite has no bulk import)" if target.lite else "insert"
         if resume:
             ctx.log.info("resumed without duplicates", how=resume)
         rows = await anyio.to_thread.run_sync(_count, target, info.name) if p.wait or method == "insert" else -1
         return ImportResult(collection=info.name, method=label, rows_in_milvus=rows,
                             rows_expected=upload.manifest.total_rows, files=len(upload.files),
                             seconds=time.perf_counter() - started, job_ids=job_ids, info=info,
-                            manifest=upload.manifest, resume=resume)  # fmt: skip
+                            manifest=upload.manifest, resume=resume, phases=phases)  # fmt: skip
 
     def _upload(self, ctx: Any) -> UploadResult:
         upload = self.upstream(ctx, UploadResult)
@@ -194,9 +200,39 @@ class BulkImport(Component):
             for f in self._upload(ctx).files:
                 yield f
 
+    async def _small_load(
+        self, ctx: Any, p: ImportParams, files: AsyncIterator[UploadedFile]
+    ) -> tuple[str, list[UploadedFile]]:
+        """``auto`` on a server: insert a load under both limits, else bulk-import (the files read to decide
+        are returned, to be imported first).
+
+        Why: a bulk import pays a fixed cost whatever its size (a job Milvus 2.3 runs alone, an index
+        build per segment, a handoff to the query node: ~10 s here), so below a few tens of thousands of
+        rows batched inserts finish first (bench/load.py: 20k x 768-d, insert 2x faster; 100k, import
+        faster). Files are read only until the load is known to be large, so a large load's first job is
+        not delayed once its first file alone crosses a limit. An interrupted earlier attempt's journal
+        decides a resume, so a run never switches method half way.
+        """
+        run_dir = Path(ctx.run_dir) if ctx.run_dir else None
+        if run_dir is not None and (run_dir / f"{self.name}.jobs.json").exists():
+            return "bulk_import", []
+        if run_dir is not None and (run_dir / f"{self.name}.inserted.jsonl").exists():
+            return "insert", []
+        held: list[UploadedFile] = []
+        async for f in files:
+            held.append(f)
+            rows, size = sum(h.rows for h in held), sum(h.bytes for h in held)
+            if rows >= p.insert_below_rows or size >= p.insert_below_mb * 2**20:
+                return "bulk_import", held
+        ctx.log.info("a small load: inserting instead of bulk-importing", rows=sum(h.rows for h in held),
+                     mb=round(sum(h.bytes for h in held) / 2**20, 1), insert_below_rows=p.insert_below_rows,
+                     insert_below_mb=p.insert_below_mb)  # fmt: skip
+        return "insert", held
+
     async def _bulk_import(
-        self, ctx: Any, p: ImportParams, info: CollectionInfo
-    ) -> tuple[list[int], str, UploadResult]:
+        self, ctx: Any, p: ImportParams, info: CollectionInfo, files: AsyncIterator[UploadedFile],
+        phases: dict[str, float],
+    ) -> tuple[list[int], str, UploadResult]:  # fmt: skip
         """Submit each file's job the moment it is uploaded, then wait for all of them.
 
         Why per file: Milvus 2.3 runs import jobs one at a time, so the first job starting while later
@@ -205,6 +241,11 @@ class BulkImport(Component):
         from pymilvus import connections, utility  # ORM API: the bulk-insert calls Milvus 2.3 understands
 
         warnings.filterwarnings("ignore", message=".*ORM-style PyMilvus API.*")
+
+        started = time.perf_counter()
+
+        def mark(step: str) -> None:  # where the import's time goes (bench/load.py prints these)
+            phases.setdefault(step, round(time.perf_counter() - started, 2))
 
         alias = f"import-{ctx.run_id}-{self.name}"
         target = info.milvus()
@@ -225,7 +266,7 @@ class BulkImport(Component):
             if journal.existed:  # a resume: jobs Milvus knows that the journal missed (a kill after submit)
                 listed = await anyio.to_thread.run_sync(adopt_listed_jobs, utility, alias, info.name, None)
             adopted = 0
-            async for f in self._uploaded(ctx):
+            async for f in files:
                 if f.location in resumed:
                     continue
                 if f.location in listed:
@@ -237,13 +278,17 @@ class BulkImport(Component):
                     job = await anyio.to_thread.run_sync(_submit, utility, alias, info.name, f.location)
                     jobs[int(job)] = f.location
                     journal.record(f.location, int(job))
+                    mark("first job submitted")
             upload = self._upload(ctx)
+            mark("last job submitted")
             ctx.log.info("bulk import submitted", jobs=len(jobs), resumed=len(resumed), adopted=adopted,
                          collection=info.name)  # fmt: skip
             if p.wait:
                 with anyio.fail_after(p.timeout):
                     imported = await wait_jobs(ctx, utility, alias, jobs, upload.manifest.total_rows, p.poll_interval)
+                    mark("jobs completed")
                     await wait_searchable(ctx, target, info.name, before + imported, p.poll_interval)
+                    mark("searchable")
             how = ""
             if resumed or adopted:
                 how = f"resumed from the job journal: {len(resumed)} jobs of the interrupted attempt waited on" + (
@@ -254,9 +299,18 @@ class BulkImport(Component):
             await anyio.to_thread.run_sync(lambda: connections.disconnect(alias))
 
     def summarize(self, result: ImportResult) -> dict[str, Any]:
-        out = {"method": result.method, "rows in milvus": result.rows_in_milvus,
-               "rows/s": f"{result.rows_per_second:,.0f}"}  # fmt: skip
+        out: dict[str, Any] = {"method": result.method, "rows in milvus": result.rows_in_milvus,
+                               "rows/s": f"{result.rows_per_second:,.0f}"}  # fmt: skip
+        if result.phases:
+            out["timeline"] = ", ".join(f"{step} {at:.1f} s" for step, at in result.phases.items())
         return {**out, "resume": result.resume} if result.resume else out
+
+
+async def _chain(first: list[UploadedFile], rest: AsyncIterator[UploadedFile]) -> AsyncIterator[UploadedFile]:
+    for f in first:
+        yield f
+    async for f in rest:
+        yield f
 
 
 def _submit(utility: Any, alias: str, collection: str, location: str) -> int:

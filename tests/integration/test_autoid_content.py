@@ -58,7 +58,8 @@ def pipeline() -> dict[str, Any]:
         "collection": {"uses": "milvus.create_collection",
                        "with": {"schema": SCHEMA, "drop_if_exists": True,
                                 "indexes": {"embedding": {"index_type": "FLAT", "metric_type": "L2"}}}},
-        "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"], "with": {"poll_interval": 0.5}},
+        "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
+                   "with": {"poll_interval": 0.5, "insert_below_rows": 0}},
         "shadow": {"uses": "shadow.sync", "needs": ["generate"], "with": {"table": "autoid_shadow_it_content"}},
         "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "full"}},
     }}  # fmt: skip

@@ -141,7 +141,8 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "upload": {"uses": "storage.upload", "needs": ["partition"]},
         "collection": {"uses": "milvus.create_collection", "with": {"schema": SCHEMA, "drop_if_exists": True,
                        "indexes": {"embedding": {"index_type": "FLAT", "metric_type": "COSINE"}}}},
-        "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"], "with": {"poll_interval": 0.5}},
+        "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
+                   "with": {"poll_interval": 0.5, "insert_below_rows": 0}},
         "shadow": {"uses": "shadow.sync", "needs": ["generate"]},
     }}  # fmt: skip
     result = run_file(write_pipeline(tmp / "f.yaml", spec), tmp / "runs", settings_with_pg())

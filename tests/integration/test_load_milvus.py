@@ -7,6 +7,7 @@ import signal
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.integration
 IVF = {"embedding": {"index_type": "IVF_FLAT", "metric_type": "COSINE", "params": {"nlist": 128}}}
 
 
-def load_spec(name: str, schema: str, rows: int, collection_schema: str | None = None) -> dict:
+def load_spec(name: str, schema: str, rows: int, collection_schema: str | None = None, **import_with: Any) -> dict:
     return {
         "name": name,
         "params": {"rows": rows},
@@ -32,7 +33,7 @@ def load_spec(name: str, schema: str, rows: int, collection_schema: str | None =
                            "with": {"schema": collection_schema or schema, "collection": name,
                                     "drop_if_exists": True, "indexes": IVF}},
             "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
-                       "with": {"timeout": 900, "poll_interval": 0.5}},
+                       "with": {"timeout": 900, "poll_interval": 0.5, **import_with}},
             "verify": {"uses": "verify", "needs": ["import"], "with": {"sample": 300}},
         },
     }  # fmt: skip
@@ -62,12 +63,30 @@ def test_200k_768d_rows_bulk_imported_from_s3(tmp_path: Path) -> None:
 
 
 def test_import_of_files_that_do_not_match_the_schema_fails_with_milvus_reason(tmp_path: Path) -> None:
-    spec = load_spec("it_mismatch", "simple", 2_000, collection_schema="vector_bench")
+    spec = load_spec("it_mismatch", "simple", 2_000, collection_schema="vector_bench", method="bulk_import")
     result = run_file(write_pipeline(tmp_path / "bad.yaml", spec), tmp_path / "runs", settings_for_services())
     run = result.tasks["import"]
     assert run.state is TaskState.FAILED and run.error_type == "MilvusImportError"
     assert "failed in Milvus:" in (run.error or "") and "data-00001.parquet" in (run.error or "")
     assert result.tasks["verify"].state is TaskState.CANCELLED
+
+
+def test_auto_inserts_a_load_under_the_limits_and_bulk_imports_one_over_them(tmp_path: Path) -> None:
+    small = run_file(write_pipeline(tmp_path / "small.yaml", load_spec("it_auto_small", "simple", 3_000)),
+                     tmp_path / "small", settings_for_services())  # fmt: skip
+    assert small.ok, {n: t.error for n, t in small.tasks.items() if t.error}
+    imported = small.results["import"]
+    assert imported.method.startswith("insert (auto") and imported.rows_in_milvus == 3_000 and not imported.job_ids
+    (run_dir,) = (tmp_path / "small").iterdir()
+    assert (run_dir / "import.inserted.jsonl").exists() and not (run_dir / "import.jobs.json").exists()
+    assert small.results["verify"].passed
+
+    spec = load_spec("it_auto_large", "simple", 3_000, insert_below_rows=1_000)  # the same load, now "large"
+    large = run_file(write_pipeline(tmp_path / "large.yaml", spec), tmp_path / "large", settings_for_services())
+    assert large.ok, {n: t.error for n, t in large.tasks.items() if t.error}
+    imported = large.results["import"]
+    assert imported.method == "bulk_import" and imported.rows_in_milvus == 3_000 and len(imported.job_ids) == 1
+    assert large.results["verify"].passed
 
 
 def test_upload_skips_unchanged_files_and_replaces_changed_ones(tmp_path: Path) -> None:

@@ -59,7 +59,8 @@ def pipeline(schema: dict[str, Any], rows: int) -> dict[str, Any]:
         "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 1500}},
         "upload": {"uses": "storage.upload", "needs": ["partition"]},
         "collection": {"uses": "milvus.create_collection", "with": {"schema": schema, "drop_if_exists": True}},
-        "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"], "with": {"poll_interval": 0.5}},
+        "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
+                   "with": {"poll_interval": 0.5, "insert_below_rows": 0}},
         "shadow": {"uses": "shadow.sync", "needs": ["generate"]},
         "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "full", "search": 200}},
     }}  # fmt: skip

@@ -40,7 +40,8 @@ def spec(schema: str, rows: int, collection: str) -> dict[str, Any]:
         "collection": {"uses": "milvus.create_collection",
                        "with": {"schema": schema, "collection": collection, "drop_if_exists": True,
                                 "indexes": {"embedding": {"index_type": "FLAT", "metric_type": "COSINE"}}}},
-        "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"], "with": {"poll_interval": 0.5}},
+        "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
+                   "with": {"poll_interval": 0.5, "insert_below_rows": 0}},
         "shadow": {"uses": "shadow.sync", "needs": ["generate"]},
         "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "full"}},
     }}  # fmt: skip
