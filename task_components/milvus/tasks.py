@@ -168,7 +168,7 @@ class BulkImport(Component):
         resume = ""
         phases: dict[str, float] = {}
         if method == "bulk_import":
-            job_ids, resume, upload = await self._bulk_import(ctx, p, info, _chain(held, files), phases)
+            job_ids, resume, upload = await self._bulk_import(ctx, p, info, _chain(held, files), phases, started)
         else:
             async for _ in files:  # inserting reads the files once all are up
                 pass
@@ -231,7 +231,7 @@ class BulkImport(Component):
 
     async def _bulk_import(
         self, ctx: Any, p: ImportParams, info: CollectionInfo, files: AsyncIterator[UploadedFile],
-        phases: dict[str, float],
+        phases: dict[str, float], started: float,
     ) -> tuple[list[int], str, UploadResult]:  # fmt: skip
         """Submit each file's job the moment it is uploaded, then wait for all of them.
 
@@ -241,8 +241,6 @@ class BulkImport(Component):
         from pymilvus import connections, utility  # ORM API: the bulk-insert calls Milvus 2.3 understands
 
         warnings.filterwarnings("ignore", message=".*ORM-style PyMilvus API.*")
-
-        started = time.perf_counter()
 
         def mark(step: str) -> None:  # where the import's time goes (bench/load.py prints these)
             phases.setdefault(step, round(time.perf_counter() - started, 2))

@@ -86,6 +86,8 @@ def test_auto_inserts_a_load_under_the_limits_and_bulk_imports_one_over_them(tmp
     assert large.ok, {n: t.error for n, t in large.tasks.items() if t.error}
     imported = large.results["import"]
     assert imported.method == "bulk_import" and imported.rows_in_milvus == 3_000 and len(imported.job_ids) == 1
+    steps = ["first job submitted", "last job submitted", "jobs completed", "searchable"]
+    assert list(imported.phases) == steps and sorted(imported.phases.values()) == list(imported.phases.values())
     assert large.results["verify"].passed
 
 
