@@ -7,9 +7,14 @@ The baseline is what a hand-written loader does: read the same Parquet files and
 Both collections use the same IVF_FLAT index, so index builds cost both sides alike. The pipeline's
 figure includes generating and uploading the data; the baseline's does not (it reads finished files).
 
+The import task's timeline (first/last job submitted, jobs Completed, searchable) shows where the
+pipeline's time goes; the "ceiling" line is the best ratio any pipeline could reach on this server:
+the insert loop against Milvus' own import of files already uploaded, with nothing generated first.
+``--method`` forces the pipeline's import method (auto inserts a small load: compare the two).
+
 Needs the local real services: started here with deploy/local/services.sh unless TEST_MILVUS_URI is set.
 
-    python bench/load.py [--rows 200000]
+    python bench/load.py [--rows 200000] [--method auto|bulk_import|insert]
 """
 
 from __future__ import annotations
