@@ -301,8 +301,9 @@ class BulkImport(Component):
     def summarize(self, result: ImportResult) -> dict[str, Any]:
         out: dict[str, Any] = {"method": result.method, "rows in milvus": result.rows_in_milvus,
                                "rows/s": f"{result.rows_per_second:,.0f}"}  # fmt: skip
-        if result.phases:
-            out["timeline"] = ", ".join(f"{step} {at:.1f} s" for step, at in result.phases.items())
+        phases = getattr(result, "phases", None)  # absent from a result stored by an older version
+        if phases:
+            out["timeline"] = ", ".join(f"{step} {at:.1f} s" for step, at in phases.items())
         return {**out, "resume": result.resume} if result.resume else out
 
 
