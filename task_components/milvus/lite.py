@@ -5,7 +5,8 @@ stream) from whichever gRPC worker thread took the call, with no lock: two concu
 collection interleave their bytes. Nothing shows while the process lives (the rows are in memory too),
 but the next open replays a corrupt WAL only up to the first broken batch and silently drops every
 acknowledged row after it: a killed run resumed from the insert journal then misses those rows.
-Serializing writes per database file in this process removes the interleaving; reads stay concurrent.
+Serializing writes (and flushes, which swap the WAL) per database file in this process removes the
+interleaving; reads stay concurrent.
 Another process cannot open the same file (Lite holds a flock on it), so a process-wide lock is enough.
 """
 
@@ -48,3 +49,7 @@ class LiteClient(MilvusClient):
     def delete(self, *args: Any, **kwargs: Any) -> Any:
         with self._write_lock:
             return super().delete(*args, **kwargs)
+
+    def flush(self, *args: Any, **kwargs: Any) -> Any:  # swaps the WAL under a write that may be appending
+        with self._write_lock:
+            return super().flush(*args, **kwargs)

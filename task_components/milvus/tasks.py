@@ -133,8 +133,8 @@ class ImportParams(BaseModel):
     method: Literal["auto", "bulk_import", "insert"] = Field(
         "auto", description="auto: bulk import, except on Milvus Lite and for a load under both insert_below_* limits"
     )
-    insert_below_rows: int = Field(100_000, ge=0, description="auto inserts a load of fewer rows (and fewer MB)")
-    insert_below_mb: float = Field(128, ge=0, description="auto inserts a load of fewer MB (and fewer rows)")
+    insert_below_rows: int = Field(100_000, ge=0, description="auto inserts a load of fewer rows (and MB); 0: never")
+    insert_below_mb: float = Field(128, ge=0, description="auto inserts a load of fewer MB (and rows); 0: never")
     batch_rows: int = Field(5000, ge=1, description="rows per insert when inserting")
     concurrency: int = Field(2, ge=1, le=16)
 
@@ -164,7 +164,7 @@ class BulkImport(Component):
             method, label = "insert", "insert (fallback: Milvus Lite has no bulk import)"
             ctx.log.warning("Milvus Lite cannot bulk-import: inserting the files in batches instead")
         elif method == "auto":
-            method, held = await self._small_load(ctx, p, files)
+            method, held = await self._small_load(ctx, p, info, files)
             label = method if method == "bulk_import" else "insert (auto: a load this small inserts faster)"
         resume = ""
         phases: dict[str, float] = {}
@@ -202,7 +202,7 @@ class BulkImport(Component):
                 yield f
 
     async def _small_load(
-        self, ctx: Any, p: ImportParams, files: AsyncIterator[UploadedFile]
+        self, ctx: Any, p: ImportParams, info: CollectionInfo, files: AsyncIterator[UploadedFile]
     ) -> tuple[str, list[UploadedFile]]:
         """``auto`` on a server: insert a load under both limits, else bulk-import (the files read to decide
         are returned, to be imported first).
@@ -215,11 +215,15 @@ class BulkImport(Component):
         delayed once its first file alone crosses a limit. An interrupted earlier attempt's journal
         decides a resume, so a run never switches method half way.
         """
+        if not p.wait or not p.insert_below_rows or not p.insert_below_mb:  # inserting always waits
+            return "bulk_import", []
         run_dir = Path(ctx.run_dir) if ctx.run_dir else None
         if run_dir is not None and (run_dir / f"{self.name}.jobs.json").exists():
             return "bulk_import", []
         if run_dir is not None and (run_dir / f"{self.name}.inserted.jsonl").exists():
             return "insert", []
+        # Milvus unreachable: fail before reading the stream, while the task can still be retried whole
+        await anyio.to_thread.run_sync(_reachable, info.milvus(), info.name)
         held: list[UploadedFile] = []
         async for f in files:
             held.append(f)
@@ -320,6 +324,15 @@ def _submit(utility: Any, alias: str, collection: str, location: str) -> int:
 
 def _journal(ctx: Any, task: Component) -> InsertJournal:
     return InsertJournal(Path(ctx.run_dir) / f"{task.name}.inserted.jsonl" if ctx.run_dir else None)
+
+
+def _reachable(target: MilvusTarget, collection: str) -> None:
+    client = target.client()
+    try:
+        if not client.has_collection(collection):
+            raise LookupError(f"Milvus collection {collection!r} does not exist at {target.uri}")
+    finally:
+        client.close()
 
 
 def _count(target: MilvusTarget, collection: str) -> int:
