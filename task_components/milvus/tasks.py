@@ -154,7 +154,7 @@ class BulkImport(Component):
         p: ImportParams = self.params  # type: ignore[assignment]
         info: CollectionInfo | None = self.upstream(ctx, CollectionInfo)
         if info is None:
-            raise ValueError("milvus.bulk_import needs a storage.upload task and a milvus.create_collection task")
+            raise ValueError(_NEEDS)
         started = time.perf_counter()
         target = info.milvus()
         guard_collection(ctx, target, info.name)
@@ -188,7 +188,7 @@ class BulkImport(Component):
     def _upload(self, ctx: Any) -> UploadResult:
         upload = self.upstream(ctx, UploadResult)
         if upload is None:
-            raise ValueError("milvus.bulk_import needs a storage.upload task and a milvus.create_collection task")
+            raise ValueError(_NEEDS)
         return upload
 
     async def _uploaded(self, ctx: Any) -> AsyncIterator[UploadedFile]:
@@ -217,22 +217,21 @@ class BulkImport(Component):
         """
         if not p.wait or not p.insert_below_rows or not p.insert_below_mb:  # inserting always waits
             return "bulk_import", []
-        run_dir = Path(ctx.run_dir) if ctx.run_dir else None
-        if run_dir is not None and (run_dir / f"{self.name}.jobs.json").exists():
-            return "bulk_import", []
-        if run_dir is not None and (run_dir / f"{self.name}.inserted.jsonl").exists():
-            return "insert", []
+        for suffix, method in ((_JOBS, "bulk_import"), (_INSERTED, "insert")):
+            journal = _run_file(ctx, self, suffix)
+            if journal is not None and journal.exists():
+                return method, []
         # Milvus unreachable: fail before reading the stream, while the task can still be retried whole
         await anyio.to_thread.run_sync(_reachable, info.milvus(), info.name)
         held: list[UploadedFile] = []
+        rows = size = 0
         async for f in files:
             held.append(f)
-            rows, size = sum(h.rows for h in held), sum(h.bytes for h in held)
+            rows, size = rows + f.rows, size + f.bytes
             if rows >= p.insert_below_rows or size >= p.insert_below_mb * 2**20:
                 return "bulk_import", held
-        ctx.log.info("a small load: inserting instead of bulk-importing", rows=sum(h.rows for h in held),
-                     mb=round(sum(h.bytes for h in held) / 2**20, 1), insert_below_rows=p.insert_below_rows,
-                     insert_below_mb=p.insert_below_mb)  # fmt: skip
+        ctx.log.info("a small load: inserting instead of bulk-importing", rows=rows, mb=round(size / 2**20, 1),
+                     insert_below_rows=p.insert_below_rows, insert_below_mb=p.insert_below_mb)  # fmt: skip
         return "insert", held
 
     async def _bulk_import(
@@ -253,7 +252,7 @@ class BulkImport(Component):
 
         alias = f"import-{ctx.run_id}-{self.name}"
         target = info.milvus()
-        journal = JobJournal(Path(ctx.run_dir) / f"{self.name}.jobs.json" if ctx.run_dir else None)
+        journal = JobJournal(_run_file(ctx, self, _JOBS))
         await anyio.to_thread.run_sync(lambda: connections.connect(alias, uri=target.uri, token=target.token or ""))
         try:
             jobs: dict[int, str] = {}
@@ -322,8 +321,17 @@ def _submit(utility: Any, alias: str, collection: str, location: str) -> int:
     return int(utility.do_bulk_insert(collection_name=collection, files=[location], using=alias))
 
 
+_NEEDS = "milvus.bulk_import needs a storage.upload task and a milvus.create_collection task"
+_JOBS, _INSERTED = "jobs.json", "inserted.jsonl"  # the journals of a bulk import and of inserts
+
+
+def _run_file(ctx: Any, task: Component, suffix: str) -> Path | None:
+    """``<run dir>/<task>.<suffix>``: where a task's journal lives (none without a run directory)."""
+    return Path(ctx.run_dir) / f"{task.name}.{suffix}" if ctx.run_dir else None
+
+
 def _journal(ctx: Any, task: Component) -> InsertJournal:
-    return InsertJournal(Path(ctx.run_dir) / f"{task.name}.inserted.jsonl" if ctx.run_dir else None)
+    return InsertJournal(_run_file(ctx, task, _INSERTED))
 
 
 def _reachable(target: MilvusTarget, collection: str) -> None:
