@@ -134,6 +134,8 @@ def import_floor(uri: str, keys: list[str], rows: int) -> tuple[float, float, fl
     """
     from pymilvus import connections, utility
 
+    from task_components.milvus.bulk import searchable_snapshot
+
     client = fresh_collection(uri, "bench_floor")
     connections.connect("floor", uri=uri)
     started = time.perf_counter()
@@ -141,22 +143,13 @@ def import_floor(uri: str, keys: list[str], rows: int) -> tuple[float, float, fl
     completed = seconds_until(started, lambda: all(utility.get_bulk_insert_state(j, using="floor").state_name
                                                    == "Completed" for j in jobs))  # fmt: skip
     indexed = seconds_until(started, lambda: indexed_rows(client, "bench_floor") >= rows)
-    client.refresh_load("bench_floor")
-    searchable = seconds_until(started, lambda: searchable_rows(client, "bench_floor") >= rows)
+    # the pipeline's own test of "searchable" (index built, every persisted segment loaded, count right)
+    searchable = seconds_until(started, lambda: searchable_snapshot(client, "bench_floor", rows, False)[0])
     connections.disconnect("floor")
     client.drop_collection("bench_floor")
     client.close()
     return completed, indexed, searchable
 
-
-def searchable_rows(client: Any, collection: str) -> int:
-    """Rows count(*) sees once every persisted segment is loaded (the pipeline's own end state), else 0."""
-    from task_components.connect import count_rows
-
-    loaded = {s.segment_id for s in client.list_loaded_segments(collection)}
-    if not {s.segment_id for s in client.list_persistent_segments(collection)} <= loaded:
-        return 0
-    return count_rows(client, collection)
 
 
 def main() -> None:

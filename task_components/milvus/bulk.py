@@ -24,7 +24,14 @@ import anyio
 
 from task_components.connect import count_rows
 
-__all__ = ["JobJournal", "MilvusImportError", "adopt_listed_jobs", "wait_jobs", "wait_searchable"]
+__all__ = [
+    "JobJournal",
+    "MilvusImportError",
+    "adopt_listed_jobs",
+    "searchable_snapshot",
+    "wait_jobs",
+    "wait_searchable",
+]
 
 
 class MilvusImportError(RuntimeError):
@@ -92,7 +99,7 @@ async def wait_jobs(ctx: Any, utility: Any, alias: str, jobs: dict[int, str], to
     return sum(imported.values())
 
 
-def _snapshot(client: Any, collection: str, want: int, refreshed: bool) -> tuple[bool, bool, tuple[Any, ...]]:
+def searchable_snapshot(client: Any, collection: str, want: int, refreshed: bool) -> tuple[bool, bool, tuple[Any, ...]]:
     """(ready, index_built, what was seen) for one poll; blocking, run in a worker thread."""
     built = True
     for name in client.list_indexes(collection):
@@ -117,7 +124,9 @@ async def wait_searchable(ctx: Any, target: Any, collection: str, want: int, pol
     stable, last, refreshed, started = 0, None, False, time.monotonic()
     try:
         while True:
-            ready, built, seen = await anyio.to_thread.run_sync(_snapshot, client, collection, want, refreshed)
+            ready, built, seen = await anyio.to_thread.run_sync(
+                searchable_snapshot, client, collection, want, refreshed
+            )
             refreshed |= built
             stable = stable + 1 if ready and seen == last else int(ready)
             last = seen
