@@ -51,33 +51,9 @@ class RetailConfig(BaseModel):
 
 # demand by hour of day (0-23): a lunch peak and an after-work peak; cut to store hours per store
 HOUR_PROFILE = np.array(
-    [
-        0.1,
-        0.1,
-        0.1,
-        0.1,
-        0.1,
-        0.2,
-        0.4,
-        0.7,
-        1.0,
-        1.2,
-        1.4,
-        1.7,
-        2.2,
-        1.9,
-        1.5,
-        1.5,
-        1.8,
-        2.3,
-        2.4,
-        2.0,
-        1.5,
-        1.0,
-        0.6,
-        0.3,
-    ]
-)
+    [0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.4, 0.7, 1.0, 1.2, 1.4, 1.7, 2.2, 1.9, 1.5, 1.5, 1.8, 2.3, 2.4, 2.0,
+     1.5, 1.0, 0.6, 0.3]
+)  # fmt: skip
 # online orders are created 00:00-15:59 so that picking and shipping end the same day (see sales.py)
 ONLINE_HOUR_PROFILE = np.array([0.3, 0.2, 0.1, 0.1, 0.1, 0.2, 0.5, 0.9, 1.2, 1.4, 1.5, 1.5, 1.6, 1.5, 1.4, 1.3]
                                + [0.0] * 8)  # fmt: skip
