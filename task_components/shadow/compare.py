@@ -23,7 +23,7 @@ import numpy as np
 
 from task_components.errors import ShadowValidationError
 from task_components.schema.models import FieldSchema, FieldType
-from task_components.shadow import sides
+from task_components.shadow import keyexpr, sides
 from task_components.shadow.diff import Comparison, SearchComparison, TopK, key_differences, row_differences
 from task_components.shadow.export import export
 from task_components.shadow.tracker import KeyStateTracker
@@ -62,11 +62,20 @@ async def _compare_keys_and_rows(
             chunk = part.tolist() if isinstance(part, np.ndarray) else part
             m_rows = await sides.milvus_rows(milvus, shadow, chunk, m_out)
             p_rows = await sides.pg_rows(pool, shadow, chunk, p_cols)
+            _note_unreadable(result, m_rows)
             diffs = await anyio.to_thread.run_sync(
                 lambda m=m_rows, p=p_rows: row_differences(shadow.schema, fields, m, p, tolerance, dynamic)
             )
             result.add(diffs)
     return result
+
+
+def _note_unreadable(result: Comparison, rows: sides.MilvusRows) -> None:
+    """A key Milvus holds but cannot return is present (no key difference); its fields go unread."""
+    for k in sorted(rows.unreadable):
+        note = f"key {k}: {keyexpr.UNREADABLE}"
+        if note not in result.notes:
+            result.notes.append(note)
 
 
 async def compare_query(
@@ -128,9 +137,10 @@ async def compare_entities(
         chunk = keys[start : start + batch_size]
         m_rows = await sides.milvus_rows(milvus, shadow, chunk, m_out)
         p_rows = await sides.pg_rows(pool, shadow, chunk, p_cols)
-        result.milvus_count += len(m_rows)
+        _note_unreadable(result, m_rows)
+        result.milvus_count += len(m_rows) + len(m_rows.unreadable)
         result.postgres_count += len(p_rows)
-        result.add(key_differences(list(m_rows), list(p_rows), tracker, collection))
+        result.add(key_differences([*m_rows, *m_rows.unreadable], list(p_rows), tracker, collection))
         result.add(row_differences(shadow.schema, fields, m_rows, p_rows, tolerance, dynamic))
     return result
 

@@ -88,6 +88,7 @@ class Comparison:
     differences: list[Difference] = field(default_factory=list)  # the first ``max_kept``
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, side) -> number
     max_kept: int = 1000
+    notes: list[str] = field(default_factory=list)  # what could not be compared, and why (not differences)
 
     @property
     def ok(self) -> bool:
@@ -115,7 +116,7 @@ class Comparison:
         return f"{head}, {self.total} differences: {parts}"
 
     def __str__(self) -> str:
-        lines = [self.summary(), *(f"  {d}" for d in self.differences[:20])]
+        lines = [self.summary(), *(f"  note: {n}" for n in self.notes), *(f"  {d}" for d in self.differences[:20])]
         if self.total > 20:
             lines.append(f"  ... and {self.total - 20} more")
         return "\n".join(lines)
@@ -126,7 +127,7 @@ class Comparison:
             "compared": self.compared, "milvus_count": self.milvus_count, "postgres_count": self.postgres_count,
             "total": self.total,
             "counts": [{"kind": k, "side": s, "count": n} for (k, s), n in sorted(self.counts.items())],
-            "differences": [d.to_dict() for d in self.differences],
+            "differences": [d.to_dict() for d in self.differences], "notes": self.notes,
         }  # fmt: skip
 
 

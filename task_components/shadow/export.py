@@ -86,7 +86,6 @@ async def export(
         shadow = sides.Shadow(name, schema, table or table_name(schema))
         output = sides.milvus_output(shadow, [f for f in schema.data_fields() if not f.is_primary],
                                      schema.enable_dynamic_field)  # fmt: skip
-        await sides.milvus_count(source, shadow)  # makes the iterator see fresh writes (see sides)
         batches: Any = sides.milvus_batches(source, shadow, "", output, batch_size)
     else:
         if isinstance(collection, str):

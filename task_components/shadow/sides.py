@@ -5,18 +5,17 @@ free and memory is one batch. PostgreSQL rows come from a server-side cursor ins
 ``resolve`` checks both sides before anything is compared: the collection exists in Milvus, the table
 exists in PostgreSQL with every column the schema needs, and raises an error naming what is missing.
 
-Two Milvus 2.3 quirks shape this module: a filter the server cannot parse can crash it, so every
-user filter goes through ``to_sql`` first (FilterConversionError, nothing sent); and a query iterator
-opened right after an insert can come back empty (its session timestamp falls back to the client's
-clock), so a Strong ``count(*)`` with the same filter is run first; it is also the count reported.
-Keys are fetched by ``pk in [...]`` written here with escaped string literals (pymilvus' ``ids=``
-does not escape quotes, and a malformed expression must never reach the server).
+Milvus 2.3 quirks shape this module: a filter the server cannot parse can crash it, so every user
+filter goes through ``to_sql`` first (FilterConversionError, nothing sent); keys are walked and
+fetched with expressions built by ``keyexpr`` (escaped string literals: pymilvus' ``ids=`` and its
+query_iterator do not escape quotes); and a row keyed 2**63-1 is counted by Milvus but returned by
+no query, so ``milvus_keys`` asks count(*) for it and ``milvus_rows`` names it ``unreadable``
+instead of letting it read as missing. A Strong ``count(*)`` is the count reported.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,20 +29,13 @@ from task_components.errors import CollectionNotFoundError, ShadowSchemaError, S
 from task_components.schema.arrow import META_COLUMN
 from task_components.schema.models import CollectionSchema, FieldSchema, FieldType, SchemaError
 from task_components.schema.postgres import columns, key_column, quote, table_name
+from task_components.shadow import keyexpr
 from task_components.shadow.filters import to_sql
 
-__all__ = ["Shadow", "describe", "milvus_batches", "milvus_keys", "milvus_rows", "pg_batches", "pg_count", "pg_keys",
-           "pg_rows", "resolve"]  # fmt: skip
+__all__ = ["MilvusRows", "Shadow", "describe", "milvus_batches", "milvus_keys", "milvus_rows", "pg_batches", "pg_count",
+           "pg_keys", "pg_rows", "resolve"]  # fmt: skip
 
 
-class _StaleTimestampNote(logging.Filter):
-    """Drop pymilvus' "use client-side ts" warning: the count(*) run first makes it harmless here."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "failed to get mvccTs" not in record.getMessage()
-
-
-logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_StaleTimestampNote())
 _log = logging.getLogger(__name__)
 
 
@@ -100,8 +92,7 @@ class Shadow:
 
     def pk_in(self, keys: list[Any]) -> str:
         """``pk in [...]`` with every literal escaped (json quoting is a valid Milvus string literal)."""
-        lits = [str(int(k)) if self.int_keys else json.dumps(str(k), ensure_ascii=False) for k in keys]
-        return f"{self.pk} in [{', '.join(lits)}]"
+        return keyexpr.pk_in(self.pk, keys, self.int_keys)
 
 
 async def describe(milvus: Any, collection: str) -> CollectionSchema:
@@ -175,42 +166,57 @@ async def milvus_count(milvus: Any, shadow: Shadow, filter: str = "") -> int:
 async def milvus_batches(
     milvus: Any, shadow: Shadow, filter: str, output_fields: list[str], batch_size: int = 1000
 ) -> AsyncIterator[list[dict[str, Any]]]:
-    """Rows matching ``filter`` (already checked by ``Shadow.where``), a batch at a time, in key order."""
+    """Rows matching ``filter`` (already checked by ``Shadow.where``), a batch at a time, in key order.
+
+    A row keyed 2**63-1 is never among them (Milvus 2.3 returns it from no query; see ``keyexpr``).
+    """
     shadow.where(filter)
-    it = await anyio.to_thread.run_sync(lambda: milvus.query_iterator(
-        shadow.collection, batch_size=batch_size, filter=filter, output_fields=output_fields,
-        consistency_level="Strong"))  # fmt: skip
-    try:
-        while batch := await anyio.to_thread.run_sync(it.next):
-            yield batch
-    finally:
-        await anyio.to_thread.run_sync(it.close)
+    pages = keyexpr.walk(milvus, shadow.collection, shadow.pk, shadow.int_keys, filter, output_fields, batch_size)
+    while batch := await anyio.to_thread.run_sync(next, pages, None):
+        yield batch
 
 
 async def milvus_keys(milvus: Any, shadow: Shadow, filter: str = "", batch_size: int = 5000) -> tuple[Any, int]:
     """Every key matching ``filter`` (int64 array or list) and Milvus' own count(*) of them."""
     shadow.where(filter)
-    for attempt in range(2):  # a second pass only when the iterator saw fewer keys than count(*)
-        count = await milvus_count(milvus, shadow, filter)  # before the iterator: see the module docstring
+    for attempt in range(2):  # a second pass only when the walk saw fewer keys than count(*)
+        count = await milvus_count(milvus, shadow, filter)
         keys = _Keys(shadow.int_keys)
         async with contextlib.aclosing(milvus_batches(milvus, shadow, filter, [shadow.pk], batch_size)) as batches:
             async for batch in batches:
                 keys.extend([r[shadow.pk] for r in batch])
+        if len(keys) < count and shadow.int_keys:  # rows keyed 2**63-1: counted, never returned
+            hidden = await anyio.to_thread.run_sync(
+                keyexpr.max_key_present, milvus, shadow.collection, shadow.pk, filter
+            )
+            keys.extend([keyexpr.INT64_MAX] * hidden)
         if len(keys) >= count:
             break
-        _log.warning("collection %r: the query iterator returned %d keys, count(*) %d%s", shadow.collection,
+        _log.warning("collection %r: the key walk returned %d keys, count(*) %d%s", shadow.collection,
                      len(keys), count, "; reading again" if not attempt else "")  # fmt: skip
     return keys.result(), count
 
 
-async def milvus_rows(milvus: Any, shadow: Shadow, keys: list[Any], output_fields: list[str]) -> dict[Any, dict]:
+class MilvusRows(dict[Any, dict[str, Any]]):
+    """Rows by key; ``unreadable``: keys Milvus holds but no query returns (2**63-1 on Milvus 2.3)."""
+
+    unreadable: set[Any]
+
+
+async def milvus_rows(milvus: Any, shadow: Shadow, keys: list[Any], output_fields: list[str]) -> MilvusRows:
     """Rows of these keys (a duplicated key keeps its last copy; ``milvus_keys`` reports duplicates)."""
+    found = MilvusRows()
+    found.unreadable = set()
     if not keys:
-        return {}
+        return found
     expr = shadow.pk_in(keys)
     rows = await anyio.to_thread.run_sync(lambda: milvus.query(
         shadow.collection, filter=expr, output_fields=output_fields, consistency_level="Strong"))  # fmt: skip
-    return {r[shadow.pk]: r for r in rows}
+    found.update((r[shadow.pk], r) for r in rows)
+    hidden = shadow.int_keys and keyexpr.INT64_MAX in keys and keyexpr.INT64_MAX not in found
+    if hidden and await anyio.to_thread.run_sync(keyexpr.max_key_present, milvus, shadow.collection, shadow.pk):
+        found.unreadable.add(keyexpr.INT64_MAX)
+    return found
 
 
 def milvus_output(shadow: Shadow, fields: list[FieldSchema], dynamic: bool) -> list[str]:

@@ -30,7 +30,9 @@ from task_components.connect import count_rows, shadow_dsn
 from task_components.contracts import ImportResult, Manifest, ShadowResult
 from task_components.datafiles import read_table
 from task_components.errors import ShadowValidationError
+from task_components.schema.models import FieldType
 from task_components.schema.postgres import quote
+from task_components.shadow import keyexpr
 from task_components.verification.compare import same_value
 from task_components.verification.content import compare_content
 from task_components.verification.fullscan import scan
@@ -89,24 +91,37 @@ def sample_source_rows(manifest: Manifest, n: int) -> pa.Table:
 
 
 class KeyedRows(dict[Any, dict[str, Any]]):
-    """Rows by primary key, remembering keys Milvus returned more than once (it does not enforce uniqueness)."""
+    """Rows by primary key, remembering keys Milvus returned more than once (it does not enforce uniqueness)
+    and keys it holds but returns from no query (``unreadable``: 2**63-1 on Milvus 2.3, see ``keyexpr``)."""
 
     duplicates: dict[Any, int]
+    unreadable: set[Any]
 
 
 def milvus_rows(result: ImportResult, keys: list[Any], fields: list[Any]) -> KeyedRows:
-    pk = result.info.collection_schema.primary.name
-    literal = ", ".join(f'"{k}"' if isinstance(k, str) else str(k) for k in keys)
+    primary = result.info.collection_schema.primary
+    pk, ints = primary.name, primary.type is FieldType.INT64
+    rows = KeyedRows()
+    rows.duplicates, rows.unreadable = {}, set()
+    if not keys:
+        return rows
     client = result.info.milvus().client()
     try:
-        got = client.query(result.collection, filter=f"{pk} in [{literal}]",
+        got = client.query(result.collection, filter=keyexpr.pk_in(pk, keys, ints),
                            output_fields=[pk, *(f.name for f in fields)], consistency_level="Strong")  # fmt: skip
+        seen = Counter(row[pk] for row in got)
+        hidden = ints and keyexpr.INT64_MAX in keys and keyexpr.INT64_MAX not in seen
+        if hidden and keyexpr.max_key_present(client, result.collection, pk):
+            rows.unreadable.add(keyexpr.INT64_MAX)
     finally:
         client.close()
-    rows, seen = KeyedRows(), Counter(row[pk] for row in got)
     rows.update((row[pk], row) for row in got)
     rows.duplicates = {k: n for k, n in seen.items() if n > 1}
     return rows
+
+
+def unreadable_note(keys: set[Any]) -> str:
+    return f"; key {', '.join(map(str, sorted(keys)))}: {keyexpr.UNREADABLE}" if keys else ""
 
 
 def compare_sample(result: ImportResult, tolerance: float, n: int, threshold: float = 1.0, which: str = "all") -> Check:
@@ -121,9 +136,10 @@ def compare_sample(result: ImportResult, tolerance: float, n: int, threshold: fl
     if which == "scalar":
         fields = [f for f in fields if not f.type.is_vector]
     by_key = milvus_rows(result, keys, fields)
-    problems = [f"{pk.name}={k}: missing in Milvus" for k in keys if k not in by_key]
+    absent_keys = {k for k in keys if k not in by_key and k not in by_key.unreadable}
+    problems = [f"{pk.name}={k}: missing in Milvus" for k in keys if k in absent_keys]
     problems += [f"{pk.name}={k}: stored {n} times in Milvus" for k, n in by_key.duplicates.items()]
-    bad_keys = {k for k in keys if k not in by_key} | set(by_key.duplicates)
+    bad_keys = absent_keys | set(by_key.duplicates)
     for f in fields:
         column = source.column(f.name).to_pylist()
         for key, value in zip(keys, column, strict=True):
@@ -135,7 +151,8 @@ def compare_sample(result: ImportResult, tolerance: float, n: int, threshold: fl
     detail = f"{len(keys)} keys, {len(fields)} fields compared, {share:.1%} match fully"
     if problems:
         detail += ": " + "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
-    absent = any(k not in by_key for k in keys) or bool(by_key.duplicates)
+    detail += unreadable_note(by_key.unreadable)
+    absent = bool(absent_keys) or bool(by_key.duplicates)
     return Check(name="sample", passed=share >= threshold and not absent, detail=detail)
 
 
@@ -255,6 +272,7 @@ class Verify(Component):
             agree = "agree"
         if not report.by_side:
             detail = f"{report.rows:,} rows x {len(fields)} fields {agree} on source, milvus, postgres"
+            detail += unreadable_note(report.unreadable)
             return Check(name=name, passed=True, detail=detail), []
         blame = ", ".join(f"{side} wrong in {n}" for side, n in sorted(report.by_side.items()))
         first = "; ".join(
@@ -281,11 +299,13 @@ class Verify(Component):
         keys = source.column(schema.primary.name).to_pylist()
         milvus = await anyio.to_thread.run_sync(milvus_rows, imported, keys, fields)
         pg = await fetch_shadow(dsn, shadow, keys, fields)
+        if milvus.unreadable:  # present in Milvus, but its fields cannot be read: not compared
+            keep = [i for i, k in enumerate(keys) if k not in milvus.unreadable]
+            source, keys = source.take(pa.array(keep, pa.int64())), [keys[i] for i in keep]
         findings = await anyio.to_thread.run_sync(lambda: three_way(source, keys, milvus, pg, fields, p.tolerance))
         if not findings:
-            return Check(
-                name="three-way", passed=True, detail=f"{len(keys)} keys agree on source, milvus, postgres"
-            ), []
+            detail = f"{len(keys)} keys agree on source, milvus, postgres{unreadable_note(milvus.unreadable)}"
+            return Check(name="three-way", passed=True, detail=detail), []
         sides: dict[str, int] = {}
         for f in findings:
             sides[f["side"]] = sides.get(f["side"], 0) + 1

