@@ -2,8 +2,11 @@
 
 Why subclasses: pymilvus-pg users swap one import in their application and keep writing; every other
 method (query, search, get, indexes, load...) must be Milvus' own, with the same signatures and return
-values. Mirrored: create_collection / drop_collection (the shadow table follows), insert, upsert and
-delete (by ids or by filter). The ordering rules live in ``mirror.ShadowStore``.
+values. Mirrored: create_collection / drop_collection / rename_collection (the shadow table and the
+tracker's keys follow), insert, upsert and delete (by ids or by filter). The ordering rules live in
+``mirror.ShadowStore``. A write that fails because another client dropped and re-created the collection
+since this client read its schema raises ShadowSchemaError saying so (the schema is re-read for the next
+call), not the stale schema's confusing column error.
 
 Differences from a bare MilvusClient, all deliberate:
 - an ``insert`` of a key already present (or repeated in the batch) is refused with TransactionError
@@ -13,13 +16,17 @@ Differences from a bare MilvusClient, all deliberate:
 
 The sync client runs its PostgreSQL work on a private event loop thread (an anyio blocking portal),
 so it is safe to share between threads; the async client uses the caller's loop. Both serialize writes
-per collection, so concurrent writers reach Milvus and PostgreSQL in the same order.
+per collection, so concurrent writers reach Milvus and PostgreSQL in the same order. On a Milvus Lite
+file the sync client's Milvus writes take the file's write lock (``milvus.lite.write_lock``), shared
+with every other client of that file in the process: Lite corrupts its WAL under concurrent writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import threading
 import weakref
 from collections.abc import Sequence
 from functools import partial
@@ -30,6 +37,8 @@ import anyio
 import anyio.from_thread
 from pymilvus import AsyncMilvusClient, MilvusClient
 
+from task_components.errors import ShadowSchemaError
+from task_components.milvus.lite import write_lock
 from task_components.schema.postgres import table_name
 from task_components.shadow.mirror import Shadowed, ShadowStore, as_rows
 from task_components.shadow.tracker import KeyStateTracker
@@ -66,6 +75,17 @@ def _stop_portal(portal: Any, portal_cm: Any, store: ShadowStore) -> None:
         portal_cm.__exit__(None, None, None)
 
 
+def _lite_lock(uri: str) -> threading.Lock | None:
+    """The Lite file's write lock when ``uri`` is a Lite database (pymilvus' own test: a ``.db`` path)."""
+    return write_lock(uri) if uri.endswith(".db") else None
+
+
+def _stale(reason: str, exc: BaseException) -> ShadowSchemaError:
+    err = ShadowSchemaError(f"{reason} (the error with the stale schema: {type(exc).__name__}: {exc})")
+    err.__cause__ = exc
+    return err
+
+
 def _ids(ids: Any) -> list[Any]:
     return list(ids) if isinstance(ids, Sequence) and not isinstance(ids, str | bytes) else [ids]
 
@@ -86,6 +106,7 @@ class ShadowMilvusClient(MilvusClient):
             if self.tracker is not None:
                 self.tracker.close()
             raise
+        self._lite_lock = _lite_lock(uri)
         self._portal_cm = anyio.from_thread.start_blocking_portal()
         self._portal = self._portal_cm.__enter__()
         # close at interpreter exit while the loop thread still runs (a portal left to garbage
@@ -95,9 +116,48 @@ class ShadowMilvusClient(MilvusClient):
     def _in_thread(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return anyio.to_thread.run_sync(partial(fn, self, *args, **kwargs))
 
+    def _locked(self, fn: Any) -> Any:
+        """``fn`` (a Milvus write) under the Lite file's write lock, when this client writes to one."""
+        lock = self._lite_lock
+        if lock is None:
+            return fn
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return fn(*args, **kwargs)
+
+        return call
+
+    def _describe(self, collection_name: str) -> Any:
+        return partial(self._in_thread, MilvusClient.describe_collection, collection_name)
+
     def _shadowed(self, collection_name: str) -> Shadowed:
-        describe = partial(self._in_thread, MilvusClient.describe_collection, collection_name)
-        return self._portal.call(self.shadow.shadowed, collection_name, describe)
+        return self._portal.call(self.shadow.shadowed, collection_name, self._describe(collection_name))
+
+    @contextlib.contextmanager
+    def _fresh(self, collection_name: str) -> Any:
+        """A write's failure caused by another client re-creating the collection, said as such."""
+        try:
+            yield
+        except Exception as exc:
+            reason = self._portal.call(self.shadow.recreated, collection_name, self._describe(collection_name))
+            if reason:
+                raise _stale(reason, exc) from exc
+            raise
+
+    def flush(self, collection_name: str, timeout: float | None = None, **kwargs: Any) -> None:
+        return self._locked(MilvusClient.flush)(self, collection_name, timeout=timeout, **kwargs)
+
+    def rename_collection(
+        self, old_name: str, new_name: str, target_db: str | None = "", timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        """Milvus' rename, with the shadow table and the tracker's keys renamed alongside."""
+
+        async def milvus() -> Any:
+            return await self._in_thread(MilvusClient.rename_collection, old_name, new_name, target_db,
+                                         timeout=timeout, **kwargs)  # fmt: skip
+
+        return self._portal.call(self.shadow.rename, old_name, new_name, milvus)
 
     def create_collection(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
         new = not MilvusClient.has_collection(self, collection_name)
@@ -118,11 +178,12 @@ class ShadowMilvusClient(MilvusClient):
         return result
 
     def _write(self, op: str, collection_name: str, data: Any, timeout: float | None, **kwargs: Any) -> Any:
-        sh = self._shadowed(collection_name)
-        call = getattr(MilvusClient, op)
-        write = partial(self._in_thread, call, collection_name, timeout=timeout, **kwargs)
-        undo = partial(self._in_thread, MilvusClient.delete, collection_name)
-        return self._portal.call(self.shadow.write, sh, as_rows(data), write, op, lambda ids: undo(ids=ids))
+        with self._fresh(collection_name):
+            sh = self._shadowed(collection_name)
+            call = self._locked(getattr(MilvusClient, op))
+            write = partial(self._in_thread, call, collection_name, timeout=timeout, **kwargs)
+            undo = partial(self._in_thread, self._locked(MilvusClient.delete), collection_name)
+            return self._portal.call(self.shadow.write, sh, as_rows(data), write, op, lambda ids: undo(ids=ids))
 
     def insert(
         self, collection_name: str, data: dict | list[dict], timeout: float | None = None,
@@ -142,6 +203,13 @@ class ShadowMilvusClient(MilvusClient):
     ) -> dict[str, int]:  # fmt: skip
         if (ids is None) == (not filter):  # neither or both: Milvus' own error, nothing mirrored
             return MilvusClient.delete(self, collection_name, ids, timeout, filter, partition_name, **kwargs)
+        with self._fresh(collection_name):
+            return self._delete(collection_name, ids, timeout, filter, partition_name, **kwargs)
+
+    def _delete(
+        self, collection_name: str, ids: list | str | int | None, timeout: float | None, filter: str | None,
+        partition_name: str | None, **kwargs: Any,
+    ) -> dict[str, int]:  # fmt: skip
         sh = self._shadowed(collection_name)
         parts = [partition_name] if partition_name else None
 
@@ -161,7 +229,7 @@ class ShadowMilvusClient(MilvusClient):
         async def milvus(keys: list[Any]) -> Any:
             # by an escaped `pk in [...]`: pymilvus' ids= does not escape quotes or backslashes in keys
             return await self._in_thread(
-                MilvusClient.delete, collection_name, filter=sh.pk_in(keys), timeout=timeout,
+                self._locked(MilvusClient.delete), collection_name, filter=sh.pk_in(keys), timeout=timeout,
                 partition_name=partition_name, **kwargs,
             )  # fmt: skip
 
@@ -219,7 +287,30 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
         await self.shadow.drop(collection_name, table_name(collection_name))
         return result
 
+    async def _stale(self, collection_name: str, exc: Exception) -> ShadowSchemaError | None:
+        reason = await self.shadow.recreated(collection_name, self._describe(collection_name))
+        return _stale(reason, exc) if reason else None
+
+    async def rename_collection(
+        self, old_name: str, new_name: str, target_db: str | None = "", timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        """Milvus' rename, with the shadow table and the tracker's keys renamed alongside."""
+
+        async def milvus() -> Any:
+            return await AsyncMilvusClient.rename_collection(self, old_name, new_name, target_db, timeout=timeout,
+                                                             **kwargs)  # fmt: skip
+
+        return await self.shadow.rename(old_name, new_name, milvus)
+
     async def _write(self, op: str, collection_name: str, data: Any, timeout: float | None, **kwargs: Any) -> Any:
+        try:
+            return await self._write_once(op, collection_name, data, timeout, **kwargs)
+        except Exception as exc:
+            if stale := await self._stale(collection_name, exc):
+                raise stale from exc
+            raise
+
+    async def _write_once(self, op: str, collection_name: str, data: Any, timeout: float | None, **kwargs: Any) -> Any:
         sh = await self._shadowed(collection_name)
         call = getattr(AsyncMilvusClient, op)
 
@@ -249,6 +340,17 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
     ) -> dict[str, int]:  # fmt: skip
         if (ids is None) == (not filter):
             return await AsyncMilvusClient.delete(self, collection_name, ids, timeout, filter, partition_name, **kwargs)
+        try:
+            return await self._delete(collection_name, ids, timeout, filter, partition_name, **kwargs)
+        except Exception as exc:
+            if stale := await self._stale(collection_name, exc):
+                raise stale from exc
+            raise
+
+    async def _delete(
+        self, collection_name: str, ids: list | str | int | None, timeout: float | None, filter: str | None,
+        partition_name: str | None, **kwargs: Any,
+    ) -> dict[str, int]:  # fmt: skip
         sh = await self._shadowed(collection_name)
         parts = [partition_name] if partition_name else None
 

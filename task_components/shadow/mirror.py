@@ -62,6 +62,7 @@ class Shadowed(Shadow):
     """A shadowed collection plus the lock that orders its writes on both sides."""
 
     lock: anyio.Lock = field(default_factory=anyio.Lock, compare=False)
+    collection_id: int | None = field(default=None, compare=False)  # Milvus' id: a re-created collection has a new one
 
 
 def as_rows(data: dict[str, Any] | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -133,23 +134,79 @@ class ShadowStore:
         """The collection's schema and shadow table, looked up once; a missing table is a clear error."""
         if collection in self._known:
             return self._known[collection]
-        schema = from_milvus(await describe())
-        table = shadow_table(schema)
+        description = await describe()
+        schema = from_milvus(description)
+        table = shadow_table(collection)
         async with (await self.pool()).acquire() as conn:
             if await conn.fetchval("SELECT to_regclass($1)", quote(table)) is None:
                 raise CollectionNotFoundError(
                     f"collection {collection!r} has no shadow table {table!r}: create the collection through "
                     "the shadowing client (or run `shadow sync` for one that already holds data)"
                 )
-        return self._known.setdefault(collection, Shadowed(collection, schema, table))
+        found = Shadowed(collection, schema, table, collection_id=_collection_id(description))
+        return self._known.setdefault(collection, found)
+
+    async def recreated(self, collection: str, describe: Describe) -> str:
+        """Why the cached schema of ``collection`` is stale ("" when it is not): another client dropped and
+        re-created it (Milvus gives it a new id). The cache entry is dropped, so the next call reads the
+        collection afresh; the caller turns the failed write's confusing error into this reason."""
+        known = self._known.get(collection)
+        if known is None or known.collection_id is None:
+            return ""
+        try:
+            now = _collection_id(await describe())
+        except Exception:  # noqa: BLE001 - dropped and not re-created: the original error says enough
+            return ""
+        if now is None or now == known.collection_id:
+            return ""
+        self._known.pop(collection, None)
+        return (
+            f"collection {collection!r} was dropped and re-created by another client (id {known.collection_id} -> "
+            f"{now}) after this client read its schema; this write was refused and nothing was written by it; "
+            "the schema is now re-read: retry the write"
+        )
+
+    async def rename(self, old: str, new: str, milvus: Callable[[], Awaitable[Any]]) -> Any:
+        """Rename the collection in Milvus and its shadow table (and tracker namespace) with it.
+
+        The table is renamed inside a transaction that commits only once Milvus has renamed the
+        collection: a Milvus refusal (``new`` exists, ``old`` does not) leaves both unchanged. A stale
+        table already named after ``new`` (no collection has that name, or Milvus refuses) is replaced.
+        """
+        self._known.pop(old, None)
+        self._known.pop(new, None)
+        old_table, new_table = shadow_table(old), shadow_table(new)
+        async with (await self.pool()).acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                await conn.execute(f"DROP TABLE IF EXISTS {quote(new_table)}")
+                await conn.execute(f"ALTER TABLE IF EXISTS {quote(old_table)} RENAME TO {quote(new_table)}")
+                result = await milvus()
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await tx.rollback()
+                raise
+            with anyio.CancelScope(shield=True):
+                try:
+                    await tx.commit()
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as failed:
+                    raise TransactionError(
+                        f"Milvus renamed {old!r} to {new!r} but the shadow table {old_table!r} could not be renamed "
+                        f"({type(failed).__name__}: {failed}): rename it to {new_table!r} by hand"
+                    ) from failed
+                if self.tracker is not None:
+                    await anyio.to_thread.run_sync(self.tracker.rename, old, new)
+        return result
 
     async def create(self, collection: str, describe: Describe, *, new: bool) -> None:
         """A ``new`` collection gets a new, empty shadow table (a stale one of the same name is replaced);
         a create call on a collection that already existed (Milvus accepts it when nothing differs)
         keeps the shadow and its history, creating the table only if it is missing."""
         self._known.pop(collection, None)
-        schema = from_milvus(await describe())
-        table = shadow_table(schema)
+        description = await describe()
+        schema = from_milvus(description)
+        table = shadow_table(collection)
         try:
             async with (await self.pool()).acquire() as conn, conn.transaction():
                 if new:
@@ -161,7 +218,7 @@ class ShadowStore:
             raise ShadowSchemaError(f"cannot create shadow table {table!r}: {type(exc).__name__}: {exc}") from exc
         if self.tracker is not None and new:
             await anyio.to_thread.run_sync(self.tracker.forget, collection)
-        self._known[collection] = Shadowed(collection, schema, table)
+        self._known[collection] = Shadowed(collection, schema, table, collection_id=_collection_id(description))
 
     async def drop(self, collection: str, table: str) -> None:
         self._known.pop(collection, None)
@@ -264,6 +321,11 @@ class ShadowStore:
 
     def _transaction(self, sh: Shadowed, op: str) -> _Txn:
         return _Txn(self, sh, op)
+
+
+def _collection_id(description: dict[str, Any]) -> int | None:
+    value = description.get("collection_id")
+    return int(value) if value is not None else None
 
 
 class _Txn:

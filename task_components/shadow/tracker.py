@@ -67,6 +67,21 @@ class KeyStateTracker:
                     if not cursor.delete():
                         break
 
+    def rename(self, old: str, new: str) -> None:
+        """Move a collection's keys to its new name (it was renamed); ``new``'s old history is dropped."""
+        self.forget(new)
+        prefix, target = f"{old}\x00".encode(), f"{new}\x00".encode()
+        with self.env.begin(write=True) as txn:
+            cursor = txn.cursor()
+            moved: list[tuple[bytes, bytes]] = []
+            if cursor.set_range(prefix):
+                while cursor.key().startswith(prefix):
+                    moved.append((target + cursor.key()[len(prefix) :], cursor.value()))
+                    if not cursor.delete():
+                        break
+            for k, v in moved:
+                txn.put(k, v)
+
     def close(self) -> None:
         with _OPEN_LOCK:
             if self._closed:

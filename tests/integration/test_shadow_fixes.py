@@ -112,3 +112,111 @@ def test_compare_counts_the_key_milvus_cannot_return(tmp_path: Path) -> None:
     finally:
         client.drop_collection(name)
         client.close()
+
+
+def pg_tables(dsn: str, *names: str) -> list[bool]:
+    async def look() -> list[bool]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return [await conn.fetchval("SELECT to_regclass($1)", f'"{n}"') is not None for n in names]
+        finally:
+            await conn.close()
+
+    return anyio.run(look)
+
+
+def test_rename_collection_renames_the_shadow_and_the_tracker_keys(tmp_path: Path) -> None:
+    uri, dsn = service_uri("TEST_MILVUS_URI"), service_uri("TEST_POSTGRES_DSN")
+    old, new, taken = "fix_rename_old", "fix_rename_new", "fix_rename_taken"
+    client = ShadowMilvusClient(uri=uri, pg_dsn=dsn, tracker_path=tmp_path / "keys")
+    try:
+        for n in (new, taken):
+            if client.has_collection(n):
+                client.drop_collection(n)
+        fresh(client, old, DataType.INT64)
+        fresh(client, taken, DataType.INT64)
+        client.insert(old, [{"id": k, "n": k, "vec": [0.1, 0.2]} for k in range(5)])
+        with pytest.raises(Exception, match=taken):  # Milvus refuses: both sides stay as they were
+            client.rename_collection(old, taken)
+        assert pg_tables(dsn, f"shadow_{old}", f"shadow_{taken}") == [True, True]
+        client.rename_collection(old, new)
+        assert pg_tables(dsn, f"shadow_{old}", f"shadow_{new}") == [False, True]
+        assert client.tracker is not None
+        assert client.tracker.state(3, new) == "EXISTS" and client.tracker.state(3, old) is None
+        client.insert(new, [{"id": 9, "n": 9, "vec": [0.1, 0.2]}])  # writes reach the renamed table
+        client.delete(new, ids=[0])
+
+        async def check(pool: asyncpg.Pool) -> Any:
+            return await validate(client, pool, new, tracker=client.tracker)
+
+        result = anyio.run(with_pool, dsn, check)
+        assert result.ok and result.milvus_count == result.postgres_count == 5, str(result)
+    finally:
+        for n in (old, new, taken):
+            if client.has_collection(n):
+                client.drop_collection(n)
+        client.close()
+
+
+def test_collection_recreated_by_another_client_is_named(tmp_path: Path) -> None:
+    """Client A cached the schema; client B re-creates the collection with another field: A's next write
+    used to fail with 'column "x" ... does not exist' for rows that have no x."""
+    from task_components.errors import ShadowSchemaError
+
+    uri, dsn, name = service_uri("TEST_MILVUS_URI"), service_uri("TEST_POSTGRES_DSN"), "fix_recreated"
+    a = ShadowMilvusClient(uri=uri, pg_dsn=dsn, tracker_path=tmp_path / "keys")
+    b = ShadowMilvusClient(uri=uri, pg_dsn=dsn, tracker_path=tmp_path / "keys")
+    try:
+        fresh(a, name, DataType.INT64)
+        a.insert(name, [{"id": 1, "n": 1, "vec": [0.1, 0.2]}])
+        b.drop_collection(name)
+        other = MilvusClient.create_schema()
+        other.add_field("id", DataType.INT64, is_primary=True)
+        other.add_field("m", DataType.VARCHAR, max_length=8)
+        other.add_field("vec", DataType.FLOAT_VECTOR, dim=2)
+        b.create_collection(name, schema=other, index_params=index())
+        row = {"id": 2, "m": "x", "vec": [0.1, 0.2]}
+        with pytest.raises(ShadowSchemaError, match=f"{name}.*re-created by another client.*retry"):
+            a.insert(name, [row])
+        a.insert(name, [row])  # the schema was re-read: the retry lands on both sides
+        a.delete(name, ids=[2])
+        assert (
+            a.query(name, filter="id >= 0", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"] == 0
+        )
+    finally:
+        if a.has_collection(name):
+            a.drop_collection(name)
+        b.close()
+        a.close()
+
+
+def test_shadow_client_on_a_lite_file_writes_under_the_lite_lock(tmp_path: Path) -> None:
+    """Two clients of one Lite file must never write at once (Lite interleaves its WAL): the shadow client
+    waits for the lock the pipeline's LiteClient holds."""
+    import threading
+
+    from task_components.milvus.lite import LiteClient, write_lock
+
+    dsn, db = service_uri("TEST_POSTGRES_DSN"), str(tmp_path / "lite.db")
+    shadowing = ShadowMilvusClient(uri=db, pg_dsn=dsn, tracker_path=tmp_path / "keys")
+    plain = LiteClient(db)
+    try:
+        fresh(shadowing, "fix_lite", DataType.INT64)
+        done = threading.Event()
+
+        def write() -> None:
+            shadowing.insert("fix_lite", [{"id": 1, "n": 1, "vec": [0.1, 0.2]}])
+            done.set()
+
+        with write_lock(db):  # as a LiteClient write in progress holds it
+            worker = threading.Thread(target=write)
+            worker.start()
+            assert not done.wait(1.5), "the shadow client wrote to the Lite file while its write lock was held"
+        worker.join(30)
+        assert done.is_set()
+        plain.insert("fix_lite", [{"id": 2, "n": 2, "vec": [0.1, 0.2]}])
+        assert plain.query("fix_lite", filter="id >= 0", output_fields=["count(*)"])[0]["count(*)"] == 2
+    finally:
+        shadowing.drop_collection("fix_lite")
+        plain.close()
+        shadowing.close()
