@@ -5,6 +5,10 @@ rejected when the pipeline is validated, exit 2) and evaluated by walking the tr
 names, comparisons, ``and``/``or``/``not``, arithmetic, list/tuple/set literals and a few pure functions
 exist: no attribute access, subscripts, lambdas or imports, so a pipeline file can never run code.
 A name that is not a field evaluates to ``None``.
+
+Evaluation stays bounded whatever a record holds: ``**`` does not exist, repeating a string or list
+(``*``) is refused above ``MAX_SEQUENCE`` items, and ``%`` on a string (printf formatting, where a
+record's ``"%0999999999d"`` would build a gigabyte) is refused.
 """
 
 from __future__ import annotations
@@ -14,11 +18,26 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Expression", "ExpressionError"]
+__all__ = ["MAX_SEQUENCE", "Expression", "ExpressionError"]
+
+MAX_SEQUENCE = 100_000
 
 
 class ExpressionError(ValueError):
     """An expression that uses something outside the whitelist, or fails on a record's values."""
+
+
+def _mul(a: Any, b: Any) -> Any:
+    for seq, times in ((a, b), (b, a)):
+        if isinstance(seq, str | bytes | list | tuple) and isinstance(times, int) and len(seq) * times > MAX_SEQUENCE:
+            raise ExpressionError(f"repeating a {type(seq).__name__} {times} times exceeds {MAX_SEQUENCE} items")
+    return a * b
+
+
+def _mod(a: Any, b: Any) -> Any:
+    if isinstance(a, str | bytes):
+        raise ExpressionError("% on text (printf formatting) is not allowed")
+    return a % b
 
 
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -36,10 +55,10 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
 _BINARY: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
+    ast.Mult: _mul,
     ast.Div: operator.truediv,
     ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
+    ast.Mod: _mod,
 }
 _COMPARE: dict[type, Callable[[Any, Any], Any]] = {
     ast.Eq: operator.eq,

@@ -2,7 +2,13 @@
 
 Every rule answers ``failure(record) -> reason | None``. Only ``not_null`` looks at missing values; the
 others pass a ``None`` (so a missing optional field is not reported twice, once per rule). A rule's
-``name`` travels into the dead-letter record, so a person sees *which* rule rejected *what*.
+``name`` travels into the dead-letter record, so a person sees *which* rule rejected *what*. Values are
+quoted shortened (a 5 MB field must not make a 5 MB reason).
+
+Pattern rules run in RE2 (``google-re2``): matching is linear in the value, so no pattern and no value
+can backtrack for ever (``(a+)+$`` on 32 a's and a ``!`` froze the process under Python's ``re``). RE2
+has no backreferences or lookaround; a pattern it cannot run is refused when the pipeline is validated,
+with RE2's reason.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
+import re2
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from task_components.quality.expression import Expression, ExpressionError
@@ -17,6 +24,25 @@ from task_components.quality.expression import Expression, ExpressionError
 __all__ = ["Rule"]
 
 _ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """``repr`` of a value, cut to ``limit`` characters (reasons travel into logs and dead letters)."""
+    text = repr(value) if not isinstance(value, str | bytes) or len(value) <= limit * 4 else repr(value[: limit * 4])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def compile_re2(pattern: str) -> Any:
+    """The RE2 program of ``pattern``; ValueError with RE2's reason when RE2 cannot run it."""
+    options = re2.Options()
+    options.log_errors = False  # the reason goes into the error, not to stderr
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(
+            f"pattern {pattern!r} cannot run in RE2 (linear-time matching: no backreferences or lookaround): {reason}"
+        ) from None
 
 
 class _Rule(BaseModel):
@@ -67,34 +93,31 @@ class Range(_FieldRule):
 
     def check(self, value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"{self.field}={value!r} is not a number"
+            return f"{self.field}={short(value)} is not a number"
         if self.min is not None and value < self.min:
-            return f"{self.field}={value!r} is below {self.min:g}"
+            return f"{self.field}={short(value)} is below {self.min:g}"
         if self.max is not None and value > self.max:
-            return f"{self.field}={value!r} is above {self.max:g}"
+            return f"{self.field}={short(value)} is above {self.max:g}"
         return None
 
 
 class Pattern(_FieldRule):
     type: Literal["pattern"]
     pattern: str
-    _regex: re.Pattern[str] = PrivateAttr()
+    _regex: Any = PrivateAttr()
 
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"pattern {value!r} is not a regular expression: {exc}") from None
+        compile_re2(value)
         return value
 
     def model_post_init(self, context: Any) -> None:
-        self._regex = re.compile(self.pattern)
+        self._regex = compile_re2(self.pattern)
 
     def check(self, value: Any) -> str | None:
         if not isinstance(value, str) or not self._regex.fullmatch(value):
-            return f"{self.field}={value!r} does not match {self.pattern!r}"
+            return f"{self.field}={short(value)} does not match {self.pattern!r}"
         return None
 
 
@@ -115,7 +138,7 @@ class TypeCheck(_FieldRule):
     expected: Literal["int", "float", "number", "bool", "str", "datetime", "list", "dict"]
 
     def check(self, value: Any) -> str | None:
-        return None if _TYPES[self.expected](value) else f"{self.field}={value!r} is not {self.expected}"
+        return None if _TYPES[self.expected](value) else f"{self.field}={short(value)} is not {self.expected}"
 
 
 class Allowed(_FieldRule):
@@ -123,7 +146,7 @@ class Allowed(_FieldRule):
     values: list[Any] = Field(min_length=1)
 
     def check(self, value: Any) -> str | None:
-        return None if value in self.values else f"{self.field}={value!r} is not one of {self.values!r}"
+        return None if value in self.values else f"{self.field}={short(value)} is not one of {short(self.values, 200)}"
 
 
 class Custom(_Rule):

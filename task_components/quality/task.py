@@ -7,6 +7,7 @@ counts every rejection of the batch (decode, conversion, standardization and rul
 share exceeds it the batch fails (``BatchThresholdError``): nothing of it is committed, and the run
 stops so a person can look at the feed. Duplicates are not failures: ``remove`` skips the sinks (the
 record is counted, not dead-lettered), ``mark`` writes it with ``mark_field: true``, ``keep`` only counts.
+A rule that raises on a record's value rejects that record (with the exception as reason), never the batch.
 """
 
 from __future__ import annotations
@@ -76,7 +77,10 @@ class QualityStage(BatchStage):
                 if record.rejection is not None or record.value is None:
                     continue
                 for rule in p.rules:
-                    reason = rule.failure(record.value)
+                    try:
+                        reason = rule.failure(record.value)
+                    except Exception as exc:  # noqa: BLE001 - a value no rule foresaw (a lone surrogate...) is this record's
+                        reason = f"rule could not run on this record: {type(exc).__name__}: {str(exc)[:200]}"
                     if reason is not None:
                         record.reject("quality", rule.name, reason)
                         break

@@ -6,28 +6,39 @@ only what is really in the topic. Keys are the business key, so a consumer (or a
 tell a redelivered record from a new one: Kafka itself gives at-least-once here (no idempotent producer
 or transactions: Tansu has neither), and a crash can leave a record twice, under the same key.
 
+A record the broker or the producer refuses (larger than ``max_request_bytes``) is that record's
+failure: the others are written and the refused one goes to the dead-letter topic (``RecordsRefused``).
+A broker refuses a whole produce batch for one record, so records of a refused batch are sent again one
+at a time and only the ones still refused are dead-lettered. A missing topic or no rights fail the run.
+
 Dead letters carry everything needed to act on them without the source topic: the original message
 (text, or base64 when it is not UTF-8), the step and rule that rejected it, the reason, the source
-topic/partition/offset and the correlation id, both as headers and in the JSON body.
+topic/partition/offset and the correlation id, both as headers and in the JSON body. A dead letter
+always fits: an original above ``max_original_bytes`` is kept truncated with its size and sha256.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from task_components.base import ConfiguredComponent
 from task_components.connect import kafka_options, missing
 from task_components.contracts import BatchSink, DeadLetterSink, StreamRecord
-from task_components.sinks.resilience import PermanentSinkError
+from task_components.sinks.resilience import PermanentSinkError, RecordsRefused, Refusal
 
-__all__ = ["DeadLetterComponent", "KafkaDeadLetterSink", "KafkaSink", "KafkaSinkComponent"]
+__all__ = ["DeadLetterComponent", "KafkaDeadLetterSink", "KafkaSink", "KafkaSinkComponent", "dead_letter"]
+
+Message = tuple[bytes | None, bytes, list[Any]]
+MAX_REASON = 2000  # characters of a reason kept in a dead letter (a reason may quote a value)
+MAX_KEY = 4096  # bytes of a source key kept in a dead letter; a longer one is named by size and sha256
 
 
 class ProducerParams(BaseModel):
@@ -37,6 +48,24 @@ class ProducerParams(BaseModel):
     linger_ms: int = Field(5, ge=0)
     max_batch_bytes: int = Field(262_144, ge=1024)
     acks: Literal[0, 1, "all"] = 1
+    max_request_bytes: int = Field(
+        1_048_576, ge=1024, description="largest record sent; a larger one is dead-lettered (not a failed run)"
+    )
+
+
+class DeadLetterParams(ProducerParams):
+    max_original_bytes: int = Field(
+        65_536, ge=256, description="original records above this are kept truncated, with their size and sha256"
+    )
+
+    @model_validator(mode="after")
+    def _fits(self) -> DeadLetterParams:
+        if self.max_original_bytes * 2 + MAX_REASON * 4 + MAX_KEY * 2 + 4096 > self.max_request_bytes:
+            raise ValueError(
+                f"max_original_bytes {self.max_original_bytes} cannot fit a dead letter within max_request_bytes "
+                f"{self.max_request_bytes} (base64 and JSON escaping can double it)"
+            )
+        return self
 
 
 class KafkaSinkParams(ProducerParams):
@@ -57,6 +86,7 @@ async def _producer(settings: Any, p: ProducerParams) -> AsyncIterator[Any]:
         linger_ms=p.linger_ms,
         max_batch_size=p.max_batch_bytes,
         acks=p.acks,
+        max_request_size=p.max_request_bytes,
         enable_idempotence=False,
         request_timeout_ms=10_000,
     )
@@ -67,18 +97,44 @@ async def _producer(settings: Any, p: ProducerParams) -> AsyncIterator[Any]:
         await producer.stop()
 
 
-async def _send_all(producer: Any, topic: str, messages: list[tuple[bytes | None, bytes, list[Any]]]) -> int:
+def _refusals() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    """(refusals of one record, refusals of the whole topic): only the first kind is the record's failure."""
     from aiokafka import errors
 
-    refusals = (errors.MessageSizeTooLargeError, errors.RecordListTooLargeError, errors.InvalidTopicError,
-                errors.TopicAuthorizationFailedError)  # fmt: skip
+    record = (errors.MessageSizeTooLargeError, errors.RecordListTooLargeError, errors.CorruptRecordException)
+    topic = (errors.InvalidTopicError, errors.TopicAuthorizationFailedError)
+    return record, topic
+
+
+async def _send_all(producer: Any, topic: str, messages: list[Message | None]) -> tuple[int, dict[int, str]]:
+    """Send every message (None: refused before sending); returns (sent, {index: reason} of refused ones)."""
+    record_refusals, topic_refusals = _refusals()
+    refused: dict[int, str] = {}
+    pending: list[tuple[int, Any]] = []
     try:
-        futures = [await producer.send(topic, value=v, key=k, headers=h) for k, v, h in messages]
-        for f in futures:
-            await f  # delivered (acknowledged per `acks`) or raises
-    except refusals as exc:  # the broker answered no: retrying the same records cannot help
-        raise PermanentSinkError(f"Kafka refused a record for {topic!r}: {type(exc).__name__}: {exc}") from exc
-    return len(futures)
+        for i, message in enumerate(messages):
+            if message is None:
+                continue
+            try:
+                pending.append((i, await producer.send(topic, value=message[1], key=message[0], headers=message[2])))
+            except record_refusals as exc:  # the producer's own size check
+                refused[i] = f"{type(exc).__name__}: {exc}"
+        alone: list[int] = []
+        for i, future in pending:
+            try:
+                await future  # delivered (acknowledged per `acks`) or raises
+            except record_refusals:
+                alone.append(i)
+        for i in alone:  # the broker refused a batch: find its refused records by sending each alone
+            message = messages[i]
+            assert message is not None
+            try:
+                await (await producer.send(topic, value=message[1], key=message[0], headers=message[2]))
+            except record_refusals as exc:
+                refused[i] = f"{type(exc).__name__}: {exc}"
+    except topic_refusals as exc:  # the broker answered no for the topic: retrying cannot help
+        raise PermanentSinkError(f"Kafka refused records for {topic!r}: {type(exc).__name__}: {exc}") from exc
+    return sum(m is not None for m in messages) - len(refused), refused
 
 
 def _cid(r: StreamRecord) -> list[tuple[str, bytes]]:
@@ -91,12 +147,24 @@ class KafkaWriter:
     def __init__(self, producer: Any, topic: str, params: KafkaSinkParams) -> None:
         self.producer, self.topic, self.params = producer, topic, params
 
+    def message(self, r: StreamRecord) -> Message:
+        value = r.value or {}
+        return "|".join(str(value.get(k)) for k in self.params.key).encode(), _dumps(value), _cid(r)
+
     async def write(self, records: Sequence[StreamRecord]) -> int:
-        messages = [
-            ("|".join(str((r.value or {}).get(k)) for k in self.params.key).encode(), _dumps(r.value), _cid(r))
-            for r in records
-        ]
-        return await _send_all(self.producer, self.topic, messages)
+        messages: list[Message | None] = []
+        refusals: list[Refusal] = []
+        for r in records:
+            try:
+                messages.append(self.message(r))
+            except (ValueError, TypeError, RecursionError) as exc:  # a value JSON cannot carry
+                messages.append(None)
+                refusals.append(Refusal(r, "encode", f"not encodable as JSON: {type(exc).__name__}: {exc}"))
+        sent, refused = await _send_all(self.producer, self.topic, messages)
+        refusals += [Refusal(records[i], "too_large", reason) for i, reason in refused.items()]
+        if refusals:
+            raise RecordsRefused(sent, refusals)
+        return sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,52 +178,75 @@ class KafkaSink(BatchSink):
             yield KafkaWriter(producer, self.params.topic or settings.kafka.topic_sink, self.params)
 
 
-def dead_letter(r: StreamRecord) -> tuple[bytes | None, bytes, list[Any]]:
+def _original(raw: bytes, limit: int) -> dict[str, Any]:
+    """The original message for a dead letter: text or base64, at most ``limit`` bytes of it."""
+    cut = len(raw) > limit
+    head = raw[:limit] if cut else raw
+    try:
+        original: dict[str, Any] = {"text": head.decode()}
+    except UnicodeDecodeError as exc:
+        if cut and exc.start >= len(head) - 3 and exc.reason == "unexpected end of data":
+            original = {"text": head[: exc.start].decode()}  # the cut split a character: drop its first bytes
+        else:
+            original = {"base64": base64.b64encode(head).decode()}
+    if cut:
+        original |= {"truncated": True, "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    return original
+
+
+def dead_letter(r: StreamRecord, max_original_bytes: int = 65_536) -> Message:
     rej = r.rejection
     step, rule, reason = (rej.step, rej.rule, rej.reason) if rej else ("unknown", "unknown", "no reason recorded")
-    try:
-        original: Any = {"text": r.raw.decode()}
-    except UnicodeDecodeError:
-        original = {"base64": base64.b64encode(r.raw).decode()}
-    body = {
-        "original": original,
+    reason = reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."
+    body: dict[str, Any] = {
+        "original": _original(r.raw, max_original_bytes),
         "step": step,
-        "rule": rule,
+        "rule": rule[:200],
         "reason": reason,
         "source": {"topic": r.topic, "partition": r.partition, "offset": r.offset},
         "correlation_id": r.correlation_id,
     }
+    key = r.key
+    if key is not None and len(key) > MAX_KEY:
+        body["key"] = {"size": len(key), "sha256": hashlib.sha256(key).hexdigest()}
+        key = None
     headers = [
         *_cid(r),
         ("dlq.step", step.encode()),
-        ("dlq.rule", rule.encode()),
+        ("dlq.rule", rule[:200].encode()),
         ("dlq.reason", reason.encode()[:1000]),
         ("source.topic", r.topic.encode()),
         ("source.partition", str(r.partition).encode()),
         ("source.offset", str(r.offset).encode()),
     ]
-    return r.key, _dumps(body), headers
+    return key, _dumps(body), headers
 
 
 class DeadLetterWriter:
-    __slots__ = ("producer", "topic")
+    __slots__ = ("max_original", "producer", "topic")
 
-    def __init__(self, producer: Any, topic: str) -> None:
-        self.producer, self.topic = producer, topic
+    def __init__(self, producer: Any, topic: str, max_original: int) -> None:
+        self.producer, self.topic, self.max_original = producer, topic, max_original
 
     async def write(self, records: Sequence[StreamRecord]) -> int:
-        return await _send_all(self.producer, self.topic, [dead_letter(r) for r in records])
+        sent, refused = await _send_all(self.producer, self.topic, [dead_letter(r, self.max_original) for r in records])
+        if refused:  # cannot happen by construction (DeadLetterParams._fits); never drop a record silently
+            i, reason = next(iter(refused.items()))
+            r = records[i]
+            raise PermanentSinkError(f"the dead letter of {r.topic}:{r.partition}@{r.offset} was refused: {reason}")
+        return sent
 
 
 @dataclass(frozen=True, slots=True)
 class KafkaDeadLetterSink(DeadLetterSink):
-    params: ProducerParams
+    params: DeadLetterParams
     label = "dead_letter"
 
     @asynccontextmanager
     async def open(self, settings: Any) -> AsyncIterator[DeadLetterWriter]:
-        async with _producer(settings, self.params) as producer:
-            yield DeadLetterWriter(producer, self.params.topic or settings.kafka.dead_letter_topic)
+        p = self.params
+        async with _producer(settings, p) as producer:
+            yield DeadLetterWriter(producer, p.topic or settings.kafka.dead_letter_topic, p.max_original_bytes)
 
 
 class _KafkaComponent(ConfiguredComponent):
@@ -179,5 +270,5 @@ class DeadLetterComponent(_KafkaComponent):
     __slots__ = ()
     component = "sink.dead_letter"
     summary = "streaming dead-letter topic: original record, step, rule, reason, source position, correlation id"
-    Params = ProducerParams
+    Params = DeadLetterParams
     Result = KafkaDeadLetterSink

@@ -6,6 +6,11 @@ records and are skipped (counted as written elsewhere, not rejected): a feed can
 collection is usually made by ``milvus.create_collection``; with ``dimension`` set, a missing collection
 is created here (string primary key, float vector, every other field dynamic), which suits a stream
 whose schema is its records. pymilvus is synchronous: each call runs in a worker thread.
+
+A row Milvus cannot take is that record's failure (dead-lettered through ``RecordsRefused``): a key that
+is not a string or number or longer than ``max_key_bytes``, a vector that is not a list of numbers, or
+a batch pymilvus refuses as data (``ParamError``, ``DataNotMatchException``...): its rows are then upserted
+one at a time and only the refused ones are dead-lettered. Any other failure is an outage.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from task_components.base import ConfiguredComponent
 from task_components.contracts import BatchSink, MilvusTarget, StreamRecord
+from task_components.sinks.mongo import key_problem
+from task_components.sinks.resilience import RecordsRefused, Refusal
 
 __all__ = ["MilvusSink", "MilvusSinkComponent", "MilvusSinkParams"]
 
@@ -32,6 +39,15 @@ class MilvusSinkParams(BaseModel):
     dimension: int | None = Field(None, ge=1, description="create a missing collection with this vector dimension")
     fields: list[str] | None = Field(None, description="record fields to write besides key and vector (default: all)")
     uri: str | None = Field(None, description="Milvus server URI or Milvus Lite file; default: MILVUS__URI")
+    max_key_bytes: int = Field(512, ge=1, description="a longer key is refused (the created collection's VarChar)")
+
+
+def _data_errors() -> tuple[type[Exception], ...]:
+    """pymilvus' answers that the data is wrong (not that the server is unreachable)."""
+    from pymilvus import exceptions as e
+
+    return (e.ParamError, e.DataNotMatchException, e.DataTypeNotMatchException, e.PrimaryKeyException,
+            e.FieldTypeException, e.FieldsTypeException)  # fmt: skip
 
 
 class MilvusWriter:
@@ -40,22 +56,58 @@ class MilvusWriter:
     def __init__(self, client: Any, params: MilvusSinkParams) -> None:
         self.client, self.params = client, params
 
-    def rows(self, records: Sequence[StreamRecord]) -> list[dict[str, Any]]:
+    def row(self, r: StreamRecord) -> dict[str, Any] | None:
+        """The record's row, None when it carries no vector; ValueError names what Milvus could not take."""
         p = self.params
-        out = []
-        for r in records:
-            value = r.value or {}
-            if value.get(p.vector_field) is None:
-                continue
-            keep = value if p.fields is None else {k: value.get(k) for k in (*p.fields, p.key, p.vector_field)}
-            out.append({k: v for k, v in keep.items() if v is not None})  # Milvus takes no null dynamic values
-        return out
+        value = r.value or {}
+        vector = value.get(p.vector_field)
+        if vector is None:
+            return None
+        problem = key_problem(p.key, value.get(p.key), p.max_key_bytes)
+        if problem:
+            raise ValueError(problem)
+        if not isinstance(vector, list) or not all(isinstance(x, int | float) and not isinstance(x, bool)
+                                                   for x in vector):  # fmt: skip
+            raise ValueError(f"{p.vector_field} is not a list of numbers")
+        keep = value if p.fields is None else {k: value.get(k) for k in (*p.fields, p.key, p.vector_field)}
+        return {k: v for k, v in keep.items() if v is not None}  # Milvus takes no null dynamic values
+
+    def rows(self, records: Sequence[StreamRecord]) -> list[dict[str, Any]]:
+        return [row for row in (self.row(r) for r in records) if row is not None]
 
     async def write(self, records: Sequence[StreamRecord]) -> int:
-        rows = self.rows(records)
-        if rows:
-            await anyio.to_thread.run_sync(lambda: self.client.upsert(self.params.collection, rows))
-        return len(rows)
+        refusals: list[Refusal] = []
+        rows: list[tuple[StreamRecord, dict[str, Any]]] = []
+        for r in records:
+            try:
+                row = self.row(r)
+            except ValueError as exc:
+                refusals.append(Refusal(r, "row", str(exc)))
+                continue
+            if row is not None:
+                rows.append((r, row))
+        written = await self._upsert(rows, refusals)
+        if refusals:
+            raise RecordsRefused(written, refusals)
+        return written
+
+    async def _upsert(self, rows: list[tuple[StreamRecord, dict[str, Any]]], refusals: list[Refusal]) -> int:
+        collection = self.params.collection
+        if not rows:
+            return 0
+        try:
+            await anyio.to_thread.run_sync(lambda: self.client.upsert(collection, [row for _, row in rows]))
+            return len(rows)
+        except _data_errors():
+            pass
+        written = 0
+        for r, row in rows:  # one refused row fails the whole call: find it
+            try:
+                await anyio.to_thread.run_sync(lambda row=row: self.client.upsert(collection, [row]))
+                written += 1
+            except _data_errors() as exc:
+                refusals.append(Refusal(r, "refused", f"Milvus: {type(exc).__name__}: {str(exc)[:300]}"))
+        return written
 
 
 @dataclass(frozen=True, slots=True)

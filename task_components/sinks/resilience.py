@@ -7,6 +7,10 @@ rebalance) while the failing batches keep probing the sink. The first success cl
 consumption resumes; nothing is committed for a batch until every sink took it, so nothing is lost.
 A sink down for longer than ``max_outage_seconds`` fails the run (offsets of unfinished batches stay
 uncommitted: a restart re-reads them).
+
+Only a failure to reach the sink is an outage. A sink that answers and refuses *some records* (too
+large, not encodable, a key it cannot index) writes the others and raises ``RecordsRefused``: those
+records go to the dead-letter topic with the sink's reason, and the batch counts as written.
 """
 
 from __future__ import annotations
@@ -21,7 +25,16 @@ import structlog
 
 from task_components.contracts import SinkWriter, StreamRecord
 
-__all__ = ["CircuitBreaker", "PermanentSinkError", "RetrySettings", "SinkDownError", "write_with_retry"]
+__all__ = [
+    "CircuitBreaker",
+    "PermanentSinkError",
+    "RecordsRefused",
+    "Refusal",
+    "RetrySettings",
+    "SinkDownError",
+    "Written",
+    "write_with_retry",
+]
 
 log = structlog.get_logger("sinks")
 
@@ -33,6 +46,29 @@ class SinkDownError(RuntimeError):
 class PermanentSinkError(RuntimeError):
     """The sink answered and refused the data (a validation rule, a conflicting unique index): retrying
     cannot help, so the run fails at once with the sink's reason instead of waiting out an outage."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One record a sink answered no to: ``rule`` names the kind (``too_large``, ``key``...), ``reason`` says why."""
+
+    record: StreamRecord
+    rule: str
+    reason: str
+
+
+class RecordsRefused(Exception):
+    """Raised by a writer after it wrote every record it could: the others are the records' failure, not the run's."""
+
+    def __init__(self, written: int, refused: list[Refusal]) -> None:
+        super().__init__(f"{len(refused)} records refused; first: {refused[0].reason if refused else ''}")
+        self.written, self.refused = written, refused
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    count: int
+    refused: list[Refusal] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +114,14 @@ class CircuitBreaker:
 
 async def write_with_retry(
     label: str, writer: SinkWriter, records: Sequence[StreamRecord], retry: RetrySettings, breaker: CircuitBreaker
-) -> int:
+) -> Written:
     first_failure: float | None = None
     attempt = 0
     while True:
         try:
-            written = await writer.write(records)
+            written = Written(await writer.write(records))
+        except RecordsRefused as refused:  # the sink answered: not an outage
+            written = Written(refused.written, refused.refused)
         except PermanentSinkError:
             raise
         except Exception as exc:  # any other failure (unreachable, timeout) is retried until the outage limit

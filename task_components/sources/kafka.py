@@ -3,9 +3,14 @@
 The stages and sinks are the results of this task's needs (found by type), so one task sees every
 sink's outcome for a batch before it commits that batch's offsets:
 
-* Batches close at ``batch_size`` records or ``batch_timeout`` seconds. Stages run in fetch order in the
-  consuming loop (the duplicate window sees batches in order), then the batch's sink writes run
+* Batches close at ``batch_size`` records or ``batch_timeout`` seconds. Stages run in fetch order from
+  the consuming loop (the duplicate window sees batches in order) but in a daemon thread, so SIGTERM is
+  honoured at once however long a batch's rules take (detached.py); then the batch's sink writes run
   concurrently, up to ``max_in_flight`` batches at once.
+* Every record-level failure is the record's: decoding (decode.py: tombstone, size, JSON, depth),
+  conversion and rules reject it, and a sink that refuses a record (``RecordsRefused``: too large, not
+  encodable, a key it cannot index) writes the others; both go to the dead-letter topic with step, rule
+  and reason (a sink's refusal as step ``sink.<label>``) before the batch's offsets are committed.
 * Offsets are committed in fetch order once every sink of a batch and of every earlier batch succeeded
   (``OffsetTracker``): at-least-once delivery; the idempotent MongoDB upsert makes the effect exactly once.
 * A failing sink is retried with backoff; after ``retry_count`` failures the circuit breaker opens and
@@ -19,7 +24,7 @@ sink's outcome for a batch before it commits that batch's offsets:
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -34,15 +39,18 @@ from task_components.contracts import (
     BatchSink,
     BatchStage,
     DeadLetterSink,
+    Rejection,
     SinkWriter,
     StreamBatch,
     StreamRecord,
     StreamResult,
 )
-from task_components.sinks.resilience import CircuitBreaker, RetrySettings, write_with_retry
-from task_components.sources.offsets import OffsetTracker
+from task_components.sinks.resilience import CircuitBreaker, PermanentSinkError, RetrySettings, write_with_retry
+from task_components.sources.decode import MAX_DEPTH, MAX_RECORD_BYTES, decode
+from task_components.sources.detached import run_detached
+from task_components.sources.offsets import OffsetTracker, lag
 
-__all__ = ["KafkaSource", "KafkaSourceParams"]
+__all__ = ["KafkaSource", "KafkaSourceParams", "decode"]
 
 
 class KafkaSourceParams(BaseModel):
@@ -66,42 +74,20 @@ class KafkaSourceParams(BaseModel):
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     rebalance_timeout_ms: int = Field(30_000, ge=1000, description="how long members may take to rejoin")
     progress_every: float = Field(1.0, gt=0, description="seconds between live figures")
+    max_record_bytes: int = Field(MAX_RECORD_BYTES, ge=1, description="a larger message is dead-lettered unread")
+    max_json_depth: int = Field(MAX_DEPTH, ge=1, le=500, description="deeper JSON nesting is dead-lettered")
 
 
 class _Stats:
-    __slots__ = ("batches", "committed", "duplicates", "first_record", "invalid", "records_in", "started", "valid",
-                 "written")  # fmt: skip
+    __slots__ = ("batches", "committed", "duplicates", "first_record", "invalid", "records_in", "refused", "started",
+                 "valid", "written")  # fmt: skip
 
     def __init__(self) -> None:
-        self.records_in = self.valid = self.invalid = self.duplicates = self.batches = 0
+        self.records_in = self.valid = self.invalid = self.duplicates = self.batches = self.refused = 0
         self.written: dict[str, int] = {}
         self.committed: dict[str, int] = {}
         self.started = time.monotonic()
         self.first_record: float | None = None
-
-
-def decode(msg: Any) -> StreamRecord:
-    headers = dict(msg.headers or ())
-    cid = headers.get("correlation_id")
-    record = StreamRecord(
-        topic=msg.topic,
-        partition=msg.partition,
-        offset=msg.offset,
-        raw=msg.value or b"",
-        value=None,
-        correlation_id=cid.decode(errors="replace") if cid else f"{msg.topic}-{msg.partition}-{msg.offset}",
-        key=msg.key,
-    )
-    try:
-        value = json.loads(record.raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        record.reject("decode", "json", f"not JSON: {exc}")
-        return record
-    if not isinstance(value, dict):
-        record.reject("decode", "json", f"not a JSON object but {type(value).__name__}")
-    else:
-        record.value = value
-    return record
 
 
 class _StreamRun:
@@ -122,6 +108,7 @@ class _StreamRun:
         self.tracker = OffsetTracker()
         self.stats = _Stats()
         self.batch_size = p.batch_size or pl.batch_size
+        self.decode_limits = (p.max_record_bytes, p.max_json_depth)
         self.slots = anyio.Semaphore(p.max_in_flight or pl.max_workers)
         self.idle = anyio.Event()
         self.idle.set()
@@ -183,29 +170,40 @@ class _StreamRun:
         self.buffer = []
         if records:
             await self.slots.acquire()
-            self.dispatch(tg, records)
+            try:
+                await self.dispatch(tg, records)
+            except BaseException:
+                self.slots.release()
+                raise
 
-    def dispatch(self, tg: Any, records: list[StreamRecord]) -> None:
+    def run_stages(self, batch: StreamBatch) -> None:
+        for process in self.processors:
+            process(batch)  # a BatchThresholdError ends the run here; this batch is never committed
+
+    async def dispatch(self, tg: Any, records: list[StreamRecord]) -> None:
         positions: dict[tuple[str, int], int] = {}
         for r in records:
             positions[(r.topic, r.partition)] = max(r.offset + 1, positions.get((r.topic, r.partition), 0))
         batch = StreamBatch(self.tracker.register(positions), records, positions)
-        for process in self.processors:
-            process(batch)  # a BatchThresholdError ends the run here; this batch is never committed
+        self.idle = anyio.Event() if self.idle.is_set() else self.idle  # a rebalance waits for this batch too
+        await run_detached(self.run_stages, batch)  # SIGTERM is honoured while the rules run
         self.stats.batches += 1
-        self.idle = anyio.Event() if self.idle.is_set() else self.idle
         tg.start_soon(self.write_batch, batch)
 
     async def write_batch(self, batch: StreamBatch) -> None:
         try:
             valid, rejected = batch.valid(), batch.rejected()
+            refused: list[StreamRecord] = []  # valid records a sink refused: dead letters too
             async with anyio.create_task_group() as tg:
                 for label, writer in self.sinks if valid else ():
-                    tg.start_soon(self._write, label, writer, valid)
+                    tg.start_soon(self._write, label, writer, valid, refused)
                 if rejected:
-                    tg.start_soon(self._write, self.dlq[0], self.dlq[1], rejected)
+                    tg.start_soon(self._write, self.dlq[0], self.dlq[1], rejected, None)
+            if refused:
+                await self._write(self.dlq[0], self.dlq[1], refused, None)
+            self.stats.refused += len(refused)
             log = self.ctx.log
-            for r in rejected:  # correlation ids travel to the logs too (debug: one line per record)
+            for r in [*rejected, *refused]:  # correlation ids travel to the logs too (debug: one line per record)
                 why = r.rejection
                 log.debug("record_rejected", record_id=r.correlation_id, step=why and why.step, rule=why and why.rule,
                           source=f"{r.topic}:{r.partition}@{r.offset}")  # fmt: skip
@@ -219,9 +217,20 @@ class _StreamRun:
             if self.tracker.in_flight == 0:
                 self.idle.set()
 
-    async def _write(self, label: str, writer: SinkWriter, records: list[StreamRecord]) -> None:
-        n = await write_with_retry(label, writer, records, self.retry, self.breaker)
-        self.stats.written[label] = self.stats.written.get(label, 0) + n
+    async def _write(self, label: str, writer: SinkWriter, records: list[StreamRecord],
+                     refused: list[StreamRecord] | None) -> None:  # fmt: skip
+        written = await write_with_retry(label, writer, records, self.retry, self.breaker)
+        self.stats.written[label] = self.stats.written.get(label, 0) + written.count
+        if not written.refused:
+            return
+        if refused is None:  # the dead-letter topic refusing a dead letter: nowhere left to put it
+            first = written.refused[0]
+            raise PermanentSinkError(f"{label} refused {len(written.refused)} dead letters; first: {first.reason}")
+        first = written.refused[0]
+        self.ctx.log.warning("records_refused", sink=label, records=len(written.refused), rule=first.rule,
+                             reason=first.reason[:300], first_record_id=first.record.correlation_id)  # fmt: skip
+        refused += [dataclasses.replace(f.record, rejection=Rejection(f"sink.{label}", f.rule, f.reason))
+                    for f in written.refused]  # fmt: skip
 
     # -- the loop -------------------------------------------------------------------------------
     def stop_reason(self, last_record: float) -> str | None:
@@ -253,7 +262,7 @@ class _StreamRun:
                 if not self.buffer and msgs:
                     batch_started = time.monotonic()
                 for msg in msgs:
-                    self.buffer.append(decode(msg))
+                    self.buffer.append(decode(msg, *self.decode_limits))
                     self.last_offsets[(msg.topic, msg.partition)] = msg.offset
                 self.stats.records_in += len(msgs)
             if fetched:
@@ -285,17 +294,12 @@ class _StreamRun:
                 self.ctx.log.info("stream_progress", records_in=s.records_in, written=out, **figures)
 
     def lag(self) -> int:
+        """Behind the fetch high watermark (not ListOffsets, which lags on Tansu), partitions still ours."""
         from aiokafka import TopicPartition
 
-        total = 0
-        mine = self.consumer.assignment()
-        for (t, p), offset in list(self.last_offsets.items()):
-            if TopicPartition(t, p) not in mine:
-                continue
-            high = self.consumer.highwater(TopicPartition(t, p))
-            if high is not None:
-                total += max(0, high - offset - 1)
-        return total
+        mine = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        fetched = {tp: off for tp, off in list(self.last_offsets.items()) if tp in mine}
+        return lag(fetched, lambda tp: self.consumer.highwater(TopicPartition(*tp)))
 
 
 class KafkaSource(Component):
@@ -365,7 +369,8 @@ class KafkaSource(Component):
                     await run.commit_ready()  # whatever finished, even on SIGTERM or a failure
                     await run.consumer.stop()
         s = run.stats
-        ctx.log.info("stream_stopped", stopped_by=stopped_by, records_in=s.records_in, committed=s.committed)
+        ctx.log.info("stream_stopped", stopped_by=stopped_by, records_in=s.records_in, committed=s.committed,
+                     refused_by_sinks=s.refused)  # fmt: skip
         return StreamResult(
             topic=topic, group=group, records_in=s.records_in, valid=s.valid, invalid=s.invalid,
             duplicates=s.duplicates, batches=s.batches, written=s.written, committed=s.committed,

@@ -9,7 +9,9 @@ grow within a partition, so the later batch's position wins). Pure bookkeeping, 
 
 from __future__ import annotations
 
-__all__ = ["OffsetTracker"]
+from collections.abc import Callable
+
+__all__ = ["OffsetTracker", "lag"]
 
 Position = tuple[str, int]
 
@@ -49,3 +51,18 @@ class OffsetTracker:
             self._done.discard(seq)
             self._next_commit += 1
         return merged
+
+
+def lag(fetched: dict[Position, int], highwater: Callable[[Position], int | None]) -> int:
+    """Records behind the log end: per partition, the fetch high watermark minus the next offset to fetch.
+
+    ``highwater`` is the one the last fetch response carried (``consumer.highwater``), never ListOffsets:
+    Tansu's ListOffsets(latest) can lag behind the log, which made the figure too low. A partition without
+    a high watermark yet (nothing fetched) counts nothing rather than a guess.
+    """
+    total = 0
+    for tp, last in fetched.items():
+        high = highwater(tp)
+        if high is not None:
+            total += max(0, high - last - 1)
+    return total

@@ -5,6 +5,8 @@ turns that into a per-record rejection, so one bad field never fails the batch. 
 every converter unchanged: a missing value is the not-null rule's business, not the converter's.
 Dates become ISO-8601 strings in UTC (``2024-03-05T08:00:00Z``): one representation that sorts, compares
 and survives JSON on every sink. Naive times are taken as UTC (say so in the pipeline if that is wrong).
+Integers are bounded to 64 bits (``INT64_MIN..INT64_MAX``), the range of MongoDB, Milvus and Parquet:
+a larger one is this record's conversion error, not an encoder's ``OverflowError`` at a sink.
 """
 
 from __future__ import annotations
@@ -15,7 +17,19 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-__all__ = ["CONVERTERS", "DEFAULT_DATE_FORMATS", "ConversionError", "to_bool", "to_float", "to_int", "to_iso_utc"]
+__all__ = [
+    "CONVERTERS",
+    "DEFAULT_DATE_FORMATS",
+    "INT64_MAX",
+    "INT64_MIN",
+    "ConversionError",
+    "to_bool",
+    "to_float",
+    "to_int",
+    "to_iso_utc",
+]
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class ConversionError(ValueError):
@@ -42,19 +56,34 @@ _FALSE = {"false", "f", "no", "n", "0", "off"}
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    if isinstance(value, str) and len(value) > 240:
+        value = value[:240]
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more digits than Python prints
+        return f"an integer of {value.bit_length()} bits" if isinstance(value, int) else "an unprintable value"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _int64(number: int, value: Any) -> int:
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise ConversionError(f"{_short(value)} is outside the 64-bit integer range ({INT64_MIN}..{INT64_MAX})")
+    return number
+
+
 def to_int(value: Any) -> int | None:
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int64(value, value)
     if isinstance(value, float) and value.is_integer():
-        return int(value)
+        return _int64(int(value), value)
     if isinstance(value, str):
         text = _NUMBER_NOISE.sub("", value)
+        if len(text) > 40:  # longer than any 64-bit integer, even written as a float
+            raise ConversionError(f"cannot convert {_short(value)} to a 64-bit int (too many characters)")
         try:
-            return int(text)
+            return _int64(int(text), value)
         except ValueError:
             try:
                 as_float = float(text)
@@ -62,7 +91,7 @@ def to_int(value: Any) -> int | None:
                 pass
             else:
                 if as_float.is_integer():
-                    return int(as_float)
+                    return _int64(int(as_float), value)
     raise ConversionError(f"cannot convert {_short(value)} to int")
 
 
@@ -71,7 +100,10 @@ def to_float(value: Any) -> float | None:
         return None
     result: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:  # an int beyond 1e308
+            result = None
     elif isinstance(value, str):
         try:
             result = float(_NUMBER_NOISE.sub("", value))
@@ -120,8 +152,8 @@ def to_iso_utc(value: Any, formats: Sequence[str] = DEFAULT_DATE_FORMATS) -> str
     if isinstance(value, int | float) and not isinstance(value, bool):
         # epoch milliseconds are common too: above 1e11 (year 5138 in seconds) a number is taken as ms,
         # so milliseconds before 1973-03-03 read as seconds (the one ambiguity, property-tested)
-        seconds = value / 1000 if abs(value) > 1e11 else value
         try:
+            seconds = value / 1000 if abs(value) > 1e11 else value
             return format_utc(datetime.fromtimestamp(seconds, UTC))
         except (OverflowError, OSError, ValueError):
             raise ConversionError(f"epoch {_short(value)} is out of range") from None

@@ -3,7 +3,8 @@
 The component only validates its configuration and returns a ``StandardizeStage`` (a picklable
 description); ``source.kafka`` asks it for a processor and runs it on every batch. Errors are collected
 per record (the record is rejected with the step, the field and the reason, and goes to the dead-letter
-topic); nothing here raises for a batch.
+topic); nothing here raises for a batch: an operation that fails on a value in a way nobody foresaw
+(``TypeError``, ``OverflowError``...) rejects that record with the exception as the reason.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from task_components.standardization.normalize import OPERATIONS, normalize_phon
 __all__ = ["Standardize", "StandardizeParams", "StandardizeStage"]
 
 TypeName = Literal["int", "float", "bool", "str", "datetime"]
+
+
+def _unforeseen(exc: Exception) -> str:
+    return f"cannot process this value: {type(exc).__name__}: {str(exc)[:200]}"
 
 
 class StandardizeParams(BaseModel):
@@ -110,6 +115,9 @@ class StandardizeStage(BatchStage):
                     except ConversionError as exc:
                         record.reject("conversion", name, str(exc))
                         break
+                    except Exception as exc:  # noqa: BLE001 - one record's value, never the batch's failure
+                        record.reject("conversion", name, _unforeseen(exc))
+                        break
                 if record.rejection is not None:
                     continue
                 for name, chain in steps.items():
@@ -118,6 +126,9 @@ class StandardizeStage(BatchStage):
                             value[name] = fn(value.get(name))
                         except ConversionError as exc:
                             record.reject("standardization", f"{name}.{op}", str(exc))
+                            break
+                        except Exception as exc:  # noqa: BLE001 - one record's value, never the batch's failure
+                            record.reject("standardization", f"{name}.{op}", _unforeseen(exc))
                             break
                     if record.rejection is not None:
                         break

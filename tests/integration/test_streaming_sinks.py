@@ -1,4 +1,5 @@
-"""The sinks on the real services: MongoDB upsert races between batches, and refusals that are permanent."""
+"""The sinks on the real services: MongoDB upsert races between batches, per-record refusals (the record's,
+not the run's), and the MongoDB sink re-creating its unique index after a server restarted without data."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pymongo import AsyncMongoClient
 from config.settings import Settings
 from task_components.contracts import StreamRecord
 from task_components.sinks.mongo import MongoSink, MongoSinkParams
-from task_components.sinks.resilience import PermanentSinkError
+from task_components.sinks.resilience import RecordsRefused
 from tests.integration.conftest import service_uri
 
 pytestmark = pytest.mark.integration
@@ -52,7 +53,7 @@ async def test_concurrent_batches_upserting_the_same_new_keys_all_succeed() -> N
 
 
 @pytest.mark.anyio
-async def test_a_conflicting_unique_index_is_a_permanent_refusal_with_mongodb_reason() -> None:
+async def test_a_conflicting_unique_index_refuses_that_record_and_writes_the_others() -> None:
     db = f"refuse_{uuid.uuid4().hex[:8]}"
     client: AsyncMongoClient = AsyncMongoClient(service_uri("TEST_MONGO_URI"))
     try:
@@ -60,19 +61,51 @@ async def test_a_conflicting_unique_index_is_a_permanent_refusal_with_mongodb_re
         sink = MongoSink(MongoSinkParams(key=["customer_id"]))
         async with sink.open(settings(db)) as writer:
             assert await writer.write([record(1, "same@x.io")]) == 1
-            with pytest.raises(PermanentSinkError, match="duplicate key"):
-                await writer.write([record(2, "same@x.io")])
+            with pytest.raises(RecordsRefused) as refused:
+                await writer.write([record(2, "same@x.io"), record(3, "other@x.io")])
+        assert refused.value.written == 1
+        (one,) = refused.value.refused
+        assert one.record.offset == 2 and one.rule == "unique" and "duplicate key" in one.reason
+        assert await client[db]["customers"].count_documents({}) == 2
     finally:
         await client.close()
 
 
 @pytest.mark.anyio
-async def test_a_record_kafka_refuses_is_a_permanent_refusal() -> None:
+async def test_documents_mongodb_cannot_take_are_refused_one_by_one() -> None:
+    db = f"encode_{uuid.uuid4().hex[:8]}"
+    batch = [record(i, f"u{i}@x.io") for i in range(6)]
+    batch[1].value["quantity"] = 10**400  # type: ignore[index]  # OverflowError in the BSON encoder
+    batch[2].value["customer_id"] = {"$gt": ""}  # type: ignore[index]  # an operator, not a key
+    batch[3].value["blob"] = "x" * (17 * 1024 * 1024)  # type: ignore[index]  # above 16 MiB
+    batch[4].value["customer_id"] = None  # type: ignore[index]
+    sink = MongoSink(MongoSinkParams(key=["customer_id"]))
+    async with sink.open(settings(db)) as writer:
+        with pytest.raises(RecordsRefused) as refused:
+            await writer.write(batch)
+    rules = {f.record.offset: (f.rule, f.reason) for f in refused.value.refused}
+    assert sorted(rules) == [1, 2, 3, 4] and refused.value.written == 2
+    assert rules[1][0] == "encode" and "8-byte ints" in rules[1][1]
+    assert rules[2][0] == "key" and "not a string or number" in rules[2][1]
+    assert rules[3][0] == "too_large" and rules[4][0] == "key"
+    client: AsyncMongoClient = AsyncMongoClient(service_uri("TEST_MONGO_URI"))
+    try:
+        ids = await client[db]["customers"].distinct("customer_id")
+        assert sorted(ids) == ["C00000", "C00005"]
+    finally:
+        await client.close()
+
+
+@pytest.mark.anyio
+async def test_a_record_kafka_refuses_is_dead_lettered_and_the_others_are_written() -> None:
     from task_components.sinks.kafka import KafkaSink, KafkaSinkParams
 
     kafka = Settings.model_validate({"kafka": {"bootstrap_servers": service_uri("TEST_KAFKA_BOOTSTRAP")}})
     sink = KafkaSink(KafkaSinkParams(key=["customer_id"], topic=f"refuse-{uuid.uuid4().hex[:8]}"))
     huge = record(1, "x" * 2_000_000 + "@x.io")  # above the producer's 1 MB request limit
     async with sink.open(kafka) as writer:
-        with pytest.raises(PermanentSinkError, match="MessageSizeTooLargeError"):
-            await writer.write([huge])
+        with pytest.raises(RecordsRefused) as refused:
+            await writer.write([record(0, "a@x.io"), huge, record(2, "b@x.io")])
+    assert refused.value.written == 2
+    (one,) = refused.value.refused
+    assert one.record is huge and one.rule == "too_large" and "MessageSizeTooLargeError" in one.reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -41,8 +42,51 @@ def test_pattern_matches_whole_value() -> None:
     assert r.failure({"code": "US"}) is None
     assert "does not match" in (r.failure({"code": "USA"}) or "")
     assert "does not match" in (r.failure({"code": 12}) or "")
-    with pytest.raises(ValidationError, match="not a regular expression"):
+    with pytest.raises(ValidationError, match=r"cannot run in RE2.*missing \)"):
         rule({"name": "p", "type": "pattern", "field": "c", "pattern": "("})
+
+
+@pytest.mark.parametrize(("pattern", "why"), [(r"(a)\1", "invalid escape sequence"), ("(?=a)a", "perl operator")])
+def test_a_pattern_re2_cannot_run_is_refused_with_re2s_reason(pattern: str, why: str) -> None:
+    with pytest.raises(ValidationError, match=f"cannot run in RE2.*{why}"):
+        rule({"name": "p", "type": "pattern", "field": "c", "pattern": pattern})
+
+
+def test_catastrophic_backtracking_pattern_answers_at_once() -> None:
+    r = rule({"name": "p", "type": "pattern", "field": "c", "pattern": "(a+)+$"})
+    started = time.monotonic()
+    assert "does not match" in (r.failure({"c": "a" * 5000 + "!"}) or "")  # Python's re: longer than the universe
+    assert r.failure({"c": "a" * 32}) is None
+    assert time.monotonic() - started < 0.5
+
+
+def test_a_reason_quotes_a_huge_value_shortened() -> None:
+    r = rule({"name": "p", "type": "pattern", "field": "c", "pattern": "[a-z]+"})
+    reason = r.failure({"c": "X" * 5_000_000}) or ""
+    assert "does not match" in reason and len(reason) < 200
+
+
+def test_a_rule_that_raises_on_a_value_rejects_that_record_not_the_batch() -> None:
+    stage = QualityStage(QualityParams.model_validate(
+        {"rules": [{"name": "code", "type": "pattern", "field": "c", "pattern": "[a-z]+"}]}))  # fmt: skip
+    batch = StreamBatch(0, [StreamRecord("t", 0, i, b"", {"c": c}, f"c{i}") for i, c in enumerate(["ok", "\ud800"])])
+    stage.processor()(batch)
+    assert batch.records[0].rejection is None
+    why = batch.records[1].rejection
+    assert why is not None and why.rule == "code" and "UnicodeEncodeError" in why.reason
+
+
+@pytest.mark.parametrize(
+    ("source", "record", "error"),
+    [
+        ("len(name * n) > 0", {"name": "ab", "n": 10**9}, "exceeds 100000 items"),
+        ("len(fmt % n) > 0", {"fmt": "%0999999999d", "n": 1}, "printf formatting"),
+    ],
+)
+def test_expressions_stay_bounded_whatever_a_record_holds(source: str, record: dict, error: str) -> None:
+    with pytest.raises(ExpressionError, match=error):
+        Expression(source)(record)
+    assert Expression("len(name * 3)")({"name": "ab"}) == 6 and Expression("n % 4")({"n": 10}) == 2
 
 
 @pytest.mark.parametrize(

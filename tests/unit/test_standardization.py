@@ -226,3 +226,43 @@ def test_drop_unmapped_keeps_only_targets() -> None:
 def test_unknown_operation_is_rejected_when_the_pipeline_is_validated() -> None:
     with pytest.raises(ValueError, match="unknown standardization 'shout'"):
         StandardizeParams.model_validate({"fields": {"a": ["trim", "shout"]}})
+
+
+@pytest.mark.parametrize("bad", [2**63, -(2**63) - 1, 10**400, "9" * 30, 1e19, "1e30"])
+def test_to_int_is_bounded_to_64_bits_with_the_reason(bad: object) -> None:
+    with pytest.raises(ConversionError, match="64-bit"):
+        to_int(bad)
+    assert to_int(2**63 - 1) == 2**63 - 1 and to_int(str(-(2**63))) == -(2**63)
+
+
+def test_huge_numbers_are_conversion_errors_of_the_record_not_overflows() -> None:
+    with pytest.raises(ConversionError, match="finite float"):
+        to_float(10**400)
+    with pytest.raises(ConversionError, match="out of range"):
+        to_iso_utc(10**400)
+
+
+def test_a_record_with_10_to_the_400_quantity_is_rejected_in_conversion() -> None:
+    stage = StandardizeStage(StandardizeParams(types={"quantity": "int", "amount": "float"}))
+    batch = StreamBatch(0, [StreamRecord("t", 0, i, b"", {"quantity": q, "amount": 1}, f"c{i}")
+                            for i, q in enumerate([3, 10**400])])  # fmt: skip
+    stage.processor()(batch)
+    assert batch.records[0].rejection is None and batch.records[0].value == {"quantity": 3, "amount": 1.0}
+    why = batch.records[1].rejection
+    assert why is not None and (why.step, why.rule) == ("conversion", "quantity") and "64-bit" in why.reason
+    assert len(why.reason) < 200
+
+
+def test_an_operation_failing_unforeseen_rejects_the_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    from task_components.standardization import task
+
+    def boom(value: object) -> object:
+        raise OverflowError("int too large to convert to float")
+
+    monkeypatch.setitem(task.OPERATIONS, "boom", boom)
+    stage = StandardizeStage(StandardizeParams(fields={"name": ["trim", "boom"]}))
+    batch = StreamBatch(0, [StreamRecord("t", 0, 0, b"", {"name": " x "}, "c0")])
+    stage.processor()(batch)
+    why = batch.records[0].rejection
+    assert why is not None and (why.step, why.rule) == ("standardization", "name.boom")
+    assert why.reason == "cannot process this value: OverflowError: int too large to convert to float"

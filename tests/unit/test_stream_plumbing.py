@@ -79,7 +79,7 @@ async def test_retry_opens_the_breaker_after_retry_count_and_closes_on_success()
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch)
             n = await write_with_retry("s", writer, [], RetrySettings(retry_count=2, retry_delay=0.01), breaker)
-    assert n == 0 and writer.calls == 4 and seen_open.is_set()
+    assert n.count == 0 and n.refused == [] and writer.calls == 4 and seen_open.is_set()
     assert [e["event"] for e in logs] == ["sink_retry", "circuit_open", "sink_retry", "sink_retry", "circuit_closed"]
     assert not breaker.is_open and breaker.outages == 1
     with anyio.fail_after(1):
