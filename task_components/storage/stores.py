@@ -5,6 +5,8 @@ write and the size (one HEAD request), the local store compares size and content
 makes a re-run or a resumed run upload only what is missing. S3 uploads above a threshold go
 multipart with a bounded number of parts in flight (memory = parts x part size); a failed multipart
 upload is aborted so no orphan parts are billed. Requests retry with botocore's standard backoff.
+A local file that cannot be read (missing, no permission, a directory) is the run's problem, not the
+store's: ``SourceFileError`` names it at once instead of six retries of an ``OSError`` that cannot heal.
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from task_components.manifest import sha256_file
 
-__all__ = ["LocalStore", "ObjectStore", "S3Store", "StorageError", "StoredObject"]
+__all__ = ["LocalStore", "ObjectStore", "S3Store", "SourceFileError", "StorageError", "StoredObject"]
+
+
+# OSErrors about a path that no retry changes: the network ones (ConnectionError, TimeoutError...) stay transient
+_PERMANENT_OS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
 
 def s3_transient(exc: BaseException) -> bool:
@@ -34,11 +40,31 @@ def s3_transient(exc: BaseException) -> bool:
         err = exc.response.get("Error", {})
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         return status >= 500 or err.get("Code") in ("SlowDown", "RequestTimeout", "Throttling", "InternalError")
+    if isinstance(exc, (StorageError, *_PERMANENT_OS)):
+        return False
     return isinstance(exc, BotoCoreError | aiohttp.ClientError | OSError | TimeoutError)
 
 
 class StorageError(RuntimeError):
     pass
+
+
+class SourceFileError(StorageError):
+    """A local file to upload cannot be read: permanent, so it is never retried."""
+
+
+def _unreadable(path: Path, exc: OSError) -> SourceFileError:
+    return SourceFileError(f"cannot upload {path}: {exc.strerror or type(exc).__name__} (the local file to upload)")
+
+
+def _source_size(path: Path) -> int:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    if not path.is_file():
+        raise SourceFileError(f"cannot upload {path}: not a regular file (the local file to upload)")
+    return size
 
 
 @dataclass(slots=True)
@@ -82,7 +108,7 @@ class LocalStore:
 
     async def put_file(self, path: Path, key: str, sha256: str) -> StoredObject:
         target = self._path(key)
-        size = path.stat().st_size
+        size = _source_size(path)
         same_size = target.exists() and target.stat().st_size == size
         if same_size and await anyio.to_thread.run_sync(sha256_file, target) == sha256:
             return StoredObject(key, size, sha256, skipped=True)
@@ -174,12 +200,15 @@ class S3Store:
             raise
 
     async def put_file(self, path: Path, key: str, sha256: str) -> StoredObject:
-        size = path.stat().st_size
+        size = _source_size(path)  # before any request: a missing file fails at once
         head = await self.head(key)
         if head and head.get("ContentLength") == size and head.get("Metadata", {}).get("sha256") == sha256:
             return StoredObject(key, size, sha256, skipped=True)
         if size < self.multipart_threshold:
-            body = await anyio.Path(path).read_bytes()
+            try:
+                body = await anyio.Path(path).read_bytes()
+            except OSError as exc:
+                raise _unreadable(path, exc) from exc
             c = await self.client()
             await c.put_object(Bucket=self.bucket, Key=key, Body=body, Metadata={"sha256": sha256})
         else:
@@ -254,6 +283,9 @@ async def _pages(client: Any, bucket: str, prefix: str) -> AsyncIterator[dict[st
 
 
 def _read_range(path: Path, offset: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read(length)
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(length)
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
