@@ -9,13 +9,21 @@ embedded PostgreSQL (pgserver) in the run directory, so the quickstart needs no 
 connection (a restart, a failover) is retried per batch with backoff; a retried batch replaces its
 keys in one transaction, since the failed COPY may have committed.
 The task stores no DSN in its result: credentials stay in settings.
+
+The table is named after the Milvus collection it shadows (``shadow_<collection>``), not after the
+schema: two collections made from one schema must not share a table, and ``shadow validate
+<collection>`` (and the drop-in client) find a collection's table by the collection's name. The
+collection is ``collection:``, else the one collection the pipeline's ``milvus.create_collection`` /
+``milvus.existing`` tasks name (found when the DAG is built), else the schema's name, which is also
+what those tasks default to. A finished run keeps the table its result recorded, so resuming a run
+made before this rule reads the table it wrote.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import asyncpg
@@ -52,11 +60,30 @@ class ShadowParams(BaseModel):
     pool_max: int = Field(20, ge=1, le=100)
     concurrency: int = Field(2, ge=1, le=32, description="batches being copied at once")
     drop_if_exists: bool = True
-    table: str | None = Field(None, description="shadow table name (default: shadow_<schema collection name>)")
+    collection: str | None = Field(
+        None, description="the Milvus collection this table shadows (default: the pipeline's one collection task's, "
+        "else the schema's name)",
+    )  # fmt: skip
+    table: str | None = Field(None, description="shadow table name (default: shadow_<collection>)")
+
+
+def _collection_of(task: Any) -> str | None:
+    """The collection a collection task names: its ``collection``, else its own schema's name (None when it
+    takes the schema from upstream: the same generated schema the shadow reads)."""
+    params = getattr(task, "params", None)
+    if getattr(params, "collection", None):
+        return str(params.collection)
+    ref = getattr(params, "schema_ref", None)
+    if ref is None:
+        return None
+    from task_components.schema.library import resolve_schema
+
+    return resolve_schema(ref).collection_name
 
 
 class ShadowSync(Component):
-    __slots__ = ()
+    __slots__ = ("_pipeline_collection",)
+    collection_tasks: ClassVar[tuple[str, ...]] = ("milvus.create_collection", "milvus.existing")
     component = "shadow.sync"
     Result = ShadowResult
     needs_types = (GenerationResult,)
@@ -98,8 +125,31 @@ class ShadowSync(Component):
                             seconds=time.perf_counter() - started, collection_schema=schema,
                             embedded_dir=str(Path(ctx.run_dir).resolve()) if embedded else None)  # fmt: skip
 
+    def needs_problem(self, tasks: dict[str, Any]) -> str | None:
+        """Find the collection this table shadows when ``collection``/``table`` do not say (the DAG is built
+        once per run, before anything runs); several different ones are ambiguous: exit 2, asking which."""
+        self._pipeline_collection = None
+        p: ShadowParams = self.params  # type: ignore[assignment]
+        if p.collection or p.table:
+            return None
+        names = {
+            name: _collection_of(t) for name, t in tasks.items()
+            if getattr(t, "component", None) in self.collection_tasks
+        }  # fmt: skip
+        found = set(names.values())
+        if len(found) > 1:
+            listed = ", ".join(f"{task}: {n or 'the schema name'}" for task, n in sorted(names.items()))
+            return f"the pipeline has several collections ({listed}): set collection: (or table:) on {self.name}"
+        self._pipeline_collection = next(iter(found), None)
+        return None
+
+    def collection(self, schema: CollectionSchema) -> str:
+        """The Milvus collection shadowed: ``collection``, the pipeline's one collection, or the schema's name."""
+        p: ShadowParams = self.params  # type: ignore[assignment]
+        return p.collection or getattr(self, "_pipeline_collection", None) or schema.collection_name
+
     def _table(self, schema: CollectionSchema) -> str:
-        return self.params.table or table_name(schema)  # type: ignore[attr-defined]
+        return self.params.table or table_name(self.collection(schema))  # type: ignore[attr-defined]
 
     async def _connect(self, ctx: Any, dsn: str, p: ShadowParams) -> Any:
         try:

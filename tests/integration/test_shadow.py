@@ -14,6 +14,7 @@ import pytest
 from config.settings import Settings
 from dag_orchestrator import PipelineContext
 from task_components.schema.postgres import quote
+from task_components.shadow.compare import compare_primary_keys
 from task_components.verification import Verify, VerifyParams
 from task_components.verification.compare import same_value
 from tests.integration.conftest import service_uri
@@ -30,6 +31,14 @@ def settings_with_pg() -> Settings:
             k: v.get_secret_value() if hasattr(v, "get_secret_value") else v for k, v in data[section].items()
         }
     return Settings.model_validate(data)
+
+
+async def with_pool(dsn: str, call: Any) -> Any:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        return await call(pool)
+    finally:
+        await pool.close()
 
 
 def spec(schema: str, rows: int, collection: str) -> dict[str, Any]:
@@ -56,7 +65,14 @@ def test_injected_divergences_are_found_and_attributed(tmp_path: Path) -> None:
     assert "1,000 rows x 5 fields agree" in result.results["verify"].checks[2].detail
 
     imported, shadow = result.results["import"], result.results["shadow"]
+    assert shadow.table == "shadow_it_shadow"  # the collection's name, not the schema's ("simple")
     client = imported.info.milvus().client()
+
+    async def by_collection_name(pool: asyncpg.Pool) -> Any:
+        return await compare_primary_keys(client, pool, "it_shadow")  # finds the table the pipeline wrote
+
+    keys = anyio.run(with_pool, service_uri("TEST_POSTGRES_DSN"), by_collection_name)
+    assert keys.ok and keys.table == "shadow_it_shadow" and keys.postgres_count == 1000, str(keys)
     row30 = client.query("it_shadow", filter="id == 30", output_fields=["*"], consistency_level="Strong")[0]
     row30["embedding"] = (np.asarray(row30["embedding"], np.float32) + np.float32(1e-3)).tolist()
     client.upsert("it_shadow", [row30])  # a vector perturbed by 1e-3 in Milvus only

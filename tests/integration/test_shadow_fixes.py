@@ -220,3 +220,30 @@ def test_shadow_client_on_a_lite_file_writes_under_the_lite_lock(tmp_path: Path)
         shadowing.drop_collection("fix_lite")
         plain.close()
         shadowing.close()
+
+
+def test_shadow_table_follows_the_collection_not_the_schema(tmp_path: Path) -> None:
+    """Two pipelines loading collections a and b from one schema used to share table shadow_simple."""
+    from pipeline.registry import build_dag
+    from pipeline.spec import SpecError, spec_from_raw
+    from task_components.schema.library import resolve_schema
+
+    def shadow_table(collections: list[str | None], **shadow: Any) -> str:
+        tasks: dict[str, Any] = {
+            "generate": {"uses": "generate", "with": {"schema": "simple", "total_rows": 10}},
+            "shadow": {"uses": "shadow.sync", "needs": ["generate"], "with": shadow},
+        }
+        for i, c in enumerate(collections):
+            tasks[f"c{i}"] = {"uses": "milvus.create_collection", "with": {"schema": "simple", "collection": c}}
+        file = tmp_path / "p.yaml"
+        dag = build_dag(spec_from_raw({"name": "t", "tasks": tasks}, file), file)
+        task = next(t for t in dag if t.name == "shadow")
+        return task._table(resolve_schema("simple"))
+
+    assert shadow_table(["coll_a"]) == "shadow_coll_a"
+    assert shadow_table(["coll_b"]) == "shadow_coll_b"
+    assert shadow_table([None]) == shadow_table([]) == "shadow_simple"  # the schema's name, as the collection's
+    assert shadow_table(["coll_a", "coll_b"], collection="coll_b") == "shadow_coll_b"
+    assert shadow_table(["coll_a"], table="mine") == "mine"
+    with pytest.raises(SpecError, match="several collections.*coll_a.*coll_b.*set collection"):
+        shadow_table(["coll_a", "coll_b"])
