@@ -1,6 +1,6 @@
 """End-to-end load rate: our pipeline (generate -> partition -> S3 upload -> bulk import -> count) vs
 plain batched inserts into the same Milvus, in the same run; and the floor under the pipeline's import
-phase: the same uploaded files imported by hand with do_bulk_insert (Milvus' own import time).
+phase: the same uploaded files imported by hand as raw import jobs (Milvus' own import time).
 
 The baseline is what a hand-written loader does: read the same Parquet files and call
 ``MilvusClient.insert`` in batches of 5,000 rows, then flush and wait until count(*) sees every row.
@@ -126,26 +126,24 @@ def insert_baseline(uri: str, data: Path, rows: int) -> tuple[float, float]:
 
 
 def import_floor(uri: str, keys: list[str], rows: int) -> tuple[float, float, float]:
-    """Milvus' own import time for the files the pipeline uploaded: raw do_bulk_insert, no pipeline.
+    """Milvus' own import time for the files the pipeline uploaded: raw import jobs, no pipeline.
 
     (seconds until every job is Completed, until the index covers every row, until every row is
     searchable: persisted segments loaded and counted): the floor the pipeline's import phase stands
     on, measured on the same server with the same files.
     """
-    from pymilvus import connections, utility
-
     from task_components.milvus.bulk import searchable_snapshot
+    from task_components.milvus.import_jobs import open_import_jobs
 
     client = fresh_collection(uri, "bench_floor")
-    connections.connect("floor", uri=uri)
+    api = open_import_jobs(uri, None, "default")  # the pipeline's own job calls (gRPC on 2.3, REST on 2.4+)
     started = time.perf_counter()
-    jobs = [utility.do_bulk_insert(collection_name="bench_floor", files=[k], using="floor") for k in keys]
-    completed = seconds_until(started, lambda: all(utility.get_bulk_insert_state(j, using="floor").state_name
-                                                   == "Completed" for j in jobs))  # fmt: skip
+    jobs = [api.submit("bench_floor", k) for k in keys]
+    completed = seconds_until(started, lambda: all(api.state(j).completed for j in jobs))
     indexed = seconds_until(started, lambda: indexed_rows(client, "bench_floor") >= rows)
     # the pipeline's own test of "searchable" (index built, every persisted segment loaded, count right)
-    searchable = seconds_until(started, lambda: searchable_snapshot(client, "bench_floor", rows, False)[0])
-    connections.disconnect("floor")
+    searchable = seconds_until(started, lambda: searchable_snapshot(client, "bench_floor", rows)[0])
+    api.close()
     client.drop_collection("bench_floor")
     client.close()
     return completed, indexed, searchable
@@ -177,7 +175,7 @@ def main() -> None:
             searchable = 0.0
             if keys:
                 done, floor, searchable = import_floor(env["TEST_MILVUS_URI"], keys, args.rows)
-                print(f"floor     do_bulk_insert of the same {len(keys)} uploaded files by hand: {done:6.1f} s to "
+                print(f"floor     import jobs for the same {len(keys)} uploaded files by hand: {done:6.1f} s to "
                       f"Completed, {floor:6.1f} s to indexed, {searchable:6.1f} s to searchable (Milvus' own "
                       f"import time; the pipeline's end to end adds {seconds - searchable:+.1f} s to it)")  # fmt: skip
             countable, indexed = insert_baseline(env["TEST_MILVUS_URI"], data, args.rows)

@@ -17,17 +17,20 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from task_components.connect import count_rows
+from task_components.milvus.import_jobs import ImportJobs
 
 __all__ = [
     "JobJournal",
     "MilvusImportError",
     "adopt_listed_jobs",
+    "backoff",
     "searchable_snapshot",
     "wait_jobs",
     "wait_searchable",
@@ -67,74 +70,95 @@ class JobJournal:
         tmp.replace(self.path)
 
 
-def adopt_listed_jobs(utility: Any, alias: str, collection: str, locations: set[str] | None) -> dict[str, int]:
+def adopt_listed_jobs(api: ImportJobs, collection: str, locations: set[str] | None) -> dict[str, int]:
     """Jobs Milvus knows for these files (None: any single-file job) that the journal missed (a kill
     between submit and record)."""
     found: dict[str, int] = {}
-    for task in utility.list_bulk_insert_tasks(collection_name=collection, using=alias):
-        files = list(getattr(task, "files", []) or [])
-        wanted = len(files) == 1 and (locations is None or files[0] in locations)
-        if wanted and getattr(task, "state_name", "") != "Failed":
-            found.setdefault(files[0], int(task.task_id))
+    for job, state in api.listed(collection):
+        wanted = len(state.files) == 1 and (locations is None or state.files[0] in locations)
+        if wanted and not state.failed:
+            found.setdefault(state.files[0], job)
     return found
 
 
-async def wait_jobs(ctx: Any, utility: Any, alias: str, jobs: dict[int, str], total: int, poll: float) -> int:
+def backoff(poll: float, first: float = 0.1) -> Iterator[float]:
+    """Sleeps that start short and grow to ``poll``: a small import is done within a second or two, so a
+    fixed interval would add up to a whole interval per wait to what Milvus needs."""
+    delay = min(first, poll)
+    while True:
+        yield delay
+        delay = min(delay * 1.5, poll)
+
+
+async def wait_jobs(ctx: Any, api: ImportJobs, jobs: dict[int, str], total: int, poll: float) -> int:
     """Poll every job until Completed; raise with Milvus' reason on the first Failed."""
     pending = dict(jobs)
     imported: dict[int, int] = {}
+    sleeps = backoff(poll)
     while pending:
         for job, location in list(pending.items()):
-            state = await anyio.to_thread.run_sync(lambda j=job: utility.get_bulk_insert_state(j, using=alias))
-            imported[job] = int(getattr(state, "row_count", 0) or 0)
-            name = getattr(state, "state_name", "")
-            if name == "Failed":
-                reason = getattr(state, "failed_reason", "") or "no reason given"
+            state = await anyio.to_thread.run_sync(api.state, job)
+            imported[job] = state.rows
+            if state.failed:
+                reason = state.reason or "no reason given"
                 raise MilvusImportError(f"bulk import of {location} failed in Milvus: {reason}")
-            if name == "Completed":
+            if state.completed:
                 del pending[job]
         ctx.progress(done=sum(imported.values()), total=total, unit="rows")
         if pending:
-            await anyio.sleep(poll)
+            await anyio.sleep(next(sleeps))
     return sum(imported.values())
 
 
-def searchable_snapshot(client: Any, collection: str, want: int, refreshed: bool) -> tuple[bool, bool, tuple[Any, ...]]:
-    """(ready, index_built, what was seen) for one poll; blocking, run in a worker thread."""
+def searchable_snapshot(
+    client: Any, collection: str, want: int, refresh: bool = True
+) -> tuple[bool, bool, tuple[Any, ...]]:
+    """(ready, index_built, what was seen) for one poll; blocking, run in a worker thread.
+
+    With ``refresh``, a built index whose segments are not all loaded yet asks Milvus to refresh the
+    load (every such poll, not once: a refresh issued just before the handoff finds nothing new, and
+    the segment would then wait for the next 10 s target cycle). The refresh returns when Milvus'
+    load progress is complete, so it is itself the wait, no extra polling.
+    """
     built = True
     for name in client.list_indexes(collection):
         d = client.describe_index(collection, name)
         total, indexed = int(d.get("total_rows", 0) or 0), int(d.get("indexed_rows", 0) or 0)
         pending = int(d.get("pending_index_rows", 0) or 0)
         built &= str(d.get("state", "Finished")) == "Finished" and indexed == total >= want and not pending
-    if built and not refreshed:
+
+    def segments() -> tuple[dict[int, int], dict[int, int]]:
+        loaded = {s.segment_id: s.num_rows for s in client.list_loaded_segments(collection)}
+        return loaded, {s.segment_id: s.num_rows for s in client.list_persistent_segments(collection)}
+
+    loaded, persisted = segments()
+    if built and refresh and not set(persisted) <= set(loaded):
         try:
             client.refresh_load(collection, timeout=60)  # pick up the new segments without the 10 s target cycle
         except Exception:  # noqa: BLE001 - older servers lack refresh; the segment comparison still decides
             pass
-    loaded = {s.segment_id: s.num_rows for s in client.list_loaded_segments(collection)}
-    persisted = {s.segment_id: s.num_rows for s in client.list_persistent_segments(collection)}
+        loaded, persisted = segments()
     n = count_rows(client, collection)
     ready = built and n == want and set(persisted) <= set(loaded)
     return ready, built, (n, tuple(sorted(loaded.items())))
 
 
 async def wait_searchable(ctx: Any, target: Any, collection: str, want: int, poll: float, settle: int = 2) -> None:
+    """Until ``searchable_snapshot`` is ready and unchanged over ``settle`` polls (the first polls short)."""
     client = await anyio.to_thread.run_sync(target.client)
-    stable, last, refreshed, started = 0, None, False, time.monotonic()
+    stable, last, started = 0, None, time.monotonic()
+    sleeps = backoff(poll)
     try:
         while True:
-            ready, built, seen = await anyio.to_thread.run_sync(
-                searchable_snapshot, client, collection, want, refreshed
-            )
-            refreshed |= built
+            ready, built, seen = await anyio.to_thread.run_sync(searchable_snapshot, client, collection, want)
             stable = stable + 1 if ready and seen == last else int(ready)
             last = seen
             if stable >= settle:
                 ctx.log.info("imported rows searchable", rows=want, waited=round(time.monotonic() - started, 1))
                 return
-            ctx.log.info("waiting for imported rows to become searchable", visible=seen[0], expected=want,
-                         index_built=built, loaded_segments=len(seen[1]))  # fmt: skip
-            await anyio.sleep(poll)
+            if not ready:
+                ctx.log.info("waiting for imported rows to become searchable", visible=seen[0], expected=want,
+                             index_built=built, loaded_segments=len(seen[1]))  # fmt: skip
+            await anyio.sleep(next(sleeps))
     finally:
         await anyio.to_thread.run_sync(client.close)

@@ -9,6 +9,13 @@ primary-key uniqueness). So every batch is journaled twice in ``<run dir>/<task>
   *upserted* (delete + insert by key: exact either way); in an AUTO_ID collection (Milvus assigns the
   keys, so there is nothing to upsert by) the Strong count(*) decides: it must equal the landed rows,
   or the landed rows plus every in-flight batch, else the task refuses with a clear error;
+* that count must not be taken while an insert of the killed process can still land: a gRPC call
+  the process sent before dying may still be on its way into Milvus, and count(*) (even Strong) sees
+  only what Milvus has timestamped. So every insert carries a deadline (``call_timeout``; gRPC hands
+  it to the server, which drops a call whose deadline has passed), the "started" entry records when
+  the last possible attempt's deadline ends (pymilvus retries within the timeout, each attempt with
+  the whole timeout: start + 2 x timeout), and the resume waits until then, flushes, and counts
+  until two counts agree before deciding;
 * a batch never started is inserted normally.
 
 The journal is append-only lines (a torn last line from a SIGKILL is ignored), so recording costs one
@@ -19,6 +26,7 @@ treats everything unacknowledged as in flight, which is slower but still exact.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +40,16 @@ from task_components.contracts import CollectionInfo, Manifest
 from task_components.datafiles import iter_batches
 from task_components.milvus.client import arrow_to_rows
 
-__all__ = ["InsertJournal", "InsertStats", "insert_files"]
+__all__ = ["INSERT_TIMEOUT", "InsertJournal", "InsertStats", "insert_files"]
+
+INSERT_TIMEOUT = 30.0  # seconds one insert call may take (a timeout fails the task; its resume is exact)
 
 
 class InsertJournal:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.started: dict[str, int] = {}  # batch key -> rows
+        self.deadlines: dict[str, float] = {}  # batch key -> epoch after which its call cannot land
         self.landed: set[str] = set()
         self.rows_before: int | None = None
         if path is not None and path.exists():
@@ -53,6 +64,8 @@ class InsertJournal:
                     self.landed.add(entry["landed"])
                 else:
                     self.started[entry["started"]] = int(entry["rows"])
+                    if "deadline" in entry:
+                        self.deadlines[entry["started"]] = float(entry["deadline"])
         self.resumed = bool(self.started)
         self.in_flight = {k: n for k, n in self.started.items() if k not in self.landed}
         self.batch_sizes = {k.rsplit("@", 1)[1].split("#")[0] for k in self.started if "@" in k}
@@ -70,8 +83,18 @@ class InsertJournal:
         self.rows_before = rows
         self._write({"before": rows})
 
-    def start(self, key: str, rows: int) -> None:
-        self._write({"started": key, "rows": rows})
+    def start(self, key: str, rows: int, timeout: float) -> None:
+        self._write({"started": key, "rows": rows, "deadline": round(time.time() + 2 * timeout, 3)})
+
+    def landing_deadline(self, fallback: float) -> float:
+        """Epoch after which no in-flight batch of the interrupted attempt can still land (entries of an
+        older journal carry no deadline: its file's last write plus ``fallback`` seconds)."""
+        if not self.in_flight:
+            return 0.0
+        missing = [k for k in self.in_flight if k not in self.deadlines]
+        last_write = self.path.stat().st_mtime if missing and self.path is not None else 0.0
+        known = [self.deadlines[k] for k in self.in_flight if k in self.deadlines]
+        return max([*known, last_write + 2 * fallback if missing else 0.0])
 
     def land(self, key: str) -> None:
         self._write({"landed": key})
@@ -106,11 +129,35 @@ def _batches(manifest: Manifest, batch_rows: int) -> Iterator[tuple[str, pa.Reco
             yield f"{entry.path}@{batch_rows}#{i}", batch
 
 
-async def _reconcile_auto_id(client: Any, info: CollectionInfo, journal: InsertJournal) -> set[str]:
-    """AUTO_ID: which in-flight batches to treat as landed, decided by count(*) (all or none)."""
+async def _settled_count(ctx: Any, client: Any, info: CollectionInfo, journal: InsertJournal, timeout: float) -> int:
+    """count(*) once no insert of the interrupted attempt can still land: wait out the calls' deadlines,
+    then flush and count until two counts agree (a landing in between shows as a difference)."""
+    wait = journal.landing_deadline(timeout) - time.time()
+    if wait > 0:
+        ctx.log.info("waiting for the interrupted attempt's inserts to land or expire before counting",
+                     seconds=round(wait, 1), collection=info.name)  # fmt: skip
+        await anyio.sleep(wait)
+    count = await anyio.to_thread.run_sync(count_rows, client, info.name)
+    for _ in range(10):
+        await anyio.to_thread.run_sync(lambda: client.flush(info.name))
+        again = await anyio.to_thread.run_sync(count_rows, client, info.name)
+        if again == count:
+            return count
+        count = again
+        await anyio.sleep(1.0)
+    raise RuntimeError(
+        f"collection {info.name!r} (AUTO_ID) keeps changing while the load resumes (last count "
+        f"{count:,}): is another writer loading it? Stop it, or drop the collection and load again"
+    )
+
+
+async def _reconcile_auto_id(
+    ctx: Any, client: Any, info: CollectionInfo, journal: InsertJournal, timeout: float
+) -> set[str]:
+    """AUTO_ID: which in-flight batches to treat as landed, decided by a settled count(*) (all or none)."""
     if not journal.in_flight:
         return set()
-    count = await anyio.to_thread.run_sync(count_rows, client, info.name)
+    count = await _settled_count(ctx, client, info, journal, timeout)
     landed_rows = (journal.rows_before or 0) + sum(journal.started[k] for k in journal.landed if k in journal.started)
     flying = sum(journal.in_flight.values())
     if count == landed_rows:
@@ -126,6 +173,7 @@ async def _reconcile_auto_id(client: Any, info: CollectionInfo, journal: InsertJ
 
 async def insert_files(
     ctx: Any, info: CollectionInfo, manifest: Manifest, batch_rows: int, concurrency: int, journal: InsertJournal,
+    call_timeout: float = INSERT_TIMEOUT,
 ) -> InsertStats:  # fmt: skip
     """Insert every manifest file in batches, at most ``concurrency`` batches read ahead or in flight."""
     schema = info.collection_schema
@@ -144,15 +192,15 @@ async def insert_files(
     try:
         if journal.rows_before is None:
             journal.note_before(await anyio.to_thread.run_sync(count_rows, client, info.name))
-        adopted = set() if keyed else await _reconcile_auto_id(client, info, journal)
+        adopted = set() if keyed else await _reconcile_auto_id(ctx, client, info, journal, call_timeout)
 
         async def send(key: str, batch: pa.RecordBatch) -> None:
             try:
                 rows = await anyio.to_thread.run_sync(arrow_to_rows, batch, schema)
                 again = keyed and (key in journal.in_flight or unsure)
-                journal.start(key, len(rows))
+                journal.start(key, len(rows), call_timeout)
                 call = client.upsert if again else client.insert
-                await anyio.to_thread.run_sync(lambda: call(info.name, rows))
+                await anyio.to_thread.run_sync(lambda: call(info.name, rows, timeout=call_timeout))
                 journal.land(key)
                 if again:
                     stats.upserted += len(rows)

@@ -6,13 +6,13 @@ log and the report; with ``method: auto`` a small load is inserted too (import's
 ``wait`` means *queryable*: jobs are polled until Completed (at Persisted count(*)
 can still be 0), then count(*) until the imported rows are visible, since Milvus 2.3 hands imported
 segments to the query node some seconds after Completed. Milvus offers no notification for either,
-so both are polled at a fixed interval.
+so both are polled, briefly at first and then at ``poll_interval``. Jobs go through the REST jobs API
+on Milvus 2.4+ and the legacy gRPC calls on 2.3 (``import_jobs.open_import_jobs``).
 """
 
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +31,8 @@ from task_components.contracts import (
     UploadResult,
 )
 from task_components.milvus.bulk import JobJournal, adopt_listed_jobs, wait_jobs, wait_searchable
-from task_components.milvus.insert import InsertJournal, insert_files
+from task_components.milvus.import_jobs import SUBMIT_TIMEOUT, open_import_jobs
+from task_components.milvus.insert import INSERT_TIMEOUT, InsertJournal, insert_files
 from task_components.milvus.schema_map import index_params, to_milvus_schema
 from task_components.schema.library import resolve_schema
 from task_components.schema.models import CollectionSchema
@@ -129,7 +130,10 @@ class ImportParams(BaseModel):
 
     wait: bool = True
     timeout: float = Field(3600, gt=0, description="seconds to wait for all import jobs")
-    poll_interval: float = Field(1.0, gt=0)
+    poll_interval: float = Field(1.0, gt=0, description="longest pause between polls (the first are shorter)")
+    call_timeout: float = Field(
+        SUBMIT_TIMEOUT, gt=0, description="seconds one Milvus call (job submit/state, insert) may take"
+    )
     method: Literal["auto", "bulk_import", "insert"] = Field(
         "auto", description="auto: bulk import, except on Milvus Lite and for a load under both insert_below_* limits"
     )
@@ -174,7 +178,9 @@ class BulkImport(Component):
             async for _ in files:  # inserting reads the files once all are up
                 pass
             upload = self._upload(ctx)
-            stats = await insert_files(ctx, info, upload.manifest, p.batch_rows, p.concurrency, _journal(ctx, self))
+            stats = await insert_files(
+                ctx, info, upload.manifest, p.batch_rows, p.concurrency, _journal(ctx, self), p.call_timeout
+            )
             resume = stats.describe()
             job_ids = []
         if resume:
@@ -243,22 +249,20 @@ class BulkImport(Component):
         Why per file: Milvus 2.3 runs import jobs one at a time, so the first job starting while later
         files are still being generated and uploaded takes that time off the end-to-end wait.
         """
-        from pymilvus import connections, utility  # ORM API: the bulk-insert calls Milvus 2.3 understands
-
-        warnings.filterwarnings("ignore", message=".*ORM-style PyMilvus API.*")
 
         def mark(step: str) -> None:  # where the import's time goes (bench/load.py prints these)
             phases.setdefault(step, round(time.perf_counter() - started, 2))
 
-        alias = f"import-{ctx.run_id}-{self.name}"
         target = info.milvus()
         journal = JobJournal(_run_file(ctx, self, _JOBS))
-        await anyio.to_thread.run_sync(lambda: connections.connect(alias, uri=target.uri, token=target.token or ""))
+        api = await anyio.to_thread.run_sync(open_import_jobs, target.uri, target.token, target.db_name,
+                                             p.call_timeout)  # fmt: skip
+        ctx.log.info("import jobs", api=api.kind, collection=info.name)
         try:
             jobs: dict[int, str] = {}
             for location, job in journal.jobs.items():  # submitted by an interrupted earlier attempt
-                state = await anyio.to_thread.run_sync(lambda j=job: utility.get_bulk_insert_state(j, using=alias))
-                if getattr(state, "state_name", "") != "Failed":
+                state = await anyio.to_thread.run_sync(api.state, job)
+                if not state.failed:
                     jobs[job] = location
             before = journal.rows_before
             if before is None:
@@ -267,7 +271,7 @@ class BulkImport(Component):
             resumed = set(jobs.values())
             listed: dict[str, int] = {}
             if journal.existed:  # a resume: jobs Milvus knows that the journal missed (a kill after submit)
-                listed = await anyio.to_thread.run_sync(adopt_listed_jobs, utility, alias, info.name, None)
+                listed = await anyio.to_thread.run_sync(adopt_listed_jobs, api, info.name, None)
             adopted = 0
             async for f in files:
                 if f.location in resumed:
@@ -277,8 +281,10 @@ class BulkImport(Component):
                     journal.record(f.location, listed[f.location])
                     adopted += 1
                     continue
-                with anyio.CancelScope(shield=True):  # a signal must not separate a job from its journal entry
-                    job = await anyio.to_thread.run_sync(_submit, utility, alias, info.name, f.location)
+                # a signal must not separate a job from its journal entry; the call's own timeout
+                # (call_timeout) bounds how long the shield can hold a shutdown
+                with anyio.CancelScope(shield=True):
+                    job = await anyio.to_thread.run_sync(api.submit, info.name, f.location)
                     jobs[int(job)] = f.location
                     journal.record(f.location, int(job))
                     mark("first job submitted")
@@ -288,7 +294,7 @@ class BulkImport(Component):
                          collection=info.name)  # fmt: skip
             if p.wait:
                 with anyio.fail_after(p.timeout):
-                    imported = await wait_jobs(ctx, utility, alias, jobs, upload.manifest.total_rows, p.poll_interval)
+                    imported = await wait_jobs(ctx, api, jobs, upload.manifest.total_rows, p.poll_interval)
                     mark("jobs completed")
                     await wait_searchable(ctx, target, info.name, before + imported, p.poll_interval)
                     mark("searchable")
@@ -299,7 +305,7 @@ class BulkImport(Component):
                 )
             return list(jobs), how, upload
         finally:
-            await anyio.to_thread.run_sync(lambda: connections.disconnect(alias))
+            await anyio.to_thread.run_sync(api.close)
 
     def summarize(self, result: ImportResult) -> dict[str, Any]:
         out: dict[str, Any] = {"method": result.method, "rows in milvus": result.rows_in_milvus,
@@ -315,10 +321,6 @@ async def _chain(first: list[UploadedFile], rest: AsyncIterator[UploadedFile]) -
         yield f
     async for f in rest:
         yield f
-
-
-def _submit(utility: Any, alias: str, collection: str, location: str) -> int:
-    return int(utility.do_bulk_insert(collection_name=collection, files=[location], using=alias))
 
 
 _NEEDS = "milvus.bulk_import needs a storage.upload task and a milvus.create_collection task"
@@ -356,6 +358,7 @@ class InsertParams(BaseModel):
 
     batch_rows: int = Field(5000, ge=1)
     concurrency: int = Field(2, ge=1, le=16)
+    call_timeout: float = Field(INSERT_TIMEOUT, gt=0, description="seconds one insert call may take")
 
 
 class Insert(Component):
@@ -378,7 +381,9 @@ class Insert(Component):
             raise ValueError("milvus.insert needs a milvus.create_collection task and a partition (or upload) task")
         started = time.perf_counter()
         guard_collection(ctx, info.milvus(), info.name)
-        stats = await insert_files(ctx, info, manifest, p.batch_rows, p.concurrency, _journal(ctx, self))
+        stats = await insert_files(
+            ctx, info, manifest, p.batch_rows, p.concurrency, _journal(ctx, self), p.call_timeout
+        )
         rows = await anyio.to_thread.run_sync(_count, info.milvus(), info.name)
         return ImportResult(collection=info.name, method="insert", rows_in_milvus=rows,
                             rows_expected=manifest.total_rows, files=len(manifest.files),
