@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from task_components.base import ConfiguredComponent
 from task_components.contracts import BatchStage, BatchThresholdError, StreamBatch
 from task_components.quality.rules import Rule
+from task_components.sources.detached import checkpoint
 
 __all__ = ["DuplicateParams", "QualityCheck", "QualityParams", "QualityStage"]
 
@@ -74,6 +75,7 @@ class QualityStage(BatchStage):
         def process(batch: StreamBatch) -> None:
             in_batch: set[tuple[Any, ...]] = set()
             for record in batch.records:
+                checkpoint()  # a cancelled run stops here, between records
                 if record.rejection is not None or record.value is None:
                     continue
                 for rule in p.rules:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from task_components.base import ConfiguredComponent
 from task_components.contracts import BatchStage, StreamBatch
+from task_components.sources.detached import checkpoint
 from task_components.standardization.convert import CONVERTERS, DEFAULT_DATE_FORMATS, ConversionError, to_iso_utc
 from task_components.standardization.countries import COUNTRY_ALIASES
 from task_components.standardization.normalize import OPERATIONS, normalize_phone
@@ -103,6 +104,7 @@ class StandardizeStage(BatchStage):
 
         def process(batch: StreamBatch) -> None:
             for record in batch.records:
+                checkpoint()  # a cancelled run stops here, between records
                 if record.rejection is not None or record.value is None:
                     continue
                 value = {p.mapping.get(k, k): v for k, v in record.value.items()}

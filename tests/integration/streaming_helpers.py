@@ -33,6 +33,7 @@ class StreamEnv:
     mongo_uri: str
     run_dir: Path
     tag: str = ""
+    pipeline: Path = PIPELINE
 
     def __post_init__(self) -> None:
         self.tag = self.tag or uuid.uuid4().hex[:10]
@@ -65,7 +66,7 @@ class StreamEnv:
         }
 
     def command(self, *sets: str) -> list[str]:
-        args = [sys.executable, "run_pipeline.py", "run", str(PIPELINE), "--no-progress"]
+        args = [sys.executable, "run_pipeline.py", "run", str(self.pipeline), "--no-progress"]
         args += ["--run-dir", str(self.run_dir)]
         for s in ("session_timeout_ms=2000", "heartbeat_interval_ms=500", *sets):
             args += ["--set", s]
@@ -120,27 +121,51 @@ async def _produce(env: StreamEnv, generated: list[TestRecord]) -> dict[int, Pos
         await producer.stop()
 
 
+async def _produce_raw(env: StreamEnv, messages: list[tuple[bytes, bytes | None]]) -> list[Position]:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, linger_ms=5, enable_idempotence=False,
+                                max_request_size=16 * 1024 * 1024)  # fmt: skip
+    await producer.start()
+    try:
+        futures = [await producer.send(env.source, value, key=key, headers=[("correlation_id", b"cid-%d" % i)])
+                   for i, (key, value) in enumerate(messages)]  # fmt: skip
+        return [((meta := await f).partition, meta.offset) for f in futures]
+    finally:
+        await producer.stop()
+
+
+def produce_raw(env: StreamEnv, messages: list[tuple[bytes, bytes | None]]) -> list[Position]:
+    """Send (key, value) pairs as they are (a None value is a tombstone, values up to 16 MiB), in order."""
+    return anyio.run(_produce_raw, env, messages)
+
+
 def produce(env: StreamEnv, generated: list[TestRecord]) -> dict[int, Position]:
     """Send the records; returns where each landed (partition, offset), for the dead-letter check."""
     return anyio.run(_produce, env, generated)
 
 
 async def _read(env: StreamEnv, topic: str) -> list[Any]:
+    """Everything in the topic up to the fetch high watermark (not ``end_offsets``: Tansu's ListOffsets lags)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=env.bootstrap, enable_auto_commit=False)
+    mib = 1024 * 1024
+    consumer = AIOKafkaConsumer(bootstrap_servers=env.bootstrap, enable_auto_commit=False,
+                                fetch_max_bytes=64 * mib, max_partition_fetch_bytes=16 * mib)  # fmt: skip
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
         out: list[Any] = []
         with anyio.fail_after(60):
-            while any([await consumer.position(tp) < end[tp] for tp in tps]):
-                for msgs in (await consumer.getmany(timeout_ms=500)).values():
+            while True:
+                for msgs in (await consumer.getmany(timeout_ms=300)).values():
                     out.extend(msgs)
-        return out
+                marks = [consumer.highwater(tp) for tp in tps]
+                if all(m is not None for m in marks) and all([await consumer.position(tp) >= m
+                                                              for tp, m in zip(tps, marks, strict=True)]):  # fmt: skip
+                    return out
     finally:
         await consumer.stop()
 

@@ -26,7 +26,7 @@ from task_components.sinks.resilience import (
     write_with_retry,
 )
 from task_components.sources.decode import decode, deeper_than
-from task_components.sources.detached import run_detached
+from task_components.sources.detached import checkpoint, run_detached
 from task_components.sources.offsets import lag
 
 
@@ -136,9 +136,8 @@ def test_lag_uses_the_fetch_high_watermark_per_partition() -> None:
 
 
 @pytest.mark.anyio
-async def test_stages_in_a_detached_thread_leave_the_loop_free_and_are_abandoned_on_cancel() -> None:
-    release = threading.Event()
-    ticks = 0
+async def test_stages_in_a_thread_leave_the_loop_free_and_stop_between_records_on_cancel() -> None:
+    ticks, seen = 0, []
 
     async def tick() -> None:
         nonlocal ticks
@@ -146,19 +145,38 @@ async def test_stages_in_a_detached_thread_leave_the_loop_free_and_are_abandoned
             await anyio.sleep(0.01)
             ticks += 1
 
-    def slow() -> None:
-        release.wait(10)
+    def stages() -> None:  # a long batch: CPU work per record, a checkpoint between records
+        for i in range(10_000):
+            checkpoint()
+            seen.append(i)
+            time.sleep(0.001)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(tick)
         started = time.monotonic()
         with anyio.move_on_after(0.3):
-            await run_detached(slow)
+            await run_detached(stages)
         tg.cancel_scope.cancel()
     assert time.monotonic() - started < 1 and ticks >= 5  # cancelled in time, the loop kept running
-    (thread,) = [t for t in threading.enumerate() if t.name == "stream-stages"]
-    assert thread.daemon  # abandoned: never keeps the process alive
-    release.set()
+    assert 10 < len(seen) < 10_000
+    stopped_at = len(seen)
+    for thread in [t for t in threading.enumerate() if t.name == "stream-stages"]:
+        thread.join(1)  # it has signalled the loop; only returning is left
+        assert not thread.is_alive(), "the thread did not stop"
+    assert len(seen) == stopped_at
+    checkpoint()  # outside a detached thread: nothing to stop
     assert await run_detached(sum, [1, 2]) == 3
     with pytest.raises(ZeroDivisionError):
         await run_detached(divmod, 1, 0)
+
+
+@pytest.mark.anyio
+async def test_a_thread_that_never_reaches_a_checkpoint_is_abandoned_after_the_grace() -> None:
+    release = threading.Event()
+    started = time.monotonic()
+    with anyio.move_on_after(0.1):
+        await run_detached(release.wait, 10, grace=0.2)
+    assert time.monotonic() - started < 1
+    (thread,) = [t for t in threading.enumerate() if t.name == "stream-stages"]
+    assert thread.daemon  # abandoned: never keeps the process alive
+    release.set()

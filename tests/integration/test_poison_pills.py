@@ -1,0 +1,167 @@
+"""Poison pills on the real broker (Tansu) and document store (SecantusDB): one bad record never stops the line.
+
+One batch holds every bad kind between valid records: JSON nested 10,000 deep, a tombstone, non-UTF-8
+bytes, a record above ``max_record_bytes``, ``quantity`` = 10**400, a value that makes ``(a+)+$``
+backtrack for ever under Python's ``re``, a lone surrogate, a record too large for the Kafka sink, an
+int MongoDB cannot encode, a key MongoDB cannot index... The run must complete, the valid records be in
+MongoDB and the sink topic, every bad one in the dead-letter topic with the step and rule named here,
+and every offset committed. Then: SIGTERM during a slow batch is honoured in seconds, and a broker
+restart mid-stream (Tansu on its durable s3:// engine) still ends with the exact MongoDB set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from task_components.sources import testdata
+from task_components.sources.testdata import records
+from tests.integration.conftest import service_uri
+from tests.integration.streaming_helpers import (
+    PIPELINE,
+    StreamEnv,
+    committed,
+    create_topics,
+    produce_raw,
+    read_topic,
+)
+
+pytestmark = pytest.mark.integration
+
+MIB = 1024 * 1024
+
+
+def pipeline_file(tmp_path: Path, extra_rules: list[dict[str, Any]], **consume: Any) -> Path:
+    """pipelines/streaming.yaml with extra quality rules and source options (the shipped pipeline otherwise)."""
+    spec = yaml.safe_load(PIPELINE.read_text())
+    spec["tasks"]["quality"]["with"]["rules"] += extra_rules
+    spec["tasks"]["consume"]["with"].update(consume)
+    path = tmp_path / "streaming-test.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def make_env(tmp_path: Path, pipeline: Path, bootstrap: str | None = None) -> StreamEnv:
+    env = StreamEnv(bootstrap or service_uri("TEST_KAFKA_BOOTSTRAP"), service_uri("TEST_MONGO_URI"), tmp_path / "runs",
+                    pipeline=pipeline)  # fmt: skip
+    create_topics(env)
+    return env
+
+
+def variant(base: testdata.TestRecord, **changes: Any) -> bytes:
+    value = json.loads(base.raw)
+    value.update(changes)
+    return json.dumps(value).encode()
+
+
+def matrix(spare: list[testdata.TestRecord]) -> list[tuple[str, bytes, bytes | None, tuple[str, str]]]:
+    """(kind, key, value, (step, rule) of its dead letter); ``spare`` gives each one a valid body to spoil."""
+    long_key = "K" * 2000
+    return [
+        ("deep_json", b"deep", b"[" * 10_000 + b"]" * 10_000, ("decode", "depth")),
+        ("tombstone", b"gone", None, ("decode", "tombstone")),
+        ("not_utf8", b"bin", b'{"CustomerID": "\xff\xfe"}', ("decode", "json")),
+        ("not_an_object", b"list", b"[1, 2]", ("decode", "json")),
+        ("too_many_digits", b"digits", b'{"quantity": ' + b"9" * 5000 + b"}", ("decode", "json")),
+        ("above_max_record_bytes", b"big", b'{"x": "' + b"y" * (3 * MIB + 100) + b'"}', ("decode", "size")),
+        ("quantity_10_400", spare[0].key.encode(), variant(spare[0], quantity=10**400), ("conversion", "quantity")),
+        ("backtracking", spare[1].key.encode(), variant(spare[1], code="a" * 32 + "!"), ("quality", "code_format")),
+        ("lone_surrogate", spare[2].key.encode(), variant(spare[2], code="\ud800"), ("quality", "code_format")),
+        ("too_large_for_kafka", spare[3].key.encode(), variant(spare[3], note="n" * (3 * MIB // 2)),
+         ("sink.kafka", "too_large")),
+        ("int_beyond_64_bits", spare[4].key.encode(), variant(spare[4], extra=10**30), ("sink.mongodb", "encode")),
+        ("key_too_long", long_key.encode(), variant(spare[5], CustomerID=long_key), ("sink.mongodb", "key")),
+    ]  # fmt: skip
+
+
+def test_one_batch_of_poison_pills_between_valid_records(tmp_path: Path) -> None:
+    rules = [{"name": "code_format", "type": "pattern", "field": "code", "pattern": "(a+)+$"}]
+    env = make_env(tmp_path, pipeline_file(tmp_path, rules, max_record_bytes=3 * MIB))
+    generated = list(records(36, pattern="valid", seed=21))
+    valid, spare = generated[:30], generated[30:]
+    bad = matrix(spare)
+    messages: list[tuple[bytes, bytes | None]] = []
+    for i, r in enumerate(valid):  # a bad one after every third valid one
+        messages.append((r.key.encode(), r.raw))
+        if i % 3 == 2 and i // 3 < len(bad):
+            messages.append(bad[i // 3][1:3])
+    messages += [b[1:3] for b in bad[len(valid) // 3 :]]
+    positions = produce_raw(env, messages)
+    where = {messages[i][1]: positions[i] for i in range(len(messages)) if messages[i][1] is not None}
+    where_tombstone = positions[next(i for i, m in enumerate(messages) if m[1] is None)]
+
+    proc = env.start(f"max_records={len(messages)}", "batch_size=100")
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-3000:]
+
+    by_kind = {b[0]: b for b in bad}
+    kafka_big = {**spare[3].expected, "note": "n" * (3 * MIB // 2)}  # type: ignore[dict-item]
+    docs = env.mongo_docs()
+    assert docs == {r.key: r.expected for r in valid} | {spare[3].key: kafka_big}, "MongoDB is not the valid set"
+
+    out = {m.key.decode(): json.loads(m.value) for m in read_topic(env, env.sink)}
+    expected_out = {r.key: r.expected for r in valid}
+    expected_out[spare[4].key] = {**spare[4].expected, "extra": 10**30}  # type: ignore[dict-item]
+    expected_out["K" * 2000] = {**spare[5].expected, "customer_id": "K" * 2000}  # type: ignore[dict-item]
+    assert out == expected_out, "the sink topic is not the valid set (with what only MongoDB refused)"
+
+    letters = {}
+    for m in read_topic(env, env.dlq):
+        body = json.loads(m.value)
+        letters[(body["source"]["partition"], body["source"]["offset"])] = body
+        assert len(m.value) < MIB, "a dead letter must fit"
+    assert len(letters) == len(bad), sorted((b["step"], b["rule"]) for b in letters.values())
+    for kind, _, value, step_rule in bad:
+        body = letters[where_tombstone if value is None else where[value]]
+        assert (body["step"], body["rule"]) == step_rule, (kind, body["reason"])
+        assert body["reason"], kind
+        if value is not None and len(value) > 65_536:
+            original = body["original"]
+            assert original["truncated"] and original["size"] == len(value), kind
+            assert original["sha256"] == hashlib.sha256(value).hexdigest(), kind
+    assert "tombstone" in letters[where_tombstone]["reason"]
+    assert "64-bit" in letters[where[by_kind["quantity_10_400"][2]]]["reason"]  # type: ignore[index]
+
+    ends: dict[int, int] = {}
+    for partition, offset in positions:
+        ends[partition] = max(ends.get(partition, 0), offset + 1)
+    assert {p: o for p, o in committed(env).items() if p in ends} == ends, "not every offset was committed"
+
+
+def test_sigterm_during_a_slow_batch_is_honoured_within_seconds(tmp_path: Path) -> None:
+    """A rule that takes milliseconds a record over a 4,000-record batch: tens of seconds of CPU in one batch."""
+    slow = {"name": "slow", "type": "expression",
+            "expression": "status in [" + ", ".join(f"'s{i}'" for i in range(3000)) + ", status]"}  # fmt: skip
+    env = make_env(tmp_path, pipeline_file(tmp_path, [slow]))
+    generated = list(records(4000, pattern="valid", seed=22))
+    produce_raw(env, [(r.key.encode(), r.raw) for r in generated])
+    proc = env.start("batch_size=4000", "max_in_flight=1", "max_records=4000")
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    deadline = time.monotonic() + 60
+    while not any('"partitions_assigned"' in line for line in lines):
+        assert proc.poll() is None and time.monotonic() < deadline, "the pipeline never joined its group"
+        time.sleep(0.05)
+    time.sleep(3)  # fetched (well under a second) and deep inside the batch's rules
+    assert proc.poll() is None and env.mongo_count() == 0, "the batch was not slow"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    took = time.monotonic() - sent
+    reader.join(5)
+    assert proc.returncode == 130, "".join(lines)[-2000:]
+    assert took < 5, f"SIGTERM took {took:.1f}s to be honoured"
+    (report,) = list(env.run_dir.glob("*/report.json"))
+    body = json.loads(report.read_text())
+    assert (body["state"], body["reason"]) == ("cancelled", "interrupted by SIGTERM")
+    assert f"resume with: --resume {body['run_id']}" in out
+    assert committed(env) == dict.fromkeys(range(4), 0) and env.mongo_count() == 0, "the batch never finished"
