@@ -3,11 +3,17 @@ not the run's), and the MongoDB sink re-creating its unique index after a server
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import time
 import uuid
+from pathlib import Path
 
 import anyio
 import pytest
 from pymongo import AsyncMongoClient
+from structlog.testing import capture_logs
 
 from config.settings import Settings
 from task_components.contracts import StreamRecord
@@ -16,6 +22,17 @@ from task_components.sinks.resilience import RecordsRefused
 from tests.integration.conftest import service_uri
 
 pytestmark = pytest.mark.integration
+
+
+def answers(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def record(i: int, email: str) -> StreamRecord:
@@ -109,3 +126,48 @@ async def test_a_record_kafka_refuses_is_dead_lettered_and_the_others_are_writte
     assert refused.value.written == 2
     (one,) = refused.value.refused
     assert one.record is huge and one.rule == "too_large" and "MessageSizeTooLargeError" in one.reason
+
+
+@pytest.mark.anyio
+async def test_after_an_outage_the_mongodb_sink_recreates_its_lost_unique_index(tmp_path: Path) -> None:
+    """Own SecantusDB in memory on a free port: restarted, it comes back with no data and no index."""
+    port = free_port()
+
+    def start_store() -> subprocess.Popen[bytes]:
+        args = [service_uri("TEST_SECANTUSD"), "--host", "127.0.0.1", "--port", str(port), "--storage-path", ":memory:",
+                "--log-level", "WARNING"]  # fmt: skip
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+        deadline = time.monotonic() + 30
+        while not answers(port):
+            assert time.monotonic() < deadline and proc.poll() is None, "SecantusDB did not start"
+            time.sleep(0.1)
+        return proc
+
+    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    store = start_store()
+    try:
+        sink = MongoSink(MongoSinkParams(key=["customer_id"], server_selection_timeout_ms=500))
+        conf = Settings.model_validate({"mongodb": {"connection_string": uri, "database": "heal",
+                                                    "collection": "customers"}})  # fmt: skip
+        async with sink.open(conf) as writer:
+            assert await writer.write([record(1, "a@x.io")]) == 1
+            store.send_signal(signal.SIGTERM)
+            store.wait(timeout=30)
+            with pytest.raises(Exception, match=r"(?i)timeout|refused|connect"):  # the outage: retried by the source
+                await writer.write([record(2, "b@x.io")])
+            store = start_store()
+            with capture_logs() as logs:
+                assert await writer.write([record(2, "b@x.io"), record(3, "c@x.io")]) == 2
+            assert [e["event"] for e in logs] == ["mongo_index_recreated"] and logs[0]["log_level"] == "warning"
+            with capture_logs() as again:
+                assert await writer.write([record(4, "d@x.io")]) == 1
+            assert again == [], "the index is checked once after an outage, not on every write"
+        client: AsyncMongoClient = AsyncMongoClient(uri)
+        try:
+            info = await client["heal"]["customers"].index_information()
+            assert info["business_key"]["unique"] and info["business_key"]["key"] == [("customer_id", 1)]
+        finally:
+            await client.close()
+    finally:
+        store.send_signal(signal.SIGTERM)
+        store.wait(timeout=30)
