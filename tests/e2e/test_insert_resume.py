@@ -8,6 +8,8 @@ real kills on the real server; this pins the journal's decisions down, fast, wit
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -84,3 +86,42 @@ def test_an_interrupted_insert_resumes_without_duplicates(resume_batch: int, tmp
     else:  # it cannot match batches: everything is upserted by key
         assert (stats.skipped, stats.upserted, stats.inserted) == (0, ROWS, 0)
     assert "resumed from the insert journal" in stats.describe()
+
+
+def test_an_auto_id_resume_waits_for_a_late_insert_of_the_killed_attempt(tmp_path: Path) -> None:
+    """The killed process' last insert lands after the resume began (it was still on its way into Milvus):
+    counting at once would see it missing, insert the batch again and end with its rows twice."""
+    manifest = make(tmp_path, "dynamic_example", 1000, rows_per_file=1000)  # AUTO_ID primary key
+    info = _collection(tmp_path, manifest)
+    entry = manifest.files[0]  # type: ignore[attr-defined]
+    batches = list(pq.ParquetFile(manifest.file_path(entry)).iter_batches(batch_size=250))  # type: ignore[attr-defined]
+    client = info.milvus().client()
+    lines: list[dict[str, object]] = [{"before": 0}]
+    for i in (0, 1):
+        client.insert("resume", arrow_to_rows(batches[i], info.collection_schema))
+        lines += [{"started": f"{entry.path}@250#{i}", "rows": 250}, {"landed": f"{entry.path}@250#{i}"}]
+    client.flush("resume")
+    deadline = time.time() + 2.0  # the killed attempt's call for batch 2 could land until then
+    lines.append({"started": f"{entry.path}@250#2", "rows": 250, "deadline": deadline})
+    journal_path = tmp_path / "import.inserted.jsonl"
+    journal_path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+    def late_landing() -> None:
+        time.sleep(1.0)
+        client.insert("resume", arrow_to_rows(batches[2], info.collection_schema))
+
+    late = threading.Thread(target=late_landing)
+    late.start()
+    try:
+        ctx = PipelineContext(run_id="late", run_dir=tmp_path)
+        stats = anyio.run(lambda: insert_files(ctx, info, manifest, 250, 2, InsertJournal(journal_path)))
+    finally:
+        late.join()
+        client.close()
+    check = info.milvus().client()
+    try:
+        assert count_rows(check, "resume") == 1000  # not 1250: batch 2 is in Milvus once
+    finally:
+        check.close()
+    assert (stats.skipped, stats.adopted, stats.inserted) == (500, 250, 250)
+    assert time.time() >= deadline  # decided only once the late call could no longer land

@@ -67,7 +67,7 @@ def milvus_rest() -> Iterator[tuple[FakeMilvusRest, str]]:
     fake = FakeMilvusRest()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             fake.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
             time.sleep(fake.delay)
