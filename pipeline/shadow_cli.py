@@ -121,6 +121,8 @@ def _report(result: Any, as_json: bool, show: int) -> None:
             out.print(table)
             if result.total > shown:
                 out.print(f"... {result.total - shown} more (--show N or --json)", highlight=False)
+        for note in getattr(result, "notes", []):  # what could not be compared (not a difference)
+            out.print(f"note: {escape(note)}", highlight=False)
         colour = "green" if result.ok else "red"
         out.print(f"[{colour}]{'ok' if result.ok else 'differs'}[/]: {escape(result.summary())}", highlight=False)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
