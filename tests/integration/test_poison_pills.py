@@ -25,11 +25,14 @@ import yaml
 from task_components.sources import testdata
 from task_components.sources.testdata import records
 from tests.integration.conftest import service_uri
+from tests.integration.durable_broker import DurableTansu
 from tests.integration.streaming_helpers import (
     PIPELINE,
     StreamEnv,
+    check_sinks,
     committed,
     create_topics,
+    produce,
     produce_raw,
     read_topic,
 )
@@ -165,3 +168,38 @@ def test_sigterm_during_a_slow_batch_is_honoured_within_seconds(tmp_path: Path) 
     assert (body["state"], body["reason"]) == ("cancelled", "interrupted by SIGTERM")
     assert f"resume with: --resume {body['run_id']}" in out
     assert committed(env) == dict.fromkeys(range(4), 0) and env.mongo_count() == 0, "the batch never finished"
+
+
+def test_a_broker_restart_mid_stream_ends_with_the_exact_mongodb_set(tmp_path: Path) -> None:
+    """Tansu of its own on the durable s3:// engine, SIGKILLed mid-stream and started again on its port."""
+    broker = DurableTansu(tmp_path)
+    broker.start()
+    try:
+        env = make_env(tmp_path, PIPELINE, bootstrap=broker.bootstrap)
+        generated = list(records(4000, invalid_ratio=0.1, duplicate_ratio=0.03, seed=23))
+        valid = sum(r.kind == "valid" for r in generated)
+        positions = produce(env, generated)
+        proc = env.start("batch_size=50", "max_in_flight=2", "idle_seconds=10")
+        deadline = time.monotonic() + 120
+        while mongo_count(env) < 800:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+            time.sleep(0.05)
+        broker.stop(signal.SIGKILL)
+        at_kill = mongo_count(env)
+        time.sleep(2)
+        assert proc.poll() is None, "the pipeline must wait for the broker, not end"
+        broker.start()
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err[-3000:]
+        assert at_kill < valid, "the broker was not stopped mid-stream"
+        figures = check_sinks(env, generated, positions)
+        print(f"\nafter a broker restart at {at_kill} documents: {figures}")
+    finally:
+        broker.stop(signal.SIGTERM)
+
+
+def mongo_count(env: StreamEnv) -> int:
+    try:
+        return env.mongo_count()
+    except Exception:  # noqa: BLE001 - the database may not exist yet
+        return 0
