@@ -112,3 +112,22 @@ def test_unset_flags_take_the_test_data_settings(tmp_path: Path, monkeypatch: py
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [r.raw.decode() for r in records(7, pattern="invalid", seed=2)]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [(r"(\w+)\s\1", "invalid escape sequence: \\1"), ("(?<=@)x", "invalid perl operator: (?<")],
+)
+def test_validate_refuses_a_pattern_re2_cannot_run_with_exit_2(tmp_path: Path, pattern: str, reason: str) -> None:
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "pipelines" / "streaming.yaml").read_text())
+    spec["tasks"]["quality"]["with"]["rules"].append(
+        {"name": "twice", "type": "pattern", "field": "x", "pattern": pattern}
+    )
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert "cannot run in RE2" in text and reason in text and "Traceback" not in result.output
