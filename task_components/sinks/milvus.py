@@ -8,9 +8,10 @@ is created here (string primary key, float vector, every other field dynamic), w
 whose schema is its records. pymilvus is synchronous: each call runs in a worker thread.
 
 A row Milvus cannot take is that record's failure (dead-lettered through ``RecordsRefused``): a key that
-is not a string or number or longer than ``max_key_bytes``, a vector that is not a list of numbers, or
-a batch pymilvus refuses as data (``ParamError``, ``DataNotMatchException``...): its rows are then upserted
-one at a time and only the refused ones are dead-lettered. Any other failure is an outage.
+is not a string or number or longer than the collection's VarChar (or ``max_key_bytes``), a vector that
+is not a list of numbers of the collection's dimension (both read from the collection at open), or a
+batch Milvus refuses as data: its rows are then upserted one at a time and the refused ones are
+dead-lettered. When every row fails alone too, the failure is not theirs: it is an outage (retried).
 """
 
 from __future__ import annotations
@@ -42,19 +43,30 @@ class MilvusSinkParams(BaseModel):
     max_key_bytes: int = Field(512, ge=1, description="a longer key is refused (the created collection's VarChar)")
 
 
-def _data_errors() -> tuple[type[Exception], ...]:
-    """pymilvus' answers that the data is wrong (not that the server is unreachable)."""
+def _refusals() -> tuple[type[Exception], tuple[type[Exception], ...]]:
+    """(what may be a refusal of the data, what never is: the server not answering)."""
     from pymilvus import exceptions as e
 
-    return (e.ParamError, e.DataNotMatchException, e.DataTypeNotMatchException, e.PrimaryKeyException,
-            e.FieldTypeException, e.FieldsTypeException)  # fmt: skip
+    return e.MilvusException, (e.MilvusUnavailableException, e.ConnectError, e.ConnectionNotExistException)
+
+
+def _shape(client: Any, p: MilvusSinkParams) -> tuple[int | None, int]:
+    """(vector dimension, largest key in bytes) from the collection's schema; unknowns left to Milvus."""
+    dim, key_bytes = None, p.max_key_bytes
+    for f in client.describe_collection(p.collection).get("fields", []):
+        params = f.get("params") or {}
+        if f.get("name") == p.vector_field and "dim" in params:
+            dim = int(params["dim"])
+        if f.get("name") == p.key and "max_length" in params:
+            key_bytes = min(key_bytes, int(params["max_length"]))
+    return dim, key_bytes
 
 
 class MilvusWriter:
-    __slots__ = ("client", "params")
+    __slots__ = ("client", "dim", "key_bytes", "params")
 
-    def __init__(self, client: Any, params: MilvusSinkParams) -> None:
-        self.client, self.params = client, params
+    def __init__(self, client: Any, params: MilvusSinkParams, dim: int | None = None, key_bytes: int = 512) -> None:
+        self.client, self.params, self.dim, self.key_bytes = client, params, dim, key_bytes
 
     def row(self, r: StreamRecord) -> dict[str, Any] | None:
         """The record's row, None when it carries no vector; ValueError names what Milvus could not take."""
@@ -63,12 +75,14 @@ class MilvusWriter:
         vector = value.get(p.vector_field)
         if vector is None:
             return None
-        problem = key_problem(p.key, value.get(p.key), p.max_key_bytes)
+        problem = key_problem(p.key, value.get(p.key), self.key_bytes)
         if problem:
             raise ValueError(problem)
         if not isinstance(vector, list) or not all(isinstance(x, int | float) and not isinstance(x, bool)
                                                    for x in vector):  # fmt: skip
             raise ValueError(f"{p.vector_field} is not a list of numbers")
+        if self.dim is not None and len(vector) != self.dim:
+            raise ValueError(f"{p.vector_field} has {len(vector)} numbers, the collection's dimension is {self.dim}")
         keep = value if p.fields is None else {k: value.get(k) for k in (*p.fields, p.key, p.vector_field)}
         return {k: v for k, v in keep.items() if v is not None}  # Milvus takes no null dynamic values
 
@@ -93,21 +107,28 @@ class MilvusWriter:
 
     async def _upsert(self, rows: list[tuple[StreamRecord, dict[str, Any]]], refusals: list[Refusal]) -> int:
         collection = self.params.collection
+        maybe_data, unreachable = _refusals()
         if not rows:
             return 0
         try:
             await anyio.to_thread.run_sync(lambda: self.client.upsert(collection, [row for _, row in rows]))
             return len(rows)
-        except _data_errors():
-            pass
-        written = 0
+        except unreachable:
+            raise
+        except maybe_data as exc:
+            first = exc
+        refused = []
         for r, row in rows:  # one refused row fails the whole call: find it
             try:
                 await anyio.to_thread.run_sync(lambda row=row: self.client.upsert(collection, [row]))
-                written += 1
-            except _data_errors() as exc:
-                refusals.append(Refusal(r, "refused", f"Milvus: {type(exc).__name__}: {str(exc)[:300]}"))
-        return written
+            except unreachable:
+                raise
+            except maybe_data as exc:
+                refused.append(Refusal(r, "refused", f"Milvus: {type(exc).__name__}: {str(exc)[:300]}"))
+        if len(refused) == len(rows) and len(rows) > 1:  # not one row's fault: an outage, retried
+            raise first
+        refusals += refused
+        return len(rows) - len(refused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +156,8 @@ class MilvusSink(BatchSink):
                     p.collection, dimension=p.dimension, primary_field_name=p.key, id_type="string", max_length=512,
                     vector_field_name=p.vector_field, enable_dynamic_field=True, consistency_level="Strong",
                 ))  # fmt: skip
-            yield MilvusWriter(client, p)
+            dim, key_bytes = await anyio.to_thread.run_sync(_shape, client, p)
+            yield MilvusWriter(client, p, dim, key_bytes)
         finally:
             await anyio.to_thread.run_sync(client.close)
 
