@@ -49,7 +49,7 @@ from task_components.schema.postgres import ROW_KEY, columns, create_table_sql, 
 from task_components.schema.postgres import table_name as shadow_table
 from task_components.shadow.binary_copy import encode_batch
 from task_components.shadow.export import arrow_batch
-from task_components.shadow.sides import Shadow
+from task_components.shadow.sides import Shadow, check_table
 from task_components.shadow.tracker import KeyStateTracker
 
 log = structlog.get_logger(__name__)
@@ -143,6 +143,9 @@ class ShadowStore:
                     f"collection {collection!r} has no shadow table {table!r}: create the collection through "
                     "the shadowing client (or run `shadow sync` for one that already holds data)"
                 )
+        # a table left from an earlier collection of this name (re-created by a client that does not
+        # shadow) would refuse every write with a column error that names none of this
+        await check_table(await self.pool(), schema, table)
         found = Shadowed(collection, schema, table, collection_id=_collection_id(description))
         return self._known.setdefault(collection, found)
 

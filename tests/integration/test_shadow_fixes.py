@@ -183,6 +183,16 @@ def test_collection_recreated_by_another_client_is_named(tmp_path: Path) -> None
         assert (
             a.query(name, filter="id >= 0", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"] == 0
         )
+        # a client that does not shadow re-creates it: the shadow table is the old collection's
+        plain = MilvusClient(uri=uri)
+        plain.drop_collection(name)
+        plain.create_collection(name, schema=vec_schema(DataType.INT64), index_params=index())
+        plain.close()
+        row = {"id": 3, "n": 3, "vec": [0.1, 0.2]}
+        with pytest.raises(ShadowSchemaError, match="re-created by another client"):
+            a.insert(name, [row])
+        with pytest.raises(ShadowSchemaError, match=f"shadow table 'shadow_{name}' lacks column.*n of collection"):
+            a.insert(name, [row])
     finally:
         if a.has_collection(name):
             a.drop_collection(name)
@@ -245,5 +255,5 @@ def test_shadow_table_follows_the_collection_not_the_schema(tmp_path: Path) -> N
     assert shadow_table([None]) == shadow_table([]) == "shadow_simple"  # the schema's name, as the collection's
     assert shadow_table(["coll_a", "coll_b"], collection="coll_b") == "shadow_coll_b"
     assert shadow_table(["coll_a"], table="mine") == "mine"
-    with pytest.raises(SpecError, match="several collections.*coll_a.*coll_b.*set collection"):
+    with pytest.raises(SpecError, match=r"several collections.*coll_a.*coll_b.*set collection"):
         shadow_table(["coll_a", "coll_b"])
