@@ -102,6 +102,12 @@ class PipelineSettings(BaseModel):
     retry_delay_seconds: float = Field(5.0, ge=0, description="streaming: first retry delay, doubling")
 
 
+# Inline-spec components that write only inside the run directory (their path parameters are checked too)
+SAFE_INLINE_COMPONENTS = ("demo.count", "demo.sum", "demo.sleep", "demo.fail", "generate", "partition",
+                          "standardize", "quality.check")  # fmt: skip
+DEFAULT_PARAM_BOUNDS = {"demo.sleep.seconds": 3_600.0, "demo.count.delay": 60.0, "demo.count.total": 10_000_000.0}
+
+
 class DaemonSettings(BaseModel):
     """``run_pipeline.py daemon``: where requests come from, how many run at once, the ledger, the HTTP port.
 
@@ -127,6 +133,34 @@ class DaemonSettings(BaseModel):
     http_port: int = Field(9108, ge=0, le=65535, description="/healthz and /metrics; 0 picks a free port")
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
+    # trust: what a writer of the request topic may make the daemon do (pipeline/daemon/policy.py)
+    inline_specs: bool = Field(False, description="accept requests that carry their own pipeline spec")
+    inline_components: list[str] = Field(
+        default_factory=lambda: list(SAFE_INLINE_COMPONENTS),
+        description="components an inline spec may use (default: none writing outside the run dir or to topics)",
+    )
+    path_roots: list[Path] = Field(
+        default_factory=list, description="directories a request's path parameters may name besides its run dir"
+    )
+    topic_prefixes: list[str] = Field(
+        default_factory=list, description="prefixes a request's topic/group parameters and reply_topic must have"
+    )
+    max_run_seconds: float = Field(21_600.0, gt=0, description="every run ends (failed) after this long")
+    param_bounds: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_PARAM_BOUNDS),
+        description="COMPONENT.FIELD -> largest value a request may give it",
+    )
+    signing_secret: SecretStr | None = Field(
+        None, description="set: every request must carry an HMAC-SHA256 of its bytes in the x-signature header"
+    )
+
+    @field_validator("param_bounds")
+    @classmethod
+    def _bounds(cls, v: dict[str, float]) -> dict[str, float]:
+        for key in v:
+            if key.count(".") < 1:
+                raise ValueError(f"key {key!r} must be COMPONENT.FIELD, e.g. demo.sleep.seconds")
+        return v
 
 
 class TestDataSettings(BaseModel):

@@ -127,6 +127,8 @@ def submit(
 async def _submit(settings: Settings, request: dict[str, Any], wait: bool, timeout: float) -> int:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+    from pipeline.daemon.policy import SIGNATURE_HEADER, sign
+
     k, rid = settings.kafka, request["request_id"]
     consumer = None
     if wait:  # position at the status topic's end before sending, so no event of ours is missed
@@ -149,7 +151,10 @@ async def _submit(settings: Settings, request: dict[str, Any], wait: bool, timeo
     producer = AIOKafkaProducer(**kafka_options(settings), enable_idempotence=False, acks="all")
     try:
         await producer.start()
-        await producer.send_and_wait(k.request_topic, json.dumps(request).encode(), key=rid.encode())
+        value = json.dumps(request).encode()
+        secret = settings.daemon.signing_secret  # the daemon refuses unsigned requests when it has one
+        headers = [(SIGNATURE_HEADER, sign(secret.get_secret_value(), value))] if secret is not None else None
+        await producer.send_and_wait(k.request_topic, value, key=rid.encode(), headers=headers)
     except BaseException:
         if consumer is not None:
             await consumer.stop()

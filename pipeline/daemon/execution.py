@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -19,9 +18,9 @@ import yaml
 from config.settings import Settings
 from dag_orchestrator.events import Event, EventKind
 from dag_orchestrator.state import RunResult
-from pipeline.daemon.requests import RunRequest
+from pipeline.daemon.policy import check_request
+from pipeline.daemon.requests import BadRequest, Resolved, RunRequest
 from pipeline.runner import PreparedRun, RunOptions, execute, prepare_run, prepare_spec, summaries
-from pipeline.spec import load_spec
 
 __all__ = ["TASK_EVENTS", "outcome_of", "prepare_request", "run_prepared"]
 
@@ -40,12 +39,15 @@ class Prepared:
     resumed: bool
 
 
-def prepare_request(request: RunRequest, file: Path | None, run_id: str, settings: Settings) -> Prepared:
-    """Build (or, if the run directory already has a run, resume) the run; raises SpecError/RunDirBusy."""
+def prepare_request(request: RunRequest, resolved: Resolved, run_id: str, settings: Settings) -> Prepared:
+    """Build (or, if the run directory already has a run, resume) the run; raises SpecError/RunDirBusy, or
+    BadRequest if the daemon's trust settings refuse it in its real run directory (checked again here: the
+    intake checked it against a run directory of the same shape, and a resumed run's spec comes from disk)."""
     run_dir, p = settings.pipeline.run_dir, settings.pipeline
     where = {"backend": p.backend, "scheduler": p.scheduler}  # PIPELINE__BACKEND=dask: runs use the cluster
     path = run_dir / run_id
     resumed = (path / "request.json").is_file()
+    file = resolved.file
     if file is None:  # inline spec: keep it with the run, so the run can be resumed and reported alone
         file = path / "pipeline.yaml"
         if not resumed:
@@ -53,10 +55,17 @@ def prepare_request(request: RunRequest, file: Path | None, run_id: str, setting
             file.write_text(yaml.safe_dump(request.pipeline, sort_keys=False), encoding="utf-8")
     if resumed:
         options = RunOptions(run_dir=run_dir, resume=run_id, **where)
-        return Prepared(prepare_run(file, {}, options), options, True)
+        run = prepare_run(file, {}, options)
+        try:
+            check_request(request, run.dag, settings, path)
+        except BadRequest:
+            if run.lock is not None:
+                run.lock.release()
+            raise
+        return Prepared(run, options, True)
+    check_request(request, resolved.dag, settings, path)
     options = RunOptions(run_dir=run_dir, **where)
-    return Prepared(prepare_spec(load_spec(file, request.params), file, request.params, options, run_id, path),
-                    options, False)  # fmt: skip
+    return Prepared(prepare_spec(resolved.spec, file, request.params, options, run_id, path), options, False)
 
 
 async def run_prepared(prepared: Prepared, settings: Settings, observe: Callable[[Event], None]) -> RunResult:

@@ -12,7 +12,6 @@ import heapq
 import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -21,8 +20,9 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from dag_orchestrator.context import new_run_id
-from pipeline.daemon.ledger import LedgerRow
-from pipeline.daemon.requests import BadRequest, RunRequest, parse_request, resolve_spec
+from pipeline.daemon.ledger import Claim, LedgerRow
+from pipeline.daemon.policy import check_request, check_signature
+from pipeline.daemon.requests import BadRequest, Resolved, RunRequest, parse_request, resolve_request
 from task_components.sources.offsets import OffsetTracker
 
 if TYPE_CHECKING:
@@ -50,8 +50,9 @@ class Item:
     mark: tuple[OffsetTracker, int]  # the partition's tracker *object* (a rebalance makes a new one) and seq
     timestamp: float
     request: RunRequest
-    file: Path | None
+    resolved: Resolved  # the checked spec and DAG, carried to the run (never parsed or built again)
     also: list[tuple[OffsetTracker, int]] = field(default_factory=list)  # duplicates while this one is live
+    claim: Claim | None = None  # claimed together with its acceptance (it went straight to a free slot)
     scope: anyio.CancelScope | None = None
     interrupted: bool = False
 
@@ -76,15 +77,19 @@ class Intake:
     side: int
     announcing: dict[str, anyio.Event]
     announce_failed: set[str]
+    told: set[str]
+    running: dict[str, Item]
+    secret: str | None
+    changed: anyio.Event
     _wake: Callable[[], None]
+    _start: Callable[[Item], None]
 
     async def _consume(self, tg: Any) -> None:
         assert self.consumer is not None
         while not self.stopping:
             room = self.d.prefetch - sum(t.in_flight for t in self.trackers.values())
-            if room <= 0:
-                with anyio.move_on_after(0.2):
-                    await self.changed.wait()
+            if room <= 0:  # woken when a request is done, a partition is revoked, or the daemon stops
+                await self.changed.wait()
                 await self._commit()
                 continue
             batches = await self.consumer.getmany(timeout_ms=200, max_records=room)
@@ -96,30 +101,37 @@ class Intake:
     async def _accept(self, tg: Any, tp: TP, msg: Any) -> None:
         tracker = self.trackers.setdefault(tp, OffsetTracker())
         mark = (tracker, tracker.register({tp: msg.offset + 1}))
+        run_id = new_run_id()
         try:
+            check_signature(msg.value, msg.headers, self.secret)  # before anything reads the bytes
             request = parse_request(msg.value, self.d.max_request_bytes)
-            spec, file = resolve_spec(request, self.d.pipelines_dir)
+            resolved = resolve_request(request, self.d.pipelines_dir)
+            check_request(request, resolved.dag, self.settings, self.settings.pipeline.run_dir / run_id)
         except BadRequest as bad:
             return self._reject(tg, tp, mark, msg, bad)
         except Exception as exc:  # a check we did not foresee failed: still one bad message, not a crash
             log.exception("request check crashed", partition=tp[1], offset=msg.offset)
             return self._reject(tg, tp, mark, msg, BadRequest("invalid", f"cannot check: {exc!r}"))
         rid = request.request_id
-        k = self.settings.kafka
-        if request.reply_topic in (k.request_topic, self.d.dead_letter_topic):  # would feed itself / its DLQ
-            bad = BadRequest("invalid", f"field 'reply_topic': {request.reply_topic!r} is the daemon's own "
-                                        "request or dead-letter topic", rid)  # fmt: skip
-            return self._reject(tg, tp, mark, msg, bad)
         fingerprint = request.fingerprint()
         if rid in self.live and self.live[rid].request.fingerprint() == fingerprint:
             # delivered twice while the first is still here: done when that one is
             self.live[rid].also.append(mark)
             self.metrics.duplicates.inc()
             return
+        # a free slot and nobody waiting: accept and claim in one statement, and run it now
+        now = not self.stopping and rid not in self.live and not self.waiting and len(self.running) < self.d.max_runs
+        claim: Claim | None = None
         delay = 0.5
         while True:
             try:
-                created, row = await self.ledger.accept(rid, new_run_id(), spec.name, fingerprint)
+                if now:
+                    created, claim = await self.ledger.accept_claim(rid, run_id, resolved.spec.name, fingerprint,
+                                                                    self.owner, self.d.lease_seconds)  # fmt: skip
+                    row = claim.row
+                    claim = claim if claim.verdict == "claimed" else None
+                else:
+                    created, row = await self.ledger.accept(rid, run_id, resolved.spec.name, fingerprint)
                 break
             except Exception as exc:  # noqa: BLE001 - the ledger is down: nothing recorded, nothing committed
                 if self.stopping:
@@ -129,6 +141,7 @@ class Intake:
                 delay = min(delay * 2, 30)
         assert self.status is not None
         if rid in self.live or (row.fingerprint and row.fingerprint != fingerprint):  # a key reused
+            assert claim is None  # the folded claim requires the same fingerprint and no live twin
             bad = BadRequest("conflict", f"request_id {rid!r} was already used for a different request (its pipeline "
                                          "or params differ): nothing runs; use a new request_id", rid)  # fmt: skip
             return self._reject(tg, tp, mark, msg, bad)
@@ -139,9 +152,13 @@ class Intake:
             return
         if created:
             self._announce(tg, request, row.run_id)
-        item = Item(tp, mark, (msg.timestamp or 0) / 1000, request, file)
+        item = Item(tp, mark, (msg.timestamp or 0) / 1000, request, resolved, claim=claim)
         self.live[rid] = item
-        self._queue(item)
+        if claim is not None and len(self.running) < self.d.max_runs and not self.stopping:
+            self._start(item)  # claimed: its lease is renewed from now on, so it may not wait in the queue
+        else:
+            item.claim = None  # (the slot went meanwhile: a claim is re-made when it is dispatched)
+            self._queue(item)
 
     def _reject(self, tg: Any, tp: TP, mark: tuple[OffsetTracker, int], msg: Any, bad: BadRequest) -> None:
         """Dead-letter a message in the background (counted, so shutdown waits for it)."""
@@ -149,7 +166,8 @@ class Intake:
         tg.start_soon(self._dead_letter, tp, mark, msg, bad)
 
     def _announce(self, tg: Any, request: RunRequest, run_id: str) -> None:
-        """Tell "accepted" (queued now, so it precedes "started"); once the broker has it, the ledger says so.
+        """Tell "accepted" (queued now, so it precedes "started"); once the broker has it, the claim (or, if
+        that was already written, one more statement before "started") records it in the ledger.
 
         A daemon killed before that leaves ``announced`` false and the next claim tells it: the story always
         starts with "accepted" (twice at worst, never missing)."""
@@ -162,7 +180,7 @@ class Intake:
         async def record() -> None:
             try:
                 await acked()
-                await self.ledger.announce(rid)
+                self.told.add(rid)  # the ledger learns it with the claim (one statement less per request)
             except Exception as exc:  # noqa: BLE001 - the claim re-tells it
                 log.warning("accepted event not confirmed", request_id=rid, error=f"{type(exc).__name__}: {exc}")
                 self.announce_failed.add(rid)
@@ -266,6 +284,7 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in gone:
             d.trackers.pop(tp, None)
             d.committed.pop(tp, None)
+        d._wake()  # their requests no longer count against the read-ahead
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         for tp in assigned:

@@ -57,15 +57,33 @@ class MongoLedger:
                 raise RuntimeError(f"ledger document of request {request_id!r} vanished") from None
             return False, current
 
-    async def claim(self, request_id: str, owner: str, lease: float) -> Claim:
+    async def accept_claim(
+        self, request_id: str, run_id: str, pipeline: str, fingerprint: str, owner: str, lease: float
+    ) -> tuple[bool, Claim]:
+        """``accept`` and ``claim`` in one upsert: the filter is the claim's condition (and the same fingerprint);
+        a document that exists but fails it makes the upsert's insert collide, which is the "not ours" answer."""
         now = _now()
+        try:
+            doc = await self._coll.find_one_and_update(
+                {"_id": request_id, "$and": [_claimable(owner, now),
+                                             {"$or": [{"fingerprint": None}, {"fingerprint": fingerprint}]}]},
+                {"$set": {"state": "running", "owner": owner, "lease_until": now + timedelta(seconds=lease),
+                          "updated_at": now}, "$inc": {"attempts": 1},
+                 "$setOnInsert": {"run_id": run_id, "pipeline": pipeline, "announced": False, "outcome": None,
+                                  "fingerprint": fingerprint, "created_at": now}},
+                upsert=True, return_document=ReturnDocument.AFTER,
+            )  # fmt: skip
+        except DuplicateKeyError:
+            return False, lost_claim(request_id, await self.row(request_id))
+        return doc["run_id"] == run_id, Claim("claimed", _row(doc))  # a fresh run id: the document is new
+
+    async def claim(self, request_id: str, owner: str, lease: float, announced: bool = False) -> Claim:
+        now = _now()
+        told = {"announced": True} if announced else {}
         doc = await self._coll.find_one_and_update(
-            {"_id": request_id, "$or": [
-                {"state": {"$in": ["accepted", "interrupted"]}},
-                {"state": "running", "$or": [{"lease_until": {"$lt": now}}, {"owner": owner}]},
-            ]},
+            {"_id": request_id, **_claimable(owner, now)},
             {"$set": {"state": "running", "owner": owner, "lease_until": now + timedelta(seconds=lease),
-                      "updated_at": now}, "$inc": {"attempts": 1}},
+                      "updated_at": now, **told}, "$inc": {"attempts": 1}},
             return_document=ReturnDocument.AFTER,
         )  # fmt: skip
         if doc is not None:
@@ -95,6 +113,14 @@ class MongoLedger:
 
     async def rows(self) -> list[LedgerRow]:
         return [_row(d) async for d in self._coll.find({}).sort("created_at", 1)]
+
+
+def _claimable(owner: str, now: datetime) -> dict[str, Any]:
+    """The claim's condition: waiting, interrupted, or running under a lapsed lease (or our own)."""
+    return {"$or": [
+        {"state": {"$in": ["accepted", "interrupted"]}},
+        {"state": "running", "$or": [{"lease_until": {"$lt": now}}, {"owner": owner}]},
+    ]}  # fmt: skip
 
 
 def _row(d: dict[str, Any]) -> LedgerRow:

@@ -11,24 +11,29 @@ that a request sender must not be able to copy into a task parameter.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+from dag_orchestrator.dag import DAG
 from pipeline.registry import build_dag
-from pipeline.spec import PipelineSpec, SpecError, load_spec, spec_from_raw
+from pipeline.spec import PipelineSpec, SpecError, read_yaml, spec_from_raw
 
-__all__ = ["BadRequest", "RunRequest", "parse_request", "resolve_spec"]
+__all__ = ["BadRequest", "Resolved", "RunRequest", "parse_request", "resolve_request", "resolve_spec"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # fullmatch: "$" would let a trailing newline in
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
+T = TypeVar("T")
 MAX_DEPTH = 32  # JSON nesting a request may have: deeper is refused before anything recurses over it
 
 
@@ -105,8 +110,23 @@ def parse_request(value: bytes | None, max_bytes: int) -> RunRequest:
         raise BadRequest(kind, f"field {field!r}: {msg}{got}", rid) from None
 
 
+@dataclass(slots=True, frozen=True)
+class Resolved:
+    """A request's pipeline, checked once and carried to the run (never parsed or built again)."""
+
+    spec: PipelineSpec
+    file: Path | None  # None: an inline spec
+    dag: DAG
+
+
 def resolve_spec(request: RunRequest, pipelines_dir: Path) -> tuple[PipelineSpec, Path | None]:
     """The validated spec with the request's params applied, and the file it came from (None if inline)."""
+    resolved = resolve_request(request, pipelines_dir)
+    return resolved.spec, resolved.file
+
+
+def resolve_request(request: RunRequest, pipelines_dir: Path) -> Resolved:
+    """The request's pipeline: validated spec (params applied), its file (None if inline) and its DAG."""
     rid = request.request_id
     if isinstance(request.pipeline, str):
         name = request.pipeline
@@ -120,14 +140,16 @@ def resolve_spec(request: RunRequest, pipelines_dir: Path) -> tuple[PipelineSpec
         if not file.is_file():
             known = ", ".join(sorted(p.stem for p in base.glob("*.yaml"))) or "none"
             raise BadRequest("unknown_pipeline", f"unknown pipeline {name!r} (known: {known})", rid)
-        declared = _declared_params(lambda: yaml.safe_load(file.read_text(encoding="utf-8")), file, rid)
-        _check_params(request.params, declared, rid)
-        return _validated(lambda: load_spec(file, request.params), rid), file
+        raw = _validated(lambda: _read_pipeline(file), rid)  # once per request, not once per check
+        _check_params(request.params, _declared_params(lambda: raw, file, rid), rid)
+        spec, dag = _validated(lambda: _built(spec_from_raw(raw, file, request.params)), rid)
+        return Resolved(spec, file, dag)
     if "${env." in json.dumps(request.pipeline):
         raise BadRequest("bad_spec", "an inline spec may not read the daemon's environment (${env.*})", rid)
     declared = _declared_params(lambda: request.pipeline, "<inline>", rid)
     _check_params(request.params, declared, rid)
-    return _validated(lambda: spec_from_raw(request.pipeline, "<inline>", request.params), rid), None
+    spec, dag = _validated(lambda: _built(spec_from_raw(request.pipeline, "<inline>", request.params)), rid)
+    return Resolved(spec, None, dag)
 
 
 def _declared_params(read: Any, where: Any, rid: str) -> dict[str, Any]:
@@ -160,13 +182,35 @@ def _same_kind(value: Any, default: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def _validated(load: Any, rid: str) -> PipelineSpec:
+def _validated(load: Callable[[], T], rid: str) -> T:
     try:
-        spec = load()
-        build_dag(spec, f"<{spec.name}>")  # components exist, params validate, wiring holds
+        return load()
     except SpecError as exc:
         raise BadRequest("bad_spec", str(exc), rid) from None
-    return spec
+
+
+def _built(spec: PipelineSpec) -> tuple[PipelineSpec, DAG]:
+    return spec, build_dag(spec, f"<{spec.name}>")  # components exist, params validate, wiring holds
+
+
+_CACHE: dict[Path, tuple[tuple[int, int], Any]] = {}
+
+
+def _read_pipeline(file: Path) -> Any:
+    """A named pipeline's YAML, parsed once per version of the file (a request stream repeats names)."""
+    try:
+        st = file.stat()
+    except OSError as exc:
+        raise SpecError(file, f"cannot read: {exc.strerror}") from None
+    version = (st.st_mtime_ns, st.st_size)
+    hit = _CACHE.get(file)
+    if hit is not None and hit[0] == version:
+        return copy.deepcopy(hit[1])  # the checks below must not see another request's edits
+    raw = read_yaml(file)
+    if len(_CACHE) > 256:
+        _CACHE.clear()
+    _CACHE[file] = (version, copy.deepcopy(raw))
+    return raw
 
 
 def _no_constant(name: str) -> Any:

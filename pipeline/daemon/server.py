@@ -35,6 +35,7 @@ from pipeline.daemon.execution import TASK_EVENTS, outcome_of, prepare_request, 
 from pipeline.daemon.http import DaemonMetrics, serve_http
 from pipeline.daemon.intake import TP, Intake, Item, Rebalance
 from pipeline.daemon.ledger import Ledger
+from pipeline.daemon.requests import BadRequest
 from pipeline.daemon.status import StatusPublisher
 from pipeline.runner import RunDirBusy, innermost
 from pipeline.spec import SpecError
@@ -68,10 +69,14 @@ class Daemon(Intake):
         self.side = 0  # dead-letter and replay sends in progress (shutdown lets them finish)
         self.announcing: dict[str, anyio.Event] = {}  # "accepted" sent, broker/ledger confirmation pending
         self.announce_failed: set[str] = set()  # ... and it failed: the claim tells it again
+        self.told: set[str] = set()  # ... and the broker has it (the claim records that in the ledger)
+        secret = self.d.signing_secret
+        self.secret = secret.get_secret_value() if secret is not None else None
         self.changed = anyio.Event()  # something for the dispatcher (a request queued, a slot freed, a stop)
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.status: StatusPublisher | None = None
+        self.runs: Any = None  # the task group running requests (set while the daemon runs)
 
     # -- life -------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -107,6 +112,7 @@ class Daemon(Intake):
                 tg.start_soon(self._watch_lag)
                 tg.start_soon(self._stop_on_signal)
                 async with anyio.create_task_group() as runs:
+                    self.runs = runs
                     runs.start_soon(self._dispatch, runs)
                     await self._consume(runs)
                     await self._shutdown()
@@ -159,10 +165,13 @@ class Daemon(Intake):
         while True:
             while self.waiting and len(self.running) < self.d.max_runs and not self.stopping:
                 _, _, item = heapq.heappop(self.waiting)
-                self.running[item.request.request_id] = item
-                self.metrics.runs_active.set(len(self.running))
-                runs.start_soon(self._serve, item)
+                self._start(item)
             await self.changed.wait()
+
+    def _start(self, item: Item) -> None:
+        self.running[item.request.request_id] = item
+        self.metrics.runs_active.set(len(self.running))
+        self.runs.start_soon(self._serve, item)
 
     async def _serve(self, item: Item) -> None:
         rid = item.request.request_id
@@ -188,7 +197,9 @@ class Daemon(Intake):
         """Run the request if it is ours to run; returns seconds to wait before trying it again (0: done)."""
         assert self.status is not None
         req, rid, d = item.request, item.request.request_id, self.d
-        claim = await self.ledger.claim(rid, self.owner, d.lease_seconds)
+        claim, item.claim = item.claim, None
+        if claim is None:  # (else claimed with its acceptance) told here already: the claim records it too
+            claim = await self.ledger.claim(rid, self.owner, d.lease_seconds, announced=rid in self.told)
         if claim.verdict == "busy":  # another live daemon runs it (a partition moved): wait for its lease
             return d.lease_seconds / 2
         row = claim.row
@@ -200,23 +211,27 @@ class Daemon(Intake):
             await self.announcing[rid].wait()
         failed_here = rid in self.announce_failed
         self.announce_failed.discard(rid)
-        if failed_here or (not row.announced and rid not in self.announcing):  # never reached the broker
+        if failed_here or (not row.announced and rid not in self.told):  # never reached the broker
             await self.status.emit_acked(rid, "accepted", attempt=0, reply_topic=req.reply_topic, run_id=row.run_id,
                                          priority=req.priority, retold=True)()  # fmt: skip
             await self.ledger.announce(rid)
+        elif not row.announced:  # told after the claim was written: a takeover must know before "started"
+            await self.ledger.announce(rid)
         started = time.time()
         deadline = req.deadline_ts()
+        cap = started + d.max_run_seconds  # the daemon's own limit, whatever the sender asked for
         if deadline is not None and started >= deadline:
             why = "the deadline passed before the run could start"
             outcome = {"event": "failed", "run_id": row.run_id, "reason": why}
             await self._record(item, row.attempts, outcome)
             return 0.0
         try:
-            prepared = await anyio.to_thread.run_sync(prepare_request, req, item.file, row.run_id, self.settings)
+            prepared = await anyio.to_thread.run_sync(prepare_request, req, item.resolved, row.run_id, self.settings)
         except RunDirBusy:
             return d.lease_seconds / 2
-        except SpecError as exc:  # e.g. the pipeline file changed since the request was checked
-            await self._record(item, row.attempts, {"event": "failed", "run_id": row.run_id, "reason": str(exc)})
+        except (SpecError, BadRequest) as exc:  # e.g. the pipeline file changed since the request was checked
+            reason = f"forbidden: {exc}" if isinstance(exc, BadRequest) else str(exc)
+            await self._record(item, row.attempts, {"event": "failed", "run_id": row.run_id, "reason": reason})
             return 0.0
         self.status.emit(rid, "started", attempt=row.attempts, reply_topic=req.reply_topic, run_id=row.run_id,
                          resumed=prepared.resumed, pipeline=prepared.run.spec.name)  # fmt: skip
@@ -225,8 +240,7 @@ class Daemon(Intake):
         result = None
         with anyio.CancelScope() as scope:
             item.scope = scope
-            if deadline is not None:
-                scope.deadline = anyio.current_time() + (deadline - time.time())
+            scope.deadline = anyio.current_time() + (min(cap, deadline or cap) - time.time())
             try:
                 result = await run_prepared(prepared, self.settings, self._observer(item, row.attempts, prepared))
             except anyio.get_cancelled_exc_class():
@@ -246,7 +260,10 @@ class Daemon(Intake):
                                          run_id=row.run_id, reason=why)  # fmt: skip
             return 0.0
         if result is None:
-            outcome = {"event": "failed", "run_id": row.run_id, "reason": f"deadline {req.deadline} exceeded"}
+            why = f"the run exceeded the daemon's maximum run time {d.max_run_seconds:g} s (DAEMON__MAX_RUN_SECONDS)"
+            if deadline is not None and deadline <= cap:
+                why = f"deadline {req.deadline} exceeded"
+            outcome = {"event": "failed", "run_id": row.run_id, "reason": why}
         else:
             outcome = outcome_of(prepared, result, started)
         await self._record(item, row.attempts, outcome)
@@ -255,7 +272,7 @@ class Daemon(Intake):
     def _observer(self, item: Item, attempt: int, prepared: Any) -> Any:
         assert self.status is not None
         emit, req = self.status.emit, item.request
-        named = item.file is not None  # inline specs name their own tasks: one label for all, or a sender
+        named = item.resolved.file is not None  # inline specs name their own tasks: one label for all, or a sender
         pipeline = prepared.run.spec.name if named else "inline"  # could grow /metrics without bound
         seconds, began = self.metrics.task_seconds, {}
 
@@ -288,6 +305,7 @@ class Daemon(Intake):
 
     def _release(self, item: Item) -> None:
         self.live.pop(item.request.request_id, None)
+        self.told.discard(item.request.request_id)
         for mark in (item.mark, *item.also):
             self._done(mark)
 

@@ -7,7 +7,9 @@ ledger's ``attempt`` (a takeover after a crash is attempt 2) and a ``seq`` withi
 reader can check the order without trusting the broker.
 
 A final event (succeeded/failed/rejected) is awaited until the broker acknowledges it: only then may the
-request's offset be committed. Losing a progress event to a broker outage is logged, not fatal.
+request's offset be committed. The sending loop itself never waits for the broker (acknowledgements
+arrive as callbacks), so events of many requests share the producer's batches. Losing a progress event
+to a broker outage is logged, not fatal.
 """
 
 from __future__ import annotations
@@ -89,25 +91,38 @@ class StatusPublisher:
             self.drained.set()
 
     async def _send_all(self) -> None:
+        """Hand each event to the producer and go on: nothing here waits for the broker, so one request's
+        acknowledgement never holds up another's events. ``send`` only appends to the partition's batch
+        (aiokafka keeps one batch in flight per partition, so the order holds); a final event's waiter is
+        woken by the acknowledgement's callback."""
         async with self._receive:
             async for request_id, topics, value, done in self._receive:
                 try:
                     futures = [await self.producer.send(t, value, key=request_id.encode()) for t in topics]
-                    if done is not None:
-                        for fut in futures:
-                            await fut
-                    else:
-                        for fut in futures:
-                            fut.add_done_callback(_log_failure)
                 except Exception as exc:  # noqa: BLE001 - a final event's waiter gets it; others are logged
                     if done is not None:
                         self._errors[id(done)] = exc
+                        done.set()
                     else:
                         error = f"{type(exc).__name__}: {exc}"
                         log.warning("status event not sent", request_id=request_id, error=error)
-                finally:
-                    if done is not None:
-                        done.set()
+                    continue
+                for fut in futures:
+                    fut.add_done_callback(_log_failure if done is None else self._acked(done, len(futures)))
+
+    def _acked(self, done: anyio.Event, expected: int) -> Callable[[Any], None]:
+        """A callback for each of an event's sends (status and reply topic): ``done`` is set after the last."""
+        left = [expected]
+
+        def callback(fut: Any) -> None:
+            error = fut.exception() if not fut.cancelled() else anyio.get_cancelled_exc_class()("send cancelled")
+            if error is not None:
+                self._errors.setdefault(id(done), error)
+            left[0] -= 1
+            if left[0] == 0:
+                done.set()
+
+        return callback
 
 
 def _log_failure(fut: Any) -> None:

@@ -69,6 +69,7 @@ class DaemonEnv:
             "DAEMON__MAX_REQUEST_BYTES": "20000",
             "POSTGRES__DSN": self.dsn,
             "PIPELINE__RUN_DIR": str(self.run_dir),
+            "DAEMON__INLINE_SPECS": "true",  # the tests send inline specs of the default allow-list
             **self.extra,
         }
 
@@ -93,22 +94,25 @@ class DaemonEnv:
         return f":{proc.pid}:"
 
 
-def create_topics(env: DaemonEnv) -> None:
+def create_topics(env: DaemonEnv, *extra: str) -> None:
+    """The env's request, status and dead-letter topics, and ``extra`` ones, each with PARTITIONS partitions."""
+
     async def go() -> None:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
         admin = AIOKafkaAdminClient(bootstrap_servers=env.bootstrap)
         await admin.start()
         try:
-            await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in (env.requests, env.status, env.dlq)])
+            await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in (env.requests, env.status, env.dlq, *extra)])
         finally:
             await admin.close()
 
     anyio.run(go)
 
 
-def produce(env: DaemonEnv, messages: list[tuple[bytes | None, bytes | None]]) -> list[tuple[int, int]]:
-    """Send (key, value) pairs in order; returns where each landed (partition, offset)."""
+def produce(env: DaemonEnv, messages: list[tuple[bytes | None, bytes | None]],
+            headers: list[tuple[str, bytes]] | None = None) -> list[tuple[int, int]]:  # fmt: skip
+    """Send (key, value) pairs in order (each with ``headers``); returns where each landed (partition, offset)."""
 
     async def go() -> list[tuple[int, int]]:
         from aiokafka import AIOKafkaProducer
@@ -117,7 +121,7 @@ def produce(env: DaemonEnv, messages: list[tuple[bytes | None, bytes | None]]) -
                                     max_request_size=1_048_576)  # fmt: skip
         await producer.start()
         try:
-            futures = [await producer.send(env.requests, value, key=key) for key, value in messages]
+            futures = [await producer.send(env.requests, value, key=key, headers=headers) for key, value in messages]
             return [((m := await f).partition, m.offset) for f in futures]
         finally:
             await producer.stop()

@@ -1,0 +1,154 @@
+"""The daemon's trust policy without a broker: which fields are places, and which requests are refused."""
+
+from __future__ import annotations
+
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from config.settings import DaemonSettings, Settings
+from pipeline.daemon.policy import Kind, check_request, check_signature, field_kind, sign
+from pipeline.daemon.requests import BadRequest, parse_request, resolve_request
+from pipeline.registry import components
+
+PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
+# Words that, in a field name, say "this names a place or a channel": an independent second opinion on
+# field_kind, so a new component's `archive_dir` or `events_topic` cannot go unchecked by the daemon.
+PLACE_WORDS = {"out", "path", "dir", "root", "file", "folder", "topic", "uri", "url", "ref", "config", "run",
+               "prefix", "group", "location", "dest", "target", "output_dir"}  # fmt: skip
+
+
+def _mentions_path(annotation: Any) -> bool:
+    return annotation is Path or any(_mentions_path(a) for a in typing.get_args(annotation))
+
+
+def test_every_place_field_of_every_registered_component_is_classified() -> None:
+    unclassified = []
+    for name, cls in components().items():
+        for field, info in cls.Params.model_fields.items():
+            looks_like_a_place = _mentions_path(info.annotation) or bool(PLACE_WORDS & set(field.split("_")))
+            if looks_like_a_place and field_kind(name, field, info.annotation) in (None, Kind.DURATION):
+                unclassified.append(f"{name}.{field}")
+    assert not unclassified, f"path/topic-like fields the daemon would not check: {unclassified}"
+
+
+@pytest.mark.parametrize(
+    ("component", "field", "kind"),
+    [("partition", "out", Kind.PATH), ("storage.upload", "local_root", Kind.PATH), ("dataset.load", "path", Kind.PATH),
+     ("storage.upload", "prefix", Kind.KEY), ("testdata.produce", "topic", Kind.TOPIC),
+     ("sink.kafka", "topic", Kind.TOPIC), ("dataset.events", "dead_letter_topic", Kind.TOPIC),
+     ("source.kafka", "group", Kind.TOPIC), ("sink.milvus", "uri", Kind.URI), ("generate", "schema_ref", Kind.REF),
+     ("run.result", "run", Kind.PATH), ("demo.sleep", "seconds", Kind.DURATION)],
+)  # fmt: skip
+def test_known_fields_have_their_kind(component: str, field: str, kind: Kind) -> None:
+    params = components()[component].Params
+    assert field_kind(component, field, params.model_fields[field].annotation) is kind
+
+
+def test_a_new_components_fields_are_classified_by_annotation_and_name() -> None:
+    class NewParams(BaseModel):
+        archive: Path
+        results_dir: str
+        audit_topic: str | None = None
+        label: str = "x"
+
+    kinds = {f: field_kind("new.thing", f, i.annotation) for f, i in NewParams.model_fields.items()}
+    assert kinds == {"archive": Kind.PATH, "results_dir": Kind.PATH, "audit_topic": Kind.TOPIC, "label": None}
+
+
+# --- check_request ---------------------------------------------------------------------------------------------
+def _settings(**daemon: Any) -> Settings:
+    return Settings(daemon=DaemonSettings(**{"inline_specs": True, "pipelines_dir": PIPELINES, **daemon}))
+
+
+def _check(pipeline: Any, settings: Settings, run_path: Path, **extra: Any) -> None:
+    request = parse_request(json.dumps({"request_id": "r1", "pipeline": pipeline, **extra}).encode(), 1 << 20)
+    check_request(request, resolve_request(request, settings.daemon.pipelines_dir).dag, settings, run_path)
+
+
+def _inline(uses: str, **with_: Any) -> dict[str, Any]:
+    tasks: dict[str, Any] = {"gen": {"uses": "generate", "with": {"schema": "simple", "total_rows": 10}}}
+    if uses == "storage.upload":
+        tasks["p"] = {"uses": "partition", "needs": ["gen"]}
+    tasks["t"] = {"uses": uses, "needs": ["p" if uses == "storage.upload" else "gen"], "with": with_}
+    return {"name": "x", "tasks": tasks}
+
+
+def _refused(word: str, *args: Any, **kw: Any) -> str:
+    with pytest.raises(BadRequest) as err:
+        _check(*args, **kw)
+    assert err.value.kind == "forbidden" and word in str(err.value), str(err.value)
+    return str(err.value)
+
+
+@pytest.fixture
+def run_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "runs" / "r1"
+    path.mkdir(parents=True)
+    return path
+
+
+def test_paths_must_stay_inside_the_run_directory_or_a_root(run_path: Path, tmp_path: Path) -> None:
+    s = _settings(inline_components=["generate", "partition", "storage.upload"])
+    _refused("outside the run directory", _inline("partition", out="/any/path"), s, run_path)
+    _refused("outside the run directory", _inline("partition", out="runs/r1/../../../../x"), s, run_path)
+    _refused("outside the run directory", _inline("partition", out="runs/other-run/data"), s, run_path)
+    _refused("'local_root'", _inline("storage.upload", backend="local", local_root="/any/path"), s, run_path)
+    _refused("'prefix'", _inline("storage.upload", backend="local", prefix="../../x"), s, run_path)
+    _check(_inline("partition", out=str(run_path / "data")), s, run_path)  # inside: fine
+    _check(_inline("partition", out="runs/r1/data"), s, run_path)  # relative to the working directory
+    (run_path / "link").symlink_to("/tmp")  # a symlink inside the run directory that leads out of it
+    _refused("outside the run directory", _inline("partition", out=str(run_path / "link" / "x")), s, run_path)
+    root = tmp_path / "exports"
+    _check(_inline("partition", out=str(root / "a")), _settings(inline_components=["generate", "partition"],
+                                                                path_roots=[root]), run_path)  # fmt: skip
+
+
+def test_topics_and_the_reply_topic_must_have_an_allowed_prefix(run_path: Path) -> None:
+    s = _settings(inline_components=["testdata.produce"], topic_prefixes=["team-a."])
+    spec = {"name": "p", "tasks": {"t": {"uses": "testdata.produce", "with": {"topic": "records-out", "total": 1}}}}
+    _refused("TOPIC_PREFIXES", spec, s, run_path)
+    spec["tasks"]["t"]["with"]["topic"] = "team-a.records"
+    _check(spec, s, run_path)
+    _refused("reply_topic", "demo", s, run_path, reply_topic="records-dlq")
+    _refused("reply_topic", "demo", _settings(topic_prefixes=["team-a."]), run_path, reply_topic="team-b.replies")
+    _check("demo", s, run_path, reply_topic="team-a.replies")
+    _refused("dead-letter", "demo", _settings(topic_prefixes=[""]), run_path, reply_topic="pipeline-requests-dlq")
+
+
+def test_inline_specs_are_off_by_default_and_limited_to_the_allow_list(run_path: Path) -> None:
+    nap = {"name": "n", "tasks": {"t": {"uses": "demo.sleep", "with": {"seconds": 0}}}}
+    _refused("INLINE_SPECS", nap, _settings(inline_specs=False), run_path)
+    _check(nap, _settings(), run_path)  # demo.sleep is on the default allow-list
+    produce = {"name": "p", "tasks": {"t": {"uses": "testdata.produce", "with": {"total": 1}}}}
+    _refused("INLINE_COMPONENTS", produce, _settings(), run_path)
+    default = DaemonSettings().inline_components
+    assert not {"storage.upload", "testdata.produce", "sink.kafka", "sink.mongodb", "mongo.seed"} & set(default)
+
+
+def test_durations_and_bounds_apply_to_every_request(run_path: Path) -> None:
+    s = _settings()
+    nap = {"name": "n", "tasks": {"t": {"uses": "demo.sleep", "with": {"seconds": 1e9}}}}
+    _refused("DAEMON__PARAM_BOUNDS", nap, s, run_path)
+    _refused("MAX_RUN_SECONDS", nap, _settings(param_bounds={}), run_path)
+    _refused("'timeout'", {"name": "n", "tasks": {"t": {"uses": "demo.sleep", "timeout": 1e7}}}, s, run_path)
+    _refused("DAEMON__PARAM_BOUNDS", "demo", s, run_path, params={"pause": 1e9})  # a named pipeline's ${params}
+    _check("demo", s, run_path, params={"pause": 1.0})
+
+
+# --- signing ---------------------------------------------------------------------------------------------------
+def test_signature_is_required_only_with_a_secret_and_must_match() -> None:
+    value = b'{"request_id": "r1", "pipeline": "demo"}'
+    check_signature(value, [], None)
+    with pytest.raises(BadRequest, match="unsigned"):
+        check_signature(value, [], "s3cret")
+    with pytest.raises(BadRequest, match="bad signature"):
+        check_signature(value, [("x-signature", sign("other", value))], "s3cret")
+    with pytest.raises(BadRequest, match="bad signature"):
+        check_signature(value + b" ", [("x-signature", sign("s3cret", value))], "s3cret")
+    check_signature(value, [("x-signature", sign("s3cret", value))], "s3cret")
