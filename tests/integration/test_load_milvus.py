@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import boto3
 import pytest
 
 from dag_orchestrator.state import TaskState
+from task_components.milvus.bulk import adopt_listed_jobs
 from tests.integration.helpers import cli, run_file, service_env, settings_for_services, subprocess_env, write_pipeline
 from tests.logwait import wait_for_event
 
@@ -133,3 +136,58 @@ def test_killed_after_upload_resume_uploads_nothing_and_completes_import(tmp_pat
     assert tasks["import"]["state"] == "succeeded" and tasks["verify"]["state"] == "succeeded"
     assert report["summary"]["import"]["rows in milvus"] == 100_000  # no file imported twice
     assert s3_keys(prefix) == before  # nothing uploaded again
+
+
+def test_the_import_wait_ends_soon_after_milvus_has_the_rows(tmp_path: Path) -> None:
+    """Milvus' own moments, watched from beside the pipeline (jobs listed Completed; index built, every
+    persisted segment loaded, count right), against the import task's: with a 5 s poll_interval a
+    fixed-interval wait adds up to 5 s to each (and a refresh issued once, too early, ~10 s more)."""
+    from pymilvus import MilvusClient
+
+    from task_components.milvus.bulk import searchable_snapshot
+    from task_components.milvus.import_jobs import open_import_jobs
+
+    name = f"it_wait_{uuid.uuid4().hex[:8]}"  # new: nothing of an earlier run can look ready
+    uri = service_env()["MILVUS__URI"]
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        client, api = MilvusClient(uri=uri), open_import_jobs(uri, None, "default")
+        try:
+            while not stop.is_set():
+                if client.has_collection(name):
+                    if "completed" not in seen and any(s.completed for _, s in api.listed(name)):
+                        seen["completed"] = time.time()
+                    if "ready" not in seen and searchable_snapshot(client, name, 3000, refresh=False)[0]:
+                        seen["ready"] = time.time()
+                time.sleep(0.05)
+        finally:
+            api.close()
+            client.close()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        spec = load_spec(name, "simple", 3000, method="bulk_import", poll_interval=5.0)
+        del spec["tasks"]["verify"]
+        result = run_file(write_pipeline(tmp_path / "wait.yaml", spec), tmp_path / "runs", settings_for_services())
+    finally:
+        stop.set()
+        watcher.join()
+    assert result.ok, {n: t.error for n, t in result.tasks.items() if t.error}
+    task, imported = result.tasks["import"], result.results["import"]
+    assert imported.rows_in_milvus == 3000 and set(seen) == {"completed", "ready"}
+    completed_seen = task.started_at + imported.phases["jobs completed"]
+    assert completed_seen - seen["completed"] < 1.0, (imported.phases, seen)
+    assert task.ended_at - seen["ready"] < 1.5, (imported.phases, seen, task.ended_at)
+    # and the job API's list finds the job's file (adoption on resume matches by it)
+    api = open_import_jobs(uri, None, "default")
+    try:
+        assert api.kind.startswith("gRPC")  # Milvus 2.3.5 here: the legacy calls, by its version
+        assert list(adopt_listed_jobs(api, name, None).values()) == imported.job_ids
+    finally:
+        api.close()
+    client = MilvusClient(uri=uri)
+    client.drop_collection(name)
+    client.close()
