@@ -128,7 +128,7 @@ async def resolve(milvus: Any, pool: asyncpg.Pool, collection: str, table: str |
     from task_components.connect import ensure_loaded
 
     schema = await describe(milvus, collection)
-    name = table or table_name(schema)
+    name = table or table_name(collection)  # the collection's name, as shadow.sync and the drop-in client use
     await check_table(pool, schema, name)
     await anyio.to_thread.run_sync(ensure_loaded, milvus, collection)
     return Shadow(collection, schema, name)

@@ -228,3 +228,32 @@ def test_search_refuses_vector_types_it_cannot_search_exactly() -> None:
     with pytest.raises(ShadowValidationError, match="no vector field 'name'"):
         _vector_field(shadow, "name")
     assert _vector_field(shadow, "emb").name == "emb"
+
+
+def test_key_literals_are_escaped_and_the_walk_pages_after_a_quoted_key() -> None:
+    from task_components.shadow import keyexpr
+
+    assert keyexpr.pk_in("id", ['a"b', "c\\d", "é"], int_keys=False) == 'id in ["a\\"b", "c\\\\d", "é"]'
+    assert keyexpr.pk_in("id", [keyexpr.INT64_MAX, -1], int_keys=True) == "id in [9223372036854775807, -1]"
+
+    class Pages:  # stands in for MilvusClient.query: records each expression, answers sorted pages
+        def __init__(self, keys: list[str]) -> None:
+            self.keys, self.exprs = sorted(keys), []
+
+        def query(self, collection: str, filter: str, limit: int, **_: object) -> list[dict[str, str]]:
+            self.exprs.append(filter)
+            after = json.loads(filter.split(" > ", 1)[1].split(" and ")[0]) if " > " in filter else None
+            return [{"id": k} for k in self.keys if after is None or k > after][:limit]
+
+    client = Pages(['a"b', "b", 'c"', "d"])
+    got = [r["id"] for page in keyexpr.walk(client, "c", "id", False, 'id != "x"', ["id"], 1) for r in page]
+    assert got == ['a"b', "b", 'c"', "d"]
+    assert client.exprs[:2] == ['id != "x"', 'id > "a\\"b" and (id != "x")']  # pymilvus wrote id > "a"b"
+    assert client.exprs[-1] == 'id > "d" and (id != "x")' and len(client.exprs) == 5
+
+
+def test_a_note_is_shown_but_is_no_difference() -> None:
+    result = Comparison("validate", "c", "shadow_c", compared=3)
+    result.notes.append("key 9223372036854775807: present, fields not compared")
+    assert result.ok and "note: key 9223372036854775807" in str(result)
+    assert result.to_dict()["notes"] == result.notes
