@@ -13,9 +13,12 @@ from __future__ import annotations
 import itertools
 import os
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from task_components.milvus.import_jobs import JobState
+from task_components.milvus.import_jobs import ImportJobsError, JobState
+
+T = TypeVar("T")
 
 __all__ = ["LegacyImportJobs"]
 
@@ -30,6 +33,24 @@ def _quiet() -> None:
     from pymilvus.decorators import PyMilvusDeprecationWarning
 
     warnings.filterwarnings("ignore", message=_KNOWN, category=PyMilvusDeprecationWarning, module=__name__)
+
+
+def _call(what: str, timeout: float, fn: Callable[[], T]) -> T:
+    """A legacy call, its gRPC failure named (a deadline as "no answer within N s", like the REST path)."""
+    import grpc
+    from pymilvus.exceptions import MilvusException
+
+    _quiet()
+    try:
+        return fn()
+    except grpc.RpcError as exc:
+        code = exc.code() if callable(getattr(exc, "code", None)) else None
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise ImportJobsError(f"{what}: no answer within {timeout:g} s") from exc
+        details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
+        raise ImportJobsError(f"{what}: {code}: {details}") from exc
+    except MilvusException as exc:
+        raise ImportJobsError(f"{what}: {exc.message}") from exc
 
 
 def _state(task: Any) -> JobState:
@@ -52,28 +73,27 @@ class LegacyImportJobs:
         kwargs: dict[str, Any] = {"uri": uri, "token": token or "", "timeout": timeout}
         if db_name and db_name != "default":
             kwargs["db_name"] = db_name
-        _quiet()
-        connections.connect(self.alias, **kwargs)
+        _call(f"connect to {uri}", timeout, lambda: connections.connect(self.alias, **kwargs))
 
     def submit(self, collection: str, location: str) -> int:
         from pymilvus import utility
 
-        _quiet()
-        job = utility.do_bulk_insert(collection_name=collection, files=[location], using=self.alias,
-                                     timeout=self.timeout)  # fmt: skip
+        job = _call(f"do_bulk_insert of {location}", self.timeout, lambda: utility.do_bulk_insert(
+            collection_name=collection, files=[location], using=self.alias, timeout=self.timeout))  # fmt: skip
         return int(job)
 
     def state(self, job: int) -> JobState:
         from pymilvus import utility
 
-        _quiet()
-        return _state(utility.get_bulk_insert_state(job, using=self.alias, timeout=self.timeout))
+        task = _call(f"get_bulk_insert_state of job {job}", self.timeout,
+                     lambda: utility.get_bulk_insert_state(job, using=self.alias, timeout=self.timeout))  # fmt: skip
+        return _state(task)
 
     def listed(self, collection: str) -> list[tuple[int, JobState]]:
         from pymilvus import utility
 
-        _quiet()
-        tasks = utility.list_bulk_insert_tasks(collection_name=collection, using=self.alias, timeout=self.timeout)
+        tasks = _call(f"list_bulk_insert_tasks of {collection}", self.timeout, lambda: utility.list_bulk_insert_tasks(
+            collection_name=collection, using=self.alias, timeout=self.timeout))  # fmt: skip
         return [(int(t.task_id), _state(t)) for t in tasks]
 
     def close(self) -> None:

@@ -9,12 +9,18 @@ the same deprecated call made from any other module still raises under pytest's 
 from __future__ import annotations
 
 import ast
+import time
+from concurrent import futures
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 from pymilvus.decorators import PyMilvusDeprecationWarning
+from pymilvus.grpc_gen import common_pb2, milvus_pb2, milvus_pb2_grpc
 
 from task_components.milvus import legacy
+from task_components.milvus.import_jobs import ImportJobsError
 
 ROOT = Path(__file__).resolve().parents[2]
 LEGACY = ROOT / "task_components" / "milvus" / "legacy.py"
@@ -66,3 +72,37 @@ def test_the_silenced_names_are_the_legacy_calls_the_module_makes() -> None:
     assert called == {"connections.connect", "connections.disconnect", "utility.do_bulk_insert",
                       "utility.get_bulk_insert_state", "utility.list_bulk_insert_tasks"}  # fmt: skip
     assert all(name.replace(".", r"\.") in legacy._KNOWN for name in called)
+
+
+class _SlowImportMilvus(milvus_pb2_grpc.MilvusServiceServicer):
+    """A real gRPC server on 127.0.0.1 speaking Milvus' service: it accepts connections and sits on Import."""
+
+    def __init__(self) -> None:
+        self.imports: list[list[str]] = []
+
+    def Connect(self, request: Any, context: Any) -> Any:
+        return milvus_pb2.ConnectResponse(status=common_pb2.Status(), identifier=1)
+
+    def Import(self, request: Any, context: Any) -> Any:
+        self.imports.append(list(request.files))
+        time.sleep(3.0)
+        return milvus_pb2.ImportResponse(status=common_pb2.Status(), tasks=[7])
+
+
+def test_a_legacy_submit_that_gets_no_answer_fails_after_its_timeout() -> None:
+    """The submit runs under a cancel shield (job and journal entry together): without a timeout a
+    server that never answers would hold the task, and a SIGTERM, for ever."""
+    fake = _SlowImportMilvus()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    milvus_pb2_grpc.add_MilvusServiceServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        api = legacy.LegacyImportJobs(f"http://127.0.0.1:{port}", None, timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(ImportJobsError, match=r"do_bulk_insert of a/data-1\.parquet: no answer within 0\.5 s"):
+            api.submit("c", "a/data-1.parquet")
+        assert time.monotonic() - started < 2.0 and fake.imports == [["a/data-1.parquet"]]  # sent once, not retried
+        api.close()
+    finally:
+        server.stop(0)
