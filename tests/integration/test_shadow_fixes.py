@@ -257,3 +257,104 @@ def test_shadow_table_follows_the_collection_not_the_schema(tmp_path: Path) -> N
     assert shadow_table(["coll_a"], table="mine") == "mine"
     with pytest.raises(SpecError, match=r"several collections.*coll_a.*coll_b.*set collection"):
         shadow_table(["coll_a", "coll_b"])
+
+
+def imported_from(tmp_path: Path, name: str, key_type: str, keys: list[Any]) -> Any:
+    """A collection holding ``keys`` and the ImportResult verification reads (source file, manifest)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from task_components.contracts import CollectionInfo, ImportResult
+    from task_components.manifest import FileEntry, Manifest
+    from task_components.milvus.schema_map import index_params, to_milvus_schema
+    from task_components.schema import parse_schema
+    from task_components.schema.arrow import arrow_schema
+
+    schema = parse_schema({"collection_name": name, "fields": [
+        {"name": "id", "type": key_type, "is_primary": True, **({"max_length": 32} if key_type == "VarChar" else {})},
+        {"name": "n", "type": "Int64"}, {"name": "vec", "type": "FloatVector", "dim": 2}]})  # fmt: skip
+    data = [{"id": k, "n": i, "vec": [0.25, float(i)]} for i, k in enumerate(keys)]
+    uri = service_uri("TEST_MILVUS_URI")
+    client = MilvusClient(uri=uri)
+    if client.has_collection(name):
+        client.drop_collection(name)
+    client.create_collection(name, schema=to_milvus_schema(schema))
+    client.create_index(name, index_params(schema, False, {"vec": {"index_type": "FLAT", "metric_type": "L2"}})[0])
+    client.load_collection(name)
+    client.insert(name, data)
+    client.close()
+    pq.write_table(pa.Table.from_pylist(data, schema=arrow_schema(schema)), tmp_path / "part-0.parquet")
+    manifest = Manifest(format="parquet", schema=schema, root=str(tmp_path),
+                        files=[FileEntry(path="part-0.parquet", rows=len(keys), bytes=1, sha256="0" * 64)])  # fmt: skip
+    info = CollectionInfo(name=name, target={"uri": uri, "token": None, "db_name": "", "lite": False},
+                          collection_schema=schema, indexes={})  # fmt: skip
+    return ImportResult(collection=name, method="insert", rows_in_milvus=len(keys), rows_expected=len(keys), files=1,
+                        seconds=0.0, info=info, manifest=manifest)  # fmt: skip
+
+
+def test_verification_looks_up_quoted_and_max_keys(tmp_path: Path) -> None:
+    """verify's sample and missing-key lookups wrote ``id in ["a"b"]`` (refused by Milvus, or keys skipped as
+    unchecked) and reported a row keyed 2**63-1 missing from Milvus."""
+    from task_components.verification.keys import missing_keys
+    from task_components.verification.task import compare_sample
+
+    (tmp_path / "q").mkdir()
+    (tmp_path / "m").mkdir()
+    quoted = imported_from(tmp_path / "q", "fix_verify_quoted", "VarChar", ['a"b', "c\\d", 'e"', "plain"])
+    maxed = imported_from(tmp_path / "m", "fix_verify_max", "Int64", [1, 2, INT64_MAX - 1, INT64_MAX])
+    try:
+        for imported in (quoted, maxed):
+            sample = compare_sample(imported, 1e-6, 10)
+            assert sample.passed and "4 keys, 2 fields compared, 100.0% match fully" in sample.detail, sample.detail
+            keys = missing_keys(imported)
+            assert keys.detail == "all 4 source keys are in Milvus exactly once (extra rows not from the source?)"
+        assert "2**63-1" in compare_sample(maxed, 1e-6, 10).detail  # said, not hidden
+    finally:
+        client = MilvusClient(uri=service_uri("TEST_MILVUS_URI"))
+        for name in ("fix_verify_quoted", "fix_verify_max"):
+            client.drop_collection(name)
+        client.close()
+
+
+def test_verify_task_three_way_and_full_scan_over_quoted_and_max_keys(tmp_path: Path) -> None:
+    """The verify task end to end (sample three-way, full scan) with the shadow: no false finding."""
+    from dag_orchestrator import PipelineContext
+    from task_components.contracts import ShadowResult
+    from task_components.schema.postgres import columns, create_table_sql, quote, row_record
+    from task_components.verification import Verify, VerifyParams
+    from tests.integration.test_shadow import settings_with_pg
+
+    dsn, settings = service_uri("TEST_POSTGRES_DSN"), settings_with_pg()
+    cases = {"fix_vt_quoted": ("VarChar", ['a"b', "c\\d", 'e"', "plain"]),
+             "fix_vt_max": ("Int64", [1, 2, INT64_MAX - 1, INT64_MAX])}  # fmt: skip
+    try:
+        for name, (key_type, keys) in cases.items():
+            (tmp_path / name).mkdir()
+            imported = imported_from(tmp_path / name, name, key_type, keys)
+            schema = imported.info.collection_schema
+            table = f"shadow_{name}"
+            rows = [{"id": k, "n": i, "vec": [0.25, float(i)]} for i, k in enumerate(keys)]
+
+            async def load(pool: asyncpg.Pool, t: str = table, s: Any = schema, r: list[Any] = rows) -> None:
+                await pool.execute(f"DROP TABLE IF EXISTS {quote(t)}")
+                await pool.execute(create_table_sql(s, t))
+                await pool.copy_records_to_table(t, records=[row_record(x, s) for x in r], columns=columns(s))
+
+            anyio.run(with_pool, dsn, load)
+            shadow = ShadowResult(table=table, key="id", rows=len(keys), embedded=False, seconds=0.0,
+                                  collection_schema=schema)  # fmt: skip
+            for level in ("sample", "full"):
+                verify = Verify("verify", VerifyParams(level=level, search=0), needs=["import", "shadow"])
+                ctx = PipelineContext(run_dir=tmp_path / name, services={"settings": settings})
+                ctx.results.update({"import": imported, "shadow": shadow})
+                report = anyio.run(verify.run, ctx)
+                assert report.passed and not report.findings, (name, level, report.checks)
+                if key_type == "Int64":
+                    assert any("2**63-1" in c.detail for c in report.checks[1:]), report.checks
+    finally:
+        client = MilvusClient(uri=service_uri("TEST_MILVUS_URI"))
+        for name in cases:
+            client.drop_collection(name)
+        client.close()
+        for name in cases:
+            anyio.run(with_pool, dsn, lambda p, n=name: p.execute(f'DROP TABLE IF EXISTS "shadow_{n}"'))
