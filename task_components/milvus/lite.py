@@ -12,13 +12,16 @@ Another process cannot open the same file (Lite holds a flock on it), so a proce
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 from pymilvus import MilvusClient
 
-__all__ = ["LiteClient", "write_lock"]
+__all__ = ["LiteClient", "held", "lite_write_lock", "write_lock"]
 
 _locks: dict[str, threading.Lock] = {}
 _guard = threading.Lock()
@@ -29,6 +32,26 @@ def write_lock(uri: str) -> threading.Lock:
     key = str(Path(uri).resolve())
     with _guard:
         return _locks.setdefault(key, threading.Lock())
+
+
+def lite_write_lock(uri: str) -> threading.Lock | None:
+    """The write lock of ``uri`` when it is a Lite database file (pymilvus' own test: a ``.db`` path), else None;
+    for clients that are not a LiteClient (the drop-in shadow clients) but write to the same file."""
+    return write_lock(uri) if uri.endswith(".db") else None
+
+
+@contextlib.asynccontextmanager
+async def held(lock: threading.Lock | None) -> AsyncIterator[None]:
+    """``lock`` taken from async code: polled, so the event loop never blocks and a cancelled wait holds nothing."""
+    if lock is None:
+        yield
+        return
+    while not lock.acquire(blocking=False):
+        await anyio.sleep(0.005)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class LiteClient(MilvusClient):

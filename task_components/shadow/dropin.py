@@ -17,8 +17,8 @@ Differences from a bare MilvusClient, all deliberate:
 The sync client runs its PostgreSQL work on a private event loop thread (an anyio blocking portal),
 so it is safe to share between threads; the async client uses the caller's loop. Both serialize writes
 per collection, so concurrent writers reach Milvus and PostgreSQL in the same order. On a Milvus Lite
-file the sync client's Milvus writes take the file's write lock (``milvus.lite.write_lock``), shared
-with every other client of that file in the process: Lite corrupts its WAL under concurrent writes.
+file both clients' Milvus writes take the file's write lock (``milvus.lite.write_lock``), shared with
+every other client of that file in the process: Lite corrupts its WAL under concurrent writes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import threading
 import weakref
 from collections.abc import Sequence
 from functools import partial
@@ -38,7 +37,7 @@ import anyio.from_thread
 from pymilvus import AsyncMilvusClient, MilvusClient
 
 from task_components.errors import ShadowSchemaError
-from task_components.milvus.lite import write_lock
+from task_components.milvus.lite import held, lite_write_lock
 from task_components.schema.postgres import table_name
 from task_components.shadow.mirror import Shadowed, ShadowStore, as_rows
 from task_components.shadow.tracker import KeyStateTracker
@@ -75,11 +74,6 @@ def _stop_portal(portal: Any, portal_cm: Any, store: ShadowStore) -> None:
         portal_cm.__exit__(None, None, None)
 
 
-def _lite_lock(uri: str) -> threading.Lock | None:
-    """The Lite file's write lock when ``uri`` is a Lite database (pymilvus' own test: a ``.db`` path)."""
-    return write_lock(uri) if uri.endswith(".db") else None
-
-
 def _stale(reason: str, exc: BaseException) -> ShadowSchemaError:
     err = ShadowSchemaError(f"{reason} (the error with the stale schema: {type(exc).__name__}: {exc})")
     err.__cause__ = exc
@@ -106,7 +100,7 @@ class ShadowMilvusClient(MilvusClient):
             if self.tracker is not None:
                 self.tracker.close()
             raise
-        self._lite_lock = _lite_lock(uri)
+        self._lite_lock = lite_write_lock(uri)
         self._portal_cm = anyio.from_thread.start_blocking_portal()
         self._portal = self._portal_cm.__enter__()
         # close at interpreter exit while the loop thread still runs (a portal left to garbage
@@ -262,6 +256,7 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
             if self.tracker is not None:
                 self.tracker.close()
             raise
+        self._lite_lock = lite_write_lock(uri)  # None unless a Lite file: see the module docstring
 
     def _describe(self, collection_name: str) -> Any:
         return partial(AsyncMilvusClient.describe_collection, self, collection_name)
@@ -315,10 +310,12 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
         call = getattr(AsyncMilvusClient, op)
 
         async def write(rows: list[dict[str, Any]]) -> Any:
-            return await call(self, collection_name, rows, timeout=timeout, **kwargs)
+            async with held(self._lite_lock):
+                return await call(self, collection_name, rows, timeout=timeout, **kwargs)
 
         async def undo(ids: list[Any]) -> Any:
-            return await AsyncMilvusClient.delete(self, collection_name, ids=ids)
+            async with held(self._lite_lock):
+                return await AsyncMilvusClient.delete(self, collection_name, ids=ids)
 
         return await self.shadow.write(sh, as_rows(data), write, op, undo)
 
@@ -364,9 +361,11 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
             return [r[sh.pk] for r in rows]
 
         async def milvus(keys: list[Any]) -> Any:
-            return await AsyncMilvusClient.delete(
-                self, collection_name, filter=sh.pk_in(keys), timeout=timeout, partition_name=partition_name, **kwargs
-            )
+            async with held(self._lite_lock):
+                return await AsyncMilvusClient.delete(
+                    self, collection_name, filter=sh.pk_in(keys), timeout=timeout, partition_name=partition_name,
+                    **kwargs,
+                )  # fmt: skip
 
         keys = None if ids is None else _ids(ids)
         return await self.shadow.delete(sh, keys, bool(partition_name), find, milvus)

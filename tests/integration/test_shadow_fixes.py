@@ -17,7 +17,7 @@ import pytest
 from pymilvus import DataType, MilvusClient
 
 from task_components.shadow.compare import compare_entities, compare_primary_keys, compare_query, validate
-from task_components.shadow.dropin import ShadowMilvusClient
+from task_components.shadow.dropin import AsyncShadowMilvusClient, ShadowMilvusClient
 from task_components.shadow.keyexpr import INT64_MAX
 from tests.integration.conftest import service_uri
 
@@ -226,6 +226,34 @@ def test_shadow_client_on_a_lite_file_writes_under_the_lite_lock(tmp_path: Path)
         assert done.is_set()
         plain.insert("fix_lite", [{"id": 2, "n": 2, "vec": [0.1, 0.2]}])
         assert plain.query("fix_lite", filter="id >= 0", output_fields=["count(*)"])[0]["count(*)"] == 2
+        done.clear()
+
+        async def write_async() -> None:  # the async client waits too, without blocking its event loop
+            client = AsyncShadowMilvusClient(uri=db, pg_dsn=dsn, tracker_path=tmp_path / "keys")
+            try:
+                ticks = 0
+
+                async def tick() -> None:
+                    nonlocal ticks
+                    while not done.is_set():
+                        ticks += 1
+                        await anyio.sleep(0.05)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(tick)
+                    await client.insert("fix_lite", [{"id": 3, "n": 3, "vec": [0.1, 0.2]}])
+                    done.set()
+                assert ticks >= 10  # the loop kept running while the insert waited for the lock
+            finally:
+                await client.close()
+
+        with write_lock(db):
+            worker = threading.Thread(target=anyio.run, args=(write_async,))
+            worker.start()
+            assert not done.wait(1.5), "the async shadow client wrote while the Lite write lock was held"
+        worker.join(30)
+        assert done.is_set()
+        assert plain.query("fix_lite", filter="id >= 0", output_fields=["count(*)"])[0]["count(*)"] == 3
     finally:
         shadowing.drop_collection("fix_lite")
         plain.close()
