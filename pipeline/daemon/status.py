@@ -107,8 +107,9 @@ class StatusPublisher:
                         error = f"{type(exc).__name__}: {exc}"
                         log.warning("status event not sent", request_id=request_id, error=error)
                     continue
+                callback = _log_failure if done is None else self._acked(done, len(futures))  # one count for all
                 for fut in futures:
-                    fut.add_done_callback(_log_failure if done is None else self._acked(done, len(futures)))
+                    fut.add_done_callback(callback)
 
     def _acked(self, done: anyio.Event, expected: int) -> Callable[[Any], None]:
         """A callback for each of an event's sends (status and reply topic): ``done`` is set after the last."""
