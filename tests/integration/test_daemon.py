@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from tests.integration.conftest import service_uri
@@ -221,3 +222,41 @@ def test_a_crashing_run_a_self_feeding_reply_topic_and_a_second_signal(env: Daem
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "error: cannot open the request ledger" in proc.stderr
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("store", ["postgres", "mongodb"])
+async def test_accept_and_claim_in_one_statement_keeps_the_claim_rules(store: str) -> None:
+    """The folded statement claims only what ``claim`` would: new, waiting or lapsed rows of the same request."""
+    import uuid
+
+    from pipeline.daemon.ledger import Ledger, PostgresLedger
+    from pipeline.daemon.ledger_mongo import MongoLedger
+
+    tag = uuid.uuid4().hex[:10]
+    ledger: Ledger = (PostgresLedger(service_uri("TEST_POSTGRES_DSN"), f"fold_{tag}") if store == "postgres" else
+                      MongoLedger(service_uri("TEST_MONGO_URI"), f"fold_{tag}", "requests"))  # fmt: skip
+    await ledger.open()
+    try:
+        created, claim = await ledger.accept_claim("r1", "run-a", "demo", "fp1", "me", 30)
+        assert created and claim.verdict == "claimed" and claim.row.run_id == "run-a" and claim.row.attempts == 1
+        assert claim.row.state == "running" and claim.row.owner == "me" and not claim.row.announced
+        created, claim = await ledger.accept_claim("r1", "run-b", "demo", "fp1", "other", 30)  # live lease
+        assert not created and claim.verdict == "busy" and claim.row.run_id == "run-a"
+        created, claim = await ledger.accept_claim("r1", "run-c", "demo", "fp2", "me", 30)  # another body
+        assert not created and claim.verdict == "busy" and claim.row.fingerprint == "fp1" and claim.row.attempts == 1
+        assert await ledger.finish("r1", "me", "succeeded", {"event": "succeeded"})
+        created, claim = await ledger.accept_claim("r1", "run-d", "demo", "fp1", "me", 30)
+        assert not created and claim.verdict == "finished" and claim.row.run_id == "run-a"
+        created, _ = await ledger.accept("r2", "run-e", "demo", "fp1")  # waiting in the queue
+        claim = await ledger.claim("r2", "me", 0.001, announced=True)  # told while it waited: recorded now
+        assert created and claim.verdict == "claimed" and claim.row.announced
+        await anyio.sleep(0.05)  # the lease lapses: its daemon died; the folded statement takes it over
+        created, claim = await ledger.accept_claim("r2", "run-f", "demo", "fp1", "heir", 30)
+        assert not created and claim.verdict == "claimed" and claim.row.run_id == "run-e" and claim.row.attempts == 2
+    finally:
+        if isinstance(ledger, PostgresLedger) and ledger.pool is not None:
+            await ledger.pool.execute(f"DROP TABLE fold_{tag}")
+        elif isinstance(ledger, MongoLedger) and ledger.client is not None:
+            await ledger.client.drop_database(f"fold_{tag}")
+        await ledger.close()
