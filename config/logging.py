@@ -8,6 +8,7 @@ correlation_id) are merged into every line.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -32,15 +33,33 @@ class _StderrLogger:
     Why not PrintLoggerFactory(file=sys.stderr): that binds the stream of the moment logging was
     configured, and a caller that swaps stderr for a while (typer's CliRunner, a test harness) closes
     that stream afterwards: every later log line then raised "I/O operation on closed file".
+    A stderr that cannot be written (the terminal was closed) loses the line, never the run.
     """
 
     def msg(self, message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        try:
+            print(message, file=sys.stderr, flush=True)
+        except OSError:  # a hung-up terminal (EIO) or a closed pipe: a log line is not worth the run
+            pass
 
     log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
 
 
+def quiet_foreign_output() -> None:
+    """Settle, at their source, lines other libraries would print on every run that are not the user's.
+
+    gRPC (under pymilvus) logs "Other threads are currently calling into gRPC, skipping fork() handlers"
+    whenever the process forks while a channel is busy (pgserver runs pg_ctl as its own OS user: a
+    fork, not a vfork). Those fork handlers only serve a child that goes on using gRPC; ours exec at
+    once or come from a forkserver started fresh, so fork support is switched off rather than the log
+    level raised (which would hide gRPC's real errors too). It must happen before gRPC is imported,
+    which is why every entry point configures logging first. An explicit setting wins.
+    """
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+
 def configure_logging(settings: LoggingSettings | None = None, *, force_format: str | None = None) -> None:
+    quiet_foreign_output()
     settings = settings or LoggingSettings()
     fmt = force_format or settings.format
     if fmt == "auto":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -18,6 +19,7 @@ from anyio.abc import TaskGroup
 
 from dag_orchestrator.context import PipelineContext, TaskError, current_task
 from dag_orchestrator.dag import DAG
+from dag_orchestrator.diskspace import explain
 from dag_orchestrator.events import Event, EventKind
 from dag_orchestrator.state import RunResult, StateStore, TaskRun, TaskState
 from dag_orchestrator.streams import StreamHub, UpstreamStreamError
@@ -54,12 +56,16 @@ def _root(exc: BaseException) -> BaseException:
     return exc
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, where: Path | None = None) -> str:
+    """``where`` (the run directory) is the place a disk-full error names when the error names no file."""
     exc = _root(exc)
     if isinstance(exc, BaseExceptionGroup):
-        text = "; ".join(_describe(e) for e in exc.exceptions[:3])
+        text = "; ".join(_describe(e, where) for e in exc.exceptions[:3])
         return text if len(exc.exceptions) <= 3 else f"{text} (+{len(exc.exceptions) - 3} more)"
     text = f"{type(exc).__name__}: {exc}"
+    disk = explain(exc, where)
+    if disk:
+        text = f"{disk} ({text})"
     return text if len(text) <= 2000 else text[:2000] + "... (truncated)"
 
 
@@ -247,11 +253,11 @@ class _Scheduler:
                     _end_attempt(run, begun)
                     if task.retry.should_retry(run.attempts, exc) and self._replayable(name):
                         delay = task.retry.delay(run.attempts, self.ex.rng)
-                        run.retry_errors += (_describe(exc),)
+                        run.retry_errors += (_describe(exc, self.ctx.run_dir),)
                         self._emit(EventKind.TASK_RETRYING, name, error=run.retry_errors[-1], delay=delay)
                         await anyio.sleep(delay)
                         continue
-                    self._finish(name, TaskState.FAILED, error=_describe(exc), exc=exc)
+                    self._finish(name, TaskState.FAILED, error=_describe(exc, self.ctx.run_dir), exc=exc)
                     return
                 _end_attempt(run, begun)
                 resumable = None

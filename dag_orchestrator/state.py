@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dag_orchestrator.diskspace import naming_enospc
+
 __all__ = ["RunResult", "StateStore", "TaskRun", "TaskState"]
 
 
@@ -101,7 +103,8 @@ class RunResult:
         if extra:
             data.update(extra)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str))
+        with naming_enospc(path):
+            tmp.write_text(json.dumps(data, indent=2, default=str))
         tmp.replace(path)
         return path
 
@@ -124,14 +127,18 @@ class StateStore:
         return cls(run_dir)
 
     def open(self) -> None:
-        self._fh = open(self.journal, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        with naming_enospc(self.journal):
+            self._fh = open(self.journal, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            try:
+                with naming_enospc(self.journal):
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            finally:
+                fh.close()
 
     def record(self, run: TaskRun, *, resumable: bool = False) -> None:
         """Append a terminal state; a success is resumable when ``save_result`` stored its result first."""
@@ -143,8 +150,9 @@ class StateStore:
             entry["error"] = run.error
         if self._fh is None:
             self.open()
-        self._fh.write(json.dumps(entry) + "\n")
-        self._fh.flush()
+        with naming_enospc(self.journal):
+            self._fh.write(json.dumps(entry) + "\n")
+            self._fh.flush()
 
     def save_result(self, name: str, result: Any) -> bool:
         """Pickle a task's result for resume (blocking: the executor calls it in a worker thread)."""
@@ -156,7 +164,12 @@ class StateStore:
             target.unlink(missing_ok=True)
             return False
         tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(payload)
+        try:
+            with naming_enospc(target):
+                tmp.write_bytes(payload)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a torn copy only takes space the run is short of
+            raise
         tmp.replace(target)
         return True
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import anyio
 import typer
 from rich.table import Table
 
@@ -30,7 +29,7 @@ from pipeline.cli_common import (
     load_settings,
     out,
     print_summary,
-    run_with_view,
+    run_to_end,
 )
 from pipeline.registry import build_dag, components
 from pipeline.runner import RunOptions, prepare_run
@@ -86,7 +85,7 @@ def run(
         raise fail_invalid(str(exc)) from None
     check_settings(prepared, settings)
     live = progress if progress is not None else sys.stderr.isatty()
-    result = anyio.run(run_with_view, prepared, settings, options, live)
+    result = run_to_end(prepared, settings, options, live)
     print_summary(prepared, result)
     raise typer.Exit(exit_code(result))
 

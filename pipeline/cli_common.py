@@ -21,6 +21,7 @@ from rich.table import Table
 from config import configure_logging, get_settings
 from config.settings import Settings
 from dag_orchestrator.backends import BACKENDS
+from dag_orchestrator.diskspace import DiskFullError
 from dag_orchestrator.events import log_observer
 from dag_orchestrator.state import RunResult, TaskState
 from pipeline.progress import RichProgress
@@ -84,6 +85,15 @@ def load_settings() -> Settings:
     return settings
 
 
+def run_to_end(prepared: PreparedRun, settings: Settings, options: RunOptions, live: bool) -> RunResult:
+    """Run with the view; a full disk that ends the run itself (the journal cannot be written) is one line."""
+    try:
+        return anyio.run(run_with_view, prepared, settings, options, live)
+    except DiskFullError as exc:
+        err.print(f"[bold red]error:[/] run {prepared.run_id}: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED) from None
+
+
 async def run_with_view(prepared: PreparedRun, settings: Settings, options: RunOptions, live: bool) -> RunResult:
     if live:
         with RichProgress([t.name for t in prepared.dag]) as view:
@@ -95,7 +105,7 @@ def print_summary(prepared: PreparedRun, result: RunResult) -> None:
     data = result.to_dict()
     print_run_table(result.run_id, prepared.spec.name, data["state"], data["tasks"], summaries(prepared.dag, result))
     out.print(f"report: {prepared.path / 'report.json'}")
-    if not result.ok:
+    if not result.ok and prepared.resumable:  # a one-shot command (verify, upload...) is simply run again
         out.print(f"resume with: --resume {result.run_id}", highlight=False)
 
 
@@ -142,7 +152,7 @@ def run_tasks(
     except SpecError as exc:
         raise fail_invalid(str(exc)) from None
     check_settings(prepared, settings)
-    result = anyio.run(run_with_view, prepared, settings, options, sys.stderr.isatty() if live is None else live)
+    result = run_to_end(prepared, settings, options, sys.stderr.isatty() if live is None else live)
     if summary:
         print_summary(prepared, result)
     return prepared, result

@@ -3,14 +3,19 @@
 A run lives in ``<run_dir>/<run_id>/``: ``request.json`` (file and overrides, for resume),
 ``state.jsonl`` and ``results/`` (the executor's journal), ``report.json`` (written at the end,
 whatever the outcome) and whatever the tasks write there (data files, Milvus Lite, embedded PostgreSQL).
-SIGINT/SIGTERM cancel the executor: running tasks get their cancellation, the journal keeps what
-succeeded, the report marks the rest, and ``--resume RUN_ID`` picks up from there.
+SIGINT/SIGTERM/SIGHUP cancel the executor: running tasks get their cancellation, the journal keeps
+what succeeded, the report marks the rest, and ``--resume RUN_ID`` picks up from there. SIGHUP is
+here because a closed terminal (a dropped ssh session) is an interruption, not a reason to die with
+no report and an embedded server left running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +27,7 @@ import structlog
 from config.settings import Settings
 from dag_orchestrator.context import PipelineContext, new_run_id
 from dag_orchestrator.dag import DAG
+from dag_orchestrator.diskspace import free_bytes, human, naming_enospc
 from dag_orchestrator.events import Observer
 from dag_orchestrator.executor import Executor, FailurePolicy
 from dag_orchestrator.locks import LockHeld, PathLock
@@ -56,6 +62,12 @@ class PreparedRun:
     path: Path
     resume: bool
     lock: PathLock | None = None  # held from prepare until execute ends: one process per run directory
+    file: str = ""  # the pipeline file; a spec built in code (one-shot commands) names none that exists
+
+    @property
+    def resumable(self) -> bool:
+        """``run FILE --resume RUN_ID`` needs the file again: a one-shot command's run cannot be resumed."""
+        return Path(self.file).is_file()
 
 
 def prepare_run(file: str | Path, overrides: dict[str, Any], options: RunOptions) -> PreparedRun:
@@ -89,20 +101,22 @@ def prepare_spec(
             raise SpecError(file, str(err), field="--only") from None
     lock = _lock_run_dir(file, path, run_id)
     try:
-        (path / "request.json").write_text(
-            json.dumps({"file": str(file), "overrides": overrides, "run_id": run_id}, indent=2, default=str)
-        )
+        with naming_enospc(path / "request.json"):
+            (path / "request.json").write_text(
+                json.dumps({"file": str(file), "overrides": overrides, "run_id": run_id}, indent=2, default=str)
+            )
     except OSError as exc:
         lock.release()
         raise SpecError(file, f"cannot write to the run directory {path}: {exc.strerror or exc}") from None
-    return PreparedRun(spec, dag, run_id, path, bool(options.resume), lock)
+    return PreparedRun(spec, dag, run_id, path, bool(options.resume), lock, str(file))
 
 
 def _lock_run_dir(file: str | Path, path: Path, run_id: str) -> PathLock:
     """Create the run directory and take its lock; any problem is a SpecError (exit 2) naming the path."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        return PathLock(path / ".lock", f"run directory {path}").acquire(run_id=run_id)
+        with naming_enospc(path, "creating"):
+            path.mkdir(parents=True, exist_ok=True)
+            return PathLock(path / ".lock", f"run directory {path}").acquire(run_id=run_id)
     except LockHeld as exc:
         raise RunDirBusy(file, f"{exc}; wait for it to finish or stop it first") from None
     except (FileExistsError, NotADirectoryError):
@@ -111,11 +125,33 @@ def _lock_run_dir(file: str | Path, path: Path, run_id: str) -> PathLock:
         raise SpecError(file, f"cannot use {path} as a run directory: {exc.strerror or exc}") from None
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 async def _cancel_on_signal(executor: Executor) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                _leave_hung_up_terminal()
             executor.cancel(f"interrupted by {signal.Signals(signum).name}")
             return
+
+
+def _leave_hung_up_terminal() -> None:
+    """After a hangup every write to the terminal fails (EIO): point those descriptors at /dev/null.
+
+    The run still has to stop its tasks, write its report and print its summary; none of that may die
+    on a terminal nobody reads any more. Pipes and files (a hangup sent with ``kill``) are kept. A
+    character device is the test, not ``isatty``: a hung-up terminal answers isatty with EIO (False).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            with contextlib.suppress(OSError):
+                if stat.S_ISCHR(os.fstat(fd).st_mode):
+                    os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 async def execute(
@@ -142,6 +178,7 @@ async def execute(
         },
     )
     store = StateStore(prepared.path)
+    warn_if_short_of_space(prepared, settings)
     try:
         async with anyio.create_task_group() as tg:
             if handle_signals:
@@ -153,7 +190,7 @@ async def execute(
     except BaseException as exc:  # a crash: the report is still written, then the crash goes on
         crashed = getattr(innermost(exc), "run_result", None)
         if crashed is not None:
-            write_report(prepared, crashed)
+            _report_or_say_why(prepared, crashed)
         raise
     finally:
         for close in reversed(ctx.services["closers"]):  # what tasks held for the whole run (locks, servers)
@@ -163,8 +200,63 @@ async def execute(
                 ctx.log.warning("releasing a run resource failed", error=f"{type(exc).__name__}: {exc}")
         if prepared.lock is not None:
             prepared.lock.release()
-    write_report(prepared, result)
+    _report_or_say_why(prepared, result)
     return result
+
+
+def _report_or_say_why(prepared: PreparedRun, result: RunResult) -> None:
+    """A report that cannot be written (a full disk) is logged, named: the run's outcome stands regardless."""
+    try:
+        write_report(prepared, result)
+    except OSError as exc:
+        structlog.get_logger("pipeline.runner").error(
+            "report.json not written", run_id=result.run_id, state=result.state.value, error=str(exc)
+        )
+
+
+_MB = 1 << 20
+# Bytes in the run directory per byte of generated rows (in-memory size), measured on the quickstart:
+# Parquet files about 0.8x, Milvus Lite 1.5x, the embedded PostgreSQL 2x plus about 40 MB of its own.
+_COPIES = {"partition": 1.0, "lite": 1.5, "embedded_pg": 2.0}
+_EMBEDDED_PG_BASE = 40 * _MB
+
+
+def estimated_bytes(dag: DAG, settings: Settings) -> int:
+    """A rough size of what the run will write into its run directory, from the rows it generates.
+
+    Only generated rows are sized (a dataset read from elsewhere is not), so this is a floor for a
+    warning before the start, never a reason to refuse one.
+    """
+    from task_components.generation.task import GenerateParams
+    from task_components.schema.arrow import row_bytes
+
+    components = [t for t in dag if isinstance(t, Component)]
+    uses = {t.component for t in components}
+    rows = sum(t.params.total_rows * row_bytes(t.params.schema) for t in components
+               if isinstance(t.params, GenerateParams))  # fmt: skip
+    lite = bool(uses & {"milvus.bulk_import", "milvus.insert"}) and not settings.milvus.uri
+    embedded_pg = "shadow.sync" in uses and settings.postgres.dsn is None
+    copies = _COPIES["partition"] * ("partition" in uses) + _COPIES["lite"] * lite
+    copies += _COPIES["embedded_pg"] * embedded_pg
+    return int(rows * copies) + _EMBEDDED_PG_BASE * embedded_pg
+
+
+def warn_if_short_of_space(prepared: PreparedRun, settings: Settings) -> int | None:
+    """Warn (never refuse: the estimate is rough) when the run directory's filesystem looks too small.
+
+    Returns the estimate when it exceeds the free space, else None.
+    """
+    usage = free_bytes(prepared.path)
+    if usage is None:
+        return None
+    need = estimated_bytes(prepared.dag, settings)
+    if need <= usage[0]:
+        return None
+    structlog.get_logger("pipeline.runner").warning(
+        "the run directory's disk may be too small for this run",
+        run_id=prepared.run_id, run_dir=str(prepared.path), free=human(usage[0]), estimated=human(need),
+    )  # fmt: skip
+    return need
 
 
 def innermost(exc: BaseException) -> BaseException:

@@ -7,21 +7,27 @@ With nothing configured the embedded defaults apply: Milvus Lite and a PostgreSQ
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+import subprocess
+import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import anyio
 
 from config.settings import Settings
+from dag_orchestrator.diskspace import free_bytes, human, naming_enospc, space_note
 from dag_orchestrator.locks import LockHeld, PathLock, resource_lock
+from dag_orchestrator.watchdog import alive, dead_users, watchdog_script
 from task_components.contracts import MilvusTarget
 
 __all__ = [
-    "CollectionBusyError", "count_rows", "embedded_dsn", "ensure_loaded", "guard_collection", "kafka_options",
-    "mongo_uri", "shadow_dsn", "target_for",
+    "CollectionBusyError", "EmbeddedServerError", "count_rows", "embedded_dsn", "ensure_loaded", "guard_collection",
+    "kafka_options", "mongo_uri", "shadow_dsn", "target_for",
 ]  # fmt: skip
 
 _embedded: dict[str, Any] = {}
@@ -52,46 +58,120 @@ def count_rows(client: Any, collection: str) -> int:
     return int(reply[0]["count(*)"])
 
 
+def _pgserver() -> ModuleType:
+    """pgserver, imported without platformdirs' XDG_RUNTIME_DIR warning (ours to settle, not the user's).
+
+    pgserver asks platformdirs where its lock file lives while its class body runs; with no
+    XDG_RUNTIME_DIR (a container, sudo, cron) that falls back to /tmp/runtime-UID, which is fine for a
+    lock, but warns on every run. Setting the variable instead would move the lock for this process
+    only, and processes that disagree on the lock would not exclude each other: so silence, not change.
+    """
+    from platformdirs.api import RuntimeDirWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeDirWarning)
+        import pgserver
+    return pgserver
+
+
+def _server_lock() -> Any:
+    """The lock pgserver's users hold while they register, start, unregister and stop a server.
+
+    It must be this very object: it is an fcntl lock, which a process holds per file, so a second lock
+    object on the same file in this process would not exclude anything, and closing it would drop the
+    first one's lock.
+    """
+    return _pgserver().PostgresServer._lock
+
+
 def forget_dead_handles(data: Path) -> list[int]:
     """Drop processes that died without saying so (a SIGKILL) from pgserver's list of users.
 
     pgserver stops the server when the last process using it exits, judged by the pids recorded in
     ``.handle_pids.json``. A killed process never removes its pid, so without this every later process
     thinks another still uses the server and leaves it running: the server would outlive every run.
+    The list is edited under pgserver's own lock, as pgserver edits it, so a process registering at the
+    same moment is not lost.
     """
     handles = data / ".handle_pids.json"
-    if not handles.exists():
-        return []
-    pids = json.loads(handles.read_text() or "[]")
-    dead = [p for p in pids if not _alive(p)]
-    if dead:
-        handles.write_text(json.dumps([p for p in pids if p not in dead]))
+    with _server_lock():
+        if not handles.exists():
+            return []
+        live, dead = dead_users(handles)
+        if dead:
+            handles.write_text(json.dumps(live))
     return dead
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _start_watchdog(base: Path, pgdata: Path) -> None:
+    """One detached watcher per embedded server: it stops the server once every user is dead.
+
+    See ``dag_orchestrator.watchdog``. Its pid is kept in ``<base>/watchdog.pid`` so a second user of
+    the same server does not start a second one. It gets no inherited descriptor (a caller reading our
+    stderr to its end would otherwise wait for the watcher) and its own session (a terminal hangup
+    does not reach it).
+    """
+    pid_file = base / "watchdog.pid"
+    with _server_lock():
+        try:
+            running = alive(int(pid_file.read_text()))
+        except (OSError, ValueError):
+            running = False
+        if running:
+            return
+        proc = subprocess.Popen(
+            [sys.executable, "-I", watchdog_script(), str(pgdata / ".handle_pids.json"),
+             str(_pgserver().PostgresServer.lock_path), str(pgdata / "postmaster.pid")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True,
+        )  # fmt: skip
+        pid_file.write_text(str(proc.pid))
 
 
 def embedded_dsn(run_dir: Path) -> str:
-    """Start (or reuse) a PostgreSQL in ``<run dir>/postgres``; it stops when its last user process exits."""
+    """Start (or reuse) a PostgreSQL in ``<run dir>/postgres``; it stops when its last user process exits.
+
+    "Exits" includes dying by SIGKILL: a watchdog (``_start_watchdog``) stops it within seconds then.
+    """
     key = str(run_dir.resolve())
     if key not in _embedded:
-        import pgserver
-
+        pgserver = _pgserver()
         base = run_dir.resolve() / "postgres"
-        base.mkdir(parents=True, exist_ok=True)
+        data = base / "data"
+        with naming_enospc(base, "creating"):
+            base.mkdir(parents=True, exist_ok=True)
         base.chmod(0o755)  # pgserver runs PostgreSQL as its own OS user, which must traverse this
         # the data directory itself belongs to pgserver: PostgreSQL refuses one that is not 0700/0750
-        forget_dead_handles(base / "data")
-        _embedded[key] = pgserver.get_server(str(base / "data"), cleanup_mode="stop")
+        forget_dead_handles(data)
+        try:
+            _embedded[key] = pgserver.get_server(str(data), cleanup_mode="stop")
+        except subprocess.CalledProcessError as exc:
+            raise EmbeddedServerError(_why_not_started(data, exc)) from None
+        _start_watchdog(base, data)
     return str(_embedded[key].get_uri())
+
+
+class EmbeddedServerError(RuntimeError):
+    """The run directory's PostgreSQL could not be initialised or started; the message says why if known."""
+
+
+def _why_not_started(data: Path, exc: subprocess.CalledProcessError) -> str:
+    """initdb and pg_ctl fail with exit status 1 whatever the cause: look for a full disk first."""
+    program = Path(str(exc.cmd[0])).name if isinstance(exc.cmd, list | tuple) and exc.cmd else "PostgreSQL"
+    log = ""
+    with contextlib.suppress(OSError):
+        log = (data / "log").read_text(errors="replace")[-4000:]
+    usage = free_bytes(data)
+    if "No space left on device" in log or (usage is not None and usage[0] < _PG_MIN_FREE):
+        return (f"embedded PostgreSQL: {program} failed in {data}: no space left on device ({space_note(data)}"
+                f" after its cleanup; PostgreSQL needs about {human(_PG_MIN_FREE)} to start)")  # fmt: skip
+    tail = log.strip().splitlines()[-3:]
+    return f"embedded PostgreSQL: {program} failed in {data} (exit status {exc.returncode})" + (
+        f": {' | '.join(tail)}" if tail else f"; its log is {data / 'log'}"
+    )
+
+
+_PG_MIN_FREE = 64 * 1024 * 1024  # initdb writes about 40 MB; with less free, a full disk is the cause
 
 
 async def shadow_dsn(settings: Settings, run_dir: Path | None) -> tuple[str, bool]:

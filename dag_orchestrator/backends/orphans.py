@@ -6,6 +6,10 @@ when its parent dies, so: the forkserver imports this module as a preload (it se
 its parent being the run), and each pool worker calls ``die_with_parent`` as its initializer (its parent
 being the forkserver). The resource tracker then sees its last user gone and exits too. Importing this
 module in any other process does nothing.
+
+They also ignore SIGHUP: a closed terminal hangs up its whole foreground process group, and a worker
+dying of it would turn the run's orderly stop (the run treats SIGHUP as an interruption) into a broken
+pool; they end when the run ends, whichever way.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()

@@ -1,0 +1,107 @@
+"""A server whose users have all died stops within seconds, even when none of them could say so.
+
+An embedded server (the run directory's PostgreSQL) is a daemon of its own: it outlives the process
+that started it by design, so several processes can share it, and the last one to exit stops it. A
+process killed with SIGKILL (or by a closed terminal before it could clean up) never does, and its
+server would run until someone resumes that run, which may be never. So each embedded server gets one
+small detached watcher, this module run as a script (``python watchdog.py ...``: it imports nothing of
+the package, so it costs a few MB and starts at once). Every ``interval`` seconds it takes the
+server's own lock (the one its users take to register and unregister), reads the recorded user pids,
+and when none is alive it stops the server (SIGINT to the postmaster: a fast shutdown) and exits. It
+also exits as soon as the server is gone, whoever stopped it. Its own session keeps a terminal hangup
+from reaching it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["alive", "dead_users", "watch", "watchdog_script"]
+
+
+def alive(pid: int) -> bool:
+    """A zombie is dead for this purpose: it will never unregister, only its parent's wait reaps it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (not Linux): kill(0) is all we know
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def dead_users(pids_file: Path) -> tuple[list[int], list[int]]:
+    """(alive, dead) recorded users; the caller holds the lock and rewrites the file if it drops any."""
+    try:
+        pids = json.loads(pids_file.read_text() or "[]")
+    except FileNotFoundError:
+        return [], []
+    live = [p for p in pids if alive(p)]
+    return live, [p for p in pids if p not in live]
+
+
+def watchdog_script() -> str:
+    """Run as ``python -I <this file>``: -I keeps this directory off sys.path, so no module here shadows one."""
+    return str(Path(__file__).resolve())
+
+
+def _server_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
+def _stop(pid: int, grace: float) -> None:
+    """Fast shutdown, then immediate, then kill: a server nobody uses must not linger on a stuck client."""
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGQUIT, 3.0), (signal.SIGKILL, 3.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not alive(pid):
+            return
+
+
+def watch(pids_file: Path, lock_file: Path, server_pid_file: Path, interval: float = 0.5, grace: float = 10.0) -> str:
+    """Return why the watch ended: ``gone`` (someone else stopped the server) or ``stopped`` (we did)."""
+    import fasteners  # the lock pgserver's users take (fcntl.lockf on the same file)
+
+    lock = fasteners.InterProcessLock(str(lock_file))
+    while True:
+        with lock:
+            server = _server_pid(server_pid_file)
+            if server is None or not alive(server):
+                return "gone"
+            live, dead = dead_users(pids_file)
+            if dead:
+                pids_file.write_text(json.dumps(live))
+            if not live:
+                _stop(server, grace)
+                return "stopped"
+        time.sleep(interval)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print("usage: watchdog.py PIDS_FILE LOCK_FILE SERVER_PID_FILE", file=sys.stderr)
+        return 2
+    pids_file, lock_file, server_pid_file = map(Path, argv)
+    watch(pids_file, lock_file, server_pid_file)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
