@@ -13,7 +13,9 @@ more than generating it. A result nobody consumed (cancellation) is unlinked by 
 Processes start with ``forkserver`` (never ``fork``: the parent runs an event loop and client threads
 that must not be duplicated mid-state), preloading the modules the jobs need so each worker pays the
 numpy/pyarrow import once. The forkserver and every worker die with the run even when it is SIGKILLed
-(``orphans``), so a killed run strands no process.
+(``orphans``), so a killed run strands no process. The pool starts in a worker thread (``_ready``):
+its first submit waits for the forkserver to import that preload, about 0.5 s during which the event
+loop, and so every other task, the progress view and signal handling, would stand still.
 """
 
 from __future__ import annotations
@@ -141,6 +143,8 @@ class LocalBackend:
         self.workers = default_workers() if workers is None else workers
         self.preload = list(preload)
         self._pool: Executor | None = None
+        self._started = False
+        self._lock = threading.Lock()  # _ready's thread and the loop may both create the pool
 
     @property
     def _shm(self) -> bool:
@@ -152,18 +156,33 @@ class LocalBackend:
         return self._executor().submit(fn, *args)
 
     def _executor(self) -> Executor:
-        if self._pool is None:
-            if self._shm:
-                sweep_shm()
-            if self.workers == 0:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpu")
-            else:
-                ctx = mp.get_context("forkserver")
-                ctx.set_forkserver_preload(["dag_orchestrator.backends.orphans", *self.preload])
-                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=die_with_parent)
-        return self._pool
+        with self._lock:
+            if self._pool is None:
+                self._pool = self._create()
+            return self._pool
+
+    def _create(self) -> Executor:
+        if self._shm:
+            sweep_shm()
+        if self.workers == 0:
+            return ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpu")
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["dag_orchestrator.backends.orphans", *self.preload])
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=die_with_parent)
+
+    def _start(self) -> None:
+        """Create the pool and its first worker (blocking: the forkserver starts and imports its preload)."""
+        pool = self._executor()
+        if isinstance(pool, ProcessPoolExecutor):
+            pool.submit(int)  # spawns a worker: returns once the forkserver has forked it
+        self._started = True
+
+    async def _ready(self) -> None:
+        if not self._started:
+            await anyio.to_thread.run_sync(self._start)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        await self._ready()
         return _receive(await _result_of(self._submit(fn, args)))
 
     async def map_ordered(
@@ -171,6 +190,7 @@ class LocalBackend:
     ) -> AsyncIterator[Any]:
         """Yield ``fn(*job)`` for each job, in order, with at most ``window`` jobs outstanding."""
         window = window or max(self.workers, 1) + 1  # one spare: each worker always has its next job
+        await self._ready()
         pending: deque[Future[Any]] = deque()
         it = iter(jobs)
         try:
@@ -191,9 +211,11 @@ class LocalBackend:
                     fut.add_done_callback(_discard)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+            self._started = False
 
     async def __aenter__(self) -> LocalBackend:
         return self

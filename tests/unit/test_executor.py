@@ -403,3 +403,35 @@ async def test_a_replaying_consumer_resumes_without_rerunning_its_finished_produ
     r2 = await Executor().run(DAG("r", [produce, second]), store=store, resume=True)
     assert r2.ok and r2.tasks["produce"].resumed and runs == [1]  # the producer ran once, in the first attempt
     assert second.saw == "result" and r2.results["consume"] == 5
+
+
+async def test_the_process_pool_starts_without_blocking_the_event_loop() -> None:
+    """The forkserver imports its preload before the first worker exists (~0.5 s); on the loop that froze
+    every other task, the progress view and signal handling for that long before the first generate."""
+    import time
+
+    from dag_orchestrator.backends.local import LocalBackend
+
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await anyio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    backend = LocalBackend(workers=1, preload=["numpy", "pyarrow", "pyarrow.parquet", "pyarrow.compute"])
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            await anyio.sleep(0.05)
+            started = time.monotonic()
+            assert await backend.run(abs, -3) == 3
+            took = time.monotonic() - started
+            tg.cancel_scope.cancel()
+    finally:
+        backend.close()
+    assert took > 0.2  # the start is slow, so the check below is about where it waited
+    assert max(gaps) < 0.15, f"the event loop stood still for {max(gaps):.2f}s while the pool started"
