@@ -13,9 +13,11 @@ more than generating it. A result nobody consumed (cancellation) is unlinked by 
 Processes start with ``forkserver`` (never ``fork``: the parent runs an event loop and client threads
 that must not be duplicated mid-state), preloading the modules the jobs need so each worker pays the
 numpy/pyarrow import once. The forkserver and every worker die with the run even when it is SIGKILLed
-(``orphans``), so a killed run strands no process. The pool starts in a worker thread (``_ready``):
-its first submit waits for the forkserver to import that preload, about 0.5 s during which the event
-loop, and so every other task, the progress view and signal handling, would stand still.
+(``orphans``), so a killed run strands no process. The first worker is requested from a worker
+thread (``_ready``): that submit waits for the forkserver to import its preload, about 0.5 s during
+which the event loop, and so every other task, the progress view and signal handling, would stand
+still. The forkserver itself is started from the loop's thread, never a worker thread: the kernel's
+parent-death signal follows the thread that started a process, and anyio retires idle threads.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import forkserver
 from typing import Any
 
 import anyio
@@ -144,7 +147,6 @@ class LocalBackend:
         self.preload = list(preload)
         self._pool: Executor | None = None
         self._started = False
-        self._lock = threading.Lock()  # _ready's thread and the loop may both create the pool
 
     @property
     def _shm(self) -> bool:
@@ -156,10 +158,9 @@ class LocalBackend:
         return self._executor().submit(fn, *args)
 
     def _executor(self) -> Executor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = self._create()
-            return self._pool
+        if self._pool is None:
+            self._pool = self._create()
+        return self._pool
 
     def _create(self) -> Executor:
         if self._shm:
@@ -170,16 +171,15 @@ class LocalBackend:
         ctx.set_forkserver_preload(["dag_orchestrator.backends.orphans", *self.preload])
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=die_with_parent)
 
-    def _start(self) -> None:
-        """Create the pool and its first worker (blocking: the forkserver starts and imports its preload)."""
+    async def _ready(self) -> None:
+        """Start the pool and its first worker without blocking the loop (see the module docstring)."""
+        if self._started:
+            return
         pool = self._executor()
         if isinstance(pool, ProcessPoolExecutor):
-            pool.submit(int)  # spawns a worker: returns once the forkserver has forked it
+            forkserver.ensure_running()  # returns at once; the forkserver imports its preload on its own
+            await anyio.to_thread.run_sync(pool.submit, int)  # returns once the forkserver has forked a worker
         self._started = True
-
-    async def _ready(self) -> None:
-        if not self._started:
-            await anyio.to_thread.run_sync(self._start)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         await self._ready()
@@ -211,11 +211,10 @@ class LocalBackend:
                     fut.add_done_callback(_discard)
 
     def close(self) -> None:
-        with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
-            self._started = False
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self._started = False
 
     async def __aenter__(self) -> LocalBackend:
         return self

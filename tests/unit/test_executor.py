@@ -422,6 +422,9 @@ async def test_the_process_pool_starts_without_blocking_the_event_loop() -> None
             gaps.append(now - last)
             last = now
 
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._stop()  # one per process: an earlier test's would already have its preload loaded
     backend = LocalBackend(workers=1, preload=["numpy", "pyarrow", "pyarrow.parquet", "pyarrow.compute"])
     try:
         async with anyio.create_task_group() as tg:
