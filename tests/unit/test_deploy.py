@@ -1,13 +1,17 @@
 """The real-deployment files, checked without Docker: the compose file against the compose specification's
-JSON schema, pinned images, health checks everywhere, and an .env.example that names every setting.
+JSON schema, pinned images, health checks everywhere, and an .env.example that names every setting; the
+local (Docker-less) Milvus picks free ports for everything it listens on.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -79,3 +83,35 @@ def test_env_example_names_every_setting() -> None:
             if f"{section.upper()}__{key.upper()}=" not in text:
                 missing.append(f"{section.upper()}__{key.upper()}")
     assert not missing, f".env.example lacks {missing}"
+
+
+def _milvus_wrapper() -> Any:
+    spec = importlib.util.spec_from_file_location("milvus_server", ROOT / "deploy" / "local" / "milvus_server.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # imports no milvus: that happens in main()
+    return module
+
+
+def test_local_milvus_ports_are_free_and_distinct_never_the_fixed_etcd_ones() -> None:
+    """Two checkouts' Milvus (two SERVICES_DIRs) run at once: etcd and health ports are chosen free."""
+    wrapper = _milvus_wrapper()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))  # a port in use elsewhere is never offered
+    try:
+        ports = wrapper.free_ports(3)
+        assert len(set(ports)) == 3 and taken.getsockname()[1] not in ports
+        for port in ports:  # each is bindable now
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+    finally:
+        taken.close()
+
+
+def test_local_milvus_embedded_etcd_listens_where_it_is_told_on_loopback() -> None:
+    config = yaml.safe_load(_milvus_wrapper().etcd_config(41001, 41002))
+    assert config["listen-client-urls"] == config["advertise-client-urls"] == "http://127.0.0.1:41001"
+    assert config["listen-peer-urls"] == config["initial-advertise-peer-urls"] == "http://127.0.0.1:41002"
+    assert config["initial-cluster"] == f"{config['name']}=http://127.0.0.1:41002"
+    text = (ROOT / "deploy" / "local" / "milvus_server.py").read_text()
+    assert 'os.environ["ETCD_CONFIG_PATH"]' in text and "etcd_port=etcd_client" in text  # the file is used
