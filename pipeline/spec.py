@@ -20,7 +20,7 @@ from dag_orchestrator.executor import FailurePolicy
 
 __all__ = ["PipelineSpec", "SpecError", "TaskSpec", "load_spec", "parse_overrides", "read_yaml", "spec_from_raw"]
 
-_REF = re.compile(r"\$\{(params|env)\.([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_REF = re.compile(r"\$\{(params|env|pipeline)\.([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class SpecError(ValueError):
@@ -84,6 +84,12 @@ def _interpolate(value: Any, params: dict[str, Any], file: Path, task: str, path
 
     def lookup(m: re.Match[str]) -> Any:
         source, key, default = m.group(1), m.group(2), m.group(3)
+        if source == "pipeline":
+            if key != "dir":
+                known = "${pipeline.dir}"
+                raise SpecError(file, f"unknown reference ${{pipeline.{key}}} (known: {known})", task=task, field=path)
+            # the pipeline file's own folder: files it names mean the same from any working directory
+            return str(file.resolve().parent)
         if source == "params":
             if key not in params:
                 known = ", ".join(sorted(params)) or "none"
@@ -103,7 +109,10 @@ def _interpolate(value: Any, params: dict[str, Any], file: Path, task: str, path
     result = _REF.sub(lambda m: str(lookup(m)), value)
     if "${" in result:
         raise SpecError(
-            file, f"cannot interpolate {value!r}: use ${{params.NAME}} or ${{env.NAME}}", task=task, field=path
+            file,
+            f"cannot interpolate {value!r}: use ${{params.NAME}}, ${{env.NAME}} or ${{pipeline.dir}}",
+            task=task,
+            field=path,
         )
     return result
 

@@ -84,7 +84,8 @@ def test_a_failed_run_leaves_the_state_untouched(tmp_path: Path) -> None:
 
 def test_the_retail_pipeline_file_is_the_pack_graph() -> None:
     spec = load_spec(ROOT / "pipelines" / "retail.yaml", {})
-    expected = pack_tasks(get_pack("retail"), "pipelines/packs/retail.yaml", {"out": "retail_data", "days": 7})
+    config = str(ROOT.resolve() / "pipelines" / "packs" / "retail.yaml")
+    expected = pack_tasks(get_pack("retail"), config, {"out": "retail_data", "days": 7})
     assert spec.tasks == {n: TaskSpec.model_validate(t) for n, t in expected.items()}
     dag = build_dag(spec, "pipelines/retail.yaml")
     deps = {t.name: set(t.needs) for t in dag}
@@ -159,3 +160,14 @@ def test_settings_generation_cannot_hold_are_refused_before_running(tmp_path: Pa
     (state / "generation_state.json").write_text("{broken")
     text = _invalid(tmp_path, _geo(cfg), {"out": str(tmp_path / "data")})
     assert "generation_state.json: the saved generation state is damaged" in text
+
+
+def test_the_retail_pipeline_finds_its_pack_config_from_any_working_directory(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no pipelines/ here: a cwd-relative config path would not be found
+    result = CliRunner().invoke(app, ["validate", str(ROOT / "pipelines" / "retail.yaml")])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "p.yaml").write_text("name: p\ntasks:\n  a: {uses: demo.sleep, with: {seconds: '${pipeline.home}'}}\n")
+    bad = CliRunner().invoke(app, ["validate", str(tmp_path / "p.yaml")])
+    assert bad.exit_code == 2 and "unknown reference ${pipeline.home}" in bad.output
