@@ -115,3 +115,74 @@ def test_killed_during_shadow_then_resumed_leaves_no_process(run_root: Path) -> 
     assert "result=passed" in resumed.stdout
     left_pg = wait_gone(run_dir, 15)
     assert not left_pg, f"processes outlived the resumed run: {left_pg}"
+
+
+def _dead_pid() -> int:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    return gone.pid
+
+
+def test_forget_dead_handles_edits_pgserver_list_under_pgserver_lock(tmp_path: Path) -> None:
+    """A process registering with pgserver at the same moment must not be lost: the edit waits for its lock."""
+    from task_components.connect import _pgserver, forget_dead_handles
+
+    lock_path = _pgserver().PostgresServer.lock_path
+    handles = tmp_path / ".handle_pids.json"
+    dead = _dead_pid()
+    handles.write_text(json.dumps([os.getpid(), dead]))
+    holder = subprocess.Popen([sys.executable, "-c", "import fasteners, sys, time\n"
+                               "lock = fasteners.InterProcessLock(sys.argv[1]); lock.acquire()\n"
+                               "print('held', flush=True); time.sleep(1.0); lock.release()", str(lock_path)],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    started = time.monotonic()
+    assert forget_dead_handles(tmp_path) == [dead]
+    waited = time.monotonic() - started
+    holder.communicate(timeout=10)
+    assert json.loads(handles.read_text()) == [os.getpid()]
+    assert waited > 0.5, "the list was edited while another process held pgserver's lock"
+
+
+def _watch(tmp_path: Path, users: list[int], server: int) -> subprocess.Popen[bytes]:
+    from dag_orchestrator.watchdog import watchdog_script
+
+    (tmp_path / "pids.json").write_text(json.dumps(users))
+    (tmp_path / "postmaster.pid").write_text(f"{server}\n/data\n")
+    args = [str(tmp_path / "pids.json"), str(tmp_path / "lock"), str(tmp_path / "postmaster.pid")]
+    return subprocess.Popen([sys.executable, "-I", watchdog_script(), *args])
+
+
+def test_watchdog_stops_the_server_once_its_last_user_is_killed(tmp_path: Path) -> None:
+    server = subprocess.Popen(["sleep", "60"])  # stands in for the postmaster: SIGINT ends both
+    user = subprocess.Popen(["sleep", "60"])
+    watchdog = _watch(tmp_path, [user.pid, _dead_pid()], server.pid)
+    try:
+        time.sleep(1.0)
+        assert server.poll() is None and watchdog.poll() is None  # a live user keeps the server up
+        user.kill()
+        user.wait()
+        assert server.wait(timeout=5) == -signal.SIGINT  # a fast shutdown, within seconds
+        assert watchdog.wait(timeout=5) == 0
+        assert json.loads((tmp_path / "pids.json").read_text()) == []
+    finally:
+        for p in (server, user, watchdog):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_watchdog_leaves_when_someone_else_stopped_the_server(tmp_path: Path) -> None:
+    server = subprocess.Popen(["sleep", "60"])
+    watchdog = _watch(tmp_path, [os.getpid()], server.pid)
+    try:
+        time.sleep(0.5)
+        server.terminate()
+        server.wait()
+        assert watchdog.wait(timeout=5) == 0
+        assert json.loads((tmp_path / "pids.json").read_text()) == [os.getpid()]  # users it never touched
+    finally:
+        for p in (server, watchdog):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
