@@ -271,6 +271,7 @@ class StreamResult(BaseModel):
     seconds: float
     busy_seconds: float = Field(0.0, description="from the first record fetched to the end (no group join)")
     sink_outages: int = 0
+    refused: int = Field(0, description="refusals of a valid record by a sink (dead-lettered as step sink.<name>)")
 
     @property
     def records_per_second(self) -> float:

@@ -8,7 +8,8 @@ A name that is not a field evaluates to ``None``.
 
 Evaluation stays bounded whatever a record holds: ``**`` does not exist, repeating a string or list
 (``*``) is refused above ``MAX_SEQUENCE`` items, and ``%`` on a string (printf formatting, where a
-record's ``"%0999999999d"`` would build a gigabyte) is refused.
+record's ``"%0999999999d"`` would build a gigabyte) is refused, and ``round``'s digits are bounded to
+``MAX_ROUND_DIGITS`` (``round(5, -3_000_000)`` computes a 3-million-digit power of ten, holding the GIL).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["MAX_SEQUENCE", "Expression", "ExpressionError"]
+__all__ = ["MAX_ROUND_DIGITS", "MAX_SEQUENCE", "Expression", "ExpressionError"]
 
 MAX_SEQUENCE = 100_000
+MAX_ROUND_DIGITS = 400  # beyond any float's digits and any JSON integer worth rounding
 
 
 class ExpressionError(ValueError):
@@ -40,12 +42,18 @@ def _mod(a: Any, b: Any) -> Any:
     return a % b
 
 
+def _round(number: Any, digits: Any = None) -> Any:
+    if isinstance(digits, int) and abs(digits) > MAX_ROUND_DIGITS:
+        raise ExpressionError(f"round to {digits} digits is outside +-{MAX_ROUND_DIGITS}")
+    return round(number) if digits is None else round(number, digits)
+
+
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "len": len,
     "abs": abs,
     "min": min,
     "max": max,
-    "round": round,
+    "round": _round,
     "lower": lambda s: s.lower(),
     "upper": lambda s: s.upper(),
     "str": str,

@@ -8,21 +8,32 @@ quoted shortened (a 5 MB field must not make a 5 MB reason).
 Pattern rules run in RE2 (``google-re2``): matching is linear in the value, so no pattern and no value
 can backtrack for ever (``(a+)+$`` on 32 a's and a ``!`` froze the process under Python's ``re``). RE2
 has no backreferences or lookaround; a pattern it cannot run is refused when the pipeline is validated,
-with RE2's reason.
+with RE2's reason. RE2's ``\\w``, ``\\d``, ``\\s`` and ``\\b`` are ASCII-only (Python's are Unicode):
+``\\w+`` refuses "café" and ``[^@\\s]`` lets a no-break space through, so a pattern using them is
+accepted with a warning (``pattern_ascii_classes``) naming the Unicode spelling (``[\\p{L}\\p{N}_]``...),
+unless it already uses a Unicode class (``\\p{...}``): its author chose.
+
+Numbers must be finite: ``range``, ``type: float`` and ``type: number`` refuse NaN and infinities (NaN
+compares false with every bound, so it would pass any range).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
 import re2
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from task_components.quality.expression import Expression, ExpressionError
 
 __all__ = ["Rule"]
 
+log = structlog.get_logger("quality")
+_ASCII_CLASSES = re.compile(r"(?<!\\)(?:\\\\)*\\([wWdDsSbB])")
+_warned: set[str] = set()
 _ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 
 
@@ -30,6 +41,11 @@ def short(value: Any, limit: int = 80) -> str:
     """``repr`` of a value, cut to ``limit`` characters (reasons travel into logs and dead letters)."""
     text = repr(value) if not isinstance(value, str | bytes) or len(value) <= limit * 4 else repr(value[: limit * 4])
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def ascii_classes(pattern: str) -> list[str]:
+    """The ASCII-only classes (``\\w``, ``\\d``, ``\\s``, ``\\b`` and negations) a pattern uses, in order."""
+    return list(dict.fromkeys("\\" + m for m in _ASCII_CLASSES.findall(pattern)))
 
 
 def compile_re2(pattern: str) -> Any:
@@ -94,6 +110,8 @@ class Range(_FieldRule):
     def check(self, value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"{self.field}={short(value)} is not a number"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{self.field}={short(value)} is not a finite number"
         if self.min is not None and value < self.min:
             return f"{self.field}={short(value)} is below {self.min:g}"
         if self.max is not None and value > self.max:
@@ -110,6 +128,12 @@ class Pattern(_FieldRule):
     @classmethod
     def _compiles(cls, value: str) -> str:
         compile_re2(value)
+        classes = ascii_classes(value)
+        if classes and "\\p{" not in value and value not in _warned:  # once per pattern and process
+            _warned.add(value)
+            log.warning("pattern_ascii_classes", pattern=value, classes=classes,
+                        hint="RE2 matches these classes in ASCII only (\\w+ refuses 'café'); for any letter or "
+                        "digit write [\\p{L}\\p{N}_], for any space [\\p{Z}\\s]")  # fmt: skip
         return value
 
     def model_post_init(self, context: Any) -> None:
@@ -123,8 +147,8 @@ class Pattern(_FieldRule):
 
 _TYPES: dict[str, Any] = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, float),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, float) and math.isfinite(v),
+    "number": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and math.isfinite(v)),
     "bool": lambda v: isinstance(v, bool),
     "str": lambda v: isinstance(v, str),
     "datetime": lambda v: isinstance(v, str) and bool(_ISO_UTC.match(v)),

@@ -8,6 +8,9 @@ share exceeds it the batch fails (``BatchThresholdError``): nothing of it is com
 stops so a person can look at the feed. Duplicates are not failures: ``remove`` skips the sinks (the
 record is counted, not dead-lettered), ``mark`` writes it with ``mark_field: true``, ``keep`` only counts.
 A rule that raises on a record's value rejects that record (with the exception as reason), never the batch.
+A duplicate key must be scalars (text, numbers, booleans): a list or object key (unhashable, and no sink
+could index it) rejects the record with rule ``duplicates``. ``true`` and ``1`` are different keys (the
+type is part of the key), as they are in MongoDB.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from task_components.contracts import BatchStage, BatchThresholdError, StreamBat
 from task_components.quality.rules import Rule
 from task_components.sources.detached import checkpoint
 
-__all__ = ["DuplicateParams", "QualityCheck", "QualityParams", "QualityStage"]
+__all__ = ["DuplicateParams", "QualityCheck", "QualityParams", "QualityStage", "duplicate_key"]
 
 
 class DuplicateParams(BaseModel):
@@ -41,6 +44,20 @@ class QualityParams(BaseModel):
     duplicates: DuplicateParams | None = None
     max_invalid_share: float = Field(1.0, ge=0, le=1, description="fail the batch above this share of invalid records")
     threshold_min_records: int = Field(20, ge=1, description="smaller batches are never failed by the threshold")
+
+
+def duplicate_key(value: dict[str, Any], fields: list[str]) -> tuple[Any, ...] | str | None:
+    """The record's duplicate key (each part tagged bool or not, so ``true`` is not ``1``); None when a
+    part is missing; a reason (str) when a part is not a scalar."""
+    key = []
+    for f in fields:
+        part = value.get(f)
+        if part is None:
+            return None
+        if not isinstance(part, str | int | float):
+            return f"duplicate key field {f} is a {type(part).__name__}, not a string, number or boolean"
+        key.append((isinstance(part, bool), part))
+    return tuple(key)
 
 
 class RecentKeys:
@@ -88,9 +105,12 @@ class QualityStage(BatchStage):
                         break
                 if record.rejection is not None or dup is None:
                     continue
-                key = tuple(record.value.get(f) for f in dup.key)
-                if any(k is None for k in key):
+                key = duplicate_key(record.value, dup.key)
+                if key is None:
                     continue  # no key, no duplicate: a not_null rule on the key catches it
+                if isinstance(key, str):
+                    record.reject("quality", "duplicates", key)
+                    continue
                 is_dup = key in in_batch or recent.seen(key)
                 in_batch.add(key)
                 if not is_dup:

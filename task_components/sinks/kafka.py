@@ -14,7 +14,10 @@ at a time and only the ones still refused are dead-lettered. A missing topic or 
 Dead letters carry everything needed to act on them without the source topic: the original message
 (text, or base64 when it is not UTF-8), the step and rule that rejected it, the reason, the source
 topic/partition/offset and the correlation id, both as headers and in the JSON body. A dead letter
-always fits: an original above ``max_original_bytes`` is kept truncated with its size and sha256.
+always fits: an original above ``max_original_bytes`` is kept truncated with its size and sha256, and
+an original whose JSON escaping would be longer than its base64 (control bytes become ``\\u00XX``, six
+times their size) is kept as base64, so the original never takes more than 4/3 of its bytes.
+Values are written as strict JSON: a NaN or an infinity is refused (``encode``), never sent as bare ``NaN``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = ["DeadLetterComponent", "KafkaDeadLetterSink", "KafkaSink", "KafkaSink
 
 Message = tuple[bytes | None, bytes, list[Any]]
 MAX_REASON = 2000  # characters of a reason kept in a dead letter (a reason may quote a value)
+ESCAPED = 6  # the most bytes JSON escaping makes of one character (a control byte as \\u00XX)
 MAX_KEY = 4096  # bytes of a source key kept in a dead letter; a longer one is named by size and sha256
 
 
@@ -60,12 +64,21 @@ class DeadLetterParams(ProducerParams):
 
     @model_validator(mode="after")
     def _fits(self) -> DeadLetterParams:
-        if self.max_original_bytes * 2 + MAX_REASON * 4 + MAX_KEY * 2 + 4096 > self.max_request_bytes:
+        if dead_letter_bound(self.max_original_bytes) > self.max_request_bytes:
             raise ValueError(
                 f"max_original_bytes {self.max_original_bytes} cannot fit a dead letter within max_request_bytes "
-                f"{self.max_request_bytes} (base64 and JSON escaping can double it)"
+                f"{self.max_request_bytes} (the original may take 4/3 of its size as base64, the reason, rule "
+                f"and headers up to {ESCAPED}x theirs escaped)"
             )
         return self
+
+
+def dead_letter_bound(max_original_bytes: int) -> int:
+    """The most bytes a dead letter (body, key and headers) can take: the original as base64 or text no longer
+    than that, the reason and rule escaped (body) and raw (headers), the key, source and correlation id."""
+    original = (max_original_bytes + 2) // 3 * 4 + 200  # base64 (or text no longer), its size and sha256
+    texts = (MAX_REASON + 200 + 200) * ESCAPED + 1000 + 200 + MAX_REASON * 4  # body escaped + headers raw
+    return original + texts + MAX_KEY + 255 * ESCAPED * 2 + 4096  # key, topic names, correlation ids, framing
 
 
 class KafkaSinkParams(ProducerParams):
@@ -73,7 +86,7 @@ class KafkaSinkParams(ProducerParams):
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str).encode()
 
 
 @asynccontextmanager
@@ -182,13 +195,16 @@ def _original(raw: bytes, limit: int) -> dict[str, Any]:
     """The original message for a dead letter: text or base64, at most ``limit`` bytes of it."""
     cut = len(raw) > limit
     head = raw[:limit] if cut else raw
+    as_base64 = {"base64": base64.b64encode(head).decode()}
     try:
         original: dict[str, Any] = {"text": head.decode()}
     except UnicodeDecodeError as exc:
         if cut and exc.start >= len(head) - 3 and exc.reason == "unexpected end of data":
             original = {"text": head[: exc.start].decode()}  # the cut split a character: drop its first bytes
         else:
-            original = {"base64": base64.b64encode(head).decode()}
+            original = as_base64
+    if "text" in original and len(_dumps(original["text"])) > len(as_base64["base64"]) + 2:
+        original = as_base64  # escaping would make it longer (control bytes): base64 is bounded at 4/3
     if cut:
         original |= {"truncated": True, "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
     return original

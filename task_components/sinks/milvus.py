@@ -11,7 +11,12 @@ A row Milvus cannot take is that record's failure (dead-lettered through ``Recor
 is not a string or number or longer than the collection's VarChar (or ``max_key_bytes``), a vector that
 is not a list of numbers of the collection's dimension (both read from the collection at open), or a
 batch Milvus refuses as data: its rows are then upserted one at a time and the refused ones are
-dead-lettered. When every row fails alone too, the failure is not theirs: it is an outage (retried).
+dead-lettered. Only a refusal *of the data* is the rows' (``data_refusal``: pymilvus' own checks of a
+row, ``ParamError``, ``DataNotMatchException``... and a server answer of invalid parameter); anything
+else (pymilvus 3 raises a plain ``MilvusException`` code 2 or UNAVAILABLE when the server is gone, a
+timeout) is an outage: the batch is retried whole, nothing is dead-lettered. Every call has a deadline
+(``call_timeout``), so a row-by-row pass never outlasts one call's timeout on a server that stopped
+answering (the first row that times out ends the pass as an outage).
 """
 
 from __future__ import annotations
@@ -41,13 +46,22 @@ class MilvusSinkParams(BaseModel):
     fields: list[str] | None = Field(None, description="record fields to write besides key and vector (default: all)")
     uri: str | None = Field(None, description="Milvus server URI or Milvus Lite file; default: MILVUS__URI")
     max_key_bytes: int = Field(512, ge=1, description="a longer key is refused (the created collection's VarChar)")
+    call_timeout: float = Field(30.0, gt=0, description="seconds one upsert may take before it counts as an outage")
 
 
-def _refusals() -> tuple[type[Exception], tuple[type[Exception], ...]]:
-    """(what may be a refusal of the data, what never is: the server not answering)."""
+DATA_CODES = frozenset({5, 1100})  # the server's ILLEGAL_ARGUMENT (2.2) and ParameterInvalid (2.3+) answers
+
+
+def data_refusal(exc: BaseException) -> bool:
+    """Whether Milvus refused the rows themselves (retrying them cannot help), not failed to answer."""
     from pymilvus import exceptions as e
 
-    return e.MilvusException, (e.MilvusUnavailableException, e.ConnectError, e.ConnectionNotExistException)
+    rows = (e.ParamError, e.DataNotMatchException, e.DataTypeNotMatchException, e.DataTypeNotSupportException,
+            e.PrimaryKeyException, e.FieldsTypeException, e.FieldTypeException, e.AutoIDException,
+            e.PartitionKeyException)  # fmt: skip
+    if isinstance(exc, rows):
+        return True
+    return type(exc) is e.MilvusException and getattr(exc, "code", None) in DATA_CODES
 
 
 def _shape(client: Any, p: MilvusSinkParams) -> tuple[int | None, int]:
@@ -105,28 +119,27 @@ class MilvusWriter:
             raise RecordsRefused(written, refusals)
         return written
 
+    async def _call(self, rows: list[dict[str, Any]]) -> None:
+        collection, timeout = self.params.collection, self.params.call_timeout
+        await anyio.to_thread.run_sync(lambda: self.client.upsert(collection, rows, timeout=timeout))
+
     async def _upsert(self, rows: list[tuple[StreamRecord, dict[str, Any]]], refusals: list[Refusal]) -> int:
-        collection = self.params.collection
-        maybe_data, unreachable = _refusals()
         if not rows:
             return 0
         try:
-            await anyio.to_thread.run_sync(lambda: self.client.upsert(collection, [row for _, row in rows]))
+            await self._call([row for _, row in rows])
             return len(rows)
-        except unreachable:
-            raise
-        except maybe_data as exc:
-            first = exc
+        except Exception as exc:
+            if not data_refusal(exc):
+                raise  # the server did not answer: an outage, the whole batch is retried
         refused = []
-        for r, row in rows:  # one refused row fails the whole call: find it
+        for r, row in rows:  # one refused row fails the whole call: find it (an outage on the way ends the pass)
             try:
-                await anyio.to_thread.run_sync(lambda row=row: self.client.upsert(collection, [row]))
-            except unreachable:
-                raise
-            except maybe_data as exc:
+                await self._call([row])
+            except Exception as exc:
+                if not data_refusal(exc):
+                    raise
                 refused.append(Refusal(r, "refused", f"Milvus: {type(exc).__name__}: {str(exc)[:300]}"))
-        if len(refused) == len(rows) and len(rows) > 1:  # not one row's fault: an outage, retried
-            raise first
         refusals += refused
         return len(rows) - len(refused)
 

@@ -5,12 +5,15 @@ an object, and JSON nested deeper than ``max_depth`` are rejected at step ``deco
 the kind (``tombstone``, ``size``, ``json``, ``depth``). Nothing here raises for a message: a 10,000-deep
 nesting is caught as the decoder's ``RecursionError`` and a shallower one above ``max_depth`` by an
 iterative walk (run only when the message holds more brackets than ``max_depth``), so every later step
-(rules, BSON, JSON out) only ever sees bounded nesting. Header values are bounded too.
+(rules, BSON, JSON out) only ever sees bounded nesting. Header values are bounded too. ``NaN``,
+``Infinity`` and numbers beyond a double (``1e400``) are not JSON numbers and no sink can write them back
+as JSON: rule ``number``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from task_components.contracts import StreamRecord
@@ -20,6 +23,21 @@ __all__ = ["MAX_DEPTH", "MAX_RECORD_BYTES", "decode", "deeper_than"]
 MAX_DEPTH = 64
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 MAX_CORRELATION_ID = 200
+
+
+class _NotANumber(ValueError):
+    """A JSON constant (``NaN``, ``Infinity``) or a literal beyond a double: raised from inside the decoder."""
+
+
+def _constant(text: str) -> Any:
+    raise _NotANumber(f"{text} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _NotANumber(f"{text[:40]} is beyond the range of a double")
+    return number
 
 
 def deeper_than(value: Any, limit: int) -> bool:
@@ -57,7 +75,10 @@ def decode(msg: Any, max_bytes: int = MAX_RECORD_BYTES, max_depth: int = MAX_DEP
         record.reject("decode", "size", f"record of {len(record.raw)} bytes is above max_record_bytes {max_bytes}")
         return record
     try:
-        value = json.loads(record.raw)
+        value = json.loads(record.raw, parse_constant=_constant, parse_float=_finite)
+    except _NotANumber as exc:
+        record.reject("decode", "number", f"not JSON: {exc}")
+        return record
     except UnicodeDecodeError as exc:
         record.reject("decode", "json", f"not JSON: not UTF-8 text: {exc}")
         return record

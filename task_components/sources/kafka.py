@@ -48,7 +48,7 @@ from task_components.contracts import (
 from task_components.sinks.resilience import CircuitBreaker, PermanentSinkError, RetrySettings, write_with_retry
 from task_components.sources.decode import MAX_DEPTH, MAX_RECORD_BYTES, decode
 from task_components.sources.detached import run_detached
-from task_components.sources.offsets import OffsetTracker, lag
+from task_components.sources.offsets import OffsetTracker, stream_lag
 
 __all__ = ["KafkaSource", "KafkaSourceParams", "decode"]
 
@@ -114,7 +114,8 @@ class _StreamRun:
         self.idle.set()
         self.commit_lock = anyio.Lock()
         self.buffer: list[StreamRecord] = []
-        self.last_offsets: dict[tuple[str, int], int] = {}
+        self.read_from: dict[tuple[str, int], int] = {}  # first offset this run fetched, per partition still ours
+        self.committed_at: dict[tuple[str, int], int] = {}  # last offset this run committed, per partition
         self.uncommitted: dict[tuple[str, int], int] = {}  # positions whose commit failed, retried next time
         self.consumer: Any = None
         self.closing = False
@@ -144,6 +145,7 @@ class _StreamRun:
                 return
             for (t, p), off in ready.items():
                 self.stats.committed[f"{t}:{p}"] = off
+                self.committed_at[(t, p)] = off
 
     async def on_revoked(self, revoked: Any) -> None:
         """Before the group moves partitions: finish what is in flight, commit it, drop the rest."""
@@ -155,7 +157,8 @@ class _StreamRun:
         gone = {(tp.topic, tp.partition) for tp in revoked}
         self.buffer = [r for r in self.buffer if (r.topic, r.partition) not in gone]
         for tp in gone:
-            self.last_offsets.pop(tp, None)
+            self.read_from.pop(tp, None)
+            self.committed_at.pop(tp, None)
         self.ctx.log.info("partitions_revoked", partitions=sorted(f"{t}:{p}" for t, p in gone))
 
     def on_assigned(self) -> None:
@@ -263,7 +266,7 @@ class _StreamRun:
                     batch_started = time.monotonic()
                 for msg in msgs:
                     self.buffer.append(decode(msg, *self.decode_limits))
-                    self.last_offsets[(msg.topic, msg.partition)] = msg.offset
+                    self.read_from.setdefault((msg.topic, msg.partition), msg.offset)
                 self.stats.records_in += len(msgs)
             if fetched:
                 last_record = time.monotonic()
@@ -283,7 +286,7 @@ class _StreamRun:
             rate_in, rate_out = (s.records_in - prev_in) / (now - prev_t), (out - prev_out) / (now - prev_t)
             prev_in, prev_out, prev_t = s.records_in, out, now
             share = round(s.invalid / out, 4) if out else 0.0
-            figures = {"rate_in": round(rate_in, 1), "rate_out": round(rate_out, 1), "lag": self.lag(),
+            figures = {"rate_in": round(rate_in, 1), "rate_out": round(rate_out, 1), "lag": await self.lag(),
                        "invalid_share": share, "paused": self.breaker.is_open}  # fmt: skip
             detail = (f"in {rate_in:,.0f}/s out {rate_out:,.0f}/s invalid {figures['invalid_share']:.1%} "
                       f"lag {figures['lag']:,}" + (" PAUSED (sink down)" if self.breaker.is_open else ""))  # fmt: skip
@@ -293,13 +296,8 @@ class _StreamRun:
                 next_log = now + 5
                 self.ctx.log.info("stream_progress", records_in=s.records_in, written=out, **figures)
 
-    def lag(self) -> int:
-        """Behind the fetch high watermark (not ListOffsets, which lags on Tansu), partitions still ours."""
-        from aiokafka import TopicPartition
-
-        mine = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
-        fetched = {tp: off for tp, off in list(self.last_offsets.items()) if tp in mine}
-        return lag(fetched, lambda tp: self.consumer.highwater(TopicPartition(*tp)))
+    async def lag(self) -> int:
+        return await stream_lag(self.consumer, self.committed_at, self.read_from)
 
 
 class KafkaSource(Component):
@@ -375,12 +373,12 @@ class KafkaSource(Component):
             topic=topic, group=group, records_in=s.records_in, valid=s.valid, invalid=s.invalid,
             duplicates=s.duplicates, batches=s.batches, written=s.written, committed=s.committed,
             stopped_by=stopped_by, seconds=time.monotonic() - s.started, sink_outages=run.breaker.outages,
-            busy_seconds=time.monotonic() - (s.first_record or time.monotonic()),
+            refused=s.refused, busy_seconds=time.monotonic() - (s.first_record or time.monotonic()),
         )  # fmt: skip
 
     def summarize(self, result: StreamResult) -> dict[str, Any]:
         return {
             "records_in": result.records_in, "valid": result.valid, "invalid": result.invalid,
             "duplicates": result.duplicates, "records_per_s": round(result.records_per_second),
-            "stopped_by": result.stopped_by, "sink_outages": result.sink_outages,
+            "stopped_by": result.stopped_by, "sink_outages": result.sink_outages, "refused_by_sinks": result.refused,
         }  # fmt: skip

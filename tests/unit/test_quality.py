@@ -31,6 +31,8 @@ def test_range() -> None:
     assert "above 10" in (r.failure({"x": 10.01}) or "")
     assert "not a number" in (r.failure({"x": "5"}) or "")
     assert "not a number" in (r.failure({"x": True}) or "")
+    assert "not a finite number" in (r.failure({"x": float("nan")}) or "")  # NaN compares false with any bound
+    assert "not a finite number" in (r.failure({"x": float("-inf")}) or "")
     with pytest.raises(ValidationError, match="needs min, max"):
         rule({"name": "r", "type": "range", "field": "x"})
     with pytest.raises(ValidationError, match="greater than max"):
@@ -81,12 +83,15 @@ def test_a_rule_that_raises_on_a_value_rejects_that_record_not_the_batch() -> No
     [
         ("len(name * n) > 0", {"name": "ab", "n": 10**9}, "exceeds 100000 items"),
         ("len(fmt % n) > 0", {"fmt": "%0999999999d", "n": 1}, "printf formatting"),
+        ("round(n, d) == 0", {"n": 5, "d": -3_000_000}, "outside \\+-400"),  # 1.3 s holding the GIL unbounded
+        ("round(n, d) == 0", {"n": 5.5, "d": 10**9}, "outside \\+-400"),
     ],
 )
 def test_expressions_stay_bounded_whatever_a_record_holds(source: str, record: dict, error: str) -> None:
     with pytest.raises(ExpressionError, match=error):
         Expression(source)(record)
     assert Expression("len(name * 3)")({"name": "ab"}) == 6 and Expression("n % 4")({"n": 10}) == 2
+    assert Expression("round(n, -2)")({"n": 1234}) == 1200 and Expression("round(n)")({"n": 2.6}) == 3
 
 
 @pytest.mark.parametrize(
@@ -95,7 +100,9 @@ def test_expressions_stay_bounded_whatever_a_record_holds(source: str, record: d
         ("int", 3, 3.0),
         ("int", -1, True),
         ("float", 1.5, 1),
+        ("float", 1.5, float("nan")),
         ("number", 1, "1"),
+        ("number", -2.5, float("inf")),
         ("bool", False, 0),
         ("str", "x", 1),
         ("datetime", "2024-01-02T03:04:05Z", "2024-01-02"),
@@ -210,3 +217,37 @@ def test_threshold_fails_the_batch_above_the_share_and_counts_earlier_rejections
         process(bad)
     small = _batch(2, {}, {})  # below threshold_min_records: never fails
     process(small)
+
+
+def test_a_list_or_object_duplicate_key_rejects_that_record_not_the_batch() -> None:
+    process = _stage(duplicates={"key": ["id", "region"]})
+    batch = _batch(0, {"id": {"$gt": ""}, "region": "eu"}, {"id": 1, "region": ["eu"]}, {"id": 1, "region": "eu"})
+    process(batch)  # an unhashable key raised TypeError here and failed the run
+    why = [r.rejection for r in batch.records]
+    assert why[0] is not None and (why[0].step, why[0].rule) == ("quality", "duplicates") and "a dict" in why[0].reason
+    assert why[1] is not None and "region is a list" in why[1].reason
+    assert why[2] is None
+
+
+def test_true_and_one_are_different_duplicate_keys() -> None:
+    process = _stage(duplicates={"key": ["id"]})
+    first, second = _batch(0, {"id": 1}, {"id": True}), _batch(1, {"id": 1.0}, {"id": True}, {"id": False})
+    process(first)
+    process(second)
+    assert [r.duplicate for r in first.records] == [False, False]
+    assert [r.duplicate for r in second.records] == [True, True, False]  # 1.0 is 1 (as in MongoDB), True is not
+
+
+def test_a_pattern_with_ascii_only_classes_is_accepted_with_a_warning() -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        r = rule({"name": "w", "type": "pattern", "field": "c", "pattern": r"\w+\s\d+"})
+        rule({"name": "w", "type": "pattern", "field": "c", "pattern": r"\w+\s\d+"})  # said once per pattern
+        rule({"name": "u", "type": "pattern", "field": "c", "pattern": r"[\p{L}\s]+"})  # already Unicode-aware
+        rule({"name": "e", "type": "pattern", "field": "c", "pattern": r"[a-z]+\\w"})  # an escaped backslash
+    assert "does not match" in (r.failure({"c": "café 1"}) or "")  # RE2's \w is ASCII: the reason for the warning
+    assert [(e["event"], e["log_level"], e["classes"]) for e in logs] == [
+        ("pattern_ascii_classes", "warning", ["\\w", "\\s", "\\d"])
+    ]
+    assert "\\p{L}" in logs[0]["hint"]

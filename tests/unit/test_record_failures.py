@@ -16,13 +16,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from task_components.contracts import Rejection, StreamRecord
-from task_components.sinks.kafka import DeadLetterParams, dead_letter
+from task_components.sinks.kafka import DeadLetterParams, dead_letter, dead_letter_bound
 from task_components.sinks.mongo import key_problem
 from task_components.sinks.resilience import (
     CircuitBreaker,
     RecordsRefused,
     Refusal,
     RetrySettings,
+    SinkDownError,
     write_with_retry,
 )
 from task_components.sources.decode import decode, deeper_than
@@ -93,7 +94,31 @@ def test_a_binary_original_is_truncated_as_base64_and_the_reason_is_bounded() ->
 
 def test_a_dead_letter_limit_that_cannot_fit_is_refused_at_validation() -> None:
     with pytest.raises(ValueError, match="cannot fit a dead letter"):
-        DeadLetterParams(max_original_bytes=600_000)
+        DeadLetterParams(max_original_bytes=800_000)
+    assert dead_letter_bound(DeadLetterParams().max_original_bytes) < DeadLetterParams().max_request_bytes
+
+
+@pytest.mark.parametrize("raw", [b"\x01" * 600_000, b'"' * 600_000, b"\\" * 300_000 + b"\x7f" * 300_000])
+def test_a_dead_letter_fits_whatever_the_escaping_of_its_original(raw: bytes) -> None:
+    """600 kB of control bytes escaped as \\u0001 made a 3,000,244-byte dead letter: refused by Kafka, every restart."""
+    p = DeadLetterParams(max_original_bytes=500_000)
+    reason = "\x02" * 10_000  # a reason quoting control characters
+    rec = StreamRecord(
+        "in", 0, 1, raw, None, "\x03" * 200, key=b"\x04" * 4096, rejection=Rejection("decode", "json", reason)
+    )
+    key, body, headers = dead_letter(rec, p.max_original_bytes)
+    size = len(body) + len(key or b"") + sum(len(k) + len(v) for k, v in headers)
+    assert size <= dead_letter_bound(p.max_original_bytes) <= p.max_request_bytes, size
+    original = json.loads(body)["original"]
+    got = base64.b64decode(original["base64"]) if "base64" in original else original["text"].encode()
+    assert got == raw[:500_000] and original["size"] == len(raw)
+
+
+def test_nan_infinity_and_numbers_beyond_a_double_are_rejected_at_decode() -> None:
+    for value, text in [(b'{"p": NaN}', "NaN"), (b'{"p": [-Infinity]}', "-Infinity"), (b'{"p": 1e400}', "1e400")]:
+        why = rejected(value)
+        assert (why.step, why.rule) == ("decode", "number") and text in why.reason
+    assert decode(Message("in", 0, 1, None, b'{"p": 1.5e300, "q": -0.0}')).value == {"p": 1.5e300, "q": -0.0}
 
 
 @pytest.mark.parametrize(
@@ -130,9 +155,9 @@ async def test_records_a_sink_refuses_are_returned_and_are_no_outage() -> None:
     assert not breaker.is_open and breaker.outages == 0 and logs == []
 
 
-def test_lag_uses_the_fetch_high_watermark_per_partition() -> None:
+def test_lag_counts_from_the_committed_offset_to_the_fetch_high_watermark() -> None:
     highs = {("t", 0): 100, ("t", 1): None, ("t", 2): 10}
-    assert lag({("t", 0): 49, ("t", 1): 5, ("t", 2): 9}, highs.get) == 50  # 100-49-1, unknown, caught up
+    assert lag({("t", 0): 50, ("t", 1): 5, ("t", 2): 10}, highs.get) == 50  # 100-50, unknown, caught up
 
 
 @pytest.mark.anyio
@@ -180,3 +205,119 @@ async def test_a_thread_that_never_reaches_a_checkpoint_is_abandoned_after_the_g
     (thread,) = [t for t in threading.enumerate() if t.name == "stream-stages"]
     assert thread.daemon  # abandoned: never keeps the process alive
     release.set()
+
+
+class BrokerRefusingBatches:
+    """A producer whose broker refuses a whole produce batch holding one record above ``limit`` (as Kafka does):
+    what ``send`` queued before the first acknowledgement is awaited is one batch."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.batch, self.accepted = limit, [], []  # type: ignore[var-annotated]
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None, headers: object = None) -> object:
+        from aiokafka.errors import MessageSizeTooLargeError
+
+        if len(value) > self.limit * 10:  # the producer's own check, before sending
+            raise MessageSizeTooLargeError("above max_request_size")
+        batch = self.batch
+        batch.append(value)
+
+        async def acknowledged() -> None:
+            self.batch = [] if self.batch is batch else self.batch  # the next send starts a new batch
+            if any(len(v) > self.limit for v in batch):
+                raise MessageSizeTooLargeError("the broker refused the batch")
+            if value not in self.accepted:
+                self.accepted.append(value)
+
+        return acknowledged()
+
+
+@pytest.mark.anyio
+async def test_a_batch_the_broker_refuses_is_sent_again_one_at_a_time_and_only_the_big_one_refused() -> None:
+    from task_components.sinks.kafka import KafkaSinkParams, KafkaWriter
+
+    producer = BrokerRefusingBatches(limit=100)
+    values = [{"id": i, "note": "x" * (500 if i == 2 else 5)} for i in range(5)]
+    values.append({"id": 5, "price": float("nan")})  # not JSON: refused before sending, never a bare NaN
+    values.append({"id": 6, "note": "y" * 5000})  # refused by the producer's own size check
+    records = [StreamRecord("in", 0, i, b"", v, f"c{i}") for i, v in enumerate(values)]
+    with pytest.raises(RecordsRefused) as refused:
+        await KafkaWriter(producer, "out", KafkaSinkParams(key=["id"])).write(records)
+    assert refused.value.written == 4
+    assert sorted((f.record.offset, f.rule) for f in refused.value.refused) == [
+        (2, "too_large"), (5, "encode"), (6, "too_large")
+    ]  # fmt: skip
+    assert [json.loads(v)["id"] for v in producer.accepted] == [0, 1, 3, 4]
+
+
+class FakeCollection:
+    """Answers a bulk write as a server would with the given per-operation error codes (or a driver error)."""
+
+    full_name = "db.customers"
+
+    def __init__(self, codes: dict[int, int] | None = None, driver_refuses: str | None = None) -> None:
+        self.codes, self.driver_refuses, self.written = codes or {}, driver_refuses, []  # type: ignore[var-annotated]
+
+    async def bulk_write(self, ops: list, ordered: bool = False) -> None:  # type: ignore[type-arg]
+        from pymongo.errors import BulkWriteError
+
+        docs = [op._doc for op in ops]
+        if self.driver_refuses and any(self.driver_refuses in d for d in docs):
+            raise ValueError(f"the driver refuses {self.driver_refuses}")
+        errors = [{"index": i, "code": self.codes[d["id"]], "errmsg": "no"} for i, d in enumerate(docs)
+                  if d["id"] in self.codes]  # fmt: skip
+        self.written += [d["id"] for d in docs if d["id"] not in self.codes]
+        if errors:
+            raise BulkWriteError({"writeErrors": errors, "writeConcernErrors": [], "nInserted": 0})
+
+
+def mongo_records(n: int) -> list[StreamRecord]:
+    return [StreamRecord("in", 0, i, b"", {"id": i}, f"c{i}") for i in range(n)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("code", [11602, 189, 10107, 91, 50, 6])  # step-down, shutdown, time limit, host down
+async def test_a_transient_mongodb_write_error_is_an_outage_not_a_dead_letter(code: int) -> None:
+    from task_components.sinks.mongo import MongoSinkParams, MongoWriter
+
+    writer = MongoWriter(FakeCollection({1: code}), MongoSinkParams(key=["id"], create_index=False))
+    breaker = CircuitBreaker(threshold=1)
+    with pytest.raises(SinkDownError):
+        await write_with_retry("mongodb", writer, mongo_records(3), RetrySettings(5, 0.01, 0.01, 0.05), breaker)
+    assert breaker.outages == 1 and writer.suspect
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("code", [2, 52, 121, 10334, 17280])
+async def test_a_deterministic_mongodb_write_error_is_that_records(code: int) -> None:
+    from task_components.sinks.mongo import MongoSinkParams, MongoWriter
+
+    writer = MongoWriter(FakeCollection({1: code}), MongoSinkParams(key=["id"], create_index=False))
+    with pytest.raises(RecordsRefused) as refused:
+        await writer.write(mongo_records(3))
+    (one,) = refused.value.refused
+    assert refused.value.written == 2 and one.record.offset == 1 and f"code {code}" in one.reason
+
+
+@pytest.mark.anyio
+async def test_when_every_document_encodes_alone_they_are_written_one_at_a_time() -> None:
+    from task_components.sinks.mongo import MongoSinkParams, MongoWriter
+
+    collection = FakeCollection(driver_refuses="odd")
+    records = mongo_records(4)
+    records[1].value["odd"] = 1  # type: ignore[index]  # encodes as BSON, yet the driver refuses it
+    with pytest.raises(RecordsRefused) as refused:  # was: RuntimeError, an outage on every restart
+        await MongoWriter(collection, MongoSinkParams(key=["id"], create_index=False)).write(records)
+    (one,) = refused.value.refused
+    assert one.record.offset == 1 and one.rule == "encode" and "the driver refuses odd" in one.reason
+    assert refused.value.written == 3 and sorted(collection.written) == [0, 2, 3]
+
+
+@pytest.mark.anyio
+async def test_true_and_one_are_two_mongodb_keys_not_one() -> None:
+    from task_components.sinks.mongo import MongoSinkParams, MongoWriter
+
+    collection = FakeCollection()
+    records = [StreamRecord("in", 0, i, b"", {"id": v}, f"c{i}") for i, v in enumerate([1, True, 1.0, False, 0])]
+    assert await MongoWriter(collection, MongoSinkParams(key=["id"], create_index=False)).write(records) == 4
+    assert [repr(v) for v in collection.written] == ["1.0", "True", "False", "0"]  # 1 and 1.0: one key, the last
