@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,7 @@ __all__ = ["TP", "Intake", "Item", "Rebalance"]
 
 log = structlog.get_logger("pipeline.daemon")
 TP = tuple[str, int]
+COMMIT_EVERY = 0.1  # seconds between offset commits while requests finish (a commit is a broker round trip)
 
 
 @dataclass(eq=False)
@@ -75,6 +77,7 @@ class Intake:
     order: Iterator[int]
     stopping: bool
     side: int
+    to_commit: bool  # an offset was marked done since the last commit
     announcing: dict[str, anyio.Event]
     announce_failed: set[str]
     told: set[str]
@@ -86,17 +89,21 @@ class Intake:
 
     async def _consume(self, tg: Any) -> None:
         assert self.consumer is not None
+        last_commit = 0.0
         while not self.stopping:
             room = self.d.prefetch - sum(t.in_flight for t in self.trackers.values())
-            if room <= 0:  # woken when a request is done, a partition is revoked, or the daemon stops
-                await self.changed.wait()
+            if room > 0:
+                batches = await self.consumer.getmany(timeout_ms=200, max_records=room)
+                for tp, messages in batches.items():
+                    for msg in messages:
+                        await self._accept(tg, (tp.topic, tp.partition), msg)
+            else:  # woken when a request is done, a partition is revoked or the daemon stops (or a commit is due)
+                due = last_commit + COMMIT_EVERY - time.monotonic() if self.to_commit else math.inf
+                with anyio.move_on_after(max(0.0, due)):
+                    await self.changed.wait()
+            if self.to_commit and time.monotonic() - last_commit >= COMMIT_EVERY:  # not one commit per request
+                last_commit, self.to_commit = time.monotonic(), False
                 await self._commit()
-                continue
-            batches = await self.consumer.getmany(timeout_ms=200, max_records=room)
-            for tp, messages in batches.items():
-                for msg in messages:
-                    await self._accept(tg, (tp.topic, tp.partition), msg)
-            await self._commit()
 
     async def _accept(self, tg: Any, tp: TP, msg: Any) -> None:
         tracker = self.trackers.setdefault(tp, OffsetTracker())
@@ -246,6 +253,7 @@ class Intake:
     def _done(self, mark: tuple[OffsetTracker, int]) -> None:
         if self._ours(mark):  # else revoked meanwhile: the new owner decides
             mark[0].finish(mark[1])
+            self.to_commit = True
         self._wake()
 
     def _ours(self, mark: tuple[OffsetTracker, int]) -> bool:

@@ -66,7 +66,8 @@ class Daemon(Intake):
         self.order = itertools.count()
         self.stopping = False
         self.hurry = anyio.Event()  # a second signal: skip the rest of the grace period
-        self.side = 0  # dead-letter and replay sends in progress (shutdown lets them finish)
+        self.side = 0  # dead-letter, replay and final-event sends in progress (shutdown lets them finish)
+        self.to_commit = False
         self.announcing: dict[str, anyio.Event] = {}  # "accepted" sent, broker/ledger confirmation pending
         self.announce_failed: set[str] = set()  # ... and it failed: the claim tells it again
         self.told: set[str] = set()  # ... and the broker has it (the claim records that in the ledger)
@@ -297,7 +298,17 @@ class Daemon(Intake):
         recorded = await self.ledger.finish(rid, self.owner, outcome["event"], outcome)
         if recorded:
             body = {k: v for k, v in outcome.items() if k != "event"}
-            await self.status.emit_final(rid, outcome["event"], attempt=attempt, reply_topic=req.reply_topic, **body)
+            # the pipeline is over and recorded: its slot may run the next request while the broker acknowledges
+            if self.running.pop(rid, None) is not None:
+                self.metrics.runs_active.set(len(self.running))
+                self._wake()
+            self.side += 1  # (shutdown waits for it like for a dead letter)
+            try:
+                await self.status.emit_final(rid, outcome["event"], attempt=attempt, reply_topic=req.reply_topic,
+                                             **body)  # fmt: skip
+            finally:
+                self.side -= 1
+                self._wake()
             self.metrics.runs.labels(outcome["event"]).inc()
         else:  # our lease lapsed and another daemon claimed it: its outcome is the one that counts
             log.warning("request taken over by another daemon; outcome not recorded", request_id=rid)
