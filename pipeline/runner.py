@@ -129,12 +129,16 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 async def _cancel_on_signal(executor: Executor) -> None:
+    hung_up = False
     with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async for signum in signals:
-            if signum == signal.SIGHUP:
+            hung_up = signum == signal.SIGHUP
+            if hung_up:
                 _leave_hung_up_terminal()
             executor.cancel(f"interrupted by {signal.Signals(signum).name}")
-            return
+            break
+    if hung_up:  # the receiver is gone (default: terminate); a second hangup must not cut the cleanup short
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _leave_hung_up_terminal() -> None:
