@@ -3,9 +3,11 @@
 One batch holds every bad kind between valid records: JSON nested 10,000 deep, a tombstone, non-UTF-8
 bytes, a record above ``max_record_bytes``, ``quantity`` = 10**400, a value that makes ``(a+)+$``
 backtrack for ever under Python's ``re``, a lone surrogate, a record too large for the Kafka sink, an
-int MongoDB cannot encode, a key MongoDB cannot index... The run must complete, the valid records be in
-MongoDB and the sink topic, every bad one in the dead-letter topic with the step and rule named here,
-and every offset committed. Then: SIGTERM during a slow batch is honoured in seconds, and a broker
+int MongoDB cannot encode, a key MongoDB cannot index, a first field named ``$where``, a list
+as a duplicate key, NaN, a record both sinks refuse... The run must complete, the valid records be in
+MongoDB and the sink topic (a record one sink refuses is still written by the other), every bad one in
+the dead-letter topic with the step and rule named here, once per refusal (a record both sinks refuse:
+two dead letters), and every offset committed. Then: SIGTERM during a slow batch is honoured in seconds, and a broker
 restart mid-stream (Tansu on its durable s3:// engine) still ends with the exact MongoDB set.
 """
 
@@ -47,6 +49,7 @@ def pipeline_file(tmp_path: Path, extra_rules: list[dict[str, Any]], **consume: 
     spec = yaml.safe_load(PIPELINE.read_text())
     spec["tasks"]["quality"]["with"]["rules"] += extra_rules
     spec["tasks"]["consume"]["with"].update(consume)
+    spec["tasks"]["quality"]["with"]["duplicates"]["key"] = ["customer_id", "segment"]  # an untyped key part
     path = tmp_path / "streaming-test.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -65,30 +68,40 @@ def variant(base: testdata.TestRecord, **changes: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def matrix(spare: list[testdata.TestRecord]) -> list[tuple[str, bytes, bytes | None, tuple[str, str]]]:
-    """(kind, key, value, (step, rule) of its dead letter); ``spare`` gives each one a valid body to spoil."""
+def dollar_first(base: testdata.TestRecord) -> bytes:
+    return json.dumps({"$where": "sleep(100)", **json.loads(base.raw)}).encode()
+
+
+def matrix(spare: list[testdata.TestRecord]) -> list[tuple[str, bytes, bytes | None, tuple[tuple[str, str], ...]]]:
+    """(kind, key, value, (step, rule) of each of its dead letters); ``spare`` gives each a valid body to spoil."""
     long_key = "K" * 2000
+    both = variant(spare[8], note="n" * (3 * MIB // 2), extra=10**30)
     return [
-        ("deep_json", b"deep", b"[" * 10_000 + b"]" * 10_000, ("decode", "depth")),
-        ("tombstone", b"gone", None, ("decode", "tombstone")),
-        ("not_utf8", b"bin", b'{"CustomerID": "\xff\xfe"}', ("decode", "json")),
-        ("not_an_object", b"list", b"[1, 2]", ("decode", "json")),
-        ("too_many_digits", b"digits", b'{"quantity": ' + b"9" * 5000 + b"}", ("decode", "json")),
-        ("above_max_record_bytes", b"big", b'{"x": "' + b"y" * (3 * MIB + 100) + b'"}', ("decode", "size")),
-        ("quantity_10_400", spare[0].key.encode(), variant(spare[0], quantity=10**400), ("conversion", "quantity")),
-        ("backtracking", spare[1].key.encode(), variant(spare[1], code="a" * 32 + "!"), ("quality", "code_format")),
-        ("lone_surrogate", spare[2].key.encode(), variant(spare[2], code="\ud800"), ("quality", "code_format")),
+        ("deep_json", b"deep", b"[" * 10_000 + b"]" * 10_000, (("decode", "depth"),)),
+        ("tombstone", b"gone", None, (("decode", "tombstone"),)),
+        ("not_utf8", b"bin", b'{"CustomerID": "\xff\xfe"}', (("decode", "json"),)),
+        ("not_an_object", b"list", b"[1, 2]", (("decode", "json"),)),
+        ("too_many_digits", b"digits", b'{"quantity": ' + b"9" * 5000 + b"}", (("decode", "json"),)),
+        ("above_max_record_bytes", b"big", b'{"x": "' + b"y" * (3 * MIB + 100) + b'"}', (("decode", "size"),)),
+        ("nan", b"nan", b'{"CustomerID": "C-NAN", "amount": NaN}', (("decode", "number"),)),
+        ("quantity_10_400", spare[0].key.encode(), variant(spare[0], quantity=10**400), (("conversion", "quantity"),)),
+        ("backtracking", spare[1].key.encode(), variant(spare[1], code="a" * 32 + "!"), (("quality", "code_format"),)),
+        ("lone_surrogate", spare[2].key.encode(), variant(spare[2], code="\ud800"), (("quality", "code_format"),)),
+        ("unhashable_key", spare[7].key.encode(), variant(spare[7], segment=["eu"]), (("quality", "duplicates"),)),
         ("too_large_for_kafka", spare[3].key.encode(), variant(spare[3], note="n" * (3 * MIB // 2)),
-         ("sink.kafka", "too_large")),
-        ("int_beyond_64_bits", spare[4].key.encode(), variant(spare[4], extra=10**30), ("sink.mongodb", "encode")),
-        ("key_too_long", long_key.encode(), variant(spare[5], CustomerID=long_key), ("sink.mongodb", "key")),
+         (("sink.kafka", "too_large"),)),
+        ("int_beyond_64_bits", spare[4].key.encode(), variant(spare[4], extra=10**30), (("sink.mongodb", "encode"),)),
+        ("key_too_long", long_key.encode(), variant(spare[5], CustomerID=long_key), (("sink.mongodb", "key"),)),
+        ("dollar_field_first", spare[6].key.encode(), dollar_first(spare[6]), (("sink.mongodb", "field_name"),)),
+        ("refused_by_both_sinks", spare[8].key.encode(), both,
+         (("sink.kafka", "too_large"), ("sink.mongodb", "encode"))),
     ]  # fmt: skip
 
 
 def test_one_batch_of_poison_pills_between_valid_records(tmp_path: Path) -> None:
     rules = [{"name": "code_format", "type": "pattern", "field": "code", "pattern": "(a+)+$"}]
     env = make_env(tmp_path, pipeline_file(tmp_path, rules, max_record_bytes=3 * MIB))
-    generated = list(records(36, pattern="valid", seed=21))
+    generated = list(records(39, pattern="valid", seed=21))
     valid, spare = generated[:30], generated[30:]
     bad = matrix(spare)
     messages: list[tuple[bytes, bytes | None]] = []
@@ -105,7 +118,6 @@ def test_one_batch_of_poison_pills_between_valid_records(tmp_path: Path) -> None
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err[-3000:]
 
-    by_kind = {b[0]: b for b in bad}
     kafka_big = {**spare[3].expected, "note": "n" * (3 * MIB // 2)}  # type: ignore[dict-item]
     docs = env.mongo_docs()
     assert docs == {r.key: r.expected for r in valid} | {spare[3].key: kafka_big}, "MongoDB is not the valid set"
@@ -114,24 +126,34 @@ def test_one_batch_of_poison_pills_between_valid_records(tmp_path: Path) -> None
     expected_out = {r.key: r.expected for r in valid}
     expected_out[spare[4].key] = {**spare[4].expected, "extra": 10**30}  # type: ignore[dict-item]
     expected_out["K" * 2000] = {**spare[5].expected, "customer_id": "K" * 2000}  # type: ignore[dict-item]
+    expected_out[spare[6].key] = {"$where": "sleep(100)", **spare[6].expected}  # type: ignore[dict-item]
     assert out == expected_out, "the sink topic is not the valid set (with what only MongoDB refused)"
 
-    letters = {}
+    letters: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for m in read_topic(env, env.dlq):
         body = json.loads(m.value)
-        letters[(body["source"]["partition"], body["source"]["offset"])] = body
+        letters.setdefault((body["source"]["partition"], body["source"]["offset"]), []).append(body)
         assert len(m.value) < MIB, "a dead letter must fit"
-    assert len(letters) == len(bad), sorted((b["step"], b["rule"]) for b in letters.values())
-    for kind, _, value, step_rule in bad:
-        body = letters[where_tombstone if value is None else where[value]]
-        assert (body["step"], body["rule"]) == step_rule, (kind, body["reason"])
-        assert body["reason"], kind
-        if value is not None and len(value) > 65_536:
-            original = body["original"]
-            assert original["truncated"] and original["size"] == len(value), kind
-            assert original["sha256"] == hashlib.sha256(value).hexdigest(), kind
-    assert "tombstone" in letters[where_tombstone]["reason"]
-    assert "64-bit" in letters[where[by_kind["quantity_10_400"][2]]]["reason"]  # type: ignore[index]
+    assert sum(map(len, letters.values())) == sum(len(b[3]) for b in bad), "one dead letter per refusal, no more"
+    for kind, _, value, step_rules in bad:
+        bodies = letters.pop(where_tombstone if value is None else where[value])
+        assert sorted((b["step"], b["rule"]) for b in bodies) == sorted(step_rules), (kind, bodies[0]["reason"])
+        for body in bodies:
+            assert body["reason"], kind
+            if value is not None and len(value) > 65_536:
+                original = body["original"]
+                assert original["truncated"] and original["size"] == len(value), kind
+                assert original["sha256"] == hashlib.sha256(value).hexdigest(), kind
+        if kind == "tombstone":
+            assert "tombstone" in bodies[0]["reason"]
+        if kind == "quantity_10_400":
+            assert "64-bit" in bodies[0]["reason"]
+        if kind == "nan":
+            assert "NaN is not a JSON number" in bodies[0]["reason"]
+    assert not letters, f"dead letters of valid records: {letters}"
+    (report,) = list(env.run_dir.glob("*/report.json"))
+    summary = json.loads(report.read_text())["summary"]["consume"]
+    assert summary["refused_by_sinks"] == sum(s[0].startswith("sink.") for b in bad for s in b[3])
 
     ends: dict[int, int] = {}
     for partition, offset in positions:

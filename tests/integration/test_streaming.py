@@ -4,6 +4,7 @@
 de-duplicated set (document by document), the sink topic = every valid record under its key, the
 dead-letter topic = every invalid record with the step, rule and reason the answer key names. The same
 must hold after a SIGKILL mid-stream and a restart, and after the document store stops for seconds.
+The progress line's lag is what is left to commit, on the real broker's fetch high watermarks.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
+from task_components.sources.offsets import stream_lag
 from task_components.sources.testdata import records
 from tests.integration.conftest import service_uri
 from tests.integration.streaming_helpers import (
@@ -30,7 +33,7 @@ from tests.integration.streaming_helpers import (
     produce,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 
 def make_env(tmp_path: Path, mongo_uri: str | None = None) -> StreamEnv:
@@ -72,6 +75,7 @@ def wait_for_documents(env: StreamEnv, proc: subprocess.Popen[str], at_least: in
     raise AssertionError(f"MongoDB never reached {at_least} documents")
 
 
+@pytest.mark.slow
 def test_ten_thousand_mixed_records_land_exactly(tmp_path: Path) -> None:
     env = make_env(tmp_path)
     generated = list(records(10_000, invalid_ratio=0.1, duplicate_ratio=0.03, seed=11))
@@ -85,6 +89,7 @@ def test_ten_thousand_mixed_records_land_exactly(tmp_path: Path) -> None:
     print(f"\nstreaming 10k: {figures}, {summary}")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_stream_then_restart_loses_nothing(tmp_path: Path) -> None:
     env = make_env(tmp_path)
     generated = list(records(10_000, invalid_ratio=0.1, duplicate_ratio=0.03, seed=12))
@@ -102,6 +107,7 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(tmp_path: Path) -> None:
     print(f"\nafter SIGKILL at {at_kill} documents and a restart: {figures}")
 
 
+@pytest.mark.slow
 def test_sigterm_commits_what_finished_and_only_that(tmp_path: Path) -> None:
     env = make_env(tmp_path)
     generated = list(records(6_000, invalid_ratio=0.1, duplicate_ratio=0.03, seed=14))
@@ -118,6 +124,7 @@ def test_sigterm_commits_what_finished_and_only_that(tmp_path: Path) -> None:
     check_sinks(env, generated, positions)
 
 
+@pytest.mark.slow
 def test_two_members_of_one_group_share_the_partitions_and_lose_nothing(tmp_path: Path) -> None:
     env = make_env(tmp_path)
     generated = list(records(10_000, invalid_ratio=0.1, duplicate_ratio=0.03, seed=15))
@@ -136,6 +143,7 @@ def test_two_members_of_one_group_share_the_partitions_and_lose_nothing(tmp_path
     print(f"\ntwo members, one group: {figures}")
 
 
+@pytest.mark.slow
 def test_document_store_down_for_seconds_pauses_and_completes(tmp_path: Path) -> None:
     """Own SecantusDB (persistent, fixed port) so stopping it cannot disturb other tests."""
     server = service_uri("TEST_SECANTUSD")
@@ -184,6 +192,7 @@ def test_document_store_down_for_seconds_pauses_and_completes(tmp_path: Path) ->
         assert os.path.isdir(data)
 
 
+@pytest.mark.slow
 def test_a_batch_above_the_invalid_threshold_fails_the_run_and_is_not_committed(tmp_path: Path) -> None:
     env = make_env(tmp_path)
     generated = list(records(400, pattern="invalid", seed=16))
@@ -195,6 +204,7 @@ def test_a_batch_above_the_invalid_threshold_fails_the_run_and_is_not_committed(
     assert committed(env) == dict.fromkeys(range(4), 0), "a failed batch must not be committed"
 
 
+@pytest.mark.slow
 def test_produce_test_data_command_feeds_the_pipeline(tmp_path: Path) -> None:
     env = make_env(tmp_path)
     produced = subprocess.run(
@@ -208,3 +218,38 @@ def test_produce_test_data_command_feeds_the_pipeline(tmp_path: Path) -> None:
     summary = consume_summary(env)
     assert summary["invalid"] == sum(not r.valid for r in generated) and summary["records_in"] == 300
     assert {k: d for k, d in env.mongo_docs().items()} == {r.key: r.expected for r in generated if r.valid}
+
+
+def test_the_progress_lag_is_what_is_left_to_commit(tmp_path: Path) -> None:
+    """Counted from the last record handed out, the figure missed records fetched but not committed and every
+    partition still in the consumer's prefetch: 400 produced, 30 read, nothing committed read about 100."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    env = make_env(tmp_path)
+    total = 400
+    produce(env, list(records(total, pattern="valid", seed=31)))
+
+    async def measure() -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=env.bootstrap, group_id=f"group-{env.tag}",
+                                    enable_auto_commit=False, auto_offset_reset="earliest")  # fmt: skip
+        consumer.subscribe([env.source])
+        await consumer.start()
+        try:
+            first: dict[tuple[str, int], int] = {}
+            after: dict[tuple[str, int], int] = {}
+            with anyio.fail_after(60):
+                while sum(after.values()) - sum(first.values()) < 30:
+                    wanted = 30 - (sum(after.values()) - sum(first.values()))
+                    for tp, msgs in (await consumer.getmany(timeout_ms=500, max_records=wanted)).items():
+                        first.setdefault((tp.topic, tp.partition), msgs[0].offset)
+                        after[(tp.topic, tp.partition)] = msgs[-1].offset + 1
+                while any(consumer.highwater(tp) is None for tp in consumer.assignment()):
+                    await anyio.sleep(0.05)  # every partition fetched (prefetch), records of most not handed out
+            assert len(consumer.assignment()) == 4
+            assert await stream_lag(consumer, {}, first) == total, "nothing is committed yet: all of it is left"
+            await consumer.commit({TopicPartition(*tp): off for tp, off in after.items()})
+            assert await stream_lag(consumer, after, first) == total - 30
+        finally:
+            await consumer.stop()
+
+    anyio.run(measure)

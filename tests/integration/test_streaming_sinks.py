@@ -171,3 +171,77 @@ async def test_after_an_outage_the_mongodb_sink_recreates_its_lost_unique_index(
     finally:
         store.send_signal(signal.SIGTERM)
         store.wait(timeout=30)
+
+
+@pytest.mark.anyio
+async def test_a_dollar_field_is_that_records_refusal_wherever_it_stands() -> None:
+    """pymongo refused a replacement starting with '$' while building the bulk: retried as an outage for ever."""
+    db = f"dollar_{uuid.uuid4().hex[:8]}"
+    batch = [record(i, f"u{i}@x.io") for i in range(4)]
+    batch[1] = StreamRecord("in", 0, 1, b"", {"$where": "sleep(1)", "customer_id": "C00001"}, "cid-1")
+    batch[2].value["$set"] = {"n": 0}  # type: ignore[index]  # not first: the driver sends it, the server decides
+    sink = MongoSink(MongoSinkParams(key=["customer_id"], server_selection_timeout_ms=2000))
+    async with sink.open(settings(db)) as writer:
+        with pytest.raises(RecordsRefused) as refused:
+            await writer.write(batch)
+        assert not writer.suspect, "a refused record is no outage"
+    why = {f.record.offset: (f.rule, f.reason) for f in refused.value.refused}
+    assert sorted(why) == [1, 2] and refused.value.written == 2
+    assert why[1][0] == why[2][0] == "field_name" and "'$where' starts with '$'" in why[1][1]
+    client: AsyncMongoClient = AsyncMongoClient(service_uri("TEST_MONGO_URI"))
+    try:
+        assert sorted(await client[db]["customers"].distinct("customer_id")) == ["C00000", "C00003"]
+    finally:
+        await client.close()
+
+
+@pytest.mark.anyio
+async def test_true_and_one_are_two_documents() -> None:
+    db = f"bools_{uuid.uuid4().hex[:8]}"
+    batch = [StreamRecord("in", 0, i, b"", {"customer_id": v, "n": i}, f"cid-{i}") for i, v in enumerate([1, True])]
+    async with MongoSink(MongoSinkParams(key=["customer_id"])).open(settings(db)) as writer:
+        assert await writer.write(batch) == 2
+    client: AsyncMongoClient = AsyncMongoClient(service_uri("TEST_MONGO_URI"))
+    try:
+        docs = await client[db]["customers"].find({}, {"_id": 0, "_source": 0}).to_list()
+        assert sorted(docs, key=lambda d: d["n"]) == [{"customer_id": 1, "n": 0}, {"customer_id": True, "n": 1}]
+    finally:
+        await client.close()
+
+
+@pytest.mark.anyio
+async def test_an_index_lost_while_idle_is_recreated_at_the_next_check_and_a_failed_recreation_retried() -> None:
+    """No outage seen by this writer (a restart while idle): the periodic check finds the index missing."""
+    db = f"check_{uuid.uuid4().hex[:8]}"
+    sink = MongoSink(MongoSinkParams(key=["customer_id"], index_check_seconds=0.3))
+    client: AsyncMongoClient = AsyncMongoClient(service_uri("TEST_MONGO_URI"))
+    coll = client[db]["customers"]
+    try:
+        async with sink.open(settings(db)) as writer:
+            assert await writer.write([record(1, "a@x.io")]) == 1
+            await coll.drop_index("business_key")
+            await anyio.sleep(0.4)
+            with capture_logs() as logs:
+                assert await writer.write([record(2, "b@x.io")]) == 1
+            assert [(e["event"], e["log_level"]) for e in logs] == [("mongo_index_recreated", "warning")]
+            assert "business_key" in await coll.index_information()
+
+            await coll.drop_index("business_key")
+            await coll.insert_many([{"customer_id": "C00009"}, {"customer_id": "C00009"}])  # no unique index now
+            await anyio.sleep(0.4)
+            with capture_logs() as failed:
+                assert await writer.write([record(3, "c@x.io")]) == 1
+            assert [e["event"] for e in failed] == ["mongo_index_recreated", "mongo_index_not_recreated"]
+            await coll.delete_many({"customer_id": "C00009"})
+            with capture_logs() as early:
+                assert await writer.write([record(4, "d@x.io")]) == 1
+            assert early == [], "checked every index_check_seconds, not on every write"
+            await anyio.sleep(0.4)
+            with capture_logs() as retried:
+                assert await writer.write([record(5, "e@x.io")]) == 1
+            assert [e["event"] for e in retried] == ["mongo_index_recreated"]
+        info = await coll.index_information()
+        assert info["business_key"]["unique"] and info["business_key"]["key"] == [("customer_id", 1)]
+    finally:
+        await client.drop_database(db)
+        await client.close()
