@@ -180,7 +180,7 @@ async def execute(
             "settings": settings, "backend": options.backend, "scheduler": options.scheduler,
             "workers": settings.pipeline.workers, "closers": [],
         },
-    )
+    )  # fmt: skip
     store = StateStore(prepared.path)
     warn_if_short_of_space(prepared, settings)
     try:
