@@ -81,7 +81,7 @@ async def _serve(settings: Settings, partitions: int) -> None:
         from task_components.connect import embedded_dsn
 
         dsn = await anyio.to_thread.run_sync(embedded_dsn, settings.pipeline.run_dir / ".daemon-ledger")
-    ledger = PostgresLedger(dsn, d.ledger_table)
+    ledger = PostgresLedger(dsn, d.ledger_table, connections=d.max_runs + 2)  # a slot never waits for a connection
     await Daemon(settings, ledger).run()
 
 

@@ -22,7 +22,7 @@ from pipeline.daemon.policy import check_request
 from pipeline.daemon.requests import BadRequest, Resolved, RunRequest
 from pipeline.runner import PreparedRun, RunOptions, execute, prepare_run, prepare_spec, summaries
 
-__all__ = ["TASK_EVENTS", "outcome_of", "prepare_request", "run_prepared"]
+__all__ = ["TASK_EVENTS", "Prepared", "outcome_of", "prepare_request", "run_prepared"]
 
 # Executor events told on the status topic (progress ticks are not: they would flood it).
 TASK_EVENTS = {

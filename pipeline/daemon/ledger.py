@@ -73,12 +73,13 @@ class Ledger(Protocol):
 
 
 class PostgresLedger:
-    def __init__(self, dsn: str, table: str = "pipeline_requests") -> None:
+    def __init__(self, dsn: str, table: str = "pipeline_requests", connections: int = 4) -> None:
         self.dsn, self.table = dsn, table  # table: validated by the settings pattern, safe to format
+        self.connections = connections  # each run slot claims and finishes while the intake accepts
         self.pool: asyncpg.Pool | None = None
 
     async def open(self) -> None:
-        self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
+        self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.connections)
         # two daemons starting together both run this: the lock makes the second wait, not fail
         async with self.pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.table)

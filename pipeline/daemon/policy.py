@@ -37,6 +37,8 @@ from pydantic import BaseModel
 from pipeline.daemon.requests import BadRequest
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from config.settings import DaemonSettings, Settings
     from dag_orchestrator.dag import DAG
     from pipeline.daemon.requests import RunRequest
@@ -127,7 +129,7 @@ def check_request(request: RunRequest, dag: DAG, settings: Settings, run_path: P
         raise BadRequest("forbidden", "inline pipeline specs are not accepted by this daemon "
                                       "(DAEMON__INLINE_SPECS=false): name a pipeline of its pipelines directory",
                          rid)  # fmt: skip
-    roots = [run_path.resolve(), *(Path(r).resolve() for r in d.path_roots)]
+    roots = _Roots(run_path, d.path_roots)
     for task in dag:
         component = getattr(task, "component", None)
         params = getattr(task, "params", None)
@@ -148,7 +150,20 @@ def check_request(request: RunRequest, dag: DAG, settings: Settings, run_path: P
                 raise BadRequest("forbidden", f"{where} field {name!r}: {problem}", rid)
 
 
-def _field_problem(component: str, name: str, annotation: Any, value: Any, d: DaemonSettings, roots: list[Path],
+class _Roots:
+    """Where paths may point, resolved on first use (most requests name no path: no filesystem calls)."""
+
+    def __init__(self, run_path: Path, extra: list[Path]) -> None:
+        self._given: list[Path] = [run_path, *extra]
+        self._resolved: list[Path] | None = None
+
+    def __iter__(self) -> Iterator[Path]:
+        if self._resolved is None:
+            self._resolved = [Path(r).resolve() for r in self._given]
+        return iter(self._resolved)
+
+
+def _field_problem(component: str, name: str, annotation: Any, value: Any, d: DaemonSettings, roots: _Roots,
                    milvus_uri: str | None) -> str | None:  # fmt: skip
     bound = d.param_bounds.get(f"{component}.{name}")
     if bound is not None and _number(value) and value > bound:
@@ -188,7 +203,7 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _inside(text: str, roots: list[Path]) -> bool:
+def _inside(text: str, roots: _Roots) -> bool:
     path = Path(text)
     if not path.is_absolute():
         path = Path(os.getcwd()) / path  # the components open relative paths from the working directory

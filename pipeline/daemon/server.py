@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from config.settings import Settings
 from dag_orchestrator.events import Event, EventKind
-from pipeline.daemon.execution import TASK_EVENTS, outcome_of, prepare_request, run_prepared
+from pipeline.daemon.execution import TASK_EVENTS, Prepared, outcome_of, prepare_request, run_prepared
 from pipeline.daemon.http import DaemonMetrics, serve_http
 from pipeline.daemon.intake import TP, Intake, Item, Rebalance
 from pipeline.daemon.ledger import Ledger
@@ -161,6 +161,7 @@ class Daemon(Intake):
     def _wake(self) -> None:
         self.changed.set()
         self.changed = anyio.Event()
+
     # -- running ----------------------------------------------------------------------------------
     async def _dispatch(self, runs: Any) -> None:
         while True:
@@ -227,7 +228,7 @@ class Daemon(Intake):
             await self._record(item, row.attempts, outcome)
             return 0.0
         try:
-            prepared = await anyio.to_thread.run_sync(prepare_request, req, item.resolved, row.run_id, self.settings)
+            prepared = await self._prepare(item, row.run_id)
         except RunDirBusy:
             return d.lease_seconds / 2
         except (SpecError, BadRequest) as exc:  # e.g. the pipeline file changed since the request was checked
@@ -269,6 +270,15 @@ class Daemon(Intake):
             outcome = outcome_of(prepared, result, started)
         await self._record(item, row.attempts, outcome)
         return 0.0
+
+    async def _prepare(self, item: Item, run_id: str) -> Prepared:
+        """A fresh run's preparation is a few small file operations (the spec and DAG came with the item): done
+        here, like the runner does, since a worker thread would wait for the GIL behind this busy loop. A resume
+        reads the run's files, so it goes to a thread."""
+        args = (item.request, item.resolved, run_id, self.settings)
+        if (self.settings.pipeline.run_dir / run_id / "request.json").is_file():
+            return await anyio.to_thread.run_sync(prepare_request, *args)
+        return prepare_request(*args)
 
     def _observer(self, item: Item, attempt: int, prepared: Any) -> Any:
         assert self.status is not None
@@ -371,4 +381,3 @@ class Daemon(Intake):
                     self.metrics.lag.labels(str(tp.partition)).set(max(0, end - self.committed[key]))
             except Exception as exc:  # noqa: BLE001 - a figure for /metrics; try again next time
                 log.debug("lag not measured", error=f"{type(exc).__name__}: {exc}")
-
