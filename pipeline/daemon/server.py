@@ -32,9 +32,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from config.settings import Settings
 from dag_orchestrator.events import Event, EventKind
 from pipeline.daemon.execution import TASK_EVENTS, Prepared, outcome_of, prepare_request, run_prepared
-from pipeline.daemon.http import DaemonMetrics, serve_http
+from pipeline.daemon.http import DaemonMetrics, serve_http, watch_lag
 from pipeline.daemon.intake import TP, Intake, Item, Rebalance
-from pipeline.daemon.ledger import Ledger
+from pipeline.daemon.ledger import Ledger, LedgerRow
 from pipeline.daemon.requests import BadRequest
 from pipeline.daemon.status import StatusPublisher
 from pipeline.runner import RunDirBusy, innermost
@@ -110,7 +110,7 @@ class Daemon(Intake):
                 tg.start_soon(self.status.run)
                 tg.start_soon(serve_http, self.d.http_host, self.d.http_port, self.metrics, self.health, self._bound)
                 tg.start_soon(self._renew_leases)
-                tg.start_soon(self._watch_lag)
+                tg.start_soon(watch_lag, self.consumer, self.committed, self.metrics)
                 tg.start_soon(self._stop_on_signal)
                 async with anyio.create_task_group() as runs:
                     self.runs = runs
@@ -209,30 +209,35 @@ class Daemon(Intake):
             await self._publish_outcome(req, row)
             self._release(item)
             return 0.0
-        if rid in self.announcing:  # our own "accepted" is still on its way: "started" must follow it
-            await self.announcing[rid].wait()
-        failed_here = rid in self.announce_failed
-        self.announce_failed.discard(rid)
-        if failed_here or (not row.announced and rid not in self.told):  # never reached the broker
-            await self.status.emit_acked(rid, "accepted", attempt=0, reply_topic=req.reply_topic, run_id=row.run_id,
-                                         priority=req.priority, retold=True)()  # fmt: skip
-            await self.ledger.announce(rid)
-        elif not row.announced:  # told after the claim was written: a takeover must know before "started"
-            await self.ledger.announce(rid)
         started = time.time()
         deadline = req.deadline_ts()
         cap = started + d.max_run_seconds  # the daemon's own limit, whatever the sender asked for
         if deadline is not None and started >= deadline:
+            await self._told(item, row)
             why = "the deadline passed before the run could start"
-            outcome = {"event": "failed", "run_id": row.run_id, "reason": why}
-            await self._record(item, row.attempts, outcome)
+            await self._record(item, row.attempts, {"event": "failed", "run_id": row.run_id, "reason": why})
             return 0.0
+        # A fresh run is prepared while "accepted" is still on its way (no await in between: nothing can cancel
+        # it half-way); a resume waits, since it reads its files in a thread.
+        fresh = not (self.settings.pipeline.run_dir / row.run_id / "request.json").is_file()
+        if not fresh:
+            await self._told(item, row)
+        prepared, failure = None, None
         try:
-            prepared = await self._prepare(item, row.run_id)
-        except RunDirBusy:
+            prepared = await self._prepare(item, row.run_id, fresh)
+        except (RunDirBusy, SpecError, BadRequest) as exc:
+            failure = exc
+        if fresh:
+            try:
+                await self._told(item, row)
+            except BaseException:
+                if prepared is not None and prepared.run.lock is not None:
+                    prepared.run.lock.release()
+                raise
+        if isinstance(failure, RunDirBusy):
             return d.lease_seconds / 2
-        except (SpecError, BadRequest) as exc:  # e.g. the pipeline file changed since the request was checked
-            reason = f"forbidden: {exc}" if isinstance(exc, BadRequest) else str(exc)
+        if failure is not None or prepared is None:  # e.g. the pipeline file changed since the request was checked
+            reason = f"forbidden: {failure}" if isinstance(failure, BadRequest) else str(failure)
             await self._record(item, row.attempts, {"event": "failed", "run_id": row.run_id, "reason": reason})
             return 0.0
         self.status.emit(rid, "started", attempt=row.attempts, reply_topic=req.reply_topic, run_id=row.run_id,
@@ -271,12 +276,28 @@ class Daemon(Intake):
         await self._record(item, row.attempts, outcome)
         return 0.0
 
-    async def _prepare(self, item: Item, run_id: str) -> Prepared:
+    async def _told(self, item: Item, row: LedgerRow) -> None:
+        """Before "started": the story's "accepted" is on the topic and the ledger knows (else a takeover after a
+        crash would tell "accepted" again, after this attempt's "started")."""
+        assert self.status is not None
+        req, rid = item.request, item.request.request_id
+        if rid in self.announcing:  # our own "accepted" is still on its way
+            await self.announcing[rid].wait()
+        failed_here = rid in self.announce_failed
+        self.announce_failed.discard(rid)
+        if failed_here or (not row.announced and rid not in self.told):  # never reached the broker
+            await self.status.emit_acked(rid, "accepted", attempt=0, reply_topic=req.reply_topic, run_id=row.run_id,
+                                         priority=req.priority, retold=True)()  # fmt: skip
+            await self.ledger.announce(rid)
+        elif not row.announced:  # told after the claim was written
+            await self.ledger.announce(rid)
+
+    async def _prepare(self, item: Item, run_id: str, fresh: bool) -> Prepared:
         """A fresh run's preparation is a few small file operations (the spec and DAG came with the item): done
         here, like the runner does, since a worker thread would wait for the GIL behind this busy loop. A resume
         reads the run's files, so it goes to a thread."""
         args = (item.request, item.resolved, run_id, self.settings)
-        if (self.settings.pipeline.run_dir / run_id / "request.json").is_file():
+        if not fresh:
             return await anyio.to_thread.run_sync(prepare_request, *args)
         return prepare_request(*args)
 
@@ -360,24 +381,3 @@ class Daemon(Intake):
                 await self.ledger.renew(self.owner, list(self.running), self.d.lease_seconds)
             except Exception as exc:  # noqa: BLE001 - the next renewal may work; the lease is 3 periods long
                 log.warning("lease renewal failed", error=f"{type(exc).__name__}: {exc}")
-
-    async def _watch_lag(self) -> None:
-        assert self.consumer is not None
-        while True:
-            await anyio.sleep(2)
-            tps = list(self.consumer.assignment())
-            if not tps:
-                continue
-            try:
-                # the fetch high watermark first: Tansu's ListOffsets(latest) can lag behind the log
-                missing = [tp for tp in tps if self.consumer.highwater(tp) is None]
-                ends = await self.consumer.end_offsets(missing) if missing else {}
-                for tp in tps:
-                    key = (tp.topic, tp.partition)
-                    if key not in self.committed:
-                        self.committed[key] = (await self.consumer.committed(tp)) or 0
-                    end = self.consumer.highwater(tp)
-                    end = ends.get(tp, 0) if end is None else end
-                    self.metrics.lag.labels(str(tp.partition)).set(max(0, end - self.committed[key]))
-            except Exception as exc:  # noqa: BLE001 - a figure for /metrics; try again next time
-                log.debug("lag not measured", error=f"{type(exc).__name__}: {exc}")
