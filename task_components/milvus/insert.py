@@ -9,13 +9,18 @@ primary-key uniqueness). So every batch is journaled twice in ``<run dir>/<task>
   *upserted* (delete + insert by key: exact either way); in an AUTO_ID collection (Milvus assigns the
   keys, so there is nothing to upsert by) the Strong count(*) decides: it must equal the landed rows,
   or the landed rows plus every in-flight batch, else the task refuses with a clear error;
-* that count must not be taken while an insert of the killed process can still land: a gRPC call
-  the process sent before dying may still be on its way into Milvus, and count(*) (even Strong) sees
-  only what Milvus has timestamped. So every insert carries a deadline (``call_timeout``; gRPC hands
-  it to the server, which drops a call whose deadline has passed), the "started" entry records when
-  the last possible attempt's deadline ends (pymilvus retries within the timeout, each attempt with
-  the whole timeout: start + 2 x timeout), and the resume waits until then, flushes, and counts
-  until two counts agree before deciding;
+* no in-flight batch is written again, and no count taken, while an insert of the killed process can
+  still land: a gRPC call the process sent before dying may still be on its way into Milvus (an upsert
+  sent before it would be followed by a second copy; count(*), even Strong, sees only what Milvus has
+  timestamped). So every insert carries a deadline (``call_timeout``; gRPC hands it to the server,
+  which drops a call whose deadline has passed) and the "started" entry records when the last
+  possible attempt's deadline ends: pymilvus retries within the timeout, each attempt with the whole
+  timeout, after a back-off of up to 3 s and a request build that runs before the deadline starts, so
+  start + 2 x timeout + 3 s + ``PREP_SLACK``. A call that failed records "settled": nothing of it
+  lands after one more timeout (its last attempt was sent before it failed); a call an interrupt
+  (SIGTERM, SIGHUP) found answered is recorded landed, so only a SIGKILL leaves the whole wait. With
+  keys the resume sends the batches never started at once and upserts the in-flight ones once that
+  time has passed; AUTO_ID waits first, then flushes and counts until two counts agree;
 * a batch never started is inserted normally.
 
 The journal is append-only lines (a torn last line from a SIGKILL is ignored), so recording costs one
@@ -40,9 +45,20 @@ from task_components.contracts import CollectionInfo, Manifest
 from task_components.datafiles import iter_batches
 from task_components.milvus.client import arrow_to_rows
 
-__all__ = ["INSERT_TIMEOUT", "InsertJournal", "InsertStats", "insert_files"]
+__all__ = ["INSERT_TIMEOUT", "PREP_SLACK", "InsertJournal", "InsertStats", "insert_files", "landing_window"]
 
-INSERT_TIMEOUT = 30.0  # seconds one insert call may take (a timeout fails the task; its resume is exact)
+# seconds one insert call may take, pymilvus' retries included (it uses the timeout as its whole retry budget):
+# above the ~210 s its retries rode out before calls carried a timeout, so a Milvus restart mid-load still
+# passes; a resume after a SIGKILL waits up to landing_window() of it for the killed attempt's calls
+INSERT_TIMEOUT = 240.0
+PREP_SLACK = 10.0  # seconds pymilvus may spend building a batch's request before its gRPC deadline starts
+MAX_BACKOFF = 3.0  # pymilvus' longest sleep between two attempts (retry_on_rpc_failure's max_back_off)
+
+
+def landing_window(timeout: float) -> float:
+    """Seconds after a call starts until nothing of it can land: its last retry may begin just before the
+    budget ends, after the longest back-off and a request build, and carries the whole timeout."""
+    return 2 * timeout + MAX_BACKOFF + PREP_SLACK
 
 
 class InsertJournal:
@@ -62,10 +78,13 @@ class InsertJournal:
                     self.rows_before = int(entry["before"])
                 elif "landed" in entry:
                     self.landed.add(entry["landed"])
+                elif "settled" in entry:  # the call returned: nothing of it lands after "at"
+                    self.deadlines[entry["settled"]] = float(entry["at"])
                 else:
-                    self.started[entry["started"]] = int(entry["rows"])
+                    key = entry["started"]
+                    self.started[key] = int(entry["rows"])
                     if "deadline" in entry:
-                        self.deadlines[entry["started"]] = float(entry["deadline"])
+                        self.deadlines[key] = max(float(entry["deadline"]), self.deadlines.get(key, 0.0))
         self.resumed = bool(self.started)
         self.in_flight = {k: n for k, n in self.started.items() if k not in self.landed}
         self.batch_sizes = {k.rsplit("@", 1)[1].split("#")[0] for k in self.started if "@" in k}
@@ -84,7 +103,12 @@ class InsertJournal:
         self._write({"before": rows})
 
     def start(self, key: str, rows: int, timeout: float) -> None:
-        self._write({"started": key, "rows": rows, "deadline": round(time.time() + 2 * timeout, 3)})
+        self._write({"started": key, "rows": rows, "deadline": round(time.time() + landing_window(timeout), 3)})
+
+    def settle(self, key: str, after: float) -> None:
+        """The call for ``key`` failed or was interrupted without an answer: nothing of it can land after
+        ``after`` seconds from now (a resume waits that long, not the whole started deadline)."""
+        self._write({"settled": key, "at": round(time.time() + after, 3)})
 
     def landing_deadline(self, fallback: float) -> float:
         """Epoch after which no in-flight batch of the interrupted attempt can still land (entries of an
@@ -94,7 +118,7 @@ class InsertJournal:
         missing = [k for k in self.in_flight if k not in self.deadlines]
         last_write = self.path.stat().st_mtime if missing and self.path is not None else 0.0
         known = [self.deadlines[k] for k in self.in_flight if k in self.deadlines]
-        return max([*known, last_write + 2 * fallback if missing else 0.0])
+        return max([*known, last_write + landing_window(fallback) if missing else 0.0])
 
     def land(self, key: str) -> None:
         self._write({"landed": key})
@@ -129,14 +153,19 @@ def _batches(manifest: Manifest, batch_rows: int) -> Iterator[tuple[str, pa.Reco
             yield f"{entry.path}@{batch_rows}#{i}", batch
 
 
-async def _settled_count(ctx: Any, client: Any, info: CollectionInfo, journal: InsertJournal, timeout: float) -> int:
-    """count(*) once no insert of the interrupted attempt can still land: wait out the calls' deadlines,
-    then flush and count until two counts agree (a landing in between shows as a difference)."""
+async def _wait_landings(ctx: Any, info: CollectionInfo, journal: InsertJournal, timeout: float, why: str) -> None:
+    """Until no insert of the interrupted attempt can still land (its calls' deadlines have passed)."""
     wait = journal.landing_deadline(timeout) - time.time()
     if wait > 0:
-        ctx.log.info("waiting for the interrupted attempt's inserts to land or expire before counting",
-                     seconds=round(wait, 1), collection=info.name)  # fmt: skip
+        ctx.log.info(f"waiting for the interrupted attempt's inserts to land or expire before {why}",
+                     seconds=round(wait, 1), collection=info.name, batches=len(journal.in_flight))  # fmt: skip
         await anyio.sleep(wait)
+
+
+async def _settled_count(ctx: Any, client: Any, info: CollectionInfo, journal: InsertJournal, timeout: float) -> int:
+    """count(*) once no insert of the interrupted attempt can still land, flushing and counting until two
+    counts agree (a landing in between shows as a difference)."""
+    await _wait_landings(ctx, info, journal, timeout, "counting")
     count = await anyio.to_thread.run_sync(count_rows, client, info.name)
     for _ in range(10):
         await anyio.to_thread.run_sync(lambda: client.flush(info.name))
@@ -194,22 +223,59 @@ async def insert_files(
             journal.note_before(await anyio.to_thread.run_sync(count_rows, client, info.name))
         adopted = set() if keyed else await _reconcile_auto_id(ctx, client, info, journal, call_timeout)
 
+        if keyed and unsure:  # any upsert may hold rows of an in-flight batch of the other size
+            await _wait_landings(ctx, info, journal, call_timeout, "upserting")
+
         async def send(key: str, batch: pa.RecordBatch) -> None:
+            rows = await anyio.to_thread.run_sync(arrow_to_rows, batch, schema)
+            again = keyed and (key in journal.in_flight or unsure)
+            call = client.upsert if again else client.insert
+            answered, failure = False, None
+
+            def write() -> None:  # its outcome is seen even if the task is cancelled (the thread runs its course)
+                nonlocal answered, failure
+                try:
+                    call(info.name, rows, timeout=call_timeout)
+                except BaseException as exc:
+                    failure = exc
+                    raise
+                answered = True
+
+            journal.start(key, len(rows), call_timeout)
             try:
-                rows = await anyio.to_thread.run_sync(arrow_to_rows, batch, schema)
-                again = keyed and (key in journal.in_flight or unsure)
-                journal.start(key, len(rows), call_timeout)
-                call = client.upsert if again else client.insert
-                await anyio.to_thread.run_sync(lambda: call(info.name, rows, timeout=call_timeout))
-                journal.land(key)
-                if again:
-                    stats.upserted += len(rows)
-                else:
-                    stats.inserted += len(rows)
-                ctx.progress(done=stats.inserted + stats.upserted + stats.skipped, total=manifest.total_rows,
-                             unit="rows")  # fmt: skip
+                await anyio.to_thread.run_sync(write)
+            except BaseException:
+                if answered:
+                    journal.land(key)
+                else:  # never sent (0 s), or failed: its last attempt, sent before now, may still be in Milvus
+                    journal.settle(key, call_timeout + MAX_BACKOFF if failure is not None else 0.0)
+                raise
+            journal.land(key)
+            if again:
+                stats.upserted += len(rows)
+            else:
+                stats.inserted += len(rows)
+            ctx.progress(done=stats.inserted + stats.upserted + stats.skipped, total=manifest.total_rows,
+                         unit="rows")  # fmt: skip
+
+        async def send_now(key: str, batch: pa.RecordBatch) -> None:
+            try:
+                await send(key, batch)
             finally:
                 slots.release()
+
+        async def send_late(key: str, batch: pa.RecordBatch, at: float) -> None:
+            """An in-flight batch of the interrupted attempt, upserted once that attempt's call for it can no
+            longer land (an upsert before would be followed by the late insert: the keys twice)."""
+            await anyio.sleep(max(0.0, at - time.time()))
+            async with slots:
+                await send(key, batch)
+
+        late_at = journal.landing_deadline(call_timeout) if keyed and not unsure else 0.0
+        if late_at > time.time():
+            ctx.log.info("in-flight batches of the interrupted attempt are upserted once its inserts can no longer "
+                         "land; the other batches go now", seconds=round(late_at - time.time(), 1),
+                         batches=len(journal.in_flight), collection=info.name)  # fmt: skip
 
         batches = _batches(manifest, batch_rows)
         async with anyio.create_task_group() as tg:
@@ -228,7 +294,11 @@ async def insert_files(
                         stats.skipped += batch.num_rows
                     slots.release()
                     continue
-                tg.start_soon(send, key, batch)
+                if keyed and key in journal.in_flight and late_at > time.time():
+                    slots.release()  # held back in memory (at most the earlier attempt's concurrency of them)
+                    tg.start_soon(send_late, key, batch, late_at)
+                    continue
+                tg.start_soon(send_now, key, batch)
         await anyio.to_thread.run_sync(lambda: client.flush(info.name))
     finally:
         journal.close()

@@ -8,6 +8,7 @@ real kills on the real server; this pins the journal's decisions down, fast, wit
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -20,29 +21,35 @@ from dag_orchestrator import PipelineContext
 from task_components.connect import count_rows
 from task_components.contracts import CollectionInfo, MilvusTarget
 from task_components.milvus.client import arrow_to_rows
-from task_components.milvus.insert import InsertJournal, insert_files
+from task_components.milvus.insert import InsertJournal, insert_files, landing_window
 from task_components.milvus.schema_map import index_params, to_milvus_schema
+from tests.integration.conftest import service_uri
 from tests.unit.test_partitioning import make
 
 ROWS = 3000
 
 
-def _collection(tmp_path: Path, manifest: object) -> CollectionInfo:
+def _collection(tmp_path: Path, manifest: object, server: str = "", name: str = "resume") -> CollectionInfo:
+    """The collection on Milvus Lite in tmp_path, or on the Milvus server at ``server`` (dropped first)."""
     schema = manifest.collection_schema  # type: ignore[attr-defined]
-    target = MilvusTarget(str(tmp_path / "milvus.db"), None, "default", lite=True)
+    lite = not server
+    target = MilvusTarget(server or str(tmp_path / "milvus.db"), None, "default", lite=lite)
     client = target.client()
     try:
-        client.create_collection("resume", schema=to_milvus_schema(schema))
-        client.create_index("resume", index_params(schema, True, {})[0])
-        client.load_collection("resume")
+        if client.has_collection(name):
+            client.drop_collection(name)
+        client.create_collection(name, schema=to_milvus_schema(schema))
+        client.create_index(name, index_params(schema, lite, {})[0])
+        client.load_collection(name)
     finally:
         client.close()
-    return CollectionInfo(name="resume", target={"uri": target.uri, "token": None, "db_name": "default",
-                                                 "lite": True}, collection_schema=schema, indexes={})  # fmt: skip
+    return CollectionInfo(name=name, target={"uri": target.uri, "token": None, "db_name": "default",
+                                             "lite": lite}, collection_schema=schema, indexes={})  # fmt: skip
 
 
 def _stage_interruption(info: CollectionInfo, manifest: object, journal_path: Path, batch_rows: int) -> None:
-    """Batches 0-2 landed and journaled; batch 3 landed in Milvus but journaled only as started."""
+    """Batches 0-2 landed and journaled; batch 3 landed in Milvus but journaled only as started, by an
+    attempt killed long enough ago that its calls' deadlines have passed."""
     entry = manifest.files[0]  # type: ignore[attr-defined]
     batches = list(pq.ParquetFile(manifest.file_path(entry)).iter_batches(batch_size=batch_rows))  # type: ignore[attr-defined]
     client = info.milvus().client()
@@ -51,7 +58,7 @@ def _stage_interruption(info: CollectionInfo, manifest: object, journal_path: Pa
         for i, batch in enumerate(batches[:4]):
             key = f"{entry.path}@{batch_rows}#{i}"
             client.insert("resume", arrow_to_rows(batch, info.collection_schema))
-            lines.append({"started": key, "rows": batch.num_rows})
+            lines.append({"started": key, "rows": batch.num_rows, "deadline": time.time() - 1})
             if i < 3:
                 lines.append({"landed": key})
         client.flush("resume")
@@ -63,8 +70,9 @@ def _stage_interruption(info: CollectionInfo, manifest: object, journal_path: Pa
 def _distinct_keys(info: CollectionInfo) -> tuple[int, int]:
     client = info.milvus().client()
     try:
-        n = count_rows(client, "resume")
-        keys = {r["id"] for r in client.query("resume", filter="id >= 0", output_fields=["id"], limit=16384)}
+        n = count_rows(client, info.name)
+        keys = {r["id"] for r in client.query(info.name, filter="id >= 0", output_fields=["id"], limit=16384,
+                                              consistency_level="Strong")}  # fmt: skip
         return n, len(keys)
     finally:
         client.close()
@@ -125,3 +133,77 @@ def test_an_auto_id_resume_waits_for_a_late_insert_of_the_killed_attempt(tmp_pat
         check.close()
     assert (stats.skipped, stats.adopted, stats.inserted) == (500, 250, 250)
     assert time.time() >= deadline  # decided only once the late call could no longer land
+
+
+@pytest.mark.parametrize("backend", ["server", "lite"])
+def test_a_keyed_resume_upserts_an_in_flight_batch_only_after_the_killed_attempt_could_land(
+    backend: str, tmp_path: Path
+) -> None:
+    """The killed process' insert of batch 3 lands after the resume began: had the resume upserted it at
+    once, the late insert would add those keys a second time (the server's count(*) shows both copies;
+    Lite hides them, so there the order is checked). The batches never started go at once."""
+    manifest = make(tmp_path, "simple", 2000, rows_per_file=2000)
+    server = service_uri("TEST_MILVUS_URI") if backend == "server" else ""
+    info = _collection(tmp_path, manifest, server, f"resume_keyed_{os.getpid()}" if server else "resume")
+    entry = manifest.files[0]  # type: ignore[attr-defined]
+    batches = list(pq.ParquetFile(manifest.file_path(entry)).iter_batches(batch_size=250))  # type: ignore[attr-defined]
+    client = info.milvus().client()
+    lines: list[dict[str, object]] = [{"before": 0}]
+    for i in range(3):
+        client.insert(info.name, arrow_to_rows(batches[i], info.collection_schema))
+        lines += [{"started": f"{entry.path}@250#{i}", "rows": 250}, {"landed": f"{entry.path}@250#{i}"}]
+    client.flush(info.name)
+    deadline = time.time() + 2.5  # the killed attempt's call for batch 3 could land until then
+    lines.append({"started": f"{entry.path}@250#3", "rows": 250, "deadline": deadline})
+    journal_path = tmp_path / "import.inserted.jsonl"
+    journal_path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    landed_at: list[float] = []
+
+    def late_landing() -> None:
+        time.sleep(1.5)
+        client.insert(info.name, arrow_to_rows(batches[3], info.collection_schema))
+        landed_at.append(time.time())
+
+    late = threading.Thread(target=late_landing)
+    late.start()
+    try:
+        ctx = PipelineContext(run_id="late-keyed", run_dir=tmp_path)
+        stats = anyio.run(lambda: insert_files(ctx, info, manifest, 250, 2, InsertJournal(journal_path), 0.5))
+        late.join()
+        n_keys = _distinct_keys(info)
+    finally:
+        late.join()
+        if server:
+            client.drop_collection(info.name)
+        client.close()
+    assert n_keys == (2000, 2000)  # batch 3's keys once, not 250 of them twice
+    assert (stats.skipped, stats.upserted, stats.inserted) == (750, 250, 1000)
+    resent = [json.loads(x) for x in journal_path.read_text().splitlines()[len(lines) :]]
+    upsert = next(e for e in resent if e.get("started") == f"{entry.path}@250#3")
+    sent_at = upsert["deadline"] - landing_window(0.5)
+    assert sent_at >= deadline > landed_at[0]  # upserted only once the late insert could no longer land
+
+
+def test_an_interrupted_attempt_records_its_answered_calls_so_the_resume_does_not_wait(tmp_path: Path) -> None:
+    """A SIGTERM while a call is out cancels the task once the call returns: the journal must say it
+    landed (else the resume would wait out its whole deadline, call_timeout 240 s by default, twice over)."""
+    manifest = make(tmp_path, "simple", 1000, rows_per_file=1000)
+    info = _collection(tmp_path, manifest)
+    journal_path = tmp_path / "import.inserted.jsonl"
+    ctx = PipelineContext(run_id="interrupted", run_dir=tmp_path)
+
+    async def interrupted() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(insert_files, ctx, info, manifest, 100, 2, InsertJournal(journal_path))
+            while not InsertJournal(journal_path).in_flight:  # cancel while a call is out, as a SIGTERM can
+                await anyio.sleep(0.001)
+            tg.cancel_scope.cancel()
+
+    anyio.run(interrupted)
+    journal = InsertJournal(journal_path)
+    assert len(journal.landed) < 10, "the cancel came after the load: the test checks nothing"
+    unsettled = [k for k in journal.in_flight if journal.deadlines[k] > time.time()]
+    assert unsettled == []  # every call out at the cancel is recorded landed (or settled), none left to wait for
+    started = time.monotonic()
+    anyio.run(lambda: insert_files(ctx, info, manifest, 100, 2, InsertJournal(journal_path)))
+    assert time.monotonic() - started < 30 and _distinct_keys(info) == (1000, 1000)
