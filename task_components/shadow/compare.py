@@ -6,7 +6,7 @@ ShadowSchemaError naming them), and returns a ``Comparison`` (``.ok``, ``.compar
 ``.differences``, ``str()`` for people, ``to_dict()`` for machines). Differences are attributed to a
 side by the optional key tracker (see ``diff``).
 
-How memory stays bounded: the key sets are streamed (Milvus query iterator, PostgreSQL server-side
+How memory stays bounded: the key sets are streamed (the Milvus key walk, PostgreSQL server-side
 cursor) and only the keys are kept (an int64 array for Int64 keys: 8 bytes a row); rows are then
 fetched ``batch_size`` keys at a time from both sides and compared, so one batch of rows is in memory.
 A user filter is converted with ``to_sql`` before Milvus sees it (FilterConversionError otherwise).

@@ -2,7 +2,8 @@
 
 The file has ``arrow_schema(schema)``'s columns and carries the schema in its metadata, so it can be
 imported, compared or inspected like any file this tool generates. Rows stream a batch at a time
-(Milvus query iterator / PostgreSQL server-side cursor) into a ``ParquetWriter``, both in key order,
+(Milvus key walk, fenced by a Strong count(*) so rows written just before the export are in it
+(``keyexpr.Walk``) / PostgreSQL server-side cursor) into a ``ParquetWriter``, both in key order,
 so two exports of agreeing sides hold the same rows in the same order. Values are turned into Arrow
 through the field-type table (``value_matrix`` for dense vectors), whichever store they came from.
 AUTO_ID collections: the layout has no primary-key column (Milvus assigns ids on import), so the

@@ -10,7 +10,9 @@ filter goes through ``to_sql`` first (FilterConversionError, nothing sent); keys
 fetched with expressions built by ``keyexpr`` (escaped string literals: pymilvus' ``ids=`` and its
 query_iterator do not escape quotes); and a row keyed 2**63-1 is counted by Milvus but returned by
 no query, so ``milvus_keys`` asks count(*) for it and ``milvus_rows`` names it ``unreadable``
-instead of letting it read as missing. A Strong ``count(*)`` is the count reported.
+instead of letting it read as missing. A Strong ``count(*)`` is the count reported; it is also the
+walk's freshness fence (``keyexpr.Walk``), so every reader of Milvus rows here sees rows written just
+before it started.
 """
 
 from __future__ import annotations
@@ -157,34 +159,40 @@ class _Keys:
         return np.concatenate(self.parts) if self.parts else np.empty(0, np.int64)
 
 
-async def milvus_count(milvus: Any, shadow: Shadow, filter: str = "") -> int:
-    reply = await anyio.to_thread.run_sync(lambda: milvus.query(
-        shadow.collection, filter=filter, output_fields=["count(*)"], consistency_level="Strong"))  # fmt: skip
-    return int(reply[0]["count(*)"])
+async def _pages(walk: keyexpr.Walk) -> AsyncIterator[list[dict[str, Any]]]:
+    pages = iter(walk)
+    while batch := await anyio.to_thread.run_sync(next, pages, None):
+        yield batch
+
+
+def _walk(milvus: Any, shadow: Shadow, filter: str, output_fields: list[str], batch_size: int) -> keyexpr.Walk:
+    shadow.where(filter)
+    return keyexpr.walk(milvus, shadow.collection, shadow.pk, shadow.int_keys, filter, output_fields, batch_size)
 
 
 async def milvus_batches(
     milvus: Any, shadow: Shadow, filter: str, output_fields: list[str], batch_size: int = 1000
 ) -> AsyncIterator[list[dict[str, Any]]]:
-    """Rows matching ``filter`` (already checked by ``Shadow.where``), a batch at a time, in key order.
+    """Rows matching ``filter`` (already checked by ``Shadow.where``), a batch at a time, in key order,
+    fenced by a Strong count(*) (``keyexpr.Walk``): rows written before the call are among them.
 
     A row keyed 2**63-1 is never among them (Milvus 2.3 returns it from no query; see ``keyexpr``).
     """
-    shadow.where(filter)
-    pages = keyexpr.walk(milvus, shadow.collection, shadow.pk, shadow.int_keys, filter, output_fields, batch_size)
-    while batch := await anyio.to_thread.run_sync(next, pages, None):
-        yield batch
+    async with contextlib.aclosing(_pages(_walk(milvus, shadow, filter, output_fields, batch_size))) as pages:
+        async for batch in pages:
+            yield batch
 
 
 async def milvus_keys(milvus: Any, shadow: Shadow, filter: str = "", batch_size: int = 5000) -> tuple[Any, int]:
-    """Every key matching ``filter`` (int64 array or list) and Milvus' own count(*) of them."""
-    shadow.where(filter)
+    """Every key matching ``filter`` (int64 array or list) and Milvus' own Strong count(*) of them."""
+    count = 0
     for attempt in range(2):  # a second pass only when the walk saw fewer keys than count(*)
-        count = await milvus_count(milvus, shadow, filter)
+        walk = _walk(milvus, shadow, filter, [shadow.pk], batch_size)
         keys = _Keys(shadow.int_keys)
-        async with contextlib.aclosing(milvus_batches(milvus, shadow, filter, [shadow.pk], batch_size)) as batches:
+        async with contextlib.aclosing(_pages(walk)) as batches:
             async for batch in batches:
                 keys.extend([r[shadow.pk] for r in batch])
+        count = walk.count or 0
         if len(keys) < count and shadow.int_keys:  # rows keyed 2**63-1: counted, never returned
             hidden = await anyio.to_thread.run_sync(
                 keyexpr.max_key_present, milvus, shadow.collection, shadow.pk, filter

@@ -293,3 +293,52 @@ def test_auto_id_and_text_keys(auto_id: bool, tmp_path: Path) -> None:
         milvus.drop_collection(name)
         milvus.close()
         anyio.run(pg_execute, dsn, f"DROP TABLE IF EXISTS {table}")
+
+
+def test_milvus_reads_are_fresh_on_a_bounded_collection_and_take_the_lowest_key(tmp_path: Path) -> None:
+    """Review findings: pages carrying pymilvus' iterator flag go with the collection's default consistency
+    (MilvusClient's default, Bounded), so a walk or a Milvus-side export right after a write missed its
+    rows; the key -2**63 made the walk send ``id > -9223372036854775808`` and ``id in [...]`` lookups
+    fail, both refused by the parser."""
+    from pymilvus import DataType
+
+    from task_components.shadow.dropin import ShadowMilvusClient
+    from task_components.shadow.keyexpr import INT64_MIN, walk
+
+    uri, dsn, name = service_uri("TEST_MILVUS_URI"), service_uri("TEST_POSTGRES_DSN"), "compare_bounded"
+    client = ShadowMilvusClient(uri=uri, pg_dsn=dsn, tracker_path=tmp_path / "keys")
+    s = MilvusClient.create_schema(enable_dynamic_field=False)
+    s.add_field("id", DataType.INT64, is_primary=True)
+    s.add_field("n", DataType.INT64)
+    s.add_field("vec", DataType.FLOAT_VECTOR, dim=2)
+    index = MilvusClient.prepare_index_params()
+    index.add_index("vec", index_type="FLAT", metric_type="L2")
+    first, then = [INT64_MIN, INT64_MIN + 1, -3, 0, 11], [5, 6, 7]
+    try:
+        if client.has_collection(name):
+            client.drop_collection(name)
+        client.create_collection(name, schema=s, index_params=index, consistency_level="Bounded")
+        assert client.describe_collection(name)["consistency_level"] == 2  # Bounded: the case that bit
+        client.insert(name, [{"id": k, "n": i, "vec": [0.1, 0.2]} for i, k in enumerate(first)])
+        pages = walk(client, name, "id", True, "", ["id"], 1)  # pages of one: the second starts after -2**63
+        assert [r["id"] for page in pages for r in page] == first and pages.count == len(first)
+        client.insert(name, [{"id": k, "n": k, "vec": [0.3, 0.4]} for k in then])
+
+        async def check(pool: asyncpg.Pool) -> list[Any]:
+            exported = await export(client, name, tmp_path / "m.parquet", side="milvus", batch_size=1)
+            return [exported, await compare_entities(client, pool, name, [INT64_MIN, 0, 6]),
+                    await validate(client, pool, name, batch_size=2)]  # fmt: skip
+
+        exported, entities, everything = anyio.run(with_pool, dsn, check)
+        assert exported == len(first) + len(then)  # the rows inserted just before the export are in it
+        assert pq.read_table(tmp_path / "m.parquet").column("id").to_pylist() == sorted(first + then)
+        assert entities.ok and entities.milvus_count == entities.postgres_count == 3, str(entities)
+        assert everything.ok and everything.compared == len(first) + len(then), str(everything)
+        client.delete(name, ids=[INT64_MIN, 11])  # by `id < -9223372036854775807 or id in [11]`
+        left = client.query(name, filter="n >= 0", output_fields=["id"], consistency_level="Strong")
+        assert sorted(r["id"] for r in left) == sorted(k for k in first + then if k not in (INT64_MIN, 11))
+        assert anyio.run(with_pool, dsn, lambda pool: validate(client, pool, name)).ok
+    finally:
+        if client.has_collection(name):
+            client.drop_collection(name)
+        client.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -230,26 +231,67 @@ def test_search_refuses_vector_types_it_cannot_search_exactly() -> None:
     assert _vector_field(shadow, "emb").name == "emb"
 
 
+class Pages:
+    """Stands in for MilvusClient.query: records each call, answers count(*) and sorted pages like the server."""
+
+    def __init__(self, keys: list[Any]) -> None:
+        self.keys: list[Any] = sorted(keys)
+        self.calls: list[tuple[str, str | None]] = []
+
+    def query(self, collection: str, filter: str, output_fields: list[str], consistency_level: str,
+              limit: int | None = None, **_: object) -> list[dict[str, Any]]:  # fmt: skip
+        self.calls.append((filter, consistency_level if limit is None else None))
+        if output_fields == ["count(*)"]:
+            return [{"count(*)": len(self.keys)}]
+        keys = self.keys
+        if " >= " in filter:  # the bound after -2**63, which has no literal
+            keys = [k for k in keys if k >= int(filter.split(" >= ", 1)[1].split(" and ")[0])]
+        elif " > " in filter:
+            after = json.loads(filter.split(" > ", 1)[1].split(" and ")[0])
+            keys = [k for k in keys if k > after]
+        return [{"id": k} for k in keys][:limit]
+
+
 def test_key_literals_are_escaped_and_the_walk_pages_after_a_quoted_key() -> None:
     from task_components.shadow import keyexpr
 
     assert keyexpr.pk_in("id", ['a"b', "c\\d", "é"], int_keys=False) == 'id in ["a\\"b", "c\\\\d", "é"]'
     assert keyexpr.pk_in("id", [keyexpr.INT64_MAX, -1], int_keys=True) == "id in [9223372036854775807, -1]"
 
-    class Pages:  # stands in for MilvusClient.query: records each expression, answers sorted pages
-        def __init__(self, keys: list[str]) -> None:
-            self.keys, self.exprs = sorted(keys), []
-
-        def query(self, collection: str, filter: str, limit: int, **_: object) -> list[dict[str, str]]:
-            self.exprs.append(filter)
-            after = json.loads(filter.split(" > ", 1)[1].split(" and ")[0]) if " > " in filter else None
-            return [{"id": k} for k in self.keys if after is None or k > after][:limit]
-
     client = Pages(['a"b', "b", 'c"', "d"])
     got = [r["id"] for page in keyexpr.walk(client, "c", "id", False, 'id != "x"', ["id"], 1) for r in page]
     assert got == ['a"b', "b", 'c"', "d"]
-    assert client.exprs[:2] == ['id != "x"', 'id > "a\\"b" and (id != "x")']  # pymilvus wrote id > "a"b"
-    assert client.exprs[-1] == 'id > "d" and (id != "x")' and len(client.exprs) == 5
+    exprs = [f for f, _ in client.calls]
+    assert exprs[1:3] == ['id != "x"', 'id > "a\\"b" and (id != "x")']  # pymilvus wrote id > "a"b"
+    assert exprs[-1] == 'id > "d" and (id != "x")' and len(exprs) == 6
+
+
+def test_the_walk_is_fenced_by_a_strong_count_and_stops_at_a_short_page() -> None:
+    """Pages carrying pymilvus' iterator flag go with the collection's default consistency (Bounded):
+    only a Strong count(*) before them makes rows written just before the walk visible."""
+    from task_components.shadow import keyexpr
+
+    client = Pages(list(range(5)))
+    walk = keyexpr.walk(client, "c", "id", True, "", ["id"], 2)
+    assert [r["id"] for page in walk for r in page] == [0, 1, 2, 3, 4] and walk.count == 5
+    assert client.calls[0] == ("", "Strong")  # the count comes first, as a Strong query
+    assert [f for f, _ in client.calls[1:]] == ["", "id > 1", "id > 3"]  # the short page [4] ends it
+    empty = Pages([])
+    assert list(keyexpr.walk(empty, "c", "id", True, "", ["id"], 2)) == [] and len(empty.calls) == 1
+
+
+def test_the_lowest_int64_key_is_looked_up_and_walked_past() -> None:
+    """-2**63 has no literal Milvus parses (``id > -9223372036854775808`` is refused)."""
+    from task_components.shadow import keyexpr
+
+    low = keyexpr.INT64_MIN
+    assert keyexpr.pk_in("id", [low], True) == "id < -9223372036854775807"
+    assert keyexpr.pk_in("id", [3, low], True) == "(id in [3] or id < -9223372036854775807)"
+    client = Pages([low, low + 1, 7])
+    walk = keyexpr.walk(client, "c", "id", True, "", ["id"], 1)
+    assert [r["id"] for page in walk for r in page] == [low, low + 1, 7]
+    assert [f for f, _ in client.calls][2] == "id >= -9223372036854775807"
+    assert str(low) not in " ".join(f for f, _ in client.calls)
 
 
 def test_a_note_is_shown_but_is_no_difference() -> None:
