@@ -50,6 +50,12 @@ def daemon(
         raise fail_invalid(f"configuration: {exc}") from None
     if not settings.daemon.pipelines_dir.is_dir():
         raise fail_invalid(f"DAEMON__PIPELINES_DIR {settings.daemon.pipelines_dir}: no such directory")
+    from pipeline.registry import components
+
+    unknown = sorted(set(settings.daemon.inline_components) - set(components()))
+    if unknown:  # a typo would silently allow nothing (or a later plugin of that name)
+        raise fail_invalid(f"DAEMON__INLINE_COMPONENTS: unknown component {', '.join(map(repr, unknown))} "
+                           "(see `run_pipeline.py components`)")  # fmt: skip
     from pipeline.daemon.server import DaemonStartError
 
     try:

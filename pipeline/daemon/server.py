@@ -105,7 +105,8 @@ class Daemon(Intake):
                                        f"(KAFKA__BOOTSTRAP_SERVERS): {type(exc).__name__}: {exc}") from exc  # fmt: skip
             self.status = StatusPublisher(self.producer, k.status_topic, self.owner)
             log.info("daemon started", owner=self.owner, topic=k.request_topic, group=self.d.consumer_group,
-                     max_runs=self.d.max_runs)  # fmt: skip
+                     max_runs=self.d.max_runs, inline_specs=self.d.inline_specs, signed_only=self.secret is not None,
+                     topic_prefixes=self.d.topic_prefixes, max_run_seconds=self.d.max_run_seconds)  # fmt: skip
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.status.run)
                 tg.start_soon(serve_http, self.d.http_host, self.d.http_port, self.metrics, self.health, self._bound)

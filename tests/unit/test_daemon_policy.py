@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import typing
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,8 @@ from pipeline.daemon.policy import Kind, check_request, check_signature, field_k
 from pipeline.daemon.requests import BadRequest, parse_request, resolve_request
 from pipeline.registry import components
 
-PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINES = ROOT / "pipelines"
 # Words that, in a field name, say "this names a place or a channel": an independent second opinion on
 # field_kind, so a new component's `archive_dir` or `events_topic` cannot go unchecked by the daemon.
 PLACE_WORDS = {"out", "path", "dir", "root", "file", "folder", "topic", "uri", "url", "ref", "config", "run",
@@ -152,3 +156,19 @@ def test_signature_is_required_only_with_a_secret_and_must_match() -> None:
     with pytest.raises(BadRequest, match="bad signature"):
         check_signature(value + b" ", [("x-signature", sign("s3cret", value))], "s3cret")
     check_signature(value, [("x-signature", sign("s3cret", value))], "s3cret")
+
+
+# --- configuration -----------------------------------------------------------------------------------------------
+def _daemon(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DAEMON__", "KAFKA__"))}
+    return subprocess.run([sys.executable, "run_pipeline.py", "daemon"], cwd=ROOT, capture_output=True, text=True,
+                          env={**base, "KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1", **env}, timeout=120)  # fmt: skip
+
+
+def test_an_unknown_inline_component_or_a_bad_bound_is_a_configuration_error() -> None:
+    cases = [({"DAEMON__INLINE_COMPONENTS": '["demo.sleep", "os.system"]'}, ["INLINE_COMPONENTS", "os.system"]),
+             ({"DAEMON__PARAM_BOUNDS": '{"seconds": 5}'}, ["DAEMON__PARAM_BOUNDS", "COMPONENT.FIELD"])]  # fmt: skip
+    for env, words in cases:
+        proc = _daemon(env)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert all(w in proc.stderr for w in words), proc.stderr[-2000:]
