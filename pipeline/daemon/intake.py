@@ -148,7 +148,7 @@ class Intake:
                 delay = min(delay * 2, 30)
         assert self.status is not None
         if rid in self.live or (row.fingerprint and row.fingerprint != fingerprint):  # a key reused
-            assert claim is None  # the folded claim requires the same fingerprint and no live twin
+            # (never claimed here: the folded claim requires the same fingerprint, and no live twin was asked)
             bad = BadRequest("conflict", f"request_id {rid!r} was already used for a different request (its pipeline "
                                          "or params differ): nothing runs; use a new request_id", rid)  # fmt: skip
             return self._reject(tg, tp, mark, msg, bad)
