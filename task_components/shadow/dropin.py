@@ -17,7 +17,7 @@ Differences from a bare MilvusClient, all deliberate:
 The sync client runs its PostgreSQL work on a private event loop thread (an anyio blocking portal),
 so it is safe to share between threads; the async client uses the caller's loop. Both serialize writes
 per collection, so concurrent writers reach Milvus and PostgreSQL in the same order. On a Milvus Lite
-file both clients' Milvus writes take the file's write lock (``milvus.lite.write_lock``), shared with
+file both clients' Milvus writes and flushes take the file's write lock (``milvus.lite.write_lock``), shared with
 every other client of that file in the process: Lite corrupts its WAL under concurrent writes.
 """
 
@@ -281,6 +281,11 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
         result = await AsyncMilvusClient.drop_collection(self, collection_name, timeout=timeout, **kwargs)
         await self.shadow.drop(collection_name, table_name(collection_name))
         return result
+
+    async def flush(self, collection_name: str, timeout: float | None = None, **kwargs: Any) -> None:
+        """Under the Lite file's write lock: a flush swaps the WAL another client's write may be appending to."""
+        async with held(self._lite_lock):
+            return await AsyncMilvusClient.flush(self, collection_name, timeout=timeout, **kwargs)
 
     async def _stale(self, collection_name: str, exc: Exception) -> ShadowSchemaError | None:
         reason = await self.shadow.recreated(collection_name, self._describe(collection_name))

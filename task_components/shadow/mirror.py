@@ -27,6 +27,7 @@ record path, which is slower but accepts what Milvus accepts.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +60,8 @@ MilvusWrite = Callable[[list[dict[str, Any]]], Awaitable[Any]]
 
 @dataclass(frozen=True, slots=True)
 class Shadowed(Shadow):
-    """A shadowed collection plus the lock that orders its writes on both sides."""
+    """A shadowed collection plus the lock that orders its writes on both sides (``ShadowStore.lock``:
+    one per collection name, so every cached copy and a rename share it)."""
 
     lock: anyio.Lock = field(default_factory=anyio.Lock, compare=False)
     collection_id: int | None = field(default=None, compare=False)  # Milvus' id: a re-created collection has a new one
@@ -114,6 +116,11 @@ class ShadowStore:
         self.dsn, self.tracker, self.pool_max = dsn, tracker, pool_max
         self._pool: asyncpg.Pool | None = None
         self._known: dict[str, Shadowed] = {}
+        self._locks: dict[str, anyio.Lock] = {}
+
+    def lock(self, collection: str) -> anyio.Lock:
+        """The lock ordering writes to ``collection`` by its name, whichever ``Shadowed`` a writer holds."""
+        return self._locks.setdefault(collection, anyio.Lock())
 
     async def pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -146,7 +153,7 @@ class ShadowStore:
         # a table left from an earlier collection of this name (re-created by a client that does not
         # shadow) would refuse every write with a column error that names none of this
         await check_table(await self.pool(), schema, table)
-        found = Shadowed(collection, schema, table, collection_id=_collection_id(description))
+        found = Shadowed(collection, schema, table, self.lock(collection), _collection_id(description))
         return self._known.setdefault(collection, found)
 
     async def recreated(self, collection: str, describe: Describe) -> str:
@@ -175,9 +182,18 @@ class ShadowStore:
         The table is renamed inside a transaction that commits only once Milvus has renamed the
         collection: a Milvus refusal (``new`` exists, ``old`` does not) leaves both unchanged. A stale
         table already named after ``new`` (no collection has that name, or Milvus refuses) is replaced.
+        Both names' write locks are held throughout: an AUTO_ID write in flight (Milvus first, then the
+        table) lands on both sides first, and a later one finds ``old`` gone before it writes (unlocked,
+        its rows went along to ``new`` in Milvus while its COPY and undo failed on the old names).
         """
-        self._known.pop(old, None)
-        self._known.pop(new, None)
+        async with contextlib.AsyncExitStack() as held:
+            for name in sorted({old, new}):  # one order for every caller: two renames cannot deadlock
+                await held.enter_async_context(self.lock(name))
+            self._known.pop(old, None)
+            self._known.pop(new, None)
+            return await self._rename(old, new, milvus)
+
+    async def _rename(self, old: str, new: str, milvus: Callable[[], Awaitable[Any]]) -> Any:
         old_table, new_table = shadow_table(old), shadow_table(new)
         async with (await self.pool()).acquire() as conn:
             tx = conn.transaction()
@@ -221,7 +237,8 @@ class ShadowStore:
             raise ShadowSchemaError(f"cannot create shadow table {table!r}: {type(exc).__name__}: {exc}") from exc
         if self.tracker is not None and new:
             await anyio.to_thread.run_sync(self.tracker.forget, collection)
-        self._known[collection] = Shadowed(collection, schema, table, collection_id=_collection_id(description))
+        self._known[collection] = Shadowed(collection, schema, table, self.lock(collection),
+                                           _collection_id(description))  # fmt: skip
 
     async def drop(self, collection: str, table: str) -> None:
         self._known.pop(collection, None)

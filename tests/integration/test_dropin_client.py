@@ -332,3 +332,65 @@ def test_string_keys_with_quotes_and_backslashes_delete_on_both_sides(tmp_path: 
     finally:
         client.drop_collection(name)
         client.close()
+
+
+def test_rename_waits_for_an_auto_id_write_in_flight(tmp_path: Path) -> None:
+    """An AUTO_ID insert reaches Milvus first, then its COPY: a rename between the two took the rows to the
+    new name in Milvus while the COPY (old table) and the undo (old collection) both failed. The insert
+    here is held between its Milvus write and its COPY; the rename must wait for it."""
+    from pymilvus import AsyncMilvusClient
+
+    uri, dsn = service_uri("TEST_MILVUS_URI"), service_uri("TEST_POSTGRES_DSN")
+    old, new = "dropin_rename_race", "dropin_rename_race_new"
+    s = MilvusClient.create_schema(auto_id=True)
+    s.add_field("id", DataType.INT64, is_primary=True, auto_id=True)
+    s.add_field("n", DataType.INT64)
+    s.add_field("vec", DataType.FLOAT_VECTOR, dim=2)
+    data = [{"n": i, "vec": [0.1, float(i)]} for i in range(20)]
+
+    async def race() -> tuple[bool, Any]:
+        client = AsyncShadowMilvusClient(uri=uri, pg_dsn=dsn, tracker_path=tmp_path / "keys")
+        try:
+            for n in (old, new):
+                if await client.has_collection(n):
+                    await client.drop_collection(n)
+            await client.create_collection(old, schema=s, index_params=index())
+            sh = await client._shadowed(old)
+            in_milvus, go, renamed = anyio.Event(), anyio.Event(), anyio.Event()
+
+            async def held_insert(rows: list[dict[str, Any]]) -> Any:  # the real insert, then a pause
+                result = await AsyncMilvusClient.insert(client, old, rows)
+                in_milvus.set()
+                await go.wait()
+                return result
+
+            async def undo(ids: list[Any]) -> Any:
+                return await AsyncMilvusClient.delete(client, old, ids=ids)
+
+            async def rename() -> None:
+                await client.rename_collection(old, new)
+                renamed.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.shadow.write, sh, data, held_insert, "insert", undo)
+                await in_milvus.wait()
+                tg.start_soon(rename)
+                with anyio.move_on_after(1.5):
+                    await renamed.wait()
+                waited = not renamed.is_set()
+                go.set()
+            plain = MilvusClient(uri=uri)  # the comparison helpers read through a sync client
+            try:
+                async with asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool:
+                    return waited, await validate(plain, pool, new, tracker=client.tracker)
+            finally:
+                plain.close()
+        finally:
+            for n in (old, new):
+                if await client.has_collection(n):
+                    await client.drop_collection(n)
+            await client.close()
+
+    waited, result = anyio.run(race)
+    assert waited, "the rename ran while an AUTO_ID insert was between its Milvus write and its COPY"
+    assert result.ok and result.milvus_count == result.postgres_count == len(data), str(result)

@@ -254,6 +254,22 @@ def test_shadow_client_on_a_lite_file_writes_under_the_lite_lock(tmp_path: Path)
         worker.join(30)
         assert done.is_set()
         assert plain.query("fix_lite", filter="id >= 0", output_fields=["count(*)"])[0]["count(*)"] == 3
+
+        async def flush_async() -> None:  # a flush swaps the WAL a write may be appending to: it waits too
+            client = AsyncShadowMilvusClient(uri=db, pg_dsn=dsn, tracker_path=tmp_path / "keys")
+            try:
+                await client.flush("fix_lite")
+                flushed.set()
+            finally:
+                await client.close()
+
+        flushed = threading.Event()
+        with write_lock(db):
+            worker = threading.Thread(target=anyio.run, args=(flush_async,))
+            worker.start()
+            assert not flushed.wait(1.5), "the async shadow client flushed while the Lite write lock was held"
+        worker.join(30)
+        assert flushed.is_set()
     finally:
         shadowing.drop_collection("fix_lite")
         plain.close()
