@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 
 from task_components.connect import count_rows
-from task_components.milvus.import_jobs import ImportJobs
+from task_components.milvus.import_jobs import ImportJobs, JobState
 
 __all__ = [
     "JobJournal",
@@ -70,14 +70,46 @@ class JobJournal:
         tmp.replace(self.path)
 
 
-def adopt_listed_jobs(api: ImportJobs, collection: str, locations: set[str] | None) -> dict[str, int]:
+async def adopt_listed_jobs(
+    ctx: Any, api: ImportJobs, collection: str, locations: set[str] | None, wait: float, poll: float = 1.0
+) -> dict[str, int]:
     """Jobs Milvus knows for these files (None: any single-file job) that the journal missed (a kill
-    between submit and record)."""
+    between submit and record, or a submit whose answer timed out after Milvus took it).
+
+    A job that names no files yet (Milvus 2.4 fills a job's file list only once its pre-import is done,
+    seconds to minutes after the submit) may be one of this run's: it is polled until it names them or
+    fails, for at most ``wait`` seconds, after which the resume is refused rather than risk importing a
+    file twice.
+    """
     found: dict[str, int] = {}
-    for job, state in api.listed(collection):
-        wanted = len(state.files) == 1 and (locations is None or state.files[0] in locations)
-        if wanted and not state.failed:
+    unnamed: dict[int, JobState] = {}
+
+    def take(job: int, state: JobState) -> None:
+        if state.failed:
+            return
+        if not state.files:
+            unnamed[job] = state
+        elif len(state.files) == 1 and (locations is None or state.files[0] in locations):
             found.setdefault(state.files[0], job)
+
+    for job, state in await anyio.to_thread.run_sync(api.listed, collection):
+        take(job, state)
+    if unnamed:
+        ctx.log.info("import jobs of the collection name no files yet: waiting until they do, to tell whether "
+                     "they import this run's files", jobs=sorted(unnamed), collection=collection)  # fmt: skip
+    give_up, sleeps = time.monotonic() + wait, backoff(poll)
+    while unnamed:
+        if time.monotonic() >= give_up:
+            named = ", ".join(f"{job} ({state.state or 'no state'})" for job, state in sorted(unnamed.items()))
+            raise MilvusImportError(
+                f"import jobs {named} of collection {collection!r} still name no files after {wait:g} s, so the "
+                "resume cannot tell whether they import this run's files (submitting those again would import "
+                "them twice): resume once Milvus lists their files, or after they fail"
+            )
+        await anyio.sleep(min(next(sleeps), max(0.0, give_up - time.monotonic())))
+        for job in list(unnamed):
+            del unnamed[job]
+            take(job, await anyio.to_thread.run_sync(api.state, job))
     return found
 
 

@@ -1,28 +1,35 @@
 """Bulk-import jobs behind one interface: Milvus 2.4+'s REST jobs API, or 2.3's legacy gRPC calls.
 
 Why two: Milvus 2.3 knows only the gRPC ``Import`` calls, which pymilvus offers only through its ORM
-API (removed in pymilvus 3.1; see ``legacy.py``); Milvus 2.4 added the REST v2 import-jobs API
-(``/v2/vectordb/jobs/import/create``, ``/get_progress``, ``/list``), the one pymilvus' own
-``bulk_writer.bulk_import`` / ``get_import_progress`` / ``list_import_jobs`` call. The server's version
-(``MilvusClient.get_server_version``) picks the path, so nothing else in the task knows which it is.
+API (removed in pymilvus 3.1; see ``legacy.py``); Milvus 2.4 added the REST v2 import-jobs API, the
+one pymilvus' ``bulk_writer`` helpers call. The server's version (``MilvusClient.get_server_version``)
+picks the path, so nothing else in the task knows which it is.
 
-The REST client is written here on the standard library (request and response shapes as pymilvus'
-bulk_import.py sends and Milvus documents them) rather than calling pymilvus' helpers, so every call
-has a timeout we choose and every failure names the endpoint and Milvus' own message. No Milvus 2.4+
-server runs in this project's test services: the REST path is tested against a local HTTP server
-answering the documented responses (tests/unit/test_import_jobs.py).
+The REST client is written here on the standard library rather than calling pymilvus' helpers, so
+every call has a timeout we choose and every failure names the endpoint and Milvus' own message. It
+posts ``/v2/vectordb/jobs/import/create`` and ``/list`` with the fields pymilvus 3.0's ``bulk_import``
+and ``list_import_jobs`` send (less the cloud-only ones), and polls ``/get_progress``, the progress
+endpoint Milvus documents from 2.4.0 on (pymilvus 3.0's ``get_import_progress`` posts ``/describe``
+instead, which later Milvus releases answer the same way). Within ``timeout`` a call rides out an
+outage as pymilvus' gRPC retries do: reads are sent again after any connection failure, a submit only
+when it never reached Milvus (connection refused, HTTP 503), since a second submit imports the file
+twice. No Milvus 2.4+ server runs in this project's test services: the REST path is tested against a
+local HTTP server answering the documented responses (tests/unit/test_import_jobs.py).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = [
+    "CALL_TIMEOUT",
     "SUBMIT_TIMEOUT",
     "ImportJobs",
     "ImportJobsError",
@@ -33,7 +40,10 @@ __all__ = [
     "rest_base",
 ]
 
-SUBMIT_TIMEOUT = 30.0  # seconds any one job call may take (a submit runs under a cancel shield)
+# seconds any one job call may take, retries included: above the ~210 s pymilvus' retries rode out before job
+# calls carried a timeout, so a Milvus restart mid-load still passes (a submit holds a shutdown that long at most)
+CALL_TIMEOUT = 240.0
+SUBMIT_TIMEOUT = CALL_TIMEOUT  # the name this module exported first
 
 
 class ImportJobsError(RuntimeError):
@@ -83,47 +93,53 @@ def rest_base(uri: str) -> str:
 
 
 def _paths(file_name: str) -> tuple[str, ...]:
-    """A job detail's ``fileName`` as paths: Milvus prints the file list as ``[a b]``; some builds print
-    the protobuf (``id:1 paths:"a"``); a plain path is taken as it is."""
+    """A job detail's ``fileName`` as paths. A detail is one import file, whose path list Milvus prints
+    with Go's ``%v`` (``[a]``), several joined by a space, which a path may hold too: the bracket's text
+    is taken as one path (the pipeline submits one path per file; a multi-path file matches no location).
+    Some builds print the protobuf (``id:1 paths:"a"``); a plain path is taken as it is."""
     quoted = re.findall(r'paths:"([^"]*)"', file_name)
     if quoted:
         return tuple(quoted)
     text = file_name.strip()
     if text.startswith("[") and text.endswith("]"):
-        return tuple(text[1:-1].split())
+        text = text[1:-1]
     return (text,) if text else ()
 
 
+class _Unanswered(Exception):
+    """A request that got no answer; ``unsent``: it certainly never reached Milvus (safe to send again)."""
+
+    def __init__(self, message: str, unsent: bool) -> None:
+        super().__init__(message)
+        self.unsent = unsent
+
+
 class RestImportJobs:
-    """Import jobs through Milvus 2.4+'s REST v2 API (the calls pymilvus' bulk_writer.bulk_import makes)."""
+    """Import jobs through Milvus 2.4+'s REST v2 API (the endpoints pymilvus' bulk_writer helpers use)."""
 
     kind = "REST jobs API (Milvus 2.4+)"
 
-    def __init__(self, uri: str, token: str | None, db_name: str = "default", timeout: float = SUBMIT_TIMEOUT) -> None:
+    def __init__(self, uri: str, token: str | None, db_name: str = "default", timeout: float = CALL_TIMEOUT) -> None:
         self.base = rest_base(uri)
         self.token = token
         self.db_name = "" if db_name in ("", "default") else db_name
         self.timeout = timeout
 
     def _post(self, action: str, body: dict[str, Any]) -> Any:
+        """One job call within ``timeout``, sent again while Milvus is unreachable if that is harmless
+        (reads always; a submit only if it never reached Milvus)."""
         url = f"{self.base}/v2/vectordb/jobs/import/{action}"
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        if self.db_name:
-            headers["DB-Name"] = self.db_name
-        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            raise ImportJobsError(f"POST {url}: HTTP {exc.code} {exc.reason}") from exc
-        except TimeoutError as exc:
-            raise ImportJobsError(f"POST {url}: no answer within {self.timeout:g} s") from exc
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, TimeoutError):
-                raise ImportJobsError(f"POST {url}: no answer within {self.timeout:g} s") from exc
-            raise ImportJobsError(f"POST {url}: {exc.reason}") from exc
+        deadline, delay = time.monotonic() + self.timeout, 0.1
+        while True:
+            try:
+                raw = self._send(url, body, max(0.05, deadline - time.monotonic()))
+                break
+            except _Unanswered as exc:
+                left = deadline - time.monotonic()
+                if (action == "create" and not exc.unsent) or left <= 0:
+                    raise ImportJobsError(f"POST {url}: {exc}") from exc
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 3.0)
         try:
             reply = json.loads(raw)
         except json.JSONDecodeError as exc:
@@ -133,6 +149,28 @@ class RestImportJobs:
             code = reply.get("code") if isinstance(reply, dict) else "?"
             raise ImportJobsError(f"POST {url}: Milvus answered code {code}: {message}")
         return reply.get("data") or {}
+
+    def _send(self, url: str, body: dict[str, Any], timeout: float) -> bytes:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if self.db_name:
+            headers["DB-Name"] = self.db_name
+        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code in (502, 503, 504):  # Milvus (re)starting behind a proxy; 503: the request not taken
+                raise _Unanswered(f"HTTP {exc.code} {exc.reason}", unsent=exc.code == 503) from exc
+            raise ImportJobsError(f"POST {url}: HTTP {exc.code} {exc.reason}") from exc
+        except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets are OSErrors
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            if isinstance(reason, TimeoutError):
+                raise _Unanswered(f"no answer within {self.timeout:g} s", unsent=False) from exc
+            if isinstance(reason, (OSError, http.client.HTTPException)):
+                raise _Unanswered(str(reason), unsent=isinstance(reason, ConnectionRefusedError)) from exc
+            raise ImportJobsError(f"POST {url}: {reason}") from exc
 
     def submit(self, collection: str, location: str) -> int:
         data = self._post("create", {"collectionName": collection, "dbName": self.db_name, "files": [[location]]})
@@ -164,8 +202,9 @@ class RestImportJobs:
         """Nothing held between calls (one HTTP request each)."""
 
 
-def open_import_jobs(uri: str, token: str | None, db_name: str, timeout: float = SUBMIT_TIMEOUT) -> ImportJobs:
-    """The job API this server speaks: REST from Milvus 2.4, legacy gRPC before (or if it will not say)."""
+def open_import_jobs(uri: str, token: str | None, db_name: str, timeout: float = CALL_TIMEOUT) -> ImportJobs:
+    """The job API this server speaks: REST from Milvus 2.4, legacy gRPC before or if it will not say
+    (a server that cannot answer GetVersion is older than both); ``kind`` then says why."""
     from pymilvus import MilvusClient
 
     kwargs: dict[str, Any] = {"uri": uri, "timeout": timeout}
@@ -174,12 +213,18 @@ def open_import_jobs(uri: str, token: str | None, db_name: str, timeout: float =
     if db_name and db_name != "default":
         kwargs["db_name"] = db_name
     client = MilvusClient(**kwargs)
+    unknown = ""
     try:
         version = parse_version(str(client.get_server_version(timeout=timeout)))
+    except Exception as exc:  # noqa: BLE001 - whatever the refusal, the path every server has
+        version, unknown = None, f"{type(exc).__name__}: {exc}"
     finally:
         client.close()
     if version is not None and version >= (2, 4):
         return RestImportJobs(uri, token, db_name, timeout)
     from task_components.milvus.legacy import LegacyImportJobs
 
-    return LegacyImportJobs(uri, token, db_name, timeout)
+    api = LegacyImportJobs(uri, token, db_name, timeout)
+    if unknown:
+        api.kind = f"{api.kind}; the server did not say its version ({unknown[:200]})"
+    return api

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from task_components.milvus.import_jobs import ImportJobsError, JobState
+from task_components.milvus.import_jobs import CALL_TIMEOUT, ImportJobsError, JobState
 
 T = TypeVar("T")
 
@@ -65,7 +65,7 @@ class LegacyImportJobs:
 
     kind = "gRPC (Milvus 2.3)"
 
-    def __init__(self, uri: str, token: str | None, db_name: str = "default", timeout: float = 30.0) -> None:
+    def __init__(self, uri: str, token: str | None, db_name: str = "default", timeout: float = CALL_TIMEOUT) -> None:
         from pymilvus import connections
 
         self.timeout = timeout

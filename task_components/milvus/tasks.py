@@ -31,7 +31,7 @@ from task_components.contracts import (
     UploadResult,
 )
 from task_components.milvus.bulk import JobJournal, adopt_listed_jobs, wait_jobs, wait_searchable
-from task_components.milvus.import_jobs import SUBMIT_TIMEOUT, open_import_jobs
+from task_components.milvus.import_jobs import CALL_TIMEOUT, open_import_jobs
 from task_components.milvus.insert import INSERT_TIMEOUT, InsertJournal, insert_files
 from task_components.milvus.schema_map import index_params, to_milvus_schema
 from task_components.schema.library import resolve_schema
@@ -132,7 +132,7 @@ class ImportParams(BaseModel):
     timeout: float = Field(3600, gt=0, description="seconds to wait for all import jobs")
     poll_interval: float = Field(1.0, gt=0, description="longest pause between polls (the first are shorter)")
     call_timeout: float = Field(
-        SUBMIT_TIMEOUT, gt=0, description="seconds one Milvus call (job submit/state, insert) may take"
+        CALL_TIMEOUT, gt=0, description="seconds one Milvus call (job submit/state, insert) may take, retries included"
     )
     method: Literal["auto", "bulk_import", "insert"] = Field(
         "auto", description="auto: bulk import, except on Milvus Lite and for a load under both insert_below_* limits"
@@ -271,7 +271,7 @@ class BulkImport(Component):
             resumed = set(jobs.values())
             listed: dict[str, int] = {}
             if journal.existed:  # a resume: jobs Milvus knows that the journal missed (a kill after submit)
-                listed = await anyio.to_thread.run_sync(adopt_listed_jobs, api, info.name, None)
+                listed = await adopt_listed_jobs(ctx, api, info.name, None, p.timeout, p.poll_interval)
             adopted = 0
             async for f in files:
                 if f.location in resumed:
@@ -358,7 +358,7 @@ class InsertParams(BaseModel):
 
     batch_rows: int = Field(5000, ge=1)
     concurrency: int = Field(2, ge=1, le=16)
-    call_timeout: float = Field(INSERT_TIMEOUT, gt=0, description="seconds one insert call may take")
+    call_timeout: float = Field(INSERT_TIMEOUT, gt=0, description="seconds one insert call may take, retries included")
 
 
 class Insert(Component):

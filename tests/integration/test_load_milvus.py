@@ -11,9 +11,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import anyio
 import boto3
 import pytest
 
+from dag_orchestrator import PipelineContext
 from dag_orchestrator.state import TaskState
 from task_components.milvus.bulk import adopt_listed_jobs
 from tests.integration.helpers import cli, run_file, service_env, settings_for_services, subprocess_env, write_pipeline
@@ -184,8 +186,9 @@ def test_the_import_wait_ends_soon_after_milvus_has_the_rows(tmp_path: Path) -> 
     # and the job API's list finds the job's file (adoption on resume matches by it)
     api = open_import_jobs(uri, None, "default")
     try:
-        assert api.kind.startswith("gRPC")  # Milvus 2.3.5 here: the legacy calls, by its version
-        assert list(adopt_listed_jobs(api, name, None).values()) == imported.job_ids
+        assert api.kind == "gRPC (Milvus 2.3)"  # Milvus 2.3.5 here: the legacy calls, by the version it said
+        adopted = anyio.run(adopt_listed_jobs, PipelineContext(run_id="adopt"), api, name, None, 10.0)
+        assert list(adopted.values()) == imported.job_ids
     finally:
         api.close()
     client = MilvusClient(uri=uri)

@@ -20,7 +20,7 @@ from pymilvus.decorators import PyMilvusDeprecationWarning
 from pymilvus.grpc_gen import common_pb2, milvus_pb2, milvus_pb2_grpc
 
 from task_components.milvus import legacy
-from task_components.milvus.import_jobs import ImportJobsError
+from task_components.milvus.import_jobs import ImportJobsError, open_import_jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 LEGACY = ROOT / "task_components" / "milvus" / "legacy.py"
@@ -104,5 +104,40 @@ def test_a_legacy_submit_that_gets_no_answer_fails_after_its_timeout() -> None:
             api.submit("c", "a/data-1.parquet")
         assert time.monotonic() - started < 2.0 and fake.imports == [["a/data-1.parquet"]]  # sent once, not retried
         api.close()
+    finally:
+        server.stop(0)
+
+
+class _VersionMilvus(milvus_pb2_grpc.MilvusServiceServicer):
+    """A real gRPC server speaking Milvus' service that answers GetVersion with ``version`` (or, empty,
+    does not implement it, as a server older than the call)."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+
+    def Connect(self, request: Any, context: Any) -> Any:
+        return milvus_pb2.ConnectResponse(status=common_pb2.Status(), identifier=1)
+
+    def GetVersion(self, request: Any, context: Any) -> Any:
+        if not self.version:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown method GetVersion")
+        return milvus_pb2.GetVersionResponse(status=common_pb2.Status(), version=self.version)
+
+
+@pytest.mark.parametrize(("version", "kind"), [("", "gRPC"), ("v2.3.5", "gRPC"), ("v2.4.1", "REST")])
+def test_the_job_api_follows_the_server_version_and_a_server_that_will_not_say_gets_the_legacy_one(
+    version: str, kind: str
+) -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    milvus_pb2_grpc.add_MilvusServiceServicer_to_server(_VersionMilvus(version), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        api = open_import_jobs(f"http://127.0.0.1:{port}", None, "default", timeout=2.0)
+        try:
+            assert api.kind.startswith(kind)
+            assert ("did not say its version" in api.kind) == (not version)
+        finally:
+            api.close()
     finally:
         server.stop(0)
