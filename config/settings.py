@@ -115,7 +115,8 @@ class DaemonSettings(BaseModel):
     row per request_id: what makes each request's effect happen once) is PostgreSQL at ``DAEMON__LEDGER_DSN``,
     else ``POSTGRES__DSN``, else an embedded PostgreSQL under the run directory; ``DAEMON__LEDGER=mongodb``
     keeps it in MongoDB instead (``MONGODB__CONNECTION_STRING``, ``MONGODB__DATABASE``, collection named
-    like the table).
+    like the table). The trust settings below say what a writer of the request topic may make the daemon do
+    (pipeline/daemon/policy.py); the defaults trust it with named pipelines and nothing that writes elsewhere.
     """
 
     pipelines_dir: Path = Field(Path("pipelines"), description="where request pipeline names are looked up")
