@@ -4,7 +4,8 @@ Bulk import is not idempotent: importing a file twice doubles its rows. ``JobJou
 file went to which job (``<run dir>/<task>.jobs.json``); a submission and its journal entry happen
 under a cancel shield, so a signal cannot separate them. A SIGKILL still can (the job exists, the
 journal does not know it), so on resume the jobs Milvus lists for the collection are matched to files
-by their file list and adopted instead of submitted again.
+by their file list and adopted instead of submitted again (a job that names no files yet is waited
+for until it does).
 
 "Done" means searchable, not merely Completed: in Milvus 2.3 a Completed job's segments are flushed but
 handed to the query nodes only after their index is built, one segment at a time, and count(*) can

@@ -129,7 +129,11 @@ class ImportParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     wait: bool = True
-    timeout: float = Field(3600, gt=0, description="seconds to wait for all import jobs")
+    timeout: float = Field(
+        3600,
+        gt=0,
+        description="seconds to wait for all import jobs (on resume also for a listed job to name its files)",
+    )
     poll_interval: float = Field(1.0, gt=0, description="longest pause between polls (the first are shorter)")
     call_timeout: float = Field(
         CALL_TIMEOUT, gt=0, description="seconds one Milvus call (job submit/state, insert) may take, retries included"

@@ -7,15 +7,23 @@ real kills on the real server; this pins the journal's decisions down, fast, wit
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import threading
 import time
+from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import anyio
+import grpc
 import pyarrow.parquet as pq
 import pytest
+from pymilvus import MilvusClient
+from pymilvus.decorators import retry_on_rpc_failure
+from pymilvus.exceptions import MilvusException
+from pymilvus.grpc_gen import common_pb2, milvus_pb2, milvus_pb2_grpc, schema_pb2
 
 from dag_orchestrator import PipelineContext
 from task_components.connect import count_rows
@@ -207,3 +215,65 @@ def test_an_interrupted_attempt_records_its_answered_calls_so_the_resume_does_no
     started = time.monotonic()
     anyio.run(lambda: insert_files(ctx, info, manifest, 100, 2, InsertJournal(journal_path)))
     assert time.monotonic() - started < 30 and _distinct_keys(info) == (1000, 1000)
+
+
+class _UnavailableInsertMilvus(milvus_pb2_grpc.MilvusServiceServicer):
+    """A real gRPC server speaking Milvus' service whose Insert is always UNAVAILABLE (a Milvus restarting):
+    it notes, per attempt pymilvus sends, when that attempt's deadline ends on the server's side."""
+
+    def __init__(self) -> None:
+        self.deadlines: list[float] = []
+
+    def Connect(self, request: Any, context: Any) -> Any:
+        return milvus_pb2.ConnectResponse(status=common_pb2.Status(), identifier=1)
+
+    def DescribeCollection(self, request: Any, context: Any) -> Any:
+        fields = [schema_pb2.FieldSchema(fieldID=100, name="id", is_primary_key=True, data_type=schema_pb2.Int64),
+                  schema_pb2.FieldSchema(fieldID=101, name="v", data_type=schema_pb2.FloatVector,
+                                         type_params=[common_pb2.KeyValuePair(key="dim", value="2")])]  # fmt: skip
+        schema = schema_pb2.CollectionSchema(name="c", fields=fields)
+        return milvus_pb2.DescribeCollectionResponse(status=common_pb2.Status(), collectionID=1, schema=schema)
+
+    def Insert(self, request: Any, context: Any) -> Any:
+        self.deadlines.append(time.time() + context.time_remaining())
+        context.abort(grpc.StatusCode.UNAVAILABLE, "Milvus is restarting")
+
+
+def test_the_journaled_deadline_covers_pymilvus_last_retry_of_an_insert(tmp_path: Path) -> None:
+    """pymilvus retries an UNAVAILABLE insert for the whole call_timeout, each attempt with the whole
+    timeout, after back-offs of up to 3 s: its last attempt can end near start + 2 x timeout + 3 s, later
+    than start + 2 x timeout; a resume deciding before the journaled deadline could be overtaken by it."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    fake = _UnavailableInsertMilvus()
+    milvus_pb2_grpc.add_MilvusServiceServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    journal = InsertJournal(tmp_path / "import.inserted.jsonl")
+    client = MilvusClient(uri=f"http://127.0.0.1:{port}")
+    try:
+        journal.start("data.parquet@2#0", 2, 2.0)
+        with pytest.raises(MilvusException):
+            client.insert("c", [{"id": 1, "v": [0.1, 0.2]}, {"id": 2, "v": [0.3, 0.4]}], timeout=2.0)
+    finally:
+        journal.close()
+        client.close()
+        server.stop(0)
+    recorded = InsertJournal(tmp_path / "import.inserted.jsonl").deadlines["data.parquet@2#0"]
+    assert len(fake.deadlines) > 3  # retried, as during an outage
+    assert max(fake.deadlines) > recorded - landing_window(2.0) + 2 * 2.0  # beyond start + 2 x timeout
+    assert max(fake.deadlines) <= recorded  # but within what the journal recorded
+
+
+def test_the_default_call_timeout_rides_out_what_pymilvus_retries_rode_out_without_one() -> None:
+    """pymilvus uses a call's timeout as its whole retry budget; without one it retried ``retry_times``
+    times with growing back-offs (~210 s), which is how a load rode out a Milvus restart before every call
+    carried a timeout. A shorter default would fail a load that used to pass."""
+    from task_components.milvus.tasks import ImportParams, InsertParams
+
+    defaults = {k: v.default for k, v in inspect.signature(retry_on_rpc_failure).parameters.items()}
+    window, back_off = 0.0, defaults["initial_back_off"]
+    for _ in range(defaults["retry_times"]):
+        window += back_off
+        back_off = min(back_off * defaults["back_off_multiplier"], defaults["max_back_off"])
+    assert window > 200
+    assert ImportParams().call_timeout >= window and InsertParams().call_timeout >= window
