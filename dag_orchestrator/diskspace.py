@@ -1,4 +1,4 @@
-"""A full disk is named as one: the path that could not be written and the space left beside it.
+"""A full disk (or an exhausted quota) is named as one: the path that could not be written and the space left beside it.
 
 Without this a full disk shows up as whatever the writer's library makes of it (pyarrow's "Error
 writing bytes", initdb's exit status 1, a bare ``[Errno 28]``), and a person goes looking for a bug.
@@ -19,10 +19,14 @@ __all__ = ["DiskFullError", "explain", "free_bytes", "human", "is_enospc", "nami
 
 
 class DiskFullError(OSError):
-    """ENOSPC with the path and the free space in its message (still an OSError with errno ENOSPC)."""
+    """ENOSPC (or EDQUOT) with the path and the free space in its message (its errno kept for callers).
 
-    def __init__(self, path: str | Path, action: str = "writing") -> None:
-        super().__init__(errno.ENOSPC, f"no space left on device {action} {path}: {space_note(path)}", str(path))
+    A quota is said as one: "no space left" beside a filesystem with gigabytes free sends a person to
+    the wrong place.
+    """
+
+    def __init__(self, path: str | Path, action: str = "writing", code: int = errno.ENOSPC) -> None:
+        super().__init__(code, f"{_what(code)} {action} {path}: {space_note(path)}", str(path))
 
     def __str__(self) -> str:
         return str(self.strerror)
@@ -56,6 +60,10 @@ def space_note(path: str | Path) -> str:
     return f"{human(free)} free of {human(total)} on its filesystem"
 
 
+def _what(code: int | None) -> str:
+    return "disk quota exceeded" if code == errno.EDQUOT else "no space left on device"
+
+
 def is_enospc(exc: BaseException) -> bool:
     """An OSError with ENOSPC, or a library's wrapping of one that kept only the text (pyarrow)."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -69,9 +77,10 @@ def explain(exc: BaseException, fallback: str | Path | None) -> str | None:
     if isinstance(exc, DiskFullError) or not is_enospc(exc):
         return None
     where = getattr(exc, "filename", None) or fallback
+    what = _what(getattr(exc, "errno", None))
     if where is None:
-        return "no space left on device"
-    return f"no space left on device writing {where}: {space_note(where)}"
+        return what
+    return f"{what} writing {where}: {space_note(where)}"
 
 
 @contextmanager
@@ -83,5 +92,6 @@ def naming_enospc(path: str | Path, action: str = "writing") -> Iterator[None]:
         raise
     except OSError as exc:
         if is_enospc(exc):
-            raise DiskFullError(getattr(exc, "filename", None) or path, action) from exc
+            code = errno.EDQUOT if exc.errno == errno.EDQUOT else errno.ENOSPC
+            raise DiskFullError(getattr(exc, "filename", None) or path, action, code) from exc
         raise

@@ -133,7 +133,12 @@ class _Scheduler:
         finally:
             self.tg = None
             if self.store is not None:
-                self.store.close()
+                try:
+                    self.store.close()
+                except Exception as exc:  # noqa: BLE001 - the journal's last flush: never hides the first crash
+                    if crash is None:
+                        crash, self.stop = exc, StopReason.CRASHED
+                        self.stop_reason = self.stop_reason or f"crash: {_describe(exc)}"
         result = self._result(started)
         self._emit(EventKind.RUN_FINISHED, None, data={"state": result.state.value})
         if crash is not None:

@@ -9,6 +9,7 @@ whose effects are external (uploads, imports) are written to be idempotent.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import os
@@ -131,14 +132,22 @@ class StateStore:
             self._fh = open(self.journal, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def close(self) -> None:
+        """Flush, fsync and close; a failed flush raises the named DiskFullError, not the close's repeat.
+
+        ``close()`` flushes the same unwritten buffer again and fails the same way, and an error raised
+        in a ``finally`` would replace the named one with a bare ``[Errno 28]``: it is suppressed.
+        """
         if self._fh is not None:
             fh, self._fh = self._fh, None
             try:
                 with naming_enospc(self.journal):
                     fh.flush()
                     os.fsync(fh.fileno())
-            finally:
-                fh.close()
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    fh.close()
+                raise
+            fh.close()
 
     def record(self, run: TaskRun, *, resumable: bool = False) -> None:
         """Append a terminal state; a success is resumable when ``save_result`` stored its result first."""

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["alive", "dead_users", "watch", "watchdog_script"]
+__all__ = ["alive", "read_users", "split_alive", "watch", "watchdog_script"]
 
 
 def alive(pid: int) -> bool:
@@ -39,12 +39,29 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def dead_users(pids_file: Path) -> tuple[list[int], list[int]]:
-    """(alive, dead) recorded users; the caller holds the lock and rewrites the file if it drops any."""
+def read_users(pids_file: Path) -> list[int] | None:
+    """The recorded user pids; ``[]`` when the file is gone; None when it cannot be read as a list now.
+
+    pgserver rewrites the file by truncating it first, so an empty or half-written file is a list in
+    flux, not "no users": reading it as none would stop a server in use. The caller skips that round.
+    """
     try:
-        pids = json.loads(pids_file.read_text() or "[]")
+        text = pids_file.read_text()
     except FileNotFoundError:
-        return [], []
+        return []
+    except OSError:
+        return None
+    try:
+        pids = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(pids, list) or not all(isinstance(p, int) and not isinstance(p, bool) for p in pids):
+        return None
+    return pids
+
+
+def split_alive(pids: list[int]) -> tuple[list[int], list[int]]:
+    """(alive, dead); the caller holds the lock and rewrites the file if it drops any."""
     live = [p for p in pids if alive(p)]
     return live, [p for p in pids if p not in live]
 
@@ -80,18 +97,34 @@ def watch(pids_file: Path, lock_file: Path, server_pid_file: Path, interval: flo
     import fasteners  # the lock pgserver's users take (fcntl.lockf on the same file)
 
     lock = fasteners.InterProcessLock(str(lock_file))
+    _say(f"watching the server of {server_pid_file.parent} (users in {pids_file.name})")
+    unreadable = False
     while True:
         with lock:
             server = _server_pid(server_pid_file)
             if server is None or not alive(server):
+                _say("the server is gone (stopped by someone else): leaving")
                 return "gone"
-            live, dead = dead_users(pids_file)
-            if dead:
-                pids_file.write_text(json.dumps(live))
-            if not live:
-                _stop(server, grace)
-                return "stopped"
+            users = read_users(pids_file)
+            if users is None:  # mid-rewrite or damaged: never a reason to stop a server; look again
+                if not unreadable:
+                    _say(f"{pids_file} is empty or not a list of pids: skipping until it is")
+                unreadable = True
+            else:
+                unreadable = False
+                live, dead = split_alive(users)
+                if dead:
+                    pids_file.write_text(json.dumps(live))
+                if not live:
+                    _say(f"every user is dead ({dead or 'none left'}): stopping server {server}")
+                    _stop(server, grace)
+                    return "stopped"
         time.sleep(interval)
+
+
+def _say(message: str) -> None:
+    """One line to stderr, which the starter points at ``postgres/watchdog.log``."""
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} watchdog[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str]) -> int:

@@ -26,6 +26,7 @@ from pipeline.cli_common import (
     err,
     exit_code,
     fail_invalid,
+    fail_prepare,
     load_settings,
     out,
     print_summary,
@@ -82,7 +83,7 @@ def run(
     try:
         prepared = prepare_run(file, parse_overrides(set_, file), options)
     except SpecError as exc:
-        raise fail_invalid(str(exc)) from None
+        raise fail_prepare(exc) from None
     check_settings(prepared, settings)
     live = progress if progress is not None else sys.stderr.isatty()
     result = run_to_end(prepared, settings, options, live)

@@ -25,7 +25,7 @@ from dag_orchestrator.diskspace import DiskFullError
 from dag_orchestrator.events import log_observer
 from dag_orchestrator.state import RunResult, TaskState
 from pipeline.progress import RichProgress
-from pipeline.runner import PreparedRun, RunOptions, execute, prepare_spec, summaries
+from pipeline.runner import NoSpaceForRun, PreparedRun, RunOptions, execute, prepare_spec, summaries
 from pipeline.spec import PipelineSpec, SpecError
 from task_components.base import Component
 
@@ -46,6 +46,15 @@ RunDirOpt = Annotated[Path | None, typer.Option(help="where runs are kept [defau
 def fail_invalid(message: str) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_INVALID)
+
+
+def fail_prepare(exc: SpecError) -> typer.Exit:
+    """A run refused before it starts: invalid input exits 2; a full disk is not invalid input and exits 1,
+    as when the disk fills during the run (one documented code for "the disk is full", wherever it shows)."""
+    if isinstance(exc, NoSpaceForRun):
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return typer.Exit(EXIT_FAILED)
+    return fail_invalid(str(exc))
 
 
 def check_backend(backend: str, scheduler: str | None) -> None:
@@ -86,12 +95,30 @@ def load_settings() -> Settings:
 
 
 def run_to_end(prepared: PreparedRun, settings: Settings, options: RunOptions, live: bool) -> RunResult:
-    """Run with the view; a full disk that ends the run itself (the journal cannot be written) is one line."""
+    """Run with the view; a full disk that ends the run itself (the journal cannot be written) is one line.
+
+    The crash arrives inside the task groups' exception groups, so it is looked for there: a bare
+    ``except DiskFullError`` would miss it and print a traceback.
+    """
     try:
         return anyio.run(run_with_view, prepared, settings, options, live)
-    except DiskFullError as exc:
-        err.print(f"[bold red]error:[/] run {prepared.run_id}: {escape(str(exc))}", highlight=False, soft_wrap=True)
+    except BaseException as exc:
+        full = disk_full_in(exc)
+        if full is None:
+            raise
+        err.print(f"[bold red]error:[/] run {prepared.run_id}: {escape(str(full))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
+
+
+def disk_full_in(exc: BaseException) -> DiskFullError | None:
+    """The first DiskFullError in ``exc`` or any exception group nested in it."""
+    if isinstance(exc, DiskFullError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := disk_full_in(inner)) is not None:
+                return found
+    return None
 
 
 async def run_with_view(prepared: PreparedRun, settings: Settings, options: RunOptions, live: bool) -> RunResult:
@@ -150,7 +177,7 @@ def run_tasks(
         spec = PipelineSpec.model_validate({"name": name, "tasks": tasks})
         prepared = prepare_spec(spec, f"<{name}>", {}, options)
     except SpecError as exc:
-        raise fail_invalid(str(exc)) from None
+        raise fail_prepare(exc) from None
     check_settings(prepared, settings)
     result = run_to_end(prepared, settings, options, sys.stderr.isatty() if live is None else live)
     if summary:

@@ -6,7 +6,8 @@ whatever the outcome) and whatever the tasks write there (data files, Milvus Lit
 SIGINT/SIGTERM/SIGHUP cancel the executor: running tasks get their cancellation, the journal keeps
 what succeeded, the report marks the rest, and ``--resume RUN_ID`` picks up from there. SIGHUP is
 here because a closed terminal (a dropped ssh session) is an interruption, not a reason to die with
-no report and an embedded server left running.
+no report and an embedded server left running; unless it was ignored when the run started (``nohup``):
+then the caller asked for the run to outlive its terminal, and it does.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import structlog
 from config.settings import Settings
 from dag_orchestrator.context import PipelineContext, new_run_id
 from dag_orchestrator.dag import DAG
-from dag_orchestrator.diskspace import free_bytes, human, naming_enospc
+from dag_orchestrator.diskspace import DiskFullError, free_bytes, human, naming_enospc
 from dag_orchestrator.events import Observer
 from dag_orchestrator.executor import Executor, FailurePolicy
 from dag_orchestrator.locks import LockHeld, PathLock
@@ -36,11 +37,22 @@ from pipeline.registry import build_dag
 from pipeline.spec import PipelineSpec, SpecError, load_spec
 from task_components.base import Component
 
-__all__ = ["PreparedRun", "RunDirBusy", "RunOptions", "execute", "innermost", "prepare_run", "prepare_spec"]
+__all__ = [
+    "NoSpaceForRun", "PreparedRun", "RunDirBusy", "RunOptions", "execute", "innermost", "prepare_run", "prepare_spec",
+    "stop_signals",
+]  # fmt: skip
 
 
 class RunDirBusy(SpecError):
     """Another live process holds the run directory (the daemon waits and tries again)."""
+
+
+class NoSpaceForRun(SpecError):
+    """The run directory's disk is full before the run starts (run directory, ``request.json``).
+
+    Still refused before anything runs, like invalid input (the daemon dead-letters it the same way),
+    but it is not invalid input: the CLI exits 1, as for a disk that fills during the run.
+    """
 
 
 @dataclass(slots=True)
@@ -105,6 +117,9 @@ def prepare_spec(
             (path / "request.json").write_text(
                 json.dumps({"file": str(file), "overrides": overrides, "run_id": run_id}, indent=2, default=str)
             )
+    except DiskFullError as exc:
+        lock.release()
+        raise NoSpaceForRun(file, f"cannot write to the run directory {path}: {exc}") from None
     except OSError as exc:
         lock.release()
         raise SpecError(file, f"cannot write to the run directory {path}: {exc.strerror or exc}") from None
@@ -119,18 +134,28 @@ def _lock_run_dir(file: str | Path, path: Path, run_id: str) -> PathLock:
             return PathLock(path / ".lock", f"run directory {path}").acquire(run_id=run_id)
     except LockHeld as exc:
         raise RunDirBusy(file, f"{exc}; wait for it to finish or stop it first") from None
+    except DiskFullError as exc:
+        raise NoSpaceForRun(file, f"cannot use {path} as a run directory: {exc}") from None
     except (FileExistsError, NotADirectoryError):
         raise SpecError(file, f"cannot use {path} as a run directory: a file is in the way") from None
     except OSError as exc:
         raise SpecError(file, f"cannot use {path} as a run directory: {exc.strerror or exc}") from None
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """SIGINT, SIGTERM and SIGHUP, less SIGHUP when this process was started with it ignored.
+
+    ``nohup`` (or a shell's ``disown``-style launch) ignores SIGHUP before exec so the command outlives
+    its terminal; installing a receiver would replace that SIG_IGN and turn the caller's "keep going"
+    into a cancelled run. Asked at each run's start, before the receiver replaces anything.
+    """
+    hup_ignored = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    return (signal.SIGINT, signal.SIGTERM) if hup_ignored else (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-async def _cancel_on_signal(executor: Executor) -> None:
+async def _cancel_on_signal(executor: Executor, signums: tuple[signal.Signals, ...]) -> None:
     hung_up = False
-    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+    with anyio.open_signal_receiver(*signums) as signals:
         async for signum in signals:
             hung_up = signum == signal.SIGHUP
             if hung_up:
@@ -145,14 +170,15 @@ def _leave_hung_up_terminal() -> None:
     """After a hangup every write to the terminal fails (EIO): point those descriptors at /dev/null.
 
     The run still has to stop its tasks, write its report and print its summary; none of that may die
-    on a terminal nobody reads any more. Pipes and files (a hangup sent with ``kill``) are kept. A
-    character device is the test, not ``isatty``: a hung-up terminal answers isatty with EIO (False).
+    on a terminal nobody reads any more. Pipes and files are kept, and so is a terminal that still
+    answers (a deliberate ``kill -HUP`` while someone watches: the summary still reaches them). A
+    hung-up terminal is a character device that answers isatty with EIO, i.e. False.
     """
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         for fd in (1, 2):
             with contextlib.suppress(OSError):
-                if stat.S_ISCHR(os.fstat(fd).st_mode):
+                if stat.S_ISCHR(os.fstat(fd).st_mode) and not os.isatty(fd):
                     os.dup2(devnull, fd)
     finally:
         os.close(devnull)
@@ -183,10 +209,11 @@ async def execute(
     )  # fmt: skip
     store = StateStore(prepared.path)
     warn_if_short_of_space(prepared, settings)
+    signums = stop_signals()
     try:
         async with anyio.create_task_group() as tg:
             if handle_signals:
-                tg.start_soon(_cancel_on_signal, executor)
+                tg.start_soon(_cancel_on_signal, executor, signums)
             try:
                 result = await executor.run(prepared.dag, ctx, store=store, resume=prepared.resume)
             finally:

@@ -11,8 +11,9 @@ import contextlib
 import json
 import subprocess
 import sys
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,7 +23,7 @@ import anyio
 from config.settings import Settings
 from dag_orchestrator.diskspace import free_bytes, human, naming_enospc, space_note
 from dag_orchestrator.locks import LockHeld, PathLock, resource_lock
-from dag_orchestrator.watchdog import alive, dead_users, watchdog_script
+from dag_orchestrator.watchdog import alive, read_users, split_alive, watchdog_script
 from task_components.contracts import MilvusTarget
 
 __all__ = [
@@ -58,6 +59,13 @@ def count_rows(client: Any, collection: str) -> int:
     return int(reply[0]["count(*)"])
 
 
+# One lock for everything this process does with pgserver. pgserver's own lock is an fcntl lock held
+# per process: a second thread of ours (two runs of one daemon, two shadow tasks, each in a worker
+# thread) would enter it at once, and its release would drop the lock for every other process too.
+_embedded_lock = threading.RLock()
+_pgserver_module: ModuleType | None = None
+
+
 def _pgserver() -> ModuleType:
     """pgserver, imported without platformdirs' XDG_RUNTIME_DIR warning (ours to settle, not the user's).
 
@@ -65,23 +73,32 @@ def _pgserver() -> ModuleType:
     XDG_RUNTIME_DIR (a container, sudo, cron) that falls back to /tmp/runtime-UID, which is fine for a
     lock, but warns on every run. Setting the variable instead would move the lock for this process
     only, and processes that disagree on the lock would not exclude each other: so silence, not change.
+    The filter is set once, around the first import only: ``catch_warnings`` swaps the process-wide
+    filter list, which other threads would see half-changed if every call did it.
     """
-    from platformdirs.api import RuntimeDirWarning
+    global _pgserver_module
+    if _pgserver_module is None:
+        with _embedded_lock:
+            if _pgserver_module is None:
+                from platformdirs.api import RuntimeDirWarning
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeDirWarning)
-        import pgserver
-    return pgserver
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeDirWarning)
+                    import pgserver
+                _pgserver_module = pgserver
+    return _pgserver_module
 
 
-def _server_lock() -> Any:
+@contextlib.contextmanager
+def _server_lock() -> Iterator[None]:
     """The lock pgserver's users hold while they register, start, unregister and stop a server.
 
-    It must be this very object: it is an fcntl lock, which a process holds per file, so a second lock
-    object on the same file in this process would not exclude anything, and closing it would drop the
-    first one's lock.
+    pgserver's own object (an fcntl lock, held per process: a second lock object on the same file
+    would exclude nothing, and closing it would drop the first one's lock), taken only under this
+    process' thread lock, so one thread of ours at a time holds it.
     """
-    return _pgserver().PostgresServer._lock
+    with _embedded_lock, _pgserver().PostgresServer._lock:
+        yield
 
 
 def forget_dead_handles(data: Path) -> list[int]:
@@ -91,16 +108,32 @@ def forget_dead_handles(data: Path) -> list[int]:
     ``.handle_pids.json``. A killed process never removes its pid, so without this every later process
     thinks another still uses the server and leaves it running: the server would outlive every run.
     The list is edited under pgserver's own lock, as pgserver edits it, so a process registering at the
-    same moment is not lost.
+    same moment is not lost; a list caught half-written is left alone.
     """
     handles = data / ".handle_pids.json"
     with _server_lock():
-        if not handles.exists():
+        users = read_users(handles)
+        if not users:
             return []
-        live, dead = dead_users(handles)
+        live, dead = split_alive(users)
         if dead:
             handles.write_text(json.dumps(live))
     return dead
+
+
+def _watchdog_running(pid_file: Path, pgdata: Path) -> bool:
+    """The pid in ``pid_file`` is this server's watchdog: alive, and its command line says so.
+
+    A pid alone is not enough: after a reboot (or enough processes) the number belongs to someone
+    else, and the server would go unwatched with nothing said.
+    """
+    try:
+        pid = int(pid_file.read_text())
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return False
+    args = [a.decode(errors="replace") for a in argv]
+    return alive(pid) and watchdog_script() in args and str(pgdata / ".handle_pids.json") in args
 
 
 def _start_watchdog(base: Path, pgdata: Path) -> None:
@@ -109,22 +142,19 @@ def _start_watchdog(base: Path, pgdata: Path) -> None:
     See ``dag_orchestrator.watchdog``. Its pid is kept in ``<base>/watchdog.pid`` so a second user of
     the same server does not start a second one. It gets no inherited descriptor (a caller reading our
     stderr to its end would otherwise wait for the watcher) and its own session (a terminal hangup
-    does not reach it).
+    does not reach it); what it says (and any failure to start, an import error included) goes to
+    ``<base>/watchdog.log``.
     """
     pid_file = base / "watchdog.pid"
     with _server_lock():
-        try:
-            running = alive(int(pid_file.read_text()))
-        except (OSError, ValueError):
-            running = False
-        if running:
+        if _watchdog_running(pid_file, pgdata):
             return
-        proc = subprocess.Popen(
-            [sys.executable, "-I", watchdog_script(), str(pgdata / ".handle_pids.json"),
-             str(_pgserver().PostgresServer.lock_path), str(pgdata / "postmaster.pid")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, close_fds=True,
-        )  # fmt: skip
+        with naming_enospc(base / "watchdog.log"), open(base / "watchdog.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", watchdog_script(), str(pgdata / ".handle_pids.json"),
+                 str(_pgserver().PostgresServer.lock_path), str(pgdata / "postmaster.pid")],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
+            )  # fmt: skip
         pid_file.write_text(str(proc.pid))
 
 
@@ -132,23 +162,26 @@ def embedded_dsn(run_dir: Path) -> str:
     """Start (or reuse) a PostgreSQL in ``<run dir>/postgres``; it stops when its last user process exits.
 
     "Exits" includes dying by SIGKILL: a watchdog (``_start_watchdog``) stops it within seconds then.
+    Callers run in worker threads: the whole check-start-register is one thread at a time, so two
+    runs of one process never start two servers (or two watchdogs) for one directory.
     """
     key = str(run_dir.resolve())
-    if key not in _embedded:
-        pgserver = _pgserver()
-        base = run_dir.resolve() / "postgres"
-        data = base / "data"
-        with naming_enospc(base, "creating"):
-            base.mkdir(parents=True, exist_ok=True)
-        base.chmod(0o755)  # pgserver runs PostgreSQL as its own OS user, which must traverse this
-        # the data directory itself belongs to pgserver: PostgreSQL refuses one that is not 0700/0750
-        forget_dead_handles(data)
-        try:
-            _embedded[key] = pgserver.get_server(str(data), cleanup_mode="stop")
-        except subprocess.CalledProcessError as exc:
-            raise EmbeddedServerError(_why_not_started(data, exc)) from None
-        _start_watchdog(base, data)
-    return str(_embedded[key].get_uri())
+    with _embedded_lock:
+        if key not in _embedded:
+            pgserver = _pgserver()
+            base = run_dir.resolve() / "postgres"
+            data = base / "data"
+            with naming_enospc(base, "creating"):
+                base.mkdir(parents=True, exist_ok=True)
+            base.chmod(0o755)  # pgserver runs PostgreSQL as its own OS user, which must traverse this
+            # the data directory itself belongs to pgserver: PostgreSQL refuses one that is not 0700/0750
+            forget_dead_handles(data)
+            try:
+                _embedded[key] = pgserver.get_server(str(data), cleanup_mode="stop")
+            except subprocess.CalledProcessError as exc:
+                raise EmbeddedServerError(_why_not_started(data, exc)) from None
+            _start_watchdog(base, data)
+        return str(_embedded[key].get_uri())
 
 
 class EmbeddedServerError(RuntimeError):
