@@ -51,7 +51,8 @@ def _spec(name: str, method: str) -> dict[str, Any]:
             "collection": {"uses": "milvus.create_collection",
                            "with": {"schema": "simple", "collection": name, "drop_if_exists": True, "indexes": ivf}},
             "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
-                       "with": {"method": method, "batch_rows": 1000, "poll_interval": 0.5, "timeout": 600}},
+                       "with": {"method": method, "batch_rows": 1000, "poll_interval": 0.5, "timeout": 600,
+                                "call_timeout": 5}},  # a resume after SIGKILL waits out in-flight calls
             "shadow": {"uses": "shadow.sync", "needs": ["generate"], "with": {"table": f"shadow_{name}"}},
             "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "count"}},
         },
