@@ -128,10 +128,23 @@ def _say(message: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """``[--detach PID_FILE] PIDS_FILE LOCK_FILE SERVER_PID_FILE``.
+
+    ``--detach`` forks: the watcher's pid goes to PID_FILE and the first process exits at once, so the
+    watcher is nobody's child (no zombie, no "still running" warning in the process that started it).
+    """
+    pid_file = None
+    if argv[:1] == ["--detach"] and len(argv) > 1:
+        pid_file, argv = Path(argv[1]), argv[2:]
     if len(argv) != 3:
-        print("usage: watchdog.py PIDS_FILE LOCK_FILE SERVER_PID_FILE", file=sys.stderr)
+        print("usage: watchdog.py [--detach PID_FILE] PIDS_FILE LOCK_FILE SERVER_PID_FILE", file=sys.stderr)
         return 2
     pids_file, lock_file, server_pid_file = map(Path, argv)
+    if pid_file is not None:
+        child = os.fork()
+        if child:
+            pid_file.write_text(str(child))
+            os._exit(0)
     watch(pids_file, lock_file, server_pid_file)
     return 0
 

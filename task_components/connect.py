@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import anyio
+import structlog
 
 from config.settings import Settings
 from dag_orchestrator.diskspace import free_bytes, human, naming_enospc, space_note
@@ -141,21 +142,25 @@ def _start_watchdog(base: Path, pgdata: Path) -> None:
 
     See ``dag_orchestrator.watchdog``. Its pid is kept in ``<base>/watchdog.pid`` so a second user of
     the same server does not start a second one. It gets no inherited descriptor (a caller reading our
-    stderr to its end would otherwise wait for the watcher) and its own session (a terminal hangup
-    does not reach it); what it says (and any failure to start, an import error included) goes to
-    ``<base>/watchdog.log``.
+    stderr to its end would otherwise wait for the watcher), its own session (a terminal hangup does
+    not reach it) and no parent of ours (it detaches: nothing to reap). What it says, and any failure
+    to start (an import error included), goes to ``<base>/watchdog.log``; a failed start is warned about.
     """
     pid_file = base / "watchdog.pid"
     with _server_lock():
         if _watchdog_running(pid_file, pgdata):
             return
         with naming_enospc(base / "watchdog.log"), open(base / "watchdog.log", "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", watchdog_script(), str(pgdata / ".handle_pids.json"),
+            starter = subprocess.run(
+                [sys.executable, "-I", watchdog_script(), "--detach", str(pid_file), str(pgdata / ".handle_pids.json"),
                  str(_pgserver().PostgresServer.lock_path), str(pgdata / "postmaster.pid")],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True, check=False,
             )  # fmt: skip
-        pid_file.write_text(str(proc.pid))
+        if starter.returncode != 0:  # the server runs on unwatched: said, not fatal (a resume still stops it)
+            structlog.get_logger("task_components.connect").warning(
+                "the embedded PostgreSQL's watchdog did not start; a killed run may leave the server running",
+                log=str(base / "watchdog.log"), exit_status=starter.returncode,
+            )  # fmt: skip
 
 
 def embedded_dsn(run_dir: Path) -> str:

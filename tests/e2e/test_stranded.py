@@ -7,6 +7,7 @@ killed run's worker processes must already be gone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -48,12 +49,25 @@ def cmd(*args: str) -> list[str]:
 
 
 def processes_of(run_dir: Path) -> list[str]:
-    """Processes whose command line names the run directory (the embedded PostgreSQL and its watchdog do)."""
+    """Processes of the run's own servers: any whose command line names the run directory (the
+    postmaster, the watchdog), whose working directory is inside it (PostgreSQL's backends and
+    auxiliary processes, ``postgres: checkpointer``, name nothing but run in the data directory), or
+    the postmaster recorded in its postmaster.pid with its children."""
+    family: set[int] = set()
+    with contextlib.suppress(OSError, ValueError, psutil.Error):
+        postmaster = psutil.Process(int((run_dir / "postgres" / "data" / "postmaster.pid").read_text().split()[0]))
+        if str(run_dir) in " ".join(postmaster.cmdline()):  # the number may belong to someone else by now
+            family = {postmaster.pid, *(c.pid for c in postmaster.children(recursive=True))}
     found = []
     for p in psutil.process_iter(["cmdline"]):
         try:
             line = " ".join(p.info["cmdline"] or [])
-            if str(run_dir) in line and p.status() != psutil.STATUS_ZOMBIE:
+            try:
+                cwd = p.cwd()
+            except psutil.AccessDenied:
+                cwd = ""
+            ours = str(run_dir) in line or cwd == str(run_dir) or cwd.startswith(f"{run_dir}/") or p.pid in family
+            if ours and p.status() != psutil.STATUS_ZOMBIE:
                 found.append(f"{p.pid}: {line[:160]}")
         except psutil.NoSuchProcess:  # ended while we looked: that is what we wait for
             continue
@@ -186,3 +200,103 @@ def test_watchdog_leaves_when_someone_else_stopped_the_server(tmp_path: Path) ->
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_two_threads_start_embedded_servers_at_once_without_breaking_the_lock(run_root: Path) -> None:
+    """Two runs of one process (two shadow tasks, a daemon's runs) reach embedded_dsn from worker threads.
+
+    pgserver's lock is held per process, so without a thread lock the second thread enters it while
+    the first holds it, and the first's release fails ('Unable to release an unaquired lock').
+    """
+    import threading
+
+    from task_components import connect
+
+    dirs = [run_root / "a", run_root / "b"]
+    results: dict[str, str] = {}
+
+    def start(d: Path) -> None:
+        try:
+            results[d.name] = connect.embedded_dsn(d)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            results[d.name] = f"FAILED: {type(exc).__name__}: {exc}"
+
+    threads = [threading.Thread(target=start, args=(d,)) for d in dirs]
+    try:
+        for t in threads:
+            t.start()
+            time.sleep(0.2)  # the second arrives while the first is inside pgserver's initdb/start
+        for t in threads:
+            t.join(timeout=120)
+        assert all(v.startswith("postgresql://") for v in results.values()) and len(results) == 2, results
+        for d in dirs:  # one watchdog each, recognised as one
+            assert connect._watchdog_running(d / "postgres" / "watchdog.pid", d / "postgres" / "data")
+    finally:
+        for d in dirs:
+            server = connect._embedded.pop(str(d.resolve()), None)
+            if server is not None:
+                server.cleanup()
+    for d in dirs:
+        assert not wait_gone(d, 15)
+
+
+def test_a_watchdog_pid_now_used_by_another_process_does_not_stop_a_new_watchdog(tmp_path: Path) -> None:
+    """After a reboot the pid in watchdog.pid may be anyone's: the server must still get its watchdog."""
+    from task_components.connect import _start_watchdog, _watchdog_running
+
+    base, data = tmp_path / "postgres", tmp_path / "postgres" / "data"
+    data.mkdir(parents=True)
+    server = subprocess.Popen(["sleep", "60"])  # stands in for the postmaster
+    (data / "postmaster.pid").write_text(f"{server.pid}\n{data}\n")
+    (data / ".handle_pids.json").write_text(json.dumps([os.getpid()]))
+    (base / "watchdog.pid").write_text(str(os.getpid()))  # alive, but not a watchdog
+    try:
+        _start_watchdog(base, data)
+        watchdog = int((base / "watchdog.pid").read_text())
+        assert watchdog != os.getpid() and _watchdog_running(base / "watchdog.pid", data)
+        server.terminate()
+        server.wait()
+        deadline = time.monotonic() + 5
+        while psutil.pid_exists(watchdog) and psutil.Process(watchdog).status() != "zombie" and \
+                time.monotonic() < deadline:  # fmt: skip
+            time.sleep(0.1)
+        log = (base / "watchdog.log").read_text()  # what it said is kept where a person can look
+        assert "watching the server" in log and "the server is gone" in log, log
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def test_watchdog_skips_rounds_while_the_user_list_is_empty_or_half_written(tmp_path: Path) -> None:
+    """pgserver truncates the list before it rewrites it: an empty or broken file is not 'no users'."""
+    server = subprocess.Popen(["sleep", "60"])
+    watchdog = _watch(tmp_path, [os.getpid()], server.pid)
+    try:
+        for text in ("", "[12", "{}"):
+            (tmp_path / "pids.json").write_text(text)
+            time.sleep(1.2)  # two rounds of the watchdog
+            assert server.poll() is None and watchdog.poll() is None, f"stopped on a list reading {text!r}"
+        (tmp_path / "pids.json").write_text(json.dumps([_dead_pid()]))
+        assert server.wait(timeout=5) == -signal.SIGINT
+        assert watchdog.wait(timeout=5) == 0
+    finally:
+        for p in (server, watchdog):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_pgserver_import_warning_filter_is_set_once_not_on_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """catch_warnings swaps the process-wide filters: from worker threads, on every call, it races."""
+    import warnings
+
+    from task_components import connect
+
+    first = connect._pgserver()
+
+    def swapped() -> None:
+        raise AssertionError("warning filters swapped on a later call")
+
+    monkeypatch.setattr(warnings, "catch_warnings", swapped)
+    assert connect._pgserver() is first
