@@ -6,6 +6,7 @@ on a 15 MB tmpfs (as root; skipped cleanly where mounting is not permitted).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -20,12 +21,13 @@ from typing import Any
 import anyio
 import pytest
 import structlog
+import typer
 
 from config.logging import configure_logging
 from config.settings import Settings
 from dag_orchestrator import DAG, Executor, StateStore, TaskRun, TaskState, task
 from dag_orchestrator.diskspace import DiskFullError, explain, naming_enospc
-from pipeline.runner import RunOptions, estimated_bytes, prepare_run, warn_if_short_of_space
+from pipeline.runner import NoSpaceForRun, RunOptions, estimated_bytes, prepare_run, warn_if_short_of_space
 from pipeline.spec import SpecError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,9 +120,10 @@ def test_a_task_failing_on_a_full_disk_says_so_with_the_run_directory(tmp_path: 
     assert "[errno 28]" in error  # the library's own words are kept after it
 
 
-def test_request_write_on_a_full_disk_is_an_input_error_naming_it(
+def test_request_write_on_a_full_disk_is_refused_naming_it_but_not_as_invalid_input(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Still refused before the run (a SpecError, which the daemon dead-letters), but NoSpaceForRun: exit 1."""
     real = Path.write_text
 
     def full(self: Path, data: str, **kw: Any) -> int:
@@ -129,8 +132,48 @@ def test_request_write_on_a_full_disk_is_an_input_error_naming_it(
         return real(self, data, **kw)
 
     monkeypatch.setattr(Path, "write_text", full)
-    with pytest.raises(SpecError, match=r"no space left on device writing .*request\.json: .* free of"):
+    with pytest.raises(NoSpaceForRun, match=r"no space left on device writing .*request\.json: .* free of"):
         prepare_run(QUICKSTART, {}, RunOptions(run_dir=tmp_path))
+    assert issubclass(NoSpaceForRun, SpecError)
+
+
+def test_a_quota_is_named_as_a_quota_not_as_a_full_disk(tmp_path: Path) -> None:
+    with pytest.raises(DiskFullError) as caught, naming_enospc(tmp_path / "state.jsonl"):
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+    assert str(caught.value).startswith(f"disk quota exceeded writing {tmp_path / 'state.jsonl'}: ")
+    assert caught.value.errno == errno.EDQUOT
+    said = explain(OSError(errno.EDQUOT, "Disk quota exceeded", "/runs/x/part-0.parquet"), None) or ""
+    assert said.startswith("disk quota exceeded writing /runs/x/part-0.parquet") and "no space" not in said
+
+
+def test_closing_a_journal_on_a_full_disk_names_it(tmp_path: Path) -> None:
+    """/dev/full: the flush in close() fails, and close's own repeat of it must not replace the named error."""
+    (tmp_path / "state.jsonl").symlink_to("/dev/full")
+    store = StateStore(tmp_path)
+    store.open()
+    store._fh.write("{}\n")  # buffered: only the close's flush reaches the disk
+    with pytest.raises(DiskFullError, match=f"writing {tmp_path / 'state.jsonl'}: "):
+        store.close()
+    assert store._fh is None
+
+
+def test_a_journal_on_a_full_disk_ends_the_run_named_with_a_report_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run's own journal lives on /dev/full: the run stops, the disk is named on one line, no traceback."""
+    from pipeline.cli_common import EXIT_FAILED, run_to_end
+
+    options = RunOptions(run_dir=tmp_path)
+    prepared = prepare_run(ROOT / "tests" / "fixtures" / "slow.yaml", {"pause": 0}, options)
+    (prepared.path / "state.jsonl").symlink_to("/dev/full")
+    with pytest.raises(typer.Exit) as caught:
+        run_to_end(prepared, Settings(), options, False)
+    assert caught.value.exit_code == EXIT_FAILED
+    said = capsys.readouterr().err
+    assert f"error: run {prepared.run_id}: no space left on device writing {prepared.path / 'state.jsonl'}" in said
+    report = json.loads((prepared.path / "report.json").read_text())  # the report is elsewhere: it is written
+    assert report["state"] == "failed" and "no space left on device" in report["reason"], report["reason"]
+    assert prepared.lock is not None and prepared.lock._fd is None  # the run directory is free again
 
 
 def test_embedded_postgres_failing_on_a_full_disk_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -225,3 +268,17 @@ def test_the_quickstart_on_a_full_disk_names_it(tiny_fs: Path) -> None:
     named = [line for line in text.splitlines() if "no space left on device" in line and str(tiny_fs) in line]
     assert named, text[-3000:]  # the failing write (whichever it was) is named with its path...
     assert any("free of 15.0 MB on its filesystem" in line for line in named), named  # ...and the space left
+
+
+def test_a_disk_full_before_the_run_starts_exits_1_naming_it_like_one_during_the_run(tiny_fs: Path) -> None:
+    """One exit code for a full disk: the run directory cannot even be set up (request.json) -> 1, not 2."""
+    with (tiny_fs / "filler").open("wb") as fh, contextlib.suppress(OSError):
+        while True:
+            fh.write(b"\0" * (1 << 20))
+            fh.flush()
+    done = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "run", str(QUICKSTART), "--run-dir",
+                           str(tiny_fs / "runs"), "--no-progress"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "no space left on device" in done.stderr and str(tiny_fs / "runs") in done.stderr, done.stderr[-3000:]
