@@ -68,6 +68,9 @@ class InsertJournal:
         self.deadlines: dict[str, float] = {}  # batch key -> epoch after which its call cannot land
         self.landed: set[str] = set()
         self.rows_before: int | None = None
+        settled: set[str] = set()
+        caps: dict[str, float] = {}  # batch key -> its call's own timeout (newer journals record it)
+        opened = time.time()
         if path is not None and path.exists():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
@@ -80,13 +83,22 @@ class InsertJournal:
                     self.landed.add(entry["landed"])
                 elif "settled" in entry:  # the call returned: nothing of it lands after "at"
                     self.deadlines[entry["settled"]] = float(entry["at"])
+                    settled.add(entry["settled"])
                 else:
                     key = entry["started"]
                     self.started[key] = int(entry["rows"])
                     if "deadline" in entry:
                         self.deadlines[key] = max(float(entry["deadline"]), self.deadlines.get(key, 0.0))
+                    if "timeout" in entry:
+                        caps[key] = float(entry["timeout"])
         self.resumed = bool(self.started)
         self.in_flight = {k: n for k, n in self.started.items() if k not in self.landed}
+        # started, never answered nor settled: the process that sent it died (a live one records an outcome
+        # for every call, cancelled or not), so pymilvus retries nothing more and the last attempt it sent,
+        # before now, carries a deadline at most its timeout from now
+        for key in self.in_flight.keys() - settled:
+            if key in caps and key in self.deadlines:
+                self.deadlines[key] = min(self.deadlines[key], opened + caps[key])
         self.batch_sizes = {k.rsplit("@", 1)[1].split("#")[0] for k in self.started if "@" in k}
         self._fh: Any = None
 
@@ -103,7 +115,13 @@ class InsertJournal:
         self._write({"before": rows})
 
     def start(self, key: str, rows: int, timeout: float) -> None:
-        self._write({"started": key, "rows": rows, "deadline": round(time.time() + landing_window(timeout), 3)})
+        deadline = round(time.time() + landing_window(timeout), 3)
+        self._write({"started": key, "rows": rows, "deadline": deadline, "timeout": timeout})
+
+    def expire(self) -> None:
+        """Nothing of the interrupted attempt can land any more (Milvus Lite served it inside the process
+        that died: opening its file again means that server is gone)."""
+        self.deadlines.update(dict.fromkeys(self.in_flight, 0.0))
 
     def settle(self, key: str, after: float) -> None:
         """The call for ``key`` failed or was interrupted without an answer: nothing of it can land after
@@ -218,6 +236,8 @@ async def insert_files(
     stats = InsertStats()
     slots = anyio.Semaphore(concurrency)  # held from reading a batch until Milvus acknowledged it
     client = await anyio.to_thread.run_sync(info.milvus().client)
+    if info.milvus().lite:
+        journal.expire()
     try:
         if journal.rows_before is None:
             journal.note_before(await anyio.to_thread.run_sync(count_rows, client, info.name))

@@ -108,15 +108,16 @@ def test_an_auto_id_resume_waits_for_a_late_insert_of_the_killed_attempt(tmp_pat
     """The killed process' last insert lands after the resume began (it was still on its way into Milvus):
     counting at once would see it missing, insert the batch again and end with its rows twice."""
     manifest = make(tmp_path, "dynamic_example", 1000, rows_per_file=1000)  # AUTO_ID primary key
-    info = _collection(tmp_path, manifest)
+    # on the server: Milvus Lite serves inside the process that sent the calls, so after a kill none can land
+    info = _collection(tmp_path, manifest, service_uri("TEST_MILVUS_URI"), f"resume_auto_{os.getpid()}")
     entry = manifest.files[0]  # type: ignore[attr-defined]
     batches = list(pq.ParquetFile(manifest.file_path(entry)).iter_batches(batch_size=250))  # type: ignore[attr-defined]
     client = info.milvus().client()
     lines: list[dict[str, object]] = [{"before": 0}]
     for i in (0, 1):
-        client.insert("resume", arrow_to_rows(batches[i], info.collection_schema))
+        client.insert(info.name, arrow_to_rows(batches[i], info.collection_schema))
         lines += [{"started": f"{entry.path}@250#{i}", "rows": 250}, {"landed": f"{entry.path}@250#{i}"}]
-    client.flush("resume")
+    client.flush(info.name)
     deadline = time.time() + 2.0  # the killed attempt's call for batch 2 could land until then
     lines.append({"started": f"{entry.path}@250#2", "rows": 250, "deadline": deadline})
     journal_path = tmp_path / "import.inserted.jsonl"
@@ -124,7 +125,7 @@ def test_an_auto_id_resume_waits_for_a_late_insert_of_the_killed_attempt(tmp_pat
 
     def late_landing() -> None:
         time.sleep(1.0)
-        client.insert("resume", arrow_to_rows(batches[2], info.collection_schema))
+        client.insert(info.name, arrow_to_rows(batches[2], info.collection_schema))
 
     late = threading.Thread(target=late_landing)
     late.start()
@@ -133,26 +134,25 @@ def test_an_auto_id_resume_waits_for_a_late_insert_of_the_killed_attempt(tmp_pat
         stats = anyio.run(lambda: insert_files(ctx, info, manifest, 250, 2, InsertJournal(journal_path)))
     finally:
         late.join()
-        client.close()
     check = info.milvus().client()
     try:
-        assert count_rows(check, "resume") == 1000  # not 1250: batch 2 is in Milvus once
+        check.flush(info.name)
+        assert count_rows(check, info.name) == 1000  # not 1250: batch 2 is in Milvus once
     finally:
         check.close()
+        client.drop_collection(info.name)
+        client.close()
     assert (stats.skipped, stats.adopted, stats.inserted) == (500, 250, 250)
     assert time.time() >= deadline  # decided only once the late call could no longer land
 
 
-@pytest.mark.parametrize("backend", ["server", "lite"])
-def test_a_keyed_resume_upserts_an_in_flight_batch_only_after_the_killed_attempt_could_land(
-    backend: str, tmp_path: Path
-) -> None:
+def test_a_keyed_resume_upserts_an_in_flight_batch_only_after_the_killed_attempt_could_land(tmp_path: Path) -> None:
     """The killed process' insert of batch 3 lands after the resume began: had the resume upserted it at
-    once, the late insert would add those keys a second time (the server's count(*) shows both copies;
-    Lite hides them, so there the order is checked). The batches never started go at once."""
+    once, the late insert would add those keys a second time (the server's count(*) shows both copies).
+    The batches never started go at once."""
     manifest = make(tmp_path, "simple", 2000, rows_per_file=2000)
-    server = service_uri("TEST_MILVUS_URI") if backend == "server" else ""
-    info = _collection(tmp_path, manifest, server, f"resume_keyed_{os.getpid()}" if server else "resume")
+    server = service_uri("TEST_MILVUS_URI")
+    info = _collection(tmp_path, manifest, server, f"resume_keyed_{os.getpid()}")
     entry = manifest.files[0]  # type: ignore[attr-defined]
     batches = list(pq.ParquetFile(manifest.file_path(entry)).iter_batches(batch_size=250))  # type: ignore[attr-defined]
     client = info.milvus().client()
@@ -258,7 +258,8 @@ def test_the_journaled_deadline_covers_pymilvus_last_retry_of_an_insert(tmp_path
         journal.close()
         client.close()
         server.stop(0)
-    recorded = InsertJournal(tmp_path / "import.inserted.jsonl").deadlines["data.parquet@2#0"]
+    entry = json.loads((tmp_path / "import.inserted.jsonl").read_text().splitlines()[0])
+    recorded = entry["deadline"]  # as journaled by the live sender (a resume caps it once the sender died)
     assert len(fake.deadlines) > 3  # retried, as during an outage
     assert max(fake.deadlines) > recorded - landing_window(2.0) + 2 * 2.0  # beyond start + 2 x timeout
     assert max(fake.deadlines) <= recorded  # but within what the journal recorded
@@ -277,3 +278,22 @@ def test_the_default_call_timeout_rides_out_what_pymilvus_retries_rode_out_witho
         back_off = min(back_off * defaults["back_off_multiplier"], defaults["max_back_off"])
     assert window > 200
     assert ImportParams().call_timeout >= window and InsertParams().call_timeout >= window
+
+
+def test_a_resume_on_milvus_lite_waits_for_nothing_since_its_server_died_with_the_killed_process(
+    tmp_path: Path,
+) -> None:
+    """Lite serves inside the process that sent the calls: once the resume opened the file (Lite's flock),
+    no call of the killed attempt can land, so its in-flight batch is upserted at once, not minutes later."""
+    manifest = make(tmp_path, "simple", 1000, rows_per_file=1000)
+    info = _collection(tmp_path, manifest)
+    entry = manifest.files[0]  # type: ignore[attr-defined]
+    journal_path = tmp_path / "import.inserted.jsonl"
+    far = time.time() + 600  # what the killed attempt journaled with call_timeout 240 s
+    journal_path.write_text(json.dumps({"before": 0}) + "\n" + json.dumps(
+        {"started": f"{entry.path}@250#0", "rows": 250, "deadline": far, "timeout": 240}) + "\n")  # fmt: skip
+    ctx = PipelineContext(run_id="lite-resume", run_dir=tmp_path)
+    started = time.monotonic()
+    stats = anyio.run(lambda: insert_files(ctx, info, manifest, 250, 2, InsertJournal(journal_path)))
+    assert time.monotonic() - started < 60
+    assert (stats.upserted, stats.inserted) == (250, 750) and _distinct_keys(info) == (1000, 1000)
