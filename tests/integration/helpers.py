@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import asyncpg
 import yaml
 
 from config.settings import Settings
@@ -55,3 +56,12 @@ def cli(*args: str) -> list[str]:
 
 def subprocess_env() -> dict[str, str]:
     return {**os.environ, **service_env(), "LOGGING__FORMAT": "json"}
+
+
+async def with_pool(dsn: str, call: Any) -> Any:
+    """``call(pool)`` with a small asyncpg pool that is closed afterwards, however the call ends."""
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        return await call(pool)
+    finally:
+        await pool.close()

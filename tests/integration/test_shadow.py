@@ -18,7 +18,7 @@ from task_components.shadow.compare import compare_primary_keys
 from task_components.verification import Verify, VerifyParams
 from task_components.verification.compare import same_value
 from tests.integration.conftest import service_uri
-from tests.integration.helpers import run_file, settings_for_services, write_pipeline
+from tests.integration.helpers import run_file, settings_for_services, with_pool, write_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +31,6 @@ def settings_with_pg() -> Settings:
             k: v.get_secret_value() if hasattr(v, "get_secret_value") else v for k, v in data[section].items()
         }
     return Settings.model_validate(data)
-
-
-async def with_pool(dsn: str, call: Any) -> Any:
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    try:
-        return await call(pool)
-    finally:
-        await pool.close()
 
 
 def spec(schema: str, rows: int, collection: str) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from task_components.shadow.compare import (
 )
 from task_components.shadow.tracker import KeyStateTracker
 from tests.integration.conftest import service_uri
-from tests.integration.helpers import cli
+from tests.integration.helpers import cli, with_pool
 
 pytestmark = pytest.mark.integration
 
@@ -106,14 +106,6 @@ def env(tmp_path: Path) -> Iterator[Env]:
         milvus.drop_collection(NAME)
         milvus.close()
         anyio.run(pg_execute, dsn, f"DROP TABLE IF EXISTS {TABLE}")
-
-
-async def with_pool(dsn: str, call: Any) -> Any:
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    try:
-        return await call(pool)
-    finally:
-        await pool.close()
 
 
 def found(result: Any) -> set[tuple[Any, str | None, str, str]]:

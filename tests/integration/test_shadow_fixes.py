@@ -20,6 +20,7 @@ from task_components.shadow.compare import compare_entities, compare_primary_key
 from task_components.shadow.dropin import AsyncShadowMilvusClient, ShadowMilvusClient
 from task_components.shadow.keyexpr import INT64_MAX
 from tests.integration.conftest import service_uri
+from tests.integration.helpers import with_pool
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +37,6 @@ def index() -> Any:
     params = MilvusClient.prepare_index_params()
     params.add_index("vec", index_type="FLAT", metric_type="L2")
     return params
-
-
-async def with_pool(dsn: str, call: Any) -> Any:
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    try:
-        return await call(pool)
-    finally:
-        await pool.close()
 
 
 def fresh(client: Any, name: str, id_type: DataType) -> None:
