@@ -17,7 +17,8 @@ import json
 import os
 import signal
 import stat
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,38 @@ async def _cancel_on_signal(executor: Executor, signums: tuple[signal.Signals, .
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
+@contextlib.contextmanager
+def _hangup_reaches_only_the_run(signums: tuple[signal.Signals, ...]) -> Iterator[None]:
+    """While the run lasts, the processes it starts never die of the terminal's hangup; the run does.
+
+    A closed terminal (or the shell relaying it) sends SIGHUP to the whole process group: initdb
+    half-way through creating the embedded PostgreSQL, the multiprocessing resource tracker, the
+    forkserver, Milvus Lite. Any of them dying of it turns an orderly stop into a broken one (a data
+    directory initdb could not clean up, a resource tracker's tracebacks). A blocked signal is inherited
+    by every thread created afterwards and every process they start, so SIGHUP is blocked in this
+    (the loop's) thread for the run, and one listener thread, the only one with it unblocked, takes it
+    for the whole process: Python's handler there wakes the event loop, which cancels the run.
+    """
+    if signal.SIGHUP not in signums or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stop = threading.Event()
+
+    def listen() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+        stop.wait()
+
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    listener = threading.Thread(target=listen, name="sighup", daemon=True)
+    listener.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        listener.join(5)
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _leave_hung_up_terminal() -> None:
     """After a hangup every write to the terminal fails (EIO): point those descriptors at /dev/null.
 
@@ -209,15 +242,16 @@ async def execute(
     )  # fmt: skip
     store = StateStore(prepared.path)
     warn_if_short_of_space(prepared, settings)
-    signums = stop_signals()
+    signums = stop_signals() if handle_signals else ()
     try:
-        async with anyio.create_task_group() as tg:
-            if handle_signals:
-                tg.start_soon(_cancel_on_signal, executor, signums)
-            try:
-                result = await executor.run(prepared.dag, ctx, store=store, resume=prepared.resume)
-            finally:
-                tg.cancel_scope.cancel()
+        with _hangup_reaches_only_the_run(signums):
+            async with anyio.create_task_group() as tg:
+                if handle_signals:
+                    tg.start_soon(_cancel_on_signal, executor, signums)
+                try:
+                    result = await executor.run(prepared.dag, ctx, store=store, resume=prepared.resume)
+                finally:
+                    tg.cancel_scope.cancel()
     except BaseException as exc:  # a crash: the report is still written, then the crash goes on
         crashed = getattr(innermost(exc), "run_result", None)
         if crashed is not None:

@@ -86,8 +86,29 @@ def _pgserver() -> ModuleType:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeDirWarning)
                     import pgserver
+                commands = getattr(pgserver, "_commands", None)
+                if commands is not None and getattr(commands, "subprocess", None) is subprocess:
+                    commands.subprocess = _OwnSession()
                 _pgserver_module = pgserver
     return _pgserver_module
+
+
+class _OwnSession:
+    """``subprocess`` as pgserver's command runner sees it: each command (initdb, pg_ctl) in its own session.
+
+    A closed terminal hangs up the run's whole process group. initdb treats SIGHUP as "abort": caught
+    half-way through creating the data directory it leaves one that neither it nor pgserver can use
+    again, so the run could not be resumed. The run itself is what the hangup is for; it stops (or
+    leaves to its watchdog) the server it started.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def run(*args: Any, **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+        kwargs.setdefault("start_new_session", True)
+        return subprocess.run(*args, **kwargs)  # pgserver passes check=True itself
 
 
 @contextlib.contextmanager

@@ -18,15 +18,23 @@ import signal
 import subprocess
 import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 __all__ = ["run_root"]  # a fixture: imported for pytest to find
 
 from tests.e2e.test_stranded import ROOT, cmd, embedded_env, run_root, wait_gone
 
 
-def _start_args(run_dir: Path) -> list[str]:
-    return cmd("run", "pipelines/quickstart.yaml", "--run-dir", str(run_dir), "--no-progress", "--set", "rows=60000")
+def _start_args(run_dir: Path, *extra: str) -> list[str]:
+    return cmd("run", "pipelines/quickstart.yaml", "--run-dir", str(run_dir), "--set", "rows=60000", *extra)
+
+
+def _default_hangup() -> None:
+    """In the child: SIGHUP at its default, whatever pytest itself inherited (it may run under nohup)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def _await_shadow(lines: list[str]) -> str:
@@ -40,11 +48,33 @@ def _await_shadow(lines: list[str]) -> str:
     return ""
 
 
+def _family(pid: int) -> list[psutil.Process]:
+    """The process and its descendants now (the CLI, the forkserver, the pool's workers)."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def _survivors(family: list[psutil.Process], seconds: float) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while True:
+        left = []
+        for p in family:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    left.append(f"{p.pid}: {' '.join(p.cmdline())[:160]}")
+            except psutil.NoSuchProcess:
+                continue
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.3)
+
+
 def _check_interrupted_and_clean(run_dir: Path, code: int | None) -> None:
     report = json.loads((run_dir / "report.json").read_text())
     assert report["state"] == "cancelled" and "SIGHUP" in report["reason"], report["reason"]
     assert report["tasks"]["shadow"]["state"] == "cancelled"
-    assert code == 130
+    if code is not None:
+        assert code == 130
     assert (run_dir / "postgres" / "data").is_dir()  # the server ran, so "none left" below means something
     left = wait_gone(run_dir, 15)
     assert not left, f"processes of the run outlived the hangup: {left}"
@@ -59,9 +89,11 @@ def _resume_finishes(root: Path, run_id: str) -> None:
     assert not wait_gone(root / run_id, 15)
 
 
-def test_sighup_on_pipes_interrupts_writes_the_report_and_resumes(run_root: Path) -> None:
-    proc = subprocess.Popen(_start_args(run_root), cwd=ROOT, env=embedded_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+def test_sighup_to_the_process_group_interrupts_writes_the_report_and_resumes(run_root: Path) -> None:
+    """The hangup reaches the whole group (the forkserver and the pool's workers too), as a shell sends it."""
+    proc = subprocess.Popen(_start_args(run_root, "--no-progress"), cwd=ROOT, env=embedded_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_default_hangup)  # fmt: skip
     assert proc.stderr is not None
     seen: list[str] = []
     run_id = ""
@@ -72,35 +104,103 @@ def test_sighup_on_pipes_interrupts_writes_the_report_and_resumes(run_root: Path
             break
     assert run_id, "".join(seen)[-3000:]
     time.sleep(1.0)
-    proc.send_signal(signal.SIGHUP)
+    family = _family(proc.pid)
+    assert len(family) > 1, "no worker processes: the group hangup would test nothing more than the CLI"
+    os.killpg(proc.pid, signal.SIGHUP)
     out, err = proc.communicate(timeout=60)
     assert "Traceback" not in err, err[-3000:]
     assert "interrupted by SIGHUP" in out + err
     _check_interrupted_and_clean(run_root / run_id, proc.returncode)
+    assert not _survivors(family, 10)
     _resume_finishes(run_root, run_id)
 
 
 def _as_controlling_terminal() -> None:
     """In the child, after setsid: make its stdin (the pty) the controlling terminal, like a login shell."""
+    _default_hangup()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-def test_closing_the_terminal_interrupts_cleanly(run_root: Path) -> None:
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(_start_args(run_root), cwd=ROOT, env=embedded_env(), stdin=slave, stdout=slave,
-                            stderr=slave, start_new_session=True, preexec_fn=_as_controlling_terminal)  # fmt: skip
-    os.close(slave)
-    buffer, run_id, deadline = "", "", time.monotonic() + 120
-    while not run_id and time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 1.0)
+def _read_until(master: int, done: Callable[[str], bool], seconds: float) -> str:
+    buffer, deadline = "", time.monotonic() + seconds
+    while not done(buffer) and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
         if ready:
             try:
                 buffer += os.read(master, 65536).decode(errors="replace")
-            except OSError:
+            except OSError:  # the other side is gone
                 break
-            run_id = _await_shadow(buffer.replace("\r\n", "\n").splitlines())
-    assert run_id, buffer[-3000:]
+    return buffer
+
+
+def _started_server(root: Path) -> str:
+    """The run id once the run's embedded PostgreSQL is up (the shadow task is on it), else ''."""
+    for pid_file in root.glob("*/postgres/data/postmaster.pid"):
+        return pid_file.parents[2].name
+    return ""
+
+
+def test_closing_the_terminal_of_a_shell_interrupts_the_run_and_its_workers_cleanly(run_root: Path) -> None:
+    """An ssh session drops: the terminal hangs up, its interactive shell and foreground job get SIGHUP.
+
+    The run is the shell's foreground job with its live progress view on the terminal, as a person
+    runs it; every write to the terminal fails from then on.
+    """
+    master, slave = pty.openpty()
+    line = " ".join(_start_args(run_root, "--progress"))
+    proc = subprocess.Popen(["bash", "--norc", "--noprofile", "-i", "-c", line], cwd=ROOT, env=embedded_env(),
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                            preexec_fn=_as_controlling_terminal)  # fmt: skip
+    os.close(slave)
+    run_id, deadline = "", time.monotonic() + 120
+    while not run_id and time.monotonic() < deadline and proc.poll() is None:
+        _read_until(master, lambda _: False, 0.5)  # keep the terminal drained, as a terminal would
+        run_id = _started_server(run_root)
+    assert run_id, _read_until(master, lambda _: False, 1)[-3000:]
     time.sleep(1.0)
-    os.close(master)  # the terminal goes away: the kernel hangs up the session (SIGHUP to the run)
-    code = proc.wait(timeout=60)
-    _check_interrupted_and_clean(run_root / run_id, code)
+    family = _family(proc.pid)  # the shell, the run, its forkserver and workers
+    assert len(family) > 2, family
+    os.close(master)  # the terminal goes away: the kernel hangs up the session
+    proc.wait(timeout=60)
+    _check_interrupted_and_clean(run_root / run_id, None)  # the shell died of the hangup: its code is not the run's
+    left = _survivors(family, 15)
+    assert not left, f"processes of the run outlived the hangup: {left}"
+
+
+def test_a_run_started_with_sighup_ignored_outlives_a_hangup(tmp_path: Path) -> None:
+    """``nohup`` ignores SIGHUP before exec, so the run goes on after its terminal closes: it must."""
+
+    def nohup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = subprocess.Popen(cmd("run", "tests/fixtures/slow.yaml", "--run-dir", str(tmp_path), "--no-progress",
+                                "--set", "pause=3"), cwd=ROOT, env=embedded_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=nohup)  # fmt: skip
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if '"task_started"' in line and '"wait"' in line:
+            break
+    os.killpg(proc.pid, signal.SIGHUP)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out + err)[-3000:]
+    (report,) = tmp_path.glob("*/report.json")
+    assert json.loads(report.read_text())["state"] == "succeeded"
+
+
+def test_kill_hup_on_a_live_terminal_still_shows_the_summary_there(tmp_path: Path) -> None:
+    """A deliberate ``kill -HUP`` while someone watches: the terminal still works, so the summary is shown."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd("run", "tests/fixtures/slow.yaml", "--run-dir", str(tmp_path), "--no-progress",
+                                "--set", "pause=30"), cwd=ROOT, env=embedded_env(), stdin=slave, stdout=slave,
+                            stderr=slave, start_new_session=True, preexec_fn=_as_controlling_terminal)  # fmt: skip
+    os.close(slave)
+    try:
+        shown = _read_until(master, lambda b: '"task_started"' in b and '"wait"' in b, 60)
+        assert '"wait"' in shown, shown[-3000:]
+        os.kill(proc.pid, signal.SIGHUP)
+        shown += _read_until(master, lambda b: "report:" in b and "resume with" in b, 60)
+        code = proc.wait(timeout=60)
+    finally:
+        os.close(master)
+    assert code == 130
+    assert "interrupted by SIGHUP" in shown and "cancelled" in shown and "report:" in shown, shown[-3000:]
