@@ -25,12 +25,12 @@ import re
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
+
+from task_components.milvus.jobs import CALL_TIMEOUT, ImportJobs, ImportJobsError, JobState
 
 __all__ = [
     "CALL_TIMEOUT",
-    "SUBMIT_TIMEOUT",
     "ImportJobs",
     "ImportJobsError",
     "JobState",
@@ -39,40 +39,6 @@ __all__ = [
     "parse_version",
     "rest_base",
 ]
-
-# seconds any one job call may take, retries included: above the ~210 s pymilvus' retries rode out before job
-# calls carried a timeout, so a Milvus restart mid-load still passes (a submit holds a shutdown that long at most)
-CALL_TIMEOUT = 240.0
-SUBMIT_TIMEOUT = CALL_TIMEOUT  # the name this module exported first
-
-
-class ImportJobsError(RuntimeError):
-    """A job call failed or went unanswered; the message names the endpoint and Milvus' reason."""
-
-
-@dataclass(frozen=True, slots=True)
-class JobState:
-    state: str  # Milvus' own name: Pending, Importing, Completed, Failed, ... (2.3 adds Started, Persisted)
-    rows: int  # rows imported (2.3: parsed) so far
-    reason: str = ""
-    files: tuple[str, ...] = ()
-
-    @property
-    def completed(self) -> bool:
-        return self.state == "Completed"
-
-    @property
-    def failed(self) -> bool:
-        return self.state.startswith("Failed")  # 2.3 also reports "Failed and cleaned"
-
-
-class ImportJobs(Protocol):
-    kind: str
-
-    def submit(self, collection: str, location: str) -> int: ...
-    def state(self, job: int) -> JobState: ...
-    def listed(self, collection: str) -> list[tuple[int, JobState]]: ...
-    def close(self) -> None: ...
 
 
 def parse_version(text: str) -> tuple[int, int] | None:

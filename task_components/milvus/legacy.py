@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from task_components.milvus.import_jobs import CALL_TIMEOUT, ImportJobsError, JobState
+from task_components.milvus.jobs import CALL_TIMEOUT, ImportJobsError, JobState
 
 T = TypeVar("T")
 
