@@ -105,7 +105,11 @@ class PipelineSettings(BaseModel):
 # Inline-spec components that write only inside the run directory (their path parameters are checked too)
 SAFE_INLINE_COMPONENTS = ("demo.count", "demo.sum", "demo.sleep", "demo.fail", "generate", "partition",
                           "standardize", "quality.check")  # fmt: skip
-DEFAULT_PARAM_BOUNDS = {"demo.sleep.seconds": 3_600.0, "demo.count.delay": 60.0, "demo.count.total": 10_000_000.0}
+# The largest value a request may give a size or count (COMPONENT.FIELD): a request cannot fill the disk or memory
+DEFAULT_PARAM_BOUNDS = {"demo.sleep.seconds": 3_600.0, "demo.count.delay": 60.0, "demo.count.total": 10_000_000.0,
+                        "generate.total_rows": 10_000_000.0, "generate.chunk_rows": 1_000_000.0,
+                        "partition.writer_threads": 16.0, "testdata.produce.total": 10_000_000.0,
+                        "mongo.seed.scale": 10.0, "mongo.seed.count": 10_000_000.0}  # fmt: skip
 
 
 class DaemonSettings(BaseModel):
@@ -141,12 +145,26 @@ class DaemonSettings(BaseModel):
         description="components an inline spec may use (default: none writing outside the run dir or to topics)",
     )
     path_roots: list[Path] = Field(
-        default_factory=list, description="directories a request's path parameters may name besides its run dir"
+        default_factory=list, description="directories a request's runs may write besides their run dir"
+    )
+    read_roots: list[Path] = Field(
+        default_factory=list,
+        description="directories a request's runs may only read (besides the write roots and the pipelines dir)",
     )
     topic_prefixes: list[str] = Field(
-        default_factory=list, description="prefixes a request's topic/group parameters and reply_topic must have"
+        default_factory=list,
+        description="prefixes (exact, or followed by . - _) a request's topics, groups and reply_topic must have",
     )
-    max_run_seconds: float = Field(21_600.0, gt=0, description="every run ends (failed) after this long")
+    name_prefixes: list[str] = Field(
+        default_factory=list,
+        description="prefixes a database/collection/table a request chooses must have (default: only the "
+        "pipeline file's own)",
+    )
+    max_run_seconds: float = Field(
+        21_600.0, gt=0, description="every request ends (failed) this long after its first start, resumes included"
+    )
+    max_attempts: int = Field(3, ge=1, description="claims of one request (crashes, resumes); past it: failed")
+    signature_max_age_seconds: float = Field(300.0, gt=0, description="older signed requests are refused")
     param_bounds: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_PARAM_BOUNDS),
         description="COMPONENT.FIELD -> largest value a request may give it",

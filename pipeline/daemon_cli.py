@@ -56,6 +56,12 @@ def daemon(
     if unknown:  # a typo would silently allow nothing (or a later plugin of that name)
         raise fail_invalid(f"DAEMON__INLINE_COMPONENTS: unknown component {', '.join(map(repr, unknown))} "
                            "(see `run_pipeline.py components`)")  # fmt: skip
+    from pipeline.daemon.policy import bound_key_problems
+
+    typos = bound_key_problems(settings.daemon)
+    if typos:  # a typo would silently bound nothing
+        raise fail_invalid(f"DAEMON__PARAM_BOUNDS: {', '.join(map(repr, typos))} names no field of a registered "
+                           "component (COMPONENT.FIELD, e.g. generate.total_rows)")  # fmt: skip
     from pipeline.daemon.server import DaemonStartError
 
     try:
@@ -133,7 +139,7 @@ def submit(
 async def _submit(settings: Settings, request: dict[str, Any], wait: bool, timeout: float) -> int:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    from pipeline.daemon.policy import SIGNATURE_HEADER, sign
+    from pipeline.daemon.policy import sign
 
     k, rid = settings.kafka, request["request_id"]
     consumer = None
@@ -159,7 +165,7 @@ async def _submit(settings: Settings, request: dict[str, Any], wait: bool, timeo
         await producer.start()
         value = json.dumps(request).encode()
         secret = settings.daemon.signing_secret  # the daemon refuses unsigned requests when it has one
-        headers = [(SIGNATURE_HEADER, sign(secret.get_secret_value(), value))] if secret is not None else None
+        headers = sign(secret.get_secret_value(), value) if secret is not None else None
         await producer.send_and_wait(k.request_topic, value, key=rid.encode(), headers=headers)
     except BaseException:
         if consumer is not None:

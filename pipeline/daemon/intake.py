@@ -22,7 +22,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from dag_orchestrator.context import new_run_id
 from pipeline.daemon.ledger import Claim, LedgerRow
-from pipeline.daemon.policy import check_request, check_signature
+from pipeline.daemon.policy import check_request, check_signature, check_spec
 from pipeline.daemon.requests import BadRequest, Resolved, RunRequest, parse_request, resolve_request
 from task_components.sources.offsets import OffsetTracker
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from pipeline.daemon.ledger import Ledger
     from pipeline.daemon.server import Daemon
     from pipeline.daemon.status import StatusPublisher
+    from pipeline.spec import PipelineSpec
 
 __all__ = ["TP", "Intake", "Item", "Rebalance"]
 
@@ -110,10 +111,16 @@ class Intake:
         mark = (tracker, tracker.register({tp: msg.offset + 1}))
         run_id = new_run_id()
         try:
-            check_signature(msg.value, msg.headers, self.secret)  # before anything reads the bytes
+            # before anything reads the bytes
+            check_signature(msg.value, msg.headers, self.secret, self.d.signature_max_age_seconds)
             request = parse_request(msg.value, self.d.max_request_bytes)
-            resolved = resolve_request(request, self.d.pipelines_dir)
-            check_request(request, resolved.dag, self.settings, self.settings.pipeline.run_dir / run_id)
+            run_path = self.settings.pipeline.run_dir / run_id
+
+            def precheck(spec: PipelineSpec, baseline: PipelineSpec | None) -> None:  # before the DAG is built
+                check_spec(request, spec, baseline, self.settings, run_path)
+
+            resolved = resolve_request(request, self.d.pipelines_dir, precheck)
+            check_request(request, resolved.dag, self.settings, run_path)
         except BadRequest as bad:
             return self._reject(tg, tp, mark, msg, bad)
         except Exception as exc:  # a check we did not foresee failed: still one bad message, not a crash
@@ -163,8 +170,7 @@ class Intake:
         self.live[rid] = item
         if claim is not None and len(self.running) < self.d.max_runs and not self.stopping:
             self._start(item)  # claimed: its lease is renewed from now on, so it may not wait in the queue
-        else:
-            item.claim = None  # (the slot went meanwhile: a claim is re-made when it is dispatched)
+        else:  # the slot went meanwhile: a claim made with the acceptance waits with it, its lease renewed
             self._queue(item)
 
     def _reject(self, tg: Any, tp: TP, mark: tuple[OffsetTracker, int], msg: Any, bad: BadRequest) -> None:
@@ -270,6 +276,7 @@ class Intake:
             await self.consumer.commit(offsets)
         except Exception as exc:  # noqa: BLE001 - a rebalance raced us: the new owner re-reads, the ledger dedups
             log.warning("commit failed", error=f"{type(exc).__name__}: {exc}")
+            self.to_commit = True  # tried again at the next commit round, not only after another request ends
             return
         for tp, om in offsets.items():
             self.committed[(tp.topic, tp.partition)] = om.offset

@@ -40,6 +40,7 @@ class LedgerRow:
     outcome: dict[str, Any] | None
     announced: bool = True  # its "accepted" event reached the broker (else the first claim tells it)
     fingerprint: str | None = None  # of the request's pipeline and params: a reused id with another body differs
+    ran_for: float = 0.0  # seconds since its first claim (as of this read): the maximum run time spans resumes
 
 
 @dataclass(slots=True, frozen=True)
@@ -94,13 +95,15 @@ class PostgresLedger:
                         attempts    integer NOT NULL DEFAULT 0,
                         announced   boolean NOT NULL DEFAULT false,
                         fingerprint text,
+                        started_at  timestamptz,
                         outcome     jsonb,
                         created_at  timestamptz NOT NULL DEFAULT now(),
                         updated_at  timestamptz NOT NULL DEFAULT now()
                     )""")  # fmt: skip
                 # a table made by an older daemon gains the newer columns
                 await conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS announced boolean NOT NULL "
-                                   "DEFAULT true, ADD COLUMN IF NOT EXISTS fingerprint text")  # fmt: skip
+                                   "DEFAULT true, ADD COLUMN IF NOT EXISTS fingerprint text, "
+                                   "ADD COLUMN IF NOT EXISTS started_at timestamptz")  # fmt: skip
 
     async def close(self) -> None:
         if self.pool is not None:
@@ -132,15 +135,16 @@ class PostgresLedger:
         """``accept`` and ``claim`` in one statement: (new?, the claim or why not)."""
         t = self.table
         row = await self._pool().fetchrow(f"""
-            INSERT INTO {t} AS t (request_id, state, run_id, pipeline, fingerprint, owner, lease_until, attempts)
-            VALUES ($1, 'running', $2, $3, $4, $5, now() + make_interval(secs => $6), 1)
+            INSERT INTO {t} AS t (request_id, state, run_id, pipeline, fingerprint, owner, lease_until, attempts,
+                                  started_at)
+            VALUES ($1, 'running', $2, $3, $4, $5, now() + make_interval(secs => $6), 1, now())
             ON CONFLICT (request_id) DO UPDATE
                SET state = 'running', owner = $5, lease_until = now() + make_interval(secs => $6),
-                   attempts = t.attempts + 1, updated_at = now()
+                   attempts = t.attempts + 1, updated_at = now(), started_at = COALESCE(t.started_at, now())
              WHERE (t.fingerprint IS NULL OR t.fingerprint = $4)
                AND (t.state IN ('accepted', 'interrupted')
                     OR (t.state = 'running' AND (t.lease_until < now() OR t.owner = $5)))
-            RETURNING *""", request_id, run_id, pipeline, fingerprint, owner, lease)  # fmt: skip
+            RETURNING *, {_RAN_FOR}""", request_id, run_id, pipeline, fingerprint, owner, lease)  # fmt: skip
         if row is not None:
             return row["run_id"] == run_id, Claim("claimed", _row(row))  # a fresh run id: the row is new
         current = await self.row(request_id)
@@ -150,11 +154,12 @@ class PostgresLedger:
         row = await self._pool().fetchrow(f"""
             UPDATE {self.table}
                SET state = 'running', owner = $2, lease_until = now() + make_interval(secs => $3),
-                   attempts = attempts + 1, announced = announced OR $4, updated_at = now()
+                   attempts = attempts + 1, announced = announced OR $4, updated_at = now(),
+                   started_at = COALESCE(started_at, now())
              WHERE request_id = $1
                AND (state IN ('accepted', 'interrupted')
                     OR (state = 'running' AND (lease_until < now() OR owner = $2)))
-            RETURNING *""", request_id, owner, lease, announced)  # fmt: skip
+            RETURNING *, {_RAN_FOR}""", request_id, owner, lease, announced)  # fmt: skip
         if row is not None:
             return Claim("claimed", _row(row))
         return lost_claim(request_id, await self.row(request_id))
@@ -187,9 +192,15 @@ class PostgresLedger:
         return [_row(r) for r in await self._pool().fetch(f"SELECT * FROM {self.table} ORDER BY created_at")]
 
 
+# seconds since the first claim, on the server's clock (so a daemon's clock cannot stretch the maximum run time)
+_RAN_FOR = "extract(epoch from now() - started_at)::float8 AS ran_for"
+
+
 def _row(r: asyncpg.Record) -> LedgerRow:
     outcome = r["outcome"]
+    ran_for = r.get("ran_for")
     return LedgerRow(
         r["request_id"], r["state"], r["run_id"], r["owner"], r["attempts"],
         json.loads(outcome) if isinstance(outcome, str) else outcome, r["announced"], r["fingerprint"],
+        max(0.0, ran_for or 0.0),
     )  # fmt: skip

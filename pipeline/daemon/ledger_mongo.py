@@ -68,7 +68,7 @@ class MongoLedger:
                 {"_id": request_id, "$and": [_claimable(owner, now),
                                              {"$or": [{"fingerprint": None}, {"fingerprint": fingerprint}]}]},
                 {"$set": {"state": "running", "owner": owner, "lease_until": now + timedelta(seconds=lease),
-                          "updated_at": now}, "$inc": {"attempts": 1},
+                          "updated_at": now}, "$inc": {"attempts": 1}, "$min": {"started_at": now},
                  "$setOnInsert": {"run_id": run_id, "pipeline": pipeline, "announced": False, "outcome": None,
                                   "fingerprint": fingerprint, "created_at": now}},
                 upsert=True, return_document=ReturnDocument.AFTER,
@@ -83,7 +83,7 @@ class MongoLedger:
         doc = await self._coll.find_one_and_update(
             {"_id": request_id, **_claimable(owner, now)},
             {"$set": {"state": "running", "owner": owner, "lease_until": now + timedelta(seconds=lease),
-                      "updated_at": now, **told}, "$inc": {"attempts": 1}},
+                      "updated_at": now, **told}, "$inc": {"attempts": 1}, "$min": {"started_at": now}},
             return_document=ReturnDocument.AFTER,
         )  # fmt: skip
         if doc is not None:
@@ -124,5 +124,7 @@ def _claimable(owner: str, now: datetime) -> dict[str, Any]:
 
 
 def _row(d: dict[str, Any]) -> LedgerRow:
+    started = d.get("started_at")  # the first claim's time: the maximum run time spans resumes
+    ran_for = max(0.0, (_now() - started).total_seconds()) if isinstance(started, datetime) else 0.0
     return LedgerRow(d["_id"], d["state"], d["run_id"], d.get("owner"), d.get("attempts", 0), d.get("outcome"),
-                     d.get("announced", False), d.get("fingerprint"))  # fmt: skip
+                     d.get("announced", False), d.get("fingerprint"), ran_for)  # fmt: skip

@@ -4,36 +4,49 @@ The daemon often runs with broad rights (credentials, a writable disk, every top
 program from a stranger until a setting says otherwise. Checked in this order, each refusal a
 ``BadRequest`` of kind ``forbidden`` (dead-lettered with its reason, nothing recorded, nothing run):
 
-1. the signature (``DAEMON__SIGNING_SECRET``): HMAC-SHA256 of the message bytes, before anything else
-   reads them, compared in constant time;
-2. an inline spec only if ``DAEMON__INLINE_SPECS`` is on, and then only components on
-   ``DAEMON__INLINE_COMPONENTS``;
-3. every task's validated parameters, named pipeline or inline: each field is classified by
-   ``field_kind`` (its annotation and name, plus a table for the fields whose name does not say it);
-   a path must resolve (symlinks and ``..`` followed, relative to the daemon's working directory as the
-   components read it) inside the run's directory or a ``DAEMON__PATH_ROOTS`` entry; a topic or consumer
-   group must start with a ``DAEMON__TOPIC_PREFIXES`` entry, and so must ``reply_topic``; numbers stay
-   within ``DAEMON__PARAM_BOUNDS`` and no duration-like field or task timeout exceeds
-   ``DAEMON__MAX_RUN_SECONDS``.
+1. the signature (``DAEMON__SIGNING_SECRET``): HMAC-SHA256 of the send time and the message bytes, before
+   anything else reads them, compared in constant time; older than ``DAEMON__SIGNATURE_MAX_AGE_SECONDS``
+   is refused (a captured request cannot be sent again later);
+2. ``check_spec``, on the spec with the params filled in, *before* the DAG is built (building runs the
+   components' validators, which open files: a schema, a pack config): an inline spec only if
+   ``DAEMON__INLINE_SPECS`` is on, and then only components on ``DAEMON__INLINE_COMPONENTS``; every
+   ``with`` value, inside mappings and lists too, classified by ``policy_fields``;
+3. ``check_request``, on the built DAG's validated parameters (defaults included, nested models and a
+   dataset pack's resolved config too): the same checks again, plus the topics a component falls back to
+   when none is named.
 
-The checks look at values after ``${params.*}`` substitution (the validated model), so a parameter cannot
-smuggle a path past them. A field nobody classified is not a place: the unit test walks every registered
-component so a new path or topic field cannot slip past unclassified.
+The checks: a written path must resolve (symlinks and ``..`` followed, from the daemon's working
+directory as the components open it) inside the run's directory or a ``DAEMON__PATH_ROOTS`` entry; a read
+one may also be under ``DAEMON__READ_ROOTS`` or the pipelines directory; a topic, group or ``reply_topic``
+must match a ``DAEMON__TOPIC_PREFIXES`` entry at a ``.``/``-``/``_`` boundary and is never the daemon's own
+request, status or dead-letter topic or its group; a database, collection or table is the pipeline
+file's own value or matches ``DAEMON__NAME_PREFIXES``; numbers stay within ``DAEMON__PARAM_BOUNDS``,
+worker counts within the CPU count, durations and task timeouts within ``DAEMON__MAX_RUN_SECONDS``.
+No refusal quotes anything but the request's own values.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import re
-import typing
-from enum import StrEnum
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from pipeline.daemon.policy_fields import (
+    NESTED_MAPPINGS,
+    PLAIN_MAPPINGS,
+    WORKER_FIELDS,
+    Kind,
+    default_topic,
+    field_kind,
+    nested_kind,
+)
 from pipeline.daemon.requests import BadRequest
 
 if TYPE_CHECKING:
@@ -42,94 +55,102 @@ if TYPE_CHECKING:
     from config.settings import DaemonSettings, Settings
     from dag_orchestrator.dag import DAG
     from pipeline.daemon.requests import RunRequest
+    from pipeline.spec import PipelineSpec
 
-__all__ = ["SIGNATURE_HEADER", "Kind", "check_request", "check_signature", "field_kind", "sign"]
+__all__ = ["SIGNATURE_HEADER", "SIGNED_AT_HEADER", "Kind", "bound_key_problems", "check_request", "check_signature",
+           "check_spec", "field_kind", "sign"]  # fmt: skip
 
-SIGNATURE_HEADER = "x-signature"  # value: "sha256=" + hex HMAC-SHA256(secret, message value)
-
-
-class Kind(StrEnum):
-    PATH = "path"  # a file or directory on the daemon's host
-    TOPIC = "topic"  # a Kafka topic or consumer group the run reads, writes or joins
-    REF = "ref"  # a built-in name, or (with a "/" or a file suffix) a path
-    URI = "uri"  # a server URI (must be the configured one) or a local file (a path)
-    KEY = "key"  # an object-key prefix joined under a store root: no "..", not absolute
-    DURATION = "duration"  # seconds: bounded by the daemon's maximum run time
-    VALUE = "value"  # reviewed: a plain value although its name sounds like a place (e.g. file_size)
-
-
-# Fields whose name does not say what they are (component, field) -> kind.
-TABLE: dict[tuple[str, str], Kind] = {
-    ("generate", "schema_ref"): Kind.REF,
-    ("milvus.create_collection", "schema_ref"): Kind.REF,
-    ("dataset.commit", "config"): Kind.PATH,
-    ("dataset.table", "config"): Kind.PATH,
-    ("run.result", "run"): Kind.PATH,
-    ("sink.milvus", "uri"): Kind.URI,
-    ("storage.upload", "prefix"): Kind.KEY,
-    ("source.kafka", "group"): Kind.TOPIC,
-    ("milvus.bulk_import", "poll_interval"): Kind.DURATION,
-    ("partition", "file_size"): Kind.VALUE,
-    ("partition", "file_count"): Kind.VALUE,
-}
-_PATH_NAMES = {"out", "path", "dir", "root", "local_root", "file", "folder"}
-_PATH_SUFFIXES = ("_dir", "_path", "_root", "_file", "_folder")
-_DURATION = re.compile(r"(^|_)(seconds|timeout|delay|interval)($|_)")
+SIGNATURE_HEADER = "x-signature"  # value: "sha256=" + hex HMAC-SHA256(secret, signed_at + "." + message value)
+SIGNED_AT_HEADER = "x-signed-at"  # value: the send time, Unix seconds (ASCII digits)
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
-
-
-def field_kind(component: str, name: str, annotation: Any) -> Kind | None:
-    """What a parameter field names, or None if it is not a place, a topic or a duration."""
-    if (component, name) in TABLE:
-        return TABLE[(component, name)]
-    if _mentions(annotation, Path) or name in _PATH_NAMES or name.endswith(_PATH_SUFFIXES):
-        return Kind.PATH
-    if name == "topic" or name.endswith("_topic"):
-        return Kind.TOPIC
-    if _DURATION.search(name) and (_mentions(annotation, float) or _mentions(annotation, int)):
-        return Kind.DURATION
-    return None
-
-
-def _mentions(annotation: Any, kind: type) -> bool:
-    if annotation is kind or (isinstance(annotation, type) and issubclass(annotation, kind)):
-        return True
-    return any(_mentions(a, kind) for a in typing.get_args(annotation))
+_BOUNDARY = ".-_"
 
 
 # -- 1. signature ---------------------------------------------------------------------------------------------
-def sign(secret: str, value: bytes) -> bytes:
-    return b"sha256=" + hmac.new(secret.encode(), value, hashlib.sha256).hexdigest().encode()
+def sign(secret: str, value: bytes, signed_at: int | None = None) -> list[tuple[str, bytes]]:
+    """The headers a sender adds: the send time and the HMAC over it and the message bytes."""
+    at = str(int(time.time()) if signed_at is None else signed_at).encode()
+    mac = hmac.new(secret.encode(), at + b"." + value, hashlib.sha256).hexdigest().encode()
+    return [(SIGNED_AT_HEADER, at), (SIGNATURE_HEADER, b"sha256=" + mac)]
 
 
-def check_signature(value: bytes | None, headers: Any, secret: str | None) -> None:
-    """No secret: anyone may send. A secret: the header must carry the message's HMAC (constant-time compare)."""
+def check_signature(value: bytes | None, headers: Any, secret: str | None, max_age: float = 300.0) -> None:
+    """No secret: anyone may send. A secret: the headers must carry a fresh send time and the HMAC of it and
+    the message (constant-time compare), so a topic writer is not a trusted sender and a copy expires."""
     if secret is None:
         return
-    given = [v for k, v in (headers or ()) if k.lower() == SIGNATURE_HEADER]
-    if not given:
-        raise BadRequest("forbidden", f"unsigned request: the daemon requires a {SIGNATURE_HEADER} header "
-                                      "(HMAC-SHA256 of the message with DAEMON__SIGNING_SECRET)")  # fmt: skip
-    if not hmac.compare_digest(bytes(given[-1] or b""), sign(secret, value or b"")):
+    given = {k.lower(): bytes(v or b"") for k, v in (headers or ())}
+    if SIGNATURE_HEADER not in given or SIGNED_AT_HEADER not in given:
+        raise BadRequest("forbidden", f"unsigned request: the daemon requires {SIGNED_AT_HEADER} and "
+                                      f"{SIGNATURE_HEADER} headers (HMAC-SHA256, DAEMON__SIGNING_SECRET)")  # fmt: skip
+    at = given[SIGNED_AT_HEADER]
+    expected = sign(secret, value or b"", int(at) if at.isdigit() and len(at) < 16 else 0)[1][1]
+    if not at.isdigit() or not hmac.compare_digest(given[SIGNATURE_HEADER], expected):
         raise BadRequest("forbidden", f"bad signature: the {SIGNATURE_HEADER} header does not match the message")
+    age = time.time() - int(at)
+    if age > max_age or age < -60:  # (a minute of clock skew forward)
+        raise BadRequest("forbidden", f"expired signature: signed {age:.0f} s ago; the daemon accepts {max_age:g} s "
+                                      "(DAEMON__SIGNATURE_MAX_AGE_SECONDS)")  # fmt: skip
 
 
-# -- 2 and 3. the request's spec and parameters ----------------------------------------------------------------
-def check_request(request: RunRequest, dag: DAG, settings: Settings, run_path: Path) -> None:
-    """Raise BadRequest("forbidden") for the first thing the daemon's settings do not allow."""
-    rid, d, milvus_uri = request.request_id, settings.daemon, settings.milvus.uri
+# -- 2. the spec, before anything is built ---------------------------------------------------------------------
+def check_spec(request: RunRequest, spec: PipelineSpec, baseline: PipelineSpec | None, settings: Settings,
+               run_path: Path) -> None:  # fmt: skip
+    """Refuse what the settings do not allow, looking only at the request's values (no file is opened)."""
+    from pipeline.registry import components
+
+    rid, d = request.request_id, settings.daemon
     reply = request.reply_topic
-    if reply is not None and reply in (settings.kafka.request_topic, d.dead_letter_topic):  # would feed itself
-        raise BadRequest("forbidden", f"field 'reply_topic': {reply!r} is the daemon's own request or dead-letter "
-                                      "topic", rid)  # fmt: skip
-    if reply is not None and not _topic_ok(reply, d):
-        raise BadRequest("forbidden", f"field 'reply_topic': {reply!r} {_prefix_rule(d)}", rid)
+    if reply is not None:
+        problem = _Checker(request, settings, run_path).topic(reply)
+        if problem:
+            raise BadRequest("forbidden", f"field 'reply_topic': {problem}", rid)
     inline = not isinstance(request.pipeline, str)
     if inline and not d.inline_specs:
         raise BadRequest("forbidden", "inline pipeline specs are not accepted by this daemon "
                                       "(DAEMON__INLINE_SPECS=false): name a pipeline of its pipelines directory",
                          rid)  # fmt: skip
-    roots = _Roots(run_path, d.path_roots)
+    checker = _Checker(request, settings, run_path)
+    registry = components()
+    for name, task in spec.tasks.items():
+        where = f"task {name!r} ({task.uses})"
+        if inline and task.uses not in d.inline_components:
+            allowed = ", ".join(d.inline_components) or "none"
+            raise BadRequest("forbidden", f"{where}: component not allowed in inline specs "
+                                          f"(DAEMON__INLINE_COMPONENTS: {allowed})", rid)  # fmt: skip
+        for field, seconds in (("timeout", task.timeout), ("retry_delay", task.retry_delay)):
+            if seconds is not None and not (math.isfinite(seconds) and seconds <= d.max_run_seconds):
+                raise BadRequest("forbidden", f"{where} field {field!r}: {seconds:g} s exceeds the daemon's "
+                                              f"maximum run time {d.max_run_seconds:g} s (DAEMON__MAX_RUN_SECONDS)",
+                                 rid)  # fmt: skip
+        cls = registry.get(task.uses)
+        if cls is None:
+            continue  # building names it (unknown component)
+        fields = {}
+        for fname, info in cls.Params.model_fields.items():
+            fields[fname] = (fname, info.annotation)
+            if isinstance(info.alias, str):
+                fields[info.alias] = (fname, info.annotation)
+        base_task = baseline.tasks.get(name) if baseline is not None else None
+        for key, value in task.with_.items():
+            fname, annotation = fields.get(key, (key, Any))
+            kind = field_kind(task.uses, fname, annotation)
+            if kind is Kind.NAME:
+                own = base_task.with_.get(key) if base_task is not None and base_task.uses == task.uses else None
+                problem = checker.name(value, own)
+                problem = f"{key!r}: {problem}" if problem else None
+            else:
+                problem = checker.raw(task.uses, fname, kind, value)
+            if problem:
+                raise BadRequest("forbidden", f"{where} field {problem}", rid)
+
+
+# -- 3. the built DAG's validated parameters -------------------------------------------------------------------
+def check_request(request: RunRequest, dag: DAG, settings: Settings, run_path: Path) -> None:
+    """Raise BadRequest("forbidden") for the first validated parameter the daemon's settings do not allow."""
+    rid, d = request.request_id, settings.daemon
+    inline = not isinstance(request.pipeline, str)
+    checker = _Checker(request, settings, run_path)
     for task in dag:
         component = getattr(task, "component", None)
         params = getattr(task, "params", None)
@@ -137,85 +158,209 @@ def check_request(request: RunRequest, dag: DAG, settings: Settings, run_path: P
             continue
         where = f"task {task.name!r} ({component})"
         if inline and component not in d.inline_components:
-            allowed = ", ".join(d.inline_components) or "none"
             raise BadRequest("forbidden", f"{where}: component not allowed in inline specs "
-                                          f"(DAEMON__INLINE_COMPONENTS: {allowed})", rid)  # fmt: skip
+                                          "(DAEMON__INLINE_COMPONENTS)", rid)  # fmt: skip
         timeout = getattr(task, "timeout", None)
-        if timeout is not None and timeout > d.max_run_seconds:
+        if timeout is not None and not (math.isfinite(timeout) and timeout <= d.max_run_seconds):
             raise BadRequest("forbidden", f"{where} field 'timeout': {timeout:g} s exceeds the daemon's maximum run "
                                           f"time {d.max_run_seconds:g} s (DAEMON__MAX_RUN_SECONDS)", rid)  # fmt: skip
+        problem = checker.model(component, params, "")
+        config = getattr(params, "pack_config", None)  # a dataset pack's config as loaded (its file's out too)
+        if problem is None and isinstance(config, BaseModel):
+            problem = checker.model("", config, "config (resolved).")
+        if problem:
+            raise BadRequest("forbidden", f"{where} field {problem}", rid)
+
+
+def bound_key_problems(d: DaemonSettings) -> list[str]:
+    """DAEMON__PARAM_BOUNDS keys naming no numeric field of a registered component (a typo bounds nothing)."""
+    from pipeline.registry import components
+
+    registry, bad = components(), []
+    for key in d.param_bounds:
+        component, _, name = key.rpartition(".")
+        cls = registry.get(component)
+        if cls is None or name not in cls.Params.model_fields:
+            bad.append(key)
+    return bad
+
+
+class _Checker:
+    """The checks of one request's values; the roots are resolved on first use (most requests name no path)."""
+
+    def __init__(self, request: RunRequest, settings: Settings, run_path: Path) -> None:
+        self.settings, self.d = settings, settings.daemon
+        self._write: list[Path] = [run_path, *self.d.path_roots]
+        self._read: list[Path] = [*self._write, *self.d.read_roots, self.d.pipelines_dir]
+        self._resolved: dict[bool, list[Path]] = {}
+        k = settings.kafka
+        self.own = {k.request_topic, k.status_topic, self.d.dead_letter_topic, self.d.consumer_group}
+
+    def roots(self, write: bool) -> Iterator[Path]:
+        if write not in self._resolved:
+            self._resolved[write] = [Path(r).resolve() for r in (self._write if write else self._read)]
+        return iter(self._resolved[write])
+
+    # the spec's raw values: strings are checked as what their field names; mappings and lists are walked
+    def raw(self, component: str, name: str, kind: Kind | None, value: Any, path: str = "") -> str | None:
+        label = f"{path}{name}"
+        problem = self.number(component, name, value)
+        if problem:
+            return f"{label!r}: {problem}"
+        if isinstance(value, dict):
+            if (component, name) in PLAIN_MAPPINGS:
+                return None
+            for k, v in value.items():
+                problem = self.raw("", str(k), nested_kind(str(k)), v, f"{label}.")
+                if problem:
+                    return problem
+            return None
+        if isinstance(value, list | tuple):
+            for v in value:
+                problem = self.raw(component, name, kind, v, path) if not isinstance(v, dict) else \
+                    self.raw("", name, None, v, path)  # fmt: skip
+                if problem:
+                    return problem
+            return None
+        problem = self.value(component, name, kind, value)
+        return f"{label!r}: {problem}" if problem else None
+
+    # the validated model: every field, nested models and settings mappings included
+    def model(self, component: str, params: BaseModel, path: str) -> str | None:
         for name, info in type(params).model_fields.items():
-            problem = _field_problem(component, name, info.annotation, getattr(params, name), d, roots, milvus_uri)
+            value = getattr(params, name)
+            kind = field_kind(component, name, info.annotation)
+            if value is None and kind is Kind.TOPIC:
+                value = default_topic(component, name, self.settings)  # what the component will use
+            problem = self.walk(component, name, kind, value, path)
             if problem:
-                raise BadRequest("forbidden", f"{where} field {name!r}: {problem}", rid)
-
-
-class _Roots:
-    """Where paths may point, resolved on first use (most requests name no path: no filesystem calls)."""
-
-    def __init__(self, run_path: Path, extra: list[Path]) -> None:
-        self._given: list[Path] = [run_path, *extra]
-        self._resolved: list[Path] | None = None
-
-    def __iter__(self) -> Iterator[Path]:
-        if self._resolved is None:
-            self._resolved = [Path(r).resolve() for r in self._given]
-        return iter(self._resolved)
-
-
-def _field_problem(component: str, name: str, annotation: Any, value: Any, d: DaemonSettings, roots: _Roots,
-                   milvus_uri: str | None) -> str | None:  # fmt: skip
-    bound = d.param_bounds.get(f"{component}.{name}")
-    if bound is not None and _number(value) and value > bound:
-        return f"{value!r} exceeds the daemon's bound {bound:g} (DAEMON__PARAM_BOUNDS)"
-    kind = field_kind(component, name, annotation)
-    if kind in (None, Kind.VALUE) or value is None:
+                return problem
         return None
-    if kind is Kind.DURATION:
-        seconds = value / 1000 if _number(value) and name.endswith("_ms") else value
-        if _number(seconds) and seconds > d.max_run_seconds:
-            return (f"{value!r} s exceeds the daemon's maximum run time {d.max_run_seconds:g} s "
-                    "(DAEMON__MAX_RUN_SECONDS)")  # fmt: skip
+
+    def walk(self, component: str, name: str, kind: Kind | None, value: Any, path: str) -> str | None:
+        label = f"{path}{name}"
+        if isinstance(value, BaseModel):
+            return self.model(component, value, f"{label}.")
+        if isinstance(value, dict):
+            if (component, name) not in NESTED_MAPPINGS:
+                return None  # reviewed: record field names or server options (PLAIN_MAPPINGS)
+            return self.raw(component, name, kind, value, path)
+        if isinstance(value, list | tuple):
+            for v in value:
+                problem = self.walk(component, name, kind, v, path)
+                if problem:
+                    return problem
+            return None
+        if kind is Kind.NAME:
+            return None  # checked on the spec, where the pipeline file's own value is known
+        problem = self.number(component, name, value) or self.value(component, name, kind, value)
+        return f"{label!r}: {problem}" if problem else None
+
+    def number(self, component: str, name: str, value: Any) -> str | None:
+        number = _as_number(value)
+        if number is None:
+            return None
+        bound = self.d.param_bounds.get(f"{component}.{name}")
+        if bound is not None and not (math.isfinite(number) and number <= bound):
+            return f"{value!r} exceeds the daemon's bound {bound:g} (DAEMON__PARAM_BOUNDS)"
+        if (component, name) in WORKER_FIELDS:
+            cpus = os.cpu_count() or 1
+            if not 1 <= number <= cpus:
+                return f"{value!r}: worker processes must be 1 to {cpus} (the daemon's CPU count)"
         return None
-    values = value if isinstance(value, list | tuple) else [value]
-    for v in values:
-        if not isinstance(v, str | Path):
-            continue  # an inline mapping (schema, config), not a place
-        text = str(v)
+
+    def value(self, component: str, name: str, kind: Kind | None, value: Any) -> str | None:
+        if kind in (None, Kind.VALUE, Kind.NAME) or value is None:
+            return None
+        if kind is Kind.DURATION:
+            seconds = _as_number(value)
+            if seconds is not None and name.endswith("_ms"):
+                seconds /= 1000
+            if seconds is not None and not (math.isfinite(seconds) and seconds <= self.d.max_run_seconds):
+                return (f"{value!r} s exceeds the daemon's maximum run time {self.d.max_run_seconds:g} s "
+                        "(DAEMON__MAX_RUN_SECONDS)")  # fmt: skip
+            return None
+        if not isinstance(value, str | Path):
+            return None
+        text = str(value)
         if kind is Kind.TOPIC:
-            if not _topic_ok(text, d):
-                return f"{text!r} {_prefix_rule(d)}"
-        elif kind is Kind.KEY:
+            return self.topic(text)
+        if kind is Kind.KEY:
             if text.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", text):
                 return f"{text!r}: an object-key prefix may not be absolute or contain '..'"
-        elif kind is Kind.URI and _URL.match(text):
-            if text != milvus_uri:
-                return f"{text!r}: only the configured server (MILVUS__URI) may be named"
-        elif kind is Kind.REF and "/" not in text and "\\" not in text and not Path(text).suffix:
-            continue  # a built-in name
-        elif not _inside(text, roots):
-            where = ", ".join(str(r) for r in roots)
-            return f"{text!r} resolves outside the run directory and DAEMON__PATH_ROOTS (allowed: {where})"
+            return None
+        if kind is Kind.URI and _URL.match(text):
+            milvus_uri = self.settings.milvus.uri
+            return None if text == milvus_uri else f"{text!r}: only the configured server (MILVUS__URI) may be named"
+        if kind is Kind.REF and _library_name(text):
+            return None
+        write = kind in (Kind.PATH, Kind.URI)
+        if not _inside(text, self.roots(write)):
+            where = ", ".join(str(r) for r in self.roots(write))
+            what = "DAEMON__PATH_ROOTS" if write else "DAEMON__PATH_ROOTS, DAEMON__READ_ROOTS, the pipelines dir"
+            return f"{text!r} resolves outside the run directory and {what} (allowed: {where})"
+        return None
+
+    def topic(self, topic: str) -> str | None:
+        if topic in self.own:
+            return f"{topic!r} is the daemon's own request, status or dead-letter topic or its consumer group"
+        if any(_prefixed(topic, p) for p in self.d.topic_prefixes if p):
+            return None
+        if not self.d.topic_prefixes:
+            return f"{topic!r}: this daemon lets requests use no topic (DAEMON__TOPIC_PREFIXES is empty)"
+        allowed = ", ".join(self.d.topic_prefixes)
+        return f"{topic!r} does not match an allowed prefix (DAEMON__TOPIC_PREFIXES: {allowed})"
+
+    def name(self, value: Any, own: Any) -> str | None:
+        """A database/collection/table: the pipeline file's own value (a request's params did not change it),
+        unset (the daemon's settings), or one matching DAEMON__NAME_PREFIXES."""
+        if value is None or (own is not None and value == own):
+            return None
+        if isinstance(value, str) and any(_prefixed(value, p) for p in self.d.name_prefixes if p):
+            return None
+        allowed = ", ".join(self.d.name_prefixes) or "none"
+        return (f"{_short(value)}: a request may not choose a database, collection or table other than its "
+                f"pipeline file's (DAEMON__NAME_PREFIXES: {allowed})")
+
+
+def _prefixed(text: str, prefix: str) -> bool:
+    """Exact, or the prefix then a separator: ``records`` does not admit ``records-dlq``; ``team-a.`` admits
+    ``team-a.x``."""
+    if text == prefix:
+        return True
+    if not text.startswith(prefix):
+        return False
+    return prefix[-1] in _BOUNDARY or text[len(prefix)] in _BOUNDARY
+
+
+def _library_name(text: str) -> bool:
+    """A built-in or user-library schema name (what ``resolve_schema`` looks up before the working directory)."""
+    from task_components.schema.library import builtin_names, user_names
+
+    return "/" not in text and "\\" not in text and text in {*builtin_names(), *user_names()}
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if not isinstance(value, int) or abs(value) < 1 << 1000 else math.inf
+    if isinstance(value, str) and len(value) < 64:
+        try:
+            return float(value)
+        except ValueError:
+            return None
     return None
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _inside(text: str, roots: _Roots) -> bool:
-    path = Path(text)
+def _inside(text: str, roots: Iterator[Path]) -> bool:
+    path = Path(text).expanduser() if text.startswith("~") else Path(text)
     if not path.is_absolute():
         path = Path(os.getcwd()) / path  # the components open relative paths from the working directory
     real = path.resolve()  # symlinks and ".." followed, as the open would
     return any(real == r or real.is_relative_to(r) for r in roots)
 
 
-def _topic_ok(topic: str, d: DaemonSettings) -> bool:
-    return any(topic.startswith(p) for p in d.topic_prefixes if p)
-
-
-def _prefix_rule(d: DaemonSettings) -> str:
-    if not d.topic_prefixes:
-        return "names a topic, and this daemon lets requests name none (DAEMON__TOPIC_PREFIXES is empty)"
-    return f"does not start with an allowed prefix (DAEMON__TOPIC_PREFIXES: {', '.join(d.topic_prefixes)})"
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

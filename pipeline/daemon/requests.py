@@ -125,8 +125,15 @@ def resolve_spec(request: RunRequest, pipelines_dir: Path) -> tuple[PipelineSpec
     return resolved.spec, resolved.file
 
 
-def resolve_request(request: RunRequest, pipelines_dir: Path) -> Resolved:
-    """The request's pipeline: validated spec (params applied), its file (None if inline) and its DAG."""
+Precheck = Callable[[PipelineSpec, PipelineSpec | None], None]
+
+
+def resolve_request(request: RunRequest, pipelines_dir: Path, precheck: Precheck | None = None) -> Resolved:
+    """The request's pipeline: validated spec (params applied), its file (None if inline) and its DAG.
+
+    ``precheck(spec, baseline)`` runs on the spec with the params filled in *before* the DAG is built: building
+    runs the components' validators, which open files a request names (a schema, a pack config). ``baseline``
+    is the named pipeline with its own defaults (what the file itself says), None for an inline spec."""
     rid = request.request_id
     if isinstance(request.pipeline, str):
         name = request.pipeline
@@ -142,14 +149,19 @@ def resolve_request(request: RunRequest, pipelines_dir: Path) -> Resolved:
             raise BadRequest("unknown_pipeline", f"unknown pipeline {name!r} (known: {known})", rid)
         raw = _validated(lambda: _read_pipeline(file), rid)  # once per request, not once per check
         _check_params(request.params, _declared_params(lambda: raw, file, rid), rid)
-        spec, dag = _validated(lambda: _built(spec_from_raw(raw, file, request.params)), rid)
-        return Resolved(spec, file, dag)
+        spec = _validated(lambda: spec_from_raw(raw, file, request.params), rid)
+        if precheck is not None:
+            own = _validated(lambda: spec_from_raw(_read_pipeline(file), file, {}), rid) if request.params else spec
+            precheck(spec, own)
+        return Resolved(spec, file, _validated(lambda: _built(spec), rid))
     if "${env." in json.dumps(request.pipeline):
         raise BadRequest("bad_spec", "an inline spec may not read the daemon's environment (${env.*})", rid)
     declared = _declared_params(lambda: request.pipeline, "<inline>", rid)
     _check_params(request.params, declared, rid)
-    spec, dag = _validated(lambda: _built(spec_from_raw(request.pipeline, "<inline>", request.params)), rid)
-    return Resolved(spec, None, dag)
+    spec = _validated(lambda: spec_from_raw(request.pipeline, "<inline>", request.params), rid)
+    if precheck is not None:
+        precheck(spec, None)
+    return Resolved(spec, None, _validated(lambda: _built(spec), rid))
 
 
 def _declared_params(read: Any, where: Any, rid: str) -> dict[str, Any]:
@@ -189,8 +201,8 @@ def _validated(load: Callable[[], T], rid: str) -> T:
         raise BadRequest("bad_spec", str(exc), rid) from None
 
 
-def _built(spec: PipelineSpec) -> tuple[PipelineSpec, DAG]:
-    return spec, build_dag(spec, f"<{spec.name}>")  # components exist, params validate, wiring holds
+def _built(spec: PipelineSpec) -> DAG:
+    return build_dag(spec, f"<{spec.name}>")  # components exist, params validate, wiring holds
 
 
 _CACHE: dict[Path, tuple[tuple[int, int], Any]] = {}

@@ -145,7 +145,9 @@ class Daemon(Intake):
     async def _stop_on_signal(self) -> None:
         """First signal: the graceful stop. A second: no more grace, interrupt the runs now (still recorded
         and resumable, still exit 0). The receiver stays open, so no signal falls back to a hard kill."""
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        # a closed terminal (SIGHUP) stops it like SIGTERM, unless it was started ignoring hangups (nohup)
+        hup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, *hup) as signals:
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if not self.stopping:
@@ -212,7 +214,19 @@ class Daemon(Intake):
             return 0.0
         started = time.time()
         deadline = req.deadline_ts()
-        cap = started + d.max_run_seconds  # the daemon's own limit, whatever the sender asked for
+        # the daemon's own limit, whatever the sender asked for, counted from the first start (resumes included)
+        cap = started - row.ran_for + d.max_run_seconds
+        if row.attempts > d.max_attempts:  # e.g. a request whose run kills the daemon: never claimed for ever
+            await self._told(item, row)
+            why = (f"claimed {row.attempts} times (DAEMON__MAX_ATTEMPTS={d.max_attempts}): each earlier attempt was "
+                   "interrupted or its daemon died; not run again")  # fmt: skip
+            await self._record(item, row.attempts, {"event": "failed", "run_id": row.run_id, "reason": why})
+            return 0.0
+        if started >= cap:
+            await self._told(item, row)
+            why = f"the run exceeded the daemon's maximum run time {d.max_run_seconds:g} s (DAEMON__MAX_RUN_SECONDS)"
+            await self._record(item, row.attempts, {"event": "failed", "run_id": row.run_id, "reason": why})
+            return 0.0
         if deadline is not None and started >= deadline:
             await self._told(item, row)
             why = "the deadline passed before the run could start"
@@ -379,6 +393,9 @@ class Daemon(Intake):
         while True:
             await anyio.sleep(self.d.lease_seconds / 3)
             try:
-                await self.ledger.renew(self.owner, list(self.running), self.d.lease_seconds)
+                # running ones, and queued ones claimed with their acceptance (their claim is used when they start)
+                queued = (r for r, it in self.live.items() if it.claim is not None and r not in self.running)
+                held = [*self.running, *queued]
+                await self.ledger.renew(self.owner, held, self.d.lease_seconds)
             except Exception as exc:  # noqa: BLE001 - the next renewal may work; the lease is 3 periods long
                 log.warning("lease renewal failed", error=f"{type(exc).__name__}: {exc}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -60,24 +61,50 @@ def parse_schema(raw: Any, source: str = "schema") -> CollectionSchema:
         raise _readable(err, source, raw) from None
 
 
+MAX_SCHEMA_BYTES = 4 * 1024 * 1024  # a schema is a few KB; a device or a huge file is not one
+
+
 def read_schema_file(path: str | Path) -> CollectionSchema:
+    """A schema file: a regular file of at most MAX_SCHEMA_BYTES (never a device, FIFO or terminal, which could
+    block or fill memory). Errors name the place (line, column), never quote the file's content: the path may
+    come from a request to the daemon, and its sender must not read files through our messages."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with open(p, "rb", buffering=0, opener=_open_nonblocking) as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise SchemaError(f"{p}: not a regular file (a schema is a JSON or YAML file)")
+            if st.st_size > MAX_SCHEMA_BYTES:
+                raise SchemaError(f"{p}: {st.st_size:,} bytes; a schema file may have at most {MAX_SCHEMA_BYTES:,}")
+            data = fh.read(MAX_SCHEMA_BYTES + 1)
     except OSError as exc:
         raise SchemaError(f"{p}: cannot read schema file ({exc.strerror})") from None
+    if len(data) > MAX_SCHEMA_BYTES:  # grew while read
+        raise SchemaError(f"{p}: more than {MAX_SCHEMA_BYTES:,} bytes; too large for a schema file")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SchemaError(f"{p}: not a text (UTF-8) schema file: byte {exc.object[exc.start]:#04x} at offset "
                           f"{exc.start} cannot be decoded") from None  # fmt: skip
     try:
         raw = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SchemaError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise SchemaError(f"{p}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise SchemaError(f"{p}: not valid YAML{where}") from None
     if isinstance(raw, list):
         raw = {"fields": raw}
     if isinstance(raw, dict) and "collection_name" not in raw and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p.stem):
         raw = {"collection_name": p.stem, **raw}  # unnamed: named after the file, as milvus-ingest names its output
     return parse_schema(raw, str(p))
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    """Open without blocking (a FIFO with no writer would block the open itself); reads of a regular file
+    are unaffected."""
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
 
 
 def builtin_names() -> list[str]:

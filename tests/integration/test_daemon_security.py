@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.daemon.policy import SIGNATURE_HEADER, sign
+from pipeline.daemon.policy import sign
 from tests.integration.conftest import service_uri
 from tests.integration.daemon_helpers import (
     ROOT,
@@ -44,7 +44,7 @@ def _msg(rid: str, pipeline: Any, **extra: Any) -> tuple[bytes, bytes]:
 
 def _signed(env: DaemonEnv, messages: list[tuple[bytes, bytes]]) -> dict[str, tuple[int, int]]:
     """Send each message signed on its own (the signature covers its bytes); returns rid -> (partition, offset)."""
-    return {k.decode(): produce(env, [(k, v)], [(SIGNATURE_HEADER, sign(SECRET, v))])[0] for k, v in messages}
+    return {k.decode(): produce(env, [(k, v)], sign(SECRET, v))[0] for k, v in messages}
 
 
 def _gen_then(name: str, uses: str, **with_: Any) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def test_each_hostile_request_is_forbidden_and_writes_nothing(env: DaemonEnv, tm
     at["reply-dlq"] = _signed(env, [_msg("reply-dlq", "demo", reply_topic=f"otherdlq-{env.tag}")])["reply-dlq"]
     at["unsigned"] = produce(env, [_msg("unsigned", "demo")])[0]
     key, value = _msg("forged", "demo")
-    at["forged"] = produce(env, [(key, value)], [(SIGNATURE_HEADER, sign("not-the-secret", value))])[0]
+    at["forged"] = produce(env, [(key, value)], sign("not-the-secret", value))[0]
     naps = {f"n{i}": {"uses": "demo.sleep", "needs": [f"n{i - 1}"] if i else [], "with": {"seconds": 3}}
             for i in range(3)}  # each within the limit, together not  # fmt: skip
     _signed(env, [_msg("too-long", {"name": "long", "tasks": naps})])
