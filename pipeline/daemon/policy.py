@@ -319,8 +319,10 @@ class _Checker:
         if isinstance(value, str) and any(_prefixed(value, p) for p in self.d.name_prefixes if p):
             return None
         allowed = ", ".join(self.d.name_prefixes) or "none"
-        return (f"{_short(value)}: a request may not choose a database, collection or table other than its "
-                f"pipeline file's (DAEMON__NAME_PREFIXES: {allowed})")
+        return (
+            f"{_short(value)}: a request may not choose a database, collection or table other than its "
+            f"pipeline file's (DAEMON__NAME_PREFIXES: {allowed})"
+        )
 
 
 def _prefixed(text: str, prefix: str) -> bool:

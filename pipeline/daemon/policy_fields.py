@@ -17,8 +17,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from config.settings import Settings
 
-__all__ = ["DEFAULT_TOPICS", "NESTED_MAPPINGS", "PLAIN_MAPPINGS", "TABLE", "WORKER_FIELDS", "Kind", "default_topic",
-           "field_kind", "nested_kind"]
+__all__ = [
+    "DEFAULT_TOPICS",
+    "NESTED_MAPPINGS",
+    "PLAIN_MAPPINGS",
+    "TABLE",
+    "WORKER_FIELDS",
+    "Kind",
+    "default_topic",
+    "field_kind",
+    "nested_kind",
+]
 
 
 class Kind(StrEnum):

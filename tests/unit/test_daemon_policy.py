@@ -15,7 +15,15 @@ import pytest
 from pydantic import BaseModel
 
 from config.settings import DaemonSettings, Settings
-from pipeline.daemon.policy import Kind, bound_key_problems, check_request, check_signature, check_spec, field_kind, sign
+from pipeline.daemon.policy import (
+    Kind,
+    bound_key_problems,
+    check_request,
+    check_signature,
+    check_spec,
+    field_kind,
+    sign,
+)
 from pipeline.daemon.policy_fields import NESTED_MAPPINGS, PLAIN_MAPPINGS
 from pipeline.daemon.requests import BadRequest, parse_request, resolve_request
 from pipeline.registry import components
@@ -181,6 +189,126 @@ def test_durations_and_bounds_apply_to_every_request(run_path: Path) -> None:
     _check("demo", s, run_path, params={"pause": 1.0})
 
 
+# --- review b: nothing a request names is opened before the policy; places inside mappings; topics and names --
+SECRET_TEXT = "hunter2-SECRET"
+
+
+def test_a_file_named_by_a_request_is_never_opened_and_never_quoted(run_path: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim" / "app.yaml"
+    victim.parent.mkdir()
+    victim.write_text(f'db:\n  password: "{SECRET_TEXT}"\n bad_indent: x\n')
+    os.mkfifo(tmp_path / "victim" / "pipe.yaml")  # opening it for reading would block for ever
+    s = _settings()
+    reasons = [
+        _refused("outside the run directory", "quickstart", s, run_path, params={"schema": str(p)})
+        for p in (victim, tmp_path / "victim" / "pipe.yaml", tmp_path / "victim" / "missing.yaml")
+    ]
+    assert all(SECRET_TEXT not in r and "password" not in r for r in reasons), reasons
+    # an existing and a missing file get the same answer (no oracle of what exists)
+    assert reasons[0].replace("app.yaml", "X") == reasons[2].replace("missing.yaml", "X")
+    for device in ("/dev/zero", "/dev/tty"):
+        _refused("outside the run directory", "quickstart", s, run_path, params={"schema": device})
+    # bare names are built-in or library names only, never a file of that name in the working directory
+    (run_path.parent.parent / "mine").write_text(f"fields: [{SECRET_TEXT}]\n")
+    _refused("outside the run directory", "quickstart", s, run_path, params={"schema": "mine"})
+    _check("quickstart", s, run_path, params={"schema": "simple"})
+
+
+def test_a_schema_file_a_root_allows_is_read_safely(run_path: Path, tmp_path: Path) -> None:
+    """Inside DAEMON__READ_ROOTS the file is read: a bad one is refused naming the place, never its content."""
+    root = tmp_path / "schemas"
+    root.mkdir()
+    (root / "bad.yaml").write_text(f'db:\n  password: "{SECRET_TEXT}"\n bad_indent: x\n')
+    with pytest.raises(BadRequest) as err:
+        _check("quickstart", _settings(read_roots=[root]), run_path, params={"schema": str(root / "bad.yaml")})
+    assert err.value.kind == "bad_spec" and "line 3" in str(err.value) and SECRET_TEXT not in str(err.value)
+    os.mkfifo(root / "pipe.yaml")
+    big = root / "big.yaml"
+    big.write_bytes(b"#" * (MAX_SCHEMA_BYTES + 1))
+    for path, word in ((root / "pipe.yaml", "not a regular file"), (Path("/dev/zero"), "not a regular file"),
+                       (big, "at most")):  # fmt: skip
+        with pytest.raises(SchemaError, match=word):
+            read_schema_file(path)
+
+
+def test_paths_inside_mappings_and_a_packs_resolved_out_are_checked(run_path: Path, tmp_path: Path) -> None:
+    _refused("'overrides.out'", "retail", _settings(), run_path)  # its default out is the working directory
+    wide = _settings(path_roots=[PIPELINES])  # the reviewer's deployer: the pack config's dir as a root
+    _refused("'overrides.out'", "retail", wide, run_path, params={"out": "/etc/x"})
+    # the pipelines dir is readable (the pack config) but not writable
+    _refused("'overrides.out'", "retail", _settings(), run_path, params={"out": str(PIPELINES / "x")})
+    out = tmp_path / "exports"
+    _check("retail", _settings(path_roots=[out]), run_path, params={"out": str(out / "retail")})
+    # a pack config file whose own out leads elsewhere (no override): the resolved config is checked
+    packs = tmp_path / "packs"
+    packs.mkdir()
+    (packs / "retail.yaml").write_text((PIPELINES / "packs" / "retail.yaml").read_text().replace(
+        "out: retail_data", f"out: {tmp_path / 'elsewhere'}"))  # fmt: skip
+    s = _settings(read_roots=[packs], inline_components=["dataset.table"])
+    table = {"uses": "dataset.table", "with": {"pack": "retail", "table": "geographies",
+                                               "config": str(packs / "retail.yaml")}}  # fmt: skip
+    _refused("config (resolved).out", {"name": "t", "tasks": {"g": table}}, s, run_path)
+    table["with"]["config"] = {"out": "/etc/x"}  # an inline config mapping
+    _refused("'config.out'", {"name": "t", "tasks": {"g": table}}, s, run_path)
+
+
+def test_the_topics_a_component_falls_back_to_and_the_daemons_own_are_checked(run_path: Path) -> None:
+    own = {"inline_components": ["testdata.produce", "source.kafka", "sink.kafka", "sink.dead_letter"]}
+    s = _settings(topic_prefixes=["team-a."], **own)
+    produce = {"name": "p", "tasks": {"t": {"uses": "testdata.produce", "with": {"total": 1000}}}}
+    _refused("'records-in'", produce, s, run_path)  # no topic named: KAFKA__TOPIC_SOURCE is what it would write
+    _refused("'records-out'", "streaming", _settings(), run_path)  # the shipped pipeline on production topics
+    wide = _settings(topic_prefixes=["pipeline-", "dag-pipeline", "team-a"], **own)
+    for topic in ("pipeline-requests", "pipeline-status", "pipeline-requests-dlq"):
+        produce["tasks"]["t"]["with"]["topic"] = topic
+        _refused("daemon's own", produce, wide, run_path)
+        _refused("daemon's own", "demo", wide, run_path, reply_topic=topic)
+    joins = {"name": "j", "tasks": {
+        "k": {"uses": "sink.kafka", "with": {"topic": "team-a.out", "key": ["id"]}},
+        "d": {"uses": "sink.dead_letter", "with": {"topic": "team-a.dlq"}},
+        "s": {"uses": "source.kafka", "needs": ["k", "d"],
+              "with": {"topic": "team-a.in", "group": "dag-pipeline-daemon"}}}}  # fmt: skip
+    _refused("'group'", joins, wide, run_path)  # the daemon's own consumer group: it would commit request offsets
+    joins["tasks"]["s"]["with"]["group"] = "team-a.group"
+    _check(joins, wide, run_path)
+    # a prefix matches exactly or at a . - _ boundary
+    produce["tasks"]["t"]["with"]["topic"] = "team-ab.x"
+    _refused("TOPIC_PREFIXES", produce, wide, run_path)
+    produce["tasks"]["t"]["with"]["topic"] = "team-a.x"
+    _check(produce, wide, run_path)
+    _refused("TOPIC_PREFIXES", "demo", _settings(topic_prefixes=["records"]), run_path, reply_topic="recordsx")
+
+
+def test_resource_parameters_are_bounded_by_default(run_path: Path) -> None:
+    s = _settings(inline_components=[*DaemonSettings().inline_components, "testdata.produce"],
+                  topic_prefixes=["team-a."])  # fmt: skip
+    gen = {"name": "g", "tasks": {"g": {"uses": "generate", "with": {"schema": "simple", "total_rows": 10}}}}
+    for field, value, word in (("total_rows", 10**15, "PARAM_BOUNDS"), ("chunk_rows", 10**9, "PARAM_BOUNDS"),
+                               ("workers", 10_000, "CPU count"), ("workers", 0, "CPU count")):  # fmt: skip
+        spec = json.loads(json.dumps(gen))
+        spec["tasks"]["g"]["with"][field] = value
+        _refused(word, spec, s, run_path)
+    _refused("'total_rows'", "quickstart", s, run_path, params={"rows": 10**12})
+    produce = {"name": "p", "tasks": {"t": {"uses": "testdata.produce",
+                                            "with": {"topic": "team-a.x", "total": 10**12}}}}  # fmt: skip
+    _refused("'total'", produce, s, run_path)
+    _refused("'scale'", "mongo_ecommerce", s, run_path, params={"scale": 1e6})
+    _check("quickstart", s, run_path, params={"rows": 1000})
+    assert bound_key_problems(DaemonSettings()) == []  # every default bound names a real field
+    assert bound_key_problems(DaemonSettings(param_bounds={"generate.total_row": 5})) == ["generate.total_row"]
+
+
+def test_a_request_may_not_choose_a_database_or_collection(run_path: Path) -> None:
+    _check("mongo_ecommerce", _settings(), run_path)  # the pipeline file's own database
+    _check("mongo_ecommerce", _settings(), run_path, params={"database": "shop", "scale": 0.5})  # its value again
+    for db in ("admin", "shop2"):
+        reason = _refused("'database'", "mongo_ecommerce", _settings(), run_path, params={"database": db})
+        assert "NAME_PREFIXES" in reason
+    _check("mongo_ecommerce", _settings(name_prefixes=["team_a"]), run_path, params={"database": "team_a_shop"})
+    _refused("'database'", "mongo_ecommerce", _settings(name_prefixes=["team_a"]), run_path,
+             params={"database": "team_ab"})  # fmt: skip
+
+
 # --- signing ---------------------------------------------------------------------------------------------------
 def test_signature_is_required_only_with_a_secret_must_match_and_expires() -> None:
     value = b'{"request_id": "r1", "pipeline": "demo"}'
@@ -193,7 +321,7 @@ def test_signature_is_required_only_with_a_secret_must_match_and_expires() -> No
         check_signature(value + b" ", sign("s3cret", value), "s3cret")
     check_signature(value, sign("s3cret", value), "s3cret")
     old = sign("s3cret", value, signed_at=int(time.time()) - 3600)  # a captured request sent again an hour later
-    with pytest.raises(BadRequest, match="expired signature.*SIGNATURE_MAX_AGE"):
+    with pytest.raises(BadRequest, match=r"expired signature.*SIGNATURE_MAX_AGE"):
         check_signature(value, old, "s3cret", max_age=300)
     moved = [(k, b"9999999999" if k == "x-signed-at" else v) for k, v in old]  # its time changed: no longer signed
     with pytest.raises(BadRequest, match="bad signature"):
@@ -209,7 +337,8 @@ def _daemon(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def test_an_unknown_inline_component_or_a_bad_bound_is_a_configuration_error() -> None:
     cases = [({"DAEMON__INLINE_COMPONENTS": '["demo.sleep", "os.system"]'}, ["INLINE_COMPONENTS", "os.system"]),
-             ({"DAEMON__PARAM_BOUNDS": '{"seconds": 5}'}, ["DAEMON__PARAM_BOUNDS", "COMPONENT.FIELD"])]  # fmt: skip
+             ({"DAEMON__PARAM_BOUNDS": '{"seconds": 5}'}, ["DAEMON__PARAM_BOUNDS", "COMPONENT.FIELD"]),
+             ({"DAEMON__PARAM_BOUNDS": '{"demo.sleep.secs": 5}'}, ["PARAM_BOUNDS", "demo.sleep.secs"])]  # fmt: skip
     for env, words in cases:
         proc = _daemon(env)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
