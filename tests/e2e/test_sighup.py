@@ -1,10 +1,12 @@
 """A closed terminal is not a crash: SIGHUP to a running quickstart stops it like SIGTERM.
 
-Both ways a hangup arrives are tried on the real CLI with the embedded PostgreSQL running (the shadow
-task): ``kill -HUP`` with the output on pipes, and a real terminal (a pty whose master is closed, as
-when an ssh session drops) where every later write to the terminal fails. Either way the report says
-interrupted, the exit code is 130, no process of the run is left (the run's PostgreSQL included), and
-the run resumes to the end.
+Tried on the real CLI with the embedded PostgreSQL running (the shadow task): a hangup sent to the
+run's whole process group (workers, forkserver, resource tracker included, as a shell relays it), and
+a real terminal (a pty whose master is closed, as when an ssh session drops) under an interactive
+shell with the live progress view, where every later write to the terminal fails. Either way the
+report says interrupted, no process of the run is left (the run's PostgreSQL included), and the run
+resumes to the end. Two things a hangup must not do: cancel a run started under ``nohup``, and hide
+the summary from a terminal that still works (a deliberate ``kill -HUP``).
 """
 
 from __future__ import annotations
