@@ -260,3 +260,29 @@ async def test_accept_and_claim_in_one_statement_keeps_the_claim_rules(store: st
         elif isinstance(ledger, MongoLedger) and ledger.client is not None:
             await ledger.client.drop_database(f"fold_{tag}")
         await ledger.close()
+
+
+def test_sighup_stops_like_sigterm_unless_started_ignoring_it(env: DaemonEnv) -> None:
+    """A closed terminal (SIGHUP) is a graceful stop: the running request is interrupted (resumable), exit 0.
+    Started under nohup (SIGHUP ignored), the daemon keeps running."""
+    env.extra["DAEMON__GRACE_SECONDS"] = "0.5"
+    daemon = env.start("hup")
+    wait_for("daemon up", lambda: "daemon started" in env.log("hup"), 60)
+    produce(env, [_req("hup-slow", pause=30.0)])
+    wait_for("hup-slow running", lambda: ledger_rows(env).get("hup-slow", {}).get("state") == "running", 60, every=0.1)
+    daemon.send_signal(signal.SIGHUP)
+    assert daemon.wait(30) == 0, env.log("hup")[-2000:]
+    assert ledger_rows(env)["hup-slow"]["state"] == "interrupted"
+    assert "SIGHUP" in env.log("hup")
+
+    with (env.base / "nohup.log").open("ab") as log:
+        nohup = subprocess.Popen([sys.executable, "run_pipeline.py", "daemon"], cwd=ROOT, env=env.environ(),
+                                 stdout=log, stderr=subprocess.STDOUT,
+                                 preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # fmt: skip
+    env.procs.append(nohup)
+    wait_for("nohup daemon up", lambda: "daemon started" in env.log("nohup"), 60)
+    nohup.send_signal(signal.SIGHUP)
+    time.sleep(1.5)
+    assert nohup.poll() is None, "a daemon started with SIGHUP ignored stopped on SIGHUP"
+    nohup.send_signal(signal.SIGTERM)
+    assert nohup.wait(30) == 0

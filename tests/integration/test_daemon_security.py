@@ -130,3 +130,87 @@ def test_each_hostile_request_is_forbidden_and_writes_nothing(env: DaemonEnv, tm
     letter = wait_for("the inline spec's dead letter", lambda: _letters(env).get(where), 60)
     assert letter["kind"] == "forbidden" and "INLINE_SPECS" in letter["reason"], letter
     assert "inline-off" not in ledger_rows(env)
+
+
+def test_review_b_refusals_read_nothing_write_nothing_produce_nothing(env: DaemonEnv, tmp_path: Path) -> None:
+    """A schema file outside the roots (its content never quoted, a FIFO never opened), a pack's out through
+    a mapping, a topic left to the settings' default, a database of the request's choosing: each forbidden,
+    none recorded, nothing written or produced; a legitimate request after them runs."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "app.yaml").write_text('db:\n  password: "hunter2-SECRET"\n bad_indent: x\n')
+    os.mkfifo(victim / "pipe.yaml")
+    outside = tmp_path / "outside"
+    env.extra.update({
+        "KAFKA__TOPIC_SOURCE": f"sink-{env.tag}",  # where a produce naming no topic would write
+        "DAEMON__TOPIC_PREFIXES": json.dumps([f"ok-{env.tag}."]),
+        "DAEMON__PATH_ROOTS": json.dumps([str(ROOT / "pipelines")]),  # the reviewer's deployer
+        "DAEMON__INLINE_COMPONENTS": json.dumps(["testdata.produce", "demo.sleep"]),
+    })  # fmt: skip
+    env.start("b1")
+    wait_for("daemon up", lambda: "daemon started" in env.log("b1"), 60)
+    produce_default = {"name": "p", "tasks": {"t": {"uses": "testdata.produce", "with": {"total": 50}}}}
+    hostile = {
+        "schema-file": (_msg("schema-file", "quickstart", params={"schema": str(victim / "app.yaml")}), "'schema"),
+        "schema-fifo": (_msg("schema-fifo", "quickstart", params={"schema": str(victim / "pipe.yaml")}), "'schema"),
+        "retail-out": (_msg("retail-out", "retail", params={"out": str(outside / "retail")}), "'overrides.out'"),
+        "default-topic": (_msg("default-topic", produce_default), f"'sink-{env.tag}'"),
+        "database": (_msg("database", "mongo_ecommerce", params={"database": "admin"}), "'database'"),
+        "rows": (_msg("rows", "quickstart", params={"rows": 10**12}), "'total_rows'"),
+    }  # fmt: skip
+    at = {rid: produce(env, [message])[0] for rid, (message, _) in hostile.items()}
+    produce(env, [_msg("legit", "demo", params={"rows": 100, "chunk": 50, "pause": 0.0})])
+    wait_for("the legitimate request", lambda: ledger_rows(env).get("legit", {}).get("state") == "succeeded", 90)
+    letters = wait_for("a dead letter for each", lambda: (lambda d: d if len(d) >= len(at) else None)(_letters(env)),
+                       60)  # fmt: skip
+    for rid, where in at.items():
+        letter = letters[where]
+        assert letter["kind"] == "forbidden" and hostile[rid][1] in letter["reason"], (rid, letter)
+        assert "hunter2" not in letter["reason"] and "password" not in letter["reason"], letter
+    assert set(ledger_rows(env)) == {"legit"}, "a refused request was recorded"
+    assert not outside.exists(), list(outside.rglob("*"))
+    assert read_topic(env, f"sink-{env.tag}") == [], "a request wrote the settings' default topic"
+    rejected = [json.loads(m.value) for m in read_topic(env, env.status)]
+    assert not any("hunter2" in json.dumps(e) for e in rejected), "a file's content reached the status topic"
+
+
+def test_attempts_and_the_maximum_run_time_span_restarts(env: DaemonEnv) -> None:
+    """A request claimed DAEMON__MAX_ATTEMPTS times (its runs killed the daemon) is failed, not run again; one
+    first started longer ago than DAEMON__MAX_RUN_SECONDS is failed at its resume: no fresh allowance."""
+    import anyio
+    import asyncpg
+
+    from pipeline.daemon.requests import parse_request
+
+    env.extra.update({"DAEMON__MAX_ATTEMPTS": "3", "DAEMON__MAX_RUN_SECONDS": "3600"})
+    daemon = env.start("a1")
+    wait_for("daemon up", lambda: "daemon started" in env.log("a1"), 60)
+    messages = {rid: _msg(rid, "demo", params={"rows": 100, "chunk": 50, "pause": 0.0}) for rid in ("tired", "old")}
+
+    async def seed() -> None:  # what three crashed claims, and a run first started 2 h ago then interrupted, leave
+        conn = await asyncpg.connect(env.dsn)
+        try:
+            for rid, (state, attempts, started) in {"tired": ("running", 3, "1 minute"),
+                                                    "old": ("interrupted", 1, "2 hours")}.items():  # fmt: skip
+                fp = parse_request(messages[rid][1], 1 << 20).fingerprint()
+                await conn.execute(
+                    f"INSERT INTO {env.table} (request_id, state, run_id, pipeline, owner, lease_until, attempts, "
+                    "announced, fingerprint, started_at) VALUES ($1, $2, $3, 'demo', 'dead:1:x', now() - interval "
+                    f"'1 minute', $4, true, $5, now() - interval '{started}')",
+                    rid, state, f"run-{rid}", attempts, fp)  # fmt: skip
+        finally:
+            await conn.close()
+
+    anyio.run(seed)
+    produce(env, list(messages.values()))
+
+    def both_failed() -> dict[str, Any] | None:
+        rows = ledger_rows(env)
+        return rows if all(rows.get(k, {}).get("state") == "failed" for k in messages) else None
+
+    rows = wait_for("both failed", both_failed, 60)
+    assert "DAEMON__MAX_ATTEMPTS" in rows["tired"]["outcome"]["reason"] and rows["tired"]["attempts"] == 4
+    assert "DAEMON__MAX_RUN_SECONDS" in rows["old"]["outcome"]["reason"], rows["old"]["outcome"]
+    assert not (env.run_dir / "run-tired").exists() and not (env.run_dir / "run-old").exists(), "a run was started"
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0
