@@ -114,6 +114,9 @@ def check_spec(request: RunRequest, spec: PipelineSpec, baseline: PipelineSpec |
     registry = components()
     for name, task in spec.tasks.items():
         where = f"task {name!r} ({task.uses})"
+        cls = registry.get(task.uses)
+        if cls is None:
+            continue  # building names it (unknown component: bad_spec), and nothing of it can run
         if inline and task.uses not in d.inline_components:
             allowed = ", ".join(d.inline_components) or "none"
             raise BadRequest("forbidden", f"{where}: component not allowed in inline specs "
@@ -123,9 +126,6 @@ def check_spec(request: RunRequest, spec: PipelineSpec, baseline: PipelineSpec |
                 raise BadRequest("forbidden", f"{where} field {field!r}: {seconds:g} s exceeds the daemon's "
                                               f"maximum run time {d.max_run_seconds:g} s (DAEMON__MAX_RUN_SECONDS)",
                                  rid)  # fmt: skip
-        cls = registry.get(task.uses)
-        if cls is None:
-            continue  # building names it (unknown component)
         fields = {}
         for fname, info in cls.Params.model_fields.items():
             fields[fname] = (fname, info.annotation)
