@@ -170,7 +170,7 @@ class DaemonSettings(BaseModel):
         description="COMPONENT.FIELD -> largest value a request may give it",
     )
     signing_secret: SecretStr | None = Field(
-        None, description="set: every request must carry an HMAC-SHA256 of its bytes in the x-signature header"
+        None, description="set: requests must carry x-signed-at and x-signature (HMAC-SHA256 of both, see policy.py)"
     )
 
     @field_validator("param_bounds")
