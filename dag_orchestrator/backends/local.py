@@ -40,6 +40,7 @@ import anyio.lowlevel
 import pyarrow as pa
 
 from dag_orchestrator.backends.orphans import die_with_parent
+from dag_orchestrator.watchdog import alive
 
 SHM_DIR = "/dev/shm"
 SHM_PREFIX = "dag-pipeline-"
@@ -83,16 +84,6 @@ def _discard(fut: Future[Any]) -> None:
             os.unlink(fut.result().path)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def sweep_shm() -> int:
     """Remove results whose owner is gone (a run killed with SIGKILL never unlinks them, and /dev/shm is
     RAM until reboot); returns how many. Run when a backend starts, so the next run cleans up after a kill."""
@@ -103,7 +94,7 @@ def sweep_shm() -> int:
     removed = 0
     for name in names:
         m = _SHM_NAME.fullmatch(name)
-        if m is None or _alive(int(m.group(1))):
+        if m is None or alive(int(m.group(1))):
             continue
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(SHM_DIR, name))
