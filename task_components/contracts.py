@@ -120,7 +120,7 @@ class MilvusTarget:
         from pymilvus import MilvusClient  # heavy import, only where a client is made
 
         if self.lite:
-            from task_components.milvus.lite import LiteClient  # Lite corrupts its WAL under concurrent writes
+            from task_components.lite_client import LiteClient  # Lite corrupts its WAL under concurrent writes
 
             return LiteClient(self.uri, **({"token": self.token} if self.token else {}))
         kwargs: dict[str, Any] = {"uri": self.uri}

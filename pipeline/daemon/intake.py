@@ -24,7 +24,7 @@ from dag_orchestrator.context import new_run_id
 from pipeline.daemon.ledger import Claim, LedgerRow
 from pipeline.daemon.policy import check_request, check_signature, check_spec
 from pipeline.daemon.requests import BadRequest, Resolved, RunRequest, parse_request, resolve_request
-from task_components.sources.offsets import OffsetTracker
+from task_components.streaming.offsets import OffsetTracker
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

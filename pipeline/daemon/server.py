@@ -40,7 +40,7 @@ from pipeline.daemon.status import StatusPublisher
 from pipeline.runner import RunDirBusy, innermost
 from pipeline.spec import SpecError
 from task_components.connect import kafka_options
-from task_components.sources.offsets import OffsetTracker
+from task_components.streaming.offsets import OffsetTracker
 
 __all__ = ["Daemon", "DaemonStartError"]
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from task_components.base import ConfiguredComponent
 from task_components.contracts import BatchStage, BatchThresholdError, StreamBatch
 from task_components.quality.rules import Rule
-from task_components.sources.detached import checkpoint
+from task_components.streaming.detached import checkpoint
 
 __all__ = ["DuplicateParams", "QualityCheck", "QualityParams", "QualityStage", "duplicate_key"]
 

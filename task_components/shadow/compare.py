@@ -21,9 +21,10 @@ import anyio
 import asyncpg
 import numpy as np
 
+from task_components import keyexpr
 from task_components.errors import ShadowValidationError
 from task_components.schema.models import FieldSchema, FieldType
-from task_components.shadow import keyexpr, sides
+from task_components.shadow import sides
 from task_components.shadow.diff import Comparison, SearchComparison, TopK, key_differences, row_differences
 from task_components.shadow.export import export
 from task_components.shadow.tracker import KeyStateTracker

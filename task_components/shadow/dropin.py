@@ -37,7 +37,7 @@ import anyio.from_thread
 from pymilvus import AsyncMilvusClient, MilvusClient
 
 from task_components.errors import ShadowSchemaError
-from task_components.milvus.lite import held, lite_write_lock
+from task_components.lite_client import held, lite_write_lock
 from task_components.schema.postgres import table_name
 from task_components.shadow.mirror import Shadowed, ShadowStore, as_rows
 from task_components.shadow.tracker import KeyStateTracker

@@ -27,11 +27,11 @@ import anyio
 import asyncpg
 import numpy as np
 
+from task_components import keyexpr
 from task_components.errors import CollectionNotFoundError, ShadowSchemaError, ShadowValidationError
 from task_components.schema.arrow import META_COLUMN
 from task_components.schema.models import CollectionSchema, FieldSchema, FieldType, SchemaError
 from task_components.schema.postgres import columns, key_column, quote, table_name
-from task_components.shadow import keyexpr
 from task_components.shadow.filters import to_sql
 
 __all__ = ["MilvusRows", "Shadow", "describe", "milvus_batches", "milvus_keys", "milvus_rows", "pg_batches", "pg_count",

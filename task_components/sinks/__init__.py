@@ -1,4 +1,4 @@
-"""Streaming sinks: MongoDB (PyMongo async), Kafka, Milvus, the dead-letter topic, retries and the circuit breaker."""
+"""Streaming sinks: MongoDB (PyMongo async), Kafka, Milvus, the dead-letter topic (retries live in streaming/)."""
 
 from task_components.sinks.kafka import DeadLetterComponent, KafkaDeadLetterSink, KafkaSink, KafkaSinkComponent
 from task_components.sinks.milvus import MilvusSink, MilvusSinkComponent

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from task_components.base import ConfiguredComponent
 from task_components.connect import kafka_options, missing
 from task_components.contracts import BatchSink, DeadLetterSink, StreamRecord
-from task_components.sinks.resilience import PermanentSinkError, RecordsRefused, Refusal
+from task_components.streaming.resilience import PermanentSinkError, RecordsRefused, Refusal
 
 __all__ = ["DeadLetterComponent", "KafkaDeadLetterSink", "KafkaSink", "KafkaSinkComponent", "dead_letter"]
 

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from task_components.base import ConfiguredComponent
 from task_components.contracts import BatchSink, MilvusTarget, StreamRecord
 from task_components.sinks.mongo import key_problem
-from task_components.sinks.resilience import RecordsRefused, Refusal
+from task_components.streaming.resilience import RecordsRefused, Refusal
 
 __all__ = ["MilvusSink", "MilvusSinkComponent", "MilvusSinkParams"]
 

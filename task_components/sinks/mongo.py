@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from task_components.base import ConfiguredComponent
 from task_components.connect import missing, mongo_uri
 from task_components.contracts import BatchSink, StreamRecord
-from task_components.sinks.resilience import RecordsRefused, Refusal
+from task_components.streaming.resilience import RecordsRefused, Refusal
 
 __all__ = ["MongoSink", "MongoSinkComponent", "MongoSinkParams", "key_problem"]
 

@@ -45,10 +45,10 @@ from task_components.contracts import (
     StreamRecord,
     StreamResult,
 )
-from task_components.sinks.resilience import CircuitBreaker, PermanentSinkError, RetrySettings, write_with_retry
 from task_components.sources.decode import MAX_DEPTH, MAX_RECORD_BYTES, decode
-from task_components.sources.detached import run_detached
-from task_components.sources.offsets import OffsetTracker, stream_lag
+from task_components.streaming.detached import run_detached
+from task_components.streaming.offsets import OffsetTracker, stream_lag
+from task_components.streaming.resilience import CircuitBreaker, PermanentSinkError, RetrySettings, write_with_retry
 
 __all__ = ["KafkaSource", "KafkaSourceParams", "decode"]
 

@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from task_components.base import ConfiguredComponent
 from task_components.contracts import BatchStage, StreamBatch
-from task_components.sources.detached import checkpoint
 from task_components.standardization.convert import CONVERTERS, DEFAULT_DATE_FORMATS, ConversionError, to_iso_utc
 from task_components.standardization.countries import COUNTRY_ALIASES
 from task_components.standardization.normalize import OPERATIONS, normalize_phone
+from task_components.streaming.detached import checkpoint
 
 __all__ = ["Standardize", "StandardizeParams", "StandardizeStage"]
 

@@ -14,11 +14,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from task_components import keyexpr
 from task_components.contracts import ImportResult
 from task_components.datafiles import iter_batches
+from task_components.keyexpr import INT64_MAX
 from task_components.schema.models import FieldType
-from task_components.shadow import keyexpr
-from task_components.shadow.keyexpr import INT64_MAX
 from task_components.verification.task_types import Check
 
 __all__ = ["missing_keys"]

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from task_components import keyexpr
 from task_components.base import Component
 from task_components.connect import count_rows, shadow_dsn
 from task_components.contracts import ImportResult, Manifest, ShadowResult
@@ -32,7 +33,6 @@ from task_components.datafiles import read_table
 from task_components.errors import ShadowValidationError
 from task_components.schema.models import FieldType
 from task_components.schema.postgres import quote
-from task_components.shadow import keyexpr
 from task_components.verification.compare import same_value
 from task_components.verification.content import compare_content
 from task_components.verification.fullscan import scan

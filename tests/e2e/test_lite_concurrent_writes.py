@@ -3,7 +3,7 @@
 Milvus Lite 3.2.2 appends writes to its WAL without a lock, so two concurrent inserts used to interleave
 their bytes; after a kill the reopened database replayed the WAL only up to the first broken batch and
 silently dropped acknowledged rows (a killed quickstart resumed from the insert journal then missed
-10,000 rows). The project's client serializes writes per database file (task_components.milvus.lite).
+10,000 rows). The project's client serializes writes per database file (task_components.lite_client).
 The writer runs in a child process killed by SIGKILL right after every insert was acknowledged, so
 nothing is flushed on close: the rows can only come back from the WAL.
 """

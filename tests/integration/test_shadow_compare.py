@@ -294,8 +294,8 @@ def test_milvus_reads_are_fresh_on_a_bounded_collection_and_take_the_lowest_key(
     fail, both refused by the parser."""
     from pymilvus import DataType
 
+    from task_components.keyexpr import INT64_MIN, walk
     from task_components.shadow.dropin import ShadowMilvusClient
-    from task_components.shadow.keyexpr import INT64_MIN, walk
 
     uri, dsn, name = service_uri("TEST_MILVUS_URI"), service_uri("TEST_POSTGRES_DSN"), "compare_bounded"
     client = ShadowMilvusClient(uri=uri, pg_dsn=dsn, tracker_path=tmp_path / "keys")

@@ -16,9 +16,9 @@ import asyncpg
 import pytest
 from pymilvus import DataType, MilvusClient
 
+from task_components.keyexpr import INT64_MAX
 from task_components.shadow.compare import compare_entities, compare_primary_keys, compare_query, validate
 from task_components.shadow.dropin import AsyncShadowMilvusClient, ShadowMilvusClient
-from task_components.shadow.keyexpr import INT64_MAX
 from tests.integration.conftest import service_uri
 from tests.integration.helpers import with_pool
 
@@ -198,7 +198,7 @@ def test_shadow_client_on_a_lite_file_writes_under_the_lite_lock(tmp_path: Path)
     waits for the lock the pipeline's LiteClient holds."""
     import threading
 
-    from task_components.milvus.lite import LiteClient, write_lock
+    from task_components.lite_client import LiteClient, write_lock
 
     dsn, db = service_uri("TEST_POSTGRES_DSN"), str(tmp_path / "lite.db")
     shadowing = ShadowMilvusClient(uri=db, pg_dsn=dsn, tracker_path=tmp_path / "keys")

@@ -20,8 +20,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from task_components.sources.offsets import stream_lag
 from task_components.sources.testdata import records
+from task_components.streaming.offsets import stream_lag
 from tests.integration.conftest import service_uri
 from tests.integration.streaming_helpers import (
     ROOT,

@@ -15,7 +15,7 @@ import pytest
 from config.settings import Settings
 from task_components.contracts import StreamRecord
 from task_components.sinks.milvus import MilvusSink, MilvusSinkParams
-from task_components.sinks.resilience import (
+from task_components.streaming.resilience import (
     CircuitBreaker,
     RecordsRefused,
     RetrySettings,

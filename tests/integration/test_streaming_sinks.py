@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from config.settings import Settings
 from task_components.contracts import StreamRecord
 from task_components.sinks.mongo import MongoSink, MongoSinkParams
-from task_components.sinks.resilience import RecordsRefused
+from task_components.streaming.resilience import RecordsRefused
 from tests.integration.conftest import service_uri
 
 pytestmark = pytest.mark.integration

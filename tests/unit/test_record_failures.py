@@ -18,7 +18,10 @@ from structlog.testing import capture_logs
 from task_components.contracts import Rejection, StreamRecord
 from task_components.sinks.kafka import DeadLetterParams, dead_letter, dead_letter_bound
 from task_components.sinks.mongo import key_problem
-from task_components.sinks.resilience import (
+from task_components.sources.decode import decode, deeper_than
+from task_components.streaming.detached import checkpoint, run_detached
+from task_components.streaming.offsets import lag
+from task_components.streaming.resilience import (
     CircuitBreaker,
     RecordsRefused,
     Refusal,
@@ -26,9 +29,6 @@ from task_components.sinks.resilience import (
     SinkDownError,
     write_with_retry,
 )
-from task_components.sources.decode import decode, deeper_than
-from task_components.sources.detached import checkpoint, run_detached
-from task_components.sources.offsets import lag
 
 
 class Message(NamedTuple):

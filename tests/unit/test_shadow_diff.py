@@ -253,7 +253,7 @@ class Pages:
 
 
 def test_key_literals_are_escaped_and_the_walk_pages_after_a_quoted_key() -> None:
-    from task_components.shadow import keyexpr
+    from task_components import keyexpr
 
     assert keyexpr.pk_in("id", ['a"b', "c\\d", "é"], int_keys=False) == 'id in ["a\\"b", "c\\\\d", "é"]'
     assert keyexpr.pk_in("id", [keyexpr.INT64_MAX, -1], int_keys=True) == "id in [9223372036854775807, -1]"
@@ -269,7 +269,7 @@ def test_key_literals_are_escaped_and_the_walk_pages_after_a_quoted_key() -> Non
 def test_the_walk_is_fenced_by_a_strong_count_and_stops_at_a_short_page() -> None:
     """Pages carrying pymilvus' iterator flag go with the collection's default consistency (Bounded):
     only a Strong count(*) before them makes rows written just before the walk visible."""
-    from task_components.shadow import keyexpr
+    from task_components import keyexpr
 
     client = Pages(list(range(5)))
     walk = keyexpr.walk(client, "c", "id", True, "", ["id"], 2)
@@ -282,7 +282,7 @@ def test_the_walk_is_fenced_by_a_strong_count_and_stops_at_a_short_page() -> Non
 
 def test_the_lowest_int64_key_is_looked_up_and_walked_past() -> None:
     """-2**63 has no literal Milvus parses (``id > -9223372036854775808`` is refused)."""
-    from task_components.shadow import keyexpr
+    from task_components import keyexpr
 
     low = keyexpr.INT64_MIN
     assert keyexpr.pk_in("id", [low], True) == "id < -9223372036854775807"

@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from task_components.contracts import StreamRecord
-from task_components.sinks.resilience import (
+from task_components.streaming.offsets import OffsetTracker
+from task_components.streaming.resilience import (
     CircuitBreaker,
     PermanentSinkError,
     RetrySettings,
     SinkDownError,
     write_with_retry,
 )
-from task_components.sources.offsets import OffsetTracker
 
 
 def test_offsets_commit_only_the_finished_prefix() -> None:

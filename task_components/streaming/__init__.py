@@ -1,0 +1,1 @@
+"""Streaming plumbing shared by the sources, stages and sinks: offsets, retries and breaker, detached stages."""
