@@ -184,7 +184,7 @@ async def compare_search(
     memory is the queries plus one batch. The metric is the index's unless given; the default search
     parameters are near-exhaustive (this checks the data is findable, not index quality).
     """
-    from task_components.verification.search import search_params as near_exhaustive
+    from task_components.vectors import search_params as near_exhaustive
 
     shadow = await sides.resolve(milvus, pool, collection, table)
     where = shadow.where(filter)

@@ -30,7 +30,7 @@ from task_components.schema.arrow import META_COLUMN
 from task_components.schema.models import CollectionSchema, FieldSchema
 from task_components.schema.types import same_value, spec, value_matrix
 from task_components.shadow.tracker import KeyStateTracker, judge
-from task_components.verification.search import _scores as scores
+from task_components.vectors import scores
 
 __all__ = [
     "Comparison", "Difference", "Kind", "SearchComparison", "TopK", "dynamic_part", "key_differences",

@@ -14,18 +14,8 @@ import numpy as np
 
 from task_components.contracts import ImportResult
 from task_components.datafiles import iter_batches
+from task_components.vectors import scores, search_params
 from task_components.verification.task_types import Check
-
-
-def _scores(q: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-    """Higher is better for every metric."""
-    if metric == "L2":
-        return -(np.sum(q * q, axis=1)[:, None] - 2 * q @ b.T + np.sum(b * b, axis=1)[None, :])
-    if metric == "COSINE":
-        qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-        return qn @ bn.T
-    return q @ b.T
 
 
 def exact_top_k(imported: ImportResult, field: str, pk: str, queries: np.ndarray, k: int, metric: str) -> np.ndarray:
@@ -35,7 +25,7 @@ def exact_top_k(imported: ImportResult, field: str, pk: str, queries: np.ndarray
         for batch in iter_batches(imported.manifest, entry, 8192, columns=[pk, field]):
             vec = np.asarray(batch.column(field).values.to_numpy(), np.float32).reshape(batch.num_rows, -1)
             ids = batch.column(pk).to_numpy()
-            s = np.concatenate([best_s, _scores(queries, vec, metric).astype(np.float32)], axis=1)
+            s = np.concatenate([best_s, scores(queries, vec, metric).astype(np.float32)], axis=1)
             i = np.concatenate([best_id, np.broadcast_to(ids, (len(queries), len(ids)))], axis=1)
             top = np.argpartition(-s, k - 1, axis=1)[:, :k]
             best_s, best_id = np.take_along_axis(s, top, 1), np.take_along_axis(i, top, 1)
@@ -47,19 +37,6 @@ def sample_queries(imported: ImportResult, field: str, n: int) -> np.ndarray:
 
     table = sample_source_rows(imported.manifest, n)
     return np.asarray(table.column(field).combine_chunks().values.to_numpy(), np.float32).reshape(table.num_rows, -1)
-
-
-def search_params(index: dict[str, Any], k: int, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """Near-exhaustive settings: this checks that the data is findable, not how good the index is.
-
-    On random vectors an IVF index has no useful clusters, so partial probing (nprobe < nlist) scores
-    a recall of roughly nprobe/nlist whatever the data's health; HNSW needs a generous ef. Pass
-    ``search_params`` to measure index quality at production settings instead.
-    """
-    if overrides:
-        return dict(overrides)
-    nlist = int(index.get("params", {}).get("nlist", 128))
-    return {"nprobe": nlist, "ef": max(256, 2 * k)}
 
 
 def search_recall(
