@@ -75,8 +75,8 @@ def fresh_collection(uri: str, name: str) -> Any:
     """An empty, indexed, loaded vector_bench collection (both baselines start from the same state)."""
     from pymilvus import MilvusClient
 
-    from task_components.milvus.schema_map import index_params, to_milvus_schema
     from task_components.schema import resolve_schema
+    from task_components.schema.milvus import index_params, to_milvus_schema
 
     schema = resolve_schema("vector_bench")
     client = MilvusClient(uri=uri)

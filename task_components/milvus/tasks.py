@@ -33,8 +33,8 @@ from task_components.contracts import (
 from task_components.milvus.bulk import JobJournal, adopt_listed_jobs, wait_jobs, wait_searchable
 from task_components.milvus.import_jobs import CALL_TIMEOUT, open_import_jobs
 from task_components.milvus.insert import INSERT_TIMEOUT, InsertJournal, insert_files
-from task_components.milvus.schema_map import index_params, to_milvus_schema
 from task_components.schema.library import resolve_schema
+from task_components.schema.milvus import index_params, to_milvus_schema
 from task_components.schema.models import CollectionSchema
 
 

@@ -43,8 +43,8 @@ from task_components.errors import (
     ShadowSchemaError,
     TransactionError,
 )
-from task_components.milvus.schema_map import from_milvus
 from task_components.schema.arrow import META_COLUMN
+from task_components.schema.milvus import from_milvus
 from task_components.schema.models import CollectionSchema
 from task_components.schema.postgres import ROW_KEY, columns, create_table_sql, quote, row_record
 from task_components.schema.postgres import table_name as shadow_table

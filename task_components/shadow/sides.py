@@ -98,7 +98,7 @@ class Shadow:
 
 
 async def describe(milvus: Any, collection: str) -> CollectionSchema:
-    from task_components.milvus.schema_map import from_milvus
+    from task_components.schema.milvus import from_milvus
 
     if not await anyio.to_thread.run_sync(milvus.has_collection, collection):
         raise CollectionNotFoundError(f"collection {collection!r} does not exist in Milvus")

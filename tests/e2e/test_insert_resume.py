@@ -30,7 +30,7 @@ from task_components.connect import count_rows
 from task_components.contracts import CollectionInfo, MilvusTarget
 from task_components.milvus.client import arrow_to_rows
 from task_components.milvus.insert import InsertJournal, insert_files, landing_window
-from task_components.milvus.schema_map import index_params, to_milvus_schema
+from task_components.schema.milvus import index_params, to_milvus_schema
 from tests.integration.conftest import service_uri
 from tests.unit.test_partitioning import make
 

@@ -127,7 +127,7 @@ def test_batch_size_sets_the_chunk_and_verbose_prints_the_plan(tmp_path: Path) -
 def test_bm25_collection_on_milvus_lite_finds_the_document(tmp_path: Path) -> None:
     from task_components.contracts import MilvusTarget
     from task_components.milvus.client import arrow_to_rows
-    from task_components.milvus.schema_map import index_params, to_milvus_schema
+    from task_components.schema.milvus import index_params, to_milvus_schema
 
     path = FIXTURES / "builtin" / "full_text_search.json"
     result, out = generate(tmp_path, path, "--total-rows", "200")

@@ -23,9 +23,9 @@ import pytest
 from pymilvus import MilvusClient
 
 from task_components.errors import CollectionNotFoundError, FilterConversionError
-from task_components.milvus.schema_map import index_params, to_milvus_schema
 from task_components.schema import parse_schema
 from task_components.schema.arrow import schema_of
+from task_components.schema.milvus import index_params, to_milvus_schema
 from task_components.schema.postgres import columns, create_table_sql, quote, row_record, table_name
 from task_components.shadow.compare import (
     compare_entities,

@@ -303,9 +303,9 @@ def imported_from(tmp_path: Path, name: str, key_type: str, keys: list[Any]) -> 
 
     from task_components.contracts import CollectionInfo, ImportResult
     from task_components.manifest import FileEntry, Manifest
-    from task_components.milvus.schema_map import index_params, to_milvus_schema
     from task_components.schema import parse_schema
     from task_components.schema.arrow import arrow_schema
+    from task_components.schema.milvus import index_params, to_milvus_schema
 
     schema = parse_schema({"collection_name": name, "fields": [
         {"name": "id", "type": key_type, "is_primary": True, **({"max_length": 32} if key_type == "VarChar" else {})},

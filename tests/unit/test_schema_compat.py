@@ -165,7 +165,7 @@ def test_function_errors_name_the_function(fields: list[dict[str, Any]], fn: dic
 def test_functions_and_defaults_reach_the_milvus_schema() -> None:
     from pymilvus import FunctionType
 
-    from task_components.milvus.schema_map import index_params, to_milvus_schema
+    from task_components.schema.milvus import index_params, to_milvus_schema
 
     emb = bm25(name="emb", type="TextEmbedding", output_field_names=["v"], params={"provider": "openai"})
     raw = schema(TEXT, SPARSE, {"name": "n", "type": "Float", "default_value": 1}, functions=[bm25(), emb])
