@@ -21,6 +21,7 @@ from task_components.datafiles import iter_batches
 from task_components.schema.models import FieldSchema
 from task_components.schema.postgres import quote
 from task_components.verification.compare import column_ok
+from task_components.verification.rows import milvus_rows
 from task_components.verification.threeway import attribute, missing_side
 
 
@@ -42,8 +43,6 @@ async def scan(
     batch_rows: int = 4000,
 ) -> ScanReport:  # fmt: skip
     import anyio
-
-    from task_components.verification.task import milvus_rows  # the task module imports this one
 
     schema = imported.info.collection_schema
     pk = schema.primary.name

@@ -15,6 +15,7 @@ import numpy as np
 from task_components.contracts import ImportResult
 from task_components.datafiles import iter_batches
 from task_components.vectors import scores, search_params
+from task_components.verification.rows import sample_source_rows
 from task_components.verification.task_types import Check
 
 
@@ -33,7 +34,6 @@ def exact_top_k(imported: ImportResult, field: str, pk: str, queries: np.ndarray
 
 
 def sample_queries(imported: ImportResult, field: str, n: int) -> np.ndarray:
-    from task_components.verification.task import sample_source_rows
 
     table = sample_source_rows(imported.manifest, n)
     return np.asarray(table.column(field).combine_chunks().values.to_numpy(), np.float32).reshape(table.num_rows, -1)
