@@ -10,6 +10,12 @@ server's own lock (the one its users take to register and unregister), reads the
 and when none is alive it stops the server (SIGINT to the postmaster: a fast shutdown) and exits. It
 also exits as soon as the server is gone, whoever stopped it. Its own session keeps a terminal hangup
 from reaching it.
+
+It is started before the server, not after: a process killed while the server starts (initdb and
+pg_ctl run in their own sessions and finish without it) is not yet in the server's list of users, so
+each starter records its pid in a second list (``starting``) first, and the watcher counts those as
+users too. A server that comes up after every user and starter died is stopped as soon as it appears;
+when none appears within ``start_grace`` seconds, the start died with its starter and the watch ends.
 """
 
 from __future__ import annotations
@@ -92,33 +98,67 @@ def _stop(pid: int, grace: float) -> None:
             return
 
 
-def watch(pids_file: Path, lock_file: Path, server_pid_file: Path, interval: float = 0.5, grace: float = 10.0) -> str:
-    """Return why the watch ended: ``gone`` (someone else stopped the server) or ``stopped`` (we did)."""
+def _prune(file: Path) -> tuple[list[int], list[int]] | None:
+    """(alive, dead) pids of a list, the dead dropped from the file; None: the list is in flux."""
+    users = read_users(file)
+    if users is None:
+        return None
+    live, dead = split_alive(users)
+    if dead:
+        file.write_text(json.dumps(live))
+    return live, dead
+
+
+def watch(
+    pids_file: Path,
+    lock_file: Path,
+    server_pid_file: Path,
+    starting_file: Path | None = None,
+    interval: float = 0.5,
+    grace: float = 10.0,
+    start_grace: float = 30.0,
+) -> str:
+    """Return why the watch ended: ``gone`` (no server, and no start under way: someone else stopped it),
+    ``stopped`` (we did) or ``never started`` (its starter died and no server came up within ``start_grace``).
+
+    A start is under way while a pid in ``starting_file`` lives: each starter records itself there
+    (under the lock) before it starts this watcher or the server, and drops itself once registered.
+    """
     import fasteners  # the lock pgserver's users take (fcntl.lockf on the same file)
 
     lock = fasteners.InterProcessLock(str(lock_file))
-    _say(f"watching the server of {server_pid_file.parent} (users in {pids_file.name})")
+    _say(f"watching the server of {server_pid_file.parent} (users in {pids_file.name}"
+         f"{f', starting in {starting_file.name}' if starting_file else ''})")  # fmt: skip
     unreadable = False
+    starter_died: float | None = None  # when a starter was last found dead with no server up
     while True:
         with lock:
             server = _server_pid(server_pid_file)
-            if server is None or not alive(server):
-                _say("the server is gone (stopped by someone else): leaving")
-                return "gone"
-            users = read_users(pids_file)
-            if users is None:  # mid-rewrite or damaged: never a reason to stop a server; look again
+            up = server is not None and alive(server)
+            users = _prune(pids_file)
+            starters = _prune(starting_file) if starting_file else ([], [])
+            if users is None or starters is None:  # mid-rewrite or damaged: never a reason to stop a server
                 if not unreadable:
-                    _say(f"{pids_file} is empty or not a list of pids: skipping until it is")
+                    _say("a list of users is empty or not a list of pids: skipping rounds until it is")
                 unreadable = True
-            else:
-                unreadable = False
-                live, dead = split_alive(users)
-                if dead:
-                    pids_file.write_text(json.dumps(live))
-                if not live:
-                    _say(f"every user is dead ({dead or 'none left'}): stopping server {server}")
+            elif up and server is not None:
+                unreadable, starter_died = False, None
+                if not users[0] and not starters[0]:
+                    _say(f"every user is dead: stopping server {server}")
                     _stop(server, grace)
                     return "stopped"
+            else:
+                unreadable = False
+                if starters[1]:  # killed while starting: its initdb or pg_ctl may still bring a server up
+                    starter_died = time.monotonic()
+                if starters[0]:  # a start under way (perhaps again, after someone stopped the server)
+                    starter_died = None
+                elif starter_died is None:
+                    _say("the server is gone (stopped by someone else, or its start failed): leaving")
+                    return "gone"
+                elif time.monotonic() - starter_died > start_grace:
+                    _say(f"no server came up within {start_grace:.0f} s of its last starter's death: leaving")
+                    return "never started"
         time.sleep(interval)
 
 
@@ -128,7 +168,7 @@ def _say(message: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``[--detach PID_FILE] PIDS_FILE LOCK_FILE SERVER_PID_FILE``.
+    """``[--detach PID_FILE] PIDS_FILE LOCK_FILE SERVER_PID_FILE [STARTING_FILE]``.
 
     ``--detach`` forks: the watcher's pid goes to PID_FILE and the first process exits at once, so the
     watcher is nobody's child (no zombie, no "still running" warning in the process that started it).
@@ -136,16 +176,18 @@ def main(argv: list[str]) -> int:
     pid_file = None
     if argv[:1] == ["--detach"] and len(argv) > 1:
         pid_file, argv = Path(argv[1]), argv[2:]
-    if len(argv) != 3:
-        print("usage: watchdog.py [--detach PID_FILE] PIDS_FILE LOCK_FILE SERVER_PID_FILE", file=sys.stderr)
+    if len(argv) not in (3, 4):
+        print("usage: watchdog.py [--detach PID_FILE] PIDS_FILE LOCK_FILE SERVER_PID_FILE [STARTING_FILE]",
+              file=sys.stderr)  # fmt: skip
         return 2
-    pids_file, lock_file, server_pid_file = map(Path, argv)
+    pids_file, lock_file, server_pid_file = map(Path, argv[:3])
+    starting_file = Path(argv[3]) if len(argv) == 4 else None
     if pid_file is not None:
         child = os.fork()
         if child:
             pid_file.write_text(str(child))
             os._exit(0)
-    watch(pids_file, lock_file, server_pid_file)
+    watch(pids_file, lock_file, server_pid_file, starting_file)
     return 0
 
 

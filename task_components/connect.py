@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -166,22 +167,33 @@ def _start_watchdog(base: Path, pgdata: Path) -> None:
     stderr to its end would otherwise wait for the watcher), its own session (a terminal hangup does
     not reach it) and no parent of ours (it detaches: nothing to reap). What it says, and any failure
     to start (an import error included), goes to ``<base>/watchdog.log``; a failed start is warned about.
+    The caller holds ``_server_lock``.
     """
     pid_file = base / "watchdog.pid"
-    with _server_lock():
-        if _watchdog_running(pid_file, pgdata):
-            return
-        with naming_enospc(base / "watchdog.log"), open(base / "watchdog.log", "ab") as log:
-            starter = subprocess.run(
-                [sys.executable, "-I", watchdog_script(), "--detach", str(pid_file), str(pgdata / ".handle_pids.json"),
-                 str(_pgserver().PostgresServer.lock_path), str(pgdata / "postmaster.pid")],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True, check=False,
-            )  # fmt: skip
-        if starter.returncode != 0:  # the server runs on unwatched: said, not fatal (a resume still stops it)
-            structlog.get_logger("task_components.connect").warning(
-                "the embedded PostgreSQL's watchdog did not start; a killed run may leave the server running",
-                log=str(base / "watchdog.log"), exit_status=starter.returncode,
-            )  # fmt: skip
+    if _watchdog_running(pid_file, pgdata):
+        return
+    with naming_enospc(base / "watchdog.log"), open(base / "watchdog.log", "ab") as log:
+        starter = subprocess.run(
+            [sys.executable, "-I", watchdog_script(), "--detach", str(pid_file), str(pgdata / ".handle_pids.json"),
+             str(_pgserver().PostgresServer.lock_path), str(pgdata / "postmaster.pid"), str(base / STARTING)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True, check=False,
+        )  # fmt: skip
+    if starter.returncode != 0:  # the server runs on unwatched: said, not fatal (a resume still stops it)
+        structlog.get_logger("task_components.connect").warning(
+            "the embedded PostgreSQL's watchdog did not start; a killed run may leave the server running",
+            log=str(base / "watchdog.log"), exit_status=starter.returncode,
+        )  # fmt: skip
+
+
+STARTING = "starting.json"  # pids of processes starting the server, not yet in its list of users
+
+
+def _starting(base: Path, *, add: bool) -> None:
+    """Record (or drop) this process as starting the server; the caller holds ``_server_lock``."""
+    file = base / STARTING
+    pids = [p for p in (read_users(file) or []) if p != os.getpid()]
+    with naming_enospc(file):
+        file.write_text(json.dumps([*pids, os.getpid()] if add else pids))
 
 
 def embedded_dsn(run_dir: Path) -> str:
@@ -202,11 +214,16 @@ def embedded_dsn(run_dir: Path) -> str:
             base.chmod(0o755)  # pgserver runs PostgreSQL as its own OS user, which must traverse this
             # the data directory itself belongs to pgserver: PostgreSQL refuses one that is not 0700/0750
             forget_dead_handles(data)
+            with _server_lock():  # watched before it starts: a kill during initdb or pg_ctl strands nothing
+                _starting(base, add=True)
+                _start_watchdog(base, data)
             try:
                 _embedded[key] = pgserver.get_server(str(data), cleanup_mode="stop")
             except subprocess.CalledProcessError as exc:
                 raise EmbeddedServerError(_why_not_started(data, exc)) from None
-            _start_watchdog(base, data)
+            finally:
+                with _server_lock():  # registered as a user by now, or not starting any more
+                    _starting(base, add=False)
         return str(_embedded[key].get_uri())
 
 

@@ -39,7 +39,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import pyarrow as pa
 
-from dag_orchestrator.backends.orphans import die_with_parent
+from dag_orchestrator.backends.orphans import die_with_parent, expect_children
 from dag_orchestrator.watchdog import alive
 
 SHM_DIR = "/dev/shm"
@@ -159,6 +159,7 @@ class LocalBackend:
         if self.workers == 0:
             return ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpu")
         ctx = mp.get_context("forkserver")
+        expect_children()  # the forkserver checks it was started by this process, still alive
         ctx.set_forkserver_preload(["dag_orchestrator.backends.orphans", *self.preload])
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=die_with_parent)
 

@@ -7,6 +7,12 @@ its parent being the run), and each pool worker calls ``die_with_parent`` as its
 being the forkserver). The resource tracker then sees its last user gone and exits too. Importing this
 module in any other process does nothing.
 
+The parent may die while the child is still getting there: then ``getppid()`` already names whoever
+adopted the child, and comparing it after the request proves nothing. So the expected parent's pid
+travels in the environment (``DAG_PIPELINE_PARENT_PID``, set by ``expect_children`` in the run before
+it starts the forkserver, and by each process here for its own children): a child that finds another
+parent exits at once.
+
 They also ignore SIGHUP: a closed terminal hangs up its whole foreground process group, and a worker
 dying of it would turn the run's orderly stop (the run treats SIGHUP as an interruption) into a broken
 pool; they end when the run ends, whichever way.
@@ -20,19 +26,29 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+PARENT = "DAG_PIPELINE_PARENT_PID"
+
+
+def expect_children() -> None:
+    """Name this process as the parent its children must find (call before starting them)."""
+    os.environ[PARENT] = str(os.getpid())
 
 
 def die_with_parent() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if not sys.platform.startswith("linux"):
         return
-    parent = os.getppid()
+    try:
+        parent = int(os.environ.get(PARENT, ""))
+    except ValueError:
+        parent = os.getppid()
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:
         return
-    if os.getppid() != parent:  # the parent died before the request took effect
+    if os.getppid() != parent:  # the parent died before the request took effect (or before we started)
         os._exit(1)
+    expect_children()  # a pool worker forked from here must find this process as its parent
 
 
 if sys.argv[:1] == ["-c"] and "multiprocessing.forkserver" in sys.modules:  # we are the forkserver

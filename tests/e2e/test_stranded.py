@@ -82,8 +82,10 @@ def wait_gone(run_dir: Path, seconds: float) -> list[str]:
     return left
 
 
-def _kill_during_shadow(root: Path) -> tuple[str, list[int]]:
-    """Start the quickstart, SIGKILL it while the shadow task writes to the embedded PostgreSQL.
+def _kill_during_shadow(root: Path, after: float | None = 1.5) -> tuple[str, list[int]]:
+    """Start the quickstart, SIGKILL it ``after`` seconds into the shadow task, while it writes to the
+    embedded PostgreSQL; with ``after=None``, as soon as it starts that server (initdb or pg_ctl running:
+    on a slow disk, 1.5 s into the task is still there too).
 
     Returns the run id and the run's worker pids (its children other than the PostgreSQL and watchdog).
     """
@@ -97,19 +99,36 @@ def _kill_during_shadow(root: Path) -> tuple[str, list[int]]:
         run_id = run_id or event.get("run_id", "")
         if event.get("event") == "task_started" and event.get("task") == "shadow":
             break
-    time.sleep(1.5)
-    family = psutil.Process(proc.pid).children(recursive=True)
-    workers = [c.pid for c in family if "/postgres" not in " ".join(c.cmdline())]
+    if after is None:  # the starter records itself before initdb/pg_ctl, and drops itself once registered
+        starting = root / run_id / "postgres" / "starting.json"
+        deadline = time.monotonic() + 60
+        while str(proc.pid) not in (starting.read_text() if starting.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.01)
+    else:
+        time.sleep(after)
+    workers = [c.pid for c in psutil.Process(proc.pid).children(recursive=True) if not _of_the_server(c)]
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     return run_id, workers
 
 
-def test_killed_during_shadow_without_resume_leaves_no_process(run_root: Path) -> None:
-    run_id, _ = _kill_during_shadow(run_root)
+def _of_the_server(p: psutil.Process) -> bool:
+    """initdb, pg_ctl and, while pg_ctl waits for it, the postmaster and its 'postgres: checkpointer' and
+    the like are the run's descendants too: they are the watchdog's to stop, not the kernel's."""
+    try:
+        line = " ".join(p.cmdline())
+        return "/postgres" in line or line.startswith("postgres:") or p.name() == "postgres"
+    except psutil.Error:  # gone already
+        return True
+
+
+@pytest.mark.parametrize("after", [None, 1.5], ids=["during-server-start", "during-copy"])
+def test_killed_during_shadow_without_resume_leaves_no_process(run_root: Path, after: float | None) -> None:
+    run_id, _ = _kill_during_shadow(run_root, after)
     run_dir = run_root / run_id
-    assert (run_dir / "postgres" / "data" / "PG_VERSION").is_file()  # the server existed to be stranded
-    left = wait_gone(run_dir, 10)  # nobody resumes: the watchdog alone must stop the server
+    assert (run_dir / "postgres").is_dir()  # the server was being started or running: it could be stranded
+    left = wait_gone(run_dir, 40)  # nobody resumes: the watchdog alone must stop the server (pg_ctl may need
+    # seconds to bring it up after the kill; the watchdog stops it as soon as it is up)
     assert not left, f"processes of the killed run are still running: {left}"
 
 
@@ -181,6 +200,71 @@ def test_watchdog_stops_the_server_once_its_last_user_is_killed(tmp_path: Path) 
         assert json.loads((tmp_path / "pids.json").read_text()) == []
     finally:
         for p in (server, user, watchdog):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_watchdog_started_before_the_server_stops_one_that_comes_up_after_its_starter_died(tmp_path: Path) -> None:
+    """A run killed while pg_ctl starts the server: pg_ctl finishes without it, and nobody registered."""
+    from dag_orchestrator.watchdog import watchdog_script
+
+    starter = subprocess.Popen(["sleep", "60"])
+    (tmp_path / "starting.json").write_text(json.dumps([starter.pid]))
+    args = [str(tmp_path / "pids.json"), str(tmp_path / "lock"), str(tmp_path / "postmaster.pid"),
+            str(tmp_path / "starting.json")]  # fmt: skip
+    watchdog = subprocess.Popen([sys.executable, "-I", watchdog_script(), *args])
+    server = None
+    try:
+        time.sleep(1.0)
+        assert watchdog.poll() is None  # no server yet, a live starter: it waits
+        starter.kill()
+        starter.wait()
+        time.sleep(1.0)
+        assert watchdog.poll() is None  # the start may still bring a server up without its starter
+        server = subprocess.Popen(["sleep", "60"])  # stands in for the postmaster pg_ctl brought up
+        (tmp_path / "postmaster.pid").write_text(f"{server.pid}\n/data\n")
+        assert server.wait(timeout=5) == -signal.SIGINT
+        assert watchdog.wait(timeout=5) == 0
+        assert json.loads((tmp_path / "starting.json").read_text()) == []
+    finally:
+        for p in (starter, watchdog, *([server] if server else [])):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_watchdog_keeps_a_restarted_server_while_a_new_starter_is_alive(tmp_path: Path) -> None:
+    """Someone stopped the server it saw, and another run is starting it again: that is not 'gone'."""
+    from dag_orchestrator.watchdog import watchdog_script
+
+    server = subprocess.Popen(["sleep", "60"])
+    starter = subprocess.Popen(["sleep", "60"])
+    (tmp_path / "pids.json").write_text(json.dumps([os.getpid()]))
+    (tmp_path / "postmaster.pid").write_text(f"{server.pid}\n/data\n")
+    (tmp_path / "starting.json").write_text(json.dumps([]))
+    args = [str(tmp_path / "pids.json"), str(tmp_path / "lock"), str(tmp_path / "postmaster.pid"),
+            str(tmp_path / "starting.json")]  # fmt: skip
+    watchdog = subprocess.Popen([sys.executable, "-I", watchdog_script(), *args])
+    second = None
+    try:
+        time.sleep(1.0)
+        (tmp_path / "pids.json").write_text(json.dumps([]))
+        (tmp_path / "starting.json").write_text(json.dumps([starter.pid]))
+        server.terminate()  # stopped by its last user while the new starter waits for the lock
+        server.wait()
+        time.sleep(1.0)
+        assert watchdog.poll() is None, "left while a new start was under way"
+        second = subprocess.Popen(["sleep", "60"])
+        (tmp_path / "postmaster.pid").write_text(f"{second.pid}\n/data\n")
+        time.sleep(1.0)
+        assert second.poll() is None  # its starter lives
+        starter.kill()
+        starter.wait()
+        assert second.wait(timeout=5) == -signal.SIGINT
+        assert watchdog.wait(timeout=5) == 0
+    finally:
+        for p in (server, starter, watchdog, *([second] if second else [])):
             if p.poll() is None:
                 p.kill()
                 p.wait()
