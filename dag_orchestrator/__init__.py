@@ -1,6 +1,6 @@
 """An async DAG engine: tasks, graphs, an anyio executor, streams between tasks, resumable state."""
 
-from dag_orchestrator.context import PipelineContext
+from dag_orchestrator.context import PipelineContext, RunServices
 from dag_orchestrator.dag import DAG, DAGValidationError
 from dag_orchestrator.events import Event, EventKind
 from dag_orchestrator.executor import Executor, FailurePolicy, SequentialExecutor, StopReason, TaskTimeoutError
@@ -19,6 +19,7 @@ __all__ = [
     "PipelineContext",
     "RetryPolicy",
     "RunResult",
+    "RunServices",
     "SequentialExecutor",
     "StateStore",
     "StopReason",

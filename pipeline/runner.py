@@ -27,7 +27,7 @@ import anyio
 import structlog
 
 from config.settings import Settings
-from dag_orchestrator.context import PipelineContext, new_run_id
+from dag_orchestrator.context import PipelineContext, RunServices, new_run_id
 from dag_orchestrator.dag import DAG
 from dag_orchestrator.diskspace import DiskFullError, free_bytes, human, naming_enospc
 from dag_orchestrator.events import Observer
@@ -235,11 +235,8 @@ async def execute(
         run_id=prepared.run_id,
         params=spec.params,
         run_dir=prepared.path,
-        services={
-            "settings": settings, "backend": options.backend, "scheduler": options.scheduler,
-            "workers": settings.pipeline.workers, "closers": [],
-        },
-    )  # fmt: skip
+        services=RunServices(settings, options.backend, options.scheduler, settings.pipeline.workers),
+    )
     store = StateStore(prepared.path)
     warn_if_short_of_space(prepared, settings)
     signums = stop_signals() if handle_signals else ()
@@ -258,11 +255,7 @@ async def execute(
             _report_or_say_why(prepared, crashed)
         raise
     finally:
-        for close in reversed(ctx.services["closers"]):  # what tasks held for the whole run (locks, servers)
-            try:
-                close()
-            except Exception as exc:  # noqa: BLE001 - one failing release must not keep the others held
-                ctx.log.warning("releasing a run resource failed", error=f"{type(exc).__name__}: {exc}")
+        ctx.services.close(ctx.log)  # what tasks held for the whole run (locks, servers)
         if prepared.lock is not None:
             prepared.lock.release()
     _report_or_say_why(prepared, result)

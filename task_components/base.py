@@ -11,21 +11,25 @@ rejects a task that cannot find its input before anything runs. The engine only 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
+from dag_orchestrator.context import PipelineContext
 from dag_orchestrator.retry import INNER_RETRY
 from dag_orchestrator.task import RetryPolicy, Task
 
 T = TypeVar("T")
+P = TypeVar("P", bound=BaseModel)
 
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Component(Task):
+class Component(Task, Generic[P]):
+    """``Component[MyParams]``: ``self.params`` is a ``MyParams`` to the type checker (``Params = MyParams``)."""
+
     __slots__ = ("params",)
 
     component: ClassVar[str]
@@ -43,7 +47,7 @@ class Component(Task):
     def __init__(
         self,
         name: str,
-        params: BaseModel | None = None,
+        params: P | None = None,
         needs: Sequence[str] = (),
         *,
         streams_from: Sequence[str] = (),
@@ -60,7 +64,7 @@ class Component(Task):
             streams_from=streams_from,
             emits_stream=self.emits,
         )
-        self.params = params if params is not None else self.Params()
+        self.params: P = params if params is not None else cast(P, self.Params())
 
     def inner_retry(self) -> RetryPolicy:
         """The policy for retrying one operation inside the task: the declared one when it allows more."""
@@ -70,7 +74,7 @@ class Component(Task):
         """The inputs this configured task needs (parameters may add or drop one: override to say so)."""
         return [t if isinstance(t, tuple) else (t,) for t in self.needs_types]
 
-    def upstream(self, ctx: Any, kind: type[T]) -> T | None:
+    def upstream(self, ctx: PipelineContext, kind: type[T]) -> T | None:
         """The result of the first need whose result is a ``kind`` (tasks find inputs by type, not name)."""
         for need in self.needs:
             if need in self.streams_from and need not in ctx.results:
@@ -94,13 +98,13 @@ class Component(Task):
         return None
 
 
-class ConfiguredComponent(Component):
+class ConfiguredComponent(Component[P]):
     """A component whose result is its validated configuration wrapped in ``Result`` (streaming stages and
     sinks: the source task drives them, so their own run only hands that object over)."""
 
     __slots__ = ()
 
-    async def run(self, ctx: Any) -> Any:
+    async def run(self, ctx: PipelineContext) -> Any:
         assert self.Result is not None, f"{type(self).__name__} declares no Result"
         return self.Result(self.params)
 

@@ -283,9 +283,7 @@ def guard_collection(ctx: Any, target: MilvusTarget, collection: str) -> None:
             del _guards[key]
         lock.release()
 
-    closers = ctx.services.get("closers")
-    if closers is not None:
-        closers.append(release)
+    ctx.services.on_close(release)
 
 
 class CollectionBusyError(RuntimeError):

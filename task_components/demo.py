@@ -105,7 +105,7 @@ class Fail(Component):
     async def run(self, ctx: Any) -> None:
         limit = self.params.fail_times  # type: ignore[attr-defined]
         if limit is not None:  # counted per run in the context, so a task object stays immutable
-            seen = ctx.services.setdefault("demo.fail.attempts", {})
+            seen = ctx.services.scratch.setdefault("demo.fail.attempts", {})
             seen[self.name] = seen.get(self.name, 0) + 1
             if seen[self.name] > limit:
                 return

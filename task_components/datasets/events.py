@@ -187,7 +187,7 @@ class DatasetEvents(Component):
         all_days = sorted({d.name.removeprefix("dt=") for t in p.tables for d in (out / "facts" / t).glob("dt=*")})
         new_days = all_days[-days:] if days else []
         producer = AIOKafkaProducer(
-            **kafka_options(ctx.services["settings"]), enable_idempotence=False, acks="all", linger_ms=5,
+            **kafka_options(ctx.services.settings), enable_idempotence=False, acks="all", linger_ms=5,
             max_request_size=max(p.max_event_bytes * 2, 1_048_576), retry_backoff_ms=int(p.retry_delay * 1000),
             request_timeout_ms=int(p.request_timeout * 1000),
         )  # fmt: skip

@@ -130,8 +130,8 @@ class Generate(Component):
         p: GenerateParams = self.params  # type: ignore[assignment]
         plan = ChunkPlan.for_schema(p.schema, p.total_rows, p.chunk_rows)
         started, done = time.perf_counter(), 0
-        workers = p.workers if p.workers is not None else ctx.services.get("workers")
-        backend = make_backend(ctx.services.get("backend", "local"), workers, ctx.services.get("scheduler"))
+        workers = p.workers if p.workers is not None else ctx.services.workers
+        backend = make_backend(ctx.services.backend, workers, ctx.services.scheduler)
         async with backend:
             if getattr(backend, "dashboard", None):
                 ctx.log.info("dask dashboard", url=backend.dashboard)

@@ -53,7 +53,7 @@ class Existing(Component):
         manifest: Manifest | None = self.upstream(ctx, Manifest)
         if manifest is None:
             raise ValueError("milvus.existing needs a dataset.load (or partition) task among its needs")
-        target = target_for(ctx.services["settings"], ctx.run_dir)
+        target = target_for(ctx.services.settings, ctx.run_dir)
         name = p.collection or manifest.collection_schema.collection_name
         started = time.perf_counter()
 

@@ -76,7 +76,7 @@ class CreateCollection(Component):
     async def run(self, ctx: Any) -> CollectionInfo:
         p: CreateParams = self.params  # type: ignore[assignment]
         schema = self._schema(ctx, p)
-        target = target_for(ctx.services["settings"], ctx.run_dir)
+        target = target_for(ctx.services.settings, ctx.run_dir)
         name = p.collection or schema.collection_name
         milvus_schema = to_milvus_schema(schema)
         params, chosen = index_params(schema, target.lite, p.indexes)

@@ -98,7 +98,7 @@ class ShadowSync(Component):
         p: ShadowParams = self.params  # type: ignore[assignment]
         if len(self.streams_from) != 1:
             raise ValueError(f"shadow.sync streams from exactly one generate task, got {list(self.streams_from)}")
-        settings: Settings = ctx.services["settings"]
+        settings: Settings = ctx.services.settings
         dsn, embedded = await shadow_dsn(settings, ctx.run_dir)
         started = time.perf_counter()
         pool = await self._connect(ctx, dsn, p)

@@ -315,7 +315,7 @@ class KafkaSource(Component):
         from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
         p: KafkaSourceParams = self.params  # type: ignore[assignment]
-        settings = ctx.services["settings"]
+        settings = ctx.services.settings
         stages = [r for r in (ctx.result(n) for n in self.needs) if isinstance(r, BatchStage)]
         sinks = [r for r in (ctx.result(n) for n in self.needs) if isinstance(r, BatchSink)]
         dlqs = [s for s in sinks if isinstance(s, DeadLetterSink)]

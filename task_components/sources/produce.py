@@ -50,7 +50,7 @@ class ProduceTestData(Component):
 
     async def run(self, ctx: Any) -> ProducedTestData:
         p: ProduceParams = self.params  # type: ignore[assignment]
-        settings = ctx.services["settings"]
+        settings = ctx.services.settings
         topic = p.topic or settings.kafka.topic_source
         kinds: Counter[str] = Counter()
         started = time.monotonic()

@@ -77,7 +77,7 @@ class Upload(Component):
 
     async def run(self, ctx: Any) -> UploadResult:
         p: UploadParams = self.params  # type: ignore[assignment]
-        settings: Settings = ctx.services["settings"]
+        settings: Settings = ctx.services.settings
         prefix = (p.prefix or f"{settings.s3.prefix}/{ctx.run_id}").strip("/")
         store = open_store(settings, ctx.run_dir, p)
         done: list[UploadedFile] = []

@@ -116,7 +116,7 @@ def _short(value: Any) -> str:
 
 def current_target(ctx: Any, imported: ImportResult) -> ImportResult:
     """Verify against MILVUS__URI when it is set (and say so when it differs from the recorded one)."""
-    settings = ctx.services.get("settings")
+    settings = ctx.services.settings
     recorded = imported.info.target
     uri = settings.milvus.uri if settings is not None else None
     if not uri or uri == recorded["uri"]:
@@ -175,7 +175,7 @@ class Verify(Component):
         dsn = ""
         if shadow is not None:
             pg_home = Path(shadow.embedded_dir) if shadow.embedded_dir else ctx.run_dir
-            dsn = (await shadow_dsn(ctx.services["settings"], pg_home))[0]
+            dsn = (await shadow_dsn(ctx.services.settings, pg_home))[0]
         if shadow is not None:
             checks.append(await self._shadow_count(dsn, shadow, imported.manifest.total_rows))
         if p.level == "sample":

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from config.settings import Settings
-from dag_orchestrator import PipelineContext
+from dag_orchestrator import PipelineContext, RunServices
 from task_components.schema.postgres import quote
 from task_components.verification import Verify, VerifyParams, VerifyResult
 from task_components.verification.task import AUTO_ID_SAMPLE
@@ -76,7 +76,7 @@ class Sides:
 
     def verify(self, level: str = "full") -> VerifyResult:
         verify = Verify("verify", VerifyParams(level=level, fail_on_mismatch=False), needs=["import", "shadow"])
-        ctx = PipelineContext(run_dir=self.run_dir, services={"settings": self.settings})
+        ctx = PipelineContext(run_dir=self.run_dir, services=RunServices(self.settings))
         ctx.results.update({"import": self.imported, "shadow": self.shadow})
         return anyio.run(verify.run, ctx)
 
@@ -279,7 +279,7 @@ def test_sparse_vectors_and_nulls_on_milvus_lite(tmp_path: Path) -> None:
     finally:
         client.close()
     verify = Verify("verify", VerifyParams(level="full", fail_on_mismatch=False), needs=["import", "shadow"])
-    ctx = PipelineContext(run_dir=tmp_path / "r", services={"settings": settings})
+    ctx = PipelineContext(run_dir=tmp_path / "r", services=RunServices(settings))
     ctx.results.update({"import": imported, "shadow": shadow})
     try:
         report = anyio.run(verify.run, ctx)

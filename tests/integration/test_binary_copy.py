@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from config.settings import Settings
-from dag_orchestrator import DAG, Executor, PipelineContext, task
+from dag_orchestrator import DAG, Executor, PipelineContext, RunServices, task
 from task_components.generation.columns import generate_chunk
 from task_components.schema import parse_schema, resolve_schema
 from task_components.schema.arrow import META_COLUMN, arrow_schema
@@ -196,7 +196,7 @@ def test_shadow_sync_writes_vector_batches_by_binary_copy(monkeypatch: pytest.Mo
     settings = Settings.model_validate({"postgres": {"dsn": dsn}})
 
     async def run() -> list[Any]:
-        result = await Executor().run(DAG("bc", [source, shadow]), PipelineContext(services={"settings": settings}))
+        result = await Executor().run(DAG("bc", [source, shadow]), PipelineContext(services=RunServices(settings)))
         assert result.ok, result.failed()
         assert result.results["shadow"].rows == 6000
         conn = await asyncpg.connect(dsn)
@@ -247,7 +247,7 @@ def test_a_binary_copy_that_committed_before_the_connection_died_is_replaced_not
     settings = Settings.model_validate({"postgres": {"dsn": dsn}})
 
     async def run() -> tuple[int, int]:
-        result = await Executor().run(DAG("bc", [source, shadow]), PipelineContext(services={"settings": settings}))
+        result = await Executor().run(DAG("bc", [source, shadow]), PipelineContext(services=RunServices(settings)))
         assert result.ok, result.failed()
         conn = await asyncpg.connect(dsn)
         try:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from config.settings import Settings
-from dag_orchestrator import PipelineContext
+from dag_orchestrator import PipelineContext, RunServices
 from task_components.schema.postgres import quote
 from task_components.shadow.compare import compare_primary_keys
 from task_components.verification import Verify, VerifyParams
@@ -78,7 +78,7 @@ def test_injected_divergences_are_found_and_attributed(tmp_path: Path) -> None:
 
     anyio.run(tamper)
     verify = Verify("verify", VerifyParams(level="full", fail_on_mismatch=False), needs=["import", "shadow"])
-    ctx = PipelineContext(run_dir=tmp_path / "r", services={"settings": settings})
+    ctx = PipelineContext(run_dir=tmp_path / "r", services=RunServices(settings))
     ctx.results.update({"import": imported, "shadow": shadow})
     report = anyio.run(verify.run, ctx)
     assert not report.passed

@@ -355,7 +355,7 @@ def test_verification_looks_up_quoted_and_max_keys(tmp_path: Path) -> None:
 
 def test_verify_task_three_way_and_full_scan_over_quoted_and_max_keys(tmp_path: Path) -> None:
     """The verify task end to end (sample three-way, full scan) with the shadow: no false finding."""
-    from dag_orchestrator import PipelineContext
+    from dag_orchestrator import PipelineContext, RunServices
     from task_components.contracts import ShadowResult
     from task_components.schema.postgres import columns, create_table_sql, quote, row_record
     from task_components.verification import Verify, VerifyParams
@@ -382,7 +382,7 @@ def test_verify_task_three_way_and_full_scan_over_quoted_and_max_keys(tmp_path: 
                                   collection_schema=schema)  # fmt: skip
             for level in ("sample", "full"):
                 verify = Verify("verify", VerifyParams(level=level, search=0), needs=["import", "shadow"])
-                ctx = PipelineContext(run_dir=tmp_path / name, services={"settings": settings})
+                ctx = PipelineContext(run_dir=tmp_path / name, services=RunServices(settings))
                 ctx.results.update({"import": imported, "shadow": shadow})
                 report = anyio.run(verify.run, ctx)
                 assert report.passed and not report.findings, (name, level, report.checks)

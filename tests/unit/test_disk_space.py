@@ -187,6 +187,8 @@ def test_embedded_postgres_failing_on_a_full_disk_says_so(tmp_path: Path, monkey
 
     monkeypatch.setattr(connect, "_pgserver", lambda: _Pgserver)
     monkeypatch.setattr(connect, "forget_dead_handles", lambda data: [])
+    monkeypatch.setattr(connect, "_server_lock", contextlib.nullcontext)  # pgserver's lock: not this test's
+    monkeypatch.setattr(connect, "_start_watchdog", lambda base, data: None)
     (tmp_path / "postgres" / "data").mkdir(parents=True)
     with pytest.raises(connect.EmbeddedServerError) as caught:
         connect.embedded_dsn(tmp_path)

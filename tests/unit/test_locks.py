@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+import structlog
 
-from dag_orchestrator.context import PipelineContext
+from dag_orchestrator.context import PipelineContext, RunServices
 from task_components.connect import CollectionBusyError, guard_collection
 from task_components.contracts import MilvusTarget
 from tests.logwait import wait_for_event
@@ -53,35 +54,33 @@ def test_a_second_process_on_one_run_directory_is_refused(tmp_path: Path) -> Non
 
 def test_a_collection_loaded_by_a_live_run_is_refused_naming_it(tmp_path: Path) -> None:
     target = MilvusTarget(f"http://127.0.0.1:1/{tmp_path.name}", None, "default", lite=False)
-    first = PipelineContext(run_id="run-one", run_dir=tmp_path / "one", services={"closers": []})
-    second = PipelineContext(run_id="run-two", run_dir=tmp_path / "two", services={"closers": []})
+    first = PipelineContext(run_id="run-one", run_dir=tmp_path / "one", services=RunServices())
+    second = PipelineContext(run_id="run-two", run_dir=tmp_path / "two", services=RunServices())
     guard_collection(first, target, "books")
     guard_collection(first, target, "books")  # tasks of one run share the guard
     with pytest.raises(CollectionBusyError, match="run_id run-one"):
         guard_collection(second, target, "books")
     guard_collection(second, target, "films")  # another collection is free
-    for close in first.services["closers"]:
-        close()
+    first.services.close(structlog.get_logger())
     guard_collection(second, target, "books")  # released at the end of the first run
-    for close in second.services["closers"]:
-        close()
+    second.services.close(structlog.get_logger())
 
 
 def test_a_killed_holder_frees_the_collection(tmp_path: Path) -> None:
     target = MilvusTarget(f"http://127.0.0.1:1/{tmp_path.name}", None, "default", lite=False)
     code = (
         "import sys, time\n"
-        "from dag_orchestrator.context import PipelineContext\n"
+        "from dag_orchestrator.context import PipelineContext, RunServices\n"
         "from task_components.connect import guard_collection\n"
         "from task_components.contracts import MilvusTarget\n"
-        f"guard_collection(PipelineContext(run_id='holder', services={{}}), MilvusTarget({target.uri!r}, None, "
-        "'default', False), 'books')\n"
+        "ctx = PipelineContext(run_id='holder', services=RunServices())\n"
+        f"guard_collection(ctx, MilvusTarget({target.uri!r}, None, 'default', False), 'books')\n"
         "print('held', flush=True); time.sleep(60)\n"
     )
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        ctx = PipelineContext(run_id="next", services={"closers": []})
+        ctx = PipelineContext(run_id="next", services=RunServices())
         with pytest.raises(CollectionBusyError, match=f"pid {holder.pid}"):
             guard_collection(ctx, target, "books")
     finally:
@@ -95,5 +94,4 @@ def test_a_killed_holder_frees_the_collection(tmp_path: Path) -> None:
         except CollectionBusyError:
             assert time.monotonic() < deadline, "the lock outlived its SIGKILLed holder"
             time.sleep(0.05)
-    for close in ctx.services["closers"]:
-        close()
+    ctx.services.close(structlog.get_logger())

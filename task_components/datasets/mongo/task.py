@@ -81,7 +81,7 @@ def _seeded(tasks: Mapping[str, Task], names: Any, pack: str) -> set[str]:
 async def _database(ctx: Any, p: DocPackParams) -> Any:
     from pymongo import AsyncMongoClient
 
-    settings = ctx.services["settings"]
+    settings = ctx.services.settings
     client: Any = AsyncMongoClient(mongo_uri(settings), serverSelectionTimeoutMS=p.server_selection_timeout_ms,
                                    appname="dag-pipeline", tz_aware=False)  # fmt: skip
     try:
