@@ -26,7 +26,7 @@ from config.settings import Settings
 from dag_orchestrator.diskspace import free_bytes, human, naming_enospc, space_note
 from dag_orchestrator.locks import LockHeld, PathLock, resource_lock
 from dag_orchestrator.watchdog import alive, read_users, split_alive, watchdog_script
-from task_components.contracts import MilvusTarget
+from task_components.clients import MilvusTarget, kafka_admin, kafka_options, milvus_target, mongo_uri
 
 __all__ = [
     "CollectionBusyError", "EmbeddedServerError", "count_rows", "embedded_dsn", "ensure_loaded", "guard_collection",
@@ -37,13 +37,8 @@ _embedded: dict[str, Any] = {}
 
 
 def target_for(settings: Settings, run_dir: Path | None) -> MilvusTarget:
-    m = settings.milvus
-    token = m.token.get_secret_value() if m.token else None
-    if m.uri:
-        return MilvusTarget(m.uri, token, m.db_name, lite=m.uri.endswith(".db"))
-    if run_dir is None:
-        raise ValueError("MILVUS__URI is not set and the run has no run directory for Milvus Lite")
-    return MilvusTarget(str(Path(run_dir).resolve() / "milvus.db"), None, "default", lite=True)
+    """Kept for callers not yet switched to ``clients.milvus_target``."""
+    return milvus_target(settings, run_dir)
 
 
 def ensure_loaded(client: Any, collection: str) -> None:
@@ -290,39 +285,13 @@ class CollectionBusyError(RuntimeError):
     """Another live run holds the collection."""
 
 
-def kafka_options(settings: Settings) -> dict[str, Any]:
-    """aiokafka connection options shared by the source, the sinks and the test-data producer.
-
-    ``KAFKA__API_KEY``/``API_SECRET`` (managed Kafka such as Confluent Cloud) mean SASL_SSL + PLAIN
-    unless ``KAFKA__SECURITY_PROTOCOL``/``SASL_MECHANISM`` say otherwise.
-    """
-    k = settings.kafka
-    if not k.bootstrap_servers:
-        raise ValueError("KAFKA__BOOTSTRAP_SERVERS is not set (the Kafka broker to read and write)")
-    protocol = k.security_protocol or ("SASL_SSL" if k.api_key else "PLAINTEXT")
-    options: dict[str, Any] = {"bootstrap_servers": k.bootstrap_servers, "security_protocol": protocol}
-    if protocol.startswith("SASL"):
-        if k.api_key is None or k.api_secret is None:
-            raise ValueError(f"KAFKA__SECURITY_PROTOCOL={protocol} needs KAFKA__API_KEY and KAFKA__API_SECRET")
-        options.update(
-            sasl_mechanism=k.sasl_mechanism,
-            sasl_plain_username=k.api_key.get_secret_value(),
-            sasl_plain_password=k.api_secret.get_secret_value(),
-        )
-    if protocol.endswith("SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        options["ssl_context"] = create_ssl_context()
-    return options
-
-
 async def ensure_topics(settings: Settings, topics: str | list[str], partitions: int) -> None:
     """Create missing topics with ``partitions`` partitions (a broker's auto-created ones get its default)."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
     wanted = [topics] if isinstance(topics, str) else list(dict.fromkeys(topics))
-    admin = AIOKafkaAdminClient(**kafka_options(settings))
+    admin = kafka_admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -343,10 +312,3 @@ def missing(check: Callable[[Settings], object], settings: Settings) -> str | No
     except ValueError as exc:
         return str(exc)
     return None
-
-
-def mongo_uri(settings: Settings) -> str:
-    uri = settings.mongodb.connection_string
-    if uri is None:
-        raise ValueError("MONGODB__CONNECTION_STRING (or MONGODB__URI) is not set (the MongoDB to write)")
-    return uri.get_secret_value()

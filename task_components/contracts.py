@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
+from config.settings import Settings
+from task_components.clients import MilvusTarget, milvus_token
 from task_components.manifest import FileEntry, Manifest
 from task_components.schema.models import CollectionSchema
 
@@ -109,36 +111,25 @@ class UploadResult(BaseModel):
 
 
 # -- create_collection -> import -> verify --------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class MilvusTarget:
-    uri: str
-    token: str | None
-    db_name: str
-    lite: bool
-
-    def client(self) -> Any:
-        from pymilvus import MilvusClient  # heavy import, only where a client is made
-
-        if self.lite:
-            from task_components.lite_client import LiteClient  # Lite corrupts its WAL under concurrent writes
-
-            return LiteClient(self.uri, **({"token": self.token} if self.token else {}))
-        kwargs: dict[str, Any] = {"uri": self.uri}
-        if self.token:
-            kwargs["token"] = self.token
-        if not self.lite and self.db_name != "default":
-            kwargs["db_name"] = self.db_name
-        return MilvusClient(**kwargs)
-
-
 class CollectionInfo(BaseModel):
+    """A collection and where it lives. ``target`` never holds the Milvus token: results are pickled into
+    the run directory, and a secret there outlives the run; ``milvus()`` reads it back from the settings."""
+
     name: str
     target: dict[str, Any]
     collection_schema: CollectionSchema
     indexes: dict[str, dict[str, Any]]
 
-    def milvus(self) -> MilvusTarget:
-        return MilvusTarget(**self.target)
+    @field_validator("target")
+    @classmethod
+    def _no_token(cls, target: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in target.items() if k != "token"}
+
+    def milvus(self, settings: Settings | None = None) -> MilvusTarget:
+        """The recorded target with the token of the configured server (``clients.milvus_token``)."""
+        uri = str(self.target["uri"])
+        return MilvusTarget(uri, milvus_token(uri, settings), str(self.target.get("db_name", "default")),
+                            lite=bool(self.target.get("lite", uri.endswith(".db"))))  # fmt: skip
 
 
 class ImportResult(BaseModel):
