@@ -83,8 +83,16 @@ class PreparedRun:
         return Path(self.file).is_file()
 
 
-def prepare_run(file: str | Path, overrides: dict[str, Any], options: RunOptions) -> PreparedRun:
-    """Everything that can be checked before a run starts; raises SpecError (exit 2)."""
+def prepare_run(
+    file: str | Path, overrides: dict[str, Any], options: RunOptions,
+    *, spec: PipelineSpec | None = None, dag: DAG | None = None,
+) -> PreparedRun:  # fmt: skip
+    """Everything that can be checked before a run starts; raises SpecError (exit 2).
+
+    ``spec`` (and ``dag``): what the caller already loaded (and built) from ``file`` with these
+    overrides, e.g. the daemon, which resolves a request once and carries it: the file is then not read
+    again. On resume the saved overrides are merged first; a given spec must have been loaded with them.
+    """
     if options.resume:
         path = options.run_dir / options.resume
         request = path / "request.json"
@@ -96,17 +104,22 @@ def prepare_run(file: str | Path, overrides: dict[str, Any], options: RunOptions
     else:
         run_id = new_run_id()
         path = options.run_dir / run_id
-    return prepare_spec(load_spec(file, overrides), file, overrides, options, run_id, path)
+    if spec is None:
+        spec = load_spec(file, overrides)
+    return prepare_spec(spec, file, overrides, options, run_id, path, dag=dag)
 
 
 def prepare_spec(
     spec: PipelineSpec, file: str | Path, overrides: dict[str, Any], options: RunOptions,
-    run_id: str | None = None, path: Path | None = None,
+    run_id: str | None = None, path: Path | None = None, *, dag: DAG | None = None,
 ) -> PreparedRun:  # fmt: skip
-    """A spec built in code (the CLI's one-shot commands) gets the same checks and run directory."""
+    """A spec built in code (the CLI's one-shot commands) gets the same checks and run directory.
+
+    ``dag``: the spec's DAG when the caller built it already (``build_dag(spec, file)``): not built twice.
+    """
     run_id = run_id or new_run_id()
     path = path or options.run_dir / run_id
-    dag = build_dag(spec, file)
+    dag = dag if dag is not None else build_dag(spec, file)
     if options.only:
         try:
             dag = dag.subgraph(options.only)
