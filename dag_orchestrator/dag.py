@@ -7,16 +7,14 @@ executor can trust the graph and stay lean. Edges come from one place, each task
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Iterable, Iterator, Sequence
+from contextvars import Token
 
 import networkx as nx
 
-from dag_orchestrator.task import Task
+from dag_orchestrator.task import Composer, Task, active_dag
 
-__all__ = ["DAG", "DAGValidationError", "current_dag"]
-
-_active_dag: contextvars.ContextVar[DAG | None] = contextvars.ContextVar("active_dag", default=None)
+__all__ = ["DAG", "DAGValidationError"]
 
 
 class DAGValidationError(ValueError):
@@ -28,33 +26,24 @@ class DAGValidationError(ValueError):
         self.cycle = tuple(cycle)
 
 
-def current_dag(for_task: Task) -> DAG:
-    dag = _active_dag.get()
-    if dag is None:
-        raise RuntimeError(
-            f"'>>' on task {for_task.name!r} needs an active DAG: use it inside 'with DAG(name) as dag:'"
-        )
-    return dag
-
-
 class DAG:
     """A named set of tasks and their dependencies."""
 
     def __init__(self, name: str = "dag", tasks: Iterable[Task] = ()) -> None:
         self.name = name
         self.graph: nx.DiGraph = nx.DiGraph()
-        self._token: contextvars.Token[DAG | None] | None = None
+        self._token: Token[Composer | None] | None = None
         for t in tasks:
             self.add(t)
 
     # -- building -------------------------------------------------------------------------------
     def __enter__(self) -> DAG:
-        self._token = _active_dag.set(self)
+        self._token = active_dag.set(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._token is not None:
-            _active_dag.reset(self._token)
+            active_dag.reset(self._token)
             self._token = None
 
     def add(self, *tasks: Task) -> DAG:

@@ -1,6 +1,7 @@
 """The state of one run of one DAG, and how it moves: the executor's working half.
 
-``Executor`` (executor.py) holds configuration and starts one ``_Scheduler`` per ``run()``; everything
+``Executor`` (executor.py) holds configuration and starts one ``_Scheduler`` per ``run()``, handing
+itself over as the ``RunConfig`` it reads (a protocol: this module never imports the executor); everything
 that changes while that DAG runs (counters of unmet needs, the ready queue, running and per-kind counts,
 the task group, why the run stopped) lives here, so runs never share state. The design is explained in
 executor.py's docstring.
@@ -9,10 +10,11 @@ executor.py's docstring.
 from __future__ import annotations
 
 import enum
+import random
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
@@ -20,15 +22,12 @@ from anyio.abc import TaskGroup
 from dag_orchestrator.context import PipelineContext, TaskError, current_task
 from dag_orchestrator.dag import DAG
 from dag_orchestrator.diskspace import explain
-from dag_orchestrator.events import Event, EventKind
+from dag_orchestrator.events import Event, EventBus, EventKind
 from dag_orchestrator.state import RunResult, StateStore, TaskRun, TaskState
 from dag_orchestrator.streams import StreamHub, UpstreamStreamError
 from dag_orchestrator.task import Task
 
-if TYPE_CHECKING:
-    from dag_orchestrator.executor import Executor
-
-__all__ = ["FailurePolicy", "StopReason", "TaskTimeoutError"]
+__all__ = ["FailurePolicy", "RunConfig", "StopReason", "TaskTimeoutError"]
 
 
 class FailurePolicy(enum.StrEnum):
@@ -47,6 +46,27 @@ class StopReason(enum.Enum):
 
 class TaskTimeoutError(TimeoutError):
     pass
+
+
+class RunConfig(Protocol):
+    """What a run reads of its executor: limits, policy, observers (the Executor is one)."""
+
+    @property
+    def sequential(self) -> bool: ...
+    @property
+    def max_concurrency(self) -> int: ...
+    @property
+    def kind_limits(self) -> dict[str, int]: ...
+    @property
+    def policy(self) -> FailurePolicy: ...
+    @property
+    def bus(self) -> EventBus: ...
+    @property
+    def stream_buffer(self) -> float: ...
+    @property
+    def release_results(self) -> bool: ...
+    @property
+    def rng(self) -> random.Random: ...
 
 
 def _root(exc: BaseException) -> BaseException:
@@ -78,7 +98,7 @@ def _end_attempt(run: TaskRun, begun: float) -> None:
 class _Scheduler:
     """The state of one run of one DAG: counters, queues, the task group, why it stopped."""
 
-    def __init__(self, executor: Executor, dag: DAG, ctx: PipelineContext, store: StateStore | None) -> None:
+    def __init__(self, executor: RunConfig, dag: DAG, ctx: PipelineContext, store: StateStore | None) -> None:
         self.ex, self.dag, self.ctx, self.store = executor, dag, ctx, store
         self.tasks: dict[str, Task] = {t.name: t for t in dag}
         self.runs = {name: TaskRun(name) for name in self.tasks}

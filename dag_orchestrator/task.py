@@ -1,21 +1,23 @@
 """Task primitives: what a unit of work is, and how it may be retried.
 
-At import time this module needs nothing else from the package (as Hamilton keeps ``node.py`` apart),
-so every other module can depend on it without cycles; only ``>>`` reaches the active DAG, through a
-deferred import when it is used. A Task carries only its declaration (name, needs, policies); what
-changes while a run is in flight lives in the executor's per-run scheduler and ``TaskRun`` records.
+This module needs nothing else from the package (as Hamilton keeps ``node.py`` apart), so every other
+module can depend on it without cycles: ``>>`` reaches the DAG open in a ``with DAG(...)`` block through
+``active_dag``, a context variable defined here and set by the DAG, not by importing dag.py.
+A Task carries only its declaration (name, needs, policies); what changes while a run is in flight
+lives in the executor's per-run scheduler and ``TaskRun`` records.
 ``a >> b`` appends ``a`` to ``b.needs``, so a task's needs are the one source of its edges.
 """
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["FunctionTask", "RetryPolicy", "Task", "TaskLike", "task"]
+__all__ = ["FunctionTask", "RetryPolicy", "Task", "TaskLike", "active_dag", "task"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,24 @@ NO_RETRY = RetryPolicy()
 class TaskLike(Protocol):
     name: str
     needs: tuple[str, ...]
+
+
+class Composer(Protocol):
+    """What ``>>`` needs of the DAG being composed (the DAG class, seen without importing it)."""
+
+    def connect(self, upstream: Task, downstream: Task | Sequence[Task]) -> None: ...
+
+
+active_dag: contextvars.ContextVar[Composer | None] = contextvars.ContextVar("active_dag", default=None)
+
+
+def _composing(for_task: Task) -> Composer:
+    dag = active_dag.get()
+    if dag is None:
+        raise RuntimeError(
+            f"'>>' on task {for_task.name!r} needs an active DAG: use it inside 'with DAG(name) as dag:'"
+        )
+    return dag
 
 
 class Task:
@@ -105,15 +125,11 @@ class Task:
         raise NotImplementedError(f"task {self.name!r} ({type(self).__name__}) does not implement run()")
 
     def __rshift__(self, other: Task | Sequence[Task]) -> Task | Sequence[Task]:
-        from dag_orchestrator.dag import current_dag  # local: dag.py imports this module
-
-        current_dag(self).connect(self, other)
+        _composing(self).connect(self, other)
         return other
 
     def __rrshift__(self, other: Sequence[Task]) -> Task:
-        from dag_orchestrator.dag import current_dag
-
-        dag = current_dag(self)
+        dag = _composing(self)
         for upstream in other:
             dag.connect(upstream, self)
         return self
