@@ -38,8 +38,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from dag_orchestrator.context import PipelineContext
 from task_components.base import Component
-from task_components.connect import kafka_options, missing
+from task_components.clients import kafka_options, kafka_producer
+from task_components.connect import missing
 from task_components.contracts import DatasetTableResult
 
 __all__ = ["DatasetEvents", "EventsResult", "pace"]
@@ -74,7 +76,8 @@ class _Clock:
     """Send times across the whole run: the burst phase and the realtime spacing carry over day ends."""
 
     def __init__(self, t0: float) -> None:
-        self.t0, self.next_at, self.first_ts = t0, 0.0, None
+        self.t0, self.next_at = t0, 0.0
+        self.first_ts: float | None = None
 
     def offsets(self, events: pa.Table, p: EventsParams) -> list[float]:
         if p.mode == "realtime":
@@ -163,7 +166,7 @@ def envelope(rec: dict[str, Any], day: str, p: EventsParams) -> bytes:
     return body.encode()
 
 
-class DatasetEvents(Component):
+class DatasetEvents(Component[EventsParams]):
     __slots__ = ()
     component = "dataset.events"
     summary = "publish a dataset pack's new fact days to Kafka as enveloped events (historical or realtime)"
@@ -175,10 +178,8 @@ class DatasetEvents(Component):
     def settings_problem(self, settings: Any) -> str | None:
         return missing(kafka_options, settings)
 
-    async def run(self, ctx: Any) -> EventsResult:
-        from aiokafka import AIOKafkaProducer
-
-        p: EventsParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> EventsResult:
+        p = self.params
         written = [r for n in self.needs if isinstance(r := ctx.result(n), DatasetTableResult)]
         if not written:
             raise ValueError(f"task {self.name!r}: none of its needs wrote dataset tables")
@@ -186,8 +187,8 @@ class DatasetEvents(Component):
         # the pack writes every day of a run for every fact table (an empty day is an empty partition)
         all_days = sorted({d.name.removeprefix("dt=") for t in p.tables for d in (out / "facts" / t).glob("dt=*")})
         new_days = all_days[-days:] if days else []
-        producer = AIOKafkaProducer(
-            **kafka_options(ctx.services.settings), enable_idempotence=False, acks="all", linger_ms=5,
+        producer = kafka_producer(
+            ctx.services.settings, enable_idempotence=False, acks="all", linger_ms=5,
             max_request_size=max(p.max_event_bytes * 2, 1_048_576), retry_backoff_ms=int(p.retry_delay * 1000),
             request_timeout_ms=int(p.request_timeout * 1000),
         )  # fmt: skip

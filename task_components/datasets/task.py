@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from dag_orchestrator.context import PipelineContext
 from dag_orchestrator.task import Task
 from task_components.base import Component
 from task_components.contracts import DatasetTableResult
@@ -80,12 +81,12 @@ def _tables_of(tasks: Mapping[str, Task], names: Any, pack: str) -> set[str]:
     out: set[str] = set()
     for n in names:
         t = tasks.get(n)
-        if isinstance(t, DatasetTable) and t.params.pack == pack:  # type: ignore[attr-defined]
-            out.add(t.params.table)  # type: ignore[attr-defined]
+        if isinstance(t, DatasetTable) and t.params.pack == pack:
+            out.add(t.params.table)
     return out
 
 
-class DatasetTable(Component):
+class DatasetTable(Component[TableParams]):
     __slots__ = ()
     component = "dataset.table"
     summary = "generate one table of a dataset pack (Parquet; facts per day); its foreign keys are its needs"
@@ -94,15 +95,15 @@ class DatasetTable(Component):
     default_kind = "cpu"
 
     def needs_problem(self, tasks: dict[str, Task]) -> str | None:
-        p: TableParams = self.params  # type: ignore[assignment]
+        p = self.params
         wanted = p.pack_def.tables[p.table].references
         missing = [t for t in wanted if t not in _tables_of(tasks, self.needs, p.pack)]
         if missing:
             return f"table {p.table!r} references {', '.join(missing)}: the task(s) generating them must be needs"
         return None
 
-    async def run(self, ctx: Any) -> DatasetTableResult:
-        p: TableParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> DatasetTableResult:
+        p = self.params
         table = p.pack_def.tables[p.table]
         run = PackRun.open(p.pack_def, p.pack_config)
         started = time.perf_counter()
@@ -114,7 +115,7 @@ class DatasetTable(Component):
         return {**result.rows, "days": result.days, "rows/s": f"{rate:,.0f}"}
 
 
-class DatasetCommit(Component):
+class DatasetCommit(Component[PackParams]):
     __slots__ = ()
     component = "dataset.commit"
     summary = "close a dataset pack run: keep carried state (inventory) and advance the next date"
@@ -123,14 +124,14 @@ class DatasetCommit(Component):
     needs_types = (DatasetTableResult,)
 
     def needs_problem(self, tasks: dict[str, Task]) -> str | None:
-        p: PackParams = self.params  # type: ignore[assignment]
+        p = self.params
         missing = [t for t in p.pack_def.tables if t not in _tables_of(tasks, self.needs, p.pack)]
         if missing:
             return f"commits pack {p.pack!r} only after every table: missing needs for {', '.join(missing)}"
         return None
 
-    async def run(self, ctx: Any) -> dict[str, Any]:
-        p: PackParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> dict[str, Any]:
+        p = self.params
         state = commit(p.pack_def, p.pack_config)
         return {"next_date": state.next_date.isoformat(), "runs": len(state.runs)}
 

@@ -9,15 +9,17 @@ reference each other seed at once. ``mongo.validate`` needs every collection's t
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from dag_orchestrator.context import PipelineContext
 from dag_orchestrator.task import Task
 from task_components.base import Component
-from task_components.connect import missing, mongo_uri
+from task_components.clients import mongo_client, mongo_uri
+from task_components.connect import missing
 from task_components.contracts import SeedResult
 from task_components.datasets.mongo.model import DocPack
 from task_components.datasets.mongo.seed import render_report, seed_collection, validate_pack
@@ -73,31 +75,30 @@ class SeedParams(DocPackParams):
 
 
 def _seeded(tasks: Mapping[str, Task], names: Any, pack: str) -> set[str]:
-    return {t.params.collection for n in names if isinstance(t := tasks.get(n), DocSeed)  # type: ignore[attr-defined]
-            and t.params.pack == pack}  # type: ignore[attr-defined]  # fmt: skip
+    return {t.params.collection for n in names if isinstance(t := tasks.get(n), DocSeed) and t.params.pack == pack}
 
 
 @asynccontextmanager
-async def _database(ctx: Any, p: DocPackParams) -> Any:
-    from pymongo import AsyncMongoClient
-
+async def _database(ctx: PipelineContext, p: DocPackParams) -> AsyncIterator[Any]:
     settings = ctx.services.settings
-    client: Any = AsyncMongoClient(mongo_uri(settings), serverSelectionTimeoutMS=p.server_selection_timeout_ms,
-                                   appname="dag-pipeline", tz_aware=False)  # fmt: skip
+    client = mongo_client(settings, serverSelectionTimeoutMS=p.server_selection_timeout_ms, tz_aware=False)
     try:
         yield client[p.database or settings.mongodb.database]
     finally:
         await client.close()
 
 
-class _MongoTask(Component):
+PackP = TypeVar("PackP", bound=DocPackParams)
+
+
+class _MongoTask(Component[PackP]):
     __slots__ = ()
 
     def settings_problem(self, settings: Any) -> str | None:
         return missing(mongo_uri, settings)
 
 
-class DocSeed(_MongoTask):
+class DocSeed(_MongoTask[SeedParams]):
     __slots__ = ()
     component = "mongo.seed"
     summary = "seed one collection of a document pack (bulk writes, indexes, references to seeded parents)"
@@ -105,16 +106,16 @@ class DocSeed(_MongoTask):
     Result = SeedResult
 
     def needs_problem(self, tasks: dict[str, Task]) -> str | None:
-        p: SeedParams = self.params  # type: ignore[assignment]
+        p = self.params
         refs = get_doc_pack(p.pack).collections[p.collection].references
         missing = [r for r in refs if r not in _seeded(tasks, self.needs, p.pack)]
         if missing:
-            refs = ", ".join(missing)
-            return f"collection {p.collection!r} references {refs}: the task(s) seeding them must be needs"
+            names = ", ".join(missing)
+            return f"collection {p.collection!r} references {names}: the task(s) seeding them must be needs"
         return None
 
-    async def run(self, ctx: Any) -> SeedResult:
-        p: SeedParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> SeedResult:
+        p = self.params
         pack = get_doc_pack(p.pack)
         coll = pack.collections[p.collection]
         count = p.count or max(1, round(coll.count * p.scale))
@@ -128,7 +129,7 @@ class DocSeed(_MongoTask):
                 "indexes": len(result.indexes), "docs/s": f"{rate:,.0f}"}  # fmt: skip
 
 
-class DocValidate(_MongoTask):
+class DocValidate(_MongoTask[DocPackParams]):
     __slots__ = ()
     component = "mongo.validate"
     summary = "validate a seeded document pack: orphans, schema violations, missing indexes (must be zero)"
@@ -137,14 +138,14 @@ class DocValidate(_MongoTask):
     needs_types = (SeedResult,)
 
     def needs_problem(self, tasks: dict[str, Task]) -> str | None:
-        p: DocPackParams = self.params  # type: ignore[assignment]
+        p = self.params
         missing = [c for c in get_doc_pack(p.pack).collections if c not in _seeded(tasks, self.needs, p.pack)]
         if missing:
             return f"validates pack {p.pack!r} after every collection: missing needs for {', '.join(missing)}"
         return None
 
-    async def run(self, ctx: Any) -> dict[str, Any]:
-        p: DocPackParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> dict[str, Any]:
+        p = self.params
         pack = get_doc_pack(p.pack)
         seeded = {r.collection: r for n in self.needs if isinstance(r := ctx.result(n), SeedResult)}
         async with _database(ctx, p) as db:

@@ -60,7 +60,7 @@ def distribution_centers(run: PackRun) -> dict[str, int]:
     c = run.config
     rng = rng_for(c.seed, "distribution_centers")
     geo = load_dim(run, "geographies").to_pydict()
-    first_geo = {}
+    first_geo: dict[str, int] = {}
     for gid, st in zip(geo["geography_id"], geo["state"], strict=True):
         first_geo.setdefault(st, gid)
     window = -(-len(STATES) // c.dcs)

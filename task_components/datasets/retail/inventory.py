@@ -137,7 +137,7 @@ def store_inventory(run: PackRun) -> dict[str, int]:
             while left > 0:  # split over the DC's trucks in turn, each loaded up to its capacity
                 t = fleet[(s + day_no(day) + k) % fleet.size]
                 load = min(left, int(truck_cap[t]))
-                move_parts.append((int(shipment[s]), t + 1, int(store_dc[s]), s + 1, load, int(depart0[s]),
+                move_parts.append((int(shipment[s]), int(t) + 1, int(store_dc[s]), int(s) + 1, load, int(depart0[s]),
                                    int(depart0[s] + travel[s])))  # fmt: skip
                 left -= load
                 k += 1
