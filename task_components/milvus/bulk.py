@@ -24,6 +24,8 @@ from typing import Any
 
 import anyio
 
+from dag_orchestrator.context import PipelineContext
+from task_components.clients import MilvusTarget, milvus_client
 from task_components.connect import count_rows
 from task_components.milvus.import_jobs import ImportJobs, JobState
 
@@ -72,7 +74,7 @@ class JobJournal:
 
 
 async def adopt_listed_jobs(
-    ctx: Any, api: ImportJobs, collection: str, locations: set[str] | None, wait: float, poll: float = 1.0
+    ctx: PipelineContext, api: ImportJobs, collection: str, locations: set[str] | None, wait: float, poll: float = 1.0
 ) -> dict[str, int]:
     """Jobs Milvus knows for these files (None: any single-file job) that the journal missed (a kill
     between submit and record, or a submit whose answer timed out after Milvus took it).
@@ -123,7 +125,7 @@ def backoff(poll: float, first: float = 0.1) -> Iterator[float]:
         delay = min(delay * 1.5, poll)
 
 
-async def wait_jobs(ctx: Any, api: ImportJobs, jobs: dict[int, str], total: int, poll: float) -> int:
+async def wait_jobs(ctx: PipelineContext, api: ImportJobs, jobs: dict[int, str], total: int, poll: float) -> int:
     """Poll every job until Completed; raise with Milvus' reason on the first Failed."""
     pending = dict(jobs)
     imported: dict[int, int] = {}
@@ -176,9 +178,11 @@ def searchable_snapshot(
     return ready, built, (n, tuple(sorted(loaded.items())))
 
 
-async def wait_searchable(ctx: Any, target: Any, collection: str, want: int, poll: float, settle: int = 2) -> None:
+async def wait_searchable(
+    ctx: PipelineContext, target: MilvusTarget, collection: str, want: int, poll: float, settle: int = 2
+) -> None:
     """Until ``searchable_snapshot`` is ready and unchanged over ``settle`` polls (the first polls short)."""
-    client = await anyio.to_thread.run_sync(target.client)
+    client = await anyio.to_thread.run_sync(milvus_client, target)
     stable, last, started = 0, None, time.monotonic()
     sleeps = backoff(poll)
     try:

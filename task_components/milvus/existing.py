@@ -15,8 +15,10 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
+from dag_orchestrator.context import PipelineContext
 from task_components.base import Component
-from task_components.connect import count_rows, target_for
+from task_components.clients import milvus_client, milvus_target
+from task_components.connect import count_rows
 from task_components.contracts import CollectionInfo, ImportResult, Manifest
 
 
@@ -39,7 +41,7 @@ def describe_indexes(client: Any, name: str) -> dict[str, dict[str, Any]]:
     return found
 
 
-class Existing(Component):
+class Existing(Component[ExistingParams]):
     __slots__ = ()
     component = "milvus.existing"
     Result = ImportResult
@@ -48,17 +50,17 @@ class Existing(Component):
     Params = ExistingParams
     default_kind = "milvus"
 
-    async def run(self, ctx: Any) -> ImportResult:
-        p: ExistingParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> ImportResult:
+        p = self.params
         manifest: Manifest | None = self.upstream(ctx, Manifest)
         if manifest is None:
             raise ValueError("milvus.existing needs a dataset.load (or partition) task among its needs")
-        target = target_for(ctx.services.settings, ctx.run_dir)
+        target = milvus_target(ctx.services.settings, ctx.run_dir)
         name = p.collection or manifest.collection_schema.collection_name
         started = time.perf_counter()
 
         def describe() -> tuple[dict[str, dict[str, Any]], int]:
-            client = target.client()
+            client = milvus_client(target)
             try:
                 if not client.has_collection(name):
                     raise LookupError(f"collection {name!r} does not exist at {target.uri} (--collection-name?)")
@@ -68,8 +70,7 @@ class Existing(Component):
 
         indexes, rows = await anyio.to_thread.run_sync(describe)
         info = CollectionInfo(name=name, collection_schema=manifest.collection_schema, indexes=indexes,
-                              target={"uri": target.uri, "token": target.token, "db_name": target.db_name,
-                                      "lite": target.lite})  # fmt: skip
+                              target=target.public())  # fmt: skip
         return ImportResult(collection=name, method="existing", rows_in_milvus=rows, rows_expected=manifest.total_rows,
                             files=len(manifest.files), seconds=time.perf_counter() - started, info=info,
                             manifest=manifest)  # fmt: skip

@@ -40,6 +40,8 @@ from typing import Any
 import anyio
 import pyarrow as pa
 
+from dag_orchestrator.context import PipelineContext
+from task_components.clients import milvus_client
 from task_components.connect import count_rows
 from task_components.contracts import CollectionInfo, Manifest
 from task_components.datafiles import iter_batches
@@ -171,7 +173,9 @@ def _batches(manifest: Manifest, batch_rows: int) -> Iterator[tuple[str, pa.Reco
             yield f"{entry.path}@{batch_rows}#{i}", batch
 
 
-async def _wait_landings(ctx: Any, info: CollectionInfo, journal: InsertJournal, timeout: float, why: str) -> None:
+async def _wait_landings(
+    ctx: PipelineContext, info: CollectionInfo, journal: InsertJournal, timeout: float, why: str
+) -> None:
     """Until no insert of the interrupted attempt can still land (its calls' deadlines have passed)."""
     wait = journal.landing_deadline(timeout) - time.time()
     if wait > 0:
@@ -180,7 +184,9 @@ async def _wait_landings(ctx: Any, info: CollectionInfo, journal: InsertJournal,
         await anyio.sleep(wait)
 
 
-async def _settled_count(ctx: Any, client: Any, info: CollectionInfo, journal: InsertJournal, timeout: float) -> int:
+async def _settled_count(
+    ctx: PipelineContext, client: Any, info: CollectionInfo, journal: InsertJournal, timeout: float
+) -> int:
     """count(*) once no insert of the interrupted attempt can still land, flushing and counting until two
     counts agree (a landing in between shows as a difference)."""
     await _wait_landings(ctx, info, journal, timeout, "counting")
@@ -199,7 +205,7 @@ async def _settled_count(ctx: Any, client: Any, info: CollectionInfo, journal: I
 
 
 async def _reconcile_auto_id(
-    ctx: Any, client: Any, info: CollectionInfo, journal: InsertJournal, timeout: float
+    ctx: PipelineContext, client: Any, info: CollectionInfo, journal: InsertJournal, timeout: float
 ) -> set[str]:
     """AUTO_ID: which in-flight batches to treat as landed, decided by a settled count(*) (all or none)."""
     if not journal.in_flight:
@@ -219,8 +225,8 @@ async def _reconcile_auto_id(
 
 
 async def insert_files(
-    ctx: Any, info: CollectionInfo, manifest: Manifest, batch_rows: int, concurrency: int, journal: InsertJournal,
-    call_timeout: float = INSERT_TIMEOUT,
+    ctx: PipelineContext, info: CollectionInfo, manifest: Manifest, batch_rows: int, concurrency: int,
+    journal: InsertJournal, call_timeout: float = INSERT_TIMEOUT,
 ) -> InsertStats:  # fmt: skip
     """Insert every manifest file in batches, at most ``concurrency`` batches read ahead or in flight."""
     schema = info.collection_schema
@@ -235,8 +241,9 @@ async def insert_files(
         )
     stats = InsertStats()
     slots = anyio.Semaphore(concurrency)  # held from reading a batch until Milvus acknowledged it
-    client = await anyio.to_thread.run_sync(info.milvus().client)
-    if info.milvus().lite:
+    target = info.milvus(ctx.services.settings)
+    client = await anyio.to_thread.run_sync(milvus_client, target)
+    if target.lite:
         journal.expire()
     try:
         if journal.rows_before is None:

@@ -20,8 +20,10 @@ from typing import Any, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from dag_orchestrator.context import PipelineContext
 from task_components.base import Component
-from task_components.connect import count_rows, guard_collection, target_for
+from task_components.clients import milvus_client, milvus_target
+from task_components.connect import count_rows, guard_collection
 from task_components.contracts import (
     CollectionInfo,
     ImportResult,
@@ -62,7 +64,7 @@ class CreateParams(BaseModel):
         return self
 
 
-class CreateCollection(Component):
+class CreateCollection(Component[CreateParams]):
     __slots__ = ()
     component = "milvus.create_collection"
     Result = CollectionInfo
@@ -71,19 +73,19 @@ class CreateCollection(Component):
     default_kind = "milvus"
 
     def required_inputs(self) -> list[tuple[type, ...]]:
-        return [] if self.params.schema_ref is not None else [(Manifest,)]  # type: ignore[attr-defined]
+        return [] if self.params.schema_ref is not None else [(Manifest,)]
 
-    async def run(self, ctx: Any) -> CollectionInfo:
-        p: CreateParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> CollectionInfo:
+        p = self.params
         schema = self._schema(ctx, p)
-        target = target_for(ctx.services.settings, ctx.run_dir)
+        target = milvus_target(ctx.services.settings, ctx.run_dir)
         name = p.collection or schema.collection_name
         milvus_schema = to_milvus_schema(schema)
         params, chosen = index_params(schema, target.lite, p.indexes)
         guard_collection(ctx, target, name)
 
         def create() -> None:
-            client = target.client()
+            client = milvus_client(target)
             try:
                 if client.has_collection(name):
                     if p.if_exists == "fail":
@@ -108,12 +110,12 @@ class CreateCollection(Component):
         ctx.log.info("collection ready", collection=name, uri=target.uri, lite=target.lite, indexes=chosen)
         return CollectionInfo(
             name=name,
-            target={"uri": target.uri, "token": target.token, "db_name": target.db_name, "lite": target.lite},
+            target=target.public(),  # never the token: results are written to the run directory
             collection_schema=schema,
             indexes=chosen if p.index else {},
         )
 
-    def _schema(self, ctx: Any, p: CreateParams) -> CollectionSchema:
+    def _schema(self, ctx: PipelineContext, p: CreateParams) -> CollectionSchema:
         if p.schema_ref is not None:
             return resolve_schema(p.schema_ref)
         manifest = self.upstream(ctx, Manifest)
@@ -147,7 +149,7 @@ class ImportParams(BaseModel):
     concurrency: int = Field(2, ge=1, le=16)
 
 
-class BulkImport(Component):
+class BulkImport(Component[ImportParams]):
     __slots__ = ()
     component = "milvus.bulk_import"
     Result = ImportResult
@@ -158,16 +160,18 @@ class BulkImport(Component):
     stream_input = True  # each uploaded file is submitted as soon as it lands
     stream_replay = True  # resumed after the upload finished: its result lists the files, nothing re-uploads
 
-    async def run(self, ctx: Any) -> ImportResult:
-        p: ImportParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> ImportResult:
+        p = self.params
         info: CollectionInfo | None = self.upstream(ctx, CollectionInfo)
         if info is None:
             raise ValueError(_NEEDS)
         started = time.perf_counter()
-        target = info.milvus()
+        target = info.milvus(ctx.services.settings)
         guard_collection(ctx, target, info.name)
         files = self._uploaded(ctx)
-        method, held, label = p.method, [], p.method
+        method: str = p.method
+        label: str = p.method
+        held: list[UploadedFile] = []
         if method == "auto" and target.lite:
             method, label = "insert", "insert (fallback: Milvus Lite has no bulk import)"
             ctx.log.warning("Milvus Lite cannot bulk-import: inserting the files in batches instead")
@@ -195,13 +199,13 @@ class BulkImport(Component):
                             seconds=time.perf_counter() - started, job_ids=job_ids, info=info,
                             manifest=upload.manifest, resume=resume, phases=phases)  # fmt: skip
 
-    def _upload(self, ctx: Any) -> UploadResult:
+    def _upload(self, ctx: PipelineContext) -> UploadResult:
         upload = self.upstream(ctx, UploadResult)
         if upload is None:
             raise ValueError(_NEEDS)
         return upload
 
-    async def _uploaded(self, ctx: Any) -> AsyncIterator[UploadedFile]:
+    async def _uploaded(self, ctx: PipelineContext) -> AsyncIterator[UploadedFile]:
         """Each file as soon as it is in the object store (streamed by the upload task), else all at once
         (no stream, or a resumed run whose upload finished in an earlier attempt)."""
         if self.streams_from and self.streams_from[0] not in ctx.results:
@@ -212,7 +216,7 @@ class BulkImport(Component):
                 yield f
 
     async def _small_load(
-        self, ctx: Any, p: ImportParams, info: CollectionInfo, files: AsyncIterator[UploadedFile]
+        self, ctx: PipelineContext, p: ImportParams, info: CollectionInfo, files: AsyncIterator[UploadedFile]
     ) -> tuple[str, list[UploadedFile]]:
         """``auto`` on a server: insert a load under both limits, else bulk-import (the files read to decide
         are returned, to be imported first).
@@ -232,7 +236,7 @@ class BulkImport(Component):
             if journal is not None and journal.exists():
                 return method, []
         # Milvus unreachable: fail before reading the stream, while the task can still be retried whole
-        await anyio.to_thread.run_sync(_reachable, info.milvus(), info.name)
+        await anyio.to_thread.run_sync(_reachable, info.milvus(ctx.services.settings), info.name)
         held: list[UploadedFile] = []
         rows = size = 0
         async for f in files:
@@ -245,7 +249,7 @@ class BulkImport(Component):
         return "insert", held
 
     async def _bulk_import(
-        self, ctx: Any, p: ImportParams, info: CollectionInfo, files: AsyncIterator[UploadedFile],
+        self, ctx: PipelineContext, p: ImportParams, info: CollectionInfo, files: AsyncIterator[UploadedFile],
         phases: dict[str, float], started: float,
     ) -> tuple[list[int], str, UploadResult]:  # fmt: skip
         """Submit each file's job the moment it is uploaded, then wait for all of them.
@@ -257,7 +261,7 @@ class BulkImport(Component):
         def mark(step: str) -> None:  # where the import's time goes (bench/load.py prints these)
             phases.setdefault(step, round(time.perf_counter() - started, 2))
 
-        target = info.milvus()
+        target = info.milvus(ctx.services.settings)
         journal = JobJournal(_run_file(ctx, self, _JOBS))
         api = await anyio.to_thread.run_sync(open_import_jobs, target.uri, target.token, target.db_name,
                                              p.call_timeout)  # fmt: skip
@@ -331,17 +335,17 @@ _NEEDS = "milvus.bulk_import needs a storage.upload task and a milvus.create_col
 _JOBS, _INSERTED = "jobs.json", "inserted.jsonl"  # the journals of a bulk import and of inserts
 
 
-def _run_file(ctx: Any, task: Component, suffix: str) -> Path | None:
+def _run_file(ctx: PipelineContext, task: Component, suffix: str) -> Path | None:
     """``<run dir>/<task>.<suffix>``: where a task's journal lives (none without a run directory)."""
     return Path(ctx.run_dir) / f"{task.name}.{suffix}" if ctx.run_dir else None
 
 
-def _journal(ctx: Any, task: Component) -> InsertJournal:
+def _journal(ctx: PipelineContext, task: Component) -> InsertJournal:
     return InsertJournal(_run_file(ctx, task, _INSERTED))
 
 
 def _reachable(target: MilvusTarget, collection: str) -> None:
-    client = target.client()
+    client = milvus_client(target)
     try:
         if not client.has_collection(collection):
             raise LookupError(f"Milvus collection {collection!r} does not exist at {target.uri}")
@@ -350,7 +354,7 @@ def _reachable(target: MilvusTarget, collection: str) -> None:
 
 
 def _count(target: MilvusTarget, collection: str) -> int:
-    client = target.client()
+    client = milvus_client(target)
     try:
         return count_rows(client, collection)
     finally:
@@ -365,7 +369,7 @@ class InsertParams(BaseModel):
     call_timeout: float = Field(INSERT_TIMEOUT, gt=0, description="seconds one insert call may take, retries included")
 
 
-class Insert(Component):
+class Insert(Component[InsertParams]):
     __slots__ = ()
     component = "milvus.insert"
     Result = ImportResult
@@ -374,8 +378,8 @@ class Insert(Component):
     Params = InsertParams
     default_kind = "milvus"
 
-    async def run(self, ctx: Any) -> ImportResult:
-        p: InsertParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> ImportResult:
+        p = self.params
         info: CollectionInfo | None = self.upstream(ctx, CollectionInfo)
         manifest: Manifest | None = self.upstream(ctx, Manifest)
         upload: UploadResult | None = self.upstream(ctx, UploadResult)
@@ -384,11 +388,11 @@ class Insert(Component):
         if info is None or manifest is None:
             raise ValueError("milvus.insert needs a milvus.create_collection task and a partition (or upload) task")
         started = time.perf_counter()
-        guard_collection(ctx, info.milvus(), info.name)
+        guard_collection(ctx, info.milvus(ctx.services.settings), info.name)
         stats = await insert_files(
             ctx, info, manifest, p.batch_rows, p.concurrency, _journal(ctx, self), p.call_timeout
         )
-        rows = await anyio.to_thread.run_sync(_count, info.milvus(), info.name)
+        rows = await anyio.to_thread.run_sync(_count, info.milvus(ctx.services.settings), info.name)
         return ImportResult(collection=info.name, method="insert", rows_in_milvus=rows,
                             rows_expected=manifest.total_rows, files=len(manifest.files),
                             seconds=time.perf_counter() - started, info=info, manifest=manifest,
