@@ -13,13 +13,14 @@ import sys
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 from config.settings import LoggingSettings
 
 _SECRET_KEYS = ("password", "secret", "token", "dsn", "access_key", "secret_key")
 
 
-def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     """Last line of defence: a secret passed as a plain string is never written out."""
     for key in list(event):
         if any(s in key.lower() for s in _SECRET_KEYS) and event[key] is not None:

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli_common import RunDirOpt, app, fail_invalid, load_settings, out
+from pipeline.cli_common import RunDirOpt, app, cell, fail_invalid, load_settings, out, styled
 from pipeline.datagen_cli import schemas_app
 from pipeline.schema_help import schema_help
 
@@ -74,7 +74,7 @@ def clean(
         return
     out.print("will remove:")
     for t in targets:
-        out.print(f"  {t}", highlight=False)
+        out.print(cell(f"  {t}"))
     if dry_run:
         return
     if not yes:
@@ -87,4 +87,4 @@ def clean(
             raise typer.Exit(1)
     for t in targets:
         shutil.rmtree(t)
-    out.print(f"[green]removed[/] {len(targets)} item(s)")
+    out.print(styled(("removed", "green"), f" {len(targets)} item(s)"))

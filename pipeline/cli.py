@@ -21,6 +21,7 @@ from pipeline.cli_common import (
     EXIT_OK,
     RunDirOpt,
     app,
+    cell,
     check_backend,
     check_settings,
     err,
@@ -31,6 +32,7 @@ from pipeline.cli_common import (
     out,
     print_summary,
     run_to_end,
+    styled,
 )
 from pipeline.registry import build_dag, components
 from pipeline.runner import RunOptions, prepare_run
@@ -101,8 +103,8 @@ def validate(file: FileArg, set_: SetOpt = []) -> None:  # noqa: B006
     except SpecError as exc:
         raise fail_invalid(str(exc)) from None
     for task, message in retry_warnings({t.name: t for t in dag}):
-        err.print(f"[yellow]warning:[/] {file}: task {task!r}: field 'retries': {message}", highlight=False)
-    out.print(f"[green]ok[/]: {file}: pipeline {spec.name!r}, {len(dag)} tasks")
+        err.print(styled(("warning:", "yellow"), f" {file}: task {task!r}: field 'retries': {message}"))
+    out.print(styled(("ok", "green"), f": {file}: pipeline {spec.name!r}, {len(dag)} tasks"))
 
 
 @app.command()
@@ -132,7 +134,7 @@ def list_components() -> None:
             f"{k}={f.get_default(call_default_factory=True)!r}" if not f.is_required() else f"{k} (required)"
             for k, f in cls.Params.model_fields.items()
         )
-        table.add_row(name, cls.summary, params)
+        table.add_row(cell(name), cell(cls.summary), cell(params))  # defaults such as [] or "[x]" stay literal
     out.print(table)
 
 

@@ -3,6 +3,11 @@
 Every command that runs work (``run``, ``generate``, ``upload``, ``to-milvus``, ``verify``) goes
 through ``run_tasks`` or the runner directly, so each gets a run directory, the state journal, the
 report, signal handling, the progress view and the same exit codes; none builds its own executor.
+
+Rich reads ``[...]`` in a string as markup, so a value that is not ours (a task name, an error, a path, a
+parameter, ``pip install 'dag-pipeline[dask]'``) would lose its brackets or restyle the line. Output that
+mixes our colours with such values is built as ``Text`` (``styled``, ``cell``), which rich never parses;
+help texts are plain too (``rich_markup_mode=None``: ours say ``[default: ...]``).
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import anyio
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from config import configure_logging, get_settings
 from config.settings import Settings
@@ -34,6 +39,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are literal: "[default: PIPELINE__RUN_DIR or ./runs]" must show as written
 )
 out = Console(width=None if sys.stdout.isatty() else 200)  # logs and pipes: do not wrap at 80 columns
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
@@ -43,8 +49,22 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 RunDirOpt = Annotated[Path | None, typer.Option(help="where runs are kept [default: PIPELINE__RUN_DIR or ./runs]")]
 
 
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line of our styles and values that are not ours: a plain ``str`` part is literal, never markup."""
+    return Text.assemble(*parts)
+
+
+def cell(value: object, style: str = "") -> Text:
+    """A table cell or title shown exactly as given (a ``str`` cell would be parsed as markup)."""
+    return Text("" if value is None else str(value), style=style)
+
+
+def error_line(message: str) -> Text:
+    return styled(("error:", "bold red"), " ", message)
+
+
 def fail_invalid(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(error_line(message), soft_wrap=True)
     return typer.Exit(EXIT_INVALID)
 
 
@@ -52,7 +72,7 @@ def fail_prepare(exc: SpecError) -> typer.Exit:
     """A run refused before it starts: invalid input exits 2; a full disk is not invalid input and exits 1,
     as when the disk fills during the run (one documented code for "the disk is full", wherever it shows)."""
     if isinstance(exc, NoSpaceForRun):
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err.print(error_line(str(exc)), soft_wrap=True)
         return typer.Exit(EXIT_FAILED)
     return fail_invalid(str(exc))
 
@@ -106,7 +126,7 @@ def run_to_end(prepared: PreparedRun, settings: Settings, options: RunOptions, l
         full = disk_full_in(exc)
         if full is None:
             raise
-        err.print(f"[bold red]error:[/] run {prepared.run_id}: {escape(str(full))}", highlight=False, soft_wrap=True)
+        err.print(error_line(f"run {prepared.run_id}: {full}"), soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
 
 
@@ -131,16 +151,16 @@ async def run_with_view(prepared: PreparedRun, settings: Settings, options: RunO
 def print_summary(prepared: PreparedRun, result: RunResult) -> None:
     data = result.to_dict()
     print_run_table(result.run_id, prepared.spec.name, data["state"], data["tasks"], summaries(prepared.dag, result))
-    out.print(f"report: {prepared.path / 'report.json'}")
+    out.print(cell(f"report: {prepared.path / 'report.json'}"))
     if not result.ok and prepared.resumable:  # a one-shot command (verify, upload...) is simply run again
-        out.print(f"resume with: --resume {result.run_id}", highlight=False)
+        out.print(cell(f"resume with: --resume {result.run_id}"))
 
 
 def print_run_table(
     run_id: str, pipeline: str, state: str, tasks: dict[str, dict[str, Any]], sums: dict[str, dict[str, Any]]
 ) -> None:
     """The end-of-run table from plain dicts, so ``runs show`` rebuilds it from report.json alone."""
-    table = Table(title=f"run {run_id} of {pipeline!r}: {state}")
+    table = Table(title=cell(f"run {run_id} of {pipeline!r}: {state}"))
     for col in ("task", "state", "attempts", "seconds", "summary"):
         table.add_column(col)
     colours = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "skipped": "dim"}
@@ -156,7 +176,7 @@ def print_run_table(
         duration = t.get("duration")
         secs = f"{duration:.2f}" if isinstance(duration, int | float) else "-"
         table.add_row(
-            escape(name), f"[{colours.get(t_state, 'white')}]{shown}", str(t.get("attempts", 0)), secs, escape(detail)
+            cell(name), cell(shown, colours.get(t_state, "white")), cell(t.get("attempts", 0)), secs, cell(detail)
         )
     out.print(table)
 

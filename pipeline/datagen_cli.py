@@ -23,7 +23,18 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from config import configure_logging
-from pipeline.cli_common import RunDirOpt, app, exit_code, fail_invalid, load_settings, out, print_summary, run_tasks
+from pipeline.cli_common import (
+    RunDirOpt,
+    app,
+    cell,
+    exit_code,
+    fail_invalid,
+    load_settings,
+    out,
+    print_summary,
+    run_tasks,
+    styled,
+)
 from task_components.contracts import Manifest
 from task_components.generation import GenerateParams, sizing
 from task_components.generation.columns import generate_chunk
@@ -100,7 +111,7 @@ def generate(
     ref = builtin if builtin is not None else schema
     try:
         gp = GenerateParams(
-            schema=ref, total_rows=total_rows, seed=seed, workers=workers, partitions=partitions, shards=shards,
+            schema_ref=ref, total_rows=total_rows, seed=seed, workers=workers, partitions=partitions, shards=shards,
             chunk_rows=batch_size,
         )  # fmt: skip
         pp = _file_plan(gp, fmt, rows_per_file, file_size, file_count, validate_only or preview)
@@ -111,11 +122,12 @@ def generate(
     cs = gp.schema
     if validate_only:
         extra = f", functions: {', '.join(fn.name for fn in cs.functions)}" if cs.functions else ""
-        out.print(f"[green]ok[/]: schema {cs.collection_name!r}: {len(cs.fields)} fields{extra}")
+        out.print(styled(("ok", "green"), f": schema {cs.collection_name!r}: {len(cs.fields)} fields{extra}"))
         return
     if verbose:
         limits = pp.model_dump(exclude_none=True, include={"rows_per_file", "file_size", "file_count"})
-        out.print(f"plan: {gp.total_rows:,} rows, chunks of {gp.chunk_rows or 'about 8 MB of'} rows, files: {limits}")
+        chunks = gp.chunk_rows or "about 8 MB of"
+        out.print(cell(f"plan: {gp.total_rows:,} rows, chunks of {chunks} rows, files: {limits}"))
     if preview:
         import polars as pl  # only the preview needs it: keep it out of every run's memory
 
@@ -141,9 +153,9 @@ def generate(
     manifest: Manifest = result.results["partition"]
     seconds = time.perf_counter() - started
     out.print(
-        f"[green]generated[/] {manifest.total_rows:,} rows in {len(manifest.files)} {fmt} files "
+        styled(("generated", "green"), f" {manifest.total_rows:,} rows in {len(manifest.files)} {fmt} files "
         f"({manifest.total_bytes / 1e6:,.1f} MB) in {seconds:.2f}s = {manifest.total_rows / seconds:,.0f} rows/s "
-        f"-> {target} (run {result.run_id})",
+        f"-> {target} (run {result.run_id})"),
         soft_wrap=True,
     )
 
@@ -180,7 +192,7 @@ def schemas_list() -> None:
         s = resolve_schema(name)
         vectors = ", ".join(f"{f.type.value}({f.dim or ''})" for f in s.fields if f.type.is_vector)
         source = "builtin" if name in builtin_names() else "user"
-        table.add_row(name, source, str(len(s.fields)), vectors, s.description)
+        table.add_row(cell(name), source, cell(len(s.fields)), cell(vectors), cell(s.description))
     out.print(table)
 
 
@@ -205,7 +217,7 @@ def schemas_add(
         target = add_schema(name, file)
     except SchemaError as exc:
         raise fail_invalid(str(exc)) from None
-    out.print(f"[green]added[/] {name!r} -> {target}")
+    out.print(styled(("added", "green"), f" {name!r} -> {target}"))
 
 
 @schemas_app.command("remove")
@@ -215,4 +227,4 @@ def schemas_remove(name: Annotated[str, typer.Argument()]) -> None:
         target = remove_schema(name)
     except SchemaError as exc:
         raise fail_invalid(str(exc)) from None
-    out.print(f"[green]removed[/] {name!r} ({target})")
+    out.print(styled(("removed", "green"), f" {name!r} ({target})"))

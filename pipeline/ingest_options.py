@@ -112,7 +112,7 @@ def importable(path: Path, run_dir: Path | None) -> Path:
     """
     import hashlib
 
-    from pipeline.cli_common import err, load_settings
+    from pipeline.cli_common import cell, err, load_settings
     from task_components.datafiles import parquet_mismatches, rewrite_parquet
 
     manifest = Manifest.load(path, checksums=False)  # the copy is hashed as it is written
@@ -121,13 +121,14 @@ def importable(path: Path, run_dir: Path | None) -> Path:
         return path
     root = run_dir or load_settings().pipeline.run_dir
     out = root / "staged" / f"{path.name}-{hashlib.sha256(str(path).encode()).hexdigest()[:10]}"
-    err.print(f"note: Milvus bulk import rejects {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1
-              else "") + f"; importing a converted copy written to {out}", highlight=False, soft_wrap=True)  # fmt: skip
+    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+    note = f"note: Milvus bulk import rejects {problems[0]}{more}; importing a converted copy written to {out}"
+    err.print(cell(note), soft_wrap=True)
     try:
         n = len(manifest.files)
 
         def done(i: int, name: str) -> None:
-            err.print(f"  converted {name} ({i}/{n})", highlight=False)
+            err.print(cell(f"  converted {name} ({i}/{n})"))
 
         rewrite_parquet(manifest, out, on_file=done)
     except DataFileError as exc:

@@ -1,7 +1,8 @@
 """The live view of a run on a terminal: one line per task, a bar where the task reports progress.
 
 Driven purely by executor events (observer), so the engine knows nothing about rich. Off a TTY the
-CLI uses the structured log observer instead.
+CLI uses the structured log observer instead. Only the state column is markup (our own words); task
+names and a task's figures are printed literally.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ class RichProgress:
     def __init__(self, task_names: list[str], console: Console | None = None) -> None:
         self.progress = Progress(
             SpinnerColumn(),
-            TextColumn("{task.description:<24}"),
-            TextColumn("{task.fields[state]:<10}"),
+            TextColumn("{task.description:<24}", markup=False),  # a task name is the user's: "[x]" stays literal
+            TextColumn("{task.fields[state]:<10}"),  # ours: _STATE_TEXT
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
+            TextColumn("{task.fields[rate]}", markup=False),  # a task's own figures: may hold brackets
             TimeElapsedColumn(),
             console=console or Console(stderr=True),
             transient=False,

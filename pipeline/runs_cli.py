@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli_common import RunDirOpt, app, fail_invalid, out, print_run_table
+from pipeline.cli_common import RunDirOpt, app, cell, fail_invalid, out, print_run_table
 from pipeline.report_html import ReportError, load_report, write_html
 
 __all__ = ["RunRow", "list_runs"]
@@ -141,7 +140,7 @@ def report(
         raise fail_invalid(f"cannot write {path / 'report.html'}: {exc.strerror or exc}") from None
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise fail_invalid(f"{path / 'report.json'}: unexpected content ({type(exc).__name__}: {exc})") from None
-    out.print(f"report: {target}", highlight=False)
+    out.print(cell(f"report: {target}"))
     if open_:
         webbrowser.open(target.resolve().as_uri())
 
@@ -156,14 +155,14 @@ def runs_list(
     if as_json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
         return
-    table = Table(title=f"{len(rows)} runs in {_run_dir(run_dir)}")
+    table = Table(title=cell(f"{len(rows)} runs in {_run_dir(run_dir)}"))
     for col in ("id", "pipeline", "state", "started", "seconds", "summary"):
         table.add_column(col)
     colours = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}
     for r in rows:
         secs = f"{r.duration:.2f}" if r.duration is not None else "-"
-        state = f"[{colours.get(r.state, 'magenta')}]{r.state}"
-        table.add_row(escape(r.id), escape(r.pipeline), state, _when(r.started), secs, escape(r.summary))
+        state = cell(r.state, colours.get(r.state, "magenta"))  # read from report.json: not ours
+        table.add_row(cell(r.id), cell(r.pipeline), state, _when(r.started), secs, cell(r.summary))
     out.print(table)
 
 
@@ -178,6 +177,6 @@ def runs_show(run_id: RunIdArg, run_dir: RunDirOpt = None) -> None:
         )  # fmt: skip
     except (AttributeError, TypeError, ValueError) as exc:
         raise fail_invalid(f"{path / 'report.json'}: unexpected content ({type(exc).__name__}: {exc})") from None
-    out.print(f"report: {path / 'report.json'}", highlight=False)
+    out.print(cell(f"report: {path / 'report.json'}"))
     if (path / "report.html").exists():
-        out.print(f"page:   {path / 'report.html'}", highlight=False)
+        out.print(cell(f"page:   {path / 'report.html'}"))

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli_common import EXIT_FAILED, EXIT_OK, app, fail_invalid, load_settings, out
+from pipeline.cli_common import EXIT_FAILED, EXIT_OK, app, cell, fail_invalid, load_settings, out, styled
 from task_components.errors import ShadowError
 
 shadow_app = typer.Typer(
@@ -117,14 +116,14 @@ def _report(result: Any, as_json: bool, show: int) -> None:
                 table.add_column(col)
             for d in result.differences[:show]:
                 cells = (d.key, d.field or "(row)", d.kind, d.side, d.milvus, d.postgres, d.detail)
-                table.add_row(*(escape("" if c is None else str(c)) for c in cells))
+                table.add_row(*(cell(c) for c in cells))
             out.print(table)
             if result.total > shown:
-                out.print(f"... {result.total - shown} more (--show N or --json)", highlight=False)
+                out.print(cell(f"... {result.total - shown} more (--show N or --json)"))
         for note in getattr(result, "notes", []):  # what could not be compared (not a difference)
-            out.print(f"note: {escape(note)}", highlight=False)
+            out.print(cell(f"note: {note}"))
         colour = "green" if result.ok else "red"
-        out.print(f"[{colour}]{'ok' if result.ok else 'differs'}[/]: {escape(result.summary())}", highlight=False)
+        out.print(styled(("ok" if result.ok else "differs", colour), f": {result.summary()}"))
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
 
 
@@ -156,11 +155,17 @@ def compare(
     if ids is not None and not keys:
         raise fail_invalid(f"--ids needs comma-separated keys, got {ids!r}")
     conn = _connections(uri, token, db_name, pg_dsn)
-    opts = {"tolerance": tolerance, "ignore_vectors": ignore_vectors, "table": table}
-    if keys:
-        result = _run(conn, tracker, lambda m, p, t: compare_entities(m, p, collection, keys, tracker=t, **opts))
-    else:
-        result = _run(conn, tracker, lambda m, p, t: compare_query(m, p, collection, filter, tracker=t, **opts))
+
+    async def compare(m: Any, p: Any, t: Any) -> Any:
+        if keys:
+            return await compare_entities(
+                m, p, collection, keys, tracker=t, tolerance=tolerance, ignore_vectors=ignore_vectors, table=table
+            )
+        return await compare_query(
+            m, p, collection, filter, tracker=t, tolerance=tolerance, ignore_vectors=ignore_vectors, table=table
+        )
+
+    result = _run(conn, tracker, compare)
     _report(result, as_json, show)
 
 
@@ -215,14 +220,15 @@ def export(
     if out_path.suffix != ".parquet":
         raise fail_invalid(f"--out {out_path}: give a .parquet file")
     conn = _connections(uri, token, db_name, pg_dsn)
+    which: Literal["postgres", "milvus"] = "milvus" if side == "milvus" else "postgres"
 
     async def call(milvus: Any, pool: Any, tracker: Any) -> int:
         schema = await sides.describe(milvus, collection)  # also for the PostgreSQL side: its columns
-        source = milvus if side == "milvus" else pool
-        return await export_side(source, schema, out_path, side=side, batch_size=batch_size, table=table)  # type: ignore[arg-type]
+        source = milvus if which == "milvus" else pool
+        return await export_side(source, schema, out_path, side=which, batch_size=batch_size, table=table)
 
     rows = _run(conn, None, call)
     if as_json:
         print(json.dumps({"collection": collection, "side": side, "path": str(out_path), "rows": rows}))
     else:
-        out.print(f"[green]ok[/]: wrote {rows} rows of {collection!r} from {side} to {escape(str(out_path))}")
+        out.print(styled(("ok", "green"), f": wrote {rows} rows of {collection!r} from {side} to {out_path}"))
