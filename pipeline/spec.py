@@ -17,23 +17,31 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dag_orchestrator.executor import FailurePolicy
+from pipeline.compose.errors import PipelineError
 
 __all__ = ["PipelineSpec", "SpecError", "TaskSpec", "load_spec", "parse_overrides", "read_yaml", "spec_from_raw"]
 
 _REF = re.compile(r"\$\{(params|env|pipeline)\.([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-class SpecError(ValueError):
-    """An invalid pipeline file; ``str()`` is the one line shown to the user."""
+class SpecError(PipelineError):
+    """An invalid pipeline file; ``str()`` is the one line shown to the user, naming the file first."""
 
     def __init__(self, file: str | Path, message: str, *, task: str | None = None, field: str | None = None) -> None:
+        super().__init__(message, task=task, field=field)
         where = [str(file)]
         if task:
             where.append(f"task {task!r}")
         if field:
             where.append(f"field {field!r}")
-        super().__init__(f"{': '.join(where)}: {message}")
-        self.file, self.task, self.field = str(file), task, field
+        self.args = (f"{': '.join(where)}: {message}",)
+        self.file = str(file)
+
+    @classmethod
+    def of(cls, file: str | Path, err: PipelineError) -> SpecError:
+        """A problem the Python API found, named in the file's terms (a parameter is ``with.NAME``)."""
+        field = ".".join(["with", *filter(None, [err.field])]) if err.about == "params" else err.field
+        return cls(file, err.problem, task=err.task, field=field)
 
 
 class TaskSpec(BaseModel):
