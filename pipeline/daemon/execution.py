@@ -1,9 +1,14 @@
-"""One claimed request -> one pipeline run in its own run directory, fresh or resumed, -> its outcome.
+"""The daemon's execution: one claimed request -> one pipeline run in its own run directory -> its outcome.
 
 The run id is fixed when the request is first accepted, so a takeover after a crash finds the same run
-directory and resumes it (tasks that succeeded are not run again) instead of starting over. An inline
-spec is written into the run directory as ``pipeline.yaml``: the run's ``request.json`` points at it, so
-``run_pipeline.py run pipeline.yaml --resume`` and ``runs show`` work on daemon runs as on any other.
+directory and resumes it (tasks that succeeded are not run again) instead of starting over. A fresh run
+and a resumed one both start from the spec the intake resolved and checked (``Request.resolved``): the
+pipeline file is not read again. An inline spec is written into the run directory as ``pipeline.yaml``:
+the run's ``request.json`` points at it, so ``run_pipeline.py run pipeline.yaml --resume`` and ``runs
+show`` work on daemon runs as on any other.
+
+The order of one request's end never varies: ledger first, then the final event (acknowledged by the
+broker), then the offset; a crash between any two re-delivers it, and the ledger makes that harmless.
 """
 
 from __future__ import annotations
@@ -11,18 +16,33 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
+import anyio
+import structlog
 import yaml
 
-from config.settings import Settings
 from dag_orchestrator.events import Event, EventKind
-from dag_orchestrator.state import RunResult
+from pipeline.daemon.outcome import Ending, Outcome, RunReport
 from pipeline.daemon.policy import check_request
-from pipeline.daemon.requests import BadRequest, Resolved, RunRequest
-from pipeline.runner import PreparedRun, RunOptions, execute, prepare_run, prepare_spec, summaries
+from pipeline.daemon.requests import BadRequest
+from pipeline.runner import PreparedRun, RunDirBusy, RunOptions, execute, innermost, prepare_spec, summaries
+from pipeline.spec import SpecError
 
-__all__ = ["TASK_EVENTS", "Prepared", "outcome_of", "prepare_request", "run_prepared"]
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from config.settings import Settings
+    from dag_orchestrator.state import RunResult
+    from pipeline.daemon.http import DaemonMetrics
+    from pipeline.daemon.ledger import Ledger, LedgerRow
+    from pipeline.daemon.state import Board, Request
+    from pipeline.daemon.status import StatusPublisher
+
+__all__ = ["TASK_EVENTS", "Execution", "Prepared", "outcome_of", "prepare_request"]
+
+log = structlog.get_logger("pipeline.daemon")
+RETRY_UNRECORDED = 5.0  # seconds before a request whose end the ledger or broker did not take is tried again
 
 # Executor events told on the status topic (progress ticks are not: they would flood it).
 TASK_EVENTS = {
@@ -39,57 +59,237 @@ class Prepared:
     resumed: bool
 
 
-def prepare_request(request: RunRequest, resolved: Resolved, run_id: str, settings: Settings) -> Prepared:
-    """Build (or, if the run directory already has a run, resume) the run; raises SpecError/RunDirBusy, or
-    BadRequest if the daemon's trust settings refuse it in its real run directory (checked again here: the
-    intake checked it against a run directory of the same shape, and a resumed run's spec comes from disk)."""
-    run_dir, p = settings.pipeline.run_dir, settings.pipeline
-    where = {"backend": p.backend, "scheduler": p.scheduler}  # PIPELINE__BACKEND=dask: runs use the cluster
-    path = run_dir / run_id
+def prepare_request(request: Request, run_id: str, settings: Settings) -> Prepared:
+    """Lock the run directory and set the run up, fresh or (if the directory already has a run) resumed,
+    from the resolved spec; raises SpecError/RunDirBusy, or BadRequest if the daemon's trust settings refuse
+    it in its real run directory (the intake checked it against a run directory of the same shape)."""
+    message, resolved, p = request.message, request.resolved, settings.pipeline
+    path = p.run_dir / run_id
     resumed = (path / "request.json").is_file()
     file = resolved.file
     if file is None:  # inline spec: keep it with the run, so the run can be resumed and reported alone
         file = path / "pipeline.yaml"
         if not resumed:
             path.mkdir(parents=True, exist_ok=True)
-            file.write_text(yaml.safe_dump(request.pipeline, sort_keys=False), encoding="utf-8")
-    if resumed:
-        options = RunOptions(run_dir=run_dir, resume=run_id, **where)
-        run = prepare_run(file, {}, options)
-        try:
-            check_request(request, run.dag, settings, path)
-        except BadRequest:
-            if run.lock is not None:
-                run.lock.release()
-            raise
-        return Prepared(run, options, True)
-    check_request(request, resolved.dag, settings, path)
-    options = RunOptions(run_dir=run_dir, **where)
-    return Prepared(prepare_spec(resolved.spec, file, request.params, options, run_id, path), options, False)
+            file.write_text(yaml.safe_dump(message.pipeline, sort_keys=False), encoding="utf-8")
+    check_request(message, resolved.dag, settings, path)
+    # PIPELINE__BACKEND=dask: runs use the cluster
+    options = RunOptions(run_dir=p.run_dir, resume=run_id if resumed else None, backend=p.backend,
+                         scheduler=p.scheduler)  # fmt: skip
+    return Prepared(prepare_spec(resolved.spec, file, message.params, options, run_id, path), options, resumed)
 
 
-async def run_prepared(prepared: Prepared, settings: Settings, observe: Callable[[Event], None]) -> RunResult:
-    return await execute(prepared.run, settings, prepared.options, observers=[observe], handle_signals=False)
-
-
-def outcome_of(prepared: Prepared, result: RunResult, started: float) -> dict[str, Any]:
-    """What the ledger keeps and the final status event says: state, why, per-task states, the summary."""
+def outcome_of(prepared: Prepared, result: RunResult, started: float) -> Outcome:
+    """A run that reached its end: state, why, per-task states, the summary."""
     data = result.to_dict()
-    return {
-        "event": "succeeded" if result.ok else "failed",
-        "run_id": result.run_id,
-        "pipeline": prepared.run.spec.name,
-        "reason": None if result.ok else (data.get("reason") or _first_error(data)),
-        "tasks": {name: t.get("state") for name, t in data["tasks"].items()},
-        "summary": summaries(prepared.run.dag, result),
-        "seconds": round(time.time() - started, 3),
-        "resumed": prepared.resumed,
-        "report": str(prepared.run.path / "report.json"),
-    }
+    report = RunReport(
+        pipeline=prepared.run.spec.name,
+        tasks={name: t.get("state") for name, t in data["tasks"].items()},
+        summary=summaries(prepared.run.dag, result),
+        seconds=round(time.time() - started, 3),
+        resumed=prepared.resumed,
+        report=str(prepared.run.path / "report.json"),
+    )
+    if result.ok:
+        return Outcome(Ending.SUCCEEDED, result.run_id, None, report)
+    return Outcome(Ending.FAILED, result.run_id, data.get("reason") or _first_error(data), report)
 
 
-def _first_error(data: dict[str, Any]) -> str | None:
+def _first_error(data: dict[str, dict[str, dict[str, str | None]]]) -> str | None:
     for name, t in data["tasks"].items():
         if t.get("error"):
             return f"task {name!r}: {t['error']}"
     return None
+
+
+class Execution:
+    """The run side: claim a request's lease, run it (or refuse it), record how it ended."""
+
+    def __init__(
+        self, settings: Settings, ledger: Ledger, board: Board, metrics: DaemonMetrics, status: StatusPublisher,
+        tasks: TaskGroup,
+    ) -> None:  # fmt: skip
+        self.settings, self.d, self.ledger, self.board = settings, settings.daemon, ledger, board
+        self.metrics, self.status, self.tasks = metrics, status, tasks
+
+    def start(self, request: Request) -> None:
+        """Give the request a run slot now (the caller checked there is one)."""
+        self.board.running[request.id] = request
+        self.metrics.runs_active.set(len(self.board.running))
+        self.tasks.start_soon(self._serve, request)
+
+    async def _serve(self, request: Request) -> None:
+        board, rid = self.board, request.id
+        requeue = 0.0
+        try:
+            requeue = await self._claim_and_run(request)
+        except Exception as exc:  # noqa: BLE001 - the ledger or broker failed: not recorded, so try again later
+            log.error("request not recorded; will retry", request_id=rid, error=f"{type(exc).__name__}: {exc}")
+            requeue = RETRY_UNRECORDED
+        finally:
+            self._free(rid)
+        if requeue and not board.stopping:
+            await anyio.sleep(requeue)
+            if board.ours(request.mark) and not board.stopping:
+                board.queue(request)
+                return
+        if requeue:
+            board.live.pop(rid, None)
+
+    def _free(self, rid: str) -> None:
+        if self.board.running.pop(rid, None) is not None:
+            self.metrics.runs_active.set(len(self.board.running))
+        self.board.wake()
+
+    async def _claim_and_run(self, request: Request) -> float:
+        """Run the request if it is ours to run; returns seconds to wait before trying it again (0: done)."""
+        d, rid = self.d, request.id
+        claim, request.claim = request.claim, None
+        if claim is None:  # (else claimed with its acceptance) told here already: the claim records it too
+            claim = await self.ledger.claim(rid, self.board.owner, d.lease_seconds, announced=rid in self.board.told)
+        if claim.verdict == "busy":  # another live daemon runs it (a partition moved): wait for its lease
+            return d.lease_seconds / 2
+        row = claim.row
+        if claim.verdict == "finished":
+            await self.status.replay(rid, row, request.message.reply_topic)
+            self.board.release(request)
+            return 0.0
+        started = time.time()
+        deadline = request.message.deadline_ts()
+        # the daemon's own limit, whatever the sender asked for, counted from the first start (resumes included)
+        cap = started - row.ran_for + d.max_run_seconds
+        refusal = self._refusal(row, started, cap, deadline)
+        if refusal is not None:
+            await self._told(request, row)
+            await self._record(request, row.attempts, Outcome.failed(row.run_id, refusal))
+            return 0.0
+        # A fresh run is prepared while "accepted" is still on its way (no await in between: nothing can cancel
+        # it half-way); a resume waits, since it reads its files in a thread.
+        fresh = not (self.settings.pipeline.run_dir / row.run_id / "request.json").is_file()
+        if not fresh:
+            await self._told(request, row)
+        prepared, failure = None, None
+        try:
+            if fresh:  # a few small file operations: a worker thread would wait for the GIL behind this loop
+                prepared = prepare_request(request, row.run_id, self.settings)
+            else:
+                prepared = await anyio.to_thread.run_sync(prepare_request, request, row.run_id, self.settings)
+        except (RunDirBusy, SpecError, BadRequest) as exc:
+            failure = exc
+        if fresh:
+            try:
+                await self._told(request, row)
+            except BaseException:
+                if prepared is not None and prepared.run.lock is not None:
+                    prepared.run.lock.release()
+                raise
+        if isinstance(failure, RunDirBusy):
+            return d.lease_seconds / 2
+        if failure is not None or prepared is None:  # e.g. the pipeline's files changed since it was checked
+            reason = f"forbidden: {failure}" if isinstance(failure, BadRequest) else str(failure)
+            await self._record(request, row.attempts, Outcome.failed(row.run_id, reason))
+            return 0.0
+        outcome = await self._run(request, row, prepared, started, min(cap, deadline or cap))
+        if outcome is None:
+            why = f"the run exceeded the daemon's maximum run time {d.max_run_seconds:g} s (DAEMON__MAX_RUN_SECONDS)"
+            if deadline is not None and deadline <= cap:
+                why = f"deadline {request.message.deadline} exceeded"
+            outcome = Outcome.failed(row.run_id, why)
+        await self._record(request, row.attempts, outcome)
+        return 0.0
+
+    def _refusal(self, row: LedgerRow, started: float, cap: float, deadline: float | None) -> str | None:
+        """Why the claimed request is failed without a run, if it is."""
+        d = self.d
+        if row.attempts > d.max_attempts:  # e.g. a request whose run kills the daemon: never claimed for ever
+            return (f"claimed {row.attempts} times (DAEMON__MAX_ATTEMPTS={d.max_attempts}): each earlier attempt "
+                    "was interrupted or its daemon died; not run again")  # fmt: skip
+        if started >= cap:
+            return f"the run exceeded the daemon's maximum run time {d.max_run_seconds:g} s (DAEMON__MAX_RUN_SECONDS)"
+        if deadline is not None and started >= deadline:
+            return "the deadline passed before the run could start"
+        return None
+
+    async def _run(
+        self, request: Request, row: LedgerRow, prepared: Prepared, started: float, ends_by: float
+    ) -> Outcome | None:
+        """The pipeline run; None if it ran out of time (a stop's interruption is an ``interrupted`` outcome)."""
+        message = request.message
+        self.status.emit(request.id, "started", attempt=row.attempts, reply_topic=message.reply_topic,
+                         run_id=row.run_id, resumed=prepared.resumed, pipeline=prepared.run.spec.name)  # fmt: skip
+        if request.timestamp:
+            self.metrics.request_to_start.observe(max(0.0, started - request.timestamp))
+        observe = self._observer(request, row.attempts, prepared)
+        with anyio.CancelScope(deadline=anyio.current_time() + (ends_by - time.time())) as scope:
+            request.scope = scope
+            try:
+                result = await execute(prepared.run, self.settings, prepared.options, observers=[observe],
+                                       handle_signals=False)  # fmt: skip
+            except anyio.get_cancelled_exc_class():
+                if not scope.cancel_called:
+                    raise
+            except BaseException as exc:  # a task crashed its run (SystemExit, its own BaseException...):
+                crash = innermost(exc)  # that is this request's outcome, not the daemon's end
+                if isinstance(crash, anyio.get_cancelled_exc_class()):
+                    raise
+                return Outcome.failed(row.run_id, f"the run crashed: {type(crash).__name__}: {crash}")
+            else:
+                return outcome_of(prepared, result, started)
+        return Outcome.interrupted(row.run_id) if request.interrupted else None
+
+    async def _told(self, request: Request, row: LedgerRow) -> None:
+        """Before "started": the story's "accepted" is on the topic and the ledger knows (else a takeover after a
+        crash would tell "accepted" again, after this attempt's "started")."""
+        board, rid, message = self.board, request.id, request.message
+        announcing = board.announcing.get(rid)
+        if announcing is not None:  # our own "accepted" is still on its way
+            await announcing.wait()
+        failed_here = rid in board.announce_failed
+        board.announce_failed.discard(rid)
+        if failed_here or (not row.announced and rid not in board.told):  # never reached the broker
+            await self.status.emit_acked(rid, "accepted", attempt=0, reply_topic=message.reply_topic,
+                                         run_id=row.run_id, priority=message.priority, retold=True)()  # fmt: skip
+            await self.ledger.announce(rid)
+        elif not row.announced:  # told after the claim was written
+            await self.ledger.announce(rid)
+
+    def _observer(self, request: Request, attempt: int, prepared: Prepared) -> Callable[[Event], None]:
+        emit, message = self.status.emit, request.message
+        named = request.resolved.file is not None  # inline specs name their own tasks: one label for all, or a
+        pipeline = prepared.run.spec.name if named else "inline"  # sender could grow /metrics without bound
+        seconds, began = self.metrics.task_seconds, {}
+
+        def observe(event: Event) -> None:
+            state = TASK_EVENTS.get(event.kind)
+            if state is None or event.task is None:
+                return
+            emit(message.request_id, "task", attempt=attempt, reply_topic=message.reply_topic, task=event.task,
+                 state=state, error=event.error, task_attempt=event.attempt)  # fmt: skip
+            if event.kind is EventKind.TASK_STARTED:
+                began[event.task] = event.at
+            elif event.kind in (EventKind.TASK_SUCCEEDED, EventKind.TASK_FAILED) and event.task in began:
+                task = event.task if named else "inline"
+                seconds.labels(pipeline, task, state).observe(event.at - began.pop(event.task))
+
+        return observe
+
+    async def _record(self, request: Request, attempt: int, outcome: Outcome) -> None:
+        """Ledger first, then the final event (acknowledged), then the offset: in that order, or not at all."""
+        board, rid = self.board, request.id
+        recorded = await self.ledger.finish(rid, board.owner, outcome.ending.value, outcome.stored())
+        if recorded:
+            # the pipeline is over and recorded: its slot may run the next request while the broker acknowledges
+            self._free(rid)
+            board.side += 1  # (shutdown waits for it like for a dead letter)
+            try:
+                await self.status.emit_final(rid, outcome.ending.value, attempt=attempt,
+                                             reply_topic=request.message.reply_topic, **outcome.told())  # fmt: skip
+            finally:
+                board.side -= 1
+                board.wake()
+            if outcome.ending.is_final:
+                self.metrics.runs.labels(outcome.ending.value).inc()
+        else:  # our lease lapsed and another daemon claimed it: its outcome is the one that counts
+            log.warning("request taken over by another daemon; outcome not recorded", request_id=rid)
+        if outcome.ending.is_final:  # (an interrupted request's offset stays: the next daemon resumes it)
+            board.release(request)

@@ -1,19 +1,19 @@
 """The daemon's intake: fetch requests, check them, record them, queue them, dead-letter the bad ones,
 and commit offsets only for messages whose effect is recorded.
 
-A mixin of ``Daemon`` (server.py owns the state it uses; this half is the consumer side, the other half
-runs what was queued). Offsets are tracked per partition by the tracker *object*: a rebalance makes a new
-one, so a request still running from before can never mark a new delivery's position done.
+Each message is checked and resolved here once (signature, parse, policy, spec and DAG) and becomes a
+``Request`` carrying the result to its run. Offsets are tracked per partition by the tracker *object*: a
+rebalance makes a new one, so a request still running from before can never mark a new delivery's
+position done. Nothing here polls: a fetch waits for messages (cut short by a stop), a full read-ahead
+waits for the board to change, and the committer for an offset to be done.
 """
 
 from __future__ import annotations
 
-import heapq
 import json
-import math
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import structlog
@@ -21,287 +21,247 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from dag_orchestrator.context import new_run_id
+from dag_orchestrator.retry import with_retries
+from dag_orchestrator.task import RetryPolicy
 from pipeline.daemon.ledger import Claim, LedgerRow
 from pipeline.daemon.policy import check_request, check_signature, check_spec
-from pipeline.daemon.requests import BadRequest, Resolved, RunRequest, parse_request, resolve_request
+from pipeline.daemon.requests import BadRequest, RunRequest, parse_request, resolve_request
+from pipeline.daemon.state import TP, Board, Mark, Request
 from task_components.streaming.offsets import OffsetTracker
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from anyio.abc import TaskGroup
 
-    from config.settings import DaemonSettings, Settings
+    from config.settings import Settings
     from pipeline.daemon.http import DaemonMetrics
     from pipeline.daemon.ledger import Ledger
-    from pipeline.daemon.server import Daemon
     from pipeline.daemon.status import StatusPublisher
     from pipeline.spec import PipelineSpec
 
-__all__ = ["TP", "Intake", "Item", "Rebalance"]
+__all__ = ["OUTAGE_RETRY", "Intake", "Rebalance", "commit_done", "retry_until"]
 
 log = structlog.get_logger("pipeline.daemon")
-TP = tuple[str, int]
+T = TypeVar("T")
 COMMIT_EVERY = 0.1  # seconds between offset commits while requests finish (a commit is a broker round trip)
+FETCH_WAIT_MS = 30_000  # a fetch returns as soon as a message arrives; a stop cancels it sooner
+# the ledger or broker down: nothing recorded, nothing committed; try again, slower, until it is back
+OUTAGE_RETRY = RetryPolicy(attempts=1000, backoff=0.5, factor=2.0, max_delay=30.0)
 
 
-@dataclass(eq=False)
-class Item:
-    """One delivered request message, from fetch to its offset being done."""
-
-    tp: TP
-    mark: tuple[OffsetTracker, int]  # the partition's tracker *object* (a rebalance makes a new one) and seq
-    timestamp: float
-    request: RunRequest
-    resolved: Resolved  # the checked spec and DAG, carried to the run (never parsed or built again)
-    also: list[tuple[OffsetTracker, int]] = field(default_factory=list)  # duplicates while this one is live
-    claim: Claim | None = None  # claimed together with its acceptance (it went straight to a free slot)
-    scope: anyio.CancelScope | None = None
-    interrupted: bool = False
+async def retry_until(fn: Callable[[], Awaitable[T]], transient: Callable[[BaseException], bool], what: str) -> T:
+    """``with_retries`` for as long as ``transient`` says so (the backoff starts again after its 1000 attempts,
+    ~8 h at the 30 s cap: ``RetryPolicy.delay`` would overflow a float past ~1024)."""
+    while True:
+        try:
+            return await with_retries(fn, OUTAGE_RETRY, transient, what=what, log=log)
+        except Exception as exc:
+            if not transient(exc):
+                raise
 
 
 class Intake:
-    """The consumer side of ``Daemon``; the attributes below are Daemon's, set in its ``__init__``."""
+    """The consumer side: from a fetched message to a queued (or started) ``Request``, and its offset."""
 
-    settings: Settings
-    d: DaemonSettings
-    ledger: Ledger
-    metrics: DaemonMetrics
-    status: StatusPublisher | None
-    producer: AIOKafkaProducer | None
-    consumer: AIOKafkaConsumer | None
-    owner: str
-    trackers: dict[TP, OffsetTracker]
-    committed: dict[TP, int]
-    live: dict[str, Item]
-    waiting: list[tuple[int, int, Item]]
-    order: Iterator[int]
-    stopping: bool
-    side: int
-    to_commit: bool  # an offset was marked done since the last commit
-    announcing: dict[str, anyio.Event]
-    announce_failed: set[str]
-    told: set[str]
-    running: dict[str, Item]
-    secret: str | None
-    changed: anyio.Event
-    _wake: Callable[[], None]
-    _start: Callable[[Item], None]
+    def __init__(
+        self, settings: Settings, ledger: Ledger, board: Board, metrics: DaemonMetrics, status: StatusPublisher,
+        consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, start: Callable[[Request], None], tasks: TaskGroup,
+    ) -> None:  # fmt: skip
+        self.settings, self.d, self.ledger, self.board = settings, settings.daemon, ledger, board
+        self.metrics, self.status, self.consumer, self.producer = metrics, status, consumer, producer
+        self.start = start  # hands a claimed request to a run slot
+        self.tasks = tasks  # background sends (dead letters, replays) live here, so shutdown waits for them
+        secret = self.d.signing_secret
+        self.secret = secret.get_secret_value() if secret is not None else None
+        self._fetching: anyio.CancelScope | None = None
 
-    async def _consume(self, tg: Any) -> None:
-        assert self.consumer is not None
-        last_commit = 0.0
-        while not self.stopping:
-            room = self.d.prefetch - sum(t.in_flight for t in self.trackers.values())
-            if room > 0:
-                batches = await self.consumer.getmany(timeout_ms=200, max_records=room)
-                for tp, messages in batches.items():
+    def stop(self) -> None:
+        """Stop fetching now (a request being accepted finishes first)."""
+        if self._fetching is not None:
+            self._fetching.cancel()
+
+    async def consume(self) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._commit_when_due)
+            while not self.board.stopping:
+                room = self.d.prefetch - self.board.in_flight()
+                if room <= 0:  # woken when a request is done, a partition is revoked or the daemon stops
+                    await self.board.changed.wait()
+                    continue
+                for tp, messages in (await self._fetch(room)).items():
                     for msg in messages:
-                        await self._accept(tg, (tp.topic, tp.partition), msg)
-            else:  # woken when a request is done, a partition is revoked or the daemon stops (or a commit is due)
-                due = last_commit + COMMIT_EVERY - time.monotonic() if self.to_commit else math.inf
-                with anyio.move_on_after(max(0.0, due)):
-                    await self.changed.wait()
-            if self.to_commit and time.monotonic() - last_commit >= COMMIT_EVERY:  # not one commit per request
-                last_commit, self.to_commit = time.monotonic(), False
-                await self._commit()
+                        await self._accept((tp.topic, tp.partition), msg)
+            tg.cancel_scope.cancel()
 
-    async def _accept(self, tg: Any, tp: TP, msg: Any) -> None:
-        tracker = self.trackers.setdefault(tp, OffsetTracker())
+    async def _fetch(self, room: int) -> dict[Any, list[Any]]:
+        with anyio.CancelScope() as self._fetching:
+            if self.board.stopping:
+                return {}
+            return await self.consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=room)
+        return {}  # cancelled by a stop
+
+    async def _commit_when_due(self) -> None:
+        while True:
+            await self.board.commit_due.wait()
+            self.board.commit_due = anyio.Event()
+            await self.commit()
+            await anyio.sleep(COMMIT_EVERY)  # not one commit per request: offsets done meanwhile go together
+
+    async def _accept(self, tp: TP, msg: Any) -> None:
+        tracker = self.board.trackers.setdefault(tp, OffsetTracker())
         mark = (tracker, tracker.register({tp: msg.offset + 1}))
         run_id = new_run_id()
         try:
             # before anything reads the bytes
             check_signature(msg.value, msg.headers, self.secret, self.d.signature_max_age_seconds)
-            request = parse_request(msg.value, self.d.max_request_bytes)
+            message = parse_request(msg.value, self.d.max_request_bytes)
             run_path = self.settings.pipeline.run_dir / run_id
 
             def precheck(spec: PipelineSpec, baseline: PipelineSpec | None) -> None:  # before the DAG is built
-                check_spec(request, spec, baseline, self.settings, run_path)
+                check_spec(message, spec, baseline, self.settings, run_path)
 
-            resolved = resolve_request(request, self.d.pipelines_dir, precheck)
-            check_request(request, resolved.dag, self.settings, run_path)
+            resolved = resolve_request(message, self.d.pipelines_dir, precheck)
+            check_request(message, resolved.dag, self.settings, run_path)
         except BadRequest as bad:
-            return self._reject(tg, tp, mark, msg, bad)
+            return self._reject(tp, mark, msg, bad)
         except Exception as exc:  # a check we did not foresee failed: still one bad message, not a crash
             log.exception("request check crashed", partition=tp[1], offset=msg.offset)
-            return self._reject(tg, tp, mark, msg, BadRequest("invalid", f"cannot check: {exc!r}"))
-        rid = request.request_id
-        fingerprint = request.fingerprint()
-        if rid in self.live and self.live[rid].request.fingerprint() == fingerprint:
-            # delivered twice while the first is still here: done when that one is
-            self.live[rid].also.append(mark)
+            return self._reject(tp, mark, msg, BadRequest("invalid", f"cannot check: {exc!r}"))
+        board, rid, fingerprint = self.board, message.request_id, message.fingerprint()
+        twin = board.live.get(rid)
+        if twin is not None and twin.message.fingerprint() == fingerprint:
+            twin.also.append(mark)  # delivered twice while the first is still here: done when that one is
             self.metrics.duplicates.inc()
             return
         # a free slot and nobody waiting: accept and claim in one statement, and run it now
-        now = not self.stopping and rid not in self.live and not self.waiting and len(self.running) < self.d.max_runs
-        claim: Claim | None = None
-        delay = 0.5
-        while True:
-            try:
-                if now:
-                    created, claim = await self.ledger.accept_claim(rid, run_id, resolved.spec.name, fingerprint,
-                                                                    self.owner, self.d.lease_seconds)  # fmt: skip
-                    row = claim.row
-                    claim = claim if claim.verdict == "claimed" else None
-                else:
-                    created, row = await self.ledger.accept(rid, run_id, resolved.spec.name, fingerprint)
-                break
-            except Exception as exc:  # noqa: BLE001 - the ledger is down: nothing recorded, nothing committed
-                if self.stopping:
-                    return
-                log.warning("ledger unavailable; retrying", request_id=rid, error=f"{type(exc).__name__}: {exc}")
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 30)
-        assert self.status is not None
-        if rid in self.live or (row.fingerprint and row.fingerprint != fingerprint):  # a key reused
+        now = board.free_slot(self.d.max_runs) and twin is None and not board.waiting
+        name, owner, lease = resolved.spec.name, board.owner, self.d.lease_seconds
+
+        async def record() -> tuple[bool, LedgerRow, Claim | None]:
+            if not now:
+                return (*await self.ledger.accept(rid, run_id, name, fingerprint), None)
+            created, claim = await self.ledger.accept_claim(rid, run_id, name, fingerprint, owner, lease)
+            return created, claim.row, claim if claim.verdict == "claimed" else None
+
+        try:
+            created, row, claim = await retry_until(record, lambda _: not board.stopping, f"ledger: accept {rid}")
+        except Exception as exc:  # noqa: BLE001 - stopping with the ledger down: nothing recorded, nothing committed
+            log.warning("request not recorded (stopping)", request_id=rid, error=f"{type(exc).__name__}: {exc}")
+            return
+        if rid in board.live or (row.fingerprint and row.fingerprint != fingerprint):  # a key reused
             # (never claimed here: the folded claim requires the same fingerprint, and no live twin was asked)
-            bad = BadRequest("conflict", f"request_id {rid!r} was already used for a different request (its pipeline "
-                                         "or params differ): nothing runs; use a new request_id", rid)  # fmt: skip
-            return self._reject(tg, tp, mark, msg, bad)
+            reused = BadRequest("conflict", f"request_id {rid!r} was already used for a different request (its "
+                                "pipeline or params differ): nothing runs; use a new request_id", rid)  # fmt: skip
+            return self._reject(tp, mark, msg, reused)
         if row.state in ("succeeded", "failed"):
             self.metrics.duplicates.inc()
-            self.side += 1
-            tg.start_soon(self._replay, mark, request, row)
+            board.side += 1
+            self.tasks.start_soon(self._replay, mark, message, row)
             return
         if created:
-            self._announce(tg, request, row.run_id)
-        item = Item(tp, mark, (msg.timestamp or 0) / 1000, request, resolved, claim=claim)
-        self.live[rid] = item
-        if claim is not None and len(self.running) < self.d.max_runs and not self.stopping:
-            self._start(item)  # claimed: its lease is renewed from now on, so it may not wait in the queue
+            self._announce(message, row.run_id)
+        request = Request(tp, mark, (msg.timestamp or 0) / 1000, message, resolved, claim=claim)
+        board.live[rid] = request
+        if claim is not None and board.free_slot(self.d.max_runs):
+            self.start(request)  # claimed: its lease is renewed from now on, so it may not wait in the queue
         else:  # the slot went meanwhile: a claim made with the acceptance waits with it, its lease renewed
-            self._queue(item)
+            board.queue(request)
 
-    def _reject(self, tg: Any, tp: TP, mark: tuple[OffsetTracker, int], msg: Any, bad: BadRequest) -> None:
+    def _reject(self, tp: TP, mark: Mark, msg: Any, bad: BadRequest) -> None:
         """Dead-letter a message in the background (counted, so shutdown waits for it)."""
-        self.side += 1
-        tg.start_soon(self._dead_letter, tp, mark, msg, bad)
+        self.board.side += 1
+        self.tasks.start_soon(self._dead_letter, tp, mark, msg, bad)
 
-    def _announce(self, tg: Any, request: RunRequest, run_id: str) -> None:
+    def _announce(self, message: RunRequest, run_id: str) -> None:
         """Tell "accepted" (queued now, so it precedes "started"); once the broker has it, the claim (or, if
         that was already written, one more statement before "started") records it in the ledger.
 
         A daemon killed before that leaves ``announced`` false and the next claim tells it: the story always
         starts with "accepted" (twice at worst, never missing)."""
-        assert self.status is not None
-        rid = request.request_id
-        acked = self.status.emit_acked(rid, "accepted", attempt=0, reply_topic=request.reply_topic, run_id=run_id,
-                                       priority=request.priority)  # fmt: skip
-        self.announcing[rid] = done = anyio.Event()
+        board, rid = self.board, message.request_id
+        acked = self.status.emit_acked(rid, "accepted", attempt=0, reply_topic=message.reply_topic, run_id=run_id,
+                                       priority=message.priority)  # fmt: skip
+        board.announcing[rid] = done = anyio.Event()
 
-        async def record() -> None:
+        async def confirm() -> None:
             try:
                 await acked()
-                self.told.add(rid)  # the ledger learns it with the claim (one statement less per request)
+                board.told.add(rid)  # the ledger learns it with the claim (one statement less per request)
             except Exception as exc:  # noqa: BLE001 - the claim re-tells it
                 log.warning("accepted event not confirmed", request_id=rid, error=f"{type(exc).__name__}: {exc}")
-                self.announce_failed.add(rid)
+                board.announce_failed.add(rid)
             finally:
-                self.announcing.pop(rid, None)
+                board.announcing.pop(rid, None)
                 done.set()
 
-        tg.start_soon(record)
+        self.tasks.start_soon(confirm)
 
-    def _queue(self, item: Item) -> None:
-        heapq.heappush(self.waiting, (-item.request.priority, next(self.order), item))
-        self._wake()
-
-    async def _replay(self, mark: tuple[OffsetTracker, int], request: RunRequest, row: LedgerRow) -> None:
+    async def _replay(self, mark: Mark, message: RunRequest, row: LedgerRow) -> None:
         try:
-            await self._publish_outcome(request, row)
-            self._done(mark)
+            await self.status.replay(message.request_id, row, message.reply_topic)
+            self.board.done(mark)
         except Exception as exc:  # noqa: BLE001 - not acknowledged: leave the offset, the next delivery replays
-            log.warning("outcome not re-published", request_id=request.request_id, error=f"{type(exc).__name__}: {exc}")
+            log.warning("outcome not re-published", request_id=message.request_id, error=f"{type(exc).__name__}: {exc}")
         finally:
-            self.side -= 1
-            self._wake()
+            self.board.side -= 1
+            self.board.wake()
 
-    async def _publish_outcome(self, request: RunRequest, row: LedgerRow) -> None:
-        """A finished request delivered again: say its recorded outcome again (marked replay), run nothing."""
-        assert self.status is not None
-        outcome = row.outcome or {}
-        body = {k: v for k, v in outcome.items() if k != "event"}
-        await self.status.emit_final(request.request_id, outcome.get("event", row.state), attempt=row.attempts,
-                                     reply_topic=request.reply_topic, replay=True, **body)  # fmt: skip
-
-    async def _dead_letter(self, tp: TP, mark: tuple[OffsetTracker, int], msg: Any, bad: BadRequest) -> None:
+    async def _dead_letter(self, tp: TP, mark: Mark, msg: Any, bad: BadRequest) -> None:
         try:
-            await self._send_dead_letter(tp, msg, bad)
-            self._done(mark)
+            # the offset must not pass a bad request that is not in the dead-letter topic yet
+            await retry_until(lambda: self._send_dead_letter(tp, msg, bad), lambda _: True, "dead-lettering")
+            self.metrics.dead_lettered.labels(bad.kind).inc()
+            log.warning("request dead-lettered", request_id=bad.request_id, reason=str(bad), kind=bad.kind)
+            self.board.done(mark)
         finally:
-            self.side -= 1
-            self._wake()
+            self.board.side -= 1
+            self.board.wake()
 
     async def _send_dead_letter(self, tp: TP, msg: Any, bad: BadRequest) -> None:
-        assert self.producer is not None and self.status is not None
         text = msg.value.decode("utf-8", errors="replace") if msg.value is not None else None
-        letter = {"reason": str(bad), "kind": bad.kind, "request_id": bad.request_id, "daemon": self.owner,
+        letter = {"reason": str(bad), "kind": bad.kind, "request_id": bad.request_id, "daemon": self.board.owner,
                   "source": {"topic": tp[0], "partition": tp[1], "offset": msg.offset},
                   "value": text if text is None or len(text) <= 4096 else text[:4096] + "...", "at": time.time()}
         key = bad.request_id.encode() if bad.request_id else None
-        delay = 0.5
-        while True:  # the offset must not pass a bad request that is not in the dead-letter topic yet
-            try:
-                await self.producer.send_and_wait(self.d.dead_letter_topic, json.dumps(letter).encode(), key=key)
-                # a known request's story is not told by a bad message that borrows its id
-                if bad.request_id and await self.ledger.row(bad.request_id) is None:
-                    await self.status.emit_final(bad.request_id, "rejected", attempt=0, reason=str(bad),
-                                                 kind=bad.kind)  # fmt: skip
-                break
-            except Exception as exc:  # noqa: BLE001 - the broker is down: keep trying, slower
-                log.warning("dead-lettering failed; retrying", error=f"{type(exc).__name__}: {exc}", in_s=delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 30)
-        self.metrics.dead_lettered.labels(bad.kind).inc()
-        log.warning("request dead-lettered", request_id=bad.request_id, reason=str(bad), kind=bad.kind)
+        await self.producer.send_and_wait(self.d.dead_letter_topic, json.dumps(letter).encode(), key=key)
+        # a known request's story is not told by a bad message that borrows its id
+        if bad.request_id and await self.ledger.row(bad.request_id) is None:
+            await self.status.emit_final(bad.request_id, "rejected", attempt=0, reason=str(bad), kind=bad.kind)
 
-    def _done(self, mark: tuple[OffsetTracker, int]) -> None:
-        if self._ours(mark):  # else revoked meanwhile: the new owner decides
-            mark[0].finish(mark[1])
-            self.to_commit = True
-        self._wake()
-
-    def _ours(self, mark: tuple[OffsetTracker, int]) -> bool:
-        return any(t is mark[0] for t in self.trackers.values())
-
-    async def _commit(self) -> None:
-        assert self.consumer is not None
-        ready = {tp: off for t in self.trackers.values() for tp, off in t.ready().items()}
-        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
-        offsets = {TopicPartition(*tp): OffsetAndMetadata(off, "") for tp, off in ready.items() if tp in assigned}
-        if not offsets:
-            return
-        try:
-            await self.consumer.commit(offsets)
-        except Exception as exc:  # noqa: BLE001 - a rebalance raced us: the new owner re-reads, the ledger dedups
-            log.warning("commit failed", error=f"{type(exc).__name__}: {exc}")
-            self.to_commit = True  # tried again at the next commit round, not only after another request ends
-            return
-        for tp, om in offsets.items():
-            self.committed[(tp.topic, tp.partition)] = om.offset
+    async def commit(self) -> None:
+        if not await commit_done(self.consumer, self.board):
+            self.board.commit_due.set()  # tried again at the next commit round, not only after another request ends
 
 
-class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+async def commit_done(consumer: AIOKafkaConsumer, board: Board) -> bool:
+    """Commit each assigned partition up to its first message not done; False if the broker refused."""
+    ready = {tp: off for t in board.trackers.values() for tp, off in t.ready().items()}
+    assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+    offsets = {TopicPartition(*tp): OffsetAndMetadata(off, "") for tp, off in ready.items() if tp in assigned}
+    if not offsets:
+        return True
+    try:
+        await consumer.commit(offsets)
+    except Exception as exc:  # noqa: BLE001 - a rebalance raced us: the new owner re-reads, the ledger dedups
+        log.warning("commit failed", error=f"{type(exc).__name__}: {exc}")
+        return False
+    for tp, om in offsets.items():
+        board.committed[(tp.topic, tp.partition)] = om.offset
+    return True
+
+
+class Rebalance(ConsumerRebalanceListener):
     """Revoked partitions: commit what is done there, forget their queued requests (the new owner has them)."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, consumer: AIOKafkaConsumer, board: Board) -> None:
+        self.consumer, self.board = consumer, board
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        d = self.daemon
-        await d._commit()
-        gone = {(tp.topic, tp.partition) for tp in revoked}
-        d.waiting = [w for w in d.waiting if w[2].tp not in gone]
-        heapq.heapify(d.waiting)
-        for rid in [r for r, it in d.live.items() if it.tp in gone and r not in d.running]:
-            d.live.pop(rid)
-        for tp in gone:
-            d.trackers.pop(tp, None)
-            d.committed.pop(tp, None)
-        d._wake()  # their requests no longer count against the read-ahead
+        if not await commit_done(self.consumer, self.board):
+            self.board.commit_due.set()
+        self.board.forget_partitions({(tp.topic, tp.partition) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         for tp in assigned:
-            self.daemon.trackers.setdefault((tp.topic, tp.partition), OffsetTracker())
-        log.info("partitions assigned", owner=self.daemon.owner, partitions=sorted(tp.partition for tp in assigned))
+            self.board.trackers.setdefault((tp.topic, tp.partition), OffsetTracker())
+        log.info("partitions assigned", owner=self.board.owner, partitions=sorted(tp.partition for tp in assigned))

@@ -17,11 +17,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+if TYPE_CHECKING:
+    from pipeline.daemon.ledger import LedgerRow
 
 __all__ = ["StatusPublisher"]
 
@@ -78,6 +81,14 @@ class StatusPublisher:
         finally:  # that attempt has ended: forget its counter and "accepted"'s (a long-lived daemon keeps none)
             self._seq.pop((request_id, attempt), None)
             self._seq.pop((request_id, 0), None)
+
+    async def replay(self, request_id: str, row: LedgerRow, reply_topic: str | None) -> None:
+        """A finished request delivered again: say its recorded outcome again (marked replay), run nothing.
+        The ledger's JSON is passed on as stored, so a replay reads exactly like the first telling."""
+        stored = row.outcome or {}
+        body = {k: v for k, v in stored.items() if k != "event"}
+        await self.emit_final(request_id, stored.get("event", row.state), attempt=row.attempts,
+                              reply_topic=reply_topic, replay=True, **body)  # fmt: skip
 
     def close(self) -> None:
         self._send.close()
