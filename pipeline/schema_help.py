@@ -1,34 +1,17 @@
 """The text of ``schemas help``: every field type and every schema key, each with an example.
 
 Kept apart from the commands so a test can check that no key of the models is left undocumented:
-the key lists are read from the pydantic models, the explanations and examples live here.
+the key lists are read from the pydantic models, the explanations live here, and each field type's
+example is its field-type table row's ``example`` (a registered type documents itself).
 """
 
 from __future__ import annotations
 
 from task_components.schema.functions import FunctionSchema
 from task_components.schema.models import PATTERNS, CollectionSchema, DynamicFieldSchema, FieldSchema, FieldType
+from task_components.schema.types import TYPES
 
-__all__ = ["TYPE_EXAMPLES", "schema_help"]
-
-TYPE_EXAMPLES: dict[FieldType, str] = {
-    FieldType.BOOL: '{"name": "in_stock", "type": "Bool"}',
-    FieldType.INT8: '{"name": "rating", "type": "Int8", "min": 1, "max": 5}',
-    FieldType.INT16: '{"name": "year", "type": "Int16", "min": 1900, "max": 2100}',
-    FieldType.INT32: '{"name": "views", "type": "Int32", "min": 0}',
-    FieldType.INT64: '{"name": "id", "type": "Int64", "is_primary": true, "auto_id": true}',
-    FieldType.FLOAT: '{"name": "price", "type": "Float", "min": 0.01, "max": 9999.99}',
-    FieldType.DOUBLE: '{"name": "score", "type": "Double", "min": 0, "max": 1}',
-    FieldType.VARCHAR: '{"name": "title", "type": "VarChar", "max_length": 200}   (also "String")',
-    FieldType.JSON: '{"name": "metadata", "type": "JSON", "nullable": true}',
-    FieldType.ARRAY: '{"name": "tags", "type": "Array", "element_type": "Int64", "max_capacity": 9}',
-    FieldType.FLOAT_VECTOR: '{"name": "embedding", "type": "FloatVector", "dim": 768}',
-    FieldType.BINARY_VECTOR: '{"name": "hash", "type": "BinaryVector", "dim": 256}   (dim: a multiple of 8)',
-    FieldType.FLOAT16_VECTOR: '{"name": "emb16", "type": "Float16Vector", "dim": 384}',
-    FieldType.BFLOAT16_VECTOR: '{"name": "embbf", "type": "BFloat16Vector", "dim": 384}',
-    FieldType.SPARSE_FLOAT_VECTOR: '{"name": "sparse", "type": "SparseFloatVector"}   (optional dim, nnz)',
-    FieldType.INT8_VECTOR: '{"name": "emb8", "type": "Int8Vector", "dim": 128}',
-}
+__all__ = ["schema_help", "type_examples"]
 
 FIELD_KEYS: dict[str, str] = {
     "name": '"name": "title" - letters, digits, underscores',
@@ -83,6 +66,11 @@ FUNCTIONS = """\
   keys: name, type, input_field_names, output_field_names, params, description"""
 
 
+def type_examples() -> dict[FieldType, str]:
+    """Each registered type's example field, in the order the type names were made (builtins first)."""
+    return {t: TYPES[t].example for t in FieldType if t in TYPES and TYPES[t].example}
+
+
 def schema_help() -> str:
     lines = ["Collection schema format (milvus-ingest's JSON/YAML, read as-is)", "", "Example:"]
     lines += [
@@ -93,7 +81,7 @@ def schema_help() -> str:
         "",
         "Field types (names match loosely: FloatVector, FLOAT_VECTOR, float_vector):",
     ]
-    lines += [f"  {t.value:<18} {TYPE_EXAMPLES[t]}" for t in FieldType if t in TYPE_EXAMPLES]
+    lines += [f"  {t.value:<18} {example}" for t, example in type_examples().items()]
     lines += ["", "Field keys:"]
     lines += [f"  {k:<20} {v}" for k, v in FIELD_KEYS.items()]
     lines += ["", "Collection keys:"]
@@ -109,5 +97,5 @@ def undocumented() -> list[str]:
     missing += [k for k in CollectionSchema.model_fields if k not in COLLECTION_KEYS]
     missing += [k for k in DynamicFieldSchema.model_fields if k not in DYNAMIC_KEYS]
     missing += [k for k in FunctionSchema.model_fields if k not in FUNCTIONS]
-    missing += [t.value for t in FieldType if t not in TYPE_EXAMPLES]
+    missing += [t.value for t in FieldType if t not in type_examples()]
     return missing

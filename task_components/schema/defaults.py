@@ -9,27 +9,35 @@ schema that would be rejected at create_collection is rejected here, naming the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from task_components.schema.models import FieldSchema
+from task_components.schema.types import TYPES, Field, spec
 
 __all__ = ["DEFAULT_SHARE", "check_default"]
 
 DEFAULT_SHARE = 0.3  # milvus-ingest: share of non-null rows that take the default value
 
-_DEFAULTABLE = {"Bool", "Int8", "Int16", "Int32", "Int64", "Float", "Double", "VarChar"}
-_FLOAT32_MAX = 3.4028234663852886e38
+
+class Defaulted(Field, Protocol):
+    """What the default/force rules read of a field (``models.FieldSchema``, which calls them, is one)."""
+
+    @property
+    def nullable(self) -> bool: ...
+    @property
+    def is_primary(self) -> bool: ...
+    @property
+    def default_value(self) -> Any: ...
+    @property
+    def force_all_default(self) -> bool: ...
+    @property
+    def force_all_null(self) -> bool: ...
 
 
-def _kind(value: Any) -> str:
-    return type(value).__name__
+def check_default(f: Defaulted) -> None:
+    """ValueError for a default/force setting Milvus or milvus-ingest rejects (the model adds the field name).
 
-
-def check_default(f: FieldSchema) -> None:
-    """ValueError for a default/force setting Milvus or milvus-ingest rejects (the model adds the field name)."""
-    from task_components.schema.models import INT_RANGES
-
+    Whether a type takes a default, and which values, is its field-type table row's ``default`` rule.
+    """
     t = f.type.value
     if f.force_all_default and f.force_all_null:
         raise ValueError("force_all_default and force_all_null exclude each other; keep one")
@@ -44,29 +52,17 @@ def check_default(f: FieldSchema) -> None:
         return
     if f.is_primary:
         raise ValueError("a primary key cannot have a default_value (Milvus rejects it); remove it or use auto_id")
-    if t not in _DEFAULTABLE:
-        raise ValueError(
-            f"{t} fields cannot have a default_value (Milvus supports it on Bool, Int8-Int64, Float, Double "
-            "and VarChar only); remove it"
-        )
-    if t == "Bool" and not isinstance(v, bool):
-        raise ValueError(f"default_value of a Bool field must be true or false, got {_kind(v)} {v!r}")
-    if f.type.is_integer:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"default_value of an {t} field must be an integer, got {_kind(v)} {v!r}")
-        lo, hi = INT_RANGES[f.type]
-        if not lo <= v <= hi:
+    rule = spec(f).default
+    if rule is None:
+        takes = ", ".join(k.value for k, row in TYPES.items() if row.default is not None)
+        raise ValueError(f"{t} fields cannot have a default_value (Milvus supports it on {takes} only); remove it")
+    rule(f, v)
+    limits = spec(f).value_range
+    if limits is not None and not limits[0] <= v <= limits[1]:
+        lo, hi = limits
+        if spec(f).family == "integer":
             raise ValueError(f"default_value {v} does not fit {t} ({lo}..{hi})")
-    if t in ("Float", "Double"):
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise ValueError(f"default_value of a {t} field must be a number, got {_kind(v)} {v!r}")
-        if t == "Float" and abs(v) > _FLOAT32_MAX:
-            raise ValueError(f"default_value {v} does not fit Float (32-bit)")
-    if t == "VarChar":
-        if not isinstance(v, str):
-            raise ValueError(f"default_value of a VarChar field must be a string, got {_kind(v)} {v!r}")
-        if f.max_length is not None and len(v) > f.max_length:
-            raise ValueError(f"default_value {v!r} is {len(v)} characters, longer than max_length {f.max_length}")
+        raise ValueError(f"default_value {v} does not fit {t}")
     if f.type.is_numeric:
         if f.min is not None and v < f.min:
             raise ValueError(f"default_value {v} is less than min ({f.min})")

@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from task_components.schema.types import FieldType
+
 __all__ = ["FunctionSchema", "FunctionType", "check_functions"]
 
 
@@ -31,11 +33,13 @@ class FunctionType(enum.StrEnum):
         raise ValueError(f"unknown function type {raw!r}; use one of: {', '.join(m.value for m in cls)}")
 
 
-# what each function type reads and writes (FieldType values; kept as strings to avoid a cycle with models)
-_INPUT = {FunctionType.BM25: {"VarChar"}, FunctionType.TEXT_EMBEDDING: {"VarChar"}}
+# what each function type reads and writes
+_INPUT = {FunctionType.BM25: {FieldType.VARCHAR}, FunctionType.TEXT_EMBEDDING: {FieldType.VARCHAR}}
 _OUTPUT = {
-    FunctionType.BM25: {"SparseFloatVector"},
-    FunctionType.TEXT_EMBEDDING: {"FloatVector", "Float16Vector", "BFloat16Vector", "Int8Vector"},
+    FunctionType.BM25: {FieldType.SPARSE_FLOAT_VECTOR},
+    FunctionType.TEXT_EMBEDDING: {
+        FieldType.FLOAT_VECTOR, FieldType.FLOAT16_VECTOR, FieldType.BFLOAT16_VECTOR, FieldType.INT8_VECTOR,
+    },
 }
 
 
@@ -85,17 +89,17 @@ def check_functions(functions: list[FunctionSchema], fields: dict[str, Any]) -> 
             f = fields.get(name)
             if f is None:
                 raise ValueError(f"{where}: input field {name!r} is not in fields (have: {', '.join(fields)})")
-            if f.type.value not in _INPUT[fn.type]:
+            if f.type not in _INPUT[fn.type]:
                 raise ValueError(f"{where}: input field {name!r} must be VarChar, not {f.type.value}")
         for name in fn.output_field_names:
             f = fields.get(name)
-            want = " or ".join(sorted(_OUTPUT[fn.type]))
+            want = " or ".join(sorted(t.value for t in _OUTPUT[fn.type]))
             if f is None:
                 raise ValueError(
                     f'{where}: output field {name!r} must be defined in fields, e.g. {{"name": "{name}", '
-                    f'"type": "{sorted(_OUTPUT[fn.type])[0]}"}}'
+                    f'"type": "{sorted(t.value for t in _OUTPUT[fn.type])[0]}"}}'
                 )
-            if f.type.value not in _OUTPUT[fn.type]:
+            if f.type not in _OUTPUT[fn.type]:
                 raise ValueError(f"{where}: output field {name!r} must be {want}, not {f.type.value}")
             if f.is_primary or f.nullable or f.is_partition_key:
                 raise ValueError(f"{where}: output field {name!r} cannot be the primary/partition key or nullable")

@@ -17,30 +17,30 @@ from pymilvus import FunctionType as MilvusFunctionType
 
 from task_components.schema.functions import FunctionSchema, FunctionType
 from task_components.schema.models import CollectionSchema, FieldSchema, FieldType, SchemaError
-from task_components.schema.types import milvus_dtype
+from task_components.schema.types import TYPES, milvus_dtype, spec
 
 
 def _field_kwargs(f: FieldSchema, analyzed: set[str]) -> dict[str, Any]:
     kw: dict[str, Any] = {}
+    family = spec(f).family
     if f.name in analyzed:
         kw["enable_analyzer"] = True
     if f.is_primary:
         kw["is_primary"] = True
         if f.auto_id:
             kw["auto_id"] = True
-    if f.max_length is not None and f.type in (FieldType.VARCHAR, FieldType.ARRAY):
+    if f.max_length is not None and family in ("text", "array"):
         kw["max_length"] = f.max_length
-    if f.dim is not None and f.type.is_vector and f.type is not FieldType.SPARSE_FLOAT_VECTOR:
+    if f.dim is not None and family == "vector":  # dense only: a sparse vector's dim is ours, not Milvus's
         kw["dim"] = f.dim
-    if f.type is FieldType.ARRAY:
+    if family == "array":
         assert f.element_type is not None
         kw["element_type"] = milvus_dtype(f.element_type)
         kw["max_capacity"] = f.max_capacity
     if f.nullable:
         kw["nullable"] = True
     if f.default_value is not None:
-        is_float = f.type in (FieldType.FLOAT, FieldType.DOUBLE)
-        kw["default_value"] = float(f.default_value) if is_float else f.default_value
+        kw["default_value"] = float(f.default_value) if family == "float" else f.default_value
     if f.is_partition_key:
         kw["is_partition_key"] = True
     if f.is_clustering_key:
@@ -76,16 +76,11 @@ def milvus_function(fn: FunctionSchema) -> Any:
     )  # fmt: skip
 
 
-# types whose only sensible index and metric do not depend on the target
-_FIXED_INDEX: dict[FieldType, dict[str, Any]] = {
-    FieldType.BINARY_VECTOR: {"index_type": "BIN_FLAT", "metric_type": "HAMMING", "params": {}},
-    FieldType.SPARSE_FLOAT_VECTOR: {"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "IP", "params": {}},
-}
-
-
 def default_index(f: FieldSchema, lite: bool) -> dict[str, Any]:
-    if f.type in _FIXED_INDEX:
-        return dict(_FIXED_INDEX[f.type])
+    """The type's fixed index when it has one (binary: BIN_FLAT/HAMMING, sparse), else by target."""
+    fixed = spec(f).index
+    if fixed is not None:
+        return {**fixed, "params": dict(fixed.get("params", {}))}
     if lite:
         return {"index_type": "FLAT", "metric_type": "COSINE", "params": {}}
     return {"index_type": "HNSW", "metric_type": "COSINE", "params": {"M": 16, "efConstruction": 128}}
@@ -122,7 +117,9 @@ def from_milvus(description: dict[str, Any]) -> CollectionSchema:
     Why: the drop-in client and the ``shadow`` commands meet collections made by the user's own code
     (quick-setup ``dimension=``, a pymilvus schema, another tool); the shadow table is built from this.
     """
-    by_dtype = {milvus_dtype(t): t for t in FieldType}
+    by_dtype: dict[Any, FieldType] = {}
+    for t in TYPES:  # builtin rows first: a plugin type stored as an existing DataType does not claim it
+        by_dtype.setdefault(milvus_dtype(t), t)
     fields: list[dict[str, Any]] = []
     for raw in description["fields"]:
         if raw.get("is_function_output"):
@@ -137,7 +134,7 @@ def from_milvus(description: dict[str, Any]) -> CollectionSchema:
             if raw.get(key):
                 f[key] = True
         for key in ("max_length", "dim", "max_capacity"):
-            if key in params and not (key == "dim" and ftype is FieldType.SPARSE_FLOAT_VECTOR):
+            if key in params and not (key == "dim" and spec(ftype).family == "sparse"):
                 f[key] = int(params[key])
         if raw.get("element_type") is not None:
             f["element_type"] = by_dtype[raw["element_type"]]

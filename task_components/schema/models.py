@@ -11,7 +11,6 @@ names the field and says how to fix it.
 
 from __future__ import annotations
 
-import enum
 import re
 from typing import Any, Literal
 
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from task_components.schema.defaults import check_default
 from task_components.schema.functions import FunctionSchema, check_functions
+from task_components.schema.types import TYPES, FieldType, TypeSpec
 
 __all__ = ["PATTERNS", "CollectionSchema", "DynamicFieldSchema", "FieldSchema", "FieldType", "SchemaError"]
 
@@ -27,73 +27,6 @@ class SchemaError(ValueError):
     """A schema that cannot be generated or created; the message names the field and the fix."""
 
 
-class FieldType(enum.StrEnum):
-    BOOL = "Bool"
-    INT8 = "Int8"
-    INT16 = "Int16"
-    INT32 = "Int32"
-    INT64 = "Int64"
-    FLOAT = "Float"
-    DOUBLE = "Double"
-    VARCHAR = "VarChar"
-    JSON = "JSON"
-    ARRAY = "Array"
-    FLOAT_VECTOR = "FloatVector"
-    BINARY_VECTOR = "BinaryVector"
-    FLOAT16_VECTOR = "Float16Vector"
-    BFLOAT16_VECTOR = "BFloat16Vector"
-    SPARSE_FLOAT_VECTOR = "SparseFloatVector"
-    INT8_VECTOR = "Int8Vector"
-
-    @classmethod
-    def parse(cls, raw: Any) -> FieldType:
-        if isinstance(raw, FieldType):
-            return raw
-        key = re.sub(r"[^a-z0-9]", "", str(raw).lower())
-        if key == "string":
-            return cls.VARCHAR
-        for member in cls:
-            if re.sub(r"[^a-z0-9]", "", member.value.lower()) == key:
-                return member
-        names = ", ".join(m.value for m in cls)
-        raise ValueError(f"unknown type {raw!r}; use one of: {names}")
-
-    @classmethod
-    def extend(cls, value: str) -> FieldType:
-        """A new member (for a plugin's type in the field-type table); the same object on every call."""
-        if value in cls._value2member_map_:
-            return cls._value2member_map_[value]  # type: ignore[return-value]
-        member = str.__new__(cls, value)
-        member._name_ = re.sub(r"(?<!^)(?=[A-Z])", "_", value).upper()
-        member._value_ = value
-        cls._value2member_map_[value] = member
-        cls._member_map_[member._name_] = member
-        cls._member_names_.append(member._name_)
-        return member
-
-    @property
-    def is_vector(self) -> bool:
-        return self.name.endswith("_VECTOR")
-
-    @property
-    def is_integer(self) -> bool:
-        return self in (FieldType.INT8, FieldType.INT16, FieldType.INT32, FieldType.INT64)
-
-    @property
-    def is_numeric(self) -> bool:
-        return self.is_integer or self in (FieldType.FLOAT, FieldType.DOUBLE)
-
-
-INT_RANGES = {
-    FieldType.INT8: (-(2**7), 2**7 - 1),
-    FieldType.INT16: (-(2**15), 2**15 - 1),
-    FieldType.INT32: (-(2**31), 2**31 - 1),
-    FieldType.INT64: (-(2**63), 2**63 - 1),
-}
-SCALAR_ELEMENTS = {
-    FieldType.BOOL, FieldType.INT8, FieldType.INT16, FieldType.INT32, FieldType.INT64,
-    FieldType.FLOAT, FieldType.DOUBLE, FieldType.VARCHAR,
-}  # fmt: skip
 PATTERNS = (
     "word", "words", "sentence", "paragraph", "name", "first_name", "last_name", "email", "address",
     "city", "country", "url", "phone", "uuid", "id", "title", "category",
@@ -168,57 +101,70 @@ class FieldSchema(_Base):
 
     @model_validator(mode="after")
     def _check(self) -> FieldSchema:
+        """The rules Milvus applies at create_collection, each read from the field-type table."""
         fail = self._fail
         t = self.type
-        if t.is_vector and t is not FieldType.SPARSE_FLOAT_VECTOR and self.dim is None:
+        s = TYPES.get(t)
+        if s is None:  # a name extended but never registered: nothing is known to check
+            return self
+        if s.family == "vector" and self.dim is None:
             fail(f'{t.value} needs dim, e.g. "dim": 768')
-        if t is FieldType.BINARY_VECTOR and self.dim is not None and self.dim % 8:
-            fail(f"BinaryVector dim must be a multiple of 8, got {self.dim} (try {self.dim + 8 - self.dim % 8})")
-        if t is FieldType.VARCHAR and self.max_length is None:
-            fail('VarChar needs max_length, e.g. "max_length": 256')
-        if t is FieldType.ARRAY:
-            if self.element_type is None or self.max_capacity is None:
-                fail('Array needs element_type and max_capacity, e.g. "element_type": "Int64", "max_capacity": 16')
-            if self.element_type not in SCALAR_ELEMENTS:
-                fail(f"Array element_type must be a scalar type, got {self.element_type.value}")  # type: ignore[union-attr]
-            if self.element_type is FieldType.VARCHAR and self.max_length is None:
-                fail('an Array of VarChar needs max_length for its elements, e.g. "max_length": 64')
+        if s.dim_multiple > 1 and self.dim is not None and self.dim % s.dim_multiple:
+            m = s.dim_multiple
+            fail(f"{t.value} dim must be a multiple of {m}, got {self.dim} (try {self.dim + m - self.dim % m})")
+        if s.family == "text" and self.max_length is None:
+            fail(f'{t.value} needs max_length, e.g. "max_length": 256')
+        if s.family == "array":
+            self._check_array()
+        keys = " or ".join(k.value for k, row in TYPES.items() if row.key)
         if self.is_primary:
-            if t not in (FieldType.INT64, FieldType.VARCHAR):
-                fail(f"a primary key must be Int64 or VarChar, not {t.value}")
+            if not s.key:
+                fail(f"a primary key must be {keys}, not {t.value}")
             if self.nullable:
                 fail('a primary key cannot be nullable; remove "nullable"')
-            if self.auto_id and t is not FieldType.INT64:
+            if self.auto_id and s.family != "integer":
                 fail("auto_id needs an Int64 primary key")
         elif self.auto_id:
             fail('auto_id is only for the primary key; set "is_primary": true or remove "auto_id"')
-        if self.min is not None and self.max is not None and self.min > self.max:
-            fail(f"min ({self.min}) is greater than max ({self.max}); swap them")
-        if (self.min is not None or self.max is not None) and not (t.is_numeric or self._array_of_numbers()):
-            fail(f"min/max apply to numeric fields, not {t.value}")
-        if t.is_integer and self.min is not None:
-            lo, hi = INT_RANGES[t]
-            if self.min < lo or (self.max is not None and self.max > hi):
-                fail(f"range [{self.min}, {self.max}] does not fit {t.value} ({lo}..{hi})")
+        self._check_range(s)
         if self.pattern is not None and self.pattern not in PATTERNS:
             fail(f"unknown pattern {self.pattern!r}; use one of: {', '.join(PATTERNS)}")
         if self.min_length is not None and self.max_length is not None and self.min_length > self.max_length:
             fail(f"min_length ({self.min_length}) is greater than max_length ({self.max_length})")
-        if self.is_partition_key and t not in (FieldType.INT64, FieldType.VARCHAR):
-            fail(f"a partition key must be Int64 or VarChar, not {t.value}")
-        if self.enum_values is not None and (t.is_vector or t in (FieldType.JSON, FieldType.ARRAY)):
+        if self.is_partition_key and not s.key:
+            fail(f"a partition key must be {keys}, not {t.value}")
+        if self.enum_values is not None and not s.has_values:
             fail(f"enum_values apply to scalar fields, not {t.value}")
         if self.is_primary and (self.enum_values or self.cardinality_ratio is not None or self.cardinality):
             fail("a primary key is unique: remove enum_values/cardinality settings")
-        if (self.cardinality_ratio is not None or self.cardinality) and (
-            t.is_vector or t in (FieldType.JSON, FieldType.ARRAY)
-        ):
+        if (self.cardinality_ratio is not None or self.cardinality) and not s.has_values:
             fail(f"cardinality_ratio/cardinality apply to scalar fields, not {t.value}")
         try:
             check_default(self)
         except ValueError as exc:
             fail(str(exc))
         return self
+
+    def _check_array(self) -> None:
+        fail = self._fail
+        if self.element_type is None or self.max_capacity is None:
+            fail('Array needs element_type and max_capacity, e.g. "element_type": "Int64", "max_capacity": 16')
+        elem = TYPES.get(self.element_type) if self.element_type is not None else None
+        if elem is None or not elem.array_element:
+            fail(f"Array element_type must be a scalar type, got {getattr(self.element_type, 'value', None)}")
+        elif elem.family == "text" and self.max_length is None:
+            fail(f'an Array of {elem.type.value} needs max_length for its elements, e.g. "max_length": 64')
+
+    def _check_range(self, s: TypeSpec) -> None:
+        fail = self._fail
+        if self.min is not None and self.max is not None and self.min > self.max:
+            fail(f"min ({self.min}) is greater than max ({self.max}); swap them")
+        if (self.min is not None or self.max is not None) and not (self.type.is_numeric or self._array_of_numbers()):
+            fail(f"min/max apply to numeric fields, not {self.type.value}")
+        if s.family == "integer" and self.min is not None and s.value_range is not None:
+            lo, hi = s.value_range
+            if self.min < lo or (self.max is not None and self.max > hi):
+                fail(f"range [{self.min}, {self.max}] does not fit {self.type.value} ({lo}..{hi})")
 
     def _array_of_numbers(self) -> bool:
         return self.type is FieldType.ARRAY and self.element_type is not None and self.element_type.is_numeric
