@@ -34,13 +34,14 @@ from dag_orchestrator.events import Observer
 from dag_orchestrator.executor import Executor, FailurePolicy
 from dag_orchestrator.locks import LockHeld, PathLock
 from dag_orchestrator.state import RunResult, StateStore
+from pipeline.compose import Pipeline
 from pipeline.registry import build_dag
 from pipeline.spec import PipelineSpec, SpecError, load_spec
 from task_components.base import Component
 
 __all__ = [
-    "NoSpaceForRun", "PreparedRun", "RunDirBusy", "RunOptions", "execute", "innermost", "prepare_run", "prepare_spec",
-    "stop_signals",
+    "NoSpaceForRun", "PreparedRun", "RunDirBusy", "RunOptions", "execute", "innermost", "prepare_pipeline",
+    "prepare_run", "prepare_spec", "stop_signals",
 ]  # fmt: skip
 
 
@@ -93,20 +94,38 @@ def prepare_run(
     overrides, e.g. the daemon, which resolves a request once and carries it: the file is then not read
     again. On resume the saved overrides are merged first; a given spec must have been loaded with them.
     """
-    if options.resume:
-        path = options.run_dir / options.resume
-        request = path / "request.json"
-        if not request.exists():
-            raise SpecError(file, f"--resume {options.resume}: no run found at {path}")
-        saved = json.loads(request.read_text())
-        overrides = {**saved.get("overrides", {}), **overrides}
-        run_id = options.resume
-    else:
-        run_id = new_run_id()
-        path = options.run_dir / run_id
+    run_id, path, overrides = _place(file, overrides, options)
     if spec is None:
         spec = load_spec(file, overrides)
     return prepare_spec(spec, file, overrides, options, run_id, path, dag=dag)
+
+
+def prepare_pipeline(pipeline: Pipeline, options: RunOptions, settings: Settings | None = None) -> PreparedRun:
+    """A pipeline composed in Python: its own checks (``settings`` problems too, when given), then the same
+    run directory, lock and ``request.json`` as a file's run. It is resumed by running it again with
+    ``options.resume``: the code, not a file, is what describes it, so ``request.json`` names no file."""
+    file = f"<python:{pipeline.name}>"
+    run_id, path, _ = _place(file, {}, options)
+    dag = pipeline.build(settings)
+    spec = PipelineSpec.model_validate({
+        "name": pipeline.name, "description": pipeline.description, "params": pipeline.params,
+        "policy": pipeline.policy, "max_concurrency": pipeline.max_concurrency, "kind_limits": pipeline.kind_limits,
+        "tasks": pipeline.describe(),
+    })  # fmt: skip
+    return prepare_spec(spec, file, {}, options, run_id, path, dag=dag)
+
+
+def _place(file: str | Path, overrides: dict[str, Any], options: RunOptions) -> tuple[str, Path, dict[str, Any]]:
+    """The run's id and directory, fresh or (``options.resume``) the saved run's, with its overrides."""
+    if not options.resume:
+        run_id = new_run_id()
+        return run_id, options.run_dir / run_id, overrides
+    path = options.run_dir / options.resume
+    request = path / "request.json"
+    if not request.exists():
+        raise SpecError(file, f"--resume {options.resume}: no run found at {path}")
+    saved = json.loads(request.read_text())
+    return options.resume, path, {**saved.get("overrides", {}), **overrides}
 
 
 def prepare_spec(
