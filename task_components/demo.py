@@ -7,7 +7,8 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from task_components.base import Component
+from dag_orchestrator.context import PipelineContext
+from task_components.base import Component, NoParams
 
 
 class CountParams(BaseModel):
@@ -17,7 +18,7 @@ class CountParams(BaseModel):
     delay: float = Field(0.0, ge=0, description="seconds to wait between chunks")
 
 
-class Count(Component):
+class Count(Component[CountParams]):
     """Emit ``0..total-1`` as a stream of lists: a stand-in for a data source."""
 
     __slots__ = ()
@@ -27,8 +28,8 @@ class Count(Component):
     Params = CountParams
     emits = True
 
-    async def run(self, ctx: Any) -> dict[str, int]:
-        p: CountParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> dict[str, int]:
+        p = self.params
         chunks = 0
         for start in range(0, p.total, p.chunk):
             await ctx.emit(list(range(start, min(start + p.chunk, p.total))))
@@ -42,7 +43,7 @@ class Count(Component):
         return dict(result)
 
 
-class Sum(Component):
+class Sum(Component[NoParams]):
     """Sum the integers streamed by its needs: a stand-in for a sink."""
 
     __slots__ = ()
@@ -51,7 +52,7 @@ class Sum(Component):
     summary = "sum the integers streamed by its needs"
     stream_input = True
 
-    async def run(self, ctx: Any) -> dict[str, int]:
+    async def run(self, ctx: PipelineContext) -> dict[str, int]:
         total = count = 0
         for producer in self.streams_from:
             async for chunk in ctx.stream(producer):
@@ -68,7 +69,7 @@ class SleepParams(BaseModel):
     seconds: float = Field(1.0, ge=0)
 
 
-class Sleep(Component):
+class Sleep(Component[SleepParams]):
     """Wait, then succeed: for exercising timeouts, signals and resume."""
 
     __slots__ = ()
@@ -76,9 +77,9 @@ class Sleep(Component):
     summary = "wait for `seconds`, then succeed"
     Params = SleepParams
 
-    async def run(self, ctx: Any) -> float:
-        await anyio.sleep(self.params.seconds)  # type: ignore[attr-defined]
-        return self.params.seconds  # type: ignore[attr-defined]
+    async def run(self, ctx: PipelineContext) -> float:
+        await anyio.sleep(self.params.seconds)
+        return self.params.seconds
 
 
 class FailParams(BaseModel):
@@ -94,7 +95,7 @@ class DemoCrash(BaseException):
     """Not an Exception: the engine treats it as a crash that ends the run."""
 
 
-class Fail(Component):
+class Fail(Component[FailParams]):
     """Fail with ``message`` (always, or the first ``fail_times`` attempts): for failure policies and retries."""
 
     __slots__ = ()
@@ -102,16 +103,16 @@ class Fail(Component):
     summary = "fail with `message` (always, or only the first `fail_times` attempts)"
     Params = FailParams
 
-    async def run(self, ctx: Any) -> None:
-        limit = self.params.fail_times  # type: ignore[attr-defined]
+    async def run(self, ctx: PipelineContext) -> None:
+        limit = self.params.fail_times
         if limit is not None:  # counted per run in the context, so a task object stays immutable
             seen = ctx.services.scratch.setdefault("demo.fail.attempts", {})
             seen[self.name] = seen.get(self.name, 0) + 1
             if seen[self.name] > limit:
                 return
-        if self.params.crash:  # type: ignore[attr-defined]
-            raise DemoCrash(self.params.message)  # type: ignore[attr-defined]
-        raise RuntimeError(self.params.message)  # type: ignore[attr-defined]
+        if self.params.crash:
+            raise DemoCrash(self.params.message)
+        raise RuntimeError(self.params.message)
 
 
 COMPONENTS = [Count, Sum, Sleep, Fail]

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dag_orchestrator.context import PipelineContext
 from dag_orchestrator.state import StateStore
 from task_components.base import Component
 
@@ -23,14 +24,14 @@ class StoredResultParams(BaseModel):
     task: str = Field(description="the task of that run whose result to take")
 
 
-class StoredResult(Component):
+class StoredResult(Component[StoredResultParams]):
     __slots__ = ()
     component = "run.result"
     summary = "the stored result of one task of an earlier run (nothing is run again)"
     Params = StoredResultParams
 
-    async def run(self, ctx: Any) -> Any:
-        p: StoredResultParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> Any:
+        p = self.params
         store = StateStore.existing(Path(p.run))
         done = store.succeeded()
         if p.task not in done:

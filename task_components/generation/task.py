@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from dag_orchestrator.backends import make_backend
+from dag_orchestrator.context import PipelineContext
 from task_components.base import Component
 from task_components.contracts import GenerationResult, with_info
 from task_components.generation.columns import generate_chunk
@@ -52,8 +53,8 @@ class GenerateParams(BaseModel):
         self._schema = apply_layout(resolve_schema(self.schema_ref), self.partitions, self.shards)
         return self
 
-    @property
-    def schema(self) -> CollectionSchema:
+    @property  # the resolved schema: shadows pydantic's deprecated BaseModel.schema() classmethod, never used
+    def schema(self) -> CollectionSchema:  # type: ignore[override]
         return self._schema
 
 
@@ -117,7 +118,7 @@ async def generate_batches(params: GenerateParams, backend: Any) -> Any:
         yield with_info(batch, info)
 
 
-class Generate(Component):
+class Generate(Component[GenerateParams]):
     __slots__ = ()
     component = "generate"
     Result = GenerationResult
@@ -126,15 +127,16 @@ class Generate(Component):
     emits = True
     default_kind = "cpu"
 
-    async def run(self, ctx: Any) -> GenerationResult:
-        p: GenerateParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> GenerationResult:
+        p = self.params
         plan = ChunkPlan.for_schema(p.schema, p.total_rows, p.chunk_rows)
         started, done = time.perf_counter(), 0
         workers = p.workers if p.workers is not None else ctx.services.workers
         backend = make_backend(ctx.services.backend, workers, ctx.services.scheduler)
         async with backend:
-            if getattr(backend, "dashboard", None):
-                ctx.log.info("dask dashboard", url=backend.dashboard)
+            dashboard = getattr(backend, "dashboard", None)  # Dask only
+            if dashboard:
+                ctx.log.info("dask dashboard", url=dashboard)
             async for batch in generate_batches(p, backend):
                 await ctx.emit(batch)
                 done += batch.num_rows

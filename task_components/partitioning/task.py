@@ -14,6 +14,7 @@ from typing import Any, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dag_orchestrator.context import PipelineContext
 from task_components.base import Component
 from task_components.contracts import DataFile, GenerationResult, read_info
 from task_components.manifest import MANIFEST_NAME, FileEntry, Manifest, parse_size
@@ -60,7 +61,7 @@ def clear_dataset(out: Path) -> None:
         shutil.rmtree(shard_dir)
 
 
-class Partition(Component):
+class Partition(Component[PartitionParams]):
     __slots__ = ()
     component = "partition"
     Result = Manifest
@@ -71,16 +72,16 @@ class Partition(Component):
     emits = True
     default_kind = "io"
 
-    def output_dir(self, ctx: Any) -> Path:
-        p: PartitionParams = self.params  # type: ignore[assignment]
+    def output_dir(self, ctx: PipelineContext) -> Path:
+        p = self.params
         if p.out:
             return Path(p.out)
         if ctx.run_dir is None:
             raise ValueError("partition needs `out` when the run has no run directory")
         return Path(ctx.run_dir) / "data"
 
-    async def run(self, ctx: Any) -> Manifest:
-        p: PartitionParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> Manifest:
+        p = self.params
         if len(self.streams_from) != 1:
             raise ValueError(f"partition streams from exactly one generate task, got {list(self.streams_from)}")
         out = self.output_dir(ctx)
@@ -109,14 +110,15 @@ class Partition(Component):
         await self._emit(ctx, entries[emitted:], out)
         cs = schema_of(writer.schema)
         manifest = Manifest(
-            format=p.format, schema=cs, generation=info, files=entries, collection_config=collection_config(cs)
+            format=p.format, collection_schema=cs, generation=info, files=entries,
+            collection_config=collection_config(cs),
         )
         manifest.save(out)
         manifest.root = str(out)
         return manifest
 
     def _writer(self, out: Path, schema: Any, info: dict[str, Any]) -> DatasetWriter:
-        p: PartitionParams = self.params  # type: ignore[assignment]
+        p = self.params
         rows_per_file = p.rows_per_file
         if p.file_count:
             rows_per_file = -(-int(info.get("total_rows", 0)) // p.file_count) or None
@@ -125,7 +127,7 @@ class Partition(Component):
             compression=p.compression, threads=p.writer_threads,
         )  # fmt: skip
 
-    async def _emit(self, ctx: Any, entries: list[FileEntry], out: Path) -> int:
+    async def _emit(self, ctx: PipelineContext, entries: list[FileEntry], out: Path) -> int:
         """Emit closed files in plan order; returns how many were emitted."""
         if ctx.has_stream_consumers():
             for entry in entries:
@@ -159,7 +161,7 @@ class LoadParams(BaseModel):
     path: str = Field(description="a dataset directory (with meta.json), e.g. one made by `generate`")
 
 
-class LoadDataset(Component):
+class LoadDataset(Component[LoadParams]):
     """An existing dataset as a task result, so upload/import can run on files made earlier."""
 
     __slots__ = ()
@@ -168,8 +170,8 @@ class LoadDataset(Component):
     summary = "read an existing dataset directory's meta.json (files made by `generate` or milvus-ingest)"
     Params = LoadParams
 
-    async def run(self, ctx: Any) -> Manifest:
-        p: LoadParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> Manifest:
+        p = self.params
         path = Path(p.path)
         if not (path / MANIFEST_NAME).exists():
             raise FileNotFoundError(f"{path} has no {MANIFEST_NAME}: is it a dataset directory made by `generate`?")

@@ -17,6 +17,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from config.settings import Settings
+from dag_orchestrator.context import PipelineContext
 from dag_orchestrator.retry import with_retries
 from task_components.base import Component
 from task_components.contracts import DataFile, UploadedFile, UploadResult
@@ -63,7 +64,7 @@ def open_store(settings: Settings, run_dir: Path | None, p: UploadParams) -> Obj
     return LocalStore(root, s3.bucket)
 
 
-class Upload(Component):
+class Upload(Component[UploadParams]):
     __slots__ = ()
     component = "storage.upload"
     Result = UploadResult
@@ -75,8 +76,8 @@ class Upload(Component):
     retries_inside = True
     default_kind = "io"
 
-    async def run(self, ctx: Any) -> UploadResult:
-        p: UploadParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> UploadResult:
+        p = self.params
         settings: Settings = ctx.services.settings
         prefix = (p.prefix or f"{settings.s3.prefix}/{ctx.run_id}").strip("/")
         store = open_store(settings, ctx.run_dir, p)
@@ -127,7 +128,7 @@ class Upload(Component):
         return UploadResult(store=store.kind, bucket=store.bucket, prefix=prefix, files=done,
                             manifest_key=manifest_key, manifest=manifest, aborted_uploads=aborted)  # fmt: skip
 
-    def _manifest(self, ctx: Any) -> Manifest:
+    def _manifest(self, ctx: PipelineContext) -> Manifest:
         manifest = self.upstream(ctx, Manifest)
         if manifest is None:
             raise ValueError(f"storage.upload needs a partition task among its needs, got {list(self.needs)}")
