@@ -33,12 +33,14 @@ import hashlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
-import asyncpg
 import numpy as np
+import pyarrow as pa
 
+from task_components.clients import MilvusTarget, milvus_client, pg_connect
 from task_components.connect import count_rows
 from task_components.contracts import ImportResult, ShadowResult
 from task_components.datafiles import iter_batches
@@ -196,29 +198,38 @@ def pair_changes(
 
 
 # -- the three sides, streamed ----------------------------------------------------------------------------
+def _column(batch: pa.RecordBatch, f: FieldSchema) -> Any:
+    return batch.column(f.name)
+
+
+def _values(rows: list[Any], f: FieldSchema) -> list[Any]:
+    """A field's values from Milvus' row dicts or asyncpg records (both answer ``get``)."""
+    return [r.get(f.name) for r in rows]
+
+
+def _place(path: str, offset: int, i: int) -> str:
+    return f"{path}:{offset + i}"
+
+
 def _source(imported: ImportResult, fields: list[FieldSchema], batch_rows: int) -> Iterator[Batch]:
     manifest = imported.manifest
     for entry in manifest.files:
         offset = 0
         for b in iter_batches(manifest, entry, batch_rows, columns=[f.name for f in fields]):
-            yield _batch(
-                fields,
-                lambda f, b=b: b.column(f.name),
-                b.num_rows,
-                True,
-                lambda i, o=offset, p=entry.path: f"{p}:{o + i}",
-            )
+            yield _batch(fields, partial(_column, b), b.num_rows, True, partial(_place, entry.path, offset))
             offset += b.num_rows
 
 
-def _milvus(imported: ImportResult, fields: list[FieldSchema], batch_rows: int) -> Iterator[Batch]:
+def _milvus(
+    imported: ImportResult, fields: list[FieldSchema], batch_rows: int, target: MilvusTarget
+) -> Iterator[Batch]:
     """Pages of ``pk > last``; a walk that reads other than count(*) rows is refused, not misreported.
 
     If the server ever returned a limited query's rows in another order, or the collection changed
     under the walk, rows would be skipped and blamed on Milvus as missing: the count says so instead.
     """
     pk = imported.info.collection_schema.primary.name
-    client = imported.info.milvus().client()
+    client = milvus_client(target)
     try:
         expected = count_rows(client, imported.collection)
         last, seen = -(2**63) + 1, 0  # the lowest the expression parser takes; AUTO_ID keys are positive
@@ -226,7 +237,7 @@ def _milvus(imported: ImportResult, fields: list[FieldSchema], batch_rows: int) 
         while rows := client.query(imported.collection, filter=f"{pk} > {last}", limit=batch_rows,
                                    output_fields=names, consistency_level="Strong"):  # fmt: skip
             keys = [r[pk] for r in rows]
-            yield _batch(fields, lambda f, rs=rows: [r.get(f.name) for r in rs], len(rows), False, keys.__getitem__)
+            yield _batch(fields, partial(_values, rows), len(rows), False, keys.__getitem__)
             last, seen = max(keys), seen + len(rows)
         if seen != expected:
             raise MilvusWalkError(f"Milvus {imported.collection!r}: the walk by primary key read {seen:,} rows but "
@@ -238,16 +249,15 @@ def _milvus(imported: ImportResult, fields: list[FieldSchema], batch_rows: int) 
 
 async def _shadow(dsn: str, shadow: ShadowResult, fields: list[FieldSchema], batch_rows: int) -> AsyncIterator[Batch]:
     cols = ", ".join(quote(c) for c in [shadow.key, *(f.name for f in fields)])
-    conn = await asyncpg.connect(dsn)
+    conn = await pg_connect(dsn)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             cursor = await conn.cursor(f"SELECT {cols} FROM {quote(shadow.table)}")
             while rows := await cursor.fetch(batch_rows):
                 keys = [r[shadow.key] for r in rows]
                 yield await anyio.to_thread.run_sync(
-                    lambda rs=rows, ks=keys: _batch(fields, lambda f: [r[f.name] for r in rs], len(rs), True,
-                                                    ks.__getitem__)
-                )  # fmt: skip
+                    partial(_batch, fields, partial(_values, rows), len(rows), True, keys.__getitem__)
+                )
     finally:
         await conn.close()
 
@@ -270,12 +280,12 @@ async def _each(side: str, reading: Callable[[], Any], visit: Callable[[Batch], 
 # -- the comparison ---------------------------------------------------------------------------------------
 async def compare_content(
     imported: ImportResult, shadow: ShadowResult, dsn: str, fields: list[FieldSchema], tolerance: float,
-    batch_rows: int = 2000, budget: int = 20_000,
+    batch_rows: int = 2000, budget: int = 20_000, target: MilvusTarget | None = None,
 ) -> ScanReport:  # fmt: skip
     """Findings {key, field, side, problem, hash, and the row's place on each side that holds it}."""
     readers: dict[str, Callable[[], Any]] = {
         "source": lambda: _source(imported, fields, batch_rows),
-        "milvus": lambda: _milvus(imported, fields, batch_rows),
+        "milvus": lambda: _milvus(imported, fields, batch_rows, target or imported.info.milvus()),
         "postgres": lambda: _shadow(dsn, shadow, fields, batch_rows),
     }
     buckets = {s: Buckets(Buckets.bits_for(imported.manifest.total_rows)) for s in SIDES}

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import numpy as np
 import pyarrow as pa
 
+from task_components.clients import MilvusTarget, pg_connect
 from task_components.contracts import ImportResult, ShadowResult
 from task_components.datafiles import iter_batches
 from task_components.schema.models import FieldSchema
@@ -40,14 +40,14 @@ class ScanReport:
 
 async def scan(
     imported: ImportResult, shadow: ShadowResult, dsn: str, fields: list[FieldSchema], tolerance: float,
-    batch_rows: int = 4000,
+    batch_rows: int = 4000, target: MilvusTarget | None = None,
 ) -> ScanReport:  # fmt: skip
     import anyio
 
     schema = imported.info.collection_schema
     pk = schema.primary.name
     report = ScanReport()
-    conn = await asyncpg.connect(dsn)
+    conn = await pg_connect(dsn)
     cols = ", ".join(quote(c) for c in [pk, *(f.name for f in fields)])
     sql = f"SELECT {cols} FROM {quote(shadow.table)} WHERE {quote(pk)} = ANY($1)"
     columns = [pk, *(f.name for f in fields)]
@@ -55,7 +55,7 @@ async def scan(
     try:
         while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:  # reads off the loop
             keys = batch.column(pk).to_pylist()
-            milvus = await anyio.to_thread.run_sync(milvus_rows, imported, keys, fields)
+            milvus = await anyio.to_thread.run_sync(milvus_rows, imported, keys, fields, target)
             for key, n in milvus.duplicates.items():
                 report.add(key, None, "milvus", f"key stored {n} times")
             if len(set(keys)) != len(keys):

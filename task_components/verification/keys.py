@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from task_components import keyexpr
+from task_components.clients import MilvusTarget
 from task_components.contracts import ImportResult
 from task_components.datafiles import iter_batches
 from task_components.keyexpr import INT64_MAX
@@ -25,7 +26,8 @@ __all__ = ["missing_keys"]
 
 
 def missing_keys(
-    imported: ImportResult, batch_rows: int = 4000, show: int = 5, progress: Callable[[int], None] | None = None
+    imported: ImportResult, batch_rows: int = 4000, show: int = 5, progress: Callable[[int], None] | None = None,
+    target: MilvusTarget | None = None,
 ) -> Check:
     schema = imported.info.collection_schema
     pk = schema.primary.name
@@ -34,7 +36,7 @@ def missing_keys(
     repeated: dict[Any, int] = {}
     checked = 0
     ints = schema.primary.type is FieldType.INT64
-    client = imported.info.milvus().client()
+    client = (target or imported.info.milvus()).client()
     try:
         for entry in manifest.files:
             for batch in iter_batches(manifest, entry, batch_rows, columns=[pk]):

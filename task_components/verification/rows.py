@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from task_components import keyexpr
+from task_components.clients import MilvusTarget
 from task_components.contracts import ImportResult, Manifest
 from task_components.datafiles import read_table
 from task_components.schema.models import FieldType
@@ -38,14 +39,17 @@ class KeyedRows(dict[Any, dict[str, Any]]):
     unreadable: set[Any]
 
 
-def milvus_rows(result: ImportResult, keys: list[Any], fields: list[Any]) -> KeyedRows:
+def milvus_rows(
+    result: ImportResult, keys: list[Any], fields: list[Any], target: MilvusTarget | None = None
+) -> KeyedRows:
+    """Milvus' rows of ``keys``; ``target`` (with its token) defaults to the recorded one."""
     primary = result.info.collection_schema.primary
     pk, ints = primary.name, primary.type is FieldType.INT64
     rows = KeyedRows()
     rows.duplicates, rows.unreadable = {}, set()
     if not keys:
         return rows
-    client = result.info.milvus().client()
+    client = (target or result.info.milvus()).client()
     try:
         got = client.query(result.collection, filter=keyexpr.pk_in(pk, keys, ints),
                            output_fields=[pk, *(f.name for f in fields)], consistency_level="Strong")  # fmt: skip

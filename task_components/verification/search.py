@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from task_components.clients import MilvusTarget
 from task_components.contracts import ImportResult
 from task_components.datafiles import iter_batches
 from task_components.vectors import scores, search_params
@@ -40,7 +41,8 @@ def sample_queries(imported: ImportResult, field: str, n: int) -> np.ndarray:
 
 
 def search_recall(
-    imported: ImportResult, queries_n: int, k: int, threshold: float, overrides: dict[str, Any] | None = None
+    imported: ImportResult, queries_n: int, k: int, threshold: float, overrides: dict[str, Any] | None = None,
+    target: MilvusTarget | None = None,
 ) -> Check | None:
     schema = imported.info.collection_schema
     vector = next((f for f in schema.fields if f.type.value == "FloatVector"), None)
@@ -51,7 +53,7 @@ def search_recall(
     queries = sample_queries(imported, vector.name, queries_n)
     exact = exact_top_k(imported, vector.name, schema.primary.name, queries, k, metric)
     params: dict[str, Any] = {"metric_type": metric, "params": search_params(index, k, overrides)}
-    client = imported.info.milvus().client()
+    client = (target or imported.info.milvus()).client()
     try:
         hits: list[Any] = []
         for start in range(0, len(queries), 100):

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-import asyncpg
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from dag_orchestrator.context import PipelineContext
 from task_components import keyexpr
 from task_components.base import Component
+from task_components.clients import MilvusTarget, milvus_client, milvus_target, pg_connect
 from task_components.connect import count_rows, shadow_dsn
 from task_components.contracts import ImportResult, ShadowResult
 from task_components.errors import ShadowValidationError
@@ -77,7 +78,10 @@ def unreadable_note(keys: set[Any]) -> str:
     return f"; key {', '.join(map(str, sorted(keys)))}: {keyexpr.UNREADABLE}" if keys else ""
 
 
-def compare_sample(result: ImportResult, tolerance: float, n: int, threshold: float = 1.0, which: str = "all") -> Check:
+def compare_sample(
+    result: ImportResult, tolerance: float, n: int, threshold: float = 1.0, which: str = "all",
+    target: MilvusTarget | None = None,
+) -> Check:  # fmt: skip
     """Sampled keys field by field; ``threshold`` forgives value mismatches, never a missing or repeated key."""
     schema = result.info.collection_schema
     pk = schema.primary
@@ -88,7 +92,7 @@ def compare_sample(result: ImportResult, tolerance: float, n: int, threshold: fl
     fields = [f for f in schema.data_fields() if not f.is_primary and which != "none"]
     if which == "scalar":
         fields = [f for f in fields if not f.type.is_vector]
-    by_key = milvus_rows(result, keys, fields)
+    by_key = milvus_rows(result, keys, fields, target)
     absent_keys = {k for k in keys if k not in by_key and k not in by_key.unreadable}
     problems = [f"{pk.name}={k}: missing in Milvus" for k in keys if k in absent_keys]
     problems += [f"{pk.name}={k}: stored {n} times in Milvus" for k, n in by_key.duplicates.items()]
@@ -114,22 +118,25 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def current_target(ctx: Any, imported: ImportResult) -> ImportResult:
-    """Verify against MILVUS__URI when it is set (and say so when it differs from the recorded one)."""
+def current_target(ctx: PipelineContext, imported: ImportResult) -> tuple[ImportResult, MilvusTarget]:
+    """Verify against MILVUS__URI when it is set (and say so when it differs from the recorded one).
+
+    The target comes with its token, read from the settings: the recorded result holds none.
+    """
     settings = ctx.services.settings
     recorded = imported.info.target
-    uri = settings.milvus.uri if settings is not None else None
+    uri = settings.milvus.uri
     if not uri or uri == recorded["uri"]:
         ctx.log.info("verifying against the Milvus the import used", uri=recorded["uri"])
-        return imported
-    token = settings.milvus.token.get_secret_value() if settings.milvus.token else None
-    target = {"uri": uri, "token": token, "db_name": settings.milvus.db_name, "lite": uri.endswith(".db")}
+        return imported, imported.info.milvus(settings)
+    target = milvus_target(settings, ctx.run_dir)
     ctx.log.warning("verifying against MILVUS__URI, not the Milvus the import recorded", uri=uri,
                     recorded=recorded["uri"])  # fmt: skip
-    return imported.model_copy(update={"info": imported.info.model_copy(update={"target": target})})
+    info = imported.info.model_copy(update={"target": target.public()})
+    return imported.model_copy(update={"info": info}), target
 
 
-class Verify(Component):
+class Verify(Component[VerifyParams]):
     __slots__ = ()
     component = "verify"
     Result = VerifyResult
@@ -139,19 +146,19 @@ class Verify(Component):
     default_kind = "milvus"
 
     def required_inputs(self) -> list[tuple[type, ...]]:
-        extra = [(ShadowResult,)] if self.params.level in ("scalar", "full") else []  # type: ignore[attr-defined]
+        extra = [(ShadowResult,)] if self.params.level in ("scalar", "full") else []
         return [*super().required_inputs(), *extra]
 
-    async def run(self, ctx: Any) -> VerifyResult:
-        p: VerifyParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> VerifyResult:
+        p = self.params
         imported = self.upstream(ctx, ImportResult)
         if imported is None:
             raise ValueError("verify needs a milvus.bulk_import or milvus.insert task among its needs")
-        imported = current_target(ctx, imported)
+        imported, target = current_target(ctx, imported)
         started = time.perf_counter()
 
         def count() -> Check:
-            client = imported.info.milvus().client()
+            client = milvus_client(target)
             try:
                 n = count_rows(client, imported.collection)  # loads it first if released
             finally:
@@ -167,7 +174,9 @@ class Verify(Component):
             def report(n: int) -> None:  # from the worker thread: observers run on the event loop
                 anyio.from_thread.run_sync(lambda: ctx.progress(done=n, total=total, unit="keys"))
 
-            checks.append(await anyio.to_thread.run_sync(lambda: missing_keys(imported, progress=report)))
+            checks.append(await anyio.to_thread.run_sync(
+                lambda: missing_keys(imported, progress=report, target=target)
+            ))  # fmt: skip
         findings: list[dict[str, Any]] = []
         shadow = self.upstream(ctx, ShadowResult)
         if p.level in ("scalar", "full") and shadow is None:
@@ -181,18 +190,18 @@ class Verify(Component):
         if p.level == "sample":
             checks.append(
                 await anyio.to_thread.run_sync(
-                    compare_sample, imported, p.tolerance, p.sample, p.sample_threshold, p.sample_fields
+                    compare_sample, imported, p.tolerance, p.sample, p.sample_threshold, p.sample_fields, target
                 )
             )
             if shadow is not None:
-                three, findings = await self._three_way(dsn, imported, shadow, p)
+                three, findings = await self._three_way(dsn, imported, shadow, p, target)
                 checks.append(three)
         elif p.level in ("scalar", "full") and shadow is not None:
-            scan_check, findings = await self._scan(dsn, imported, shadow, p)
+            scan_check, findings = await self._scan(dsn, imported, shadow, p, target)
             checks.append(scan_check)
         if p.level != "count" and p.search:
             searched = await anyio.to_thread.run_sync(
-                search_recall, imported, p.search, p.search_k, p.recall_threshold, p.search_params
+                search_recall, imported, p.search, p.search_k, p.recall_threshold, p.search_params, target
             )
             if searched is not None:
                 checks.append(searched)
@@ -210,7 +219,7 @@ class Verify(Component):
         return result
 
     async def _scan(
-        self, dsn: str, imported: ImportResult, shadow: ShadowResult, p: VerifyParams
+        self, dsn: str, imported: ImportResult, shadow: ShadowResult, p: VerifyParams, target: MilvusTarget
     ) -> tuple[Check, list[dict[str, Any]]]:
         schema = imported.info.collection_schema
         name = f"{p.level} scan"
@@ -218,10 +227,10 @@ class Verify(Component):
         if p.level == "scalar":
             fields = [f for f in fields if not f.type.is_vector]
         if schema.primary.auto_id:  # no key joins the sides: match rows by content
-            report = await compare_content(imported, shadow, dsn, fields, p.tolerance)
+            report = await compare_content(imported, shadow, dsn, fields, p.tolerance, target=target)
             agree = "agree by content"
         else:
-            report = await scan(imported, shadow, dsn, fields, p.tolerance)
+            report = await scan(imported, shadow, dsn, fields, p.tolerance, target=target)
             agree = "agree"
         if not report.by_side:
             detail = f"{report.rows:,} rows x {len(fields)} fields {agree} on source, milvus, postgres"
@@ -234,7 +243,7 @@ class Verify(Component):
         return Check(name=name, passed=False, detail=f"{report.rows:,} rows: {blame}: {first}"), report.findings
 
     async def _shadow_count(self, dsn: str, shadow: ShadowResult, expected: int) -> Check:
-        conn = await asyncpg.connect(dsn)
+        conn = await pg_connect(dsn)
         try:
             n = await conn.fetchval(f"SELECT count(*) FROM {quote(shadow.table)}")
         finally:
@@ -242,7 +251,7 @@ class Verify(Component):
         return Check(name="shadow count", passed=n == expected, detail=f"postgres {n:,} rows, source {expected:,} rows")
 
     async def _three_way(
-        self, dsn: str, imported: ImportResult, shadow: ShadowResult, p: VerifyParams
+        self, dsn: str, imported: ImportResult, shadow: ShadowResult, p: VerifyParams, target: MilvusTarget
     ) -> tuple[Check, list[dict[str, Any]]]:
         schema = imported.info.collection_schema
         if schema.primary.auto_id:
@@ -250,7 +259,7 @@ class Verify(Component):
         source = await anyio.to_thread.run_sync(sample_source_rows, imported.manifest, p.sample)
         fields = [f for f in schema.data_fields() if not f.is_primary]
         keys = source.column(schema.primary.name).to_pylist()
-        milvus = await anyio.to_thread.run_sync(milvus_rows, imported, keys, fields)
+        milvus = await anyio.to_thread.run_sync(milvus_rows, imported, keys, fields, target)
         pg = await fetch_shadow(dsn, shadow, keys, fields)
         if milvus.unreadable:  # present in Milvus, but its fields cannot be read: not compared
             keep = [i for i, k in enumerate(keys) if k not in milvus.unreadable]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 import pyarrow as pa
 
+from task_components.clients import pg_connect
 from task_components.contracts import ShadowResult
 from task_components.schema.models import FieldSchema
 from task_components.schema.postgres import quote
@@ -20,7 +20,7 @@ from task_components.verification.compare import same_value
 
 async def fetch_shadow(dsn: str, shadow: ShadowResult, keys: list[Any], fields: list[FieldSchema]) -> dict[Any, dict]:
     cols = ", ".join(quote(c) for c in [shadow.key, *(f.name for f in fields)])
-    conn = await asyncpg.connect(dsn)
+    conn = await pg_connect(dsn)
     try:
         rows = await conn.fetch(f"SELECT {cols} FROM {quote(shadow.table)} WHERE {quote(shadow.key)} = ANY($1)", keys)
     finally:
