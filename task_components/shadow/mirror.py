@@ -37,6 +37,7 @@ import asyncpg
 import pyarrow as pa
 import structlog
 
+from task_components.clients import pg_pool
 from task_components.errors import (
     CollectionNotFoundError,
     ShadowConnectionError,
@@ -125,7 +126,7 @@ class ShadowStore:
     async def pool(self) -> asyncpg.Pool:
         if self._pool is None:
             try:
-                self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_max)
+                self._pool = await pg_pool(self.dsn, min_size=1, max_size=self.pool_max)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
                 raise ShadowConnectionError(
                     f"cannot reach the shadow PostgreSQL ({type(exc).__name__}: {exc}); nothing was written"

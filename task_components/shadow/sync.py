@@ -31,8 +31,10 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from config.settings import Settings
+from dag_orchestrator.context import PipelineContext
 from dag_orchestrator.retry import with_retries
 from task_components.base import Component
+from task_components.clients import pg_pool
 from task_components.connect import shadow_dsn
 from task_components.contracts import GenerationResult, ShadowResult
 from task_components.errors import ShadowConnectionError, SyncError
@@ -81,7 +83,7 @@ def _collection_of(task: Any) -> str | None:
     return resolve_schema(ref).collection_name
 
 
-class ShadowSync(Component):
+class ShadowSync(Component[ShadowParams]):
     __slots__ = ("_pipeline_collection",)
     collection_tasks: ClassVar[tuple[str, ...]] = ("milvus.create_collection", "milvus.existing")
     component = "shadow.sync"
@@ -94,8 +96,8 @@ class ShadowSync(Component):
     retries_inside = True
     default_kind = "io"
 
-    async def run(self, ctx: Any) -> ShadowResult:
-        p: ShadowParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> ShadowResult:
+        p = self.params
         if len(self.streams_from) != 1:
             raise ValueError(f"shadow.sync streams from exactly one generate task, got {list(self.streams_from)}")
         settings: Settings = ctx.services.settings
@@ -129,7 +131,7 @@ class ShadowSync(Component):
         """Find the collection this table shadows when ``collection``/``table`` do not say (the DAG is built
         once per run, before anything runs); several different ones are ambiguous: exit 2, asking which."""
         self._pipeline_collection = None
-        p: ShadowParams = self.params  # type: ignore[assignment]
+        p = self.params
         if p.collection or p.table:
             return None
         names = {
@@ -145,16 +147,16 @@ class ShadowSync(Component):
 
     def collection(self, schema: CollectionSchema) -> str:
         """The Milvus collection shadowed: ``collection``, the pipeline's one collection, or the schema's name."""
-        p: ShadowParams = self.params  # type: ignore[assignment]
+        p = self.params
         return p.collection or getattr(self, "_pipeline_collection", None) or schema.collection_name
 
     def _table(self, schema: CollectionSchema) -> str:
-        return self.params.table or table_name(self.collection(schema))  # type: ignore[attr-defined]
+        return self.params.table or table_name(self.collection(schema))
 
-    async def _connect(self, ctx: Any, dsn: str, p: ShadowParams) -> Any:
+    async def _connect(self, ctx: PipelineContext, dsn: str, p: ShadowParams) -> Any:
         try:
             return await with_retries(
-                lambda: asyncpg.create_pool(dsn, min_size=min(p.pool_min, p.pool_max), max_size=p.pool_max),
+                lambda: pg_pool(dsn, min_size=min(p.pool_min, p.pool_max), max_size=p.pool_max),
                 self.inner_retry(),
                 pg_transient,
                 what="connecting to the shadow PostgreSQL",
@@ -171,7 +173,8 @@ class ShadowSync(Component):
             await conn.execute(create_table_sql(schema, self._table(schema), if_not_exists=True))
 
     async def _copy(
-        self, ctx: Any, pool: Any, schema: CollectionSchema, batch: pa.RecordBatch, offset: int, slots: Any
+        self, ctx: PipelineContext, pool: Any, schema: CollectionSchema, batch: pa.RecordBatch, offset: int,
+        slots: anyio.Semaphore,
     ) -> None:
         table, key = self._table(schema), key_column(schema)
         attempt = 0
