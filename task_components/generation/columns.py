@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +25,7 @@ from task_components.schema.defaults import DEFAULT_SHARE
 from task_components.schema.models import CollectionSchema, DynamicFieldSchema, FieldSchema
 from task_components.schema.types import Distinct, spec
 from task_components.schema.types.generate import json_objects, to_bfloat16_bytes
+from task_components.schema.types.spec import install_plugins, pack_plugins
 from task_components.schema.types.text import text
 
 __all__ = ["field_rng", "generate_chunk", "generate_column", "primary_keys", "to_bfloat16_bytes"]
@@ -128,7 +130,7 @@ def _parsed(schema_json: str) -> tuple[CollectionSchema, pa.Schema]:
     return schema, arrow_schema(schema)
 
 
-def generate_chunk(schema_json: str, seed: int, index: int, start: int, rows: int, total_rows: int) -> pa.RecordBatch:
+def _generate_chunk(schema_json: str, seed: int, index: int, start: int, rows: int, total_rows: int) -> pa.RecordBatch:
     schema, arrow = _parsed(schema_json)
     positions = {f.name: i for i, f in enumerate(schema.fields)}
     columns = [
@@ -138,3 +140,29 @@ def generate_chunk(schema_json: str, seed: int, index: int, start: int, rows: in
     if schema.enable_dynamic_field:
         columns.append(_dynamic(schema.dynamic_fields, field_rng(seed, index, len(schema.fields)), rows))
     return pa.RecordBatch.from_arrays(columns, schema=arrow)
+
+
+class _ChunkFunction:
+    """``generate_chunk`` as jobs carry it: pickled with the plugin types registered in this process.
+
+    Why: workers fork from a forkserver that never ran the parent's ``register_type``; unpickling the
+    function there registers the same rows first, so a type added by one call generates in every worker.
+    With no plugin type it pickles as a plain reference, as a function would.
+    """
+
+    def __call__(
+        self, schema_json: str, seed: int, index: int, start: int, rows: int, total_rows: int
+    ) -> pa.RecordBatch:
+        return _generate_chunk(schema_json, seed, index, start, rows, total_rows)
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        packed = pack_plugins()
+        return "generate_chunk" if packed is None else (_with_plugins, packed)
+
+
+def _with_plugins(names: tuple[str, ...], rows: bytes) -> _ChunkFunction:
+    install_plugins(names, rows)
+    return generate_chunk
+
+
+generate_chunk = _ChunkFunction()

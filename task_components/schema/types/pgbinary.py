@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from task_components.schema.types.spec import BinaryEncoder, Field, spec
 
-__all__ = ["Fixed", "Part", "Runs", "Unencodable", "bytea", "pg_array", "scalar", "text"]
+__all__ = ["Fixed", "Part", "Runs", "Unencodable", "bytea", "framed", "pg_array", "scalar", "text", "validity"]
 
 _NULL = np.frombuffer(struct.pack(">i", -1), np.uint8)
 _OID = {"real": 700, "smallint": 21}  # built-in type OIDs: fixed across PostgreSQL versions
@@ -47,7 +47,7 @@ class Runs:
 Part = Fixed | Runs
 
 
-def _valid(col: pa.Array) -> np.ndarray | None:
+def validity(col: pa.Array) -> np.ndarray | None:
     """Per-row validity from the Arrow bitmap, or None when the column has no NULLs (the common case)."""
     return col.is_valid().to_numpy(zero_copy_only=False) if col.null_count else None
 
@@ -58,7 +58,7 @@ def _u8(a: np.ndarray) -> np.ndarray:
     return a.view(np.uint8).reshape(len(a), a.dtype.itemsize * int(np.prod(a.shape[1:])))  # 0 rows too
 
 
-def _framed(payload: np.ndarray, valid: np.ndarray | None) -> Part:
+def framed(payload: np.ndarray, valid: np.ndarray | None) -> Part:
     """Prefix every row's payload (an (n, w) uint8 matrix) with its length; NULL rows become ``-1``."""
     n, w = payload.shape
     rows = np.empty((n, 4 + w), np.uint8)
@@ -81,9 +81,9 @@ def scalar(be: str) -> BinaryEncoder:
     """Numbers and booleans: the Arrow values cast to the PostgreSQL column's big-endian type."""
 
     def encode(col: pa.Array, f: Field | None) -> list[Part]:
-        valid = _valid(col)
+        valid = validity(col)
         values = col.fill_null(False if pa.types.is_boolean(col.type) else 0) if valid is not None else col
-        return [_framed(_u8(values.to_numpy(zero_copy_only=False).astype(be)), valid)]
+        return [framed(_u8(values.to_numpy(zero_copy_only=False).astype(be)), valid)]
 
     return encode
 
@@ -109,7 +109,7 @@ def text(version: bytes = b"") -> BinaryEncoder:
         n = len(col)
         offsets, data = _string_buffers(col)
         sizes = np.diff(offsets)
-        valid = _valid(col)
+        valid = validity(col)
         lengths = (sizes + extra).astype(">i4")
         if valid is not None:
             lengths[~valid] = -1
@@ -145,7 +145,7 @@ def pg_array(elem_pg: str, elem_be: str) -> BinaryEncoder:
     oid, elem_size = _OID[elem_pg], np.dtype(elem_be).itemsize
 
     def encode(col: pa.Array, f: Field | None) -> list[Part]:
-        valid = _valid(col)
+        valid = validity(col)
         m = _dense_matrix(col, f, valid)
         dim = m.shape[1]
         elem = np.dtype([("len", ">i4"), ("v", elem_be)])
@@ -162,5 +162,5 @@ def pg_array(elem_pg: str, elem_be: str) -> BinaryEncoder:
 
 def bytea(col: pa.Array, f: Field | None) -> list[Part]:
     """Byte vectors (binary, float16, bfloat16) as bytea: the row's bytes as they are."""
-    valid = _valid(col)
-    return [_framed(_dense_matrix(col, f, valid).astype(np.uint8, copy=False), valid)]
+    valid = validity(col)
+    return [framed(_dense_matrix(col, f, valid).astype(np.uint8, copy=False), valid)]

@@ -14,9 +14,10 @@ there is no other table to teach.
 from __future__ import annotations
 
 import enum
+import pickle
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
@@ -167,6 +168,14 @@ Canonical = Callable[[Field, list[Any], bool], list[bytes]]
 DefaultCheck = Callable[[Field, Any], None]
 
 
+def same_width(dim: int) -> int:
+    return dim
+
+
+def eight_bytes(f: Field) -> int:
+    return 8
+
+
 def pylist(col: pa.Array, f: Field) -> list[Any]:
     return col.to_pylist()
 
@@ -191,10 +200,10 @@ class TypeSpec:
     storage: Storage = "scalar"
     numpy: Any = None  # element dtype of the dense view (vectors) or of the Arrow values (scalars)
     view: Any = None  # dtype pymilvus wants rows viewed as, when not the Arrow element dtype
-    width: Callable[[int], int] = field(default=lambda dim: dim)
+    width: Callable[[int], int] = same_width
     to_milvus: Convert = pylist
     to_copy: Convert = pylist
-    row_bytes: Callable[[Field], int] = field(default=lambda f: 8)
+    row_bytes: Callable[[Field], int] = eight_bytes
     equal: Equal = eq_plain
     family: Family = "other"
     value_range: tuple[float, float] | None = None  # what the type can hold (min/max/default checks)
@@ -243,3 +252,36 @@ def spec(f: Field | FieldType) -> TypeSpec:
         return TYPES[t]
     except KeyError:
         raise KeyError(f"field type {t} has no entry in the field-type table (register_type)") from None
+
+
+def plugin_types() -> list[TypeSpec]:
+    """The rows registered for type names that are not Milvus's own (a plugin's, a test's)."""
+    return [s for t, s in TYPES.items() if t.name not in _BUILTIN_NAMES]
+
+
+def pack_plugins() -> tuple[tuple[str, ...], bytes] | None:
+    """The plugin rows as (type names, pickled rows), for a process that never saw their ``register_type``.
+
+    Why: worker processes start from a forkserver that imported the table before any plugin registered;
+    a job that carries this installs the rows there (``install_plugins``). The rows' functions travel by
+    reference (module and name), so they must be module-level functions, not lambdas.
+    """
+    rows = plugin_types()
+    if not rows:
+        return None
+    try:
+        return tuple(s.type.value for s in rows), pickle.dumps(rows)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        names = ", ".join(s.type.value for s in rows)
+        raise TypeError(
+            f"field type(s) {names} cannot be sent to worker processes ({exc}); define the TypeSpec's functions "
+            "at module level (not lambdas or closures), or generate with workers: 0"
+        ) from exc
+
+
+def install_plugins(names: tuple[str, ...], rows: bytes) -> None:
+    """Register rows packed by ``pack_plugins`` (the names first: unpickling a row needs its type name)."""
+    for name in names:
+        FieldType.extend(name)
+    for row in pickle.loads(rows):  # our own job payload, from the parent process
+        register_type(row)
