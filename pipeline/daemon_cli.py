@@ -7,7 +7,6 @@ reason is printed), and 1 with a message if no outcome came within ``--timeout``
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +19,8 @@ from rich.markup import escape
 from config.settings import Settings
 from pipeline.cli_common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, app, err, fail_invalid, load_settings, out
 from pipeline.spec import SpecError, parse_overrides, read_yaml
-from task_components.connect import ensure_topics, kafka_options, mongo_uri
+from task_components.clients import kafka_consumer, kafka_options, kafka_producer, mongo_uri
+from task_components.connect import ensure_topics
 
 __all__ = ["daemon", "submit"]
 
@@ -87,8 +87,9 @@ async def _serve(settings: Settings, partitions: int) -> None:
         ledger = MongoLedger(mongo_uri(settings), settings.mongodb.database, d.ledger_table)
         await Daemon(settings, ledger).run()
         return
-    if d.ledger_dsn is not None or settings.postgres.dsn is not None:
-        dsn = (d.ledger_dsn or settings.postgres.dsn).get_secret_value()  # type: ignore[union-attr]
+    secret = d.ledger_dsn or settings.postgres.dsn
+    if secret is not None:
+        dsn = secret.get_secret_value()
     else:
         from task_components.connect import embedded_dsn
 
@@ -137,7 +138,7 @@ def submit(
 
 
 async def _submit(settings: Settings, request: dict[str, Any], wait: bool, timeout: float) -> int:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka import TopicPartition
 
     from pipeline.daemon.policy import sign
 
@@ -145,7 +146,7 @@ async def _submit(settings: Settings, request: dict[str, Any], wait: bool, timeo
     consumer = None
     if wait:  # position at the status topic's end before sending, so no event of ours is missed
         await ensure_topics(settings, k.status_topic, 4)
-        consumer = AIOKafkaConsumer(**kafka_options(settings), enable_auto_commit=False)
+        consumer = kafka_consumer(settings, enable_auto_commit=False)
         try:
             await consumer.start()
         except BaseException:
@@ -160,7 +161,7 @@ async def _submit(settings: Settings, request: dict[str, Any], wait: bool, timeo
         await consumer.seek_to_end(*tps)
         for tp in tps:
             await consumer.position(tp)
-    producer = AIOKafkaProducer(**kafka_options(settings), enable_idempotence=False, acks="all")
+    producer = kafka_producer(settings, enable_idempotence=False, acks="all")
     try:
         await producer.start()
         value = json.dumps(request).encode()
@@ -173,7 +174,7 @@ async def _submit(settings: Settings, request: dict[str, Any], wait: bool, timeo
         raise
     finally:
         await producer.stop()
-    out.print(f"request {rid} sent to {k.request_topic}", highlight=False)
+    out.print(escape(f"request {rid} sent to {k.request_topic}"), highlight=False)
     if consumer is None:
         return EXIT_OK
     try:
@@ -183,18 +184,18 @@ async def _submit(settings: Settings, request: dict[str, Any], wait: bool, timeo
 
 
 async def _follow(consumer: Any, rid: str, timeout: float) -> int:
+    """The request's events as they arrive (each message wakes it; nothing polls) until its final one."""
     ends = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "rejected": EXIT_INVALID}
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up:
-        for messages in (await consumer.getmany(timeout_ms=500)).values():
-            for msg in messages:
-                if msg.key is None or msg.key.decode(errors="replace") != rid:
-                    continue
-                event = json.loads(msg.value)
-                out.print(_line(event), highlight=False)
-                if event.get("event") in ends:
-                    return ends[event["event"]]
-    err.print(f"[bold red]error:[/] no outcome for request {rid} within {timeout:g} s (is a daemon running?)")
+    with anyio.move_on_after(timeout):
+        async for msg in consumer:
+            if msg.key is None or msg.key.decode(errors="replace") != rid:
+                continue
+            event = json.loads(msg.value)
+            out.print(_line(event), highlight=False)
+            if event.get("event") in ends:
+                return ends[event["event"]]
+    err.print(f"[bold red]error:[/] {escape(f'no outcome for request {rid} within {timeout:g} s')} "
+              "(is a daemon running?)")  # fmt: skip
     return EXIT_FAILED
 
 

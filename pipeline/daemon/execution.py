@@ -76,7 +76,12 @@ def prepare_request(request: Request, run_id: str, settings: Settings) -> Prepar
     # PIPELINE__BACKEND=dask: runs use the cluster
     options = RunOptions(run_dir=p.run_dir, resume=run_id if resumed else None, backend=p.backend,
                          scheduler=p.scheduler)  # fmt: skip
-    return Prepared(prepare_spec(resolved.spec, file, message.params, options, run_id, path), options, resumed)
+    # the intake's DAG serves the first run; a request prepared again in this process (its end was not
+    # recorded) gets fresh task objects, as a resume in a new process would
+    dag = resolved.dag if request.prepared == 0 else None
+    run = prepare_spec(resolved.spec, file, message.params, options, run_id, path, dag=dag)
+    request.prepared += 1
+    return Prepared(run, options, resumed)
 
 
 def outcome_of(prepared: Prepared, result: RunResult, started: float) -> Outcome:

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import asyncpg
+from task_components.clients import pg_pool
+
+if TYPE_CHECKING:
+    import asyncpg
 
 __all__ = ["Claim", "Ledger", "LedgerRow", "PostgresLedger", "lost_claim"]
 
@@ -80,7 +83,7 @@ class PostgresLedger:
         self.pool: asyncpg.Pool | None = None
 
     async def open(self) -> None:
-        self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.connections)
+        self.pool = await pg_pool(self.dsn, min_size=1, max_size=self.connections)
         # two daemons starting together both run this: the lock makes the second wait, not fail
         async with self.pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.table)

@@ -10,12 +10,16 @@ PyMongo's async API (``AsyncMongoClient``) is Motor's official successor.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from pipeline.daemon.ledger import Claim, LedgerRow, lost_claim
+from task_components.clients import mongo_client
+
+if TYPE_CHECKING:
+    from pymongo import AsyncMongoClient
 
 __all__ = ["MongoLedger"]
 
@@ -36,7 +40,7 @@ class MongoLedger:
         return self.client[self.database][self.collection]
 
     async def open(self) -> None:
-        self.client = AsyncMongoClient(self.uri, tz_aware=True, serverSelectionTimeoutMS=10_000)
+        self.client = mongo_client(self.uri, tz_aware=True, serverSelectionTimeoutMS=10_000)
         await self.client.admin.command("ping")
 
     async def close(self) -> None:

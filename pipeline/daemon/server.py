@@ -20,11 +20,10 @@ import os
 import signal
 import socket
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from config.settings import Settings
 from pipeline.daemon.execution import Execution
@@ -33,7 +32,10 @@ from pipeline.daemon.intake import Intake, Rebalance
 from pipeline.daemon.ledger import Ledger
 from pipeline.daemon.state import Board
 from pipeline.daemon.status import StatusPublisher
-from task_components.connect import kafka_options
+from task_components.clients import kafka_consumer, kafka_producer
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 __all__ = ["Daemon", "DaemonStartError"]
 
@@ -69,10 +71,9 @@ class Daemon:
             await self.ledger.open()
         except Exception as exc:
             raise DaemonStartError(f"cannot open the request ledger: {type(exc).__name__}: {exc}") from exc
-        opts = kafka_options(self.settings)
-        producer = AIOKafkaProducer(**opts, linger_ms=2, enable_idempotence=False, acks="all")
-        consumer = AIOKafkaConsumer(
-            **opts, group_id=d.consumer_group, enable_auto_commit=False, auto_offset_reset="earliest",
+        producer = kafka_producer(self.settings, linger_ms=2, enable_idempotence=False, acks="all")
+        consumer = kafka_consumer(
+            self.settings, group_id=d.consumer_group, enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=d.session_timeout_ms, heartbeat_interval_ms=d.heartbeat_interval_ms,
             max_poll_interval_ms=3_600_000, fetch_max_wait_ms=50,  # a request waits 50 ms for company, not 500
             fetch_max_bytes=max(52_428_800, d.max_request_bytes * 2),

@@ -41,6 +41,7 @@ class Request:
     claim: Claim | None = None  # claimed together with its acceptance (it went straight to a free slot)
     scope: anyio.CancelScope | None = None  # the running pipeline's scope (a stop cancels it)
     interrupted: bool = False  # cancelled by a stop: resumable, not an outcome
+    prepared: int = 0  # runs set up for it in this process (the first uses the intake's DAG)
 
     @property
     def id(self) -> str:
