@@ -147,9 +147,9 @@ class Expression:
                 return _BINARY[type(op)](self._eval(left, rec), self._eval(right, rec))
             case ast.Compare(left=left, ops=ops, comparators=comparators):
                 current = self._eval(left, rec)
-                for op, comp in zip(ops, comparators, strict=True):
+                for cmp, comp in zip(ops, comparators, strict=True):
                     nxt = self._eval(comp, rec)
-                    if not _COMPARE[type(op)](current, nxt):
+                    if not _COMPARE[type(cmp)](current, nxt):
                         return False
                     current = nxt
                 return True

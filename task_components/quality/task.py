@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from task_components.base import ConfiguredComponent
 from task_components.contracts import BatchStage, BatchThresholdError, StreamBatch
 from task_components.quality.rules import Rule
 from task_components.streaming.detached import checkpoint
+from task_components.streaming.steps import StreamStage
 
 __all__ = ["DuplicateParams", "QualityCheck", "QualityParams", "QualityStage", "duplicate_key"]
 
@@ -131,12 +131,11 @@ class QualityStage(BatchStage):
         return process
 
 
-class QualityCheck(ConfiguredComponent):
+class QualityCheck(StreamStage[QualityParams]):
     __slots__ = ()
     component = "quality.check"
     summary = "streaming stage: named rules, duplicates (remove/mark/keep), invalid-share threshold"
     Params = QualityParams
-    Result = QualityStage
 
-    def summarize(self, result: QualityStage) -> dict[str, Any]:
-        return {"rules": len(result.params.rules)}
+    def stage(self) -> QualityStage:
+        return QualityStage(self.params)

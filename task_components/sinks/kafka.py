@@ -32,10 +32,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from task_components.base import ConfiguredComponent
-from task_components.connect import kafka_options, missing
+from task_components.clients import kafka_options, kafka_producer
+from task_components.connect import missing
 from task_components.contracts import BatchSink, DeadLetterSink, StreamRecord
 from task_components.streaming.resilience import PermanentSinkError, RecordsRefused, Refusal
+from task_components.streaming.steps import StreamDeadLetters, StreamSink
 
 __all__ = ["DeadLetterComponent", "KafkaDeadLetterSink", "KafkaSink", "KafkaSinkComponent", "dead_letter"]
 
@@ -91,10 +92,8 @@ def _dumps(value: Any) -> bytes:
 
 @asynccontextmanager
 async def _producer(settings: Any, p: ProducerParams) -> AsyncIterator[Any]:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(
-        **kafka_options(settings),
+    producer = kafka_producer(
+        settings,
         compression_type=None if p.compression == "none" else p.compression,
         linger_ms=p.linger_ms,
         max_batch_size=p.max_batch_bytes,
@@ -265,26 +264,27 @@ class KafkaDeadLetterSink(DeadLetterSink):
             yield DeadLetterWriter(producer, p.topic or settings.kafka.dead_letter_topic, p.max_original_bytes)
 
 
-class _KafkaComponent(ConfiguredComponent):
-    """A component that writes to Kafka: a missing or half-configured broker is exit 2 before the run."""
-
-    __slots__ = ()
-
-    def settings_problem(self, settings: Any) -> str | None:
-        return missing(kafka_options, settings)
-
-
-class KafkaSinkComponent(_KafkaComponent):
+class KafkaSinkComponent(StreamSink[KafkaSinkParams]):
     __slots__ = ()
     component = "sink.kafka"
     summary = "streaming sink: keyed JSON records to a Kafka topic (batched, compressed)"
     Params = KafkaSinkParams
-    Result = KafkaSink
+
+    def sink(self) -> KafkaSink:
+        return KafkaSink(self.params)
+
+    def settings_problem(self, settings: Any) -> str | None:  # a half-configured broker: exit 2 before the run
+        return missing(kafka_options, settings)
 
 
-class DeadLetterComponent(_KafkaComponent):
+class DeadLetterComponent(StreamDeadLetters[DeadLetterParams]):
     __slots__ = ()
     component = "sink.dead_letter"
     summary = "streaming dead-letter topic: original record, step, rule, reason, source position, correlation id"
     Params = DeadLetterParams
-    Result = KafkaDeadLetterSink
+
+    def sink(self) -> KafkaDeadLetterSink:
+        return KafkaDeadLetterSink(self.params)
+
+    def settings_problem(self, settings: Any) -> str | None:
+        return missing(kafka_options, settings)

@@ -29,10 +29,10 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from task_components.base import ConfiguredComponent
 from task_components.contracts import BatchSink, MilvusTarget, StreamRecord
 from task_components.sinks.mongo import key_problem
 from task_components.streaming.resilience import RecordsRefused, Refusal
+from task_components.streaming.steps import StreamSink
 
 __all__ = ["MilvusSink", "MilvusSinkComponent", "MilvusSinkParams"]
 
@@ -175,14 +175,16 @@ class MilvusSink(BatchSink):
             await anyio.to_thread.run_sync(client.close)
 
 
-class MilvusSinkComponent(ConfiguredComponent):
+class MilvusSinkComponent(StreamSink[MilvusSinkParams]):
     __slots__ = ()
     component = "sink.milvus"
     summary = "streaming sink: upsert records that carry a vector into Milvus (idempotent by primary key)"
     Params = MilvusSinkParams
-    Result = MilvusSink
+
+    def sink(self) -> MilvusSink:
+        return MilvusSink(self.params)
 
     def settings_problem(self, settings: Any) -> str | None:
-        if self.params.uri or settings.milvus.uri:  # type: ignore[attr-defined]
+        if self.params.uri or settings.milvus.uri:
             return None
         return "MILVUS__URI is not set and sink.milvus has no `uri` (a server URI or a Lite .db file)"

@@ -42,10 +42,11 @@ import anyio
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from task_components.base import ConfiguredComponent
-from task_components.connect import missing, mongo_uri
+from task_components.clients import mongo_client, mongo_uri
+from task_components.connect import missing
 from task_components.contracts import BatchSink, StreamRecord
 from task_components.streaming.resilience import RecordsRefused, Refusal
+from task_components.streaming.steps import StreamSink
 
 __all__ = ["MongoSink", "MongoSinkComponent", "MongoSinkParams", "key_problem"]
 
@@ -264,12 +265,8 @@ class MongoSink(BatchSink):
 
     @asynccontextmanager
     async def open(self, settings: Any) -> AsyncIterator[MongoWriter]:
-        from pymongo import AsyncMongoClient
-
         p = self.params
-        client: Any = AsyncMongoClient(
-            mongo_uri(settings), serverSelectionTimeoutMS=p.server_selection_timeout_ms, appname="dag-pipeline"
-        )
+        client: Any = mongo_client(settings, serverSelectionTimeoutMS=p.server_selection_timeout_ms)
         try:
             collection = client[p.database or settings.mongodb.database][p.collection or settings.mongodb.collection]
             if p.create_index:
@@ -279,12 +276,14 @@ class MongoSink(BatchSink):
             await client.close()
 
 
-class MongoSinkComponent(ConfiguredComponent):
+class MongoSinkComponent(StreamSink[MongoSinkParams]):
     __slots__ = ()
     component = "sink.mongodb"
     summary = "streaming sink: MongoDB bulk upsert by business key (PyMongo AsyncMongoClient), idempotent"
     Params = MongoSinkParams
-    Result = MongoSink
+
+    def sink(self) -> MongoSink:
+        return MongoSink(self.params)
 
     def settings_problem(self, settings: Any) -> str | None:
         return missing(mongo_uri, settings)

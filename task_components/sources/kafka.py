@@ -1,54 +1,59 @@
-"""``source.kafka``: the streaming driver. Consume batches, run the stages, write every sink, commit.
+"""``source.kafka``: consume Kafka in batches, send them down the stream edges, commit once acknowledged.
 
-The stages and sinks are the results of this task's needs (found by type), so one task sees every
-sink's outcome for a batch before it commits that batch's offsets:
+The pipeline reads the way data flows: ``consume -> standardize -> quality -> sinks``, each a task
+streaming from the one before, and ``dead_letter`` streaming from every step (pipelines/streaming.yaml).
+The design keeps the old guarantee with no change to the engine: the engine's streams carry batches
+forward (bounded hubs, backpressure, failure both ways), and acknowledgements come back outside them,
+through the ``AckLedger`` each batch carries (streaming/flow.py: a count of the batch's copies still on
+their way, Storm's acker). Batches are in-process objects, so nothing is copied or pickled; the stream
+edges need the concurrent executor (the default; the sequential one starts consumers after the source).
 
-* Batches close at ``batch_size`` records or ``batch_timeout`` seconds. Stages run in fetch order from
-  the consuming loop (the duplicate window sees batches in order) but in a daemon thread, so SIGTERM is
-  honoured at once however long a batch's rules take (detached.py); then the batch's sink writes run
-  concurrently, up to ``max_in_flight`` batches at once.
+* Batches close at ``batch_size`` records or ``batch_timeout`` seconds. At most ``max_in_flight``
+  batches are out (emitted, not yet acknowledged): past that the source stops fetching.
+* Each stage handles batches one at a time in arrival order, in a detached thread (SIGTERM is honoured
+  however long a batch's rules take); each sink writes up to ``max_in_flight`` batches at once.
 * Every record-level failure is the record's: decoding (decode.py: tombstone, size, JSON, depth),
   conversion and rules reject it, and a sink that refuses a record (``RecordsRefused``: too large, not
-  encodable, a key it cannot index) writes the others; both go to the dead-letter topic with step, rule
-  and reason (a sink's refusal as step ``sink.<label>``) before the batch's offsets are committed.
-* Offsets are committed in fetch order once every sink of a batch and of every earlier batch succeeded
-  (``OffsetTracker``): at-least-once delivery; the idempotent MongoDB upsert makes the effect exactly once.
-* A failing sink is retried with backoff; after ``retry_count`` failures the circuit breaker opens and
-  fetching stops until the sink answers again (resilience.py). Nothing is committed meanwhile.
+  encodable, a key it cannot index) writes the others; each step hands its rejects to the dead-letter
+  sink with step, rule and reason (a sink's refusal as step ``sink.<label>``).
+* A batch is acknowledged once every task downstream finished with it (sinks wrote it, the dead-letter
+  topic took its rejects); offsets are committed in fetch order once a batch and every earlier batch are
+  acknowledged (``OffsetTracker``): at-least-once delivery; the idempotent MongoDB upsert makes the
+  effect exactly once.
+* A failing sink is retried with backoff; after ``retry_count`` failures the circuit breaker (shared by
+  the sinks through the ledger) opens and fetching stops until the sink answers again (resilience.py).
+  Nothing is committed meanwhile.
 * Rebalance: before partitions are revoked, no new batch starts, in-flight batches are drained and their
   offsets committed; records of partitions no longer ours are dropped before a batch starts, and offsets
   are only committed for partitions still assigned (uncommitted: the new owner reads them again).
-* Stop: ``max_records``, ``max_seconds``, ``idle_seconds`` (no record for that long) finish in-flight
-  batches and commit; SIGTERM (cancellation) or a failure commit what had finished, then re-raise.
+* Stop: ``max_records``, ``max_seconds``, ``idle_seconds`` (no record for that long) wait for the batches
+  in flight to be acknowledged and commit; SIGTERM (cancellation) or a failure anywhere downstream (the
+  ledger breaks: ``DownstreamFailed``) commit what was acknowledged, then end the run.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import time
-from collections.abc import Callable
-from contextlib import AsyncExitStack
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
+from dag_orchestrator.context import PipelineContext
+from dag_orchestrator.task import Task
 from task_components.base import Component
-from task_components.connect import kafka_options, missing
-from task_components.contracts import (
-    BatchSink,
-    BatchStage,
-    DeadLetterSink,
-    Rejection,
-    SinkWriter,
-    StreamBatch,
-    StreamRecord,
-    StreamResult,
-)
+from task_components.clients import kafka_consumer, kafka_options
+from task_components.connect import missing
+from task_components.contracts import StreamBatch, StreamRecord, StreamResult
 from task_components.sources.decode import MAX_DEPTH, MAX_RECORD_BYTES, decode
-from task_components.streaming.detached import run_detached
+from task_components.streaming.flow import AckLedger, DownstreamFailed, Flowing, open_ledger, pass_on
 from task_components.streaming.offsets import OffsetTracker, stream_lag
-from task_components.streaming.resilience import CircuitBreaker, PermanentSinkError, RetrySettings, write_with_retry
+from task_components.streaming.resilience import CircuitBreaker, RetrySettings
+from task_components.streaming.steps import dead_letter_problem
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 __all__ = ["KafkaSource", "KafkaSourceParams", "decode"]
 
@@ -62,7 +67,9 @@ class KafkaSourceParams(BaseModel):
     )
     batch_size: int | None = Field(None, ge=1, description="default: PIPELINE__BATCH_SIZE")
     batch_timeout: float = Field(1.0, gt=0, description="seconds a partial batch waits for more records")
-    max_in_flight: int | None = Field(None, ge=1, description="batches written at once; default: PIPELINE__MAX_WORKERS")
+    max_in_flight: int | None = Field(
+        None, ge=1, description="batches not yet acknowledged; default: PIPELINE__MAX_WORKERS"
+    )
     max_records: int = Field(0, ge=0, description="stop after this many records (0: no limit)")
     max_seconds: float = Field(0, ge=0, description="stop after this many seconds (0: no limit)")
     idle_seconds: float = Field(0, ge=0, description="stop when no record came for this long (0: never)")
@@ -79,37 +86,36 @@ class KafkaSourceParams(BaseModel):
 
 
 class _Stats:
-    __slots__ = ("batches", "committed", "duplicates", "first_record", "invalid", "records_in", "refused", "started",
-                 "valid", "written")  # fmt: skip
+    __slots__ = ("batches", "committed", "duplicates", "first_record", "invalid", "records_in", "started", "valid")
 
     def __init__(self) -> None:
-        self.records_in = self.valid = self.invalid = self.duplicates = self.batches = self.refused = 0
-        self.written: dict[str, int] = {}
+        self.records_in = self.valid = self.invalid = self.duplicates = self.batches = 0
         self.committed: dict[str, int] = {}
         self.started = time.monotonic()
         self.first_record: float | None = None
 
 
 class _StreamRun:
-    """The state of one run of the source (consumer, tracker, breaker, counters): never kept on the task."""
+    """The state of one run of the source (consumer, tracker, ledger, counters): never kept on the task."""
 
-    def __init__(self, ctx: Any, p: KafkaSourceParams, settings: Any, processors: list[Callable[[StreamBatch], None]],
-                 sinks: list[tuple[str, SinkWriter]], dlq: tuple[str, SinkWriter]) -> None:  # fmt: skip
+    def __init__(self, ctx: PipelineContext, p: KafkaSourceParams, settings: Settings) -> None:
         self.ctx, self.p, self.settings = ctx, p, settings
-        self.processors, self.sinks, self.dlq = processors, sinks, dlq
         pl = settings.pipeline
-        self.retry = RetrySettings(
+        retry = RetrySettings(
             retry_count=pl.retry_count if p.retry_count is None else p.retry_count,
             retry_delay=pl.retry_delay_seconds if p.retry_delay is None else p.retry_delay,
             max_delay=p.max_retry_delay,
             max_outage_seconds=p.max_outage_seconds,
         )
-        self.breaker = CircuitBreaker(threshold=max(1, self.retry.retry_count))
+        self.breaker = CircuitBreaker(threshold=max(1, retry.retry_count))
+        acked, self.acknowledged = anyio.create_memory_object_stream[int](max_buffer_size=math.inf)
+        self.ledger = AckLedger(retry, self.breaker, on_done=acked.send_nowait, on_broken=self._on_broken)
         self.tracker = OffsetTracker()
         self.stats = _Stats()
         self.batch_size = p.batch_size or pl.batch_size
         self.decode_limits = (p.max_record_bytes, p.max_json_depth)
         self.slots = anyio.Semaphore(p.max_in_flight or pl.max_workers)
+        self.in_flight: dict[int, StreamBatch] = {}  # emitted, not yet acknowledged by every task downstream
         self.idle = anyio.Event()
         self.idle.set()
         self.commit_lock = anyio.Lock()
@@ -121,6 +127,9 @@ class _StreamRun:
         self.closing = False
         self.settled = anyio.Event()  # set while no rebalance is in progress
         self.settled.set()
+
+    def _on_broken(self) -> None:
+        self.idle.set()  # a rebalance or the stop waiting for in-flight batches must not wait for ever
 
     # -- commits --------------------------------------------------------------------------------
     async def commit_ready(self) -> None:
@@ -165,75 +174,49 @@ class _StreamRun:
         self.settled.set()
 
     # -- batches --------------------------------------------------------------------------------
-    async def start_batch(self, tg: Any) -> None:
-        """Dispatch the buffer once no rebalance is running, keeping only records of partitions still ours."""
+    async def start_batch(self) -> None:
+        """Emit the buffer once no rebalance is running, keeping only records of partitions still ours."""
         await self.settled.wait()
         mine = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
         records = [r for r in self.buffer if (r.topic, r.partition) in mine]
         self.buffer = []
-        if records:
-            await self.slots.acquire()
-            try:
-                await self.dispatch(tg, records)
-            except BaseException:
-                self.slots.release()
-                raise
-
-    def run_stages(self, batch: StreamBatch) -> None:
-        for process in self.processors:
-            process(batch)  # a BatchThresholdError ends the run here; this batch is never committed
-
-    async def dispatch(self, tg: Any, records: list[StreamRecord]) -> None:
+        if not records:
+            return
+        await self.slots.acquire()  # released when the batch is acknowledged: at most max_in_flight batches
         positions: dict[tuple[str, int], int] = {}
         for r in records:
             positions[(r.topic, r.partition)] = max(r.offset + 1, positions.get((r.topic, r.partition), 0))
         batch = StreamBatch(self.tracker.register(positions), records, positions)
+        self.in_flight[batch.seq] = batch
         self.idle = anyio.Event() if self.idle.is_set() else self.idle  # a rebalance waits for this batch too
-        await run_detached(self.run_stages, batch)  # SIGTERM is honoured while the rules run
         self.stats.batches += 1
-        tg.start_soon(self.write_batch, batch)
+        self.ledger.hold(batch.seq, 1)  # the source's own copy: released once every consumer holds theirs
+        await pass_on(self.ctx, Flowing(batch, self.ledger, [r for r in records if r.rejection is not None]))
+        self.ledger.release(batch.seq)
 
-    async def write_batch(self, batch: StreamBatch) -> None:
-        try:
-            valid, rejected = batch.valid(), batch.rejected()
-            refused: list[StreamRecord] = []  # valid records a sink refused: dead letters too
-            async with anyio.create_task_group() as tg:
-                for label, writer in self.sinks if valid else ():
-                    tg.start_soon(self._write, label, writer, valid, refused)
-                if rejected:
-                    tg.start_soon(self._write, self.dlq[0], self.dlq[1], rejected, None)
-            if refused:
-                await self._write(self.dlq[0], self.dlq[1], refused, None)
-            self.stats.refused += len(refused)
-            log = self.ctx.log
-            for r in [*rejected, *refused]:  # correlation ids travel to the logs too (debug: one line per record)
-                why = r.rejection
-                log.debug("record_rejected", record_id=r.correlation_id, step=why and why.step, rule=why and why.rule,
-                          source=f"{r.topic}:{r.partition}@{r.offset}")  # fmt: skip
-            self.stats.valid += len(valid)
-            self.stats.invalid += len(rejected)
+    async def commit_acknowledged(self) -> None:
+        """Every task downstream finished a batch: count it, and commit what is committable in order."""
+        async for seq in self.acknowledged:
+            batch = self.in_flight.pop(seq)
+            self.stats.valid += len(batch.valid())
+            self.stats.invalid += len(batch.rejected())
             self.stats.duplicates += sum(r.duplicate for r in batch.records)
-            self.tracker.finish(batch.seq)
-            await self.commit_ready()
-        finally:
+            self.tracker.finish(seq)
             self.slots.release()
-            if self.tracker.in_flight == 0:
+            await self.commit_ready()
+            if not self.in_flight:
                 self.idle.set()
 
-    async def _write(self, label: str, writer: SinkWriter, records: list[StreamRecord],
-                     refused: list[StreamRecord] | None) -> None:  # fmt: skip
-        written = await write_with_retry(label, writer, records, self.retry, self.breaker)
-        self.stats.written[label] = self.stats.written.get(label, 0) + written.count
-        if not written.refused:
-            return
-        if refused is None:  # the dead-letter topic refusing a dead letter: nowhere left to put it
-            first = written.refused[0]
-            raise PermanentSinkError(f"{label} refused {len(written.refused)} dead letters; first: {first.reason}")
-        first = written.refused[0]
-        self.ctx.log.warning("records_refused", sink=label, records=len(written.refused), rule=first.rule,
-                             reason=first.reason[:300], first_record_id=first.record.correlation_id)  # fmt: skip
-        refused += [dataclasses.replace(f.record, rejection=Rejection(f"sink.{label}", f.rule, f.reason))
-                    for f in written.refused]  # fmt: skip
+    async def drained(self) -> None:
+        """Wait until every emitted batch is acknowledged; a failed task downstream ends the wait with its error."""
+        while self.in_flight and not self.ledger.broken.is_set():
+            await self.idle.wait()
+        if self.ledger.broken.is_set():
+            raise DownstreamFailed(self.ledger.error or "a task downstream of the source failed")
+
+    async def watch_downstream(self) -> None:
+        await self.ledger.broken.wait()
+        raise DownstreamFailed(self.ledger.error or "a task downstream of the source failed")
 
     # -- the loop -------------------------------------------------------------------------------
     def stop_reason(self, last_record: float) -> str | None:
@@ -246,14 +229,14 @@ class _StreamRun:
             return "idle_seconds"
         return None
 
-    async def consume(self, tg: Any) -> str:
+    async def consume(self) -> str:
         last_record = time.monotonic()
         batch_started = 0.0
         while True:
             reason = self.stop_reason(last_record)
             if reason:
                 if self.buffer:
-                    await self.start_batch(tg)
+                    await self.start_batch()
                 return reason
             await self.breaker.wait_closed()
             wanted = self.batch_size - len(self.buffer)
@@ -274,7 +257,7 @@ class _StreamRun:
             full = len(self.buffer) >= self.batch_size
             late = self.buffer and time.monotonic() - batch_started >= self.p.batch_timeout
             if full or late:
-                await self.start_batch(tg)
+                await self.start_batch()
 
     async def report(self) -> None:
         prev_in, prev_out, prev_t = 0, 0, time.monotonic()
@@ -300,80 +283,72 @@ class _StreamRun:
         return await stream_lag(self.consumer, self.committed_at, self.read_from)
 
 
-class KafkaSource(Component):
+class KafkaSource(Component[KafkaSourceParams]):
     __slots__ = ()
     component = "source.kafka"
-    summary = "streaming driver: Kafka batches -> stages -> all sinks in parallel -> in-order offset commits"
+    summary = "streaming source: Kafka batches down the stream edges; offsets committed in order once acknowledged"
     Params = KafkaSourceParams
     Result = StreamResult
-    needs_types = (BatchSink, DeadLetterSink)
+    emits = True
 
     def settings_problem(self, settings: Any) -> str | None:
         return missing(kafka_options, settings)
 
-    async def run(self, ctx: Any) -> StreamResult:
-        from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+    def needs_problem(self, tasks: dict[str, Task]) -> str | None:
+        return dead_letter_problem(self.name, tasks)  # records that fail to decode are dead-lettered here
 
-        p: KafkaSourceParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> StreamResult:
+        from aiokafka import ConsumerRebalanceListener
+
+        p = self.params
         settings = ctx.services.settings
-        stages = [r for r in (ctx.result(n) for n in self.needs) if isinstance(r, BatchStage)]
-        sinks = [r for r in (ctx.result(n) for n in self.needs) if isinstance(r, BatchSink)]
-        dlqs = [s for s in sinks if isinstance(s, DeadLetterSink)]
-        if len(dlqs) != 1:
-            raise ValueError(f"source.kafka needs exactly one dead-letter sink among its needs, found {len(dlqs)}")
         topic, group = p.topic or settings.kafka.topic_source, p.group or settings.kafka.consumer_group
-        async with AsyncExitStack() as stack:
-            writers = [(s.label, await stack.enter_async_context(s.open(settings))) for s in sinks]
-            dlq = next(w for w, s in zip(writers, sinks, strict=True) if isinstance(s, DeadLetterSink))
-            run = _StreamRun(ctx, p, settings, [s.processor() for s in stages],
-                             [w for w, s in zip(writers, sinks, strict=True) if s is not dlqs[0]], dlq)  # fmt: skip
+        run = _StreamRun(ctx, p, settings)
 
-            class Listener(ConsumerRebalanceListener):
-                async def on_partitions_revoked(self, revoked: Any) -> None:
-                    await run.on_revoked(revoked)
+        class Listener(ConsumerRebalanceListener):
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                await run.on_revoked(revoked)
 
-                async def on_partitions_assigned(self, assigned: Any) -> None:
-                    run.on_assigned()
-                    ctx.log.info("partitions_assigned", partitions=sorted(f"{t.topic}:{t.partition}" for t in assigned))
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                run.on_assigned()
+                ctx.log.info("partitions_assigned", partitions=sorted(f"{t.topic}:{t.partition}" for t in assigned))
 
-            run.consumer = AIOKafkaConsumer(
-                **kafka_options(settings),
-                group_id=group,
-                enable_auto_commit=False,
-                auto_offset_reset=p.auto_offset_reset or settings.kafka.auto_offset_reset,
-                session_timeout_ms=p.session_timeout_ms,
-                heartbeat_interval_ms=p.heartbeat_interval_ms,
-                rebalance_timeout_ms=p.rebalance_timeout_ms,
-                max_poll_interval_ms=int(max(300.0, p.max_outage_seconds + 60) * 1000),
-            )
-            run.consumer.subscribe([topic], listener=Listener())
+        run.consumer = kafka_consumer(
+            settings,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset=p.auto_offset_reset or settings.kafka.auto_offset_reset,
+            session_timeout_ms=p.session_timeout_ms,
+            heartbeat_interval_ms=p.heartbeat_interval_ms,
+            rebalance_timeout_ms=p.rebalance_timeout_ms,
+            max_poll_interval_ms=int(max(300.0, p.max_outage_seconds + 60) * 1000),
+        )
+        run.consumer.subscribe([topic], listener=Listener())
+        stopped_by = "cancelled"
+        async with open_ledger(ctx, run.ledger):
             await run.consumer.start()
-            stopped_by = "cancelled"
             try:
                 async with anyio.create_task_group() as tg:
-                    reporter = anyio.CancelScope()
-
-                    async def report() -> None:
-                        with reporter:
-                            await run.report()
-
-                    tg.start_soon(report)
-                    stopped_by = await run.consume(tg)
-                    reporter.cancel()  # the task group now waits for the batches in flight
+                    tg.start_soon(run.report)
+                    tg.start_soon(run.commit_acknowledged)
+                    tg.start_soon(run.watch_downstream)
+                    stopped_by = await run.consume()
+                    await run.drained()  # every emitted batch acknowledged (and committed) by every sink
+                    tg.cancel_scope.cancel()
             finally:
                 run.closing = True
                 with anyio.CancelScope(shield=True) as scope:
                     scope.deadline = anyio.current_time() + 15
-                    await run.commit_ready()  # whatever finished, even on SIGTERM or a failure
+                    await run.commit_ready()  # whatever was acknowledged, even on SIGTERM or a failure
                     await run.consumer.stop()
         s = run.stats
         ctx.log.info("stream_stopped", stopped_by=stopped_by, records_in=s.records_in, committed=s.committed,
-                     refused_by_sinks=s.refused)  # fmt: skip
+                     refused_by_sinks=run.ledger.refused)  # fmt: skip
         return StreamResult(
             topic=topic, group=group, records_in=s.records_in, valid=s.valid, invalid=s.invalid,
-            duplicates=s.duplicates, batches=s.batches, written=s.written, committed=s.committed,
+            duplicates=s.duplicates, batches=s.batches, written=dict(run.ledger.written), committed=s.committed,
             stopped_by=stopped_by, seconds=time.monotonic() - s.started, sink_outages=run.breaker.outages,
-            refused=s.refused, busy_seconds=time.monotonic() - (s.first_record or time.monotonic()),
+            refused=run.ledger.refused, busy_seconds=time.monotonic() - (s.first_record or time.monotonic()),
         )  # fmt: skip
 
     def summarize(self, result: StreamResult) -> dict[str, Any]:

@@ -15,8 +15,10 @@ from typing import Any, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
+from dag_orchestrator.context import PipelineContext
 from task_components.base import Component
-from task_components.connect import ensure_topics, kafka_options, missing
+from task_components.clients import kafka_options, kafka_producer
+from task_components.connect import ensure_topics, missing
 from task_components.contracts import ProducedTestData
 from task_components.sources.testdata import records
 
@@ -36,7 +38,7 @@ class ProduceParams(BaseModel):
     partitions: int | None = Field(None, ge=1, description="create the topic with this many partitions if missing")
 
 
-class ProduceTestData(Component):
+class ProduceTestData(Component[ProduceParams]):
     __slots__ = ()
     component = "testdata.produce"
     summary = "send realistic test records (valid / invalid / mixed, with duplicates) to Kafka or stdout"
@@ -44,12 +46,12 @@ class ProduceTestData(Component):
     Result = ProducedTestData
 
     def settings_problem(self, settings: Any) -> str | None:
-        if self.params.output == "console":  # type: ignore[attr-defined]
+        if self.params.output == "console":
             return None
         return missing(kafka_options, settings)
 
-    async def run(self, ctx: Any) -> ProducedTestData:
-        p: ProduceParams = self.params  # type: ignore[assignment]
+    async def run(self, ctx: PipelineContext) -> ProducedTestData:
+        p = self.params
         settings = ctx.services.settings
         topic = p.topic or settings.kafka.topic_source
         kinds: Counter[str] = Counter()
@@ -58,11 +60,9 @@ class ProduceTestData(Component):
                       duplicate_ratio=p.duplicate_ratio, seed=p.seed)  # fmt: skip
         producer: Any = None
         if p.output == "kafka":
-            from aiokafka import AIOKafkaProducer
-
             if p.partitions:
                 await ensure_topics(settings, topic, p.partitions)
-            producer = AIOKafkaProducer(**kafka_options(settings), linger_ms=5, enable_idempotence=False)
+            producer = kafka_producer(settings, linger_ms=5, enable_idempotence=False)
             await producer.start()
         try:
             pending = []

@@ -17,12 +17,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from task_components.base import ConfiguredComponent
 from task_components.contracts import BatchStage, StreamBatch
 from task_components.standardization.convert import CONVERTERS, DEFAULT_DATE_FORMATS, ConversionError, to_iso_utc
 from task_components.standardization.countries import COUNTRY_ALIASES
 from task_components.standardization.normalize import OPERATIONS, normalize_phone
 from task_components.streaming.detached import checkpoint
+from task_components.streaming.steps import StreamStage
 
 __all__ = ["Standardize", "StandardizeParams", "StandardizeStage"]
 
@@ -138,13 +138,11 @@ class StandardizeStage(BatchStage):
         return process
 
 
-class Standardize(ConfiguredComponent):
+class Standardize(StreamStage[StandardizeParams]):
     __slots__ = ()
     component = "standardize"
     summary = "streaming stage: field mapping, type conversion, standardization (per-record errors)"
     Params = StandardizeParams
-    Result = StandardizeStage
 
-    def summarize(self, result: StandardizeStage) -> dict[str, Any]:
-        p = result.params
-        return {"mapped": len(p.mapping), "typed": len(p.types), "standardized": len(p.fields)}
+    def stage(self) -> StandardizeStage:
+        return StandardizeStage(self.params)

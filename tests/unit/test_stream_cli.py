@@ -65,11 +65,31 @@ def test_streaming_file_without_configuration_exits_2_naming_the_setting(
 def test_a_streaming_source_without_a_dead_letter_sink_is_rejected_by_validate(tmp_path: Path) -> None:
     text = (ROOT / "pipelines" / "streaming.yaml").read_text()
     broken = tmp_path / "no_dlq.yaml"
-    broken.write_text(text.replace("needs: [standardize, quality, mongodb, kafka_out, dead_letter]",
+    broken.write_text(text.replace("needs: [consume, standardize, quality, mongodb, kafka_out]",
                                    "needs: [standardize, quality, mongodb, kafka_out]"))  # fmt: skip
     result = CliRunner().invoke(app, ["validate", str(broken)])
     assert result.exit_code == 2, result.output
-    assert "needs a task producing DeadLetterSink" in " ".join(result.output.split())
+    output = " ".join(result.output.split())
+    assert "consume" in output and "no dead-letter sink (sink.dead_letter) needs this task" in output
+
+
+def test_the_streaming_pipeline_is_drawn_in_data_order() -> None:
+    """Stream edges run source -> stages -> sinks, every step's rejects -> the dead-letter sink."""
+    from pipeline.registry import build_dag
+    from pipeline.spec import load_spec
+
+    path = ROOT / "pipelines" / "streaming.yaml"
+    tasks = {t.name: t for t in build_dag(load_spec(path, {}), path)}
+    streams = {name: sorted(t.streams_from) for name, t in tasks.items()}
+    assert streams == {
+        "consume": [],
+        "standardize": ["consume"],
+        "quality": ["standardize"],
+        "mongodb": ["quality"],
+        "kafka_out": ["quality"],
+        "dead_letter": sorted(["consume", "standardize", "quality", "mongodb", "kafka_out"]),
+    }
+    assert not tasks["consume"].needs, "the source needs nothing: the sinks come after it"
 
 
 def test_managed_kafka_credentials_mean_sasl_ssl_and_never_print() -> None:

@@ -13,7 +13,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import anyio
 import pytest
 
 from pipeline.registry import build_dag
@@ -91,17 +90,22 @@ def test_undecodable_bytes_are_dead_lettered_as_base64() -> None:
     assert json.loads(dead_letter(rec)[1])["original"] == {"base64": "//4="}
 
 
-def test_stage_and_sink_results_survive_the_state_store_pickle() -> None:
-    """Stage and sink tasks are journaled like any result: a resumed run takes them back unchanged."""
+def test_stage_and_sink_steps_and_results_survive_the_state_store_pickle() -> None:
+    """Stage and sink tasks are journaled like any result, and their configured steps pickle (a Dask worker
+    or a resumed run takes them back unchanged)."""
     import pickle
+
+    from task_components.streaming.flow import StepResult
 
     dag = build_dag(load_spec(PIPELINE, {}), PIPELINE)
     for t in dag:
         if t.name == "consume":
             continue
-        result = anyio.run(t.run, None)
-        again = pickle.loads(pickle.dumps(result))
-        assert type(again) is type(result) and again.params.model_dump() == result.params.model_dump(), t.name
+        step = t.stage() if hasattr(t, "stage") else t.sink()  # type: ignore[attr-defined]
+        again = pickle.loads(pickle.dumps(step))
+        assert type(again) is type(step) and again.params.model_dump() == step.params.model_dump(), t.name
+    figures = StepResult(batches=3, records=2, written=5, refused=1)
+    assert pickle.loads(pickle.dumps(figures)) == figures
     quality = pickle.loads(pickle.dumps(QualityStage({t.name: t for t in dag}["quality"].params)))
     rec = decode(Message("in", 0, 0, None, b'{"amount": 5000, "status": "inactive", "customer_id": "x"}', ()))
     quality.processor()(StreamBatch(0, [rec]))

@@ -1,0 +1,183 @@
+"""The tasks downstream of a streaming source: stages, sinks and the dead-letter sink, as stream edges.
+
+Why here: every stage and sink reads batches the same way (from one producer, in order), passes them
+on the same way and acknowledges them the same way (flow.py); a component only says what it does to a
+batch (``stage()`` gives its processor, ``sink()`` its writer). Each task is a component of its own in
+the DAG, so ``graph`` and the report draw the data's way: source -> standardize -> quality -> sinks,
+with the dead-letter sink after every step whose records it takes.
+
+* A stage processes batches one at a time in arrival order (the duplicate window sees them in order),
+  in a detached thread so a signal is honoured while its rules run (detached.py), then passes the batch
+  on with the records it rejected as dead letters.
+* A sink writes the valid records of up to as many batches at once as the source lets through
+  (``max_in_flight``), with the source's retries and circuit breaker; records it refuses are passed on
+  as dead letters (a sink with refusals and no dead-letter consumer fails: nothing is dropped silently).
+* The dead-letter sink reads every producer it needs and writes what each handed it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import abstractmethod
+from typing import Any, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+from pydantic import BaseModel
+
+from dag_orchestrator.context import PipelineContext
+from dag_orchestrator.task import Task
+from task_components.base import Component
+from task_components.contracts import BatchSink, BatchStage, Rejection, SinkWriter, StreamResult
+from task_components.streaming.detached import run_detached
+from task_components.streaming.flow import Flowing, StepResult, consumers, only_stream, participating, pass_on
+from task_components.streaming.resilience import PermanentSinkError, write_with_retry
+
+__all__ = ["StreamDeadLetters", "StreamSink", "StreamStage", "dead_letter_problem"]
+
+P = TypeVar("P", bound=BaseModel)
+BATCHES = ((StreamResult, StepResult),)  # a stage or sink needs a producer of batches: a source or a step
+
+
+def dead_letter_problem(name: str, tasks: dict[str, Task]) -> str | None:
+    """A step whose rejected records no dead-letter sink takes would lose them: exit 2 before the run."""
+    if any(isinstance(t, StreamDeadLetters) and name in t.needs for t in tasks.values()):
+        return None
+    return (
+        "no dead-letter sink (sink.dead_letter) needs this task, so the records it rejects would be lost: "
+        f"add {name!r} to the dead-letter sink's needs"
+    )
+
+
+class StreamStage(Component[P]):
+    """A per-batch step between the source and the sinks (``stage()``: the configured step)."""
+
+    __slots__ = ()
+    emits = True
+    stream_input = True
+    Result = StepResult
+    needs_types = BATCHES
+
+    @abstractmethod
+    def stage(self) -> BatchStage: ...
+
+    def needs_problem(self, tasks: dict[str, Task]) -> str | None:
+        return dead_letter_problem(self.name, tasks)
+
+    async def run(self, ctx: PipelineContext) -> StepResult:
+        process = self.stage().processor()
+        result = StepResult()
+        async with participating(ctx):
+            async for item in ctx.stream(only_stream(self.name, self.streams_from)):
+                batch = item.batch
+                before = {id(r) for r in batch.records if r.rejection is None}
+                await run_detached(process, batch)  # a BatchThresholdError fails the run: never committed
+                dead = [r for r in batch.records if r.rejection is not None and id(r) in before]
+                result.batches += 1
+                result.records += len(dead)
+                await pass_on(ctx, Flowing(batch, item.ledger, dead))
+                item.ledger.release(batch.seq)
+        return result
+
+    def summarize(self, result: StepResult) -> dict[str, Any]:
+        return {"batches": result.batches, "rejected": result.records}
+
+
+class StreamSink(Component[P]):
+    """A sink of valid records (``sink()``: the configured sink, whose writer must be idempotent)."""
+
+    __slots__ = ()
+    emits = True  # its refusals, to the dead-letter sink
+    stream_input = True
+    Result = StepResult
+    needs_types = BATCHES
+
+    @abstractmethod
+    def sink(self) -> BatchSink: ...
+
+    def needs_problem(self, tasks: dict[str, Task]) -> str | None:
+        return dead_letter_problem(self.name, tasks)
+
+    async def run(self, ctx: PipelineContext) -> StepResult:
+        sink = self.sink()
+        producer = only_stream(self.name, self.streams_from)
+        result = StepResult()
+        async with participating(ctx), sink.open(ctx.services.settings) as writer, anyio.create_task_group() as tg:
+            async for item in ctx.stream(producer):
+                tg.start_soon(self._write, ctx, sink.label, writer, item, result)
+        return result
+
+    async def _write(self, ctx: PipelineContext, label: str, writer: SinkWriter, item: Flowing,
+                     result: StepResult) -> None:  # fmt: skip
+        ledger, valid = item.ledger, item.batch.valid()
+        if valid:
+            written = await write_with_retry(label, writer, valid, ledger.retry, ledger.breaker)
+            ledger.count(label, written.count)
+            result.written += written.count
+            if written.refused:
+                first = written.refused[0]
+                ctx.log.warning("records_refused", sink=label, records=len(written.refused), rule=first.rule,
+                                reason=first.reason[:300], first_record_id=first.record.correlation_id)  # fmt: skip
+                if not consumers(ctx):
+                    raise PermanentSinkError(f"{label} refused {len(written.refused)} records and no dead-letter "
+                                             f"sink needs task {self.name!r}; first: {first.reason}")  # fmt: skip
+                refused = [dataclasses.replace(f.record, rejection=Rejection(f"sink.{label}", f.rule, f.reason))
+                           for f in written.refused]  # fmt: skip
+                ledger.refused += len(refused)
+                result.refused += len(refused)
+                await pass_on(ctx, Flowing(item.batch, ledger, refused))
+        result.batches += 1
+        ledger.release(item.batch.seq)
+
+    def summarize(self, result: StepResult) -> dict[str, Any]:
+        return {"batches": result.batches, "written": result.written, "refused": result.refused}
+
+
+class StreamDeadLetters(Component[P]):
+    """The sink of every record rejected upstream: reads each producer it needs, writes what it was handed."""
+
+    __slots__ = ()
+    stream_input = True
+    Result = StepResult
+    needs_types = BATCHES
+
+    @abstractmethod
+    def sink(self) -> BatchSink: ...
+
+    async def run(self, ctx: PipelineContext) -> StepResult:
+        sink = self.sink()
+        if not self.streams_from:
+            raise ValueError(f"task {self.name!r} streams from no batch producer: add the streaming steps to its needs")
+        result = StepResult()
+        async with participating(ctx), sink.open(ctx.services.settings) as writer, anyio.create_task_group() as tg:
+            for producer in self.streams_from:
+                tg.start_soon(self._read, ctx, producer, sink.label, writer, tg, result)
+        return result
+
+    async def _read(self, ctx: PipelineContext, producer: str, label: str, writer: SinkWriter, tg: TaskGroup,
+                    result: StepResult) -> None:  # fmt: skip
+        async for item in ctx.stream(producer):
+            if item.dead:
+                tg.start_soon(self._write, ctx, label, writer, item, result)
+            else:
+                item.ledger.release(item.batch.seq)
+
+    async def _write(self, ctx: PipelineContext, label: str, writer: SinkWriter, item: Flowing,
+                     result: StepResult) -> None:  # fmt: skip
+        ledger = item.ledger
+        written = await write_with_retry(label, writer, item.dead, ledger.retry, ledger.breaker)
+        if written.refused:  # the dead-letter topic refusing a dead letter: nowhere left to put it
+            first = written.refused[0]
+            raise PermanentSinkError(f"{label} refused {len(written.refused)} dead letters; first: {first.reason}")
+        log = ctx.log
+        for r in item.dead:  # correlation ids travel to the logs too (debug: one line per record)
+            why = r.rejection
+            log.debug("record_rejected", record_id=r.correlation_id, step=why and why.step, rule=why and why.rule,
+                      source=f"{r.topic}:{r.partition}@{r.offset}")  # fmt: skip
+        ledger.count(label, written.count)
+        result.batches += 1
+        result.written += written.count
+        ledger.release(item.batch.seq)
+
+    def summarize(self, result: StepResult) -> dict[str, Any]:
+        return {"dead_letters": result.written}
