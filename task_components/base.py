@@ -11,7 +11,7 @@ rejects a task that cannot find its input before anything runs. The engine only 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import Any, ClassVar, Generic, TypeVar, cast, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
 
@@ -65,6 +65,18 @@ class Component(Task, Generic[P]):
             emits_stream=self.emits,
         )
         self.params: P = params if params is not None else cast(P, self.Params())
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """``class X(Component[XParams])`` is enough: ``Params`` is taken from the type argument unless set."""
+        super().__init_subclass__(**kwargs)
+        if "Params" in cls.__dict__:
+            return
+        for base in getattr(cls, "__orig_bases__", ()):
+            origin, args = get_origin(base), get_args(base)
+            if isinstance(origin, type) and issubclass(origin, Component) and args:
+                if isinstance(args[0], type) and issubclass(args[0], BaseModel):
+                    cls.Params = args[0]
+                return
 
     def inner_retry(self) -> RetryPolicy:
         """The policy for retrying one operation inside the task: the declared one when it allows more."""
