@@ -164,7 +164,7 @@ class _Scheduler:
         if crash is not None:
             crash = _root(crash)  # the crash itself, not anyio's one-member group around it
             try:
-                crash.run_result = result  # type: ignore[attr-defined]
+                crash.run_result = result  # type: ignore[attr-defined]  # carried on any exception, see executor.run
             except AttributeError:
                 pass
             raise crash
