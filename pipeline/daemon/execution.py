@@ -23,6 +23,7 @@ import structlog
 import yaml
 
 from dag_orchestrator.events import Event, EventKind
+from dag_orchestrator.task import RetryPolicy
 from pipeline.daemon.outcome import Ending, Outcome, RunReport
 from pipeline.daemon.policy import check_request
 from pipeline.daemon.requests import BadRequest
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
 __all__ = ["TASK_EVENTS", "Execution", "Prepared", "outcome_of", "prepare_request"]
 
 log = structlog.get_logger("pipeline.daemon")
-RETRY_UNRECORDED = 5.0  # seconds before a request whose end the ledger or broker did not take is tried again
+# a request whose claim or end the ledger or broker did not take: back in the queue after this backoff
+UNRECORDED_RETRY = RetryPolicy(attempts=1000, backoff=5.0, factor=2.0, max_delay=60.0)
 
 # Executor events told on the status topic (progress ticks are not: they would flood it).
 TASK_EVENTS = {
@@ -130,7 +132,8 @@ class Execution:
             requeue = await self._claim_and_run(request)
         except Exception as exc:  # noqa: BLE001 - the ledger or broker failed: not recorded, so try again later
             log.error("request not recorded; will retry", request_id=rid, error=f"{type(exc).__name__}: {exc}")
-            requeue = RETRY_UNRECORDED
+            request.unrecorded += 1
+            requeue = UNRECORDED_RETRY.delay(min(request.unrecorded, UNRECORDED_RETRY.attempts))
         finally:
             self._free(rid)
         if requeue and not board.stopping:

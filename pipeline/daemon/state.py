@@ -42,6 +42,7 @@ class Request:
     scope: anyio.CancelScope | None = None  # the running pipeline's scope (a stop cancels it)
     interrupted: bool = False  # cancelled by a stop: resumable, not an outcome
     prepared: int = 0  # runs set up for it in this process (the first uses the intake's DAG)
+    unrecorded: int = 0  # tries whose claim or end the ledger or broker did not take (the requeue backs off)
 
     @property
     def id(self) -> str:
