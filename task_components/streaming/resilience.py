@@ -1,12 +1,12 @@
 """Sink retries with exponential backoff, and the circuit breaker that pauses consumption.
 
 Every sink write of a batch goes through ``write_with_retry``. A failure is retried after
-``retry_delay * 2**n`` (capped, with jitter). After ``retry_count`` consecutive failures of a sink the
-breaker opens: the source stops fetching (the consumer keeps heartbeating, so the group does not
-rebalance) while the failing batches keep probing the sink. The first success closes the breaker and
-consumption resumes; nothing is committed for a batch until every sink took it, so nothing is lost.
-A sink down for longer than ``max_outage_seconds`` fails the run (offsets of unfinished batches stay
-uncommitted: a restart re-reads them).
+``retry_delay * 2**n`` (capped, lengthened by up to 20%: ``RetryPolicy.delay``, the project's one backoff). After
+``retry_count`` consecutive failures of a sink the breaker opens: the source stops fetching (the
+consumer keeps heartbeating, so the group does not rebalance) while the failing batches keep probing
+the sink. The first success closes the breaker and consumption resumes; nothing is committed for a
+batch until every sink took it, so nothing is lost. A sink down for longer than ``max_outage_seconds``
+fails the run (offsets of unfinished batches stay uncommitted: a restart re-reads them).
 
 Only a failure to reach the sink is an outage. A sink that answers and refuses *some records* (too
 large, not encodable, a key it cannot index) writes the others and raises ``RecordsRefused``: those
@@ -15,7 +15,6 @@ records go to the dead-letter topic with the sink's reason, and the batch counts
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
+from dag_orchestrator.retry import RetryPolicy
 from task_components.contracts import SinkWriter, StreamRecord
 
 __all__ = [
@@ -117,6 +117,9 @@ async def write_with_retry(
 ) -> Written:
     first_failure: float | None = None
     attempt = 0
+    # the project's one backoff arithmetic (dag_orchestrator/retry.py); the loop stays here because an outage
+    # is bounded by time since its first failure and every failure feeds the breaker that pauses the source
+    backoff = RetryPolicy(backoff=retry.retry_delay, factor=2.0, max_delay=retry.max_delay, jitter=0.2)
     while True:
         try:
             written = Written(await writer.write(records))
@@ -134,7 +137,7 @@ async def write_with_retry(
                     f"sink {label} failed for {now - first_failure:.0f}s (max_outage_seconds "
                     f"{retry.max_outage_seconds:g}): {type(exc).__name__}: {exc}"
                 ) from exc
-            delay = min(retry.retry_delay * 2 ** (attempt - 1), retry.max_delay)
+            delay = backoff.delay(attempt)
             log.warning(
                 "sink_retry",
                 sink=label,
@@ -144,7 +147,7 @@ async def write_with_retry(
                 records=len(records),
                 first_record_id=records[0].correlation_id if records else None,
             )
-            await anyio.sleep(delay * random.uniform(0.8, 1.2))
+            await anyio.sleep(delay)
             continue
         breaker.success(label)
         return written
