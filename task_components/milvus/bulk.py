@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 
 from dag_orchestrator.context import PipelineContext
+from dag_orchestrator.retry import RetryPolicy, delays
 from task_components.clients import MilvusTarget, milvus_client
 from task_components.connect import count_rows
 from task_components.milvus.import_jobs import ImportJobs, JobState
@@ -119,10 +120,7 @@ async def adopt_listed_jobs(
 def backoff(poll: float, first: float = 0.1) -> Iterator[float]:
     """Sleeps that start short and grow to ``poll``: a small import is done within a second or two, so a
     fixed interval would add up to a whole interval per wait to what Milvus needs."""
-    delay = min(first, poll)
-    while True:
-        yield delay
-        delay = min(delay * 1.5, poll)
+    return delays(RetryPolicy(backoff=min(first, poll), factor=1.5, max_delay=poll, jitter=0.0))
 
 
 async def wait_jobs(ctx: PipelineContext, api: ImportJobs, jobs: dict[int, str], total: int, poll: float) -> int:

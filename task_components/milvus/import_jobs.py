@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from dag_orchestrator.retry import RetryPolicy, with_retries_sync
 from task_components.milvus.jobs import CALL_TIMEOUT, ImportJobs, ImportJobsError, JobState
 
 __all__ = [
@@ -72,6 +73,10 @@ def _paths(file_name: str) -> tuple[str, ...]:
     return (text,) if text else ()
 
 
+# a call unanswered is sent again until its deadline: pauses from 0.1 s doubling up to 3 s
+_UNANSWERED = RetryPolicy(attempts=1_000_000, backoff=0.1, factor=2.0, max_delay=3.0, jitter=0.1)
+
+
 class _Unanswered(Exception):
     """A request that got no answer; ``unsent``: it certainly never reached Milvus (safe to send again)."""
 
@@ -95,17 +100,16 @@ class RestImportJobs:
         """One job call within ``timeout``, sent again while Milvus is unreachable if that is harmless
         (reads always; a submit only if it never reached Milvus)."""
         url = f"{self.base}/v2/vectordb/jobs/import/{action}"
-        deadline, delay = time.monotonic() + self.timeout, 0.1
-        while True:
-            try:
-                raw = self._send(url, body, max(0.05, deadline - time.monotonic()))
-                break
-            except _Unanswered as exc:
-                left = deadline - time.monotonic()
-                if (action == "create" and not exc.unsent) or left <= 0:
-                    raise ImportJobsError(f"POST {url}: {exc}") from exc
-                time.sleep(min(delay, left))
-                delay = min(delay * 2, 3.0)
+        deadline = time.monotonic() + self.timeout
+
+        def resend(exc: BaseException) -> bool:  # a second submit that reached Milvus imports the file twice
+            return isinstance(exc, _Unanswered) and (action != "create" or exc.unsent)
+
+        try:
+            raw = with_retries_sync(lambda: self._send(url, body, max(0.05, deadline - time.monotonic())),
+                                    _UNANSWERED, resend, what=f"POST {url}", deadline=deadline)  # fmt: skip
+        except _Unanswered as exc:
+            raise ImportJobsError(f"POST {url}: {exc}") from exc
         try:
             reply = json.loads(raw)
         except json.JSONDecodeError as exc:

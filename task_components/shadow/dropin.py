@@ -177,7 +177,9 @@ class ShadowMilvusClient(MilvusClient):
             call = self._locked(getattr(MilvusClient, op))
             write = partial(self._in_thread, call, collection_name, timeout=timeout, **kwargs)
             undo = partial(self._in_thread, self._locked(MilvusClient.delete), collection_name)
-            return self._portal.call(self.shadow.write, sh, as_rows(data), write, op, lambda ids: undo(ids=ids))
+            # undone by an escaped `pk in [...]` (keyexpr), as deletes are: pymilvus' ids= escapes nothing
+            return self._portal.call(self.shadow.write, sh, as_rows(data), write, op,
+                                     lambda ids: undo(filter=sh.pk_in(ids)))  # fmt: skip
 
     def insert(
         self, collection_name: str, data: dict | list[dict], timeout: float | None = None,
@@ -320,7 +322,7 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
 
         async def undo(ids: list[Any]) -> Any:
             async with held(self._lite_lock):
-                return await AsyncMilvusClient.delete(self, collection_name, ids=ids)
+                return await AsyncMilvusClient.delete(self, collection_name, filter=sh.pk_in(ids))
 
         return await self.shadow.write(sh, as_rows(data), write, op, undo)
 
