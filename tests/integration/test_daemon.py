@@ -286,3 +286,28 @@ def test_sighup_stops_like_sigterm_unless_started_ignoring_it(env: DaemonEnv) ->
     assert nohup.poll() is None, "a daemon started with SIGHUP ignored stopped on SIGHUP"
     nohup.send_signal(signal.SIGTERM)
     assert nohup.wait(30) == 0
+
+
+def test_submit_wait_follows_the_story_to_its_outcome_and_names_an_odd_id_verbatim(env: DaemonEnv) -> None:
+    """``submit --wait`` reads the status topic as events arrive and exits with the outcome; a request it never
+    hears about times out naming the id as typed (brackets included: no value is read as markup)."""
+    env.start("s1")
+    wait_for("daemon up", lambda: "daemon started" in env.log("s1"), 60)
+
+    def submit(rid: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "run_pipeline.py", "submit", "demo", "--set", "rows=400", "--set",
+                               "chunk=200", "--set", "pause=0", "--request-id", rid, "--wait", "--timeout",
+                               str(timeout)], cwd=ROOT, env=env.environ(), capture_output=True, text=True,
+                              timeout=timeout + 60)  # fmt: skip
+
+    done = submit("sub-1", 120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert "request sub-1 sent to" in lines[0]
+    said = [line.split("] ", 1)[1] for line in lines[1:]]
+    assert said[0] == "accepted" and said[1] == "started" and said[-1] == "succeeded", said
+    assert ledger_rows(env)["sub-1"]["state"] == "succeeded"
+
+    odd = submit("odd[x]", 3)  # the daemon dead-letters it without its (invalid) id: no outcome comes back
+    assert odd.returncode == 1 and "no outcome for request odd[x] within 3 s" in odd.stderr, odd.stderr[-2000:]
+    assert "request odd[x] sent to" in odd.stdout
