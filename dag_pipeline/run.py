@@ -9,6 +9,7 @@ locks, embedded servers) released however it ends. Nothing here re-implements an
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,17 @@ class PipelineRun:
         return self.result.results[name]
 
 
+def _not_in_a_worker_bootstrap() -> None:
+    """CPU work runs in worker processes that import the caller's script again (forkserver/spawn): a script
+    that runs its pipeline at import time would start one run per worker. Refused, named, like
+    multiprocessing's own check (``_inheriting`` is the flag it reads for the same purpose)."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(
+            "Pipeline.run() while a worker process imports the main script: put the run under "
+            "`if __name__ == '__main__':` (worker processes import the script again)"
+        )
+
+
 class Pipeline(_Composed):
     """Compose with ``step()``, check with ``validate()``, run with ``run()`` (or ``await run_async()``)."""
 
@@ -79,6 +91,7 @@ class Pipeline(_Composed):
             pass
         else:
             raise RuntimeError("Pipeline.run() is called inside an event loop: use `await pipeline.run_async(...)`")
+        _not_in_a_worker_bootstrap()
         call = partial(self.run_async, run_dir, resume=resume, settings=settings, max_concurrency=max_concurrency,
                        backend=backend, scheduler=scheduler, only=only, policy=policy, observers=observers)  # fmt: skip
         return anyio.run(call)
@@ -90,6 +103,7 @@ class Pipeline(_Composed):
     ) -> PipelineRun:  # fmt: skip
         """``run()`` in the caller's event loop. Settings default to the environment (``PIPELINE__*``...),
         as for the CLI; a problem found before the run starts raises PipelineError."""
+        _not_in_a_worker_bootstrap()
         settings = settings or get_settings()
         options = RunOptions(
             run_dir=Path(run_dir) if run_dir is not None else settings.pipeline.run_dir,

@@ -170,3 +170,31 @@ def test_handles_belong_to_their_pipeline() -> None:
     other = dp.Pipeline("other").step("demo.sleep")
     with pytest.raises(dp.PipelineError, match="is a step of pipeline 'other'"):
         dp.Pipeline("mine").step("demo.sleep", other)
+
+
+def python_streaming() -> dp.Pipeline:
+    """docs/python.md's streaming pipeline: steps in data order, each stage reading the one before."""
+    p = dp.Pipeline("streaming")
+    consume = p.step("source.kafka", name="consume", max_records=10_000)
+    clean = p.step("standardize", consume, mapping={"CustomerID": "customer_id"}, fields={"email": ["trim", "email"]})
+    checked = p.step(
+        "quality.check", clean, name="quality", rules=[{"name": "id", "type": "not_null", "field": "customer_id"}]
+    )
+    mongo = p.step("sink.mongodb", checked, name="mongodb", key=["customer_id"])
+    out = p.step("sink.kafka", checked, name="kafka_out", key=["customer_id"])
+    p.step("sink.dead_letter", consume, clean, checked, mongo, out, name="dead_letter")
+    return p
+
+
+def test_the_documented_streaming_pipeline_is_wired_like_the_yaml_file() -> None:
+    from pipeline.spec import load_spec
+
+    yaml_file = Path(__file__).resolve().parents[2] / "pipelines" / "streaming.yaml"
+    from_yaml = build_dag(load_spec(yaml_file), yaml_file)
+    from_python = python_streaming().build()
+
+    def shape(dag: Any) -> dict[str, Any]:
+        return {t.name: (t.component, set(t.needs), set(t.streams_from)) for t in dag}
+
+    assert shape(from_python) == shape(from_yaml)
+    assert from_python.task("quality").streams_from == ("standardize",)
