@@ -19,29 +19,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from task_components.manifest import FileEntry, Manifest
+from task_components.rawfiles import DataFileError, json_rows, sha256_file
 from task_components.schema.arrow import META_COLUMN, arrow_schema
 from task_components.schema.models import CollectionSchema, FieldType
 
-__all__ = ["DataFileError", "iter_batches", "json_rows", "read_table"]
+__all__ = [
+    "DataFileError", "check_files", "iter_batches", "json_rows", "parquet_mismatches", "read_table", "rewrite_parquet",
+]  # fmt: skip
 
 _AS_TEXT = (FieldType.JSON, FieldType.SPARSE_FLOAT_VECTOR)
-
-
-class DataFileError(ValueError):
-    """A data file that cannot be read as the schema says: the message names the file, field and value."""
-
-
-def json_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a JSON data file in either shape (``{"rows": [...]}`` or ``[...]``)."""
-    try:
-        data = orjson.loads(path.read_bytes())
-    except orjson.JSONDecodeError as exc:
-        raise DataFileError(f"{path}: not valid JSON ({exc})") from None
-    if isinstance(data, dict) and isinstance(data.get("rows"), list):
-        data = data["rows"]
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise DataFileError(f'{path}: expected a list of row objects or {{"rows": [...]}}')
-    return data
 
 
 def _json_table(path: Path, schema: CollectionSchema, columns: list[str] | None) -> pa.Table:
@@ -121,8 +107,6 @@ def rewrite_parquet(
     manifest: Manifest, out: Path, batch_rows: int = 65_536, on_file: Callable[[int, str], None] | None = None
 ) -> Manifest:
     """Copies of the data files with exactly the schema's Arrow types, streamed, and a manifest for them."""
-    from task_components.manifest import sha256_file
-
     target = arrow_schema(manifest.collection_schema)
     out.mkdir(parents=True, exist_ok=True)
     entries = []

@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from task_components.manifest import MANIFEST_NAME, sha256_file
+from task_components.rawfiles import json_rows, sha256_file
 
 __all__ = ["MetaError", "from_milvus_ingest", "generation_info", "is_milvus_ingest"]
 
@@ -29,36 +29,34 @@ def is_milvus_ingest(data: dict[str, Any]) -> bool:
     return "files" not in data and "format" not in data and isinstance(data.get("generation_info"), dict)
 
 
-def _data_files(directory: Path, info: dict[str, Any]) -> list[str]:
+def _data_files(meta: Path, info: dict[str, Any]) -> list[str]:
     listed = info.get("data_files")
     if isinstance(listed, list) and listed:
         return [str(p) for p in listed]
-    return sorted(p.name for p in directory.iterdir()
-                  if p.suffix in (".parquet", ".json") and p.name != MANIFEST_NAME)  # fmt: skip
+    return sorted(p.name for p in meta.parent.iterdir()
+                  if p.suffix in (".parquet", ".json") and p.name != meta.name)  # fmt: skip
 
 
 def _rows(path: Path, fmt: str) -> int:
     if fmt == "parquet":
         return int(pq.ParquetFile(path).metadata.num_rows)
-    from task_components.datafiles import json_rows
-
     return len(json_rows(path))
 
 
-def from_milvus_ingest(data: dict[str, Any], directory: Path, checksums: bool = True) -> dict[str, Any]:
-    """A milvus-ingest meta.json as our manifest's fields (files described by reading them).
+def from_milvus_ingest(data: dict[str, Any], meta: Path, checksums: bool = True) -> dict[str, Any]:
+    """A milvus-ingest meta.json (read from ``meta``) as our manifest's fields (files described by reading them).
 
     ``checksums=False`` leaves sha256 empty, for a look at the directory that uploads nothing.
     """
-    meta = directory / MANIFEST_NAME
+    directory = meta.parent
     info = data["generation_info"]
-    names = _data_files(directory, info)
+    names = _data_files(meta, info)
     if not names:
         raise MetaError(f"{meta}: generation_info.data_files is empty and {directory} holds no .parquet/.json files")
     fmt = str(info.get("format") or Path(names[0]).suffix.lstrip("."))
     if fmt not in ("parquet", "json"):
         raise MetaError(f"{meta}: generation_info.format must be parquet or json, got {fmt!r}")
-    files = []
+    files: list[dict[str, Any]] = []
     for name in names:
         path = directory / name
         if not path.is_file():

@@ -6,7 +6,6 @@ rows each holds, their size and sha256, the schema they follow and how the colle
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -15,7 +14,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from task_components.interop import from_milvus_ingest, generation_info, is_milvus_ingest
+from task_components.rawfiles import sha256_file
 from task_components.schema.models import CollectionSchema
+
+__all__ = ["MANIFEST_NAME", "FileEntry", "Manifest", "parse_size", "sha256_file"]  # sha256_file: rawfiles'
 
 MANIFEST_NAME = "meta.json"
 
@@ -54,8 +57,6 @@ class Manifest(BaseModel):
     def save(self, directory: Path) -> Path:
         target = directory / MANIFEST_NAME
         tmp = target.with_suffix(".tmp")
-        from task_components.interop import generation_info
-
         data = self.model_dump(mode="json", by_alias=True, exclude={"root", "collection_schema"})
         # no null-valued keys: milvus-ingest passes e.g. default_value on to pymilvus when the key is present
         data["schema"] = self.collection_schema.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -72,24 +73,14 @@ class Manifest(BaseModel):
         p = Path(path)
         if p.is_dir():
             p = p / MANIFEST_NAME
-        from task_components.interop import from_milvus_ingest, is_milvus_ingest
-
         data = json.loads(p.read_text())
         if is_milvus_ingest(data):
-            data = from_milvus_ingest(data, p.parent, checksums)
+            data = from_milvus_ingest(data, p, checksums)
         for key in ("total_rows", "generation_info"):  # derived from the files: written for milvus-ingest
             data.pop(key, None)
         m = cls.model_validate(data)
         m.root = str(p.parent)
         return m
-
-
-def sha256_file(path: Path, block: int = 8 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?B?)?\s*$", re.IGNORECASE)
