@@ -76,3 +76,42 @@ def test_validate_errors_and_help_show_brackets_literally(tmp_path: Path) -> Non
 
     helped = cli("run", "--help")
     assert "[default: PIPELINE__BACKEND or local]" in flat(helped.stdout)  # our own help is not markup either
+
+
+CLI_MODULES = [
+    "cli",
+    "cli_common",
+    "progress",
+    "runs_cli",
+    "datagen_cli",
+    "ingest_cli",
+    "ingest_options",
+    "shadow_cli",
+    "verify_cli",
+    "clean_cli",
+]
+
+
+def test_no_console_print_takes_a_built_string() -> None:
+    """A string built from values (an f-string, a concatenation) given to a console is read as markup: such
+    output goes through ``styled``/``cell`` (rich Text) or passes ``markup=False``. Literal strings are ours.
+
+    The subprocess tests above prove the paths they run; this keeps a new ``print(f"...")`` from slipping in."""
+    import ast
+
+    found = []
+    for name in CLI_MODULES:
+        path = ROOT / "pipeline" / f"{name}.py"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "print"):
+                continue
+            if not (isinstance(node.func.value, ast.Name) and node.func.value.id in ("out", "err", "console")):
+                continue
+            plain = any(
+                k.arg == "markup" and isinstance(k.value, ast.Constant) and k.value.value is False
+                for k in node.keywords
+            )
+            built = [a for a in node.args if isinstance(a, ast.JoinedStr | ast.BinOp)]
+            if built and not plain:
+                found.append(f"{path.name}:{node.lineno}")
+    assert not found, f"console.print of a built string (markup): {found}"
