@@ -10,10 +10,14 @@ naming the file, the task and ``with.FIELD``). Component discovery (built-ins an
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dag_orchestrator.dag import DAG
 from pipeline.compose import BUILTIN_PACKAGES, Pipeline, PipelineError, component_class, components
 from pipeline.spec import PipelineSpec, SpecError
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 __all__ = ["BUILTIN_PACKAGES", "build_dag", "components", "pipeline_of"]
 
@@ -33,10 +37,11 @@ def pipeline_of(spec: PipelineSpec, file: str | Path) -> Pipeline:
     return p
 
 
-def build_dag(spec: PipelineSpec, file: str | Path) -> DAG:
-    """Check every task against its component and return a validated DAG (nothing runs)."""
+def build_dag(spec: PipelineSpec, file: str | Path, settings: Settings | None = None) -> DAG:
+    """Check every task against its component (and, given ``settings``, the configuration each needs) and
+    return a validated DAG (nothing runs)."""
     p = pipeline_of(spec, file)
     try:
-        return p.build()
+        return p.build(settings)
     except PipelineError as err:
         raise SpecError.of(file, err) from None

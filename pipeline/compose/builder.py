@@ -262,14 +262,14 @@ class Pipeline:
     def _error(self, problem: str, task: str | None, where: str | None, about: str | None = None) -> PipelineError:
         return PipelineError(problem, pipeline=self.name, task=task, field=where, about=about)
 
-    def warnings(self, dag: DAG | None = None) -> list[str]:
-        """What is allowed but will not do what it says (retries a streaming task cannot use)."""
+    def warnings(self, dag: DAG | None = None) -> list[tuple[str, str]]:
+        """(task, message) for what is allowed but will not do what it says (retries a stream cannot use)."""
         dag = dag if dag is not None else self.build()
-        return [f"task {t!r}: retries: {m}" for t, m in retry_warnings({t.name: t for t in dag})]
+        return retry_warnings({t.name: t for t in dag})
 
-    def validate(self, settings: Settings | None = None) -> list[str]:
+    def validate(self, settings: Settings | None = None) -> list[tuple[str, str]]:
         """Every check ``run-pipeline validate`` makes, settings included (from the environment when
-        not given); raises PipelineError, returns the warnings."""
+        not given); raises PipelineError, returns the warnings as (task, message)."""
         if settings is None:
             from config import get_settings
 
