@@ -82,6 +82,7 @@ class Pipeline(_Composed):
         self, run_dir: str | Path | None = None, *, resume: str | None = None, settings: Settings | None = None,
         max_concurrency: int | None = None, backend: str | None = None, scheduler: str | None = None,
         only: Sequence[str] = (), policy: FailurePolicy | str | None = None, observers: Iterable[Observer] = (),
+        handle_signals: bool | None = None,
     ) -> PipelineRun:  # fmt: skip
         """Run to the end and return the run (a failed run is returned, ``ok`` False; resume it with
         ``resume=run.run_id``). Inside an event loop (a notebook, an async app), ``await run_async()``."""
@@ -93,16 +94,20 @@ class Pipeline(_Composed):
             raise RuntimeError("Pipeline.run() is called inside an event loop: use `await pipeline.run_async(...)`")
         _not_in_a_worker_bootstrap()
         call = partial(self.run_async, run_dir, resume=resume, settings=settings, max_concurrency=max_concurrency,
-                       backend=backend, scheduler=scheduler, only=only, policy=policy, observers=observers)  # fmt: skip
+                       backend=backend, scheduler=scheduler, only=only, policy=policy, observers=observers,
+                       handle_signals=handle_signals)  # fmt: skip
         return anyio.run(call)
 
     async def run_async(
         self, run_dir: str | Path | None = None, *, resume: str | None = None, settings: Settings | None = None,
         max_concurrency: int | None = None, backend: str | None = None, scheduler: str | None = None,
         only: Sequence[str] = (), policy: FailurePolicy | str | None = None, observers: Iterable[Observer] = (),
+        handle_signals: bool | None = None,
     ) -> PipelineRun:  # fmt: skip
         """``run()`` in the caller's event loop. Settings default to the environment (``PIPELINE__*``...),
-        as for the CLI; a problem found before the run starts raises PipelineError."""
+        as for the CLI; a problem found before the run starts raises PipelineError. ``handle_signals``:
+        SIGINT/SIGTERM/SIGHUP stop the run cleanly (default: in the main thread, where they can be
+        received; False leaves them to an application that handles them itself)."""
         _not_in_a_worker_bootstrap()
         settings = settings or get_settings()
         options = RunOptions(
@@ -115,6 +120,7 @@ class Pipeline(_Composed):
             policy=FailurePolicy(policy) if policy is not None else None,
         )
         prepared = prepare_pipeline(self, options, settings)
-        signals = threading.current_thread() is threading.main_thread()  # handlers exist only there
-        result = await execute(prepared, settings, options, observers=observers, handle_signals=signals)
+        if handle_signals is None:
+            handle_signals = threading.current_thread() is threading.main_thread()  # handlers exist only there
+        result = await execute(prepared, settings, options, observers=observers, handle_signals=handle_signals)
         return PipelineRun(result, prepared.path, summaries(prepared.dag, result))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +111,48 @@ def _lock_free(lock: Path) -> bool:
     except LockHeld:
         return False
     return True
+
+
+SLEEPY = """
+import sys
+import time
+
+import dag_pipeline as dp
+
+p = dp.Pipeline("sleepy")
+quick = p.step("demo.sleep", name="quick", seconds=0)
+p.step("demo.sleep", quick, name="slow", seconds=float(sys.argv[2]))
+
+if __name__ == "__main__":
+    run = p.run(sys.argv[1], resume=sys.argv[3] if len(sys.argv) > 3 else None)
+    print("STATE", run.state.value, run.run_id, flush=True)
+"""
+
+
+def test_a_python_run_stops_on_sigterm_like_the_cli_and_resumes(tmp_path: Path) -> None:
+    script = tmp_path / "sleepy.py"
+    script.write_text(SLEEPY)
+    runs = tmp_path / "runs"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(script), str(runs), "60"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not any('"quick"' in p.read_text() for p in runs.glob("*/state.jsonl")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    _, state, run_id = out.split()
+    assert state == "cancelled"
+    report = json.loads((runs / run_id / "report.json").read_text())
+    assert "SIGTERM" in report["reason"] and report["tasks"]["quick"]["state"] == "succeeded"
+    again = subprocess.run([sys.executable, str(script), str(runs), "0", run_id], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert again.stdout.split() == ["STATE", "succeeded", run_id], again.stderr[-2000:]
+    tasks = json.loads((runs / run_id / "report.json").read_text())["tasks"]
+    assert tasks["quick"].get("resumed") and tasks["slow"]["state"] == "succeeded"
