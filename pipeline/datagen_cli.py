@@ -110,10 +110,9 @@ def generate(
         raise fail_invalid(f"--builtin {builtin!r} is not a builtin schema (known: {', '.join(builtin_names())})")
     ref = builtin if builtin is not None else schema
     try:
-        gp = GenerateParams(
-            schema_ref=ref, total_rows=total_rows, seed=seed, workers=workers, partitions=partitions, shards=shards,
-            chunk_rows=batch_size,
-        )  # fmt: skip
+        given = {"total_rows": total_rows, "seed": seed, "workers": workers, "partitions": partitions, "shards": shards}
+        # by the alias, as a pipeline file gives it: an error then names "schema", the option the user knows
+        gp = GenerateParams.model_validate({"schema": ref, "chunk_rows": batch_size, **given})
         pp = _file_plan(gp, fmt, rows_per_file, file_size, file_count, validate_only or preview)
     except SchemaError as exc:
         raise fail_invalid(str(exc)) from None
