@@ -21,10 +21,9 @@ from typing import Any, Protocol
 
 import aiohttp
 import anyio
-from aiobotocore.session import get_session
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from task_components.clients import s3_client
 from task_components.manifest import sha256_file
 
 __all__ = ["LocalStore", "ObjectStore", "S3Store", "SourceFileError", "StorageError", "StoredObject"]
@@ -171,20 +170,14 @@ class S3Store:
             "aws_secret_access_key": secret_key,
             "region_name": region,
             "verify": verify_ssl,
-            "config": Config(
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-                s3={"addressing_style": "path"},
-                retries={"max_attempts": 6, "mode": "standard"},
-                max_pool_connections=max(10, parts_in_flight * 2),
-            ),
+            "max_pool_connections": max(10, parts_in_flight * 2),
         }
         self._stack = AsyncExitStack()
         self._client: Any = None
 
     async def client(self) -> Any:
         if self._client is None:
-            self._client = await self._stack.enter_async_context(get_session().create_client("s3", **self._args))
+            self._client = await self._stack.enter_async_context(s3_client(**self._args))
         return self._client
 
     def locate(self, key: str) -> str:
