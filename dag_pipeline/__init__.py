@@ -16,9 +16,9 @@ from dag_orchestrator.state import RunResult, TaskState
 from dag_orchestrator.task import RetryPolicy, Task, task
 from dag_pipeline.run import Pipeline, PipelineRun
 from pipeline.compose import PipelineError, Step, components
-from task_components.base import Component, ConfiguredComponent, NoParams
+from task_components.base import Component, NoParams
 
 __all__ = [
-    "Component", "ConfiguredComponent", "FailurePolicy", "NoParams", "Pipeline", "PipelineContext", "PipelineError",
+    "Component", "FailurePolicy", "NoParams", "Pipeline", "PipelineContext", "PipelineError",
     "PipelineRun", "RetryPolicy", "RunResult", "RunServices", "Step", "Task", "TaskState", "components", "task",
 ]  # fmt: skip

@@ -198,3 +198,26 @@ def test_the_documented_streaming_pipeline_is_wired_like_the_yaml_file() -> None
 
     assert shape(from_python) == shape(from_yaml)
     assert from_python.task("quality").streams_from == ("standardize",)
+
+
+def test_plain_async_functions_and_tasks_are_steps(tmp_path: Path) -> None:
+    @dp.task(emits_stream=True)
+    async def numbers(ctx: dp.PipelineContext) -> int:
+        for i in range(3):
+            await ctx.emit([i, i])
+        return 3
+
+    @dp.task(needs=["numbers"], streams_from=["numbers"])
+    async def total(ctx: dp.PipelineContext) -> int:
+        return sum([sum(chunk) async for chunk in ctx.stream("numbers")])
+
+    async def doubled(ctx: dp.PipelineContext) -> int:
+        return 2 * int(ctx.result("total"))
+
+    p = dp.Pipeline("plain")
+    p.step(total, p.step(numbers))
+    last = p.step(doubled, "total")
+    with pytest.raises(dp.PipelineError, match="a plain task takes no parameters"):
+        p.step(doubled, factor=2)
+    run = p.run(tmp_path, settings=Settings())
+    assert run.ok and run[last] == 12 and run["total"] == 6
