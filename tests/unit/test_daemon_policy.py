@@ -257,17 +257,16 @@ def test_the_topics_a_component_falls_back_to_and_the_daemons_own_are_checked(ru
     s = _settings(topic_prefixes=["team-a."], **own)
     produce = {"name": "p", "tasks": {"t": {"uses": "testdata.produce", "with": {"total": 1000}}}}
     _refused("'records-in'", produce, s, run_path)  # no topic named: KAFKA__TOPIC_SOURCE is what it would write
-    _refused("'records-out'", "streaming", _settings(), run_path)  # the shipped pipeline on production topics
+    _refused("'records-", "streaming", _settings(), run_path)  # the shipped pipeline on production topics (in, out)
     wide = _settings(topic_prefixes=["pipeline-", "dag-pipeline", "team-a"], **own)
     for topic in ("pipeline-requests", "pipeline-status", "pipeline-requests-dlq"):
         produce["tasks"]["t"]["with"]["topic"] = topic
         _refused("daemon's own", produce, wide, run_path)
         _refused("daemon's own", "demo", wide, run_path, reply_topic=topic)
-    joins = {"name": "j", "tasks": {
-        "k": {"uses": "sink.kafka", "with": {"topic": "team-a.out", "key": ["id"]}},
-        "d": {"uses": "sink.dead_letter", "with": {"topic": "team-a.dlq"}},
-        "s": {"uses": "source.kafka", "needs": ["k", "d"],
-              "with": {"topic": "team-a.in", "group": "dag-pipeline-daemon"}}}}  # fmt: skip
+    joins = {"name": "j", "tasks": {  # (in data order: the sinks take the source's stream)
+        "s": {"uses": "source.kafka", "with": {"topic": "team-a.in", "group": "dag-pipeline-daemon"}},
+        "k": {"uses": "sink.kafka", "needs": ["s"], "with": {"topic": "team-a.out", "key": ["id"]}},
+        "d": {"uses": "sink.dead_letter", "needs": ["s", "k"], "with": {"topic": "team-a.dlq"}}}}  # fmt: skip
     _refused("'group'", joins, wide, run_path)  # the daemon's own consumer group: it would commit request offsets
     joins["tasks"]["s"]["with"]["group"] = "team-a.group"
     _check(joins, wide, run_path)
