@@ -158,6 +158,9 @@ class Pipeline:
             default = getattr(source, "component", source.__name__).rsplit(".", 1)[-1]
         elif isinstance(source, Task):
             task, default = source, source.name
+            if name not in (None, source.name):
+                raise PipelineError(f"a Task keeps its own name {source.name!r}", pipeline=self.name, task=name,
+                                    field="name")  # fmt: skip
         elif inspect.iscoroutinefunction(source):
             fn, default = source, source.__name__
         else:
