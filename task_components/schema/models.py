@@ -1,4 +1,4 @@
-"""Collection schema models: every Milvus field type, plus the value controls that drive generation.
+"""Collection schema models: fields of any type in the field-type table, plus the value controls that drive generation.
 
 The format is milvus-ingest's schema JSON/YAML, read as-is (``"type": "FloatVector"``, ``is_primary`` or
 ``is_primary_key``, ``cardinality_ratio``, ``enum_values``, ``default_value``, ``force_all_default``,
@@ -6,7 +6,9 @@ The format is milvus-ingest's schema JSON/YAML, read as-is (``"type": "FloatVect
 (``pattern``, ``null_ratio``, ``nnz``, ``min_length``, ``is_clustering_key``, ``num_shards``) and the
 INT8_VECTOR type. Type names are matched loosely (``FloatVector``, ``FLOAT_VECTOR``, ``float_vector``)
 because users copy them from pymilvus, from milvus-ingest and from Milvus docs. Every validation error
-names the field and says how to fix it.
+names the field and says how to fix it. What a type allows (dim, max_length, keys, ranges, defaults,
+Array elements) is read from its row in the field-type table (``schema/types``), so a registered type is
+validated like a builtin one.
 """
 
 from __future__ import annotations
@@ -167,7 +169,8 @@ class FieldSchema(_Base):
                 fail(f"range [{self.min}, {self.max}] does not fit {self.type.value} ({lo}..{hi})")
 
     def _array_of_numbers(self) -> bool:
-        return self.type is FieldType.ARRAY and self.element_type is not None and self.element_type.is_numeric
+        s = TYPES.get(self.type)
+        return s is not None and s.family == "array" and self.element_type is not None and self.element_type.is_numeric
 
     def _fail(self, message: str) -> None:
         raise ValueError(f"field {self.name!r}: {message}")
