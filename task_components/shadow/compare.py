@@ -15,6 +15,7 @@ A user filter is converted with ``to_sql`` before Milvus sees it (FilterConversi
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 from typing import Any
 
 import anyio
@@ -65,7 +66,7 @@ async def _compare_keys_and_rows(
             p_rows = await sides.pg_rows(pool, shadow, chunk, p_cols)
             _note_unreadable(result, m_rows)
             diffs = await anyio.to_thread.run_sync(
-                lambda m=m_rows, p=p_rows: row_differences(shadow.schema, fields, m, p, tolerance, dynamic)
+                partial(row_differences, shadow.schema, fields, m_rows, p_rows, tolerance, dynamic)
             )
             result.add(diffs)
     return result
@@ -154,9 +155,10 @@ def _vector_field(shadow: sides.Shadow, anns_field: str | None) -> FieldSchema:
             raise ShadowValidationError(f"collection {shadow.collection!r} has vector fields {names}: pass anns_field")
         f = vectors[0]
     else:
-        f = next((v for v in vectors if v.name == anns_field), None)
-        if f is None:
+        named = next((v for v in vectors if v.name == anns_field), None)
+        if named is None:
             raise ShadowValidationError(f"collection {shadow.collection!r} has no vector field {anns_field!r}")
+        f = named
     if f.type is not FieldType.FLOAT_VECTOR:
         raise ShadowValidationError(
             f"compare_search computes exact search for FloatVector fields only; {f.name!r} is {f.type.value}"
@@ -205,9 +207,9 @@ async def compare_search(
     got: list[list[Any]] = []
     for start in range(0, len(queries), 100):
         part = queries[start : start + 100].tolist()
-        hits = await anyio.to_thread.run_sync(lambda p=part: milvus.search(
-            collection, data=p, limit=limit, filter=filter, anns_field=f.name, search_params=params,
-            consistency_level="Strong"))  # fmt: skip
+        hits = await anyio.to_thread.run_sync(partial(
+            milvus.search, collection, data=part, limit=limit, filter=filter, anns_field=f.name,
+            search_params=params, consistency_level="Strong"))  # fmt: skip
         got += [[h[shadow.pk] if shadow.pk in h else h["id"] for h in q] for q in hits]
     top = TopK(queries, limit, metric)
     batches = sides.pg_batches(pool, shadow, [shadow.key, f.name], where, batch_size)

@@ -18,6 +18,7 @@ diverged completely still reports in bounded memory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -185,9 +186,10 @@ def _agree(f: FieldSchema, a: list[Any], b: list[Any], tolerance: float) -> np.n
     if storage in ("vector", "bytes") and all(v is not None for v in a) and all(v is not None for v in b):
         try:
             x, y = value_matrix(a, f), value_matrix(b, f)
+            same_shape = x.shape == y.shape
         except ValueError:  # ragged rows: np.stack refuses; compare row by row below
-            x = y = None
-        if x is not None and y is not None and x.shape == y.shape:
+            same_shape = False
+        if same_shape:
             if storage == "bytes":
                 return np.all(x == y, axis=1)
             return np.abs(x.astype(np.float64) - y).max(axis=1, initial=0) <= tolerance
@@ -264,12 +266,12 @@ class SearchComparison:
     """Milvus search vs exact search over the shadow's vectors: recall@k per query and their mean."""
 
     collection: str
-    field: str
+    field: str  # named like dataclasses.field: the defaults below use dataclasses.field by its module
     metric: str
     limit: int
-    recalls: list[float] = field(default_factory=list)
+    recalls: list[float] = dataclasses.field(default_factory=list)
     min_recall: float = 1.0
-    differences: list[Difference] = field(default_factory=list)  # exact neighbours Milvus did not return
+    differences: list[Difference] = dataclasses.field(default_factory=list)  # exact neighbours Milvus did not return
 
     @property
     def compared(self) -> int:

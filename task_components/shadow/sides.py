@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -159,7 +160,7 @@ class _Keys:
         return np.concatenate(self.parts) if self.parts else np.empty(0, np.int64)
 
 
-async def _pages(walk: keyexpr.Walk) -> AsyncIterator[list[dict[str, Any]]]:
+async def _pages(walk: keyexpr.Walk) -> AsyncGenerator[list[dict[str, Any]], None]:
     pages = iter(walk)
     while batch := await anyio.to_thread.run_sync(next, pages, None):
         yield batch
@@ -172,7 +173,7 @@ def _walk(milvus: Any, shadow: Shadow, filter: str, output_fields: list[str], ba
 
 async def milvus_batches(
     milvus: Any, shadow: Shadow, filter: str, output_fields: list[str], batch_size: int = 1000
-) -> AsyncIterator[list[dict[str, Any]]]:
+) -> AsyncGenerator[list[dict[str, Any]], None]:
     """Rows matching ``filter`` (already checked by ``Shadow.where``), a batch at a time, in key order,
     fenced by a Strong count(*) (``keyexpr.Walk``): rows written before the call are among them.
 
@@ -222,7 +223,8 @@ async def milvus_rows(milvus: Any, shadow: Shadow, keys: list[Any], output_field
         shadow.collection, filter=expr, output_fields=output_fields, consistency_level="Strong"))  # fmt: skip
     found.update((r[shadow.pk], r) for r in rows)
     hidden = shadow.int_keys and keyexpr.INT64_MAX in keys and keyexpr.INT64_MAX not in found
-    if hidden and await anyio.to_thread.run_sync(keyexpr.max_key_present, milvus, shadow.collection, shadow.pk):
+    present = partial(keyexpr.max_key_present, milvus, shadow.collection, shadow.pk)
+    if hidden and await anyio.to_thread.run_sync(present) > 0:
         found.unreadable.add(keyexpr.INT64_MAX)
     return found
 
@@ -237,7 +239,7 @@ def pg_columns(shadow: Shadow, fields: list[FieldSchema], dynamic: bool) -> list
 
 async def pg_batches(
     pool: asyncpg.Pool, shadow: Shadow, cols: list[str], where: str = "TRUE", batch_size: int = 1000
-) -> AsyncIterator[list[asyncpg.Record]]:
+) -> AsyncGenerator[list[asyncpg.Record], None]:
     """Rows of the shadow table through a server-side cursor, in key order, a batch at a time."""
     sql = (f"SELECT {', '.join(quote(c) for c in cols)} FROM {quote(shadow.table)} WHERE {where} "
            f"ORDER BY {quote(shadow.key)}")  # fmt: skip

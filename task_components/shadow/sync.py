@@ -22,6 +22,7 @@ made before this rule reads the table it wrote.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -73,8 +74,8 @@ def _collection_of(task: Any) -> str | None:
     """The collection a collection task names: its ``collection``, else its own schema's name (None when it
     takes the schema from upstream: the same generated schema the shadow reads)."""
     params = getattr(task, "params", None)
-    if getattr(params, "collection", None):
-        return str(params.collection)
+    if name := getattr(params, "collection", None):
+        return str(name)
     ref = getattr(params, "schema_ref", None)
     if ref is None:
         return None
@@ -112,7 +113,7 @@ class ShadowSync(Component[ShadowParams]):
                 async for batch in ctx.stream(self.streams_from[0]):
                     if schema is None:
                         schema = schema_of(batch.schema)
-                        await with_retries(lambda s=schema: self._create(pool, s, p.drop_if_exists), self.inner_retry(),
+                        await with_retries(partial(self._create, pool, schema, p.drop_if_exists), self.inner_retry(),
                                            pg_transient, what="creating the shadow table", log=ctx.log)  # fmt: skip
                     await slots.acquire()  # bounded: at most `concurrency` batches converted or copied
                     tg.start_soon(self._copy, ctx, pool, schema, batch, rows, slots)
@@ -123,9 +124,10 @@ class ShadowSync(Component[ShadowParams]):
                 await pool.close()
         if schema is None:
             raise ValueError(f"stream from {self.streams_from[0]!r} carried no data")
+        home = str(Path(ctx.run_dir).resolve()) if embedded and ctx.run_dir else None
         return ShadowResult(table=self._table(schema), key=key_column(schema), rows=rows, embedded=embedded,
                             seconds=time.perf_counter() - started, collection_schema=schema,
-                            embedded_dir=str(Path(ctx.run_dir).resolve()) if embedded else None)  # fmt: skip
+                            embedded_dir=home)  # fmt: skip
 
     def needs_problem(self, tasks: dict[str, Any]) -> str | None:
         """Find the collection this table shadows when ``collection``/``table`` do not say (the DAG is built
