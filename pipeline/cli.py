@@ -96,10 +96,10 @@ def run(
 @app.command()
 def validate(file: FileArg, set_: SetOpt = []) -> None:  # noqa: B006
     """Check a pipeline file and the configuration without running it (exit 2 and one message if invalid)."""
-    load_settings()
+    settings = load_settings()
     try:
         spec = load_spec(file, parse_overrides(set_, file))
-        dag = build_dag(spec, file)
+        dag = build_dag(spec, file, settings=settings)  # the checks a run makes before it starts, settings included
     except SpecError as exc:
         raise fail_invalid(str(exc)) from None
     for task, message in retry_warnings({t.name: t for t in dag}):
