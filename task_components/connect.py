@@ -23,6 +23,7 @@ import anyio
 import structlog
 
 from config.settings import Settings
+from dag_orchestrator.context import PipelineContext
 from dag_orchestrator.diskspace import free_bytes, human, naming_enospc, space_note
 from dag_orchestrator.locks import LockHeld, PathLock, resource_lock
 from dag_orchestrator.watchdog import alive, read_users, split_alive, watchdog_script
@@ -256,7 +257,7 @@ async def shadow_dsn(settings: Settings, run_dir: Path | None) -> tuple[str, boo
 _guards: dict[tuple[str, str, str], tuple[str, PathLock]] = {}
 
 
-def guard_collection(ctx: Any, target: MilvusTarget, collection: str) -> None:
+def guard_collection(ctx: PipelineContext, target: MilvusTarget, collection: str) -> None:
     """Hold the collection for this run until it ends; another live run loading it is refused, named.
 
     Without it, a second run dropping or loading the same collection makes the first fail with an

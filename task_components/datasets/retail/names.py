@@ -9,6 +9,7 @@ tests run over every written name.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,9 +53,9 @@ def _blocked(name: str) -> str | None:
     return None
 
 
-def check_synthetic(names: object) -> None:
+def check_synthetic(names: Iterable[object]) -> None:
     """Raise if any name is, or contains as a word, a real brand from the blocklist."""
-    for name in names:  # type: ignore[attr-defined]
+    for name in names:
         term = _blocked(str(name))
         if term:
             raise BlockedNameError(f"{name!r} matches the real brand {term!r} (blocklist)")

@@ -12,15 +12,20 @@ foot traffic, BLE pings, marketing and store inventory all run at once once the 
 
 from __future__ import annotations
 
-from task_components.datasets.pack import Pack, TableDef
+from collections.abc import Callable
+
+from task_components.datasets.pack import Pack, PackRun, TableDef
 from task_components.datasets.retail import dims, engagement, inventory, sales
 from task_components.datasets.retail.config import RetailConfig
 
 __all__ = ["FACT_TABLES", "RETAIL", "WEEKLY_TABLES"]
 
 
-def _t(name: str, refs: tuple[str, ...], build: object, writes: tuple[str, ...] = (), fact: bool = False) -> TableDef:
-    return TableDef(name, refs, writes or (name,), fact, build)  # type: ignore[arg-type]
+def _t(
+    name: str, refs: tuple[str, ...], build: Callable[[PackRun], dict[str, int]], writes: tuple[str, ...] = (),
+    fact: bool = False,
+) -> TableDef:
+    return TableDef(name, refs, writes or (name,), fact, build)
 
 
 _TABLES = [
