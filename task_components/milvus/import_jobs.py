@@ -28,6 +28,7 @@ import urllib.request
 from typing import Any
 
 from dag_orchestrator.retry import RetryPolicy, with_retries_sync
+from task_components.clients import MilvusTarget, milvus_client
 from task_components.milvus.jobs import CALL_TIMEOUT, ImportJobs, ImportJobsError, JobState
 
 __all__ = [
@@ -175,14 +176,7 @@ class RestImportJobs:
 def open_import_jobs(uri: str, token: str | None, db_name: str, timeout: float = CALL_TIMEOUT) -> ImportJobs:
     """The job API this server speaks: REST from Milvus 2.4, legacy gRPC before or if it will not say
     (a server that cannot answer GetVersion is older than both); ``kind`` then says why."""
-    from pymilvus import MilvusClient
-
-    kwargs: dict[str, Any] = {"uri": uri, "timeout": timeout}
-    if token:
-        kwargs["token"] = token
-    if db_name and db_name != "default":
-        kwargs["db_name"] = db_name
-    client = MilvusClient(**kwargs)
+    client = milvus_client(MilvusTarget(uri, token, db_name, lite=False), timeout=timeout)
     unknown = ""
     try:
         version = parse_version(str(client.get_server_version(timeout=timeout)))
