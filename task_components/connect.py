@@ -3,6 +3,8 @@
 Several components talk to the same store (create, import and verify to Milvus; shadow and verify to
 PostgreSQL), so where a store is lives here, beside the contracts, not in one component's task module.
 With nothing configured the embedded defaults apply: Milvus Lite and a PostgreSQL in the run directory.
+The clients themselves are built in ``clients``; ``kafka_options``, ``mongo_uri`` and ``target_for`` are
+re-exported here for callers written before it.
 """
 
 from __future__ import annotations

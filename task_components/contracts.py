@@ -3,7 +3,7 @@
 Components are siblings: generate, partition, upload, import, shadow and verify never import each
 other's task modules. What one produces and the next consumes is declared here, and each component
 names these types as its ``Result`` and ``needs_types`` so the registry can check a pipeline's wiring
-before anything runs. The dataset manifest (``meta.json``) stays in ``partitioning.manifest``: it is a
+before anything runs. The dataset manifest (``meta.json``) stays in ``task_components.manifest``: it is a
 file format as much as a result, and it is re-exported here.
 """
 
