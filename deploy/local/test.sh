@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# README command 2: install, start the real local services, run lint and the whole test suite, stop.
+# README command 2: install, start the real local services, run lint, the type checker, the import
+# contracts (layers, components independent, no circles) and the whole test suite, stop.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -10,4 +11,6 @@ env_file=$(bash deploy/local/services.sh start)
 source "$env_file"
 export REQUIRE_SERVICES=1
 .venv/bin/ruff check .
+.venv/bin/mypy
+.venv/bin/lint-imports
 .venv/bin/python -m pytest "$@"

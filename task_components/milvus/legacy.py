@@ -37,7 +37,7 @@ def _quiet() -> None:
 
 def _call(what: str, timeout: float, fn: Callable[[], T]) -> T:
     """A legacy call, its gRPC failure named (a deadline as "no answer within N s", like the REST path)."""
-    import grpc  # type: ignore[import-untyped]  # grpcio ships no stubs (pyproject's override list lacks it)
+    import grpc
     from pymilvus.exceptions import MilvusException
 
     _quiet()
