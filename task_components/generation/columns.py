@@ -143,11 +143,12 @@ def _generate_chunk(schema_json: str, seed: int, index: int, start: int, rows: i
 
 
 class _ChunkFunction:
-    """``generate_chunk`` as jobs carry it: pickled with the plugin types registered in this process.
+    """``generate_chunk`` as jobs carry it: pickled with this process's rows of the field-type table that a
+    fresh process lacks (a plugin's type, a builtin type's replaced row: ``spec.plugin_types``).
 
     Why: workers fork from a forkserver that never ran the parent's ``register_type``; unpickling the
-    function there registers the same rows first, so a type added by one call generates in every worker.
-    With no plugin type it pickles as a plain reference, as a function would.
+    function there makes the worker's table the parent's first, so a type added (or a builtin row
+    replaced) by one call generates the same data in every worker as in the parent.
     """
 
     def __call__(
@@ -155,9 +156,8 @@ class _ChunkFunction:
     ) -> pa.RecordBatch:
         return _generate_chunk(schema_json, seed, index, start, rows, total_rows)
 
-    def __reduce__(self) -> str | tuple[Any, ...]:
-        packed = pack_plugins()
-        return "generate_chunk" if packed is None else (_with_plugins, packed)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _with_plugins, pack_plugins()  # even empty: a reused worker may hold an earlier job's rows
 
 
 def _with_plugins(names: tuple[str, ...], rows: bytes) -> _ChunkFunction:

@@ -39,6 +39,7 @@ from task_components.schema.types.spec import (
     Storage,
     TypeSpec,
     register_type,
+    seal_builtin_rows,
 )  # fmt: skip
 
 __all__ = ["check_bool", "check_integer", "check_number", "check_text", "dense", "text_row_bytes"]
@@ -154,3 +155,4 @@ for _s in (
           row_bytes, gen.bfloat16_vector, pgb.bytea, '{"name": "embbf", "type": "BFloat16Vector", "dim": 384}'),
 ):  # fmt: skip
     register_type(_s)
+seal_builtin_rows()

@@ -7,13 +7,14 @@ models, the Milvus mapping, ``schemas help``), so the table must import none of 
 record holds are written against the ``Field`` protocol (what they read of a field), not against
 ``FieldSchema``, which lives above in ``models`` and validates fields by asking this table.
 
-``register_type`` adds a record and ``unregister_type`` removes it (and a plugin's type name with it):
-there is no other table to teach.
+``register_type`` adds (or replaces) a record and ``unregister_type`` undoes it (the replaced record
+comes back; a plugin's type name goes with its record): there is no other table to teach.
 """
 
 from __future__ import annotations
 
 import enum
+import io
 import pickle
 import re
 from collections.abc import Callable, Mapping
@@ -228,22 +229,65 @@ class TypeSpec:
 
 
 TYPES: dict[FieldType, TypeSpec] = {}
+_BUILTIN_ROWS: dict[FieldType, TypeSpec] = {}  # Milvus's own rows as ``builtin`` made them (``seal_builtin_rows``)
+_REPLACED: dict[FieldType, list[TypeSpec]] = {}  # the rows a register_type replaced, latest last
 
 
 def register_type(s: TypeSpec) -> TypeSpec:
-    """Add (or replace) a row of the table: every store, generator and check learns the type from it."""
+    """Add (or replace) a row of the table: every store, generator and check learns the type from it.
+
+    A replaced row is kept: ``unregister_type`` puts it back, so overriding a builtin type for a while
+    (a test, a plugin that is unloaded) leaves the table as it found it.
+    """
+    previous = TYPES.get(s.type)
+    if previous is not None:
+        _REPLACED.setdefault(s.type, []).append(previous)
     TYPES[s.type] = s
     return s
 
 
 def unregister_type(t: FieldType) -> None:
-    """Remove a row (and a plugin's type name, so it no longer parses); builtin names stay."""
+    """Undo the latest ``register_type`` of ``t``: the row it replaced comes back; with none, the row goes
+    (and a plugin's type name with it, so it no longer parses; builtin names stay)."""
+    stack = _REPLACED.get(t)
+    if stack:
+        TYPES[t] = stack.pop()  # an existing key keeps its place: the table's order is the help's
+        if not stack:
+            del _REPLACED[t]
+        return
     TYPES.pop(t, None)
     if t.name in _BUILTIN_NAMES:
         return
     FieldType._value2member_map_.pop(t.value, None)
     if FieldType._member_map_.pop(t.name, None) is not None:
         FieldType._member_names_.remove(t.name)
+
+
+def seal_builtin_rows() -> None:
+    """Remember the builtin rows (``builtin`` calls this once it has registered them): a row that differs
+    from its builtin one, like a plugin's, must travel to worker processes (``pack_plugins``)."""
+    _BUILTIN_ROWS.update((t, s) for t, s in TYPES.items() if t.name in _BUILTIN_NAMES)
+    for t, s in _BUILTIN_ROWS.items():
+        for name in s.__dataclass_fields__:
+            part = getattr(s, name)
+            if callable(part) and not isinstance(part, type):
+                _BUILTIN_PARTS.setdefault(id(part), (t.value, name))
+
+
+# id of a builtin row's function -> (type, field): a row made with ``dataclasses.replace`` from a builtin
+# one keeps its closures (``pgbinary.scalar(">i8")``), which pickle cannot carry; every process has them
+_BUILTIN_PARTS: dict[int, tuple[str, str]] = {}
+
+
+class _RowPickler(pickle.Pickler):
+    def persistent_id(self, obj: Any) -> tuple[str, str] | None:
+        return _BUILTIN_PARTS.get(id(obj)) if callable(obj) and not isinstance(obj, type) else None
+
+
+class _RowUnpickler(pickle.Unpickler):
+    def persistent_load(self, pid: Any) -> Any:
+        t, name = pid
+        return getattr(_BUILTIN_ROWS[FieldType(t)], name)
 
 
 def spec(f: Field | FieldType) -> TypeSpec:
@@ -254,23 +298,30 @@ def spec(f: Field | FieldType) -> TypeSpec:
         raise KeyError(f"field type {t} has no entry in the field-type table (register_type)") from None
 
 
+def _differs(a: TypeSpec | None, b: TypeSpec | None) -> bool:
+    return a is not b and a != b  # the same object: no field-by-field comparison (asked once per job)
+
+
 def plugin_types() -> list[TypeSpec]:
-    """The rows registered for type names that are not Milvus's own (a plugin's, a test's)."""
-    return [s for t, s in TYPES.items() if t.name not in _BUILTIN_NAMES]
+    """The rows a fresh process would not have: a plugin's (or a test's) type, and a builtin type's row
+    replaced by ``register_type`` (its generator would otherwise differ between the parent and a worker)."""
+    return [s for t, s in TYPES.items() if _differs(_BUILTIN_ROWS.get(t), s)]
 
 
-def pack_plugins() -> tuple[tuple[str, ...], bytes] | None:
-    """The plugin rows as (type names, pickled rows), for a process that never saw their ``register_type``.
+def pack_plugins() -> tuple[tuple[str, ...], bytes]:
+    """The rows a worker needs (``plugin_types``) as (their type names, pickled rows), possibly none.
 
     Why: worker processes start from a forkserver that imported the table before any plugin registered;
-    a job that carries this installs the rows there (``install_plugins``). The rows' functions travel by
-    reference (module and name), so they must be module-level functions, not lambdas.
+    a job that carries this installs the rows there (``install_plugins``). It is sent even when empty: a
+    worker kept from an earlier job may still hold that job's override of a builtin row. The rows'
+    functions travel by reference (module and name, or the builtin row they come from), so a new function
+    must be a module-level one, not a lambda or a closure.
     """
     rows = plugin_types()
-    if not rows:
-        return None
     try:
-        return tuple(s.type.value for s in rows), pickle.dumps(rows)
+        buffer = io.BytesIO()
+        _RowPickler(buffer).dump(rows)
+        return tuple(s.type.value for s in rows), buffer.getvalue()
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
         names = ", ".join(s.type.value for s in rows)
         raise TypeError(
@@ -280,8 +331,15 @@ def pack_plugins() -> tuple[tuple[str, ...], bytes] | None:
 
 
 def install_plugins(names: tuple[str, ...], rows: bytes) -> None:
-    """Register rows packed by ``pack_plugins`` (the names first: unpickling a row needs its type name)."""
+    """Make this process's table the sender's: rows packed by ``pack_plugins`` in, and a builtin row an
+    earlier job replaced back to the builtin one (the names first: unpickling a row needs its type name)."""
     for name in names:
         FieldType.extend(name)
-    for row in pickle.loads(rows):  # our own job payload, from the parent process
-        register_type(row)
+    shipped = {s.type: s for s in _RowUnpickler(io.BytesIO(rows)).load()}  # our own job payload, from the parent
+    for t, builtin in _BUILTIN_ROWS.items():
+        if t not in shipped and _differs(TYPES.get(t), builtin):
+            TYPES[t] = builtin
+            _REPLACED.pop(t, None)
+    for t, s in shipped.items():
+        if _differs(TYPES.get(t), s):
+            register_type(s)
