@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,7 +19,9 @@ import anyio
 import typer
 from rich.table import Table
 
+from config.settings import Settings
 from pipeline.cli_common import EXIT_FAILED, EXIT_OK, app, cell, fail_invalid, load_settings, out, styled
+from task_components.clients import MilvusTarget, milvus_client, milvus_target, pg_pool
 from task_components.errors import ShadowError
 
 shadow_app = typer.Typer(
@@ -47,24 +50,30 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON 
 ShowOpt = Annotated[int, typer.Option("--show", min=0, help="differences listed in the table")]
 
 
+def milvus_target_of(settings: Settings, uri: str | None, token: str | None, db_name: str | None) -> MilvusTarget:
+    """The Milvus to compare with, by ``clients.milvus_target``'s rule: MILVUS__TOKEN goes to MILVUS__URI
+    only, so ``--uri`` naming another server gets no token unless ``--token`` gives one."""
+    if not (uri or settings.milvus.uri):
+        raise fail_invalid("no Milvus to compare with: pass --uri or set MILVUS__URI")
+    target = milvus_target(settings, None, uri)
+    if token is not None:
+        target = replace(target, token=token or None)
+    return replace(target, db_name=db_name) if db_name else target
+
+
 def _connections(uri: str | None, token: str | None, db_name: str | None, dsn: str | None) -> dict[str, Any]:
     settings = load_settings()
-    uri = uri or settings.milvus.uri
-    if not uri:
-        raise fail_invalid("no Milvus to compare with: pass --uri or set MILVUS__URI")
+    target = milvus_target_of(settings, uri, token, db_name)
     if dsn is None and settings.postgres.dsn is not None:
         dsn = settings.postgres.dsn.get_secret_value()
     if not dsn:
         raise fail_invalid("no PostgreSQL shadow: pass --pg-dsn or set POSTGRES__DSN")
-    if token is None and settings.milvus.token is not None:
-        token = settings.milvus.token.get_secret_value()
-    return {"uri": uri, "token": token or "", "db_name": db_name or settings.milvus.db_name, "dsn": dsn}
+    return {"target": target, "dsn": dsn}
 
 
 def _run(conn: dict[str, Any], tracker_path: Path | None, call: Callable[..., Awaitable[Any]]) -> Any:
     """Open Milvus, PostgreSQL and the tracker, run ``call(milvus, pool, tracker)``; bad input exits 2."""
     import asyncpg
-    from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
 
     from task_components.shadow.tracker import KeyStateTracker
@@ -76,18 +85,17 @@ def _run(conn: dict[str, Any], tracker_path: Path | None, call: Callable[..., Aw
 
         default = default_tracker_path(conn["dsn"]) if conn.get("dsn") else None
         tracker_path = default if default is not None and (default / "data.mdb").exists() else None
+    target: MilvusTarget = conn["target"]
 
     async def main() -> Any:
         try:
-            milvus = await anyio.to_thread.run_sync(
-                lambda: MilvusClient(uri=conn["uri"], token=conn["token"], db_name=conn["db_name"])
-            )
+            milvus = await anyio.to_thread.run_sync(milvus_client, target)
         except (MilvusException, OSError) as exc:
-            raise fail_invalid(f"cannot reach Milvus at {conn['uri']}: {exc}") from None
+            raise fail_invalid(f"cannot reach Milvus at {target.uri}: {exc}") from None
         tracker = KeyStateTracker(tracker_path) if tracker_path is not None else None
         try:
             try:
-                pool = await asyncpg.create_pool(conn["dsn"], min_size=1, max_size=2)
+                pool = await pg_pool(conn["dsn"], min_size=1, max_size=2)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
                 raise fail_invalid(f"cannot reach PostgreSQL: {type(exc).__name__}: {exc}") from None
             try:

@@ -137,8 +137,7 @@ def milvus_target(settings: Settings, run_dir: Path | None, uri: str | None = No
     m = settings.milvus
     uri = uri or m.uri
     if uri:
-        token = m.token.get_secret_value() if m.token and (not m.uri or uri == m.uri) else None
-        return MilvusTarget(uri, token, m.db_name, lite=uri.endswith(".db"))
+        return MilvusTarget(uri, milvus_token(uri, settings), m.db_name, lite=uri.endswith(".db"))
     if run_dir is None:
         raise ValueError("MILVUS__URI is not set and the run has no run directory for Milvus Lite")
     return MilvusTarget(str(Path(run_dir).resolve() / "milvus.db"), None, "default", lite=True)

@@ -29,7 +29,9 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from task_components.contracts import BatchSink, MilvusTarget, StreamRecord
+from config.settings import Settings
+from task_components.clients import MilvusTarget, milvus_target
+from task_components.contracts import BatchSink, StreamRecord
 from task_components.sinks.mongo import key_problem
 from task_components.streaming.resilience import RecordsRefused, Refusal
 from task_components.streaming.steps import StreamSink
@@ -149,12 +151,11 @@ class MilvusSink(BatchSink):
     params: MilvusSinkParams
     label = "milvus"
 
-    def target(self, settings: Any) -> MilvusTarget:
-        uri = self.params.uri or settings.milvus.uri
-        if not uri:
+    def target(self, settings: Settings) -> MilvusTarget:
+        """``clients.milvus_target``'s rule: MILVUS__TOKEN goes to MILVUS__URI only, never to another `uri`."""
+        if not (self.params.uri or settings.milvus.uri):
             raise ValueError("MILVUS__URI is not set and sink.milvus has no `uri` (a server URI or a Lite .db file)")
-        token = settings.milvus.token.get_secret_value() if settings.milvus.token else None
-        return MilvusTarget(uri, token, settings.milvus.db_name, lite=uri.endswith(".db"))
+        return milvus_target(settings, None, self.params.uri)
 
     @asynccontextmanager
     async def open(self, settings: Any) -> AsyncIterator[MilvusWriter]:
