@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_serializer, field_validator
 
 from config.settings import Settings
 from task_components.clients import MilvusTarget, milvus_token
@@ -111,6 +111,16 @@ class UploadResult(BaseModel):
 
 
 # -- create_collection -> import -> verify --------------------------------------------------------------
+def _without_token(state: dict[Any, Any]) -> dict[Any, Any]:
+    """A pickled ``CollectionInfo``'s state with ``target`` minus its token (the other keys untouched)."""
+    fields = state.get("__dict__") or {}
+    target = fields.get("target")
+    if not isinstance(target, dict) or "token" not in target:
+        return state
+    clean = {k: v for k, v in target.items() if k != "token"}
+    return {**state, "__dict__": {**fields, "target": clean}}
+
+
 class CollectionInfo(BaseModel):
     """A collection and where it lives. ``target`` never holds the Milvus token: results are pickled into
     the run directory, and a secret there outlives the run; ``milvus()`` reads it back from the settings."""
@@ -124,6 +134,18 @@ class CollectionInfo(BaseModel):
     @classmethod
     def _no_token(cls, target: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in target.items() if k != "token"}
+
+    @field_serializer("target")
+    def _dump_no_token(self, target: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in target.items() if k != "token"}  # report.json, model_dump: as for pickle
+
+    def __getstate__(self) -> dict[Any, Any]:
+        """Pickled without the token even when built without validation (``model_construct``, ``model_copy``)."""
+        return _without_token(super().__getstate__())
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        """Unpickling runs no validator: results pickled before the token was dropped still carry it."""
+        super().__setstate__(_without_token(state))
 
     def milvus(self, settings: Settings | None = None) -> MilvusTarget:
         """The recorded target with the token of the configured server (``clients.milvus_token``)."""

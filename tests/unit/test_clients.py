@@ -6,6 +6,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from config.settings import Settings
 from task_components.clients import kafka_options, milvus_target, milvus_token, mongo_uri
@@ -56,3 +57,30 @@ def test_connection_settings_missing_are_named() -> None:
         Settings.model_validate({"kafka": {"bootstrap_servers": "b:9092", "api_key": "k", "api_secret": "s"}})
     )
     assert sasl["security_protocol"] == "SASL_SSL" and sasl["sasl_plain_username"] == "k"
+
+
+def _with_token(settings: Settings) -> CollectionInfo:
+    """A CollectionInfo holding the token, as results were pickled before it was dropped (no validation)."""
+    target = {**milvus_target(settings, None).public(), "token": "root:s3cret"}
+    schema = resolve_schema("simple")
+    return CollectionInfo.model_construct(name="c", target=target, collection_schema=schema, indexes={})
+
+
+def test_a_result_pickled_with_the_token_loses_it_when_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(uri=SERVER, token="root:s3cret")
+    with monkeypatch.context() as old_code:  # pickled as the code before the fix did: the token on disk
+        old_code.setattr(CollectionInfo, "__getstate__", BaseModel.__getstate__)
+        old_code.setattr(CollectionInfo, "__setstate__", BaseModel.__setstate__)
+        on_disk = pickle.dumps(_with_token(settings))
+    assert b"s3cret" in on_disk
+    loaded = pickle.loads(on_disk)
+    assert "token" not in loaded.target and loaded.target["uri"] == SERVER
+    assert b"s3cret" not in pickle.dumps(loaded)
+    assert loaded.milvus(settings).token == "root:s3cret"  # still reachable: read back from the settings
+
+
+def test_an_unvalidated_result_is_pickled_without_the_token() -> None:
+    info = _with_token(_settings(uri=SERVER, token="root:s3cret"))
+    assert "token" in info.target  # model_construct runs no validator
+    assert b"s3cret" not in pickle.dumps(info) and "s3cret" not in info.model_dump_json()
+    assert info.target["token"] == "root:s3cret"  # pickling does not change the object itself
