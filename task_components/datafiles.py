@@ -21,14 +21,12 @@ import pyarrow.parquet as pq
 from task_components.manifest import FileEntry, Manifest
 from task_components.rawfiles import DataFileError, json_rows, sha256_file
 from task_components.schema.arrow import META_COLUMN, arrow_schema
-from task_components.schema.models import CollectionSchema, FieldType
+from task_components.schema.models import CollectionSchema
+from task_components.schema.types import spec
 
 __all__ = [
     "DataFileError", "check_files", "iter_batches", "json_rows", "parquet_mismatches", "read_table", "rewrite_parquet",
 ]  # fmt: skip
-
-_AS_TEXT = (FieldType.JSON, FieldType.SPARSE_FLOAT_VECTOR)
-
 
 def _json_table(path: Path, schema: CollectionSchema, columns: list[str] | None) -> pa.Table:
     rows = json_rows(path)
@@ -45,7 +43,7 @@ def _json_table(path: Path, schema: CollectionSchema, columns: list[str] | None)
         else:
             f = by_name[name]
             values = [r.get(name) for r in rows]
-            if f.type in _AS_TEXT:
+            if spec(f).storage == "json":  # JSON text in Arrow (JSON, sparse vectors, a plugin's)
                 values = [v if v is None or isinstance(v, str) else orjson.dumps(v).decode() for v in values]
         try:
             arrays.append(pa.array(values, type=target.field(name).type))

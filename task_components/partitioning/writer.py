@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from task_components.manifest import FileEntry
 from task_components.schema.arrow import META_COLUMN, schema_of
-from task_components.schema.models import FieldType
+from task_components.schema.types import spec
 
 
 class DirectSink:
@@ -128,8 +128,8 @@ class _ParquetFile:
     def __init__(self, path: Path, schema: pa.Schema, compression: str, row_group_bytes: int = ROW_GROUP_BYTES) -> None:
         self.sink = DirectSink(path)
         cs = schema_of(schema)
-        strings = [f.name for f in cs.data_fields() if f.type is FieldType.VARCHAR and not f.is_primary]
-        scalars = [f.name for f in cs.data_fields() if not f.type.is_vector and f.type is not FieldType.ARRAY]
+        strings = [f.name for f in cs.data_fields() if spec(f).family == "text" and not f.is_primary]
+        scalars = [f.name for f in cs.data_fields() if spec(f).family not in ("vector", "sparse", "array")]
         self.writer = pq.ParquetWriter(
             self.sink, schema, compression=compression, use_dictionary=strings or False,
             write_statistics=scalars or False,
@@ -164,7 +164,7 @@ class _JsonFile:
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.sink = DirectSink(path)
         cs = schema_of(schema)
-        self.raw_json = [f.name for f in cs.data_fields() if f.type in (FieldType.JSON, FieldType.SPARSE_FLOAT_VECTOR)]
+        self.raw_json = [f.name for f in cs.data_fields() if spec(f).storage == "json"]  # JSON text in Arrow
         self.has_meta = cs.enable_dynamic_field
         self.first = True
         self.sink.write(b'{"rows": [\n')

@@ -108,6 +108,10 @@ class FieldType(enum.StrEnum):
         return self._family() == "integer"
 
     @property
+    def is_float(self) -> bool:
+        return self._family() == "float"
+
+    @property
     def is_numeric(self) -> bool:
         return self._family() in ("integer", "float")
 

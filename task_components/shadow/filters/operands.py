@@ -119,7 +119,7 @@ def arithmetic(left: Operand, sign: Token, right: Literal) -> Operand:
         if not right.is_integer:
             raise refuse("Milvus applies integer arithmetic with integer operands only")
         return replace(left, sql=f"({left.sql})::bigint {sign.text} {value}", computed=True, integer_result=True)
-    if t in (FieldType.FLOAT, FieldType.DOUBLE):
+    if t is not None and t.is_float:
         if sign.text == "%":
             raise refuse("Milvus applies % to integer fields only")
         return replace(left, sql=f"{left.sql} {sign.text} {value}", computed=True)
