@@ -127,7 +127,12 @@ class DAG:
         return self
 
     def subgraph(self, only: Iterable[str]) -> DAG:
-        """The named tasks and everything they depend on (``--only``)."""
+        """The named tasks and everything they depend on (``--only``).
+
+        A task may say what is wrong with its needs among a set of tasks (``needs_problem(tasks)``, as
+        components do); it is asked again about the kept tasks, because leaving tasks out can break a
+        wiring that was whole (a streaming step whose dead-letter sink is left out would lose records).
+        """
         keep: set[str] = set()
         for name in only:
             if name not in self:
@@ -136,6 +141,13 @@ class DAG:
             keep |= nx.ancestors(self.graph, name)
         sub = DAG(self.name)
         sub.graph = self.graph.subgraph(keep).copy()
+        kept = {t.name: t for t in sub}
+        for t in kept.values():  # a task's own wiring check (e.g. rejected records need a dead-letter sink)
+            check = getattr(t, "needs_problem", None)
+            problem = check(kept) if callable(check) else None
+            if problem:
+                raise DAGValidationError(f"without the tasks --only leaves out, task {t.name!r}: {problem}",
+                                         task=t.name)  # fmt: skip
         return sub
 
     def needs_of(self, name: str) -> tuple[str, ...]:

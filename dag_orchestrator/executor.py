@@ -26,6 +26,8 @@ Design choices:
   socket, a client library) is that task's error like any other.
 * ``SequentialExecutor`` runs one task at a time in topological order (streams buffer fully, consumers
   run after their producer): the same results, easy to step through in a debugger (Dask's get_sync).
+  A producer that declares ``needs_concurrent_consumers`` (it waits for its consumers while it runs)
+  is refused there with a clear error instead of waiting for ever.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import random
 from collections.abc import Iterable
 
 from dag_orchestrator.context import PipelineContext
-from dag_orchestrator.dag import DAG
+from dag_orchestrator.dag import DAG, DAGValidationError
 from dag_orchestrator.events import EventBus, Observer
 from dag_orchestrator.scheduler import FailurePolicy, StopReason, TaskTimeoutError, _Scheduler
 from dag_orchestrator.state import RunResult, StateStore
@@ -98,3 +100,19 @@ class SequentialExecutor(Executor):
     def __init__(self, *, policy: FailurePolicy | str = FailurePolicy.FAIL_FAST,
                  observers: Iterable[Observer] = (), seed: int | None = None) -> None:  # fmt: skip
         super().__init__(1, policy=policy, observers=observers, stream_buffer=math.inf, seed=seed)
+
+    async def run(
+        self, dag: DAG, ctx: PipelineContext | None = None, *, store: StateStore | None = None, resume: bool = False
+    ) -> RunResult:
+        """Refuse a producer that waits for its stream's consumers while it runs (a streaming source waiting
+        for acknowledgements): here they start only after it ended, so it would wait for ever."""
+        for t in dag:
+            if getattr(t, "needs_concurrent_consumers", False) and any(
+                t.name in dag.task(c).streams_from for c in dag.downstream(t.name)
+            ):
+                raise DAGValidationError(
+                    f"task {t.name!r} waits for the tasks reading its stream while it runs, and the "
+                    "SequentialExecutor starts them only after it ended: run it with Executor",
+                    task=t.name,
+                )
+        return await super().run(dag, ctx, store=store, resume=resume)

@@ -226,7 +226,8 @@ class _Scheduler:
             pending = [c for c in consumers if self.runs[c].state is TaskState.PENDING]
             spill = {c for c in pending if getattr(self.tasks[c], "stream_spill", False)}
             spill_dir = self.ctx.run_dir / "spill" if self.ctx.run_dir is not None else None
-            self.ctx.hubs[name] = StreamHub(name, pending, self.ex.stream_buffer, spill, spill_dir)
+            hub = self.ctx.hubs[name] = StreamHub(name, pending, self.ex.stream_buffer, spill, spill_dir)
+            hub.dropped = [c for c in consumers if self.runs[c].state is TaskState.SKIPPED]
         self.tg.start_soon(self._run_task, name, name=f"task:{name}")
         if not self.ex.sequential:  # consumers start with their producer (sequential: after it)
             for consumer in consumers:
@@ -379,6 +380,10 @@ class _Scheduler:
                 run.state = TaskState.SKIPPED
                 run.error = f"skipped: upstream task {name!r} did not succeed"
                 self._emit(EventKind.TASK_SKIPPED, dep, error=run.error)
+                for producer in self.tasks[dep].streams_from:  # it will never read: nobody waits for it
+                    hub = self.ctx.hubs.get(producer)
+                    if hub is not None:
+                        hub.drop(dep)
                 stack.extend(self.dependents[dep])
 
     # -- reporting --------------------------------------------------------------------------------

@@ -4,7 +4,10 @@ One hub per producer, one bounded anyio memory stream per consumer. ``emit`` awa
 turn, so the slowest consumer sets the pace (backpressure) and memory stays at ``buffer`` chunks per
 consumer. Failure travels both ways: a producer that fails closes the hub with its error, and readers
 raise ``UpstreamStreamError`` after the last delivered chunk; a consumer that stops reading closes its
-end, and the producer's next ``emit`` raises ``StreamConsumerGone``. Either way both ends stop.
+end, and the producer's next ``emit`` raises ``StreamConsumerGone``. Either way both ends stop. A
+consumer that will never run (skipped under the continue policy: another of its needs failed) is
+dropped instead: the producer stops sending to it, even mid-``emit`` on its full buffer, and goes on
+with the others; ``dropped`` names it, for a producer that must know who took its chunks.
 
 A consumer whose task sets ``stream_spill`` never holds its producer back: past ``buffer`` chunks in
 memory, further chunks wait for it on disk (Arrow batches as IPC files mapped back without a copy,
@@ -135,13 +138,27 @@ class StreamHub:
         self.error: BaseException | None = None
         self.finished = False
         self.emitted = 0
+        self.dropped: list[str] = []  # consumers that will never run: not sent to
 
     @property
     def consumers(self) -> list[str]:
         return list(self._sends)
 
+    def feeds(self, consumer: str) -> bool:
+        """Whether ``consumer`` reads (or was meant to read) this stream, dropped or not."""
+        return consumer in self._readers or consumer in self.dropped
+
+    def drop(self, consumer: str) -> None:
+        """``consumer`` will never run: stop sending to it (a send waiting on its full buffer ends)."""
+        send = self._sends.pop(consumer, None)
+        if send is None:
+            return
+        self.dropped.append(consumer)
+        self.close_reader(consumer)
+        send.close()
+
     async def emit(self, chunk: Any) -> None:
-        for consumer, send in self._sends.items():
+        for consumer, send in tuple(self._sends.items()):  # a consumer may be dropped while this waits
             try:
                 spill = self._spills.get(consumer)
                 if spill is None:
@@ -149,6 +166,8 @@ class StreamHub:
                 else:
                     send.send_nowait(await spill.entry(chunk))
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                if consumer in self.dropped:
+                    continue
                 raise StreamConsumerGone(f"task {consumer!r} stopped reading the stream of {self.producer!r}") from None
         self.emitted += 1
 

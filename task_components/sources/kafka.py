@@ -47,10 +47,18 @@ from task_components.clients import kafka_consumer, kafka_options
 from task_components.connect import missing
 from task_components.contracts import StreamBatch, StreamRecord, StreamResult
 from task_components.sources.decode import MAX_DEPTH, MAX_RECORD_BYTES, decode
-from task_components.streaming.flow import AckLedger, DownstreamFailed, Flowing, open_ledger, pass_on
+from task_components.streaming.flow import (
+    AckLedger,
+    DownstreamFailed,
+    Flowing,
+    StreamWiringError,
+    consumers,
+    open_ledger,
+    pass_on,
+)
 from task_components.streaming.offsets import OffsetTracker, stream_lag
 from task_components.streaming.resilience import CircuitBreaker, RetrySettings
-from task_components.streaming.steps import dead_letter_problem
+from task_components.streaming.steps import dead_letter_problem, streams_from_source
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -290,16 +298,25 @@ class KafkaSource(Component[KafkaSourceParams]):
     Params = KafkaSourceParams
     Result = StreamResult
     emits = True
+    needs_concurrent_consumers = True  # waits for their acknowledgements: the SequentialExecutor refuses it
 
     def settings_problem(self, settings: Any) -> str | None:
         return missing(kafka_options, settings)
 
     def needs_problem(self, tasks: dict[str, Task]) -> str | None:
+        if self.needs:
+            return ("needs tasks, as streaming pipelines were wired before: the wiring changed, data order now: "
+                    "the source needs nothing and each stage and sink needs the step before it; see "
+                    "docs/streaming.md")  # fmt: skip
+        if not streams_from_source(self.name, tasks):
+            return "no task reads its batches (a stage or sink needing it): nothing would take what it consumes"
         return dead_letter_problem(self.name, tasks)  # records that fail to decode are dead-lettered here
 
     async def run(self, ctx: PipelineContext) -> StreamResult:
         from aiokafka import ConsumerRebalanceListener
 
+        if not consumers(ctx):  # before anything is consumed: nothing downstream would take the batches
+            raise StreamWiringError(f"task {self.name!r}: no task reads its batches; see docs/streaming.md")
         p = self.params
         settings = ctx.services.settings
         topic, group = p.topic or settings.kafka.topic_source, p.group or settings.kafka.consumer_group
@@ -335,15 +352,20 @@ class KafkaSource(Component[KafkaSourceParams]):
                     stopped_by = await run.consume()
                     await run.drained()  # every emitted batch acknowledged (and committed) by every sink
                     tg.cancel_scope.cancel()
+            except BaseException as exc:
+                if stopped_by == "cancelled" and not isinstance(exc, anyio.get_cancelled_exc_class()):
+                    stopped_by = f"failed: {type(exc).__name__}"
+                raise
             finally:
                 run.closing = True
                 with anyio.CancelScope(shield=True) as scope:
                     scope.deadline = anyio.current_time() + 15
                     await run.commit_ready()  # whatever was acknowledged, even on SIGTERM or a failure
                     await run.consumer.stop()
+                s = run.stats  # logged however the run ended (SIGTERM included), with what was committed
+                ctx.log.info("stream_stopped", stopped_by=stopped_by, records_in=s.records_in, committed=s.committed,
+                             refused_by_sinks=run.ledger.refused)  # fmt: skip
         s = run.stats
-        ctx.log.info("stream_stopped", stopped_by=stopped_by, records_in=s.records_in, committed=s.committed,
-                     refused_by_sinks=run.ledger.refused)  # fmt: skip
         return StreamResult(
             topic=topic, group=group, records_in=s.records_in, valid=s.valid, invalid=s.invalid,
             duplicates=s.duplicates, batches=s.batches, written=dict(run.ledger.written), committed=s.committed,

@@ -7,8 +7,11 @@ copied) with its ``AckLedger``, which counts the copies of the batch still on th
 acker: a task that passes a batch on adds one count per consumer before sending, and removes its own
 count once it is done with it. When the count of a batch reaches zero every task downstream of the
 source has finished with it, and the ledger hands its sequence number back to the source, which commits
-in order. A task that fails marks every ledger of the run broken (``participating``), so a source
-waiting for acknowledgements stops instead of waiting for a batch that will never be finished.
+in order. A task that fails breaks the ledgers of the sources it reads from, directly or through the
+steps before it (``participating``), so such a source stops instead of waiting for a batch that will
+never be finished; a source it does not read from goes on. A batch's records rejected on the way are
+owed to a dead-letter sink: a batch whose dead letters no dead-letter sink wrote breaks the ledger
+instead of being acknowledged (nothing is committed that nothing kept).
 
 The ledger also carries what all writers of one source share: the retry settings and the circuit
 breaker (the source stops fetching while it is open), and the figures the source reports (records
@@ -26,16 +29,24 @@ import anyio
 from pydantic import BaseModel, Field
 
 from dag_orchestrator.context import PipelineContext
+from dag_orchestrator.streams import StreamConsumerGone
 from task_components.contracts import StreamBatch, StreamRecord
 from task_components.streaming.resilience import CircuitBreaker, RetrySettings
 
-__all__ = ["AckLedger", "DownstreamFailed", "Flowing", "StepResult", "open_ledger", "participating", "pass_on"]
+__all__ = [
+    "AckLedger", "DownstreamFailed", "Flowing", "SinkResult", "StageResult", "StepResult", "StreamWiringError",
+    "open_ledger", "participating", "pass_on",
+]  # fmt: skip
 
 _LEDGERS = "streaming.ledgers"  # key of the run's live ledgers in ctx.services.scratch
 
 
 class DownstreamFailed(RuntimeError):
     """A task downstream of the source failed: the batches it held will never be acknowledged."""
+
+
+class StreamWiringError(ValueError):
+    """A streaming step wired so that batches or rejected records would reach no one (found at run start)."""
 
 
 class StepResult(BaseModel):
@@ -45,6 +56,14 @@ class StepResult(BaseModel):
     records: int = Field(0, description="records handed on as dead letters (stages, refusing sinks) or written")
     written: int = 0
     refused: int = 0
+
+
+class StageResult(StepResult):
+    """A stage's figures; its own type so the wiring check tells a stage (a batch producer) from a sink."""
+
+
+class SinkResult(StepResult):
+    """A sink's figures (a sink passes on only its refusals: no stage or sink may read it)."""
 
 
 @dataclass(slots=True)
@@ -58,9 +77,18 @@ class AckLedger:
     error: str | None = None
     broken: anyio.Event = field(default_factory=anyio.Event)
     on_broken: Callable[[], None] | None = None
+    owed: dict[int, dict[str, int]] = field(default_factory=dict)  # per batch: sender -> dead letters unwritten
 
     def hold(self, seq: int, copies: int) -> None:
         self.pending[seq] = self.pending.get(seq, 0) + copies
+
+    def owe(self, seq: int, sender: str, records: int) -> None:
+        """``sender`` handed on ``records`` dead letters of batch ``seq``: a dead-letter sink must write them."""
+        self.owed.setdefault(seq, {})[sender] = records
+
+    def paid(self, seq: int, sender: str) -> None:
+        """A dead-letter sink wrote the dead letters ``sender`` handed on with batch ``seq``."""
+        self.owed.get(seq, {}).pop(sender, None)
 
     def release(self, seq: int) -> None:
         left = self.pending[seq] - 1
@@ -68,6 +96,13 @@ class AckLedger:
             self.pending[seq] = left
             return
         del self.pending[seq]
+        unpaid = self.owed.pop(seq, None)
+        if unpaid:  # every task finished the batch, yet rejected records of it were written nowhere
+            sender, records = next(iter(unpaid.items()))
+            self.fail(sender, StreamWiringError(
+                f"{records} records it rejected in batch {seq} reached no dead-letter sink (sink.dead_letter): "
+                f"add {sender!r} to the dead-letter sink's needs"))  # fmt: skip
+            return
         self.on_done(seq)
 
     def count(self, label: str, written: int) -> None:
@@ -90,28 +125,59 @@ class Flowing:
     batch: StreamBatch
     ledger: AckLedger
     dead: list[StreamRecord] = field(default_factory=list)
+    sender: str = ""  # the task that handed ``dead`` on (set by pass_on): whose dead letters a sink pays
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a streaming batch (Flowing) cannot be pickled: it carries the source's ledger (settings, callbacks) "
+            "and lives in this process only; a streaming step must not set stream_spill"
+        )
 
 
 @asynccontextmanager
 async def open_ledger(ctx: PipelineContext, ledger: AckLedger) -> AsyncIterator[AckLedger]:
-    """Register the source's ledger with the run, so a failing task anywhere downstream can break it."""
-    ledgers: dict[int, AckLedger] = ctx.services.scratch.setdefault(_LEDGERS, {})
-    ledgers[id(ledger)] = ledger
+    """Register the source's ledger with the run (by the source's task name), so a failing task downstream
+    of it can break it."""
+    ledgers: dict[str, AckLedger] = ctx.services.scratch.setdefault(_LEDGERS, {})
+    ledgers[ctx.task_name] = ledger
     try:
         yield ledger
     finally:
-        ledgers.pop(id(ledger), None)
+        if ledgers.get(ctx.task_name) is ledger:
+            del ledgers[ctx.task_name]
+
+
+def _sources_upstream(ctx: PipelineContext, task: str) -> set[str]:
+    """The tasks ``task`` reads from, directly or through the steps before it (the engine's hubs know)."""
+    seen: set[str] = set()
+    todo = [task]
+    while todo:
+        name = todo.pop()
+        for producer, hub in ctx.hubs.items():
+            if producer not in seen and hub.feeds(name):
+                seen.add(producer)
+                todo.append(producer)
+    return seen
+
+
+def break_upstream(ctx: PipelineContext, exc: BaseException) -> None:
+    """The current task cannot finish its batches: the sources it reads from stop waiting for them."""
+    ledgers: dict[str, AckLedger] = ctx.services.scratch.get(_LEDGERS, {})
+    upstream = _sources_upstream(ctx, ctx.task_name)
+    for source, ledger in list(ledgers.items()):
+        if source in upstream:
+            ledger.fail(ctx.task_name, exc)
 
 
 @asynccontextmanager
 async def participating(ctx: PipelineContext) -> AsyncIterator[None]:
-    """Around a stage's or sink's run: if it ends by an error or a cancellation, the run's sources stop
-    waiting for its acknowledgements (they commit what was acknowledged and end too)."""
+    """Around all of a stage's or sink's run, its start-up checks included: if it ends by an error or a
+    cancellation, the sources it reads from stop waiting for its acknowledgements (they commit what was
+    acknowledged and end too); a source it does not read from is not its concern."""
     try:
         yield
     except BaseException as exc:
-        for ledger in list(ctx.services.scratch.get(_LEDGERS, {}).values()):
-            ledger.fail(ctx.task_name, exc)
+        break_upstream(ctx, exc)
         raise
 
 
@@ -122,11 +188,34 @@ def consumers(ctx: PipelineContext) -> int:
 
 
 async def pass_on(ctx: PipelineContext, item: Flowing) -> None:
-    """Send a batch to every task streaming from this one, counted first so no acknowledgement is early."""
-    copies = consumers(ctx)
+    """Send a batch to every task streaming from this one, counted first so no acknowledgement is early.
+
+    Its dead letters are owed to a dead-letter sink until one writes them (``AckLedger.release``). A
+    consumer the engine dropped (skipped: another of its needs failed) will never take its copy, so the
+    ledger breaks: the source commits what was acknowledged and ends with ``DownstreamFailed``.
+    """
+    hub = ctx.hubs.get(ctx.task_name)
+    if hub is not None and hub.dropped:
+        error = StreamWiringError(f"task(s) {', '.join(map(repr, hub.dropped))} reading it will never run")
+        item.ledger.fail(ctx.task_name, error)
+        raise DownstreamFailed(item.ledger.error or str(error))
+    copies = len(hub.consumers) if hub is not None else 0
+    if item.dead:
+        if not copies:
+            raise StreamWiringError(
+                f"task {ctx.task_name!r} rejected {len(item.dead)} records and no task reads its stream, so no "
+                "dead-letter sink takes them: add it to the dead-letter sink's needs"
+            )
+        item.sender = ctx.task_name
+        item.ledger.owe(item.batch.seq, ctx.task_name, len(item.dead))
     if copies:
         item.ledger.hold(item.batch.seq, copies)
-        await ctx.emit(item)
+        try:
+            await ctx.emit(item)
+        except StreamConsumerGone as exc:  # a reader failed: its own failure broke the ledger, say that one
+            if item.ledger.broken.is_set():
+                raise DownstreamFailed(item.ledger.error or str(exc)) from exc
+            raise
 
 
 def only_stream(task_name: str, streams_from: Any) -> str:

@@ -13,6 +13,14 @@ with the dead-letter sink after every step whose records it takes.
   (``max_in_flight``), with the source's retries and circuit breaker; records it refuses are passed on
   as dead letters (a sink with refusals and no dead-letter consumer fails: nothing is dropped silently).
 * The dead-letter sink reads every producer it needs and writes what each handed it.
+
+What ``validate`` refuses (``needs_problem``; ``--only`` asks again about the tasks it keeps): a stage
+or sink reading other than exactly one batch producer, a stage or sink reading a sink (only the source
+and the stages produce batches), a producer read by a stage and by any other stage or sink (the stage
+changes the batch's records in place: the others would see them half processed), a step whose rejected
+records no dead-letter sink takes, and ``retries:`` on a step (a failure breaks the source's ledger at
+once: the sinks' write retries are the source's ``retry_count``). The batches are in-process objects
+tied to the source's ledger, so a streaming step may not spill its input to disk (``stream_spill``).
 """
 
 from __future__ import annotations
@@ -30,13 +38,30 @@ from dag_orchestrator.task import Task
 from task_components.base import Component
 from task_components.contracts import BatchSink, BatchStage, Rejection, SinkWriter, StreamResult
 from task_components.streaming.detached import run_detached
-from task_components.streaming.flow import Flowing, StepResult, consumers, only_stream, participating, pass_on
+from task_components.streaming.flow import (
+    Flowing,
+    SinkResult,
+    StageResult,
+    StepResult,
+    consumers,
+    only_stream,
+    participating,
+    pass_on,
+)
 from task_components.streaming.resilience import PermanentSinkError, write_with_retry
 
-__all__ = ["StreamDeadLetters", "StreamSink", "StreamStage", "dead_letter_problem"]
+__all__ = ["StreamDeadLetters", "StreamSink", "StreamStage", "dead_letter_problem", "streams_from_source"]
 
 P = TypeVar("P", bound=BaseModel)
-BATCHES = ((StreamResult, StepResult),)  # a stage or sink needs a producer of batches: a source or a step
+BATCHES = ((StreamResult, StageResult),)  # a stage or sink reads a producer of batches: the source or a stage
+DEAD_LETTERS = ((StreamResult, StepResult),)  # the dead-letter sink reads the source, the stages and the sinks
+
+
+WIRING_CHANGED = (
+    "needs nothing, as streaming pipelines were wired before: the wiring changed, data order now: the source "
+    "needs nothing, each stage and sink needs the step before it (source.kafka -> standardize -> quality -> "
+    "sinks) and the dead-letter sink needs every step; see docs/streaming.md"
+)
 
 
 def dead_letter_problem(name: str, tasks: dict[str, Task]) -> str | None:
@@ -49,25 +74,74 @@ def dead_letter_problem(name: str, tasks: dict[str, Task]) -> str | None:
     )
 
 
+def _step_problem(step: Task, tasks: dict[str, Task]) -> str | None:
+    """What every stage and sink must satisfy beyond its needs' types (see the module's docstring)."""
+    if step.retry.attempts > 1:
+        return ("retries do nothing on streaming steps: a failure stops the source at once; a sink's writes are "
+                "retried with the source's retry_count and retry_delay")  # fmt: skip
+    producers = list(step.streams_from)
+    if not step.needs:
+        return WIRING_CHANGED
+    if len(producers) != 1:
+        return (f"reads {len(producers)} batch producers ({', '.join(producers) or 'none'}): a stage or sink "
+                "reads exactly one, the step before it")  # fmt: skip
+    producer = tasks.get(producers[0])
+    if isinstance(producer, StreamSink | StreamDeadLetters):
+        return (f"reads sink {producers[0]!r}, which passes on only the records it refused: "
+                "read the stage (or source) before it")  # fmt: skip
+    for other in tasks.values():
+        if other is step or isinstance(other, StreamDeadLetters) or producers[0] not in other.streams_from:
+            continue
+        if len(other.streams_from) > 1:  # refused for that itself, by its own check
+            continue
+        if isinstance(step, StreamStage) or isinstance(other, StreamStage):
+            return (f"reads {producers[0]!r} with {other.name!r}, and a stage changes the batch's records in "
+                    "place: a producer feeding a stage feeds only that stage (chain the stages instead)")  # fmt: skip
+    return dead_letter_problem(step.name, tasks)
+
+
+def streams_from_source(name: str, tasks: dict[str, Task]) -> list[str]:
+    """The stages and sinks reading ``name``'s batches."""
+    return [t.name for t in tasks.values() if isinstance(t, StreamStage | StreamSink) and name in t.streams_from]
+
+
+def _inputs(step: Component[Any]) -> list[tuple[type, ...]]:
+    """No needs at all: the pipeline is wired the old way, which ``needs_problem`` explains instead."""
+    return [] if not step.needs else [t if isinstance(t, tuple) else (t,) for t in step.needs_types]
+
+
+def _refuse_spill(cls: type) -> None:
+    if getattr(cls, "stream_spill", False):
+        raise TypeError(f"{cls.__name__}: a streaming step cannot set stream_spill: its batches carry the "
+                        "source's ledger and live in this process only")  # fmt: skip
+
+
 class StreamStage(Component[P]):
     """A per-batch step between the source and the sinks (``stage()``: the configured step)."""
 
     __slots__ = ()
     emits = True
     stream_input = True
-    Result = StepResult
+    Result = StageResult
     needs_types = BATCHES
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _refuse_spill(cls)
 
     @abstractmethod
     def stage(self) -> BatchStage: ...
 
-    def needs_problem(self, tasks: dict[str, Task]) -> str | None:
-        return dead_letter_problem(self.name, tasks)
+    def required_inputs(self) -> list[tuple[type, ...]]:
+        return _inputs(self)
 
-    async def run(self, ctx: PipelineContext) -> StepResult:
-        process = self.stage().processor()
-        result = StepResult()
+    def needs_problem(self, tasks: dict[str, Task]) -> str | None:
+        return _step_problem(self, tasks)
+
+    async def run(self, ctx: PipelineContext) -> StageResult:
+        result = StageResult()
         async with participating(ctx):
+            process = self.stage().processor()
             async for item in ctx.stream(only_stream(self.name, self.streams_from)):
                 batch = item.batch
                 before = {id(r) for r in batch.records if r.rejection is None}
@@ -89,22 +163,30 @@ class StreamSink(Component[P]):
     __slots__ = ()
     emits = True  # its refusals, to the dead-letter sink
     stream_input = True
-    Result = StepResult
+    Result = SinkResult
     needs_types = BATCHES
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _refuse_spill(cls)
 
     @abstractmethod
     def sink(self) -> BatchSink: ...
 
-    def needs_problem(self, tasks: dict[str, Task]) -> str | None:
-        return dead_letter_problem(self.name, tasks)
+    def required_inputs(self) -> list[tuple[type, ...]]:
+        return _inputs(self)
 
-    async def run(self, ctx: PipelineContext) -> StepResult:
-        sink = self.sink()
-        producer = only_stream(self.name, self.streams_from)
-        result = StepResult()
-        async with participating(ctx), sink.open(ctx.services.settings) as writer, anyio.create_task_group() as tg:
-            async for item in ctx.stream(producer):
-                tg.start_soon(self._write, ctx, sink.label, writer, item, result)
+    def needs_problem(self, tasks: dict[str, Task]) -> str | None:
+        return _step_problem(self, tasks)
+
+    async def run(self, ctx: PipelineContext) -> SinkResult:
+        result = SinkResult()
+        async with participating(ctx):
+            sink = self.sink()
+            producer = only_stream(self.name, self.streams_from)
+            async with sink.open(ctx.services.settings) as writer, anyio.create_task_group() as tg:
+                async for item in ctx.stream(producer):
+                    tg.start_soon(self._write, ctx, sink.label, writer, item, result)
         return result
 
     async def _write(self, ctx: PipelineContext, label: str, writer: SinkWriter, item: Flowing,
@@ -138,20 +220,37 @@ class StreamDeadLetters(Component[P]):
 
     __slots__ = ()
     stream_input = True
-    Result = StepResult
-    needs_types = BATCHES
+    Result = SinkResult
+    needs_types = DEAD_LETTERS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _refuse_spill(cls)
 
     @abstractmethod
     def sink(self) -> BatchSink: ...
 
-    async def run(self, ctx: PipelineContext) -> StepResult:
-        sink = self.sink()
-        if not self.streams_from:
-            raise ValueError(f"task {self.name!r} streams from no batch producer: add the streaming steps to its needs")
-        result = StepResult()
-        async with participating(ctx), sink.open(ctx.services.settings) as writer, anyio.create_task_group() as tg:
-            for producer in self.streams_from:
-                tg.start_soon(self._read, ctx, producer, sink.label, writer, tg, result)
+    def required_inputs(self) -> list[tuple[type, ...]]:
+        return _inputs(self)
+
+    def needs_problem(self, tasks: dict[str, Task]) -> str | None:
+        if not self.needs:
+            return WIRING_CHANGED
+        if self.retry.attempts > 1:
+            return "retries do nothing on streaming steps: a failure stops the source at once"
+        return None
+
+    async def run(self, ctx: PipelineContext) -> SinkResult:
+        result = SinkResult()
+        async with participating(ctx):
+            sink = self.sink()
+            if not self.streams_from:
+                raise ValueError(
+                    f"task {self.name!r} streams from no batch producer: add the streaming steps to its needs"
+                )
+            async with sink.open(ctx.services.settings) as writer, anyio.create_task_group() as tg:
+                for producer in self.streams_from:
+                    tg.start_soon(self._read, ctx, producer, sink.label, writer, tg, result)
         return result
 
     async def _read(self, ctx: PipelineContext, producer: str, label: str, writer: SinkWriter, tg: TaskGroup,
@@ -175,6 +274,7 @@ class StreamDeadLetters(Component[P]):
             log.debug("record_rejected", record_id=r.correlation_id, step=why and why.step, rule=why and why.rule,
                       source=f"{r.topic}:{r.partition}@{r.offset}")  # fmt: skip
         ledger.count(label, written.count)
+        ledger.paid(item.batch.seq, item.sender)
         result.batches += 1
         result.written += written.count
         ledger.release(item.batch.seq)

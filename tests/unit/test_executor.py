@@ -438,3 +438,30 @@ async def test_the_process_pool_starts_without_blocking_the_event_loop() -> None
         backend.close()
     assert took > 0.2  # the start is slow, so the check below is about where it waited
     assert max(gaps) < 0.15, f"the event loop stood still for {max(gaps):.2f}s while the pool started"
+
+
+@pytest.mark.parametrize("setup_delay", [0.0, 0.2])  # skipped before the producer starts, or while it emits
+async def test_a_producer_whose_consumer_is_skipped_under_continue_finishes(setup_delay: float) -> None:
+    @task()
+    async def setup(ctx: PipelineContext) -> None:
+        await anyio.sleep(setup_delay)
+        raise RuntimeError("setup broke")
+
+    @task(emits_stream=True)
+    async def produce(ctx: PipelineContext) -> int:
+        for i in range(50):
+            await ctx.emit(i)
+        return 50
+
+    @task(needs=["produce"], streams_from=["produce"])
+    async def kept(ctx: PipelineContext) -> int:
+        return len([c async for c in ctx.stream("produce")])
+
+    @task(needs=["produce", "setup"], streams_from=["produce"])
+    async def skipped(ctx: PipelineContext) -> int:
+        return len([c async for c in ctx.stream("produce")])
+
+    with anyio.fail_after(10):
+        result = await Executor(policy="continue", stream_buffer=1).run(DAG("s", [setup, produce, kept, skipped]))
+    assert result.tasks["skipped"].state is TaskState.SKIPPED
+    assert result.tasks["produce"].state is TaskState.SUCCEEDED and result.results["kept"] == 50
