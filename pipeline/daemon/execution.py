@@ -54,6 +54,10 @@ TASK_EVENTS = {
 }  # fmt: skip
 
 
+# a claimed request ready to run: its row, its prepared run, when it started, its time cap, its deadline
+Ready = tuple["LedgerRow", "Prepared", float, float, "float | None"]
+
+
 @dataclass(slots=True)
 class Prepared:
     run: PreparedRun
@@ -135,26 +139,78 @@ class Execution:
             request.unrecorded += 1
             requeue = UNRECORDED_RETRY.delay(min(request.unrecorded, UNRECORDED_RETRY.attempts))
         finally:
-            self._free(rid)
+            self._free(request)
         if requeue and not board.stopping:
-            await anyio.sleep(requeue)
+            with anyio.move_on_after(requeue):  # a stop ends the wait: the request stays for the next daemon
+                await board.stopped.wait()
             if board.ours(request.mark) and not board.stopping:
                 board.queue(request)
                 return
         if requeue:
-            board.live.pop(rid, None)
+            board.drop(request)
 
-    def _free(self, rid: str) -> None:
-        if self.board.running.pop(rid, None) is not None:
+    def _free(self, request: Request) -> None:
+        if self.board.running.get(request.id) is request:
+            del self.board.running[request.id]
             self.metrics.runs_active.set(len(self.board.running))
         self.board.wake()
 
     async def _claim_and_run(self, request: Request) -> float:
-        """Run the request if it is ours to run; returns seconds to wait before trying it again (0: done)."""
+        """Run the request if it is ours to run; returns seconds to wait before trying it again (0: done).
+
+        From the moment it holds a run slot until its pipeline starts, a stop interrupts it (``request.scope``):
+        a request still being claimed or prepared when the daemon stops never starts its pipeline."""
+        d = self.d
+        got: float | Ready = 0.0
+        with anyio.CancelScope() as early:
+            request.scope, request.starting = early, True
+            if self.board.stopping:
+                early.cancel()
+            got = await self._claim_and_prepare(request)
+        request.scope, request.starting = None, False
+        if isinstance(got, float):
+            return got
+        row, prepared, started, cap, deadline = got
+        if early.cancel_called or request.interrupted or self.board.stopping:  # (no await since: nothing started)
+            if prepared.run.lock is not None:
+                prepared.run.lock.release()
+            await self._unclaim(request)
+            return 0.0
+        outcome = await self._run(request, row, prepared, started, min(cap, deadline or cap))
+        if outcome is None:
+            why = f"the run exceeded the daemon's maximum run time {d.max_run_seconds:g} s (DAEMON__MAX_RUN_SECONDS)"
+            if deadline is not None and deadline <= cap:
+                why = f"deadline {request.message.deadline} exceeded"
+            outcome = Outcome.failed(row.run_id, why)
+        await self._record(request, row.attempts, outcome)
+        return 0.0
+
+    async def _unclaim(self, request: Request) -> None:
+        """Stopped before its pipeline started: give the claim back (no lease for the next daemon to wait out),
+        its attempt not counted unless a pipeline already ran under it here; the offset stays, so the next daemon
+        runs it."""
+        request.interrupted = True
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+            try:
+                await self.ledger.unclaim(request.id, self.board.owner, uncount=not request.ran)
+            except Exception as exc:  # noqa: BLE001 - the lease lapses on its own
+                log.warning("claim not given back", request_id=request.id, error=f"{type(exc).__name__}: {exc}")
+        log.info("request interrupted before it started", request_id=request.id)
+
+    async def _claim_and_prepare(
+        self, request: Request
+    ) -> float | Ready:
+        """The claim and the run's set-up: a delay to retry after (0: done), or what the run needs.
+        Cancelled by a stop (a claim already written is given back by the caller)."""
         d, rid = self.d, request.id
         claim, request.claim = request.claim, None
-        if claim is None:  # (else claimed with its acceptance) told here already: the claim records it too
-            claim = await self.ledger.claim(rid, self.board.owner, d.lease_seconds, announced=rid in self.board.told)
+        try:
+            if claim is None:  # (else claimed with its acceptance) told here already: the claim records it too
+                claim = await self.ledger.claim(rid, self.board.owner, d.lease_seconds,
+                                                announced=rid in self.board.told)  # fmt: skip
+        except anyio.get_cancelled_exc_class():
+            await self._unclaim(request)  # the claim may have been written before the stop cut it short
+            raise
         if claim.verdict == "busy":  # another live daemon runs it (a partition moved): wait for its lease
             return d.lease_seconds / 2
         row = claim.row
@@ -162,6 +218,14 @@ class Execution:
             await self.status.replay(rid, row, request.message.reply_topic)
             self.board.release(request)
             return 0.0
+        try:
+            return await self._prepare(request, row)
+        except anyio.get_cancelled_exc_class():
+            await self._unclaim(request)
+            raise
+
+    async def _prepare(self, request: Request, row: LedgerRow) -> float | Ready:
+        d = self.d
         started = time.time()
         deadline = request.message.deadline_ts()
         # the daemon's own limit, whatever the sender asked for, counted from the first start (resumes included)
@@ -180,8 +244,9 @@ class Execution:
         try:
             if fresh:  # a few small file operations: a worker thread would wait for the GIL behind this loop
                 prepared = prepare_request(request, row.run_id, self.settings)
-            else:
-                prepared = await anyio.to_thread.run_sync(prepare_request, request, row.run_id, self.settings)
+            else:  # shielded: a stop must not lose the run lock the thread takes (the caller checks the stop)
+                with anyio.CancelScope(shield=True):
+                    prepared = await anyio.to_thread.run_sync(prepare_request, request, row.run_id, self.settings)
         except (RunDirBusy, SpecError, BadRequest) as exc:
             failure = exc
         if fresh:
@@ -197,14 +262,7 @@ class Execution:
             reason = f"forbidden: {failure}" if isinstance(failure, BadRequest) else str(failure)
             await self._record(request, row.attempts, Outcome.failed(row.run_id, reason))
             return 0.0
-        outcome = await self._run(request, row, prepared, started, min(cap, deadline or cap))
-        if outcome is None:
-            why = f"the run exceeded the daemon's maximum run time {d.max_run_seconds:g} s (DAEMON__MAX_RUN_SECONDS)"
-            if deadline is not None and deadline <= cap:
-                why = f"deadline {request.message.deadline} exceeded"
-            outcome = Outcome.failed(row.run_id, why)
-        await self._record(request, row.attempts, outcome)
-        return 0.0
+        return row, prepared, started, cap, deadline
 
     def _refusal(self, row: LedgerRow, started: float, cap: float, deadline: float | None) -> str | None:
         """Why the claimed request is failed without a run, if it is."""
@@ -229,7 +287,8 @@ class Execution:
             self.metrics.request_to_start.observe(max(0.0, started - request.timestamp))
         observe = self._observer(request, row.attempts, prepared)
         with anyio.CancelScope(deadline=anyio.current_time() + (ends_by - time.time())) as scope:
-            request.scope = scope
+            request.scope = scope  # (set with no await since the stop was last checked)
+            request.ran = True
             try:
                 result = await execute(prepared.run, self.settings, prepared.options, observers=[observe],
                                        handle_signals=False)  # fmt: skip
@@ -287,7 +346,7 @@ class Execution:
         recorded = await self.ledger.finish(rid, board.owner, outcome.ending.value, outcome.stored())
         if recorded:
             # the pipeline is over and recorded: its slot may run the next request while the broker acknowledges
-            self._free(rid)
+            self._free(request)
             board.side += 1  # (shutdown waits for it like for a dead letter)
             try:
                 await self.status.emit_final(rid, outcome.ending.value, attempt=attempt,

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from pipeline.daemon.status import StatusPublisher
     from pipeline.spec import PipelineSpec
 
-__all__ = ["OUTAGE_RETRY", "Intake", "Rebalance", "commit_done", "retry_until"]
+__all__ = ["OUTAGE_RETRY", "Intake", "Rebalance", "Stopped", "commit_done", "retry_until"]
 
 log = structlog.get_logger("pipeline.daemon")
 T = TypeVar("T")
@@ -49,9 +49,56 @@ FETCH_WAIT_MS = 30_000  # a fetch returns as soon as a message arrives; a stop c
 OUTAGE_RETRY = RetryPolicy(attempts=1000, backoff=0.5, factor=2.0, max_delay=30.0)
 
 
-async def retry_until(fn: Callable[[], Awaitable[T]], transient: Callable[[BaseException], bool], what: str) -> T:
+class Stopped(Exception):
+    """The daemon stopped while a call waited to be tried again: given up, nothing recorded."""
+
+
+async def retry_until(
+    fn: Callable[[], Awaitable[T]], transient: Callable[[BaseException], bool], what: str,
+    stop: anyio.Event | None = None,
+) -> T:  # fmt: skip
     """``with_retries`` for as long as ``transient`` says so (the backoff starts again after its 1000 attempts,
-    ~8 h at the 30 s cap: ``RetryPolicy.delay`` would overflow a float past ~1024)."""
+    ~8 h at the 30 s cap: ``RetryPolicy.delay`` would overflow a float past ~1024).
+
+    ``stop``: once set, nothing is tried again and a backoff under way ends at once (raising ``Stopped``); a
+    call under way is not cut (a ledger statement half-sent would leave a claim nobody knows of)."""
+    if stop is None:
+        return await _until(fn, transient, what)
+    calling = False
+
+    async def call() -> T:
+        nonlocal calling
+        if stop.is_set():
+            raise Stopped(what)
+        calling = True
+        try:
+            return await fn()
+        finally:
+            calling = False
+
+    result: list[T] = []
+    failure: list[Exception] = []
+    async with anyio.create_task_group() as tg:
+
+        async def cut() -> None:
+            await stop.wait()
+            if not calling:  # backing off: no more waiting (a call under way ends, then is not tried again)
+                tg.cancel_scope.cancel()
+
+        tg.start_soon(cut)
+        try:
+            result.append(await _until(call, lambda exc: not stop.is_set() and transient(exc), what))
+        except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group (not as a group)
+            failure.append(exc)
+        tg.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
+    if not result:
+        raise Stopped(what)
+    return result[0]
+
+
+async def _until(fn: Callable[[], Awaitable[T]], transient: Callable[[BaseException], bool], what: str) -> T:
     while True:
         try:
             return await with_retries(fn, OUTAGE_RETRY, transient, what=what, log=log)
@@ -90,6 +137,8 @@ class Intake:
                     continue
                 for tp, messages in (await self._fetch(room)).items():
                     for msg in messages:
+                        if self.board.stopping:  # the rest stays uncommitted: the next daemon reads it
+                            break
                         await self._accept((tp.topic, tp.partition), msg)
             tg.cancel_scope.cancel()
 
@@ -101,11 +150,13 @@ class Intake:
         return {}  # cancelled by a stop
 
     async def _commit_when_due(self) -> None:
+        refused = 0  # commits the broker refused in a row: the next one waits longer
         while True:
             await self.board.commit_due.wait()
             self.board.commit_due = anyio.Event()
-            await self.commit()
-            await anyio.sleep(COMMIT_EVERY)  # not one commit per request: offsets done meanwhile go together
+            refused = 0 if await self.commit() else refused + 1
+            # not one commit per request: offsets done meanwhile go together
+            await anyio.sleep(OUTAGE_RETRY.delay(min(refused, OUTAGE_RETRY.attempts)) if refused else COMMIT_EVERY)
 
     async def _accept(self, tp: TP, msg: Any) -> None:
         tracker = self.board.trackers.setdefault(tp, OffsetTracker())
@@ -144,7 +195,7 @@ class Intake:
             return created, claim.row, claim if claim.verdict == "claimed" else None
 
         try:
-            created, row, claim = await retry_until(record, lambda _: not board.stopping, f"ledger: accept {rid}")
+            created, row, claim = await retry_until(record, lambda _: True, f"ledger: accept {rid}", board.stopped)
         except Exception as exc:  # noqa: BLE001 - stopping with the ledger down: nothing recorded, nothing committed
             log.warning("request not recorded (stopping)", request_id=rid, error=f"{type(exc).__name__}: {exc}")
             return
@@ -210,6 +261,9 @@ class Intake:
         try:
             # the offset must not pass a bad request that is not in the dead-letter topic yet
             await retry_until(lambda: self._send_dead_letter(tp, msg, bad), lambda _: True, "dead-lettering")
+            if bad.request_id:  # retried on its own: a refused event does not send the dead letter again
+                rid = bad.request_id
+                await retry_until(lambda: self._tell_rejected(rid, bad), lambda _: True, "telling the rejection")
             self.metrics.dead_lettered.labels(bad.kind).inc()
             log.warning("request dead-lettered", request_id=bad.request_id, reason=str(bad), kind=bad.kind)
             self.board.done(mark)
@@ -224,20 +278,30 @@ class Intake:
                   "value": text if text is None or len(text) <= 4096 else text[:4096] + "...", "at": time.time()}
         key = bad.request_id.encode() if bad.request_id else None
         await self.producer.send_and_wait(self.d.dead_letter_topic, json.dumps(letter).encode(), key=key)
-        # a known request's story is not told by a bad message that borrows its id
-        if bad.request_id and await self.ledger.row(bad.request_id) is None:
-            await self.status.emit_final(bad.request_id, "rejected", attempt=0, reason=str(bad), kind=bad.kind)
 
-    async def commit(self) -> None:
-        if not await commit_done(self.consumer, self.board):
-            self.board.commit_due.set()  # tried again at the next commit round, not only after another request ends
+    async def _tell_rejected(self, rid: str, bad: BadRequest) -> None:
+        # a known request's story is not told by a bad message that borrows its id
+        if await self.ledger.row(rid) is None:
+            await self.status.emit_final(rid, "rejected", attempt=0, reason=str(bad), kind=bad.kind)
+
+    async def commit(self) -> bool:
+        if await commit_done(self.consumer, self.board):
+            return True
+        self.board.commit_due.set()  # tried again at the next commit round, not only after another request ends
+        return False
 
 
 async def commit_done(consumer: AIOKafkaConsumer, board: Board) -> bool:
-    """Commit each assigned partition up to its first message not done; False if the broker refused."""
-    ready = {tp: off for t in board.trackers.values() for tp, off in t.ready().items()}
+    """Commit each assigned partition up to its first message not done; False if the broker refused.
+
+    A tracker hands each ready offset out once: what the broker refused stays in ``board.uncommitted`` for
+    the next try (else it would wait for a later request of its partition to end)."""
+    pending = board.uncommitted
+    for t in board.trackers.values():
+        for tp, off in t.ready().items():
+            pending[tp] = max(off, pending.get(tp, off))
     assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-    offsets = {TopicPartition(*tp): OffsetAndMetadata(off, "") for tp, off in ready.items() if tp in assigned}
+    offsets = {TopicPartition(*tp): OffsetAndMetadata(off, "") for tp, off in pending.items() if tp in assigned}
     if not offsets:
         return True
     try:
@@ -246,7 +310,10 @@ async def commit_done(consumer: AIOKafkaConsumer, board: Board) -> bool:
         log.warning("commit failed", error=f"{type(exc).__name__}: {exc}")
         return False
     for tp, om in offsets.items():
-        board.committed[(tp.topic, tp.partition)] = om.offset
+        key = (tp.topic, tp.partition)
+        board.committed[key] = om.offset
+        if pending.get(key) == om.offset:  # (not moved on while the broker answered)
+            del pending[key]
     return True
 
 

@@ -69,6 +69,7 @@ class Ledger(Protocol):
         self, request_id: str, run_id: str, pipeline: str, fingerprint: str, owner: str, lease: float
     ) -> tuple[bool, Claim]: ...
     async def claim(self, request_id: str, owner: str, lease: float, announced: bool = False) -> Claim: ...
+    async def unclaim(self, request_id: str, owner: str, uncount: bool = True) -> None: ...
     async def announce(self, request_id: str) -> None: ...
     async def renew(self, owner: str, request_ids: list[str], lease: float) -> None: ...
     async def finish(self, request_id: str, owner: str, state: str, outcome: dict[str, Any]) -> bool: ...
@@ -143,7 +144,8 @@ class PostgresLedger:
             VALUES ($1, 'running', $2, $3, $4, $5, now() + make_interval(secs => $6), 1, now())
             ON CONFLICT (request_id) DO UPDATE
                SET state = 'running', owner = $5, lease_until = now() + make_interval(secs => $6),
-                   attempts = t.attempts + 1, updated_at = now(), started_at = COALESCE(t.started_at, now())
+                   attempts = t.attempts + {_NEW_ATTEMPT.format(t="t.", owner="$5")}, updated_at = now(),
+                   started_at = COALESCE(t.started_at, now())
              WHERE (t.fingerprint IS NULL OR t.fingerprint = $4)
                AND (t.state IN ('accepted', 'interrupted')
                     OR (t.state = 'running' AND (t.lease_until < now() OR t.owner = $5)))
@@ -157,8 +159,8 @@ class PostgresLedger:
         row = await self._pool().fetchrow(f"""
             UPDATE {self.table}
                SET state = 'running', owner = $2, lease_until = now() + make_interval(secs => $3),
-                   attempts = attempts + 1, announced = announced OR $4, updated_at = now(),
-                   started_at = COALESCE(started_at, now())
+                   attempts = attempts + {_NEW_ATTEMPT.format(t="", owner="$2")}, announced = announced OR $4,
+                   updated_at = now(), started_at = COALESCE(started_at, now())
              WHERE request_id = $1
                AND (state IN ('accepted', 'interrupted')
                     OR (state = 'running' AND (lease_until < now() OR owner = $2)))
@@ -166,6 +168,15 @@ class PostgresLedger:
         if row is not None:
             return Claim("claimed", _row(row))
         return lost_claim(request_id, await self.row(request_id))
+
+    async def unclaim(self, request_id: str, owner: str, uncount: bool = True) -> None:
+        """A claim whose pipeline did not start (a stop came first): give it back now, so the next daemon need
+        not wait for the lease; ``uncount``: no pipeline ran under this attempt, so it is not counted either."""
+        await self._pool().execute(
+            f"UPDATE {self.table} SET state = 'interrupted', lease_until = NULL, updated_at = now(), "
+            "attempts = GREATEST(attempts - $3::int, 0) WHERE request_id = $1 AND owner = $2 AND state = 'running'",
+            request_id, owner, int(uncount),
+        )  # fmt: skip
 
     async def announce(self, request_id: str) -> None:
         await self._pool().execute(f"UPDATE {self.table} SET announced = true WHERE request_id = $1", request_id)
@@ -195,6 +206,9 @@ class PostgresLedger:
         return [_row(r) for r in await self._pool().fetch(f"SELECT * FROM {self.table} ORDER BY created_at")]
 
 
+# A claim by the daemon already holding it (its owner names one process run) is that attempt retried, after a
+# ledger or broker error or a busy run directory, not a new attempt: only another process's claim counts.
+_NEW_ATTEMPT = "(CASE WHEN {t}state = 'running' AND {t}owner = {owner} THEN 0 ELSE 1 END)"
 # seconds since the first claim, on the server's clock (so a daemon's clock cannot stretch the maximum run time)
 _RAN_FOR = "extract(epoch from now() - started_at)::float8 AS ran_for"
 

@@ -71,10 +71,12 @@ class MongoLedger:
             doc = await self._coll.find_one_and_update(
                 {"_id": request_id, "$and": [_claimable(owner, now),
                                              {"$or": [{"fingerprint": None}, {"fingerprint": fingerprint}]}]},
-                {"$set": {"state": "running", "owner": owner, "lease_until": now + timedelta(seconds=lease),
-                          "updated_at": now}, "$inc": {"attempts": 1}, "$min": {"started_at": now},
-                 "$setOnInsert": {"run_id": run_id, "pipeline": pipeline, "announced": False, "outcome": None,
-                                  "fingerprint": fingerprint, "created_at": now}},
+                [{"$set": {**_claimed(owner, now, lease),
+                           # (an update pipeline has no $setOnInsert: a field the document lacks is a new one's)
+                           **{k: {"$ifNull": [f"${k}", v]} for k, v in {
+                               "run_id": run_id, "pipeline": pipeline, "announced": False, "fingerprint": fingerprint,
+                               "created_at": now}.items()},
+                           "outcome": {"$ifNull": ["$outcome", None]}}}],
                 upsert=True, return_document=ReturnDocument.AFTER,
             )  # fmt: skip
         except DuplicateKeyError:
@@ -86,13 +88,20 @@ class MongoLedger:
         told = {"announced": True} if announced else {}
         doc = await self._coll.find_one_and_update(
             {"_id": request_id, **_claimable(owner, now)},
-            {"$set": {"state": "running", "owner": owner, "lease_until": now + timedelta(seconds=lease),
-                      "updated_at": now, **told}, "$inc": {"attempts": 1}, "$min": {"started_at": now}},
+            [{"$set": {**_claimed(owner, now, lease), **told}}],
             return_document=ReturnDocument.AFTER,
         )  # fmt: skip
         if doc is not None:
             return Claim("claimed", _row(doc))
         return lost_claim(request_id, await self.row(request_id))
+
+    async def unclaim(self, request_id: str, owner: str, uncount: bool = True) -> None:
+        """See ``PostgresLedger.unclaim``."""
+        await self._coll.update_one(
+            {"_id": request_id, "owner": owner, "state": "running"},
+            [{"$set": {"state": "interrupted", "lease_until": None, "updated_at": _now(),
+                       "attempts": {"$max": [0, {"$subtract": ["$attempts", int(uncount)]}]}}}],
+        )  # fmt: skip
 
     async def announce(self, request_id: str) -> None:
         await self._coll.update_one({"_id": request_id}, {"$set": {"announced": True}})
@@ -125,6 +134,15 @@ def _claimable(owner: str, now: datetime) -> dict[str, Any]:
         {"state": {"$in": ["accepted", "interrupted"]}},
         {"state": "running", "$or": [{"lease_until": {"$lt": now}}, {"owner": owner}]},
     ]}  # fmt: skip
+
+
+def _claimed(owner: str, now: datetime, lease: float) -> dict[str, Any]:
+    """The claim's update, as pipeline stages' fields (each reads the document as it was): a claim by the daemon
+    already holding it (one process run) is that attempt retried, not a new one."""
+    held = {"$and": [{"$eq": ["$state", "running"]}, {"$eq": ["$owner", owner]}]}
+    return {"state": "running", "owner": owner, "lease_until": now + timedelta(seconds=lease), "updated_at": now,
+            "attempts": {"$add": [{"$ifNull": ["$attempts", 0]}, {"$cond": [held, 0, 1]}]},
+            "started_at": {"$ifNull": ["$started_at", now]}}  # fmt: skip
 
 
 def _row(d: dict[str, Any]) -> LedgerRow:

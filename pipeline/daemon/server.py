@@ -166,6 +166,10 @@ class Daemon:
     async def _shutdown(self) -> None:
         """Give running pipelines the grace period, then interrupt them resumably."""
         board = self.board
+        for request in list(board.running.values()):  # no pipeline of theirs started: none starts now
+            if request.starting and request.scope is not None:
+                request.interrupted = True
+                request.scope.cancel()
         if board.running:
             with anyio.move_on_after(self.d.grace_seconds) as grace:
                 async with anyio.create_task_group() as watch:

@@ -39,8 +39,11 @@ class Request:
     resolved: Resolved  # the checked spec and DAG, carried to the run (never parsed or built again)
     also: list[Mark] = field(default_factory=list)  # duplicates delivered while this one is live
     claim: Claim | None = None  # claimed together with its acceptance (it went straight to a free slot)
-    scope: anyio.CancelScope | None = None  # the running pipeline's scope (a stop cancels it)
+    # from its run slot on: the claim's and set-up's scope, then the running pipeline's (a stop cancels it)
+    scope: anyio.CancelScope | None = None
     interrupted: bool = False  # cancelled by a stop: resumable, not an outcome
+    starting: bool = False  # in its run slot, its pipeline not started yet (a stop interrupts it at once)
+    ran: bool = False  # a pipeline ran for it in this process (under its current claim: a re-claim is no attempt)
     prepared: int = 0  # runs set up for it in this process (the first uses the intake's DAG)
     unrecorded: int = 0  # tries whose claim or end the ledger or broker did not take (the requeue backs off)
 
@@ -56,10 +59,11 @@ class Board:
         self.owner = owner
         self.trackers: dict[TP, OffsetTracker] = {}
         self.committed: dict[TP, int] = {}
+        self.uncommitted: dict[TP, int] = {}  # ready offsets a commit has not carried yet (the broker refused)
         self.live: dict[str, Request] = {}  # request_id -> its request, queued or running here
         self.waiting: list[tuple[int, int, Request]] = []  # a heap: highest priority, then oldest, first
         self.running: dict[str, Request] = {}
-        self.stopping = False
+        self.stopped = anyio.Event()  # set once by a stop: waits that would outlast it (a backoff) end on it
         self.side = 0  # dead-letter, replay and final-event sends in progress (shutdown lets them finish)
         self.commit_due = anyio.Event()  # an offset was marked done since the last commit
         # the "accepted" event (intake.py tells it, the run waits for it before "started"):
@@ -68,6 +72,17 @@ class Board:
         self.told: set[str] = set()  # ... and the broker has it (the claim records that in the ledger)
         self.changed = anyio.Event()
         self._order = itertools.count()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stopped.is_set()
+
+    @stopping.setter
+    def stopping(self, value: bool) -> None:
+        if value:
+            self.stopped.set()
+        elif self.stopped.is_set():
+            self.stopped = anyio.Event()
 
     def wake(self) -> None:
         self.changed.set()
@@ -84,11 +99,12 @@ class Board:
         """Revoked partitions: their queued requests and offsets belong to the new owner now."""
         self.waiting = [w for w in self.waiting if w[2].tp not in gone]
         heapq.heapify(self.waiting)
-        for rid in [r for r, it in self.live.items() if it.tp in gone and r not in self.running]:
-            self.live.pop(rid)
+        for request in [it for it in self.live.values() if it.tp in gone and it.id not in self.running]:
+            self.drop(request)
         for tp in gone:
             self.trackers.pop(tp, None)
             self.committed.pop(tp, None)
+            self.uncommitted.pop(tp, None)
         self.wake()  # their requests no longer count against the read-ahead
 
     def in_flight(self) -> int:
@@ -103,10 +119,16 @@ class Board:
             self.commit_due.set()
         self.wake()
 
+    def drop(self, request: Request) -> None:
+        """Forget the request here, and only it: a newer delivery of its id (after a revoke) may hold the entry."""
+        if self.live.get(request.id) is request:
+            del self.live[request.id]
+            self.told.discard(request.id)
+            self.announce_failed.discard(request.id)
+
     def release(self, request: Request) -> None:
         """The request is over here (recorded, or another daemon's): its offsets (duplicates too) are done."""
-        self.live.pop(request.id, None)
-        self.told.discard(request.id)
+        self.drop(request)
         for mark in (request.mark, *request.also):
             self.done(mark)
 
