@@ -204,6 +204,8 @@ class Execution:
         Cancelled by a stop (a claim already written is given back by the caller)."""
         d, rid = self.d, request.id
         claim, request.claim = request.claim, None
+        if claim is not None and time.monotonic() - request.claimed_at > d.lease_seconds:
+            claim = None  # it waited longer than a lease: if renewals failed, another daemon may hold it now
         try:
             if claim is None:  # (else claimed with its acceptance) told here already: the claim records it too
                 claim = await self.ledger.claim(rid, self.board.owner, d.lease_seconds,

@@ -211,7 +211,8 @@ class Intake:
             return
         if created:
             self._announce(message, row.run_id)
-        request = Request(tp, mark, (msg.timestamp or 0) / 1000, message, resolved, claim=claim)
+        request = Request(tp, mark, (msg.timestamp or 0) / 1000, message, resolved, claim=claim,
+                          claimed_at=time.monotonic())  # fmt: skip
         board.live[rid] = request
         if claim is not None and board.free_slot(self.d.max_runs):
             self.start(request)  # claimed: its lease is renewed from now on, so it may not wait in the queue

@@ -186,9 +186,22 @@ class Daemon:
             request.interrupted = True
             if request.scope is not None:
                 request.scope.cancel()
+        await self._give_back_queued()
         with anyio.move_on_after(30):
             while board.running or board.side:
                 await board.changed.wait()
+
+    async def _give_back_queued(self) -> None:
+        """Queued requests claimed with their acceptance never ran: their claims go back uncounted, so the next
+        daemon need not wait for their leases."""
+        board = self.board
+        for request in [it for rid, it in board.live.items() if it.claim is not None and rid not in board.running]:
+            request.claim = None
+            with anyio.move_on_after(5):
+                try:
+                    await self.ledger.unclaim(request.id, self.owner)
+                except Exception as exc:  # noqa: BLE001 - its lease lapses on its own
+                    log.warning("claim not given back", request_id=request.id, error=f"{type(exc).__name__}: {exc}")
 
     # -- background -------------------------------------------------------------------------------
     async def _renew_leases(self) -> None:

@@ -39,6 +39,7 @@ class Request:
     resolved: Resolved  # the checked spec and DAG, carried to the run (never parsed or built again)
     also: list[Mark] = field(default_factory=list)  # duplicates delivered while this one is live
     claim: Claim | None = None  # claimed together with its acceptance (it went straight to a free slot)
+    claimed_at: float = 0.0  # ... at this ``time.monotonic()``
     # from its run slot on: the claim's and set-up's scope, then the running pipeline's (a stop cancels it)
     scope: anyio.CancelScope | None = None
     interrupted: bool = False  # cancelled by a stop: resumable, not an outcome

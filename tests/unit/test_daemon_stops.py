@@ -282,3 +282,41 @@ async def test_a_refused_rejection_event_does_not_send_the_dead_letter_again(
         await part._dead_letter(TP, mark, msg, BadRequest("invalid", "no pipeline", "bad-1"))
     assert len(letters) == 1
     assert told == ["rejected", "rejected"] and board.side == 0 and board.trackers[TP].ready() == {TP: 1}
+
+
+# -- claims made with the acceptance -------------------------------------------------------------------------------
+@pytest.mark.anyio
+async def test_a_claim_older_than_a_lease_is_made_again_before_the_run(
+    tmp_path: Path, resolved: Resolved, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a request claimed with its acceptance ran on that claim however long it had waited in the queue,
+    though a lease lapsed meanwhile (renewals failing) may have let another daemon take it."""
+
+    async def execute(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("stop here")  # (the run's outcome does not matter to this test)
+
+    monkeypatch.setattr(execution_module, "execute", execute)
+    board, ledger = Board("me"), Ledger()
+    old = make_request(board, resolved)
+    old.claim = Claim("claimed", LedgerRow("r", "running", "run-1", "me", 1, None))
+    old.claimed_at = anyio.current_time() - 100  # (time.monotonic's clock) queued for 100 s, the lease is 15 s
+    board.live[old.id] = old
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as runs:
+            Execution(settings(tmp_path), ledger, board, DaemonMetrics(), Status(), runs).start(old)  # type: ignore[arg-type]  # the parts used
+    assert ledger.calls[0] == ("claim", "r")
+
+
+@pytest.mark.anyio
+async def test_a_stop_gives_back_the_claims_of_queued_requests(tmp_path: Path, resolved: Resolved) -> None:
+    """Before: a queued request claimed with its acceptance kept our lease after the stop: the next daemon waited
+    it out, and the claim counted as an attempt."""
+    ledger = Ledger()
+    daemon = Daemon(settings(tmp_path), ledger)  # type: ignore[arg-type]  # the parts used
+    queued, plain = make_request(daemon.board, resolved), make_request(daemon.board, resolved, "p", offset=1)
+    queued.claim = Claim("claimed", LedgerRow("r", "running", "run-1", "me", 1, None))
+    daemon.board.live = {"r": queued, "p": plain}
+    daemon.stop()
+    with anyio.fail_after(3):
+        await daemon._shutdown()
+    assert ledger.calls == [("unclaim", True)] and queued.claim is None
