@@ -227,6 +227,9 @@ class _Counting(Component[NoParams]):
                 ledger.hold(seq, 1)
                 await pass_on(ctx, Flowing(StreamBatch(seq, records), ledger, []))
                 ledger.release(seq)
+                await anyio.sleep(0.1 if self.name == "b" else 0)  # b still runs when a's sink fails
+                if ledger.broken.is_set():
+                    raise DownstreamFailed(ledger.error or "")
             with anyio.fail_after(20):
                 while len(done) < 4:
                     if ledger.broken.is_set():
