@@ -210,6 +210,7 @@ class Execution:
             if claim is None:  # (else claimed with its acceptance) told here already: the claim records it too
                 claim = await self.ledger.claim(rid, self.board.owner, d.lease_seconds,
                                                 announced=rid in self.board.told)  # fmt: skip
+            await anyio.lowlevel.checkpoint_if_cancelled()  # a stop before the set-up: no run directory made
         except anyio.get_cancelled_exc_class():
             await self._unclaim(request)  # the claim may have been written before the stop cut it short
             raise

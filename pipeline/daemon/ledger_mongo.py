@@ -73,7 +73,7 @@ class MongoLedger:
                                              {"$or": [{"fingerprint": None}, {"fingerprint": fingerprint}]}]},
                 [{"$set": {**_claimed(owner, now, lease),
                            # (an update pipeline has no $setOnInsert: a field the document lacks is a new one's)
-                           **{k: {"$ifNull": [f"${k}", v]} for k, v in {
+                           **{k: {"$ifNull": [f"${k}", {"$literal": v}]} for k, v in {
                                "run_id": run_id, "pipeline": pipeline, "announced": False, "fingerprint": fingerprint,
                                "created_at": now}.items()},
                            "outcome": {"$ifNull": ["$outcome", None]}}}],
@@ -139,8 +139,9 @@ def _claimable(owner: str, now: datetime) -> dict[str, Any]:
 def _claimed(owner: str, now: datetime, lease: float) -> dict[str, Any]:
     """The claim's update, as pipeline stages' fields (each reads the document as it was): a claim by the daemon
     already holding it (one process run) is that attempt retried, not a new one."""
-    held = {"$and": [{"$eq": ["$state", "running"]}, {"$eq": ["$owner", owner]}]}
-    return {"state": "running", "owner": owner, "lease_until": now + timedelta(seconds=lease), "updated_at": now,
+    me = {"$literal": owner}  # (a value in a pipeline starting with "$" would read as a field path)
+    held = {"$and": [{"$eq": ["$state", "running"]}, {"$eq": ["$owner", me]}]}
+    return {"state": "running", "owner": me, "lease_until": now + timedelta(seconds=lease), "updated_at": now,
             "attempts": {"$add": [{"$ifNull": ["$attempts", 0]}, {"$cond": [held, 0, 1]}]},
             "started_at": {"$ifNull": ["$started_at", now]}}  # fmt: skip
 

@@ -72,3 +72,13 @@ async def test_a_claim_given_back_before_its_pipeline_started_is_not_counted(led
     row = await ledger.row("r1")
     assert row is not None and row.state == "interrupted" and row.attempts == 1
     assert await ledger.finish("r1", "next", "succeeded", {}) is False  # given back: no longer its to finish
+
+
+@pytest.mark.anyio
+async def test_values_that_look_like_field_paths_are_stored_as_given(ledger: Ledger) -> None:
+    """MongoDB claims are update pipelines, where a string starting with "$" reads as a field: a sender's
+    request must not steer them (an inline spec names its own pipeline)."""
+    created, claim = await ledger.accept_claim("r1", "$owner", "$state", "$attempts", "$run_id", 30)
+    assert created and claim.row.run_id == "$owner" and claim.row.fingerprint == "$attempts"
+    assert claim.row.owner == "$run_id" and claim.row.attempts == 1
+    assert (await ledger.claim("r1", "$run_id", 30)).row.attempts == 1  # the same holder, read as a value
