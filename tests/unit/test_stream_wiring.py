@@ -35,6 +35,14 @@ pytestmark = pytest.mark.anyio
 SHIPPED = Path(__file__).resolve().parents[2] / "pipelines" / "streaming.yaml"
 
 
+@pytest.fixture(autouse=True)
+def _clean() -> None:
+    flow.written.clear()
+    flow.dead.clear()
+    flow.acks.clear()
+    flow.fail_batch = None
+
+
 def _variant(tmp_path: Path, change: Any) -> Path:
     """The shipped streaming pipeline with one change applied to its tasks."""
     doc = yaml.safe_load(SHIPPED.read_text())
@@ -86,7 +94,6 @@ async def test_the_source_with_no_reader_refuses_to_start() -> None:
 
 
 async def test_rejects_no_dead_letter_sink_wrote_are_never_acknowledged() -> None:
-    flow.written.clear(), flow.dead.clear(), flow.acks.clear()
     dag = DAG("no_dead", [
         flow._Source("source"),
         flow._Stage("stage", needs=["source"], streams_from=["source"]),
@@ -111,7 +118,6 @@ class _Boom(Component[NoParams]):
 
 
 async def test_a_skipped_dead_letter_sink_ends_the_source_with_downstream_failed() -> None:
-    flow.written.clear(), flow.dead.clear(), flow.acks.clear()
     dag = DAG("skip", [
         flow._Source("source"), _Boom("setup"),
         flow._Stage("stage", needs=["source"], streams_from=["source"]),
@@ -173,7 +179,6 @@ def test_the_shipped_pipeline_still_validates() -> None:
 
 
 async def test_a_sink_reading_two_producers_at_run_time_stops_the_source_instead_of_hanging() -> None:
-    flow.written.clear(), flow.dead.clear(), flow.acks.clear()
     dag = DAG("two", [
         flow._Source("source"),
         flow._Stage("stage", needs=["source"], streams_from=["source"]),
@@ -239,7 +244,6 @@ class _Counting(Component[NoParams]):
 
 
 async def test_a_failure_downstream_of_one_source_leaves_the_other_source_running() -> None:
-    flow.written.clear(), flow.dead.clear(), flow.acks.clear()
     flow.fail_batch = 0  # the sink of source a fails; source b's sink writes everything
     _Counting.acked.clear()
 
