@@ -163,10 +163,17 @@ class StateStore:
             self._fh.write(json.dumps(entry) + "\n")
             self._fh.flush()
 
+    def _result_path(self, name: str) -> Path:
+        """``results/NAME.pkl``; a name that would reach outside ``results/`` is refused (the front ends
+        check names when a pipeline is built: this is the last guard for a DAG composed by hand)."""
+        if not name or name.startswith(".") or "/" in name or "\\" in name or "\0" in name:
+            raise ValueError(f"task name {name!r} cannot name a file in {self.results_dir}")
+        return self.results_dir / f"{name}.pkl"
+
     def save_result(self, name: str, result: Any) -> bool:
         """Pickle a task's result for resume (blocking: the executor calls it in a worker thread)."""
         self.results_dir.mkdir(exist_ok=True)
-        target = self.results_dir / f"{name}.pkl"
+        target = self._result_path(name)
         try:
             payload = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # noqa: BLE001 - an unpicklable result only means "run it again on resume"
@@ -195,7 +202,7 @@ class StateStore:
         done: dict[str, Any] = {}
         for name, entry in last.items():
             if entry["state"] == TaskState.SUCCEEDED.value and entry.get("resumable"):
-                path = self.results_dir / f"{name}.pkl"
+                path = self._result_path(name)
                 if path.exists():
                     done[name] = pickle.loads(path.read_bytes())
         return done

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import signal
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,12 +22,21 @@ import anyio
 
 from config import get_settings
 from config.settings import Settings
+from dag_orchestrator.backends import BACKENDS
 from dag_orchestrator.events import Observer
 from dag_orchestrator.executor import FailurePolicy
 from dag_orchestrator.state import RunResult, TaskState
 from pipeline.compose import Pipeline as _Composed
-from pipeline.compose import Step
-from pipeline.runner import RunOptions, execute, prepare_pipeline, summaries
+from pipeline.compose import PipelineError, Step
+from pipeline.runner import (
+    RunOptions,
+    execute,
+    prepare_pipeline,
+    restoring_signals,
+    stop_signals,
+    summaries,
+    unclaimed_signals,
+)  # fmt: skip
 
 __all__ = ["Pipeline", "PipelineRun"]
 
@@ -105,11 +115,27 @@ class Pipeline(_Composed):
         handle_signals: bool | None = None,
     ) -> PipelineRun:  # fmt: skip
         """``run()`` in the caller's event loop. Settings default to the environment (``PIPELINE__*``...),
-        as for the CLI; a problem found before the run starts raises PipelineError. ``handle_signals``:
-        SIGINT/SIGTERM/SIGHUP stop the run cleanly (default: in the main thread, where they can be
-        received; False leaves them to an application that handles them itself)."""
+        as for the CLI; a problem found before the run starts raises PipelineError.
+
+        ``handle_signals``: None (default) stops the run cleanly on SIGINT, SIGTERM or SIGHUP, but only
+        on those the application does not handle itself and only in the main thread; True takes all
+        three for the run, False none. Either way each handler is what it was before once the run
+        ends. A run stopped by SIGINT (Ctrl-C) raises KeyboardInterrupt after its report is written."""
         _not_in_a_worker_bootstrap()
         settings = settings or get_settings()
+        if max_concurrency is not None and (isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
+                                            or max_concurrency < 1):  # fmt: skip
+            raise PipelineError(f"max_concurrency is a whole number >= 1, got {max_concurrency!r}", pipeline=self.name,
+                                field="max_concurrency")  # fmt: skip
+        try:
+            run_policy = FailurePolicy(policy) if policy is not None else None
+        except ValueError:
+            known = ", ".join(repr(p.value) for p in FailurePolicy)
+            raise PipelineError(f"policy is one of {known}, got {policy!r}", pipeline=self.name,
+                                field="policy") from None  # fmt: skip
+        if backend is not None and backend not in BACKENDS:
+            raise PipelineError(f"backend is one of {', '.join(BACKENDS)}, got {backend!r}", pipeline=self.name,
+                                field="backend")  # fmt: skip
         options = RunOptions(
             run_dir=Path(run_dir) if run_dir is not None else settings.pipeline.run_dir,
             resume=resume,
@@ -117,10 +143,15 @@ class Pipeline(_Composed):
             backend=backend or settings.pipeline.backend,
             scheduler=scheduler or settings.pipeline.scheduler,
             only=list(only),
-            policy=FailurePolicy(policy) if policy is not None else None,
+            policy=run_policy,
         )
-        prepared = prepare_pipeline(self, options, settings)
+        main = threading.current_thread() is threading.main_thread()  # handlers exist only there
+        signums = () if not main or handle_signals is False else stop_signals()
         if handle_signals is None:
-            handle_signals = threading.current_thread() is threading.main_thread()  # handlers exist only there
-        result = await execute(prepared, settings, options, observers=observers, handle_signals=handle_signals)
+            signums = unclaimed_signals(signums)
+        prepared = prepare_pipeline(self, options, settings)
+        with restoring_signals(signums):
+            result = await execute(prepared, settings, options, observers=observers, handle_signals=signums)
+        if result.state is TaskState.CANCELLED and result.reason == f"interrupted by {signal.SIGINT.name}":
+            raise KeyboardInterrupt(f"run {result.run_id} interrupted; its report is {prepared.path / 'report.json'}")
         return PipelineRun(result, prepared.path, summaries(prepared.dag, result))

@@ -30,10 +30,13 @@ def pipeline_of(spec: PipelineSpec, file: str | Path) -> Pipeline:
         raise SpecError.of(file, err) from None
     p = Pipeline(spec.name, params=spec.params, description=spec.description, policy=spec.policy,
                  max_concurrency=spec.max_concurrency, kind_limits=spec.kind_limits)  # fmt: skip
-    for name, t in spec.tasks.items():
-        p.step(classes[name], *t.needs, name=name, params=t.with_).options(
-            retries=t.retries, retry_delay=t.retry_delay, timeout=t.timeout, kind=t.kind
-        )
+    try:
+        for name, t in spec.tasks.items():
+            p.step(classes[name], *t.needs, name=name, params=t.with_).options(
+                retries=t.retries, retry_delay=t.retry_delay, timeout=t.timeout, kind=t.kind
+            )
+    except PipelineError as err:  # a task's name the engine cannot use (``../x``): named in the file's terms
+        raise SpecError.of(file, err) from None
     return p
 
 

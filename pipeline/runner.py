@@ -12,9 +12,12 @@ then the caller asked for the run to outlive its terminal, and it does.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
 import os
+import re
 import signal
 import stat
 import threading
@@ -34,14 +37,14 @@ from dag_orchestrator.events import Observer
 from dag_orchestrator.executor import Executor, FailurePolicy
 from dag_orchestrator.locks import LockHeld, PathLock
 from dag_orchestrator.state import RunResult, StateStore
-from pipeline.compose import Pipeline
+from pipeline.compose import Pipeline, PipelineError
 from pipeline.registry import build_dag
 from pipeline.spec import PipelineSpec, SpecError, load_spec
 from task_components.base import Component
 
 __all__ = [
     "NoSpaceForRun", "PreparedRun", "RunDirBusy", "RunOptions", "execute", "innermost", "prepare_pipeline",
-    "prepare_run", "prepare_spec", "stop_signals",
+    "prepare_run", "prepare_spec", "restoring_signals", "saved_request", "stop_signals", "unclaimed_signals",
 ]  # fmt: skip
 
 
@@ -105,8 +108,13 @@ def prepare_pipeline(pipeline: Pipeline, options: RunOptions, settings: Settings
     run directory, lock and ``request.json`` as a file's run. It is resumed by running it again with
     ``options.resume``: the code, not a file, is what describes it, so ``request.json`` names no file."""
     file = f"<python:{pipeline.name}>"
-    run_id, path, _ = _place(file, {}, options)
     dag = pipeline.build(settings)
+    run_id, path, _ = _place(file, {}, options)
+    if options.resume:
+        saved = set(saved_request(file, path, run_id).get("tasks") or ())
+        if saved and saved != {t.name for t in dag}:
+            raise PipelineError(f"cannot resume run {run_id}: it ran tasks {sorted(saved)}, this pipeline has "
+                                f"{sorted(t.name for t in dag)}", pipeline=pipeline.name)  # fmt: skip
     spec = PipelineSpec.model_validate({
         "name": pipeline.name, "description": pipeline.description, "params": pipeline.params,
         "policy": pipeline.policy, "max_concurrency": pipeline.max_concurrency, "kind_limits": pipeline.kind_limits,
@@ -121,11 +129,38 @@ def _place(file: str | Path, overrides: dict[str, Any], options: RunOptions) -> 
         run_id = new_run_id()
         return run_id, options.run_dir / run_id, overrides
     path = options.run_dir / options.resume
+    saved = saved_request(file, path, options.resume)
+    was, now = str(saved.get("file", "")), str(file)
+    from_python, to_python = PYTHON_RUN.fullmatch(was), PYTHON_RUN.fullmatch(now)
+    if was != now and from_python and to_python:
+        raise PipelineError(f"cannot resume run {options.resume}: it is a run of pipeline {from_python[1]!r}, not of "
+                            f"{to_python[1]!r}", pipeline=to_python[1])  # fmt: skip
+    if was != now and from_python:
+        raise SpecError(file, f"run {options.resume} came from the Python pipeline {from_python[1]!r}: resume "
+                              f"it from Python with `p.run(..., resume={options.resume!r})`, p being that "
+                              "pipeline")  # fmt: skip
+    if was != now and to_python:
+        raise PipelineError(f"cannot resume run {options.resume}: it is a run of the file {was!r}; resume it "
+                            f"with `run_pipeline.py run {was} --resume {options.resume}`",
+                            pipeline=to_python[1])  # fmt: skip
+    return options.resume, path, {**saved.get("overrides", {}), **overrides}
+
+
+PYTHON_RUN = re.compile(r"<python:(.*)>")  # what request.json names as the file of a pipeline composed in Python
+
+
+def saved_request(file: str | Path, path: Path, run_id: str) -> dict[str, Any]:
+    """A run's ``request.json`` (what resuming it needs), or a SpecError naming the run."""
     request = path / "request.json"
     if not request.exists():
-        raise SpecError(file, f"--resume {options.resume}: no run found at {path}")
-    saved = json.loads(request.read_text())
-    return options.resume, path, {**saved.get("overrides", {}), **overrides}
+        raise SpecError(file, f"--resume {run_id}: no run found at {path}")
+    try:
+        saved = json.loads(request.read_text())
+    except (OSError, ValueError) as exc:
+        raise SpecError(file, f"--resume {run_id}: cannot read {request}: {exc}") from None
+    if not isinstance(saved, dict):
+        raise SpecError(file, f"--resume {run_id}: {request} is not a run's request")
+    return saved
 
 
 def prepare_spec(
@@ -147,9 +182,8 @@ def prepare_spec(
     lock = _lock_run_dir(file, path, run_id)
     try:
         with naming_enospc(path / "request.json"):
-            (path / "request.json").write_text(
-                json.dumps({"file": str(file), "overrides": overrides, "run_id": run_id}, indent=2, default=str)
-            )
+            request = {"file": str(file), "overrides": overrides, "run_id": run_id, "tasks": sorted(spec.tasks)}
+            (path / "request.json").write_text(json.dumps(request, indent=2, default=str))
     except DiskFullError as exc:
         lock.release()
         raise NoSpaceForRun(file, f"cannot write to the run directory {path}: {exc}") from None
@@ -184,6 +218,53 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     """
     hup_ignored = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
     return (signal.SIGINT, signal.SIGTERM) if hup_ignored else (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def unclaimed_signals(signums: Iterable[signal.Signals]) -> tuple[signal.Signals, ...]:
+    """The stop signals nobody in this process handles yet: a library run takes only those.
+
+    Still at their default (or at ``asyncio.run``'s own Ctrl-C handler, which only cancels the main
+    task); an application's ``signal.signal`` handler, an asyncio loop's ``add_signal_handler`` or an
+    ignored signal is the application's to keep, during the run as after it.
+    """
+    out = []
+    for signum in signums:
+        handler = signal.getsignal(signum)
+        if handler in (signal.SIG_DFL, signal.default_int_handler) or isinstance(
+            getattr(handler, "__self__", None), asyncio.Runner
+        ) or (isinstance(handler, functools.partial) and isinstance(getattr(handler.func, "__self__", None),
+                                                                      asyncio.Runner)):  # fmt: skip
+            out.append(signum)
+    return tuple(out)
+
+
+@contextlib.contextmanager
+def restoring_signals(signums: Iterable[signal.Signals]) -> Iterator[None]:
+    """Afterwards, each signal's handler is what it was before: the receiver that stops the run resets
+    them to the default when it closes, which a library must not do to the application it runs in.
+
+    Both kinds are put back: ``signal.signal`` handlers, and an asyncio loop's ``add_signal_handler``
+    callbacks (a receiver on the same loop replaces and then removes them).
+    """
+    signums = tuple(signums)
+    if not signums or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {s: signal.getsignal(s) for s in signums}
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    handles = dict(getattr(loop, "_signal_handlers", {}))  # asyncio keeps no public list of them
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            handle = handles.get(s)
+            if loop is not None and handle is not None:
+                loop.add_signal_handler(s, handle._callback, *handle._args)
+            elif handler is not None and signal.getsignal(s) != handler:
+                signal.signal(s, handler)
 
 
 async def _cancel_on_signal(executor: Executor, signums: tuple[signal.Signals, ...]) -> None:
@@ -254,28 +335,31 @@ async def execute(
     settings: Settings,
     options: RunOptions,
     observers: Iterable[Observer] = (),
-    handle_signals: bool = True,
+    handle_signals: bool | tuple[signal.Signals, ...] = True,
 ) -> RunResult:
+    """Run a prepared run to its end and write its report. ``handle_signals``: True takes SIGINT, SIGTERM
+    and SIGHUP (``stop_signals``) to stop the run cleanly; a tuple takes those signals; False none."""
     spec = prepared.spec
-    executor = Executor(
-        max_concurrency=options.max_concurrency or spec.max_concurrency or settings.pipeline.max_concurrency,
-        kind_limits=spec.kind_limits,
-        policy=options.policy or spec.policy,
-        observers=observers,
-    )
-    ctx = PipelineContext(
-        run_id=prepared.run_id,
-        params=spec.params,
-        run_dir=prepared.path,
-        services=RunServices(settings, options.backend, options.scheduler, settings.pipeline.workers),
-    )
-    store = StateStore(prepared.path)
-    warn_if_short_of_space(prepared, settings)
-    signums = stop_signals() if handle_signals else ()
-    try:
+    ctx: PipelineContext | None = None
+    signums = stop_signals() if handle_signals is True else tuple(handle_signals or ())
+    try:  # everything after prepare is inside: the run directory's lock is released however this ends
+        executor = Executor(
+            max_concurrency=options.max_concurrency or spec.max_concurrency or settings.pipeline.max_concurrency,
+            kind_limits=spec.kind_limits,
+            policy=options.policy or spec.policy,
+            observers=observers,
+        )
+        ctx = PipelineContext(
+            run_id=prepared.run_id,
+            params=spec.params,
+            run_dir=prepared.path,
+            services=RunServices(settings, options.backend, options.scheduler, settings.pipeline.workers),
+        )
+        store = StateStore(prepared.path)
+        warn_if_short_of_space(prepared, settings)
         with _hangup_reaches_only_the_run(signums):
             async with anyio.create_task_group() as tg:
-                if handle_signals:
+                if signums:
                     tg.start_soon(_cancel_on_signal, executor, signums)
                 try:
                     result = await executor.run(prepared.dag, ctx, store=store, resume=prepared.resume)
@@ -287,7 +371,8 @@ async def execute(
             _report_or_say_why(prepared, crashed)
         raise
     finally:
-        ctx.services.close(ctx.log)  # what tasks held for the whole run (locks, servers)
+        if ctx is not None:
+            ctx.services.close(ctx.log)  # what tasks held for the whole run (locks, servers)
         if prepared.lock is not None:
             prepared.lock.release()
     _report_or_say_why(prepared, result)

@@ -67,16 +67,32 @@ class Component(Task, Generic[P]):
         self.params: P = params if params is not None else cast(P, self.Params())
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """``class X(Component[XParams])`` is enough: ``Params`` is taken from the type argument unless set."""
+        """``class X(Component[XParams])`` is enough: ``Params`` is taken from the type argument unless set.
+
+        A type argument that is not a pydantic model, or a ``Params`` that is not the type argument (or
+        a subclass of it), is a TypeError here: otherwise ``self.params`` is not what the checker was told.
+        A class without a ``component`` name is named by its class (a user's unregistered component).
+        """
         super().__init_subclass__(**kwargs)
-        if "Params" in cls.__dict__:
-            return
-        for base in getattr(cls, "__orig_bases__", ()):
+        if not isinstance(getattr(cls, "component", None), str):
+            cls.component = cls.__qualname__
+        for base in cls.__dict__.get("__orig_bases__", ()):
             origin, args = get_origin(base), get_args(base)
-            if isinstance(origin, type) and issubclass(origin, Component) and args:
-                if isinstance(args[0], type) and issubclass(args[0], BaseModel):
-                    cls.Params = args[0]
-                return
+            if not (isinstance(origin, type) and issubclass(origin, Component) and args):
+                continue
+            arg = args[0]
+            if isinstance(arg, TypeVar):
+                return  # still generic (``class Configured(Component[P])``)
+            if not (isinstance(arg, type) and not get_args(arg) and issubclass(arg, BaseModel)):
+                raise TypeError(f"{cls.__qualname__}: Component[{getattr(arg, '__name__', arg)!s}] needs a pydantic "
+                                "model (a BaseModel subclass) as its parameter type")  # fmt: skip
+            declared = cls.__dict__.get("Params")
+            if declared is None:
+                cls.Params = arg
+            elif not (isinstance(declared, type) and issubclass(declared, arg)):
+                raise TypeError(f"{cls.__qualname__}: Params = {getattr(declared, '__name__', declared)!s} but the "
+                                f"class is Component[{arg.__name__}]; declare one (or a subclass of it)")  # fmt: skip
+            return
 
     def inner_retry(self) -> RetryPolicy:
         """The policy for retrying one operation inside the task: the declared one when it allows more."""

@@ -14,12 +14,16 @@ reads streams and the producer emits one.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from dag_orchestrator.dag import DAG, DAGValidationError
 from dag_orchestrator.executor import FailurePolicy
@@ -31,7 +35,24 @@ from task_components.base import Component, retry_warnings, wiring_errors
 if TYPE_CHECKING:
     from config.settings import Settings
 
-__all__ = ["Pipeline", "Step", "StepSource", "stream_inputs"]
+__all__ = ["TASK_NAME", "Pipeline", "Step", "StepSource", "stream_inputs", "task_name_problem"]
+
+# a task's name is a file name in the run directory (``results/NAME.pkl``, a Milvus Lite file) and a key in
+# reports and command lines: nothing that can climb out of a directory (``/``, ``\``, a leading dot), no
+# whitespace or control character, not read as an option (a leading ``-``). Brackets and the like are
+# fine: no user text is read as markup.
+TASK_NAME = re.compile(r"[^\s/\\.\-\x00-\x1f\x7f][^\s/\\\x00-\x1f\x7f]{0,99}")
+
+
+def task_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a task (None: it can), for both front ends."""
+    if not isinstance(name, str):
+        return f"a task's name is a string, got {name!r}"
+    if not TASK_NAME.fullmatch(name):
+        return (f"a task's name is 1 to 100 characters without '/', '\\', spaces or control characters, not "
+                f"starting with '.' or '-', got {name!r}")  # fmt: skip
+    return None
+
 
 # what ``Pipeline.step`` accepts: a registered name, a Component class, a ready Task, an async function
 StepSource = str | type[Component[Any]] | Task | Callable[..., Awaitable[Any]]
@@ -70,8 +91,8 @@ class _Decl:
     task: Task | None
     params: dict[str, Any]
     needs: list[str]
-    retries: int = 0
-    retry_delay: float = 1.0
+    retries: int | None = None  # None: not set (a Task keeps its own)
+    retry_delay: float | None = None
     timeout: float | None = None
     kind: str | None = None
 
@@ -97,6 +118,13 @@ def _emits(producer: type[Task] | Task) -> bool:
     if isinstance(producer, Task):
         return producer.emits_stream
     return bool(getattr(producer, "emits", False))
+
+
+def _function_name(fn: Callable[..., Any]) -> str:
+    """An async function's name; a ``functools.partial`` is named after the function it wraps."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return str(getattr(fn, "__name__", type(fn).__name__))
 
 
 def _params_problem(err: ValidationError) -> tuple[str, str]:
@@ -129,7 +157,11 @@ class Pipeline:
         self.name = name
         self.params: dict[str, Any] = dict(params or {})
         self.description = description
-        self.policy = FailurePolicy(policy)
+        try:
+            self.policy = FailurePolicy(policy)
+        except ValueError:
+            known = ", ".join(repr(p.value) for p in FailurePolicy)
+            raise PipelineError(f"policy is one of {known}, got {policy!r}", pipeline=name, field="policy") from None
         self.max_concurrency = max_concurrency
         self.kind_limits: dict[str, int] = dict(kind_limits or {})
         self._decls: dict[str, _Decl] = {}
@@ -146,30 +178,42 @@ class Pipeline:
         parameters, checked by ``build()``; ``params=`` takes them as a mapping (for a parameter whose
         name is ``name``). Engine options (retries, timeout) go through the handle's ``options()``.
         """
+        both = sorted(set(params or {}) & set(kwargs))
+        if both:
+            raise PipelineError(f"given both in params= and as a keyword: {both}", pipeline=self.name, task=name,
+                                field=both[0], about="params")  # fmt: skip
         raw = {**(params or {}), **kwargs}
         cls: type[Component[Any]] | None = None
         task: Task | None = None
         fn: Callable[..., Awaitable[Any]] | None = None
         if isinstance(source, str):
-            cls = component_class(source, name)
+            cls = component_class(source, name or source.rsplit(".", 1)[-1])
             default = source.rsplit(".", 1)[-1]
         elif isinstance(source, type) and issubclass(source, Component):
             cls = source
-            default = getattr(source, "component", source.__name__).rsplit(".", 1)[-1]
+            default = source.component.rsplit(".", 1)[-1]
         elif isinstance(source, Task):
             task, default = source, source.name
-            if name not in (None, source.name):
-                raise PipelineError(f"a Task keeps its own name {source.name!r}", pipeline=self.name, task=name,
+            if name is not None and name != source.name:
+                raise PipelineError(f"a Task keeps its own name {source.name!r}", pipeline=self.name, task=str(name),
                                     field="name")  # fmt: skip
+            same = next((d.name for d in self._decls.values() if d.task is source), None)
+            if same is not None or source.name in self._decls:
+                raise PipelineError(f"this Task is already step {same or source.name!r}; a Task is one step (make "
+                                    "another Task, or use the async function twice)", pipeline=self.name,
+                                    task=source.name, field="name")  # fmt: skip
         elif inspect.iscoroutinefunction(source):
-            fn, default = source, source.__name__
+            fn, default = source, _function_name(source)
         else:
             raise PipelineError(f"a step is a component name, a Component class, a Task or an async function, "
                                 f"got {source!r}", pipeline=self.name, task=name)  # fmt: skip
         if (task is not None or fn is not None) and raw:
             raise PipelineError(f"a plain task takes no parameters, got {sorted(raw)}", pipeline=self.name,
                                 task=name or default, field=sorted(raw)[0], about="params")  # fmt: skip
-        step_name = name or self._free_name(default)
+        step_name = name if name is not None else self._free_name(default)
+        problem = task_name_problem(step_name)
+        if problem:
+            raise PipelineError(problem, pipeline=self.name, task=str(step_name) or None, field="name")
         if step_name in self._decls:
             raise PipelineError("two steps have this name", pipeline=self.name, task=step_name, field="name")
         if fn is not None:
@@ -184,12 +228,14 @@ class Pipeline:
             elif not isinstance(item, str):
                 raise PipelineError(f"an input is a step's handle or name, got {item!r}", pipeline=self.name,
                                     task=step_name, field="needs")  # fmt: skip
-            needs.append(item)
+            if item not in needs:
+                needs.append(item)
         uses = cls.component if cls is not None else type(task).__name__
         self._decls[step_name] = _Decl(step_name, uses, cls, task, raw, needs)
         return Step(self, step_name)
 
     def _free_name(self, base: str) -> str:
+        """``base``, or ``base_2``, ``base_3``... (only steps the pipeline names itself are renamed)."""
         name, n = base, 1
         while name in self._decls:
             n += 1
@@ -220,6 +266,7 @@ class Pipeline:
         """
         if not self._decls:
             raise PipelineError("has no steps", pipeline=self.name)
+        self._run_settings()
         kinds = {d.name: d.source for d in self._decls.values()}
         dag = DAG(self.name)
         for d in self._decls.values():
@@ -239,28 +286,76 @@ class Pipeline:
                     raise self._error(problem, t.name, None, about="settings")
         return dag
 
+    def _run_settings(self) -> None:
+        """The pipeline's own settings, checked as the run would (a PipelineError now, not a crash later)."""
+        mc = self.max_concurrency
+        if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
+            raise self._error(f"max_concurrency is a whole number >= 1 (or None), got {mc!r}", None,
+                              "max_concurrency")  # fmt: skip
+        if not isinstance(self.kind_limits, Mapping):
+            raise self._error(f"kind_limits maps a kind to a limit, got {self.kind_limits!r}", None, "kind_limits")
+        for kind, limit in self.kind_limits.items():
+            if not isinstance(kind, str) or isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise self._error(f"a kind's limit is a whole number >= 1, got {kind!r}: {limit!r}", None,
+                                  f"kind_limits.{kind}")  # fmt: skip
+
+    def _options(self, d: _Decl) -> tuple[RetryPolicy | None, float | None]:
+        """The step's retry policy (None: not set) and timeout, or a PipelineError naming the option."""
+        for option, value in (("retries", d.retries), ("retry_delay", d.retry_delay), ("timeout", d.timeout)):
+            if value is None:
+                continue
+            whole = option == "retries"
+            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+                raise self._error(f"{option} is a {'whole ' if whole else ''}number, got {value!r}", d.name, option,
+                                  about="options")  # fmt: skip
+            if value < 0 or (option == "timeout" and value == 0):
+                bound = "> 0" if option == "timeout" else ">= 0"
+                raise self._error(f"{option} must be {bound}, got {value!r}", d.name, option, about="options")
+        if d.kind is not None and (not isinstance(d.kind, str) or not d.kind):
+            raise self._error(f"kind is a non-empty string, got {d.kind!r}", d.name, "kind", about="options")
+        if d.retries is None and d.retry_delay is None:
+            return None, d.timeout
+        base = d.task.retry if d.task is not None else RetryPolicy(backoff=1.0)
+        attempts = d.retries + 1 if d.retries is not None else base.attempts
+        return dataclasses.replace(base, attempts=attempts, backoff=d.retry_delay if d.retry_delay is not None
+                                   else base.backoff), d.timeout  # fmt: skip
+
     def _task(self, d: _Decl, kinds: Mapping[str, type[Task] | Task]) -> Task:
+        problem = task_name_problem(d.name)
+        if problem:
+            raise self._error(problem, None, "name")
         for need in d.needs:
             if need not in self._decls:
                 raise self._error(f"needs {need!r}, which is not a task in this pipeline", d.name, "needs")
+        retry, timeout = self._options(d)
         if d.cls is None:
             assert d.task is not None
-            task = d.task
-            needs = list(dict.fromkeys([*task.needs, *d.needs]))
-            if needs != list(task.needs):
-                task.needs = tuple(needs)
+            # a copy: the same Task object may be a step of other pipelines, each with its own needs and options
+            task = copy.copy(d.task)
+            task.needs = tuple(dict.fromkeys([*d.task.needs, *d.needs]))
+            if retry is not None:
+                task.retry = retry
+            if timeout is not None:
+                task.timeout = timeout
+            if d.kind is not None:
+                task.kind = d.kind
+            if isinstance(task, Component):  # a configured instance: its parameters are checked like any step's
+                task.params = self._params(type(task), task.params, d.name)
             return task
+        params = self._params(d.cls, d.params, d.name)
         try:
-            params = d.cls.Params.model_validate(d.params)
+            return d.cls(d.name, params, d.needs, streams_from=stream_inputs(d.cls, d.needs, kinds),
+                         retry=retry if retry is not None and retry.attempts > 1 else None, timeout=timeout,
+                         kind=d.kind)  # fmt: skip
+        except ValueError as err:  # the Task's own checks
+            raise self._error(str(err), d.name, "options") from None
+
+    def _params(self, cls: type[Component[Any]], raw: Any, task: str) -> BaseModel:
+        try:
+            return cls.Params.model_validate(raw)
         except ValidationError as err:
             where, message = _params_problem(err)
-            raise self._error(message, d.name, where or None, about="params") from None
-        retry = RetryPolicy(attempts=d.retries + 1, backoff=d.retry_delay) if d.retries else None
-        try:
-            return d.cls(d.name, params, d.needs, streams_from=stream_inputs(d.cls, d.needs, kinds), retry=retry,
-                         timeout=d.timeout, kind=d.kind)  # fmt: skip
-        except ValueError as err:  # the Task's own checks (a timeout that is not positive)
-            raise self._error(str(err), d.name, "options") from None
+            raise self._error(message, task, where or None, about="params") from None
 
     def _error(self, problem: str, task: str | None, where: str | None, about: str | None = None) -> PipelineError:
         return PipelineError(problem, pipeline=self.name, task=task, field=where, about=about)

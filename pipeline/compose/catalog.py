@@ -35,9 +35,14 @@ BUILTIN_PACKAGES = [
 ENTRY_POINT_GROUP = "dag_pipeline.components"
 
 
-@lru_cache(maxsize=1)
 def components() -> dict[str, type[Component]]:
-    """Every registered component by name (built-in first, then plugins), sorted by name."""
+    """Every registered component by name (built-in first, then plugins), sorted by name: a copy, so a
+    caller's change never reaches the registry every pipeline resolves names in."""
+    return dict(_registry())
+
+
+@lru_cache(maxsize=1)
+def _registry() -> dict[str, type[Component]]:
     found: dict[str, type[Component]] = {}
 
     def add(cls: type[Component], origin: str) -> None:
@@ -59,7 +64,7 @@ def components() -> dict[str, type[Component]]:
 
 def component_class(uses: str, task: str | None = None) -> type[Component]:
     """The registered class, or a PipelineError (field ``uses``) with the closest name as a hint."""
-    registry = components()
+    registry = _registry()
     if uses in registry:
         return registry[uses]
     close = difflib.get_close_matches(uses, registry, n=1)
