@@ -197,9 +197,7 @@ class Execution:
                 log.warning("claim not given back", request_id=request.id, error=f"{type(exc).__name__}: {exc}")
         log.info("request interrupted before it started", request_id=request.id)
 
-    async def _claim_and_prepare(
-        self, request: Request
-    ) -> float | Ready:
+    async def _claim_and_prepare(self, request: Request) -> float | Ready:
         """The claim and the run's set-up: a delay to retry after (0: done), or what the run needs.
         Cancelled by a stop (a claim already written is given back by the caller)."""
         d, rid = self.d, request.id
@@ -228,6 +226,7 @@ class Execution:
             raise
 
     async def _prepare(self, request: Request, row: LedgerRow) -> float | Ready:
+        """Refuse it (limits), or lock its run directory and set the run up; a delay or 0 as for the claim."""
         d = self.d
         started = time.time()
         deadline = request.message.deadline_ts()

@@ -9,9 +9,10 @@ crash anywhere re-delivers exactly what was not recorded, and the ledger makes t
 
 Several daemons in one consumer group split the partitions; the ledger's lease settles the moment where a
 partition moves while its request still runs (the new owner waits for the lease, then re-publishes).
-SIGTERM/SIGINT: stop fetching, give running pipelines ``grace_seconds``, then interrupt them (their run
-directories keep the state; the ledger says ``interrupted``; their offsets stay uncommitted, so the next
-daemon resumes them), commit what is done, exit 0.
+SIGTERM/SIGINT: stop fetching (an outage backoff ends too), start no pipeline (a request still being claimed
+or set up gives its claim back, uncounted, as do queued ones claimed with their acceptance), give running
+pipelines ``grace_seconds``, then interrupt them (their run directories keep the state; the ledger says
+``interrupted``; their offsets stay uncommitted, so the next daemon resumes them), commit what is done, exit 0.
 """
 
 from __future__ import annotations
@@ -164,7 +165,8 @@ class Daemon:
             await board.changed.wait()
 
     async def _shutdown(self) -> None:
-        """Give running pipelines the grace period, then interrupt them resumably."""
+        """Interrupt requests whose pipeline has not started, give running pipelines the grace period, then
+        interrupt them resumably."""
         board = self.board
         for request in list(board.running.values()):  # no pipeline of theirs started: none starts now
             if request.starting and request.scope is not None:
