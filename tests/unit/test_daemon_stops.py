@@ -320,3 +320,14 @@ async def test_a_stop_gives_back_the_claims_of_queued_requests(tmp_path: Path, r
     with anyio.fail_after(3):
         await daemon._shutdown()
     assert ledger.calls == [("unclaim", True)] and queued.claim is None
+
+
+def test_a_request_forgotten_on_a_revoke_leaves_nothing_behind(resolved: Resolved) -> None:
+    """Before: what was known about its "accepted" event stayed on the board for good (one entry per request)."""
+    board = Board("me")
+    told, failed = make_request(board, resolved, "t"), make_request(board, resolved, "f", offset=1)
+    board.live = {"t": told, "f": failed}
+    board.told.add("t")
+    board.announce_failed.add("f")
+    board.forget_partitions({TP})
+    assert board.live == {} and board.told == set() and board.announce_failed == set()
