@@ -271,12 +271,11 @@ class _Scheduler:
                 begun = time.time()
                 try:
                     result = await self._attempt(task)
-                except UpstreamStreamError as exc:
-                    _end_attempt(run, begun)
-                    self._finish(name, TaskState.CANCELLED, error=str(exc))
-                    return
                 except Exception as exc:  # noqa: BLE001 - failures are recorded, not raised
                     _end_attempt(run, begun)
+                    if isinstance(_root(exc), UpstreamStreamError):  # bare, or alone in the task's own task group
+                        self._finish(name, TaskState.CANCELLED, error=str(_root(exc)))
+                        return
                     if task.retry.should_retry(run.attempts, exc) and self._replayable(name):
                         delay = task.retry.delay(run.attempts, self.ex.rng)
                         run.retry_errors += (_describe(exc, self.ctx.run_dir),)

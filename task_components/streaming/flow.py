@@ -196,8 +196,9 @@ async def pass_on(ctx: PipelineContext, item: Flowing) -> None:
     """
     hub = ctx.hubs.get(ctx.task_name)
     if hub is not None and hub.dropped:
-        error = StreamWiringError(f"task(s) {', '.join(map(repr, hub.dropped))} reading it will never run")
-        item.ledger.fail(ctx.task_name, error)
+        error = StreamWiringError(f"skipped (another of its needs failed): it will never take the batches of "
+                                  f"{ctx.task_name!r}")  # fmt: skip
+        item.ledger.fail(hub.dropped[0], error)
         raise DownstreamFailed(item.ledger.error or str(error))
     copies = len(hub.consumers) if hub is not None else 0
     if item.dead:
