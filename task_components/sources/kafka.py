@@ -2,7 +2,7 @@
 
 The pipeline reads the way data flows: ``consume -> standardize -> quality -> sinks``, each a task
 streaming from the one before, and ``dead_letter`` streaming from every step (pipelines/streaming.yaml).
-The design keeps the old guarantee with no change to the engine: the engine's streams carry batches
+The design keeps the old guarantee on the engine's plain streams: they carry batches
 forward (bounded hubs, backpressure, failure both ways), and acknowledgements come back outside them,
 through the ``AckLedger`` each batch carries (streaming/flow.py: a count of the batch's copies still on
 their way, Storm's acker). Batches are in-process objects, so nothing is copied or pickled; the stream

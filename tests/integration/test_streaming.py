@@ -118,6 +118,8 @@ def test_sigterm_commits_what_finished_and_only_that(tmp_path: Path) -> None:
     first.send_signal(signal.SIGTERM)
     _, err = first.communicate(timeout=30)
     assert first.returncode == 130 and time.monotonic() - sent < 20, err[-2000:]
+    stopped = [line for line in err.splitlines() if "stream_stopped" in line]  # logged however the source ends
+    assert stopped and "cancelled" in stopped[-1] and "records_in" in stopped[-1], err[-2000:]
     covered = check_committed_prefix(env, generated, positions)
     assert covered >= 1000, f"SIGTERM committed only {covered} records"
     finish(env.start("idle_seconds=4"))
