@@ -43,6 +43,7 @@ from task_components.streaming.flow import (
     SinkResult,
     StageResult,
     StepResult,
+    StreamWiringError,
     consumers,
     only_stream,
     participating,
@@ -97,6 +98,8 @@ def _step_problem(step: Task, tasks: dict[str, Task]) -> str | None:
         if isinstance(step, StreamStage) or isinstance(other, StreamStage):
             return (f"reads {producers[0]!r} with {other.name!r}, and a stage changes the batch's records in "
                     "place: a producer feeding a stage feeds only that stage (chain the stages instead)")  # fmt: skip
+    if isinstance(step, StreamStage) and not streams_from_source(step.name, tasks):
+        return "no stage or sink reads its batches: its valid records would reach no sink"
     return dead_letter_problem(step.name, tasks)
 
 
@@ -141,6 +144,8 @@ class StreamStage(Component[P]):
     async def run(self, ctx: PipelineContext) -> StageResult:
         result = StageResult()
         async with participating(ctx):
+            if not consumers(ctx):  # before reading a batch: its valid records would reach no sink
+                raise StreamWiringError(f"task {self.name!r}: no stage or sink reads its batches")
             process = self.stage().processor()
             async for item in ctx.stream(only_stream(self.name, self.streams_from)):
                 batch = item.batch

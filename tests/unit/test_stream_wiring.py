@@ -107,6 +107,27 @@ async def test_rejects_no_dead_letter_sink_wrote_are_never_acknowledged() -> Non
     assert flow.acks == []  # batch 0 holds 0 and 7: rejected, written nowhere: not acknowledged
 
 
+def test_only_a_stage_is_refused_its_valid_records_would_reach_no_sink(tmp_path: Path) -> None:
+    def no_sink(tasks: dict[str, Any]) -> None:
+        del tasks["mongodb"], tasks["kafka_out"]
+        tasks["dead_letter"]["needs"] = ["consume", "standardize", "quality"]
+
+    assert "no stage or sink reads its batches" in _refusal(_variant(tmp_path, no_sink))
+
+
+async def test_a_stage_no_task_reads_refuses_to_start_and_stops_the_source() -> None:
+    dag = DAG("no_sink", [
+        flow._Source("source"),
+        flow._Stage("stage", needs=["source"], streams_from=["source"]),
+        flow._Dead("dead", needs=["source"], streams_from=["source"]),
+    ])  # fmt: skip
+    with anyio.fail_after(30):
+        result = await Executor(policy=FailurePolicy.CONTINUE).run(dag)
+    assert "no stage or sink reads its batches" in (result.tasks["stage"].error or "")
+    assert "DownstreamFailed" in (result.tasks["source"].error or ""), result.tasks["source"].error
+    assert flow.acks == []
+
+
 # -- 2: a skipped consumer -------------------------------------------------------------------------
 class _Boom(Component[NoParams]):
     __slots__ = ()
