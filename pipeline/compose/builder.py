@@ -187,7 +187,10 @@ class Pipeline:
         task: Task | None = None
         fn: Callable[..., Awaitable[Any]] | None = None
         if isinstance(source, str):
-            cls = component_class(source, name or source.rsplit(".", 1)[-1])
+            try:
+                cls = component_class(source, name or source.rsplit(".", 1)[-1])
+            except PipelineError as err:  # named in this pipeline too
+                raise PipelineError(err.problem, pipeline=self.name, task=err.task, field=err.field) from None
             default = source.rsplit(".", 1)[-1]
         elif isinstance(source, type) and issubclass(source, Component):
             cls = source

@@ -286,3 +286,9 @@ def test_components_returns_a_copy() -> None:
     found = dp.components()
     found["generate"] = Counts
     assert dp.components()["generate"] is not Counts
+
+
+def test_an_unknown_component_names_the_pipeline_and_the_task() -> None:
+    with pytest.raises(dp.PipelineError, match="pipeline 'x': task 'generat': field 'uses': unknown component") as err:
+        dp.Pipeline("x").step("generat")
+    assert (err.value.pipeline, err.value.task, err.value.field) == ("x", "generat", "uses")
