@@ -26,16 +26,15 @@ from dag_orchestrator.backends import BACKENDS
 from dag_orchestrator.events import Observer
 from dag_orchestrator.executor import FailurePolicy
 from dag_orchestrator.state import RunResult, TaskState
+from dag_pipeline.signals import restoring_signals, unclaimed_signals
 from pipeline.compose import Pipeline as _Composed
 from pipeline.compose import PipelineError, Step
 from pipeline.runner import (
     RunOptions,
     execute,
     prepare_pipeline,
-    restoring_signals,
     stop_signals,
     summaries,
-    unclaimed_signals,
 )  # fmt: skip
 
 __all__ = ["Pipeline", "PipelineRun"]

@@ -12,9 +12,7 @@ then the caller asked for the run to outlive its terminal, and it does.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import json
 import os
 import re
@@ -44,7 +42,7 @@ from task_components.base import Component
 
 __all__ = [
     "NoSpaceForRun", "PreparedRun", "RunDirBusy", "RunOptions", "execute", "innermost", "prepare_pipeline",
-    "prepare_run", "prepare_spec", "restoring_signals", "saved_request", "stop_signals", "unclaimed_signals",
+    "prepare_run", "prepare_spec", "saved_request", "stop_signals",
 ]  # fmt: skip
 
 
@@ -218,53 +216,6 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     """
     hup_ignored = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
     return (signal.SIGINT, signal.SIGTERM) if hup_ignored else (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-def unclaimed_signals(signums: Iterable[signal.Signals]) -> tuple[signal.Signals, ...]:
-    """The stop signals nobody in this process handles yet: a library run takes only those.
-
-    Still at their default (or at ``asyncio.run``'s own Ctrl-C handler, which only cancels the main
-    task); an application's ``signal.signal`` handler, an asyncio loop's ``add_signal_handler`` or an
-    ignored signal is the application's to keep, during the run as after it.
-    """
-    out = []
-    for signum in signums:
-        handler = signal.getsignal(signum)
-        if handler in (signal.SIG_DFL, signal.default_int_handler) or isinstance(
-            getattr(handler, "__self__", None), asyncio.Runner
-        ) or (isinstance(handler, functools.partial) and isinstance(getattr(handler.func, "__self__", None),
-                                                                      asyncio.Runner)):  # fmt: skip
-            out.append(signum)
-    return tuple(out)
-
-
-@contextlib.contextmanager
-def restoring_signals(signums: Iterable[signal.Signals]) -> Iterator[None]:
-    """Afterwards, each signal's handler is what it was before: the receiver that stops the run resets
-    them to the default when it closes, which a library must not do to the application it runs in.
-
-    Both kinds are put back: ``signal.signal`` handlers, and an asyncio loop's ``add_signal_handler``
-    callbacks (a receiver on the same loop replaces and then removes them).
-    """
-    signums = tuple(signums)
-    if not signums or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = {s: signal.getsignal(s) for s in signums}
-    try:
-        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
-    handles = dict(getattr(loop, "_signal_handlers", {}))  # asyncio keeps no public list of them
-    try:
-        yield
-    finally:
-        for s, handler in before.items():
-            handle = handles.get(s)
-            if loop is not None and handle is not None:
-                loop.add_signal_handler(s, handle._callback, *handle._args)
-            elif handler is not None and signal.getsignal(s) != handler:
-                signal.signal(s, handler)
 
 
 async def _cancel_on_signal(executor: Executor, signums: tuple[signal.Signals, ...]) -> None:
