@@ -197,9 +197,10 @@ class Daemon:
         """Queued requests claimed with their acceptance never ran: their claims go back uncounted, so the next
         daemon need not wait for their leases."""
         board = self.board
-        for request in [it for rid, it in board.live.items() if it.claim is not None and rid not in board.running]:
-            request.claim = None
-            with anyio.move_on_after(5):
+        queued = [it for rid, it in board.live.items() if it.claim is not None and rid not in board.running]
+        with anyio.move_on_after(10):  # (all of them: a hanging ledger does not hold the stop up for long)
+            for request in queued:
+                request.claim = None
                 try:
                     await self.ledger.unclaim(request.id, self.owner)
                 except Exception as exc:  # noqa: BLE001 - its lease lapses on its own
