@@ -96,6 +96,10 @@ def prepare_run(
     again. On resume the saved overrides are merged first; a given spec must have been loaded with them.
     """
     run_id, path, overrides = _place(file, overrides, options)
+    python = PYTHON_RUN.fullmatch(str(file))
+    if spec is None and python and options.resume and not Path(file).exists():
+        raise SpecError(file, f"run {run_id} came from the Python pipeline {python[1]!r}: resume it from Python "
+                              f"with `p.run(..., resume={run_id!r})`, p being that pipeline")  # fmt: skip
     if spec is None:
         spec = load_spec(file, overrides)
     return prepare_spec(spec, file, overrides, options, run_id, path, dag=dag)

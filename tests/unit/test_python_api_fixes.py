@@ -292,3 +292,9 @@ def test_an_unknown_component_names_the_pipeline_and_the_task() -> None:
     with pytest.raises(dp.PipelineError, match="pipeline 'x': task 'generat': field 'uses': unknown component") as err:
         dp.Pipeline("x").step("generat")
     assert (err.value.pipeline, err.value.task, err.value.field) == ("x", "generat", "uses")
+
+
+def test_the_cli_resume_of_a_python_run_by_its_own_name_points_to_python(tmp_path: Path) -> None:
+    run = pipeline("p").run(tmp_path, settings=Settings())
+    with pytest.raises(SpecError, match=r"came from the Python pipeline 'p'.*p\.run\(\.\.\., resume="):
+        prepare_run("<python:p>", {}, RunOptions(run_dir=tmp_path, resume=run.run_id))
