@@ -18,7 +18,7 @@ name: "{NAME}"
 params: {{msg: "{MESSAGE}"}}
 tasks:
   "ok[dask]": {{uses: demo.sleep, with: {{seconds: 0}}}}
-  "t[bold]x[/]": {{uses: demo.fail, needs: ["ok[dask]"], with: {{message: "${{params.msg}}"}}}}
+  "t[bold]x[red]": {{uses: demo.fail, needs: ["ok[dask]"], with: {{message: "${{params.msg}}"}}}}
 """
 
 
@@ -48,13 +48,13 @@ def test_run_summary_progress_and_runs_views_show_brackets_literally(tmp_path: P
     assert proc.returncode == 1, proc.stderr
     table = flat(proc.stdout)
     assert f"of '{NAME}': failed" in table
-    assert "ok[dask]" in table and "t[bold]x[/]" in table
+    assert "ok[dask]" in table and "t[bold]x[red]" in table
     assert f"RuntimeError: {MESSAGE}" in table
-    assert "t[bold]x[/]" in proc.stderr and "ok[dask]" in proc.stderr  # the live view's task column
+    assert "t[bold]x[red]" in proc.stderr and "ok[dask]" in proc.stderr  # the live view's task column
 
     listed = cli("runs", "list", "--run-dir", runs)
     assert listed.returncode == 0, listed.stderr
-    assert NAME in flat(listed.stdout) and f"t[bold]x[/]: RuntimeError: {MESSAGE}" in flat(listed.stdout)
+    assert NAME in flat(listed.stdout) and f"t[bold]x[red]: RuntimeError: {MESSAGE}" in flat(listed.stdout)
     run_id = next(p.name for p in Path(runs).iterdir() if (p / "report.json").exists())
     shown = cli("runs", "show", run_id, "--run-dir", runs)
     assert shown.returncode == 0, shown.stderr
