@@ -314,7 +314,7 @@ async def test_a_spilling_consumer_lags_on_disk_without_slowing_the_producer(tmp
 
     dag = DAG("spill", [produce, fast, SpillingReader("slow", "produce", seen)])
     result = await Executor(max_concurrency=4, stream_buffer=2).run(dag, PipelineContext(run_dir=tmp_path))
-    assert result.ok, result.errors
+    assert result.ok, result.reason
     order = [c.column("chunk")[0].as_py() if isinstance(c, pa.RecordBatch) else c["chunk"] for c in seen[1:]]
     assert order == list(range(1, 40)) and seen[8]["payload"] == list(range(8))  # in order, whole
     assert seen[39].column("chunk").to_pylist() == [39] * 39
