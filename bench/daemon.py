@@ -52,8 +52,9 @@ def pct(values: list[float], q: float) -> float:
 Times = dict[str, float]
 
 
-async def _send_and_follow(bootstrap: str, topics: dict[str, str], ids: list[str], rate: float | None,
-                           timeout: float = 600) -> tuple[Times, Times, Times]:  # fmt: skip
+async def _send_and_follow(
+    bootstrap: str, topics: dict[str, str], ids: list[str], rate: float | None, timeout: float = 600
+) -> tuple[Times, Times, Times]:
     """Send one request per id (paced if ``rate``); returns send time, started time, succeeded time per id."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -139,17 +140,29 @@ def main() -> None:
             (pipelines / "tiny.yaml").write_text(TINY)
             anyio.run(direct, 4, args.max_runs, pipelines, Path(tmp) / "warm")  # imports, first-run costs
             base_s = anyio.run(direct, args.requests, args.max_runs, pipelines, Path(tmp) / "direct")
-            env = {**os.environ, "KAFKA__BOOTSTRAP_SERVERS": bootstrap, "KAFKA__REQUEST_TOPIC": topics["requests"],
-                   "KAFKA__STATUS_TOPIC": topics["status"], "DAEMON__DEAD_LETTER_TOPIC": topics["dlq"],
-                   "DAEMON__CONSUMER_GROUP": f"bench-{tag}", "DAEMON__LEDGER_TABLE": f"bench_{tag}",
-                   "DAEMON__PIPELINES_DIR": str(pipelines), "DAEMON__HTTP_PORT": "0", "DAEMON__MAX_RUNS":
-                   str(args.max_runs), "DAEMON__PREFETCH": str(max(16, args.max_runs * 8)),
-                   "DAEMON__SESSION_TIMEOUT_MS": "6000", "DAEMON__HEARTBEAT_INTERVAL_MS": "500",
-                   "POSTGRES__DSN": dsn, "PIPELINE__RUN_DIR": str(Path(tmp) / "runs"), "LOGGING__LEVEL": "WARNING",
-                   "LOGGING__FORMAT": "json"}  # fmt: skip
+            env = {
+                **os.environ,
+                "KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+                "KAFKA__REQUEST_TOPIC": topics["requests"],
+                "KAFKA__STATUS_TOPIC": topics["status"],
+                "DAEMON__DEAD_LETTER_TOPIC": topics["dlq"],
+                "DAEMON__CONSUMER_GROUP": f"bench-{tag}",
+                "DAEMON__LEDGER_TABLE": f"bench_{tag}",
+                "DAEMON__PIPELINES_DIR": str(pipelines),
+                "DAEMON__HTTP_PORT": "0",
+                "DAEMON__MAX_RUNS": str(args.max_runs),
+                "DAEMON__PREFETCH": str(max(16, args.max_runs * 8)),
+                "DAEMON__SESSION_TIMEOUT_MS": "6000",
+                "DAEMON__HEARTBEAT_INTERVAL_MS": "500",
+                "POSTGRES__DSN": dsn,
+                "PIPELINE__RUN_DIR": str(Path(tmp) / "runs"),
+                "LOGGING__LEVEL": "WARNING",
+                "LOGGING__FORMAT": "json",
+            }
             log = (Path(tmp) / "daemon.log").open("wb")
-            proc = subprocess.Popen([sys.executable, "run_pipeline.py", "daemon", "--partitions", "4"], cwd=ROOT,
-                                    env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            proc = subprocess.Popen(
+                [sys.executable, "run_pipeline.py", "daemon", "--partitions", "4"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
             try:
                 warm = anyio.run(_send_and_follow, bootstrap, topics, ["warm-1"], None, 120)  # joined, imports done
                 ids = [f"b-{i}" for i in range(args.requests)]
@@ -172,10 +185,14 @@ def main() -> None:
     print(f"  daemon  {daemon_rps:8.1f} requests/s  (first send -> last succeeded {burst_s:.2f} s)")
     print(f"  direct  {direct_rps:8.1f} runs/s      (runner in-process, no Kafka/ledger, {base_s:.2f} s)")
     print(f"  ratio   {daemon_rps / direct_rps:8.2f}x of the direct runner")
-    print(f"  request -> started (queueing included): p50 {statistics.median(burst_lat) * 1000:.0f} ms, "
-          f"p99 {pct(burst_lat, 0.99) * 1000:.0f} ms")
-    print(f"paced {args.paced} at {args.rate:g}/s: request -> started "
-          f"p50 {statistics.median(paced_lat) * 1000:.0f} ms, p99 {pct(paced_lat, 0.99) * 1000:.0f} ms")
+    print(
+        f"  request -> started (queueing included): p50 {statistics.median(burst_lat) * 1000:.0f} ms, "
+        f"p99 {pct(burst_lat, 0.99) * 1000:.0f} ms"
+    )
+    print(
+        f"paced {args.paced} at {args.rate:g}/s: request -> started "
+        f"p50 {statistics.median(paced_lat) * 1000:.0f} ms, p99 {pct(paced_lat, 0.99) * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

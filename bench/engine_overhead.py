@@ -74,9 +74,11 @@ async def ours(dag: DAG, limit: int | None = None) -> None:
 def bounded(n: int, repeat: int) -> float:
     """us/task of an n-task fan-out at the executor's default limit of 8, in a fresh process each, so
     the heap left by the other measurements does not tax one size more than the other."""
-    code = (f"import sys; sys.argv = ['x']; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"import engine_overhead as e; dag = e.fanout_dag({n}); "
-            f"print(e.best_of({repeat}, lambda: e.ours(dag, 8)) / {n} * 1e6)")  # fmt: skip
+    code = (
+        f"import sys; sys.argv = ['x']; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"import engine_overhead as e; dag = e.fanout_dag({n}); "
+        f"print(e.best_of({repeat}, lambda: e.ours(dag, 8)) / {n} * 1e6)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
 
@@ -128,10 +130,14 @@ def main() -> None:
         small = min(small, bounded(args.fanout, args.repeat))
         large = min(large, bounded(args.big, max(3, args.repeat // 2)))
     growth = large / small
-    print(f"growth at the default limit (8 at once): {small:.1f} -> {large:.1f} us/task, {growth:.2f}x "
-          f"(linear if <= 1.2x); unlimited: {big_us / fan_us:.2f}x")
-    print(f"memory: {memory_per_task(args.fanout) / 1024:.2f} KiB per task at {args.fanout:,} tasks, "
-          f"{memory_per_task(args.big) / 1024:.2f} KiB at {args.big:,} (tracemalloc peak / tasks)")
+    print(
+        f"growth at the default limit (8 at once): {small:.1f} -> {large:.1f} us/task, {growth:.2f}x "
+        f"(linear if <= 1.2x); unlimited: {big_us / fan_us:.2f}x"
+    )
+    print(
+        f"memory: {memory_per_task(args.fanout) / 1024:.2f} KiB per task at {args.fanout:,} tasks, "
+        f"{memory_per_task(args.big) / 1024:.2f} KiB at {args.big:,} (tracemalloc peak / tasks)"
+    )
     ok = fan_ratio <= 1.0 and big_ratio <= 1.0 and chain_ratio <= 1.5 and growth <= 1.2
     print(f"targets (fan-outs <= the bare loop, chain <= 1.5x, bounded growth <= 1.2x): {'met' if ok else 'NOT met'}")
 

@@ -93,13 +93,42 @@ def run_measured(cmd: list[str]) -> tuple[float, float, float]:
 
 
 def ours(schema: Path, rows: int, out: Path) -> list[str]:
-    return [sys.executable, "run_pipeline.py", "generate", "--schema", str(schema), "--total-rows", str(rows),
-            "--out", str(out), "--force", "--no-progress", "--seed", "1", "--file-size", "256MB"]  # fmt: skip
+    return [
+        sys.executable,
+        "run_pipeline.py",
+        "generate",
+        "--schema",
+        str(schema),
+        "--total-rows",
+        str(rows),
+        "--out",
+        str(out),
+        "--force",
+        "--no-progress",
+        "--seed",
+        "1",
+        "--file-size",
+        "256MB",
+    ]
 
 
 def theirs(exe: Path, schema: Path, rows: int, out: Path) -> list[str]:
-    return [str(exe), "generate", "--schema", str(schema), "--total-rows", str(rows), "--out", str(out),
-            "--force", "--no-progress", "--seed", "1", "--file-size", "256MB"]  # fmt: skip
+    return [
+        str(exe),
+        "generate",
+        "--schema",
+        str(schema),
+        "--total-rows",
+        str(rows),
+        "--out",
+        str(out),
+        "--force",
+        "--no-progress",
+        "--seed",
+        "1",
+        "--file-size",
+        "256MB",
+    ]
 
 
 def compare(label: str, schema: dict, rows: int, exe: Path, tmp: Path) -> None:
@@ -109,8 +138,11 @@ def compare(label: str, schema: dict, rows: int, exe: Path, tmp: Path) -> None:
     for name, cmd in (("milvus-ingest", theirs(exe, path, rows, tmp / "mi")), ("ours", ours(path, rows, tmp / "us"))):
         seconds, rss, pss = run_measured(cmd)
         results[name] = (rows / seconds, rss)
-        print(f"  {label:<7} {name:<14} {rows:>11,} rows  {seconds:7.2f} s  {rows / seconds:>11,.0f} rows/s  "
-              f"peak RSS {rss:7.0f} MB  PSS {pss:7.0f} MB", flush=True)  # fmt: skip
+        print(
+            f"  {label:<7} {name:<14} {rows:>11,} rows  {seconds:7.2f} s  {rows / seconds:>11,.0f} rows/s  "
+            f"peak RSS {rss:7.0f} MB  PSS {pss:7.0f} MB",
+            flush=True,
+        )
         shutil.rmtree(tmp / ("mi" if name == "milvus-ingest" else "us"), ignore_errors=True)
     ratio = results["ours"][0] / results["milvus-ingest"][0]
     print(f"  {label:<7} ratio ours/milvus-ingest: {ratio:.2f}x rows/s", flush=True)
@@ -131,8 +163,10 @@ def main() -> None:
             path = tmp / "vector.json"
             seconds, rss, pss = run_measured(ours(path, args.rss_rows, tmp / "big"))
             shutil.rmtree(tmp / "big", ignore_errors=True)
-            print(f"  ours at {args.rss_rows:,} vector rows: {seconds:.1f} s, {args.rss_rows / seconds:,.0f} rows/s, "
-                  f"peak RSS {rss:.0f} MB, PSS {pss:.0f} MB (target < 600 MB)")  # fmt: skip
+            print(
+                f"  ours at {args.rss_rows:,} vector rows: {seconds:.1f} s, {args.rss_rows / seconds:,.0f} rows/s, "
+                f"peak RSS {rss:.0f} MB, PSS {pss:.0f} MB (target < 600 MB)"
+            )
 
 
 if __name__ == "__main__":

@@ -48,21 +48,32 @@ def pipeline_run(env: dict[str, str], rows: int, tmp: Path, method: str = "auto"
             "generate": {"uses": "generate", "with": {"schema": "vector_bench", "total_rows": rows, "seed": 1}},
             "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 100_000}},
             "upload": {"uses": "storage.upload", "needs": ["partition"]},
-            "collection": {"uses": "milvus.create_collection",
-                           "with": {"schema": "vector_bench", "collection": "bench_bulk", "drop_if_exists": True,
-                                    "indexes": INDEX}},
-            "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
-                       "with": {"poll_interval": 0.5, "method": method}},
+            "collection": {
+                "uses": "milvus.create_collection",
+                "with": {"schema": "vector_bench", "collection": "bench_bulk", "drop_if_exists": True, "indexes": INDEX},
+            },
+            "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"], "with": {"poll_interval": 0.5, "method": method}},
         },
-    }  # fmt: skip
+    }
     file = tmp / "load.yaml"
     file.write_text(yaml.safe_dump(spec))
-    run_env = {**env, "MILVUS__URI": env["TEST_MILVUS_URI"], "S3__ENDPOINT_URL": env["TEST_S3_ENDPOINT"],
-               "S3__BUCKET": env["TEST_S3_BUCKET"], "S3__ACCESS_KEY": env["TEST_S3_ACCESS_KEY"],
-               "S3__SECRET_KEY": env["TEST_S3_SECRET_KEY"], "LOGGING__LEVEL": "WARNING"}  # fmt: skip
+    run_env = {
+        **env,
+        "MILVUS__URI": env["TEST_MILVUS_URI"],
+        "S3__ENDPOINT_URL": env["TEST_S3_ENDPOINT"],
+        "S3__BUCKET": env["TEST_S3_BUCKET"],
+        "S3__ACCESS_KEY": env["TEST_S3_ACCESS_KEY"],
+        "S3__SECRET_KEY": env["TEST_S3_SECRET_KEY"],
+        "LOGGING__LEVEL": "WARNING",
+    }
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "run_pipeline.py", "run", str(file), "--run-dir", str(tmp / "runs"),
-                           "--no-progress"], cwd=ROOT, env=run_env, capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "run_pipeline.py", "run", str(file), "--run-dir", str(tmp / "runs"), "--no-progress"],
+        cwd=ROOT,
+        env=run_env,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"pipeline failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -111,10 +122,13 @@ def insert_baseline(uri: str, data: Path, rows: int) -> tuple[float, float]:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=5000):
             cols = batch.to_pydict()
             vectors = np.asarray(batch.column("embedding").values.to_numpy(), np.float32).reshape(batch.num_rows, -1)
-            client.insert("bench_insert", [
-                {"id": i, "title": t, "score": s, "embedding": v}
-                for i, t, s, v in zip(cols["id"], cols["title"], cols["score"], vectors, strict=True)
-            ])  # fmt: skip
+            client.insert(
+                "bench_insert",
+                [
+                    {"id": i, "title": t, "score": s, "embedding": v}
+                    for i, t, s, v in zip(cols["id"], cols["title"], cols["score"], vectors, strict=True)
+                ],
+            )
     client.flush("bench_insert")
     from task_components.connect import count_rows
 
@@ -149,12 +163,15 @@ def import_floor(uri: str, keys: list[str], rows: int) -> tuple[float, float, fl
     return completed, indexed, searchable
 
 
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=200_000)
-    ap.add_argument("--method", choices=["auto", "bulk_import", "insert"], default="auto",
-                    help="the pipeline's import method (auto inserts a small load)")  # fmt: skip
+    ap.add_argument(
+        "--method",
+        choices=["auto", "bulk_import", "insert"],
+        default="auto",
+        help="the pipeline's import method (auto inserts a small load)",
+    )
     args = ap.parse_args()
     env, started_here = services("s3 milvus", ["TEST_MILVUS_URI"])
     try:
@@ -162,33 +179,40 @@ def main() -> None:
             tmp = Path(d)
             seconds, data, report = pipeline_run(env, args.rows, tmp, args.method)
             tasks = report["tasks"]
-            print(f"pipeline  generate->upload->bulk import->count  {args.rows:,} rows x 768-d  {seconds:6.1f} s  "
-                  f"{args.rows / seconds:9,.0f} rows/s end to end")  # fmt: skip
+            print(
+                f"pipeline  generate->upload->bulk import->count  {args.rows:,} rows x 768-d  {seconds:6.1f} s  "
+                f"{args.rows / seconds:9,.0f} rows/s end to end"
+            )
             for name in ("generate", "partition", "upload", "import"):
                 print(f"            {name:<10} {tasks[name]['duration']:6.1f} s")
             imported = report["summary"]["import"]
             offset = tasks["import"]["started_at"] - report["started_at"]
-            print(f"            import: {imported['method']}; started at {offset:.1f} s; "
-                  f"since then: {imported.get('timeline', '-')}")  # fmt: skip
+            print(f"            import: {imported['method']}; started at {offset:.1f} s; since then: {imported.get('timeline', '-')}")
             jobs = data.parent / "import.jobs.json"  # absent when auto chose to insert a small load
             keys = list(json.loads(jobs.read_text())["jobs"]) if jobs.exists() else []  # the uploaded keys
             searchable = 0.0
             if keys:
                 done, floor, searchable = import_floor(env["TEST_MILVUS_URI"], keys, args.rows)
-                print(f"floor     import jobs for the same {len(keys)} uploaded files by hand: {done:6.1f} s to "
-                      f"Completed, {floor:6.1f} s to indexed, {searchable:6.1f} s to searchable (Milvus' own "
-                      f"import time; the pipeline's end to end adds {seconds - searchable:+.1f} s to it)")  # fmt: skip
+                print(
+                    f"floor     import jobs for the same {len(keys)} uploaded files by hand: {done:6.1f} s to "
+                    f"Completed, {floor:6.1f} s to indexed, {searchable:6.1f} s to searchable (Milvus' own "
+                    f"import time; the pipeline's end to end adds {seconds - searchable:+.1f} s to it)"
+                )
             countable, indexed = insert_baseline(env["TEST_MILVUS_URI"], data, args.rows)
-            print(f"baseline  MilvusClient.insert, 5,000-row batches    {args.rows:,} rows x 768-d  "
-                  f"{countable:6.1f} s to countable ({args.rows / countable:,.0f} rows/s), "
-                  f"{indexed:6.1f} s to indexed ({args.rows / indexed:,.0f} rows/s)")  # fmt: skip
+            print(
+                f"baseline  MilvusClient.insert, 5,000-row batches    {args.rows:,} rows x 768-d  "
+                f"{countable:6.1f} s to countable ({args.rows / countable:,.0f} rows/s), "
+                f"{indexed:6.1f} s to indexed ({args.rows / indexed:,.0f} rows/s)"
+            )
             print(
                 f"ratio     pipeline end to end / insert to indexed: {indexed / seconds:.2f}x; "
                 f"/ insert to countable: {countable / seconds:.2f}x"
             )
             if keys:
-                print(f"ceiling   insert to indexed / Milvus' own import to searchable (no generation, no upload): "
-                      f"{indexed / searchable:.2f}x")  # fmt: skip
+                print(
+                    f"ceiling   insert to indexed / Milvus' own import to searchable (no generation, no upload): "
+                    f"{indexed / searchable:.2f}x"
+                )
     finally:
         if started_here:
             stop("s3 milvus")

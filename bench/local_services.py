@@ -15,8 +15,14 @@ def services(names: str, needed: list[str]) -> tuple[dict[str, str], bool]:
     """(environment with the ``needed`` TEST_* variables, whether this call started the services)."""
     if all(os.environ.get(var) for var in needed):
         return dict(os.environ), False
-    started = subprocess.run(["bash", "deploy/local/services.sh", "start"], cwd=ROOT, check=True,
-                             capture_output=True, text=True, env={**os.environ, "SERVICES": names})  # fmt: skip
+    started = subprocess.run(
+        ["bash", "deploy/local/services.sh", "start"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SERVICES": names},
+    )
     env = dict(os.environ)
     for line in Path(started.stdout.strip()).read_text().splitlines():
         key, _, value = line.removeprefix("export ").partition("=")
@@ -25,5 +31,4 @@ def services(names: str, needed: list[str]) -> tuple[dict[str, str], bool]:
 
 
 def stop(names: str) -> None:
-    subprocess.run(["bash", "deploy/local/services.sh", "stop"], cwd=ROOT, check=False,
-                   env={**os.environ, "SERVICES": names})  # fmt: skip
+    subprocess.run(["bash", "deploy/local/services.sh", "stop"], cwd=ROOT, check=False, env={**os.environ, "SERVICES": names})

@@ -126,12 +126,16 @@ def main() -> None:
         sides = (("retail pack (rules, inventory, state)", ours), ("baseline: numpy + pyarrow, same rows", base))
         for label, r in sides:
             rate = r["rows"] / r["seconds"]
-            print(f"{label:<40} {r['rows']:>12,.0f} rows {r['seconds']:>8.1f} s {rate:>12,.0f} rows/s   "
-                  f"peak RSS {r['peak_mb']:>6.0f} MB (after imports {r['start_mb']:>4.0f} MB)")  # fmt: skip
+            print(
+                f"{label:<40} {r['rows']:>12,.0f} rows {r['seconds']:>8.1f} s {rate:>12,.0f} rows/s   "
+                f"peak RSS {r['peak_mb']:>6.0f} MB (after imports {r['start_mb']:>4.0f} MB)"
+            )
         speed = (ours["rows"] / ours["seconds"]) / (base["rows"] / base["seconds"])
         grown = (ours["peak_mb"] - ours["start_mb"]) / max(base["peak_mb"] - base["start_mb"], 1.0)
-        print(f"ratio ours/baseline: throughput {speed:.2f}x, peak RSS {ours['peak_mb'] / base['peak_mb']:.2f}x, "
-              f"RSS growth while generating {grown:.2f}x")  # fmt: skip
+        print(
+            f"ratio ours/baseline: throughput {speed:.2f}x, peak RSS {ours['peak_mb'] / base['peak_mb']:.2f}x, "
+            f"RSS growth while generating {grown:.2f}x"
+        )
     finally:
         if a.keep:
             print("kept:", work)

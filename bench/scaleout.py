@@ -43,15 +43,21 @@ class DaskProcesses:
         env = {**os.environ, "DASK_CONFIG": str(ROOT / "deploy" / "dask")}
         file = tmp / "scheduler.json"
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
-        self.procs = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                        "--scheduler-file", str(file)], **quiet)]  # type: ignore[call-overload]
+        self.procs = [
+            subprocess.Popen(
+                [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(file)], **quiet
+            )
+        ]  # type: ignore[call-overload]
         deadline = time.monotonic() + 60
         while not file.exists():
             assert time.monotonic() < deadline, "dask scheduler did not start"
             time.sleep(0.1)
         self.address = json.loads(file.read_text())["address"]
-        self.procs.append(subprocess.Popen([DASK, "worker", self.address, "--nworkers", str(n), "--nthreads", "1",
-                                            "--host", "127.0.0.1", "--no-dashboard"], **quiet))  # type: ignore[call-overload]
+        self.procs.append(
+            subprocess.Popen(
+                [DASK, "worker", self.address, "--nworkers", str(n), "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"], **quiet
+            )
+        )  # type: ignore[call-overload]
         from distributed import Client
 
         with Client(self.address, timeout="60s") as client:
@@ -86,8 +92,7 @@ def main() -> None:
         try:
             for _ in range(args.repeat):
                 cases = {"local (2 processes)": lambda: LocalBackend(2)}
-                cases |= {f"dask {n} worker{'s' * (n > 1)}": (lambda n=n: DaskBackend(clusters[n].address))
-                          for n in (1, 2)}  # fmt: skip
+                cases |= {f"dask {n} worker{'s' * (n > 1)}": (lambda n=n: DaskBackend(clusters[n].address)) for n in (1, 2)}
                 cases["dask LocalCluster/run"] = lambda: DaskBackend(None, 2)
                 for label, make in cases.items():
                     seconds, rows = anyio.run(generate, params, make())

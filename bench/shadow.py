@@ -63,8 +63,14 @@ TAG = secrets.token_hex(3)
 def dsn() -> tuple[str, bool]:
     if os.environ.get("TEST_POSTGRES_DSN"):
         return os.environ["TEST_POSTGRES_DSN"], False
-    out = subprocess.run(["bash", "deploy/local/services.sh", "start"], cwd=ROOT, check=True, capture_output=True,
-                         text=True, env={**os.environ, "SERVICES": "postgres"}).stdout.strip()  # fmt: skip
+    out = subprocess.run(
+        ["bash", "deploy/local/services.sh", "start"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SERVICES": "postgres"},
+    ).stdout.strip()
     line = next(x for x in Path(out).read_text().splitlines() if "TEST_POSTGRES_DSN" in x)
     return line.split("=", 1)[1].strip("'"), True
 
@@ -100,9 +106,7 @@ async def baseline_records(url: str, batches: list[pa.RecordBatch], schema: Coll
     return seconds
 
 
-async def baseline_binary(
-    url: str, batches: list[pa.RecordBatch], schema: CollectionSchema, table: str, connections: int
-) -> float:
+async def baseline_binary(url: str, batches: list[pa.RecordBatch], schema: CollectionSchema, table: str, connections: int) -> float:
     """Raw binary COPY: each payload is built before the clock runs; only copy_to_table is timed.
 
     With two connections, batches alternate between them (two COPYs in flight, like shadow.sync).
@@ -117,8 +121,7 @@ async def baseline_binary(
             for conn, encoded in zip(conns, payloads, strict=False):
                 assert encoded is not None
                 payload, cols = encoded
-                tg.start_soon(lambda c=conn, p=payload, n=cols: c.copy_to_table(table, source=p, format="binary",
-                                                                                columns=n))  # fmt: skip
+                tg.start_soon(lambda c=conn, p=payload, n=cols: c.copy_to_table(table, source=p, format="binary", columns=n))
         seconds += time.perf_counter() - started
     for conn in conns:
         await conn.close()
@@ -152,8 +155,7 @@ def line(label: str, rows: int, kind: str, seconds: float) -> None:
 def scalar(url: str, rows: int) -> None:
     schema = resolve_schema("scalar_bench")
     js, chunk = schema.model_dump_json(), 100_000
-    batches = [generate_chunk(js, 1, i, i * chunk, min(chunk, rows - i * chunk), rows)
-               for i in range(-(-rows // chunk))]  # fmt: skip
+    batches = [generate_chunk(js, 1, i, i * chunk, min(chunk, rows - i * chunk), rows) for i in range(-(-rows // chunk))]
     base_t, ours_t = f"bench_scalar_raw_{TAG}", f"bench_scalar_shadow_{TAG}"
     try:
         anyio.run(drop, url)
@@ -188,8 +190,10 @@ def vectors(url: str, rows: int, records_rows: int) -> None:
             line("record path (copy_records_to_table)", records_rows, "768-d", old)
     finally:
         anyio.run(drop, url, *tables)
-    print(f"ratio shadow.sync / raw binary COPY: {raw1 / mine:.2f}x vs 1 connection, {raw2 / mine:.2f}x vs 2 "
-          "connections (target >= 0.8x)", flush=True)  # fmt: skip
+    print(
+        f"ratio shadow.sync / raw binary COPY: {raw1 / mine:.2f}x vs 1 connection, {raw2 / mine:.2f}x vs 2 connections (target >= 0.8x)",
+        flush=True,
+    )
 
 
 async def copy_only(url: str, rows: int, table: str) -> None:
@@ -210,8 +214,7 @@ async def copy_only(url: str, rows: int, table: str) -> None:
 
 def quickstart(tmp: Path, url: str, rows: int, table: str | None) -> tuple[float, float]:
     """The quickstart's generate (+ shadow.sync into ``table``): generate's seconds and the whole run's."""
-    tasks: dict[str, Any] = {"generate": {"uses": "generate", "with": {
-        "schema": "vector_bench", "total_rows": rows, "seed": 7}}}  # fmt: skip
+    tasks: dict[str, Any] = {"generate": {"uses": "generate", "with": {"schema": "vector_bench", "total_rows": rows, "seed": 7}}}
     if table:
         tasks["shadow"] = {"uses": "shadow.sync", "needs": ["generate"], "with": {"table": table}}
     file = tmp / f"q{secrets.token_hex(2)}.yaml"
@@ -229,9 +232,12 @@ def floor_round(tmp: Path, url: str, rows: int, table: str) -> tuple[float, floa
     """generate alone while another process raw-COPYs the same rows: (generate's seconds, the COPY's)."""
     copier = subprocess.Popen(
         [sys.executable, __file__, "--copy-only", str(rows), "--table", table],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
         env={**os.environ, "TEST_POSTGRES_DSN": url},
-    )  # fmt: skip
+    )
     assert copier.stdin and copier.stdout and copier.stdout.readline().strip() == "ready"
     copier.stdin.write("go\n")
     copier.stdin.flush()
@@ -268,9 +274,12 @@ def dag(url: str, rows: int, repeat: int) -> None:
     line("  (whole run, shadow caught up)", rows, "768-d", med["total"])
     line("floor: generate beside raw COPY", rows, "768-d", med["floor"])
     line("  (the raw COPY beside it)", rows, "768-d", med["copy"])
-    print(f"generate with the shadow / without: {med['shadow'] / med['alone']:.2f}x (target <= 1.10x); floor "
-          f"(PostgreSQL ingesting the same rows beside it): {med['floor'] / med['alone']:.2f}x; with the shadow / "
-          f"floor: {med['shadow'] / med['floor']:.2f}x", flush=True)  # fmt: skip
+    print(
+        f"generate with the shadow / without: {med['shadow'] / med['alone']:.2f}x (target <= 1.10x); floor "
+        f"(PostgreSQL ingesting the same rows beside it): {med['floor'] / med['alone']:.2f}x; with the shadow / "
+        f"floor: {med['shadow'] / med['floor']:.2f}x",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -296,8 +305,7 @@ def main() -> None:
             dag(url, args.dag_rows, args.repeat)
     finally:
         if started_here:
-            subprocess.run(["bash", "deploy/local/services.sh", "stop"], cwd=ROOT,
-                           env={**os.environ, "SERVICES": "postgres"})  # fmt: skip
+            subprocess.run(["bash", "deploy/local/services.sh", "stop"], cwd=ROOT, env={**os.environ, "SERVICES": "postgres"})
 
 
 if __name__ == "__main__":

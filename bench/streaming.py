@@ -61,8 +61,14 @@ async def raw_consume(bootstrap: str, topic: str, n: int) -> tuple[float, float]
 
     started = time.perf_counter()
     first: float | None = None
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:8]}",
-                                auto_offset_reset="earliest", enable_auto_commit=False, **SESSION)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"raw-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **SESSION,
+    )
     await consumer.start()
     seen = 0
     while seen < n:
@@ -89,13 +95,19 @@ async def raw_upsert(uri: str, db: str, docs: list[dict], batch: int) -> float:
     return seconds
 
 
-async def end_to_end(bootstrap: str, uri: str, tag: str, n: int, batch: int, in_flight: int | None,
-                     run_dir: Path) -> dict:  # fmt: skip
-    settings = Settings.model_validate({
-        "kafka": {"bootstrap_servers": bootstrap, "topic_source": f"bench-in-{tag}", "topic_sink": f"bench-out-{tag}",
-                  "dead_letter_topic": f"bench-dlq-{tag}", "consumer_group": f"bench-{tag}"},
-        "mongodb": {"connection_string": uri, "database": f"bench_{tag}", "collection": "e2e"},
-    })  # fmt: skip
+async def end_to_end(bootstrap: str, uri: str, tag: str, n: int, batch: int, in_flight: int | None, run_dir: Path) -> dict:
+    settings = Settings.model_validate(
+        {
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "topic_source": f"bench-in-{tag}",
+                "topic_sink": f"bench-out-{tag}",
+                "dead_letter_topic": f"bench-dlq-{tag}",
+                "consumer_group": f"bench-{tag}",
+            },
+            "mongodb": {"connection_string": uri, "database": f"bench_{tag}", "collection": "e2e"},
+        }
+    )
     options = RunOptions(run_dir=run_dir)
     overrides = {"max_records": n, "batch_size": batch, "max_in_flight": in_flight, **SESSION}
     prepared = prepare_run(ROOT / "pipelines" / "streaming.yaml", overrides, options)
@@ -125,19 +137,24 @@ def main() -> None:
             stream = anyio.run(end_to_end, bootstrap, uri, tag, n, args.batch_size, args.max_in_flight, Path(tmp))
         e2e_s = stream["busy_seconds"]
         rates = {"raw aiokafka consume": n / consume_s, "raw MongoDB bulk upsert": len(docs) / upsert_s}
-        print(f"raw aiokafka consume      {n:,} records   {consume_s:6.2f} s  {n / consume_s:9,.0f} records/s "
-              f"(with the group join; {consume_busy:.2f} s from the first record)")  # fmt: skip
+        print(
+            f"raw aiokafka consume      {n:,} records   {consume_s:6.2f} s  {n / consume_s:9,.0f} records/s "
+            f"(with the group join; {consume_busy:.2f} s from the first record)"
+        )
         up = len(docs) / upsert_s
-        print(f"raw MongoDB bulk upsert   {len(docs):,} documents {upsert_s:6.2f} s  {up:9,.0f} docs/s "
-              f"(batches of {args.batch_size})")  # fmt: skip
-        print(f"end to end (all sinks)    {n:,} records   {e2e_s:6.2f} s  {n / e2e_s:9,.0f} records/s "
-              f"(valid {stream['valid']:,}, invalid {stream['invalid']:,}; {stream['seconds']:.2f} s with the join, "
-              f"{args.max_in_flight or 'PIPELINE__MAX_WORKERS'} batches in flight)")  # fmt: skip
+        print(f"raw MongoDB bulk upsert   {len(docs):,} documents {upsert_s:6.2f} s  {up:9,.0f} docs/s (batches of {args.batch_size})")
+        print(
+            f"end to end (all sinks)    {n:,} records   {e2e_s:6.2f} s  {n / e2e_s:9,.0f} records/s "
+            f"(valid {stream['valid']:,}, invalid {stream['invalid']:,}; {stream['seconds']:.2f} s with the join, "
+            f"{args.max_in_flight or 'PIPELINE__MAX_WORKERS'} batches in flight)"
+        )
         slower = min(rates, key=lambda k: rates[k])
         for name, rate in rates.items():
             print(f"ratio end to end / {name}: {n / e2e_s / rate:.2f}x")
-        print(f"ratio vs the slower raw path ({slower}): {n / e2e_s / rates[slower]:.2f}x (target >= 0.7x); "
-              f"with the group join: {n / stream['seconds'] / rates[slower]:.2f}x")  # fmt: skip
+        print(
+            f"ratio vs the slower raw path ({slower}): {n / e2e_s / rates[slower]:.2f}x (target >= 0.7x); "
+            f"with the group join: {n / stream['seconds'] / rates[slower]:.2f}x"
+        )
     finally:
         if started:
             stop("kafka mongo")

@@ -66,11 +66,7 @@ def configure_logging(settings: LoggingSettings | None = None, *, force_format: 
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
     level = getattr(logging, settings.level)
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
+    renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -79,9 +79,7 @@ class MongoSettings(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    connection_string: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("connection_string", "uri", "CONNECTION_STRING", "URI")
-    )
+    connection_string: SecretStr | None = Field(None, validation_alias=AliasChoices("connection_string", "uri", "CONNECTION_STRING", "URI"))
     database: str = "pipeline"
     collection: str = "records"
 
@@ -103,13 +101,19 @@ class PipelineSettings(BaseModel):
 
 
 # Inline-spec components that write only inside the run directory (their path parameters are checked too)
-SAFE_INLINE_COMPONENTS = ("demo.count", "demo.sum", "demo.sleep", "demo.fail", "generate", "partition",
-                          "standardize", "quality.check")  # fmt: skip
+SAFE_INLINE_COMPONENTS = ("demo.count", "demo.sum", "demo.sleep", "demo.fail", "generate", "partition", "standardize", "quality.check")
 # The largest value a request may give a size or count (COMPONENT.FIELD): a request cannot fill the disk or memory
-DEFAULT_PARAM_BOUNDS = {"demo.sleep.seconds": 3_600.0, "demo.count.delay": 60.0, "demo.count.total": 10_000_000.0,
-                        "generate.total_rows": 10_000_000.0, "generate.chunk_rows": 1_000_000.0,
-                        "partition.writer_threads": 16.0, "testdata.produce.total": 10_000_000.0,
-                        "mongo.seed.scale": 10.0, "mongo.seed.count": 10_000_000.0}  # fmt: skip
+DEFAULT_PARAM_BOUNDS = {
+    "demo.sleep.seconds": 3_600.0,
+    "demo.count.delay": 60.0,
+    "demo.count.total": 10_000_000.0,
+    "generate.total_rows": 10_000_000.0,
+    "generate.chunk_rows": 1_000_000.0,
+    "partition.writer_threads": 16.0,
+    "testdata.produce.total": 10_000_000.0,
+    "mongo.seed.scale": 10.0,
+    "mongo.seed.count": 10_000_000.0,
+}
 
 
 class DaemonSettings(BaseModel):
@@ -144,9 +148,7 @@ class DaemonSettings(BaseModel):
         default_factory=lambda: list(SAFE_INLINE_COMPONENTS),
         description="components an inline spec may use (default: none writing outside the run dir or to topics)",
     )
-    path_roots: list[Path] = Field(
-        default_factory=list, description="directories a request's runs may write besides their run dir"
-    )
+    path_roots: list[Path] = Field(default_factory=list, description="directories a request's runs may write besides their run dir")
     read_roots: list[Path] = Field(
         default_factory=list,
         description="directories a request's runs may only read (besides the write roots and the pipelines dir)",
@@ -157,8 +159,7 @@ class DaemonSettings(BaseModel):
     )
     name_prefixes: list[str] = Field(
         default_factory=list,
-        description="prefixes a database/collection/table a request chooses must have (default: only the "
-        "pipeline file's own)",
+        description="prefixes a database/collection/table a request chooses must have (default: only the pipeline file's own)",
     )
     max_run_seconds: float = Field(
         21_600.0, gt=0, description="every request ends (failed) this long after its first start, resumes included"
@@ -197,9 +198,7 @@ class LoggingSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_nested_delimiter="__", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_nested_delimiter="__", env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     milvus: MilvusSettings = MilvusSettings()
     s3: S3Settings = S3Settings()

@@ -112,9 +112,7 @@ class PipelineContext:
 
     @property
     def log(self) -> Any:
-        return structlog.get_logger("task").bind(
-            run_id=self.run_id, task=current_task.get(), correlation_id=self.correlation_id
-        )
+        return structlog.get_logger("task").bind(run_id=self.run_id, task=current_task.get(), correlation_id=self.correlation_id)
 
     # -- data flow ------------------------------------------------------------------------------
     def result(self, name: str) -> Any:
@@ -122,8 +120,7 @@ class PipelineContext:
             return self.results[name]
         except KeyError:
             raise KeyError(
-                f"task {current_task.get()!r} asked for the result of {name!r}, which has none yet "
-                f"(is {name!r} in its needs?)"
+                f"task {current_task.get()!r} asked for the result of {name!r}, which has none yet (is {name!r} in its needs?)"
             ) from None
 
     async def emit(self, chunk: Any) -> None:

@@ -146,8 +146,9 @@ class DAG:
             check = getattr(t, "needs_problem", None)
             problem = check(kept) if callable(check) else None
             if problem:
-                raise DAGValidationError(f"--only leaves out a task that {t.name!r} relies on: {problem} "
-                                         "(or name that task in --only too)", task=t.name)  # fmt: skip
+                raise DAGValidationError(
+                    f"--only leaves out a task that {t.name!r} relies on: {problem} (or name that task in --only too)", task=t.name
+                )
         return sub
 
     def needs_of(self, name: str) -> tuple[str, ...]:

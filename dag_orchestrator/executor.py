@@ -97,8 +97,9 @@ class SequentialExecutor(Executor):
 
     sequential = True
 
-    def __init__(self, *, policy: FailurePolicy | str = FailurePolicy.FAIL_FAST,
-                 observers: Iterable[Observer] = (), seed: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, *, policy: FailurePolicy | str = FailurePolicy.FAIL_FAST, observers: Iterable[Observer] = (), seed: int | None = None
+    ) -> None:
         super().__init__(1, policy=policy, observers=observers, stream_buffer=math.inf, seed=seed)
 
     async def run(
@@ -107,9 +108,7 @@ class SequentialExecutor(Executor):
         """Refuse a producer that waits for its stream's consumers while it runs (a streaming source waiting
         for acknowledgements): here they start only after it ended, so it would wait for ever."""
         for t in dag:
-            if getattr(t, "needs_concurrent_consumers", False) and any(
-                t.name in dag.task(c).streams_from for c in dag.downstream(t.name)
-            ):
+            if getattr(t, "needs_concurrent_consumers", False) and any(t.name in dag.task(c).streams_from for c in dag.downstream(t.name)):
                 raise DAGValidationError(
                     f"task {t.name!r} waits for the tasks reading its stream while it runs, and the "
                     "SequentialExecutor starts them only after it ended: run it with Executor",

@@ -37,9 +37,15 @@ def delays(policy: RetryPolicy, rng: random.Random | None = None) -> Iterator[fl
 
 
 def _pause(
-    exc: Exception, attempt: int, policy: RetryPolicy, transient: Callable[[BaseException], bool],
-    deadline: float | None, rng: random.Random | None, what: str, log: Any,
-) -> float | None:  # fmt: skip
+    exc: Exception,
+    attempt: int,
+    policy: RetryPolicy,
+    transient: Callable[[BaseException], bool],
+    deadline: float | None,
+    rng: random.Random | None,
+    what: str,
+    log: Any,
+) -> float | None:
     """How long to wait before trying again after ``exc``, or None: give up (the caller re-raises)."""
     if attempt >= policy.attempts or not transient(exc):
         return None
@@ -50,8 +56,9 @@ def _pause(
             return None
         delay = min(delay, left)
     if log is not None:
-        log.warning("transient error, retrying", what=what, attempt=attempt, delay=round(delay, 2),
-                    error=f"{type(exc).__name__}: {exc}"[:300])  # fmt: skip
+        log.warning(
+            "transient error, retrying", what=what, attempt=attempt, delay=round(delay, 2), error=f"{type(exc).__name__}: {exc}"[:300]
+        )
     return delay
 
 

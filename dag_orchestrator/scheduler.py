@@ -309,9 +309,15 @@ class _Scheduler:
         return not any(p in hubs and hubs[p].reader_started(name) for p in self.tasks[name].streams_from)
 
     def _finish(
-        self, name: str, state: TaskState, *, result: Any = None, error: str | None = None,
-        exc: BaseException | None = None, resumable: bool | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        name: str,
+        state: TaskState,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        exc: BaseException | None = None,
+        resumable: bool | None = None,
+    ) -> None:
         run, task, ctx = self.runs[name], self.tasks[name], self.ctx
         if run.state.is_terminal:
             return
@@ -407,6 +413,12 @@ class _Scheduler:
         else:
             overall = TaskState.FAILED
         return RunResult(
-            run_id=self.ctx.run_id, dag=self.dag.name, state=overall, tasks=self.runs, started_at=started,
-            ended_at=time.time(), results=dict(self.ctx.results), reason=self.stop_reason,
-        )  # fmt: skip
+            run_id=self.ctx.run_id,
+            dag=self.dag.name,
+            state=overall,
+            tasks=self.runs,
+            started_at=started,
+            ended_at=time.time(),
+            results=dict(self.ctx.results),
+            reason=self.stop_reason,
+        )

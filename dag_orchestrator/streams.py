@@ -121,9 +121,13 @@ class Spill:
 
 class StreamHub:
     def __init__(
-        self, producer: str, consumers: list[str], buffer: float = 4, spill: set[str] | frozenset[str] = frozenset(),
+        self,
+        producer: str,
+        consumers: list[str],
+        buffer: float = 4,
+        spill: set[str] | frozenset[str] = frozenset(),
         spill_dir: Path | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.producer = producer
         self._sends: dict[str, MemoryObjectSendStream[Any]] = {}
         self._readers: dict[str, StreamReader] = {}
@@ -182,9 +186,7 @@ class StreamHub:
         try:
             return self._readers[consumer]
         except KeyError:
-            raise LookupError(
-                f"task {consumer!r} does not stream from {self.producer!r}: add it to streams_from"
-            ) from None
+            raise LookupError(f"task {consumer!r} does not stream from {self.producer!r}: add it to streams_from") from None
 
     def reader_started(self, consumer: str) -> bool:
         reader = self._readers.get(consumer)
@@ -201,9 +203,7 @@ class StreamHub:
 class StreamReader:
     """What ``ctx.stream(name)`` returns: iterate it with ``async for``."""
 
-    def __init__(
-        self, hub: StreamHub, consumer: str, receive: MemoryObjectReceiveStream[Any], spill: Spill | None = None
-    ) -> None:
+    def __init__(self, hub: StreamHub, consumer: str, receive: MemoryObjectReceiveStream[Any], spill: Spill | None = None) -> None:
         self.hub = hub
         self.consumer = consumer
         self.receive = receive

@@ -73,9 +73,7 @@ active_dag: contextvars.ContextVar[Composer | None] = contextvars.ContextVar("ac
 def _composing(for_task: Task) -> Composer:
     dag = active_dag.get()
     if dag is None:
-        raise RuntimeError(
-            f"'>>' on task {for_task.name!r} needs an active DAG: use it inside 'with DAG(name) as dag:'"
-        )
+        raise RuntimeError(f"'>>' on task {for_task.name!r} needs an active DAG: use it inside 'with DAG(name) as dag:'")
     return dag
 
 

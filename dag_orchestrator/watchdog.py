@@ -127,8 +127,10 @@ def watch(
     import fasteners  # the lock pgserver's users take (fcntl.lockf on the same file)
 
     lock = fasteners.InterProcessLock(str(lock_file))
-    _say(f"watching the server of {server_pid_file.parent} (users in {pids_file.name}"
-         f"{f', starting in {starting_file.name}' if starting_file else ''})")  # fmt: skip
+    _say(
+        f"watching the server of {server_pid_file.parent} (users in {pids_file.name}"
+        f"{f', starting in {starting_file.name}' if starting_file else ''})"
+    )
     unreadable = False
     starter_died: float | None = None  # when a starter was last found dead with no server up
     while True:
@@ -177,8 +179,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--detach"] and len(argv) > 1:
         pid_file, argv = Path(argv[1]), argv[2:]
     if len(argv) not in (3, 4):
-        print("usage: watchdog.py [--detach PID_FILE] PIDS_FILE LOCK_FILE SERVER_PID_FILE [STARTING_FILE]",
-              file=sys.stderr)  # fmt: skip
+        print("usage: watchdog.py [--detach PID_FILE] PIDS_FILE LOCK_FILE SERVER_PID_FILE [STARTING_FILE]", file=sys.stderr)
         return 2
     pids_file, lock_file, server_pid_file = map(Path, argv[:3])
     starting_file = Path(argv[3]) if len(argv) == 4 else None

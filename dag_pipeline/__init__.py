@@ -19,6 +19,19 @@ from pipeline.compose import PipelineError, Step, components
 from task_components.base import Component, NoParams
 
 __all__ = [
-    "Component", "FailurePolicy", "NoParams", "Pipeline", "PipelineContext", "PipelineError",
-    "PipelineRun", "RetryPolicy", "RunResult", "RunServices", "Step", "Task", "TaskState", "components", "task",
-]  # fmt: skip
+    "Component",
+    "FailurePolicy",
+    "NoParams",
+    "Pipeline",
+    "PipelineContext",
+    "PipelineError",
+    "PipelineRun",
+    "RetryPolicy",
+    "RunResult",
+    "RunServices",
+    "Step",
+    "Task",
+    "TaskState",
+    "components",
+    "task",
+]

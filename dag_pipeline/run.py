@@ -35,7 +35,7 @@ from pipeline.runner import (
     prepare_pipeline,
     stop_signals,
     summaries,
-)  # fmt: skip
+)
 
 __all__ = ["Pipeline", "PipelineRun"]
 
@@ -88,11 +88,19 @@ class Pipeline(_Composed):
     """Compose with ``step()``, check with ``validate()``, run with ``run()`` (or ``await run_async()``)."""
 
     def run(
-        self, run_dir: str | Path | None = None, *, resume: str | None = None, settings: Settings | None = None,
-        max_concurrency: int | None = None, backend: str | None = None, scheduler: str | None = None,
-        only: Sequence[str] = (), policy: FailurePolicy | str | None = None, observers: Iterable[Observer] = (),
+        self,
+        run_dir: str | Path | None = None,
+        *,
+        resume: str | None = None,
+        settings: Settings | None = None,
+        max_concurrency: int | None = None,
+        backend: str | None = None,
+        scheduler: str | None = None,
+        only: Sequence[str] = (),
+        policy: FailurePolicy | str | None = None,
+        observers: Iterable[Observer] = (),
         handle_signals: bool | None = None,
-    ) -> PipelineRun:  # fmt: skip
+    ) -> PipelineRun:
         """Run to the end and return the run (a failed run is returned, ``ok`` False; resume it with
         ``resume=run.run_id``). Inside an event loop (a notebook, an async app), ``await run_async()``."""
         try:
@@ -102,17 +110,35 @@ class Pipeline(_Composed):
         else:
             raise RuntimeError("Pipeline.run() is called inside an event loop: use `await pipeline.run_async(...)`")
         _not_in_a_worker_bootstrap()
-        call = partial(self.run_async, run_dir, resume=resume, settings=settings, max_concurrency=max_concurrency,
-                       backend=backend, scheduler=scheduler, only=only, policy=policy, observers=observers,
-                       handle_signals=handle_signals)  # fmt: skip
+        call = partial(
+            self.run_async,
+            run_dir,
+            resume=resume,
+            settings=settings,
+            max_concurrency=max_concurrency,
+            backend=backend,
+            scheduler=scheduler,
+            only=only,
+            policy=policy,
+            observers=observers,
+            handle_signals=handle_signals,
+        )
         return anyio.run(call)
 
     async def run_async(
-        self, run_dir: str | Path | None = None, *, resume: str | None = None, settings: Settings | None = None,
-        max_concurrency: int | None = None, backend: str | None = None, scheduler: str | None = None,
-        only: Sequence[str] = (), policy: FailurePolicy | str | None = None, observers: Iterable[Observer] = (),
+        self,
+        run_dir: str | Path | None = None,
+        *,
+        resume: str | None = None,
+        settings: Settings | None = None,
+        max_concurrency: int | None = None,
+        backend: str | None = None,
+        scheduler: str | None = None,
+        only: Sequence[str] = (),
+        policy: FailurePolicy | str | None = None,
+        observers: Iterable[Observer] = (),
         handle_signals: bool | None = None,
-    ) -> PipelineRun:  # fmt: skip
+    ) -> PipelineRun:
         """``run()`` in the caller's event loop. Settings default to the environment (``PIPELINE__*``...),
         as for the CLI; a problem found before the run starts raises PipelineError.
 
@@ -122,19 +148,19 @@ class Pipeline(_Composed):
         ends. A run stopped by SIGINT (Ctrl-C) raises KeyboardInterrupt after its report is written."""
         _not_in_a_worker_bootstrap()
         settings = settings or get_settings()
-        if max_concurrency is not None and (isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
-                                            or max_concurrency < 1):  # fmt: skip
-            raise PipelineError(f"max_concurrency is a whole number >= 1, got {max_concurrency!r}", pipeline=self.name,
-                                field="max_concurrency")  # fmt: skip
+        if max_concurrency is not None and (
+            isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
+        ):
+            raise PipelineError(
+                f"max_concurrency is a whole number >= 1, got {max_concurrency!r}", pipeline=self.name, field="max_concurrency"
+            )
         try:
             run_policy = FailurePolicy(policy) if policy is not None else None
         except ValueError:
             known = ", ".join(repr(p.value) for p in FailurePolicy)
-            raise PipelineError(f"policy is one of {known}, got {policy!r}", pipeline=self.name,
-                                field="policy") from None  # fmt: skip
+            raise PipelineError(f"policy is one of {known}, got {policy!r}", pipeline=self.name, field="policy") from None
         if backend is not None and backend not in BACKENDS:
-            raise PipelineError(f"backend is one of {', '.join(BACKENDS)}, got {backend!r}", pipeline=self.name,
-                                field="backend")  # fmt: skip
+            raise PipelineError(f"backend is one of {', '.join(BACKENDS)}, got {backend!r}", pipeline=self.name, field="backend")
         options = RunOptions(
             run_dir=Path(run_dir) if run_dir is not None else settings.pipeline.run_dir,
             resume=resume,

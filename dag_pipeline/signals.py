@@ -28,10 +28,11 @@ def unclaimed_signals(signums: Iterable[signal.Signals]) -> tuple[signal.Signals
     out = []
     for signum in signums:
         handler = signal.getsignal(signum)
-        if handler in (signal.SIG_DFL, signal.default_int_handler) or isinstance(
-            getattr(handler, "__self__", None), asyncio.Runner
-        ) or (isinstance(handler, functools.partial) and isinstance(getattr(handler.func, "__self__", None),
-                                                                      asyncio.Runner)):  # fmt: skip
+        if (
+            handler in (signal.SIG_DFL, signal.default_int_handler)
+            or isinstance(getattr(handler, "__self__", None), asyncio.Runner)
+            or (isinstance(handler, functools.partial) and isinstance(getattr(handler.func, "__self__", None), asyncio.Runner))
+        ):
             out.append(signum)
     return tuple(out)
 

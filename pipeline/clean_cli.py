@@ -51,9 +51,7 @@ def find_datasets(root: Path) -> list[Path]:
 
 @app.command()
 def clean(
-    path: Annotated[
-        Path, typer.Option("--path", help="where generated datasets are (a dataset or its parent) [default: .]")
-    ] = Path("."),
+    path: Annotated[Path, typer.Option("--path", help="where generated datasets are (a dataset or its parent) [default: .]")] = Path("."),
     run_dir: RunDirOpt = None,
     keep_runs: Annotated[bool, typer.Option("--keep-runs", help="remove datasets only, keep the runs")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="delete without asking")] = False,

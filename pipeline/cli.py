@@ -50,23 +50,15 @@ def run(
     file: FileArg,
     set_: SetOpt = [],  # noqa: B006 - typer reads the default, never mutates it
     run_dir: RunDirOpt = None,
-    resume: Annotated[
-        str | None, typer.Option(help="resume run RUN_ID: tasks that succeeded are not run again")
-    ] = None,
+    resume: Annotated[str | None, typer.Option(help="resume run RUN_ID: tasks that succeeded are not run again")] = None,
     backend: Annotated[
         str | None, typer.Option(help="where CPU-heavy work runs: local or dask [default: PIPELINE__BACKEND or local]")
     ] = None,
-    scheduler: Annotated[
-        str | None, typer.Option(help="with dask: scheduler address tcp://host:8786 [default: a LocalCluster]")
-    ] = None,
+    scheduler: Annotated[str | None, typer.Option(help="with dask: scheduler address tcp://host:8786 [default: a LocalCluster]")] = None,
     max_concurrency: Annotated[int | None, typer.Option(min=1, help="tasks running at once")] = None,
     only: Annotated[list[str], typer.Option(help="run only this task and what it needs (repeatable)")] = [],  # noqa: B006
-    policy: Annotated[
-        FailurePolicy | None, typer.Option(help="on failure: cancel everything, or skip dependents")
-    ] = None,
-    progress: Annotated[
-        bool | None, typer.Option("--progress/--no-progress", help="live task view [default: on a TTY]")
-    ] = None,
+    policy: Annotated[FailurePolicy | None, typer.Option(help="on failure: cancel everything, or skip dependents")] = None,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="live task view [default: on a TTY]")] = None,
 ) -> None:
     """Run a pipeline file."""
     settings = load_settings()

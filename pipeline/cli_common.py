@@ -156,9 +156,7 @@ def print_summary(prepared: PreparedRun, result: RunResult) -> None:
         out.print(cell(f"resume with: --resume {result.run_id}"))
 
 
-def print_run_table(
-    run_id: str, pipeline: str, state: str, tasks: dict[str, dict[str, Any]], sums: dict[str, dict[str, Any]]
-) -> None:
+def print_run_table(run_id: str, pipeline: str, state: str, tasks: dict[str, dict[str, Any]], sums: dict[str, dict[str, Any]]) -> None:
     """The end-of-run table from plain dicts, so ``runs show`` rebuilds it from report.json alone."""
     table = Table(title=cell(f"run {run_id} of {pipeline!r}: {state}"))
     for col in ("task", "state", "attempts", "seconds", "summary"):
@@ -168,16 +166,13 @@ def print_run_table(
         t_state = str(t.get("state", "?"))
         shown = t_state + (" (resumed)" if t.get("resumed") else "")
         detail: Any = ", ".join(
-            f"{k}={v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{k}={v}"
-            for k, v in (sums.get(name) or {}).items()
+            f"{k}={v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{k}={v}" for k, v in (sums.get(name) or {}).items()
         )
         if t.get("error") and t_state != TaskState.SUCCEEDED.value:
             detail = t["error"]
         duration = t.get("duration")
         secs = f"{duration:.2f}" if isinstance(duration, int | float) else "-"
-        table.add_row(
-            cell(name), cell(shown, colours.get(t_state, "white")), cell(t.get("attempts", 0)), secs, cell(detail)
-        )
+        table.add_row(cell(name), cell(shown, colours.get(t_state, "white")), cell(t.get("attempts", 0)), secs, cell(detail))
     out.print(table)
 
 
@@ -188,8 +183,13 @@ def exit_code(result: RunResult) -> int:
 
 
 def run_tasks(
-    name: str, tasks: dict[str, Any], run_dir: Path | None, *, live: bool | None = None, summary: bool = True,
-) -> tuple[PreparedRun, RunResult]:  # fmt: skip
+    name: str,
+    tasks: dict[str, Any],
+    run_dir: Path | None,
+    *,
+    live: bool | None = None,
+    summary: bool = True,
+) -> tuple[PreparedRun, RunResult]:
     """Run a spec built in code exactly like a YAML file (validation, run dir, report, view, signals)."""
     settings = load_settings()
     options = RunOptions(run_dir=run_dir or settings.pipeline.run_dir)

@@ -30,17 +30,14 @@ PIPELINE_HELP = "a pipeline name (pipelines/NAME.yaml on the daemon) or a local 
 @app.command()
 def daemon(
     max_runs: Annotated[int | None, typer.Option(min=1, help="runs at once [default: DAEMON__MAX_RUNS, 2]")] = None,
-    http_port: Annotated[
-        int | None, typer.Option(min=0, max=65535, help="/healthz and /metrics port, 0: any [default: 9108]")
-    ] = None,
+    http_port: Annotated[int | None, typer.Option(min=0, max=65535, help="/healthz and /metrics port, 0: any [default: 9108]")] = None,
     pipelines_dir: Annotated[Path | None, typer.Option(help="[default: DAEMON__PIPELINES_DIR, ./pipelines]")] = None,
     grace: Annotated[float | None, typer.Option(min=0, help="seconds to finish after SIGTERM [default: 30]")] = None,
     partitions: Annotated[int, typer.Option(min=1, help="partitions of the request topic if it is created")] = 4,
 ) -> None:
     """Serve pipeline-run requests from KAFKA__REQUEST_TOPIC until SIGTERM (status on KAFKA__STATUS_TOPIC)."""
     settings = load_settings()
-    updates: dict[str, Any] = {"max_runs": max_runs, "http_port": http_port, "pipelines_dir": pipelines_dir,
-                               "grace_seconds": grace}  # fmt: skip
+    updates: dict[str, Any] = {"max_runs": max_runs, "http_port": http_port, "pipelines_dir": pipelines_dir, "grace_seconds": grace}
     settings.daemon = settings.daemon.model_copy(update={k: v for k, v in updates.items() if v is not None})
     try:
         kafka_options(settings)
@@ -54,14 +51,17 @@ def daemon(
 
     unknown = sorted(set(settings.daemon.inline_components) - set(components()))
     if unknown:  # a typo would silently allow nothing (or a later plugin of that name)
-        raise fail_invalid(f"DAEMON__INLINE_COMPONENTS: unknown component {', '.join(map(repr, unknown))} "
-                           "(see `run_pipeline.py components`)")  # fmt: skip
+        raise fail_invalid(
+            f"DAEMON__INLINE_COMPONENTS: unknown component {', '.join(map(repr, unknown))} (see `run_pipeline.py components`)"
+        )
     from pipeline.daemon.policy import bound_key_problems
 
     typos = bound_key_problems(settings.daemon)
     if typos:  # a typo would silently bound nothing
-        raise fail_invalid(f"DAEMON__PARAM_BOUNDS: {', '.join(map(repr, typos))} names no field of a registered "
-                           "component (COMPONENT.FIELD, e.g. generate.total_rows)")  # fmt: skip
+        raise fail_invalid(
+            f"DAEMON__PARAM_BOUNDS: {', '.join(map(repr, typos))} names no field of a registered "
+            "component (COMPONENT.FIELD, e.g. generate.total_rows)"
+        )
     from pipeline.daemon.server import DaemonStartError
 
     try:
@@ -132,8 +132,9 @@ def submit(
     try:
         code = anyio.run(_submit, settings, request, wait, timeout)
     except Exception as exc:  # noqa: BLE001 - an unreachable broker is one line, not a traceback
-        raise fail_invalid(f"cannot reach the Kafka broker at {settings.kafka.bootstrap_servers} "
-                           f"(KAFKA__BOOTSTRAP_SERVERS): {type(exc).__name__}: {exc}") from None  # fmt: skip
+        raise fail_invalid(
+            f"cannot reach the Kafka broker at {settings.kafka.bootstrap_servers} (KAFKA__BOOTSTRAP_SERVERS): {type(exc).__name__}: {exc}"
+        ) from None
     raise typer.Exit(code)
 
 
@@ -194,8 +195,7 @@ async def _follow(consumer: Any, rid: str, timeout: float) -> int:
             out.print(_line(event), highlight=False)
             if event.get("event") in ends:
                 return ends[event["event"]]
-    err.print(f"[bold red]error:[/] {escape(f'no outcome for request {rid} within {timeout:g} s')} "
-              "(is a daemon running?)")  # fmt: skip
+    err.print(f"[bold red]error:[/] {escape(f'no outcome for request {rid} within {timeout:g} s')} (is a daemon running?)")
     return EXIT_FAILED
 
 

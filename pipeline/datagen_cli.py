@@ -55,24 +55,18 @@ def _validation_message(exc: ValidationError) -> str:
 
 @app.command()
 def generate(
-    schema: Annotated[
-        str | None, typer.Option("--schema", help="schema file (JSON/YAML, milvus-ingest format)")
-    ] = None,
+    schema: Annotated[str | None, typer.Option("--schema", help="schema file (JSON/YAML, milvus-ingest format)")] = None,
     builtin: Annotated[str | None, typer.Option("--builtin", help="builtin schema name (see `schemas list`)")] = None,
     total_rows: Annotated[
         int, typer.Option("--total-rows", min=1, help="rows to generate (ignored with --file-count + --file-size)")
     ] = 1000,
-    rows_per_file: Annotated[
-        int | None, typer.Option("--rows-per-file", min=1, help="max rows per file [default: 1000000]")
-    ] = None,
+    rows_per_file: Annotated[int | None, typer.Option("--rows-per-file", min=1, help="max rows per file [default: 1000000]")] = None,
     file_size: Annotated[
         str | None, typer.Option("--file-size", help="max file size: 256MB, 1GB (bare number = MB) [default: 256MB]")
     ] = None,
     file_count: Annotated[
         int | None,
-        typer.Option(
-            "--file-count", min=1, help="N files; with --file-size the total rows = N x rows that fit in that size"
-        ),
+        typer.Option("--file-count", min=1, help="N files; with --file-size the total rows = N x rows that fit in that size"),
     ] = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", min=1, help="rows generated per chunk [default: about 8 MB of rows]")
@@ -89,9 +83,7 @@ def generate(
     force: Annotated[bool, typer.Option("--force", help="replace an existing output directory")] = False,
     preview: Annotated[bool, typer.Option("--preview", help="print 5 sample rows, write nothing")] = False,
     validate_only: Annotated[bool, typer.Option("--validate-only", help="check the schema, write nothing")] = False,
-    progress: Annotated[
-        bool | None, typer.Option("--progress/--no-progress", help="live progress view [default: on a terminal]")
-    ] = None,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="live progress view [default: on a terminal]")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging and the file plan")] = False,
     run_dir: RunDirOpt = None,
 ) -> None:
@@ -152,17 +144,24 @@ def generate(
     manifest: Manifest = result.results["partition"]
     seconds = time.perf_counter() - started
     out.print(
-        styled(("generated", "green"), f" {manifest.total_rows:,} rows in {len(manifest.files)} {fmt} files "
-        f"({manifest.total_bytes / 1e6:,.1f} MB) in {seconds:.2f}s = {manifest.total_rows / seconds:,.0f} rows/s "
-        f"-> {target} (run {result.run_id})"),
+        styled(
+            ("generated", "green"),
+            f" {manifest.total_rows:,} rows in {len(manifest.files)} {fmt} files "
+            f"({manifest.total_bytes / 1e6:,.1f} MB) in {seconds:.2f}s = {manifest.total_rows / seconds:,.0f} rows/s "
+            f"-> {target} (run {result.run_id})",
+        ),
         soft_wrap=True,
     )
 
 
 def _file_plan(
-    gp: GenerateParams, fmt: str, rows_per_file: int | None, file_size: str | None, file_count: int | None,
+    gp: GenerateParams,
+    fmt: str,
+    rows_per_file: int | None,
+    file_size: str | None,
+    file_count: int | None,
     dry: bool,
-) -> PartitionParams:  # fmt: skip
+) -> PartitionParams:
     """milvus-ingest's file rules. Why derive rows for count+size: users ask for "10 files of 1GB", not rows."""
     if file_count and rows_per_file:
         raise SchemaError("give --file-count or --rows-per-file, not both")

@@ -124,17 +124,25 @@ def to_milvus_import(
     path = importable(data_dir(data_path, local_path), run_dir)
     bucket, prefix = split_s3_path(s3_path, bucket)
     _milvus(uri, token, db_name)
-    override_settings(s3__bucket=bucket, s3__endpoint_url=endpoint_url, s3__access_key=access_key_id,
-                      s3__secret_key=secret_access_key, s3__region=region,
-                      s3__verify_ssl=False if no_verify_ssl else None)  # fmt: skip
+    override_settings(
+        s3__bucket=bucket,
+        s3__endpoint_url=endpoint_url,
+        s3__access_key=access_key_id,
+        s3__secret_key=secret_access_key,
+        s3__region=region,
+        s3__verify_ssl=False if no_verify_ssl else None,
+    )
     tasks: dict[str, Any] = {
         "dataset": _dataset(path),
         "upload": {"uses": "storage.upload", "needs": ["dataset"], "with": {"prefix": prefix}, "retries": 3},
         "collection": _collection(collection_name, drop, no_index),
         # `import` imports whatever the size (no small-load insert); Milvus Lite still falls back to insert
-        "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
-                   "with": {"wait": wait and not no_index, "timeout": timeout, "insert_below_rows": 0}},
-    }  # fmt: skip
+        "import": {
+            "uses": "milvus.bulk_import",
+            "needs": ["upload", "collection"],
+            "with": {"wait": wait and not no_index, "timeout": timeout, "insert_below_rows": 0},
+        },
+    }
     if wait and not no_index:  # without an index Milvus 2.3 cannot load the collection to count it
         tasks["verify"] = {"uses": "verify", "needs": ["import"], "with": {"level": "count"}}
     raise typer.Exit(exit_code(run_tasks("to-milvus-import", tasks, run_dir)[1]))
@@ -160,10 +168,19 @@ def verify_data_path(path: Path, level: str, collection: str | None, sample: int
     tasks = {
         "dataset": _dataset(path),
         "collection": {"uses": "milvus.existing", "needs": ["dataset"], "with": {"collection": collection}},
-        "verify": {"uses": "verify", "needs": ["collection"],
-                   "with": {"level": "sample", "sample": sample or sample_size(total), "sample_threshold": 0.95,
-                            "sample_fields": fields, "recall_threshold": 0.8, "find_missing": True}},
-    }  # fmt: skip
+        "verify": {
+            "uses": "verify",
+            "needs": ["collection"],
+            "with": {
+                "level": "sample",
+                "sample": sample or sample_size(total),
+                "sample_threshold": 0.95,
+                "sample_fields": fields,
+                "recall_threshold": 0.8,
+                "find_missing": True,
+            },
+        },
+    }
     raise typer.Exit(exit_code(run_tasks("to-milvus-verify", tasks, run_dir)[1]))
 
 

@@ -21,18 +21,12 @@ from task_components.datafiles import DataFileError, check_files
 from task_components.interop import MetaError
 from task_components.manifest import MANIFEST_NAME, Manifest
 
-DataPath = Annotated[
-    Path | None, typer.Argument(help="dataset directory with meta.json (ours or milvus-ingest's)", show_default=False)
-]
-LocalPath = Annotated[
-    Path | None, typer.Option("--local-path", help="the dataset directory (milvus-ingest's spelling)")
-]
+DataPath = Annotated[Path | None, typer.Argument(help="dataset directory with meta.json (ours or milvus-ingest's)", show_default=False)]
+LocalPath = Annotated[Path | None, typer.Option("--local-path", help="the dataset directory (milvus-ingest's spelling)")]
 Uri = Annotated[str | None, typer.Option("--uri", help="Milvus URI [default: MILVUS__URI]")]
 Token = Annotated[str | None, typer.Option("--token", help="Milvus token [default: MILVUS__TOKEN]")]
 DbName = Annotated[str | None, typer.Option("--db-name", help="Milvus database [default: MILVUS__DB_NAME]")]
-CollectionName = Annotated[
-    str | None, typer.Option("--collection-name", "--collection", help="collection [default: the schema's name]")
-]
+CollectionName = Annotated[str | None, typer.Option("--collection-name", "--collection", help="collection [default: the schema's name]")]
 Drop = Annotated[bool, typer.Option("--drop", "--drop-if-exists", help="drop the collection first if it exists")]
 NoIndex = Annotated[bool, typer.Option("--no-index", help="create no vector index (and so do not load the collection)")]
 S3Path = Annotated[

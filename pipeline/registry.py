@@ -28,8 +28,14 @@ def pipeline_of(spec: PipelineSpec, file: str | Path) -> Pipeline:
         classes = {name: component_class(t.uses, name) for name, t in spec.tasks.items()}
     except PipelineError as err:
         raise SpecError.of(file, err) from None
-    p = Pipeline(spec.name, params=spec.params, description=spec.description, policy=spec.policy,
-                 max_concurrency=spec.max_concurrency, kind_limits=spec.kind_limits)  # fmt: skip
+    p = Pipeline(
+        spec.name,
+        params=spec.params,
+        description=spec.description,
+        policy=spec.policy,
+        max_concurrency=spec.max_concurrency,
+        kind_limits=spec.kind_limits,
+    )
     try:
         for name, t in spec.tasks.items():
             p.step(classes[name], *t.needs, name=name, params=t.with_).options(

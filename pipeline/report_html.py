@@ -28,13 +28,15 @@ __all__ = ["ReportError", "build_html", "load_report", "redact", "write_html"]
 
 SECRET_WORDS = ("token", "secret", "password", "dsn", "key", "uri", "connection_string")
 STATE_COLOURS = {
-    "succeeded": "#2e9d4f", "failed": "#d64545", "cancelled": "#e0a526", "skipped": "#9aa0a6",
-    "running": "#3b7dd8", "pending": "#c7ccd1",
-}  # fmt: skip
+    "succeeded": "#2e9d4f",
+    "failed": "#d64545",
+    "cancelled": "#e0a526",
+    "skipped": "#9aa0a6",
+    "running": "#3b7dd8",
+    "pending": "#c7ccd1",
+}
 _TEMPLATE = Path(__file__).with_name("templates") / "report.html.j2"
-_ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(_TEMPLATE.parent), autoescape=True, trim_blocks=True, lstrip_blocks=True
-)
+_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATE.parent), autoescape=True, trim_blocks=True, lstrip_blocks=True)
 
 
 class ReportError(Exception):
@@ -131,17 +133,31 @@ def _dag_svg(report: dict[str, Any], tasks: dict[str, _Task]) -> dict[str, Any]:
         for i, name in enumerate(layer):
             pos[name] = (10 + depth * (w + gap_x), 10 + i * (h + gap_y))
     nodes = [
-        {"name": n, "x": x, "y": y, "w": w, "h": h, "state": tasks[n].state, "critical": tasks[n].critical,
-         "fill": STATE_COLOURS.get(tasks[n].state, "#c7ccd1"), "label": n if len(n) <= 20 else n[:19] + "…"}
+        {
+            "name": n,
+            "x": x,
+            "y": y,
+            "w": w,
+            "h": h,
+            "state": tasks[n].state,
+            "critical": tasks[n].critical,
+            "fill": STATE_COLOURS.get(tasks[n].state, "#c7ccd1"),
+            "label": n if len(n) <= 20 else n[:19] + "…",
+        }
         for n, (x, y) in pos.items()
-    ]  # fmt: skip
+    ]
     edges = []
     for a, b in g.edges:
         (ax, ay), (bx, by) = pos[a], pos[b]
         x1, y1, x2, y2 = ax + w, ay + h / 2, bx, by + h / 2
         mid = (x1 + x2) / 2
-        edges.append({"d": f"M{x1:.0f},{y1:.0f} C{mid:.0f},{y1:.0f} {mid:.0f},{y2:.0f} {x2:.0f},{y2:.0f}",
-                      "stream": stream[(a, b)], "title": f"{a} → {b}"})  # fmt: skip
+        edges.append(
+            {
+                "d": f"M{x1:.0f},{y1:.0f} C{mid:.0f},{y1:.0f} {mid:.0f},{y2:.0f} {x2:.0f},{y2:.0f}",
+                "stream": stream[(a, b)],
+                "title": f"{a} → {b}",
+            }
+        )
     width = 20 + len(layers) * (w + gap_x)
     height = 20 + max((len(layer) for layer in layers), default=1) * (h + gap_y)
     return {"nodes": nodes, "edges": edges, "width": width, "height": height}
@@ -159,21 +175,41 @@ def _timeline(report: dict[str, Any], tasks: dict[str, _Task]) -> dict[str, Any]
         y = 24 + i * row_h
         rows.append({"name": t.name, "y": y, "label": t.name if len(t.name) <= 24 else t.name[:23] + "…"})
         if t.waited and t.ready_at is not None:
-            waits.append({"x": label_w + (t.ready_at - t0) * scale, "y": y + 5, "w": max(t.waited * scale, 1),
-                          "title": f"{t.name}: waited {t.waited:.3f}s ready, not started"})  # fmt: skip
+            waits.append(
+                {
+                    "x": label_w + (t.ready_at - t0) * scale,
+                    "y": y + 5,
+                    "w": max(t.waited * scale, 1),
+                    "title": f"{t.name}: waited {t.waited:.3f}s ready, not started",
+                }
+            )
         retry_errors = t.data.get("retry_errors") or []
         for k, (s, e) in enumerate(t.attempts, 1):
             last = k == len(t.attempts)
             state = t.state if last else "failed"
             why = f": {retry_errors[k - 1]}" if not last and k <= len(retry_errors) else ""
-            bars.append({
-                "x": label_w + (s - t0) * scale, "y": y + 2, "w": max((e - s) * scale, 2), "task": t.name,
-                "attempt": k, "fill": STATE_COLOURS.get(state, "#c7ccd1"), "critical": t.critical,
-                "title": f"{t.name} attempt {k}/{len(t.attempts)}: {e - s:.3f}s ({state}){why}",
-            })  # fmt: skip
+            bars.append(
+                {
+                    "x": label_w + (s - t0) * scale,
+                    "y": y + 2,
+                    "w": max((e - s) * scale, 2),
+                    "task": t.name,
+                    "attempt": k,
+                    "fill": STATE_COLOURS.get(state, "#c7ccd1"),
+                    "critical": t.critical,
+                    "title": f"{t.name} attempt {k}/{len(t.attempts)}: {e - s:.3f}s ({state}){why}",
+                }
+            )
     ticks = [{"x": label_w + plot_w * i / 5, "label": f"{span * i / 5:.2f}s"} for i in range(6)]
-    return {"rows": rows, "bars": bars, "waits": waits, "ticks": ticks, "label_w": label_w,
-            "width": label_w + plot_w + 40, "height": 34 + len(order) * row_h}  # fmt: skip
+    return {
+        "rows": rows,
+        "bars": bars,
+        "waits": waits,
+        "ticks": ticks,
+        "label_w": label_w,
+        "width": label_w + plot_w + 40,
+        "height": 34 + len(order) * row_h,
+    }
 
 
 def _fmt(v: Any) -> str:
@@ -196,25 +232,41 @@ def build_html(report: dict[str, Any]) -> str:
     busy = sum(t.busy for t in tasks.values())
     summary = report.get("summary") or {}
     rows = [
-        {"name": t.name, "state": t.state, "fill": STATE_COLOURS.get(t.state, "#c7ccd1"),
-         "attempts": len(t.attempts) or t.data.get("attempts", 0), "busy": t.busy, "waited": t.waited,
-         "resumed": bool(t.data.get("resumed")), "error": t.data.get("error") if t.state != "succeeded" else None,
-         "retry_errors": [str(x) for x in t.data.get("retry_errors") or []],
-         "figures": ", ".join(f"{k}={_fmt(v)}" for k, v in (summary.get(t.name) or {}).items())}
+        {
+            "name": t.name,
+            "state": t.state,
+            "fill": STATE_COLOURS.get(t.state, "#c7ccd1"),
+            "attempts": len(t.attempts) or t.data.get("attempts", 0),
+            "busy": t.busy,
+            "waited": t.waited,
+            "resumed": bool(t.data.get("resumed")),
+            "error": t.data.get("error") if t.state != "succeeded" else None,
+            "retry_errors": [str(x) for x in t.data.get("retry_errors") or []],
+            "figures": ", ".join(f"{k}={_fmt(v)}" for k, v in (summary.get(t.name) or {}).items()),
+        }
         for t in tasks.values()
-    ]  # fmt: skip
+    ]
     counts: dict[str, int] = {}
     for t in tasks.values():
         counts[t.state] = counts.get(t.state, 0) + 1
     return _ENV.get_template(_TEMPLATE.name).render(
-        run_id=report.get("run_id", "?"), pipeline=report.get("pipeline") or report.get("dag") or "?",
-        state=str(report.get("state", "?")), reason=report.get("reason"),
+        run_id=report.get("run_id", "?"),
+        pipeline=report.get("pipeline") or report.get("dag") or "?",
+        state=str(report.get("state", "?")),
+        reason=report.get("reason"),
         started=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(report["started_at"]))),
-        wall=wall, busy=busy, parallelism=busy / wall if wall > 0 else 0.0, counts=counts,
+        wall=wall,
+        busy=busy,
+        parallelism=busy / wall if wall > 0 else 0.0,
+        counts=counts,
         params=json.dumps(redact(report.get("params") or {}), indent=2, default=str),
-        dag=_dag_svg(report, tasks), timeline=_timeline(report, tasks), tasks=rows, critical=critical,
-        colours=STATE_COLOURS, has_edges="edges" in report,
-    )  # fmt: skip
+        dag=_dag_svg(report, tasks),
+        timeline=_timeline(report, tasks),
+        tasks=rows,
+        critical=critical,
+        colours=STATE_COLOURS,
+        has_edges="edges" in report,
+    )
 
 
 def write_html(run_path: Path, report: dict[str, Any] | None = None) -> Path:

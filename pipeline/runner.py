@@ -41,9 +41,18 @@ from pipeline.spec import PipelineSpec, SpecError, load_spec
 from task_components.base import Component
 
 __all__ = [
-    "NoSpaceForRun", "PreparedRun", "RunDirBusy", "RunOptions", "execute", "innermost", "prepare_pipeline",
-    "prepare_run", "prepare_spec", "saved_request", "stop_signals",
-]  # fmt: skip
+    "NoSpaceForRun",
+    "PreparedRun",
+    "RunDirBusy",
+    "RunOptions",
+    "execute",
+    "innermost",
+    "prepare_pipeline",
+    "prepare_run",
+    "prepare_spec",
+    "saved_request",
+    "stop_signals",
+]
 
 
 class RunDirBusy(SpecError):
@@ -86,9 +95,13 @@ class PreparedRun:
 
 
 def prepare_run(
-    file: str | Path, overrides: dict[str, Any], options: RunOptions,
-    *, spec: PipelineSpec | None = None, dag: DAG | None = None,
-) -> PreparedRun:  # fmt: skip
+    file: str | Path,
+    overrides: dict[str, Any],
+    options: RunOptions,
+    *,
+    spec: PipelineSpec | None = None,
+    dag: DAG | None = None,
+) -> PreparedRun:
     """Everything that can be checked before a run starts; raises SpecError (exit 2).
 
     ``spec`` (and ``dag``): what the caller already loaded (and built) from ``file`` with these
@@ -98,8 +111,11 @@ def prepare_run(
     run_id, path, overrides = _place(file, overrides, options)
     python = PYTHON_RUN.fullmatch(str(file))
     if spec is None and python and options.resume and not Path(file).exists():
-        raise SpecError(file, f"run {run_id} came from the Python pipeline {python[1]!r}: resume it from Python "
-                              f"with `p.run(..., resume={run_id!r})`, p being that pipeline")  # fmt: skip
+        raise SpecError(
+            file,
+            f"run {run_id} came from the Python pipeline {python[1]!r}: resume it from Python "
+            f"with `p.run(..., resume={run_id!r})`, p being that pipeline",
+        )
     if spec is None:
         spec = load_spec(file, overrides)
     return prepare_spec(spec, file, overrides, options, run_id, path, dag=dag)
@@ -115,13 +131,21 @@ def prepare_pipeline(pipeline: Pipeline, options: RunOptions, settings: Settings
     if options.resume:
         saved = set(saved_request(file, path, run_id).get("tasks") or ())
         if saved and saved != {t.name for t in dag}:
-            raise PipelineError(f"cannot resume run {run_id}: it ran tasks {sorted(saved)}, this pipeline has "
-                                f"{sorted(t.name for t in dag)}", pipeline=pipeline.name)  # fmt: skip
-    spec = PipelineSpec.model_validate({
-        "name": pipeline.name, "description": pipeline.description, "params": pipeline.params,
-        "policy": pipeline.policy, "max_concurrency": pipeline.max_concurrency, "kind_limits": pipeline.kind_limits,
-        "tasks": pipeline.describe(),
-    })  # fmt: skip
+            raise PipelineError(
+                f"cannot resume run {run_id}: it ran tasks {sorted(saved)}, this pipeline has {sorted(t.name for t in dag)}",
+                pipeline=pipeline.name,
+            )
+    spec = PipelineSpec.model_validate(
+        {
+            "name": pipeline.name,
+            "description": pipeline.description,
+            "params": pipeline.params,
+            "policy": pipeline.policy,
+            "max_concurrency": pipeline.max_concurrency,
+            "kind_limits": pipeline.kind_limits,
+            "tasks": pipeline.describe(),
+        }
+    )
     return prepare_spec(spec, file, {}, options, run_id, path, dag=dag)
 
 
@@ -135,16 +159,23 @@ def _place(file: str | Path, overrides: dict[str, Any], options: RunOptions) -> 
     was, now = str(saved.get("file", "")), str(file)
     from_python, to_python = PYTHON_RUN.fullmatch(was), PYTHON_RUN.fullmatch(now)
     if was != now and from_python and to_python:
-        raise PipelineError(f"cannot resume run {options.resume}: it is a run of pipeline {from_python[1]!r}, not of "
-                            f"{to_python[1]!r}", pipeline=to_python[1])  # fmt: skip
+        raise PipelineError(
+            f"cannot resume run {options.resume}: it is a run of pipeline {from_python[1]!r}, not of {to_python[1]!r}",
+            pipeline=to_python[1],
+        )
     if was != now and from_python:
-        raise SpecError(file, f"run {options.resume} came from the Python pipeline {from_python[1]!r}: resume "
-                              f"it from Python with `p.run(..., resume={options.resume!r})`, p being that "
-                              "pipeline")  # fmt: skip
+        raise SpecError(
+            file,
+            f"run {options.resume} came from the Python pipeline {from_python[1]!r}: resume "
+            f"it from Python with `p.run(..., resume={options.resume!r})`, p being that "
+            "pipeline",
+        )
     if was != now and to_python:
-        raise PipelineError(f"cannot resume run {options.resume}: it is a run of the file {was!r}; resume it "
-                            f"with `run_pipeline.py run {was} --resume {options.resume}`",
-                            pipeline=to_python[1])  # fmt: skip
+        raise PipelineError(
+            f"cannot resume run {options.resume}: it is a run of the file {was!r}; resume it "
+            f"with `run_pipeline.py run {was} --resume {options.resume}`",
+            pipeline=to_python[1],
+        )
     return options.resume, path, {**saved.get("overrides", {}), **overrides}
 
 
@@ -166,9 +197,15 @@ def saved_request(file: str | Path, path: Path, run_id: str) -> dict[str, Any]:
 
 
 def prepare_spec(
-    spec: PipelineSpec, file: str | Path, overrides: dict[str, Any], options: RunOptions,
-    run_id: str | None = None, path: Path | None = None, *, dag: DAG | None = None,
-) -> PreparedRun:  # fmt: skip
+    spec: PipelineSpec,
+    file: str | Path,
+    overrides: dict[str, Any],
+    options: RunOptions,
+    run_id: str | None = None,
+    path: Path | None = None,
+    *,
+    dag: DAG | None = None,
+) -> PreparedRun:
     """A spec built in code (the CLI's one-shot commands) gets the same checks and run directory.
 
     ``dag``: the spec's DAG when the caller built it already (``build_dag(spec, file)``): not built twice.
@@ -362,8 +399,7 @@ def estimated_bytes(dag: DAG, settings: Settings) -> int:
 
     components = [t for t in dag if isinstance(t, Component)]
     uses = {t.component for t in components}
-    rows = sum(t.params.total_rows * row_bytes(t.params.schema) for t in components
-               if isinstance(t.params, GenerateParams))  # fmt: skip
+    rows = sum(t.params.total_rows * row_bytes(t.params.schema) for t in components if isinstance(t.params, GenerateParams))
     lite = bool(uses & {"milvus.bulk_import", "milvus.insert"}) and not settings.milvus.uri
     embedded_pg = "shadow.sync" in uses and settings.postgres.dsn is None
     copies = _COPIES["partition"] * ("partition" in uses) + _COPIES["lite"] * lite
@@ -384,8 +420,11 @@ def warn_if_short_of_space(prepared: PreparedRun, settings: Settings) -> int | N
         return None
     structlog.get_logger("pipeline.runner").warning(
         "the run directory's disk may be too small for this run",
-        run_id=prepared.run_id, run_dir=str(prepared.path), free=human(usage[0]), estimated=human(need),
-    )  # fmt: skip
+        run_id=prepared.run_id,
+        run_dir=str(prepared.path),
+        free=human(usage[0]),
+        estimated=human(need),
+    )
     return need
 
 

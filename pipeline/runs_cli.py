@@ -78,9 +78,13 @@ def _row(path: Path) -> RunRow:
         ended = report.get("ended_at")
         duration = float(ended) - started if ended is not None else None
         return RunRow(
-            path.name, str(report.get("pipeline") or report.get("dag") or "?"), str(report.get("state", "?")),
-            started, duration, _one_line(report),
-        )  # fmt: skip
+            path.name,
+            str(report.get("pipeline") or report.get("dag") or "?"),
+            str(report.get("state", "?")),
+            started,
+            duration,
+            _one_line(report),
+        )
     except (TypeError, ValueError, AttributeError, KeyError) as exc:
         return RunRow(path.name, "?", "corrupt report", _mtime(path), None, f"unexpected content ({exc!r})"[:100])
 
@@ -104,10 +108,7 @@ def list_runs(run_dir: Path) -> list[RunRow]:
     """Every run directory (one holding request.json or report.json), newest first."""
     if not run_dir.is_dir():
         return []
-    rows = [
-        _row(p) for p in run_dir.iterdir()
-        if p.is_dir() and ((p / "report.json").exists() or (p / "request.json").exists())
-    ]  # fmt: skip
+    rows = [_row(p) for p in run_dir.iterdir() if p.is_dir() and ((p / "report.json").exists() or (p / "request.json").exists())]
     return sorted(rows, key=lambda r: (r.started or 0.0, r.id), reverse=True)
 
 
@@ -172,9 +173,12 @@ def runs_show(run_id: RunIdArg, run_dir: RunDirOpt = None) -> None:
     path, data = _report_of(run_id, run_dir)
     try:
         print_run_table(
-            str(data.get("run_id", run_id)), str(data.get("pipeline") or data.get("dag") or "?"),
-            str(data.get("state", "?")), data["tasks"], data.get("summary") or {},
-        )  # fmt: skip
+            str(data.get("run_id", run_id)),
+            str(data.get("pipeline") or data.get("dag") or "?"),
+            str(data.get("state", "?")),
+            data["tasks"],
+            data.get("summary") or {},
+        )
     except (AttributeError, TypeError, ValueError) as exc:
         raise fail_invalid(f"{path / 'report.json'}: unexpected content ({type(exc).__name__}: {exc})") from None
     out.print(cell(f"report: {path / 'report.json'}"))

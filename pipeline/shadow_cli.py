@@ -40,8 +40,7 @@ TrackerOpt = Annotated[
     Path | None,
     typer.Option(
         "--tracker",
-        help="key tracker (LMDB directory): decides which side is wrong; default: the drop-in client's for this "
-        "DSN, when it exists",
+        help="key tracker (LMDB directory): decides which side is wrong; default: the drop-in client's for this DSN, when it exists",
     ),
 ]
 TolOpt = Annotated[float, typer.Option("--tolerance", min=0, help="absolute tolerance for float vectors")]
@@ -169,9 +168,7 @@ def compare(
             return await compare_entities(
                 m, p, collection, keys, tracker=t, tolerance=tolerance, ignore_vectors=ignore_vectors, table=table
             )
-        return await compare_query(
-            m, p, collection, filter, tracker=t, tolerance=tolerance, ignore_vectors=ignore_vectors, table=table
-        )
+        return await compare_query(m, p, collection, filter, tracker=t, tolerance=tolerance, ignore_vectors=ignore_vectors, table=table)
 
     result = _run(conn, tracker, compare)
     _report(result, as_json, show)
@@ -200,9 +197,13 @@ def validate(
     from task_components.shadow.compare import validate as validate_all
 
     conn = _connections(uri, token, db_name, pg_dsn)
-    result = _run(conn, tracker, lambda m, p, t: validate_all(
-        m, p, collection, tolerance=tolerance, ignore_vectors=ignore_vectors, tracker=t, table=table,
-        batch_size=batch_size))  # fmt: skip
+    result = _run(
+        conn,
+        tracker,
+        lambda m, p, t: validate_all(
+            m, p, collection, tolerance=tolerance, ignore_vectors=ignore_vectors, tracker=t, table=table, batch_size=batch_size
+        ),
+    )
     _report(result, as_json, show)
 
 

@@ -107,9 +107,7 @@ def _interpolate(value: Any, params: dict[str, Any], file: Path, task: str, path
             return os.environ[key]
         if default is not None:
             return default
-        raise SpecError(
-            file, f"environment variable {key} is not set (use ${{env.{key}:-default}})", task=task, field=path
-        )
+        raise SpecError(file, f"environment variable {key} is not set (use ${{env.{key}:-default}})", task=task, field=path)
 
     whole = _REF.fullmatch(value)
     if whole:
@@ -151,8 +149,11 @@ def read_yaml(path: str | Path) -> Any:
     except OSError as exc:
         raise SpecError(file, f"cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise SpecError(file, f"not a text (UTF-8) file: byte {exc.object[exc.start]:#04x} at offset {exc.start} "
-                              "cannot be decoded; a pipeline file is UTF-8 YAML") from None  # fmt: skip
+        raise SpecError(
+            file,
+            f"not a text (UTF-8) file: byte {exc.object[exc.start]:#04x} at offset {exc.start} "
+            "cannot be decoded; a pipeline file is UTF-8 YAML",
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -55,12 +55,22 @@ def produce_test_data(
     if partitions is not None and partitions < 1:
         raise fail_invalid(f"--partitions must be at least 1, got {partitions}")
     with_ = {
-        "total": total, "rate": rate, "pattern": pattern, "invalid_ratio": invalid_ratio,
-        "duplicate_ratio": duplicate_ratio, "seed": seed, "output": output, "topic": topic, "partitions": partitions,
-    }  # fmt: skip
+        "total": total,
+        "rate": rate,
+        "pattern": pattern,
+        "invalid_ratio": invalid_ratio,
+        "duplicate_ratio": duplicate_ratio,
+        "seed": seed,
+        "output": output,
+        "topic": topic,
+        "partitions": partitions,
+    }
     console = output == "console"
     _, result = run_tasks(
-        "produce-test-data", {"produce": {"uses": "testdata.produce", "with": with_}}, run_dir,
-        live=False if console else progress, summary=not console,
-    )  # fmt: skip
+        "produce-test-data",
+        {"produce": {"uses": "testdata.produce", "with": with_}},
+        run_dir,
+        live=False if console else progress,
+        summary=not console,
+    )
     raise typer.Exit(exit_code(result))

@@ -17,9 +17,7 @@ RunDir = RunDirOpt
 
 @app.command("verify")
 def verify_run(
-    run_id: Annotated[
-        str, typer.Argument(help="a run whose import (and shadow) tasks finished, or a dataset directory")
-    ],
+    run_id: Annotated[str, typer.Argument(help="a run whose import (and shadow) tasks finished, or a dataset directory")],
     level: Annotated[str, typer.Option(help="count, sample, scalar or full")] = "full",
     sample: Annotated[int, typer.Option(min=1, help="keys compared at level sample")] = 1000,
     tolerance: Annotated[float, typer.Option(min=0, help="absolute tolerance for float vectors")] = 1e-6,
@@ -57,7 +55,6 @@ def verify_run(
     if level in ("scalar", "full") and not any(isinstance(r, ShadowResult) for r in picked.values()):
         raise fail_invalid(f"{path}: --level {level} needs a finished shadow.sync task; use --level sample")
     tasks: dict[str, Any] = {n: {"uses": "run.result", "with": {"run": str(path.resolve()), "task": n}} for n in picked}
-    tasks["verify"] = {"uses": "verify", "needs": list(picked),
-                       "with": {"level": level, "sample": sample, "tolerance": tolerance}}  # fmt: skip
+    tasks["verify"] = {"uses": "verify", "needs": list(picked), "with": {"level": level, "sample": sample, "tolerance": tolerance}}
     _, result = run_tasks(f"verify-{run_id}", tasks, root)
     raise typer.Exit(exit_code(result))

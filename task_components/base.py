@@ -84,14 +84,18 @@ class Component(Task, Generic[P]):
             if isinstance(arg, TypeVar):
                 return  # still generic (``class Configured(Component[P])``)
             if not (isinstance(arg, type) and not get_args(arg) and issubclass(arg, BaseModel)):
-                raise TypeError(f"{cls.__qualname__}: Component[{getattr(arg, '__name__', arg)!s}] needs a pydantic "
-                                "model (a BaseModel subclass) as its parameter type")  # fmt: skip
+                raise TypeError(
+                    f"{cls.__qualname__}: Component[{getattr(arg, '__name__', arg)!s}] needs a pydantic "
+                    "model (a BaseModel subclass) as its parameter type"
+                )
             declared = cls.__dict__.get("Params")
             if declared is None:
                 cls.Params = arg
             elif not (isinstance(declared, type) and issubclass(declared, arg)):
-                raise TypeError(f"{cls.__qualname__}: Params = {getattr(declared, '__name__', declared)!s} but the "
-                                f"class is Component[{arg.__name__}]; declare one (or a subclass of it)")  # fmt: skip
+                raise TypeError(
+                    f"{cls.__qualname__}: Params = {getattr(declared, '__name__', declared)!s} but the "
+                    f"class is Component[{arg.__name__}]; declare one (or a subclass of it)"
+                )
             return
 
     def inner_retry(self) -> RetryPolicy:

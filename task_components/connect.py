@@ -32,9 +32,17 @@ from dag_orchestrator.watchdog import alive, read_users, split_alive, watchdog_s
 from task_components.clients import MilvusTarget, kafka_admin, kafka_options, milvus_target, mongo_uri
 
 __all__ = [
-    "CollectionBusyError", "EmbeddedServerError", "count_rows", "embedded_dsn", "ensure_loaded", "guard_collection",
-    "kafka_options", "mongo_uri", "shadow_dsn", "target_for",
-]  # fmt: skip
+    "CollectionBusyError",
+    "EmbeddedServerError",
+    "count_rows",
+    "embedded_dsn",
+    "ensure_loaded",
+    "guard_collection",
+    "kafka_options",
+    "mongo_uri",
+    "shadow_dsn",
+    "target_for",
+]
 
 _embedded: dict[str, Any] = {}
 
@@ -172,15 +180,30 @@ def _start_watchdog(base: Path, pgdata: Path) -> None:
         return
     with naming_enospc(base / "watchdog.log"), open(base / "watchdog.log", "ab") as log:
         starter = subprocess.run(
-            [sys.executable, "-I", watchdog_script(), "--detach", str(pid_file), str(pgdata / ".handle_pids.json"),
-             str(_pgserver().PostgresServer.lock_path), str(pgdata / "postmaster.pid"), str(base / STARTING)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True, check=False,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-I",
+                watchdog_script(),
+                "--detach",
+                str(pid_file),
+                str(pgdata / ".handle_pids.json"),
+                str(_pgserver().PostgresServer.lock_path),
+                str(pgdata / "postmaster.pid"),
+                str(base / STARTING),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+            check=False,
+        )
     if starter.returncode != 0:  # the server runs on unwatched: said, not fatal (a resume still stops it)
         structlog.get_logger("task_components.connect").warning(
             "the embedded PostgreSQL's watchdog did not start; a killed run may leave the server running",
-            log=str(base / "watchdog.log"), exit_status=starter.returncode,
-        )  # fmt: skip
+            log=str(base / "watchdog.log"),
+            exit_status=starter.returncode,
+        )
 
 
 STARTING = "starting.json"  # pids of processes starting the server, not yet in its list of users
@@ -237,8 +260,10 @@ def _why_not_started(data: Path, exc: subprocess.CalledProcessError) -> str:
         log = (data / "log").read_text(errors="replace")[-4000:]
     usage = free_bytes(data)
     if "No space left on device" in log or (usage is not None and usage[0] < _PG_MIN_FREE):
-        return (f"embedded PostgreSQL: {program} failed in {data}: no space left on device ({space_note(data)}"
-                f" after its cleanup; PostgreSQL needs about {human(_PG_MIN_FREE)} to start)")  # fmt: skip
+        return (
+            f"embedded PostgreSQL: {program} failed in {data}: no space left on device ({space_note(data)}"
+            f" after its cleanup; PostgreSQL needs about {human(_PG_MIN_FREE)} to start)"
+        )
     tail = log.strip().splitlines()[-3:]
     return f"embedded PostgreSQL: {program} failed in {data} (exit status {exc.returncode})" + (
         f": {' | '.join(tail)}" if tail else f"; its log is {data / 'log'}"

@@ -150,8 +150,12 @@ class CollectionInfo(BaseModel):
     def milvus(self, settings: Settings | None = None) -> MilvusTarget:
         """The recorded target with the token of the configured server (``clients.milvus_token``)."""
         uri = str(self.target["uri"])
-        return MilvusTarget(uri, milvus_token(uri, settings), str(self.target.get("db_name", "default")),
-                            lite=bool(self.target.get("lite", uri.endswith(".db"))))  # fmt: skip
+        return MilvusTarget(
+            uri,
+            milvus_token(uri, settings),
+            str(self.target.get("db_name", "default")),
+            lite=bool(self.target.get("lite", uri.endswith(".db"))),
+        )
 
 
 class ImportResult(BaseModel):

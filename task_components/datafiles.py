@@ -25,8 +25,15 @@ from task_components.schema.models import CollectionSchema
 from task_components.schema.types import spec
 
 __all__ = [
-    "DataFileError", "check_files", "iter_batches", "json_rows", "parquet_mismatches", "read_table", "rewrite_parquet",
-]  # fmt: skip
+    "DataFileError",
+    "check_files",
+    "iter_batches",
+    "json_rows",
+    "parquet_mismatches",
+    "read_table",
+    "rewrite_parquet",
+]
+
 
 def _json_table(path: Path, schema: CollectionSchema, columns: list[str] | None) -> pa.Table:
     rows = json_rows(path)
@@ -37,9 +44,7 @@ def _json_table(path: Path, schema: CollectionSchema, columns: list[str] | None)
     arrays = []
     for name in wanted:
         if name == META_COLUMN:
-            values: list[Any] = [
-                orjson.dumps({k: v for k, v in r.items() if k not in known}).decode() for r in rows
-            ]  # fmt: skip
+            values: list[Any] = [orjson.dumps({k: v for k, v in r.items() if k not in known}).decode() for r in rows]
         else:
             f = by_name[name]
             values = [r.get(name) for r in rows]
@@ -50,9 +55,7 @@ def _json_table(path: Path, schema: CollectionSchema, columns: list[str] | None)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
             bad = next((i for i, v in enumerate(values) if not _fits(v, target.field(name).type)), None)
             where = f" row {bad}: value {str(values[bad])[:60]!r}" if bad is not None else ""
-            raise DataFileError(
-                f"{path}: field {name!r}{where} is not {target.field(name).type} as the schema says ({exc})"
-            ) from None
+            raise DataFileError(f"{path}: field {name!r}{where} is not {target.field(name).type} as the schema says ({exc})") from None
     return pa.Table.from_arrays(arrays, schema=pa.schema([target.field(n) for n in wanted]))
 
 
@@ -72,9 +75,7 @@ def read_table(manifest: Manifest, entry: FileEntry, columns: list[str] | None =
     return pq.read_table(path, columns=columns)
 
 
-def iter_batches(
-    manifest: Manifest, entry: FileEntry, batch_rows: int, columns: list[str] | None = None
-) -> Iterator[pa.RecordBatch]:
+def iter_batches(manifest: Manifest, entry: FileEntry, batch_rows: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     """A data file in record batches of at most ``batch_rows`` rows (Parquet streams; JSON is parsed once)."""
     path = manifest.file_path(entry)
     if manifest.format == "json" or path.suffix == ".json":
@@ -101,9 +102,7 @@ def parquet_mismatches(manifest: Manifest) -> list[str]:
     return found
 
 
-def rewrite_parquet(
-    manifest: Manifest, out: Path, batch_rows: int = 65_536, on_file: Callable[[int, str], None] | None = None
-) -> Manifest:
+def rewrite_parquet(manifest: Manifest, out: Path, batch_rows: int = 65_536, on_file: Callable[[int, str], None] | None = None) -> Manifest:
     """Copies of the data files with exactly the schema's Arrow types, streamed, and a manifest for them."""
     target = arrow_schema(manifest.collection_schema)
     out.mkdir(parents=True, exist_ok=True)

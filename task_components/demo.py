@@ -86,9 +86,7 @@ class FailParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     message: str = "demo failure"
     crash: bool = Field(False, description="raise a BaseException (a crash) instead of an Exception")
-    fail_times: int | None = Field(
-        None, ge=0, description="fail only the first N attempts of this run, then succeed (for retries)"
-    )
+    fail_times: int | None = Field(None, ge=0, description="fail only the first N attempts of this run, then succeed (for retries)")
 
 
 class DemoCrash(BaseException):

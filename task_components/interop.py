@@ -33,8 +33,7 @@ def _data_files(meta: Path, info: dict[str, Any]) -> list[str]:
     listed = info.get("data_files")
     if isinstance(listed, list) and listed:
         return [str(p) for p in listed]
-    return sorted(p.name for p in meta.parent.iterdir()
-                  if p.suffix in (".parquet", ".json") and p.name != meta.name)  # fmt: skip
+    return sorted(p.name for p in meta.parent.iterdir() if p.suffix in (".parquet", ".json") and p.name != meta.name)
 
 
 def _rows(path: Path, fmt: str) -> int:
@@ -61,8 +60,9 @@ def from_milvus_ingest(data: dict[str, Any], meta: Path, checksums: bool = True)
         path = directory / name
         if not path.is_file():
             raise MetaError(f"{meta}: generation_info.data_files lists {name!r}, which is not in {directory}")
-        files.append({"path": name, "rows": _rows(path, fmt), "bytes": path.stat().st_size,
-                      "sha256": sha256_file(path) if checksums else ""})  # fmt: skip
+        files.append(
+            {"path": name, "rows": _rows(path, fmt), "bytes": path.stat().st_size, "sha256": sha256_file(path) if checksums else ""}
+        )
     total = sum(f["rows"] for f in files)
     expected = info.get("total_rows")
     if isinstance(expected, int) and expected != total:
@@ -70,8 +70,13 @@ def from_milvus_ingest(data: dict[str, Any], meta: Path, checksums: bool = True)
     generation = {k: info[k] for k in ("seed", "total_rows") if k in info} | {"source": "milvus-ingest"}
     if not isinstance(data.get("schema"), dict):
         raise MetaError(f"{meta}: no 'schema' object (milvus-ingest writes the collection schema there)")
-    return {"format": fmt, "schema": data["schema"], "generation": generation,
-            "collection_config": data.get("collection_config") or {}, "files": files}  # fmt: skip
+    return {
+        "format": fmt,
+        "schema": data["schema"],
+        "generation": generation,
+        "collection_config": data.get("collection_config") or {},
+        "files": files,
+    }
 
 
 def generation_info(fmt: str, files: list[str], total_rows: int, generation: dict[str, Any]) -> dict[str, Any]:

@@ -81,9 +81,15 @@ class Walk:
     """
 
     def __init__(
-        self, client: Any, collection: str, pk: str, int_keys: bool, filter: str, output_fields: list[str],
+        self,
+        client: Any,
+        collection: str,
+        pk: str,
+        int_keys: bool,
+        filter: str,
+        output_fields: list[str],
         batch_size: int,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.client, self.collection, self.pk, self.int_keys = client, collection, pk, int_keys
@@ -97,8 +103,14 @@ class Walk:
         last: Any = None
         while True:
             bound = "" if last is None else _after(self.pk, last, self.int_keys)
-            rows = self.client.query(self.collection, filter=_and(bound, self.filter), output_fields=self.output_fields,
-                                     limit=self.batch_size, consistency_level="Strong", iterator="True")  # fmt: skip
+            rows = self.client.query(
+                self.collection,
+                filter=_and(bound, self.filter),
+                output_fields=self.output_fields,
+                limit=self.batch_size,
+                consistency_level="Strong",
+                iterator="True",
+            )
             # (pymilvus 3.0 sends these with the collection's default consistency; "Strong" takes effect
             # should it ever honour the level with the iterator flag)
             if rows:
@@ -109,8 +121,14 @@ class Walk:
 
 
 def walk(
-    client: Any, collection: str, pk: str, int_keys: bool, filter: str, output_fields: list[str], batch_size: int,
-) -> Walk:  # fmt: skip
+    client: Any,
+    collection: str,
+    pk: str,
+    int_keys: bool,
+    filter: str,
+    output_fields: list[str],
+    batch_size: int,
+) -> Walk:
     """The pages of ``filter`` in key order, fenced by a Strong count(*): see ``Walk``."""
     return Walk(client, collection, pk, int_keys, filter, output_fields, batch_size)
 

@@ -61,8 +61,7 @@ class Manifest(BaseModel):
         # no null-valued keys: milvus-ingest passes e.g. default_value on to pymilvus when the key is present
         data["schema"] = self.collection_schema.model_dump(mode="json", by_alias=True, exclude_none=True)
         data["total_rows"] = self.total_rows
-        data["generation_info"] = generation_info(self.format, [f.path for f in self.files], self.total_rows,
-                                                  self.generation)  # fmt: skip
+        data["generation_info"] = generation_info(self.format, [f.path for f in self.files], self.total_rows, self.generation)
         tmp.write_text(json.dumps(data, indent=2))
         tmp.replace(target)
         return target
@@ -84,8 +83,18 @@ class Manifest(BaseModel):
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?B?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1 << 20, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "G": 1 << 30, "GB": 1 << 30,
-          "T": 1 << 40, "TB": 1 << 40}  # fmt: skip
+_UNITS = {
+    "": 1 << 20,
+    "B": 1,
+    "K": 1 << 10,
+    "KB": 1 << 10,
+    "M": 1 << 20,
+    "MB": 1 << 20,
+    "G": 1 << 30,
+    "GB": 1 << 30,
+    "T": 1 << 40,
+    "TB": 1 << 40,
+}
 
 
 def parse_size(value: str | int) -> int:

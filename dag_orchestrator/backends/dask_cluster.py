@@ -68,8 +68,7 @@ def worker_config() -> dict[str, Any]:
 class DaskBackend:
     """``async with DaskBackend(scheduler) as b: async for r in b.map_ordered(fn, jobs): ...``"""
 
-    def __init__(self, scheduler: str | None = None, workers: int | None = None, retries: int = 1,
-                 group: int = 4) -> None:  # fmt: skip
+    def __init__(self, scheduler: str | None = None, workers: int | None = None, retries: int = 1, group: int = 4) -> None:
         self.scheduler, self.retries, self.group = scheduler, retries, group
         self.workers = workers if workers is not None else default_workers()
         self.placement: Counter[str] = Counter()  # worker address -> jobs it ran
@@ -89,15 +88,19 @@ class DaskBackend:
         else:
             with dask.config.set(worker_config()):  # the nannies read it while they start, inside the await
                 self._cluster = await LocalCluster(
-                    n_workers=max(1, self.workers), threads_per_worker=1, processes=True, host="127.0.0.1",
-                    dashboard_address="127.0.0.1:0", asynchronous=True, silence_logs=logging.WARNING,
-                )  # fmt: skip
+                    n_workers=max(1, self.workers),
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address="127.0.0.1:0",
+                    asynchronous=True,
+                    silence_logs=logging.WARNING,
+                )
             self._client = await Client(self._cluster, asynchronous=True)
         await self._client.wait_for_workers(1 if self.scheduler else max(1, self.workers), timeout=120)
         self._slots = sum((await self._client.nthreads()).values())  # threads across workers, asked now
         self.dashboard = self._client.dashboard_link
-        log.info("dask connected", scheduler=self._client.scheduler.address, threads=self._slots,
-                 dashboard=self.dashboard)  # fmt: skip
+        log.info("dask connected", scheduler=self._client.scheduler.address, threads=self._slots, dashboard=self.dashboard)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -121,9 +124,7 @@ class DaskBackend:
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self._take(await self._submit(fn, [args]))[0]
 
-    async def map_ordered(
-        self, fn: Callable[..., Any], jobs: Iterable[tuple[Any, ...]], window: int | None = None
-    ) -> AsyncIterator[Any]:
+    async def map_ordered(self, fn: Callable[..., Any], jobs: Iterable[tuple[Any, ...]], window: int | None = None) -> AsyncIterator[Any]:
         """Yield ``fn(*job)`` for each job, in order, with at most ``window`` Dask tasks outstanding.
 
         Jobs go to Dask ``group`` at a time (one task, results in order): each task costs scheduler and

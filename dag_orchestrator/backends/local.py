@@ -177,9 +177,7 @@ class LocalBackend:
         await self._ready()
         return _receive(await _result_of(self._submit(fn, args)))
 
-    async def map_ordered(
-        self, fn: Callable[..., Any], jobs: Iterable[tuple[Any, ...]], window: int | None = None
-    ) -> AsyncIterator[Any]:
+    async def map_ordered(self, fn: Callable[..., Any], jobs: Iterable[tuple[Any, ...]], window: int | None = None) -> AsyncIterator[Any]:
         """Yield ``fn(*job)`` for each job, in order, with at most ``window`` jobs outstanding."""
         window = window or max(self.workers, 1) + 1  # one spare: each worker always has its next job
         await self._ready()

@@ -39,15 +39,17 @@ def free_ports(count: int) -> list[int]:
 def etcd_config(client_port: int, peer_port: int) -> str:
     """The embedded etcd's listen and advertise URLs (etcd's YAML config keys), loopback only."""
     client, peer = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
-    return "\n".join([
-        "name: default",
-        f"listen-client-urls: {client}",
-        f"advertise-client-urls: {client}",
-        f"listen-peer-urls: {peer}",
-        f"initial-advertise-peer-urls: {peer}",
-        f"initial-cluster: default={peer}",
-        "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "name: default",
+            f"listen-client-urls: {client}",
+            f"advertise-client-urls: {client}",
+            f"listen-peer-urls: {peer}",
+            f"initial-advertise-peer-urls: {peer}",
+            f"initial-cluster: default={peer}",
+            "",
+        ]
+    )
 
 
 def main() -> None:

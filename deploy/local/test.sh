@@ -11,6 +11,7 @@ env_file=$(bash deploy/local/services.sh start)
 source "$env_file"
 export REQUIRE_SERVICES=1
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .  # the formatter's style, no overrides (ruff pinned: styles move between releases)
 .venv/bin/mypy
 .venv/bin/lint-imports
 .venv/bin/python -m pytest "$@"

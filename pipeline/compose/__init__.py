@@ -8,6 +8,13 @@ from pipeline.compose.catalog import BUILTIN_PACKAGES, ENTRY_POINT_GROUP, compon
 from pipeline.compose.errors import PipelineError
 
 __all__ = [
-    "BUILTIN_PACKAGES", "ENTRY_POINT_GROUP", "Pipeline", "PipelineError", "Step", "StepSource", "component_class",
-    "components", "stream_inputs",
-]  # fmt: skip
+    "BUILTIN_PACKAGES",
+    "ENTRY_POINT_GROUP",
+    "Pipeline",
+    "PipelineError",
+    "Step",
+    "StepSource",
+    "component_class",
+    "components",
+    "stream_inputs",
+]

@@ -49,8 +49,10 @@ def task_name_problem(name: object) -> str | None:
     if not isinstance(name, str):
         return f"a task's name is a string, got {name!r}"
     if not TASK_NAME.fullmatch(name):
-        return (f"a task's name is 1 to 100 characters without '/', '\\', spaces or control characters, not "
-                f"starting with '.' or '-', got {name!r}")  # fmt: skip
+        return (
+            f"a task's name is 1 to 100 characters without '/', '\\', spaces or control characters, not "
+            f"starting with '.' or '-', got {name!r}"
+        )
     return None
 
 
@@ -66,9 +68,13 @@ class Step:
     name: str
 
     def options(
-        self, *, retries: int | None = None, retry_delay: float | None = None, timeout: float | None = None,
+        self,
+        *,
+        retries: int | None = None,
+        retry_delay: float | None = None,
+        timeout: float | None = None,
         kind: str | None = None,
-    ) -> Step:  # fmt: skip
+    ) -> Step:
         """How the engine runs this step (not the component's parameters): extra attempts after a failure,
         the first retry's delay (doubling), seconds per attempt, the concurrency group. Returns the handle."""
         decl = self.pipeline._decls[self.name]
@@ -104,9 +110,7 @@ class _Decl:
         return self.task
 
 
-def stream_inputs(
-    consumer: type[Task] | Task, needs: list[str], producers: Mapping[str, type[Task] | Task]
-) -> list[str]:
+def stream_inputs(consumer: type[Task] | Task, needs: list[str], producers: Mapping[str, type[Task] | Task]) -> list[str]:
     """The needs a consumer reads as streams: it reads streams and they emit one (the only place this is
     decided). A plain Task declares its own ``streams_from``; a component's is inferred from the classes."""
     if getattr(consumer, "stream_input", False) is not True:
@@ -148,10 +152,15 @@ class Pipeline:
     """
 
     def __init__(
-        self, name: str, *, params: Mapping[str, Any] | None = None, description: str = "",
-        policy: FailurePolicy | str = FailurePolicy.FAIL_FAST, max_concurrency: int | None = None,
+        self,
+        name: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        description: str = "",
+        policy: FailurePolicy | str = FailurePolicy.FAIL_FAST,
+        max_concurrency: int | None = None,
         kind_limits: Mapping[str, int] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if not name or not isinstance(name, str):
             raise PipelineError(f"a pipeline needs a non-empty string name, got {name!r}")
         self.name = name
@@ -168,9 +177,14 @@ class Pipeline:
 
     # -- composing ------------------------------------------------------------------------------
     def step(
-        self, source: StepSource, /, *inputs: Step | str, name: str | None = None,
-        params: Mapping[str, Any] | None = None, **kwargs: Any,
-    ) -> Step:  # fmt: skip
+        self,
+        source: StepSource,
+        /,
+        *inputs: Step | str,
+        name: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Step:
         """Add a step; ``inputs`` (handles, or names of steps added later) are what it needs.
 
         ``source``: a registered component name (``"generate"``), a Component subclass (yours need no
@@ -180,8 +194,9 @@ class Pipeline:
         """
         both = sorted(set(params or {}) & set(kwargs))
         if both:
-            raise PipelineError(f"given both in params= and as a keyword: {both}", pipeline=self.name, task=name,
-                                field=both[0], about="params")  # fmt: skip
+            raise PipelineError(
+                f"given both in params= and as a keyword: {both}", pipeline=self.name, task=name, field=both[0], about="params"
+            )
         raw = {**(params or {}), **kwargs}
         cls: type[Component[Any]] | None = None
         task: Task | None = None
@@ -198,21 +213,30 @@ class Pipeline:
         elif isinstance(source, Task):
             task, default = source, source.name
             if name is not None and name != source.name:
-                raise PipelineError(f"a Task keeps its own name {source.name!r}", pipeline=self.name, task=str(name),
-                                    field="name")  # fmt: skip
+                raise PipelineError(f"a Task keeps its own name {source.name!r}", pipeline=self.name, task=str(name), field="name")
             same = next((d.name for d in self._decls.values() if d.task is source), None)
             if same is not None or source.name in self._decls:
-                raise PipelineError(f"this Task is already step {same or source.name!r}; a Task is one step (make "
-                                    "another Task, or use the async function twice)", pipeline=self.name,
-                                    task=source.name, field="name")  # fmt: skip
+                raise PipelineError(
+                    f"this Task is already step {same or source.name!r}; a Task is one step (make "
+                    "another Task, or use the async function twice)",
+                    pipeline=self.name,
+                    task=source.name,
+                    field="name",
+                )
         elif inspect.iscoroutinefunction(source):
             fn, default = source, _function_name(source)
         else:
-            raise PipelineError(f"a step is a component name, a Component class, a Task or an async function, "
-                                f"got {source!r}", pipeline=self.name, task=name)  # fmt: skip
+            raise PipelineError(
+                f"a step is a component name, a Component class, a Task or an async function, got {source!r}", pipeline=self.name, task=name
+            )
         if (task is not None or fn is not None) and raw:
-            raise PipelineError(f"a plain task takes no parameters, got {sorted(raw)}", pipeline=self.name,
-                                task=name or default, field=sorted(raw)[0], about="params")  # fmt: skip
+            raise PipelineError(
+                f"a plain task takes no parameters, got {sorted(raw)}",
+                pipeline=self.name,
+                task=name or default,
+                field=sorted(raw)[0],
+                about="params",
+            )
         step_name = name if name is not None else self._free_name(default)
         problem = task_name_problem(step_name)
         if problem:
@@ -225,12 +249,15 @@ class Pipeline:
         for item in inputs:
             if isinstance(item, Step):
                 if item.pipeline is not self:
-                    raise PipelineError(f"input {item.name!r} is a step of pipeline {item.pipeline.name!r}",
-                                        pipeline=self.name, task=step_name, field="needs")  # fmt: skip
+                    raise PipelineError(
+                        f"input {item.name!r} is a step of pipeline {item.pipeline.name!r}",
+                        pipeline=self.name,
+                        task=step_name,
+                        field="needs",
+                    )
                 item = item.name
             elif not isinstance(item, str):
-                raise PipelineError(f"an input is a step's handle or name, got {item!r}", pipeline=self.name,
-                                    task=step_name, field="needs")  # fmt: skip
+                raise PipelineError(f"an input is a step's handle or name, got {item!r}", pipeline=self.name, task=step_name, field="needs")
             if item not in needs:
                 needs.append(item)
         uses = cls.component if cls is not None else type(task).__name__
@@ -258,8 +285,10 @@ class Pipeline:
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """Each step as a YAML task would say it (uses, needs, with), for reports and ``request.json``."""
-        return {d.name: {"uses": d.uses, "needs": list(d.needs) + list(d.task.needs if d.task else ()),
-                         "with": d.params} for d in self._decls.values()}  # fmt: skip
+        return {
+            d.name: {"uses": d.uses, "needs": list(d.needs) + list(d.task.needs if d.task else ()), "with": d.params}
+            for d in self._decls.values()
+        }
 
     # -- checking -------------------------------------------------------------------------------
     def build(self, settings: Settings | None = None) -> DAG:
@@ -293,14 +322,12 @@ class Pipeline:
         """The pipeline's own settings, checked as the run would (a PipelineError now, not a crash later)."""
         mc = self.max_concurrency
         if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
-            raise self._error(f"max_concurrency is a whole number >= 1 (or None), got {mc!r}", None,
-                              "max_concurrency")  # fmt: skip
+            raise self._error(f"max_concurrency is a whole number >= 1 (or None), got {mc!r}", None, "max_concurrency")
         if not isinstance(self.kind_limits, Mapping):
             raise self._error(f"kind_limits maps a kind to a limit, got {self.kind_limits!r}", None, "kind_limits")
         for kind, limit in self.kind_limits.items():
             if not isinstance(kind, str) or isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-                raise self._error(f"a kind's limit is a whole number >= 1, got {kind!r}: {limit!r}", None,
-                                  f"kind_limits.{kind}")  # fmt: skip
+                raise self._error(f"a kind's limit is a whole number >= 1, got {kind!r}: {limit!r}", None, f"kind_limits.{kind}")
 
     def _options(self, d: _Decl) -> tuple[RetryPolicy | None, float | None]:
         """The step's retry policy (None: not set) and timeout, or a PipelineError naming the option."""
@@ -309,8 +336,7 @@ class Pipeline:
                 continue
             whole = option == "retries"
             if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
-                raise self._error(f"{option} is a {'whole ' if whole else ''}number, got {value!r}", d.name, option,
-                                  about="options")  # fmt: skip
+                raise self._error(f"{option} is a {'whole ' if whole else ''}number, got {value!r}", d.name, option, about="options")
             if value < 0 or (option == "timeout" and value == 0):
                 bound = "> 0" if option == "timeout" else ">= 0"
                 raise self._error(f"{option} must be {bound}, got {value!r}", d.name, option, about="options")
@@ -320,8 +346,7 @@ class Pipeline:
             return None, d.timeout
         base = d.task.retry if d.task is not None else RetryPolicy(backoff=1.0)
         attempts = d.retries + 1 if d.retries is not None else base.attempts
-        return dataclasses.replace(base, attempts=attempts, backoff=d.retry_delay if d.retry_delay is not None
-                                   else base.backoff), d.timeout  # fmt: skip
+        return dataclasses.replace(base, attempts=attempts, backoff=d.retry_delay if d.retry_delay is not None else base.backoff), d.timeout
 
     def _task(self, d: _Decl, kinds: Mapping[str, type[Task] | Task]) -> Task:
         problem = task_name_problem(d.name)
@@ -347,9 +372,15 @@ class Pipeline:
             return task
         params = self._params(d.cls, d.params, d.name)
         try:
-            return d.cls(d.name, params, d.needs, streams_from=stream_inputs(d.cls, d.needs, kinds),
-                         retry=retry if retry is not None and retry.attempts > 1 else None, timeout=timeout,
-                         kind=d.kind)  # fmt: skip
+            return d.cls(
+                d.name,
+                params,
+                d.needs,
+                streams_from=stream_inputs(d.cls, d.needs, kinds),
+                retry=retry if retry is not None and retry.attempts > 1 else None,
+                timeout=timeout,
+                kind=d.kind,
+            )
         except ValueError as err:  # the Task's own checks
             raise self._error(str(err), d.name, "options") from None
 

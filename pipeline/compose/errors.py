@@ -14,9 +14,14 @@ class PipelineError(ValueError):
     """
 
     def __init__(
-        self, problem: str, *, pipeline: str | None = None, task: str | None = None, field: str | None = None,
+        self,
+        problem: str,
+        *,
+        pipeline: str | None = None,
+        task: str | None = None,
+        field: str | None = None,
         about: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         where = [f"pipeline {pipeline!r}"] if pipeline else []
         if task:
             where.append(f"task {task!r}")

@@ -48,10 +48,14 @@ UNRECORDED_RETRY = RetryPolicy(attempts=1000, backoff=5.0, factor=2.0, max_delay
 
 # Executor events told on the status topic (progress ticks are not: they would flood it).
 TASK_EVENTS = {
-    EventKind.TASK_STARTED: "started", EventKind.TASK_RETRYING: "retrying", EventKind.TASK_SUCCEEDED: "succeeded",
-    EventKind.TASK_FAILED: "failed", EventKind.TASK_CANCELLED: "cancelled", EventKind.TASK_SKIPPED: "skipped",
+    EventKind.TASK_STARTED: "started",
+    EventKind.TASK_RETRYING: "retrying",
+    EventKind.TASK_SUCCEEDED: "succeeded",
+    EventKind.TASK_FAILED: "failed",
+    EventKind.TASK_CANCELLED: "cancelled",
+    EventKind.TASK_SKIPPED: "skipped",
     EventKind.TASK_RESUMED: "resumed",
-}  # fmt: skip
+}
 
 
 # a claimed request ready to run: its row, its prepared run, when it started, its time cap, its deadline
@@ -80,8 +84,7 @@ def prepare_request(request: Request, run_id: str, settings: Settings) -> Prepar
             file.write_text(yaml.safe_dump(message.pipeline, sort_keys=False), encoding="utf-8")
     check_request(message, resolved.dag, settings, path)
     # PIPELINE__BACKEND=dask: runs use the cluster
-    options = RunOptions(run_dir=p.run_dir, resume=run_id if resumed else None, backend=p.backend,
-                         scheduler=p.scheduler)  # fmt: skip
+    options = RunOptions(run_dir=p.run_dir, resume=run_id if resumed else None, backend=p.backend, scheduler=p.scheduler)
     # the intake's DAG serves the first run; a request prepared again in this process (its end was not
     # recorded) gets fresh task objects, as a resume in a new process would
     dag = resolved.dag if request.prepared == 0 else None
@@ -117,9 +120,14 @@ class Execution:
     """The run side: claim a request's lease, run it (or refuse it), record how it ended."""
 
     def __init__(
-        self, settings: Settings, ledger: Ledger, board: Board, metrics: DaemonMetrics, status: StatusPublisher,
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        board: Board,
+        metrics: DaemonMetrics,
+        status: StatusPublisher,
         tasks: TaskGroup,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.settings, self.d, self.ledger, self.board = settings, settings.daemon, ledger, board
         self.metrics, self.status, self.tasks = metrics, status, tasks
 
@@ -206,8 +214,7 @@ class Execution:
             claim = None  # it waited longer than a lease: if renewals failed, another daemon may hold it now
         try:
             if claim is None:  # (else claimed with its acceptance) told here already: the claim records it too
-                claim = await self.ledger.claim(rid, self.board.owner, d.lease_seconds,
-                                                announced=rid in self.board.told)  # fmt: skip
+                claim = await self.ledger.claim(rid, self.board.owner, d.lease_seconds, announced=rid in self.board.told)
             await anyio.lowlevel.checkpoint_if_cancelled()  # a stop before the set-up: no run directory made
         except anyio.get_cancelled_exc_class():
             await self._unclaim(request)  # the claim may have been written before the stop cut it short
@@ -270,21 +277,28 @@ class Execution:
         """Why the claimed request is failed without a run, if it is."""
         d = self.d
         if row.attempts > d.max_attempts:  # e.g. a request whose run kills the daemon: never claimed for ever
-            return (f"claimed {row.attempts} times (DAEMON__MAX_ATTEMPTS={d.max_attempts}): each earlier attempt "
-                    "was interrupted or its daemon died; not run again")  # fmt: skip
+            return (
+                f"claimed {row.attempts} times (DAEMON__MAX_ATTEMPTS={d.max_attempts}): each earlier attempt "
+                "was interrupted or its daemon died; not run again"
+            )
         if started >= cap:
             return f"the run exceeded the daemon's maximum run time {d.max_run_seconds:g} s (DAEMON__MAX_RUN_SECONDS)"
         if deadline is not None and started >= deadline:
             return "the deadline passed before the run could start"
         return None
 
-    async def _run(
-        self, request: Request, row: LedgerRow, prepared: Prepared, started: float, ends_by: float
-    ) -> Outcome | None:
+    async def _run(self, request: Request, row: LedgerRow, prepared: Prepared, started: float, ends_by: float) -> Outcome | None:
         """The pipeline run; None if it ran out of time (a stop's interruption is an ``interrupted`` outcome)."""
         message = request.message
-        self.status.emit(request.id, "started", attempt=row.attempts, reply_topic=message.reply_topic,
-                         run_id=row.run_id, resumed=prepared.resumed, pipeline=prepared.run.spec.name)  # fmt: skip
+        self.status.emit(
+            request.id,
+            "started",
+            attempt=row.attempts,
+            reply_topic=message.reply_topic,
+            run_id=row.run_id,
+            resumed=prepared.resumed,
+            pipeline=prepared.run.spec.name,
+        )
         if request.timestamp:
             self.metrics.request_to_start.observe(max(0.0, started - request.timestamp))
         observe = self._observer(request, row.attempts, prepared)
@@ -292,8 +306,7 @@ class Execution:
             request.scope = scope  # (set with no await since the stop was last checked)
             request.ran = True
             try:
-                result = await execute(prepared.run, self.settings, prepared.options, observers=[observe],
-                                       handle_signals=False)  # fmt: skip
+                result = await execute(prepared.run, self.settings, prepared.options, observers=[observe], handle_signals=False)
             except anyio.get_cancelled_exc_class():
                 if not scope.cancel_called:
                     raise
@@ -316,8 +329,9 @@ class Execution:
         failed_here = rid in board.announce_failed
         board.announce_failed.discard(rid)
         if failed_here or (not row.announced and rid not in board.told):  # never reached the broker
-            await self.status.emit_acked(rid, "accepted", attempt=0, reply_topic=message.reply_topic,
-                                         run_id=row.run_id, priority=message.priority, retold=True)()  # fmt: skip
+            await self.status.emit_acked(
+                rid, "accepted", attempt=0, reply_topic=message.reply_topic, run_id=row.run_id, priority=message.priority, retold=True
+            )()
             await self.ledger.announce(rid)
         elif not row.announced:  # told after the claim was written
             await self.ledger.announce(rid)
@@ -332,8 +346,16 @@ class Execution:
             state = TASK_EVENTS.get(event.kind)
             if state is None or event.task is None:
                 return
-            emit(message.request_id, "task", attempt=attempt, reply_topic=message.reply_topic, task=event.task,
-                 state=state, error=event.error, task_attempt=event.attempt)  # fmt: skip
+            emit(
+                message.request_id,
+                "task",
+                attempt=attempt,
+                reply_topic=message.reply_topic,
+                task=event.task,
+                state=state,
+                error=event.error,
+                task_attempt=event.attempt,
+            )
             if event.kind is EventKind.TASK_STARTED:
                 began[event.task] = event.at
             elif event.kind in (EventKind.TASK_SUCCEEDED, EventKind.TASK_FAILED) and event.task in began:
@@ -351,8 +373,9 @@ class Execution:
             self._free(request)
             board.side += 1  # (shutdown waits for it like for a dead letter)
             try:
-                await self.status.emit_final(rid, outcome.ending.value, attempt=attempt,
-                                             reply_topic=request.message.reply_topic, **outcome.told())  # fmt: skip
+                await self.status.emit_final(
+                    rid, outcome.ending.value, attempt=attempt, reply_topic=request.message.reply_topic, **outcome.told()
+                )
             finally:
                 board.side -= 1
                 board.wake()

@@ -31,22 +31,26 @@ class DaemonMetrics:
         self.runs_active = Gauge("pipeline_daemon_runs_active", "pipeline runs in progress", registry=r)
         self.runs = Counter("pipeline_daemon_runs", "finished runs by outcome", ["outcome"], registry=r)
         self.task_seconds = Histogram(
-            "pipeline_daemon_task_duration_seconds", "task durations", ["pipeline", "task", "state"], registry=r,
+            "pipeline_daemon_task_duration_seconds",
+            "task durations",
+            ["pipeline", "task", "state"],
+            registry=r,
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, float("inf")),
-        )  # fmt: skip
-        self.dead_lettered = Counter(
-            "pipeline_daemon_requests_dead_lettered", "requests dead-lettered by reason", ["reason"], registry=r
         )
+        self.dead_lettered = Counter("pipeline_daemon_requests_dead_lettered", "requests dead-lettered by reason", ["reason"], registry=r)
         self.duplicates = Counter("pipeline_daemon_requests_duplicate", "deliveries of finished requests", registry=r)
         self.lag = Gauge("pipeline_daemon_consumer_lag", "log end offset - committed offset", ["partition"], registry=r)
         self.request_to_start = Histogram(
-            "pipeline_daemon_request_to_start_seconds", "from the request's timestamp to its run starting",
-            registry=r, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, float("inf")),
-        )  # fmt: skip
+            "pipeline_daemon_request_to_start_seconds",
+            "from the request's timestamp to its run starting",
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, float("inf")),
+        )
 
 
-async def serve_http(host: str, port: int, metrics: DaemonMetrics, health: Callable[[], dict[str, Any]],
-                     on_bound: Callable[[int], None]) -> None:  # fmt: skip
+async def serve_http(
+    host: str, port: int, metrics: DaemonMetrics, health: Callable[[], dict[str, Any]], on_bound: Callable[[int], None]
+) -> None:
     """Serve until cancelled; ``on_bound`` gets the port (useful when 0 asked for any free one)."""
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
     on_bound(listener.extra(anyio.abc.SocketAttribute.local_port))
@@ -71,8 +75,9 @@ async def serve_http(host: str, port: int, metrics: DaemonMetrics, health: Calla
             else:
                 status, ctype, body = 404, "text/plain", b"not found: try /healthz or /metrics\n"
             reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
-            header = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                      "Connection: close\r\n\r\n").encode()  # fmt: skip
+            header = (
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode()
             try:
                 await client.send(header + body)
             except (anyio.BrokenResourceError, OSError):

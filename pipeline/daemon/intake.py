@@ -54,9 +54,11 @@ class Stopped(Exception):
 
 
 async def retry_until(
-    fn: Callable[[], Awaitable[T]], transient: Callable[[BaseException], bool], what: str,
+    fn: Callable[[], Awaitable[T]],
+    transient: Callable[[BaseException], bool],
+    what: str,
     stop: anyio.Event | None = None,
-) -> T:  # fmt: skip
+) -> T:
     """``with_retries`` for as long as ``transient`` says so (the backoff starts again after its 1000 attempts,
     ~8 h at the 30 s cap: ``RetryPolicy.delay`` would overflow a float past ~1024).
 
@@ -111,9 +113,17 @@ class Intake:
     """The consumer side: from a fetched message to a queued (or started) ``Request``, and its offset."""
 
     def __init__(
-        self, settings: Settings, ledger: Ledger, board: Board, metrics: DaemonMetrics, status: StatusPublisher,
-        consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, start: Callable[[Request], None], tasks: TaskGroup,
-    ) -> None:  # fmt: skip
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        board: Board,
+        metrics: DaemonMetrics,
+        status: StatusPublisher,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        start: Callable[[Request], None],
+        tasks: TaskGroup,
+    ) -> None:
         self.settings, self.d, self.ledger, self.board = settings, settings.daemon, ledger, board
         self.metrics, self.status, self.consumer, self.producer = metrics, status, consumer, producer
         self.start = start  # hands a claimed request to a run slot
@@ -201,8 +211,12 @@ class Intake:
             return
         if rid in board.live or (row.fingerprint and row.fingerprint != fingerprint):  # a key reused
             # (never claimed here: the folded claim requires the same fingerprint, and no live twin was asked)
-            reused = BadRequest("conflict", f"request_id {rid!r} was already used for a different request (its "
-                                "pipeline or params differ): nothing runs; use a new request_id", rid)  # fmt: skip
+            reused = BadRequest(
+                "conflict",
+                f"request_id {rid!r} was already used for a different request (its "
+                "pipeline or params differ): nothing runs; use a new request_id",
+                rid,
+            )
             return self._reject(tp, mark, msg, reused)
         if row.state in ("succeeded", "failed"):
             self.metrics.duplicates.inc()
@@ -211,8 +225,7 @@ class Intake:
             return
         if created:
             self._announce(message, row.run_id)
-        request = Request(tp, mark, (msg.timestamp or 0) / 1000, message, resolved, claim=claim,
-                          claimed_at=time.monotonic())  # fmt: skip
+        request = Request(tp, mark, (msg.timestamp or 0) / 1000, message, resolved, claim=claim, claimed_at=time.monotonic())
         board.live[rid] = request
         if claim is not None and board.free_slot(self.d.max_runs):
             self.start(request)  # claimed: its lease is renewed from now on, so it may not wait in the queue
@@ -231,8 +244,9 @@ class Intake:
         A daemon killed before that leaves ``announced`` false and the next claim tells it: the story always
         starts with "accepted" (twice at worst, never missing)."""
         board, rid = self.board, message.request_id
-        acked = self.status.emit_acked(rid, "accepted", attempt=0, reply_topic=message.reply_topic, run_id=run_id,
-                                       priority=message.priority)  # fmt: skip
+        acked = self.status.emit_acked(
+            rid, "accepted", attempt=0, reply_topic=message.reply_topic, run_id=run_id, priority=message.priority
+        )
         board.announcing[rid] = done = anyio.Event()
 
         async def confirm() -> None:
@@ -274,9 +288,15 @@ class Intake:
 
     async def _send_dead_letter(self, tp: TP, msg: Any, bad: BadRequest) -> None:
         text = msg.value.decode("utf-8", errors="replace") if msg.value is not None else None
-        letter = {"reason": str(bad), "kind": bad.kind, "request_id": bad.request_id, "daemon": self.board.owner,
-                  "source": {"topic": tp[0], "partition": tp[1], "offset": msg.offset},
-                  "value": text if text is None or len(text) <= 4096 else text[:4096] + "...", "at": time.time()}
+        letter = {
+            "reason": str(bad),
+            "kind": bad.kind,
+            "request_id": bad.request_id,
+            "daemon": self.board.owner,
+            "source": {"topic": tp[0], "partition": tp[1], "offset": msg.offset},
+            "value": text if text is None or len(text) <= 4096 else text[:4096] + "...",
+            "at": time.time(),
+        }
         key = bad.request_id.encode() if bad.request_id else None
         await self.producer.send_and_wait(self.d.dead_letter_topic, json.dumps(letter).encode(), key=key)
 

@@ -87,8 +87,8 @@ class PostgresLedger:
         self.pool = await pg_pool(self.dsn, min_size=1, max_size=self.connections)
         # two daemons starting together both run this: the lock makes the second wait, not fail
         async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.table)
-                await conn.execute(f"""
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.table)
+            await conn.execute(f"""
                     CREATE TABLE IF NOT EXISTS {self.table} (
                         request_id  text PRIMARY KEY,
                         state       text NOT NULL,
@@ -103,11 +103,13 @@ class PostgresLedger:
                         outcome     jsonb,
                         created_at  timestamptz NOT NULL DEFAULT now(),
                         updated_at  timestamptz NOT NULL DEFAULT now()
-                    )""")  # fmt: skip
-                # a table made by an older daemon gains the newer columns
-                await conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS announced boolean NOT NULL "
-                                   "DEFAULT true, ADD COLUMN IF NOT EXISTS fingerprint text, "
-                                   "ADD COLUMN IF NOT EXISTS started_at timestamptz")  # fmt: skip
+                    )""")
+            # a table made by an older daemon gains the newer columns
+            await conn.execute(
+                f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS announced boolean NOT NULL "
+                "DEFAULT true, ADD COLUMN IF NOT EXISTS fingerprint text, "
+                "ADD COLUMN IF NOT EXISTS started_at timestamptz"
+            )
 
     async def close(self) -> None:
         if self.pool is not None:
@@ -124,8 +126,11 @@ class PostgresLedger:
         row = await self._pool().fetchrow(
             f"INSERT INTO {self.table} (request_id, state, run_id, pipeline, fingerprint) "
             "VALUES ($1, 'accepted', $2, $3, $4) ON CONFLICT (request_id) DO NOTHING RETURNING *",
-            request_id, run_id, pipeline, fingerprint,
-        )  # fmt: skip
+            request_id,
+            run_id,
+            pipeline,
+            fingerprint,
+        )
         if row is not None:
             return True, _row(row)
         current = await self.row(request_id)
@@ -138,7 +143,8 @@ class PostgresLedger:
     ) -> tuple[bool, Claim]:
         """``accept`` and ``claim`` in one statement: (new?, the claim or why not)."""
         t = self.table
-        row = await self._pool().fetchrow(f"""
+        row = await self._pool().fetchrow(
+            f"""
             INSERT INTO {t} AS t (request_id, state, run_id, pipeline, fingerprint, owner, lease_until, attempts,
                                   started_at)
             VALUES ($1, 'running', $2, $3, $4, $5, now() + make_interval(secs => $6), 1, now())
@@ -149,14 +155,22 @@ class PostgresLedger:
              WHERE (t.fingerprint IS NULL OR t.fingerprint = $4)
                AND (t.state IN ('accepted', 'interrupted')
                     OR (t.state = 'running' AND (t.lease_until < now() OR t.owner = $5)))
-            RETURNING *, {_RAN_FOR}""", request_id, run_id, pipeline, fingerprint, owner, lease)  # fmt: skip
+            RETURNING *, {_RAN_FOR}""",
+            request_id,
+            run_id,
+            pipeline,
+            fingerprint,
+            owner,
+            lease,
+        )
         if row is not None:
             return row["run_id"] == run_id, Claim("claimed", _row(row))  # a fresh run id: the row is new
         current = await self.row(request_id)
         return False, lost_claim(request_id, current)
 
     async def claim(self, request_id: str, owner: str, lease: float, announced: bool = False) -> Claim:
-        row = await self._pool().fetchrow(f"""
+        row = await self._pool().fetchrow(
+            f"""
             UPDATE {self.table}
                SET state = 'running', owner = $2, lease_until = now() + make_interval(secs => $3),
                    attempts = attempts + {_NEW_ATTEMPT.format(t="", owner="$2")}, announced = announced OR $4,
@@ -164,7 +178,12 @@ class PostgresLedger:
              WHERE request_id = $1
                AND (state IN ('accepted', 'interrupted')
                     OR (state = 'running' AND (lease_until < now() OR owner = $2)))
-            RETURNING *, {_RAN_FOR}""", request_id, owner, lease, announced)  # fmt: skip
+            RETURNING *, {_RAN_FOR}""",
+            request_id,
+            owner,
+            lease,
+            announced,
+        )
         if row is not None:
             return Claim("claimed", _row(row))
         return lost_claim(request_id, await self.row(request_id))
@@ -175,8 +194,10 @@ class PostgresLedger:
         await self._pool().execute(
             f"UPDATE {self.table} SET state = 'interrupted', lease_until = NULL, updated_at = now(), "
             "attempts = GREATEST(attempts - $3::int, 0) WHERE request_id = $1 AND owner = $2 AND state = 'running'",
-            request_id, owner, int(uncount),
-        )  # fmt: skip
+            request_id,
+            owner,
+            int(uncount),
+        )
 
     async def announce(self, request_id: str) -> None:
         await self._pool().execute(f"UPDATE {self.table} SET announced = true WHERE request_id = $1", request_id)
@@ -186,16 +207,21 @@ class PostgresLedger:
             await self._pool().execute(
                 f"UPDATE {self.table} SET lease_until = now() + make_interval(secs => $3) "
                 "WHERE owner = $1 AND state = 'running' AND request_id = ANY($2)",
-                owner, request_ids, lease,
-            )  # fmt: skip
+                owner,
+                request_ids,
+                lease,
+            )
 
     async def finish(self, request_id: str, owner: str, state: str, outcome: dict[str, Any]) -> bool:
         """Record the end; False if another daemon took the request over meanwhile (its result stands)."""
         done = await self._pool().execute(
             f"UPDATE {self.table} SET state = $3, outcome = $4::jsonb, lease_until = NULL, updated_at = now() "
             "WHERE request_id = $1 AND owner = $2 AND state = 'running'",
-            request_id, owner, state, json.dumps(outcome, default=str),
-        )  # fmt: skip
+            request_id,
+            owner,
+            state,
+            json.dumps(outcome, default=str),
+        )
         return done.endswith(" 1")
 
     async def row(self, request_id: str) -> LedgerRow | None:
@@ -217,7 +243,13 @@ def _row(r: asyncpg.Record) -> LedgerRow:
     outcome = r["outcome"]
     ran_for = r.get("ran_for")
     return LedgerRow(
-        r["request_id"], r["state"], r["run_id"], r["owner"], r["attempts"],
-        json.loads(outcome) if isinstance(outcome, str) else outcome, r["announced"], r["fingerprint"],
+        r["request_id"],
+        r["state"],
+        r["run_id"],
+        r["owner"],
+        r["attempts"],
+        json.loads(outcome) if isinstance(outcome, str) else outcome,
+        r["announced"],
+        r["fingerprint"],
         max(0.0, ran_for or 0.0),
-    )  # fmt: skip
+    )

@@ -49,9 +49,19 @@ class MongoLedger:
             self.client = None
 
     async def accept(self, request_id: str, run_id: str, pipeline: str, fingerprint: str) -> tuple[bool, LedgerRow]:
-        doc = {"_id": request_id, "state": "accepted", "run_id": run_id, "pipeline": pipeline, "owner": None,
-               "lease_until": None, "attempts": 0, "announced": False, "outcome": None, "fingerprint": fingerprint,
-               "created_at": _now()}  # fmt: skip
+        doc = {
+            "_id": request_id,
+            "state": "accepted",
+            "run_id": run_id,
+            "pipeline": pipeline,
+            "owner": None,
+            "lease_until": None,
+            "attempts": 0,
+            "announced": False,
+            "outcome": None,
+            "fingerprint": fingerprint,
+            "created_at": _now(),
+        }
         try:
             await self._coll.insert_one(doc)
             return True, _row(doc)
@@ -69,16 +79,29 @@ class MongoLedger:
         now = _now()
         try:
             doc = await self._coll.find_one_and_update(
-                {"_id": request_id, "$and": [_claimable(owner, now),
-                                             {"$or": [{"fingerprint": None}, {"fingerprint": fingerprint}]}]},
-                [{"$set": {**_claimed(owner, now, lease),
-                           # (an update pipeline has no $setOnInsert: a field the document lacks is a new one's)
-                           **{k: {"$ifNull": [f"${k}", {"$literal": v}]} for k, v in {
-                               "run_id": run_id, "pipeline": pipeline, "announced": False, "fingerprint": fingerprint,
-                               "created_at": now}.items()},
-                           "outcome": {"$ifNull": ["$outcome", None]}}}],
-                upsert=True, return_document=ReturnDocument.AFTER,
-            )  # fmt: skip
+                {"_id": request_id, "$and": [_claimable(owner, now), {"$or": [{"fingerprint": None}, {"fingerprint": fingerprint}]}]},
+                [
+                    {
+                        "$set": {
+                            **_claimed(owner, now, lease),
+                            # (an update pipeline has no $setOnInsert: a field the document lacks is a new one's)
+                            **{
+                                k: {"$ifNull": [f"${k}", {"$literal": v}]}
+                                for k, v in {
+                                    "run_id": run_id,
+                                    "pipeline": pipeline,
+                                    "announced": False,
+                                    "fingerprint": fingerprint,
+                                    "created_at": now,
+                                }.items()
+                            },
+                            "outcome": {"$ifNull": ["$outcome", None]},
+                        }
+                    }
+                ],
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
         except DuplicateKeyError:
             return False, lost_claim(request_id, await self.row(request_id))
         return doc["run_id"] == run_id, Claim("claimed", _row(doc))  # a fresh run id: the document is new
@@ -90,7 +113,7 @@ class MongoLedger:
             {"_id": request_id, **_claimable(owner, now)},
             [{"$set": {**_claimed(owner, now, lease), **told}}],
             return_document=ReturnDocument.AFTER,
-        )  # fmt: skip
+        )
         if doc is not None:
             return Claim("claimed", _row(doc))
         return lost_claim(request_id, await self.row(request_id))
@@ -99,9 +122,17 @@ class MongoLedger:
         """See ``PostgresLedger.unclaim``."""
         await self._coll.update_one(
             {"_id": request_id, "owner": owner, "state": "running"},
-            [{"$set": {"state": "interrupted", "lease_until": None, "updated_at": _now(),
-                       "attempts": {"$max": [0, {"$subtract": ["$attempts", int(uncount)]}]}}}],
-        )  # fmt: skip
+            [
+                {
+                    "$set": {
+                        "state": "interrupted",
+                        "lease_until": None,
+                        "updated_at": _now(),
+                        "attempts": {"$max": [0, {"$subtract": ["$attempts", int(uncount)]}]},
+                    }
+                }
+            ],
+        )
 
     async def announce(self, request_id: str) -> None:
         await self._coll.update_one({"_id": request_id}, {"$set": {"announced": True}})
@@ -130,10 +161,12 @@ class MongoLedger:
 
 def _claimable(owner: str, now: datetime) -> dict[str, Any]:
     """The claim's condition: waiting, interrupted, or running under a lapsed lease (or our own)."""
-    return {"$or": [
-        {"state": {"$in": ["accepted", "interrupted"]}},
-        {"state": "running", "$or": [{"lease_until": {"$lt": now}}, {"owner": owner}]},
-    ]}  # fmt: skip
+    return {
+        "$or": [
+            {"state": {"$in": ["accepted", "interrupted"]}},
+            {"state": "running", "$or": [{"lease_until": {"$lt": now}}, {"owner": owner}]},
+        ]
+    }
 
 
 def _claimed(owner: str, now: datetime, lease: float) -> dict[str, Any]:
@@ -141,13 +174,27 @@ def _claimed(owner: str, now: datetime, lease: float) -> dict[str, Any]:
     already holding it (one process run) is that attempt retried, not a new one."""
     me = {"$literal": owner}  # (a value in a pipeline starting with "$" would read as a field path)
     held = {"$and": [{"$eq": ["$state", "running"]}, {"$eq": ["$owner", me]}]}
-    return {"state": "running", "owner": me, "lease_until": now + timedelta(seconds=lease), "updated_at": now,
-            "attempts": {"$add": [{"$ifNull": ["$attempts", 0]}, {"$cond": [held, 0, 1]}]},
-            "started_at": {"$ifNull": ["$started_at", now]}}  # fmt: skip
+    return {
+        "state": "running",
+        "owner": me,
+        "lease_until": now + timedelta(seconds=lease),
+        "updated_at": now,
+        "attempts": {"$add": [{"$ifNull": ["$attempts", 0]}, {"$cond": [held, 0, 1]}]},
+        "started_at": {"$ifNull": ["$started_at", now]},
+    }
 
 
 def _row(d: dict[str, Any]) -> LedgerRow:
     started = d.get("started_at")  # the first claim's time: the maximum run time spans resumes
     ran_for = max(0.0, (_now() - started).total_seconds()) if isinstance(started, datetime) else 0.0
-    return LedgerRow(d["_id"], d["state"], d["run_id"], d.get("owner"), d.get("attempts", 0), d.get("outcome"),
-                     d.get("announced", False), d.get("fingerprint"), ran_for)  # fmt: skip
+    return LedgerRow(
+        d["_id"],
+        d["state"],
+        d["run_id"],
+        d.get("owner"),
+        d.get("attempts", 0),
+        d.get("outcome"),
+        d.get("announced", False),
+        d.get("fingerprint"),
+        ran_for,
+    )

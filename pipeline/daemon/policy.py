@@ -57,8 +57,17 @@ if TYPE_CHECKING:
     from pipeline.daemon.requests import RunRequest
     from pipeline.spec import PipelineSpec
 
-__all__ = ["SIGNATURE_HEADER", "SIGNED_AT_HEADER", "Kind", "bound_key_problems", "check_request", "check_signature",
-           "check_spec", "field_kind", "sign"]  # fmt: skip
+__all__ = [
+    "SIGNATURE_HEADER",
+    "SIGNED_AT_HEADER",
+    "Kind",
+    "bound_key_problems",
+    "check_request",
+    "check_signature",
+    "check_spec",
+    "field_kind",
+    "sign",
+]
 
 SIGNATURE_HEADER = "x-signature"  # value: "sha256=" + hex HMAC-SHA256(secret, signed_at + "." + message value)
 SIGNED_AT_HEADER = "x-signed-at"  # value: the send time, Unix seconds (ASCII digits)
@@ -81,21 +90,24 @@ def check_signature(value: bytes | None, headers: Any, secret: str | None, max_a
         return
     given = {k.lower(): bytes(v or b"") for k, v in (headers or ())}
     if SIGNATURE_HEADER not in given or SIGNED_AT_HEADER not in given:
-        raise BadRequest("forbidden", f"unsigned request: the daemon requires {SIGNED_AT_HEADER} and "
-                                      f"{SIGNATURE_HEADER} headers (HMAC-SHA256, DAEMON__SIGNING_SECRET)")  # fmt: skip
+        raise BadRequest(
+            "forbidden",
+            f"unsigned request: the daemon requires {SIGNED_AT_HEADER} and "
+            f"{SIGNATURE_HEADER} headers (HMAC-SHA256, DAEMON__SIGNING_SECRET)",
+        )
     at = given[SIGNED_AT_HEADER]
     expected = sign(secret, value or b"", int(at) if at.isdigit() and len(at) < 16 else 0)[1][1]
     if not at.isdigit() or not hmac.compare_digest(given[SIGNATURE_HEADER], expected):
         raise BadRequest("forbidden", f"bad signature: the {SIGNATURE_HEADER} header does not match the message")
     age = time.time() - int(at)
     if age > max_age or age < -60:  # (a minute of clock skew forward)
-        raise BadRequest("forbidden", f"expired signature: signed {age:.0f} s ago; the daemon accepts {max_age:g} s "
-                                      "(DAEMON__SIGNATURE_MAX_AGE_SECONDS)")  # fmt: skip
+        raise BadRequest(
+            "forbidden", f"expired signature: signed {age:.0f} s ago; the daemon accepts {max_age:g} s (DAEMON__SIGNATURE_MAX_AGE_SECONDS)"
+        )
 
 
 # -- 2. the spec, before anything is built ---------------------------------------------------------------------
-def check_spec(request: RunRequest, spec: PipelineSpec, baseline: PipelineSpec | None, settings: Settings,
-               run_path: Path) -> None:  # fmt: skip
+def check_spec(request: RunRequest, spec: PipelineSpec, baseline: PipelineSpec | None, settings: Settings, run_path: Path) -> None:
     """Refuse what the settings do not allow, looking only at the request's values (no file is opened)."""
     from pipeline.registry import components
 
@@ -107,9 +119,12 @@ def check_spec(request: RunRequest, spec: PipelineSpec, baseline: PipelineSpec |
             raise BadRequest("forbidden", f"field 'reply_topic': {problem}", rid)
     inline = not isinstance(request.pipeline, str)
     if inline and not d.inline_specs:
-        raise BadRequest("forbidden", "inline pipeline specs are not accepted by this daemon "
-                                      "(DAEMON__INLINE_SPECS=false): name a pipeline of its pipelines directory",
-                         rid)  # fmt: skip
+        raise BadRequest(
+            "forbidden",
+            "inline pipeline specs are not accepted by this daemon "
+            "(DAEMON__INLINE_SPECS=false): name a pipeline of its pipelines directory",
+            rid,
+        )
     checker = _Checker(request, settings, run_path)
     registry = components()
     for name, task in spec.tasks.items():
@@ -119,13 +134,15 @@ def check_spec(request: RunRequest, spec: PipelineSpec, baseline: PipelineSpec |
             continue  # building names it (unknown component: bad_spec), and nothing of it can run
         if inline and task.uses not in d.inline_components:
             allowed = ", ".join(d.inline_components) or "none"
-            raise BadRequest("forbidden", f"{where}: component not allowed in inline specs "
-                                          f"(DAEMON__INLINE_COMPONENTS: {allowed})", rid)  # fmt: skip
+            raise BadRequest("forbidden", f"{where}: component not allowed in inline specs (DAEMON__INLINE_COMPONENTS: {allowed})", rid)
         for field, seconds in (("timeout", task.timeout), ("retry_delay", task.retry_delay)):
             if seconds is not None and not (math.isfinite(seconds) and seconds <= d.max_run_seconds):
-                raise BadRequest("forbidden", f"{where} field {field!r}: {seconds:g} s exceeds the daemon's "
-                                              f"maximum run time {d.max_run_seconds:g} s (DAEMON__MAX_RUN_SECONDS)",
-                                 rid)  # fmt: skip
+                raise BadRequest(
+                    "forbidden",
+                    f"{where} field {field!r}: {seconds:g} s exceeds the daemon's "
+                    f"maximum run time {d.max_run_seconds:g} s (DAEMON__MAX_RUN_SECONDS)",
+                    rid,
+                )
         fields = {}
         for fname, info in cls.Params.model_fields.items():
             fields[fname] = (fname, info.annotation)
@@ -158,12 +175,15 @@ def check_request(request: RunRequest, dag: DAG, settings: Settings, run_path: P
             continue
         where = f"task {task.name!r} ({component})"
         if inline and component not in d.inline_components:
-            raise BadRequest("forbidden", f"{where}: component not allowed in inline specs "
-                                          "(DAEMON__INLINE_COMPONENTS)", rid)  # fmt: skip
+            raise BadRequest("forbidden", f"{where}: component not allowed in inline specs (DAEMON__INLINE_COMPONENTS)", rid)
         timeout = getattr(task, "timeout", None)
         if timeout is not None and not (math.isfinite(timeout) and timeout <= d.max_run_seconds):
-            raise BadRequest("forbidden", f"{where} field 'timeout': {timeout:g} s exceeds the daemon's maximum run "
-                                          f"time {d.max_run_seconds:g} s (DAEMON__MAX_RUN_SECONDS)", rid)  # fmt: skip
+            raise BadRequest(
+                "forbidden",
+                f"{where} field 'timeout': {timeout:g} s exceeds the daemon's maximum run "
+                f"time {d.max_run_seconds:g} s (DAEMON__MAX_RUN_SECONDS)",
+                rid,
+            )
         problem = checker.model(component, params, "")
         config = getattr(params, "pack_config", None)  # a dataset pack's config as loaded (its file's out too)
         if problem is None and isinstance(config, BaseModel):
@@ -217,8 +237,7 @@ class _Checker:
             return None
         if isinstance(value, list | tuple):
             for v in value:
-                problem = self.raw(component, name, kind, v, path) if not isinstance(v, dict) else \
-                    self.raw("", name, None, v, path)  # fmt: skip
+                problem = self.raw(component, name, kind, v, path) if not isinstance(v, dict) else self.raw("", name, None, v, path)
                 if problem:
                     return problem
             return None
@@ -277,8 +296,7 @@ class _Checker:
             if seconds is not None and name.endswith("_ms"):
                 seconds /= 1000
             if seconds is not None and not (math.isfinite(seconds) and seconds <= self.d.max_run_seconds):
-                return (f"{value!r} s exceeds the daemon's maximum run time {self.d.max_run_seconds:g} s "
-                        "(DAEMON__MAX_RUN_SECONDS)")  # fmt: skip
+                return f"{value!r} s exceeds the daemon's maximum run time {self.d.max_run_seconds:g} s (DAEMON__MAX_RUN_SECONDS)"
             return None
         if not isinstance(value, str | Path):
             return None

@@ -71,11 +71,22 @@ DEFAULT_TOPICS: dict[tuple[str, str], str] = {
 }
 # Mapping parameters whose keys are settings (classified by name, e.g. a pack's ``out``); every other mapping
 # parameter holds record field names or server options (reviewed: PLAIN_MAPPINGS), and the test knows both.
-NESTED_MAPPINGS = {("dataset.table", "overrides"), ("dataset.commit", "overrides"), ("dataset.table", "config"),
-                   ("dataset.commit", "config")}  # fmt: skip
-PLAIN_MAPPINGS = {("milvus.create_collection", "indexes"), ("standardize", "mapping"), ("standardize", "types"),
-                  ("standardize", "fields"), ("standardize", "country_aliases"), ("verify", "search_params"),
-                  ("generate", "schema_ref"), ("milvus.create_collection", "schema_ref")}  # fmt: skip
+NESTED_MAPPINGS = {
+    ("dataset.table", "overrides"),
+    ("dataset.commit", "overrides"),
+    ("dataset.table", "config"),
+    ("dataset.commit", "config"),
+}
+PLAIN_MAPPINGS = {
+    ("milvus.create_collection", "indexes"),
+    ("standardize", "mapping"),
+    ("standardize", "types"),
+    ("standardize", "fields"),
+    ("standardize", "country_aliases"),
+    ("verify", "search_params"),
+    ("generate", "schema_ref"),
+    ("milvus.create_collection", "schema_ref"),
+}
 WORKER_FIELDS = {("generate", "workers")}  # process counts: 1 .. CPU count in the daemon (0 = in its own thread)
 _PATH_NAMES = {"out", "path", "dir", "root", "local_root", "file", "folder"}
 _PATH_SUFFIXES = ("_dir", "_path", "_root", "_file", "_folder")

@@ -50,14 +50,15 @@ class RunRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    request_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$",  # Rust regex: $ is the very end
-                            description="the idempotency key: a request_id runs at most once")  # fmt: skip
+    request_id: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$",  # Rust regex: $ is the very end
+        description="the idempotency key: a request_id runs at most once",
+    )
     pipeline: str | dict[str, Any] = Field(description="pipeline name (pipelines/NAME.yaml) or an inline spec")
     params: dict[str, Any] = Field(default_factory=dict)
     priority: StrictInt = Field(0, ge=-1000, le=1000, description="higher runs first among waiting requests")
     deadline: datetime | None = Field(None, description="ISO 8601; the run must end by then or it fails")
-    reply_topic: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,249}$",
-                                    description="status events also go here")  # fmt: skip
+    reply_topic: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,249}$", description="status events also go here")
 
     @property
     def pipeline_name(self) -> str:
@@ -81,8 +82,11 @@ def parse_request(value: bytes | None, max_bytes: int) -> RunRequest:
     if value is None:
         raise BadRequest("empty", "the message has no value (a tombstone?); expected a JSON run request")
     if len(value) > max_bytes:
-        raise BadRequest("oversize", f"the request is {len(value):,} bytes; the limit is {max_bytes:,} "
-                                     "(DAEMON__MAX_REQUEST_BYTES)", _peek_id(value[:4096]))  # fmt: skip
+        raise BadRequest(
+            "oversize",
+            f"the request is {len(value):,} bytes; the limit is {max_bytes:,} (DAEMON__MAX_REQUEST_BYTES)",
+            _peek_id(value[:4096]),
+        )
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -138,8 +142,9 @@ def resolve_request(request: RunRequest, pipelines_dir: Path, precheck: Precheck
     if isinstance(request.pipeline, str):
         name = request.pipeline
         if not _NAME.fullmatch(name) or ".." in name:
-            raise BadRequest("bad_pipeline", f"pipeline {_short(name)} is not a plain name (letters, digits, "
-                                             f"'_', '-', '.'): paths are not accepted", rid)  # fmt: skip
+            raise BadRequest(
+                "bad_pipeline", f"pipeline {_short(name)} is not a plain name (letters, digits, '_', '-', '.'): paths are not accepted", rid
+            )
         base = pipelines_dir.resolve()
         file = (base / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")).resolve()
         if file.parent != base:
@@ -177,8 +182,7 @@ def _check_params(given: dict[str, Any], declared: dict[str, Any], rid: str) -> 
     for key, value in given.items():
         if key not in declared:
             known = ", ".join(sorted(declared)) or "none"
-            raise BadRequest("bad_params", f"params.{key}: the pipeline declares no such parameter (known: {known})",
-                             rid)  # fmt: skip
+            raise BadRequest("bad_params", f"params.{key}: the pipeline declares no such parameter (known: {known})", rid)
         default = declared[key]
         if default is None or _same_kind(value, default):
             continue

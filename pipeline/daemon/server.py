@@ -74,20 +74,26 @@ class Daemon:
             raise DaemonStartError(f"cannot open the request ledger: {type(exc).__name__}: {exc}") from exc
         producer = kafka_producer(self.settings, linger_ms=2, enable_idempotence=False, acks="all")
         consumer = kafka_consumer(
-            self.settings, group_id=d.consumer_group, enable_auto_commit=False, auto_offset_reset="earliest",
-            session_timeout_ms=d.session_timeout_ms, heartbeat_interval_ms=d.heartbeat_interval_ms,
-            max_poll_interval_ms=3_600_000, fetch_max_wait_ms=50,  # a request waits 50 ms for company, not 500
+            self.settings,
+            group_id=d.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=d.session_timeout_ms,
+            heartbeat_interval_ms=d.heartbeat_interval_ms,
+            max_poll_interval_ms=3_600_000,
+            fetch_max_wait_ms=50,  # a request waits 50 ms for company, not 500
             fetch_max_bytes=max(52_428_800, d.max_request_bytes * 2),
             max_partition_fetch_bytes=max(1_048_576, d.max_request_bytes + 65_536),
-        )  # fmt: skip
+        )
         try:
             try:
                 await producer.start()
                 consumer.subscribe([k.request_topic], listener=Rebalance(consumer, self.board))
                 await consumer.start()
             except Exception as exc:
-                raise DaemonStartError(f"cannot reach the Kafka broker at {k.bootstrap_servers} "
-                                       f"(KAFKA__BOOTSTRAP_SERVERS): {type(exc).__name__}: {exc}") from exc  # fmt: skip
+                raise DaemonStartError(
+                    f"cannot reach the Kafka broker at {k.bootstrap_servers} (KAFKA__BOOTSTRAP_SERVERS): {type(exc).__name__}: {exc}"
+                ) from exc
             await self._serve(consumer, producer)
         finally:
             with anyio.CancelScope(shield=True):
@@ -101,9 +107,17 @@ class Daemon:
     async def _serve(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         k, d = self.settings.kafka, self.d
         status = StatusPublisher(producer, k.status_topic, self.owner)
-        log.info("daemon started", owner=self.owner, topic=k.request_topic, group=d.consumer_group,
-                 max_runs=d.max_runs, inline_specs=d.inline_specs, signed_only=d.signing_secret is not None,
-                 topic_prefixes=d.topic_prefixes, max_run_seconds=d.max_run_seconds)  # fmt: skip
+        log.info(
+            "daemon started",
+            owner=self.owner,
+            topic=k.request_topic,
+            group=d.consumer_group,
+            max_runs=d.max_runs,
+            inline_specs=d.inline_specs,
+            signed_only=d.signing_secret is not None,
+            topic_prefixes=d.topic_prefixes,
+            max_run_seconds=d.max_run_seconds,
+        )
         async with anyio.create_task_group() as tg:
             tg.start_soon(status.run)
             tg.start_soon(serve_http, d.http_host, d.http_port, self.metrics, self.health, self._bound)
@@ -112,8 +126,9 @@ class Daemon:
             tg.start_soon(self._stop_on_signal)
             async with anyio.create_task_group() as runs:
                 execution = Execution(self.settings, self.ledger, self.board, self.metrics, status, runs)
-                self.intake = intake = Intake(self.settings, self.ledger, self.board, self.metrics, status, consumer,
-                                              producer, execution.start, runs)  # fmt: skip
+                self.intake = intake = Intake(
+                    self.settings, self.ledger, self.board, self.metrics, status, consumer, producer, execution.start, runs
+                )
                 runs.start_soon(self._dispatch, execution)
                 await intake.consume()
                 await self._shutdown()
@@ -131,8 +146,13 @@ class Daemon:
     def health(self) -> dict[str, Any]:
         b = self.board
         assigned = sorted(f"{t}:{p}" for t, p in b.trackers)
-        return {"status": "stopping" if b.stopping else "ok", "owner": self.owner, "partitions": assigned,
-                "runs_active": len(b.running), "queued": len(b.waiting)}  # fmt: skip
+        return {
+            "status": "stopping" if b.stopping else "ok",
+            "owner": self.owner,
+            "partitions": assigned,
+            "runs_active": len(b.running),
+            "queued": len(b.waiting),
+        }
 
     async def _stop_on_signal(self) -> None:
         """First signal: the graceful stop. A second: no more grace, interrupt the runs now (still recorded

@@ -35,9 +35,7 @@ class StatusPublisher:
     def __init__(self, producer: Any, topic: str, daemon_id: str) -> None:
         self.producer, self.topic, self.daemon_id = producer, topic, daemon_id
         self._seq: dict[tuple[str, int], int] = {}
-        send, receive = anyio.create_memory_object_stream[tuple[str, list[str], bytes, anyio.Event | None]](
-            max_buffer_size=100_000
-        )
+        send, receive = anyio.create_memory_object_stream[tuple[str, list[str], bytes, anyio.Event | None]](max_buffer_size=100_000)
         self._send: MemoryObjectSendStream[tuple[str, list[str], bytes, anyio.Event | None]] = send
         self._receive: MemoryObjectReceiveStream[tuple[str, list[str], bytes, anyio.Event | None]] = receive
         self._errors: dict[int, BaseException] = {}
@@ -46,8 +44,15 @@ class StatusPublisher:
     def _encode(self, request_id: str, event: str, attempt: int, fields: dict[str, Any]) -> bytes:
         key = (request_id, attempt)
         seq = self._seq[key] = self._seq.get(key, 0) + 1
-        body = {"request_id": request_id, "event": event, "attempt": attempt, "seq": seq, "at": time.time(),
-                "daemon": self.daemon_id, **fields}  # fmt: skip
+        body = {
+            "request_id": request_id,
+            "event": event,
+            "attempt": attempt,
+            "seq": seq,
+            "at": time.time(),
+            "daemon": self.daemon_id,
+            **fields,
+        }
         return json.dumps(body, default=str).encode()
 
     def emit(self, request_id: str, event: str, *, attempt: int, reply_topic: str | None = None, **fields: Any) -> None:
@@ -72,9 +77,7 @@ class StatusPublisher:
 
         return wait
 
-    async def emit_final(
-        self, request_id: str, event: str, *, attempt: int, reply_topic: str | None = None, **fields: Any
-    ) -> None:
+    async def emit_final(self, request_id: str, event: str, *, attempt: int, reply_topic: str | None = None, **fields: Any) -> None:
         """Queue the request's last event and wait until the broker has it (raises if it could not)."""
         try:
             await self.emit_acked(request_id, event, attempt=attempt, reply_topic=reply_topic, **fields)()
@@ -87,8 +90,9 @@ class StatusPublisher:
         The ledger's JSON is passed on as stored, so a replay reads exactly like the first telling."""
         stored = row.outcome or {}
         body = {k: v for k, v in stored.items() if k != "event"}
-        await self.emit_final(request_id, stored.get("event", row.state), attempt=row.attempts,
-                              reply_topic=reply_topic, replay=True, **body)  # fmt: skip
+        await self.emit_final(
+            request_id, stored.get("event", row.state), attempt=row.attempts, reply_topic=reply_topic, replay=True, **body
+        )
 
     def close(self) -> None:
         self._send.close()

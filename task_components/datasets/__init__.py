@@ -8,6 +8,16 @@ from task_components.datasets.task import DatasetCommit, DatasetTable, get_pack,
 COMPONENTS = [DatasetTable, DatasetCommit, DatasetEvents, DocSeed, DocValidate]
 
 __all__ = [
-    "COMPONENTS", "DatasetCommit", "DatasetEvents", "DatasetTable", "Pack", "PackConfigError", "PackRun",
-    "TableDef", "get_pack", "load_pack_config", "pack_tasks", "packs",
-]  # fmt: skip
+    "COMPONENTS",
+    "DatasetCommit",
+    "DatasetEvents",
+    "DatasetTable",
+    "Pack",
+    "PackConfigError",
+    "PackRun",
+    "TableDef",
+    "get_pack",
+    "load_pack_config",
+    "pack_tasks",
+    "packs",
+]

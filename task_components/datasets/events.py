@@ -52,8 +52,9 @@ KEY_COLUMNS = ("store_id", "dc_id", "location_id", "customer_id")
 
 class EventsParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tables: list[str] = Field(default_factory=lambda: ["receipts", "online_orders", "truck_moves"],
-                              min_length=1, description="fact tables to publish")  # fmt: skip
+    tables: list[str] = Field(
+        default_factory=lambda: ["receipts", "online_orders", "truck_moves"], min_length=1, description="fact tables to publish"
+    )
     topic: str = "retail-events"
     dead_letter_topic: str = "retail-events-dlq"
     mode: Literal["historical", "realtime"] = "historical"
@@ -138,14 +139,18 @@ def day_events(out: Path, tables: list[str], day: str) -> pa.Table:
         ts = _time_column(data)
         key = next((c for c in KEY_COLUMNS if c in data.column_names), data.column_names[0])
         payload = [json.dumps(r, default=str, separators=(",", ":")) for r in data.to_pylist()]
-        parts.append(pa.table({
-            "event_type": pa.array([f"retail.{table}"] * data.num_rows, pa.string()),
-            "table": pa.array([table] * data.num_rows, pa.string()),
-            "row": pa.array(range(data.num_rows), pa.int64()),
-            "event_ts": pc.cast(data[ts], pa.timestamp("ms")),
-            "key": pc.cast(data[key], pa.string()),
-            "payload": pa.array(payload, pa.string()),
-        }))  # fmt: skip
+        parts.append(
+            pa.table(
+                {
+                    "event_type": pa.array([f"retail.{table}"] * data.num_rows, pa.string()),
+                    "table": pa.array([table] * data.num_rows, pa.string()),
+                    "row": pa.array(range(data.num_rows), pa.int64()),
+                    "event_ts": pc.cast(data[ts], pa.timestamp("ms")),
+                    "key": pc.cast(data[key], pa.string()),
+                    "payload": pa.array(payload, pa.string()),
+                }
+            )
+        )
     if not parts:
         return pa.table({"event_ts": pa.array([], pa.timestamp("ms"))})
     merged = pa.concat_tables(parts)
@@ -159,10 +164,12 @@ def trace_id(rec: dict[str, Any], day: str) -> str:
 
 def envelope(rec: dict[str, Any], day: str, p: EventsParams) -> bytes:
     trace = trace_id(rec, day)
-    body = (f'{{"event_type":{json.dumps(rec["event_type"])},"trace_id":"{trace}",'
-            f'"event_timestamp":"{rec["event_ts"].replace(tzinfo=UTC).isoformat()}",'
-            f'"ingest_timestamp":"{datetime.now(UTC).isoformat()}","schema_version":{json.dumps(p.schema_version)},'
-            f'"source":{json.dumps(p.source)},"payload":{rec["payload"]}}}')  # fmt: skip
+    body = (
+        f'{{"event_type":{json.dumps(rec["event_type"])},"trace_id":"{trace}",'
+        f'"event_timestamp":"{rec["event_ts"].replace(tzinfo=UTC).isoformat()}",'
+        f'"ingest_timestamp":"{datetime.now(UTC).isoformat()}","schema_version":{json.dumps(p.schema_version)},'
+        f'"source":{json.dumps(p.source)},"payload":{rec["payload"]}}}'
+    )
     return body.encode()
 
 
@@ -188,10 +195,14 @@ class DatasetEvents(Component[EventsParams]):
         all_days = sorted({d.name.removeprefix("dt=") for t in p.tables for d in (out / "facts" / t).glob("dt=*")})
         new_days = all_days[-days:] if days else []
         producer = kafka_producer(
-            ctx.services.settings, enable_idempotence=False, acks="all", linger_ms=5,
-            max_request_size=max(p.max_event_bytes * 2, 1_048_576), retry_backoff_ms=int(p.retry_delay * 1000),
+            ctx.services.settings,
+            enable_idempotence=False,
+            acks="all",
+            linger_ms=5,
+            max_request_size=max(p.max_event_bytes * 2, 1_048_576),
+            retry_backoff_ms=int(p.retry_delay * 1000),
             request_timeout_ms=int(p.request_timeout * 1000),
-        )  # fmt: skip
+        )
         clock = _Clock(time.monotonic())
         sent = dead = 0
         await producer.start()
@@ -234,14 +245,22 @@ class DatasetEvents(Component[EventsParams]):
                 dead += await self._dead_letter(producer, p, rec, day, value, f"{type(exc).__name__}: {exc}")
         return sent, dead
 
-    async def _dead_letter(self, producer: Any, p: EventsParams, rec: dict[str, Any], day: str, value: bytes,
-                           reason: str) -> int:  # fmt: skip
-        letter = {"reason": reason, "topic": p.topic, "event_type": rec["event_type"], "day": day,
-                  "trace_id": trace_id(rec, day),
-                  "event": value.decode()}  # fmt: skip
+    async def _dead_letter(self, producer: Any, p: EventsParams, rec: dict[str, Any], day: str, value: bytes, reason: str) -> int:
+        letter = {
+            "reason": reason,
+            "topic": p.topic,
+            "event_type": rec["event_type"],
+            "day": day,
+            "trace_id": trace_id(rec, day),
+            "event": value.decode(),
+        }
         await producer.send_and_wait(p.dead_letter_topic, json.dumps(letter).encode(), key=rec["key"].encode())
         return 1
 
     def summarize(self, result: EventsResult) -> dict[str, Any]:
-        return {"events": result.sent, "dead_lettered": result.dead_lettered, "days": len(result.days),
-                "events/s": f"{result.sent / result.seconds:,.0f}" if result.seconds else "-"}  # fmt: skip
+        return {
+            "events": result.sent,
+            "dead_lettered": result.dead_lettered,
+            "days": len(result.days),
+            "events/s": f"{result.sent / result.seconds:,.0f}" if result.seconds else "-",
+        }

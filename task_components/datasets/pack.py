@@ -31,8 +31,14 @@ from pydantic import BaseModel, ValidationError
 from task_components.contracts import DatasetTableResult
 
 __all__ = [
-    "GenerationState", "Pack", "PackConfigError", "PackRun", "TableDef", "load_pack_config", "pack_tasks",
-]  # fmt: skip
+    "GenerationState",
+    "Pack",
+    "PackConfigError",
+    "PackRun",
+    "TableDef",
+    "load_pack_config",
+    "pack_tasks",
+]
 
 STATE_FILE = "generation_state.json"
 STATE_VERSION = 1
@@ -74,8 +80,7 @@ def load_pack_config(pack: Pack, source: str | Mapping[str, Any] | None, overrid
         try:
             raw = yaml.safe_load(Path(source).read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
-            raise PackConfigError(f"{source}: no such pack config file (relative paths are from "
-                                  f"{Path.cwd()})") from None  # fmt: skip
+            raise PackConfigError(f"{source}: no such pack config file (relative paths are from {Path.cwd()})") from None
         except (OSError, UnicodeDecodeError) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
             raise PackConfigError(f"{source}: not a readable UTF-8 YAML pack config file ({why})") from None
@@ -113,15 +118,21 @@ class GenerationState:
             raw = json.loads(path.read_text(encoding="utf-8"))
             return cls(raw["pack"], raw["fingerprint"], date.fromisoformat(raw["next_date"]), raw.get("runs", []))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise PackConfigError(f"{path}: the saved generation state is damaged ({type(exc).__name__}: {exc}); "
-                                  "restore it or start a new out") from None  # fmt: skip
+            raise PackConfigError(
+                f"{path}: the saved generation state is damaged ({type(exc).__name__}: {exc}); restore it or start a new out"
+            ) from None
 
     def save(self, out: Path) -> None:
         path = out / "state" / STATE_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        body = {"version": STATE_VERSION, "pack": self.pack, "fingerprint": self.fingerprint,
-                "next_date": self.next_date.isoformat(), "runs": self.runs}  # fmt: skip
+        body = {
+            "version": STATE_VERSION,
+            "pack": self.pack,
+            "fingerprint": self.fingerprint,
+            "next_date": self.next_date.isoformat(),
+            "runs": self.runs,
+        }
         tmp.write_text(json.dumps(body, indent=2))
         os.replace(tmp, path)
 

@@ -133,10 +133,7 @@ def _parsed(schema_json: str) -> tuple[CollectionSchema, pa.Schema]:
 def _generate_chunk(schema_json: str, seed: int, index: int, start: int, rows: int, total_rows: int) -> pa.RecordBatch:
     schema, arrow = _parsed(schema_json)
     positions = {f.name: i for i, f in enumerate(schema.fields)}
-    columns = [
-        generate_column(f, field_rng(seed, index, positions[f.name]), rows, start, total_rows)
-        for f in schema.data_fields()
-    ]
+    columns = [generate_column(f, field_rng(seed, index, positions[f.name]), rows, start, total_rows) for f in schema.data_fields()]
     if schema.enable_dynamic_field:
         columns.append(_dynamic(schema.dynamic_fields, field_rng(seed, index, len(schema.fields)), rows))
     return pa.RecordBatch.from_arrays(columns, schema=arrow)
@@ -151,9 +148,7 @@ class _ChunkFunction:
     replaced) by one call generates the same data in every worker as in the parent.
     """
 
-    def __call__(
-        self, schema_json: str, seed: int, index: int, start: int, rows: int, total_rows: int
-    ) -> pa.RecordBatch:
+    def __call__(self, schema_json: str, seed: int, index: int, start: int, rows: int, total_rows: int) -> pa.RecordBatch:
         return _generate_chunk(schema_json, seed, index, start, rows, total_rows)
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -73,9 +73,7 @@ def apply_layout(schema: CollectionSchema, partitions: int | None, shards: int |
                 f'{schema.collection_name!r} with "is_partition_key": true'
             )
         fields = [
-            f.model_copy(update={"cardinality": partitions * PARTITION_KEY_SPREAD} | _NO_DISTRIBUTION)
-            if f.is_partition_key
-            else f
+            f.model_copy(update={"cardinality": partitions * PARTITION_KEY_SPREAD} | _NO_DISTRIBUTION) if f.is_partition_key else f
             for f in schema.fields
         ]
         updates |= {"fields": fields, "num_partitions": partitions}
@@ -142,9 +140,14 @@ class Generate(Component[GenerateParams]):
                 done += batch.num_rows
                 ctx.progress(done=done, total=p.total_rows, unit="rows")
         return GenerationResult(
-            p.schema.collection_name, p.total_rows, p.seed, plan.chunks, plan.chunk_rows, time.perf_counter() - started,
+            p.schema.collection_name,
+            p.total_rows,
+            p.seed,
+            plan.chunks,
+            plan.chunk_rows,
+            time.perf_counter() - started,
             dict(getattr(backend, "placement", {})),
-        )  # fmt: skip
+        )
 
     def summarize(self, result: GenerationResult) -> dict[str, Any]:
         d = asdict(result)

@@ -99,8 +99,11 @@ async def adopt_listed_jobs(
     for job, state in await anyio.to_thread.run_sync(api.listed, collection):
         take(job, state)
     if unnamed:
-        ctx.log.info("import jobs of the collection name no files yet: waiting until they do, to tell whether "
-                     "they import this run's files", jobs=sorted(unnamed), collection=collection)  # fmt: skip
+        ctx.log.info(
+            "import jobs of the collection name no files yet: waiting until they do, to tell whether they import this run's files",
+            jobs=sorted(unnamed),
+            collection=collection,
+        )
     give_up, sleeps = time.monotonic() + wait, backoff(poll)
     while unnamed:
         if time.monotonic() >= give_up:
@@ -143,9 +146,7 @@ async def wait_jobs(ctx: PipelineContext, api: ImportJobs, jobs: dict[int, str],
     return sum(imported.values())
 
 
-def searchable_snapshot(
-    client: Any, collection: str, want: int, refresh: bool = True
-) -> tuple[bool, bool, tuple[Any, ...]]:
+def searchable_snapshot(client: Any, collection: str, want: int, refresh: bool = True) -> tuple[bool, bool, tuple[Any, ...]]:
     """(ready, index_built, what was seen) for one poll; blocking, run in a worker thread.
 
     With ``refresh``, a built index whose segments are not all loaded yet asks Milvus to refresh the
@@ -176,9 +177,7 @@ def searchable_snapshot(
     return ready, built, (n, tuple(sorted(loaded.items())))
 
 
-async def wait_searchable(
-    ctx: PipelineContext, target: MilvusTarget, collection: str, want: int, poll: float, settle: int = 2
-) -> None:
+async def wait_searchable(ctx: PipelineContext, target: MilvusTarget, collection: str, want: int, poll: float, settle: int = 2) -> None:
     """Until ``searchable_snapshot`` is ready and unchanged over ``settle`` polls (the first polls short)."""
     client = await anyio.to_thread.run_sync(milvus_client, target)
     stable, last, started = 0, None, time.monotonic()
@@ -192,8 +191,13 @@ async def wait_searchable(
                 ctx.log.info("imported rows searchable", rows=want, waited=round(time.monotonic() - started, 1))
                 return
             if not ready:
-                ctx.log.info("waiting for imported rows to become searchable", visible=seen[0], expected=want,
-                             index_built=built, loaded_segments=len(seen[1]))  # fmt: skip
+                ctx.log.info(
+                    "waiting for imported rows to become searchable",
+                    visible=seen[0],
+                    expected=want,
+                    index_built=built,
+                    loaded_segments=len(seen[1]),
+                )
             await anyio.sleep(next(sleeps))
     finally:
         await anyio.to_thread.run_sync(client.close)

@@ -35,8 +35,21 @@ def describe_indexes(client: Any, name: str) -> dict[str, dict[str, Any]]:
         d = client.describe_index(name, index)
         field = d.get("field_name")
         if field:
-            params = {k: v for k, v in d.items() if k not in ("field_name", "index_name", "index_type", "metric_type",
-                      "total_rows", "indexed_rows", "pending_index_rows", "state")}  # fmt: skip
+            params = {
+                k: v
+                for k, v in d.items()
+                if k
+                not in (
+                    "field_name",
+                    "index_name",
+                    "index_type",
+                    "metric_type",
+                    "total_rows",
+                    "indexed_rows",
+                    "pending_index_rows",
+                    "state",
+                )
+            }
             found[field] = {"index_type": d.get("index_type"), "metric_type": d.get("metric_type"), "params": params}
     return found
 
@@ -69,11 +82,17 @@ class Existing(Component[ExistingParams]):
                 client.close()
 
         indexes, rows = await anyio.to_thread.run_sync(describe)
-        info = CollectionInfo(name=name, collection_schema=manifest.collection_schema, indexes=indexes,
-                              target=target.public())  # fmt: skip
-        return ImportResult(collection=name, method="existing", rows_in_milvus=rows, rows_expected=manifest.total_rows,
-                            files=len(manifest.files), seconds=time.perf_counter() - started, info=info,
-                            manifest=manifest)  # fmt: skip
+        info = CollectionInfo(name=name, collection_schema=manifest.collection_schema, indexes=indexes, target=target.public())
+        return ImportResult(
+            collection=name,
+            method="existing",
+            rows_in_milvus=rows,
+            rows_expected=manifest.total_rows,
+            files=len(manifest.files),
+            seconds=time.perf_counter() - started,
+            info=info,
+            manifest=manifest,
+        )
 
     def summarize(self, result: ImportResult) -> dict[str, Any]:
         return {"collection": result.collection, "rows in milvus": result.rows_in_milvus}

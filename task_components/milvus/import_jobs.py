@@ -107,8 +107,13 @@ class RestImportJobs:
             return isinstance(exc, _Unanswered) and (action != "create" or exc.unsent)
 
         try:
-            raw = with_retries_sync(lambda: self._send(url, body, max(0.05, deadline - time.monotonic())),
-                                    _UNANSWERED, resend, what=f"POST {url}", deadline=deadline)  # fmt: skip
+            raw = with_retries_sync(
+                lambda: self._send(url, body, max(0.05, deadline - time.monotonic())),
+                _UNANSWERED,
+                resend,
+                what=f"POST {url}",
+                deadline=deadline,
+            )
         except _Unanswered as exc:
             raise ImportJobsError(f"POST {url}: {exc}") from exc
         try:
@@ -155,13 +160,16 @@ class RestImportJobs:
         files: list[str] = []
         for detail in data.get("details") or []:
             files.extend(_paths(str(detail.get("fileName", ""))))
-        return JobState(state=str(data.get("state", "")), rows=int(data.get("importedRows", 0) or 0),
-                        reason=str(data.get("reason", "") or ""), files=tuple(files))  # fmt: skip
+        return JobState(
+            state=str(data.get("state", "")),
+            rows=int(data.get("importedRows", 0) or 0),
+            reason=str(data.get("reason", "") or ""),
+            files=tuple(files),
+        )
 
     def listed(self, collection: str) -> list[tuple[int, JobState]]:
         """Jobs of the collection, each with its files (the list holds none: each is asked for its progress)."""
-        data = self._post("list", {"collectionName": collection, "dbName": self.db_name,
-                                   "pageSize": 1000, "currentPage": 1})  # fmt: skip
+        data = self._post("list", {"collectionName": collection, "dbName": self.db_name, "pageSize": 1000, "currentPage": 1})
         found = []
         for record in data.get("records") or []:
             if record.get("collectionName", collection) == collection and record.get("jobId"):

@@ -173,20 +173,20 @@ def _batches(manifest: Manifest, batch_rows: int) -> Iterator[tuple[str, pa.Reco
             yield f"{entry.path}@{batch_rows}#{i}", batch
 
 
-async def _wait_landings(
-    ctx: PipelineContext, info: CollectionInfo, journal: InsertJournal, timeout: float, why: str
-) -> None:
+async def _wait_landings(ctx: PipelineContext, info: CollectionInfo, journal: InsertJournal, timeout: float, why: str) -> None:
     """Until no insert of the interrupted attempt can still land (its calls' deadlines have passed)."""
     wait = journal.landing_deadline(timeout) - time.time()
     if wait > 0:
-        ctx.log.info(f"waiting for the interrupted attempt's inserts to land or expire before {why}",
-                     seconds=round(wait, 1), collection=info.name, batches=len(journal.in_flight))  # fmt: skip
+        ctx.log.info(
+            f"waiting for the interrupted attempt's inserts to land or expire before {why}",
+            seconds=round(wait, 1),
+            collection=info.name,
+            batches=len(journal.in_flight),
+        )
         await anyio.sleep(wait)
 
 
-async def _settled_count(
-    ctx: PipelineContext, client: Any, info: CollectionInfo, journal: InsertJournal, timeout: float
-) -> int:
+async def _settled_count(ctx: PipelineContext, client: Any, info: CollectionInfo, journal: InsertJournal, timeout: float) -> int:
     """count(*) once no insert of the interrupted attempt can still land, flushing and counting until two
     counts agree (a landing in between shows as a difference)."""
     await _wait_landings(ctx, info, journal, timeout, "counting")
@@ -204,9 +204,7 @@ async def _settled_count(
     )
 
 
-async def _reconcile_auto_id(
-    ctx: PipelineContext, client: Any, info: CollectionInfo, journal: InsertJournal, timeout: float
-) -> set[str]:
+async def _reconcile_auto_id(ctx: PipelineContext, client: Any, info: CollectionInfo, journal: InsertJournal, timeout: float) -> set[str]:
     """AUTO_ID: which in-flight batches to treat as landed, decided by a settled count(*) (all or none)."""
     if not journal.in_flight:
         return set()
@@ -225,9 +223,14 @@ async def _reconcile_auto_id(
 
 
 async def insert_files(
-    ctx: PipelineContext, info: CollectionInfo, manifest: Manifest, batch_rows: int, concurrency: int,
-    journal: InsertJournal, call_timeout: float = INSERT_TIMEOUT,
-) -> InsertStats:  # fmt: skip
+    ctx: PipelineContext,
+    info: CollectionInfo,
+    manifest: Manifest,
+    batch_rows: int,
+    concurrency: int,
+    journal: InsertJournal,
+    call_timeout: float = INSERT_TIMEOUT,
+) -> InsertStats:
     """Insert every manifest file in batches, at most ``concurrency`` batches read ahead or in flight."""
     schema = info.collection_schema
     keyed = not schema.primary.auto_id
@@ -282,8 +285,7 @@ async def insert_files(
                 stats.upserted += len(rows)
             else:
                 stats.inserted += len(rows)
-            ctx.progress(done=stats.inserted + stats.upserted + stats.skipped, total=manifest.total_rows,
-                         unit="rows")  # fmt: skip
+            ctx.progress(done=stats.inserted + stats.upserted + stats.skipped, total=manifest.total_rows, unit="rows")
 
         async def send_now(key: str, batch: pa.RecordBatch) -> None:
             try:
@@ -300,9 +302,12 @@ async def insert_files(
 
         late_at = journal.landing_deadline(call_timeout) if keyed and not unsure else 0.0
         if late_at > time.time():
-            ctx.log.info("in-flight batches of the interrupted attempt are upserted once its inserts can no longer "
-                         "land; the other batches go now", seconds=round(late_at - time.time(), 1),
-                         batches=len(journal.in_flight), collection=info.name)  # fmt: skip
+            ctx.log.info(
+                "in-flight batches of the interrupted attempt are upserted once its inserts can no longer land; the other batches go now",
+                seconds=round(late_at - time.time(), 1),
+                batches=len(journal.in_flight),
+                collection=info.name,
+            )
 
         batches = _batches(manifest, batch_rows)
         async with anyio.create_task_group() as tg:

@@ -56,8 +56,9 @@ def _call(what: str, timeout: float, fn: Callable[[], T]) -> T:
 def _state(task: Any) -> JobState:
     files = tuple(f for f in str(getattr(task, "files", "") or "").split(",") if f)  # Milvus joins them by ","
     name = str(getattr(task, "state_name", "") or "")
-    return JobState(state=name, rows=int(getattr(task, "row_count", 0) or 0),
-                    reason=str(getattr(task, "failed_reason", "") or ""), files=files)  # fmt: skip
+    return JobState(
+        state=name, rows=int(getattr(task, "row_count", 0) or 0), reason=str(getattr(task, "failed_reason", "") or ""), files=files
+    )
 
 
 class LegacyImportJobs:
@@ -78,22 +79,31 @@ class LegacyImportJobs:
     def submit(self, collection: str, location: str) -> int:
         from pymilvus import utility
 
-        job = _call(f"do_bulk_insert of {location}", self.timeout, lambda: utility.do_bulk_insert(
-            collection_name=collection, files=[location], using=self.alias, timeout=self.timeout))  # fmt: skip
+        job = _call(
+            f"do_bulk_insert of {location}",
+            self.timeout,
+            lambda: utility.do_bulk_insert(collection_name=collection, files=[location], using=self.alias, timeout=self.timeout),
+        )
         return int(job)
 
     def state(self, job: int) -> JobState:
         from pymilvus import utility
 
-        task = _call(f"get_bulk_insert_state of job {job}", self.timeout,
-                     lambda: utility.get_bulk_insert_state(job, using=self.alias, timeout=self.timeout))  # fmt: skip
+        task = _call(
+            f"get_bulk_insert_state of job {job}",
+            self.timeout,
+            lambda: utility.get_bulk_insert_state(job, using=self.alias, timeout=self.timeout),
+        )
         return _state(task)
 
     def listed(self, collection: str) -> list[tuple[int, JobState]]:
         from pymilvus import utility
 
-        tasks = _call(f"list_bulk_insert_tasks of {collection}", self.timeout, lambda: utility.list_bulk_insert_tasks(
-            collection_name=collection, using=self.alias, timeout=self.timeout))  # fmt: skip
+        tasks = _call(
+            f"list_bulk_insert_tasks of {collection}",
+            self.timeout,
+            lambda: utility.list_bulk_insert_tasks(collection_name=collection, using=self.alias, timeout=self.timeout),
+        )
         return [(int(t.task_id), _state(t)) for t in tasks]
 
     def close(self) -> None:

@@ -43,9 +43,7 @@ from task_components.schema.models import CollectionSchema
 class CreateParams(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    schema_ref: str | dict[str, Any] | None = Field(
-        None, alias="schema", description="default: the upstream manifest's"
-    )
+    schema_ref: str | dict[str, Any] | None = Field(None, alias="schema", description="default: the upstream manifest's")
     collection: str | None = Field(None, description="collection name (default: the schema's)")
     if_exists: Literal["fail", "drop", "append"] = "fail"
     drop_if_exists: bool = Field(False, description="shorthand for if_exists: drop")
@@ -186,18 +184,25 @@ class BulkImport(Component[ImportParams]):
             async for _ in files:  # inserting reads the files once all are up
                 pass
             upload = self._upload(ctx)
-            stats = await insert_files(
-                ctx, info, upload.manifest, p.batch_rows, p.concurrency, _journal(ctx, self), p.call_timeout
-            )
+            stats = await insert_files(ctx, info, upload.manifest, p.batch_rows, p.concurrency, _journal(ctx, self), p.call_timeout)
             resume = stats.describe()
             job_ids = []
         if resume:
             ctx.log.info("resumed without duplicates", how=resume)
         rows = await anyio.to_thread.run_sync(_count, target, info.name) if p.wait or method == "insert" else -1
-        return ImportResult(collection=info.name, method=label, rows_in_milvus=rows,
-                            rows_expected=upload.manifest.total_rows, files=len(upload.files),
-                            seconds=time.perf_counter() - started, job_ids=job_ids, info=info,
-                            manifest=upload.manifest, resume=resume, phases=phases)  # fmt: skip
+        return ImportResult(
+            collection=info.name,
+            method=label,
+            rows_in_milvus=rows,
+            rows_expected=upload.manifest.total_rows,
+            files=len(upload.files),
+            seconds=time.perf_counter() - started,
+            job_ids=job_ids,
+            info=info,
+            manifest=upload.manifest,
+            resume=resume,
+            phases=phases,
+        )
 
     def _upload(self, ctx: PipelineContext) -> UploadResult:
         upload = self.upstream(ctx, UploadResult)
@@ -244,14 +249,24 @@ class BulkImport(Component[ImportParams]):
             rows, size = rows + f.rows, size + f.bytes
             if rows >= p.insert_below_rows or size >= p.insert_below_mb * 2**20:
                 return "bulk_import", held
-        ctx.log.info("a small load: inserting instead of bulk-importing", rows=rows, mb=round(size / 2**20, 1),
-                     insert_below_rows=p.insert_below_rows, insert_below_mb=p.insert_below_mb)  # fmt: skip
+        ctx.log.info(
+            "a small load: inserting instead of bulk-importing",
+            rows=rows,
+            mb=round(size / 2**20, 1),
+            insert_below_rows=p.insert_below_rows,
+            insert_below_mb=p.insert_below_mb,
+        )
         return "insert", held
 
     async def _bulk_import(
-        self, ctx: PipelineContext, p: ImportParams, info: CollectionInfo, files: AsyncIterator[UploadedFile],
-        phases: dict[str, float], started: float,
-    ) -> tuple[list[int], str, UploadResult]:  # fmt: skip
+        self,
+        ctx: PipelineContext,
+        p: ImportParams,
+        info: CollectionInfo,
+        files: AsyncIterator[UploadedFile],
+        phases: dict[str, float],
+        started: float,
+    ) -> tuple[list[int], str, UploadResult]:
         """Submit each file's job the moment it is uploaded, then wait for all of them.
 
         Why per file: Milvus 2.3 runs import jobs one at a time, so the first job starting while later
@@ -263,8 +278,7 @@ class BulkImport(Component[ImportParams]):
 
         target = info.milvus(ctx.services.settings)
         journal = JobJournal(_run_file(ctx, self, _JOBS))
-        api = await anyio.to_thread.run_sync(open_import_jobs, target.uri, target.token, target.db_name,
-                                             p.call_timeout)  # fmt: skip
+        api = await anyio.to_thread.run_sync(open_import_jobs, target.uri, target.token, target.db_name, p.call_timeout)
         ctx.log.info("import jobs", api=api.kind, collection=info.name)
         try:
             jobs: dict[int, str] = {}
@@ -298,8 +312,7 @@ class BulkImport(Component[ImportParams]):
                     mark("first job submitted")
             upload = self._upload(ctx)
             mark("last job submitted")
-            ctx.log.info("bulk import submitted", jobs=len(jobs), resumed=len(resumed), adopted=adopted,
-                         collection=info.name)  # fmt: skip
+            ctx.log.info("bulk import submitted", jobs=len(jobs), resumed=len(resumed), adopted=adopted, collection=info.name)
             if p.wait:
                 with anyio.fail_after(p.timeout):
                     imported = await wait_jobs(ctx, api, jobs, upload.manifest.total_rows, p.poll_interval)
@@ -316,8 +329,7 @@ class BulkImport(Component[ImportParams]):
             await anyio.to_thread.run_sync(api.close)
 
     def summarize(self, result: ImportResult) -> dict[str, Any]:
-        out: dict[str, Any] = {"method": result.method, "rows in milvus": result.rows_in_milvus,
-                               "rows/s": f"{result.rows_per_second:,.0f}"}  # fmt: skip
+        out: dict[str, Any] = {"method": result.method, "rows in milvus": result.rows_in_milvus, "rows/s": f"{result.rows_per_second:,.0f}"}
         phases = getattr(result, "phases", None)  # absent from a result stored by an older version
         if phases:
             out["timeline"] = ", ".join(f"{step} {at:.1f} s" for step, at in phases.items())
@@ -389,14 +401,19 @@ class Insert(Component[InsertParams]):
             raise ValueError("milvus.insert needs a milvus.create_collection task and a partition (or upload) task")
         started = time.perf_counter()
         guard_collection(ctx, info.milvus(ctx.services.settings), info.name)
-        stats = await insert_files(
-            ctx, info, manifest, p.batch_rows, p.concurrency, _journal(ctx, self), p.call_timeout
-        )
+        stats = await insert_files(ctx, info, manifest, p.batch_rows, p.concurrency, _journal(ctx, self), p.call_timeout)
         rows = await anyio.to_thread.run_sync(_count, info.milvus(ctx.services.settings), info.name)
-        return ImportResult(collection=info.name, method="insert", rows_in_milvus=rows,
-                            rows_expected=manifest.total_rows, files=len(manifest.files),
-                            seconds=time.perf_counter() - started, info=info, manifest=manifest,
-                            resume=stats.describe())  # fmt: skip
+        return ImportResult(
+            collection=info.name,
+            method="insert",
+            rows_in_milvus=rows,
+            rows_expected=manifest.total_rows,
+            files=len(manifest.files),
+            seconds=time.perf_counter() - started,
+            info=info,
+            manifest=manifest,
+            resume=stats.describe(),
+        )
 
     def summarize(self, result: ImportResult) -> dict[str, Any]:
         out = {"rows in milvus": result.rows_in_milvus, "rows/s": f"{result.rows_per_second:,.0f}"}

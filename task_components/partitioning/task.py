@@ -110,7 +110,10 @@ class Partition(Component[PartitionParams]):
         await self._emit(ctx, entries[emitted:], out)
         cs = schema_of(writer.schema)
         manifest = Manifest(
-            format=p.format, collection_schema=cs, generation=info, files=entries,
+            format=p.format,
+            collection_schema=cs,
+            generation=info,
+            files=entries,
             collection_config=collection_config(cs),
         )
         manifest.save(out)
@@ -123,9 +126,14 @@ class Partition(Component[PartitionParams]):
         if p.file_count:
             rows_per_file = -(-int(info.get("total_rows", 0)) // p.file_count) or None
         return DatasetWriter(
-            out, schema, fmt=p.format, rows_per_file=rows_per_file, file_size=p.size_limit(),
-            compression=p.compression, threads=p.writer_threads,
-        )  # fmt: skip
+            out,
+            schema,
+            fmt=p.format,
+            rows_per_file=rows_per_file,
+            file_size=p.size_limit(),
+            compression=p.compression,
+            threads=p.writer_threads,
+        )
 
     async def _emit(self, ctx: PipelineContext, entries: list[FileEntry], out: Path) -> int:
         """Emit closed files in plan order; returns how many were emitted."""

@@ -131,9 +131,12 @@ class _ParquetFile:
         strings = [f.name for f in cs.data_fields() if spec(f).family == "text" and not f.is_primary]
         scalars = [f.name for f in cs.data_fields() if spec(f).family not in ("vector", "sparse", "array")]
         self.writer = pq.ParquetWriter(
-            self.sink, schema, compression=compression, use_dictionary=strings or False,
+            self.sink,
+            schema,
+            compression=compression,
+            use_dictionary=strings or False,
             write_statistics=scalars or False,
-        )  # fmt: skip
+        )
         self.row_group_bytes = row_group_bytes
         self.pending: list[pa.RecordBatch] = []
         self.pending_bytes = 0
@@ -332,6 +335,9 @@ class DatasetWriter:
 def _finish_file(f: _Open, sharded: bool) -> FileEntry:
     f.handle.close()
     return FileEntry(
-        path=f.rel, rows=f.rows, bytes=f.handle.sink.size, sha256=f.handle.sink.hexdigest(),
+        path=f.rel,
+        rows=f.rows,
+        bytes=f.handle.sink.size,
+        sha256=f.handle.sink.hexdigest(),
         shard=f.shard if sharded else None,
-    )  # fmt: skip
+    )

@@ -97,15 +97,30 @@ class Expression:
     @staticmethod
     def _check(node: ast.AST, source: str) -> None:
         allowed = (
-            ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd, ast.BinOp,
-            ast.Compare, ast.Name, ast.Load, ast.Constant, ast.List, ast.Tuple, ast.Set, ast.Call, ast.IfExp,
-            *_BINARY, *_COMPARE,
-        )  # fmt: skip
+            ast.Expression,
+            ast.BoolOp,
+            ast.And,
+            ast.Or,
+            ast.UnaryOp,
+            ast.Not,
+            ast.USub,
+            ast.UAdd,
+            ast.BinOp,
+            ast.Compare,
+            ast.Name,
+            ast.Load,
+            ast.Constant,
+            ast.List,
+            ast.Tuple,
+            ast.Set,
+            ast.Call,
+            ast.IfExp,
+            *_BINARY,
+            *_COMPARE,
+        )
         if not isinstance(node, allowed):
             raise ExpressionError(f"expression {source!r}: {type(node).__name__} is not allowed")
-        if isinstance(node, ast.Call) and (
-            not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS or node.keywords
-        ):
+        if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS or node.keywords):
             name = node.func.id if isinstance(node.func, ast.Name) else "this call"
             raise ExpressionError(f"expression {source!r}: {name} is not an allowed function ({', '.join(_FUNCTIONS)})")
 

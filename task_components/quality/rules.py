@@ -131,9 +131,13 @@ class Pattern(_FieldRule):
         classes = ascii_classes(value)
         if classes and "\\p{" not in value and value not in _warned:  # once per pattern and process
             _warned.add(value)
-            log.warning("pattern_ascii_classes", pattern=value, classes=classes,
-                        hint="RE2 matches these classes in ASCII only (\\w+ refuses 'café'); for any letter or "
-                        "digit write [\\p{L}\\p{N}_], for any space [\\p{Z}\\s]")  # fmt: skip
+            log.warning(
+                "pattern_ascii_classes",
+                pattern=value,
+                classes=classes,
+                hint="RE2 matches these classes in ASCII only (\\w+ refuses 'café'); for any letter or "
+                "digit write [\\p{L}\\p{N}_], for any space [\\p{Z}\\s]",
+            )
         return value
 
     def model_post_init(self, context: Any) -> None:

@@ -38,7 +38,10 @@ _INPUT = {FunctionType.BM25: {FieldType.VARCHAR}, FunctionType.TEXT_EMBEDDING: {
 _OUTPUT = {
     FunctionType.BM25: {FieldType.SPARSE_FLOAT_VECTOR},
     FunctionType.TEXT_EMBEDDING: {
-        FieldType.FLOAT_VECTOR, FieldType.FLOAT16_VECTOR, FieldType.BFLOAT16_VECTOR, FieldType.INT8_VECTOR,
+        FieldType.FLOAT_VECTOR,
+        FieldType.FLOAT16_VECTOR,
+        FieldType.BFLOAT16_VECTOR,
+        FieldType.INT8_VECTOR,
     },
 }
 

@@ -84,8 +84,9 @@ def read_schema_file(path: str | Path) -> CollectionSchema:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SchemaError(f"{p}: not a text (UTF-8) schema file: byte {exc.object[exc.start]:#04x} at offset "
-                          f"{exc.start} cannot be decoded") from None  # fmt: skip
+        raise SchemaError(
+            f"{p}: not a text (UTF-8) schema file: byte {exc.object[exc.start]:#04x} at offset {exc.start} cannot be decoded"
+        ) from None
     try:
         raw = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as exc:

@@ -52,13 +52,12 @@ def _field_kwargs(f: FieldSchema, analyzed: set[str]) -> dict[str, Any]:
 
 def to_milvus_schema(schema: CollectionSchema) -> Any:
     if not any(f.type.is_vector for f in schema.fields):
-        raise SchemaError(
-            f"collection {schema.collection_name!r} has no vector field; Milvus needs one (e.g. FloatVector with dim)"
-        )
+        raise SchemaError(f"collection {schema.collection_name!r} has no vector field; Milvus needs one (e.g. FloatVector with dim)")
     ms = MilvusClient.create_schema(
-        auto_id=schema.primary.auto_id, enable_dynamic_field=schema.enable_dynamic_field,
+        auto_id=schema.primary.auto_id,
+        enable_dynamic_field=schema.enable_dynamic_field,
         description=schema.description,
-    )  # fmt: skip
+    )
     analyzed = {n for fn in schema.functions if fn.type is FunctionType.BM25 for n in fn.input_field_names}
     for f in schema.fields:
         ms.add_field(f.name, milvus_dtype(f.type), **_field_kwargs(f, analyzed))
@@ -71,9 +70,13 @@ def milvus_function(fn: FunctionSchema) -> Any:
     """Our function -> a pymilvus Function (BM25 params, e.g. analyzer settings, ride along as given)."""
     kind = MilvusFunctionType.BM25 if fn.type is FunctionType.BM25 else MilvusFunctionType.TEXTEMBEDDING
     return Function(
-        name=fn.name, function_type=kind, input_field_names=fn.input_field_names,
-        output_field_names=fn.output_field_names, description=fn.description, params=fn.params or None,
-    )  # fmt: skip
+        name=fn.name,
+        function_type=kind,
+        input_field_names=fn.input_field_names,
+        output_field_names=fn.output_field_names,
+        description=fn.description,
+        params=fn.params or None,
+    )
 
 
 def default_index(f: FieldSchema, lite: bool) -> dict[str, Any]:
@@ -141,7 +144,11 @@ def from_milvus(description: dict[str, Any]) -> CollectionSchema:
         if raw.get("default_value") is not None:
             f["default_value"] = _default(raw["default_value"])
         fields.append(f)
-    return CollectionSchema.model_validate({
-        "collection_name": description["collection_name"], "description": description.get("description", ""),
-        "fields": fields, "enable_dynamic_field": bool(description.get("enable_dynamic_field")),
-    })  # fmt: skip
+    return CollectionSchema.model_validate(
+        {
+            "collection_name": description["collection_name"],
+            "description": description.get("description", ""),
+            "fields": fields,
+            "enable_dynamic_field": bool(description.get("enable_dynamic_field")),
+        }
+    )

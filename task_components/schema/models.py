@@ -30,9 +30,24 @@ class SchemaError(ValueError):
 
 
 PATTERNS = (
-    "word", "words", "sentence", "paragraph", "name", "first_name", "last_name", "email", "address",
-    "city", "country", "url", "phone", "uuid", "id", "title", "category",
-)  # fmt: skip
+    "word",
+    "words",
+    "sentence",
+    "paragraph",
+    "name",
+    "first_name",
+    "last_name",
+    "email",
+    "address",
+    "city",
+    "country",
+    "url",
+    "phone",
+    "uuid",
+    "id",
+    "title",
+    "category",
+)
 
 
 def identifier(what: str, v: str) -> str:

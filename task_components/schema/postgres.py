@@ -18,9 +18,16 @@ from task_components.schema.models import CollectionSchema
 from task_components.schema.types import copy_values, pg_type, pg_value
 
 __all__ = [
-    "ROW_KEY", "arrow_records", "columns", "create_table_sql", "key_column", "pg_type", "quote", "row_record",
+    "ROW_KEY",
+    "arrow_records",
+    "columns",
+    "create_table_sql",
+    "key_column",
+    "pg_type",
+    "quote",
+    "row_record",
     "table_name",
-]  # fmt: skip
+]
 
 ROW_KEY = "_row"
 

@@ -31,18 +31,33 @@ from task_components.shadow.export import export
 from task_components.shadow.tracker import KeyStateTracker
 
 __all__ = [
-    "Comparison", "SearchComparison", "compare_entities", "compare_primary_keys", "compare_query", "compare_search",
-    "export", "validate",
-]  # fmt: skip
+    "Comparison",
+    "SearchComparison",
+    "compare_entities",
+    "compare_primary_keys",
+    "compare_query",
+    "compare_search",
+    "export",
+    "validate",
+]
 
 SEARCH_METRICS = ("COSINE", "L2", "IP")
 
 
 async def _compare_keys_and_rows(
-    milvus: Any, pool: asyncpg.Pool, shadow: sides.Shadow, result: Comparison, filter: str, *, rows: bool,
-    output_fields: list[str] | None, tolerance: float, ignore_vectors: bool, tracker: KeyStateTracker | None,
+    milvus: Any,
+    pool: asyncpg.Pool,
+    shadow: sides.Shadow,
+    result: Comparison,
+    filter: str,
+    *,
+    rows: bool,
+    output_fields: list[str] | None,
+    tolerance: float,
+    ignore_vectors: bool,
+    tracker: KeyStateTracker | None,
     batch_size: int,
-) -> Comparison:  # fmt: skip
+) -> Comparison:
     where = shadow.where(filter)  # first: an unsupported filter never reaches Milvus
     fields = shadow.fields(output_fields, ignore_vectors)
     dynamic = shadow.dynamic(output_fields)
@@ -65,9 +80,7 @@ async def _compare_keys_and_rows(
             m_rows = await sides.milvus_rows(milvus, shadow, chunk, m_out)
             p_rows = await sides.pg_rows(pool, shadow, chunk, p_cols)
             _note_unreadable(result, m_rows)
-            diffs = await anyio.to_thread.run_sync(
-                partial(row_differences, shadow.schema, fields, m_rows, p_rows, tolerance, dynamic)
-            )
+            diffs = await anyio.to_thread.run_sync(partial(row_differences, shadow.schema, fields, m_rows, p_rows, tolerance, dynamic))
             result.add(diffs)
     return result
 
@@ -81,50 +94,103 @@ def _note_unreadable(result: Comparison, rows: sides.MilvusRows) -> None:
 
 
 async def compare_query(
-    milvus: Any, pool: asyncpg.Pool, collection: str, filter: str, *, output_fields: list[str] | None = None,
-    tolerance: float = 1e-6, ignore_vectors: bool = False, tracker: KeyStateTracker | None = None,
-    table: str | None = None, batch_size: int = 1000,
-) -> Comparison:  # fmt: skip
+    milvus: Any,
+    pool: asyncpg.Pool,
+    collection: str,
+    filter: str,
+    *,
+    output_fields: list[str] | None = None,
+    tolerance: float = 1e-6,
+    ignore_vectors: bool = False,
+    tracker: KeyStateTracker | None = None,
+    table: str | None = None,
+    batch_size: int = 1000,
+) -> Comparison:
     """The rows ``filter`` selects on each side: the same keys, and equal fields on every common row."""
     shadow = await sides.resolve(milvus, pool, collection, table)
     result = Comparison("query", collection, shadow.table, filter=filter)
     return await _compare_keys_and_rows(
-        milvus, pool, shadow, result, filter, rows=True, output_fields=output_fields, tolerance=tolerance,
-        ignore_vectors=ignore_vectors, tracker=tracker, batch_size=batch_size,
-    )  # fmt: skip
+        milvus,
+        pool,
+        shadow,
+        result,
+        filter,
+        rows=True,
+        output_fields=output_fields,
+        tolerance=tolerance,
+        ignore_vectors=ignore_vectors,
+        tracker=tracker,
+        batch_size=batch_size,
+    )
 
 
 async def compare_primary_keys(
-    milvus: Any, pool: asyncpg.Pool, collection: str, *, tracker: KeyStateTracker | None = None,
+    milvus: Any,
+    pool: asyncpg.Pool,
+    collection: str,
+    *,
+    tracker: KeyStateTracker | None = None,
     table: str | None = None,
-) -> Comparison:  # fmt: skip
+) -> Comparison:
     """The full key sets, streamed from both sides; keys on one side only (or stored twice) are differences."""
     shadow = await sides.resolve(milvus, pool, collection, table)
     result = Comparison("primary keys", collection, shadow.table)
     return await _compare_keys_and_rows(
-        milvus, pool, shadow, result, "", rows=False, output_fields=None, tolerance=0.0, ignore_vectors=True,
-        tracker=tracker, batch_size=1000,
-    )  # fmt: skip
+        milvus,
+        pool,
+        shadow,
+        result,
+        "",
+        rows=False,
+        output_fields=None,
+        tolerance=0.0,
+        ignore_vectors=True,
+        tracker=tracker,
+        batch_size=1000,
+    )
 
 
 async def validate(
-    milvus: Any, pool: asyncpg.Pool, collection: str, *, tolerance: float = 1e-6, ignore_vectors: bool = False,
-    tracker: KeyStateTracker | None = None, table: str | None = None, batch_size: int = 1000,
-) -> Comparison:  # fmt: skip
+    milvus: Any,
+    pool: asyncpg.Pool,
+    collection: str,
+    *,
+    tolerance: float = 1e-6,
+    ignore_vectors: bool = False,
+    tracker: KeyStateTracker | None = None,
+    table: str | None = None,
+    batch_size: int = 1000,
+) -> Comparison:
     """Everything: both counts, the full key sets, and every field of every row, a batch at a time."""
     shadow = await sides.resolve(milvus, pool, collection, table)
     result = Comparison("validate", collection, shadow.table)
     return await _compare_keys_and_rows(
-        milvus, pool, shadow, result, "", rows=True, output_fields=None, tolerance=tolerance,
-        ignore_vectors=ignore_vectors, tracker=tracker, batch_size=batch_size,
-    )  # fmt: skip
+        milvus,
+        pool,
+        shadow,
+        result,
+        "",
+        rows=True,
+        output_fields=None,
+        tolerance=tolerance,
+        ignore_vectors=ignore_vectors,
+        tracker=tracker,
+        batch_size=batch_size,
+    )
 
 
 async def compare_entities(
-    milvus: Any, pool: asyncpg.Pool, collection: str, ids: list[Any], *, tolerance: float = 1e-6,
-    ignore_vectors: bool = False, tracker: KeyStateTracker | None = None, table: str | None = None,
+    milvus: Any,
+    pool: asyncpg.Pool,
+    collection: str,
+    ids: list[Any],
+    *,
+    tolerance: float = 1e-6,
+    ignore_vectors: bool = False,
+    tracker: KeyStateTracker | None = None,
+    table: str | None = None,
     batch_size: int = 1000,
-) -> Comparison:  # fmt: skip
+) -> Comparison:
     """These keys fetched from both sides: held by one side only, or with a field that differs.
 
     A key neither side holds is not a difference (they agree it does not exist).
@@ -160,9 +226,7 @@ def _vector_field(shadow: sides.Shadow, anns_field: str | None) -> FieldSchema:
             raise ShadowValidationError(f"collection {shadow.collection!r} has no vector field {anns_field!r}")
         f = named
     if f.type is not FieldType.FLOAT_VECTOR:
-        raise ShadowValidationError(
-            f"compare_search computes exact search for FloatVector fields only; {f.name!r} is {f.type.value}"
-        )
+        raise ShadowValidationError(f"compare_search computes exact search for FloatVector fields only; {f.name!r} is {f.type.value}")
     return f
 
 
@@ -176,10 +240,20 @@ async def _index_of(milvus: Any, collection: str, field: str) -> dict[str, Any]:
 
 
 async def compare_search(
-    milvus: Any, pool: asyncpg.Pool, collection: str, vectors: Any, *, limit: int = 10, anns_field: str | None = None,
-    metric_type: str | None = None, search_params: dict[str, Any] | None = None, filter: str = "",
-    table: str | None = None, min_recall: float = 1.0, batch_size: int = 4096,
-) -> SearchComparison:  # fmt: skip
+    milvus: Any,
+    pool: asyncpg.Pool,
+    collection: str,
+    vectors: Any,
+    *,
+    limit: int = 10,
+    anns_field: str | None = None,
+    metric_type: str | None = None,
+    search_params: dict[str, Any] | None = None,
+    filter: str = "",
+    table: str | None = None,
+    min_recall: float = 1.0,
+    batch_size: int = 4096,
+) -> SearchComparison:
     """Milvus' top-``limit`` per query vector against the exact top-k over the shadow's vectors.
 
     The exact answer streams the table's vectors in batches (numpy, a running top-k per query), so
@@ -207,9 +281,18 @@ async def compare_search(
     got: list[list[Any]] = []
     for start in range(0, len(queries), 100):
         part = queries[start : start + 100].tolist()
-        hits = await anyio.to_thread.run_sync(partial(
-            milvus.search, collection, data=part, limit=limit, filter=filter, anns_field=f.name,
-            search_params=params, consistency_level="Strong"))  # fmt: skip
+        hits = await anyio.to_thread.run_sync(
+            partial(
+                milvus.search,
+                collection,
+                data=part,
+                limit=limit,
+                filter=filter,
+                anns_field=f.name,
+                search_params=params,
+                consistency_level="Strong",
+            )
+        )
         got += [[h[shadow.pk] if shadow.pk in h else h["id"] for h in q] for q in hits]
     top = TopK(queries, limit, metric)
     batches = sides.pg_batches(pool, shadow, [shadow.key, f.name], where, batch_size)

@@ -34,9 +34,17 @@ from task_components.shadow.tracker import KeyStateTracker, judge
 from task_components.vectors import scores
 
 __all__ = [
-    "Comparison", "Difference", "Kind", "SearchComparison", "TopK", "dynamic_part", "key_differences",
-    "recall", "row_differences", "short",
-]  # fmt: skip
+    "Comparison",
+    "Difference",
+    "Kind",
+    "SearchComparison",
+    "TopK",
+    "dynamic_part",
+    "key_differences",
+    "recall",
+    "row_differences",
+    "short",
+]
 
 Kind = Literal["missing", "extra", "changed"]
 
@@ -71,8 +79,15 @@ class Difference:
         return text + (f": {self.detail}" if self.detail else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "field": self.field, "kind": self.kind, "side": self.side, "milvus": self.milvus,
-                "postgres": self.postgres, "detail": self.detail}  # fmt: skip
+        return {
+            "key": self.key,
+            "field": self.field,
+            "kind": self.kind,
+            "side": self.side,
+            "milvus": self.milvus,
+            "postgres": self.postgres,
+            "detail": self.detail,
+        }
 
 
 @dataclass(slots=True)
@@ -124,12 +139,19 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "what": self.what, "collection": self.collection, "table": self.table, "filter": self.filter, "ok": self.ok,
-            "compared": self.compared, "milvus_count": self.milvus_count, "postgres_count": self.postgres_count,
+            "what": self.what,
+            "collection": self.collection,
+            "table": self.table,
+            "filter": self.filter,
+            "ok": self.ok,
+            "compared": self.compared,
+            "milvus_count": self.milvus_count,
+            "postgres_count": self.postgres_count,
             "total": self.total,
             "counts": [{"kind": k, "side": s, "count": n} for (k, s), n in sorted(self.counts.items())],
-            "differences": [d.to_dict() for d in self.differences], "notes": self.notes,
-        }  # fmt: skip
+            "differences": [d.to_dict() for d in self.differences],
+            "notes": self.notes,
+        }
 
 
 def _sorted(keys: Iterable[Any]) -> list[Any]:
@@ -137,9 +159,11 @@ def _sorted(keys: Iterable[Any]) -> list[Any]:
 
 
 def key_differences(
-    milvus_keys: Sequence[Any] | np.ndarray, postgres_keys: Sequence[Any] | np.ndarray,
-    tracker: KeyStateTracker | None = None, collection: str = "",
-) -> list[Difference]:  # fmt: skip
+    milvus_keys: Sequence[Any] | np.ndarray,
+    postgres_keys: Sequence[Any] | np.ndarray,
+    tracker: KeyStateTracker | None = None,
+    collection: str = "",
+) -> list[Difference]:
     """Keys held by one side only (attributed by ``judge``), and keys a side holds more than once."""
     out: list[Difference] = []
     for side, keys in (("milvus", milvus_keys), ("postgres", postgres_keys)):
@@ -212,9 +236,13 @@ def _where_vectors_differ(f: FieldSchema, a: Any, b: Any) -> str:
 
 
 def row_differences(
-    schema: CollectionSchema, fields: list[FieldSchema], milvus: Mapping[Any, Mapping[str, Any]],
-    postgres: Mapping[Any, Mapping[str, Any]], tolerance: float = 1e-6, dynamic: bool = False,
-) -> list[Difference]:  # fmt: skip
+    schema: CollectionSchema,
+    fields: list[FieldSchema],
+    milvus: Mapping[Any, Mapping[str, Any]],
+    postgres: Mapping[Any, Mapping[str, Any]],
+    tolerance: float = 1e-6,
+    dynamic: bool = False,
+) -> list[Difference]:
     """Field differences of the keys both sides hold (``dynamic``: also the ``$meta`` fields)."""
     keys = _sorted(k for k in milvus if k in postgres)
     out: list[Difference] = []
@@ -287,16 +315,26 @@ class SearchComparison:
 
     def summary(self) -> str:
         verdict = "ok" if self.ok else f"below {self.min_recall}"
-        return (f"search {self.collection!r} field {self.field!r} ({self.metric}): recall@{self.limit} "
-                f"{self.mean_recall:.4f} over {self.compared} queries, {verdict}")  # fmt: skip
+        return (
+            f"search {self.collection!r} field {self.field!r} ({self.metric}): recall@{self.limit} "
+            f"{self.mean_recall:.4f} over {self.compared} queries, {verdict}"
+        )
 
     def __str__(self) -> str:
         return "\n".join([self.summary(), *(f"  {d}" for d in self.differences[:20])])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"what": "search", "collection": self.collection, "field": self.field, "metric": self.metric,
-                "limit": self.limit, "ok": self.ok, "mean_recall": self.mean_recall, "recalls": self.recalls,
-                "differences": [d.to_dict() for d in self.differences]}  # fmt: skip
+        return {
+            "what": "search",
+            "collection": self.collection,
+            "field": self.field,
+            "metric": self.metric,
+            "limit": self.limit,
+            "ok": self.ok,
+            "mean_recall": self.mean_recall,
+            "recalls": self.recalls,
+            "differences": [d.to_dict() for d in self.differences],
+        }
 
     def add_query(self, query: int, got: Sequence[Any], exact: Sequence[Any]) -> None:
         self.recalls.append(recall(got, exact))

@@ -88,14 +88,21 @@ class ShadowMilvusClient(MilvusClient):
     """``MilvusClient`` whose writes are mirrored into a PostgreSQL shadow (``pg_dsn``) and key tracker."""
 
     def __init__(
-        self, uri: str = "http://localhost:19530", user: str = "", password: str = "", db_name: str = "",
-        token: str = "", timeout: float | None = None, *, pg_dsn: str | None = None,
-        tracker_path: str | Path | None = None, **kwargs: Any,
-    ) -> None:  # fmt: skip
+        self,
+        uri: str = "http://localhost:19530",
+        user: str = "",
+        password: str = "",
+        db_name: str = "",
+        token: str = "",
+        timeout: float | None = None,
+        *,
+        pg_dsn: str | None = None,
+        tracker_path: str | Path | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.tracker, self.shadow = _shadow_store(pg_dsn, tracker_path)  # bad arguments fail before connecting
         try:
-            super().__init__(uri=uri, user=user, password=password, db_name=db_name, token=token, timeout=timeout,
-                             **kwargs)  # fmt: skip
+            super().__init__(uri=uri, user=user, password=password, db_name=db_name, token=token, timeout=timeout, **kwargs)
         except BaseException:
             if self.tracker is not None:
                 self.tracker.close()
@@ -148,8 +155,7 @@ class ShadowMilvusClient(MilvusClient):
         """Milvus' rename, with the shadow table and the tracker's keys renamed alongside."""
 
         async def milvus() -> Any:
-            return await self._in_thread(MilvusClient.rename_collection, old_name, new_name, target_db,
-                                         timeout=timeout, **kwargs)  # fmt: skip
+            return await self._in_thread(MilvusClient.rename_collection, old_name, new_name, target_db, timeout=timeout, **kwargs)
 
         return self._portal.call(self.shadow.rename, old_name, new_name, milvus)
 
@@ -178,34 +184,51 @@ class ShadowMilvusClient(MilvusClient):
             write = partial(self._in_thread, call, collection_name, timeout=timeout, **kwargs)
             undo = partial(self._in_thread, self._locked(MilvusClient.delete), collection_name)
             # undone by an escaped `pk in [...]` (keyexpr), as deletes are: pymilvus' ids= escapes nothing
-            return self._portal.call(self.shadow.write, sh, as_rows(data), write, op,
-                                     lambda ids: undo(filter=sh.pk_in(ids)))  # fmt: skip
+            return self._portal.call(self.shadow.write, sh, as_rows(data), write, op, lambda ids: undo(filter=sh.pk_in(ids)))
 
     def insert(
-        self, collection_name: str, data: dict | list[dict], timeout: float | None = None,
-        partition_name: str | None = "", **kwargs: Any,
-    ) -> dict:  # fmt: skip
+        self,
+        collection_name: str,
+        data: dict | list[dict],
+        timeout: float | None = None,
+        partition_name: str | None = "",
+        **kwargs: Any,
+    ) -> dict:
         return self._write("insert", collection_name, data, timeout, partition_name=partition_name, **kwargs)
 
     def upsert(
-        self, collection_name: str, data: dict | list[dict], timeout: float | None = None,
-        partition_name: str | None = "", **kwargs: Any,
-    ) -> dict:  # fmt: skip
+        self,
+        collection_name: str,
+        data: dict | list[dict],
+        timeout: float | None = None,
+        partition_name: str | None = "",
+        **kwargs: Any,
+    ) -> dict:
         return self._write("upsert", collection_name, data, timeout, partition_name=partition_name, **kwargs)
 
     def delete(
-        self, collection_name: str, ids: list | str | int | None = None, timeout: float | None = None,
-        filter: str | None = None, partition_name: str | None = None, **kwargs: Any,
-    ) -> dict[str, int]:  # fmt: skip
+        self,
+        collection_name: str,
+        ids: list | str | int | None = None,
+        timeout: float | None = None,
+        filter: str | None = None,
+        partition_name: str | None = None,
+        **kwargs: Any,
+    ) -> dict[str, int]:
         if (ids is None) == (not filter):  # neither or both: Milvus' own error, nothing mirrored
             return MilvusClient.delete(self, collection_name, ids, timeout, filter, partition_name, **kwargs)
         with self._fresh(collection_name):
             return self._delete(collection_name, ids, timeout, filter, partition_name, **kwargs)
 
     def _delete(
-        self, collection_name: str, ids: list | str | int | None, timeout: float | None, filter: str | None,
-        partition_name: str | None, **kwargs: Any,
-    ) -> dict[str, int]:  # fmt: skip
+        self,
+        collection_name: str,
+        ids: list | str | int | None,
+        timeout: float | None,
+        filter: str | None,
+        partition_name: str | None,
+        **kwargs: Any,
+    ) -> dict[str, int]:
         sh = self._shadowed(collection_name)
         parts = [partition_name] if partition_name else None
 
@@ -214,9 +237,13 @@ class ShadowMilvusClient(MilvusClient):
             # keys); query_iterator is not used: on Milvus 2.3 it misses rows written a moment before
             expr = sh.pk_in(keys) if keys is not None else filter
             rows = MilvusClient.query(
-                self, collection_name, filter=expr, output_fields=[sh.pk], consistency_level="Strong",
+                self,
+                collection_name,
+                filter=expr,
+                output_fields=[sh.pk],
+                consistency_level="Strong",
                 partition_names=parts,
-            )  # fmt: skip
+            )
             return [r[sh.pk] for r in rows]
 
         async def find_async(keys: list[Any] | None) -> list[Any]:
@@ -225,9 +252,13 @@ class ShadowMilvusClient(MilvusClient):
         async def milvus(keys: list[Any]) -> Any:
             # by an escaped `pk in [...]`: pymilvus' ids= does not escape quotes or backslashes in keys
             return await self._in_thread(
-                self._locked(MilvusClient.delete), collection_name, filter=sh.pk_in(keys), timeout=timeout,
-                partition_name=partition_name, **kwargs,
-            )  # fmt: skip
+                self._locked(MilvusClient.delete),
+                collection_name,
+                filter=sh.pk_in(keys),
+                timeout=timeout,
+                partition_name=partition_name,
+                **kwargs,
+            )
 
         keys = None if ids is None else _ids(ids)
         return self._portal.call(self.shadow.delete, sh, keys, bool(partition_name), find_async, milvus)
@@ -246,14 +277,21 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
     """``AsyncMilvusClient`` whose writes are mirrored into a PostgreSQL shadow; same rules as the sync one."""
 
     def __init__(
-        self, uri: str = "http://localhost:19530", user: str = "", password: str = "", db_name: str = "",
-        token: str = "", timeout: float | None = None, *, pg_dsn: str | None = None,
-        tracker_path: str | Path | None = None, **kwargs: Any,
-    ) -> None:  # fmt: skip
+        self,
+        uri: str = "http://localhost:19530",
+        user: str = "",
+        password: str = "",
+        db_name: str = "",
+        token: str = "",
+        timeout: float | None = None,
+        *,
+        pg_dsn: str | None = None,
+        tracker_path: str | Path | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.tracker, self.shadow = _shadow_store(pg_dsn, tracker_path)  # bad arguments fail before connecting
         try:
-            super().__init__(uri=uri, user=user, password=password, db_name=db_name, token=token, timeout=timeout,
-                             **kwargs)  # fmt: skip
+            super().__init__(uri=uri, user=user, password=password, db_name=db_name, token=token, timeout=timeout, **kwargs)
         except BaseException:
             if self.tracker is not None:
                 self.tracker.close()
@@ -299,8 +337,7 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
         """Milvus' rename, with the shadow table and the tracker's keys renamed alongside."""
 
         async def milvus() -> Any:
-            return await AsyncMilvusClient.rename_collection(self, old_name, new_name, target_db, timeout=timeout,
-                                                             **kwargs)  # fmt: skip
+            return await AsyncMilvusClient.rename_collection(self, old_name, new_name, target_db, timeout=timeout, **kwargs)
 
         return await self.shadow.rename(old_name, new_name, milvus)
 
@@ -327,21 +364,34 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
         return await self.shadow.write(sh, as_rows(data), write, op, undo)
 
     async def insert(
-        self, collection_name: str, data: dict | list[dict], timeout: float | None = None,
-        partition_name: str | None = "", **kwargs: Any,
-    ) -> dict:  # fmt: skip
+        self,
+        collection_name: str,
+        data: dict | list[dict],
+        timeout: float | None = None,
+        partition_name: str | None = "",
+        **kwargs: Any,
+    ) -> dict:
         return await self._write("insert", collection_name, data, timeout, partition_name=partition_name, **kwargs)
 
     async def upsert(
-        self, collection_name: str, data: dict | list[dict], timeout: float | None = None,
-        partition_name: str | None = "", **kwargs: Any,
-    ) -> dict:  # fmt: skip
+        self,
+        collection_name: str,
+        data: dict | list[dict],
+        timeout: float | None = None,
+        partition_name: str | None = "",
+        **kwargs: Any,
+    ) -> dict:
         return await self._write("upsert", collection_name, data, timeout, partition_name=partition_name, **kwargs)
 
     async def delete(
-        self, collection_name: str, ids: list | str | int | None = None, timeout: float | None = None,
-        filter: str | None = None, partition_name: str | None = None, **kwargs: Any,
-    ) -> dict[str, int]:  # fmt: skip
+        self,
+        collection_name: str,
+        ids: list | str | int | None = None,
+        timeout: float | None = None,
+        filter: str | None = None,
+        partition_name: str | None = None,
+        **kwargs: Any,
+    ) -> dict[str, int]:
         if (ids is None) == (not filter):
             return await AsyncMilvusClient.delete(self, collection_name, ids, timeout, filter, partition_name, **kwargs)
         try:
@@ -352,9 +402,14 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
             raise
 
     async def _delete(
-        self, collection_name: str, ids: list | str | int | None, timeout: float | None, filter: str | None,
-        partition_name: str | None, **kwargs: Any,
-    ) -> dict[str, int]:  # fmt: skip
+        self,
+        collection_name: str,
+        ids: list | str | int | None,
+        timeout: float | None,
+        filter: str | None,
+        partition_name: str | None,
+        **kwargs: Any,
+    ) -> dict[str, int]:
         sh = await self._shadowed(collection_name)
         parts = [partition_name] if partition_name else None
 
@@ -362,17 +417,25 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
             # AsyncMilvusClient has no query_iterator; a query without a limit returns every match
             expr = sh.pk_in(keys) if keys is not None else filter
             rows = await AsyncMilvusClient.query(
-                self, collection_name, filter=expr, output_fields=[sh.pk], partition_names=parts,
+                self,
+                collection_name,
+                filter=expr,
+                output_fields=[sh.pk],
+                partition_names=parts,
                 consistency_level="Strong",
-            )  # fmt: skip
+            )
             return [r[sh.pk] for r in rows]
 
         async def milvus(keys: list[Any]) -> Any:
             async with held(self._lite_lock):
                 return await AsyncMilvusClient.delete(
-                    self, collection_name, filter=sh.pk_in(keys), timeout=timeout, partition_name=partition_name,
+                    self,
+                    collection_name,
+                    filter=sh.pk_in(keys),
+                    timeout=timeout,
+                    partition_name=partition_name,
                     **kwargs,
-                )  # fmt: skip
+                )
 
         keys = None if ids is None else _ids(ids)
         return await self.shadow.delete(sh, keys, bool(partition_name), find, milvus)

@@ -66,9 +66,14 @@ def arrow_batch(rows: list[dict[str, Any]], schema: CollectionSchema, side: str)
 
 
 async def export(
-    source: Any, collection: str | CollectionSchema, path: Path | str, *,
-    side: Literal["postgres", "milvus"] = "postgres", batch_size: int = 2000, table: str | None = None,
-) -> int:  # fmt: skip
+    source: Any,
+    collection: str | CollectionSchema,
+    path: Path | str,
+    *,
+    side: Literal["postgres", "milvus"] = "postgres",
+    batch_size: int = 2000,
+    table: str | None = None,
+) -> int:
     """Write one side of a collection to ``path`` (Parquet); the number of rows written.
 
     ``source`` is the ``MilvusClient`` for ``side="milvus"`` and the ``asyncpg.Pool`` for
@@ -85,8 +90,7 @@ async def export(
         schema = await sides.describe(source, name)
         await anyio.to_thread.run_sync(ensure_loaded, source, name)
         shadow = sides.Shadow(name, schema, table or table_name(schema))
-        output = sides.milvus_output(shadow, [f for f in schema.data_fields() if not f.is_primary],
-                                     schema.enable_dynamic_field)  # fmt: skip
+        output = sides.milvus_output(shadow, [f for f in schema.data_fields() if not f.is_primary], schema.enable_dynamic_field)
         batches: Any = sides.milvus_batches(source, shadow, "", output, batch_size)
     else:
         if isinstance(collection, str):
@@ -97,8 +101,7 @@ async def export(
         schema = collection
         shadow = sides.Shadow(schema.collection_name, schema, table or table_name(schema))
         await sides.check_table(source, schema, shadow.table)
-        cols = sides.pg_columns(shadow, [f for f in schema.data_fields() if not f.is_primary],
-                                schema.enable_dynamic_field)  # fmt: skip
+        cols = sides.pg_columns(shadow, [f for f in schema.data_fields() if not f.is_primary], schema.enable_dynamic_field)
         batches = sides.pg_batches(source, shadow, cols, "TRUE", batch_size)
     rows = 0
     target = Path(path)

@@ -238,8 +238,7 @@ class ShadowStore:
             raise ShadowSchemaError(f"cannot create shadow table {table!r}: {type(exc).__name__}: {exc}") from exc
         if self.tracker is not None and new:
             await anyio.to_thread.run_sync(self.tracker.forget, collection)
-        self._known[collection] = Shadowed(collection, schema, table, self.lock(collection),
-                                           _collection_id(description))  # fmt: skip
+        self._known[collection] = Shadowed(collection, schema, table, self.lock(collection), _collection_id(description))
 
     async def drop(self, collection: str, table: str) -> None:
         self._known.pop(collection, None)
@@ -255,13 +254,22 @@ class ShadowStore:
         try:
             await anyio.to_thread.run_sync(self.tracker.record, keys, op, sh.schema.collection_name)
         except Exception as exc:  # noqa: BLE001 - logged: the stores stay right, only the tiebreak is lost
-            log.warning("key tracker could not record a write", collection=sh.collection, op=op, keys=len(keys),
-                        error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            log.warning(
+                "key tracker could not record a write",
+                collection=sh.collection,
+                op=op,
+                keys=len(keys),
+                error=f"{type(exc).__name__}: {exc}",
+            )
 
     async def write(
-        self, sh: Shadowed, rows: list[dict[str, Any]], milvus: MilvusWrite, op: str,
+        self,
+        sh: Shadowed,
+        rows: list[dict[str, Any]],
+        milvus: MilvusWrite,
+        op: str,
         undo: Callable[[list[Any]], Awaitable[Any]],
-    ) -> Any:  # fmt: skip
+    ) -> Any:
         """insert or upsert ``rows`` on both sides; Milvus' own return value comes back.
 
         ``undo`` deletes keys from Milvus: an AUTO_ID insert the shadow refuses is taken back with it.
@@ -296,8 +304,7 @@ class ShadowStore:
         names = ", ".join(quote(c) for c in cols)
         updates = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in cols if c != sh.key)
         await conn.execute(
-            f"INSERT INTO {quote(sh.table)} ({names}) SELECT {names} FROM {stage} "
-            f"ON CONFLICT ({quote(sh.key)}) DO UPDATE SET {updates}"
+            f"INSERT INTO {quote(sh.table)} ({names}) SELECT {names} FROM {stage} ON CONFLICT ({quote(sh.key)}) DO UPDATE SET {updates}"
         )
 
     async def _insert_auto(
@@ -317,9 +324,13 @@ class ShadowStore:
         return result
 
     async def delete(
-        self, sh: Shadowed, keys: list[Any] | None, partitioned: bool,
-        find: Callable[[list[Any] | None], Awaitable[list[Any]]], milvus: Callable[[list[Any]], Awaitable[Any]],
-    ) -> Any:  # fmt: skip
+        self,
+        sh: Shadowed,
+        keys: list[Any] | None,
+        partitioned: bool,
+        find: Callable[[list[Any] | None], Awaitable[list[Any]]],
+        milvus: Callable[[list[Any]], Awaitable[Any]],
+    ) -> Any:
         """Delete ``keys``, or the keys a filter selects, from both sides.
 
         A filter is always evaluated by Milvus (``find``, a Strong query: ~200 ms on 2.3 for its time

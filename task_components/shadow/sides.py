@@ -35,8 +35,19 @@ from task_components.schema.models import CollectionSchema, FieldSchema, FieldTy
 from task_components.schema.postgres import columns, key_column, quote, table_name
 from task_components.shadow.filters import to_sql
 
-__all__ = ["MilvusRows", "Shadow", "describe", "milvus_batches", "milvus_keys", "milvus_rows", "pg_batches", "pg_count",
-           "pg_keys", "pg_rows", "resolve"]  # fmt: skip
+__all__ = [
+    "MilvusRows",
+    "Shadow",
+    "describe",
+    "milvus_batches",
+    "milvus_keys",
+    "milvus_rows",
+    "pg_batches",
+    "pg_count",
+    "pg_keys",
+    "pg_rows",
+    "resolve",
+]
 
 
 _log = logging.getLogger(__name__)
@@ -75,8 +86,7 @@ class Shadow:
             unknown = [n for n in output_fields if n not in known]
             if unknown:
                 raise ShadowValidationError(
-                    f"collection {self.collection!r} has no field {', '.join(map(repr, unknown))} "
-                    f"(fields: {', '.join(sorted(known))})"
+                    f"collection {self.collection!r} has no field {', '.join(map(repr, unknown))} (fields: {', '.join(sorted(known))})"
                 )
             data = [f for f in data if f.name in output_fields]
         return [f for f in data if not (ignore_vectors and f.type.is_vector)]
@@ -113,17 +123,16 @@ async def describe(milvus: Any, collection: str) -> CollectionSchema:
 async def check_table(pool: asyncpg.Pool, schema: CollectionSchema, table: str) -> None:
     async with pool.acquire() as conn:
         if await conn.fetchval("SELECT to_regclass($1)", quote(table)) is None:
-            raise CollectionNotFoundError(
-                f"shadow table {table!r} of collection {schema.collection_name!r} does not exist in PostgreSQL"
+            raise CollectionNotFoundError(f"shadow table {table!r} of collection {schema.collection_name!r} does not exist in PostgreSQL")
+        have = {
+            r["attname"]
+            for r in await conn.fetch(
+                "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped", quote(table)
             )
-        have = {r["attname"] for r in await conn.fetch(
-            "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped",
-            quote(table))}  # fmt: skip
+        }
     missing = [c for c in columns(schema) if c not in have]
     if missing:
-        raise ShadowSchemaError(
-            f"shadow table {table!r} lacks column(s) {', '.join(missing)} of collection {schema.collection_name!r}"
-        )
+        raise ShadowSchemaError(f"shadow table {table!r} lacks column(s) {', '.join(missing)} of collection {schema.collection_name!r}")
 
 
 async def resolve(milvus: Any, pool: asyncpg.Pool, collection: str, table: str | None = None) -> Shadow:
@@ -195,14 +204,17 @@ async def milvus_keys(milvus: Any, shadow: Shadow, filter: str = "", batch_size:
                 keys.extend([r[shadow.pk] for r in batch])
         count = walk.count or 0
         if len(keys) < count and shadow.int_keys:  # rows keyed 2**63-1: counted, never returned
-            hidden = await anyio.to_thread.run_sync(
-                keyexpr.max_key_present, milvus, shadow.collection, shadow.pk, filter
-            )
+            hidden = await anyio.to_thread.run_sync(keyexpr.max_key_present, milvus, shadow.collection, shadow.pk, filter)
             keys.extend([keyexpr.INT64_MAX] * hidden)
         if len(keys) >= count:
             break
-        _log.warning("collection %r: the key walk returned %d keys, count(*) %d%s", shadow.collection,
-                     len(keys), count, "; reading again" if not attempt else "")  # fmt: skip
+        _log.warning(
+            "collection %r: the key walk returned %d keys, count(*) %d%s",
+            shadow.collection,
+            len(keys),
+            count,
+            "; reading again" if not attempt else "",
+        )
     return keys.result(), count
 
 
@@ -219,8 +231,9 @@ async def milvus_rows(milvus: Any, shadow: Shadow, keys: list[Any], output_field
     if not keys:
         return found
     expr = shadow.pk_in(keys)
-    rows = await anyio.to_thread.run_sync(lambda: milvus.query(
-        shadow.collection, filter=expr, output_fields=output_fields, consistency_level="Strong"))  # fmt: skip
+    rows = await anyio.to_thread.run_sync(
+        lambda: milvus.query(shadow.collection, filter=expr, output_fields=output_fields, consistency_level="Strong")
+    )
     found.update((r[shadow.pk], r) for r in rows)
     hidden = shadow.int_keys and keyexpr.INT64_MAX in keys and keyexpr.INT64_MAX not in found
     present = partial(keyexpr.max_key_present, milvus, shadow.collection, shadow.pk)
@@ -241,8 +254,7 @@ async def pg_batches(
     pool: asyncpg.Pool, shadow: Shadow, cols: list[str], where: str = "TRUE", batch_size: int = 1000
 ) -> AsyncGenerator[list[asyncpg.Record], None]:
     """Rows of the shadow table through a server-side cursor, in key order, a batch at a time."""
-    sql = (f"SELECT {', '.join(quote(c) for c in cols)} FROM {quote(shadow.table)} WHERE {where} "
-           f"ORDER BY {quote(shadow.key)}")  # fmt: skip
+    sql = f"SELECT {', '.join(quote(c) for c in cols)} FROM {quote(shadow.table)} WHERE {where} ORDER BY {quote(shadow.key)}"
     async with pool.acquire() as conn, conn.transaction():
         cursor = await conn.cursor(sql)
         while batch := await cursor.fetch(batch_size):
@@ -265,7 +277,6 @@ async def pg_count(pool: asyncpg.Pool, shadow: Shadow, where: str = "TRUE") -> i
 async def pg_rows(pool: asyncpg.Pool, shadow: Shadow, keys: list[Any], cols: list[str]) -> dict[Any, dict]:
     if not keys:
         return {}
-    sql = (f"SELECT {', '.join(quote(c) for c in cols)} FROM {quote(shadow.table)} "
-           f"WHERE {quote(shadow.key)} = ANY($1)")  # fmt: skip
+    sql = f"SELECT {', '.join(quote(c) for c in cols)} FROM {quote(shadow.table)} WHERE {quote(shadow.key)} = ANY($1)"
     async with pool.acquire() as conn:
         return {r[shadow.key]: dict(r) for r in await conn.fetch(sql, keys)}

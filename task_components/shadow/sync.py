@@ -51,9 +51,16 @@ def pg_transient(exc: BaseException) -> bool:
 
 
 # InternalClientError: asyncpg's protocol state after a connection died mid-operation
-_PG_TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                 asyncpg.InternalClientError, asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
-                 asyncpg.CrashShutdownError)  # fmt: skip
+_PG_TRANSIENT = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
 
 
 class ShadowParams(BaseModel):
@@ -64,9 +71,9 @@ class ShadowParams(BaseModel):
     concurrency: int = Field(2, ge=1, le=32, description="batches being copied at once")
     drop_if_exists: bool = True
     collection: str | None = Field(
-        None, description="the Milvus collection this table shadows (default: the pipeline's one collection task's, "
-        "else the schema's name)",
-    )  # fmt: skip
+        None,
+        description="the Milvus collection this table shadows (default: the pipeline's one collection task's, else the schema's name)",
+    )
     table: str | None = Field(None, description="shadow table name (default: shadow_<collection>)")
 
 
@@ -113,8 +120,13 @@ class ShadowSync(Component[ShadowParams]):
                 async for batch in ctx.stream(self.streams_from[0]):
                     if schema is None:
                         schema = schema_of(batch.schema)
-                        await with_retries(partial(self._create, pool, schema, p.drop_if_exists), self.inner_retry(),
-                                           pg_transient, what="creating the shadow table", log=ctx.log)  # fmt: skip
+                        await with_retries(
+                            partial(self._create, pool, schema, p.drop_if_exists),
+                            self.inner_retry(),
+                            pg_transient,
+                            what="creating the shadow table",
+                            log=ctx.log,
+                        )
                     await slots.acquire()  # bounded: at most `concurrency` batches converted or copied
                     tg.start_soon(self._copy, ctx, pool, schema, batch, rows, slots)
                     rows += batch.num_rows
@@ -125,9 +137,15 @@ class ShadowSync(Component[ShadowParams]):
         if schema is None:
             raise ValueError(f"stream from {self.streams_from[0]!r} carried no data")
         home = str(Path(ctx.run_dir).resolve()) if embedded and ctx.run_dir else None
-        return ShadowResult(table=self._table(schema), key=key_column(schema), rows=rows, embedded=embedded,
-                            seconds=time.perf_counter() - started, collection_schema=schema,
-                            embedded_dir=home)  # fmt: skip
+        return ShadowResult(
+            table=self._table(schema),
+            key=key_column(schema),
+            rows=rows,
+            embedded=embedded,
+            seconds=time.perf_counter() - started,
+            collection_schema=schema,
+            embedded_dir=home,
+        )
 
     def needs_problem(self, tasks: dict[str, Any]) -> str | None:
         """Find the collection this table shadows when ``collection``/``table`` do not say (the DAG is built
@@ -136,10 +154,7 @@ class ShadowSync(Component[ShadowParams]):
         p = self.params
         if p.collection or p.table:
             return None
-        names = {
-            name: _collection_of(t) for name, t in tasks.items()
-            if getattr(t, "component", None) in self.collection_tasks
-        }  # fmt: skip
+        names = {name: _collection_of(t) for name, t in tasks.items() if getattr(t, "component", None) in self.collection_tasks}
         found = set(names.values())
         if len(found) > 1:
             listed = ", ".join(f"{task}: {n or 'the schema name'}" for task, n in sorted(names.items()))
@@ -175,7 +190,12 @@ class ShadowSync(Component[ShadowParams]):
             await conn.execute(create_table_sql(schema, self._table(schema), if_not_exists=True))
 
     async def _copy(
-        self, ctx: PipelineContext, pool: Any, schema: CollectionSchema, batch: pa.RecordBatch, offset: int,
+        self,
+        ctx: PipelineContext,
+        pool: Any,
+        schema: CollectionSchema,
+        batch: pa.RecordBatch,
+        offset: int,
         slots: anyio.Semaphore,
     ) -> None:
         table, key = self._table(schema), key_column(schema)

@@ -53,9 +53,7 @@ class ProducerParams(BaseModel):
     linger_ms: int = Field(5, ge=0)
     max_batch_bytes: int = Field(262_144, ge=1024)
     acks: Literal[0, 1, "all"] = 1
-    max_request_bytes: int = Field(
-        1_048_576, ge=1024, description="largest record sent; a larger one is dead-lettered (not a failed run)"
-    )
+    max_request_bytes: int = Field(1_048_576, ge=1024, description="largest record sent; a larger one is dead-lettered (not a failed run)")
 
 
 class DeadLetterParams(ProducerParams):

@@ -58,9 +58,17 @@ def data_refusal(exc: BaseException) -> bool:
     """Whether Milvus refused the rows themselves (retrying them cannot help), not failed to answer."""
     from pymilvus import exceptions as e
 
-    rows = (e.ParamError, e.DataNotMatchException, e.DataTypeNotMatchException, e.DataTypeNotSupportException,
-            e.PrimaryKeyException, e.FieldsTypeException, e.FieldTypeException, e.AutoIDException,
-            e.PartitionKeyException)  # fmt: skip
+    rows = (
+        e.ParamError,
+        e.DataNotMatchException,
+        e.DataTypeNotMatchException,
+        e.DataTypeNotSupportException,
+        e.PrimaryKeyException,
+        e.FieldsTypeException,
+        e.FieldTypeException,
+        e.AutoIDException,
+        e.PartitionKeyException,
+    )
     if isinstance(exc, rows):
         return True
     return type(exc) is e.MilvusException and getattr(exc, "code", None) in DATA_CODES
@@ -94,8 +102,7 @@ class MilvusWriter:
         problem = key_problem(p.key, value.get(p.key), self.key_bytes)
         if problem:
             raise ValueError(problem)
-        if not isinstance(vector, list) or not all(isinstance(x, int | float) and not isinstance(x, bool)
-                                                   for x in vector):  # fmt: skip
+        if not isinstance(vector, list) or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector):
             raise ValueError(f"{p.vector_field} is not a list of numbers")
         if self.dim is not None and len(vector) != self.dim:
             raise ValueError(f"{p.vector_field} has {len(vector)} numbers, the collection's dimension is {self.dim}")
@@ -166,10 +173,18 @@ class MilvusSink(BatchSink):
             if not exists and p.dimension is None:
                 raise LookupError(f"Milvus collection {p.collection!r} does not exist (create it, or set `dimension`)")
             if not exists:
-                await anyio.to_thread.run_sync(lambda: client.create_collection(
-                    p.collection, dimension=p.dimension, primary_field_name=p.key, id_type="string", max_length=512,
-                    vector_field_name=p.vector_field, enable_dynamic_field=True, consistency_level="Strong",
-                ))  # fmt: skip
+                await anyio.to_thread.run_sync(
+                    lambda: client.create_collection(
+                        p.collection,
+                        dimension=p.dimension,
+                        primary_field_name=p.key,
+                        id_type="string",
+                        max_length=512,
+                        vector_field_name=p.vector_field,
+                        enable_dynamic_field=True,
+                        consistency_level="Strong",
+                    )
+                )
             dim, key_bytes = await anyio.to_thread.run_sync(_shape, client, p)
             yield MilvusWriter(client, p, dim, key_bytes)
         finally:

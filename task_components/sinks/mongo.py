@@ -127,13 +127,21 @@ class MongoWriter:
             return
         info = await self.collection.index_information()
         if INDEX not in info:
-            log.warning("mongo_index_recreated", collection=self.collection.full_name, index=INDEX,
-                        reason="missing (server restarted without its data?)")  # fmt: skip
+            log.warning(
+                "mongo_index_recreated",
+                collection=self.collection.full_name,
+                index=INDEX,
+                reason="missing (server restarted without its data?)",
+            )
             try:
                 await self.collection.create_index([(k, 1) for k in self.params.key], unique=True, name=INDEX)
             except OperationFailure as exc:  # e.g. duplicates written meanwhile: tried again at the next check
-                log.error("mongo_index_not_recreated", collection=self.collection.full_name, error=str(exc)[:300],
-                          retry_in_seconds=self.params.index_check_seconds)  # fmt: skip
+                log.error(
+                    "mongo_index_not_recreated",
+                    collection=self.collection.full_name,
+                    error=str(exc)[:300],
+                    retry_in_seconds=self.params.index_check_seconds,
+                )
         self.suspect = False
 
     def document(self, record: StreamRecord) -> dict[str, Any]:
@@ -179,8 +187,7 @@ class MongoWriter:
                 refusals.append(Refusal(r, "key" if problem.startswith("key") else "field_name", problem))
             else:  # bool tagged: true and 1 are two documents in MongoDB, not one
                 latest[tuple((isinstance(value.get(k), bool), value.get(k)) for k in p.key)] = r
-        pending = [(r, ReplaceOne({k: (r.value or {}).get(k) for k in p.key}, self.document(r), upsert=True))
-                   for r in latest.values()]  # fmt: skip
+        pending = [(r, ReplaceOne({k: (r.value or {}).get(k) for k in p.key}, self.document(r), upsert=True)) for r in latest.values()]
         written, last, alone = 0, "", False
         for attempt in range(1, 6):
             if not pending:
@@ -205,8 +212,9 @@ class MongoWriter:
             raise RecordsRefused(written, refusals)
         return written
 
-    async def _bulk(self, pending: list[tuple[StreamRecord, Any]], refusals: list[Refusal],
-                    last: str) -> tuple[int, list[tuple[StreamRecord, Any]], str]:  # fmt: skip
+    async def _bulk(
+        self, pending: list[tuple[StreamRecord, Any]], refusals: list[Refusal], last: str
+    ) -> tuple[int, list[tuple[StreamRecord, Any]], str]:
         """One unordered bulk write: (written, operations to upsert again (duplicate key races), last E11000)."""
         from pymongo.errors import BulkWriteError
 
@@ -221,15 +229,15 @@ class MongoWriter:
                 raise  # a step-down, a shutdown, a time limit...: the whole batch again (upserts are idempotent)
             for e in errors:
                 if e.get("code") in RECORD_CODES:
-                    refusals.append(Refusal(pending[e["index"]][0], "refused",
-                                            f"MongoDB (code {e.get('code')}): {e.get('errmsg')}"))  # fmt: skip
+                    refusals.append(Refusal(pending[e["index"]][0], "refused", f"MongoDB (code {e.get('code')}): {e.get('errmsg')}"))
             dups = [e for e in errors if e.get("code") == DUPLICATE_KEY]
             last = dups[0].get("errmsg", "") if dups else last
             return len(pending) - len(errors), [pending[e["index"]] for e in dups], last
         return len(pending), [], last
 
-    async def _write_alone(self, pending: list[tuple[StreamRecord, Any]], refusals: list[Refusal],
-                           last: str) -> tuple[int, list[tuple[StreamRecord, Any]], str]:  # fmt: skip
+    async def _write_alone(
+        self, pending: list[tuple[StreamRecord, Any]], refusals: list[Refusal], last: str
+    ) -> tuple[int, list[tuple[StreamRecord, Any]], str]:
         written, again = 0, []
         for item in pending:
             try:

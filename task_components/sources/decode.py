@@ -63,9 +63,7 @@ def decode(msg: Any, max_bytes: int = MAX_RECORD_BYTES, max_depth: int = MAX_DEP
         offset=msg.offset,
         raw=msg.value or b"",
         value=None,
-        correlation_id=cid[:MAX_CORRELATION_ID].decode(errors="replace")
-        if cid
-        else f"{msg.topic}-{msg.partition}-{msg.offset}",
+        correlation_id=cid[:MAX_CORRELATION_ID].decode(errors="replace") if cid else f"{msg.topic}-{msg.partition}-{msg.offset}",
         key=msg.key,
     )
     if msg.value is None:

@@ -70,14 +70,10 @@ class KafkaSourceParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     topic: str | None = Field(None, description="default: KAFKA__TOPIC_SOURCE")
     group: str | None = Field(None, description="consumer group; default: KAFKA__CONSUMER_GROUP")
-    auto_offset_reset: Literal["earliest", "latest"] | None = Field(
-        None, description="default: KAFKA__AUTO_OFFSET_RESET"
-    )
+    auto_offset_reset: Literal["earliest", "latest"] | None = Field(None, description="default: KAFKA__AUTO_OFFSET_RESET")
     batch_size: int | None = Field(None, ge=1, description="default: PIPELINE__BATCH_SIZE")
     batch_timeout: float = Field(1.0, gt=0, description="seconds a partial batch waits for more records")
-    max_in_flight: int | None = Field(
-        None, ge=1, description="batches not yet acknowledged; default: PIPELINE__MAX_WORKERS"
-    )
+    max_in_flight: int | None = Field(None, ge=1, description="batches not yet acknowledged; default: PIPELINE__MAX_WORKERS")
     max_records: int = Field(0, ge=0, description="stop after this many records (0: no limit)")
     max_seconds: float = Field(0, ge=0, description="stop after this many seconds (0: no limit)")
     idle_seconds: float = Field(0, ge=0, description="stop when no record came for this long (0: never)")
@@ -277,12 +273,17 @@ class _StreamRun:
             rate_in, rate_out = (s.records_in - prev_in) / (now - prev_t), (out - prev_out) / (now - prev_t)
             prev_in, prev_out, prev_t = s.records_in, out, now
             share = round(s.invalid / out, 4) if out else 0.0
-            figures = {"rate_in": round(rate_in, 1), "rate_out": round(rate_out, 1), "lag": await self.lag(),
-                       "invalid_share": share, "paused": self.breaker.is_open}  # fmt: skip
-            detail = (f"in {rate_in:,.0f}/s out {rate_out:,.0f}/s invalid {figures['invalid_share']:.1%} "
-                      f"lag {figures['lag']:,}" + (" PAUSED (sink down)" if self.breaker.is_open else ""))  # fmt: skip
-            self.ctx.progress(done=s.records_in, total=self.p.max_records or None, unit="records", detail=detail,
-                              **figures)  # fmt: skip
+            figures = {
+                "rate_in": round(rate_in, 1),
+                "rate_out": round(rate_out, 1),
+                "lag": await self.lag(),
+                "invalid_share": share,
+                "paused": self.breaker.is_open,
+            }
+            detail = f"in {rate_in:,.0f}/s out {rate_out:,.0f}/s invalid {figures['invalid_share']:.1%} lag {figures['lag']:,}" + (
+                " PAUSED (sink down)" if self.breaker.is_open else ""
+            )
+            self.ctx.progress(done=s.records_in, total=self.p.max_records or None, unit="records", detail=detail, **figures)
             if now >= next_log:
                 next_log = now + 5
                 self.ctx.log.info("stream_progress", records_in=s.records_in, written=out, **figures)
@@ -305,9 +306,11 @@ class KafkaSource(Component[KafkaSourceParams]):
 
     def needs_problem(self, tasks: dict[str, Task]) -> str | None:
         if self.needs:
-            return ("needs tasks, as streaming pipelines were wired before: the wiring changed, data order now: "
-                    "the source needs nothing and each stage and sink needs the step before it; see "
-                    "docs/streaming.md")  # fmt: skip
+            return (
+                "needs tasks, as streaming pipelines were wired before: the wiring changed, data order now: "
+                "the source needs nothing and each stage and sink needs the step before it; see "
+                "docs/streaming.md"
+            )
         if not streams_from_source(self.name, tasks):
             return "no task reads its batches (a stage or sink needing it): nothing would take what it consumes"
         return dead_letter_problem(self.name, tasks)  # records that fail to decode are dead-lettered here
@@ -363,19 +366,39 @@ class KafkaSource(Component[KafkaSourceParams]):
                     await run.commit_ready()  # whatever was acknowledged, even on SIGTERM or a failure
                     await run.consumer.stop()
                 s = run.stats  # logged however the run ended (SIGTERM included), with what was committed
-                ctx.log.info("stream_stopped", stopped_by=stopped_by, records_in=s.records_in, committed=s.committed,
-                             refused_by_sinks=run.ledger.refused)  # fmt: skip
+                ctx.log.info(
+                    "stream_stopped",
+                    stopped_by=stopped_by,
+                    records_in=s.records_in,
+                    committed=s.committed,
+                    refused_by_sinks=run.ledger.refused,
+                )
         s = run.stats
         return StreamResult(
-            topic=topic, group=group, records_in=s.records_in, valid=s.valid, invalid=s.invalid,
-            duplicates=s.duplicates, batches=s.batches, written=dict(run.ledger.written), committed=s.committed,
-            stopped_by=stopped_by, seconds=time.monotonic() - s.started, sink_outages=run.breaker.outages,
-            refused=run.ledger.refused, busy_seconds=time.monotonic() - (s.first_record or time.monotonic()),
-        )  # fmt: skip
+            topic=topic,
+            group=group,
+            records_in=s.records_in,
+            valid=s.valid,
+            invalid=s.invalid,
+            duplicates=s.duplicates,
+            batches=s.batches,
+            written=dict(run.ledger.written),
+            committed=s.committed,
+            stopped_by=stopped_by,
+            seconds=time.monotonic() - s.started,
+            sink_outages=run.breaker.outages,
+            refused=run.ledger.refused,
+            busy_seconds=time.monotonic() - (s.first_record or time.monotonic()),
+        )
 
     def summarize(self, result: StreamResult) -> dict[str, Any]:
         return {
-            "records_in": result.records_in, "valid": result.valid, "invalid": result.invalid,
-            "duplicates": result.duplicates, "records_per_s": round(result.records_per_second),
-            "stopped_by": result.stopped_by, "sink_outages": result.sink_outages, "refused_by_sinks": result.refused,
-        }  # fmt: skip
+            "records_in": result.records_in,
+            "valid": result.valid,
+            "invalid": result.invalid,
+            "duplicates": result.duplicates,
+            "records_per_s": round(result.records_per_second),
+            "stopped_by": result.stopped_by,
+            "sink_outages": result.sink_outages,
+            "refused_by_sinks": result.refused,
+        }

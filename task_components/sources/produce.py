@@ -56,8 +56,7 @@ class ProduceTestData(Component[ProduceParams]):
         topic = p.topic or settings.kafka.topic_source
         kinds: Counter[str] = Counter()
         started = time.monotonic()
-        gen = records(p.total or None, pattern=p.pattern, invalid_ratio=p.invalid_ratio,
-                      duplicate_ratio=p.duplicate_ratio, seed=p.seed)  # fmt: skip
+        gen = records(p.total or None, pattern=p.pattern, invalid_ratio=p.invalid_ratio, duplicate_ratio=p.duplicate_ratio, seed=p.seed)
         producer: Any = None
         if p.output == "kafka":
             if p.partitions:
@@ -91,11 +90,21 @@ class ProduceTestData(Component[ProduceParams]):
             sys.stdout.flush()
         valid = kinds["valid"]
         return ProducedTestData(
-            output=p.output, topic=topic if p.output == "kafka" else None, produced=sum(kinds.values()),
-            valid=valid, invalid=sum(kinds.values()) - valid - kinds["duplicate"], duplicates=kinds["duplicate"],
-            kinds=dict(kinds), seconds=time.monotonic() - started,
-        )  # fmt: skip
+            output=p.output,
+            topic=topic if p.output == "kafka" else None,
+            produced=sum(kinds.values()),
+            valid=valid,
+            invalid=sum(kinds.values()) - valid - kinds["duplicate"],
+            duplicates=kinds["duplicate"],
+            kinds=dict(kinds),
+            seconds=time.monotonic() - started,
+        )
 
     def summarize(self, result: ProducedTestData) -> dict[str, Any]:
-        return {"produced": result.produced, "valid": result.valid, "invalid": result.invalid,
-                "duplicates": result.duplicates, "topic": result.topic or "stdout"}  # fmt: skip
+        return {
+            "produced": result.produced,
+            "valid": result.valid,
+            "invalid": result.invalid,
+            "duplicates": result.duplicates,
+            "topic": result.topic or "stdout",
+        }

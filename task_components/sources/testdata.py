@@ -156,9 +156,13 @@ def _break(rng: random.Random, raw: dict[str, Any], kind: str) -> dict[str, Any]
 
 
 def records(
-    total: int | None, *, pattern: str = "mixed", invalid_ratio: float = 0.1, duplicate_ratio: float = 0.0,
+    total: int | None,
+    *,
+    pattern: str = "mixed",
+    invalid_ratio: float = 0.1,
+    duplicate_ratio: float = 0.0,
     seed: int = 7,
-) -> Iterator[TestRecord]:  # fmt: skip
+) -> Iterator[TestRecord]:
     """``total`` messages (``None``: endless): valid, invalid (``pattern='invalid'``) or mixed with
     ``invalid_ratio``. Duplicates re-send one of the last 10,000 valid records, so memory stays bounded."""
     kinds = list(INVALID_KINDS)

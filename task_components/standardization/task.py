@@ -96,8 +96,7 @@ class StandardizeStage(BatchStage):
         p = self.params
         ops = self.operations()
         converters = {
-            name: partial(to_iso_utc, formats=p.date_formats) if kind == "datetime" else CONVERTERS[kind]
-            for name, kind in p.types.items()
+            name: partial(to_iso_utc, formats=p.date_formats) if kind == "datetime" else CONVERTERS[kind] for name, kind in p.types.items()
         }
         steps = {name: [(op, ops[op]) for op in names] for name, names in p.fields.items()}
         targets = set(p.mapping.values())

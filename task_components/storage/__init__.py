@@ -6,5 +6,12 @@ from task_components.storage.task import Upload, UploadParams, open_store
 COMPONENTS = [Upload]
 
 __all__ = [
-    "COMPONENTS", "LocalStore", "ObjectStore", "S3Store", "StorageError", "Upload", "UploadParams", "open_store",
-]  # fmt: skip
+    "COMPONENTS",
+    "LocalStore",
+    "ObjectStore",
+    "S3Store",
+    "StorageError",
+    "Upload",
+    "UploadParams",
+    "open_store",
+]

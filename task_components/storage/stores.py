@@ -122,11 +122,7 @@ class LocalStore:
 
     async def list_keys(self, prefix: str) -> list[str]:
         base = self.root
-        return sorted(
-            str(p.relative_to(base))
-            for p in base.rglob("*")
-            if p.is_file() and str(p.relative_to(base)).startswith(prefix)
-        )
+        return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file() and str(p.relative_to(base)).startswith(prefix))
 
     async def aclose(self) -> None:
         return None
@@ -217,9 +213,7 @@ class S3Store:
         async def send(number: int, offset: int, length: int) -> None:
             async with self._parts:  # bounds memory: at most parts_in_flight parts read at once
                 data = await anyio.to_thread.run_sync(_read_range, path, offset, length)
-                reply = await c.upload_part(
-                    Bucket=self.bucket, Key=key, PartNumber=number, UploadId=upload_id, Body=data
-                )
+                reply = await c.upload_part(Bucket=self.bucket, Key=key, PartNumber=number, UploadId=upload_id, Body=data)
                 parts[number] = reply["ETag"]
 
         try:

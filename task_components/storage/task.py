@@ -89,18 +89,27 @@ class Upload(Component[UploadParams]):
         async def one(df: DataFile) -> None:
             key = f"{prefix}/{df.entry.path}"
             async with limiter:
-                obj = await with_retries(lambda: store.put_file(df.local_path, key, df.entry.sha256), policy,
-                                         s3_transient, what=f"upload of {key}", log=ctx.log)  # fmt: skip
+                obj = await with_retries(
+                    lambda: store.put_file(df.local_path, key, df.entry.sha256), policy, s3_transient, what=f"upload of {key}", log=ctx.log
+                )
             e = df.entry
-            uploaded = UploadedFile(key=obj.key, location=store.locate(obj.key), rows=e.rows, bytes=obj.bytes,
-                                    sha256=obj.sha256, skipped=obj.skipped, shard=e.shard)  # fmt: skip
+            uploaded = UploadedFile(
+                key=obj.key,
+                location=store.locate(obj.key),
+                rows=e.rows,
+                bytes=obj.bytes,
+                sha256=obj.sha256,
+                skipped=obj.skipped,
+                shard=e.shard,
+            )
             done.append(uploaded)
             await ctx.emit(uploaded)
             ctx.progress(done=len(done), unit="files")
 
         try:
-            aborted = await with_retries(lambda: store.abort_unfinished(prefix + "/"), policy, s3_transient,
-                                         what="listing unfinished uploads", log=ctx.log)  # fmt: skip
+            aborted = await with_retries(
+                lambda: store.abort_unfinished(prefix + "/"), policy, s3_transient, what="listing unfinished uploads", log=ctx.log
+            )
             if aborted:
                 ctx.log.warning("aborted unfinished multipart uploads of an interrupted attempt", count=aborted)
             async with anyio.create_task_group() as tg:
@@ -116,17 +125,24 @@ class Upload(Component[UploadParams]):
             meta = Path(manifest.root or ".") / MANIFEST_NAME
             manifest_key = f"{prefix}/{MANIFEST_NAME}"
             meta_sha = await anyio.to_thread.run_sync(sha256_file, meta)
-            await with_retries(lambda: store.put_file(meta, manifest_key, meta_sha), policy, s3_transient,
-                               what=f"upload of {manifest_key}", log=ctx.log)  # fmt: skip
+            await with_retries(
+                lambda: store.put_file(meta, manifest_key, meta_sha), policy, s3_transient, what=f"upload of {manifest_key}", log=ctx.log
+            )
         finally:
             with anyio.CancelScope(shield=True):
                 await store.aclose()
         order = {f.path: i for i, f in enumerate(manifest.files)}
         done.sort(key=lambda f: order.get(f.key.removeprefix(prefix + "/"), 0))
-        ctx.log.info("upload finished", store=store.kind, uploaded=sum(not f.skipped for f in done),
-                     skipped=sum(f.skipped for f in done))  # fmt: skip
-        return UploadResult(store=store.kind, bucket=store.bucket, prefix=prefix, files=done,
-                            manifest_key=manifest_key, manifest=manifest, aborted_uploads=aborted)  # fmt: skip
+        ctx.log.info("upload finished", store=store.kind, uploaded=sum(not f.skipped for f in done), skipped=sum(f.skipped for f in done))
+        return UploadResult(
+            store=store.kind,
+            bucket=store.bucket,
+            prefix=prefix,
+            files=done,
+            manifest_key=manifest_key,
+            manifest=manifest,
+            aborted_uploads=aborted,
+        )
 
     def _manifest(self, ctx: PipelineContext) -> Manifest:
         manifest = self.upstream(ctx, Manifest)

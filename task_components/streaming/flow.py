@@ -34,9 +34,17 @@ from task_components.contracts import StreamBatch, StreamRecord
 from task_components.streaming.resilience import CircuitBreaker, RetrySettings
 
 __all__ = [
-    "AckLedger", "DownstreamFailed", "Flowing", "SinkResult", "StageResult", "StepResult", "StreamWiringError",
-    "open_ledger", "participating", "pass_on",
-]  # fmt: skip
+    "AckLedger",
+    "DownstreamFailed",
+    "Flowing",
+    "SinkResult",
+    "StageResult",
+    "StepResult",
+    "StreamWiringError",
+    "open_ledger",
+    "participating",
+    "pass_on",
+]
 
 _LEDGERS = "streaming.ledgers"  # key of the run's live ledgers in ctx.services.scratch
 
@@ -99,9 +107,13 @@ class AckLedger:
         unpaid = self.owed.pop(seq, None)
         if unpaid:  # every task finished the batch, yet rejected records of it were written nowhere
             sender, records = next(iter(unpaid.items()))
-            self.fail(sender, StreamWiringError(
-                f"{records} records it rejected in batch {seq} reached no dead-letter sink (sink.dead_letter): "
-                f"add {sender!r} to the dead-letter sink's needs"))  # fmt: skip
+            self.fail(
+                sender,
+                StreamWiringError(
+                    f"{records} records it rejected in batch {seq} reached no dead-letter sink (sink.dead_letter): "
+                    f"add {sender!r} to the dead-letter sink's needs"
+                ),
+            )
             return
         self.on_done(seq)
 
@@ -196,8 +208,7 @@ async def pass_on(ctx: PipelineContext, item: Flowing) -> None:
     """
     hub = ctx.hubs.get(ctx.task_name)
     if hub is not None and hub.dropped:
-        error = StreamWiringError(f"skipped (another of its needs failed): it will never take the batches of "
-                                  f"{ctx.task_name!r}")  # fmt: skip
+        error = StreamWiringError(f"skipped (another of its needs failed): it will never take the batches of {ctx.task_name!r}")
         item.ledger.fail(hub.dropped[0], error)
         raise DownstreamFailed(item.ledger.error or str(error))
     copies = len(hub.consumers) if hub is not None else 0

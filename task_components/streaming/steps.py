@@ -78,26 +78,31 @@ def dead_letter_problem(name: str, tasks: dict[str, Task]) -> str | None:
 def _step_problem(step: Task, tasks: dict[str, Task]) -> str | None:
     """What every stage and sink must satisfy beyond its needs' types (see the module's docstring)."""
     if step.retry.attempts > 1:
-        return ("retries do nothing on streaming steps: a failure stops the source at once; a sink's writes are "
-                "retried with the source's retry_count and retry_delay")  # fmt: skip
+        return (
+            "retries do nothing on streaming steps: a failure stops the source at once; a sink's writes are "
+            "retried with the source's retry_count and retry_delay"
+        )
     producers = list(step.streams_from)
     if not step.needs:
         return WIRING_CHANGED
     if len(producers) != 1:
-        return (f"reads {len(producers)} batch producers ({', '.join(producers) or 'none'}): a stage or sink "
-                "reads exactly one, the step before it")  # fmt: skip
+        return (
+            f"reads {len(producers)} batch producers ({', '.join(producers) or 'none'}): a stage or sink "
+            "reads exactly one, the step before it"
+        )
     producer = tasks.get(producers[0])
     if isinstance(producer, StreamSink | StreamDeadLetters):
-        return (f"reads sink {producers[0]!r}, which passes on only the records it refused: "
-                "read the stage (or source) before it")  # fmt: skip
+        return f"reads sink {producers[0]!r}, which passes on only the records it refused: read the stage (or source) before it"
     for other in tasks.values():
         if other is step or isinstance(other, StreamDeadLetters) or producers[0] not in other.streams_from:
             continue
         if len(other.streams_from) > 1:  # refused for that itself, by its own check
             continue
         if isinstance(step, StreamStage) or isinstance(other, StreamStage):
-            return (f"reads {producers[0]!r} with {other.name!r}, and a stage changes the batch's records in "
-                    "place: a producer feeding a stage feeds only that stage (chain the stages instead)")  # fmt: skip
+            return (
+                f"reads {producers[0]!r} with {other.name!r}, and a stage changes the batch's records in "
+                "place: a producer feeding a stage feeds only that stage (chain the stages instead)"
+            )
     if isinstance(step, StreamStage) and not streams_from_source(step.name, tasks):
         return "no stage or sink reads its batches: its valid records would reach no sink"
     return dead_letter_problem(step.name, tasks)
@@ -115,8 +120,9 @@ def _inputs(step: Component[Any]) -> list[tuple[type, ...]]:
 
 def _refuse_spill(cls: type) -> None:
     if getattr(cls, "stream_spill", False):
-        raise TypeError(f"{cls.__name__}: a streaming step cannot set stream_spill: its batches carry the "
-                        "source's ledger and live in this process only")  # fmt: skip
+        raise TypeError(
+            f"{cls.__name__}: a streaming step cannot set stream_spill: its batches carry the source's ledger and live in this process only"
+        )
 
 
 class StreamStage(Component[P]):
@@ -194,8 +200,7 @@ class StreamSink(Component[P]):
                     tg.start_soon(self._write, ctx, sink.label, writer, item, result)
         return result
 
-    async def _write(self, ctx: PipelineContext, label: str, writer: SinkWriter, item: Flowing,
-                     result: StepResult) -> None:  # fmt: skip
+    async def _write(self, ctx: PipelineContext, label: str, writer: SinkWriter, item: Flowing, result: StepResult) -> None:
         ledger, valid = item.ledger, item.batch.valid()
         if valid:
             written = await write_with_retry(label, writer, valid, ledger.retry, ledger.breaker)
@@ -203,13 +208,20 @@ class StreamSink(Component[P]):
             result.written += written.count
             if written.refused:
                 first = written.refused[0]
-                ctx.log.warning("records_refused", sink=label, records=len(written.refused), rule=first.rule,
-                                reason=first.reason[:300], first_record_id=first.record.correlation_id)  # fmt: skip
+                ctx.log.warning(
+                    "records_refused",
+                    sink=label,
+                    records=len(written.refused),
+                    rule=first.rule,
+                    reason=first.reason[:300],
+                    first_record_id=first.record.correlation_id,
+                )
                 if not consumers(ctx):
-                    raise PermanentSinkError(f"{label} refused {len(written.refused)} records and no dead-letter "
-                                             f"sink needs task {self.name!r}; first: {first.reason}")  # fmt: skip
-                refused = [dataclasses.replace(f.record, rejection=Rejection(f"sink.{label}", f.rule, f.reason))
-                           for f in written.refused]  # fmt: skip
+                    raise PermanentSinkError(
+                        f"{label} refused {len(written.refused)} records and no dead-letter "
+                        f"sink needs task {self.name!r}; first: {first.reason}"
+                    )
+                refused = [dataclasses.replace(f.record, rejection=Rejection(f"sink.{label}", f.rule, f.reason)) for f in written.refused]
                 ledger.refused += len(refused)
                 result.refused += len(refused)
                 await pass_on(ctx, Flowing(item.batch, ledger, refused))
@@ -250,24 +262,20 @@ class StreamDeadLetters(Component[P]):
         async with participating(ctx):
             sink = self.sink()
             if not self.streams_from:
-                raise ValueError(
-                    f"task {self.name!r} streams from no batch producer: add the streaming steps to its needs"
-                )
+                raise ValueError(f"task {self.name!r} streams from no batch producer: add the streaming steps to its needs")
             async with sink.open(ctx.services.settings) as writer, anyio.create_task_group() as tg:
                 for producer in self.streams_from:
                     tg.start_soon(self._read, ctx, producer, sink.label, writer, tg, result)
         return result
 
-    async def _read(self, ctx: PipelineContext, producer: str, label: str, writer: SinkWriter, tg: TaskGroup,
-                    result: StepResult) -> None:  # fmt: skip
+    async def _read(self, ctx: PipelineContext, producer: str, label: str, writer: SinkWriter, tg: TaskGroup, result: StepResult) -> None:
         async for item in ctx.stream(producer):
             if item.dead:
                 tg.start_soon(self._write, ctx, label, writer, item, result)
             else:
                 item.ledger.release(item.batch.seq)
 
-    async def _write(self, ctx: PipelineContext, label: str, writer: SinkWriter, item: Flowing,
-                     result: StepResult) -> None:  # fmt: skip
+    async def _write(self, ctx: PipelineContext, label: str, writer: SinkWriter, item: Flowing, result: StepResult) -> None:
         ledger = item.ledger
         written = await write_with_retry(label, writer, item.dead, ledger.retry, ledger.breaker)
         if written.refused:  # the dead-letter topic refusing a dead letter: nowhere left to put it
@@ -276,8 +284,13 @@ class StreamDeadLetters(Component[P]):
         log = ctx.log
         for r in item.dead:  # correlation ids travel to the logs too (debug: one line per record)
             why = r.rejection
-            log.debug("record_rejected", record_id=r.correlation_id, step=why and why.step, rule=why and why.rule,
-                      source=f"{r.topic}:{r.partition}@{r.offset}")  # fmt: skip
+            log.debug(
+                "record_rejected",
+                record_id=r.correlation_id,
+                step=why and why.step,
+                rule=why and why.rule,
+                source=f"{r.topic}:{r.partition}@{r.offset}",
+            )
         ledger.count(label, written.count)
         ledger.paid(item.batch.seq, item.sender)
         result.batches += 1

@@ -51,8 +51,7 @@ def canonical_column(f: FieldSchema, values: pa.Array | pa.ChunkedArray | list[A
     row = TYPES.get(f.type)
     encode = row.canonical if row is not None else None
     if encode is None:
-        raise ValueError(f"field {f.name!r}: type {f.type.value} has no canonical encoding for content matching "
-                         "(its TypeSpec.canonical)")  # fmt: skip
+        raise ValueError(f"field {f.name!r}: type {f.type.value} has no canonical encoding for content matching (its TypeSpec.canonical)")
     if isinstance(values, pa.ChunkedArray | pa.Array):
         if encode is dense_bytes and values.null_count == 0:  # the whole column as one matrix, no list per row
             return dense_rows(f, matrix(values, f)) if len(values) else []

@@ -31,13 +31,11 @@ def column_ok(f: FieldSchema, source: pa.Array, other: list[Any], tolerance: flo
             return np.all(a == b, axis=1)
         return np.abs(a.astype(np.float64) - b).max(axis=1, initial=0) <= tolerance
     if storage != "scalar" or n == 0:
-        return np.array([same_value(f, s, o, tolerance) for s, o in zip(source.to_pylist(), other, strict=True)],
-                        dtype=bool)  # fmt: skip
+        return np.array([same_value(f, s, o, tolerance) for s, o in zip(source.to_pylist(), other, strict=True)], dtype=bool)
     s = pl.Series(source)
     o = pl.Series(other, dtype=s.dtype, strict=False)
     if f.type is FieldType.ARRAY:
         o = o.cast(s.dtype)
     if o.null_count() != sum(v is None for v in other):  # a value that does not fit became null: no false match
-        return np.array([same_value(f, a, b, tolerance) for a, b in zip(source.to_pylist(), other, strict=True)],
-                        dtype=bool)  # fmt: skip
+        return np.array([same_value(f, a, b, tolerance) for a, b in zip(source.to_pylist(), other, strict=True)], dtype=bool)
     return s.eq_missing(o).to_numpy()

@@ -51,9 +51,16 @@ from task_components.verification.canonical import canonical_column, row_hashes,
 from task_components.verification.fullscan import ScanReport
 
 __all__ = [
-    "SIDES", "Batch", "Buckets", "MilvusWalkError", "attribute_counts", "attribute_rows", "compare_content",
-    "pair_changes", "split_buckets",
-]  # fmt: skip
+    "SIDES",
+    "Batch",
+    "Buckets",
+    "MilvusWalkError",
+    "attribute_counts",
+    "attribute_rows",
+    "compare_content",
+    "pair_changes",
+    "split_buckets",
+]
 
 SIDES = ("source", "milvus", "postgres")
 
@@ -74,8 +81,7 @@ class Batch:
     locate: Callable[[int], Any]  # source "file:row", Milvus id, shadow _row
 
 
-def _batch(fields: list[FieldSchema], values: Callable[[FieldSchema], Any], n: int, json_text: bool,
-           locate: Callable[[int], Any]) -> Batch:  # fmt: skip
+def _batch(fields: list[FieldSchema], values: Callable[[FieldSchema], Any], n: int, json_text: bool, locate: Callable[[int], Any]) -> Batch:
     columns = [canonical_column(f, values(f), json_text=json_text) for f in fields]
     return Batch(columns, row_hashes(columns, n), locate)
 
@@ -144,17 +150,23 @@ def split_buckets(sums: list[np.ndarray], budget: int) -> tuple[np.ndarray, dict
     blamed: dict[str, int] = {}
     for b in differing[sizes > budget]:
         n = {s: int(x[0][b]) for s, x in zip(SIDES, sums, strict=True)}
-        same = {"milvus": bool(np.all(mil[:, b] == src[:, b])), "postgres": bool(np.all(pg[:, b] == src[:, b])),
-                "mp": bool(np.all(mil[:, b] == pg[:, b]))}  # fmt: skip
+        same = {
+            "milvus": bool(np.all(mil[:, b] == src[:, b])),
+            "postgres": bool(np.all(pg[:, b] == src[:, b])),
+            "mp": bool(np.all(mil[:, b] == pg[:, b])),
+        }
         for side, delta in attribute_counts(n, same):
             blamed[side] = blamed.get(side, 0) + max(abs(delta), 1)
     return differing[sizes <= budget], blamed
 
 
 def pair_changes(
-    missing: list[int], extra: list[int], content: dict[int, list[bytes]], fields: list[FieldSchema],
+    missing: list[int],
+    extra: list[int],
+    content: dict[int, list[bytes]],
+    fields: list[FieldSchema],
     tolerance: float,
-) -> tuple[list[tuple[int, int, str | None]], list[int], list[int]]:  # fmt: skip
+) -> tuple[list[tuple[int, int, str | None]], list[int], list[int]]:
     """Pair missing and extra rows that differ in exactly one field: (missing, extra, field or None).
 
     The field is None when the only difference is a vector within ``tolerance`` (no disagreement).
@@ -220,9 +232,7 @@ def _source(imported: ImportResult, fields: list[FieldSchema], batch_rows: int) 
             offset += b.num_rows
 
 
-def _milvus(
-    imported: ImportResult, fields: list[FieldSchema], batch_rows: int, target: MilvusTarget
-) -> Iterator[Batch]:
+def _milvus(imported: ImportResult, fields: list[FieldSchema], batch_rows: int, target: MilvusTarget) -> Iterator[Batch]:
     """Pages of ``pk > last``; a walk that reads other than count(*) rows is refused, not misreported.
 
     If the server ever returned a limited query's rows in another order, or the collection changed
@@ -234,15 +244,18 @@ def _milvus(
         expected = count_rows(client, imported.collection)
         last, seen = -(2**63) + 1, 0  # the lowest the expression parser takes; AUTO_ID keys are positive
         names = [pk, *(f.name for f in fields)]
-        while rows := client.query(imported.collection, filter=f"{pk} > {last}", limit=batch_rows,
-                                   output_fields=names, consistency_level="Strong"):  # fmt: skip
+        while rows := client.query(
+            imported.collection, filter=f"{pk} > {last}", limit=batch_rows, output_fields=names, consistency_level="Strong"
+        ):
             keys = [r[pk] for r in rows]
             yield _batch(fields, partial(_values, rows), len(rows), False, keys.__getitem__)
             last, seen = max(keys), seen + len(rows)
         if seen != expected:
-            raise MilvusWalkError(f"Milvus {imported.collection!r}: the walk by primary key read {seen:,} rows but "
-                                  f"count(*) is {expected:,}: the collection changed during verification, or the "
-                                  "server does not return a limited query's smallest keys")  # fmt: skip
+            raise MilvusWalkError(
+                f"Milvus {imported.collection!r}: the walk by primary key read {seen:,} rows but "
+                f"count(*) is {expected:,}: the collection changed during verification, or the "
+                "server does not return a limited query's smallest keys"
+            )
     finally:
         client.close()
 
@@ -255,9 +268,7 @@ async def _shadow(dsn: str, shadow: ShadowResult, fields: list[FieldSchema], bat
             cursor = await conn.cursor(f"SELECT {cols} FROM {quote(shadow.table)}")
             while rows := await cursor.fetch(batch_rows):
                 keys = [r[shadow.key] for r in rows]
-                yield await anyio.to_thread.run_sync(
-                    partial(_batch, fields, partial(_values, rows), len(rows), True, keys.__getitem__)
-                )
+                yield await anyio.to_thread.run_sync(partial(_batch, fields, partial(_values, rows), len(rows), True, keys.__getitem__))
     finally:
         await conn.close()
 
@@ -279,9 +290,15 @@ async def _each(side: str, reading: Callable[[], Any], visit: Callable[[Batch], 
 
 # -- the comparison ---------------------------------------------------------------------------------------
 async def compare_content(
-    imported: ImportResult, shadow: ShadowResult, dsn: str, fields: list[FieldSchema], tolerance: float,
-    batch_rows: int = 2000, budget: int = 20_000, target: MilvusTarget | None = None,
-) -> ScanReport:  # fmt: skip
+    imported: ImportResult,
+    shadow: ShadowResult,
+    dsn: str,
+    fields: list[FieldSchema],
+    tolerance: float,
+    batch_rows: int = 2000,
+    budget: int = 20_000,
+    target: MilvusTarget | None = None,
+) -> ScanReport:
     """Findings {key, field, side, problem, hash, and the row's place on each side that holds it}."""
     readers: dict[str, Callable[[], Any]] = {
         "source": lambda: _source(imported, fields, batch_rows),
@@ -301,8 +318,14 @@ async def compare_content(
     expand, by_counts = split_buckets([buckets[s].sums for s in SIDES], budget)
     for side, n in by_counts.items():
         report.by_side[side] = report.by_side.get(side, 0) + n
-        report.findings.append({"key": None, "field": None, "side": side, "problem": f"about {n} rows differ in "
-                                "buckets beyond the detail budget (blamed from bucket counts)"})  # fmt: skip
+        report.findings.append(
+            {
+                "key": None,
+                "field": None,
+                "side": side,
+                "problem": f"about {n} rows differ in buckets beyond the detail budget (blamed from bucket counts)",
+            }
+        )
     if not len(expand):
         return report
     wanted = np.zeros(1 << buckets["source"].bits, bool)
@@ -327,9 +350,12 @@ async def compare_content(
 
 
 def attribute_rows(
-    report: ScanReport, content: dict[int, list[bytes]], where: dict[str, dict[int, list[Any]]],
-    fields: list[FieldSchema], tolerance: float,
-) -> None:  # fmt: skip
+    report: ScanReport,
+    content: dict[int, list[bytes]],
+    where: dict[str, dict[int, list[Any]]],
+    fields: list[FieldSchema],
+    tolerance: float,
+) -> None:
     """Findings into ``report`` from the kept rows: ``content`` by hash, ``where[side][hash]`` its places."""
     missing: dict[str, list[int]] = defaultdict(list)
     extra: dict[str, list[int]] = defaultdict(list)
@@ -343,8 +369,9 @@ def attribute_rows(
         It says where the row is on each side holding it; when the blamed side holds several copies
         (which one is the extra is arbitrary) ``copies`` lists them (up to 10).
         """
-        places: dict[str, Any] = {("milvus_id" if s == "milvus" else f"{s}_row"): where[s][h][-1]
-                                  for h in versions for s in SIDES if where[s].get(h)}  # fmt: skip
+        places: dict[str, Any] = {
+            ("milvus_id" if s == "milvus" else f"{s}_row"): where[s][h][-1] for h in versions for s in SIDES if where[s].get(h)
+        }
         if len(held := where.get(side, {}).get(versions[-1], [])) > 1:
             places["copies"] = held[:10]
         key = places.get("milvus_id", f"hash:{versions[0]:016x}")

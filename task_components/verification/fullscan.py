@@ -39,9 +39,14 @@ class ScanReport:
 
 
 async def scan(
-    imported: ImportResult, shadow: ShadowResult, dsn: str, fields: list[FieldSchema], tolerance: float,
-    batch_rows: int = 4000, target: MilvusTarget | None = None,
-) -> ScanReport:  # fmt: skip
+    imported: ImportResult,
+    shadow: ShadowResult,
+    dsn: str,
+    fields: list[FieldSchema],
+    tolerance: float,
+    batch_rows: int = 4000,
+    target: MilvusTarget | None = None,
+) -> ScanReport:
     import anyio
 
     schema = imported.info.collection_schema
@@ -70,9 +75,14 @@ async def scan(
 
 
 def _compare_batch(
-    batch: pa.RecordBatch, keys: list[Any], milvus: dict[Any, dict], pg: dict[Any, dict], fields: list[FieldSchema],
-    tolerance: float, report: ScanReport,
-) -> None:  # fmt: skip
+    batch: pa.RecordBatch,
+    keys: list[Any],
+    milvus: dict[Any, dict],
+    pg: dict[Any, dict],
+    fields: list[FieldSchema],
+    tolerance: float,
+    report: ScanReport,
+) -> None:
     present = np.array([k in milvus and k in pg for k in keys], dtype=bool)
     for k, ok in zip(keys, present, strict=True):
         if not ok and not (k in report.unreadable and k in pg):  # unreadable: present, fields not compared

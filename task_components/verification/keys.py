@@ -26,7 +26,10 @@ __all__ = ["missing_keys"]
 
 
 def missing_keys(
-    imported: ImportResult, batch_rows: int = 4000, show: int = 5, progress: Callable[[int], None] | None = None,
+    imported: ImportResult,
+    batch_rows: int = 4000,
+    show: int = 5,
+    progress: Callable[[int], None] | None = None,
     target: MilvusTarget | None = None,
 ) -> Check:
     schema = imported.info.collection_schema
@@ -41,8 +44,9 @@ def missing_keys(
         for entry in manifest.files:
             for batch in iter_batches(manifest, entry, batch_rows, columns=[pk]):
                 keys = batch.column(pk).to_pylist()
-                got = client.query(imported.collection, filter=keyexpr.pk_in(pk, keys, ints), output_fields=[pk],
-                                   consistency_level="Strong")  # fmt: skip
+                got = client.query(
+                    imported.collection, filter=keyexpr.pk_in(pk, keys, ints), output_fields=[pk], consistency_level="Strong"
+                )
                 seen = Counter(row[pk] for row in got)
                 if ints and INT64_MAX in keys and INT64_MAX not in seen:
                     seen[INT64_MAX] = keyexpr.max_key_present(client, imported.collection, pk)
@@ -55,14 +59,10 @@ def missing_keys(
         client.close()
     parts = []
     if missing:
-        shown = ", ".join(f"{pk}={k}" for k in missing[:show]) + (
-            f" (+{len(missing) - show} more)" if len(missing) > show else ""
-        )
+        shown = ", ".join(f"{pk}={k}" for k in missing[:show]) + (f" (+{len(missing) - show} more)" if len(missing) > show else "")
         parts.append(f"{len(missing):,} of {checked:,} source keys missing in Milvus: {shown}")
     if repeated:
         shown = ", ".join(f"{pk}={k} x{n}" for k, n in list(repeated.items())[:show])
         parts.append(f"{len(repeated):,} keys stored more than once: {shown}")
-    detail = (
-        "; ".join(parts) or f"all {checked:,} source keys are in Milvus exactly once (extra rows not from the source?)"
-    )
+    detail = "; ".join(parts) or f"all {checked:,} source keys are in Milvus exactly once (extra rows not from the source?)"
     return Check(name="keys", passed=not (missing or repeated), detail=detail)

@@ -39,9 +39,7 @@ class KeyedRows(dict[Any, dict[str, Any]]):
     unreadable: set[Any]
 
 
-def milvus_rows(
-    result: ImportResult, keys: list[Any], fields: list[Any], target: MilvusTarget | None = None
-) -> KeyedRows:
+def milvus_rows(result: ImportResult, keys: list[Any], fields: list[Any], target: MilvusTarget | None = None) -> KeyedRows:
     """Milvus' rows of ``keys``; ``target`` (with its token) defaults to the recorded one."""
     primary = result.info.collection_schema.primary
     pk, ints = primary.name, primary.type is FieldType.INT64
@@ -51,8 +49,12 @@ def milvus_rows(
         return rows
     client = (target or result.info.milvus()).client()
     try:
-        got = client.query(result.collection, filter=keyexpr.pk_in(pk, keys, ints),
-                           output_fields=[pk, *(f.name for f in fields)], consistency_level="Strong")  # fmt: skip
+        got = client.query(
+            result.collection,
+            filter=keyexpr.pk_in(pk, keys, ints),
+            output_fields=[pk, *(f.name for f in fields)],
+            consistency_level="Strong",
+        )
         seen = Counter(row[pk] for row in got)
         hidden = ints and keyexpr.INT64_MAX in keys and keyexpr.INT64_MAX not in seen
         if hidden and keyexpr.max_key_present(client, result.collection, pk):

@@ -41,7 +41,11 @@ def sample_queries(imported: ImportResult, field: str, n: int) -> np.ndarray:
 
 
 def search_recall(
-    imported: ImportResult, queries_n: int, k: int, threshold: float, overrides: dict[str, Any] | None = None,
+    imported: ImportResult,
+    queries_n: int,
+    k: int,
+    threshold: float,
+    overrides: dict[str, Any] | None = None,
     target: MilvusTarget | None = None,
 ) -> Check | None:
     schema = imported.info.collection_schema
@@ -57,8 +61,14 @@ def search_recall(
     try:
         hits: list[Any] = []
         for start in range(0, len(queries), 100):
-            hits += client.search(imported.collection, data=queries[start : start + 100].tolist(), limit=k,
-                                  anns_field=vector.name, search_params=params, consistency_level="Strong")  # fmt: skip
+            hits += client.search(
+                imported.collection,
+                data=queries[start : start + 100].tolist(),
+                limit=k,
+                anns_field=vector.name,
+                search_params=params,
+                consistency_level="Strong",
+            )
     finally:
         client.close()
     pk = schema.primary.name

@@ -79,9 +79,13 @@ def unreadable_note(keys: set[Any]) -> str:
 
 
 def compare_sample(
-    result: ImportResult, tolerance: float, n: int, threshold: float = 1.0, which: str = "all",
+    result: ImportResult,
+    tolerance: float,
+    n: int,
+    threshold: float = 1.0,
+    which: str = "all",
     target: MilvusTarget | None = None,
-) -> Check:  # fmt: skip
+) -> Check:
     """Sampled keys field by field; ``threshold`` forgives value mismatches, never a missing or repeated key."""
     schema = result.info.collection_schema
     pk = schema.primary
@@ -130,8 +134,7 @@ def current_target(ctx: PipelineContext, imported: ImportResult) -> tuple[Import
         ctx.log.info("verifying against the Milvus the import used", uri=recorded["uri"])
         return imported, imported.info.milvus(settings)
     target = milvus_target(settings, ctx.run_dir)
-    ctx.log.warning("verifying against MILVUS__URI, not the Milvus the import recorded", uri=uri,
-                    recorded=recorded["uri"])  # fmt: skip
+    ctx.log.warning("verifying against MILVUS__URI, not the Milvus the import recorded", uri=uri, recorded=recorded["uri"])
     info = imported.info.model_copy(update={"target": target.public()})
     return imported.model_copy(update={"info": info}), target
 
@@ -174,9 +177,7 @@ class Verify(Component[VerifyParams]):
             def report(n: int) -> None:  # from the worker thread: observers run on the event loop
                 anyio.from_thread.run_sync(lambda: ctx.progress(done=n, total=total, unit="keys"))
 
-            checks.append(await anyio.to_thread.run_sync(
-                lambda: missing_keys(imported, progress=report, target=target)
-            ))  # fmt: skip
+            checks.append(await anyio.to_thread.run_sync(lambda: missing_keys(imported, progress=report, target=target)))
         findings: list[dict[str, Any]] = []
         shadow = self.upstream(ctx, ShadowResult)
         if p.level in ("scalar", "full") and shadow is None:
@@ -189,9 +190,7 @@ class Verify(Component[VerifyParams]):
             checks.append(await self._shadow_count(dsn, shadow, imported.manifest.total_rows))
         if p.level == "sample":
             checks.append(
-                await anyio.to_thread.run_sync(
-                    compare_sample, imported, p.tolerance, p.sample, p.sample_threshold, p.sample_fields, target
-                )
+                await anyio.to_thread.run_sync(compare_sample, imported, p.tolerance, p.sample, p.sample_threshold, p.sample_fields, target)
             )
             if shadow is not None:
                 three, findings = await self._three_way(dsn, imported, shadow, p, target)
@@ -206,13 +205,13 @@ class Verify(Component[VerifyParams]):
             if searched is not None:
                 checks.append(searched)
         result = VerifyResult(
-            passed=all(c.passed for c in checks), checks=checks, seconds=time.perf_counter() - started,
+            passed=all(c.passed for c in checks),
+            checks=checks,
+            seconds=time.perf_counter() - started,
             findings=findings,
-        )  # fmt: skip
+        )
         for c in checks:
-            (ctx.log.info if c.passed else ctx.log.error)(
-                "verification check", check=c.name, passed=c.passed, detail=c.detail
-            )
+            (ctx.log.info if c.passed else ctx.log.error)("verification check", check=c.name, passed=c.passed, detail=c.detail)
         if not result.passed and p.fail_on_mismatch:
             failed = [c for c in checks if not c.passed]
             raise VerificationFailed("; ".join(f"{c.name}: {c.detail}" for c in failed))
@@ -237,9 +236,7 @@ class Verify(Component[VerifyParams]):
             detail += unreadable_note(report.unreadable)
             return Check(name=name, passed=True, detail=detail), []
         blame = ", ".join(f"{side} wrong in {n}" for side, n in sorted(report.by_side.items()))
-        first = "; ".join(
-            f"{schema.primary.name}={f['key']} {f['field'] or ''} ({f['side']})" for f in report.findings[:3]
-        )
+        first = "; ".join(f"{schema.primary.name}={f['key']} {f['field'] or ''} ({f['side']})" for f in report.findings[:3])
         return Check(name=name, passed=False, detail=f"{report.rows:,} rows: {blame}: {first}"), report.findings
 
     async def _shadow_count(self, dsn: str, shadow: ShadowResult, expected: int) -> Check:

@@ -47,16 +47,18 @@ def attribute(milvus_ok: bool, shadow_ok: bool) -> str | None:
 
 
 def three_way(
-    source: pa.Table, keys: list[Any], milvus: dict[Any, dict], shadow: dict[Any, dict], fields: list[FieldSchema],
+    source: pa.Table,
+    keys: list[Any],
+    milvus: dict[Any, dict],
+    shadow: dict[Any, dict],
+    fields: list[FieldSchema],
     tolerance: float,
-) -> list[dict[str, Any]]:  # fmt: skip
+) -> list[dict[str, Any]]:
     """Findings: {key, field, side, source, milvus, postgres}; empty when all three agree."""
     findings: list[dict[str, Any]] = []
     for key in keys:
         if key not in milvus or key not in shadow:
-            findings.append(
-                {"key": key, "field": None, "side": missing_side(key, milvus, shadow), "problem": "row missing"}
-            )
+            findings.append({"key": key, "field": None, "side": missing_side(key, milvus, shadow), "problem": "row missing"})
     columns = {f.name: source.column(f.name).to_pylist() for f in fields}
     for i, key in enumerate(keys):
         if key not in milvus or key not in shadow:

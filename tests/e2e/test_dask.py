@@ -78,8 +78,10 @@ def test_a_killed_dask_worker_is_replaced_and_the_output_is_unchanged(tmp_path: 
 
     file = _pipeline(tmp_path, schema="ecommerce", chunk=500)
     local = _run(file, tmp_path / "local")
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         proc = _run(file, tmp_path / "dask", "--backend", "dask", "--scheduler", cluster.scheduler_address, wait=False)
         assert isinstance(proc, subprocess.Popen)
         deadline = time.monotonic() + 120

@@ -51,8 +51,9 @@ def _collection(tmp_path: Path, manifest: object, server: str = "", name: str = 
         client.load_collection(name)
     finally:
         client.close()
-    return CollectionInfo(name=name, target={"uri": target.uri, "token": None, "db_name": "default",
-                                             "lite": lite}, collection_schema=schema, indexes={})  # fmt: skip
+    return CollectionInfo(
+        name=name, target={"uri": target.uri, "token": None, "db_name": "default", "lite": lite}, collection_schema=schema, indexes={}
+    )
 
 
 def _stage_interruption(info: CollectionInfo, manifest: object, journal_path: Path, batch_rows: int) -> None:
@@ -79,8 +80,7 @@ def _distinct_keys(info: CollectionInfo) -> tuple[int, int]:
     client = info.milvus().client()
     try:
         n = count_rows(client, info.name)
-        keys = {r["id"] for r in client.query(info.name, filter="id >= 0", output_fields=["id"], limit=16384,
-                                              consistency_level="Strong")}  # fmt: skip
+        keys = {r["id"] for r in client.query(info.name, filter="id >= 0", output_fields=["id"], limit=16384, consistency_level="Strong")}
         return n, len(keys)
     finally:
         client.close()
@@ -228,9 +228,12 @@ class _UnavailableInsertMilvus(milvus_pb2_grpc.MilvusServiceServicer):
         return milvus_pb2.ConnectResponse(status=common_pb2.Status(), identifier=1)
 
     def DescribeCollection(self, request: Any, context: Any) -> Any:
-        fields = [schema_pb2.FieldSchema(fieldID=100, name="id", is_primary_key=True, data_type=schema_pb2.Int64),
-                  schema_pb2.FieldSchema(fieldID=101, name="v", data_type=schema_pb2.FloatVector,
-                                         type_params=[common_pb2.KeyValuePair(key="dim", value="2")])]  # fmt: skip
+        fields = [
+            schema_pb2.FieldSchema(fieldID=100, name="id", is_primary_key=True, data_type=schema_pb2.Int64),
+            schema_pb2.FieldSchema(
+                fieldID=101, name="v", data_type=schema_pb2.FloatVector, type_params=[common_pb2.KeyValuePair(key="dim", value="2")]
+            ),
+        ]
         schema = schema_pb2.CollectionSchema(name="c", fields=fields)
         return milvus_pb2.DescribeCollectionResponse(status=common_pb2.Status(), collectionID=1, schema=schema)
 
@@ -290,8 +293,12 @@ def test_a_resume_on_milvus_lite_waits_for_nothing_since_its_server_died_with_th
     entry = manifest.files[0]  # type: ignore[attr-defined]
     journal_path = tmp_path / "import.inserted.jsonl"
     far = time.time() + 600  # what the killed attempt journaled with call_timeout 240 s
-    journal_path.write_text(json.dumps({"before": 0}) + "\n" + json.dumps(
-        {"started": f"{entry.path}@250#0", "rows": 250, "deadline": far, "timeout": 240}) + "\n")  # fmt: skip
+    journal_path.write_text(
+        json.dumps({"before": 0})
+        + "\n"
+        + json.dumps({"started": f"{entry.path}@250#0", "rows": 250, "deadline": far, "timeout": 240})
+        + "\n"
+    )
     ctx = PipelineContext(run_id="lite-resume", run_dir=tmp_path)
     started = time.monotonic()
     stats = anyio.run(lambda: insert_files(ctx, info, manifest, 250, 2, InsertJournal(journal_path)))

@@ -51,8 +51,13 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 def test_concurrent_acknowledged_inserts_survive_a_kill(tmp_path: Path) -> None:
     db = tmp_path / "milvus.db"
-    proc = subprocess.run([sys.executable, "-c", WRITER, str(db), str(THREADS), str(BATCHES), str(ROWS)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", WRITER, str(db), str(THREADS), str(BATCHES), str(ROWS)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "acknowledged" in proc.stdout, proc.stderr[-2000:]
     assert proc.returncode == -9  # killed: nothing flushed on close
     client = MilvusTarget(str(db), None, "default", lite=True).client()

@@ -32,9 +32,7 @@ ROWS, PER_FILE = 2000, 1000
 SERVICES = ("MILVUS__", "S3__", "POSTGRES__")
 
 
-def python_quickstart(
-    rows: int = 20_000, schema: str = "simple", seed: int = 7, rows_per_file: int = 10_000
-) -> dp.Pipeline:
+def python_quickstart(rows: int = 20_000, schema: str = "simple", seed: int = 7, rows_per_file: int = 10_000) -> dp.Pipeline:
     """The README's Python quickstart, step for step the YAML file's tasks."""
     p = dp.Pipeline("quickstart", params={"rows": rows, "schema": schema, "seed": seed, "rows_per_file": rows_per_file})
     rows_ = p.step("generate", schema=schema, total_rows=rows, seed=seed)
@@ -48,8 +46,7 @@ def python_quickstart(
 
 
 def shape(dag: DAG) -> dict[str, tuple[str, frozenset[str], frozenset[str], int, float | None]]:
-    return {t.name: (getattr(t, "component", ""), frozenset(t.needs), frozenset(t.streams_from), t.retry.attempts,
-                     t.timeout) for t in dag}  # fmt: skip
+    return {t.name: (getattr(t, "component", ""), frozenset(t.needs), frozenset(t.streams_from), t.retry.attempts, t.timeout) for t in dag}
 
 
 def test_python_quickstart_builds_the_yaml_files_tasks() -> None:
@@ -57,9 +54,7 @@ def test_python_quickstart_builds_the_yaml_files_tasks() -> None:
     from_yaml = build_dag(load_spec(QUICKSTART, overrides), QUICKSTART)
     from_python = python_quickstart(ROWS, rows_per_file=PER_FILE).build()
     assert shape(from_python) == shape(from_yaml)
-    assert {t.name: getattr(t, "params", None) for t in from_python} == {
-        t.name: getattr(t, "params", None) for t in from_yaml
-    }
+    assert {t.name: getattr(t, "params", None) for t in from_python} == {t.name: getattr(t, "params", None) for t in from_yaml}
 
 
 def result_facts(results: dict[str, Any], summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -78,10 +73,25 @@ def result_facts(results: dict[str, Any], summary: dict[str, dict[str, Any]]) ->
 def test_python_quickstart_runs_like_the_yaml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(SERVICES)}
     cli = subprocess.run(
-        [sys.executable, str(ROOT / "run_pipeline.py"), "run", str(QUICKSTART), "--run-dir", str(tmp_path / "yaml"),
-         "--set", f"rows={ROWS}", "--set", f"rows_per_file={PER_FILE}", "--no-progress"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "run_pipeline.py"),
+            "run",
+            str(QUICKSTART),
+            "--run-dir",
+            str(tmp_path / "yaml"),
+            "--set",
+            f"rows={ROWS}",
+            "--set",
+            f"rows_per_file={PER_FILE}",
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert cli.returncode == 0, cli.stderr[-3000:]
     (yaml_run,) = (tmp_path / "yaml").iterdir()
     yaml_report = json.loads((yaml_run / "report.json").read_text())
@@ -134,8 +144,9 @@ def test_a_python_run_stops_on_sigterm_like_the_cli_and_resumes(tmp_path: Path) 
     script.write_text(SLEEPY)
     runs = tmp_path / "runs"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(script), str(runs), "60"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(runs), "60"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 60
         while not any('"quick"' in p.read_text() for p in runs.glob("*/state.jsonl")):
@@ -151,8 +162,9 @@ def test_a_python_run_stops_on_sigterm_like_the_cli_and_resumes(tmp_path: Path) 
     assert state == "cancelled"
     report = json.loads((runs / run_id / "report.json").read_text())
     assert "SIGTERM" in report["reason"] and report["tasks"]["quick"]["state"] == "succeeded"
-    again = subprocess.run([sys.executable, str(script), str(runs), "0", run_id], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    again = subprocess.run(
+        [sys.executable, str(script), str(runs), "0", run_id], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert again.stdout.split() == ["STATE", "succeeded", run_id], again.stderr[-2000:]
     tasks = json.loads((runs / run_id / "report.json").read_text())["tasks"]
     assert tasks["quick"].get("resumed") and tasks["slow"]["state"] == "succeeded"

@@ -13,13 +13,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MILVUS__", "S3__", "POSTGRES__"))}
-    return subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run_pipeline.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_quickstart_runs_on_milvus_lite_and_prints_a_summary(tmp_path: Path) -> None:
-    proc = run("run", "pipelines/quickstart.yaml", "--run-dir", str(tmp_path), "--set", "rows=6000",
-               "--set", "rows_per_file=2500")  # fmt: skip
+    proc = run("run", "pipelines/quickstart.yaml", "--run-dir", str(tmp_path), "--set", "rows=6000", "--set", "rows_per_file=2500")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     for text in ("succeeded", "rows=6,000", "files=3", "rows in milvus=6,000", "result=passed", "no bulk import"):
@@ -46,8 +46,18 @@ def test_quickstart_runs_on_milvus_lite_and_prints_a_summary(tmp_path: Path) -> 
 
 def test_generate_then_to_milvus_insert_and_import_on_lite(tmp_path: Path) -> None:
     data = tmp_path / "ds"
-    gen = run("generate", "--builtin", "hybrid_search", "--total-rows", "2500", "--out", str(data), "--no-progress",
-              "--run-dir", str(tmp_path / "r0"))  # fmt: skip
+    gen = run(
+        "generate",
+        "--builtin",
+        "hybrid_search",
+        "--total-rows",
+        "2500",
+        "--out",
+        str(data),
+        "--no-progress",
+        "--run-dir",
+        str(tmp_path / "r0"),
+    )
     assert gen.returncode == 0, gen.stderr
     ins = run("to-milvus", "insert", str(data), "--run-dir", str(tmp_path / "r1"))
     assert ins.returncode == 0, ins.stderr[-2000:]

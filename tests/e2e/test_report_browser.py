@@ -32,14 +32,26 @@ def chromium() -> str:
 
 def run_pipeline(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MILVUS__", "S3__", "POSTGRES__"))}
-    return subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run_pipeline.py"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def browse(chromium: str, page: Path, tmp: Path, *, screenshot: bool) -> subprocess.CompletedProcess[str]:
-    args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp / 'profile'}",
-            "--enable-logging=stderr", "--v=0", "--window-size=1400,1000"]  # fmt: skip
+    args = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--window-size=1400,1000",
+    ]
     args += [f"--screenshot={tmp / 'report.png'}"] if screenshot else ["--dump-dom"]
     return subprocess.run([*args, page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
 

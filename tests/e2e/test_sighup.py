@@ -83,9 +83,14 @@ def _check_interrupted_and_clean(run_dir: Path, code: int | None) -> None:
 
 
 def _resume_finishes(root: Path, run_id: str) -> None:
-    resumed = subprocess.run(cmd("run", "pipelines/quickstart.yaml", "--run-dir", str(root), "--no-progress",
-                                 "--resume", run_id), cwd=ROOT, env=embedded_env(), capture_output=True, text=True,
-                             timeout=600)  # fmt: skip
+    resumed = subprocess.run(
+        cmd("run", "pipelines/quickstart.yaml", "--run-dir", str(root), "--no-progress", "--resume", run_id),
+        cwd=ROOT,
+        env=embedded_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "result=passed" in resumed.stdout
     assert not wait_gone(root / run_id, 15)
@@ -93,9 +98,16 @@ def _resume_finishes(root: Path, run_id: str) -> None:
 
 def test_sighup_to_the_process_group_interrupts_writes_the_report_and_resumes(run_root: Path) -> None:
     """The hangup reaches the whole group (the forkserver and the pool's workers too), as a shell sends it."""
-    proc = subprocess.Popen(_start_args(run_root, "--no-progress"), cwd=ROOT, env=embedded_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=_default_hangup)  # fmt: skip
+    proc = subprocess.Popen(
+        _start_args(run_root, "--no-progress"),
+        cwd=ROOT,
+        env=embedded_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_default_hangup,
+    )
     assert proc.stderr is not None
     seen: list[str] = []
     run_id = ""
@@ -150,9 +162,16 @@ def test_closing_the_terminal_of_a_shell_interrupts_the_run_and_its_workers_clea
     """
     master, slave = pty.openpty()
     line = " ".join(_start_args(run_root, "--progress"))
-    proc = subprocess.Popen(["bash", "--norc", "--noprofile", "-i", "-c", line], cwd=ROOT, env=embedded_env(),
-                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                            preexec_fn=_as_controlling_terminal)  # fmt: skip
+    proc = subprocess.Popen(
+        ["bash", "--norc", "--noprofile", "-i", "-c", line],
+        cwd=ROOT,
+        env=embedded_env(),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=_as_controlling_terminal,
+    )
     os.close(slave)
     run_id, deadline = "", time.monotonic() + 120
     while not run_id and time.monotonic() < deadline and proc.poll() is None:
@@ -175,9 +194,16 @@ def test_a_run_started_with_sighup_ignored_outlives_a_hangup(tmp_path: Path) -> 
     def nohup() -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
-    proc = subprocess.Popen(cmd("run", "tests/fixtures/slow.yaml", "--run-dir", str(tmp_path), "--no-progress",
-                                "--set", "pause=3"), cwd=ROOT, env=embedded_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=nohup)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd("run", "tests/fixtures/slow.yaml", "--run-dir", str(tmp_path), "--no-progress", "--set", "pause=3"),
+        cwd=ROOT,
+        env=embedded_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=nohup,
+    )
     assert proc.stderr is not None
     for line in proc.stderr:
         if '"task_started"' in line and '"wait"' in line:
@@ -192,9 +218,16 @@ def test_a_run_started_with_sighup_ignored_outlives_a_hangup(tmp_path: Path) -> 
 def test_kill_hup_on_a_live_terminal_still_shows_the_summary_there(tmp_path: Path) -> None:
     """A deliberate ``kill -HUP`` while someone watches: the terminal still works, so the summary is shown."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen(cmd("run", "tests/fixtures/slow.yaml", "--run-dir", str(tmp_path), "--no-progress",
-                                "--set", "pause=30"), cwd=ROOT, env=embedded_env(), stdin=slave, stdout=slave,
-                            stderr=slave, start_new_session=True, preexec_fn=_as_controlling_terminal)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd("run", "tests/fixtures/slow.yaml", "--run-dir", str(tmp_path), "--no-progress", "--set", "pause=30"),
+        cwd=ROOT,
+        env=embedded_env(),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=_as_controlling_terminal,
+    )
     os.close(slave)
     try:
         shown = _read_until(master, lambda b: '"task_started"' in b and '"wait"' in b, 60)

@@ -83,8 +83,14 @@ def test_a_failed_verify_run_id_does_not_offer_a_resume(run_root: Path) -> None:
     assert first.returncode == 0, first.stderr[-2000:]
     (loaded,) = [d for d in run_root.iterdir() if d.is_dir()]
     shutil.rmtree(loaded / "milvus.db")  # Milvus Lite reopens empty: the collection the run loaded is gone
-    again = subprocess.run([*cli, "verify", loaded.name, "--run-dir", str(run_root), "--level", "count"],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    again = subprocess.run(
+        [*cli, "verify", loaded.name, "--run-dir", str(run_root), "--level", "count"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 1, again.stdout[-2000:] + again.stderr[-2000:]
     assert "failed" in again.stdout
     assert "resume with" not in again.stdout + again.stderr

@@ -90,8 +90,7 @@ def _kill_during_shadow(root: Path, after: float | None = 1.5) -> tuple[str, lis
     Returns the run id and the run's worker pids (its children other than the PostgreSQL and watchdog).
     """
     args = ("run", "pipelines/quickstart.yaml", "--run-dir", str(root), "--no-progress", "--set", "rows=60000")
-    proc = subprocess.Popen(cmd(*args), cwd=ROOT, env=embedded_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen(cmd(*args), cwd=ROOT, env=embedded_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     run_id = ""
     for line in proc.stderr:
@@ -136,14 +135,18 @@ def test_killed_during_shadow_then_resumed_leaves_no_process(run_root: Path) -> 
     run_id, workers = _kill_during_shadow(run_root)
     run_dir = run_root / run_id
     deadline = time.monotonic() + 10
-    while (left := [p for p in workers if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]) and \
-            time.monotonic() < deadline:  # fmt: skip
+    while (left := [p for p in workers if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, f"worker processes outlived the killed run: {left}"
 
-    resumed = subprocess.run(cmd("run", "pipelines/quickstart.yaml", "--run-dir", str(run_root), "--no-progress",
-                                 "--resume", run_id), cwd=ROOT, env=embedded_env(), capture_output=True, text=True,
-                             timeout=600)  # fmt: skip
+    resumed = subprocess.run(
+        cmd("run", "pipelines/quickstart.yaml", "--run-dir", str(run_root), "--no-progress", "--resume", run_id),
+        cwd=ROOT,
+        env=embedded_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "result=passed" in resumed.stdout
     left_pg = wait_gone(run_dir, 15)
@@ -164,10 +167,18 @@ def test_forget_dead_handles_edits_pgserver_list_under_pgserver_lock(tmp_path: P
     handles = tmp_path / ".handle_pids.json"
     dead = _dead_pid()
     handles.write_text(json.dumps([os.getpid(), dead]))
-    holder = subprocess.Popen([sys.executable, "-c", "import fasteners, sys, time\n"
-                               "lock = fasteners.InterProcessLock(sys.argv[1]); lock.acquire()\n"
-                               "print('held', flush=True); time.sleep(1.0); lock.release()", str(lock_path)],
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fasteners, sys, time\n"
+            "lock = fasteners.InterProcessLock(sys.argv[1]); lock.acquire()\n"
+            "print('held', flush=True); time.sleep(1.0); lock.release()",
+            str(lock_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     started = time.monotonic()
     assert forget_dead_handles(tmp_path) == [dead]
@@ -211,8 +222,7 @@ def test_watchdog_started_before_the_server_stops_one_that_comes_up_after_its_st
 
     starter = subprocess.Popen(["sleep", "60"])
     (tmp_path / "starting.json").write_text(json.dumps([starter.pid]))
-    args = [str(tmp_path / "pids.json"), str(tmp_path / "lock"), str(tmp_path / "postmaster.pid"),
-            str(tmp_path / "starting.json")]  # fmt: skip
+    args = [str(tmp_path / "pids.json"), str(tmp_path / "lock"), str(tmp_path / "postmaster.pid"), str(tmp_path / "starting.json")]
     watchdog = subprocess.Popen([sys.executable, "-I", watchdog_script(), *args])
     server = None
     try:
@@ -243,8 +253,7 @@ def test_watchdog_keeps_a_restarted_server_while_a_new_starter_is_alive(tmp_path
     (tmp_path / "pids.json").write_text(json.dumps([os.getpid()]))
     (tmp_path / "postmaster.pid").write_text(f"{server.pid}\n/data\n")
     (tmp_path / "starting.json").write_text(json.dumps([]))
-    args = [str(tmp_path / "pids.json"), str(tmp_path / "lock"), str(tmp_path / "postmaster.pid"),
-            str(tmp_path / "starting.json")]  # fmt: skip
+    args = [str(tmp_path / "pids.json"), str(tmp_path / "lock"), str(tmp_path / "postmaster.pid"), str(tmp_path / "starting.json")]
     watchdog = subprocess.Popen([sys.executable, "-I", watchdog_script(), *args])
     second = None
     try:
@@ -341,8 +350,7 @@ def test_a_watchdog_pid_now_used_by_another_process_does_not_stop_a_new_watchdog
         server.terminate()
         server.wait()
         deadline = time.monotonic() + 5
-        while psutil.pid_exists(watchdog) and psutil.Process(watchdog).status() != "zombie" and \
-                time.monotonic() < deadline:  # fmt: skip
+        while psutil.pid_exists(watchdog) and psutil.Process(watchdog).status() != "zombie" and time.monotonic() < deadline:
             time.sleep(0.1)
         log = (base / "watchdog.log").read_text()  # what it said is kept where a person can look
         assert "watching the server" in log and "the server is gone" in log, log

@@ -75,8 +75,9 @@ class DaemonEnv:
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
         with (self.base / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
-            proc = subprocess.Popen([sys.executable, "run_pipeline.py", "daemon"], cwd=ROOT, env=self.environ(),
-                                    stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            proc = subprocess.Popen(
+                [sys.executable, "run_pipeline.py", "daemon"], cwd=ROOT, env=self.environ(), stdout=log, stderr=subprocess.STDOUT
+            )
         self.procs.append(proc)
         return proc
 
@@ -110,15 +111,15 @@ def create_topics(env: DaemonEnv, *extra: str) -> None:
     anyio.run(go)
 
 
-def produce(env: DaemonEnv, messages: list[tuple[bytes | None, bytes | None]],
-            headers: list[tuple[str, bytes]] | None = None) -> list[tuple[int, int]]:  # fmt: skip
+def produce(
+    env: DaemonEnv, messages: list[tuple[bytes | None, bytes | None]], headers: list[tuple[str, bytes]] | None = None
+) -> list[tuple[int, int]]:
     """Send (key, value) pairs in order (each with ``headers``); returns where each landed (partition, offset)."""
 
     async def go() -> list[tuple[int, int]]:
         from aiokafka import AIOKafkaProducer
 
-        producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, enable_idempotence=False,
-                                    max_request_size=1_048_576)  # fmt: skip
+        producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, enable_idempotence=False, max_request_size=1_048_576)
         await producer.start()
         try:
             futures = [await producer.send(env.requests, value, key=key, headers=headers) for key, value in messages]
@@ -143,8 +144,7 @@ async def _read_all(consumer: Any, tps: list[Any]) -> list[Any]:
             for msgs in (await consumer.getmany(timeout_ms=300)).values():
                 out.extend(msgs)
             marks = [consumer.highwater(tp) for tp in tps]
-            if all(m is not None for m in marks) and all([await consumer.position(tp) >= m
-                                                          for tp, m in zip(tps, marks, strict=True)]):  # fmt: skip
+            if all(m is not None for m in marks) and all([await consumer.position(tp) >= m for tp, m in zip(tps, marks, strict=True)]):
                 return out
 
 
@@ -168,8 +168,7 @@ def committed_and_end(env: DaemonEnv) -> tuple[dict[int, int], dict[int, int]]:
     async def go() -> tuple[dict[int, int], dict[int, int]]:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=env.bootstrap, group_id=f"group-{env.tag}",
-                                    enable_auto_commit=False)  # fmt: skip
+        consumer = AIOKafkaConsumer(bootstrap_servers=env.bootstrap, group_id=f"group-{env.tag}", enable_auto_commit=False)
         await consumer.start()
         try:
             tps = [TopicPartition(env.requests, p) for p in range(PARTITIONS)]
@@ -201,8 +200,7 @@ def ledger_rows(env: DaemonEnv) -> dict[str, dict[str, Any]]:
             if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", env.table):
                 return {}
             rows = await conn.fetch(f"SELECT * FROM {env.table}")
-            return {r["request_id"]: {**dict(r), "outcome": json.loads(r["outcome"]) if r["outcome"] else None}
-                    for r in rows}  # fmt: skip
+            return {r["request_id"]: {**dict(r), "outcome": json.loads(r["outcome"]) if r["outcome"] else None} for r in rows}
         finally:
             await conn.close()
 
@@ -235,7 +233,7 @@ def check_story(rid: str, events: list[dict[str, Any]]) -> None:
     assert events[0]["event"] == "accepted", f"{rid}: first event is {events[0]['event']}, not accepted"
     kinds = [e["event"] for e in events]
     if "started" in kinds:
-        assert "accepted" not in kinds[kinds.index("started"):], f"{rid}: accepted after started: {kinds}"
+        assert "accepted" not in kinds[kinds.index("started") :], f"{rid}: accepted after started: {kinds}"
     own = [e for e in events if not e.get("replay") and e["event"] != "accepted"]
     keys = [(e["attempt"], e["seq"]) for e in own]
     assert keys == sorted(keys) and len(set(keys)) == len(keys), f"{rid}: events out of order: {keys}"

@@ -67,8 +67,16 @@ class DurableTansu:
             "AWS_ALLOW_HTTP": "true",
         }
         url = f"tcp://127.0.0.1:{self.port}"
-        args = [str(self.binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", f"s3://{self.bucket}/"]  # fmt: skip
+        args = [
+            str(self.binary),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            f"s3://{self.bucket}/",
+        ]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30

@@ -93,5 +93,10 @@ class CuttableProxy:
 def restart_postgres(seconds: float) -> None:
     """Stop the local test PostgreSQL, keep it down ``seconds``, start it again (data kept)."""
     env = {**os.environ, "SERVICES_DIR": os.environ["TEST_SERVICES_DIR"]}
-    subprocess.run(["bash", str(ROOT / "deploy" / "local" / "postgres.sh"), "restart", str(seconds)], env=env,
-                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        ["bash", str(ROOT / "deploy" / "local" / "postgres.sh"), "restart", str(seconds)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )

@@ -32,11 +32,17 @@ def service_env() -> dict[str, str]:
 
 def settings_for_services() -> Settings:
     env = service_env()
-    return Settings.model_validate({
-        "milvus": {"uri": env["MILVUS__URI"]},
-        "s3": {"endpoint_url": env["S3__ENDPOINT_URL"], "bucket": env["S3__BUCKET"],
-               "access_key": env["S3__ACCESS_KEY"], "secret_key": env["S3__SECRET_KEY"]},
-    })  # fmt: skip
+    return Settings.model_validate(
+        {
+            "milvus": {"uri": env["MILVUS__URI"]},
+            "s3": {
+                "endpoint_url": env["S3__ENDPOINT_URL"],
+                "bucket": env["S3__BUCKET"],
+                "access_key": env["S3__ACCESS_KEY"],
+                "secret_key": env["S3__SECRET_KEY"],
+            },
+        }
+    )
 
 
 def write_pipeline(path: Path, spec: dict[str, Any]) -> Path:

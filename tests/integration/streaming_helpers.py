@@ -73,8 +73,9 @@ class StreamEnv:
         return args
 
     def start(self, *sets: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(self.command(*sets), cwd=ROOT, env=self.environ(), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        return subprocess.Popen(
+            self.command(*sets), cwd=ROOT, env=self.environ(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
 
     def mongo_docs(self) -> dict[str, dict[str, Any]]:
         with MongoClient(self.mongo_uri, serverSelectionTimeoutMS=10_000) as client:
@@ -108,10 +109,9 @@ async def _produce(env: StreamEnv, generated: list[TestRecord]) -> dict[int, Pos
     await producer.start()
     try:
         futures = [
-            (r.index, await producer.send(env.source, r.raw, key=r.key.encode(),
-                                          headers=[("correlation_id", f"cid-{r.index}".encode())]))
+            (r.index, await producer.send(env.source, r.raw, key=r.key.encode(), headers=[("correlation_id", f"cid-{r.index}".encode())]))
             for r in generated
-        ]  # fmt: skip
+        ]
         positions = {}
         for index, fut in futures:
             meta = await fut
@@ -124,12 +124,13 @@ async def _produce(env: StreamEnv, generated: list[TestRecord]) -> dict[int, Pos
 async def _produce_raw(env: StreamEnv, messages: list[tuple[bytes, bytes | None]]) -> list[Position]:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, linger_ms=5, enable_idempotence=False,
-                                max_request_size=16 * 1024 * 1024)  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, linger_ms=5, enable_idempotence=False, max_request_size=16 * 1024 * 1024)
     await producer.start()
     try:
-        futures = [await producer.send(env.source, value, key=key, headers=[("correlation_id", b"cid-%d" % i)])
-                   for i, (key, value) in enumerate(messages)]  # fmt: skip
+        futures = [
+            await producer.send(env.source, value, key=key, headers=[("correlation_id", b"cid-%d" % i)])
+            for i, (key, value) in enumerate(messages)
+        ]
         return [((meta := await f).partition, meta.offset) for f in futures]
     finally:
         await producer.stop()
@@ -150,8 +151,9 @@ async def _read(env: StreamEnv, topic: str) -> list[Any]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     mib = 1024 * 1024
-    consumer = AIOKafkaConsumer(bootstrap_servers=env.bootstrap, enable_auto_commit=False,
-                                fetch_max_bytes=64 * mib, max_partition_fetch_bytes=16 * mib)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=env.bootstrap, enable_auto_commit=False, fetch_max_bytes=64 * mib, max_partition_fetch_bytes=16 * mib
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
@@ -163,8 +165,7 @@ async def _read(env: StreamEnv, topic: str) -> list[Any]:
                 for msgs in (await consumer.getmany(timeout_ms=300)).values():
                     out.extend(msgs)
                 marks = [consumer.highwater(tp) for tp in tps]
-                if all(m is not None for m in marks) and all([await consumer.position(tp) >= m
-                                                              for tp, m in zip(tps, marks, strict=True)]):  # fmt: skip
+                if all(m is not None for m in marks) and all([await consumer.position(tp) >= m for tp, m in zip(tps, marks, strict=True)]):
                     return out
     finally:
         await consumer.stop()
@@ -197,8 +198,7 @@ def check_committed_prefix(env: StreamEnv, generated: list[TestRecord], position
     docs = env.mongo_docs()
     missing = [r.key for r in below if r.kind == "valid" and docs.get(r.key) != r.expected]
     assert not missing, f"{len(missing)} committed valid records are not in MongoDB, e.g. {missing[0]}"
-    dead = {(json.loads(m.value)["source"]["partition"], json.loads(m.value)["source"]["offset"])
-            for m in read_topic(env, env.dlq)}  # fmt: skip
+    dead = {(json.loads(m.value)["source"]["partition"], json.loads(m.value)["source"]["offset"]) for m in read_topic(env, env.dlq)}
     lost = [r.index for r in below if not r.valid and positions[r.index] not in dead]
     assert not lost, f"{len(lost)} committed invalid records are not in the dead-letter topic"
     return len(below)
@@ -234,5 +234,10 @@ def check_sinks(env: StreamEnv, generated: list[TestRecord], positions: dict[int
         assert body["reason"] and headers["dlq.reason"].decode() == body["reason"][:1000]
         assert body["original"]["text"].encode() == r.raw
         assert body["correlation_id"] == headers["correlation_id"].decode() == f"cid-{r.index}"
-    return {"mongo": len(docs), "sink_messages": len(out), "sink_duplicates": len(out) - len(keys),
-            "dead_letters": len(dead), "dead_letter_duplicates": len(dead) - len(by_position)}  # fmt: skip
+    return {
+        "mongo": len(docs),
+        "sink_messages": len(out),
+        "sink_duplicates": len(out) - len(keys),
+        "dead_letters": len(dead),
+        "dead_letter_duplicates": len(dead) - len(by_position),
+    }

@@ -46,23 +46,30 @@ SCHEMA = {
         {"name": "ratios", "type": "Array", "element_type": "Float", "max_capacity": 3},
         {"name": "embedding", "type": "FloatVector", "dim": 16},
     ],
-}  # fmt: skip
+}
 ROWS = 1000
 
 
 def pipeline() -> dict[str, Any]:
-    return {"name": "autoid_content", "tasks": {
-        "generate": {"uses": "generate", "with": {"schema": SCHEMA, "total_rows": ROWS, "seed": 21}},
-        "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 400}},
-        "upload": {"uses": "storage.upload", "needs": ["partition"]},
-        "collection": {"uses": "milvus.create_collection",
-                       "with": {"schema": SCHEMA, "drop_if_exists": True,
-                                "indexes": {"embedding": {"index_type": "FLAT", "metric_type": "L2"}}}},
-        "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
-                   "with": {"poll_interval": 0.5, "insert_below_rows": 0}},
-        "shadow": {"uses": "shadow.sync", "needs": ["generate"], "with": {"table": "autoid_shadow_it_content"}},
-        "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "full"}},
-    }}  # fmt: skip
+    return {
+        "name": "autoid_content",
+        "tasks": {
+            "generate": {"uses": "generate", "with": {"schema": SCHEMA, "total_rows": ROWS, "seed": 21}},
+            "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 400}},
+            "upload": {"uses": "storage.upload", "needs": ["partition"]},
+            "collection": {
+                "uses": "milvus.create_collection",
+                "with": {"schema": SCHEMA, "drop_if_exists": True, "indexes": {"embedding": {"index_type": "FLAT", "metric_type": "L2"}}},
+            },
+            "import": {
+                "uses": "milvus.bulk_import",
+                "needs": ["upload", "collection"],
+                "with": {"poll_interval": 0.5, "insert_below_rows": 0},
+            },
+            "shadow": {"uses": "shadow.sync", "needs": ["generate"], "with": {"table": "autoid_shadow_it_content"}},
+            "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "full"}},
+        },
+    }
 
 
 class Sides:
@@ -188,8 +195,7 @@ COLUMNS = ", ".join(quote(c) for c in ["_row", *(f["name"] for f in SCHEMA["fiel
 def shadow_row(sides: Sides, position: int) -> tuple[Any, int]:
     """The shadow's row at a stream position and the id Milvus gave the same row."""
     saved = sides.sql(f"SELECT {COLUMNS} FROM {{t}} WHERE _row = $1", position)[0]
-    twins = sides.milvus.query(COLLECTION, filter=f'name == "{saved["name"]}"', output_fields=["price", "qty"],
-                               consistency_level="Strong")  # fmt: skip
+    twins = sides.milvus.query(COLLECTION, filter=f'name == "{saved["name"]}"', output_fields=["price", "qty"], consistency_level="Strong")
     (milvus_id,) = [r["id"] for r in twins if (r["price"], r["qty"]) == (saved["price"], saved["qty"])]
     return saved, milvus_id
 
@@ -251,7 +257,7 @@ LITE = {
         {"name": "dense", "type": "FloatVector", "dim": 8},
         {"name": "sparse", "type": "SparseFloatVector", "nnz": 12},
     ],
-}  # fmt: skip
+}
 
 
 def test_sparse_vectors_and_nulls_on_milvus_lite(tmp_path: Path) -> None:
@@ -268,14 +274,13 @@ def test_sparse_vectors_and_nulls_on_milvus_lite(tmp_path: Path) -> None:
     client = imported.info.milvus().client()
     try:
         (row,) = client.query("autoid_it_lite", filter="id > 0", limit=1, output_fields=["*"])
-        assert row["sparse"] and any(r["meta"] is None for r in client.query(
-            "autoid_it_lite", filter="id > 0", limit=200, output_fields=["meta"]))  # fmt: skip
+        assert row["sparse"] and any(
+            r["meta"] is None for r in client.query("autoid_it_lite", filter="id > 0", limit=200, output_fields=["meta"])
+        )
         client.delete("autoid_it_lite", ids=[row["id"]])
         index = next(iter(row["sparse"]))
         moved = {**row["sparse"], index: row["sparse"][index] + 0.5}
-        (key,) = client.insert("autoid_it_lite", [{**{k: v for k, v in row.items() if k != "id"}, "sparse": moved}])[
-            "ids"
-        ]
+        (key,) = client.insert("autoid_it_lite", [{**{k: v for k, v in row.items() if k != "id"}, "sparse": moved}])["ids"]
     finally:
         client.close()
     verify = Verify("verify", VerifyParams(level="full", fail_on_mismatch=False), needs=["import", "shadow"])

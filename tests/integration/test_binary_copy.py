@@ -52,9 +52,7 @@ def edge_schema(*, wide: bool, auto_id: bool = False) -> CollectionSchema:
     ]
     if wide:
         fields.append({"name": "v_wide", "type": "FloatVector", "dim": DIM})
-    return parse_schema(
-        {"collection_name": f"bc_{secrets.token_hex(4)}", "enable_dynamic_field": True, "fields": fields}
-    )
+    return parse_schema({"collection_name": f"bc_{secrets.token_hex(4)}", "enable_dynamic_field": True, "fields": fields})
 
 
 def edge_batch(schema: CollectionSchema) -> pa.RecordBatch:
@@ -167,12 +165,14 @@ def test_generated_batches_match_the_record_path_row_for_row(name: str) -> None:
 
 def test_uncovered_types_and_ragged_vectors_fall_back_to_records() -> None:
     assert not covered(resolve_schema("all_types"))  # ARRAY fields
-    assert encode_batch(generate_chunk(resolve_schema("all_types").model_dump_json(), 1, 0, 0, 5, 5),
-                        resolve_schema("all_types"), 0) is None  # fmt: skip
+    assert (
+        encode_batch(generate_chunk(resolve_schema("all_types").model_dump_json(), 1, 0, 0, 5, 5), resolve_schema("all_types"), 0) is None
+    )
     fields = [{"name": "id", "type": "Int64", "is_primary": True}, {"name": "v", "type": "FloatVector", "dim": 2}]
     schema = parse_schema({"collection_name": "ragged", "fields": fields})
-    ragged = pa.RecordBatch.from_arrays([pa.array([1, 2]), pa.array([[1.0, 2.0], [3.0]], pa.list_(pa.float32()))],
-                                        schema=arrow_schema(schema))  # fmt: skip
+    ragged = pa.RecordBatch.from_arrays(
+        [pa.array([1, 2]), pa.array([[1.0, 2.0], [3.0]], pa.list_(pa.float32()))], schema=arrow_schema(schema)
+    )
     assert encode_batch(ragged, schema, 0) is None
 
 
@@ -211,9 +211,7 @@ def test_shadow_sync_writes_vector_batches_by_binary_copy(monkeypatch: pytest.Mo
     for r in rows:
         i = source_rows["id"].index(r["id"])
         assert r["title"] == source_rows["title"][i]
-        assert np.array_equal(
-            np.asarray(r["embedding"], np.float32), np.asarray(source_rows["embedding"][i], np.float32)
-        )
+        assert np.array_equal(np.asarray(r["embedding"], np.float32), np.asarray(source_rows["embedding"][i], np.float32))
     assert len(rows) == 7
 
 
@@ -263,9 +261,12 @@ def test_a_binary_copy_that_committed_before_the_connection_died_is_replaced_not
 
 @pytest.mark.parametrize("rows", [0, 1, 700])
 def test_rows_of_fixed_width_fields_only_and_an_empty_batch(rows: int) -> None:
-    fields = [{"name": "id", "type": "Int64", "is_primary": True}, {"name": "n", "type": "Int32"},
-              {"name": "v", "type": "FloatVector", "dim": DIM},
-              {"name": "b", "type": "BinaryVector", "dim": 8}]  # fmt: skip
+    fields = [
+        {"name": "id", "type": "Int64", "is_primary": True},
+        {"name": "n", "type": "Int32"},
+        {"name": "v", "type": "FloatVector", "dim": DIM},
+        {"name": "b", "type": "BinaryVector", "dim": 8},
+    ]
     schema = parse_schema({"collection_name": f"bc_{secrets.token_hex(4)}", "fields": fields})
     batch = generate_chunk(schema.model_dump_json(), 8, 0, 0, max(rows, 1), max(rows, 1)).slice(0, rows)
     encoded = encode_batch(batch, schema, 0)

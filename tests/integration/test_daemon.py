@@ -54,24 +54,36 @@ MALFORMED: list[tuple[bytes | None, bytes | None, str, str]] = [
     (b"m4", json.dumps({"request_id": "m4"}).encode(), "missing_field", "pipeline"),
     (b"m5", json.dumps({"request_id": "m5", "pipeline": "nope"}).encode(), "unknown_pipeline", "nope"),
     (b"m6", json.dumps({"request_id": "m6", "pipeline": "../pipelines/demo"}).encode(), "bad_pipeline", "plain name"),
-    (b"m7", json.dumps({"request_id": "m7", "pipeline": "demo", "params": {"speed": 3}}).encode(), "bad_params",
-     "params.speed"),
-    (b"m8", json.dumps({"request_id": "m8", "pipeline": "demo", "params": {"rows": "many"}}).encode(), "bad_params",
-     "params.rows"),
-    (b"m9", json.dumps({"request_id": "m9", "pipeline": {"name": "x", "tasks": {"a": {"uses": "os.system"}}}}).encode(),
-     "bad_spec", "unknown component"),
-    (b"m10", json.dumps({"request_id": "m10", "pipeline": {"name": "x", "tasks": {"a": {
-        "uses": "demo.sleep", "with": {"seconds": "${env.POSTGRES__DSN}"}}}}}).encode(), "bad_spec", "environment"),
-    (b"m11", json.dumps({"request_id": "m11", "pipeline": "demo", "pad": "x" * 30_000}).encode(), "oversize",
-     "limit"),
+    (b"m7", json.dumps({"request_id": "m7", "pipeline": "demo", "params": {"speed": 3}}).encode(), "bad_params", "params.speed"),
+    (b"m8", json.dumps({"request_id": "m8", "pipeline": "demo", "params": {"rows": "many"}}).encode(), "bad_params", "params.rows"),
+    (
+        b"m9",
+        json.dumps({"request_id": "m9", "pipeline": {"name": "x", "tasks": {"a": {"uses": "os.system"}}}}).encode(),
+        "bad_spec",
+        "unknown component",
+    ),
+    (
+        b"m10",
+        json.dumps(
+            {
+                "request_id": "m10",
+                "pipeline": {"name": "x", "tasks": {"a": {"uses": "demo.sleep", "with": {"seconds": "${env.POSTGRES__DSN}"}}}},
+            }
+        ).encode(),
+        "bad_spec",
+        "environment",
+    ),
+    (b"m11", json.dumps({"request_id": "m11", "pipeline": "demo", "pad": "x" * 30_000}).encode(), "oversize", "limit"),
     (b"m12", json.dumps({"request_id": "m12", "pipeline": "demo", "colour": "red"}).encode(), "invalid", "colour"),
-]  # fmt: skip
+]
 
 
 def test_fifty_requests_two_daemons_one_killed(env: DaemonEnv) -> None:
     valid = [_req(f"r{i:02d}", pause=2.5 if i % 6 == 0 else 0.2, priority=i % 3) for i in range(31)]
-    valid += [(b"inline-1", json.dumps({"request_id": "inline-1", "pipeline": INLINE_OK}).encode()),
-              (b"inline-2", json.dumps({"request_id": "inline-2", "pipeline": INLINE_OK}).encode())]  # fmt: skip
+    valid += [
+        (b"inline-1", json.dumps({"request_id": "inline-1", "pipeline": INLINE_OK}).encode()),
+        (b"inline-2", json.dumps({"request_id": "inline-2", "pipeline": INLINE_OK}).encode()),
+    ]
     duplicates = [valid[0], valid[6], valid[12], valid[20], valid[32]]
     valid_ids = {k.decode() for k, _ in valid}
     first = valid[:20] + [(k, v) for k, v, *_ in MALFORMED] + valid[20:]
@@ -82,8 +94,7 @@ def test_fifty_requests_two_daemons_one_killed(env: DaemonEnv) -> None:
     produce(env, first)
 
     def a_running() -> bool:
-        return any(r["state"] == "running" and env.owner_prefix(a) in (r["owner"] or "")
-                   for r in ledger_rows(env).values())  # fmt: skip
+        return any(r["state"] == "running" and env.owner_prefix(a) in (r["owner"] or "") for r in ledger_rows(env).values())
 
     wait_for("daemon a to be running a request", a_running, 90, every=0.1)
     mine = env.owner_prefix(a)
@@ -147,8 +158,13 @@ def test_fifty_requests_two_daemons_one_killed(env: DaemonEnv) -> None:
 @pytest.mark.parametrize("ledger", ["postgres", "mongodb"])
 def test_sigterm_interrupts_resumably_and_commits_the_rest(env: DaemonEnv, ledger: str) -> None:
     if ledger == "mongodb":
-        env.extra.update({"DAEMON__LEDGER": "mongodb", "MONGODB__CONNECTION_STRING": service_uri("TEST_MONGO_URI"),
-                          "MONGODB__DATABASE": f"ledger_{env.tag}"})  # fmt: skip
+        env.extra.update(
+            {
+                "DAEMON__LEDGER": "mongodb",
+                "MONGODB__CONNECTION_STRING": service_uri("TEST_MONGO_URI"),
+                "MONGODB__DATABASE": f"ledger_{env.tag}",
+            }
+        )
     env.extra["DAEMON__GRACE_SECONDS"] = "0.5"
     daemon = env.start("d1")
     wait_for("daemon up", lambda: "daemon started" in env.log("d1"), 60)
@@ -190,14 +206,16 @@ def test_a_crashing_run_a_self_feeding_reply_topic_and_a_second_signal(env: Daem
     crash = {"name": "crash", "tasks": {"boom": {"uses": "demo.fail", "with": {"crash": True}}}}
     daemon = env.start("h1")
     wait_for("daemon up", lambda: "daemon started" in env.log("h1"), 60)
-    produce(env, [
-        (b"crash-1", json.dumps({"request_id": "crash-1", "pipeline": crash}).encode()),
-        (b"loop-1", json.dumps({"request_id": "loop-1", "pipeline": "demo", "reply_topic": env.requests}).encode()),
-        _req("after-crash", pause=0.0),
-        (b"after-crash", _req("after-crash", pause=0.1)[1]),  # the same id for another request: a conflict
-    ])  # fmt: skip
-    wait_for("the request after the crash", lambda: ledger_rows(env).get("after-crash", {}).get("state") == "succeeded",
-             60)  # fmt: skip
+    produce(
+        env,
+        [
+            (b"crash-1", json.dumps({"request_id": "crash-1", "pipeline": crash}).encode()),
+            (b"loop-1", json.dumps({"request_id": "loop-1", "pipeline": "demo", "reply_topic": env.requests}).encode()),
+            _req("after-crash", pause=0.0),
+            (b"after-crash", _req("after-crash", pause=0.1)[1]),  # the same id for another request: a conflict
+        ],
+    )
+    wait_for("the request after the crash", lambda: ledger_rows(env).get("after-crash", {}).get("state") == "succeeded", 60)
     assert daemon.poll() is None, "a run's crash ended the daemon"
     rows = ledger_rows(env)
     assert rows["crash-1"]["state"] == "failed" and "crashed" in rows["crash-1"]["outcome"]["reason"]
@@ -218,8 +236,9 @@ def test_a_crashing_run_a_self_feeding_reply_topic_and_a_second_signal(env: Daem
     assert ledger_rows(env)["long-1"]["state"] == "interrupted"
 
     env.extra["POSTGRES__DSN"] = "postgresql://postgres@127.0.0.1:1/postgres"
-    proc = subprocess.run([sys.executable, "run_pipeline.py", "daemon"], cwd=ROOT, env=env.environ(),
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "run_pipeline.py", "daemon"], cwd=ROOT, env=env.environ(), capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "error: cannot open the request ledger" in proc.stderr
 
@@ -234,8 +253,11 @@ async def test_accept_and_claim_in_one_statement_keeps_the_claim_rules(store: st
     from pipeline.daemon.ledger_mongo import MongoLedger
 
     tag = uuid.uuid4().hex[:10]
-    ledger: Ledger = (PostgresLedger(service_uri("TEST_POSTGRES_DSN"), f"fold_{tag}") if store == "postgres" else
-                      MongoLedger(service_uri("TEST_MONGO_URI"), f"fold_{tag}", "requests"))  # fmt: skip
+    ledger: Ledger = (
+        PostgresLedger(service_uri("TEST_POSTGRES_DSN"), f"fold_{tag}")
+        if store == "postgres"
+        else MongoLedger(service_uri("TEST_MONGO_URI"), f"fold_{tag}", "requests")
+    )
     await ledger.open()
     try:
         created, claim = await ledger.accept_claim("r1", "run-a", "demo", "fp1", "me", 30)
@@ -276,9 +298,14 @@ def test_sighup_stops_like_sigterm_unless_started_ignoring_it(env: DaemonEnv) ->
     assert "SIGHUP" in env.log("hup")
 
     with (env.base / "nohup.log").open("ab") as log:
-        nohup = subprocess.Popen([sys.executable, "run_pipeline.py", "daemon"], cwd=ROOT, env=env.environ(),
-                                 stdout=log, stderr=subprocess.STDOUT,
-                                 preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # fmt: skip
+        nohup = subprocess.Popen(
+            [sys.executable, "run_pipeline.py", "daemon"],
+            cwd=ROOT,
+            env=env.environ(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+        )
     env.procs.append(nohup)
     wait_for("nohup daemon up", lambda: "daemon started" in env.log("nohup"), 60)
     nohup.send_signal(signal.SIGHUP)
@@ -295,10 +322,30 @@ def test_submit_wait_follows_the_story_to_its_outcome_and_names_an_odd_id_verbat
     wait_for("daemon up", lambda: "daemon started" in env.log("s1"), 60)
 
     def submit(rid: str, timeout: float) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "run_pipeline.py", "submit", "demo", "--set", "rows=400", "--set",
-                               "chunk=200", "--set", "pause=0", "--request-id", rid, "--wait", "--timeout",
-                               str(timeout)], cwd=ROOT, env=env.environ(), capture_output=True, text=True,
-                              timeout=timeout + 60)  # fmt: skip
+        return subprocess.run(
+            [
+                sys.executable,
+                "run_pipeline.py",
+                "submit",
+                "demo",
+                "--set",
+                "rows=400",
+                "--set",
+                "chunk=200",
+                "--set",
+                "pause=0",
+                "--request-id",
+                rid,
+                "--wait",
+                "--timeout",
+                str(timeout),
+            ],
+            cwd=ROOT,
+            env=env.environ(),
+            capture_output=True,
+            text=True,
+            timeout=timeout + 60,
+        )
 
     done = submit("sub-1", 120)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

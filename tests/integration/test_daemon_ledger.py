@@ -21,8 +21,11 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(params=["postgres", "mongodb"])
 async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
     tag = uuid.uuid4().hex[:10]
-    store: Ledger = (PostgresLedger(service_uri("TEST_POSTGRES_DSN"), f"attempts_{tag}") if request.param == "postgres"
-                     else MongoLedger(service_uri("TEST_MONGO_URI"), f"attempts_{tag}", "requests"))  # fmt: skip
+    store: Ledger = (
+        PostgresLedger(service_uri("TEST_POSTGRES_DSN"), f"attempts_{tag}")
+        if request.param == "postgres"
+        else MongoLedger(service_uri("TEST_MONGO_URI"), f"attempts_{tag}", "requests")
+    )
     await store.open()
     try:
         yield store

@@ -48,8 +48,10 @@ def _signed(env: DaemonEnv, messages: list[tuple[bytes, bytes]]) -> dict[str, tu
 
 
 def _gen_then(name: str, uses: str, **with_: Any) -> dict[str, Any]:
-    tasks: dict[str, Any] = {"gen": {"uses": "generate", "with": {"schema": "simple", "total_rows": 20}},
-                             "part": {"uses": "partition", "needs": ["gen"]}}  # fmt: skip
+    tasks: dict[str, Any] = {
+        "gen": {"uses": "generate", "with": {"schema": "simple", "total_rows": 20}},
+        "part": {"uses": "partition", "needs": ["gen"]},
+    }
     if uses == "partition":
         tasks["part"]["with"] = with_
     else:
@@ -58,48 +60,49 @@ def _gen_then(name: str, uses: str, **with_: Any) -> dict[str, Any]:
 
 
 def _letters(env: DaemonEnv) -> dict[tuple[int, int], dict[str, Any]]:
-    return {(lt["source"]["partition"], lt["source"]["offset"]): lt
-            for lt in (json.loads(m.value) for m in read_topic(env, env.dlq))}  # fmt: skip
+    return {(lt["source"]["partition"], lt["source"]["offset"]): lt for lt in (json.loads(m.value) for m in read_topic(env, env.dlq))}
 
 
 def test_each_hostile_request_is_forbidden_and_writes_nothing(env: DaemonEnv, tmp_path: Path) -> None:
     outside = tmp_path / "outside"  # every target below lives here; the run directory is env.run_dir
     escape = os.path.relpath(outside / "escaped", ROOT)  # "../../..": relative to the daemon's working dir
     assert escape.startswith("..")
-    env.extra.update({
-        "DAEMON__SIGNING_SECRET": SECRET,
-        "DAEMON__TOPIC_PREFIXES": json.dumps([f"ok-{env.tag}."]),
-        "DAEMON__MAX_RUN_SECONDS": "4",
-        # wider than the default, so the path and topic checks themselves are what refuses
-        "DAEMON__INLINE_COMPONENTS": json.dumps(["generate", "partition", "storage.upload", "testdata.produce",
-                                                 "demo.sleep"]),
-    })  # fmt: skip
+    env.extra.update(
+        {
+            "DAEMON__SIGNING_SECRET": SECRET,
+            "DAEMON__TOPIC_PREFIXES": json.dumps([f"ok-{env.tag}."]),
+            "DAEMON__MAX_RUN_SECONDS": "4",
+            # wider than the default, so the path and topic checks themselves are what refuses
+            "DAEMON__INLINE_COMPONENTS": json.dumps(["generate", "partition", "storage.upload", "testdata.produce", "demo.sleep"]),
+        }
+    )
     daemon = env.start("s1")
     wait_for("daemon up", lambda: "daemon started" in env.log("s1"), 60)
     hostile = {
         "abs-out": (_gen_then("a", "partition", out=str(outside / "abs")), "'out'"),
         "rel-out": (_gen_then("b", "partition", out=escape), "'out'"),
-        "local-root": (_gen_then("c", "storage.upload", backend="local", local_root=str(outside / "store")),
-                       "'local_root'"),
-        "other-topic": ({"name": "d", "tasks": {"p": {"uses": "testdata.produce",
-                                                       "with": {"topic": f"sink-{env.tag}", "total": 5}}}}, "'topic'"),
-        "sleep-forever": ({"name": "e", "tasks": {"z": {"uses": "demo.sleep", "with": {"seconds": 1e9}}}},
-                          "'seconds'"),
-    }  # fmt: skip
+        "local-root": (_gen_then("c", "storage.upload", backend="local", local_root=str(outside / "store")), "'local_root'"),
+        "other-topic": (
+            {"name": "d", "tasks": {"p": {"uses": "testdata.produce", "with": {"topic": f"sink-{env.tag}", "total": 5}}}},
+            "'topic'",
+        ),
+        "sleep-forever": ({"name": "e", "tasks": {"z": {"uses": "demo.sleep", "with": {"seconds": 1e9}}}}, "'seconds'"),
+    }
     at = _signed(env, [_msg(rid, spec) for rid, (spec, _) in hostile.items()])
     at["reply-dlq"] = _signed(env, [_msg("reply-dlq", "demo", reply_topic=f"otherdlq-{env.tag}")])["reply-dlq"]
     at["unsigned"] = produce(env, [_msg("unsigned", "demo")])[0]
     key, value = _msg("forged", "demo")
     at["forged"] = produce(env, [(key, value)], sign("not-the-secret", value))[0]
-    naps = {f"n{i}": {"uses": "demo.sleep", "needs": [f"n{i - 1}"] if i else [], "with": {"seconds": 3}}
-            for i in range(3)}  # each within the limit, together not  # fmt: skip
+    naps = {
+        f"n{i}": {"uses": "demo.sleep", "needs": [f"n{i - 1}"] if i else [], "with": {"seconds": 3}} for i in range(3)
+    }  # each within the limit, together not
     _signed(env, [_msg("too-long", {"name": "long", "tasks": naps})])
-    at["legit"] = _signed(env, [_msg("legit", "demo", params={"rows": 100, "chunk": 50, "pause": 0.0},
-                                     reply_topic=f"ok-{env.tag}.replies")])["legit"]  # fmt: skip
+    at["legit"] = _signed(
+        env, [_msg("legit", "demo", params={"rows": 100, "chunk": 50, "pause": 0.0}, reply_topic=f"ok-{env.tag}.replies")]
+    )["legit"]
 
     wait_for("the legitimate request", lambda: ledger_rows(env).get("legit", {}).get("state") == "succeeded", 90)
-    letters = wait_for("a dead letter for each hostile request", lambda: (lambda d: d if len(d) >= 8 else None)(
-        _letters(env)), 60)  # fmt: skip
+    letters = wait_for("a dead letter for each hostile request", lambda: (lambda d: d if len(d) >= 8 else None)(_letters(env)), 60)
     reasons = {rid: letters[where] for rid, where in at.items() if where in letters}
     assert set(reasons) == set(at) - {"legit"}, f"dead-lettered: {sorted(reasons)}"
     assert all(lt["kind"] == "forbidden" for lt in reasons.values()), {r: lt["kind"] for r, lt in reasons.items()}
@@ -108,8 +111,9 @@ def test_each_hostile_request_is_forbidden_and_writes_nothing(env: DaemonEnv, tm
     assert "reply_topic" in reasons["reply-dlq"]["reason"]
     assert "unsigned" in reasons["unsigned"]["reason"] and "bad signature" in reasons["forged"]["reason"]
 
-    rows = wait_for("the long run to end", lambda: (lambda r: r if r.get("too-long", {}).get("state") == "failed"
-                                                                   else None)(ledger_rows(env)), 60)  # fmt: skip
+    rows = wait_for(
+        "the long run to end", lambda: (lambda r: r if r.get("too-long", {}).get("state") == "failed" else None)(ledger_rows(env)), 60
+    )
     assert "DAEMON__MAX_RUN_SECONDS" in rows["too-long"]["outcome"]["reason"], rows["too-long"]["outcome"]
     assert set(rows) == {"legit", "too-long"}, "a refused request was recorded"
     assert not outside.exists(), f"something was written outside the run directory: {list(outside.rglob('*'))}"
@@ -141,12 +145,14 @@ def test_review_b_refusals_read_nothing_write_nothing_produce_nothing(env: Daemo
     (victim / "app.yaml").write_text('db:\n  password: "hunter2-SECRET"\n bad_indent: x\n')
     os.mkfifo(victim / "pipe.yaml")
     outside = tmp_path / "outside"
-    env.extra.update({
-        "KAFKA__TOPIC_SOURCE": f"sink-{env.tag}",  # where a produce naming no topic would write
-        "DAEMON__TOPIC_PREFIXES": json.dumps([f"ok-{env.tag}."]),
-        "DAEMON__PATH_ROOTS": json.dumps([str(ROOT / "pipelines")]),  # the reviewer's deployer
-        "DAEMON__INLINE_COMPONENTS": json.dumps(["testdata.produce", "demo.sleep"]),
-    })  # fmt: skip
+    env.extra.update(
+        {
+            "KAFKA__TOPIC_SOURCE": f"sink-{env.tag}",  # where a produce naming no topic would write
+            "DAEMON__TOPIC_PREFIXES": json.dumps([f"ok-{env.tag}."]),
+            "DAEMON__PATH_ROOTS": json.dumps([str(ROOT / "pipelines")]),  # the reviewer's deployer
+            "DAEMON__INLINE_COMPONENTS": json.dumps(["testdata.produce", "demo.sleep"]),
+        }
+    )
     env.start("b1")
     wait_for("daemon up", lambda: "daemon started" in env.log("b1"), 60)
     produce_default = {"name": "p", "tasks": {"t": {"uses": "testdata.produce", "with": {"total": 50}}}}
@@ -157,12 +163,11 @@ def test_review_b_refusals_read_nothing_write_nothing_produce_nothing(env: Daemo
         "default-topic": (_msg("default-topic", produce_default), f"'sink-{env.tag}'"),
         "database": (_msg("database", "mongo_ecommerce", params={"database": "admin"}), "'database'"),
         "rows": (_msg("rows", "quickstart", params={"rows": 10**12}), "'total_rows'"),
-    }  # fmt: skip
+    }
     at = {rid: produce(env, [message])[0] for rid, (message, _) in hostile.items()}
     produce(env, [_msg("legit", "demo", params={"rows": 100, "chunk": 50, "pause": 0.0})])
     wait_for("the legitimate request", lambda: ledger_rows(env).get("legit", {}).get("state") == "succeeded", 90)
-    letters = wait_for("a dead letter for each", lambda: (lambda d: d if len(d) >= len(at) else None)(_letters(env)),
-                       60)  # fmt: skip
+    letters = wait_for("a dead letter for each", lambda: (lambda d: d if len(d) >= len(at) else None)(_letters(env)), 60)
     for rid, where in at.items():
         letter = letters[where]
         assert letter["kind"] == "forbidden" and hostile[rid][1] in letter["reason"], (rid, letter)
@@ -190,14 +195,18 @@ def test_attempts_and_the_maximum_run_time_span_restarts(env: DaemonEnv) -> None
     async def seed() -> None:  # what three crashed claims, and a run first started 2 h ago then interrupted, leave
         conn = await asyncpg.connect(env.dsn)
         try:
-            for rid, (state, attempts, started) in {"tired": ("running", 3, "1 minute"),
-                                                    "old": ("interrupted", 1, "2 hours")}.items():  # fmt: skip
+            for rid, (state, attempts, started) in {"tired": ("running", 3, "1 minute"), "old": ("interrupted", 1, "2 hours")}.items():
                 fp = parse_request(messages[rid][1], 1 << 20).fingerprint()
                 await conn.execute(
                     f"INSERT INTO {env.table} (request_id, state, run_id, pipeline, owner, lease_until, attempts, "
                     "announced, fingerprint, started_at) VALUES ($1, $2, $3, 'demo', 'dead:1:x', now() - interval "
                     f"'1 minute', $4, true, $5, now() - interval '{started}')",
-                    rid, state, f"run-{rid}", attempts, fp)  # fmt: skip
+                    rid,
+                    state,
+                    f"run-{rid}",
+                    attempts,
+                    fp,
+                )
         finally:
             await conn.close()
 

@@ -26,8 +26,7 @@ TABLES = ["receipts", "online_orders", "truck_moves"]
 
 def _run(config: dict[str, Any], events: dict[str, Any], run_dir: Path, bootstrap: str) -> dict[str, Any]:
     tasks = pack_tasks(get_pack("retail"), config)
-    tasks["events"] = {"uses": "dataset.events", "needs": ["receipts", "online_orders", "store_inventory"],
-                       "with": events}  # fmt: skip
+    tasks["events"] = {"uses": "dataset.events", "needs": ["receipts", "online_orders", "store_inventory"], "with": events}
     tasks["commit"]["needs"].append("events")  # the state advances only once the new days are published
     spec = PipelineSpec.model_validate({"name": "retail-events", "tasks": tasks})
     options = RunOptions(run_dir=run_dir)
@@ -44,8 +43,16 @@ def test_new_fact_days_become_ordered_envelopes_and_oversize_ones_dead_letters(t
     env = DaemonEnv(bootstrap, "", tmp_path)
     topic, dlq = f"ev-{tag}", f"ev-dlq-{tag}"
     config = {**SMALL, "out": str(tmp_path / "data"), "start_date": "2024-05-01", "days": 2}
-    events = {"tables": TABLES, "topic": topic, "dead_letter_topic": dlq, "rate": 4000, "burst_factor": 3,
-              "burst_every": 1.0, "burst_seconds": 0.2, "max_event_bytes": 440}  # fmt: skip
+    events = {
+        "tables": TABLES,
+        "topic": topic,
+        "dead_letter_topic": dlq,
+        "rate": 4000,
+        "burst_factor": 3,
+        "burst_every": 1.0,
+        "burst_seconds": 0.2,
+        "max_event_bytes": 440,
+    }
     first = _run(config, events, tmp_path / "runs", bootstrap)["events"]
     second = _run({**config, "days": 1}, events, tmp_path / "runs", bootstrap)["events"]  # continues on 05-03
     assert first.days == ["2024-05-01", "2024-05-02"] and second.days == ["2024-05-03"]
@@ -61,11 +68,9 @@ def test_new_fact_days_become_ordered_envelopes_and_oversize_ones_dead_letters(t
     assert dead and all("max_event_bytes" in d["reason"] and len(d["event"].encode()) > 440 for d in dead)
     assert all(len(json.dumps(e, separators=(",", ":")).encode()) <= 460 for e in sent)
     for e in sent:
-        assert {"event_type", "trace_id", "event_timestamp", "ingest_timestamp", "schema_version", "source",
-                "payload"} <= set(e)  # fmt: skip
+        assert {"event_type", "trace_id", "event_timestamp", "ingest_timestamp", "schema_version", "source", "payload"} <= set(e)
     receipts = {r["receipt_id"]: r["total_cents"] for r in fact(out, "receipts").to_dicts()}
-    got = {e["payload"]["receipt_id"]: e["payload"]["total_cents"]
-           for e in sent if e["event_type"] == "retail.receipts"}  # fmt: skip
+    got = {e["payload"]["receipt_id"]: e["payload"]["total_cents"] for e in sent if e["event_type"] == "retail.receipts"}
     assert got and all(receipts[k] == v for k, v in got.items())
 
 

@@ -115,8 +115,7 @@ def test_validation_counts_an_orphan_and_fails_the_run(tmp_path: Path) -> None:
 
 def test_duplicates_fail_the_task_only_when_asked(tmp_path: Path) -> None:
     database = f"seed_{uuid.uuid4().hex[:8]}"
-    with_ = {"pack": "ecommerce", "collection": "users", "database": database, "seed": 3, "scale": 0.6,
-             "fail_on_duplicates": True}  # fmt: skip
+    with_ = {"pack": "ecommerce", "collection": "users", "database": database, "seed": 3, "scale": 0.6, "fail_on_duplicates": True}
     tasks = {"users": {"uses": "mongo.seed", "with": with_}}
     result, out = _run(tmp_path, database, tasks)
     assert not result.ok and "refused as duplicate keys" in out["users"]["error"]

@@ -51,9 +51,14 @@ def index() -> Any:
 
 
 def row(rng: np.random.Generator, key: int, dim: int = DIM, name: str = "") -> dict[str, Any]:
-    r = {"id": key, "name": name or f"n{key}", "score": float(rng.random()), "tag": TAGS[key % 4],
-         "meta": {"k": int(key % 10), "w": [int(key % 3)]},
-         "vec": rng.random(dim, dtype=np.float32).tolist()}  # fmt: skip
+    r = {
+        "id": key,
+        "name": name or f"n{key}",
+        "score": float(rng.random()),
+        "tag": TAGS[key % 4],
+        "meta": {"k": int(key % 10), "w": [int(key % 3)]},
+        "vec": rng.random(dim, dtype=np.float32).tolist(),
+    }
     if key % 5 == 0:
         r["extra"] = int(key % 7)  # a dynamic field
     return r

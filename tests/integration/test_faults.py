@@ -30,25 +30,27 @@ def _spec(name: str) -> dict[str, Any]:
     return {
         "name": name,
         "tasks": {
-            "generate": {"uses": "generate", "with": {"schema": "simple", "total_rows": ROWS, "seed": 11,
-                                                      "chunk_rows": 1000}},
+            "generate": {"uses": "generate", "with": {"schema": "simple", "total_rows": ROWS, "seed": 11, "chunk_rows": 1000}},
             "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 1000}},
             "upload": {"uses": "storage.upload", "needs": ["partition"], "with": {"concurrency": 1}},
-            "collection": {"uses": "milvus.create_collection", "with": {"schema": "simple", "collection": name,
-                                                                        "drop_if_exists": True}},
-            "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
-                       "with": {"insert_below_rows": 0}},
+            "collection": {"uses": "milvus.create_collection", "with": {"schema": "simple", "collection": name, "drop_if_exists": True}},
+            "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"], "with": {"insert_below_rows": 0}},
             "shadow": {"uses": "shadow.sync", "needs": ["generate"], "with": {"concurrency": 1, "table": name}},
             "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "count"}},
         },
-    }  # fmt: skip
+    }
 
 
 def _run_with_fault(tmp_path: Path, env: dict[str, str], task: str, fault: Any) -> tuple[dict, str]:
     """Run the pipeline; when ``task`` starts, apply ``fault`` in a thread; return the report and the log."""
     file = write_pipeline(tmp_path / "fault.yaml", _spec(f"fault_{task}"))
-    proc = subprocess.Popen(cli("run", str(file), "--run-dir", str(tmp_path / "runs"), "--no-progress"), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cli("run", str(file), "--run-dir", str(tmp_path / "runs"), "--no-progress"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     lines: list[str] = []
     faulted: threading.Thread | None = None

@@ -37,14 +37,16 @@ def timestamp_type() -> Iterator[FieldType]:
 
 def test_a_type_added_to_the_table_round_trips_through_arrow_and_copy(timestamp_type: FieldType) -> None:
     dsn = service_uri("TEST_POSTGRES_DSN")
-    schema = parse_schema({
-        "collection_name": "typed_extension",
-        "fields": [
-            {"name": "id", "type": "Int64", "is_primary": True},
-            {"name": "seen_at", "type": "Timestamp", "nullable": True},
-            {"name": "vec", "type": "FloatVector", "dim": 4},
-        ],
-    })  # fmt: skip
+    schema = parse_schema(
+        {
+            "collection_name": "typed_extension",
+            "fields": [
+                {"name": "id", "type": "Int64", "is_primary": True},
+                {"name": "seen_at", "type": "Timestamp", "nullable": True},
+                {"name": "vec", "type": "FloatVector", "dim": 4},
+            ],
+        }
+    )
     assert schema.fields[1].type is timestamp_type
     arrow = arrow_schema(schema)
     assert arrow.field("seen_at").type == pa.timestamp("us", tz="UTC")
@@ -54,10 +56,13 @@ def test_a_type_added_to_the_table_round_trips_through_arrow_and_copy(timestamp_
     stamps = [base + dt.timedelta(seconds=i * 3601.5) for i in range(99)] + [None]
     vectors = np.arange(400, dtype=np.float32).reshape(100, 4)
     batch = pa.RecordBatch.from_arrays(
-        [pa.array(range(100), pa.int64()), pa.array(stamps, arrow.field("seen_at").type),
-         pa.FixedSizeListArray.from_arrays(vectors.ravel(), 4).cast(arrow.field("vec").type)],
+        [
+            pa.array(range(100), pa.int64()),
+            pa.array(stamps, arrow.field("seen_at").type),
+            pa.FixedSizeListArray.from_arrays(vectors.ravel(), 4).cast(arrow.field("vec").type),
+        ],
         schema=arrow,
-    )  # fmt: skip
+    )
 
     async def roundtrip() -> list[asyncpg.Record]:
         conn = await asyncpg.connect(dsn)
@@ -69,8 +74,7 @@ def test_a_type_added_to_the_table_round_trips_through_arrow_and_copy(timestamp_
                 table_name(schema),
             )
             assert kind == "timestamp with time zone"
-            await conn.copy_records_to_table(table_name(schema), records=arrow_records(batch, schema, 0),
-                                             columns=columns(schema))  # fmt: skip
+            await conn.copy_records_to_table(table_name(schema), records=arrow_records(batch, schema, 0), columns=columns(schema))
             return await conn.fetch(f"SELECT id, seen_at, vec FROM {quote(table_name(schema))} ORDER BY id")
         finally:
             await conn.execute(f"DROP TABLE IF EXISTS {quote(table_name(schema))}")

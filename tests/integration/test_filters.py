@@ -135,16 +135,28 @@ EXPRESSIONS = [
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("filters")
-    spec = {"name": "filters", "tasks": {
-        "generate": {"uses": "generate", "with": {"schema": SCHEMA, "total_rows": 3000, "seed": 21}},
-        "partition": {"uses": "partition", "needs": ["generate"]},
-        "upload": {"uses": "storage.upload", "needs": ["partition"]},
-        "collection": {"uses": "milvus.create_collection", "with": {"schema": SCHEMA, "drop_if_exists": True,
-                       "indexes": {"embedding": {"index_type": "FLAT", "metric_type": "COSINE"}}}},
-        "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
-                   "with": {"poll_interval": 0.5, "insert_below_rows": 0}},
-        "shadow": {"uses": "shadow.sync", "needs": ["generate"]},
-    }}  # fmt: skip
+    spec = {
+        "name": "filters",
+        "tasks": {
+            "generate": {"uses": "generate", "with": {"schema": SCHEMA, "total_rows": 3000, "seed": 21}},
+            "partition": {"uses": "partition", "needs": ["generate"]},
+            "upload": {"uses": "storage.upload", "needs": ["partition"]},
+            "collection": {
+                "uses": "milvus.create_collection",
+                "with": {
+                    "schema": SCHEMA,
+                    "drop_if_exists": True,
+                    "indexes": {"embedding": {"index_type": "FLAT", "metric_type": "COSINE"}},
+                },
+            },
+            "import": {
+                "uses": "milvus.bulk_import",
+                "needs": ["upload", "collection"],
+                "with": {"poll_interval": 0.5, "insert_below_rows": 0},
+            },
+            "shadow": {"uses": "shadow.sync", "needs": ["generate"]},
+        },
+    }
     result = run_file(write_pipeline(tmp / "f.yaml", spec), tmp / "runs", settings_with_pg())
     assert result.ok, {n: t.error for n, t in result.tasks.items() if t.error}
     return result.results["import"], result.results["shadow"]

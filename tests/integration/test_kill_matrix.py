@@ -46,17 +46,20 @@ def _spec(name: str, method: str) -> dict[str, Any]:
         "tasks": {
             "generate": {"uses": "generate", "with": {"schema": "simple", "total_rows": ROWS, "seed": 3}},
             "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": PER_FILE}},
-            "upload": {"uses": "storage.upload", "needs": ["partition"], "with": {"part_size": "5MB",
-                                                                                  "multipart_threshold": "1MB"}},
-            "collection": {"uses": "milvus.create_collection",
-                           "with": {"schema": "simple", "collection": name, "drop_if_exists": True, "indexes": ivf}},
-            "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
-                       "with": {"method": method, "batch_rows": 1000, "poll_interval": 0.5, "timeout": 600,
-                                "call_timeout": 5}},  # a resume after SIGKILL waits out in-flight calls
+            "upload": {"uses": "storage.upload", "needs": ["partition"], "with": {"part_size": "5MB", "multipart_threshold": "1MB"}},
+            "collection": {
+                "uses": "milvus.create_collection",
+                "with": {"schema": "simple", "collection": name, "drop_if_exists": True, "indexes": ivf},
+            },
+            "import": {
+                "uses": "milvus.bulk_import",
+                "needs": ["upload", "collection"],
+                "with": {"method": method, "batch_rows": 1000, "poll_interval": 0.5, "timeout": 600, "call_timeout": 5},
+            },  # a resume after SIGKILL waits out in-flight calls
             "shadow": {"uses": "shadow.sync", "needs": ["generate"], "with": {"table": f"shadow_{name}"}},
             "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "count"}},
         },
-    }  # fmt: skip
+    }
 
 
 def _env(backend: str) -> dict[str, str]:
@@ -89,11 +92,9 @@ def _milvus_keys(uri: str, collection: str) -> tuple[int, int]:
     client = MilvusClient(uri=uri)
     try:
         client.load_collection(collection)  # Milvus Lite reopened by this process starts released
-        count = int(client.query(collection, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]
-                    ["count(*)"])  # fmt: skip
+        count = int(client.query(collection, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"])
         keys: list[int] = []
-        it = client.query_iterator(collection, batch_size=5000, filter="id >= 0", output_fields=["id"],
-                                   consistency_level="Strong")  # fmt: skip
+        it = client.query_iterator(collection, batch_size=5000, filter="id >= 0", output_fields=["id"], consistency_level="Strong")
         while batch := it.next():
             keys += [r["id"] for r in batch]
         it.close()
@@ -113,8 +114,9 @@ async def _shadow_rows(dsn: str, table: str) -> tuple[int, int]:
 
 def _s3_state(prefix: str) -> tuple[list[str], int]:
     env = service_env()
-    s3 = boto3.client("s3", endpoint_url=env["S3__ENDPOINT_URL"], aws_access_key_id="test",
-                      aws_secret_access_key="test", region_name="us-east-1")  # fmt: skip
+    s3 = boto3.client(
+        "s3", endpoint_url=env["S3__ENDPOINT_URL"], aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+    )
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=env["S3__BUCKET"], Prefix=prefix).get("Contents", [])]
     uploads = s3.list_multipart_uploads(Bucket=env["S3__BUCKET"], Prefix=prefix).get("Uploads", [])
     return sorted(keys), len(uploads)
@@ -130,13 +132,19 @@ def test_sigkill_anywhere_then_resume_is_exact(backend: str, method: str, trial:
     name = f"kill_{backend}_{method}_{trial}"
     file = write_pipeline(tmp_path / "kill.yaml", _spec(name, method))
     runs, env = tmp_path / "runs", _env(backend)
-    proc = subprocess.Popen(cli("run", str(file), "--run-dir", str(runs), "--no-progress"), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cli("run", str(file), "--run-dir", str(runs), "--no-progress"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     run_id, family = _kill_at(proc, task, delay)
     assert run_id, where
     for _ in range(3):
-        resumed = subprocess.run(cli("run", str(file), "--run-dir", str(runs), "--no-progress", "--resume", run_id),
-                                 env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+        resumed = subprocess.run(
+            cli("run", str(file), "--run-dir", str(runs), "--no-progress", "--resume", run_id),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if resumed.returncode == 0:
             break
     assert resumed.returncode == 0, f"{where}: {resumed.stderr[-3000:]}"
@@ -144,8 +152,9 @@ def test_sigkill_anywhere_then_resume_is_exact(backend: str, method: str, trial:
     report = json.loads((runs / run_id / "report.json").read_text())
     uri = env.get("MILVUS__URI") or str((runs / run_id / "milvus.db").resolve())
     count, distinct = _milvus_keys(uri, name)
-    assert count == distinct == ROWS, f"{where}: milvus count {count}, distinct keys {distinct}, want {ROWS}; " \
-                                      f"{report['summary'].get('import')}"  # fmt: skip
+    assert count == distinct == ROWS, (
+        f"{where}: milvus count {count}, distinct keys {distinct}, want {ROWS}; {report['summary'].get('import')}"
+    )
     rows, keys = anyio.run(_shadow_rows, env["POSTGRES__DSN"], f"shadow_{name}")
     assert rows == keys == ROWS, f"{where}: shadow rows {rows}, distinct {keys}"
     files = {f"runs/{run_id}/data-{i:05d}.parquet" for i in range(1, ROWS // PER_FILE + 1)}
@@ -153,8 +162,8 @@ def test_sigkill_anywhere_then_resume_is_exact(backend: str, method: str, trial:
     assert keys_in_s3 == sorted(files | {f"runs/{run_id}/meta.json"}), f"{where}: {keys_in_s3}"
     assert unfinished == 0, f"{where}: {unfinished} unfinished multipart uploads left"
     deadline = time.monotonic() + 10
-    while (alive := [p for p in family if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]) and \
-            time.monotonic() < deadline:  # fmt: skip
+    while (alive := [p for p in family if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not alive, f"{where}: processes of the killed run still alive: " + \
-        "; ".join(" ".join(psutil.Process(p).cmdline())[:120] for p in alive)  # fmt: skip
+    assert not alive, f"{where}: processes of the killed run still alive: " + "; ".join(
+        " ".join(psutil.Process(p).cmdline())[:120] for p in alive
+    )

@@ -34,20 +34,25 @@ def load_spec(name: str, schema: str, rows: int, collection_schema: str | None =
             "generate": {"uses": "generate", "with": {"schema": schema, "total_rows": "${params.rows}", "seed": 5}},
             "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 50_000}},
             "upload": {"uses": "storage.upload", "needs": ["partition"]},
-            "collection": {"uses": "milvus.create_collection",
-                           "with": {"schema": collection_schema or schema, "collection": name,
-                                    "drop_if_exists": True, "indexes": IVF}},
-            "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
-                       "with": {"timeout": 900, "poll_interval": 0.5, **import_with}},
+            "collection": {
+                "uses": "milvus.create_collection",
+                "with": {"schema": collection_schema or schema, "collection": name, "drop_if_exists": True, "indexes": IVF},
+            },
+            "import": {
+                "uses": "milvus.bulk_import",
+                "needs": ["upload", "collection"],
+                "with": {"timeout": 900, "poll_interval": 0.5, **import_with},
+            },
             "verify": {"uses": "verify", "needs": ["import"], "with": {"sample": 300}},
         },
-    }  # fmt: skip
+    }
 
 
 def s3_keys(prefix: str) -> dict[str, str]:
     env = service_env()
-    s3 = boto3.client("s3", endpoint_url=env["S3__ENDPOINT_URL"], aws_access_key_id="test",
-                      aws_secret_access_key="test", region_name="us-east-1")  # fmt: skip
+    s3 = boto3.client(
+        "s3", endpoint_url=env["S3__ENDPOINT_URL"], aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+    )
     listing = s3.list_objects_v2(Bucket=env["S3__BUCKET"], Prefix=prefix)
     return {o["Key"]: o["ETag"] for o in listing.get("Contents", [])}
 
@@ -77,8 +82,9 @@ def test_import_of_files_that_do_not_match_the_schema_fails_with_milvus_reason(t
 
 
 def test_auto_inserts_a_load_under_the_limits_and_bulk_imports_one_over_them(tmp_path: Path) -> None:
-    small = run_file(write_pipeline(tmp_path / "small.yaml", load_spec("it_auto_small", "simple", 3_000)),
-                     tmp_path / "small", settings_for_services())  # fmt: skip
+    small = run_file(
+        write_pipeline(tmp_path / "small.yaml", load_spec("it_auto_small", "simple", 3_000)), tmp_path / "small", settings_for_services()
+    )
     assert small.ok, {n: t.error for n, t in small.tasks.items() if t.error}
     imported = small.results["import"]
     assert imported.method.startswith("insert (auto") and imported.rows_in_milvus == 3_000 and not imported.job_ids
@@ -97,11 +103,14 @@ def test_auto_inserts_a_load_under_the_limits_and_bulk_imports_one_over_them(tmp
 
 
 def test_upload_skips_unchanged_files_and_replaces_changed_ones(tmp_path: Path) -> None:
-    spec = {"name": "up", "tasks": {
-        "generate": {"uses": "generate", "with": {"schema": "simple", "total_rows": 3000, "seed": 1}},
-        "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 1000}},
-        "upload": {"uses": "storage.upload", "needs": ["partition"], "with": {"prefix": f"it-skip/{uuid.uuid4().hex}"}},
-    }}  # fmt: skip
+    spec = {
+        "name": "up",
+        "tasks": {
+            "generate": {"uses": "generate", "with": {"schema": "simple", "total_rows": 3000, "seed": 1}},
+            "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 1000}},
+            "upload": {"uses": "storage.upload", "needs": ["partition"], "with": {"prefix": f"it-skip/{uuid.uuid4().hex}"}},
+        },
+    }
     file = write_pipeline(tmp_path / "up.yaml", spec)
     first = run_file(file, tmp_path / "runs", settings_for_services())
     assert first.ok and first.results["upload"].uploaded == 3
@@ -117,8 +126,9 @@ def test_killed_after_upload_resume_uploads_nothing_and_completes_import(tmp_pat
     file = write_pipeline(tmp_path / "kill.yaml", load_spec("it_resume", "vector_bench", 100_000))
     runs = tmp_path / "runs"
     pipe = subprocess.PIPE
-    proc = subprocess.Popen(cli("run", str(file), "--run-dir", str(runs), "--no-progress"),
-                            env=subprocess_env(), stdout=pipe, stderr=pipe, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cli("run", str(file), "--run-dir", str(runs), "--no-progress"), env=subprocess_env(), stdout=pipe, stderr=pipe, text=True
+    )
     run_id = wait_for_event(proc, "upload", "task_succeeded", timeout=240)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
@@ -129,8 +139,13 @@ def test_killed_after_upload_resume_uploads_nothing_and_completes_import(tmp_pat
     prefix = f"runs/{run_id}"
     before = s3_keys(prefix)
 
-    resumed = subprocess.run(cli("run", str(file), "--run-dir", str(runs), "--no-progress", "--resume", run_id),
-                             env=subprocess_env(), capture_output=True, text=True, timeout=900)  # fmt: skip
+    resumed = subprocess.run(
+        cli("run", str(file), "--run-dir", str(runs), "--no-progress", "--resume", run_id),
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     report = json.loads((runs / run_id / "report.json").read_text())
     tasks = report["tasks"]

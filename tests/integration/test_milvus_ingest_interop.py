@@ -26,9 +26,7 @@ from tests.integration.helpers import ROOT, cli
 pytestmark = pytest.mark.integration
 
 FIXTURE = ROOT / "tests" / "fixtures" / "milvus_ingest"
-MILVUS_INGEST = Path(
-    os.environ.get("MILVUS_INGEST_BIN") or ROOT / "bench" / ".venvs" / "milvus-ingest" / "bin" / "milvus-ingest"
-)
+MILVUS_INGEST = Path(os.environ.get("MILVUS_INGEST_BIN") or ROOT / "bench" / ".venvs" / "milvus-ingest" / "bin" / "milvus-ingest")
 
 
 def bare_env() -> dict[str, str]:
@@ -70,9 +68,18 @@ def milvus_flags(name: str) -> list[str]:
 
 
 def s3_flags() -> list[str]:
-    return ["--s3-path", f"s3://{service_uri('TEST_S3_BUCKET')}/miload-it/{uuid.uuid4().hex}",
-            "--endpoint-url", service_uri("TEST_S3_ENDPOINT"), "--access-key-id", service_uri("TEST_S3_ACCESS_KEY"),
-            "--secret-access-key", service_uri("TEST_S3_SECRET_KEY"), "--region", "us-east-1"]  # fmt: skip
+    return [
+        "--s3-path",
+        f"s3://{service_uri('TEST_S3_BUCKET')}/miload-it/{uuid.uuid4().hex}",
+        "--endpoint-url",
+        service_uri("TEST_S3_ENDPOINT"),
+        "--access-key-id",
+        service_uri("TEST_S3_ACCESS_KEY"),
+        "--secret-access-key",
+        service_uri("TEST_S3_SECRET_KEY"),
+        "--region",
+        "us-east-1",
+    ]
 
 
 def verified(data: Path, name: str, tmp_path: Path) -> dict:
@@ -85,8 +92,9 @@ def verified(data: Path, name: str, tmp_path: Path) -> dict:
 
 def test_milvus_ingest_parquet_inserts_verifies_and_a_deleted_row_is_named(collection: str, tmp_path: Path) -> None:
     data = FIXTURE / "parquet"
-    proc = run("to-milvus", "insert", str(data), *milvus_flags(collection), "--drop", "--batch-size", "100",
-               "--run-dir", str(tmp_path / "insert"))  # fmt: skip
+    proc = run(
+        "to-milvus", "insert", str(data), *milvus_flags(collection), "--drop", "--batch-size", "100", "--run-dir", str(tmp_path / "insert")
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert report(proc)["summary"]["insert"]["rows in milvus"] == 300
     summary = verified(data, collection, tmp_path)
@@ -115,12 +123,20 @@ def test_milvus_ingest_json_inserts_and_verifies(collection: str, tmp_path: Path
 
 
 @pytest.mark.parametrize(("fmt", "rows"), [("parquet", 300), ("json", 150)])
-def test_milvus_ingest_datasets_bulk_import_from_s3_and_verify(
-    fmt: str, rows: int, collection: str, tmp_path: Path
-) -> None:
+def test_milvus_ingest_datasets_bulk_import_from_s3_and_verify(fmt: str, rows: int, collection: str, tmp_path: Path) -> None:
     data = FIXTURE / fmt
-    proc = run("to-milvus", "import", str(data), *milvus_flags(collection), *s3_flags(), "--drop",
-               "--timeout", "600", "--run-dir", str(tmp_path / "import"))  # fmt: skip
+    proc = run(
+        "to-milvus",
+        "import",
+        str(data),
+        *milvus_flags(collection),
+        *s3_flags(),
+        "--drop",
+        "--timeout",
+        "600",
+        "--run-dir",
+        str(tmp_path / "import"),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = report(proc)["summary"]
     assert summary["import"]["method"] == "bulk_import" and summary["import"]["rows in milvus"] == rows
@@ -131,8 +147,7 @@ def test_milvus_ingest_datasets_bulk_import_from_s3_and_verify(
 
 
 def test_no_index_inserts_without_loading(collection: str, tmp_path: Path) -> None:
-    proc = run("to-milvus", "insert", str(FIXTURE / "json"), *milvus_flags(collection), "--drop", "--no-index",
-               "--run-dir", str(tmp_path))  # fmt: skip
+    proc = run("to-milvus", "insert", str(FIXTURE / "json"), *milvus_flags(collection), "--drop", "--no-index", "--run-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     client = milvus_client()
     try:
@@ -142,16 +157,39 @@ def test_no_index_inserts_without_loading(collection: str, tmp_path: Path) -> No
         client.close()
 
 
-@pytest.mark.skipif(not MILVUS_INGEST.exists(), reason=f"milvus-ingest is not installed at {MILVUS_INGEST} "
-                    "(python bench/generation.py installs it; needs PyPI)")  # fmt: skip
+@pytest.mark.skipif(
+    not MILVUS_INGEST.exists(),
+    reason=f"milvus-ingest is not installed at {MILVUS_INGEST} (python bench/generation.py installs it; needs PyPI)",
+)
 @pytest.mark.parametrize("fmt", ["parquet", "json"])
 def test_milvus_ingest_loader_reads_a_directory_we_wrote(fmt: str, collection: str, tmp_path: Path) -> None:
     data = tmp_path / "ours"
-    made = run("generate", "--schema", str(FIXTURE / "schema.json"), "--total-rows", "300", "--format", fmt,
-               "--out", str(data), "--run-dir", str(tmp_path / "gen"), "--no-progress")  # fmt: skip
+    made = run(
+        "generate",
+        "--schema",
+        str(FIXTURE / "schema.json"),
+        "--total-rows",
+        "300",
+        "--format",
+        fmt,
+        "--out",
+        str(data),
+        "--run-dir",
+        str(tmp_path / "gen"),
+        "--no-progress",
+    )
     assert made.returncode == 0, made.stdout + made.stderr
-    args = ["to-milvus", "insert", str(data), "--uri", service_uri("TEST_MILVUS_URI"), "--collection-name", collection,
-            "--drop-if-exists", "--no-progress"]  # fmt: skip
+    args = [
+        "to-milvus",
+        "insert",
+        str(data),
+        "--uri",
+        service_uri("TEST_MILVUS_URI"),
+        "--collection-name",
+        collection,
+        "--drop-if-exists",
+        "--no-progress",
+    ]
     proc = subprocess.run([str(MILVUS_INGEST), *args], capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0 and "Successfully inserted 300 rows" in proc.stdout, proc.stdout + proc.stderr
     verified(data, collection, tmp_path)  # what milvus-ingest loaded is what our files hold, field by field

@@ -92,10 +92,21 @@ def check_default(f: Field, v: Any) -> None:
 
 def money_spec(t: FieldType) -> TypeSpec:
     return TypeSpec(
-        t, pa.float64(), "numeric(15,2)", "DOUBLE", numpy=np.float64, family="float", value_range=(-LIMIT, LIMIT),
-        to_copy=copy_records, equal=equal_money, generate=generate_money, copy=copy_money, canonical=canonical_money,
-        default=check_default, example='{"name": "price", "type": "Money", "min": 0, "max": 500}',
-    )  # fmt: skip
+        t,
+        pa.float64(),
+        "numeric(15,2)",
+        "DOUBLE",
+        numpy=np.float64,
+        family="float",
+        value_range=(-LIMIT, LIMIT),
+        to_copy=copy_records,
+        equal=equal_money,
+        generate=generate_money,
+        copy=copy_money,
+        canonical=canonical_money,
+        default=check_default,
+        example='{"name": "price", "type": "Money", "min": 0, "max": 500}',
+    )
 
 
 @pytest.fixture
@@ -113,28 +124,33 @@ ROWS = 3000
 
 
 def schema(name: str, auto_id: bool) -> dict[str, Any]:
-    return {"collection_name": name, "fields": [
-        {"name": "id", "type": "Int64", "is_primary": True, "auto_id": auto_id},
-        {"name": "price", "type": "Money", "min": -50, "max": 5000},
-        {"name": "fee", "type": "Money", "nullable": True},
-        {"name": "tier", "type": "Money", "cardinality": 7, "min": 0, "max": 30, "default_value": 2.5},
-        {"name": "title", "type": "VarChar", "max_length": 32},
-        {"name": "embedding", "type": "FloatVector", "dim": 8},
-    ]}  # fmt: skip
+    return {
+        "collection_name": name,
+        "fields": [
+            {"name": "id", "type": "Int64", "is_primary": True, "auto_id": auto_id},
+            {"name": "price", "type": "Money", "min": -50, "max": 5000},
+            {"name": "fee", "type": "Money", "nullable": True},
+            {"name": "tier", "type": "Money", "cardinality": 7, "min": 0, "max": 30, "default_value": 2.5},
+            {"name": "title", "type": "VarChar", "max_length": 32},
+            {"name": "embedding", "type": "FloatVector", "dim": 8},
+        ],
+    }
 
 
 def pipeline(name: str, auto_id: bool) -> dict[str, Any]:
     s = schema(name, auto_id)
-    return {"name": name, "tasks": {
-        "generate": {"uses": "generate", "with": {"schema": s, "total_rows": ROWS, "seed": 5, "workers": 2,
-                                                  "chunk_rows": 500}},
-        "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 1000}},
-        "upload": {"uses": "storage.upload", "needs": ["partition"]},
-        "collection": {"uses": "milvus.create_collection", "with": {"schema": s, "drop_if_exists": True}},
-        "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"]},
-        "shadow": {"uses": "shadow.sync", "needs": ["generate"], "with": {"table": f"shadow_{name}"}},
-        "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "full"}},
-    }}  # fmt: skip
+    return {
+        "name": name,
+        "tasks": {
+            "generate": {"uses": "generate", "with": {"schema": s, "total_rows": ROWS, "seed": 5, "workers": 2, "chunk_rows": 500}},
+            "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 1000}},
+            "upload": {"uses": "storage.upload", "needs": ["partition"]},
+            "collection": {"uses": "milvus.create_collection", "with": {"schema": s, "drop_if_exists": True}},
+            "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"]},
+            "shadow": {"uses": "shadow.sync", "needs": ["generate"], "with": {"table": f"shadow_{name}"}},
+            "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "full"}},
+        },
+    }
 
 
 async def _sql(query: str, *args: Any) -> list[asyncpg.Record]:
@@ -180,22 +196,25 @@ def test_a_type_defined_here_flows_generate_parquet_milvus_shadow_verify(
         fields = {f["name"]: f for f in client.describe_collection(name)["fields"]}
         assert fields["price"]["type"].name == "DOUBLE"
         rows = client.query(name, filter="id >= 0", limit=50, output_fields=["price", "fee", "tier"])
-        assert len(rows) == 50 and all(-50 <= r["price"] <= 5000 and abs(r["price"] * 100 - round(r["price"] * 100))
-                                       < 1e-6 for r in rows)  # fmt: skip
+        assert len(rows) == 50 and all(-50 <= r["price"] <= 5000 and abs(r["price"] * 100 - round(r["price"] * 100)) < 1e-6 for r in rows)
         tiers = {r["tier"] for r in client.query(name, filter="id >= 0", limit=ROWS, output_fields=["tier"])}
         assert 2.5 in tiers and len(tiers) <= 8  # seven values, and the default in about 30% of the rows
-        kinds = anyio.run(_sql, "SELECT data_type, numeric_scale FROM information_schema.columns "
-                          "WHERE table_name = $1 AND column_name = 'price'", f"shadow_{name}")  # fmt: skip
+        kinds = anyio.run(
+            _sql,
+            "SELECT data_type, numeric_scale FROM information_schema.columns WHERE table_name = $1 AND column_name = 'price'",
+            f"shadow_{name}",
+        )
         assert [tuple(k) for k in kinds] == [("numeric", 2)]
         stored = anyio.run(_sql, f"SELECT price, fee, tier FROM {table} LIMIT 200")
-        assert all(isinstance(r["price"], Decimal) and r["price"] == r["price"].quantize(Decimal("0.01"))
-                   for r in stored)  # fmt: skip
+        assert all(isinstance(r["price"], Decimal) and r["price"] == r["price"].quantize(Decimal("0.01")) for r in stored)
         assert any(r["fee"] is None for r in stored) and any(r["tier"] == Decimal("2.50") for r in stored)
 
         # the type is compared, not skipped: one cent off in the shadow is found and blamed on PostgreSQL
         key = "_row" if auto_id else "id"
-        (changed,) = anyio.run(_sql, f"UPDATE {table} SET price = price + 0.01 WHERE {quote(key)} = "
-                               f"(SELECT min({quote(key)}) FROM {table}) RETURNING {quote(key)}")  # fmt: skip
+        (changed,) = anyio.run(
+            _sql,
+            f"UPDATE {table} SET price = price + 0.01 WHERE {quote(key)} = (SELECT min({quote(key)}) FROM {table}) RETURNING {quote(key)}",
+        )
         report = reverify(tmp_path / "r", settings, result)
         assert report.findings, "a changed amount went unnoticed"
         assert {f["side"] for f in report.findings} == {"postgres"}, report.findings

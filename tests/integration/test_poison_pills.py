@@ -56,8 +56,7 @@ def pipeline_file(tmp_path: Path, extra_rules: list[dict[str, Any]], **consume: 
 
 
 def make_env(tmp_path: Path, pipeline: Path, bootstrap: str | None = None) -> StreamEnv:
-    env = StreamEnv(bootstrap or service_uri("TEST_KAFKA_BOOTSTRAP"), service_uri("TEST_MONGO_URI"), tmp_path / "runs",
-                    pipeline=pipeline)  # fmt: skip
+    env = StreamEnv(bootstrap or service_uri("TEST_KAFKA_BOOTSTRAP"), service_uri("TEST_MONGO_URI"), tmp_path / "runs", pipeline=pipeline)
     create_topics(env)
     return env
 
@@ -88,14 +87,12 @@ def matrix(spare: list[testdata.TestRecord]) -> list[tuple[str, bytes, bytes | N
         ("backtracking", spare[1].key.encode(), variant(spare[1], code="a" * 32 + "!"), (("quality", "code_format"),)),
         ("lone_surrogate", spare[2].key.encode(), variant(spare[2], code="\ud800"), (("quality", "code_format"),)),
         ("unhashable_key", spare[7].key.encode(), variant(spare[7], segment=["eu"]), (("quality", "duplicates"),)),
-        ("too_large_for_kafka", spare[3].key.encode(), variant(spare[3], note="n" * (3 * MIB // 2)),
-         (("sink.kafka", "too_large"),)),
+        ("too_large_for_kafka", spare[3].key.encode(), variant(spare[3], note="n" * (3 * MIB // 2)), (("sink.kafka", "too_large"),)),
         ("int_beyond_64_bits", spare[4].key.encode(), variant(spare[4], extra=10**30), (("sink.mongodb", "encode"),)),
         ("key_too_long", long_key.encode(), variant(spare[5], CustomerID=long_key), (("sink.mongodb", "key"),)),
         ("dollar_field_first", spare[6].key.encode(), dollar_first(spare[6]), (("sink.mongodb", "field_name"),)),
-        ("refused_by_both_sinks", spare[8].key.encode(), both,
-         (("sink.kafka", "too_large"), ("sink.mongodb", "encode"))),
-    ]  # fmt: skip
+        ("refused_by_both_sinks", spare[8].key.encode(), both, (("sink.kafka", "too_large"), ("sink.mongodb", "encode"))),
+    ]
 
 
 def test_one_batch_of_poison_pills_between_valid_records(tmp_path: Path) -> None:
@@ -164,8 +161,7 @@ def test_one_batch_of_poison_pills_between_valid_records(tmp_path: Path) -> None
 def test_sigterm_during_a_slow_batch_is_honoured_within_seconds(tmp_path: Path) -> None:
     """A rule that takes milliseconds a record over a 4,000-record batch: ~25 s of CPU in one batch (a list of
     3,000 took 2.5 s here, so the batch could end before the signal and the test would check nothing)."""
-    slow = {"name": "slow", "type": "expression",
-            "expression": "status in [" + ", ".join(f"'s{i}'" for i in range(30_000)) + ", status]"}  # fmt: skip
+    slow = {"name": "slow", "type": "expression", "expression": "status in [" + ", ".join(f"'s{i}'" for i in range(30_000)) + ", status]"}
     env = make_env(tmp_path, pipeline_file(tmp_path, [slow]))
     generated = list(records(4000, pattern="valid", seed=22))
     produce_raw(env, [(r.key.encode(), r.raw) for r in generated])

@@ -22,26 +22,31 @@ pytestmark = pytest.mark.integration
 
 ELEMENTS = ["Bool", "Int8", "Int16", "Int32", "Int64", "Float", "Double", "VarChar"]
 SERVER_TYPES = {
-    "collection_name": "it_roundtrip", "enable_dynamic_field": True,
+    "collection_name": "it_roundtrip",
+    "enable_dynamic_field": True,
     "fields": [
         {"name": "id", "type": "Int64", "is_primary": True},
-        {"name": "f_bool", "type": "Bool"}, {"name": "f_int8", "type": "Int8"}, {"name": "f_int16", "type": "Int16"},
-        {"name": "f_int32", "type": "Int32"}, {"name": "f_float", "type": "Float", "min": -5, "max": 5},
+        {"name": "f_bool", "type": "Bool"},
+        {"name": "f_int8", "type": "Int8"},
+        {"name": "f_int16", "type": "Int16"},
+        {"name": "f_int32", "type": "Int32"},
+        {"name": "f_float", "type": "Float", "min": -5, "max": 5},
         {"name": "f_double", "type": "Double", "min": -1e9, "max": 1e9},
         {"name": "f_varchar", "type": "VarChar", "max_length": 40, "pattern": "address"},
         {"name": "f_json", "type": "JSON"},
-        *({"name": f"a_{e.lower()}", "type": "Array", "element_type": e, "max_capacity": 5, "max_length": 16}
-          for e in ELEMENTS),
+        *({"name": f"a_{e.lower()}", "type": "Array", "element_type": e, "max_capacity": 5, "max_length": 16} for e in ELEMENTS),
         {"name": "v_float", "type": "FloatVector", "dim": 16},
     ],
     "dynamic_fields": [{"name": "d_note", "type": "String", "probability": 0.5, "values": ["a", "b"]}],
-}  # fmt: skip
+}
 BINARY = {
     "collection_name": "it_roundtrip_binary",
-    "fields": [{"name": "id", "type": "Int64", "is_primary": True},
-               {"name": "label", "type": "VarChar", "max_length": 8},
-               {"name": "v_binary", "type": "BinaryVector", "dim": 64}],
-}  # fmt: skip
+    "fields": [
+        {"name": "id", "type": "Int64", "is_primary": True},
+        {"name": "label", "type": "VarChar", "max_length": 8},
+        {"name": "v_binary", "type": "BinaryVector", "dim": 64},
+    ],
+}
 LITE_TYPES = {
     "collection_name": "it_roundtrip_lite",
     "fields": [
@@ -54,16 +59,22 @@ LITE_TYPES = {
 
 
 def pipeline(schema: dict[str, Any], rows: int) -> dict[str, Any]:
-    return {"name": "roundtrip", "tasks": {
-        "generate": {"uses": "generate", "with": {"schema": schema, "total_rows": rows, "seed": 13}},
-        "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 1500}},
-        "upload": {"uses": "storage.upload", "needs": ["partition"]},
-        "collection": {"uses": "milvus.create_collection", "with": {"schema": schema, "drop_if_exists": True}},
-        "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
-                   "with": {"poll_interval": 0.5, "insert_below_rows": 0}},
-        "shadow": {"uses": "shadow.sync", "needs": ["generate"]},
-        "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "full", "search": 200}},
-    }}  # fmt: skip
+    return {
+        "name": "roundtrip",
+        "tasks": {
+            "generate": {"uses": "generate", "with": {"schema": schema, "total_rows": rows, "seed": 13}},
+            "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 1500}},
+            "upload": {"uses": "storage.upload", "needs": ["partition"]},
+            "collection": {"uses": "milvus.create_collection", "with": {"schema": schema, "drop_if_exists": True}},
+            "import": {
+                "uses": "milvus.bulk_import",
+                "needs": ["upload", "collection"],
+                "with": {"poll_interval": 0.5, "insert_below_rows": 0},
+            },
+            "shadow": {"uses": "shadow.sync", "needs": ["generate"]},
+            "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "full", "search": 200}},
+        },
+    }
 
 
 def check(result: Any, rows: int) -> None:

@@ -27,25 +27,35 @@ def settings_with_pg() -> Settings:
     data = settings_for_services().model_dump()
     data["postgres"]["dsn"] = service_uri("TEST_POSTGRES_DSN")
     for section in ("s3", "milvus"):  # secrets dump as SecretStr objects: hand back their values
-        data[section] = {
-            k: v.get_secret_value() if hasattr(v, "get_secret_value") else v for k, v in data[section].items()
-        }
+        data[section] = {k: v.get_secret_value() if hasattr(v, "get_secret_value") else v for k, v in data[section].items()}
     return Settings.model_validate(data)
 
 
 def spec(schema: str, rows: int, collection: str) -> dict[str, Any]:
-    return {"name": collection, "tasks": {
-        "generate": {"uses": "generate", "with": {"schema": schema, "total_rows": rows, "seed": 9}},
-        "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 500}},
-        "upload": {"uses": "storage.upload", "needs": ["partition"]},
-        "collection": {"uses": "milvus.create_collection",
-                       "with": {"schema": schema, "collection": collection, "drop_if_exists": True,
-                                "indexes": {"embedding": {"index_type": "FLAT", "metric_type": "COSINE"}}}},
-        "import": {"uses": "milvus.bulk_import", "needs": ["upload", "collection"],
-                   "with": {"poll_interval": 0.5, "insert_below_rows": 0}},
-        "shadow": {"uses": "shadow.sync", "needs": ["generate"]},
-        "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "full"}},
-    }}  # fmt: skip
+    return {
+        "name": collection,
+        "tasks": {
+            "generate": {"uses": "generate", "with": {"schema": schema, "total_rows": rows, "seed": 9}},
+            "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 500}},
+            "upload": {"uses": "storage.upload", "needs": ["partition"]},
+            "collection": {
+                "uses": "milvus.create_collection",
+                "with": {
+                    "schema": schema,
+                    "collection": collection,
+                    "drop_if_exists": True,
+                    "indexes": {"embedding": {"index_type": "FLAT", "metric_type": "COSINE"}},
+                },
+            },
+            "import": {
+                "uses": "milvus.bulk_import",
+                "needs": ["upload", "collection"],
+                "with": {"poll_interval": 0.5, "insert_below_rows": 0},
+            },
+            "shadow": {"uses": "shadow.sync", "needs": ["generate"]},
+            "verify": {"uses": "verify", "needs": ["import", "shadow"], "with": {"level": "full"}},
+        },
+    }
 
 
 def test_injected_divergences_are_found_and_attributed(tmp_path: Path) -> None:
@@ -91,11 +101,14 @@ def test_injected_divergences_are_found_and_attributed(tmp_path: Path) -> None:
 
 def test_every_field_type_round_trips_through_postgres(tmp_path: Path) -> None:
     settings = settings_with_pg()
-    shadow_only = {"name": "rt", "tasks": {
-        "generate": {"uses": "generate", "with": {"schema": "all_types", "total_rows": 700, "seed": 4}},
-        "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 1000}},
-        "shadow": {"uses": "shadow.sync", "needs": ["generate"]},
-    }}  # fmt: skip
+    shadow_only = {
+        "name": "rt",
+        "tasks": {
+            "generate": {"uses": "generate", "with": {"schema": "all_types", "total_rows": 700, "seed": 4}},
+            "partition": {"uses": "partition", "needs": ["generate"], "with": {"rows_per_file": 1000}},
+            "shadow": {"uses": "shadow.sync", "needs": ["generate"]},
+        },
+    }
     result = run_file(write_pipeline(tmp_path / "rt.yaml", shadow_only), tmp_path / "r", settings)
     assert result.ok, {n: t.error for n, t in result.tasks.items() if t.error}
     manifest, shadow = result.results["partition"], result.results["shadow"]

@@ -43,22 +43,29 @@ pytestmark = pytest.mark.integration
 
 NAME = "compare_it"
 DIM = 8
-SCHEMA = parse_schema({
-    "collection_name": NAME, "enable_dynamic_field": True,
-    "fields": [{"name": "id", "type": "Int64", "is_primary": True},
-               {"name": "name", "type": "VarChar", "max_length": 32},
-               {"name": "score", "type": "Float"},
-               {"name": "meta", "type": "JSON"},
-               {"name": "emb", "type": "FloatVector", "dim": DIM}],
-})  # fmt: skip
+SCHEMA = parse_schema(
+    {
+        "collection_name": NAME,
+        "enable_dynamic_field": True,
+        "fields": [
+            {"name": "id", "type": "Int64", "is_primary": True},
+            {"name": "name", "type": "VarChar", "max_length": 32},
+            {"name": "score", "type": "Float"},
+            {"name": "meta", "type": "JSON"},
+            {"name": "emb", "type": "FloatVector", "dim": DIM},
+        ],
+    }
+)
 TABLE = quote(table_name(SCHEMA))
 
 
 def rows(ids: range | list[int]) -> list[dict[str, Any]]:
     rng = np.random.default_rng(7)
     vectors = rng.random((max(ids) + 1, DIM), dtype=np.float32)
-    return [{"id": i, "name": f"n{i}", "score": i / 4, "meta": {"k": i, "tag": ["a", "b"][i % 2]},
-             "emb": vectors[i].tolist(), "extra": i % 3} for i in ids]  # fmt: skip
+    return [
+        {"id": i, "name": f"n{i}", "score": i / 4, "meta": {"k": i, "tag": ["a", "b"][i % 2]}, "emb": vectors[i].tolist(), "extra": i % 3}
+        for i in ids
+    ]
 
 
 @dataclass
@@ -147,10 +154,10 @@ def test_identical_sides_have_no_differences_and_export_round_trips(env: Env, tm
     want = rows(range(200))
     assert pg.column("id").to_pylist() == mv.column("id").to_pylist() == list(range(200))
     assert pg.column("name").to_pylist() == mv.column("name").to_pylist() == [r["name"] for r in want]
-    assert np.array_equal(np.stack(pg.column("emb").to_numpy(zero_copy_only=False)),
-                          np.asarray([r["emb"] for r in want], np.float32))  # fmt: skip
-    assert np.array_equal(np.stack(mv.column("emb").to_numpy(zero_copy_only=False)),
-                          np.stack(pg.column("emb").to_numpy(zero_copy_only=False)))  # fmt: skip
+    assert np.array_equal(np.stack(pg.column("emb").to_numpy(zero_copy_only=False)), np.asarray([r["emb"] for r in want], np.float32))
+    assert np.array_equal(
+        np.stack(mv.column("emb").to_numpy(zero_copy_only=False)), np.stack(pg.column("emb").to_numpy(zero_copy_only=False))
+    )
     assert [json.loads(v) for v in pg.column("meta").to_pylist()] == [r["meta"] for r in want]
     assert [json.loads(v) for v in mv.column("$meta").to_pylist()] == [{"extra": r["extra"]} for r in want]
     assert pg.column("$meta").to_pylist() == mv.column("$meta").to_pylist()
@@ -169,8 +176,13 @@ def inject_divergences(env: Env) -> None:
 def test_each_divergence_is_found_with_key_field_and_side(env: Env) -> None:
     inject_divergences(env)
     m, t = env.milvus, env.tracker
-    expected = {(10, None, "missing", "milvus"), (5000, None, "extra", "postgres"), (6000, None, "extra", "milvus"),
-                (20, "name", "changed", "postgres"), (30, "emb", "changed", "postgres")}  # fmt: skip
+    expected = {
+        (10, None, "missing", "milvus"),
+        (5000, None, "extra", "postgres"),
+        (6000, None, "extra", "milvus"),
+        (20, "name", "changed", "postgres"),
+        (30, "emb", "changed", "postgres"),
+    }
 
     async def scenario(pool: asyncpg.Pool) -> None:
         everything = await validate(m, pool, NAME, tracker=t, batch_size=64)
@@ -229,8 +241,11 @@ def test_cli_exit_codes(env: Env, tmp_path: Path) -> None:
 
 
 def other_schema(auto_id: bool) -> Any:
-    pk = {"name": "pk", "type": "Int64", "is_primary": True, "auto_id": True} if auto_id else {
-        "name": "pk", "type": "VarChar", "max_length": 16, "is_primary": True}  # fmt: skip
+    pk = (
+        {"name": "pk", "type": "Int64", "is_primary": True, "auto_id": True}
+        if auto_id
+        else {"name": "pk", "type": "VarChar", "max_length": 16, "is_primary": True}
+    )
     name = "compare_it_auto" if auto_id else "compare_it_text"
     fields = [pk, {"name": "name", "type": "VarChar", "max_length": 32}, {"name": "v", "type": "FloatVector", "dim": 4}]
     return parse_schema({"collection_name": name, "fields": fields})
@@ -255,9 +270,7 @@ def test_auto_id_and_text_keys(auto_id: bool, tmp_path: Path) -> None:
     if not auto_id:
         data = [{"pk": f"k{i:03d}", **r} for i, r in enumerate(data)]
     ids = list(milvus.insert(name, data)["ids"])
-    records = [
-        (k, *row_record(r, schema)) if auto_id else row_record(r, schema) for k, r in zip(ids, data, strict=True)
-    ]
+    records = [(k, *row_record(r, schema)) if auto_id else row_record(r, schema) for k, r in zip(ids, data, strict=True)]
     cols = ", ".join(quote(c) for c in columns(schema))
     sql = f"INSERT INTO {table} ({cols}) VALUES ({', '.join(f'${i + 1}' for i in range(len(columns(schema))))})"
     anyio.run(lambda: pg_execute(dsn, sql, records, many=True))
@@ -272,8 +285,7 @@ def test_auto_id_and_text_keys(auto_id: bool, tmp_path: Path) -> None:
         await anyio.to_thread.run_sync(lambda: milvus.delete(name, ids=[ids[9]]))
         after = await validate(milvus, pool, name)
         assert found(after) == {(ids[7], "name", "changed", "postgres"), (ids[9], None, "extra", "postgres")}
-        assert found(await compare_entities(milvus, pool, name, [str(ids[7]), ids[8]])) == {
-            (ids[7], "name", "changed", "postgres")}  # fmt: skip
+        assert found(await compare_entities(milvus, pool, name, [str(ids[7]), ids[8]])) == {(ids[7], "name", "changed", "postgres")}
         assert await export(pool, schema, tmp_path / "pg.parquet", batch_size=16) == 60
 
     key = "_row" if auto_id else "pk"
@@ -318,8 +330,11 @@ def test_milvus_reads_are_fresh_on_a_bounded_collection_and_take_the_lowest_key(
 
         async def check(pool: asyncpg.Pool) -> list[Any]:
             exported = await export(client, name, tmp_path / "m.parquet", side="milvus", batch_size=1)
-            return [exported, await compare_entities(client, pool, name, [INT64_MIN, 0, 6]),
-                    await validate(client, pool, name, batch_size=2)]  # fmt: skip
+            return [
+                exported,
+                await compare_entities(client, pool, name, [INT64_MIN, 0, 6]),
+                await validate(client, pool, name, batch_size=2),
+            ]
 
         exported, entities, everything = anyio.run(with_pool, dsn, check)
         assert exported == len(first) + len(then)  # the rows inserted just before the export are in it

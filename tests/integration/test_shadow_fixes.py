@@ -56,10 +56,12 @@ def test_compare_pages_over_varchar_keys_with_quotes(tmp_path: Path) -> None:
 
         async def check(pool: asyncpg.Pool) -> list[Any]:
             # batch sizes of 2 and 3: the walk's next page starts after a key holding a quote
-            return [await validate(client, pool, name, tracker=client.tracker, batch_size=3),
-                    await compare_primary_keys(client, pool, name, tracker=client.tracker),
-                    await compare_query(client, pool, name, 'id like "a%"', batch_size=2),
-                    await compare_entities(client, pool, name, ['a"b', "b\\d", "missing\"x"])]  # fmt: skip
+            return [
+                await validate(client, pool, name, tracker=client.tracker, batch_size=3),
+                await compare_primary_keys(client, pool, name, tracker=client.tracker),
+                await compare_query(client, pool, name, 'id like "a%"', batch_size=2),
+                await compare_entities(client, pool, name, ['a"b', "b\\d", 'missing"x']),
+            ]
 
         everything, pks, query, entities = anyio.run(with_pool, dsn, check)
         assert everything.ok and everything.compared == len(keys), str(everything)
@@ -84,9 +86,11 @@ def test_compare_counts_the_key_milvus_cannot_return(tmp_path: Path) -> None:
         ]  # the server quirk this guards against: the row is stored but never returned
 
         async def check(pool: asyncpg.Pool) -> list[Any]:
-            return [await validate(client, pool, name, tracker=client.tracker, batch_size=2),
-                    await compare_primary_keys(client, pool, name, tracker=client.tracker),
-                    await compare_entities(client, pool, name, [INT64_MAX, 7])]  # fmt: skip
+            return [
+                await validate(client, pool, name, tracker=client.tracker, batch_size=2),
+                await compare_primary_keys(client, pool, name, tracker=client.tracker),
+                await compare_entities(client, pool, name, [INT64_MAX, 7]),
+            ]
 
         everything, pks, entities = anyio.run(with_pool, dsn, check)
         assert everything.ok and everything.compared == len(keys), str(everything)
@@ -96,8 +100,7 @@ def test_compare_counts_the_key_milvus_cannot_return(tmp_path: Path) -> None:
         client.delete(name, ids=[INT64_MAX])  # really gone from Milvus now: a difference if the shadow kept it
 
         async def shadow_kept_it(pool: asyncpg.Pool) -> Any:
-            await pool.execute('INSERT INTO "shadow_fix_max_key" (id, n, vec) VALUES ($1, 1, $2)', INT64_MAX,
-                               [0.1, 0.2])  # fmt: skip
+            await pool.execute('INSERT INTO "shadow_fix_max_key" (id, n, vec) VALUES ($1, 1, $2)', INT64_MAX, [0.1, 0.2])
             return await compare_primary_keys(client, pool, name)
 
         after = anyio.run(with_pool, dsn, shadow_kept_it)
@@ -173,9 +176,7 @@ def test_collection_recreated_by_another_client_is_named(tmp_path: Path) -> None
             a.insert(name, [row])
         a.insert(name, [row])  # the schema was re-read: the retry lands on both sides
         a.delete(name, ids=[2])
-        assert (
-            a.query(name, filter="id >= 0", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"] == 0
-        )
+        assert a.query(name, filter="id >= 0", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"] == 0
         # a client that does not shadow re-creates it: the shadow table is the old collection's
         plain = MilvusClient(uri=uri)
         plain.drop_collection(name)
@@ -307,9 +308,16 @@ def imported_from(tmp_path: Path, name: str, key_type: str, keys: list[Any]) -> 
     from task_components.schema.arrow import arrow_schema
     from task_components.schema.milvus import index_params, to_milvus_schema
 
-    schema = parse_schema({"collection_name": name, "fields": [
-        {"name": "id", "type": key_type, "is_primary": True, **({"max_length": 32} if key_type == "VarChar" else {})},
-        {"name": "n", "type": "Int64"}, {"name": "vec", "type": "FloatVector", "dim": 2}]})  # fmt: skip
+    schema = parse_schema(
+        {
+            "collection_name": name,
+            "fields": [
+                {"name": "id", "type": key_type, "is_primary": True, **({"max_length": 32} if key_type == "VarChar" else {})},
+                {"name": "n", "type": "Int64"},
+                {"name": "vec", "type": "FloatVector", "dim": 2},
+            ],
+        }
+    )
     data = [{"id": k, "n": i, "vec": [0.25, float(i)]} for i, k in enumerate(keys)]
     uri = service_uri("TEST_MILVUS_URI")
     client = MilvusClient(uri=uri)
@@ -321,12 +329,23 @@ def imported_from(tmp_path: Path, name: str, key_type: str, keys: list[Any]) -> 
     client.insert(name, data)
     client.close()
     pq.write_table(pa.Table.from_pylist(data, schema=arrow_schema(schema)), tmp_path / "part-0.parquet")
-    manifest = Manifest(format="parquet", schema=schema, root=str(tmp_path),
-                        files=[FileEntry(path="part-0.parquet", rows=len(keys), bytes=1, sha256="0" * 64)])  # fmt: skip
-    info = CollectionInfo(name=name, target={"uri": uri, "token": None, "db_name": "", "lite": False},
-                          collection_schema=schema, indexes={})  # fmt: skip
-    return ImportResult(collection=name, method="insert", rows_in_milvus=len(keys), rows_expected=len(keys), files=1,
-                        seconds=0.0, info=info, manifest=manifest)  # fmt: skip
+    manifest = Manifest(
+        format="parquet",
+        schema=schema,
+        root=str(tmp_path),
+        files=[FileEntry(path="part-0.parquet", rows=len(keys), bytes=1, sha256="0" * 64)],
+    )
+    info = CollectionInfo(name=name, target={"uri": uri, "token": None, "db_name": "", "lite": False}, collection_schema=schema, indexes={})
+    return ImportResult(
+        collection=name,
+        method="insert",
+        rows_in_milvus=len(keys),
+        rows_expected=len(keys),
+        files=1,
+        seconds=0.0,
+        info=info,
+        manifest=manifest,
+    )
 
 
 def test_verification_looks_up_quoted_and_max_keys(tmp_path: Path) -> None:
@@ -362,8 +381,7 @@ def test_verify_task_three_way_and_full_scan_over_quoted_and_max_keys(tmp_path: 
     from tests.integration.test_shadow import settings_with_pg
 
     dsn, settings = service_uri("TEST_POSTGRES_DSN"), settings_with_pg()
-    cases = {"fix_vt_quoted": ("VarChar", ['a"b', "c\\d", 'e"', "plain"]),
-             "fix_vt_max": ("Int64", [1, 2, INT64_MAX - 1, INT64_MAX])}  # fmt: skip
+    cases = {"fix_vt_quoted": ("VarChar", ['a"b', "c\\d", 'e"', "plain"]), "fix_vt_max": ("Int64", [1, 2, INT64_MAX - 1, INT64_MAX])}
     try:
         for name, (key_type, keys) in cases.items():
             (tmp_path / name).mkdir()
@@ -378,8 +396,7 @@ def test_verify_task_three_way_and_full_scan_over_quoted_and_max_keys(tmp_path: 
                 await pool.copy_records_to_table(t, records=[row_record(x, s) for x in r], columns=columns(s))
 
             anyio.run(with_pool, dsn, load)
-            shadow = ShadowResult(table=table, key="id", rows=len(keys), embedded=False, seconds=0.0,
-                                  collection_schema=schema)  # fmt: skip
+            shadow = ShadowResult(table=table, key="id", rows=len(keys), embedded=False, seconds=0.0, collection_schema=schema)
             for level in ("sample", "full"):
                 verify = Verify("verify", VerifyParams(level=level, search=0), needs=["import", "shadow"])
                 ctx = PipelineContext(run_dir=tmp_path / name, services=RunServices(settings))

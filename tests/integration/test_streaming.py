@@ -131,8 +131,7 @@ def test_two_members_of_one_group_share_the_partitions_and_lose_nothing(tmp_path
     env = make_env(tmp_path)
     generated = list(records(10_000, invalid_ratio=0.1, duplicate_ratio=0.03, seed=15))
     positions = produce(env, generated)
-    group = ("batch_size=50", "max_in_flight=2", "idle_seconds=6", "session_timeout_ms=6000",
-             "rebalance_timeout_ms=5000")  # fmt: skip
+    group = ("batch_size=50", "max_in_flight=2", "idle_seconds=6", "session_timeout_ms=6000", "rebalance_timeout_ms=5000")
     first = env.start(*group)
     wait_for_documents(env, first, at_least=1000)
     second = env.start(*group)  # joins: the group rebalances while the first is mid-stream
@@ -210,10 +209,30 @@ def test_a_batch_above_the_invalid_threshold_fails_the_run_and_is_not_committed(
 def test_produce_test_data_command_feeds_the_pipeline(tmp_path: Path) -> None:
     env = make_env(tmp_path)
     produced = subprocess.run(
-        [sys.executable, "run_pipeline.py", "produce-test-data", "--total", "300", "--rate", "0", "--pattern", "mixed",
-         "--invalid-ratio", "0.2", "--seed", "3", "--run-dir", str(tmp_path), "--no-progress"],
-        cwd=ROOT, env=env.environ(), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "run_pipeline.py",
+            "produce-test-data",
+            "--total",
+            "300",
+            "--rate",
+            "0",
+            "--pattern",
+            "mixed",
+            "--invalid-ratio",
+            "0.2",
+            "--seed",
+            "3",
+            "--run-dir",
+            str(tmp_path),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        env=env.environ(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert produced.returncode == 0, produced.stderr[-2000:]
     finish(env.start("max_records=300"))
     generated = list(records(300, invalid_ratio=0.2, seed=3))
@@ -232,8 +251,9 @@ def test_the_progress_lag_is_what_is_left_to_commit(tmp_path: Path) -> None:
     produce(env, list(records(total, pattern="valid", seed=31)))
 
     async def measure() -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=env.bootstrap, group_id=f"group-{env.tag}",
-                                    enable_auto_commit=False, auto_offset_reset="earliest")  # fmt: skip
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=env.bootstrap, group_id=f"group-{env.tag}", enable_auto_commit=False, auto_offset_reset="earliest"
+        )
         consumer.subscribe([env.source])
         await consumer.start()
         try:

@@ -35,8 +35,7 @@ def record(i: int, vector: list[float] | None) -> StreamRecord:
 @pytest.mark.slow
 @pytest.mark.anyio
 async def test_records_with_vectors_are_upserted_once_whatever_the_redeliveries(tmp_path: Path) -> None:
-    sink = MilvusSink(MilvusSinkParams(collection="stream_vectors", key="customer_id", dimension=4,
-                                       uri=str(tmp_path / "milvus.db")))  # fmt: skip
+    sink = MilvusSink(MilvusSinkParams(collection="stream_vectors", key="customer_id", dimension=4, uri=str(tmp_path / "milvus.db")))
     batch = [record(i, [float(i), 0.0, 1.0, 0.5] if i % 3 else None) for i in range(30)]
     async with sink.open(Settings()) as writer:
         assert await writer.write(batch) == 20
@@ -44,9 +43,7 @@ async def test_records_with_vectors_are_upserted_once_whatever_the_redeliveries(
         rows = writer.client.query("stream_vectors", filter="", output_fields=["count(*)"], consistency_level="Strong")
         assert rows[0]["count(*)"] == 20
         fields = ["amount", "country", "vector"]
-        (got,) = writer.client.query(
-            "stream_vectors", filter='customer_id == "C0004"', output_fields=fields, consistency_level="Strong"
-        )
+        (got,) = writer.client.query("stream_vectors", filter='customer_id == "C0004"', output_fields=fields, consistency_level="Strong")
         assert got["amount"] == 6.0 and got["country"] == "US" and list(got["vector"]) == [4.0, 0.0, 1.0, 0.5]
 
 
@@ -70,8 +67,7 @@ def test_without_any_milvus_uri_the_task_names_the_setting() -> None:
 @pytest.mark.slow
 @pytest.mark.anyio
 async def test_rows_milvus_cannot_take_are_refused_and_the_others_upserted(tmp_path: Path) -> None:
-    sink = MilvusSink(MilvusSinkParams(collection="stream_refusals", key="customer_id", dimension=4,
-                                       uri=str(tmp_path / "milvus.db")))  # fmt: skip
+    sink = MilvusSink(MilvusSinkParams(collection="stream_refusals", key="customer_id", dimension=4, uri=str(tmp_path / "milvus.db")))
     batch = [record(i, [float(i), 0.0, 1.0, 0.5]) for i in range(6)]
     batch[1].value["vector"] = [1.0, 2.0]  # type: ignore[index]  # not the collection's dimension
     batch[2].value["vector"] = ["a", "b", "c", "d"]  # type: ignore[index]
@@ -81,8 +77,7 @@ async def test_rows_milvus_cannot_take_are_refused_and_the_others_upserted(tmp_p
     async with sink.open(Settings()) as writer:
         with pytest.raises(RecordsRefused) as refused:
             await writer.write(batch)
-        rows = writer.client.query("stream_refusals", filter="", output_fields=["customer_id"],
-                                   consistency_level="Strong")  # fmt: skip
+        rows = writer.client.query("stream_refusals", filter="", output_fields=["customer_id"], consistency_level="Strong")
     assert sorted(r["customer_id"] for r in rows) == ["C0000", "C0004"]
     why = {f.record.offset: (f.rule, f.reason) for f in refused.value.refused}
     assert sorted(why) == [1, 2, 3, 5] and refused.value.written == 2
@@ -140,8 +135,9 @@ async def test_an_unreachable_milvus_server_is_an_outage_never_rows_dead_lettere
     host, port = server.rsplit("//", 1)[-1].rsplit(":", 1)
     forwarder = Forwarder((host, int(port)))
     name = f"outage_{uuid.uuid4().hex[:8]}"
-    sink = MilvusSink(MilvusSinkParams(collection=name, key="customer_id", dimension=4, call_timeout=5,
-                                       uri=f"http://127.0.0.1:{forwarder.port}"))  # fmt: skip
+    sink = MilvusSink(
+        MilvusSinkParams(collection=name, key="customer_id", dimension=4, call_timeout=5, uri=f"http://127.0.0.1:{forwarder.port}")
+    )
     vector = [0.1, 0.2, 0.3, 0.4]
     try:
         async with sink.open(Settings()) as writer:

@@ -40,8 +40,9 @@ def record(i: int, email: str) -> StreamRecord:
 
 
 def settings(db: str) -> Settings:
-    return Settings.model_validate({"mongodb": {"connection_string": service_uri("TEST_MONGO_URI"), "database": db,
-                                                "collection": "customers"}})  # fmt: skip
+    return Settings.model_validate(
+        {"mongodb": {"connection_string": service_uri("TEST_MONGO_URI"), "database": db, "collection": "customers"}}
+    )
 
 
 @pytest.mark.anyio
@@ -134,8 +135,17 @@ async def test_after_an_outage_the_mongodb_sink_recreates_its_lost_unique_index(
     port = free_port()
 
     def start_store() -> subprocess.Popen[bytes]:
-        args = [service_uri("TEST_SECANTUSD"), "--host", "127.0.0.1", "--port", str(port), "--storage-path", ":memory:",
-                "--log-level", "WARNING"]  # fmt: skip
+        args = [
+            service_uri("TEST_SECANTUSD"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            ":memory:",
+            "--log-level",
+            "WARNING",
+        ]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
         deadline = time.monotonic() + 30
         while not answers(port):
@@ -147,8 +157,7 @@ async def test_after_an_outage_the_mongodb_sink_recreates_its_lost_unique_index(
     store = start_store()
     try:
         sink = MongoSink(MongoSinkParams(key=["customer_id"], server_selection_timeout_ms=500))
-        conf = Settings.model_validate({"mongodb": {"connection_string": uri, "database": "heal",
-                                                    "collection": "customers"}})  # fmt: skip
+        conf = Settings.model_validate({"mongodb": {"connection_string": uri, "database": "heal", "collection": "customers"}})
         async with sink.open(conf) as writer:
             assert await writer.write([record(1, "a@x.io")]) == 1
             store.send_signal(signal.SIGTERM)

@@ -17,9 +17,18 @@ from pipeline.spec import PipelineSpec
 from task_components.datasets import get_pack, pack_tasks
 
 SMALL = {
-    "seed": 11, "stores": 6, "dcs": 3, "trucks_per_dc": 3, "truck_capacity": 400, "customers": 1500,
-    "products": 150, "brands": 20, "geographies": 60, "receipts_per_store_day": 60, "online_orders_per_day": 50,
-}  # fmt: skip
+    "seed": 11,
+    "stores": 6,
+    "dcs": 3,
+    "trucks_per_dc": 3,
+    "truck_capacity": 400,
+    "customers": 1500,
+    "products": 150,
+    "brands": 20,
+    "geographies": 60,
+    "receipts_per_store_day": 60,
+    "online_orders_per_day": 50,
+}
 
 
 def run_pack(pack: str, config: Mapping[str, Any], run_dir: Path) -> RunResult:
@@ -33,10 +42,7 @@ def run_pack(pack: str, config: Mapping[str, Any], run_dir: Path) -> RunResult:
 
 def file_digests(root: Path) -> dict[str, str]:
     """Every data file under ``root`` (dims and facts) -> sha256 of its bytes."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*.parquet"))
-    }
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.parquet"))}
 
 
 def fact(out: Path, table: str) -> pl.DataFrame:

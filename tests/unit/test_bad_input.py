@@ -63,8 +63,7 @@ def test_binary_and_non_utf8_pipeline_files(tmp_path: Path) -> None:
 def test_generate_with_a_binary_schema_file_names_it(tmp_path: Path) -> None:
     schema = tmp_path / "schema.json"
     schema.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
-    one_line_error(cli("generate", "--schema", str(schema), "--out", str(tmp_path / "o")), str(schema),
-                   "not a text (UTF-8) schema file")  # fmt: skip
+    one_line_error(cli("generate", "--schema", str(schema), "--out", str(tmp_path / "o")), str(schema), "not a text (UTF-8) schema file")
     assert not (tmp_path / "o").exists()
 
 
@@ -88,8 +87,9 @@ def test_invalid_postgres_dsn_is_a_configuration_error_that_hides_the_secret() -
 
 def test_retries_that_cannot_apply_are_warned_about(tmp_path: Path) -> None:
     spec = tmp_path / "warn.yaml"
-    spec.write_text("name: warn\ntasks:\n  count: {uses: demo.count, with: {total: 10}}\n"
-                    "  sum: {uses: demo.sum, needs: [count], retries: 2}\n")  # fmt: skip
+    spec.write_text(
+        "name: warn\ntasks:\n  count: {uses: demo.count, with: {total: 10}}\n  sum: {uses: demo.sum, needs: [count], retries: 2}\n"
+    )
     proc = cli("validate", str(spec))
     assert proc.returncode == 0
     text = " ".join(proc.stderr.split())
@@ -101,10 +101,10 @@ def test_retries_that_cannot_apply_are_warned_about(tmp_path: Path) -> None:
 def test_bad_backend_choices_are_one_line_errors(tmp_path: Path) -> None:
     runs = str(tmp_path / "runs")
     one_line_error(cli("run", str(DEMO), "--run-dir", runs, "--backend", "spark"), "--backend", "spark")
-    one_line_error(cli("run", str(DEMO), "--run-dir", runs, "--backend", "dask", "--scheduler", "10.0.0.1"),
-                   "--scheduler", "not a Dask address")  # fmt: skip
-    one_line_error(cli("run", str(DEMO), "--run-dir", runs, "--scheduler", "tcp://127.0.0.1:8786"),
-                   "needs --backend dask")  # fmt: skip
+    one_line_error(
+        cli("run", str(DEMO), "--run-dir", runs, "--backend", "dask", "--scheduler", "10.0.0.1"), "--scheduler", "not a Dask address"
+    )
+    one_line_error(cli("run", str(DEMO), "--run-dir", runs, "--scheduler", "tcp://127.0.0.1:8786"), "needs --backend dask")
     one_line_error(cli("run", str(DEMO), "--run-dir", runs, env={"PIPELINE__BACKEND": "ray"}), "PIPELINE__BACKEND")
     assert not (tmp_path / "runs").exists(), "nothing may be written for invalid input"
 
@@ -113,10 +113,10 @@ def test_daemon_and_submit_without_a_broker_are_configuration_errors() -> None:
     env = {"KAFKA__BOOTSTRAP_SERVERS": ""}
     one_line_error(cli("daemon", env=env), "KAFKA__BOOTSTRAP_SERVERS")
     one_line_error(cli("submit", "demo", env=env), "KAFKA__BOOTSTRAP_SERVERS")
-    one_line_error(cli("daemon", "--pipelines-dir", "/nonexistent", env={"KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}),
-                   "no such directory")  # fmt: skip
-    one_line_error(cli("submit", "demo", "--deadline", "tomorrow", env={"KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}),
-                   "--deadline", "ISO 8601")  # fmt: skip
+    one_line_error(cli("daemon", "--pipelines-dir", "/nonexistent", env={"KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}), "no such directory")
+    one_line_error(
+        cli("submit", "demo", "--deadline", "tomorrow", env={"KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}), "--deadline", "ISO 8601"
+    )
 
 
 def test_an_unreachable_broker_is_one_error_line_and_exit_2() -> None:

@@ -25,8 +25,7 @@ CASES = {
     "cycle.yaml": ["field 'needs'", "has a cycle", "a -> ", "b", "c"],
     "missing_need.yaml": ["task 'b'", "field 'needs'", "needs 'nowhere', which is not a task"],
     "wrong_type.yaml": ["task 'a'", "field 'with.seconds'", "valid number", "'soon'"],
-    "missing_input.yaml": ["task 'import'", "field 'needs'", "needs a task producing UploadResult",
-                           "generate -> GenerationResult"],
+    "missing_input.yaml": ["task 'import'", "field 'needs'", "needs a task producing UploadResult", "generate -> GenerationResult"],
     "unknown_param.yaml": ["task 'a'", "field 'with.total'", "unknown parameter ${params.rowz}", "known: rows"],
 }
 

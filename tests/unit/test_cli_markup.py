@@ -107,10 +107,7 @@ def test_no_console_print_takes_a_built_string() -> None:
                 continue
             if not (isinstance(node.func.value, ast.Name) and node.func.value.id in ("out", "err", "console")):
                 continue
-            plain = any(
-                k.arg == "markup" and isinstance(k.value, ast.Constant) and k.value.value is False
-                for k in node.keywords
-            )
+            plain = any(k.arg == "markup" and isinstance(k.value, ast.Constant) and k.value.value is False for k in node.keywords)
             built = [a for a in node.args if isinstance(a, ast.JoinedStr | ast.BinOp)]
             if built and not plain:
                 found.append(f"{path.name}:{node.lineno}")

@@ -53,9 +53,7 @@ def test_connection_settings_missing_are_named() -> None:
         kafka_options(Settings())
     with pytest.raises(ValueError, match="MONGODB__CONNECTION_STRING"):
         mongo_uri(Settings())
-    sasl = kafka_options(
-        Settings.model_validate({"kafka": {"bootstrap_servers": "b:9092", "api_key": "k", "api_secret": "s"}})
-    )
+    sasl = kafka_options(Settings.model_validate({"kafka": {"bootstrap_servers": "b:9092", "api_key": "k", "api_secret": "s"}}))
     assert sasl["security_protocol"] == "SASL_SSL" and sasl["sasl_plain_username"] == "k"
 
 

@@ -89,8 +89,7 @@ async def test_wake_reaches_every_waiter_once() -> None:
 # -- outcomes --------------------------------------------------------------------------------------------------
 def test_outcomes_keep_the_json_shape_senders_and_the_ledger_read() -> None:
     refused = Outcome.failed("run-1", "the deadline passed before the run could start")
-    assert refused.stored() == {"event": "failed", "run_id": "run-1",
-                                "reason": "the deadline passed before the run could start"}  # fmt: skip
+    assert refused.stored() == {"event": "failed", "run_id": "run-1", "reason": "the deadline passed before the run could start"}
     assert refused.told() == {"run_id": "run-1", "reason": "the deadline passed before the run could start"}
     stopped = Outcome.interrupted("run-2")
     assert stopped.stored() == {"event": "interrupted", "run_id": "run-2"}  # resumable: no reason kept
@@ -98,8 +97,7 @@ def test_outcomes_keep_the_json_shape_senders_and_the_ledger_read() -> None:
     assert not stopped.ending.is_final and Ending.FAILED.is_final
     report = RunReport("demo", {"count": "succeeded"}, {"count": "3 rows"}, 1.5, True, "runs/run-3/report.json")
     ran = Outcome(Ending.SUCCEEDED, "run-3", None, report)
-    assert list(ran.stored()) == ["event", "run_id", "pipeline", "reason", "tasks", "summary", "seconds", "resumed",
-                                  "report"]  # fmt: skip
+    assert list(ran.stored()) == ["event", "run_id", "pipeline", "reason", "tasks", "summary", "seconds", "resumed", "report"]
     assert ran.stored()["reason"] is None and ran.stored()["resumed"] is True
     assert ran.told() == {k: v for k, v in ran.stored().items() if k != "event"}
 

@@ -34,8 +34,26 @@ ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = ROOT / "pipelines"
 # Words that, in a field name, say "this names a place or a channel": an independent second opinion on
 # field_kind, so a new component's `archive_dir` or `events_topic` cannot go unchecked by the daemon.
-PLACE_WORDS = {"out", "path", "dir", "root", "file", "folder", "topic", "uri", "url", "ref", "config", "run",
-               "prefix", "group", "location", "dest", "target", "output_dir"}  # fmt: skip
+PLACE_WORDS = {
+    "out",
+    "path",
+    "dir",
+    "root",
+    "file",
+    "folder",
+    "topic",
+    "uri",
+    "url",
+    "ref",
+    "config",
+    "run",
+    "prefix",
+    "group",
+    "location",
+    "dest",
+    "target",
+    "output_dir",
+}
 
 
 def _mentions_path(annotation: Any) -> bool:
@@ -54,16 +72,30 @@ def test_every_place_field_of_every_registered_component_is_classified() -> None
 
 @pytest.mark.parametrize(
     ("component", "field", "kind"),
-    [("partition", "out", Kind.PATH), ("storage.upload", "local_root", Kind.PATH), ("dataset.load", "path", Kind.READ),
-     ("storage.upload", "prefix", Kind.KEY), ("testdata.produce", "topic", Kind.TOPIC),
-     ("sink.kafka", "topic", Kind.TOPIC), ("dataset.events", "dead_letter_topic", Kind.TOPIC),
-     ("source.kafka", "group", Kind.TOPIC), ("sink.milvus", "uri", Kind.URI), ("generate", "schema_ref", Kind.REF),
-     ("run.result", "run", Kind.READ), ("demo.sleep", "seconds", Kind.DURATION), ("dataset.table", "config", Kind.READ),
-     ("sink.mongodb", "database", Kind.NAME), ("sink.mongodb", "collection", Kind.NAME),
-     ("mongo.seed", "database", Kind.NAME), ("mongo.seed", "collection", Kind.NAME),
-     ("milvus.create_collection", "collection", Kind.NAME), ("sink.milvus", "collection", Kind.NAME),
-     ("shadow.sync", "table", Kind.NAME), ("partition", "rows_per_file", Kind.VALUE)],
-)  # fmt: skip
+    [
+        ("partition", "out", Kind.PATH),
+        ("storage.upload", "local_root", Kind.PATH),
+        ("dataset.load", "path", Kind.READ),
+        ("storage.upload", "prefix", Kind.KEY),
+        ("testdata.produce", "topic", Kind.TOPIC),
+        ("sink.kafka", "topic", Kind.TOPIC),
+        ("dataset.events", "dead_letter_topic", Kind.TOPIC),
+        ("source.kafka", "group", Kind.TOPIC),
+        ("sink.milvus", "uri", Kind.URI),
+        ("generate", "schema_ref", Kind.REF),
+        ("run.result", "run", Kind.READ),
+        ("demo.sleep", "seconds", Kind.DURATION),
+        ("dataset.table", "config", Kind.READ),
+        ("sink.mongodb", "database", Kind.NAME),
+        ("sink.mongodb", "collection", Kind.NAME),
+        ("mongo.seed", "database", Kind.NAME),
+        ("mongo.seed", "collection", Kind.NAME),
+        ("milvus.create_collection", "collection", Kind.NAME),
+        ("sink.milvus", "collection", Kind.NAME),
+        ("shadow.sync", "table", Kind.NAME),
+        ("partition", "rows_per_file", Kind.VALUE),
+    ],
+)
 def test_known_fields_have_their_kind(component: str, field: str, kind: Kind) -> None:
     params = components()[component].Params
     assert field_kind(component, field, params.model_fields[field].annotation) is kind
@@ -153,8 +185,7 @@ def test_paths_must_stay_inside_the_run_directory_or_a_root(run_path: Path, tmp_
     (run_path / "link").symlink_to("/tmp")  # a symlink inside the run directory that leads out of it
     _refused("outside the run directory", _inline("partition", out=str(run_path / "link" / "x")), s, run_path)
     root = tmp_path / "exports"
-    _check(_inline("partition", out=str(root / "a")), _settings(inline_components=["generate", "partition"],
-                                                                path_roots=[root]), run_path)  # fmt: skip
+    _check(_inline("partition", out=str(root / "a")), _settings(inline_components=["generate", "partition"], path_roots=[root]), run_path)
 
 
 def test_topics_and_the_reply_topic_must_have_an_allowed_prefix(run_path: Path) -> None:
@@ -225,8 +256,7 @@ def test_a_schema_file_a_root_allows_is_read_safely(run_path: Path, tmp_path: Pa
     os.mkfifo(root / "pipe.yaml")
     big = root / "big.yaml"
     big.write_bytes(b"#" * (MAX_SCHEMA_BYTES + 1))
-    for path, word in ((root / "pipe.yaml", "not a regular file"), (Path("/dev/zero"), "not a regular file"),
-                       (big, "at most")):  # fmt: skip
+    for path, word in ((root / "pipe.yaml", "not a regular file"), (Path("/dev/zero"), "not a regular file"), (big, "at most")):
         with pytest.raises(SchemaError, match=word):
             read_schema_file(path)
 
@@ -242,11 +272,11 @@ def test_paths_inside_mappings_and_a_packs_resolved_out_are_checked(run_path: Pa
     # a pack config file whose own out leads elsewhere (no override): the resolved config is checked
     packs = tmp_path / "packs"
     packs.mkdir()
-    (packs / "retail.yaml").write_text((PIPELINES / "packs" / "retail.yaml").read_text().replace(
-        "out: retail_data", f"out: {tmp_path / 'elsewhere'}"))  # fmt: skip
+    (packs / "retail.yaml").write_text(
+        (PIPELINES / "packs" / "retail.yaml").read_text().replace("out: retail_data", f"out: {tmp_path / 'elsewhere'}")
+    )
     s = _settings(read_roots=[packs], inline_components=["dataset.table"])
-    table = {"uses": "dataset.table", "with": {"pack": "retail", "table": "geographies",
-                                               "config": str(packs / "retail.yaml")}}  # fmt: skip
+    table = {"uses": "dataset.table", "with": {"pack": "retail", "table": "geographies", "config": str(packs / "retail.yaml")}}
     _refused("config (resolved).out", {"name": "t", "tasks": {"g": table}}, s, run_path)
     table["with"]["config"] = {"out": "/etc/x"}  # an inline config mapping
     _refused("'config.out'", {"name": "t", "tasks": {"g": table}}, s, run_path)
@@ -263,10 +293,14 @@ def test_the_topics_a_component_falls_back_to_and_the_daemons_own_are_checked(ru
         produce["tasks"]["t"]["with"]["topic"] = topic
         _refused("daemon's own", produce, wide, run_path)
         _refused("daemon's own", "demo", wide, run_path, reply_topic=topic)
-    joins = {"name": "j", "tasks": {  # (in data order: the sinks take the source's stream)
-        "s": {"uses": "source.kafka", "with": {"topic": "team-a.in", "group": "dag-pipeline-daemon"}},
-        "k": {"uses": "sink.kafka", "needs": ["s"], "with": {"topic": "team-a.out", "key": ["id"]}},
-        "d": {"uses": "sink.dead_letter", "needs": ["s", "k"], "with": {"topic": "team-a.dlq"}}}}  # fmt: skip
+    joins = {
+        "name": "j",
+        "tasks": {  # (in data order: the sinks take the source's stream)
+            "s": {"uses": "source.kafka", "with": {"topic": "team-a.in", "group": "dag-pipeline-daemon"}},
+            "k": {"uses": "sink.kafka", "needs": ["s"], "with": {"topic": "team-a.out", "key": ["id"]}},
+            "d": {"uses": "sink.dead_letter", "needs": ["s", "k"], "with": {"topic": "team-a.dlq"}},
+        },
+    }
     _refused("'group'", joins, wide, run_path)  # the daemon's own consumer group: it would commit request offsets
     joins["tasks"]["s"]["with"]["group"] = "team-a.group"
     _check(joins, wide, run_path)
@@ -279,17 +313,19 @@ def test_the_topics_a_component_falls_back_to_and_the_daemons_own_are_checked(ru
 
 
 def test_resource_parameters_are_bounded_by_default(run_path: Path) -> None:
-    s = _settings(inline_components=[*DaemonSettings().inline_components, "testdata.produce"],
-                  topic_prefixes=["team-a."])  # fmt: skip
+    s = _settings(inline_components=[*DaemonSettings().inline_components, "testdata.produce"], topic_prefixes=["team-a."])
     gen = {"name": "g", "tasks": {"g": {"uses": "generate", "with": {"schema": "simple", "total_rows": 10}}}}
-    for field, value, word in (("total_rows", 10**15, "PARAM_BOUNDS"), ("chunk_rows", 10**9, "PARAM_BOUNDS"),
-                               ("workers", 10_000, "CPU count"), ("workers", 0, "CPU count")):  # fmt: skip
+    for field, value, word in (
+        ("total_rows", 10**15, "PARAM_BOUNDS"),
+        ("chunk_rows", 10**9, "PARAM_BOUNDS"),
+        ("workers", 10_000, "CPU count"),
+        ("workers", 0, "CPU count"),
+    ):
         spec = json.loads(json.dumps(gen))
         spec["tasks"]["g"]["with"][field] = value
         _refused(word, spec, s, run_path)
     _refused("'total_rows'", "quickstart", s, run_path, params={"rows": 10**12})
-    produce = {"name": "p", "tasks": {"t": {"uses": "testdata.produce",
-                                            "with": {"topic": "team-a.x", "total": 10**12}}}}  # fmt: skip
+    produce = {"name": "p", "tasks": {"t": {"uses": "testdata.produce", "with": {"topic": "team-a.x", "total": 10**12}}}}
     _refused("'total'", produce, s, run_path)
     _refused("'scale'", "mongo_ecommerce", s, run_path, params={"scale": 1e6})
     _check("quickstart", s, run_path, params={"rows": 1000})
@@ -304,8 +340,7 @@ def test_a_request_may_not_choose_a_database_or_collection(run_path: Path) -> No
         reason = _refused("'database'", "mongo_ecommerce", _settings(), run_path, params={"database": db})
         assert "NAME_PREFIXES" in reason
     _check("mongo_ecommerce", _settings(name_prefixes=["team_a"]), run_path, params={"database": "team_a_shop"})
-    _refused("'database'", "mongo_ecommerce", _settings(name_prefixes=["team_a"]), run_path,
-             params={"database": "team_ab"})  # fmt: skip
+    _refused("'database'", "mongo_ecommerce", _settings(name_prefixes=["team_a"]), run_path, params={"database": "team_ab"})
 
 
 # --- signing ---------------------------------------------------------------------------------------------------
@@ -330,14 +365,22 @@ def test_signature_is_required_only_with_a_secret_must_match_and_expires() -> No
 # --- configuration -----------------------------------------------------------------------------------------------
 def _daemon(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("DAEMON__", "KAFKA__"))}
-    return subprocess.run([sys.executable, "run_pipeline.py", "daemon"], cwd=ROOT, capture_output=True, text=True,
-                          env={**base, "KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1", **env}, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "run_pipeline.py", "daemon"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**base, "KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1", **env},
+        timeout=120,
+    )
 
 
 def test_an_unknown_inline_component_or_a_bad_bound_is_a_configuration_error() -> None:
-    cases = [({"DAEMON__INLINE_COMPONENTS": '["demo.sleep", "os.system"]'}, ["INLINE_COMPONENTS", "os.system"]),
-             ({"DAEMON__PARAM_BOUNDS": '{"seconds": 5}'}, ["DAEMON__PARAM_BOUNDS", "COMPONENT.FIELD"]),
-             ({"DAEMON__PARAM_BOUNDS": '{"demo.sleep.secs": 5}'}, ["PARAM_BOUNDS", "demo.sleep.secs"])]  # fmt: skip
+    cases = [
+        ({"DAEMON__INLINE_COMPONENTS": '["demo.sleep", "os.system"]'}, ["INLINE_COMPONENTS", "os.system"]),
+        ({"DAEMON__PARAM_BOUNDS": '{"seconds": 5}'}, ["DAEMON__PARAM_BOUNDS", "COMPONENT.FIELD"]),
+        ({"DAEMON__PARAM_BOUNDS": '{"demo.sleep.secs": 5}'}, ["PARAM_BOUNDS", "demo.sleep.secs"]),
+    ]
     for env, words in cases:
         proc = _daemon(env)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]

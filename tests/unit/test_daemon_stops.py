@@ -78,8 +78,7 @@ class Status:
 
 
 def settings(tmp_path: Path, **daemon: Any) -> Settings:
-    return Settings(daemon=DaemonSettings(pipelines_dir=PIPELINES, **daemon),
-                    pipeline=PipelineSettings(run_dir=tmp_path))  # fmt: skip
+    return Settings(daemon=DaemonSettings(pipelines_dir=PIPELINES, **daemon), pipeline=PipelineSettings(run_dir=tmp_path))
 
 
 # -- a stop before the pipeline starts ---------------------------------------------------------------------------
@@ -142,8 +141,12 @@ class Consumer:
     """One batch of three valid requests, then fetches that wait as long as they are allowed to."""
 
     def __init__(self) -> None:
-        self.batches = [[SimpleNamespace(value=json.dumps({"request_id": f"q{i}", "pipeline": "demo"}).encode(),
-                                         headers=[], offset=i, timestamp=0) for i in range(3)]]  # fmt: skip
+        self.batches = [
+            [
+                SimpleNamespace(value=json.dumps({"request_id": f"q{i}", "pipeline": "demo"}).encode(), headers=[], offset=i, timestamp=0)
+                for i in range(3)
+            ]
+        ]
 
     async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, Any]:
         if self.batches:
@@ -170,16 +173,23 @@ class DownLedger:
 
 
 @pytest.mark.anyio
-async def test_a_stop_during_an_outage_backoff_ends_the_intake_and_its_batch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_stop_during_an_outage_backoff_ends_the_intake_and_its_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: the backoff slept up to 30 s through the stop, and each remaining message made another try."""
     monkeypatch.setattr(intake_module, "OUTAGE_RETRY", RetryPolicy(attempts=1000, backoff=30.0, jitter=0.0))
     board, ledger = Board("me"), DownLedger()
     with anyio.fail_after(3):
         async with anyio.create_task_group() as tg:
-            part = Intake(settings(tmp_path), ledger, board, DaemonMetrics(), None, Consumer(), None,  # type: ignore[arg-type]  # the parts used
-                          lambda _: None, tg)  # fmt: skip
+            part = Intake(
+                settings(tmp_path),
+                ledger,
+                board,
+                DaemonMetrics(),
+                None,
+                Consumer(),
+                None,  # type: ignore[arg-type]  # the parts used
+                lambda _: None,
+                tg,
+            )
             tg.start_soon(part.consume)
             while not ledger.calls:
                 await anyio.sleep(0.01)
@@ -215,9 +225,7 @@ async def test_a_requeue_after_a_revoke_keeps_a_newer_delivery_of_the_same_id(
 
 # -- the committer backs off -------------------------------------------------------------------------------------
 @pytest.mark.anyio
-async def test_the_committer_backs_off_while_the_broker_refuses_and_commits_once_it_accepts(
-    tmp_path: Path, resolved: Resolved
-) -> None:
+async def test_the_committer_backs_off_while_the_broker_refuses_and_commits_once_it_accepts(tmp_path: Path, resolved: Resolved) -> None:
     """Before: a try every 100 ms while the broker refused, each committing nothing after the first (the tracker
     hands a ready offset out once): the refused offset waited for a later request of its partition to end."""
     board, consumer = Board("me"), Consumer()
@@ -233,8 +241,17 @@ async def test_the_committer_backs_off_while_the_broker_refuses_and_commits_once
     consumer.commit = commit  # type: ignore[method-assign]  # a broker that refuses, then accepts
     with anyio.fail_after(6):
         async with anyio.create_task_group() as tg:
-            part = Intake(settings(tmp_path), None, board, DaemonMetrics(), None, consumer, None,  # type: ignore[arg-type]  # the parts used
-                          lambda _: None, tg)  # fmt: skip
+            part = Intake(
+                settings(tmp_path),
+                None,
+                board,
+                DaemonMetrics(),
+                None,
+                consumer,
+                None,  # type: ignore[arg-type]  # the parts used
+                lambda _: None,
+                tg,
+            )
             tg.start_soon(part.consume)
             board.release(make_request(board, resolved))
             await anyio.sleep(1.7)
@@ -277,8 +294,17 @@ async def test_a_refused_rejection_event_does_not_send_the_dead_letter_again(
     msg = SimpleNamespace(value=b"{}", offset=0)
     board.side += 1
     async with anyio.create_task_group() as tg:
-        part = Intake(settings(tmp_path), Rows(), board, DaemonMetrics(), Told(), Consumer(), Producer(),  # type: ignore[arg-type]  # the parts used
-                      lambda _: None, tg)  # fmt: skip
+        part = Intake(
+            settings(tmp_path),
+            Rows(),
+            board,
+            DaemonMetrics(),
+            Told(),
+            Consumer(),
+            Producer(),  # type: ignore[arg-type]  # the parts used
+            lambda _: None,
+            tg,
+        )
         await part._dead_letter(TP, mark, msg, BadRequest("invalid", "no pipeline", "bad-1"))
     assert len(letters) == 1
     assert told == ["rejected", "rejected"] and board.side == 0 and board.trackers[TP].ready() == {TP: 1}

@@ -47,9 +47,7 @@ def test_incremental_runs_continue_dates_keys_and_inventory(tmp_path: Path) -> N
     assert state["next_date"] == "2024-03-04" and len(state["runs"]) == 1
     run_pack("retail", _config(tmp_path / "twice", days=3, start_date=date(2030, 1, 1)), tmp_path / "runs")
     second = file_digests(tmp_path / "twice")
-    assert {k: v for k, v in second.items() if k.startswith("dims")} == {
-        k: v for k, v in first.items() if k.startswith("dims")
-    }
+    assert {k: v for k, v in second.items() if k.startswith("dims")} == {k: v for k, v in first.items() if k.startswith("dims")}
     assert second == file_digests(tmp_path / "once")  # start_date of a later run is ignored: state wins
     state = json.loads((tmp_path / "twice" / "state" / "generation_state.json").read_text())
     assert state["next_date"] == "2024-03-07" and [r["start"] for r in state["runs"]] == ["2024-03-01", "2024-03-04"]
@@ -141,10 +139,15 @@ def test_continuing_with_another_seed_is_refused_before_anything_runs(tmp_path: 
 def test_settings_generation_cannot_hold_are_refused_before_running(tmp_path: Path) -> None:
     """Values that would overflow int32 ids, exhaust memory or leave the calendar: exit 2, one line."""
     cfg = str(tmp_path / "pack.yaml")
-    cases = [({"truck_capacity": 10**12}, "'truck_capacity'"), ({"customers": 10**10}, "'customers'"),
-             ({"receipts_per_store_day": float("inf")}, "finite number"), ({"seed": -1}, "'seed'"),
-             ({"stores": 20_000, "products": 200_000}, "store-product balances"),
-             ({"start_date": date(9999, 12, 30)}, "runs past the calendar"), ({"out": ""}, "'out'")]  # fmt: skip
+    cases = [
+        ({"truck_capacity": 10**12}, "'truck_capacity'"),
+        ({"customers": 10**10}, "'customers'"),
+        ({"receipts_per_store_day": float("inf")}, "finite number"),
+        ({"seed": -1}, "'seed'"),
+        ({"stores": 20_000, "products": 200_000}, "store-product balances"),
+        ({"start_date": date(9999, 12, 30)}, "runs past the calendar"),
+        ({"out": ""}, "'out'"),
+    ]
     for settings, expected in cases:
         text = _invalid(tmp_path, _geo(cfg), settings)
         assert expected in text and "(got {" not in text, (settings, text)
@@ -162,9 +165,7 @@ def test_settings_generation_cannot_hold_are_refused_before_running(tmp_path: Pa
     assert "generation_state.json: the saved generation state is damaged" in text
 
 
-def test_the_retail_pipeline_finds_its_pack_config_from_any_working_directory(
-    tmp_path: Path, monkeypatch: Any
-) -> None:
+def test_the_retail_pipeline_finds_its_pack_config_from_any_working_directory(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.chdir(tmp_path)  # no pipelines/ here: a cwd-relative config path would not be found
     result = CliRunner().invoke(app, ["validate", str(ROOT / "pipelines" / "retail.yaml")])
     assert result.exit_code == 0, result.output

@@ -52,8 +52,7 @@ def test_compose_rejects_what_the_schema_forbids() -> None:
 
 def test_every_image_is_pinned_and_every_service_has_a_health_check() -> None:
     services = _compose()["services"]
-    expected = {"etcd", "minio", "milvus", "postgres", "kafka", "mongo", "dask-scheduler", "dask-worker-1",
-                "dask-worker-2", "engine"}  # fmt: skip
+    expected = {"etcd", "minio", "milvus", "postgres", "kafka", "mongo", "dask-scheduler", "dask-worker-1", "dask-worker-2", "engine"}
     assert set(services) == expected
     for name, svc in services.items():
         image = svc.get("image", "")

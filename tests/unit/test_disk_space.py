@@ -77,9 +77,7 @@ def test_journal_write_on_a_full_disk_names_the_journal(tmp_path: Path) -> None:
         store.record(TaskRun("t", TaskState.FAILED, attempts=1, error="x"))
 
 
-def test_result_write_on_a_full_disk_names_the_result_and_leaves_no_torn_copy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_result_write_on_a_full_disk_names_the_result_and_leaves_no_torn_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def full(self: Path, data: bytes) -> int:
         with self.open("wb") as fh:
             fh.write(data[:3])  # part of it landed, then the disk filled
@@ -157,9 +155,7 @@ def test_closing_a_journal_on_a_full_disk_names_it(tmp_path: Path) -> None:
     assert store._fh is None
 
 
-def test_a_journal_on_a_full_disk_ends_the_run_named_with_a_report_and_exit_1(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_journal_on_a_full_disk_ends_the_run_named_with_a_report_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The run's own journal lives on /dev/full: the run stops, the disk is named on one line, no traceback."""
     from pipeline.cli_common import EXIT_FAILED, run_to_end
 
@@ -260,9 +256,14 @@ def tiny_fs() -> Iterator[Path]:
 def test_the_quickstart_on_a_full_disk_names_it(tiny_fs: Path) -> None:
     """The issue's case: a 15 MB run directory. Whatever write fails first, the output says disk full."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MILVUS__", "S3__", "POSTGRES__"))}
-    done = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "run", str(QUICKSTART), "--run-dir",
-                           str(tiny_fs), "--no-progress"], cwd=ROOT, env={**env, "LOGGING__FORMAT": "json"},
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run_pipeline.py"), "run", str(QUICKSTART), "--run-dir", str(tiny_fs), "--no-progress"],
+        cwd=ROOT,
+        env={**env, "LOGGING__FORMAT": "json"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     text = done.stdout + done.stderr
     assert done.returncode == 1, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
@@ -278,9 +279,13 @@ def test_a_disk_full_before_the_run_starts_exits_1_naming_it_like_one_during_the
         while True:
             fh.write(b"\0" * (1 << 20))
             fh.flush()
-    done = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "run", str(QUICKSTART), "--run-dir",
-                           str(tiny_fs / "runs"), "--no-progress"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run_pipeline.py"), "run", str(QUICKSTART), "--run-dir", str(tiny_fs / "runs"), "--no-progress"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert "no space left on device" in done.stderr and str(tiny_fs / "runs") in done.stderr, done.stderr[-3000:]

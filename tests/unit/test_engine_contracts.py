@@ -174,8 +174,7 @@ async def test_sequential_executor_gives_the_same_results_one_task_at_a_time() -
     assert sequential.ok and sequential.results == concurrent.results
     starts_ends = [(e.kind, e.task) for e in events if e.kind in (EventKind.TASK_STARTED, EventKind.TASK_SUCCEEDED)]
     for i in range(0, len(starts_ends), 2):  # strictly start, end, start, end...
-        assert starts_ends[i][0] is EventKind.TASK_STARTED and starts_ends[i + 1] == (
-            EventKind.TASK_SUCCEEDED, starts_ends[i][1])  # fmt: skip
+        assert starts_ends[i][0] is EventKind.TASK_STARTED and starts_ends[i + 1] == (EventKind.TASK_SUCCEEDED, starts_ends[i][1])
     assert [t for k, t in starts_ends if k is EventKind.TASK_STARTED] == ["numbers", "total", "count", "mean"]
 
 
@@ -186,8 +185,7 @@ def test_runner_writes_the_report_when_a_task_crashes(tmp_path: Path) -> None:
     from pipeline.runner import RunOptions, execute, prepare_spec
     from pipeline.spec import PipelineSpec
 
-    spec = PipelineSpec.model_validate({"name": "crashing", "tasks": {"boom": {"uses": "demo.fail",
-                                        "with": {"crash": True}}}})  # fmt: skip
+    spec = PipelineSpec.model_validate({"name": "crashing", "tasks": {"boom": {"uses": "demo.fail", "with": {"crash": True}}}})
     options = RunOptions(run_dir=tmp_path)
     prepared = prepare_spec(spec, "inline.yaml", {}, options)
     with pytest.raises(BaseException):  # noqa: B017 - the crash itself propagates

@@ -326,8 +326,7 @@ async def test_a_spilling_consumer_lags_on_disk_without_slowing_the_producer(tmp
 async def test_without_spill_the_slow_consumer_sets_the_pace() -> None:
     log: list[tuple[str, int]] = []
     await Executor(max_concurrency=4, stream_buffer=2).run(stream_dag(20, seen=log, slow_consumer=True))
-    ahead = max(sum(k == "emitted" for k, _ in log[: i + 1]) - sum(k == "consumed" for k, _ in log[: i + 1])
-                for i in range(len(log)))  # fmt: skip
+    ahead = max(sum(k == "emitted" for k, _ in log[: i + 1]) - sum(k == "consumed" for k, _ in log[: i + 1]) for i in range(len(log)))
     assert ahead <= 4  # the contrast to the spilling test above
 
 

@@ -87,11 +87,7 @@ def test_resume_skips_exactly_the_succeeded_tasks(tmp_path_factory, spec, data) 
     failing = data.draw(st.sampled_from(sorted(spec)))
     store = StateStore(run_dir)
     first = Recorder()
-    r1 = anyio.run(
-        lambda: Executor(max_concurrency=2, policy="continue").run(
-            build(spec, first, **{failing: {"fails": 1}}), store=store
-        )
-    )
+    r1 = anyio.run(lambda: Executor(max_concurrency=2, policy="continue").run(build(spec, first, **{failing: {"fails": 1}}), store=store))
     succeeded = {n for n, r in r1.tasks.items() if r.state is TaskState.SUCCEEDED}
     second = Recorder()
     r2 = anyio.run(lambda: Executor(max_concurrency=2).run(build(spec, second), store=store, resume=True))

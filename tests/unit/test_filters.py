@@ -31,10 +31,16 @@ IF_NUMBER_A = f"CASE WHEN jsonb_typeof({AB}) = 'number' THEN"
         ('f_json["a"] == "cloud"', f"COALESCE({STR_A} = 'cloud', FALSE)"),
         ('f_json["a"] > 0.5', f"COALESCE({NUM_A} > 0.5, FALSE)"),
         ('f_json["a"] == true', f"COALESCE({BOOL_A} = TRUE, FALSE)"),
-        ('f_json["a"]["b"] like "x%"', "COALESCE((CASE WHEN jsonb_typeof((\"f_json\" #> '{\"a\",\"b\"}')) = 'string' "
-         "THEN ((\"f_json\" #>> '{\"a\",\"b\"}')) END) LIKE 'x%', FALSE)"),
-        ("extra_score >= 0.3", "COALESCE((CASE WHEN jsonb_typeof((\"$meta\" #> '{\"extra_score\"}')) = 'number' "
-         "THEN ((\"$meta\" #>> '{\"extra_score\"}'))::double precision END) >= 0.3, FALSE)"),
+        (
+            'f_json["a"]["b"] like "x%"',
+            'COALESCE((CASE WHEN jsonb_typeof(("f_json" #> \'{"a","b"}\')) = \'string\' '
+            'THEN (("f_json" #>> \'{"a","b"}\')) END) LIKE \'x%\', FALSE)',
+        ),
+        (
+            "extra_score >= 0.3",
+            "COALESCE((CASE WHEN jsonb_typeof((\"$meta\" #> '{\"extra_score\"}')) = 'number' "
+            'THEN (("$meta" #>> \'{"extra_score"}\'))::double precision END) >= 0.3, FALSE)',
+        ),
         ('f_category not in ["a", "b"]', "\"f_category\" NOT IN ('a', 'b')"),
         ("id in [-1, +2]", '"id" IN (-1, 2)'),
         ("f_double in [1, 2.5]", '"f_double" IN (1, 2.5)'),
@@ -69,33 +75,32 @@ IF_NUMBER_A = f"CASE WHEN jsonb_typeof({AB}) = 'number' THEN"
         ("f_double / 2 <= 1.5", '"f_double" / 2 <= 1.5'),
         ("1 < f_int32 - 1 < 5", '(("f_int32")::bigint - 1 > 1 AND ("f_int32")::bigint - 1 < 5)'),
         ("f_array_int[0] % 2 == 1", 'COALESCE(("f_array_int"[1])::bigint % 2 = 1, FALSE)'),
-        ('f_json["a"] * 2 == 4', f"COALESCE(({IF_NUMBER_A} ({A})::double precision * 2 "
-         "END) = 4, FALSE)"),
-        ('f_json["a"] % 5 == -2', f"COALESCE(({IF_NUMBER_A} trunc(({A})::numeric)::bigint"
-         " % 5 END) = -2, FALSE)"),
-        ('f_json["a"] / 2 == 1', f"COALESCE(({IF_NUMBER_A} CASE WHEN ({A}) ~ '^-?[0-9]+$'"
-         f" THEN ({A})::bigint / 2 ELSE ({A})::double precision / 2 END END) = 1, FALSE)"),
+        ('f_json["a"] * 2 == 4', f"COALESCE(({IF_NUMBER_A} ({A})::double precision * 2 END) = 4, FALSE)"),
+        ('f_json["a"] % 5 == -2', f"COALESCE(({IF_NUMBER_A} trunc(({A})::numeric)::bigint % 5 END) = -2, FALSE)"),
+        (
+            'f_json["a"] / 2 == 1',
+            f"COALESCE(({IF_NUMBER_A} CASE WHEN ({A}) ~ '^-?[0-9]+$'"
+            f" THEN ({A})::bigint / 2 ELSE ({A})::double precision / 2 END END) = 1, FALSE)",
+        ),
         # the contains family: Array fields use array operators, JSON paths need an array value
-        ('json_contains(f_json["t"], "x")', f"COALESCE(jsonb_typeof({T}) = 'array' AND {T} @> "
-         "jsonb_build_array('x'::text), FALSE)"),
-        ('JSON_CONTAINS_ALL(f_json["t"], [1, -2])', f"COALESCE(jsonb_typeof({T}) = 'array' AND {T} @> "
-         "jsonb_build_array(1, -2), FALSE)"),
-        ('json_contains_any(f_json["t"], [1, true])', f"COALESCE(jsonb_typeof({T}) = 'array' AND ({T} @> "
-         f"jsonb_build_array(1) OR {T} @> jsonb_build_array(TRUE)), FALSE)"),
+        ('json_contains(f_json["t"], "x")', f"COALESCE(jsonb_typeof({T}) = 'array' AND {T} @> jsonb_build_array('x'::text), FALSE)"),
+        ('JSON_CONTAINS_ALL(f_json["t"], [1, -2])', f"COALESCE(jsonb_typeof({T}) = 'array' AND {T} @> jsonb_build_array(1, -2), FALSE)"),
+        (
+            'json_contains_any(f_json["t"], [1, true])',
+            f"COALESCE(jsonb_typeof({T}) = 'array' AND ({T} @> jsonb_build_array(1) OR {T} @> jsonb_build_array(TRUE)), FALSE)",
+        ),
         ("json_contains(f_array_int, 3)", '3 = ANY("f_array_int")'),
         ("ARRAY_CONTAINS(f_array_int, 3)", '3 = ANY("f_array_int")'),
-        ('array_contains(f_json["t"], 1)', f"COALESCE(jsonb_typeof({T}) = 'array' AND {T} @> "
-         "jsonb_build_array(1), FALSE)"),
+        ('array_contains(f_json["t"], 1)', f"COALESCE(jsonb_typeof({T}) = 'array' AND {T} @> jsonb_build_array(1), FALSE)"),
         # exists and array_length
         ('exists f_json["a"]', f"{AB} IS NOT NULL"),
-        ("EXISTS extra_score", "(\"$meta\" #> '{\"extra_score\"}') IS NOT NULL"),
+        ("EXISTS extra_score", '("$meta" #> \'{"extra_score"}\') IS NOT NULL'),
         ('(exists f_json["a"]) and id > 0', f'({AB} IS NOT NULL AND "id" > 0)'),
         ("array_length(f_array_int) == 3", 'cardinality("f_array_int") = 3'),
         ("1 < ARRAY_LENGTH(f_array_str) <= 3", '(cardinality("f_array_str") > 1 AND cardinality("f_array_str") <= 3)'),
-        ('array_length(f_json["t"]) != 0', f"(CASE WHEN jsonb_typeof({T}) = 'array' THEN jsonb_array_length({T}) "
-         "ELSE 0 END) <> 0"),
+        ('array_length(f_json["t"]) != 0', f"(CASE WHEN jsonb_typeof({T}) = 'array' THEN jsonb_array_length({T}) ELSE 0 END) <> 0"),
     ],
-)  # fmt: skip
+)
 def test_translation(expr: str, sql: str | None) -> None:
     if sql is None:
         with pytest.raises(FilterConversionError):

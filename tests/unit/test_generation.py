@@ -52,11 +52,15 @@ def test_varchar_lengths_patterns_and_enums(all_types: pl.DataFrame) -> None:
 
 
 def test_cardinality_controls_distinct_values() -> None:
-    raw = {"fields": [{"name": "id", "type": "Int64", "is_primary": True},
-                      {"name": "city", "type": "VarChar", "max_length": 64, "cardinality": 37, "pattern": "city"},
-                      {"name": "user", "type": "VarChar", "max_length": 64, "cardinality_ratio": 0.01},
-                      {"name": "n", "type": "Int32", "cardinality": 5, "min": 0, "max": 100},
-                      {"name": "v", "type": "FloatVector", "dim": 4}]}  # fmt: skip
+    raw = {
+        "fields": [
+            {"name": "id", "type": "Int64", "is_primary": True},
+            {"name": "city", "type": "VarChar", "max_length": 64, "cardinality": 37, "pattern": "city"},
+            {"name": "user", "type": "VarChar", "max_length": 64, "cardinality_ratio": 0.01},
+            {"name": "n", "type": "Int32", "cardinality": 5, "min": 0, "max": 100},
+            {"name": "v", "type": "FloatVector", "dim": 4},
+        ]
+    }
     s = parse_schema(raw)
     df = pl.from_arrow(generate_chunk(s.model_dump_json(), 1, 0, 0, ROWS, ROWS))
     assert df["city"].n_unique() <= 37 and df["user"].n_unique() <= 200 and df["user"].n_unique() > 150

@@ -50,23 +50,55 @@ class FakeMilvusRest:
         if action == "get_progress":
             self.polls += 1
             if self.polls <= self.pre_importing:
-                return {"code": 0, "data": {"collectionName": "c", "jobId": body["jobId"], "state": "PreImporting",
-                                            "progress": 10, "importedRows": 0, "totalRows": 0, "fileSize": 0,
-                                            "details": []}}  # fmt: skip
+                return {
+                    "code": 0,
+                    "data": {
+                        "collectionName": "c",
+                        "jobId": body["jobId"],
+                        "state": "PreImporting",
+                        "progress": 10,
+                        "importedRows": 0,
+                        "totalRows": 0,
+                        "fileSize": 0,
+                        "details": [],
+                    },
+                }
             done = self.polls > self.complete_after
             state = "Failed" if self.fail_with else ("Completed" if done else "Importing")
-            detail = {"fileName": self.file_name, "fileSize": 31567874, "importedRows": 3000 if done else 1000,
-                      "progress": 100 if done else 40, "state": state, "totalRows": 3000,
-                      "completeTime": "2024-05-18T02:57:11Z" if done else ""}  # fmt: skip
-            return {"code": 0, "data": {"collectionName": "c", "jobId": body["jobId"], "state": state,
-                                        "progress": detail["progress"], "importedRows": detail["importedRows"],
-                                        "totalRows": 3000, "fileSize": 31567874, "reason": self.fail_with,
-                                        "completeTime": detail["completeTime"], "details": [detail]}}  # fmt: skip
+            detail = {
+                "fileName": self.file_name,
+                "fileSize": 31567874,
+                "importedRows": 3000 if done else 1000,
+                "progress": 100 if done else 40,
+                "state": state,
+                "totalRows": 3000,
+                "completeTime": "2024-05-18T02:57:11Z" if done else "",
+            }
+            return {
+                "code": 0,
+                "data": {
+                    "collectionName": "c",
+                    "jobId": body["jobId"],
+                    "state": state,
+                    "progress": detail["progress"],
+                    "importedRows": detail["importedRows"],
+                    "totalRows": 3000,
+                    "fileSize": 31567874,
+                    "reason": self.fail_with,
+                    "completeTime": detail["completeTime"],
+                    "details": [detail],
+                },
+            }
         if action == "list":
-            return {"code": 0, "data": {"records": [
-                {"collectionName": body["collectionName"], "jobId": JOB, "progress": 100, "state": "Completed"},
-                {"collectionName": "other", "jobId": "7", "progress": 100, "state": "Completed"},
-            ]}}  # fmt: skip
+            return {
+                "code": 0,
+                "data": {
+                    "records": [
+                        {"collectionName": body["collectionName"], "jobId": JOB, "progress": 100, "state": "Completed"},
+                        {"collectionName": "other", "jobId": "7", "progress": 100, "state": "Completed"},
+                    ]
+                },
+            }
         return {"code": 404, "message": f"unknown action {action}"}
 
 
@@ -123,14 +155,11 @@ def test_state_reads_progress_rows_and_files(milvus_rest: tuple[FakeMilvusRest, 
     assert fake.requests[0][0] == "/v2/vectordb/jobs/import/get_progress"
     assert fake.requests[0][2]["jobId"] == JOB  # a string, as Milvus documents it
     assert "authorization" not in fake.requests[0][1]
-    assert (state.state, state.rows, state.files, state.completed, state.failed) == ("Completed", 3000, (FILE,), True,
-                                                                                      False)  # fmt: skip
+    assert (state.state, state.rows, state.files, state.completed, state.failed) == ("Completed", 3000, (FILE,), True, False)
 
 
 @pytest.mark.parametrize("file_name", [f"[{FILE}]", f'id:449839014328146740 paths:"{FILE}" ', FILE])
-def test_listed_jobs_are_matched_to_their_file_whatever_form_milvus_prints(
-    milvus_rest: tuple[FakeMilvusRest, str], file_name: str
-) -> None:
+def test_listed_jobs_are_matched_to_their_file_whatever_form_milvus_prints(milvus_rest: tuple[FakeMilvusRest, str], file_name: str) -> None:
     fake, uri = milvus_rest
     fake.file_name = file_name
     api = RestImportJobs(uri, None)
@@ -154,8 +183,11 @@ def test_a_job_that_never_names_its_files_refuses_the_resume(milvus_rest: tuple[
     fake.pre_importing = 10**6
     ctx = PipelineContext(run_id="adopt")
     started = time.monotonic()
-    with pytest.raises(MilvusImportError, match=rf"import jobs {JOB} \(PreImporting\) of collection 'c' still name "
-                                                r"no files after 1 s.*import them twice"):  # fmt: skip
+    with pytest.raises(
+        MilvusImportError,
+        match=rf"import jobs {JOB} \(PreImporting\) of collection 'c' still name "
+        r"no files after 1 s.*import them twice",
+    ):
         anyio.run(adopt_listed_jobs, ctx, RestImportJobs(uri, None), "c", {FILE}, 1.0, 0.2)
     assert 1.0 <= time.monotonic() - started < 3.0
 
@@ -241,9 +273,7 @@ def test_a_failed_job_raises_with_milvus_reason(milvus_rest: tuple[FakeMilvusRes
         anyio.run(wait_jobs, ctx, RestImportJobs(uri, None), {int(JOB): FILE}, 3000, 0.1)
 
 
-@pytest.mark.parametrize(
-    ("text", "want"), [("v2.3.5-lite", (2, 3)), ("2.4.0-rc.1", (2, 4)), ("2.6.6", (2, 6)), ("unknown", None)]
-)
+@pytest.mark.parametrize(("text", "want"), [("v2.3.5-lite", (2, 3)), ("2.4.0-rc.1", (2, 4)), ("2.6.6", (2, 6)), ("unknown", None)])
 def test_server_versions_parse(text: str, want: tuple[int, int] | None) -> None:
     assert parse_version(text) == want
 

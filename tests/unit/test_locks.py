@@ -31,12 +31,22 @@ def _env() -> dict[str, str]:
 
 
 def test_a_second_process_on_one_run_directory_is_refused(tmp_path: Path) -> None:
-    first = subprocess.Popen(_cli("run", str(SLOW), "--run-dir", str(tmp_path), "--no-progress", "--set", "pause=20"),
-                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    first = subprocess.Popen(
+        _cli("run", str(SLOW), "--run-dir", str(tmp_path), "--no-progress", "--set", "pause=20"),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         run_id = wait_for_event(first, "wait", "task_started", timeout=60)
-        second = subprocess.run(_cli("run", str(SLOW), "--run-dir", str(tmp_path), "--resume", run_id, "--no-progress"),
-                                env=_env(), capture_output=True, text=True, timeout=60)  # fmt: skip
+        second = subprocess.run(
+            _cli("run", str(SLOW), "--run-dir", str(tmp_path), "--resume", run_id, "--no-progress"),
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert second.returncode == 2, second.stderr[-2000:]
         text = " ".join(second.stderr.split())
         assert "is in use by another live process" in text and f"pid {first.pid}" in text

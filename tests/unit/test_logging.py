@@ -72,8 +72,9 @@ for _ in range(10):
 
 def _fork_lines(mode: str) -> int:
     env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
-    done = subprocess.run([sys.executable, "-c", _FORK_WHILE_GRPC_IS_BUSY, mode], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _FORK_WHILE_GRPC_IS_BUSY, mode], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stderr.count("fork_posix.cc")
 
@@ -87,6 +88,5 @@ def test_grpc_fork_lines_are_not_printed_once_logging_is_configured() -> None:
 def test_pgserver_imports_without_the_xdg_runtime_dir_warning() -> None:
     env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
     code = "from task_components.connect import _pgserver; _pgserver()"
-    done = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "XDG_RUNTIME_DIR" not in done.stderr, done.stderr[-2000:]

@@ -92,8 +92,10 @@ def test_large_string_columns_are_found_and_rewritten_with_the_schema_types(tmp_
     assert "data.parquet: title is large_string, not string" in parquet_mismatches(m)
     copy = rewrite_parquet(m, tmp_path / "staged")
     assert parquet_mismatches(Manifest.load(tmp_path / "staged")) == []
-    assert pq.read_table(copy.file_path(copy.files[0])).column("title").to_pylist() == \
-        pq.read_table(m.file_path(m.files[0])).column("title").to_pylist()  # fmt: skip
+    assert (
+        pq.read_table(copy.file_path(copy.files[0])).column("title").to_pylist()
+        == pq.read_table(m.file_path(m.files[0])).column("title").to_pylist()
+    )
 
 
 def test_sample_size_follows_milvus_ingest() -> None:
@@ -101,10 +103,12 @@ def test_sample_size_follows_milvus_ingest() -> None:
 
 
 BAD_DIM = {
-    "schema": {"collection_name": "x", "fields": [{"name": "id", "type": "Int64", "is_primary": True},
-                                                  {"name": "v", "type": "FloatVector", "dim": "eight"}]},
+    "schema": {
+        "collection_name": "x",
+        "fields": [{"name": "id", "type": "Int64", "is_primary": True}, {"name": "v", "type": "FloatVector", "dim": "eight"}],
+    },
     "generation_info": {"format": "parquet"},
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize(

@@ -28,8 +28,12 @@ ORM_NAMES = {"connections", "utility", "Collection", "Partition", "Index"}  # py
 
 
 def _sources() -> list[Path]:
-    found = [p for d in ("task_components", "pipeline", "dag_orchestrator", "config", "bench", "deploy")
-             for p in (ROOT / d).rglob("*.py") if ".venvs" not in p.parts]  # fmt: skip
+    found = [
+        p
+        for d in ("task_components", "pipeline", "dag_orchestrator", "config", "bench", "deploy")
+        for p in (ROOT / d).rglob("*.py")
+        if ".venvs" not in p.parts
+    ]
     return [*found, *ROOT.glob("*.py")]
 
 
@@ -42,8 +46,7 @@ def _orm_imports(path: Path) -> list[str]:
             if (node.module or "").startswith("pymilvus.orm"):
                 hits.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}")
         if isinstance(node, ast.Import):
-            hits += [f"{path.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names
-                     if a.name.startswith("pymilvus.orm")]  # fmt: skip
+            hits += [f"{path.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names if a.name.startswith("pymilvus.orm")]
     return hits
 
 
@@ -69,8 +72,13 @@ def test_the_silenced_names_are_the_legacy_calls_the_module_makes() -> None:
     for node in ast.walk(ast.parse(LEGACY.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ORM_NAMES:
             called.add(f"{node.value.id}.{node.attr}")
-    assert called == {"connections.connect", "connections.disconnect", "utility.do_bulk_insert",
-                      "utility.get_bulk_insert_state", "utility.list_bulk_insert_tasks"}  # fmt: skip
+    assert called == {
+        "connections.connect",
+        "connections.disconnect",
+        "utility.do_bulk_insert",
+        "utility.get_bulk_insert_state",
+        "utility.list_bulk_insert_tasks",
+    }
     assert all(name.replace(".", r"\.") in legacy._KNOWN for name in called)
 
 
@@ -125,9 +133,7 @@ class _VersionMilvus(milvus_pb2_grpc.MilvusServiceServicer):
 
 
 @pytest.mark.parametrize(("version", "kind"), [("", "gRPC"), ("v2.3.5", "gRPC"), ("v2.4.1", "REST")])
-def test_the_job_api_follows_the_server_version_and_a_server_that_will_not_say_gets_the_legacy_one(
-    version: str, kind: str
-) -> None:
+def test_the_job_api_follows_the_server_version_and_a_server_that_will_not_say_gets_the_legacy_one(version: str, kind: str) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     milvus_pb2_grpc.add_MilvusServiceServicer_to_server(_VersionMilvus(version), server)
     port = server.add_insecure_port("127.0.0.1:0")

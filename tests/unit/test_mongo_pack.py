@@ -107,8 +107,7 @@ def test_bad_document_pack_wiring_exits_2(tmp_path: Path) -> None:
     assert "unknown document pack 'ecomerce'; did you mean 'ecommerce'?" in text
     text = _validate(tmp_path, {"u": {"uses": "mongo.seed", "with": {"pack": "ecommerce", "collection": "user"}}})
     assert "has no collection 'user'; did you mean 'users'?" in text
-    text = _validate(tmp_path, {"u": {"uses": "mongo.seed", "with": {"pack": "ecommerce", "collection": "users",
-                                                                     "batch_size": 0}}})  # fmt: skip
+    text = _validate(tmp_path, {"u": {"uses": "mongo.seed", "with": {"pack": "ecommerce", "collection": "users", "batch_size": 0}}})
     assert "field 'with.batch_size'" in text
     orphaned = {
         "users": {"uses": "mongo.seed", "with": {"pack": "ecommerce", "collection": "users"}},

@@ -19,8 +19,7 @@ from task_components.schema.models import FieldType
 def make(tmp: Path, schema: str, rows: int, **partition: object) -> Manifest:
     layout = {k: partition.pop(k) for k in ("partitions", "shards") if k in partition}
     gen = Generate("generate", GenerateParams(schema=schema, total_rows=rows, seed=3, workers=0, **layout))
-    part = Partition("partition", PartitionParams(out=str(tmp / "ds"), **partition), needs=["generate"],
-                     streams_from=["generate"])  # fmt: skip
+    part = Partition("partition", PartitionParams(out=str(tmp / "ds"), **partition), needs=["generate"], streams_from=["generate"])
     result = anyio.run(lambda: Executor().run(DAG("p", [gen, part]), PipelineContext()))
     assert result.ok, {n: t.error for n, t in result.tasks.items()}
     return result.results["partition"]
@@ -66,12 +65,22 @@ def test_partitions_set_partition_key_cardinality(tmp_path: Path) -> None:
 
 
 POLARS = {
-    FieldType.BOOL: pl.Boolean, FieldType.INT8: pl.Int8, FieldType.INT16: pl.Int16, FieldType.INT32: pl.Int32,
-    FieldType.INT64: pl.Int64, FieldType.FLOAT: pl.Float32, FieldType.DOUBLE: pl.Float64, FieldType.VARCHAR: pl.String,
-    FieldType.JSON: pl.String, FieldType.SPARSE_FLOAT_VECTOR: pl.String, FieldType.FLOAT_VECTOR: pl.List(pl.Float32),
-    FieldType.BINARY_VECTOR: pl.List(pl.UInt8), FieldType.FLOAT16_VECTOR: pl.List(pl.UInt8),
-    FieldType.BFLOAT16_VECTOR: pl.List(pl.UInt8), FieldType.INT8_VECTOR: pl.List(pl.Int8),
-}  # fmt: skip
+    FieldType.BOOL: pl.Boolean,
+    FieldType.INT8: pl.Int8,
+    FieldType.INT16: pl.Int16,
+    FieldType.INT32: pl.Int32,
+    FieldType.INT64: pl.Int64,
+    FieldType.FLOAT: pl.Float32,
+    FieldType.DOUBLE: pl.Float64,
+    FieldType.VARCHAR: pl.String,
+    FieldType.JSON: pl.String,
+    FieldType.SPARSE_FLOAT_VECTOR: pl.String,
+    FieldType.FLOAT_VECTOR: pl.List(pl.Float32),
+    FieldType.BINARY_VECTOR: pl.List(pl.UInt8),
+    FieldType.FLOAT16_VECTOR: pl.List(pl.UInt8),
+    FieldType.BFLOAT16_VECTOR: pl.List(pl.UInt8),
+    FieldType.INT8_VECTOR: pl.List(pl.Int8),
+}
 
 
 def test_polars_reads_every_file_with_the_declared_types(tmp_path: Path) -> None:

@@ -30,16 +30,20 @@ from task_components.shadow.filters import to_sql
 @pytest.fixture
 def plugin_types() -> Iterator[CollectionSchema]:
     doc, rate = FieldType.extend("Doc"), FieldType.extend("Rate")
-    register_type(TypeSpec(doc, pa.string(), "jsonb", "JSON", "json", to_milvus=json_objects, equal=eq_json,
-                           family="json"))  # fmt: skip
+    register_type(TypeSpec(doc, pa.string(), "jsonb", "JSON", "json", to_milvus=json_objects, equal=eq_json, family="json"))
     register_type(TypeSpec(rate, pa.float64(), "numeric", "DOUBLE", numpy=np.float64, family="float"))
     try:
-        yield parse_schema({"collection_name": "plugins", "fields": [
-            {"name": "id", "type": "Int64", "is_primary": True},
-            {"name": "doc", "type": "Doc", "nullable": True},
-            {"name": "rate", "type": "Rate"},
-            {"name": "v", "type": "FloatVector", "dim": 2},
-        ]})  # fmt: skip
+        yield parse_schema(
+            {
+                "collection_name": "plugins",
+                "fields": [
+                    {"name": "id", "type": "Int64", "is_primary": True},
+                    {"name": "doc", "type": "Doc", "nullable": True},
+                    {"name": "rate", "type": "Rate"},
+                    {"name": "v", "type": "FloatVector", "dim": 2},
+                ],
+            }
+        )
     finally:
         unregister_type(doc)
         unregister_type(rate)
@@ -51,10 +55,14 @@ def test_a_json_storage_plugin_type_is_an_object_in_json_files_and_json_text_whe
     schema = arrow_schema(plugin_types)
     docs = ['{"a": 1, "b": [true, null]}', None, '{"nested": {"x": "y"}}']
     batch = pa.RecordBatch.from_arrays(
-        [pa.array([1, 2, 3], pa.int64()), pa.array(docs, pa.string()), pa.array([0.5, 1.5, 2.5]),
-         pa.array([[0.0, 1.0]] * 3, pa.list_(pa.float32()))],
+        [
+            pa.array([1, 2, 3], pa.int64()),
+            pa.array(docs, pa.string()),
+            pa.array([0.5, 1.5, 2.5]),
+            pa.array([[0.0, 1.0]] * 3, pa.list_(pa.float32())),
+        ],
         schema=schema,
-    )  # fmt: skip
+    )
     writer = DatasetWriter(tmp_path, schema, fmt="json", threads=1)
     writer.write(batch)
     files = writer.close()
@@ -62,9 +70,7 @@ def test_a_json_storage_plugin_type_is_an_object_in_json_files_and_json_text_whe
     assert [r["doc"] for r in rows] == [{"a": 1, "b": [True, None]}, None, {"nested": {"x": "y"}}]  # not strings
     manifest = Manifest(format="json", schema=plugin_types, files=files, root=str(tmp_path))
     read = read_table(manifest, files[0])
-    assert [None if d is None else json.loads(d) for d in read["doc"].to_pylist()] == [
-        None if d is None else json.loads(d) for d in docs
-    ]
+    assert [None if d is None else json.loads(d) for d in read["doc"].to_pylist()] == [None if d is None else json.loads(d) for d in docs]
 
 
 def test_a_float_family_plugin_type_takes_float_arithmetic_in_shadow_filters(plugin_types: CollectionSchema) -> None:
@@ -73,9 +79,7 @@ def test_a_float_family_plugin_type_takes_float_arithmetic_in_shadow_filters(plu
         to_sql("rate % 2 == 1", plugin_types)
 
 
-def test_a_json_storage_plugin_type_read_from_a_json_data_file_is_json_text(
-    plugin_types: CollectionSchema, tmp_path: Path
-) -> None:
+def test_a_json_storage_plugin_type_read_from_a_json_data_file_is_json_text(plugin_types: CollectionSchema, tmp_path: Path) -> None:
     rows = [{"id": 1, "doc": {"k": [1, 2]}, "rate": 0.5, "v": [0.0, 1.0]}]
     (tmp_path / "rows.json").write_text(json.dumps(rows))  # milvus-ingest's bare list of rows
     entry = FileEntry(path="rows.json", rows=1, bytes=(tmp_path / "rows.json").stat().st_size, sha256="")

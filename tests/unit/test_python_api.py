@@ -177,9 +177,7 @@ def python_streaming() -> dp.Pipeline:
     p = dp.Pipeline("streaming")
     consume = p.step("source.kafka", name="consume", max_records=10_000)
     clean = p.step("standardize", consume, mapping={"CustomerID": "customer_id"}, fields={"email": ["trim", "email"]})
-    checked = p.step(
-        "quality.check", clean, name="quality", rules=[{"name": "id", "type": "not_null", "field": "customer_id"}]
-    )
+    checked = p.step("quality.check", clean, name="quality", rules=[{"name": "id", "type": "not_null", "field": "customer_id"}])
     mongo = p.step("sink.mongodb", checked, name="mongodb", key=["customer_id"])
     out = p.step("sink.kafka", checked, name="kafka_out", key=["customer_id"])
     p.step("sink.dead_letter", consume, clean, checked, mongo, out, name="dead_letter")

@@ -79,9 +79,7 @@ def test_a_run_leaves_the_callers_signal_handlers_in_place(
     assert signal.getsignal(signal.SIGINT) is own_handlers[signal.SIGINT]
 
 
-def test_an_asyncio_apps_loop_handler_survives_run_async(
-    tmp_path: Path, own_handlers: dict[signal.Signals, Any]
-) -> None:
+def test_an_asyncio_apps_loop_handler_survives_run_async(tmp_path: Path, own_handlers: dict[signal.Signals, Any]) -> None:
     async def main() -> list[str]:
         got: list[str] = []
         loop = asyncio.get_running_loop()
@@ -98,9 +96,7 @@ def test_an_asyncio_apps_loop_handler_survives_run_async(
     assert asyncio.run(main()) == ["app"]
 
 
-def test_ctrl_c_raises_keyboard_interrupt_after_the_report(
-    tmp_path: Path, own_handlers: dict[signal.Signals, Any]
-) -> None:
+def test_ctrl_c_raises_keyboard_interrupt_after_the_report(tmp_path: Path, own_handlers: dict[signal.Signals, Any]) -> None:
     async def interrupts(ctx: dp.PipelineContext) -> None:
         os.kill(os.getpid(), signal.SIGINT)
         await anyio.sleep(30)
@@ -172,9 +168,14 @@ def test_pipeline_settings_the_run_would_reject_fail_the_build(make: Any, field:
 
 @pytest.mark.parametrize(
     ("options", "field"),
-    [({"retries": -1}, "retries"), ({"retries": 2, "retry_delay": -1}, "retry_delay"), ({"timeout": 0}, "timeout"),
-     ({"retries": 1.5}, "retries"), ({"kind": ""}, "kind")],
-)  # fmt: skip
+    [
+        ({"retries": -1}, "retries"),
+        ({"retries": 2, "retry_delay": -1}, "retry_delay"),
+        ({"timeout": 0}, "timeout"),
+        ({"retries": 1.5}, "retries"),
+        ({"kind": ""}, "kind"),
+    ],
+)
 def test_bad_options_are_pipeline_errors(options: dict[str, Any], field: str) -> None:
     for source in ("demo.sleep", one):
         p = dp.Pipeline("x")

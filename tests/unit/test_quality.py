@@ -69,8 +69,7 @@ def test_a_reason_quotes_a_huge_value_shortened() -> None:
 
 
 def test_a_rule_that_raises_on_a_value_rejects_that_record_not_the_batch() -> None:
-    stage = QualityStage(QualityParams.model_validate(
-        {"rules": [{"name": "code", "type": "pattern", "field": "c", "pattern": "[a-z]+"}]}))  # fmt: skip
+    stage = QualityStage(QualityParams.model_validate({"rules": [{"name": "code", "type": "pattern", "field": "c", "pattern": "[a-z]+"}]}))
     batch = StreamBatch(0, [StreamRecord("t", 0, i, b"", {"c": c}, f"c{i}") for i, c in enumerate(["ok", "\ud800"])])
     stage.processor()(batch)
     assert batch.records[0].rejection is None
@@ -149,9 +148,18 @@ def test_expression_language(source: str, record: dict[str, Any], want: Any) -> 
 
 @pytest.mark.parametrize(
     "source",
-    ["__import__('os').system('true')", "x.__class__", "x[0]", "(lambda: 1)()", "open('f')", "[a for a in b]",
-     "f'{x}'", "x := 1", "len(x, key=1)"],
-)  # fmt: skip
+    [
+        "__import__('os').system('true')",
+        "x.__class__",
+        "x[0]",
+        "(lambda: 1)()",
+        "open('f')",
+        "[a for a in b]",
+        "f'{x}'",
+        "x := 1",
+        "len(x, key=1)",
+    ],
+)
 def test_expression_refuses_anything_but_the_whitelist(source: str) -> None:
     with pytest.raises(ExpressionError):
         Expression(source)
@@ -172,8 +180,9 @@ def _stage(**params: Any) -> Any:
 
 
 def test_rules_reject_with_the_rule_name_and_the_first_failure_wins() -> None:
-    process = _stage(rules=[{"name": "has_a", "type": "not_null", "field": "a"},
-                            {"name": "small_a", "type": "range", "field": "a", "max": 5}])  # fmt: skip
+    process = _stage(
+        rules=[{"name": "has_a", "type": "not_null", "field": "a"}, {"name": "small_a", "type": "range", "field": "a", "max": 5}]
+    )
     batch = _batch(0, {"a": 1}, {}, {"a": 9})
     process(batch)
     assert [r.rejection and r.rejection.rule for r in batch.records] == [None, "has_a", "small_a"]
@@ -207,8 +216,7 @@ def test_window_forgets_old_keys() -> None:
 
 
 def test_threshold_fails_the_batch_above_the_share_and_counts_earlier_rejections() -> None:
-    process = _stage(rules=[{"name": "has_a", "type": "not_null", "field": "a"}], max_invalid_share=0.5,
-                     threshold_min_records=4)  # fmt: skip
+    process = _stage(rules=[{"name": "has_a", "type": "not_null", "field": "a"}], max_invalid_share=0.5, threshold_min_records=4)
     ok = _batch(0, {"a": 1}, {"a": 1}, {}, {})  # 50%: not above
     process(ok)
     bad = _batch(1, {"a": 1}, {}, {}, None)  # None: rejected earlier (decode): counts too
@@ -247,7 +255,5 @@ def test_a_pattern_with_ascii_only_classes_is_accepted_with_a_warning() -> None:
         rule({"name": "u", "type": "pattern", "field": "c", "pattern": r"[\p{L}\s]+"})  # already Unicode-aware
         rule({"name": "e", "type": "pattern", "field": "c", "pattern": r"[a-z]+\\w"})  # an escaped backslash
     assert "does not match" in (r.failure({"c": "café 1"}) or "")  # RE2's \w is ASCII: the reason for the warning
-    assert [(e["event"], e["log_level"], e["classes"]) for e in logs] == [
-        ("pattern_ascii_classes", "warning", ["\\w", "\\s", "\\d"])
-    ]
+    assert [(e["event"], e["log_level"], e["classes"]) for e in logs] == [("pattern_ascii_classes", "warning", ["\\w", "\\s", "\\d"])]
     assert "\\p{L}" in logs[0]["hint"]

@@ -22,10 +22,16 @@ def _readme_block() -> str:
 
 def _shape(dag: DAG) -> dict[str, Any]:
     return {
-        t.name: (getattr(t, "component", ""), sorted(t.needs), sorted(t.streams_from), t.retry.attempts, t.timeout,
-                 getattr(t, "params", None))
+        t.name: (
+            getattr(t, "component", ""),
+            sorted(t.needs),
+            sorted(t.streams_from),
+            t.retry.attempts,
+            t.timeout,
+            getattr(t, "params", None),
+        )
         for t in dag
-    }  # fmt: skip
+    }
 
 
 def test_the_readme_python_block_builds_the_quickstart_yaml() -> None:

@@ -103,9 +103,7 @@ def test_a_dead_letter_fits_whatever_the_escaping_of_its_original(raw: bytes) ->
     """600 kB of control bytes escaped as \\u0001 made a 3,000,244-byte dead letter: refused by Kafka, every restart."""
     p = DeadLetterParams(max_original_bytes=500_000)
     reason = "\x02" * 10_000  # a reason quoting control characters
-    rec = StreamRecord(
-        "in", 0, 1, raw, None, "\x03" * 200, key=b"\x04" * 4096, rejection=Rejection("decode", "json", reason)
-    )
+    rec = StreamRecord("in", 0, 1, raw, None, "\x03" * 200, key=b"\x04" * 4096, rejection=Rejection("decode", "json", reason))
     key, body, headers = dead_letter(rec, p.max_original_bytes)
     size = len(body) + len(key or b"") + sum(len(k) + len(v) for k, v in headers)
     assert size <= dead_letter_bound(p.max_original_bytes) <= p.max_request_bytes, size
@@ -244,9 +242,7 @@ async def test_a_batch_the_broker_refuses_is_sent_again_one_at_a_time_and_only_t
     with pytest.raises(RecordsRefused) as refused:
         await KafkaWriter(producer, "out", KafkaSinkParams(key=["id"])).write(records)
     assert refused.value.written == 4
-    assert sorted((f.record.offset, f.rule) for f in refused.value.refused) == [
-        (2, "too_large"), (5, "encode"), (6, "too_large")
-    ]  # fmt: skip
+    assert sorted((f.record.offset, f.rule) for f in refused.value.refused) == [(2, "too_large"), (5, "encode"), (6, "too_large")]
     assert [json.loads(v)["id"] for v in producer.accepted] == [0, 1, 3, 4]
 
 
@@ -264,8 +260,7 @@ class FakeCollection:
         docs = [op._doc for op in ops]
         if self.driver_refuses and any(self.driver_refuses in d for d in docs):
             raise ValueError(f"the driver refuses {self.driver_refuses}")
-        errors = [{"index": i, "code": self.codes[d["id"]], "errmsg": "no"} for i, d in enumerate(docs)
-                  if d["id"] in self.codes]  # fmt: skip
+        errors = [{"index": i, "code": self.codes[d["id"]], "errmsg": "no"} for i, d in enumerate(docs) if d["id"] in self.codes]
         self.written += [d["id"] for d in docs if d["id"] not in self.codes]
         if errors:
             raise BulkWriteError({"writeErrors": errors, "writeConcernErrors": [], "nInserted": 0})

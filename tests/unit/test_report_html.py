@@ -19,18 +19,35 @@ T0 = 1_700_000_000.0
 def task(state: str = "succeeded", spans: list[tuple[float, float]] | None = None, **kw: Any) -> dict[str, Any]:
     spans = spans if spans is not None else [(T0, T0 + 1)]
     return {
-        "state": state, "attempts": len(spans), "attempt_times": [list(s) for s in spans],
-        "started_at": spans[0][0] if spans else None, "ended_at": spans[-1][1] if spans else None,
-        "ready_at": spans[0][0] - 0.5 if spans else None, "error": None, "resumed": False, **kw,
-    }  # fmt: skip
+        "state": state,
+        "attempts": len(spans),
+        "attempt_times": [list(s) for s in spans],
+        "started_at": spans[0][0] if spans else None,
+        "ended_at": spans[-1][1] if spans else None,
+        "ready_at": spans[0][0] - 0.5 if spans else None,
+        "error": None,
+        "resumed": False,
+        **kw,
+    }
 
 
 def small_report() -> dict[str, Any]:
     return {
-        "run_id": "r1", "dag": "demo", "pipeline": "demo", "state": "failed", "reason": None,
-        "started_at": T0, "ended_at": T0 + 5,
-        "params": {"rows": 10, "api_token": "hunter2", "db": {"postgres_dsn": "postgresql://u:pw@x/db"},
-                   "S3_SECRET_KEY": "abc123", "mongo_uri": "mongodb://u:pw@h", "connection_string": "cs-value"},
+        "run_id": "r1",
+        "dag": "demo",
+        "pipeline": "demo",
+        "state": "failed",
+        "reason": None,
+        "started_at": T0,
+        "ended_at": T0 + 5,
+        "params": {
+            "rows": 10,
+            "api_token": "hunter2",
+            "db": {"postgres_dsn": "postgresql://u:pw@x/db"},
+            "S3_SECRET_KEY": "abc123",
+            "mongo_uri": "mongodb://u:pw@h",
+            "connection_string": "cs-value",
+        },
         "tasks": {
             "gen": task(spans=[(T0, T0 + 1)]),
             "flaky": task(spans=[(T0 + 1, T0 + 1.5), (T0 + 2, T0 + 3)], retry_errors=["OSError: net down"]),
@@ -38,9 +55,12 @@ def small_report() -> dict[str, Any]:
             "later": task("skipped", spans=[], error="skipped: upstream task 'bad' did not succeed"),
         },
         "summary": {"gen": {"rows": 1234567, "files": 3}},
-        "edges": [{"from": "gen", "to": "flaky", "stream": True}, {"from": "gen", "to": "bad", "stream": False},
-                  {"from": "bad", "to": "later", "stream": False}],
-    }  # fmt: skip
+        "edges": [
+            {"from": "gen", "to": "flaky", "stream": True},
+            {"from": "gen", "to": "bad", "stream": False},
+            {"from": "bad", "to": "later", "stream": False},
+        ],
+    }
 
 
 def test_one_bar_per_attempt_one_node_per_task_and_a_stream_edge() -> None:

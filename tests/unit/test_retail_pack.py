@@ -53,8 +53,13 @@ def test_dimensions_resolve_and_stores_only_where_a_dc_serves(out: Path) -> None
     assert (same_state["state"] == same_state["geo_state"]).all()
     assert (stores["open_hour"] < stores["close_hour"]).all()
     assert set(customers["segment"].unique()) == {"budget", "family", "premium", "convenience"}
-    for table, key in [("geographies", "geography_id"), ("stores", "store_id"), ("customers", "customer_id"),
-                       ("products", "product_id"), ("trucks", "truck_id")]:  # fmt: skip
+    for table, key in [
+        ("geographies", "geography_id"),
+        ("stores", "store_id"),
+        ("customers", "customer_id"),
+        ("products", "product_id"),
+        ("trucks", "truck_id"),
+    ]:
         assert dim(out, table)[key].is_unique().all(), table
 
 
@@ -94,23 +99,35 @@ def test_every_fact_foreign_key_resolves_and_keys_are_unique(out: Path) -> None:
     online, moves = fact(out, "online_orders"), fact(out, "truck_moves")
     store_tx, dc_tx = fact(out, "store_inventory_txn"), fact(out, "dc_inventory_txn")
     checks = [
-        (receipts, "store_id", stores, "store_id"), (receipts, "customer_id", customers, "customer_id"),
-        (lines, "receipt_id", receipts, "receipt_id"), (lines, "product_id", products, "product_id"),
+        (receipts, "store_id", stores, "store_id"),
+        (receipts, "customer_id", customers, "customer_id"),
+        (lines, "receipt_id", receipts, "receipt_id"),
+        (lines, "product_id", products, "product_id"),
         (fact(out, "foot_traffic"), "store_id", stores, "store_id"),
-        (online, "customer_id", customers, "customer_id"), (online, "product_id", products, "product_id"),
-        (online, "dc_id", dcs, "dc_id"), (moves, "truck_id", trucks, "truck_id"), (moves, "dc_id", dcs, "dc_id"),
+        (online, "customer_id", customers, "customer_id"),
+        (online, "product_id", products, "product_id"),
+        (online, "dc_id", dcs, "dc_id"),
+        (moves, "truck_id", trucks, "truck_id"),
+        (moves, "dc_id", dcs, "dc_id"),
         (moves, "store_id", stores, "store_id"),
         (store_tx, "location_id", stores.rename({"store_id": "location_id"}), "location_id"),
         (store_tx, "product_id", products, "product_id"),
         (dc_tx, "location_id", dcs.rename({"dc_id": "location_id"}), "location_id"),
         (dc_tx, "product_id", products, "product_id"),
-        (moves, "shipment_id", store_tx, "shipment_id"), (store_tx, "shipment_id", moves, "shipment_id"),
-    ]  # fmt: skip
+        (moves, "shipment_id", store_tx, "shipment_id"),
+        (store_tx, "shipment_id", moves, "shipment_id"),
+    ]
     for child, col, parent, key in checks:
         assert orphans(child, col, parent, key) == 0, (col, key)
     assert receipts.height > 5000 and lines.height > receipts.height
-    for df, key in [(receipts, ["receipt_id"]), (lines, ["receipt_id", "line_no"]), (online, ["order_id"]),
-                    (moves, ["move_id"]), (store_tx, ["txn_id"]), (dc_tx, ["txn_id"])]:  # fmt: skip
+    for df, key in [
+        (receipts, ["receipt_id"]),
+        (lines, ["receipt_id", "line_no"]),
+        (online, ["order_id"]),
+        (moves, ["move_id"]),
+        (store_tx, ["txn_id"]),
+        (dc_tx, ["txn_id"]),
+    ]:
         assert df.select(key).is_unique().all(), key
 
 
@@ -233,10 +250,14 @@ def test_ble_pings_belong_to_loyalty_visits_before_their_receipt(out: Path) -> N
     assert orphans(pings, "receipt_id", receipts, "receipt_id") == 0
     assert orphans(pings, "customer_id", customers, "customer_id") == 0
     assert pings["ping_id"].is_unique().all() and pings.height > receipts.height // 2
-    j = (pings.join(receipts.select("receipt_id", pl.col("customer_id").alias("buyer"), pl.col("store_id").alias("at"),
-                                    pl.col("ts").alias("paid")), on="receipt_id")
-         .join(customers.select("customer_id", "loyalty_member"), on="customer_id")
-         .join(stores.select("store_id", "open_hour"), on="store_id"))  # fmt: skip
+    j = (
+        pings.join(
+            receipts.select("receipt_id", pl.col("customer_id").alias("buyer"), pl.col("store_id").alias("at"), pl.col("ts").alias("paid")),
+            on="receipt_id",
+        )
+        .join(customers.select("customer_id", "loyalty_member"), on="customer_id")
+        .join(stores.select("store_id", "open_hour"), on="store_id")
+    )
     assert j.height == pings.height and j["loyalty_member"].all()
     assert (j["customer_id"] == j["buyer"]).all() and (j["store_id"] == j["at"]).all()
     assert (j["ts"] <= j["paid"]).all() and ((j["paid"] - j["ts"]).dt.total_seconds() < 1200).all()
@@ -255,14 +276,16 @@ def test_campaign_conversions_are_targeted_receipts_during_the_campaign(out: Pat
     assert orphans(conv, "receipt_id", receipts, "receipt_id") == 0
     assert conv.height > 0
     buyers = receipts.select("receipt_id", pl.col("customer_id").alias("buyer"), "total_cents")
-    j = (conv.join(campaigns.drop("dt"), on="campaign_id").join(customers.select("customer_id", "segment"),
-                                                                on="customer_id").join(buyers, on="receipt_id"))
+    j = (
+        conv.join(campaigns.drop("dt"), on="campaign_id")
+        .join(customers.select("customer_id", "segment"), on="customer_id")
+        .join(buyers, on="receipt_id")
+    )
     assert (j["segment"] == j["target_segment"]).all() and (j["customer_id"] == j["buyer"]).all()
     assert (j["ts"].dt.date() >= j["start_date"]).all() and (j["ts"].dt.date() <= j["end_date"]).all()
     assert (j["revenue_cents"] == j["total_cents"]).all()
     keys = ["campaign_id", "day"]
-    counted = conv.group_by("campaign_id", pl.col("dt").alias("day")).agg(pl.len().alias("n"),
-                                                                          pl.col("revenue_cents").sum())
+    counted = conv.group_by("campaign_id", pl.col("dt").alias("day")).agg(pl.len().alias("n"), pl.col("revenue_cents").sum())
     assert counted.join(daily, on=keys, how="anti").height == 0, "every conversion's campaign-day has a marketing row"
     d = daily.join(counted, on=keys, how="left").with_columns(pl.col("n", "revenue_cents").fill_null(0))
     assert (d["conversions"] == d["n"]).all() and (d["conversion_revenue_cents"] == d["revenue_cents"]).all()

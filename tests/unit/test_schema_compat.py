@@ -49,10 +49,11 @@ def test_fields_only_list_is_a_schema_named_after_its_file(tmp_path: Path) -> No
 BAD_DEFAULTS = [
     ({**PK, "default_value": 1}, "field 'id': a primary key cannot have a default_value"),
     ({"name": "j", "type": "JSON", "default_value": {}}, "field 'j': JSON fields cannot have a default_value"),
-    ({"name": "a", "type": "Array", "element_type": "Int64", "max_capacity": 2, "default_value": [1]},
-     "field 'a': Array fields cannot have a default_value"),
-    ({"name": "w", "type": "FloatVector", "dim": 2, "default_value": [0, 0]},
-     "field 'w': FloatVector fields cannot have a default_value"),
+    (
+        {"name": "a", "type": "Array", "element_type": "Int64", "max_capacity": 2, "default_value": [1]},
+        "field 'a': Array fields cannot have a default_value",
+    ),
+    ({"name": "w", "type": "FloatVector", "dim": 2, "default_value": [0, 0]}, "field 'w': FloatVector fields cannot have a default_value"),
     ({"name": "b", "type": "Bool", "default_value": "yes"}, "field 'b': default_value of a Bool field must be true"),
     ({"name": "i", "type": "Int32", "default_value": True}, "default_value of an Int32 field must be an int"),
     ({"name": "i", "type": "Int8", "default_value": 200}, "field 'i': default_value 200 does not fit Int8"),
@@ -62,10 +63,12 @@ BAD_DEFAULTS = [
     ({"name": "s", "type": "VarChar", "max_length": 3, "default_value": 3}, "must be a string, got int 3"),
     ({"name": "s", "type": "VarChar", "max_length": 3, "force_all_default": True}, "force_all_default needs a defau"),
     ({"name": "s", "type": "VarChar", "max_length": 3, "force_all_null": True}, 'force_all_null needs "nullable"'),
-    ({"name": "s", "type": "Int8", "nullable": True, "default_value": 1, "force_all_null": True,
-      "force_all_default": True}, "exclude each other"),
+    (
+        {"name": "s", "type": "Int8", "nullable": True, "default_value": 1, "force_all_null": True, "force_all_default": True},
+        "exclude each other",
+    ),
     ({"name": "j", "type": "JSON", "cardinality_ratio": 0.5}, "cardinality_ratio/cardinality apply to scalar"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("field", "message"), BAD_DEFAULTS)
@@ -83,8 +86,12 @@ def test_unknown_key_still_fails_naming_it() -> None:
 
 
 def test_default_value_lands_in_about_30_percent_of_non_null_rows() -> None:
-    batch = rows(schema({"name": "s", "type": "VarChar", "max_length": 20, "nullable": True, "default_value": "dflt"},
-                        {"name": "n", "type": "Double", "default_value": 2}))  # fmt: skip
+    batch = rows(
+        schema(
+            {"name": "s", "type": "VarChar", "max_length": 20, "nullable": True, "default_value": "dflt"},
+            {"name": "n", "type": "Double", "default_value": 2},
+        )
+    )
     s, n = batch.column("s").to_pylist(), batch.column("n").to_pylist()
     nulls, defaults = s.count(None), s.count("dflt")
     assert 100 < nulls < 300, nulls  # 10% nulls, and the default never replaces a null
@@ -93,13 +100,15 @@ def test_default_value_lands_in_about_30_percent_of_non_null_rows() -> None:
 
 
 def test_force_all_default_and_force_all_null_cover_every_row() -> None:
-    batch = rows(schema(
-        {"name": "st", "type": "VarChar", "max_length": 9, "default_value": "on", "force_all_default": True},
-        {"name": "p", "type": "Int16", "default_value": -3, "force_all_default": True},
-        {"name": "b", "type": "Bool", "default_value": False, "force_all_default": True},
-        {"name": "o", "type": "Float", "nullable": True, "force_all_null": True},
-        {"name": "j", "type": "JSON", "nullable": True, "force_all_null": True},
-    ))  # fmt: skip
+    batch = rows(
+        schema(
+            {"name": "st", "type": "VarChar", "max_length": 9, "default_value": "on", "force_all_default": True},
+            {"name": "p", "type": "Int16", "default_value": -3, "force_all_default": True},
+            {"name": "b", "type": "Bool", "default_value": False, "force_all_default": True},
+            {"name": "o", "type": "Float", "nullable": True, "force_all_null": True},
+            {"name": "j", "type": "JSON", "nullable": True, "force_all_null": True},
+        )
+    )
     assert set(batch.column("st").to_pylist()) == {"on"}
     assert set(batch.column("p").to_pylist()) == {-3}
     assert set(batch.column("b").to_pylist()) == {False}
@@ -108,8 +117,12 @@ def test_force_all_default_and_force_all_null_cover_every_row() -> None:
 
 @pytest.mark.parametrize(("ratio", "want"), [(0.01, 20), (0.0, 1), (0.0004, 1), (0.0126, 25)])
 def test_cardinality_ratio_is_int_of_rows_times_ratio(ratio: float, want: int) -> None:
-    batch = rows(schema({"name": "s", "type": "VarChar", "max_length": 30, "cardinality_ratio": ratio},
-                        {"name": "i", "type": "Int64", "cardinality_ratio": ratio}))  # fmt: skip
+    batch = rows(
+        schema(
+            {"name": "s", "type": "VarChar", "max_length": 30, "cardinality_ratio": ratio},
+            {"name": "i", "type": "Int64", "cardinality_ratio": ratio},
+        )
+    )
     for col in ("s", "i"):
         distinct = len(set(batch.column(col).to_pylist()))
         assert 1 <= distinct <= want and distinct >= min(want, 0.8 * want), (col, distinct, want)
@@ -192,8 +205,14 @@ def test_schema_help_documents_every_type_and_key() -> None:
 
 
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd, stdin=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run_pipeline.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_bad_key_in_a_schema_file_exits_2_naming_file_field_and_key(tmp_path: Path) -> None:

@@ -21,30 +21,48 @@ from task_components.shadow.export import arrow_batch
 from task_components.shadow.sides import Shadow
 from task_components.shadow.tracker import KeyStateTracker
 
-SCHEMA = parse_schema({
-    "collection_name": "compare_unit", "enable_dynamic_field": True,
-    "fields": [{"name": "id", "type": "Int64", "is_primary": True},
-               {"name": "name", "type": "VarChar", "max_length": 16, "nullable": True},
-               {"name": "score", "type": "Float"},
-               {"name": "meta", "type": "JSON"},
-               {"name": "bits", "type": "BinaryVector", "dim": 16},
-               {"name": "emb", "type": "FloatVector", "dim": 3}],
-})  # fmt: skip
+SCHEMA = parse_schema(
+    {
+        "collection_name": "compare_unit",
+        "enable_dynamic_field": True,
+        "fields": [
+            {"name": "id", "type": "Int64", "is_primary": True},
+            {"name": "name", "type": "VarChar", "max_length": 16, "nullable": True},
+            {"name": "score", "type": "Float"},
+            {"name": "meta", "type": "JSON"},
+            {"name": "bits", "type": "BinaryVector", "dim": 16},
+            {"name": "emb", "type": "FloatVector", "dim": 3},
+        ],
+    }
+)
 FIELDS = [f for f in SCHEMA.fields if not f.is_primary]
 
 
 def milvus_row(i: int, **change: object) -> dict[str, object]:
     """A row as pymilvus returns it: JSON as objects, binary vectors wrapped, dynamic keys flattened."""
-    row = {"id": i, "name": f"n{i}", "score": i / 3, "meta": {"k": i}, "bits": [bytes([i, 255 - i])],
-           "emb": [i * 0.1, 0.5, 1.0], "extra": i}  # fmt: skip
+    row = {
+        "id": i,
+        "name": f"n{i}",
+        "score": i / 3,
+        "meta": {"k": i},
+        "bits": [bytes([i, 255 - i])],
+        "emb": [i * 0.1, 0.5, 1.0],
+        "extra": i,
+    }
     return {**row, **change}
 
 
 def pg_row(i: int, **change: object) -> dict[str, object]:
     """The same row as asyncpg returns it from the shadow table: jsonb text, bytea, real[] and $meta."""
-    row = {"id": i, "name": f"n{i}", "score": float(np.float32(i / 3)), "meta": json.dumps({"k": i}),
-           "bits": bytes([i, 255 - i]), "emb": [float(np.float32(i * 0.1)), 0.5, 1.0],
-           "$meta": json.dumps({"extra": i})}  # fmt: skip
+    row = {
+        "id": i,
+        "name": f"n{i}",
+        "score": float(np.float32(i / 3)),
+        "meta": json.dumps({"k": i}),
+        "bits": bytes([i, 255 - i]),
+        "emb": [float(np.float32(i * 0.1)), 0.5, 1.0],
+        "$meta": json.dumps({"extra": i}),
+    }
     return {**row, **change}
 
 
@@ -179,9 +197,19 @@ def test_shadow_keys_filters_and_fields() -> None:
     assert not shadow.dynamic(["name"]) and shadow.dynamic()
     with pytest.raises(FilterConversionError):
         shadow.where("id ~ 3")
-    text = Shadow("c", parse_schema({"collection_name": "c", "fields": [
-        {"name": "pk", "type": "VarChar", "max_length": 8, "is_primary": True},
-        {"name": "v", "type": "FloatVector", "dim": 2}]}), "shadow_c")  # fmt: skip
+    text = Shadow(
+        "c",
+        parse_schema(
+            {
+                "collection_name": "c",
+                "fields": [
+                    {"name": "pk", "type": "VarChar", "max_length": 8, "is_primary": True},
+                    {"name": "v", "type": "FloatVector", "dim": 2},
+                ],
+            }
+        ),
+        "shadow_c",
+    )
     assert text.pk_in(['a"b', "c\\d"]) == 'pk in ["a\\"b", "c\\\\d"]'  # quotes escaped: never a malformed filter
 
 
@@ -238,8 +266,9 @@ class Pages:
         self.keys: list[Any] = sorted(keys)
         self.calls: list[tuple[str, str | None]] = []
 
-    def query(self, collection: str, filter: str, output_fields: list[str], consistency_level: str,
-              limit: int | None = None, **_: object) -> list[dict[str, Any]]:  # fmt: skip
+    def query(
+        self, collection: str, filter: str, output_fields: list[str], consistency_level: str, limit: int | None = None, **_: object
+    ) -> list[dict[str, Any]]:
         self.calls.append((filter, consistency_level if limit is None else None))
         if output_fields == ["count(*)"]:
             return [{"count(*)": len(self.keys)}]

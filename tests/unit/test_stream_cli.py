@@ -33,8 +33,21 @@ def test_bad_flags_exit_2_with_one_line(args: list[str], message: str, tmp_path:
 def test_console_output_is_exactly_the_generated_records(tmp_path: Path) -> None:
     import pipeline.stream_cli  # noqa: F401
 
-    args = ["produce-test-data", "--output", "console", "--total", "50", "--rate", "0", "--seed", "5",
-            "--pattern", "valid", "--run-dir", str(tmp_path)]  # fmt: skip
+    args = [
+        "produce-test-data",
+        "--output",
+        "console",
+        "--total",
+        "50",
+        "--rate",
+        "0",
+        "--seed",
+        "5",
+        "--pattern",
+        "valid",
+        "--run-dir",
+        str(tmp_path),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -44,9 +57,7 @@ def test_console_output_is_exactly_the_generated_records(tmp_path: Path) -> None
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_streaming_file_without_configuration_exits_2_naming_the_setting(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_streaming_file_without_configuration_exits_2_naming_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from config.settings import get_settings
 
     for var in ("KAFKA__BOOTSTRAP_SERVERS", "MONGODB__CONNECTION_STRING", "MONGODB__URI"):
@@ -65,8 +76,9 @@ def test_streaming_file_without_configuration_exits_2_naming_the_setting(
 def test_a_streaming_source_without_a_dead_letter_sink_is_rejected_by_validate(tmp_path: Path) -> None:
     text = (ROOT / "pipelines" / "streaming.yaml").read_text()
     broken = tmp_path / "no_dlq.yaml"
-    broken.write_text(text.replace("needs: [consume, standardize, quality, mongodb, kafka_out]",
-                                   "needs: [standardize, quality, mongodb, kafka_out]"))  # fmt: skip
+    broken.write_text(
+        text.replace("needs: [consume, standardize, quality, mongodb, kafka_out]", "needs: [standardize, quality, mongodb, kafka_out]")
+    )
     result = CliRunner().invoke(app, ["validate", str(broken)])
     assert result.exit_code == 2, result.output
     output = " ".join(result.output.split())
@@ -96,8 +108,7 @@ def test_managed_kafka_credentials_mean_sasl_ssl_and_never_print() -> None:
     from config.settings import Settings
     from task_components.connect import kafka_options
 
-    settings = Settings.model_validate({"kafka": {"bootstrap_servers": "broker:9092", "api_key": "KEY",
-                                                  "api_secret": "SECRET"}})  # fmt: skip
+    settings = Settings.model_validate({"kafka": {"bootstrap_servers": "broker:9092", "api_key": "KEY", "api_secret": "SECRET"}})
     opts = kafka_options(settings)
     assert opts["security_protocol"] == "SASL_SSL" and opts["sasl_mechanism"] == "PLAIN"
     assert (opts["sasl_plain_username"], opts["sasl_plain_password"]) == ("KEY", "SECRET")
@@ -142,9 +153,7 @@ def test_validate_refuses_a_pattern_re2_cannot_run_with_exit_2(tmp_path: Path, p
     import yaml
 
     spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "pipelines" / "streaming.yaml").read_text())
-    spec["tasks"]["quality"]["with"]["rules"].append(
-        {"name": "twice", "type": "pattern", "field": "x", "pattern": pattern}
-    )
+    spec["tasks"]["quality"]["with"]["rules"].append({"name": "twice", "type": "pattern", "field": "x", "pattern": pattern})
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(spec))
     result = CliRunner().invoke(app, ["validate", str(path)])

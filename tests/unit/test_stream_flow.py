@@ -51,9 +51,7 @@ class _Source(Component[NoParams]):
         ledger = AckLedger(RetrySettings(retry_count=1, retry_delay=0.01), CircuitBreaker(threshold=1), on_done=done)
         async with open_ledger(ctx, ledger):
             for seq in range(BATCHES):
-                records = [
-                    StreamRecord("in", 0, n, b"{}", {"n": n}, f"cid-{n}") for n in range(seq * SIZE, (seq + 1) * SIZE)
-                ]
+                records = [StreamRecord("in", 0, n, b"{}", {"n": n}, f"cid-{n}") for n in range(seq * SIZE, (seq + 1) * SIZE)]
                 ledger.hold(seq, 1)
                 await pass_on(ctx, Flowing(StreamBatch(seq, records), ledger, []))
                 ledger.release(seq)
@@ -129,12 +127,15 @@ class _Dead(StreamDeadLetters[NoParams]):
 
 
 def _dag() -> DAG:
-    return DAG("flow", [
-        _Source("source"),
-        _Stage("stage", needs=["source"], streams_from=["source"]),
-        _Sink("store", needs=["stage"], streams_from=["stage"]),
-        _Dead("dead", needs=["source", "stage", "store"], streams_from=["source", "stage", "store"]),
-    ])  # fmt: skip
+    return DAG(
+        "flow",
+        [
+            _Source("source"),
+            _Stage("stage", needs=["source"], streams_from=["source"]),
+            _Sink("store", needs=["stage"], streams_from=["stage"]),
+            _Dead("dead", needs=["source", "stage", "store"], streams_from=["source", "stage", "store"]),
+        ],
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -94,11 +94,14 @@ async def test_the_source_with_no_reader_refuses_to_start() -> None:
 
 
 async def test_rejects_no_dead_letter_sink_wrote_are_never_acknowledged() -> None:
-    dag = DAG("no_dead", [
-        flow._Source("source"),
-        flow._Stage("stage", needs=["source"], streams_from=["source"]),
-        _Fast("store", needs=["stage"], streams_from=["stage"]),
-    ])  # fmt: skip
+    dag = DAG(
+        "no_dead",
+        [
+            flow._Source("source"),
+            flow._Stage("stage", needs=["source"], streams_from=["source"]),
+            _Fast("store", needs=["stage"], streams_from=["stage"]),
+        ],
+    )
     flow.fail_batch = None
     with anyio.fail_after(30):
         result = await Executor(policy=FailurePolicy.CONTINUE).run(dag)
@@ -116,11 +119,14 @@ def test_only_a_stage_is_refused_its_valid_records_would_reach_no_sink(tmp_path:
 
 
 async def test_a_stage_no_task_reads_refuses_to_start_and_stops_the_source() -> None:
-    dag = DAG("no_sink", [
-        flow._Source("source"),
-        flow._Stage("stage", needs=["source"], streams_from=["source"]),
-        flow._Dead("dead", needs=["source"], streams_from=["source"]),
-    ])  # fmt: skip
+    dag = DAG(
+        "no_sink",
+        [
+            flow._Source("source"),
+            flow._Stage("stage", needs=["source"], streams_from=["source"]),
+            flow._Dead("dead", needs=["source"], streams_from=["source"]),
+        ],
+    )
     with anyio.fail_after(30):
         result = await Executor(policy=FailurePolicy.CONTINUE).run(dag)
     assert "no stage or sink reads its batches" in (result.tasks["stage"].error or "")
@@ -139,12 +145,16 @@ class _Boom(Component[NoParams]):
 
 
 async def test_a_skipped_dead_letter_sink_ends_the_source_with_downstream_failed() -> None:
-    dag = DAG("skip", [
-        flow._Source("source"), _Boom("setup"),
-        flow._Stage("stage", needs=["source"], streams_from=["source"]),
-        flow._Sink("store", needs=["stage"], streams_from=["stage"]),
-        flow._Dead("dead", needs=["source", "stage", "store", "setup"], streams_from=["source", "stage", "store"]),
-    ])  # fmt: skip
+    dag = DAG(
+        "skip",
+        [
+            flow._Source("source"),
+            _Boom("setup"),
+            flow._Stage("stage", needs=["source"], streams_from=["source"]),
+            flow._Sink("store", needs=["stage"], streams_from=["stage"]),
+            flow._Dead("dead", needs=["source", "stage", "store", "setup"], streams_from=["source", "stage", "store"]),
+        ],
+    )
     with anyio.fail_after(30):
         result = await Executor(policy=FailurePolicy.CONTINUE).run(dag)
     assert result.tasks["dead"].state is TaskState.SKIPPED
@@ -202,12 +212,15 @@ def test_the_shipped_pipeline_still_validates() -> None:
 
 
 async def test_a_sink_reading_two_producers_at_run_time_stops_the_source_instead_of_hanging() -> None:
-    dag = DAG("two", [
-        flow._Source("source"),
-        flow._Stage("stage", needs=["source"], streams_from=["source"]),
-        flow._Sink("store", needs=["stage", "source"], streams_from=["stage", "source"]),
-        flow._Dead("dead", needs=["source", "stage", "store"], streams_from=["source", "stage", "store"]),
-    ])  # fmt: skip
+    dag = DAG(
+        "two",
+        [
+            flow._Source("source"),
+            flow._Stage("stage", needs=["source"], streams_from=["source"]),
+            flow._Sink("store", needs=["stage", "source"], streams_from=["stage", "source"]),
+            flow._Dead("dead", needs=["source", "stage", "store"], streams_from=["source", "stage", "store"]),
+        ],
+    )
     with anyio.fail_after(30):
         result = await Executor(policy=FailurePolicy.CONTINUE).run(dag)
     assert "exactly one batch producer" in (result.tasks["store"].error or "")
@@ -245,13 +258,10 @@ class _Counting(Component[NoParams]):
 
     async def run(self, ctx: PipelineContext) -> int:
         done = self.acked.setdefault(self.name, [])
-        ledger = AckLedger(RetrySettings(retry_count=1, retry_delay=0.01), CircuitBreaker(threshold=1),
-                           on_done=done.append)  # fmt: skip
+        ledger = AckLedger(RetrySettings(retry_count=1, retry_delay=0.01), CircuitBreaker(threshold=1), on_done=done.append)
         async with open_ledger(ctx, ledger):
             for seq in range(4):
-                records = [
-                    StreamRecord("in", 0, n, b"{}", {"n": n + 1}, f"c{n}") for n in range(seq * 10, seq * 10 + 9)
-                ]
+                records = [StreamRecord("in", 0, n, b"{}", {"n": n + 1}, f"c{n}") for n in range(seq * 10, seq * 10 + 9)]
                 ledger.hold(seq, 1)
                 await pass_on(ctx, Flowing(StreamBatch(seq, records), ledger, []))
                 ledger.release(seq)
@@ -270,12 +280,17 @@ async def test_a_failure_downstream_of_one_source_leaves_the_other_source_runnin
     flow.fail_batch = 0  # the sink of source a fails; source b's sink writes everything
     _Counting.acked.clear()
 
-    dag = DAG("two_sources", [
-        _Counting("a"), flow._Sink("store_a", needs=["a"], streams_from=["a"]),
-        flow._Dead("dead_a", needs=["a", "store_a"], streams_from=["a", "store_a"]),
-        _Counting("b"), _Fast("store_b", needs=["b"], streams_from=["b"]),
-        flow._Dead("dead_b", needs=["b", "store_b"], streams_from=["b", "store_b"]),
-    ])  # fmt: skip
+    dag = DAG(
+        "two_sources",
+        [
+            _Counting("a"),
+            flow._Sink("store_a", needs=["a"], streams_from=["a"]),
+            flow._Dead("dead_a", needs=["a", "store_a"], streams_from=["a", "store_a"]),
+            _Counting("b"),
+            _Fast("store_b", needs=["b"], streams_from=["b"]),
+            flow._Dead("dead_b", needs=["b", "store_b"], streams_from=["b", "store_b"]),
+        ],
+    )
     with anyio.fail_after(30):
         result = await Executor(policy=FailurePolicy.CONTINUE).run(dag)
     flow.fail_batch = None

@@ -82,11 +82,14 @@ def sevens(f: Field, rng: np.random.Generator, n: int, distinct: Distinct | None
     return pa.array(np.arange(n, dtype=np.int64) * 7, pa.int64())
 
 
-SCHEMA = {"collection_name": "override", "fields": [
-    {"name": "id", "type": "Int64", "is_primary": True},
-    {"name": "n", "type": "Int64", "min": 0, "max": 1000},
-    {"name": "v", "type": "FloatVector", "dim": 4},
-]}  # fmt: skip
+SCHEMA = {
+    "collection_name": "override",
+    "fields": [
+        {"name": "id", "type": "Int64", "is_primary": True},
+        {"name": "n", "type": "Int64", "min": 0, "max": 1000},
+        {"name": "v", "type": "FloatVector", "dim": 4},
+    ],
+}
 
 
 def _chunk() -> pa.RecordBatch:

@@ -29,27 +29,30 @@ from task_components.verification.content import (
 from task_components.verification.fullscan import ScanReport
 
 ELEMENTS = ["Bool", "Int8", "Int16", "Int32", "Int64", "Float", "Double", "VarChar"]
-SCHEMA = parse_schema({
-    "collection_name": "autoid_unit",
-    "fields": [
-        {"name": "id", "type": "Int64", "is_primary": True, "auto_id": True},
-        {"name": "f_bool", "type": "Bool", "nullable": True},
-        {"name": "f_int8", "type": "Int8"}, {"name": "f_int16", "type": "Int16"},
-        {"name": "f_int32", "type": "Int32"}, {"name": "f_int64", "type": "Int64", "nullable": True, "null_ratio": 0.3},
-        {"name": "f_float", "type": "Float", "min": -1, "max": 1},
-        {"name": "f_double", "type": "Double", "min": -1e9, "max": 1e9},
-        {"name": "f_varchar", "type": "VarChar", "max_length": 40, "pattern": "address", "nullable": True},
-        {"name": "f_json", "type": "JSON", "nullable": True},
-        *({"name": f"a_{e.lower()}", "type": "Array", "element_type": e, "max_capacity": 5, "max_length": 16}
-          for e in ELEMENTS),
-        {"name": "v_float", "type": "FloatVector", "dim": 16},
-        {"name": "v_int8", "type": "Int8Vector", "dim": 8},
-        {"name": "v_binary", "type": "BinaryVector", "dim": 64},
-        {"name": "v_fp16", "type": "Float16Vector", "dim": 8},
-        {"name": "v_bf16", "type": "BFloat16Vector", "dim": 8},
-        {"name": "v_sparse", "type": "SparseFloatVector", "nnz": 6},
-    ],
-})  # fmt: skip
+SCHEMA = parse_schema(
+    {
+        "collection_name": "autoid_unit",
+        "fields": [
+            {"name": "id", "type": "Int64", "is_primary": True, "auto_id": True},
+            {"name": "f_bool", "type": "Bool", "nullable": True},
+            {"name": "f_int8", "type": "Int8"},
+            {"name": "f_int16", "type": "Int16"},
+            {"name": "f_int32", "type": "Int32"},
+            {"name": "f_int64", "type": "Int64", "nullable": True, "null_ratio": 0.3},
+            {"name": "f_float", "type": "Float", "min": -1, "max": 1},
+            {"name": "f_double", "type": "Double", "min": -1e9, "max": 1e9},
+            {"name": "f_varchar", "type": "VarChar", "max_length": 40, "pattern": "address", "nullable": True},
+            {"name": "f_json", "type": "JSON", "nullable": True},
+            *({"name": f"a_{e.lower()}", "type": "Array", "element_type": e, "max_capacity": 5, "max_length": 16} for e in ELEMENTS),
+            {"name": "v_float", "type": "FloatVector", "dim": 16},
+            {"name": "v_int8", "type": "Int8Vector", "dim": 8},
+            {"name": "v_binary", "type": "BinaryVector", "dim": 64},
+            {"name": "v_fp16", "type": "Float16Vector", "dim": 8},
+            {"name": "v_bf16", "type": "BFloat16Vector", "dim": 8},
+            {"name": "v_sparse", "type": "SparseFloatVector", "nnz": 6},
+        ],
+    }
+)
 FIELDS = SCHEMA.data_fields()
 ROWS = 300
 
@@ -100,8 +103,7 @@ def postgres_values(col: pa.Array, f: FieldSchema) -> list[Any]:
 
 
 @pytest.mark.parametrize("wrapped", [True, False], ids=["bytes-in-list", "bare"])
-def test_every_field_type_encodes_the_same_from_source_milvus_and_postgres(batch: pa.RecordBatch,
-                                                                           wrapped: bool) -> None:  # fmt: skip
+def test_every_field_type_encodes_the_same_from_source_milvus_and_postgres(batch: pa.RecordBatch, wrapped: bool) -> None:
     sides: dict[str, list[list[bytes]]] = {"source": [], "milvus": [], "postgres": []}
     for f in FIELDS:
         col = batch.column(f.name)
@@ -127,9 +129,7 @@ def _one(ftype: str, value: Any, json_text: bool = False, **extra: Any) -> bytes
 def test_nulls_differ_from_empty_and_zero_values() -> None:
     assert _one("VarChar", None, max_length=4) != _one("VarChar", "", max_length=4)
     assert _one("Int64", None) != _one("Int64", 0)
-    assert _one("Array", None, element_type="Int64", max_capacity=2) != _one(
-        "Array", [], element_type="Int64", max_capacity=2
-    )
+    assert _one("Array", None, element_type="Int64", max_capacity=2) != _one("Array", [], element_type="Int64", max_capacity=2)
     assert _one("JSON", None) != _one("JSON", "null", json_text=True)
 
 
@@ -146,8 +146,7 @@ def test_float_rules_follow_what_each_store_keeps() -> None:
 
 
 def test_json_ignores_layout_but_not_types() -> None:
-    assert _one("JSON", '{"b": [1, 2], "a": {"y": 1, "x": "é"}}', True) == _one("JSON", {"a": {"x": "é", "y": 1},
-                                                                                        "b": [1, 2]})  # fmt: skip
+    assert _one("JSON", '{"b": [1, 2], "a": {"y": 1, "x": "é"}}', True) == _one("JSON", {"a": {"x": "é", "y": 1}, "b": [1, 2]})
     assert _one("JSON", '{"a": 1}', True) != _one("JSON", '{"a": 1.0}', True)  # 1 == 1.0 in Python, not in JSON
     assert _one("JSON", '{"a": true}', True) != _one("JSON", '{"a": 1}', True)
 
@@ -204,14 +203,20 @@ def test_majority_blames_the_odd_side() -> None:
 
 
 def test_a_missing_and_an_extra_row_differing_in_one_field_are_a_change() -> None:
-    fields = [FieldSchema(name="name", type=FieldType.VARCHAR, max_length=9),
-              FieldSchema(name="v", type=FieldType.FLOAT_VECTOR, dim=2)]  # fmt: skip
+    fields = [FieldSchema(name="name", type=FieldType.VARCHAR, max_length=9), FieldSchema(name="v", type=FieldType.FLOAT_VECTOR, dim=2)]
 
     def row(name: str, v: list[float]) -> list[bytes]:
         return [canonical_column(f, [x], json_text=False)[0] for f, x in zip(fields, [name, v], strict=True)]
 
-    content = {1: row("a", [1, 2]), 2: row("b", [1, 2]), 3: row("c", [1, 2]), 4: row("c", [1, 2.0005]),
-               5: row("e", [1, 2]), 6: row("x", [9, 9]), 7: row("a", [1, 2.5])}  # fmt: skip
+    content = {
+        1: row("a", [1, 2]),
+        2: row("b", [1, 2]),
+        3: row("c", [1, 2]),
+        4: row("c", [1, 2.0005]),
+        5: row("e", [1, 2]),
+        6: row("x", [9, 9]),
+        7: row("a", [1, 2.5]),
+    }
     pairs, lost, added = pair_changes([1, 3, 5], [2, 4, 6], content, fields, tolerance=1e-3)
     assert pairs == [(1, 2, "name"), (3, 4, None)]  # 3 -> 4 moved its vector within the tolerance
     assert lost == [5] and added == [6]  # 5 -> 6 changed both fields: a missing and an extra row
@@ -226,8 +231,10 @@ def test_rows_are_blamed_on_every_side_the_source_included() -> None:
     name = FieldSchema(name="name", type=FieldType.VARCHAR, max_length=9)
     qty = FieldSchema(name="qty", type=FieldType.INT32)
     rows = {"a": ("a", 1), "b": ("b", 2), "b'": ("b", 3), "c": ("c", 4), "d": ("d", 5), "e": ("e", 6)}
-    content = {i: [canonical_column(name, [n], json_text=False)[0], canonical_column(qty, [q], json_text=False)[0]]
-               for i, (n, q) in enumerate(rows.values())}  # fmt: skip
+    content = {
+        i: [canonical_column(name, [n], json_text=False)[0], canonical_column(qty, [q], json_text=False)[0]]
+        for i, (n, q) in enumerate(rows.values())
+    }
     h = dict(zip(rows, content, strict=True))
     where: dict[str, dict[int, list[Any]]] = {
         "source": {h["a"]: ["f:0"], h["b"]: ["f:1"], h["c"]: ["f:2"], h["e"]: ["f:4"]},
@@ -237,8 +244,11 @@ def test_rows_are_blamed_on_every_side_the_source_included() -> None:
     report = ScanReport()
     attribute_rows(report, content, where, [name, qty], tolerance=0.0)
     got = {(f["key"], f["field"], f["side"], f["problem"]) for f in report.findings}
-    assert got == {(12, "qty", "source", "value differs"), (14, None, "source", "row not in the source files"),
-                   (f"hash:{h['e']:016x}", None, "both", "row missing")}  # fmt: skip
+    assert got == {
+        (12, "qty", "source", "value differs"),
+        (14, None, "source", "row not in the source files"),
+        (f"hash:{h['e']:016x}", None, "both", "row missing"),
+    }
     changed = next(f for f in report.findings if f["field"] == "qty")
     assert (changed["source_row"], changed["milvus_id"], changed["postgres_row"]) == ("f:1", 12, 1)
 

@@ -4,6 +4,15 @@ from task_components.datasets.mongo.model import Batch, CollectionDef, DocPack, 
 from task_components.datasets.mongo.task import DocSeed, DocValidate, doc_pack_tasks, doc_packs, get_doc_pack
 
 __all__ = [
-    "Batch", "CollectionDef", "DocPack", "DocSeed", "DocValidate", "IndexDef", "Ref", "TimeSeries", "doc_pack_tasks",
-    "doc_packs", "get_doc_pack",
-]  # fmt: skip
+    "Batch",
+    "CollectionDef",
+    "DocPack",
+    "DocSeed",
+    "DocValidate",
+    "IndexDef",
+    "Ref",
+    "TimeSeries",
+    "doc_pack_tasks",
+    "doc_packs",
+    "get_doc_pack",
+]

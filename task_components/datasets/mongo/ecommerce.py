@@ -23,7 +23,7 @@ from task_components.datasets.mongo.model import (
     Ref,
     TimeSeries,
     weighted,
-)  # fmt: skip
+)
 
 __all__ = ["ECOMMERCE"]
 
@@ -125,12 +125,16 @@ def _users(b: Batch) -> list[dict[str, Any]]:
     news = rng.random(n) < 0.3
     return [
         {
-            "_id": ids[i], "email": f"{WORDS[w1[i]]}.{WORDS[w2[i]]}{num[i]}@example.test",
-            "name": f"{WORDS[w1[i]].title()} {WORDS[w2[i]].title()}", "tier": tiers[i], "country": countries[i],
-            "created_at": times[i], "preferences": {"newsletter": bool(news[i])},
+            "_id": ids[i],
+            "email": f"{WORDS[w1[i]]}.{WORDS[w2[i]]}{num[i]}@example.test",
+            "name": f"{WORDS[w1[i]].title()} {WORDS[w2[i]].title()}",
+            "tier": tiers[i],
+            "country": countries[i],
+            "created_at": times[i],
+            "preferences": {"newsletter": bool(news[i])},
         }
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 CATEGORIES = ["books", "games", "garden", "kitchen", "outdoor", "toys"]
@@ -144,13 +148,16 @@ def _products(b: Batch) -> list[dict[str, Any]]:
     n_tags = rng.integers(0, 4, n)
     return [
         {
-            "_id": ids[i], "sku": f"EC-{b.first + i:07d}",
+            "_id": ids[i],
+            "sku": f"EC-{b.first + i:07d}",
             "title": f"{WORDS[(b.first + i) % len(WORDS)].title()} {cats[i]}",
-            "category": cats[i], "price_cents": int(price[i]), "stock": int(stock[i]),
+            "category": cats[i],
+            "price_cents": int(price[i]),
+            "stock": int(stock[i]),
             "tags": weighted(rng, WORDS, [1] * len(WORDS), int(n_tags[i])),
         }
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def _popular(rng: np.random.Generator, ids: Sequence[ObjectId], n: int) -> list[ObjectId]:
@@ -170,13 +177,13 @@ def _orders(b: Batch) -> list[dict[str, Any]]:
         picks = rng.integers(0, len(products), int(rng.integers(1, 5)))
         qty = rng.integers(1, 4, picks.size)
         items = [
-            {"product_id": products[p], "qty": int(q), "unit_price_cents": int(prices[p]),
-             "line_total_cents": int(q) * int(prices[p])}
+            {"product_id": products[p], "qty": int(q), "unit_price_cents": int(prices[p]), "line_total_cents": int(q) * int(prices[p])}
             for p, q in zip(picks, qty, strict=True)
-        ]  # fmt: skip
+        ]
         total = sum(it["line_total_cents"] for it in items)  # the computed field
-        docs.append({"_id": ids[i], "user_id": users[i], "status": statuses[i], "items": items, "total_cents": total,
-                     "created_at": times[i]})  # fmt: skip
+        docs.append(
+            {"_id": ids[i], "user_id": users[i], "status": statuses[i], "items": items, "total_cents": total, "created_at": times[i]}
+        )
     return docs
 
 
@@ -188,10 +195,16 @@ def _reviews(b: Batch) -> list[dict[str, Any]]:
     times = b.times(ORIGIN + timedelta(days=14), SPAN)
     words = np.array(WORDS)[rng.integers(0, len(WORDS), (n, 6))]
     return [
-        {"_id": ids[i], "user_id": users[i], "product_id": products[i], "rating": ratings[i],
-         "body": " ".join(words[i]), "created_at": times[i]}
+        {
+            "_id": ids[i],
+            "user_id": users[i],
+            "product_id": products[i],
+            "rating": ratings[i],
+            "body": " ".join(words[i]),
+            "created_at": times[i],
+        }
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def _sessions(b: Batch) -> list[dict[str, Any]]:
@@ -210,41 +223,63 @@ def _page_views(b: Batch) -> list[dict[str, Any]]:
     times = b.times(ORIGIN, SPAN)
     ms = rng.exponential(20_000, n).astype(int)
     return [
-        {"_id": ids[i], "ts": times[i], "meta": {"user_id": users[i], "device": devices[i]}, "path": paths[i],
-         "ms_on_page": int(ms[i])}
+        {"_id": ids[i], "ts": times[i], "meta": {"user_id": users[i], "device": devices[i]}, "path": paths[i], "ms_on_page": int(ms[i])}
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 USERS, PRODUCTS, ORDERS, REVIEWS, SESSIONS, PAGE_VIEWS = 2000, 500, 5000, 1500, 3000, 6000
 FIVE_YEARS = 5 * 365 * 24 * 3600
 
 _COLLECTIONS = [
-    CollectionDef("users", User, USERS, _users, (
-        IndexDef((("email", 1),), "email_unique", unique=True),
-        IndexDef((("country", 1), ("tier", 1)), "country_tier"),
-        IndexDef((("created_at", -1),), "newest_first"),
-    )),
-    CollectionDef("products", Product, PRODUCTS, _products, (
-        IndexDef((("sku", 1),), "sku_unique", unique=True),
-        IndexDef((("category", 1), ("price_cents", -1)), "category_price"),
-    )),
-    CollectionDef("orders", Order, ORDERS, _orders, (
-        IndexDef((("user_id", 1), ("created_at", -1)), "user_recent"),
-        IndexDef((("status", 1),), "status"),
-        IndexDef((("items.product_id", 1),), "item_product"),
-    ), parent_fields={"products": ("price_cents",)}),
-    CollectionDef("reviews", Review, REVIEWS, _reviews, (
-        IndexDef((("product_id", 1), ("rating", -1)), "product_rating"),
-    )),
-    CollectionDef("sessions", Session, SESSIONS, _sessions, (
-        IndexDef((("created_at", 1),), "expire_after_5y", ttl_seconds=FIVE_YEARS),
-        IndexDef((("user_id", 1),), "user"),
-    )),
-    CollectionDef("page_views", PageView, PAGE_VIEWS, _page_views, (
-        IndexDef((("meta.user_id", 1), ("ts", -1)), "user_ts"),
-    ), TimeSeries("ts", "meta")),
-]  # fmt: skip
+    CollectionDef(
+        "users",
+        User,
+        USERS,
+        _users,
+        (
+            IndexDef((("email", 1),), "email_unique", unique=True),
+            IndexDef((("country", 1), ("tier", 1)), "country_tier"),
+            IndexDef((("created_at", -1),), "newest_first"),
+        ),
+    ),
+    CollectionDef(
+        "products",
+        Product,
+        PRODUCTS,
+        _products,
+        (
+            IndexDef((("sku", 1),), "sku_unique", unique=True),
+            IndexDef((("category", 1), ("price_cents", -1)), "category_price"),
+        ),
+    ),
+    CollectionDef(
+        "orders",
+        Order,
+        ORDERS,
+        _orders,
+        (
+            IndexDef((("user_id", 1), ("created_at", -1)), "user_recent"),
+            IndexDef((("status", 1),), "status"),
+            IndexDef((("items.product_id", 1),), "item_product"),
+        ),
+        parent_fields={"products": ("price_cents",)},
+    ),
+    CollectionDef("reviews", Review, REVIEWS, _reviews, (IndexDef((("product_id", 1), ("rating", -1)), "product_rating"),)),
+    CollectionDef(
+        "sessions",
+        Session,
+        SESSIONS,
+        _sessions,
+        (
+            IndexDef((("created_at", 1),), "expire_after_5y", ttl_seconds=FIVE_YEARS),
+            IndexDef((("user_id", 1),), "user"),
+        ),
+    ),
+    CollectionDef(
+        "page_views", PageView, PAGE_VIEWS, _page_views, (IndexDef((("meta.user_id", 1), ("ts", -1)), "user_ts"),), TimeSeries("ts", "meta")
+    ),
+]
 
 ECOMMERCE = DocPack(
     name="ecommerce",

@@ -28,9 +28,18 @@ from bson import ObjectId
 from pydantic import BaseModel
 
 __all__ = [
-    "Batch", "CollectionDef", "DocPack", "IndexDef", "Ref", "TimeSeries", "doc_ids", "ref_paths", "ref_values",
-    "time_ordered", "weighted",
-]  # fmt: skip
+    "Batch",
+    "CollectionDef",
+    "DocPack",
+    "IndexDef",
+    "Ref",
+    "TimeSeries",
+    "doc_ids",
+    "ref_paths",
+    "ref_values",
+    "time_ordered",
+    "weighted",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +183,7 @@ def weighted(rng: np.random.Generator, choices: Sequence[Any], weights: Sequence
     return [choices[i] for i in idx]
 
 
-def time_ordered(start: datetime, span: timedelta, first: int, count: int, total: int,
-                 rng: np.random.Generator) -> list[datetime]:  # fmt: skip
+def time_ordered(start: datetime, span: timedelta, first: int, count: int, total: int, rng: np.random.Generator) -> list[datetime]:
     """Times that increase with the document index across batches: index i of ``total`` falls in the
     i-th slice of ``span``, jittered inside its slice, so later documents are never earlier."""
     step = span.total_seconds() / max(total, 1)

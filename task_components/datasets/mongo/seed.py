@@ -48,9 +48,16 @@ async def _parents(db: Any, coll: CollectionDef) -> dict[str, Sequence[Any]]:
 
 
 async def seed_collection(
-    db: Any, pack: DocPack, coll: CollectionDef, *, seed: int, count: int, batch_size: int = 1000,
-    drop: bool = True, fail_on_duplicates: bool = False,
-) -> SeedResult:  # fmt: skip
+    db: Any,
+    pack: DocPack,
+    coll: CollectionDef,
+    *,
+    seed: int,
+    count: int,
+    batch_size: int = 1000,
+    drop: bool = True,
+    fail_on_duplicates: bool = False,
+) -> SeedResult:
     from pymongo.errors import BulkWriteError
 
     started = time.perf_counter()
@@ -77,17 +84,14 @@ async def seed_collection(
             errors = exc.details.get("writeErrors", [])
             other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
             if other:
-                raise RuntimeError(f"{coll.name}: MongoDB refused {len(other)} documents; first: "
-                                   f"{other[0].get('errmsg')}") from None  # fmt: skip
+                raise RuntimeError(f"{coll.name}: MongoDB refused {len(other)} documents; first: {other[0].get('errmsg')}") from None
             inserted += exc.details.get("nInserted", 0)
             duplicates += len(errors)
             first_duplicate = first_duplicate or str(errors[0].get("errmsg", ""))[:200]
     if duplicates and fail_on_duplicates:
-        raise DuplicateKeysError(f"{coll.name}: {duplicates} documents refused as duplicate keys; "
-                                 f"first: {first_duplicate}")  # fmt: skip
+        raise DuplicateKeysError(f"{coll.name}: {duplicates} documents refused as duplicate keys; first: {first_duplicate}")
     names = tuple(i.name for i in coll.indexes)
-    return SeedResult(pack.name, coll.name, db.name, inserted, duplicates, batches, names,
-                      time.perf_counter() - started)  # fmt: skip
+    return SeedResult(pack.name, coll.name, db.name, inserted, duplicates, batches, names, time.perf_counter() - started)
 
 
 @dataclass(slots=True)
@@ -137,11 +141,11 @@ def render_report(pack: str, database: str, reports: Sequence[CollectionReport],
     lines = [f"validation of pack {pack!r} in database {database!r}", head]
     for r in reports:
         dup = getattr(seeded.get(r.collection), "duplicates", "-")
-        lines.append(f"{r.collection:<14}{r.documents:>10}{dup!s:>11}{r.orphans:>9}{r.schema_violations:>11}  "
-                     f"{', '.join(r.missing_indexes) or '-'}")  # fmt: skip
+        lines.append(
+            f"{r.collection:<14}{r.documents:>10}{dup!s:>11}{r.orphans:>9}{r.schema_violations:>11}  {', '.join(r.missing_indexes) or '-'}"
+        )
         if r.first_problem:
             lines.append(f"  first problem: {r.first_problem}")
     verdict = "OK" if all(r.ok for r in reports) else "PROBLEMS FOUND"
-    lines.append(f"{verdict}: {sum(r.orphans for r in reports)} orphans, "
-                 f"{sum(r.schema_violations for r in reports)} schema violations")  # fmt: skip
+    lines.append(f"{verdict}: {sum(r.orphans for r in reports)} orphans, {sum(r.schema_violations for r in reports)} schema violations")
     return "\n".join(lines)

@@ -120,13 +120,19 @@ class DocSeed(_MongoTask[SeedParams]):
         coll = pack.collections[p.collection]
         count = p.count or max(1, round(coll.count * p.scale))
         async with _database(ctx, p) as db:
-            return await seed_collection(db, pack, coll, seed=p.seed, count=count, batch_size=p.batch_size,
-                                         drop=p.drop, fail_on_duplicates=p.fail_on_duplicates)  # fmt: skip
+            return await seed_collection(
+                db, pack, coll, seed=p.seed, count=count, batch_size=p.batch_size, drop=p.drop, fail_on_duplicates=p.fail_on_duplicates
+            )
 
     def summarize(self, result: SeedResult) -> dict[str, Any]:
         rate = result.inserted / result.seconds if result.seconds else 0.0
-        return {"inserted": result.inserted, "duplicates": result.duplicates, "batches": result.batches,
-                "indexes": len(result.indexes), "docs/s": f"{rate:,.0f}"}  # fmt: skip
+        return {
+            "inserted": result.inserted,
+            "duplicates": result.duplicates,
+            "batches": result.batches,
+            "indexes": len(result.indexes),
+            "docs/s": f"{rate:,.0f}",
+        }
 
 
 class DocValidate(_MongoTask[DocPackParams]):
@@ -155,17 +161,21 @@ class DocValidate(_MongoTask[DocPackParams]):
         if ctx.run_dir is not None:
             (ctx.run_dir / f"{pack.name}_validation.txt").write_text(text + "\n")
         result = {
-            "documents": sum(r.documents for r in reports), "orphans": sum(r.orphans for r in reports),
+            "documents": sum(r.documents for r in reports),
+            "orphans": sum(r.orphans for r in reports),
             "schema_violations": sum(r.schema_violations for r in reports),
             "missing_indexes": sum(len(r.missing_indexes) for r in reports),
             "duplicates": sum(s.duplicates for s in seeded.values()),
-            "collections": {r.collection: {"documents": r.documents, "orphans": r.orphans,
-                                           "schema_violations": r.schema_violations} for r in reports},
-        }  # fmt: skip
+            "collections": {
+                r.collection: {"documents": r.documents, "orphans": r.orphans, "schema_violations": r.schema_violations} for r in reports
+            },
+        }
         bad = [r for r in reports if not r.ok]
         if bad:
-            raise RuntimeError(f"validation found problems in {', '.join(r.collection for r in bad)}: "
-                               f"{bad[0].first_problem or 'missing indexes or no documents'}")  # fmt: skip
+            raise RuntimeError(
+                f"validation found problems in {', '.join(r.collection for r in bad)}: "
+                f"{bad[0].first_problem or 'missing indexes or no documents'}"
+            )
         return result
 
     def summarize(self, result: dict[str, Any]) -> dict[str, Any]:
@@ -176,10 +186,8 @@ def doc_pack_tasks(pack: DocPack, **params: Any) -> dict[str, Any]:
     """The ``tasks`` of a pipeline seeding ``pack``: one per collection, references as needs, then validate."""
     shared = {k: v for k, v in params.items() if k in ("database", "server_selection_timeout_ms")}
     tasks: dict[str, Any] = {
-        c.name: {"uses": "mongo.seed", "needs": list(c.references),
-                 "with": {"pack": pack.name, "collection": c.name, **params}}
+        c.name: {"uses": "mongo.seed", "needs": list(c.references), "with": {"pack": pack.name, "collection": c.name, **params}}
         for c in pack.collections.values()
-    }  # fmt: skip
-    tasks["validate"] = {"uses": "mongo.validate", "needs": list(pack.collections), "with": {"pack": pack.name,
-                                                                                               **shared}}  # fmt: skip
+    }
+    tasks["validate"] = {"uses": "mongo.validate", "needs": list(pack.collections), "with": {"pack": pack.name, **shared}}
     return tasks

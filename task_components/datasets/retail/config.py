@@ -42,8 +42,10 @@ class RetailConfig(BaseModel):
     @model_validator(mode="after")
     def _fits(self) -> RetailConfig:
         if self.stores * self.products > 20_000_000:
-            raise ValueError(f"stores x products = {self.stores * self.products:,} store-product balances is "
-                             "more than 20,000,000 (the inventory matrix is held in memory)")  # fmt: skip
+            raise ValueError(
+                f"stores x products = {self.stores * self.products:,} store-product balances is "
+                "more than 20,000,000 (the inventory matrix is held in memory)"
+            )
         if self.start_date > date(9000, 1, 1) - timedelta(days=self.days):
             raise ValueError(f"start_date {self.start_date} + {self.days} days runs past the calendar")
         return self
@@ -51,12 +53,10 @@ class RetailConfig(BaseModel):
 
 # demand by hour of day (0-23): a lunch peak and an after-work peak; cut to store hours per store
 HOUR_PROFILE = np.array(
-    [0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.4, 0.7, 1.0, 1.2, 1.4, 1.7, 2.2, 1.9, 1.5, 1.5, 1.8, 2.3, 2.4, 2.0,
-     1.5, 1.0, 0.6, 0.3]
-)  # fmt: skip
+    [0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.4, 0.7, 1.0, 1.2, 1.4, 1.7, 2.2, 1.9, 1.5, 1.5, 1.8, 2.3, 2.4, 2.0, 1.5, 1.0, 0.6, 0.3]
+)
 # online orders are created 00:00-15:59 so that picking and shipping end the same day (see sales.py)
-ONLINE_HOUR_PROFILE = np.array([0.3, 0.2, 0.1, 0.1, 0.1, 0.2, 0.5, 0.9, 1.2, 1.4, 1.5, 1.5, 1.6, 1.5, 1.4, 1.3]
-                               + [0.0] * 8)  # fmt: skip
+ONLINE_HOUR_PROFILE = np.array([0.3, 0.2, 0.1, 0.1, 0.1, 0.2, 0.5, 0.9, 1.2, 1.4, 1.5, 1.5, 1.6, 1.5, 1.4, 1.3] + [0.0] * 8)
 DOW = np.array([0.85, 0.85, 0.9, 0.95, 1.15, 1.35, 1.1])  # Monday .. Sunday
 
 

@@ -27,9 +27,56 @@ from task_components.datasets.retail.names import (
 __all__ = ["SEGMENTS", "STATES", "load_dim"]
 
 # contiguous US states in a rough geographic walk: a window of them is a plausible DC service region
-STATES = ["WA", "OR", "CA", "NV", "ID", "MT", "WY", "UT", "AZ", "NM", "CO", "ND", "SD", "NE", "KS", "OK",
-          "TX", "MN", "IA", "MO", "AR", "LA", "WI", "IL", "MS", "MI", "IN", "KY", "TN", "AL", "OH", "WV",
-          "VA", "NC", "SC", "GA", "FL", "PA", "MD", "DE", "NJ", "NY", "CT", "RI", "MA", "VT", "NH", "ME"]  # fmt: skip
+STATES = [
+    "WA",
+    "OR",
+    "CA",
+    "NV",
+    "ID",
+    "MT",
+    "WY",
+    "UT",
+    "AZ",
+    "NM",
+    "CO",
+    "ND",
+    "SD",
+    "NE",
+    "KS",
+    "OK",
+    "TX",
+    "MN",
+    "IA",
+    "MO",
+    "AR",
+    "LA",
+    "WI",
+    "IL",
+    "MS",
+    "MI",
+    "IN",
+    "KY",
+    "TN",
+    "AL",
+    "OH",
+    "WV",
+    "VA",
+    "NC",
+    "SC",
+    "GA",
+    "FL",
+    "PA",
+    "MD",
+    "DE",
+    "NJ",
+    "NY",
+    "CT",
+    "RI",
+    "MA",
+    "VT",
+    "NH",
+    "ME",
+]
 # segment -> (share of customers, mean items per basket)
 SEGMENTS = {"budget": (0.35, 3.0), "family": (0.30, 6.0), "premium": (0.15, 4.0), "convenience": (0.20, 2.0)}
 
@@ -46,13 +93,15 @@ def geographies(run: PackRun) -> dict[str, int]:
     state_tax = rng.integers(400, 1000, len(STATES))  # basis points
     tax = state_tax[state_idx] + rng.integers(0, 150, n)
     zips = rng.choice(np.arange(10_000, 99_999), n, replace=False)
-    table = pa.table({
-        "geography_id": pa.array(np.arange(1, n + 1, dtype=np.int32)),
-        "city": pa.array(place_names(rng, n)),
-        "state": pa.array(np.array(STATES)[state_idx]),
-        "zip": pa.array([f"{z:05d}" for z in zips]),
-        "tax_rate_bp": pa.array(tax.astype(np.int32)),
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "geography_id": pa.array(np.arange(1, n + 1, dtype=np.int32)),
+            "city": pa.array(place_names(rng, n)),
+            "state": pa.array(np.array(STATES)[state_idx]),
+            "zip": pa.array([f"{z:05d}" for z in zips]),
+            "tax_rate_bp": pa.array(tax.astype(np.int32)),
+        }
+    )
     return {"geographies": write_parquet(table, run.dim_path("geographies"))}
 
 
@@ -67,13 +116,15 @@ def distribution_centers(run: PackRun) -> dict[str, int]:
     homes = [(i * len(STATES)) // c.dcs for i in range(c.dcs)]
     names = [f"{b} Logistics" for b in synthetic_brands(rng, c.dcs)]
     check_synthetic(names)
-    table = pa.table({
-        "dc_id": pa.array(np.arange(1, c.dcs + 1, dtype=np.int32)),
-        "name": pa.array(names),
-        "geography_id": pa.array([first_geo[STATES[h]] for h in homes], pa.int32()),
-        "state": pa.array([STATES[h] for h in homes]),
-        "served_states": pa.array([[STATES[(h + k) % len(STATES)] for k in range(window)] for h in homes]),
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "dc_id": pa.array(np.arange(1, c.dcs + 1, dtype=np.int32)),
+            "name": pa.array(names),
+            "geography_id": pa.array([first_geo[STATES[h]] for h in homes], pa.int32()),
+            "state": pa.array([STATES[h] for h in homes]),
+            "served_states": pa.array([[STATES[(h + k) % len(STATES)] for k in range(window)] for h in homes]),
+        }
+    )
     return {"distribution_centers": write_parquet(table, run.dim_path("distribution_centers"))}
 
 
@@ -95,17 +146,19 @@ def stores(run: PackRun) -> dict[str, int]:
     chain = synthetic_brands(rng_for(c.seed, "chain"), 1)[0]
     check_synthetic([chain])
     cities = np.array(geo["city"], dtype=object)[pick]
-    table = pa.table({
-        "store_id": pa.array(np.arange(1, c.stores + 1, dtype=np.int32)),
-        "name": pa.array([f"{chain} #{i + 1:04d} {city}" for i, city in enumerate(cities)]),
-        "geography_id": pa.array(np.array(geo["geography_id"], dtype=np.int32)[pick]),
-        "state": pa.array(states.astype(str)),
-        "dc_id": pa.array(np.array(dc_ids, dtype=np.int32)),
-        "open_hour": pa.array(rng.choice(np.array([6, 7, 8, 9], dtype=np.int8), c.stores, p=[0.2, 0.4, 0.3, 0.1])),
-        "close_hour": pa.array(rng.choice(np.array([20, 21, 22, 23], dtype=np.int8), c.stores, p=[.2, .3, .4, .1])),
-        "size_factor": pa.array(np.round(size, 3)),
-        "square_feet": pa.array((np.round(size * 40) * 1000).astype(np.int32)),
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "store_id": pa.array(np.arange(1, c.stores + 1, dtype=np.int32)),
+            "name": pa.array([f"{chain} #{i + 1:04d} {city}" for i, city in enumerate(cities)]),
+            "geography_id": pa.array(np.array(geo["geography_id"], dtype=np.int32)[pick]),
+            "state": pa.array(states.astype(str)),
+            "dc_id": pa.array(np.array(dc_ids, dtype=np.int32)),
+            "open_hour": pa.array(rng.choice(np.array([6, 7, 8, 9], dtype=np.int8), c.stores, p=[0.2, 0.4, 0.3, 0.1])),
+            "close_hour": pa.array(rng.choice(np.array([20, 21, 22, 23], dtype=np.int8), c.stores, p=[0.2, 0.3, 0.4, 0.1])),
+            "size_factor": pa.array(np.round(size, 3)),
+            "square_feet": pa.array((np.round(size * 40) * 1000).astype(np.int32)),
+        }
+    )
     return {"stores": write_parquet(table, run.dim_path("stores"))}
 
 
@@ -114,12 +167,14 @@ def trucks(run: PackRun) -> dict[str, int]:
     rng = rng_for(c.seed, "trucks")
     n = c.dcs * c.trucks_per_dc
     cap = np.round(c.truck_capacity * rng.uniform(0.75, 1.25, n)).astype(np.int32)
-    table = pa.table({
-        "truck_id": pa.array(np.arange(1, n + 1, dtype=np.int32)),
-        "dc_id": pa.array(np.repeat(np.arange(1, c.dcs + 1, dtype=np.int32), c.trucks_per_dc)),
-        "capacity_units": pa.array(cap),
-        "plate": pa.array([f"SYN-{p:06d}" for p in rng.choice(1_000_000, n, replace=False)]),
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "truck_id": pa.array(np.arange(1, n + 1, dtype=np.int32)),
+            "dc_id": pa.array(np.repeat(np.arange(1, c.dcs + 1, dtype=np.int32), c.trucks_per_dc)),
+            "capacity_units": pa.array(cap),
+            "plate": pa.array([f"SYN-{p:06d}" for p in rng.choice(1_000_000, n, replace=False)]),
+        }
+    )
     return {"trucks": write_parquet(table, run.dim_path("trucks"))}
 
 
@@ -135,16 +190,18 @@ def customers(run: PackRun) -> dict[str, int]:
     segment = np.array(list(SEGMENTS))[rng.choice(len(SEGMENTS), n, p=shares)]
     firsts, lasts = people_names(rng, n)
     joined = np.datetime64(run.origin) - rng.integers(0, 5 * 365, n).astype("timedelta64[D]")
-    table = pa.table({
-        "customer_id": pa.array(np.arange(1, n + 1, dtype=np.int64)),
-        "first_name": pa.array(firsts.astype(str)),
-        "last_name": pa.array(lasts.astype(str)),
-        "segment": pa.array(segment),
-        "home_store_id": pa.array(st["store_id"].to_numpy()[home]),
-        "geography_id": pa.array(st["geography_id"].to_numpy()[home]),
-        "loyalty_member": pa.array(rng.random(n) < 0.4),
-        "joined_date": pa.array(joined, pa.date32()),
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "customer_id": pa.array(np.arange(1, n + 1, dtype=np.int64)),
+            "first_name": pa.array(firsts.astype(str)),
+            "last_name": pa.array(lasts.astype(str)),
+            "segment": pa.array(segment),
+            "home_store_id": pa.array(st["store_id"].to_numpy()[home]),
+            "geography_id": pa.array(st["geography_id"].to_numpy()[home]),
+            "loyalty_member": pa.array(rng.random(n) < 0.4),
+            "joined_date": pa.array(joined, pa.date32()),
+        }
+    )
     return {"customers": write_parquet(table, run.dim_path("customers"))}
 
 
@@ -177,19 +234,21 @@ def products(run: PackRun) -> dict[str, int]:
     popularity = rng.permutation(popularity / popularity.sum())
     brand_arr = np.array(brands, dtype=object)[brand_idx]
     cat_arr = np.array(cats, dtype=object)[cat_idx]
-    table = pa.table({
-        "product_id": pa.array(np.arange(1, n + 1, dtype=np.int32)),
-        "sku": pa.array([f"SKU{i:07d}" for i in range(1, n + 1)]),
-        "name": pa.array([f"{b} {k} {i % 97 + 1}" for i, (b, k) in enumerate(zip(brand_arr, cat_arr, strict=True))]),
-        "brand": pa.array(brand_arr.astype(str)),
-        "company": pa.array(np.array(companies, dtype=object)[brand_idx].astype(str)),
-        "category": pa.array(cat_arr.astype(str)),
-        "base_price_cents": pa.array(base),
-        "msrp_cents": pa.array(msrp),
-        "sale_price_cents": pa.array(sale),
-        "cost_cents": pa.array(cost),
-        "popularity": pa.array(popularity),
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "product_id": pa.array(np.arange(1, n + 1, dtype=np.int32)),
+            "sku": pa.array([f"SKU{i:07d}" for i in range(1, n + 1)]),
+            "name": pa.array([f"{b} {k} {i % 97 + 1}" for i, (b, k) in enumerate(zip(brand_arr, cat_arr, strict=True))]),
+            "brand": pa.array(brand_arr.astype(str)),
+            "company": pa.array(np.array(companies, dtype=object)[brand_idx].astype(str)),
+            "category": pa.array(cat_arr.astype(str)),
+            "base_price_cents": pa.array(base),
+            "msrp_cents": pa.array(msrp),
+            "sale_price_cents": pa.array(sale),
+            "cost_cents": pa.array(cost),
+            "popularity": pa.array(popularity),
+        }
+    )
     return {"products": write_parquet(table, run.dim_path("products"))}
 
 

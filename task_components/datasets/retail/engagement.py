@@ -26,10 +26,18 @@ from task_components.datasets.retail.sales import KEY_STRIDE, TS, seconds_of, ts
 __all__ = ["ble_pings", "campaigns_starting", "marketing"]
 
 ZONES = np.array(["entrance", "produce", "aisles", "electronics", "apparel", "checkout"])
-PING_SCHEMA = pa.schema([
-    ("ping_id", pa.int64()), ("store_id", pa.int32()), ("beacon_id", pa.int32()), ("zone", pa.string()),
-    ("customer_id", pa.int64()), ("receipt_id", pa.int64()), ("ts", TS), ("rssi_dbm", pa.int16()),
-])  # fmt: skip
+PING_SCHEMA = pa.schema(
+    [
+        ("ping_id", pa.int64()),
+        ("store_id", pa.int32()),
+        ("beacon_id", pa.int32()),
+        ("zone", pa.string()),
+        ("customer_id", pa.int64()),
+        ("receipt_id", pa.int64()),
+        ("ts", TS),
+        ("rssi_dbm", pa.int16()),
+    ]
+)
 
 
 def ble_pings(run: PackRun) -> dict[str, int]:
@@ -54,28 +62,49 @@ def ble_pings(run: PackRun) -> dict[str, int]:
         zone[last] = ZONES.size - 1
         order = np.lexsort((ts, visit))
         visit, ts, zone = visit[order], ts[order], zone[order]
-        table = pa.table({
-            "ping_id": day_no(day) * KEY_STRIDE * 10 + np.arange(1, visit.size + 1, dtype=np.int64),
-            "store_id": store[visit].astype(np.int32), "beacon_id": (store[visit] * 100 + zone).astype(np.int32),
-            "zone": ZONES[zone], "customer_id": cust[visit], "receipt_id": rid[visit], "ts": ts_array(ts),
-            "rssi_dbm": (-rng.integers(40, 95, visit.size)).astype(np.int16),
-        }, schema=PING_SCHEMA)  # fmt: skip
+        table = pa.table(
+            {
+                "ping_id": day_no(day) * KEY_STRIDE * 10 + np.arange(1, visit.size + 1, dtype=np.int64),
+                "store_id": store[visit].astype(np.int32),
+                "beacon_id": (store[visit] * 100 + zone).astype(np.int32),
+                "zone": ZONES[zone],
+                "customer_id": cust[visit],
+                "receipt_id": rid[visit],
+                "ts": ts_array(ts),
+                "rssi_dbm": (-rng.integers(40, 95, visit.size)).astype(np.int16),
+            },
+            schema=PING_SCHEMA,
+        )
         rows += write_parquet(table, run.fact_path("ble_pings", day))
     return {"ble_pings": rows}
 
 
 CHANNELS = np.array(["email", "social", "search", "display"])
 CHANNEL_CONVERSION = np.array([0.04, 0.02, 0.05, 0.01])  # share of targeted receipts a campaign converts
-CAMPAIGN_SCHEMA = pa.schema([
-    ("campaign_id", pa.int64()), ("channel", pa.string()), ("target_segment", pa.string()),
-    ("start_date", pa.date32()), ("end_date", pa.date32()), ("daily_budget_cents", pa.int64()),
-])  # fmt: skip
-MARKETING_SCHEMA = pa.schema([
-    ("campaign_id", pa.int64()), ("day", pa.date32()), ("impressions", pa.int64()), ("clicks", pa.int64()),
-    ("spend_cents", pa.int64()), ("conversions", pa.int64()), ("conversion_revenue_cents", pa.int64()),
-])  # fmt: skip
-CONVERSION_SCHEMA = pa.schema([("campaign_id", pa.int64()), ("receipt_id", pa.int64()), ("customer_id", pa.int64()),
-                               ("ts", TS), ("revenue_cents", pa.int64())])  # fmt: skip
+CAMPAIGN_SCHEMA = pa.schema(
+    [
+        ("campaign_id", pa.int64()),
+        ("channel", pa.string()),
+        ("target_segment", pa.string()),
+        ("start_date", pa.date32()),
+        ("end_date", pa.date32()),
+        ("daily_budget_cents", pa.int64()),
+    ]
+)
+MARKETING_SCHEMA = pa.schema(
+    [
+        ("campaign_id", pa.int64()),
+        ("day", pa.date32()),
+        ("impressions", pa.int64()),
+        ("clicks", pa.int64()),
+        ("spend_cents", pa.int64()),
+        ("conversions", pa.int64()),
+        ("conversion_revenue_cents", pa.int64()),
+    ]
+)
+CONVERSION_SCHEMA = pa.schema(
+    [("campaign_id", pa.int64()), ("receipt_id", pa.int64()), ("customer_id", pa.int64()), ("ts", TS), ("revenue_cents", pa.int64())]
+)
 
 
 def campaigns_starting(seed: int, monday: date) -> dict[str, np.ndarray]:
@@ -126,21 +155,33 @@ def marketing(run: PackRun) -> dict[str, int]:
         conv = np.nonzero(owner >= 0)[0]
         revenue = rc["total_cents"].to_numpy()
         cid = active["campaign_id"]
-        conversions = pa.table({
-            "campaign_id": cid[owner[conv]], "receipt_id": rc["receipt_id"].to_numpy()[conv],
-            "customer_id": rc["customer_id"].to_numpy()[conv], "ts": ts_array(seconds_of(rc["ts"])[conv]),
-            "revenue_cents": revenue[conv],
-        }, schema=CONVERSION_SCHEMA)  # fmt: skip
+        conversions = pa.table(
+            {
+                "campaign_id": cid[owner[conv]],
+                "receipt_id": rc["receipt_id"].to_numpy()[conv],
+                "customer_id": rc["customer_id"].to_numpy()[conv],
+                "ts": ts_array(seconds_of(rc["ts"])[conv]),
+                "revenue_cents": revenue[conv],
+            },
+            schema=CONVERSION_SCHEMA,
+        )
         rows["campaign_conversions"] += write_parquet(conversions, run.fact_path("campaign_conversions", day))
         budget = active["daily_budget_cents"]
         impressions = rng.poisson(budget / 10)  # about a cent an impression
         clicks = rng.binomial(impressions, 0.02)
         count = np.bincount(owner[conv], minlength=cid.size) if conv.size else np.zeros(cid.size, np.int64)
         value = np.bincount(owner[conv], weights=revenue[conv], minlength=cid.size) if conv.size else count
-        daily = pa.table({
-            "campaign_id": cid, "day": pa.array(np.full(cid.size, np.datetime64(day)), pa.date32()),
-            "impressions": impressions, "clicks": clicks, "spend_cents": np.minimum(impressions * 9, budget),
-            "conversions": count.astype(np.int64), "conversion_revenue_cents": value.astype(np.int64),
-        }, schema=MARKETING_SCHEMA)  # fmt: skip
+        daily = pa.table(
+            {
+                "campaign_id": cid,
+                "day": pa.array(np.full(cid.size, np.datetime64(day)), pa.date32()),
+                "impressions": impressions,
+                "clicks": clicks,
+                "spend_cents": np.minimum(impressions * 9, budget),
+                "conversions": count.astype(np.int64),
+                "conversion_revenue_cents": value.astype(np.int64),
+            },
+            schema=MARKETING_SCHEMA,
+        )
         rows["marketing"] += write_parquet(daily, run.fact_path("marketing", day))
     return rows

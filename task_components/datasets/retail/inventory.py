@@ -32,14 +32,30 @@ from task_components.datasets.retail.sales import TS, ts_array
 __all__ = ["dc_inventory", "store_inventory"]
 
 TXN_STRIDE = 10_000_000_000
-TXN_SCHEMA = pa.schema([
-    ("txn_id", pa.int64()), ("location_id", pa.int32()), ("product_id", pa.int32()), ("ts", TS),
-    ("txn_type", pa.string()), ("qty", pa.int64()), ("balance_after", pa.int64()), ("shipment_id", pa.int64()),
-])  # fmt: skip
-MOVES_SCHEMA = pa.schema([
-    ("move_id", pa.int64()), ("shipment_id", pa.int64()), ("truck_id", pa.int32()), ("dc_id", pa.int32()),
-    ("store_id", pa.int32()), ("units", pa.int64()), ("depart_ts", TS), ("arrive_ts", TS),
-])  # fmt: skip
+TXN_SCHEMA = pa.schema(
+    [
+        ("txn_id", pa.int64()),
+        ("location_id", pa.int32()),
+        ("product_id", pa.int32()),
+        ("ts", TS),
+        ("txn_type", pa.string()),
+        ("qty", pa.int64()),
+        ("balance_after", pa.int64()),
+        ("shipment_id", pa.int64()),
+    ]
+)
+MOVES_SCHEMA = pa.schema(
+    [
+        ("move_id", pa.int64()),
+        ("shipment_id", pa.int64()),
+        ("truck_id", pa.int32()),
+        ("dc_id", pa.int32()),
+        ("store_id", pa.int32()),
+        ("units", pa.int64()),
+        ("depart_ts", TS),
+        ("arrive_ts", TS),
+    ]
+)
 
 
 Part = tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -50,16 +66,22 @@ def _txns(day: date, parts: list[Part]) -> pa.Table:
     types = np.concatenate([np.full(p[1].size, p[0], dtype=object) for p in parts])
     loc, prod, ts, qty, bal, ship = (np.concatenate([p[i] for p in parts]) for i in range(1, 7))
     n = loc.size
-    return pa.table({
-        "txn_id": day_no(day) * TXN_STRIDE + np.arange(1, n + 1, dtype=np.int64),
-        "location_id": (loc + 1).astype(np.int32), "product_id": (prod + 1).astype(np.int32),
-        "ts": ts_array(ts.astype(np.int64)), "txn_type": types.astype(str), "qty": qty.astype(np.int64),
-        "balance_after": bal.astype(np.int64), "shipment_id": pa.array(ship, pa.int64(), mask=ship < 0),
-    }, schema=TXN_SCHEMA)  # fmt: skip
+    return pa.table(
+        {
+            "txn_id": day_no(day) * TXN_STRIDE + np.arange(1, n + 1, dtype=np.int64),
+            "location_id": (loc + 1).astype(np.int32),
+            "product_id": (prod + 1).astype(np.int32),
+            "ts": ts_array(ts.astype(np.int64)),
+            "txn_type": types.astype(str),
+            "qty": qty.astype(np.int64),
+            "balance_after": bal.astype(np.int64),
+            "shipment_id": pa.array(ship, pa.int64(), mask=ship < 0),
+        },
+        schema=TXN_SCHEMA,
+    )
 
 
-SNAPSHOT_SCHEMA = pa.schema([("location_id", pa.int32()), ("product_id", pa.int32()), ("ts", TS),
-                             ("on_hand", pa.int64())])  # fmt: skip
+SNAPSHOT_SCHEMA = pa.schema([("location_id", pa.int32()), ("product_id", pa.int32()), ("ts", TS), ("on_hand", pa.int64())])
 
 
 def _snapshot(run: PackRun, table: str, day: date, balance: np.ndarray) -> int:
@@ -67,10 +89,15 @@ def _snapshot(run: PackRun, table: str, day: date, balance: np.ndarray) -> int:
     if day.weekday() != 6:
         return 0
     loc, prod = np.nonzero(np.ones_like(balance, dtype=bool))
-    snap = pa.table({
-        "location_id": (loc + 1).astype(np.int32), "product_id": (prod + 1).astype(np.int32),
-        "ts": ts_array(np.full(loc.size, day_start(day) + 86_399)), "on_hand": balance[loc, prod],
-    }, schema=SNAPSHOT_SCHEMA)  # fmt: skip
+    snap = pa.table(
+        {
+            "location_id": (loc + 1).astype(np.int32),
+            "product_id": (prod + 1).astype(np.int32),
+            "ts": ts_array(np.full(loc.size, day_start(day) + 86_399)),
+            "on_hand": balance[loc, prod],
+        },
+        schema=SNAPSHOT_SCHEMA,
+    )
     return write_parquet(snap, run.fact_path(table, day))
 
 
@@ -137,16 +164,16 @@ def store_inventory(run: PackRun) -> dict[str, int]:
             while left > 0:  # split over the DC's trucks in turn, each loaded up to its capacity
                 t = fleet[(s + day_no(day) + k) % fleet.size]
                 load = min(left, int(truck_cap[t]))
-                move_parts.append((int(shipment[s]), int(t) + 1, int(store_dc[s]), int(s) + 1, load, int(depart0[s]),
-                                   int(depart0[s] + travel[s])))  # fmt: skip
+                move_parts.append(
+                    (int(shipment[s]), int(t) + 1, int(store_dc[s]), int(s) + 1, load, int(depart0[s]), int(depart0[s] + travel[s]))
+                )
                 left -= load
                 k += 1
             arrive[s] = depart0[s] + travel[s]
         parts: list[Part] = []
         if initial and day == run.start:
             si, pi = np.nonzero(np.ones_like(balance, dtype=bool))
-            parts.append(("INITIAL", si, pi, np.full(si.size, base), balance[si, pi], balance[si, pi],
-                          np.full(si.size, -1)))  # fmt: skip
+            parts.append(("INITIAL", si, pi, np.full(si.size, base), balance[si, pi], balance[si, pi], np.full(si.size, -1)))
         si, pi = np.nonzero(deliver > 0)
         parts.append(("DELIVERY", si, pi, arrive[si], deliver[si, pi], balance[si, pi] + deliver[si, pi], shipment[si]))
         balance = balance + deliver
@@ -157,12 +184,19 @@ def store_inventory(run: PackRun) -> dict[str, int]:
         assert (balance >= 0).all(), "store inventory went negative"  # guaranteed by construction
         rows["store_inventory_txn"] += write_parquet(_txns(day, parts), run.fact_path("store_inventory_txn", day))
         m = np.array(move_parts, dtype=np.int64).reshape(-1, 7)
-        moves = pa.table({
-            "move_id": day_no(day) * 1_000_000 + np.arange(1, len(m) + 1, dtype=np.int64), "shipment_id": m[:, 0],
-            "truck_id": m[:, 1].astype(np.int32), "dc_id": m[:, 2].astype(np.int32),
-            "store_id": m[:, 3].astype(np.int32), "units": m[:, 4],
-            "depart_ts": ts_array(m[:, 5]), "arrive_ts": ts_array(m[:, 6]),
-        }, schema=MOVES_SCHEMA)  # fmt: skip
+        moves = pa.table(
+            {
+                "move_id": day_no(day) * 1_000_000 + np.arange(1, len(m) + 1, dtype=np.int64),
+                "shipment_id": m[:, 0],
+                "truck_id": m[:, 1].astype(np.int32),
+                "dc_id": m[:, 2].astype(np.int32),
+                "store_id": m[:, 3].astype(np.int32),
+                "units": m[:, 4],
+                "depart_ts": ts_array(m[:, 5]),
+                "arrive_ts": ts_array(m[:, 6]),
+            },
+            schema=MOVES_SCHEMA,
+        )
         rows["truck_moves"] += write_parquet(moves, run.fact_path("truck_moves", day))
         rows["store_inventory_snapshot"] += _snapshot(run, "store_inventory_snapshot", day, balance)
     _save_balance(run, "store_inventory.npy", balance)
@@ -184,8 +218,7 @@ def dc_inventory(run: PackRun) -> dict[str, int]:
     rows = {"dc_inventory_txn": 0, "dc_inventory_snapshot": 0}
     for day in run.dates():
         base = day_start(day)
-        tx = pq.read_table(run.fact_path("store_inventory_txn", day), columns=["location_id", "product_id", "txn_type",
-                                                                                "qty"])  # fmt: skip
+        tx = pq.read_table(run.fact_path("store_inventory_txn", day), columns=["location_id", "product_id", "txn_type", "qty"])
         tx = tx.filter(pa.compute.equal(tx["txn_type"], "DELIVERY"))
         flat = store_dc[tx["location_id"].to_numpy() - 1].astype(np.int64) * n_prod + tx["product_id"].to_numpy() - 1
         to_stores = np.bincount(flat, weights=tx["qty"].to_numpy(), minlength=c.dcs * n_prod)
@@ -199,10 +232,12 @@ def dc_inventory(run: PackRun) -> dict[str, int]:
         parts: list[Part] = []
         if initial and day == run.start:
             di, pi = np.nonzero(np.ones_like(balance, dtype=bool))
-            parts.append(("INITIAL", di, pi, np.full(di.size, base), balance[di, pi], balance[di, pi],
-                          np.full(di.size, -1)))  # fmt: skip
-        for kind, qty, at in (("RECEIVE", receive, base), ("SHIP_STORE", -to_stores, base + 1800),
-                              ("SHIP_ONLINE", -online, base + 23 * 3600)):  # fmt: skip
+            parts.append(("INITIAL", di, pi, np.full(di.size, base), balance[di, pi], balance[di, pi], np.full(di.size, -1)))
+        for kind, qty, at in (
+            ("RECEIVE", receive, base),
+            ("SHIP_STORE", -to_stores, base + 1800),
+            ("SHIP_ONLINE", -online, base + 23 * 3600),
+        ):
             di, pi = np.nonzero(qty)
             balance = balance + qty
             parts.append((kind, di, pi, np.full(di.size, at), qty[di, pi], balance[di, pi], np.full(di.size, -1)))

@@ -17,17 +17,50 @@ import numpy as np
 
 __all__ = ["BlockedNameError", "blocklist", "check_synthetic", "people_names", "place_names", "synthetic_brands"]
 
-_ONSETS = ["b", "br", "c", "d", "dr", "f", "g", "gl", "h", "k", "l", "m", "n", "p", "pr", "qu", "r", "s", "st",
-           "t", "tr", "v", "w", "z", "th", "sh"]  # fmt: skip
+_ONSETS = [
+    "b",
+    "br",
+    "c",
+    "d",
+    "dr",
+    "f",
+    "g",
+    "gl",
+    "h",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "pr",
+    "qu",
+    "r",
+    "s",
+    "st",
+    "t",
+    "tr",
+    "v",
+    "w",
+    "z",
+    "th",
+    "sh",
+]
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "io", "ou", "y"]
 _CODAS = ["", "", "n", "r", "l", "s", "x", "m", "nd", "rk", "sh", "th", "v"]
 COMPANY_SUFFIXES = ["Goods Co.", "Brands", "Holdings", "Works", "Trading", "Supply", "Collective", "Labs"]
 # category -> (low, high) base price in cents
 CATEGORIES = {
-    "Grocery": (150, 1200), "Produce": (99, 900), "Dairy": (149, 1100), "Bakery": (199, 1500),
-    "Household": (299, 4500), "Personal Care": (249, 3500), "Electronics": (1999, 49999),
-    "Apparel": (999, 12999), "Home": (799, 19999), "Toys": (599, 7999),
-}  # fmt: skip
+    "Grocery": (150, 1200),
+    "Produce": (99, 900),
+    "Dairy": (149, 1100),
+    "Bakery": (199, 1500),
+    "Household": (299, 4500),
+    "Personal Care": (249, 3500),
+    "Electronics": (1999, 49999),
+    "Apparel": (999, 12999),
+    "Home": (799, 19999),
+    "Toys": (599, 7999),
+}
 
 
 class BlockedNameError(ValueError):

@@ -32,15 +32,29 @@ def seconds_of(column: pa.ChunkedArray) -> np.ndarray:
     return column.cast(pa.int64()).to_numpy() // 1000
 
 
-RECEIPTS_SCHEMA = pa.schema([
-    ("receipt_id", pa.int64()), ("store_id", pa.int32()), ("customer_id", pa.int64()), ("ts", TS),
-    ("item_count", pa.int32()), ("subtotal_cents", pa.int64()), ("tax_cents", pa.int64()),
-    ("total_cents", pa.int64()), ("payment_method", pa.string()),
-])  # fmt: skip
-LINES_SCHEMA = pa.schema([
-    ("receipt_id", pa.int64()), ("line_no", pa.int16()), ("product_id", pa.int32()), ("qty", pa.int32()),
-    ("unit_price_cents", pa.int64()), ("ext_price_cents", pa.int64()),
-])  # fmt: skip
+RECEIPTS_SCHEMA = pa.schema(
+    [
+        ("receipt_id", pa.int64()),
+        ("store_id", pa.int32()),
+        ("customer_id", pa.int64()),
+        ("ts", TS),
+        ("item_count", pa.int32()),
+        ("subtotal_cents", pa.int64()),
+        ("tax_cents", pa.int64()),
+        ("total_cents", pa.int64()),
+        ("payment_method", pa.string()),
+    ]
+)
+LINES_SCHEMA = pa.schema(
+    [
+        ("receipt_id", pa.int64()),
+        ("line_no", pa.int16()),
+        ("product_id", pa.int32()),
+        ("qty", pa.int32()),
+        ("unit_price_cents", pa.int64()),
+        ("ext_price_cents", pa.int64()),
+    ]
+)
 
 
 def open_hour_cdf(open_hour: np.ndarray, close_hour: np.ndarray, profile: np.ndarray) -> np.ndarray:
@@ -110,23 +124,37 @@ def receipts(run: PackRun) -> dict[str, int]:
         subtotal = np.add.reduceat(ext, starts) if n else np.zeros(0, np.int64)
         tax = (subtotal * tax_bp[store_idx] + 5_000) // 10_000  # round half up, in cents
         items = np.add.reduceat(qty, starts) if n else np.zeros(0, np.int64)
-        head = pa.table({
-            "receipt_id": ids, "store_id": (store_idx + 1).astype(np.int32), "customer_id": (cust + 1).astype(np.int64),
-            "ts": ts_array(day_start(day) + secs), "item_count": items.astype(np.int32),
-            "subtotal_cents": subtotal, "tax_cents": tax, "total_cents": subtotal + tax,
-            "payment_method": PAYMENTS[rng.choice(PAYMENTS.size, n, p=PAYMENT_SHARES)],
-        }, schema=RECEIPTS_SCHEMA)  # fmt: skip
-        lines = pa.table({
-            "receipt_id": ids[line_rec], "line_no": line_no.astype(np.int16), "product_id": (prod + 1).astype(np.int32),
-            "qty": qty.astype(np.int32), "unit_price_cents": price[prod], "ext_price_cents": ext,
-        }, schema=LINES_SCHEMA)  # fmt: skip
+        head = pa.table(
+            {
+                "receipt_id": ids,
+                "store_id": (store_idx + 1).astype(np.int32),
+                "customer_id": (cust + 1).astype(np.int64),
+                "ts": ts_array(day_start(day) + secs),
+                "item_count": items.astype(np.int32),
+                "subtotal_cents": subtotal,
+                "tax_cents": tax,
+                "total_cents": subtotal + tax,
+                "payment_method": PAYMENTS[rng.choice(PAYMENTS.size, n, p=PAYMENT_SHARES)],
+            },
+            schema=RECEIPTS_SCHEMA,
+        )
+        lines = pa.table(
+            {
+                "receipt_id": ids[line_rec],
+                "line_no": line_no.astype(np.int16),
+                "product_id": (prod + 1).astype(np.int32),
+                "qty": qty.astype(np.int32),
+                "unit_price_cents": price[prod],
+                "ext_price_cents": ext,
+            },
+            schema=LINES_SCHEMA,
+        )
         rows["receipts"] += write_parquet(head, run.fact_path("receipts", day))
         rows["receipt_lines"] += write_parquet(lines, run.fact_path("receipt_lines", day))
     return rows
 
 
-FOOT_SCHEMA = pa.schema([("store_id", pa.int32()), ("ts", TS), ("hour", pa.int8()), ("visitors", pa.int32()),
-                         ("transactions", pa.int32())])  # fmt: skip
+FOOT_SCHEMA = pa.schema([("store_id", pa.int32()), ("ts", TS), ("hour", pa.int8()), ("visitors", pa.int32()), ("transactions", pa.int32())])
 
 
 def foot_traffic(run: PackRun) -> dict[str, int]:
@@ -151,19 +179,34 @@ def foot_traffic(run: PackRun) -> dict[str, int]:
         t = tx[si, hi]
         conversion = rng.uniform(0.2, 0.4, si.size)
         visitors = t + rng.poisson(t * (1 / conversion - 1) + 2)
-        table = pa.table({
-            "store_id": (si + 1).astype(np.int32), "ts": ts_array(day_start(day) + hi * 3600),
-            "hour": hi.astype(np.int8), "visitors": visitors.astype(np.int32), "transactions": t.astype(np.int32),
-        }, schema=FOOT_SCHEMA)  # fmt: skip
+        table = pa.table(
+            {
+                "store_id": (si + 1).astype(np.int32),
+                "ts": ts_array(day_start(day) + hi * 3600),
+                "hour": hi.astype(np.int8),
+                "visitors": visitors.astype(np.int32),
+                "transactions": t.astype(np.int32),
+            },
+            schema=FOOT_SCHEMA,
+        )
         rows += write_parquet(table, run.fact_path("foot_traffic", day))
     return {"foot_traffic": rows}
 
 
-ONLINE_SCHEMA = pa.schema([
-    ("order_id", pa.int64()), ("customer_id", pa.int64()), ("product_id", pa.int32()), ("dc_id", pa.int32()),
-    ("qty", pa.int32()), ("unit_price_cents", pa.int64()), ("total_cents", pa.int64()),
-    ("created_ts", TS), ("picked_ts", TS), ("shipped_ts", TS),
-])  # fmt: skip
+ONLINE_SCHEMA = pa.schema(
+    [
+        ("order_id", pa.int64()),
+        ("customer_id", pa.int64()),
+        ("product_id", pa.int32()),
+        ("dc_id", pa.int32()),
+        ("qty", pa.int32()),
+        ("unit_price_cents", pa.int64()),
+        ("total_cents", pa.int64()),
+        ("created_ts", TS),
+        ("picked_ts", TS),
+        ("shipped_ts", TS),
+    ]
+)
 
 
 def online_orders(run: PackRun) -> dict[str, int]:
@@ -187,12 +230,20 @@ def online_orders(run: PackRun) -> dict[str, int]:
         created.sort()
         picked = created + rng.integers(1800, 14_400, n)
         shipped = picked + rng.integers(1800, 10_800, n)
-        table = pa.table({
-            "order_id": day_no(day) * KEY_STRIDE + np.arange(1, n + 1, dtype=np.int64),
-            "customer_id": (cust + 1).astype(np.int64), "product_id": (prod + 1).astype(np.int32),
-            "dc_id": cust_dc[cust].astype(np.int32), "qty": qty.astype(np.int32),
-            "unit_price_cents": price[prod], "total_cents": qty * price[prod],
-            "created_ts": ts_array(created), "picked_ts": ts_array(picked), "shipped_ts": ts_array(shipped),
-        }, schema=ONLINE_SCHEMA)  # fmt: skip
+        table = pa.table(
+            {
+                "order_id": day_no(day) * KEY_STRIDE + np.arange(1, n + 1, dtype=np.int64),
+                "customer_id": (cust + 1).astype(np.int64),
+                "product_id": (prod + 1).astype(np.int32),
+                "dc_id": cust_dc[cust].astype(np.int32),
+                "qty": qty.astype(np.int32),
+                "unit_price_cents": price[prod],
+                "total_cents": qty * price[prod],
+                "created_ts": ts_array(created),
+                "picked_ts": ts_array(picked),
+                "shipped_ts": ts_array(shipped),
+            },
+            schema=ONLINE_SCHEMA,
+        )
         rows += write_parquet(table, run.fact_path("online_orders", day))
     return {"online_orders": rows}

@@ -22,7 +22,10 @@ __all__ = ["FACT_TABLES", "RETAIL", "WEEKLY_TABLES"]
 
 
 def _t(
-    name: str, refs: tuple[str, ...], build: Callable[[PackRun], dict[str, int]], writes: tuple[str, ...] = (),
+    name: str,
+    refs: tuple[str, ...],
+    build: Callable[[PackRun], dict[str, int]],
+    writes: tuple[str, ...] = (),
     fact: bool = False,
 ) -> TableDef:
     return TableDef(name, refs, writes or (name,), fact, build)

@@ -25,7 +25,7 @@ from task_components.schema.types.convert import (
     unwrap_bytes,
     value_matrix,
     vector_width,
-)  # fmt: skip
+)
 from task_components.schema.types.spec import (
     TYPES,
     Distinct,
@@ -36,7 +36,7 @@ from task_components.schema.types.spec import (
     register_type,
     spec,
     unregister_type,
-)  # fmt: skip
+)
 
 __all__ = [
     "TYPES",

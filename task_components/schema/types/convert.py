@@ -17,9 +17,30 @@ import pyarrow as pa
 from task_components.schema.types.spec import Convert, Field, FieldType, spec
 
 __all__ = [
-    "arrow_type", "copy_values", "eq_array", "eq_bytes", "eq_float32", "eq_json", "eq_sparse", "eq_vector",
-    "json_objects", "matrix", "milvus_dtype", "milvus_values", "nulls_kept", "one_chunk", "pg_type", "pg_value",
-    "row_bytes", "row_lists", "rows_as", "same_value", "sparse_dicts", "unwrap_bytes", "value_matrix", "vector_width",
+    "arrow_type",
+    "copy_values",
+    "eq_array",
+    "eq_bytes",
+    "eq_float32",
+    "eq_json",
+    "eq_sparse",
+    "eq_vector",
+    "json_objects",
+    "matrix",
+    "milvus_dtype",
+    "milvus_values",
+    "nulls_kept",
+    "one_chunk",
+    "pg_type",
+    "pg_value",
+    "row_bytes",
+    "row_lists",
+    "rows_as",
+    "same_value",
+    "sparse_dicts",
+    "unwrap_bytes",
+    "value_matrix",
+    "vector_width",
 ]
 
 
@@ -55,8 +76,7 @@ def nulls_kept(convert: Convert) -> Convert:
             return convert(col, f)
         valid = col.is_valid()
         out: list[Any] = [None] * len(col)
-        for i, v in zip(np.flatnonzero(valid.to_numpy(zero_copy_only=False)), convert(col.filter(valid), f),
-                        strict=True):  # fmt: skip
+        for i, v in zip(np.flatnonzero(valid.to_numpy(zero_copy_only=False)), convert(col.filter(valid), f), strict=True):
             out[i] = v
         return out
 

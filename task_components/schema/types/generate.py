@@ -126,9 +126,21 @@ def json_objects(rng: np.random.Generator, n: int) -> pa.Array:
     active = pc.if_else(pa.array(rng.random(n) < 0.5), "true", "false")
     w1, w2, cat = pick("WORDS", keys, 31), pick("WORDS", keys, 32), pick("WORDS", keys, 33)
     return pc.binary_join_element_wise(
-        '{"id": ', ident, ', "score": ', score, ', "category": "', cat, '", "active": ', active,
-        ', "tags": ["', w1, '", "', w2, '"]}', "",
-    )  # fmt: skip
+        '{"id": ',
+        ident,
+        ', "score": ',
+        score,
+        ', "category": "',
+        cat,
+        '", "active": ',
+        active,
+        ', "tags": ["',
+        w1,
+        '", "',
+        w2,
+        '"]}',
+        "",
+    )
 
 
 def json_column(f: Field, rng: np.random.Generator, n: int, distinct: Distinct | None) -> pa.Array:

@@ -66,8 +66,7 @@ def _uuid(keys: np.ndarray, salt: int) -> pa.Array:
     chars[:, 0::2] = hexchars[raw >> 4]
     chars[:, 1::2] = hexchars[raw & 15]
     dash = np.full((len(keys), 1), ord("-"), dtype=np.uint8)
-    out = np.concatenate([chars[:, :8], dash, chars[:, 8:12], dash, chars[:, 12:16], dash, chars[:, 16:20], dash,
-                          chars[:, 20:]], axis=1)  # fmt: skip
+    out = np.concatenate([chars[:, :8], dash, chars[:, 8:12], dash, chars[:, 12:16], dash, chars[:, 16:20], dash, chars[:, 20:]], axis=1)
     offsets = pa.array(np.arange(0, 36 * (len(keys) + 1), 36, dtype=np.int32))
     return pa.StringArray.from_buffers(len(keys), offsets.buffers()[1], pa.py_buffer(out.tobytes()))
 
@@ -95,15 +94,22 @@ def text(pattern: str, keys: np.ndarray, *, prefix: str = "id", min_length: int 
         return _cat(user, pc.cast(pa.array(_num(keys, 13, 1, 999)), pa.string()), "@", pick("DOMAINS", keys, 14))
     if pattern == "address":
         number = pc.cast(pa.array(_num(keys, 15, 1, 9999)), pa.string())
-        return _cat(number, " ", pick("STREETS", keys, 16), " ", pick("STREET_KINDS", keys, 17), ", ",
-                    pick("CITIES", keys, 18))  # fmt: skip
+        return _cat(number, " ", pick("STREETS", keys, 16), " ", pick("STREET_KINDS", keys, 17), ", ", pick("CITIES", keys, 18))
     if pattern == "city":
         return pick("CITIES", keys, 18)
     if pattern == "country":
         return pick("COUNTRIES", keys, 19)
     if pattern == "url":
-        return _cat("https://", pick("WORDS", keys, 20), ".", pick("TLDS", keys, 21), "/", pick("WORDS", keys, 22),
-                    "/", pc.cast(pa.array(_num(keys, 23, 1, 99999)), pa.string()))  # fmt: skip
+        return _cat(
+            "https://",
+            pick("WORDS", keys, 20),
+            ".",
+            pick("TLDS", keys, 21),
+            "/",
+            pick("WORDS", keys, 22),
+            "/",
+            pc.cast(pa.array(_num(keys, 23, 1, 99999)), pa.string()),
+        )
     if pattern == "phone":
         return _cat("+1-", _digits(keys, 24, 3), "-", _digits(keys, 25, 3), "-", _digits(keys, 26, 4))
     if pattern == "uuid":
@@ -114,13 +120,33 @@ def text(pattern: str, keys: np.ndarray, *, prefix: str = "id", min_length: int 
 
 
 _BY_NAME = (
-    ("email", "email"), ("mail", "email"), ("first_name", "first_name"), ("last_name", "last_name"),
-    ("name", "name"), ("author", "name"), ("speaker", "name"), ("address", "address"), ("city", "city"),
-    ("country", "country"), ("url", "url"), ("link", "url"), ("source", "url"), ("phone", "phone"),
-    ("uuid", "uuid"), ("title", "title"), ("headline", "title"), ("caption", "sentence"), ("body", "paragraph"),
-    ("content", "paragraph"), ("text", "paragraph"), ("description", "sentence"), ("category", "category"),
-    ("tag", "word"), ("label", "word"), ("_id", "id"),
-)  # fmt: skip
+    ("email", "email"),
+    ("mail", "email"),
+    ("first_name", "first_name"),
+    ("last_name", "last_name"),
+    ("name", "name"),
+    ("author", "name"),
+    ("speaker", "name"),
+    ("address", "address"),
+    ("city", "city"),
+    ("country", "country"),
+    ("url", "url"),
+    ("link", "url"),
+    ("source", "url"),
+    ("phone", "phone"),
+    ("uuid", "uuid"),
+    ("title", "title"),
+    ("headline", "title"),
+    ("caption", "sentence"),
+    ("body", "paragraph"),
+    ("content", "paragraph"),
+    ("text", "paragraph"),
+    ("description", "sentence"),
+    ("category", "category"),
+    ("tag", "word"),
+    ("label", "word"),
+    ("_id", "id"),
+)
 
 
 def infer_pattern(field_name: str, max_length: int) -> str:

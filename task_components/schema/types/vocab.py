@@ -51,9 +51,7 @@ COUNTRIES = (
     "Greece Switzerland Japan Korea China Singapore India Egypt Nigeria Kenya Australia Canada Mexico Brazil "
     "Argentina Chile Peru Colombia USA UK"
 ).split()
-STREETS = (
-    "Main Oak Pine Maple Cedar Elm Park Lake Hill Church High Station Mill River Bridge King Queen Market"
-).split()
+STREETS = ("Main Oak Pine Maple Cedar Elm Park Lake Hill Church High Station Mill River Bridge King Queen Market").split()
 STREET_KINDS = ("Street Avenue Road Lane Boulevard Drive Way Place Court").split()
 DOMAINS = ("example.com mail.test corp.example data.example inbox.test acme.example").split()
 TLDS = ("com org net io dev ai").split()

@@ -62,9 +62,7 @@ class Operand:
         reads as absent.
         """
         if self.integer_result and not literal.is_integer:
-            raise FilterConversionError(
-                "Milvus compares this arithmetic with integers only", literal.token.text, literal.token.pos
-            )
+            raise FilterConversionError("Milvus compares this arithmetic with integers only", literal.token.text, literal.token.pos)
         if not self.json:
             return self.sql
         return self.typed(literal.kind)
@@ -134,10 +132,7 @@ def _json_arithmetic(left: Operand, sign: Token, value: str) -> str:
     if sign.text == "%":
         result = f"trunc(({text})::numeric)::bigint % {value}"
     elif sign.text == "/":
-        result = (
-            f"CASE WHEN ({text}) ~ '^-?[0-9]+$' THEN ({text})::bigint / {value} "
-            f"ELSE ({text})::double precision / {value} END"
-        )
+        result = f"CASE WHEN ({text}) ~ '^-?[0-9]+$' THEN ({text})::bigint / {value} ELSE ({text})::double precision / {value} END"
     else:
         result = f"({text})::double precision {sign.text} {value}"
     return f"(CASE WHEN jsonb_typeof({p}) = 'number' THEN {result} END)"

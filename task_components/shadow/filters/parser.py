@@ -11,9 +11,13 @@ from task_components.shadow.filters.tokens import ARITH, COMPARE, Token, sql_str
 
 # json_contains* and array_contains* are one family in Milvus: each works on Array fields and JSON paths
 _CONTAINS = {
-    "array_contains": "one", "array_contains_all": "all", "array_contains_any": "any",
-    "json_contains": "one", "json_contains_all": "all", "json_contains_any": "any",
-}  # fmt: skip
+    "array_contains": "one",
+    "array_contains_all": "all",
+    "array_contains_any": "any",
+    "json_contains": "one",
+    "json_contains_all": "all",
+    "json_contains_any": "any",
+}
 _FUNCTIONS = {*_CONTAINS, "array_length", "text_match"}
 _UPWARD, _DOWNWARD = frozenset({"<", "<="}), frozenset({">", ">="})
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
@@ -138,11 +142,7 @@ class Parser:
 
     def starts_literal(self) -> bool:
         t = self.tok
-        return (
-            t.kind in ("number", "string")
-            or t.is_op("true", "false")
-            or (t.is_op("-", "+") and self.next.kind == "number")
-        )
+        return t.kind in ("number", "string") or t.is_op("true", "false") or (t.is_op("-", "+") and self.next.kind == "number")
 
     def after_literal(self) -> Token:
         """The token after the literal starting here (a signed number is two tokens)."""
@@ -236,9 +236,7 @@ class Parser:
         field = self.value()
         op2 = self.tok
         if not (op2.kind == "op" and op2.text in COMPARE):
-            return field.two_valued(
-                f"{field.compared(low)} {COMPARE[_FLIP[op1.text]]} {low.sql}", not_equal=op1.text == "!="
-            )
+            return field.two_valued(f"{field.compared(low)} {COMPARE[_FLIP[op1.text]]} {low.sql}", not_equal=op1.text == "!=")
         self.take()
         high = self.bound()
         same_way = {op1.text, op2.text} <= _UPWARD or {op1.text, op2.text} <= _DOWNWARD
@@ -247,8 +245,7 @@ class Parser:
         if self.tok.kind == "op" and self.tok.text in COMPARE:
             raise self.error("a range has two comparisons at most")
         return field.two_valued(
-            f"({field.compared(low)} {COMPARE[_FLIP[op1.text]]} {low.sql} "
-            f"AND {field.compared(high)} {COMPARE[op2.text]} {high.sql})"
+            f"({field.compared(low)} {COMPARE[_FLIP[op1.text]]} {low.sql} AND {field.compared(high)} {COMPARE[op2.text]} {high.sql})"
         )
 
     def predicate(self, left: Operand) -> str:
