@@ -125,27 +125,34 @@ def _refuse_spill(cls: type) -> None:
         )
 
 
-class StreamStage(Component[P]):
-    """A per-batch step between the source and the sinks (``stage()``: the configured step)."""
+class _StreamStep(Component[P]):
+    """What every streaming step shares: it reads batches of its needs, never spills them (a batch carries
+    its source's ledger), and finds its inputs and wiring problems the same way."""
 
     __slots__ = ()
-    emits = True
     stream_input = True
-    Result = StageResult
-    needs_types = BATCHES
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _refuse_spill(cls)
-
-    @abstractmethod
-    def stage(self) -> BatchStage: ...
 
     def required_inputs(self) -> list[tuple[type, ...]]:
         return _inputs(self)
 
     def needs_problem(self, tasks: dict[str, Task]) -> str | None:
         return _step_problem(self, tasks)
+
+
+class StreamStage(_StreamStep[P]):
+    """A per-batch step between the source and the sinks (``stage()``: the configured step)."""
+
+    __slots__ = ()
+    emits = True
+    Result = StageResult
+    needs_types = BATCHES
+
+    @abstractmethod
+    def stage(self) -> BatchStage: ...
 
     async def run(self, ctx: PipelineContext) -> StageResult:
         result = StageResult()
@@ -168,27 +175,16 @@ class StreamStage(Component[P]):
         return {"batches": result.batches, "rejected": result.records}
 
 
-class StreamSink(Component[P]):
+class StreamSink(_StreamStep[P]):
     """A sink of valid records (``sink()``: the configured sink, whose writer must be idempotent)."""
 
     __slots__ = ()
     emits = True  # its refusals, to the dead-letter sink
-    stream_input = True
     Result = SinkResult
     needs_types = BATCHES
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        _refuse_spill(cls)
-
     @abstractmethod
     def sink(self) -> BatchSink: ...
-
-    def required_inputs(self) -> list[tuple[type, ...]]:
-        return _inputs(self)
-
-    def needs_problem(self, tasks: dict[str, Task]) -> str | None:
-        return _step_problem(self, tasks)
 
     async def run(self, ctx: PipelineContext) -> SinkResult:
         result = SinkResult()
@@ -232,23 +228,15 @@ class StreamSink(Component[P]):
         return {"batches": result.batches, "written": result.written, "refused": result.refused}
 
 
-class StreamDeadLetters(Component[P]):
+class StreamDeadLetters(_StreamStep[P]):
     """The sink of every record rejected upstream: reads each producer it needs, writes what it was handed."""
 
     __slots__ = ()
-    stream_input = True
     Result = SinkResult
     needs_types = DEAD_LETTERS
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        _refuse_spill(cls)
-
     @abstractmethod
     def sink(self) -> BatchSink: ...
-
-    def required_inputs(self) -> list[tuple[type, ...]]:
-        return _inputs(self)
 
     def needs_problem(self, tasks: dict[str, Task]) -> str | None:
         if not self.needs:
