@@ -48,7 +48,11 @@ class RetryPolicy:
         return attempt < self.attempts and isinstance(error, self.retry_on)
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        base = min(self.max_delay, self.backoff * self.factor ** (attempt - 1))
+        try:
+            grown = self.backoff * self.factor ** (attempt - 1)
+        except OverflowError:  # a retry-forever loop reaches attempt ~1025 at factor 2: the cap applies long before
+            grown = self.max_delay
+        base = min(self.max_delay, grown)
         spread = (rng or random).random() * self.jitter
         return base * (1.0 + spread)
 

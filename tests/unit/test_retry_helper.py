@@ -62,3 +62,10 @@ def test_a_deadline_bounds_the_whole_and_shortens_the_last_pause() -> None:
 def test_delays_follow_the_policy() -> None:
     policy = RetryPolicy(backoff=0.1, factor=1.5, max_delay=0.3, jitter=0.0)
     assert [round(d, 3) for d in itertools.islice(delays(policy), 5)] == [0.1, 0.15, 0.225, 0.3, 0.3]
+
+
+def test_a_retry_forever_loop_past_attempt_1024_still_gets_the_capped_delay() -> None:
+    """factor**attempt overflows a float near attempt 1025 (factor 2): a daemon retrying for hours must not crash."""
+    policy = RetryPolicy(attempts=10**9, backoff=0.5, factor=2.0, max_delay=30.0, jitter=0.0)
+    assert policy.delay(1) == 0.5
+    assert policy.delay(2000) == 30.0
