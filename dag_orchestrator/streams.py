@@ -22,7 +22,7 @@ import math
 import pickle
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,7 @@ class StreamHub:
         self.finished = False
         self.emitted = 0
         self.dropped: list[str] = []  # consumers that will never run: not sent to
+        self._drop_watchers: dict[object, Callable[[str], None]] = {}
 
     @property
     def consumers(self) -> list[str]:
@@ -160,6 +161,21 @@ class StreamHub:
         self.dropped.append(consumer)
         self.close_reader(consumer)
         send.close()
+        for watcher in tuple(self._drop_watchers.values()):
+            watcher(consumer)
+
+    def on_drop(self, key: object, watcher: Callable[[str], None]) -> None:
+        """Call ``watcher(consumer)`` when a consumer is dropped (at once for one dropped already); one per ``key``.
+
+        For a producer whose chunks must be accounted for by their consumers: chunks already sitting in
+        a dropped consumer's buffer will never be read, and the producer may never send another one to
+        find that out by itself.
+        """
+        if key in self._drop_watchers:
+            return
+        self._drop_watchers[key] = watcher
+        for consumer in self.dropped:
+            watcher(consumer)
 
     async def emit(self, chunk: Any) -> None:
         for consumer, send in tuple(self._sends.items()):  # a consumer may be dropped while this waits

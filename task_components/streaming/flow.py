@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -207,10 +208,10 @@ async def pass_on(ctx: PipelineContext, item: Flowing) -> None:
     ledger breaks: the source commits what was acknowledged and ends with ``DownstreamFailed``.
     """
     hub = ctx.hubs.get(ctx.task_name)
+    if hub is not None:  # batches already in a dropped reader's buffer are never acknowledged: break now
+        hub.on_drop(id(item.ledger), partial(_dropped, item.ledger, ctx.task_name))
     if hub is not None and hub.dropped:
-        error = StreamWiringError(f"skipped (another of its needs failed): it will never take the batches of {ctx.task_name!r}")
-        item.ledger.fail(hub.dropped[0], error)
-        raise DownstreamFailed(item.ledger.error or str(error))
+        raise DownstreamFailed(item.ledger.error or f"a reader of {ctx.task_name!r} was skipped")
     copies = len(hub.consumers) if hub is not None else 0
     if item.dead:
         if not copies:
@@ -228,6 +229,11 @@ async def pass_on(ctx: PipelineContext, item: Flowing) -> None:
             if item.ledger.broken.is_set():
                 raise DownstreamFailed(item.ledger.error or str(exc)) from exc
             raise
+
+
+def _dropped(ledger: AckLedger, producer: str, consumer: str) -> None:
+    """The engine skipped ``consumer`` (another of its needs failed): it will never take its copies."""
+    ledger.fail(consumer, StreamWiringError(f"skipped (another of its needs failed): it will never take the batches of {producer!r}"))
 
 
 def only_stream(task_name: str, streams_from: Any) -> str:

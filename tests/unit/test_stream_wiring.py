@@ -9,6 +9,7 @@ on a step, and one failure breaking the ledgers of sources it does not read.
 from __future__ import annotations
 
 import pickle
+import time
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,10 @@ class _Boom(Component[NoParams]):
         raise RuntimeError("boom")
 
 
-async def test_a_skipped_dead_letter_sink_ends_the_source_with_downstream_failed() -> None:
+@pytest.mark.parametrize("buffer", [4, 16], ids=["batches-wait-to-be-sent", "all-batches-already-in-its-buffer"])
+async def test_a_skipped_dead_letter_sink_ends_the_source_with_downstream_failed(buffer: int) -> None:
+    """With a large buffer every batch sits in the skipped reader's buffer before the skip, and the source
+    sends nothing more that could find out: the drop itself must break the ledger."""
     dag = DAG(
         "skip",
         [
@@ -155,8 +159,10 @@ async def test_a_skipped_dead_letter_sink_ends_the_source_with_downstream_failed
             flow._Dead("dead", needs=["source", "stage", "store", "setup"], streams_from=["source", "stage", "store"]),
         ],
     )
+    started = time.monotonic()
     with anyio.fail_after(30):
-        result = await Executor(policy=FailurePolicy.CONTINUE).run(dag)
+        result = await Executor(policy=FailurePolicy.CONTINUE, stream_buffer=buffer).run(dag)
+    assert time.monotonic() - started < 10  # not the test source's own 20 s guard
     assert result.tasks["dead"].state is TaskState.SKIPPED
     assert "DownstreamFailed" in (result.tasks["source"].error or ""), result.tasks["source"].error
     assert "task 'dead' downstream of the source ended" in (result.tasks["source"].error or "")
