@@ -200,7 +200,7 @@ class Execution:
         request.interrupted = True
         with anyio.CancelScope(shield=True), anyio.move_on_after(10):
             try:
-                await self.ledger.unclaim(request.id, self.board.owner, uncount=not request.ran)
+                await self.ledger.unclaim(request.id, self.board.owner, uncount=request.id not in self.board.ran)
             except Exception as exc:  # noqa: BLE001 - the lease lapses on its own
                 log.warning("claim not given back", request_id=request.id, error=f"{type(exc).__name__}: {exc}")
         log.info("request interrupted before it started", request_id=request.id)
@@ -214,7 +214,9 @@ class Execution:
             claim = None  # it waited longer than a lease: if renewals failed, another daemon may hold it now
         try:
             if claim is None:  # (else claimed with its acceptance) told here already: the claim records it too
-                claim = await self.ledger.claim(rid, self.board.owner, d.lease_seconds, announced=rid in self.board.told)
+                claim = await self.ledger.claim(
+                    rid, self.board.owner, d.lease_seconds, announced=rid in self.board.told, rerun=rid in self.board.ran
+                )
             await anyio.lowlevel.checkpoint_if_cancelled()  # a stop before the set-up: no run directory made
         except anyio.get_cancelled_exc_class():
             await self._unclaim(request)  # the claim may have been written before the stop cut it short
@@ -305,6 +307,7 @@ class Execution:
         with anyio.CancelScope(deadline=anyio.current_time() + (ends_by - time.time())) as scope:
             request.scope = scope  # (set with no await since the stop was last checked)
             request.ran = True
+            self.board.ran.add(request.id)
             try:
                 result = await execute(prepared.run, self.settings, prepared.options, observers=[observe], handle_signals=False)
             except anyio.get_cancelled_exc_class():

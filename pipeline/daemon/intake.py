@@ -201,7 +201,7 @@ class Intake:
         async def record() -> tuple[bool, LedgerRow, Claim | None]:
             if not now:
                 return (*await self.ledger.accept(rid, run_id, name, fingerprint), None)
-            created, claim = await self.ledger.accept_claim(rid, run_id, name, fingerprint, owner, lease)
+            created, claim = await self.ledger.accept_claim(rid, run_id, name, fingerprint, owner, lease, rerun=rid in board.ran)
             return created, claim.row, claim if claim.verdict == "claimed" else None
 
         try:

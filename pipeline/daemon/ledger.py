@@ -66,9 +66,9 @@ class Ledger(Protocol):
     async def close(self) -> None: ...
     async def accept(self, request_id: str, run_id: str, pipeline: str, fingerprint: str) -> tuple[bool, LedgerRow]: ...
     async def accept_claim(
-        self, request_id: str, run_id: str, pipeline: str, fingerprint: str, owner: str, lease: float
+        self, request_id: str, run_id: str, pipeline: str, fingerprint: str, owner: str, lease: float, rerun: bool = False
     ) -> tuple[bool, Claim]: ...
-    async def claim(self, request_id: str, owner: str, lease: float, announced: bool = False) -> Claim: ...
+    async def claim(self, request_id: str, owner: str, lease: float, announced: bool = False, rerun: bool = False) -> Claim: ...
     async def unclaim(self, request_id: str, owner: str, uncount: bool = True) -> None: ...
     async def announce(self, request_id: str) -> None: ...
     async def renew(self, owner: str, request_ids: list[str], lease: float) -> None: ...
@@ -139,7 +139,7 @@ class PostgresLedger:
         return False, current
 
     async def accept_claim(
-        self, request_id: str, run_id: str, pipeline: str, fingerprint: str, owner: str, lease: float
+        self, request_id: str, run_id: str, pipeline: str, fingerprint: str, owner: str, lease: float, rerun: bool = False
     ) -> tuple[bool, Claim]:
         """``accept`` and ``claim`` in one statement: (new?, the claim or why not)."""
         t = self.table
@@ -150,7 +150,7 @@ class PostgresLedger:
             VALUES ($1, 'running', $2, $3, $4, $5, now() + make_interval(secs => $6), 1, now())
             ON CONFLICT (request_id) DO UPDATE
                SET state = 'running', owner = $5, lease_until = now() + make_interval(secs => $6),
-                   attempts = t.attempts + {_NEW_ATTEMPT.format(t="t.", owner="$5")}, updated_at = now(),
+                   attempts = t.attempts + {_NEW_ATTEMPT.format(t="t.", owner="$5", rerun="$7")}, updated_at = now(),
                    started_at = COALESCE(t.started_at, now())
              WHERE (t.fingerprint IS NULL OR t.fingerprint = $4)
                AND (t.state IN ('accepted', 'interrupted')
@@ -162,18 +162,19 @@ class PostgresLedger:
             fingerprint,
             owner,
             lease,
+            rerun,
         )
         if row is not None:
             return row["run_id"] == run_id, Claim("claimed", _row(row))  # a fresh run id: the row is new
         current = await self.row(request_id)
         return False, lost_claim(request_id, current)
 
-    async def claim(self, request_id: str, owner: str, lease: float, announced: bool = False) -> Claim:
+    async def claim(self, request_id: str, owner: str, lease: float, announced: bool = False, rerun: bool = False) -> Claim:
         row = await self._pool().fetchrow(
             f"""
             UPDATE {self.table}
                SET state = 'running', owner = $2, lease_until = now() + make_interval(secs => $3),
-                   attempts = attempts + {_NEW_ATTEMPT.format(t="", owner="$2")}, announced = announced OR $4,
+                   attempts = attempts + {_NEW_ATTEMPT.format(t="", owner="$2", rerun="$5")}, announced = announced OR $4,
                    updated_at = now(), started_at = COALESCE(started_at, now())
              WHERE request_id = $1
                AND (state IN ('accepted', 'interrupted')
@@ -183,6 +184,7 @@ class PostgresLedger:
             owner,
             lease,
             announced,
+            rerun,
         )
         if row is not None:
             return Claim("claimed", _row(row))
@@ -234,7 +236,8 @@ class PostgresLedger:
 
 # A claim by the daemon already holding it (its owner names one process run) is that attempt retried, after a
 # ledger or broker error or a busy run directory, not a new attempt: only another process's claim counts.
-_NEW_ATTEMPT = "(CASE WHEN {t}state = 'running' AND {t}owner = {owner} THEN 0 ELSE 1 END)"
+# a claim by the daemon already holding the row is that attempt retried (0), unless its pipeline already ran
+_NEW_ATTEMPT = "(CASE WHEN {t}state = 'running' AND {t}owner = {owner} AND NOT {rerun}::bool THEN 0 ELSE 1 END)"
 # seconds since the first claim, on the server's clock (so a daemon's clock cannot stretch the maximum run time)
 _RAN_FOR = "extract(epoch from now() - started_at)::float8 AS ran_for"
 

@@ -72,7 +72,7 @@ class MongoLedger:
             return False, current
 
     async def accept_claim(
-        self, request_id: str, run_id: str, pipeline: str, fingerprint: str, owner: str, lease: float
+        self, request_id: str, run_id: str, pipeline: str, fingerprint: str, owner: str, lease: float, rerun: bool = False
     ) -> tuple[bool, Claim]:
         """``accept`` and ``claim`` in one upsert: the filter is the claim's condition (and the same fingerprint);
         a document that exists but fails it makes the upsert's insert collide, which is the "not ours" answer."""
@@ -83,7 +83,7 @@ class MongoLedger:
                 [
                     {
                         "$set": {
-                            **_claimed(owner, now, lease),
+                            **_claimed(owner, now, lease, rerun),
                             # (an update pipeline has no $setOnInsert: a field the document lacks is a new one's)
                             **{
                                 k: {"$ifNull": [f"${k}", {"$literal": v}]}
@@ -106,12 +106,12 @@ class MongoLedger:
             return False, lost_claim(request_id, await self.row(request_id))
         return doc["run_id"] == run_id, Claim("claimed", _row(doc))  # a fresh run id: the document is new
 
-    async def claim(self, request_id: str, owner: str, lease: float, announced: bool = False) -> Claim:
+    async def claim(self, request_id: str, owner: str, lease: float, announced: bool = False, rerun: bool = False) -> Claim:
         now = _now()
         told = {"announced": True} if announced else {}
         doc = await self._coll.find_one_and_update(
             {"_id": request_id, **_claimable(owner, now)},
-            [{"$set": {**_claimed(owner, now, lease), **told}}],
+            [{"$set": {**_claimed(owner, now, lease, rerun), **told}}],
             return_document=ReturnDocument.AFTER,
         )
         if doc is not None:
@@ -169,11 +169,11 @@ def _claimable(owner: str, now: datetime) -> dict[str, Any]:
     }
 
 
-def _claimed(owner: str, now: datetime, lease: float) -> dict[str, Any]:
+def _claimed(owner: str, now: datetime, lease: float, rerun: bool = False) -> dict[str, Any]:
     """The claim's update, as pipeline stages' fields (each reads the document as it was): a claim by the daemon
-    already holding it (one process run) is that attempt retried, not a new one."""
+    already holding it (one process run) is that attempt retried, not a new one, unless its pipeline already ran."""
     me = {"$literal": owner}  # (a value in a pipeline starting with "$" would read as a field path)
-    held = {"$and": [{"$eq": ["$state", "running"]}, {"$eq": ["$owner", me]}]}
+    held = {"$and": [{"$eq": ["$state", "running"]}, {"$eq": ["$owner", me]}, {"$literal": not rerun}]}
     return {
         "state": "running",
         "owner": me,

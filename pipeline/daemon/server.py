@@ -222,7 +222,7 @@ class Daemon:
             for request in queued:
                 request.claim = None
                 try:
-                    await self.ledger.unclaim(request.id, self.owner)
+                    await self.ledger.unclaim(request.id, self.owner, uncount=request.id not in board.ran)
                 except Exception as exc:  # noqa: BLE001 - its lease lapses on its own
                     log.warning("claim not given back", request_id=request.id, error=f"{type(exc).__name__}: {exc}")
 

@@ -71,6 +71,9 @@ class Board:
         self.announcing: dict[str, anyio.Event] = {}  # sent, the broker's acknowledgement pending
         self.announce_failed: set[str] = set()  # ... and it failed: the claim tells it again
         self.told: set[str] = set()  # ... and the broker has it (the claim records that in the ledger)
+        # request ids whose pipeline ran in this process, until they are recorded as over: a claim of one again
+        # (a retry after the outcome was not recorded, a redelivery after a revoke) is a new attempt, counted
+        self.ran: set[str] = set()
         self.changed = anyio.Event()
         self._order = itertools.count()
 
@@ -130,6 +133,7 @@ class Board:
     def release(self, request: Request) -> None:
         """The request is over here (recorded, or another daemon's): its offsets (duplicates too) are done."""
         self.drop(request)
+        self.ran.discard(request.id)
         for mark in (request.mark, *request.also):
             self.done(mark)
 

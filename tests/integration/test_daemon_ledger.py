@@ -60,6 +60,22 @@ async def test_a_reclaim_by_the_same_daemon_is_not_a_new_attempt(ledger: Ledger)
 
 
 @pytest.mark.anyio
+async def test_a_reclaim_after_the_pipeline_ran_is_a_new_attempt(ledger: Ledger) -> None:
+    """A re-claim by the same daemon whose pipeline already ran (its outcome could not be recorded, or the
+    message came back after a revoke) runs the pipeline again: that is an attempt, or a request whose outcome
+    can never be recorded would re-run for ever without reaching DAEMON__MAX_ATTEMPTS."""
+    await ledger.accept("r1", "run-a", "demo", "fp1")
+    assert (await ledger.claim("r1", "me", 30)).row.attempts == 1
+    for n in (2, 3):
+        assert (await ledger.claim("r1", "me", 30, rerun=True)).row.attempts == n
+    created, claim = await ledger.accept_claim("r1", "run-x", "demo", "fp1", "me", 30, rerun=True)
+    assert not created and claim.row.attempts == 4
+    await ledger.unclaim("r1", "me", uncount=False)  # a stop after a run here: the attempt stays counted
+    row = await ledger.row("r1")
+    assert row is not None and row.state == "interrupted" and row.attempts == 4
+
+
+@pytest.mark.anyio
 async def test_a_claim_given_back_before_its_pipeline_started_is_not_counted(ledger: Ledger) -> None:
     await ledger.accept("r1", "run-a", "demo", "fp1")
     assert (await ledger.claim("r1", "me", 30)).row.attempts == 1

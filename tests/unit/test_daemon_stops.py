@@ -50,7 +50,7 @@ class Ledger:
         self.claim_seconds, self.failures = claim_seconds, failures
         self.calls: list[tuple[str, Any]] = []
 
-    async def claim(self, request_id: str, owner: str, lease: float, announced: bool = False) -> Claim:
+    async def claim(self, request_id: str, owner: str, lease: float, announced: bool = False, rerun: bool = False) -> Claim:
         self.calls.append(("claim", request_id))
         if self.failures:
             self.failures -= 1
@@ -165,7 +165,7 @@ class DownLedger:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def accept_claim(self, *args: Any) -> Any:
+    async def accept_claim(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
         raise ConnectionError("ledger down")
 
