@@ -29,13 +29,8 @@ from dag_orchestrator.state import RunResult, TaskState
 from dag_pipeline.signals import restoring_signals, unclaimed_signals
 from pipeline.compose import Pipeline as _Composed
 from pipeline.compose import PipelineError, Step
-from pipeline.runner import (
-    RunOptions,
-    execute,
-    prepare_pipeline,
-    stop_signals,
-    summaries,
-)
+from pipeline.run_signals import stop_signals
+from pipeline.runner import RunOptions, execute, prepare_pipeline, summaries
 
 __all__ = ["Pipeline", "PipelineRun"]
 

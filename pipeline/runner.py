@@ -12,14 +12,10 @@ then the caller asked for the run to outlive its terminal, and it does.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import signal
-import stat
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +26,15 @@ import structlog
 from config.settings import Settings
 from dag_orchestrator.context import PipelineContext, RunServices, new_run_id
 from dag_orchestrator.dag import DAG
-from dag_orchestrator.diskspace import DiskFullError, free_bytes, human, naming_enospc
+from dag_orchestrator.diskspace import DiskFullError, naming_enospc
 from dag_orchestrator.events import Observer
 from dag_orchestrator.executor import Executor, FailurePolicy
 from dag_orchestrator.locks import LockHeld, PathLock
 from dag_orchestrator.state import RunResult, StateStore
 from pipeline.compose import Pipeline, PipelineError
 from pipeline.registry import build_dag
+from pipeline.run_signals import cancel_on_signal, hangup_reaches_only_the_run, stop_signals
+from pipeline.run_space import warn_if_short_of_space
 from pipeline.spec import PipelineSpec, SpecError, load_spec
 from task_components.base import Component
 
@@ -51,7 +49,6 @@ __all__ = [
     "prepare_run",
     "prepare_spec",
     "saved_request",
-    "stop_signals",
 ]
 
 
@@ -248,80 +245,6 @@ def _lock_run_dir(file: str | Path, path: Path, run_id: str) -> PathLock:
         raise SpecError(file, f"cannot use {path} as a run directory: {exc.strerror or exc}") from None
 
 
-def stop_signals() -> tuple[signal.Signals, ...]:
-    """SIGINT, SIGTERM and SIGHUP, less SIGHUP when this process was started with it ignored.
-
-    ``nohup`` (or a shell's ``disown``-style launch) ignores SIGHUP before exec so the command outlives
-    its terminal; installing a receiver would replace that SIG_IGN and turn the caller's "keep going"
-    into a cancelled run. Asked at each run's start, before the receiver replaces anything.
-    """
-    hup_ignored = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
-    return (signal.SIGINT, signal.SIGTERM) if hup_ignored else (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-async def _cancel_on_signal(executor: Executor, signums: tuple[signal.Signals, ...]) -> None:
-    hung_up = False
-    with anyio.open_signal_receiver(*signums) as signals:
-        async for signum in signals:
-            hung_up = signum == signal.SIGHUP
-            if hung_up:
-                _leave_hung_up_terminal()
-            executor.cancel(f"interrupted by {signal.Signals(signum).name}")
-            break
-    if hung_up:  # the receiver is gone (default: terminate); a second hangup must not cut the cleanup short
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
-
-@contextlib.contextmanager
-def _hangup_reaches_only_the_run(signums: tuple[signal.Signals, ...]) -> Iterator[None]:
-    """While the run lasts, the processes it starts never die of the terminal's hangup; the run does.
-
-    A closed terminal (or the shell relaying it) sends SIGHUP to the whole process group: initdb
-    half-way through creating the embedded PostgreSQL, the multiprocessing resource tracker, the
-    forkserver, Milvus Lite. Any of them dying of it turns an orderly stop into a broken one (a data
-    directory initdb could not clean up, a resource tracker's tracebacks). A blocked signal is inherited
-    by every thread created afterwards and every process they start, so SIGHUP is blocked in this
-    (the loop's) thread for the run, and one listener thread, the only one with it unblocked, takes it
-    for the whole process: Python's handler there wakes the event loop, which cancels the run.
-    """
-    if signal.SIGHUP not in signums or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    stop = threading.Event()
-
-    def listen() -> None:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
-        stop.wait()
-
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-    listener = threading.Thread(target=listen, name="sighup", daemon=True)
-    listener.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        listener.join(5)
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
-
-
-def _leave_hung_up_terminal() -> None:
-    """After a hangup every write to the terminal fails (EIO): point those descriptors at /dev/null.
-
-    The run still has to stop its tasks, write its report and print its summary; none of that may die
-    on a terminal nobody reads any more. Pipes and files are kept, and so is a terminal that still
-    answers (a deliberate ``kill -HUP`` while someone watches: the summary still reaches them). A
-    hung-up terminal is a character device that answers isatty with EIO, i.e. False.
-    """
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        for fd in (1, 2):
-            with contextlib.suppress(OSError):
-                if stat.S_ISCHR(os.fstat(fd).st_mode) and not os.isatty(fd):
-                    os.dup2(devnull, fd)
-    finally:
-        os.close(devnull)
-
-
 async def execute(
     prepared: PreparedRun,
     settings: Settings,
@@ -348,11 +271,11 @@ async def execute(
             services=RunServices(settings, options.backend, options.scheduler, settings.pipeline.workers),
         )
         store = StateStore(prepared.path)
-        warn_if_short_of_space(prepared, settings)
-        with _hangup_reaches_only_the_run(signums):
+        warn_if_short_of_space(prepared.path, prepared.run_id, prepared.dag, settings)
+        with hangup_reaches_only_the_run(signums):
             async with anyio.create_task_group() as tg:
                 if signums:
-                    tg.start_soon(_cancel_on_signal, executor, signums)
+                    tg.start_soon(cancel_on_signal, executor, signums)
                 try:
                     result = await executor.run(prepared.dag, ctx, store=store, resume=prepared.resume)
                 finally:
@@ -379,53 +302,6 @@ def _report_or_say_why(prepared: PreparedRun, result: RunResult) -> None:
         structlog.get_logger("pipeline.runner").error(
             "report.json not written", run_id=result.run_id, state=result.state.value, error=str(exc)
         )
-
-
-_MB = 1 << 20
-# Bytes in the run directory per byte of generated rows (in-memory size), measured on the quickstart:
-# Parquet files about 0.8x, Milvus Lite 1.5x, the embedded PostgreSQL 2x plus about 40 MB of its own.
-_COPIES = {"partition": 1.0, "lite": 1.5, "embedded_pg": 2.0}
-_EMBEDDED_PG_BASE = 40 * _MB
-
-
-def estimated_bytes(dag: DAG, settings: Settings) -> int:
-    """A rough size of what the run will write into its run directory, from the rows it generates.
-
-    Only generated rows are sized (a dataset read from elsewhere is not), so this is a floor for a
-    warning before the start, never a reason to refuse one.
-    """
-    from task_components.generation.task import GenerateParams
-    from task_components.schema.arrow import row_bytes
-
-    components = [t for t in dag if isinstance(t, Component)]
-    uses = {t.component for t in components}
-    rows = sum(t.params.total_rows * row_bytes(t.params.schema) for t in components if isinstance(t.params, GenerateParams))
-    lite = bool(uses & {"milvus.bulk_import", "milvus.insert"}) and not settings.milvus.uri
-    embedded_pg = "shadow.sync" in uses and settings.postgres.dsn is None
-    copies = _COPIES["partition"] * ("partition" in uses) + _COPIES["lite"] * lite
-    copies += _COPIES["embedded_pg"] * embedded_pg
-    return int(rows * copies) + _EMBEDDED_PG_BASE * embedded_pg
-
-
-def warn_if_short_of_space(prepared: PreparedRun, settings: Settings) -> int | None:
-    """Warn (never refuse: the estimate is rough) when the run directory's filesystem looks too small.
-
-    Returns the estimate when it exceeds the free space, else None.
-    """
-    usage = free_bytes(prepared.path)
-    if usage is None:
-        return None
-    need = estimated_bytes(prepared.dag, settings)
-    if need <= usage[0]:
-        return None
-    structlog.get_logger("pipeline.runner").warning(
-        "the run directory's disk may be too small for this run",
-        run_id=prepared.run_id,
-        run_dir=str(prepared.path),
-        free=human(usage[0]),
-        estimated=human(need),
-    )
-    return need
 
 
 def innermost(exc: BaseException) -> BaseException:

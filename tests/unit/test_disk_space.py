@@ -27,7 +27,8 @@ from config.logging import configure_logging
 from config.settings import Settings
 from dag_orchestrator import DAG, Executor, StateStore, TaskRun, TaskState, task
 from dag_orchestrator.diskspace import DiskFullError, explain, naming_enospc
-from pipeline.runner import NoSpaceForRun, RunOptions, estimated_bytes, prepare_run, warn_if_short_of_space
+from pipeline.run_space import estimated_bytes, warn_if_short_of_space
+from pipeline.runner import NoSpaceForRun, RunOptions, prepare_run
 from pipeline.spec import SpecError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,14 +220,14 @@ def logs(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[s
 def test_a_run_too_large_for_the_free_space_is_warned_before_it_starts(
     tmp_path: Path, logs: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipeline.runner
+    import pipeline.run_space
 
     prepared = _quickstart(tmp_path, 100_000)
     try:
-        monkeypatch.setattr(pipeline.runner, "free_bytes", lambda p: (50 << 20, 1 << 30))
-        assert warn_if_short_of_space(prepared, Settings()) is not None
-        monkeypatch.setattr(pipeline.runner, "free_bytes", lambda p: (10 << 30, 20 << 30))
-        assert warn_if_short_of_space(prepared, Settings()) is None
+        monkeypatch.setattr(pipeline.run_space, "free_bytes", lambda p: (50 << 20, 1 << 30))
+        assert warn_if_short_of_space(prepared.path, prepared.run_id, prepared.dag, Settings()) is not None
+        monkeypatch.setattr(pipeline.run_space, "free_bytes", lambda p: (10 << 30, 20 << 30))
+        assert warn_if_short_of_space(prepared.path, prepared.run_id, prepared.dag, Settings()) is None
     finally:
         prepared.lock.release()
     lines = [json.loads(x) for x in logs.readouterr().err.splitlines() if x.startswith("{")]
