@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 
-from dag_orchestrator import DAG, Task
+from dag_orchestrator import DAG, PipelineContext, Task, task
 from dag_orchestrator.task import RetryPolicy
 
 
@@ -66,3 +66,45 @@ class RecTask(Task):
 
 def build(spec: dict[str, list[str]], rec: Recorder, **per_task: dict[str, Any]) -> DAG:
     return DAG("t", [RecTask(n, needs, rec, **per_task.get(n, {})) for n, needs in spec.items()])
+
+
+def stream_dag(
+    n_chunks: int,
+    *,
+    fail_producer_at: int | None = None,
+    fail_consumer_at: int | None = None,
+    seen: list[int] | None = None,
+    slow_consumer: bool = False,
+) -> DAG:
+    log = seen if seen is not None else []
+
+    @task(emits_stream=True)
+    async def produce(ctx: PipelineContext) -> int:
+        for i in range(n_chunks):
+            if i == fail_producer_at:
+                raise ValueError("producer broke")
+            await ctx.emit(i)
+            log.append(("emitted", i))
+        return n_chunks
+
+    @task(needs=["produce"], streams_from=["produce"])
+    async def fast(ctx: PipelineContext) -> int:
+        return len([c async for c in ctx.stream("produce")])
+
+    @task(needs=["produce"], streams_from=["produce"])
+    async def slow(ctx: PipelineContext) -> int:
+        n = 0
+        async for c in ctx.stream("produce"):
+            if c == fail_consumer_at:
+                raise ValueError("consumer broke")
+            if slow_consumer:
+                await anyio.sleep(0.01)
+            log.append(("consumed", c))
+            n += 1
+        return n
+
+    @task(needs=["fast", "slow"])
+    async def after(ctx: PipelineContext) -> tuple[int, int]:
+        return ctx.result("fast"), ctx.result("slow")
+
+    return DAG("s", [produce, fast, slow, after])
