@@ -306,7 +306,6 @@ class Execution:
         observe = self._observer(request, row.attempts, prepared)
         with anyio.CancelScope(deadline=anyio.current_time() + (ends_by - time.time())) as scope:
             request.scope = scope  # (set with no await since the stop was last checked)
-            request.ran = True
             self.board.ran.add(request.id)
             try:
                 result = await execute(prepared.run, self.settings, prepared.options, observers=[observe], handle_signals=False)

@@ -44,7 +44,6 @@ class Request:
     scope: anyio.CancelScope | None = None
     interrupted: bool = False  # cancelled by a stop: resumable, not an outcome
     starting: bool = False  # in its run slot, its pipeline not started yet (a stop interrupts it at once)
-    ran: bool = False  # a pipeline ran for it in this process (under its current claim: a re-claim is no attempt)
     prepared: int = 0  # runs set up for it in this process (the first uses the intake's DAG)
     unrecorded: int = 0  # tries whose claim or end the ledger or broker did not take (the requeue backs off)
 
