@@ -3,8 +3,7 @@
 Several components talk to the same store (create, import and verify to Milvus; shadow and verify to
 PostgreSQL), so where a store is lives here, beside the contracts, not in one component's task module.
 With nothing configured the embedded defaults apply: Milvus Lite and a PostgreSQL in the run directory.
-The clients themselves are built in ``clients``; ``kafka_options``, ``mongo_uri`` and ``target_for`` are
-re-exported here for callers written before it.
+The clients themselves are built in ``clients``.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from dag_orchestrator.context import PipelineContext
 from dag_orchestrator.diskspace import free_bytes, human, naming_enospc, space_note
 from dag_orchestrator.locks import LockHeld, PathLock, resource_lock
 from dag_orchestrator.watchdog import alive, read_users, split_alive, watchdog_script
-from task_components.clients import MilvusTarget, kafka_admin, kafka_options, milvus_target, mongo_uri
+from task_components.clients import MilvusTarget, kafka_admin
 
 __all__ = [
     "CollectionBusyError",
@@ -38,18 +37,10 @@ __all__ = [
     "embedded_dsn",
     "ensure_loaded",
     "guard_collection",
-    "kafka_options",
-    "mongo_uri",
     "shadow_dsn",
-    "target_for",
 ]
 
 _embedded: dict[str, Any] = {}
-
-
-def target_for(settings: Settings, run_dir: Path | None) -> MilvusTarget:
-    """Kept for callers not yet switched to ``clients.milvus_target``."""
-    return milvus_target(settings, run_dir)
 
 
 def ensure_loaded(client: Any, collection: str) -> None:

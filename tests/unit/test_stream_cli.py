@@ -106,7 +106,7 @@ def test_the_streaming_pipeline_is_drawn_in_data_order() -> None:
 
 def test_managed_kafka_credentials_mean_sasl_ssl_and_never_print() -> None:
     from config.settings import Settings
-    from task_components.connect import kafka_options
+    from task_components.clients import kafka_options
 
     settings = Settings.model_validate({"kafka": {"bootstrap_servers": "broker:9092", "api_key": "KEY", "api_secret": "SECRET"}})
     opts = kafka_options(settings)
