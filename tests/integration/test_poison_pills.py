@@ -167,8 +167,14 @@ def test_sigterm_during_a_slow_batch_is_honoured_within_seconds(tmp_path: Path) 
     produce_raw(env, [(r.key.encode(), r.raw) for r in generated])
     proc = env.start("batch_size=4000", "max_in_flight=1", "max_records=4000")
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
-    reader.start()
+    outs: list[str] = []
+    # Each pipe has exactly one reader: communicate() beside a thread on stderr closed the file under the thread.
+    readers = [
+        threading.Thread(target=lines.extend, args=(proc.stderr,), daemon=True),
+        threading.Thread(target=outs.extend, args=(proc.stdout,), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
     deadline = time.monotonic() + 60
     while not any('"partitions_assigned"' in line for line in lines):
         assert proc.poll() is None and time.monotonic() < deadline, "the pipeline never joined its group"
@@ -177,9 +183,14 @@ def test_sigterm_during_a_slow_batch_is_honoured_within_seconds(tmp_path: Path) 
     assert proc.poll() is None and env.mongo_count() == 0, "the batch was not slow"
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
+    proc.wait(timeout=60)
     took = time.monotonic() - sent
-    reader.join(5)
+    for reader in readers:
+        reader.join(5)
+    for pipe in (proc.stdout, proc.stderr):
+        assert pipe is not None
+        pipe.close()
+    out = "".join(outs)
     assert proc.returncode == 130, "".join(lines)[-2000:]
     assert took < 5, f"SIGTERM took {took:.1f}s to be honoured"
     (report,) = list(env.run_dir.glob("*/report.json"))
