@@ -31,6 +31,7 @@ BUILTIN_PACKAGES = [
     "task_components.sinks",
     "task_components.sources",
     "task_components.datasets",
+    "task_components.fused",
 ]
 ENTRY_POINT_GROUP = "dag_pipeline.components"
 

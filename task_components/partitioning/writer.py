@@ -192,6 +192,15 @@ class _JsonFile:
         self.sink.close()
 
 
+def open_file(
+    path: Path, schema: pa.Schema, fmt: str, compression: str, row_group_bytes: int = ROW_GROUP_BYTES
+) -> _ParquetFile | _JsonFile:
+    """One dataset file, written through DirectSink (hashed on the way out): ``write(batch)`` then ``close()``,
+    then ``.sink.size`` and ``.sink.hexdigest()``. The fused path (``generate.upload``) writes each file with
+    this on a worker, fed the same batch pieces in the same order, so its files are byte-identical to these."""
+    return _ParquetFile(path, schema, compression, row_group_bytes) if fmt == "parquet" else _JsonFile(path, schema)
+
+
 @dataclass(slots=True)
 class _Open:
     handle: _ParquetFile | _JsonFile
@@ -298,11 +307,7 @@ class DatasetWriter:
         rel = f"data-{n:05d}.{self.fmt}" if self.shards == 1 else f"shard-{shard:02d}/data-{n:05d}.{self.fmt}"
         path = self.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = (
-            _ParquetFile(path, self.schema, self.compression, max(ROW_GROUP_BYTES // self.shards, 8 << 20))
-            if self.fmt == "parquet"
-            else _JsonFile(path, self.schema)
-        )
+        handle = open_file(path, self.schema, self.fmt, self.compression, max(ROW_GROUP_BYTES // self.shards, 8 << 20))
         lane = self._lanes[self._files_opened % len(self._lanes)]
         self._files_opened += 1
         self._open[shard] = _Open(handle, path, rel, shard, lane)

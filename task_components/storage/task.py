@@ -10,6 +10,7 @@ Keys are ``<prefix>/<path in dataset>``, the prefix defaulting to ``<S3__PREFIX>
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,18 +43,53 @@ class UploadParams(BaseModel):
         return v
 
 
-def open_store(settings: Settings, run_dir: Path | None, p: UploadParams) -> ObjectStore:
+@dataclass(frozen=True, slots=True)
+class StoreSpec:
+    """Where files go, as a picklable value: what a worker process opens its own store from.
+
+    ``connection`` is None when the store is opened on a machine of a Dask deployment: the worker then
+    takes the endpoint and keys from its own ``S3__*`` settings, so secrets never travel in a task's
+    arguments through the scheduler.
+    """
+
+    kind: Literal["s3", "local"]
+    bucket: str
+    root: str | None = None
+    part_size: int = 16 << 20
+    multipart_threshold: int = 64 << 20
+    connection: dict[str, Any] | None = None
+
+    def without_secrets(self) -> StoreSpec:
+        return replace(self, connection=None) if self.kind == "s3" else self
+
+    def open(self) -> ObjectStore:
+        if self.kind == "local":
+            assert self.root is not None
+            return LocalStore(Path(self.root), self.bucket)
+        conn = self.connection if self.connection is not None else s3_connection(Settings())
+        return S3Store(bucket=self.bucket, part_size=self.part_size, multipart_threshold=self.multipart_threshold, **conn)
+
+
+def s3_connection(settings: Settings) -> dict[str, Any]:
+    s3 = settings.s3
+    return {
+        "endpoint_url": s3.endpoint_url,
+        "access_key": s3.access_key.get_secret_value() if s3.access_key else None,
+        "secret_key": s3.secret_key.get_secret_value() if s3.secret_key else None,
+        "region": s3.region,
+        "verify_ssl": s3.verify_ssl,
+    }
+
+
+def store_spec(settings: Settings, run_dir: Path | None, p: UploadParams) -> StoreSpec:
     s3 = settings.s3
     if p.backend == "s3" or (p.backend == "auto" and (s3.endpoint_url or s3.access_key)):
-        return S3Store(
-            bucket=s3.bucket,
-            endpoint_url=s3.endpoint_url,
-            access_key=s3.access_key.get_secret_value() if s3.access_key else None,
-            secret_key=s3.secret_key.get_secret_value() if s3.secret_key else None,
-            region=s3.region,
-            verify_ssl=s3.verify_ssl,
+        return StoreSpec(
+            "s3",
+            s3.bucket,
             part_size=parse_size(p.part_size),
             multipart_threshold=parse_size(p.multipart_threshold),
+            connection=s3_connection(settings),
         )
     if p.local_root:
         root = Path(p.local_root)
@@ -61,7 +97,11 @@ def open_store(settings: Settings, run_dir: Path | None, p: UploadParams) -> Obj
         root = Path(run_dir) / "object-store"
     else:
         raise ValueError("storage.upload needs local_root when the run has no run directory")
-    return LocalStore(root, s3.bucket)
+    return StoreSpec("local", s3.bucket, root=str(root))
+
+
+def open_store(settings: Settings, run_dir: Path | None, p: UploadParams) -> ObjectStore:
+    return store_spec(settings, run_dir, p).open()
 
 
 class Upload(Component[UploadParams]):

@@ -1,0 +1,11 @@
+"""Composite components: stand-alone components' pure functions fused into one unit of work per file.
+
+This package sits above the component packages (it composes generation, partitioning and storage), so
+a unit of work can run whole on a worker; no component package imports it.
+"""
+
+from task_components.fused.task import FusedUploadResult, GenerateUpload, GenerateUploadParams
+
+COMPONENTS = [GenerateUpload]
+
+__all__ = ["COMPONENTS", "FusedUploadResult", "GenerateUpload", "GenerateUploadParams"]
