@@ -127,7 +127,7 @@ def make_and_upload(work: FileWork, job: FileJob) -> FileDone:
     uploaded = UploadedFile(
         key=stored.key, location=location, rows=entry.rows, bytes=stored.bytes, sha256=stored.sha256, skipped=stored.skipped
     )
-    return FileDone(entry, uploaded, _worker_name(), time.process_time() - cpu0, time.perf_counter() - t0)
+    return FileDone(entry, uploaded, worker_name(), time.process_time() - cpu0, time.perf_counter() - t0)
 
 
 async def _upload(work: FileWork, path: Path, key: str, sha256: str) -> tuple[Any, str]:
@@ -140,7 +140,7 @@ async def _upload(work: FileWork, path: Path, key: str, sha256: str) -> tuple[An
             await store.aclose()
 
 
-def _worker_name() -> str:
+def worker_name() -> str:
     """The Dask worker's address, else this process (a local backend worker)."""
     try:
         from distributed import get_worker

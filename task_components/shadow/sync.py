@@ -96,7 +96,7 @@ class ShadowSync(Component[ShadowParams]):
     collection_tasks: ClassVar[tuple[str, ...]] = ("milvus.create_collection", "milvus.existing")
     component = "shadow.sync"
     Result = ShadowResult
-    needs_types = (GenerationResult,)
+    needs_types: ClassVar[tuple[type | tuple[type, ...], ...]] = (GenerationResult,)
     summary = "copy the generated rows into a PostgreSQL shadow table (embedded PostgreSQL by default)"
     Params = ShadowParams
     stream_input = True
