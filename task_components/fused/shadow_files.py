@@ -28,7 +28,7 @@ from task_components.fused.copy_work import CopyWork, copy_file
 from task_components.manifest import Manifest
 from task_components.schema.postgres import key_column
 from task_components.shadow.sync import ShadowParams, ShadowSync, pg_transient
-from task_components.storage.task import StoreSpec
+from task_components.storage.task import StoreSpec, s3_connection
 
 
 class ShadowFilesParams(ShadowParams):
@@ -80,7 +80,7 @@ class ShadowFiles(ShadowSync):
             table=self._table(schema),
             dsn=None if deployed else dsn,  # a deployment's workers use their own POSTGRES__DSN
             engine_host=host_id(),
-            store=StoreSpec("s3", upload.bucket) if upload is not None and upload.store == "s3" else None,
+            store=self._store(ctx, upload, deployed),
             prefix=upload.prefix if upload is not None else None,
             retry=self.inner_retry(),
             batch_rows=p.batch_rows,
@@ -111,6 +111,14 @@ class ShadowFiles(ShadowSync):
             collection_schema=schema,
             embedded_dir=home,
         )
+
+    def _store(self, ctx: PipelineContext, upload: UploadResult | None, deployed: bool) -> StoreSpec | None:
+        """Where a worker on another host fetches a file: the bucket the upload used, through this run's S3
+        settings (keys withheld on a deployment: its workers use their own)."""
+        if upload is None or upload.store != "s3":
+            return None
+        spec = StoreSpec("s3", upload.bucket, connection=s3_connection(ctx.services.settings))
+        return spec.without_secrets() if deployed else spec
 
     def summarize(self, result: ShadowResult) -> dict[str, Any]:
         return super().summarize(result) | {"rows/s": f"{result.rows / result.seconds:,.0f}" if result.seconds else "-"}

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import aiohttp
 import anyio
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
 from task_components.clients import s3_client
 from task_components.manifest import sha256_file
@@ -39,8 +39,8 @@ def s3_transient(exc: BaseException) -> bool:
         err = exc.response.get("Error", {})
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         return status >= 500 or err.get("Code") in ("SlowDown", "RequestTimeout", "Throttling", "InternalError")
-    if isinstance(exc, (StorageError, *_PERMANENT_OS)):
-        return False
+    if isinstance(exc, (StorageError, NoCredentialsError, PartialCredentialsError, *_PERMANENT_OS)):
+        return False  # no retry brings credentials nobody configured
     return isinstance(exc, BotoCoreError | aiohttp.ClientError | OSError | TimeoutError)
 
 

@@ -23,7 +23,7 @@ from dag_orchestrator.retry import with_retries
 from task_components.base import Component
 from task_components.contracts import DataFile, UploadedFile, UploadResult
 from task_components.manifest import MANIFEST_NAME, Manifest, parse_size, sha256_file
-from task_components.storage.stores import LocalStore, ObjectStore, S3Store, s3_transient
+from task_components.storage.stores import LocalStore, ObjectStore, S3Store, StorageError, s3_transient
 
 
 class UploadParams(BaseModel):
@@ -47,9 +47,11 @@ class UploadParams(BaseModel):
 class StoreSpec:
     """Where files go, as a picklable value: what a worker process opens its own store from.
 
-    ``connection`` is None when the store is opened on a machine of a Dask deployment: the worker then
-    takes the endpoint and keys from its own ``S3__*`` settings, so secrets never travel in a task's
-    arguments through the scheduler.
+    On a Dask deployment the spec travels without keys (``without_secrets``): secrets never pass through
+    the scheduler in a task's arguments. The worker takes its keys, and its endpoint when it sets one
+    (it may reach S3 by another address than the engine), from its own ``S3__*`` settings; a worker
+    without keys for a store that needs them is refused by name, before botocore goes looking for
+    credentials elsewhere (a cloud metadata address) or finds some for another account.
     """
 
     kind: Literal["s3", "local"]
@@ -58,15 +60,28 @@ class StoreSpec:
     part_size: int = 16 << 20
     multipart_threshold: int = 64 << 20
     connection: dict[str, Any] | None = None
+    keys_from_worker: bool = False
 
     def without_secrets(self) -> StoreSpec:
-        return replace(self, connection=None) if self.kind == "s3" else self
+        if self.kind != "s3" or self.connection is None:
+            return self
+        public = {k: v for k, v in self.connection.items() if k not in ("access_key", "secret_key")}
+        return replace(self, connection=public, keys_from_worker=bool(self.connection.get("access_key")))
 
     def open(self) -> ObjectStore:
         if self.kind == "local":
             assert self.root is not None
             return LocalStore(Path(self.root), self.bucket)
-        conn = self.connection if self.connection is not None else s3_connection(Settings())
+        conn = dict(self.connection) if self.connection is not None else s3_connection(Settings())
+        if "access_key" not in conn:  # keys withheld: this worker's own settings
+            own = s3_connection(Settings())
+            where = ("endpoint_url", "region", "verify_ssl") if own["endpoint_url"] else ()
+            conn |= {k: own[k] for k in ("access_key", "secret_key", *where)}
+            if self.keys_from_worker and not (conn["access_key"] and conn["secret_key"]):
+                raise StorageError(
+                    f"this worker has no S3__ACCESS_KEY/S3__SECRET_KEY for bucket {self.bucket!r} at {conn.get('endpoint_url') or 'AWS'}: "
+                    "a Dask deployment's workers need the S3__* settings in their environment (docs/scaling.md)"
+                )
         return S3Store(bucket=self.bucket, part_size=self.part_size, multipart_threshold=self.multipart_threshold, **conn)
 
 

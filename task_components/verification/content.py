@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -58,7 +58,11 @@ __all__ = [
     "attribute_counts",
     "attribute_rows",
     "compare_content",
+    "each_batch",
+    "milvus_batches",
     "pair_changes",
+    "shadow_batches",
+    "source_batches",
     "split_buckets",
 ]
 
@@ -223,7 +227,7 @@ def _place(path: str, offset: int, i: int) -> str:
     return f"{path}:{offset + i}"
 
 
-def _source(imported: ImportResult, fields: list[FieldSchema], batch_rows: int) -> Iterator[Batch]:
+def source_batches(imported: ImportResult, fields: list[FieldSchema], batch_rows: int) -> Iterator[Batch]:
     manifest = imported.manifest
     for entry in manifest.files:
         offset = 0
@@ -232,25 +236,33 @@ def _source(imported: ImportResult, fields: list[FieldSchema], batch_rows: int) 
             offset += b.num_rows
 
 
-def _milvus(imported: ImportResult, fields: list[FieldSchema], batch_rows: int, target: MilvusTarget) -> Iterator[Batch]:
+LOWEST_KEY = -(2**63) + 1  # the lowest the expression parser takes; AUTO_ID keys are positive
+
+
+def milvus_batches(
+    imported: ImportResult, fields: list[FieldSchema], batch_rows: int, target: MilvusTarget, keys: tuple[int, int] | None = None
+) -> Iterator[Batch]:
     """Pages of ``pk > last``; a walk that reads other than count(*) rows is refused, not misreported.
 
     If the server ever returned a limited query's rows in another order, or the collection changed
     under the walk, rows would be skipped and blamed on Milvus as missing: the count says so instead.
+    ``keys`` (lo, hi): only ``lo < pk <= hi``, one worker's share; whoever adds the shares' rows checks
+    them against count(*).
     """
     pk = imported.info.collection_schema.primary.name
     client = milvus_client(target)
     try:
-        expected = count_rows(client, imported.collection)
-        last, seen = -(2**63) + 1, 0  # the lowest the expression parser takes; AUTO_ID keys are positive
+        expected = count_rows(client, imported.collection) if keys is None else None
+        last, seen = LOWEST_KEY if keys is None else keys[0], 0
+        upper = "" if keys is None else f" and {pk} <= {keys[1]}"
         names = [pk, *(f.name for f in fields)]
         while rows := client.query(
-            imported.collection, filter=f"{pk} > {last}", limit=batch_rows, output_fields=names, consistency_level="Strong"
+            imported.collection, filter=f"{pk} > {last}{upper}", limit=batch_rows, output_fields=names, consistency_level="Strong"
         ):
-            keys = [r[pk] for r in rows]
-            yield _batch(fields, partial(_values, rows), len(rows), False, keys.__getitem__)
-            last, seen = max(keys), seen + len(rows)
-        if seen != expected:
+            found = [r[pk] for r in rows]
+            yield _batch(fields, partial(_values, rows), len(rows), False, found.__getitem__)
+            last, seen = max(found), seen + len(rows)
+        if expected is not None and seen != expected:
             raise MilvusWalkError(
                 f"Milvus {imported.collection!r}: the walk by primary key read {seen:,} rows but "
                 f"count(*) is {expected:,}: the collection changed during verification, or the "
@@ -260,12 +272,16 @@ def _milvus(imported: ImportResult, fields: list[FieldSchema], batch_rows: int, 
         client.close()
 
 
-async def _shadow(dsn: str, shadow: ShadowResult, fields: list[FieldSchema], batch_rows: int) -> AsyncIterator[Batch]:
+async def shadow_batches(
+    dsn: str, shadow: ShadowResult, fields: list[FieldSchema], batch_rows: int, rows: tuple[int, int] | None = None
+) -> AsyncIterator[Batch]:
+    """The shadow's rows; ``rows`` (lo, hi): only ``lo <= _row < hi``, one worker's share."""
     cols = ", ".join(quote(c) for c in [shadow.key, *(f.name for f in fields)])
+    where = "" if rows is None else f" WHERE {quote(shadow.key)} >= {int(rows[0])} AND {quote(shadow.key)} < {int(rows[1])}"
     conn = await pg_connect(dsn)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            cursor = await conn.cursor(f"SELECT {cols} FROM {quote(shadow.table)}")
+            cursor = await conn.cursor(f"SELECT {cols} FROM {quote(shadow.table)}{where}")
             while rows := await cursor.fetch(batch_rows):
                 keys = [r[shadow.key] for r in rows]
                 yield await anyio.to_thread.run_sync(partial(_batch, fields, partial(_values, rows), len(rows), True, keys.__getitem__))
@@ -273,7 +289,7 @@ async def _shadow(dsn: str, shadow: ShadowResult, fields: list[FieldSchema], bat
         await conn.close()
 
 
-async def _each(side: str, reading: Callable[[], Any], visit: Callable[[Batch], None]) -> int:
+async def each_batch(side: str, reading: Callable[[], Any], visit: Callable[[Batch], None]) -> int:
     """Stream one side, calling ``visit`` on each batch in a worker thread; the rows seen."""
     rows = 0
     source = reading()
@@ -289,6 +305,9 @@ async def _each(side: str, reading: Callable[[], Any], visit: Callable[[Batch], 
 
 
 # -- the comparison ---------------------------------------------------------------------------------------
+FirstPass = Callable[[int], Awaitable[tuple[dict[str, "Buckets"], dict[str, int]]]]  # bits -> buckets and rows per side
+
+
 async def compare_content(
     imported: ImportResult,
     shadow: ShadowResult,
@@ -298,22 +317,30 @@ async def compare_content(
     batch_rows: int = 2000,
     budget: int = 20_000,
     target: MilvusTarget | None = None,
+    first_pass: FirstPass | None = None,
 ) -> ScanReport:
-    """Findings {key, field, side, problem, hash, and the row's place on each side that holds it}."""
+    """Findings {key, field, side, problem, hash, and the row's place on each side that holds it}.
+
+    ``first_pass`` computes the sides' bucket sums and row counts elsewhere (``shares``: on workers, each
+    reading a share of each side); the second pass, only for differing buckets, runs here."""
     readers: dict[str, Callable[[], Any]] = {
-        "source": lambda: _source(imported, fields, batch_rows),
-        "milvus": lambda: _milvus(imported, fields, batch_rows, target or imported.info.milvus()),
-        "postgres": lambda: _shadow(dsn, shadow, fields, batch_rows),
+        "source": lambda: source_batches(imported, fields, batch_rows),
+        "milvus": lambda: milvus_batches(imported, fields, batch_rows, target or imported.info.milvus()),
+        "postgres": lambda: shadow_batches(dsn, shadow, fields, batch_rows),
     }
-    buckets = {s: Buckets(Buckets.bits_for(imported.manifest.total_rows)) for s in SIDES}
-    counts: dict[str, int] = {}
+    bits = Buckets.bits_for(imported.manifest.total_rows)
+    if first_pass is not None:
+        buckets, counts = await first_pass(bits)
+    else:
+        buckets = {s: Buckets(bits) for s in SIDES}
+        counts = {}
 
-    async def first(side: str) -> None:
-        counts[side] = await _each(side, readers[side], lambda b: buckets[side].add(b.hashes))
+        async def first(side: str) -> None:
+            counts[side] = await each_batch(side, readers[side], lambda b: buckets[side].add(b.hashes))
 
-    async with anyio.create_task_group() as tg:
-        for side in SIDES:
-            tg.start_soon(first, side)
+        async with anyio.create_task_group() as tg:
+            for side in SIDES:
+                tg.start_soon(first, side)
     report = ScanReport(rows=counts["source"])
     expand, by_counts = split_buckets([buckets[s].sums for s in SIDES], budget)
     for side, n in by_counts.items():
@@ -340,7 +367,7 @@ async def compare_content(
             where[side][h].append(batch.locate(int(i)))
 
     async def second(side: str) -> None:
-        await _each(side, readers[side], lambda b: keep(side, b))
+        await each_batch(side, readers[side], lambda b: keep(side, b))
 
     async with anyio.create_task_group() as tg:
         for side in SIDES:

@@ -15,6 +15,7 @@ recorded one.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ import anyio
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from dag_orchestrator.backends import default_workers
 from dag_orchestrator.context import PipelineContext
 from task_components import keyexpr
 from task_components.base import Component
@@ -36,6 +38,7 @@ from task_components.verification.fullscan import scan
 from task_components.verification.keys import missing_keys
 from task_components.verification.rows import milvus_rows, sample_source_rows
 from task_components.verification.search import search_recall
+from task_components.verification.shares import ScanWork, content_first_pass, keyed_scan
 from task_components.verification.task_types import Check
 from task_components.verification.threeway import fetch_shadow, three_way
 
@@ -58,6 +61,12 @@ class VerifyParams(BaseModel):
     search_k: int = Field(10, ge=1, le=1000)
     recall_threshold: float = Field(0.8, ge=0, le=1)
     search_params: dict[str, Any] | None = Field(None, description="e.g. {nprobe: 16}: default is near-exhaustive")
+    shares_from_rows: int = Field(
+        200_000,
+        ge=0,
+        description="scalar/full: from this many source rows (0: always) the scan runs in shares on the run's workers; "
+        "below, here (starting workers would cost more than they save). Milvus Lite: always here",
+    )
 
 
 class VerifyResult(BaseModel):
@@ -196,7 +205,7 @@ class Verify(Component[VerifyParams]):
                 three, findings = await self._three_way(dsn, imported, shadow, p, target)
                 checks.append(three)
         elif p.level in ("scalar", "full") and shadow is not None:
-            scan_check, findings = await self._scan(dsn, imported, shadow, p, target)
+            scan_check, findings = await self._scan(ctx, dsn, imported, shadow, p, target)
             checks.append(scan_check)
         if p.level != "count" and p.search:
             searched = await anyio.to_thread.run_sync(
@@ -218,18 +227,27 @@ class Verify(Component[VerifyParams]):
         return result
 
     async def _scan(
-        self, dsn: str, imported: ImportResult, shadow: ShadowResult, p: VerifyParams, target: MilvusTarget
+        self, ctx: PipelineContext, dsn: str, imported: ImportResult, shadow: ShadowResult, p: VerifyParams, target: MilvusTarget
     ) -> tuple[Check, list[dict[str, Any]]]:
+        """Every row, in shares on the run's workers (``shares``); the engine adds up counts and findings."""
         schema = imported.info.collection_schema
         name = f"{p.level} scan"
         fields = [f for f in schema.data_fields() if not f.is_primary]
         if p.level == "scalar":
             fields = [f for f in fields if not f.type.is_vector]
+        deployed = ctx.services.backend == "dask" and bool(ctx.services.scheduler)
+        if deployed and shadow.embedded:
+            raise ValueError("verify on a Dask deployment needs POSTGRES__DSN: the embedded PostgreSQL lives in this run's directory")
+        work = ScanWork(
+            imported, shadow, None if deployed else dsn, replace(target, token=None) if deployed else target, fields, p.tolerance
+        )
+        shares = not target.lite and (deployed or imported.manifest.total_rows >= p.shares_from_rows)
         if schema.primary.auto_id:  # no key joins the sides: match rows by content
-            report = await compare_content(imported, shadow, dsn, fields, p.tolerance, target=target)
+            first = content_first_pass(ctx, work, parts=2 * max(ctx.services.workers or default_workers(), 1)) if shares else None
+            report = await compare_content(imported, shadow, dsn, fields, p.tolerance, target=target, first_pass=first)
             agree = "agree by content"
         else:
-            report = await scan(imported, shadow, dsn, fields, p.tolerance, target=target)
+            report = await keyed_scan(ctx, work) if shares else await scan(imported, shadow, dsn, fields, p.tolerance, target=target)
             agree = "agree"
         if not report.by_side:
             detail = f"{report.rows:,} rows x {len(fields)} fields {agree} on source, milvus, postgres"
