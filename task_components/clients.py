@@ -12,6 +12,7 @@ pay for importing aiokafka.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,7 +181,6 @@ def s3_client(settings: Settings | None = None, *, max_pool_connections: int = 1
     only where required (S3-compatibles reject the newer default trailing checksums). ``overrides``
     replace the settings' values (``endpoint_url``, ``aws_access_key_id``...).
     """
-    from aiobotocore.session import get_session
     from botocore.config import Config
 
     args: dict[str, Any] = {}
@@ -201,4 +201,13 @@ def s3_client(settings: Settings | None = None, *, max_pool_connections: int = 1
         max_pool_connections=max_pool_connections,
     )
     args.update(overrides)
-    return get_session().create_client("s3", **args)
+    return _aio_session().create_client("s3", **args)
+
+
+@lru_cache(maxsize=1)
+def _aio_session() -> Any:
+    """One aiobotocore session per process: a new one parses botocore's S3 service model again (0.1-0.3 s),
+    which a worker making a client per file paid per file. Sessions hold no connection and no event loop."""
+    from aiobotocore.session import get_session
+
+    return get_session()
