@@ -132,7 +132,6 @@ def _bare(work: Any, jobs: list[Any], out: Any) -> None:
 def bare_processes(n: int, rows: int, per_file: int, prefix: str, tmp: Path) -> float:
     """The same units of work in n plain processes, no engine, no scheduler: this machine's ceiling."""
     from config.settings import Settings
-    from dag_orchestrator.backends.dask_cluster import host_id
     from task_components.fused.task import GenerateUploadParams, plan_files, rows_per_file
     from task_components.fused.work import FileWork
     from task_components.generation.task import ChunkPlan, generation_info
@@ -146,7 +145,7 @@ def bare_processes(n: int, rows: int, per_file: int, prefix: str, tmp: Path) -> 
     out_dir = tmp / f"bare{n}"
     out_dir.mkdir(parents=True)
     work = FileWork(
-        p.schema.model_dump_json(), 7, chunks.chunk_rows, rows, info, "parquet", "snappy", str(out_dir), host_id(), spec, prefix, _policy()
+        p.schema.model_dump_json(), 7, chunks.chunk_rows, rows, info, "parquet", "snappy", str(out_dir), spec, prefix, _policy()
     )
     ctx = mp.get_context("forkserver")
     queue = ctx.Queue()

@@ -25,7 +25,6 @@ from typing import Any
 import anyio
 import asyncpg
 
-from dag_orchestrator.backends.dask_cluster import host_id
 from dag_orchestrator.retry import with_retries
 from dag_orchestrator.task import RetryPolicy
 from task_components.clients import pg_connect
@@ -47,7 +46,6 @@ class CopyWork:
     manifest: Manifest  # format, schema and root; ``files`` emptied (each job carries its own entry)
     table: str
     dsn: str | None
-    engine_host: str
     store: StoreSpec | None  # where a worker on another host fetches the file from
     prefix: str | None
     retry: RetryPolicy
@@ -73,8 +71,9 @@ def copy_file(work: CopyWork, entry: FileEntry, offset: int) -> CopyDone:
 
 @contextmanager
 def _readable(work: CopyWork, entry: FileEntry) -> Iterator[Manifest]:
-    """A manifest whose root holds ``entry``: the engine's dataset directory on its host, else a download."""
-    if work.engine_host == host_id() and work.manifest.root and (Path(work.manifest.root) / entry.path).exists():
+    """A manifest whose root holds ``entry``: the dataset directory where this worker sees it (the engine's
+    host, or a filesystem the workers share), else a download from the store."""
+    if work.manifest.root and (Path(work.manifest.root) / entry.path).exists():
         yield work.manifest
         return
     if work.store is None or work.prefix is None:

@@ -19,7 +19,6 @@ from pydantic import Field, model_validator
 
 from config.settings import Settings
 from dag_orchestrator.backends import make_backend
-from dag_orchestrator.backends.dask_cluster import host_id
 from dag_orchestrator.context import PipelineContext
 from dag_orchestrator.retry import with_retries
 from task_components.connect import shadow_dsn
@@ -79,7 +78,6 @@ class ShadowFiles(ShadowSync):
             manifest=manifest.model_copy(update={"files": []}),
             table=self._table(schema),
             dsn=None if deployed else dsn,  # a deployment's workers use their own POSTGRES__DSN
-            engine_host=host_id(),
             store=self._store(ctx, upload, deployed),
             prefix=upload.prefix if upload is not None else None,
             retry=self.inner_retry(),

@@ -24,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from config.settings import Settings
 from dag_orchestrator.backends import make_backend
-from dag_orchestrator.backends.dask_cluster import host_id
 from dag_orchestrator.context import PipelineContext
 from dag_orchestrator.retry import with_retries
 from task_components.base import Component
@@ -119,7 +118,6 @@ class GenerateUpload(Component[GenerateUploadParams]):
             fmt=p.files.format,
             compression=p.files.compression,
             out=str(out),
-            engine_host=host_id(),
             store=spec.without_secrets() if deployed else spec,  # a deployment's workers use their own S3__ settings
             prefix=prefix,
             retry=self.inner_retry(),

@@ -29,7 +29,6 @@ from typing import Any
 import anyio
 import pyarrow as pa
 
-from dag_orchestrator.backends.dask_cluster import host_id
 from dag_orchestrator.retry import with_retries
 from dag_orchestrator.task import RetryPolicy
 from task_components.contracts import UploadedFile, with_info
@@ -62,8 +61,7 @@ class FileWork:
     info: bytes
     fmt: str
     compression: str
-    out: str  # the dataset directory on the engine's host
-    engine_host: str
+    out: str  # the dataset directory (created by the engine before any unit runs)
     store: StoreSpec
     prefix: str
     retry: RetryPolicy
@@ -104,11 +102,11 @@ def write_file(work: FileWork, job: FileJob, path: Path) -> FileEntry:
 
 
 def make_and_upload(work: FileWork, job: FileJob) -> FileDone:
-    """Runs on a worker. Where the worker shares the engine's host the file is written into the run's
-    dataset directory and kept (the source files verification reads); elsewhere into a scratch directory,
-    removed once uploaded."""
+    """Runs on a worker. Where the worker sees the run's dataset directory (the engine's host, or a
+    filesystem the workers share, like the compose file's ``runs`` volume) the file is written there and
+    kept: the source files ``verify`` reads. Elsewhere into a scratch directory, removed once uploaded."""
     t0, cpu0 = time.perf_counter(), time.process_time()
-    local = work.engine_host == host_id()
+    local = Path(work.out).is_dir()
     if local:
         path = Path(work.out) / job.rel
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -70,6 +70,19 @@ class ScanWork:
         manifest.root = self.imported.manifest.root
         return self.imported.model_copy(update={"manifest": manifest})
 
+    def readable(self, files: list[FileEntry]) -> ImportResult:
+        """``with_files``, refusing by name a file this worker cannot see (a worker on another host
+        without the run directory on a shared filesystem)."""
+        imported = self.with_files(files)
+        for entry in files:
+            path = imported.manifest.file_path(entry)
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"{path}: verify's shares read the source files from the run directory; on a Dask deployment put "
+                    "the run directory (PIPELINE__RUN_DIR) on a filesystem the workers share (docs/scaling.md)"
+                )
+        return imported
+
     def milvus(self) -> MilvusTarget:
         t = self.target
         return t if t.token is not None or t.lite else replace(t, token=milvus_token(t.uri))
@@ -87,7 +100,7 @@ class ScanWork:
 
 def keyed_share(work: ScanWork, entry: FileEntry) -> ScanReport:
     """Runs on a worker: one source file's rows against Milvus and the shadow."""
-    imported = work.with_files([entry])
+    imported = work.readable([entry])
     return anyio.run(lambda: scan(imported, work.shadow, work.pg(), work.fields, work.tolerance, work.batch_rows, work.milvus()))
 
 
@@ -97,7 +110,7 @@ def content_share(work: ScanWork, bits: int, side: str, share: Any) -> tuple[str
     buckets = Buckets(bits)
     rows = 0
     if side == "source":
-        for batch in source_batches(work.with_files(share), work.fields, work.batch_rows):
+        for batch in source_batches(work.readable(share), work.fields, work.batch_rows):
             buckets.add(batch.hashes)
             rows += len(batch.hashes)
     elif side == "milvus":
