@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from functools import partial
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
@@ -25,7 +24,6 @@ from task_components.connect import shadow_dsn
 from task_components.contracts import ShadowResult, UploadResult
 from task_components.fused.copy_work import CopyWork, copy_file
 from task_components.manifest import Manifest
-from task_components.schema.postgres import key_column
 from task_components.shadow.sync import ShadowParams, ShadowSync, pg_transient
 from task_components.storage.task import StoreSpec, s3_connection
 
@@ -99,16 +97,7 @@ class ShadowFiles(ShadowSync):
                 placement[done.worker] += 1
                 ctx.progress(done=rows, total=manifest.total_rows, unit="rows")
         ctx.log.info("shadow copied on workers", files=len(manifest.files), rows=rows, workers=dict(placement))
-        home = str(Path(ctx.run_dir).resolve()) if embedded and ctx.run_dir else None
-        return ShadowResult(
-            table=self._table(schema),
-            key=key_column(schema),
-            rows=rows,
-            embedded=embedded,
-            seconds=time.perf_counter() - started,
-            collection_schema=schema,
-            embedded_dir=home,
-        )
+        return self._result(ctx, schema, rows, embedded, started)
 
     def _store(self, ctx: PipelineContext, upload: UploadResult | None, deployed: bool) -> StoreSpec | None:
         """Where a worker on another host fetches a file: the bucket the upload used, through this run's S3

@@ -136,6 +136,9 @@ class ShadowSync(Component[ShadowParams]):
                 await pool.close()
         if schema is None:
             raise ValueError(f"stream from {self.streams_from[0]!r} carried no data")
+        return self._result(ctx, schema, rows, embedded, started)
+
+    def _result(self, ctx: PipelineContext, schema: CollectionSchema, rows: int, embedded: bool, started: float) -> ShadowResult:
         home = str(Path(ctx.run_dir).resolve()) if embedded and ctx.run_dir else None
         return ShadowResult(
             table=self._table(schema),
