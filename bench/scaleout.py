@@ -245,7 +245,8 @@ def load(args: argparse.Namespace) -> None:
 
 def report(best: dict[str, dict[str, float]], rows: int, per_file: int, row_size: int, repeat: int) -> None:
     print(f"{rows:,} rows of {SCHEMA!r} (768-d, ~{row_size:,} B/row in Arrow), {per_file:,} rows per file, best of {repeat}:")
-    head = f"  {'case':<26} {'rows/s':>9} {'engine CPU s/1M rows':>21} {'engine/worker CPU':>18} {'marginal':>20} {'bytes to engine':>16}"
+    head = f"  {'case':<26} {'rows/s':>9} {'engine CPU s/1M rows':>21} {'worker CPU s/1M':>16} {'engine/worker CPU':>18}"
+    head += f" {'marginal':>20} {'bytes to engine':>16}"
     print(head)
     for label, f in best.items():
         per_m = f["engine_cpu"] / rows * 1e6
@@ -255,7 +256,8 @@ def report(best: dict[str, dict[str, float]], rows: int, per_file: int, row_size
         marginal = (
             f"{f['marginal_engine'] * 1e6:.2f} s, {f['marginal_engine'] / f['marginal_worker']:.1%}" if "marginal_engine" in f else "-"
         )
-        print(f"  {label:<26} {rows / f['seconds']:9,.0f} {cpu:>21} {ratio:>18} {marginal:>20} {int(f['bytes']):>16,}")
+        workers = "-" if f["worker_cpu"] != f["worker_cpu"] else f"{f['worker_cpu'] / rows * 1e6:.1f}"
+        print(f"  {label:<26} {rows / f['seconds']:9,.0f} {cpu:>21} {workers:>16} {ratio:>18} {marginal:>20} {int(f['bytes']):>16,}")
     print("  (marginal: engine CPU per 1M rows and its share of the workers' between this run and one of a quarter of the rows)")
     one, two = best["dask, 1 worker"]["seconds"], best["dask, 2 workers"]["seconds"]
     cap = best["bare processes x1 (cap)"]["seconds"] / best["bare processes x2 (cap)"]["seconds"]
