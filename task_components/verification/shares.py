@@ -38,15 +38,8 @@ from task_components.contracts import ImportResult, ShadowResult
 from task_components.manifest import FileEntry
 from task_components.schema.models import FieldSchema
 from task_components.schema.postgres import quote
-from task_components.verification.content import (
-    LOWEST_KEY,
-    SIDES,
-    Buckets,
-    MilvusWalkError,
-    milvus_batches,
-    shadow_batches,
-    source_batches,
-)
+from task_components.verification.content import SIDES, Buckets
+from task_components.verification.content_sides import LOWEST_KEY, MilvusWalkError, milvus_batches, shadow_batches, source_batches
 from task_components.verification.fullscan import ScanReport, scan
 
 FINDINGS = 100  # what ScanReport keeps
