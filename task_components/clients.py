@@ -11,8 +11,8 @@ pay for importing aiokafka.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -204,10 +204,16 @@ def s3_client(settings: Settings | None = None, *, max_pool_connections: int = 1
     return _aio_session().create_client("s3", **args)
 
 
-@lru_cache(maxsize=1)
-def _aio_session() -> Any:
-    """One aiobotocore session per process: a new one parses botocore's S3 service model again (0.1-0.3 s),
-    which a worker making a client per file paid per file. Sessions hold no connection and no event loop."""
-    from aiobotocore.session import get_session
+_sessions = threading.local()
 
-    return get_session()
+
+def _aio_session() -> Any:
+    """One aiobotocore session per thread: a new one parses botocore's S3 service model again (0.1-0.3 s),
+    which a worker making a client per file paid per file; per thread because botocore sessions are not
+    thread-safe (a Dask worker with several threads, the local backend's thread mode)."""
+    session = getattr(_sessions, "session", None)
+    if session is None:
+        from aiobotocore.session import get_session
+
+        session = _sessions.session = get_session()
+    return session

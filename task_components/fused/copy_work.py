@@ -13,7 +13,7 @@ that did not commit left nothing (PostgreSQL rolls back a transaction whose conn
 
 from __future__ import annotations
 
-import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -64,38 +64,36 @@ class CopyDone:
 def copy_file(work: CopyWork, entry: FileEntry, offset: int) -> CopyDone:
     """Runs on a worker: the file's rows into the table, all or nothing (see the module docstring)."""
     cpu0 = time.process_time()
-    with _readable(work, entry) as manifest:
-        rows, attempts = anyio.run(_copy, work, manifest, entry, offset)
+    with _readable(work, entry) as (manifest, readable):
+        rows, attempts = anyio.run(_copy, work, manifest, readable, offset)
     return CopyDone(entry.path, rows, worker_name(), time.process_time() - cpu0, attempts)
 
 
 @contextmanager
-def _readable(work: CopyWork, entry: FileEntry) -> Iterator[Manifest]:
-    """A manifest whose root holds ``entry``: the dataset directory where this worker sees it (the engine's
-    host, or a filesystem the workers share), else a download from the store."""
+def _readable(work: CopyWork, entry: FileEntry) -> Iterator[tuple[Manifest, FileEntry]]:
+    """A manifest whose root holds the file, and its entry: the dataset directory where this worker sees it
+    (the engine's host, or a filesystem the workers share), else a download from the store into a scratch
+    directory under a name of its own (a manifest's path never chooses where a worker writes)."""
     if work.manifest.root and (Path(work.manifest.root) / entry.path).exists():
-        yield work.manifest
+        yield work.manifest, entry
         return
     if work.store is None or work.prefix is None:
         raise SyncError(f"{entry.path}: not on this worker's host and the dataset has no object store to fetch it from")
     scratch = tempfile.mkdtemp(prefix="dag-pipeline-copy-")
-    local = Path(scratch) / entry.path
     try:
-        local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_bytes(anyio.run(_download, work.store, f"{work.prefix}/{entry.path}"))
+        local = entry.model_copy(update={"path": "data" + Path(entry.path).suffix})
+        anyio.run(_download, work.store, f"{work.prefix}/{entry.path}", Path(scratch) / local.path)
         copy = work.manifest.model_copy()
         copy.root = scratch
-        yield copy
+        yield copy, local
     finally:
-        local.unlink(missing_ok=True)
-        for parent in [p for p in local.parents if str(p).startswith(scratch)]:
-            os.rmdir(parent)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
-async def _download(spec: StoreSpec, key: str) -> bytes:
+async def _download(spec: StoreSpec, key: str, path: Path) -> None:
     store = spec.open()
     try:
-        return await store.get_bytes(key)
+        await store.download(key, path)
     finally:
         with anyio.CancelScope(shield=True):
             await store.aclose()

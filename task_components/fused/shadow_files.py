@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from functools import partial
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
@@ -26,6 +27,12 @@ from task_components.fused.copy_work import CopyWork, copy_file
 from task_components.manifest import Manifest
 from task_components.shadow.sync import ShadowParams, ShadowSync, pg_transient
 from task_components.storage.task import StoreSpec, s3_connection
+
+
+def _absolute(manifest: Manifest) -> Manifest:
+    """The dataset directory absolute: a worker's working directory is not the engine's."""
+    manifest.root = str(Path(manifest.root).resolve()) if manifest.root else None
+    return manifest
 
 
 class ShadowFilesParams(ShadowParams):
@@ -61,9 +68,9 @@ class ShadowFiles(ShadowSync):
             )
         settings: Settings = ctx.services.settings
         deployed = ctx.services.backend == "dask" and bool(ctx.services.scheduler)
+        if deployed and settings.postgres.dsn is None:  # before an embedded server is started for nothing
+            raise ValueError("shadow.files on a Dask deployment needs POSTGRES__DSN: an embedded PostgreSQL lives in this run's directory")
         dsn, embedded = await shadow_dsn(settings, ctx.run_dir)
-        if deployed and embedded:
-            raise ValueError("shadow.files on a Dask deployment needs POSTGRES__DSN: the embedded PostgreSQL lives in this run's directory")
         schema = manifest.collection_schema
         started = time.perf_counter()
         pool = await self._connect(ctx, dsn, p)
@@ -73,7 +80,7 @@ class ShadowFiles(ShadowSync):
         finally:
             await pool.close()
         work = CopyWork(
-            manifest=manifest.model_copy(update={"files": []}),
+            manifest=_absolute(manifest.model_copy(update={"files": []})),
             table=self._table(schema),
             dsn=None if deployed else dsn,  # a deployment's workers use their own POSTGRES__DSN
             store=self._store(ctx, upload, deployed),

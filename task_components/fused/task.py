@@ -14,8 +14,10 @@ about 256 MB), never from encoded sizes, so the plan is known before any row exi
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +104,17 @@ class GenerateUpload(Component[GenerateUploadParams]):
         settings: Settings = ctx.services.settings
         chunks = ChunkPlan.for_schema(p.schema, p.total_rows, p.chunk_rows)
         jobs = plan_files(p.total_rows, rows_per_file(p, chunks), p.files.format)
-        out = self._out(ctx)
-        await anyio.to_thread.run_sync(clear_dataset, out)
-        out.mkdir(parents=True, exist_ok=True)
+        out = self._out(ctx).resolve()  # absolute: a worker's working directory is not the engine's
         prefix = (p.upload.prefix or f"{settings.s3.prefix}/{ctx.run_id}").strip("/")
         spec = store_spec(settings, ctx.run_dir, p.upload)
         deployed = ctx.services.backend == "dask" and bool(ctx.services.scheduler)
+        if deployed and spec.kind == "local":
+            raise ValueError(
+                "generate.upload on a Dask deployment needs S3 (S3__ENDPOINT_URL, S3__BUCKET and keys, for the engine and the "
+                "workers): a local store is a directory on each worker's own disk"
+            )
+        await anyio.to_thread.run_sync(clear_dataset, out)
+        out.mkdir(parents=True, exist_ok=True)
         info = generation_info(p, chunks)
         work = FileWork(
             schema_json=p.schema.model_dump_json(),
@@ -157,6 +164,10 @@ class GenerateUpload(Component[GenerateUploadParams]):
                 lambda: store.put_file(meta, manifest_key, meta_sha), policy, s3_transient, what=f"upload of {manifest_key}", log=ctx.log
             )
             aborted += await self._abort(ctx, store, prefix)  # what a worker killed mid-multipart left
+        except BaseException:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(30):  # best effort: the error is what matters
+                await _quietly(store.abort_unfinished(prefix + "/"))
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 await store.aclose()
@@ -210,6 +221,13 @@ class FusedUploadResult(UploadResult):
     placement: dict[str, int] = Field(default_factory=dict)
     worker_cpu_seconds: float = 0.0
     seconds: float = 0.0
+
+
+async def _quietly(call: Awaitable[int]) -> None:
+    """A failed run's multipart uploads aborted (a resume would abort them too; a run never resumed would
+    leave them billed), without hiding the run's own error behind this one's."""
+    with contextlib.suppress(Exception):
+        await call
 
 
 def _info_bytes(info: dict[str, Any]) -> bytes:

@@ -19,7 +19,9 @@ every file is in (``generate.upload``).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -114,14 +116,18 @@ def make_and_upload(work: FileWork, job: FileJob) -> FileDone:
     else:
         scratch = tempfile.mkdtemp(prefix="dag-pipeline-file-")
         path = Path(scratch) / Path(job.rel).name
+    # written under a name of its own, then renamed: two runs of this unit at once (a task Dask thought lost,
+    # a resume while the killed run's tasks still ran) each upload the whole file they hashed, never a torn one
+    part = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.part")
     try:
-        entry = write_file(work, job, path)
+        entry = write_file(work, job, part)
+        part.replace(path)
         key = f"{work.prefix}/{job.rel}"
         stored, location = anyio.run(_upload, work, path, key, entry.sha256)
     finally:
+        part.unlink(missing_ok=True)
         if scratch is not None:
-            path.unlink(missing_ok=True)
-            os.rmdir(scratch)
+            shutil.rmtree(scratch, ignore_errors=True)
     uploaded = UploadedFile(
         key=stored.key, location=location, rows=entry.rows, bytes=stored.bytes, sha256=stored.sha256, skipped=stored.skipped
     )

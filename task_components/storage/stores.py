@@ -81,6 +81,7 @@ class ObjectStore(Protocol):
     async def put_file(self, path: Path, key: str, sha256: str) -> StoredObject: ...
     async def abort_unfinished(self, prefix: str) -> int: ...
     async def get_bytes(self, key: str) -> bytes: ...
+    async def download(self, key: str, path: Path) -> None: ...
     async def list_keys(self, prefix: str) -> list[str]: ...
     def locate(self, key: str) -> str: ...
     async def aclose(self) -> None: ...
@@ -119,6 +120,9 @@ class LocalStore:
 
     async def get_bytes(self, key: str) -> bytes:
         return await anyio.Path(self._path(key)).read_bytes()
+
+    async def download(self, key: str, path: Path) -> None:
+        await anyio.to_thread.run_sync(shutil.copyfile, self._path(key), path)
 
     async def list_keys(self, prefix: str) -> list[str]:
         base = self.root
@@ -250,6 +254,14 @@ class S3Store:
         reply = await c.get_object(Bucket=self.bucket, Key=key)
         async with reply["Body"] as stream:
             return await stream.read()
+
+    async def download(self, key: str, path: Path, chunk: int = 8 << 20) -> None:
+        """The object into ``path`` in chunks: memory is one chunk, not the object (files are ~256 MB)."""
+        c = await self.client()
+        reply = await c.get_object(Bucket=self.bucket, Key=key)
+        async with reply["Body"] as stream, await anyio.open_file(path, "wb") as out:
+            while data := await stream.read(chunk):
+                await out.write(data)
 
     async def list_keys(self, prefix: str) -> list[str]:
         c = await self.client()

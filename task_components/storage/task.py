@@ -107,9 +107,9 @@ def store_spec(settings: Settings, run_dir: Path | None, p: UploadParams) -> Sto
             connection=s3_connection(settings),
         )
     if p.local_root:
-        root = Path(p.local_root)
+        root = Path(p.local_root).resolve()
     elif run_dir is not None:
-        root = Path(run_dir) / "object-store"
+        root = (Path(run_dir) / "object-store").resolve()
     else:
         raise ValueError("storage.upload needs local_root when the run has no run directory")
     return StoreSpec("local", s3.bucket, root=str(root))

@@ -14,10 +14,10 @@ Milvus and PostgreSQL connections and returns only counts and findings, never ro
   a bucket differs does the second pass (the differing rows, bounded by the budget) run in the engine.
 
 ``verify`` uses shares from ``shares_from_rows`` source rows (or always on a Dask deployment); below
-that, starting workers costs more than it saves and it scans in the engine as before. Milvus Lite
-cannot be opened by a second process (it holds a lock on its file): shares against it would run in a
-thread here (``scan_backend``), so ``verify`` scans Lite in the engine. Every share only reads: a share
-Dask runs again after losing a worker returns the same answer.
+that, starting workers costs more than it saves and it scans in the engine as before. Against Milvus
+Lite (a second process cannot open its file) or an embedded PostgreSQL (it lives in one run directory)
+it always scans in the engine. Every share only reads: a share Dask runs again after losing a worker
+returns the same answer.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import anyio
 import numpy as np
 
-from dag_orchestrator.backends import LocalBackend, make_backend
+from dag_orchestrator.backends import make_backend
 from dag_orchestrator.context import PipelineContext
 from task_components.clients import MilvusTarget, milvus_client, milvus_token, pg_connect
 from task_components.connect import count_rows
@@ -135,19 +136,18 @@ def merge(reports: Iterable[ScanReport]) -> ScanReport:
 
 
 def key_bounds(target: MilvusTarget, collection: str, pk: str) -> tuple[int, int] | None:
-    """About the smallest and largest primary key in Milvus (None: empty), the largest by bisection of
-    ``pk > x`` with ``limit 1``: about 64 tiny queries instead of reading every key. Bounded consistency
-    (a Strong query waits for the server's time tick, ~0.2 s each on 2.3): the bounds only balance the
-    shares, whose outer ones are open-ended, so a row newer than they saw is still read."""
+    """About the smallest and largest primary key in Milvus (None: none seen), the largest by bisection of
+    ``pk > x`` with ``limit 1``: about 64 tiny queries instead of reading every key. The smallest is asked
+    Strong (once); the bisection at Bounded consistency (a Strong query waits for the server's time tick,
+    ~0.2 s each on 2.3): the bounds only balance the shares, whose outer ones are open-ended, so a row
+    newer than they saw is still read."""
     client = milvus_client(target)
     try:
-        if count_rows(client, collection) == 0:
-            return None
 
-        def above(x: int) -> list[dict[str, Any]]:
-            return list(client.query(collection, filter=f"{pk} > {x}", limit=1, output_fields=[pk], consistency_level="Bounded"))
+        def above(x: int, level: str = "Bounded") -> list[dict[str, Any]]:
+            return list(client.query(collection, filter=f"{pk} > {x}", limit=1, output_fields=[pk], consistency_level=level))
 
-        first = above(LOWEST_KEY)
+        first = above(LOWEST_KEY, "Strong")
         if not first:
             return None
         lowest = int(first[0][pk])
@@ -176,45 +176,52 @@ def split(items: list[Any], parts: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def scan_backend(ctx: PipelineContext, target: MilvusTarget) -> Any:
-    """Where shares run: the run's backend; a thread here against Milvus Lite (one process per file)."""
-    if target.lite:
-        return LocalBackend(0)
+def scan_backend(ctx: PipelineContext) -> Any:
     return make_backend(ctx.services.backend, ctx.services.workers, ctx.services.scheduler, group=1)
+
+
+def shares_imported(imported: ImportResult) -> ImportResult:
+    """The import result as shares need it: the dataset directory absolute (a worker's working directory
+    is not the engine's)."""
+    manifest = imported.manifest.model_copy()
+    manifest.root = str(Path(imported.manifest.root).resolve()) if imported.manifest.root else None
+    return imported.model_copy(update={"manifest": manifest})
 
 
 async def keyed_scan(ctx: PipelineContext, work: ScanWork) -> ScanReport:
     reports: list[ScanReport] = []
     files = work.imported.manifest.files
     slim = replace(work, imported=work.with_files([]))
-    async with scan_backend(ctx, work.target) as backend:
+    async with scan_backend(ctx) as backend:
         async for report in backend.map_ordered(keyed_share, ((slim, e) for e in files)):
             reports.append(report)
             ctx.progress(done=sum(r.rows for r in reports), total=work.imported.manifest.total_rows, unit="rows")
     return merge(reports)
 
 
-def content_first_pass(ctx: PipelineContext, work: ScanWork, parts: int) -> Any:
-    """The ``first_pass`` of ``compare_content``, on the workers (see the module docstring)."""
+def content_first_pass(ctx: PipelineContext, work: ScanWork, dsn: str, target: MilvusTarget) -> Any:
+    """The ``first_pass`` of ``compare_content``, on the workers (see the module docstring). ``dsn`` and
+    ``target`` are the engine's own (the bounds and the count are asked here), ``work``'s may be the workers'."""
 
     async def first_pass(bits: int) -> tuple[dict[str, Buckets], dict[str, int]]:
         manifest = work.imported.manifest
         pk = work.imported.info.collection_schema.primary.name
-        bounds = await anyio.to_thread.run_sync(key_bounds, work.milvus(), work.imported.collection, pk)
-        shares: list[tuple[str, Any]] = [("source", files) for files in split(manifest.files, parts)]
-        row_bounds = await _row_bounds(work)
-        if row_bounds is not None:  # (a, b] as a + 1 <= _row < b + 1
-            shares += [("postgres", (a + 1, b + 1)) for a, b in ranges(*row_bounds, parts, -(2**62), 2**62)]
-        if bounds is not None:
-            shares += [("milvus", r) for r in ranges(*bounds, parts, LOWEST_KEY, 2**63 - 1)]
+        bounds = await anyio.to_thread.run_sync(key_bounds, target, work.imported.collection, pk)
+        row_bounds = await _row_bounds(dsn, work.shadow)
         buckets = {s: Buckets(bits) for s in SIDES}
         counts = dict.fromkeys(SIDES, 0)
         slim = replace(work, imported=work.with_files([]))
-        async with scan_backend(ctx, work.target) as backend:
+        async with scan_backend(ctx) as backend:
+            parts = 2 * max(_slots(backend), 1)
+            shares: list[tuple[str, Any]] = [("source", files) for files in split(manifest.files, parts)]
+            if row_bounds is not None:  # (a, b] as a + 1 <= _row < b + 1; the outer ones open-ended (bigint's whole range)
+                shares += [("postgres", (a + 1, b + 1)) for a, b in ranges(*row_bounds, parts, -(2**63) - 1, 2**63 - 1)]
+            lo, hi = bounds if bounds is not None else (LOWEST_KEY + 1, LOWEST_KEY + 1)  # none seen: one open share
+            shares += [("milvus", r) for r in ranges(lo, hi, parts, LOWEST_KEY, 2**63 - 1)]
             async for side, n, sums in _shares(backend, slim, bits, shares):
                 buckets[side].sums += sums
                 counts[side] += n
-        expected = await anyio.to_thread.run_sync(_count, work)
+        expected = await anyio.to_thread.run_sync(_count, target, work.imported.collection)
         if counts["milvus"] != expected:
             raise MilvusWalkError(
                 f"Milvus {work.imported.collection!r}: the walk by primary-key ranges read {counts['milvus']:,} rows but count(*) "
@@ -225,15 +232,20 @@ def content_first_pass(ctx: PipelineContext, work: ScanWork, parts: int) -> Any:
     return first_pass
 
 
+def _slots(backend: Any) -> int:
+    """Worker threads of the backend: a Dask cluster's, else the local worker processes."""
+    return int(getattr(backend, "_slots", 0) or getattr(backend, "workers", 0) or 1)
+
+
 async def _shares(backend: Any, work: ScanWork, bits: int, shares: list[tuple[str, Any]]) -> AsyncIterator[tuple[str, int, np.ndarray]]:
     async for result in backend.map_ordered(content_share, ((work, bits, side, share) for side, share in shares)):
         yield result
 
 
-async def _row_bounds(work: ScanWork) -> tuple[int, int] | None:
+async def _row_bounds(dsn: str, shadow: ShadowResult) -> tuple[int, int] | None:
     """The shadow's smallest and largest ``_row`` (its primary key: two index probes)."""
-    key, table = quote(work.shadow.key), quote(work.shadow.table)
-    conn = await pg_connect(work.pg())
+    key, table = quote(shadow.key), quote(shadow.table)
+    conn = await pg_connect(dsn)
     try:
         row = await conn.fetchrow(f"SELECT min({key}) AS lo, max({key}) AS hi FROM {table}")
     finally:
@@ -241,9 +253,9 @@ async def _row_bounds(work: ScanWork) -> tuple[int, int] | None:
     return None if row is None or row["lo"] is None else (int(row["lo"]), int(row["hi"]))
 
 
-def _count(work: ScanWork) -> int:
-    client = milvus_client(work.milvus())
+def _count(target: MilvusTarget, collection: str) -> int:
+    client = milvus_client(target)
     try:
-        return count_rows(client, work.imported.collection)
+        return count_rows(client, collection)
     finally:
         client.close()

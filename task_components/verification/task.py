@@ -23,7 +23,6 @@ import anyio
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from dag_orchestrator.backends import default_workers
 from dag_orchestrator.context import PipelineContext
 from task_components import keyexpr
 from task_components.base import Component
@@ -38,7 +37,7 @@ from task_components.verification.fullscan import scan
 from task_components.verification.keys import missing_keys
 from task_components.verification.rows import milvus_rows, sample_source_rows
 from task_components.verification.search import search_recall
-from task_components.verification.shares import ScanWork, content_first_pass, keyed_scan
+from task_components.verification.shares import ScanWork, content_first_pass, keyed_scan, shares_imported
 from task_components.verification.task_types import Check
 from task_components.verification.threeway import fetch_shadow, three_way
 
@@ -65,7 +64,7 @@ class VerifyParams(BaseModel):
         200_000,
         ge=0,
         description="scalar/full: from this many source rows (0: always) the scan runs in shares on the run's workers; "
-        "below, here (starting workers would cost more than they save). Milvus Lite: always here",
+        "below, here (starting workers would cost more than they save). Milvus Lite or an embedded PostgreSQL: always here",
     )
 
 
@@ -236,14 +235,14 @@ class Verify(Component[VerifyParams]):
         if p.level == "scalar":
             fields = [f for f in fields if not f.type.is_vector]
         deployed = ctx.services.backend == "dask" and bool(ctx.services.scheduler)
-        if deployed and shadow.embedded:
-            raise ValueError("verify on a Dask deployment needs POSTGRES__DSN: the embedded PostgreSQL lives in this run's directory")
-        work = ScanWork(
-            imported, shadow, None if deployed else dsn, replace(target, token=None) if deployed else target, fields, p.tolerance
-        )
-        shares = not target.lite and (deployed or imported.manifest.total_rows >= p.shares_from_rows)
+        # Lite is one process's file and an embedded PostgreSQL lives in one run directory: those scan here
+        shares = not target.lite and not shadow.embedded and (deployed or imported.manifest.total_rows >= p.shares_from_rows)
+        if shares and deployed:  # a deployment's workers use their own POSTGRES__DSN and MILVUS__TOKEN
+            work = ScanWork(shares_imported(imported), shadow, None, replace(target, token=None), fields, p.tolerance)
+        else:
+            work = ScanWork(shares_imported(imported), shadow, dsn, target, fields, p.tolerance)
         if schema.primary.auto_id:  # no key joins the sides: match rows by content
-            first = content_first_pass(ctx, work, parts=2 * max(ctx.services.workers or default_workers(), 1)) if shares else None
+            first = content_first_pass(ctx, work, dsn, target) if shares else None
             report = await compare_content(imported, shadow, dsn, fields, p.tolerance, target=target, first_pass=first)
             agree = "agree by content"
         else:

@@ -89,8 +89,8 @@ def spying() -> Iterator[list[Any]]:
     made: list[Any] = []
     real = shares.scan_backend
 
-    def spy(ctx: PipelineContext, target: Any) -> Any:
-        made.append(backend := real(ctx, target))
+    def spy(ctx: PipelineContext) -> Any:
+        made.append(backend := real(ctx))
         return backend
 
     with pytest.MonkeyPatch.context() as patch:
