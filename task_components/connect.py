@@ -28,7 +28,7 @@ from dag_orchestrator.context import PipelineContext
 from dag_orchestrator.diskspace import free_bytes, human, naming_enospc, space_note
 from dag_orchestrator.locks import LockHeld, PathLock, resource_lock
 from dag_orchestrator.watchdog import alive, read_users, split_alive, watchdog_script
-from task_components.clients import MilvusTarget, kafka_admin
+from task_components.clients import MilvusTarget, kafka_admin, milvus_client
 
 __all__ = [
     "CollectionBusyError",
@@ -56,6 +56,15 @@ def count_rows(client: Any, collection: str) -> int:
     ensure_loaded(client, collection)
     reply = client.query(collection, filter="", output_fields=["count(*)"], consistency_level="Strong")
     return int(reply[0]["count(*)"])
+
+
+def count_at(target: MilvusTarget, collection: str) -> int:
+    """``count_rows`` with a client of its own (opened and closed here)."""
+    client = milvus_client(target)
+    try:
+        return count_rows(client, collection)
+    finally:
+        client.close()
 
 
 # One lock for everything this process does with pgserver. pgserver's own lock is an fcntl lock held

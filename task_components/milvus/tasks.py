@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from dag_orchestrator.context import PipelineContext
 from task_components.base import Component
 from task_components.clients import milvus_client, milvus_target
-from task_components.connect import count_rows, guard_collection
+from task_components.connect import count_at, guard_collection
 from task_components.contracts import (
     CollectionInfo,
     ImportResult,
@@ -189,7 +189,7 @@ class BulkImport(Component[ImportParams]):
             job_ids = []
         if resume:
             ctx.log.info("resumed without duplicates", how=resume)
-        rows = await anyio.to_thread.run_sync(_count, target, info.name) if p.wait or method == "insert" else -1
+        rows = await anyio.to_thread.run_sync(count_at, target, info.name) if p.wait or method == "insert" else -1
         return ImportResult(
             collection=info.name,
             method=label,
@@ -288,7 +288,7 @@ class BulkImport(Component[ImportParams]):
                     jobs[job] = location
             before = journal.rows_before
             if before is None:
-                before = await anyio.to_thread.run_sync(_count, target, info.name)
+                before = await anyio.to_thread.run_sync(count_at, target, info.name)
                 journal.rows_before = before
             resumed = set(jobs.values())
             listed: dict[str, int] = {}
@@ -365,14 +365,6 @@ def _reachable(target: MilvusTarget, collection: str) -> None:
         client.close()
 
 
-def _count(target: MilvusTarget, collection: str) -> int:
-    client = milvus_client(target)
-    try:
-        return count_rows(client, collection)
-    finally:
-        client.close()
-
-
 class InsertParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -402,7 +394,7 @@ class Insert(Component[InsertParams]):
         started = time.perf_counter()
         guard_collection(ctx, info.milvus(ctx.services.settings), info.name)
         stats = await insert_files(ctx, info, manifest, p.batch_rows, p.concurrency, _journal(ctx, self), p.call_timeout)
-        rows = await anyio.to_thread.run_sync(_count, info.milvus(ctx.services.settings), info.name)
+        rows = await anyio.to_thread.run_sync(count_at, info.milvus(ctx.services.settings), info.name)
         return ImportResult(
             collection=info.name,
             method="insert",

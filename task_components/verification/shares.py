@@ -34,7 +34,7 @@ import numpy as np
 from dag_orchestrator.backends import make_backend
 from dag_orchestrator.context import PipelineContext
 from task_components.clients import MilvusTarget, milvus_client, milvus_token, pg_connect
-from task_components.connect import count_rows
+from task_components.connect import count_at
 from task_components.contracts import ImportResult, ShadowResult
 from task_components.manifest import FileEntry
 from task_components.schema.models import FieldSchema
@@ -221,7 +221,7 @@ def content_first_pass(ctx: PipelineContext, work: ScanWork, dsn: str, target: M
             async for side, n, sums in _shares(backend, slim, bits, shares):
                 buckets[side].sums += sums
                 counts[side] += n
-        expected = await anyio.to_thread.run_sync(_count, target, work.imported.collection)
+        expected = await anyio.to_thread.run_sync(count_at, target, work.imported.collection)
         if counts["milvus"] != expected:
             raise MilvusWalkError(
                 f"Milvus {work.imported.collection!r}: the walk by primary-key ranges read {counts['milvus']:,} rows but count(*) "
@@ -251,11 +251,3 @@ async def _row_bounds(dsn: str, shadow: ShadowResult) -> tuple[int, int] | None:
     finally:
         await conn.close()
     return None if row is None or row["lo"] is None else (int(row["lo"]), int(row["hi"]))
-
-
-def _count(target: MilvusTarget, collection: str) -> int:
-    client = milvus_client(target)
-    try:
-        return count_rows(client, collection)
-    finally:
-        client.close()

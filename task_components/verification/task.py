@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from dag_orchestrator.context import PipelineContext
 from task_components import keyexpr
 from task_components.base import Component
-from task_components.clients import MilvusTarget, milvus_client, milvus_target, pg_connect
-from task_components.connect import count_rows, shadow_dsn
+from task_components.clients import MilvusTarget, milvus_target, pg_connect
+from task_components.connect import count_at, shadow_dsn
 from task_components.contracts import ImportResult, ShadowResult
 from task_components.errors import ShadowValidationError
 from task_components.schema.postgres import quote
@@ -169,11 +169,7 @@ class Verify(Component[VerifyParams]):
         started = time.perf_counter()
 
         def count() -> Check:
-            client = milvus_client(target)
-            try:
-                n = count_rows(client, imported.collection)  # loads it first if released
-            finally:
-                client.close()
+            n = count_at(target, imported.collection)  # loads it first if released
             expected = imported.manifest.total_rows
             return Check(name="count", passed=n == expected, detail=f"milvus {n:,} rows, source {expected:,} rows")
 
