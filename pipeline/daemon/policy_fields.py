@@ -45,6 +45,7 @@ class Kind(StrEnum):
 # Fields whose name does not say what they are (component, field) -> kind.
 TABLE: dict[tuple[str, str], Kind] = {
     ("generate", "schema_ref"): Kind.REF,
+    ("generate.upload", "schema_ref"): Kind.REF,
     ("milvus.create_collection", "schema_ref"): Kind.REF,
     ("dataset.commit", "config"): Kind.READ,
     ("dataset.table", "config"): Kind.READ,
@@ -52,14 +53,18 @@ TABLE: dict[tuple[str, str], Kind] = {
     ("run.result", "run"): Kind.READ,
     ("sink.milvus", "uri"): Kind.URI,
     ("storage.upload", "prefix"): Kind.KEY,
+    ("generate.upload", "prefix"): Kind.KEY,  # its upload.prefix
     ("source.kafka", "group"): Kind.TOPIC,
     ("milvus.bulk_import", "poll_interval"): Kind.DURATION,
     ("partition", "file_size"): Kind.VALUE,
     ("partition", "file_count"): Kind.VALUE,
     ("partition", "rows_per_file"): Kind.VALUE,
+    ("generate.upload", "file_count"): Kind.VALUE,  # its files.file_count
+    ("generate.upload", "rows_per_file"): Kind.VALUE,
     ("dataset.table", "table"): Kind.VALUE,  # a table of the pack (the pack refuses any other)
     ("mongo.seed", "collection"): Kind.NAME,
     ("shadow.sync", "table"): Kind.NAME,
+    ("shadow.files", "table"): Kind.NAME,
 }
 # A topic or group left unset: the component uses this setting (so the check looks at that one).
 DEFAULT_TOPICS: dict[tuple[str, str], str] = {
@@ -85,9 +90,11 @@ PLAIN_MAPPINGS = {
     ("standardize", "country_aliases"),
     ("verify", "search_params"),
     ("generate", "schema_ref"),
+    ("generate.upload", "schema_ref"),
     ("milvus.create_collection", "schema_ref"),
 }
-WORKER_FIELDS = {("generate", "workers")}  # process counts: 1 .. CPU count in the daemon (0 = in its own thread)
+# process counts: 1 .. CPU count in the daemon (0 = in its own thread)
+WORKER_FIELDS = {("generate", "workers"), ("generate.upload", "workers"), ("shadow.files", "workers")}
 _PATH_NAMES = {"out", "path", "dir", "root", "local_root", "file", "folder"}
 _PATH_SUFFIXES = ("_dir", "_path", "_root", "_file", "_folder")
 _NAME_NAMES = {"database", "collection"}
