@@ -11,7 +11,7 @@ the manifest's files (plus meta.json), each with the manifest's size and sha256 
 and no unfinished multipart upload (an interrupted one was aborted by the engine); and the files are
 byte-identical to a local-backend run of the same pipeline. The kill point (files landed, worker, pid,
 the file, seconds into the run) is printed and is in every assertion message. CI runs one fixed kill
-point (``FUSED_KILL_AT=N`` or ``N:upload`` picks another); the other moments are marked slow.
+point (``FUSED_KILL_AT=N`` or ``N:upload`` picks another); the other moments run with ``KILL_MATRIX=full``.
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ def _kill_at(text: str) -> KillPoint:
 
 
 CI_KILL = _kill_at(os.environ.get("FUSED_KILL_AT", "3"))
+# the other kill moments run with KILL_MATRIX=full (by hand, like the load's kill matrix); CI runs CI_KILL
+FULL_SET = pytest.mark.skipif(os.environ.get("KILL_MATRIX") != "full", reason="the full kill set runs with KILL_MATRIX=full")
 SLOW_KILLS = [KillPoint(1), KillPoint(5), KillPoint(12), KillPoint(2, "upload"), KillPoint(10, "upload")]
 
 
@@ -317,17 +319,16 @@ def test_a_worker_killed_mid_file_leaves_every_file_in_s3_once_and_unchanged(
 
 
 @pytest.mark.slow
+@FULL_SET
 @pytest.mark.parametrize("kill", SLOW_KILLS, ids=[f"{k.during}-after-{k.landed}-files" for k in SLOW_KILLS])
 def test_kill_moments(cluster: Cluster, reference: list[tuple[str, str]], tmp_path: Path, kill: KillPoint) -> None:
     """The same guarantees early, midway and late in the run, and with a multipart upload cut off mid-way."""
     _kill_run(cluster, reference, tmp_path, kill)
 
 
-@pytest.mark.slow
 def test_workers_without_s3_settings_fail_the_run(tmp_path: Path) -> None:
-    """Workers of a deployment read S3 from their own env; without it the run must fail, saying why, not hang.
-
-    Slow: it starts a cluster of its own (and botocore's NoCredentialsError is retried as transient, ~1 min)."""
+    """Workers of a deployment read S3 from their own env; without it the run must fail, saying why, not hang
+    (it starts a cluster of its own; the refusal comes before any request)."""
     bare = _start_cluster(tmp_path / "dask", {})
     prefix = f"fused-faults/no-s3-{uuid.uuid4().hex}"
     proc = _engine(

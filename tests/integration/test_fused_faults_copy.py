@@ -16,7 +16,7 @@ with Milvus and PostgreSQL) is SIGKILLed; the nanny starts a new worker and Dask
 The kill point (files seen started, worker, pid, its file, seconds into the run; for the COPY, whether
 that file's transaction had committed before the kill, so the rerun replaced it, or died with it) is
 printed and is in every assertion message. CI runs one kill point per stage (``COPY_KILL_AT`` / ``VERIFY_KILL_AT``: after N
-files committed / N shares started); the other moments are marked slow.
+files committed / N shares started); the other moments run with ``KILL_MATRIX=full``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from task_components.verification.task import VerifyResult
 from tests.integration.conftest import service_uri
 from tests.integration.helpers import ROOT, cli, write_pipeline
 from tests.integration.test_fused_faults import (
+    FULL_SET,
     Cluster,
     _base_env,
     _data_dir,
@@ -250,6 +251,7 @@ def test_a_worker_killed_mid_copy_leaves_each_row_in_the_shadow_once(cluster: Cl
 
 
 @pytest.mark.slow
+@FULL_SET
 @pytest.mark.parametrize("landed", [0, 1, 9, 12], ids=lambda n: f"after-{n}-files")
 def test_copy_kill_moments(cluster: Cluster, tmp_path: Path, landed: int) -> None:
     """The same guarantee first thing, early and late in the copy."""
@@ -315,6 +317,7 @@ def test_a_worker_killed_mid_verify_share_keeps_the_verdict(cluster: Cluster, tm
 
 
 @pytest.mark.slow
+@FULL_SET
 @pytest.mark.parametrize("started", [1, 11], ids=lambda n: f"after-{n}-shares")
 def test_verify_kill_moments(cluster: Cluster, tmp_path: Path, started: int) -> None:
     """The same verdicts with the first share and a late one killed."""
