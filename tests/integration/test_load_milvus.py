@@ -197,7 +197,9 @@ def test_the_import_wait_ends_soon_after_milvus_has_the_rows(tmp_path: Path) -> 
     assert imported.rows_in_milvus == 3000 and set(seen) == {"completed", "ready"}
     completed_seen = task.started_at + imported.phases["jobs completed"]
     assert completed_seen - seen["completed"] < 1.0, (imported.phases, seen)
-    assert task.ended_at - seen["ready"] < 1.5, (imported.phases, seen, task.ended_at)
+    # 3 s, not 1.5: on a loaded CI machine the task's own check once ended 1.5-3 s after the watcher's (a fixed
+    # 5 s interval, what this guards against, lags up to 5 s plus a refresh issued too early, ~10 s)
+    assert task.ended_at - seen["ready"] < 3.0, (imported.phases, seen, task.ended_at)
     # and the job API's list finds the job's file (adoption on resume matches by it)
     api = open_import_jobs(uri, None, "default")
     try:
