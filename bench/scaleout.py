@@ -134,14 +134,14 @@ def bare_processes(n: int, rows: int, per_file: int, prefix: str, tmp: Path) -> 
     from config.settings import Settings
     from task_components.fused.task import GenerateUploadParams, plan_files, rows_per_file
     from task_components.fused.work import FileWork
-    from task_components.generation.task import ChunkPlan, generation_info
+    from task_components.generation.task import ChunkPlan, info_bytes
     from task_components.storage.task import UploadParams, store_spec
 
     p = GenerateUploadParams.model_validate({"schema": SCHEMA, "total_rows": rows, "seed": 7, "files": {"rows_per_file": per_file}})
     chunks = ChunkPlan.for_schema(p.schema, rows, None)
     jobs = plan_files(rows, rows_per_file(p, chunks), "parquet")
     spec = store_spec(Settings(), None, UploadParams(backend="s3"))
-    info = json.dumps(generation_info(p, chunks)).encode()
+    info = info_bytes(p, chunks)
     out_dir = tmp / f"bare{n}"
     out_dir.mkdir(parents=True)
     work = FileWork(

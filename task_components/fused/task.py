@@ -31,7 +31,7 @@ from dag_orchestrator.retry import with_retries
 from task_components.base import Component
 from task_components.contracts import UploadedFile, UploadResult
 from task_components.fused.work import FileJob, FileWork, make_and_upload
-from task_components.generation.task import ChunkPlan, GenerateParams, generation_info
+from task_components.generation.task import ChunkPlan, GenerateParams, generation_info, info_bytes
 from task_components.manifest import MANIFEST_NAME, FileEntry, Manifest, sha256_file
 from task_components.partitioning.task import clear_dataset, collection_config
 from task_components.schema.arrow import arrow_schema, row_bytes, schema_of
@@ -121,7 +121,7 @@ class GenerateUpload(Component[GenerateUploadParams]):
             seed=p.seed,
             chunk_rows=chunks.chunk_rows,
             total_rows=p.total_rows,
-            info=_info_bytes(info),
+            info=info_bytes(p, chunks),
             fmt=p.files.format,
             compression=p.files.compression,
             out=str(out),
@@ -228,9 +228,3 @@ async def _quietly(call: Awaitable[int]) -> None:
     leave them billed), without hiding the run's own error behind this one's."""
     with contextlib.suppress(Exception):
         await call
-
-
-def _info_bytes(info: dict[str, Any]) -> bytes:
-    import json
-
-    return json.dumps(info).encode()  # exactly what generate_batches attaches, so the files' metadata match

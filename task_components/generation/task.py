@@ -107,11 +107,17 @@ def generation_info(params: GenerateParams, plan: ChunkPlan) -> dict[str, Any]:
     return {"seed": params.seed, "total_rows": plan.total_rows, "chunk_rows": plan.chunk_rows}
 
 
+def info_bytes(params: GenerateParams, plan: ChunkPlan) -> bytes:
+    """What every generated batch carries in its schema metadata (``with_info``): the same bytes wherever
+    the batch is made, so files written from it are byte-identical."""
+    return json.dumps(generation_info(params, plan)).encode()
+
+
 async def generate_batches(params: GenerateParams, backend: Any) -> Any:
     """Async iterator of batches: the same sequence for any backend and worker count."""
     schema = params.schema
     plan = ChunkPlan.for_schema(schema, params.total_rows, params.chunk_rows)
-    info = json.dumps(generation_info(params, plan)).encode()
+    info = info_bytes(params, plan)
     async for batch in backend.map_ordered(generate_chunk, plan.jobs(schema.model_dump_json(), params.seed)):
         yield with_info(batch, info)
 
