@@ -26,7 +26,14 @@ from task_components import keyexpr
 from task_components.errors import ShadowValidationError
 from task_components.schema.models import FieldSchema, FieldType
 from task_components.shadow import sides
-from task_components.shadow.diff import Comparison, SearchComparison, TopK, key_differences, row_differences
+from task_components.shadow.diff import (
+    Comparison,
+    SearchComparison,
+    TopK,
+    key_differences,
+    row_differences,
+    sample_dims,
+)
 from task_components.shadow.export import export
 from task_components.shadow.tracker import KeyStateTracker
 
@@ -57,10 +64,13 @@ async def _compare_keys_and_rows(
     ignore_vectors: bool,
     tracker: KeyStateTracker | None,
     batch_size: int,
+    vector_sample: int | None = None,
+    vector_seed: int = 0,
 ) -> Comparison:
     where = shadow.where(filter)  # first: an unsupported filter never reaches Milvus
     fields = shadow.fields(output_fields, ignore_vectors)
     dynamic = shadow.dynamic(output_fields)
+    samples = _vector_notes(result, shadow, fields, rows=rows, ignore_vectors=ignore_vectors, size=vector_sample, seed=vector_seed)
     m_keys, result.milvus_count = await sides.milvus_keys(milvus, shadow, filter)
     p_keys = await sides.pg_keys(pool, shadow, where)
     result.postgres_count = len(p_keys)
@@ -80,9 +90,34 @@ async def _compare_keys_and_rows(
             m_rows = await sides.milvus_rows(milvus, shadow, chunk, m_out)
             p_rows = await sides.pg_rows(pool, shadow, chunk, p_cols)
             _note_unreadable(result, m_rows)
-            diffs = await anyio.to_thread.run_sync(partial(row_differences, shadow.schema, fields, m_rows, p_rows, tolerance, dynamic))
+            diffs = await anyio.to_thread.run_sync(
+                partial(row_differences, shadow.schema, fields, m_rows, p_rows, tolerance, dynamic, samples)
+            )
             result.add(diffs)
     return result
+
+
+def _vector_notes(
+    result: Comparison,
+    shadow: sides.Shadow,
+    fields: list[FieldSchema],
+    *,
+    rows: bool,
+    ignore_vectors: bool,
+    size: int | None,
+    seed: int,
+) -> dict[str, Any]:
+    """Vectors compared in part or not at all are said in the notes (never as differences); the
+    dimensions sampled per vector field come back (``diff.sample_dims``)."""
+    samples = sample_dims(fields, size, seed)
+    if not rows:
+        return samples
+    if not ignore_vectors and (skipped := shadow.skipped_vectors()):
+        result.notes.append(skipped)
+    for name, dims in samples.items():
+        width = shadow.schema.field(name).dim
+        result.notes.append(f"vector field {name!r}: {len(dims)} of {width} dimensions compared (sampled, seed {seed})")
+    return samples
 
 
 def _note_unreadable(result: Comparison, rows: sides.MilvusRows) -> None:
@@ -105,8 +140,15 @@ async def compare_query(
     tracker: KeyStateTracker | None = None,
     table: str | None = None,
     batch_size: int = 1000,
+    vector_sample: int | None = None,
+    vector_seed: int = 0,
 ) -> Comparison:
-    """The rows ``filter`` selects on each side: the same keys, and equal fields on every common row."""
+    """The rows ``filter`` selects on each side: the same keys, and equal fields on every common row.
+
+    ``vector_sample``: compare that many dimensions of each dense vector (the same ones on both sides,
+    drawn with ``vector_seed``) instead of all of them. A shadow table without vector columns (an
+    ``ignore_vector`` client's) skips vectors, and says so in ``notes``.
+    """
     shadow = await sides.resolve(milvus, pool, collection, table)
     result = Comparison("query", collection, shadow.table, filter=filter)
     return await _compare_keys_and_rows(
@@ -121,6 +163,8 @@ async def compare_query(
         ignore_vectors=ignore_vectors,
         tracker=tracker,
         batch_size=batch_size,
+        vector_sample=vector_sample,
+        vector_seed=vector_seed,
     )
 
 
@@ -160,8 +204,11 @@ async def validate(
     tracker: KeyStateTracker | None = None,
     table: str | None = None,
     batch_size: int = 1000,
+    vector_sample: int | None = None,
+    vector_seed: int = 0,
 ) -> Comparison:
-    """Everything: both counts, the full key sets, and every field of every row, a batch at a time."""
+    """Everything: both counts, the full key sets, and every field of every row, a batch at a time
+    (vectors as ``compare_query`` says)."""
     shadow = await sides.resolve(milvus, pool, collection, table)
     result = Comparison("validate", collection, shadow.table)
     return await _compare_keys_and_rows(
@@ -176,6 +223,8 @@ async def validate(
         ignore_vectors=ignore_vectors,
         tracker=tracker,
         batch_size=batch_size,
+        vector_sample=vector_sample,
+        vector_seed=vector_seed,
     )
 
 
@@ -190,16 +239,20 @@ async def compare_entities(
     tracker: KeyStateTracker | None = None,
     table: str | None = None,
     batch_size: int = 1000,
+    vector_sample: int | None = None,
+    vector_seed: int = 0,
 ) -> Comparison:
     """These keys fetched from both sides: held by one side only, or with a field that differs.
 
-    A key neither side holds is not a difference (they agree it does not exist).
+    A key neither side holds is not a difference (they agree it does not exist). Vectors as
+    ``compare_query`` says.
     """
     shadow = await sides.resolve(milvus, pool, collection, table)
     keys = list(dict.fromkeys(shadow.coerce(list(ids))))
     fields, dynamic = shadow.fields(None, ignore_vectors), shadow.dynamic()
     m_out, p_cols = sides.milvus_output(shadow, fields, dynamic), sides.pg_columns(shadow, fields, dynamic)
     result = Comparison("entities", collection, shadow.table, compared=len(keys))
+    samples = _vector_notes(result, shadow, fields, rows=True, ignore_vectors=ignore_vectors, size=vector_sample, seed=vector_seed)
     result.milvus_count = result.postgres_count = 0
     for start in range(0, len(keys), batch_size):
         chunk = keys[start : start + batch_size]
@@ -209,11 +262,16 @@ async def compare_entities(
         result.milvus_count += len(m_rows) + len(m_rows.unreadable)
         result.postgres_count += len(p_rows)
         result.add(key_differences([*m_rows, *m_rows.unreadable], list(p_rows), tracker, collection))
-        result.add(row_differences(shadow.schema, fields, m_rows, p_rows, tolerance, dynamic))
+        result.add(row_differences(shadow.schema, fields, m_rows, p_rows, tolerance, dynamic, samples))
     return result
 
 
 def _vector_field(shadow: sides.Shadow, anns_field: str | None) -> FieldSchema:
+    if not shadow.vectors:
+        raise ShadowValidationError(
+            f"shadow table {shadow.table!r} has no vector columns (created with ignore_vector): "
+            "an exact search over the shadow needs its vectors; shadow the collection with ignore_vector=False"
+        )
     vectors = [f for f in shadow.schema.fields if f.type.is_vector]
     if anns_field is None:
         if len(vectors) != 1:

@@ -43,6 +43,7 @@ __all__ = [
     "key_differences",
     "recall",
     "row_differences",
+    "sample_dims",
     "short",
 ]
 
@@ -204,13 +205,31 @@ def dynamic_part(row: Mapping[str, Any], schema: CollectionSchema, side: str) ->
     return {k: v for k, v in row.items() if k not in names}
 
 
-def _agree(f: FieldSchema, a: list[Any], b: list[Any], tolerance: float) -> np.ndarray:
-    """Per-row agreement of one field; a dense-vector batch is one numpy comparison."""
+def sample_dims(fields: Iterable[FieldSchema], size: int | None, seed: int = 0) -> dict[str, np.ndarray]:
+    """``size`` dimensions of each dense numeric vector field wider than that, drawn once (seeded):
+    both sides of every row are compared on the same dimensions, and a rerun picks the same ones.
+    Binary and half-precision vectors (compared as bytes) are not sampled."""
+    if size is None:
+        return {}
+    if size < 1:
+        raise ValueError(f"vector_sample must be at least 1, got {size}")
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for f in fields:
+        if spec(f).storage == "vector" and f.dim and f.dim > size:
+            out[f.name] = np.sort(rng.choice(f.dim, size, replace=False))
+    return out
+
+
+def _agree(f: FieldSchema, a: list[Any], b: list[Any], tolerance: float, dims: np.ndarray | None = None) -> np.ndarray:
+    """Per-row agreement of one field; a dense-vector batch is one numpy comparison (on ``dims`` only, if given)."""
     storage = spec(f).storage
     if storage in ("vector", "bytes") and all(v is not None for v in a) and all(v is not None for v in b):
         try:
             x, y = value_matrix(a, f), value_matrix(b, f)
             same_shape = x.shape == y.shape
+            if same_shape and dims is not None and x.ndim == 2 and x.shape[1] > int(dims.max(initial=0)):
+                x, y = x[:, dims], y[:, dims]
         except ValueError:  # ragged rows: np.stack refuses; compare row by row below
             same_shape = False
         if same_shape:
@@ -220,7 +239,7 @@ def _agree(f: FieldSchema, a: list[Any], b: list[Any], tolerance: float) -> np.n
     return np.array([same_value(f, u, v, tolerance) for u, v in zip(a, b, strict=True)], dtype=bool)
 
 
-def _where_vectors_differ(f: FieldSchema, a: Any, b: Any) -> str:
+def _where_vectors_differ(f: FieldSchema, a: Any, b: Any, dims: np.ndarray | None = None) -> str:
     """For a dense vector, where it differs: the short renderings show only its first values."""
     if spec(f).storage not in ("vector", "bytes") or a is None or b is None:
         return ""
@@ -231,6 +250,10 @@ def _where_vectors_differ(f: FieldSchema, a: Any, b: Any) -> str:
     if x.shape != y.shape:
         return f"{len(x)} values in milvus, {len(y)} in postgres"
     gap = np.abs(x.astype(np.float64) - y)
+    if dims is not None and len(gap) > int(dims.max(initial=0)):
+        sampled = gap[dims]
+        at = int(dims[int(np.argmax(sampled))])
+        return f"largest difference {gap[at]:.6g} at index {at} (of {len(dims)} sampled dimensions)"
     at = int(np.argmax(gap))
     return f"largest difference {gap[at]:.6g} at index {at}"
 
@@ -242,15 +265,20 @@ def row_differences(
     postgres: Mapping[Any, Mapping[str, Any]],
     tolerance: float = 1e-6,
     dynamic: bool = False,
+    samples: Mapping[str, np.ndarray] | None = None,
 ) -> list[Difference]:
-    """Field differences of the keys both sides hold (``dynamic``: also the ``$meta`` fields)."""
+    """Field differences of the keys both sides hold (``dynamic``: also the ``$meta`` fields).
+
+    ``samples``: per vector field, the dimensions to compare (``sample_dims``); others compare whole.
+    """
     keys = _sorted(k for k in milvus if k in postgres)
     out: list[Difference] = []
     for f in fields:
+        dims = (samples or {}).get(f.name)
         a = [milvus[k].get(f.name) for k in keys]
         b = [postgres[k].get(f.name) for k in keys]
-        for i in np.flatnonzero(~_agree(f, a, b, tolerance)):
-            detail = _where_vectors_differ(f, a[i], b[i])
+        for i in np.flatnonzero(~_agree(f, a, b, tolerance, dims)):
+            detail = _where_vectors_differ(f, a[i], b[i], dims)
             out.append(Difference(keys[i], f.name, "changed", "postgres", short(a[i]), short(b[i]), detail))
     if dynamic:
         for k in keys:

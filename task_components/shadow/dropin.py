@@ -41,7 +41,12 @@ from task_components.shadow.mirror import Shadowed, as_rows
 
 
 class ShadowMilvusClient(MilvusClient):
-    """``MilvusClient`` whose writes are mirrored into a PostgreSQL shadow (``pg_dsn``) and key tracker."""
+    """``MilvusClient`` whose writes are mirrored into a PostgreSQL shadow (``pg_dsn``) and key tracker.
+
+    ``ignore_vector=True``: shadow tables are created without vector columns and writes send no vector
+    data to PostgreSQL (cheaper); comparisons then skip vectors and say so in their notes.
+    ``tracker_map_size``: the LMDB map's size in bytes (the tracker holds about 100 bytes a key).
+    """
 
     def __init__(
         self,
@@ -54,9 +59,14 @@ class ShadowMilvusClient(MilvusClient):
         *,
         pg_dsn: str | None = None,
         tracker_path: str | Path | None = None,
+        ignore_vector: bool = False,
+        tracker_map_size: int = 1 << 30,
         **kwargs: Any,
     ) -> None:
-        self.tracker, self.shadow = _shadow_store(pg_dsn, tracker_path)  # bad arguments fail before connecting
+        self.tracker, self.shadow = _shadow_store(
+            pg_dsn, tracker_path, ignore_vector, tracker_map_size
+        )  # bad arguments fail before connecting
+        self.ignore_vector = ignore_vector  # True: the shadow tables hold no vector columns
         try:
             super().__init__(uri=uri, user=user, password=password, db_name=db_name, token=token, timeout=timeout, **kwargs)
         except BaseException:

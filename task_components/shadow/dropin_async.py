@@ -31,9 +31,11 @@ class AsyncShadowMilvusClient(AsyncMilvusClient):
         *,
         pg_dsn: str | None = None,
         tracker_path: str | Path | None = None,
+        ignore_vector: bool = False,
         **kwargs: Any,
     ) -> None:
-        self.tracker, self.shadow = _shadow_store(pg_dsn, tracker_path)  # bad arguments fail before connecting
+        self.tracker, self.shadow = _shadow_store(pg_dsn, tracker_path, ignore_vector)  # bad arguments fail before connecting
+        self.ignore_vector = ignore_vector  # True: the shadow tables hold no vector columns
         try:
             super().__init__(uri=uri, user=user, password=password, db_name=db_name, token=token, timeout=timeout, **kwargs)
         except BaseException:

@@ -28,13 +28,17 @@ def default_tracker_path(dsn: str) -> Path:
     return cache / "dag-pipeline" / "shadow" / hashlib.sha256(dsn.encode()).hexdigest()[:16]
 
 
-def _shadow_store(pg_dsn: str | None, tracker_path: str | Path | None) -> tuple[KeyStateTracker | None, ShadowStore]:
+def _shadow_store(
+    pg_dsn: str | None, tracker_path: str | Path | None, ignore_vector: bool = False, map_size: int = 1 << 30
+) -> tuple[KeyStateTracker | None, ShadowStore]:
+    if not isinstance(ignore_vector, bool):  # a string "false" would read as True
+        raise TypeError(f"ignore_vector must be True or False, got {ignore_vector!r}")
     dsn = _dsn(pg_dsn)
     if tracker_path == "":
         tracker = None  # explicitly off
     else:
-        tracker = KeyStateTracker(Path(tracker_path) if tracker_path else default_tracker_path(dsn))
-    return tracker, ShadowStore(dsn, tracker)
+        tracker = KeyStateTracker(Path(tracker_path) if tracker_path else default_tracker_path(dsn), map_size=map_size)
+    return tracker, ShadowStore(dsn, tracker, ignore_vector=ignore_vector)
 
 
 def _stop_portal(portal: Any, portal_cm: Any, store: ShadowStore) -> None:

@@ -22,19 +22,22 @@ that Milvus holds the write and the shadow does not (it is never reported as "no
 
 Rows reach PostgreSQL by binary COPY built from Arrow buffers (``encode_batch``) when every column
 converts; anything else (ragged vectors Milvus will refuse, ARRAY fields, bytes vectors) takes the
-record path, which is slower but accepts what Milvus accepts.
+record path, which is slower but accepts what Milvus accepts (``mirror_rows``).
+
+``ignore_vector=True``: tables are created without vector columns and the rows' vectors are dropped
+before encoding (no vector byte reaches PostgreSQL); an existing table whose vector columns do not
+match the flag is refused with ShadowSchemaError naming it and the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import asyncpg
-import pyarrow as pa
 import structlog
 
 from task_components.clients import pg_pool
@@ -47,11 +50,10 @@ from task_components.errors import (
 from task_components.schema.arrow import META_COLUMN
 from task_components.schema.milvus import from_milvus
 from task_components.schema.models import CollectionSchema
-from task_components.schema.postgres import ROW_KEY, columns, create_table_sql, quote, row_record
+from task_components.schema.postgres import ROW_KEY, columns, create_table_sql, quote
 from task_components.schema.postgres import table_name as shadow_table
-from task_components.shadow.binary_copy import encode_batch
-from task_components.shadow.export import arrow_batch
-from task_components.shadow.sides import Shadow, check_table
+from task_components.shadow.mirror_rows import as_rows, copy_rows, rows_batch, with_defaults
+from task_components.shadow.sides import Shadow, check_table, vector_columns
 from task_components.shadow.tracker import KeyStateTracker
 
 log = structlog.get_logger(__name__)
@@ -68,53 +70,12 @@ class Shadowed(Shadow):
     collection_id: int | None = field(default=None, compare=False)  # Milvus' id: a re-created collection has a new one
 
 
-def as_rows(data: dict[str, Any] | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """MilvusClient takes one dict or a list of them."""
-    return [data] if isinstance(data, dict) else list(data)
-
-
-def with_defaults(rows: list[dict[str, Any]], schema: CollectionSchema) -> list[dict[str, Any]]:
-    """Milvus stores a field's default where a row leaves it out or sets None; the shadow must too."""
-    defaults = {f.name: f.default_value for f in schema.data_fields() if f.default_value is not None}
-    if not defaults:
-        return rows
-    return [{**r, **{k: v for k, v in defaults.items() if r.get(k) is None}} for r in rows]
-
-
-def rows_batch(rows: list[dict[str, Any]], schema: CollectionSchema) -> pa.RecordBatch | None:
-    """Client rows as an Arrow batch in our layout; None when a column does not convert cleanly.
-
-    Rows shaped like Milvus' own query results, so the export path's converter reads them; a ragged or
-    mistyped value (one Milvus is about to refuse) sends the batch down the record path instead.
-    """
-    try:
-        return arrow_batch(rows, schema, "milvus")
-    except (ValueError, TypeError, OverflowError, KeyError, pa.ArrowException):
-        return None
-
-
-async def copy_rows(conn: Any, table: str, sh: Shadowed, rows: list[dict[str, Any]], ids: list[Any] | None) -> None:
-    """COPY rows into ``table`` (the shadow or a staging twin); ``ids`` are Milvus' keys of AUTO_ID rows."""
-    schema = sh.schema
-    if ids is None:
-        batch = await anyio.to_thread.run_sync(rows_batch, rows, schema)
-        if batch is not None:
-            encoded = await anyio.to_thread.run_sync(encode_batch, batch, schema, 0)
-            if encoded is not None:
-                payload, cols = encoded
-                await conn.copy_to_table(table, source=payload, format="binary", columns=cols)
-                return
-    records = [row_record(r, schema) for r in rows]
-    if ids is not None:
-        records = [(k, *rec) for k, rec in zip(ids, records, strict=True)]
-    await conn.copy_records_to_table(table, records=records, columns=columns(schema))
-
-
 class ShadowStore:
     """PostgreSQL side of the drop-in clients: table per collection, mirrored writes, tracker updates."""
 
-    def __init__(self, dsn: str, tracker: KeyStateTracker | None, pool_max: int = 4) -> None:
+    def __init__(self, dsn: str, tracker: KeyStateTracker | None, pool_max: int = 4, *, ignore_vector: bool = False) -> None:
         self.dsn, self.tracker, self.pool_max = dsn, tracker, pool_max
+        self.ignore_vector = ignore_vector  # tables created without vector columns; writes carry none
         self._pool: asyncpg.Pool | None = None
         self._known: dict[str, Shadowed] = {}
         self._locks: dict[str, anyio.Lock] = {}
@@ -153,9 +114,37 @@ class ShadowStore:
                 )
         # a table left from an earlier collection of this name (re-created by a client that does not
         # shadow) would refuse every write with a column error that names none of this
-        await check_table(await self.pool(), schema, table)
-        found = Shadowed(collection, schema, table, self.lock(collection), _collection_id(description))
+        vectors = await check_table(await self.pool(), schema, table)
+        self._check_vectors(schema, table, vectors)
+        found = self._entry(collection, schema, table, description)
         return self._known.setdefault(collection, found)
+
+    def _entry(self, collection: str, schema: CollectionSchema, table: str, description: dict[str, Any]) -> Shadowed:
+        vectors = not (self.ignore_vector and vector_columns(schema))
+        return Shadowed(
+            collection,
+            schema,
+            table,
+            vectors=vectors,
+            lock=self.lock(collection),
+            collection_id=_collection_id(description),
+        )
+
+    def _check_vectors(self, schema: CollectionSchema, table: str, holds_vectors: bool) -> None:
+        """An existing table whose vector columns do not match this client's ``ignore_vector``."""
+        names = vector_columns(schema)
+        if not names or holds_vectors != self.ignore_vector:
+            return
+        if holds_vectors:
+            what = f"has vector columns ({', '.join(names)}) but this client has ignore_vector=True"
+            fix = "construct the client with ignore_vector=False to keep shadowing vectors"
+        else:
+            what = "has no vector columns (created with ignore_vector=True) but this client has ignore_vector=False"
+            fix = "construct the client with ignore_vector=True"
+        raise ShadowSchemaError(
+            f"shadow table {table!r} of collection {schema.collection_name!r} {what}: {fix}, or drop the collection "
+            "and create it again through this client (its table is then made to match); nothing was written"
+        )
 
     async def recreated(self, collection: str, describe: Describe) -> str:
         """Why the cached schema of ``collection`` is stale ("" when it is not): another client dropped and
@@ -227,18 +216,25 @@ class ShadowStore:
         description = await describe()
         schema = from_milvus(description)
         table = shadow_table(collection)
+        entry = self._entry(collection, schema, table, description)
+        ddl = create_table_sql(entry.stored, table)
+        existed = False
         try:
             async with (await self.pool()).acquire() as conn, conn.transaction():
                 if new:
                     await conn.execute(f"DROP TABLE IF EXISTS {quote(table)}")
-                    await conn.execute(create_table_sql(schema, table))
+                    await conn.execute(ddl)
                 elif await conn.fetchval("SELECT to_regclass($1)", quote(table)) is None:
-                    await conn.execute(create_table_sql(schema, table))
+                    await conn.execute(ddl)
+                else:
+                    existed = True
         except (OSError, asyncpg.PostgresError) as exc:
             raise ShadowSchemaError(f"cannot create shadow table {table!r}: {type(exc).__name__}: {exc}") from exc
+        if existed:  # kept with its history: it must match this client's ignore_vector
+            self._check_vectors(schema, table, await check_table(await self.pool(), schema, table))
         if self.tracker is not None and new:
             await anyio.to_thread.run_sync(self.tracker.forget, collection)
-        self._known[collection] = Shadowed(collection, schema, table, self.lock(collection), _collection_id(description))
+        self._known[collection] = entry
 
     async def drop(self, collection: str, table: str) -> None:
         self._known.pop(collection, None)
@@ -300,7 +296,7 @@ class ShadowStore:
         stage = f"stage_{abs(hash(sh.table)) % 10**9}"
         await conn.execute(f"CREATE TEMP TABLE {stage} (LIKE {quote(sh.table)}) ON COMMIT DROP")
         await copy_rows(conn, stage, sh, rows, None)
-        cols = columns(sh.schema)
+        cols = columns(sh.stored)
         names = ", ".join(quote(c) for c in cols)
         updates = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in cols if c != sh.key)
         await conn.execute(

@@ -47,6 +47,8 @@ __all__ = [
     "pg_keys",
     "pg_rows",
     "resolve",
+    "vector_columns",
+    "without_vectors",
 ]
 
 
@@ -60,6 +62,22 @@ class Shadow:
     collection: str
     schema: CollectionSchema
     table: str
+    vectors: bool = True  # False: the table was created without vector columns (``ignore_vector``)
+
+    @property
+    def stored(self) -> CollectionSchema:
+        """The schema of what the table holds: without vector fields when it has no vector columns."""
+        return self.schema if self.vectors else without_vectors(self.schema)
+
+    def skipped_vectors(self) -> str:
+        """A note for comparisons: which vector fields the table does not hold ("" when it holds them all)."""
+        names = [f.name for f in self.schema.data_fields() if f.type.is_vector]
+        if self.vectors or not names:
+            return ""
+        return (
+            f"shadow table {self.table!r} has no vector columns (created with ignore_vector): "
+            f"vector field(s) {', '.join(names)} not compared"
+        )
 
     @property
     def pk(self) -> str:
@@ -89,7 +107,8 @@ class Shadow:
                     f"collection {self.collection!r} has no field {', '.join(map(repr, unknown))} (fields: {', '.join(sorted(known))})"
                 )
             data = [f for f in data if f.name in output_fields]
-        return [f for f in data if not (ignore_vectors and f.type.is_vector)]
+        skip = ignore_vectors or not self.vectors
+        return [f for f in data if not (skip and f.type.is_vector)]
 
     def dynamic(self, output_fields: list[str] | None = None) -> bool:
         return self.schema.enable_dynamic_field and (output_fields is None or META_COLUMN in output_fields)
@@ -120,7 +139,24 @@ async def describe(milvus: Any, collection: str) -> CollectionSchema:
         raise ShadowSchemaError(f"collection {collection!r}: cannot be shadowed: {exc}") from exc
 
 
-async def check_table(pool: asyncpg.Pool, schema: CollectionSchema, table: str) -> None:
+def without_vectors(schema: CollectionSchema) -> CollectionSchema:
+    """The schema minus its vector fields: what an ``ignore_vector`` shadow table holds.
+
+    Functions go too (their outputs are vectors, computed by Milvus, never stored in the shadow).
+    """
+    if not any(f.type.is_vector for f in schema.fields):
+        return schema
+    kept = [f for f in schema.fields if not f.type.is_vector]
+    return schema.model_copy(update={"fields": kept, "functions": []})
+
+
+def vector_columns(schema: CollectionSchema) -> list[str]:
+    return [f.name for f in schema.data_fields() if f.type.is_vector]
+
+
+async def check_table(pool: asyncpg.Pool, schema: CollectionSchema, table: str) -> bool:
+    """The table exists with every scalar column of the schema; True if it holds the vector columns too,
+    False if it holds none of them (an ``ignore_vector`` table). Some but not all: ShadowSchemaError."""
     async with pool.acquire() as conn:
         if await conn.fetchval("SELECT to_regclass($1)", quote(table)) is None:
             raise CollectionNotFoundError(f"shadow table {table!r} of collection {schema.collection_name!r} does not exist in PostgreSQL")
@@ -130,9 +166,13 @@ async def check_table(pool: asyncpg.Pool, schema: CollectionSchema, table: str) 
                 "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped", quote(table)
             )
         }
-    missing = [c for c in columns(schema) if c not in have]
+    vectors = vector_columns(schema)
+    absent = [c for c in vectors if c not in have]
+    holds_vectors = not vectors or len(absent) < len(vectors)
+    missing = [c for c in columns(schema) if c not in have and (holds_vectors or c not in vectors)]
     if missing:
         raise ShadowSchemaError(f"shadow table {table!r} lacks column(s) {', '.join(missing)} of collection {schema.collection_name!r}")
+    return holds_vectors
 
 
 async def resolve(milvus: Any, pool: asyncpg.Pool, collection: str, table: str | None = None) -> Shadow:
@@ -141,9 +181,9 @@ async def resolve(milvus: Any, pool: asyncpg.Pool, collection: str, table: str |
 
     schema = await describe(milvus, collection)
     name = table or table_name(collection)  # the collection's name, as shadow.sync and the drop-in client use
-    await check_table(pool, schema, name)
+    vectors = await check_table(pool, schema, name)
     await anyio.to_thread.run_sync(ensure_loaded, milvus, collection)
-    return Shadow(collection, schema, name)
+    return Shadow(collection, schema, name, vectors)
 
 
 class _Keys:
