@@ -131,6 +131,7 @@ def list_components() -> None:
 
 
 def main() -> None:
+    import pipeline.checker_cli
     import pipeline.clean_cli
     import pipeline.daemon_cli
     import pipeline.datagen_cli

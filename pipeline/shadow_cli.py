@@ -179,7 +179,9 @@ def validate(
     collection: CollectionArg,
     ignore_vectors: NoVecOpt = False,
     tolerance: TolOpt = 1e-6,
-    batch_size: Annotated[int, typer.Option(min=1, help="rows compared per batch")] = 1000,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=16384, help="rows compared per batch (each a Strong query: fewer is slower)")
+    ] = 10_000,
     uri: UriOpt = None,
     token: TokenOpt = None,
     db_name: DbOpt = None,
