@@ -243,3 +243,53 @@ def export(
         print(json.dumps({"collection": collection, "side": side, "path": str(out_path), "rows": rows}))
     else:
         out.print(styled(("ok", "green"), f": wrote {rows} rows of {collection!r} from {side} to {out_path}"))
+
+
+@shadow_app.command()
+def search(
+    collection: CollectionArg,
+    queries: Annotated[int, typer.Option(min=1, max=10_000, help="random query vectors (seeded)")] = 100,
+    limit: Annotated[int, typer.Option(min=1, max=16_384, help="top-k compared")] = 10,
+    field: Annotated[str | None, typer.Option(help="vector field [default: the collection's only one]")] = None,
+    filter: Annotated[str, typer.Option("--filter", help="Milvus boolean expression applied on both sides")] = "",
+    min_recall: Annotated[float, typer.Option(min=0, max=1, help="mean recall@k below this fails")] = 1.0,
+    seed: Annotated[int, typer.Option(help="seed of the query vectors")] = 0,
+    uri: UriOpt = None,
+    token: TokenOpt = None,
+    db_name: DbOpt = None,
+    pg_dsn: DsnOpt = None,
+    table: TableOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Milvus' top-k against the exact top-k over the shadow's vectors (recall@k per query and mean).
+
+    Near-exhaustive search parameters: this checks that every stored row is findable, not the index's
+    quality. Needs a shadow holding vectors (not one created with ignore_vector). Exit 0 mean recall
+    >= --min-recall, 1 below it (the exact neighbours Milvus missed are listed), 2 bad input.
+    """
+    import numpy as np
+
+    from task_components.shadow import sides
+    from task_components.shadow.compare import compare_search
+
+    conn = _connections(uri, token, db_name, pg_dsn)
+
+    async def call(milvus: Any, pool: Any, tracker: Any) -> Any:
+        shadow = await sides.resolve(milvus, pool, collection, table)
+        fields = [f for f in shadow.schema.fields if f.type.is_vector and (field is None or f.name == field)]
+        dim = fields[0].dim if len(fields) == 1 and fields[0].dim else 0
+        if not dim:  # compare_search names the problem (several fields, none, sparse)
+            return await compare_search(milvus, pool, collection, [], anns_field=field, table=table)
+        vectors = np.random.default_rng(seed).standard_normal((queries, dim)).astype(np.float32)
+        return await compare_search(
+            milvus, pool, collection, vectors, limit=limit, anns_field=field, filter=filter, table=table, min_recall=min_recall
+        )
+
+    result = _run(conn, None, call)
+    if as_json:
+        print(json.dumps(result.to_dict(), default=str))
+    else:
+        for d in result.differences[:20]:
+            out.print(cell(str(d)))
+        out.print(styled(("ok" if result.ok else "below", "green" if result.ok else "red"), f": {result.summary()}"))
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
