@@ -57,6 +57,24 @@ class KeyStateTracker:
             raw = txn.get(_key(collection, key))
         return json.loads(raw)["state"] if raw else None
 
+    def keys(self, collection: str, state: str = EXISTS) -> list[Any]:
+        """Every key of ``collection`` whose last recorded state is ``state`` (the third vote of a
+        three-way key validation); Int64 keys come back as ints, VarChar keys as strings."""
+        prefix = f"{collection}\x00".encode()
+        out: list[Any] = []
+        with self.env.begin() as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(prefix):
+                return out
+            for raw, value in cursor:
+                if not raw.startswith(prefix):
+                    break
+                if json.loads(value)["state"] != state:
+                    continue
+                tag, text = raw[len(prefix) :].decode().split(":", 1)
+                out.append(int(text) if tag == "i" else text)
+        return out
+
     def forget(self, collection: str) -> None:
         """Drop a collection's keys (it was dropped): a re-created collection starts with no history."""
         prefix = f"{collection}\x00".encode()
