@@ -100,7 +100,11 @@ async def export(
             )
         schema = collection
         shadow = sides.Shadow(schema.collection_name, schema, table or table_name(schema))
-        await sides.check_table(source, schema, shadow.table)
+        if not await sides.check_table(source, schema, shadow.table):
+            raise ShadowValidationError(
+                f"shadow table {shadow.table!r} has no vector columns (created with ignore_vector): a file of it would "
+                "lack the collection's vectors; export the collection from Milvus (side='milvus') instead"
+            )
         cols = sides.pg_columns(shadow, [f for f in schema.data_fields() if not f.is_primary], schema.enable_dynamic_field)
         batches = sides.pg_batches(source, shadow, cols, "TRUE", batch_size)
     rows = 0

@@ -8,6 +8,7 @@ clear error, and comparisons against a vector-less table skip vectors and say so
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from task_components.errors import ShadowSchemaError, ShadowValidationError
 from task_components.shadow.compare import compare_entities, compare_query, compare_search, validate
 from task_components.shadow.dropin import AsyncShadowMilvusClient, ShadowMilvusClient
 from tests.integration.conftest import service_uri
+from tests.integration.helpers import cli
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +119,12 @@ def test_ignore_vector_shadows_every_scalar_and_no_vector(tmp_path: Path) -> Non
         for result in anyio.run(compare):
             assert result.ok, str(result)
             assert any("no vector columns" in n and "vec" in n for n in result.notes), result.notes
+        conn = ["--uri", uri, "--pg-dsn", dsn]
+        ok = subprocess.run(cli("shadow", "validate", name, *conn), capture_output=True, text=True, timeout=120)
+        assert ok.returncode == 0 and "no differences" in ok.stdout and "no vector columns" in ok.stdout, ok.stdout + ok.stderr
+        out = str(tmp_path / "x.parquet")
+        refused = subprocess.run(cli("shadow", "export", name, "--out", out, *conn), capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and "no vector columns" in refused.stderr, refused.stdout + refused.stderr
 
         async def diverge_and_validate() -> Any:
             conn = await asyncpg.connect(dsn)
