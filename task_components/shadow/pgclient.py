@@ -73,9 +73,9 @@ def _refuse(options: dict[str, Any]) -> None:
         raise TypeError("MilvusPGClient does not honour " + "; ".join(f"{k}= ({REFUSED[k]})" for k in bad))
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def _positive_int(name: str, value: Any, least: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an integer of at least {least}, got {value!r}")
     return value
 
 
@@ -113,8 +113,8 @@ class MilvusPGClient(ShadowMilvusClient):
         self.sample_vector = sample_vector
         self.vector_sample_size = _positive_int("vector_sample_size", vector_sample_size)
         self.vector_precision_decimals = vector_precision_decimals
-        if vector_precision_decimals is not None:
-            _positive_int("vector_precision_decimals", vector_precision_decimals)
+        if vector_precision_decimals is not None:  # 0 is valid: vectors compared to whole numbers
+            _positive_int("vector_precision_decimals", vector_precision_decimals, least=0)
         self.enable_lmdb, self.lmdb_path, self.lmdb_map_size = enable_lmdb, lmdb_path, lmdb_map_size
         self.last_comparison: Comparison | None = None
         super().__init__(

@@ -171,8 +171,9 @@ def test_unhonoured_keywords_are_refused_by_name() -> None:
     for ours, theirs in (("pg_dsn", "pg_conn_str"), ("tracker_path", "lmdb_path")):
         with pytest.raises(TypeError, match=f"{theirs}=, not {ours}="):
             MilvusPGClient(uri="http://127.0.0.1:1", pg_conn_str="postgresql://x@127.0.0.1:1/x", **{ours: "x"})
-    with pytest.raises(ValueError, match="vector_sample_size"):
-        MilvusPGClient(uri="http://127.0.0.1:1", pg_conn_str="postgresql://x@127.0.0.1:1/x", vector_sample_size=0)
+    for wrong in ({"vector_sample_size": 0}, {"vector_precision_decimals": -1}):
+        with pytest.raises(ValueError, match=next(iter(wrong))):
+            MilvusPGClient(uri="http://127.0.0.1:1", pg_conn_str="postgresql://x@127.0.0.1:1/x", **wrong)
     uri, dsn = _env()
     client = MilvusPGClient(uri=uri, pg_conn_str=dsn, enable_lmdb=False, use_high_performance_comparator=True)
     try:
