@@ -1,4 +1,4 @@
-"""``schemas help`` and ``clean``: milvus-ingest's two housekeeping commands.
+"""``schema help`` and ``clean``: milvus-ingest's two housekeeping commands.
 
 ``clean`` removes what ``generate`` and the runner leave behind: dataset directories (a directory
 holding a ``meta.json`` with ``schema`` and ``files``, as ``generate`` writes by default under the

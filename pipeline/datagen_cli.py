@@ -1,4 +1,4 @@
-"""``generate`` (milvus-ingest-style one-shot generate + partition) and ``schemas`` commands.
+"""``generate`` (milvus-ingest-style one-shot generate + partition) and ``schema`` commands.
 
 ``generate`` is the same two-task DAG the pipelines use (generate -> partition), built as a spec in
 code and run through the runner like any pipeline file (run directory, journal, report, signals), so a
@@ -7,6 +7,9 @@ file made here is byte-identical to one made by a pipeline run with the same sch
 File limits follow milvus-ingest: with none given, files close at 256MB or 1,000,000 rows; with
 ``--file-count N --file-size S`` the total row count is derived (N x rows that fit in S) and
 ``--total-rows`` is ignored.
+
+``schema list|show|add|remove|help`` is milvus-ingest's command; ``schemas`` stays as a hidden alias
+(the same commands), so scripts written for either name run.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import pyarrow as pa
 import typer
 from pydantic import ValidationError
 from rich.syntax import Syntax
@@ -36,6 +40,7 @@ from pipeline.cli_common import (
     styled,
 )
 from task_components.contracts import Manifest
+from task_components.datafiles import iter_batches
 from task_components.generation import GenerateParams, sizing
 from task_components.generation.columns import generate_chunk
 from task_components.manifest import parse_size
@@ -43,8 +48,11 @@ from task_components.partitioning import PartitionParams
 from task_components.schema import SchemaError, builtin_names, resolve_schema
 from task_components.schema.library import add_schema, remove_schema, user_names
 
-schemas_app = typer.Typer(help="List, show, add and remove collection schemas.", no_args_is_help=True)
-app.add_typer(schemas_app, name="schemas")
+schemas_app = typer.Typer(help="List, show, add and remove collection schemas; `schema help`: the format.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schema")
+app.add_typer(schemas_app, name="schemas", hidden=True)  # our first name for it: README lines and scripts use it
+
+PREVIEW_ROWS = 5
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -56,7 +64,7 @@ def _validation_message(exc: ValidationError) -> str:
 @app.command()
 def generate(
     schema: Annotated[str | None, typer.Option("--schema", help="schema file (JSON/YAML, milvus-ingest format)")] = None,
-    builtin: Annotated[str | None, typer.Option("--builtin", help="builtin schema name (see `schemas list`)")] = None,
+    builtin: Annotated[str | None, typer.Option("--builtin", help="builtin or added schema name (see `schema list`)")] = None,
     total_rows: Annotated[
         int, typer.Option("--total-rows", min=1, help="rows to generate (ignored with --file-count + --file-size)")
     ] = 1000,
@@ -69,7 +77,13 @@ def generate(
         typer.Option("--file-count", min=1, help="N files; with --file-size the total rows = N x rows that fit in that size"),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", min=1, help="rows generated per chunk [default: about 8 MB of rows]")
+        int | None,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="rows generated per chunk [default: about 8 MB of rows; milvus-ingest: 50000 rows, whatever their "
+            "width: a 768-d chunk of 50000 is 150 MB per worker, ours stays near 8 MB]",
+        ),
     ] = None,
     partitions: Annotated[
         int | None,
@@ -77,11 +91,32 @@ def generate(
     ] = None,
     shards: Annotated[int | None, typer.Option("--shards", min=1, help="split files by primary-key hash")] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=0, help="worker processes [default: CPUs]")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 42,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed",
+            help="random seed [milvus-ingest: none, new data each run; ours: the same files each run, so a resumed "
+            "or repeated run regenerates exactly what it wrote]",
+        ),
+    ] = 42,
     fmt: Annotated[str, typer.Option("--format", help="parquet or json")] = "parquet",
-    out_dir: Annotated[Path | None, typer.Option("--out", help="output directory [default: ./<collection>]")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="output directory [default: ./<collection>, where `clean` looks; milvus-ingest: ~/.milvus-ingest/data/<collection>]",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing output directory")] = False,
-    preview: Annotated[bool, typer.Option("--preview", help="print 5 sample rows, write nothing")] = False,
+    preview: Annotated[
+        bool,
+        typer.Option(
+            "--preview",
+            help="generate, then print the first 5 rows (milvus-ingest's documented behaviour; its 0.1.x code "
+            "prints 5 rows and writes nothing: that is --preview-only)",
+        ),
+    ] = False,
+    preview_only: Annotated[bool, typer.Option("--preview-only", help="print 5 sample rows, write nothing")] = False,
     validate_only: Annotated[bool, typer.Option("--validate-only", help="check the schema, write nothing")] = False,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="live progress view [default: on a terminal]")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging and the file plan")] = False,
@@ -98,14 +133,15 @@ def generate(
         raise fail_invalid("give exactly one of --schema FILE or --builtin NAME")
     if fmt not in ("parquet", "json"):
         raise fail_invalid(f"--format must be parquet or json, got {fmt!r}")
-    if builtin is not None and builtin not in builtin_names():
-        raise fail_invalid(f"--builtin {builtin!r} is not a builtin schema (known: {', '.join(builtin_names())})")
+    known = builtin_names() + user_names()  # a schema added with `schema add` too, as milvus-ingest's --builtin takes
+    if builtin is not None and builtin not in known:
+        raise fail_invalid(f"--builtin {builtin!r} is not a builtin or added schema (known: {', '.join(known)})")
     ref = builtin if builtin is not None else schema
     try:
         given = {"total_rows": total_rows, "seed": seed, "workers": workers, "partitions": partitions, "shards": shards}
         # by the alias, as a pipeline file gives it: an error then names "schema", the option the user knows
         gp = GenerateParams.model_validate({"schema": ref, "chunk_rows": batch_size, **given})
-        pp = _file_plan(gp, fmt, rows_per_file, file_size, file_count, validate_only or preview)
+        pp = _file_plan(gp, fmt, rows_per_file, file_size, file_count, validate_only or preview_only)
     except SchemaError as exc:
         raise fail_invalid(str(exc)) from None
     except ValidationError as exc:
@@ -119,12 +155,8 @@ def generate(
         limits = pp.model_dump(exclude_none=True, include={"rows_per_file", "file_size", "file_count"})
         chunks = gp.chunk_rows or "about 8 MB of"
         out.print(cell(f"plan: {gp.total_rows:,} rows, chunks of {chunks} rows, files: {limits}"))
-    if preview:
-        import polars as pl  # only the preview needs it: keep it out of every run's memory
-
-        batch = generate_chunk(cs.model_dump_json(), seed, 0, 0, min(5, total_rows), total_rows)
-        with pl.Config(tbl_cols=-1, fmt_str_lengths=40, tbl_width_chars=200):
-            print(pl.from_arrow(batch))
+    if preview_only:
+        _print_rows(generate_chunk(cs.model_dump_json(), seed, 0, 0, min(PREVIEW_ROWS, total_rows), total_rows))
         return
     target = out_dir or Path(cs.collection_name)
     if target.exists() and any(target.iterdir()):
@@ -152,6 +184,17 @@ def generate(
         ),
         soft_wrap=True,
     )
+    if preview:  # the first rows of the first file written: what a loader will read first
+        first = next(iter_batches(manifest, manifest.files[0], PREVIEW_ROWS))
+        out.print(styled(("preview", "green"), f" (top {PREVIEW_ROWS} rows of {manifest.files[0].path}):"))
+        _print_rows(first.slice(0, PREVIEW_ROWS))
+
+
+def _print_rows(batch: pa.RecordBatch) -> None:
+    import polars as pl  # only the preview needs it: keep it out of every run's memory
+
+    with pl.Config(tbl_cols=-1, fmt_str_lengths=40, tbl_width_chars=200):
+        print(pl.from_arrow(batch))
 
 
 def _file_plan(

@@ -25,6 +25,7 @@ from pipeline.ingest_options import (
     LocalPath,
     NoIndex,
     NoVerifySsl,
+    Progress,
     Region,
     S3Path,
     SecretKey,
@@ -33,7 +34,7 @@ from pipeline.ingest_options import (
     data_dir,
     importable,
     override_settings,
-    split_s3_path,
+    use_s3,
 )
 
 to_milvus = typer.Typer(
@@ -60,16 +61,37 @@ def _dataset(path: Path) -> dict[str, Any]:
 
 @app.command()
 def upload(
-    path: Annotated[Path, typer.Argument(help="dataset directory with meta.json", show_default=False)],
-    prefix: Annotated[str | None, typer.Option(help="key prefix [default: <S3__PREFIX>/<run id>]")] = None,
+    path: DataPath = None,
+    local_path: LocalPath = None,
+    s3_path: S3Path = None,
+    endpoint_url: Endpoint = None,
+    access_key_id: AccessKey = None,
+    secret_access_key: SecretKey = None,
+    region: Region = None,
+    no_verify_ssl: NoVerifySsl = False,
+    prefix: Annotated[
+        str | None, typer.Option(help="key prefix (or the prefix part of --s3-path) [default: <S3__PREFIX>/<run id>]")
+    ] = None,
+    progress: Progress = None,
     run_dir: RunDirOpt = None,
 ) -> None:
-    """Upload a dataset directory to S3 (S3__* settings) or the local store; unchanged files are skipped."""
+    """Upload a dataset directory to S3 or the local store; unchanged files are skipped.
+
+    milvus-ingest's line works as is: upload --local-path ./output --s3-path s3://bucket/prefix/ --endpoint-url URL.
+    Without --s3-path s3://... or --endpoint-url, the S3__* settings decide (none set: the local store).
+    """
+    path = data_dir(path, local_path)
+    named = use_s3(s3_path, None, endpoint_url, access_key_id, secret_access_key, region, no_verify_ssl)
+    if named is not None and prefix is not None and named != prefix.strip("/"):
+        raise fail_invalid(f"--s3-path gives prefix {named!r} and --prefix {prefix!r}: give one")
+    # an s3:// URL means S3, as in milvus-ingest (AWS when no endpoint), never the local store
+    backend = "s3" if s3_path is not None and s3_path.startswith("s3://") else "auto"
+    params = {"prefix": named or prefix, "backend": backend}
     tasks = {
-        "dataset": _dataset(data_dir(path)),
-        "upload": {"uses": "storage.upload", "needs": ["dataset"], "with": {"prefix": prefix}, "retries": 3},
+        "dataset": _dataset(path),
+        "upload": {"uses": "storage.upload", "needs": ["dataset"], "with": params, "retries": 3},
     }
-    raise typer.Exit(exit_code(run_tasks("upload", tasks, run_dir)[1]))
+    raise typer.Exit(exit_code(run_tasks("upload", tasks, run_dir, live=progress)[1]))
 
 
 @to_milvus.command("insert")
@@ -81,7 +103,17 @@ def to_milvus_insert(
     collection_name: CollectionName = None,
     drop: Drop = False,
     no_index: NoIndex = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", "--batch-rows", min=1, help="rows per insert")] = 5000,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            "--batch-rows",
+            min=1,
+            help="rows per insert call [milvus-ingest: 10000; ours has 2 calls in flight, as many rows as theirs, and "
+            "a call stays well under Milvus' 64 MB message limit with wide vectors (10000 x 1536-d is 61 MB)]",
+        ),
+    ] = 5000,
+    progress: Progress = None,
     run_dir: RunDirOpt = None,
 ) -> None:
     """Insert a dataset (Parquet or JSON) into Milvus in batches; works on Milvus Lite and servers."""
@@ -93,7 +125,7 @@ def to_milvus_insert(
         "insert": {"uses": "milvus.insert", "needs": ["dataset", "collection"], "with": {"batch_rows": batch_size}},
         "verify": {"uses": "verify", "needs": ["insert"], "with": {"level": "count"}},
     }
-    raise typer.Exit(exit_code(run_tasks("to-milvus-insert", tasks, run_dir)[1]))
+    raise typer.Exit(exit_code(run_tasks("to-milvus-insert", tasks, run_dir, live=progress)[1]))
 
 
 @to_milvus.command("import")
@@ -113,8 +145,18 @@ def to_milvus_import(
     secret_access_key: SecretKey = None,
     region: Region = None,
     no_verify_ssl: NoVerifySsl = False,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait until the rows are searchable")] = True,
-    timeout: Annotated[float, typer.Option(min=1, help="seconds to wait for the import jobs")] = 3600,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="wait until the rows are searchable, then count them [milvus-ingest: returns once the job is submitted "
+            "unless --wait; ours waits so that exit 0 means the rows are in Milvus; --no-wait for theirs]",
+        ),
+    ] = True,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="seconds to wait for the import jobs [milvus-ingest: no limit; ours fails a stuck job]")
+    ] = 3600,
+    progress: Progress = None,
     run_dir: RunDirOpt = None,
 ) -> None:
     """Upload a dataset to S3 and bulk-import it (Milvus Lite: falls back to insert).
@@ -122,16 +164,8 @@ def to_milvus_import(
     Milvus reads the files from its own object store, so the bucket must be the one Milvus is configured with.
     """
     path = importable(data_dir(data_path, local_path), run_dir)
-    bucket, prefix = split_s3_path(s3_path, bucket)
+    prefix = use_s3(s3_path, bucket, endpoint_url, access_key_id, secret_access_key, region, no_verify_ssl)
     _milvus(uri, token, db_name)
-    override_settings(
-        s3__bucket=bucket,
-        s3__endpoint_url=endpoint_url,
-        s3__access_key=access_key_id,
-        s3__secret_key=secret_access_key,
-        s3__region=region,
-        s3__verify_ssl=False if no_verify_ssl else None,
-    )
     tasks: dict[str, Any] = {
         "dataset": _dataset(path),
         "upload": {"uses": "storage.upload", "needs": ["dataset"], "with": {"prefix": prefix}, "retries": 3},
@@ -145,7 +179,7 @@ def to_milvus_import(
     }
     if wait and not no_index:  # without an index Milvus 2.3 cannot load the collection to count it
         tasks["verify"] = {"uses": "verify", "needs": ["import"], "with": {"level": "count"}}
-    raise typer.Exit(exit_code(run_tasks("to-milvus-import", tasks, run_dir)[1]))
+    raise typer.Exit(exit_code(run_tasks("to-milvus-import", tasks, run_dir, live=progress)[1]))
 
 
 def sample_size(total_rows: int) -> int:
@@ -191,7 +225,14 @@ def to_milvus_verify(
     token: Token = None,
     db_name: DbName = None,
     collection_name: CollectionName = None,
-    level: Annotated[str, typer.Option(help="count: keys + count + search; scalar/full: also compare fields")] = "full",
+    level: Annotated[
+        str,
+        typer.Option(
+            help="count: keys + count + search; scalar/full: also compare a sample's fields [milvus-ingest: count; "
+            "ours is stronger by default: full also compares every field of the sample, vectors included; "
+            "--level count for theirs]"
+        ),
+    ] = "full",
     sample: Annotated[int | None, typer.Option(min=1, max=100_000, help="keys sampled [default: 10%, >= 1000]")] = None,
     run_dir: RunDirOpt = None,
 ) -> None:

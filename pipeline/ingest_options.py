@@ -23,7 +23,14 @@ from task_components.manifest import MANIFEST_NAME, Manifest
 
 DataPath = Annotated[Path | None, typer.Argument(help="dataset directory with meta.json (ours or milvus-ingest's)", show_default=False)]
 LocalPath = Annotated[Path | None, typer.Option("--local-path", help="the dataset directory (milvus-ingest's spelling)")]
-Uri = Annotated[str | None, typer.Option("--uri", help="Milvus URI [default: MILVUS__URI]")]
+Uri = Annotated[
+    str | None,
+    typer.Option(
+        "--uri",
+        help="Milvus URI [default: MILVUS__URI; unset: a Milvus Lite file in the run directory, so no server is needed "
+        "(milvus-ingest: http://localhost:19530)]",
+    ),
+]
 Token = Annotated[str | None, typer.Option("--token", help="Milvus token [default: MILVUS__TOKEN]")]
 DbName = Annotated[str | None, typer.Option("--db-name", help="Milvus database [default: MILVUS__DB_NAME]")]
 CollectionName = Annotated[str | None, typer.Option("--collection-name", "--collection", help="collection [default: the schema's name]")]
@@ -39,6 +46,35 @@ AccessKey = Annotated[str | None, typer.Option("--access-key-id", help="[default
 SecretKey = Annotated[str | None, typer.Option("--secret-access-key", help="[default: S3__SECRET_KEY]")]
 Region = Annotated[str | None, typer.Option("--region", help="[default: S3__REGION]")]
 NoVerifySsl = Annotated[bool, typer.Option("--no-verify-ssl", help="accept any TLS certificate from S3")]
+Progress = Annotated[
+    bool | None, typer.Option("--progress/--no-progress", help="live task view [default: on a terminal]", show_default=False)
+]
+
+
+def use_s3(
+    s3_path: str | None,
+    bucket: str | None,
+    endpoint_url: str | None,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    region: str | None,
+    no_verify_ssl: bool,
+) -> str | None:
+    """milvus-ingest's S3 flags -> S3__* settings for this command; returns the key prefix (None: the default).
+
+    One mapping for every command taking these flags (``upload``, ``to-milvus import``). The keys go to
+    this process' environment only, never into a task's parameters: a run directory holds no secret.
+    """
+    bucket, prefix = split_s3_path(s3_path, bucket)
+    override_settings(
+        s3__bucket=bucket,
+        s3__endpoint_url=endpoint_url,
+        s3__access_key=access_key_id,
+        s3__secret_key=secret_access_key,
+        s3__region=region,
+        s3__verify_ssl=False if no_verify_ssl else None,
+    )
+    return prefix
 
 
 def override_settings(**values: str | bool | None) -> None:
@@ -66,6 +102,8 @@ def split_s3_path(s3_path: str | None, bucket: str | None) -> tuple[str | None, 
 
 def data_dir(path: Path | None, local_path: Path | None = None) -> Path:
     """The dataset directory, read once here so bad input is one line and exit 2, not a failed run."""
+    if path is not None and local_path is not None:
+        raise fail_invalid(f"give the dataset directory once: DATA_PATH {path} or --local-path {local_path}, not both")
     chosen = path or local_path
     if chosen is None:
         raise fail_invalid("give the dataset directory: DATA_PATH (or --local-path)")

@@ -1,4 +1,4 @@
-"""The text of ``schemas help``: every field type and every schema key, each with an example.
+"""The text of ``schema help``: every field type and every schema key, each with an example.
 
 Kept apart from the commands so a test can check that no key of the models is left undocumented:
 the key lists are read from the pydantic models, the explanations live here, and each field type's
