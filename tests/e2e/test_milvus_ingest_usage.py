@@ -19,7 +19,8 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import chdir
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,11 +229,6 @@ def test_generate_line(line: Line, here: Path) -> None:
 # --- schema, clean -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def library(tmp_path: Path) -> Iterator[dict[str, str]]:
-    yield {"SCHEMA_LIBRARY": str(tmp_path / "library")}
-
-
 def test_schema_list(here: Path) -> None:
     listed = ok(invoke(here, "schema list"))
     assert all(name in listed for name in ("simple", "ecommerce", "ecommerce_partitioned", "documents"))
@@ -245,14 +241,16 @@ def test_schema_show_simple(here: Path) -> None:
     assert {"name": "embedding", "type": "FloatVector", "dim": 128} in shown["fields"]
 
 
-def test_schema_add_myschema_file_json(here: Path, library: dict[str, str]) -> None:
+def test_schema_add_myschema_file_json(here: Path) -> None:
+    library = {"SCHEMA_LIBRARY": str(here / "library")}  # the user's schema library: this test's own
     assert "added 'myschema'" in ok(invoke(here, "schema add myschema file.json", library))
     assert (Path(library["SCHEMA_LIBRARY"]) / "myschema.json").is_file()
     assert re.search(r"myschema\s*│\s*user\s*│\s*5\b", invoke(here, "schema list", library).output)
     _rows(here, invoke(here, f"generate --builtin myschema --total-rows {ROWS}", library))  # usable by name
 
 
-def test_schema_remove_myschema(here: Path, library: dict[str, str]) -> None:
+def test_schema_remove_myschema(here: Path) -> None:
+    library = {"SCHEMA_LIBRARY": str(here / "library")}
     ok(invoke(here, "schema add myschema file.json", library))
     assert "removed 'myschema'" in ok(invoke(here, "schema remove myschema", library))
     assert "myschema" not in invoke(here, "schema list", library).output
@@ -376,20 +374,36 @@ NO_PROGRESS = [
     "to-milvus insert ./output --no-progress",
     "to-milvus import --local-path ./output/ --s3-path data/ --bucket my-bucket --no-progress",  # Lite: inserts
 ]
+CONTROL = "to-milvus insert ./output"
+NO_SCRIPT = pytest.mark.skipif(not MILVUS_INGEST.exists(), reason=f"no console script at {MILVUS_INGEST} (pip install -e .)")
 
 
-@pytest.mark.skipif(not MILVUS_INGEST.exists(), reason=f"no console script at {MILVUS_INGEST} (pip install -e .)")
+@pytest.fixture(scope="module")
+def terminals(tmp_path_factory: pytest.TempPathFactory, output: Path) -> dict[str, tuple[int, str]]:
+    """Each line below on a terminal of its own, all at once: each is mostly a process start (~2 s)."""
+    places = []
+    for line in [*NO_PROGRESS, CONTROL]:
+        cwd = tmp_path_factory.mktemp("terminal")
+        (cwd / "schema.json").write_text(json.dumps(SCHEMA))
+        shutil.copytree(output, cwd / "output")
+        places.append((line, cwd))
+    with ThreadPoolExecutor(len(places)) as pool:
+        shown = pool.map(lambda place: on_a_terminal(place[1], place[0], _lite(place[1])), places)
+        return {line: result for (line, _), result in zip(places, shown, strict=True)}
+
+
+@NO_SCRIPT
 @pytest.mark.parametrize("line", NO_PROGRESS)
-def test_no_progress_hides_the_live_view_on_a_terminal(line: str, here: Path) -> None:
-    code, shown = on_a_terminal(here, line, _lite(here))
+def test_no_progress_hides_the_live_view_on_a_terminal(line: str, terminals: dict[str, tuple[int, str]]) -> None:
+    code, shown = terminals[line]
     assert code == 0, shown[-3000:]
     assert not LIVE_VIEW.search(shown), shown[-3000:]
     assert "succeeded" in shown or "generated 300 rows" in shown
 
 
-@pytest.mark.skipif(not MILVUS_INGEST.exists(), reason=f"no console script at {MILVUS_INGEST} (pip install -e .)")
-def test_without_no_progress_a_terminal_shows_the_live_view(here: Path) -> None:
+@NO_SCRIPT
+def test_without_no_progress_a_terminal_shows_the_live_view(terminals: dict[str, tuple[int, str]]) -> None:
     """The control: the terminal above is one (without it the --no-progress checks would prove nothing)."""
-    code, shown = on_a_terminal(here, "to-milvus insert ./output", _lite(here))
+    code, shown = terminals[CONTROL]
     assert code == 0, shown[-3000:]
     assert LIVE_VIEW.search(shown), shown[-3000:]

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import chdir
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import PIPE
 from typing import Any
 
 import boto3
@@ -238,53 +239,31 @@ def test_upload_takes_one_dataset_directory(output: Path, tmp_path: Path) -> Non
     assert neither.exit_code == 2 and "--local-path" in neither.output
 
 
-# --- to-milvus insert ---------------------------------------------------------------------------------
-
-INSERTS = [
-    ("local", "to-milvus insert ./output", None),
-    ("remote", "to-milvus insert ./output --uri http://192.168.1.100:19530 --token your-token", None),
-    ("drop", "to-milvus insert ./output --drop-if-exists", None),
-    ("named", "to-milvus insert ./output --collection-name my_collection --batch-size 5000", "my_collection"),
-]
-
-
-@pytest.mark.parametrize(("tag", "line", "named"), INSERTS, ids=[i[1] for i in INSERTS])
-def test_insert_line(tag: str, line: str, named: str | None, output: Path, tmp_path: Path, collections: list[str]) -> None:
-    collection = f"mi_svc_{RUN}_ins_{tag}"
-    target = f"my_collection_{RUN}_ins_{tag}" if named else collection
-    collections.append(target)
-    cwd = workdir(tmp_path / "user", output, collection)
-    env = user_env() if tag != "remote" else {}  # the remote line names its server itself
-    if tag == "drop":  # a collection of another shape with rows already there: --drop-if-exists replaces it
-        other_shape(collection)
-    result = invoke(cwd, placed(line, f"ins_{tag}"), env)
-    assert result.exit_code == 0, result.output[-3000:]
-    summary = report(cwd, result.output)["summary"]
-    assert summary["collection"]["collection"] == target and summary["insert"]["rows in milvus"] == ROWS
-    assert counted(target) == ROWS  # after --drop-if-exists: 300, not 307
-    assert fields_of(target) == ["id", "title", "price", "embedding"]
-    no_secret_in(cwd / "runs", TOKEN)
-
-
-# --- to-milvus import: started with the module, checked after the tests above (their waits overlap) -----
+# --- to-milvus insert and import: started with the module, all at once; each test checks its own line -----
 
 BASE = "to-milvus import --local-path ./output/ --s3-path data/ --bucket my-bucket --endpoint-url http://minio:9000"
-IMPORTS = [
+IMPORTS = [  # (tag, documented line, S3 keys in the environment)
     ("plain", BASE, True),
     ("named", f"{BASE} --collection-name my_collection", True),
     ("wait", f"{BASE} --wait", True),
     ("keys", f"{BASE} --access-key-id key --secret-access-key secret", False),  # keys only from the flags
     ("drop", f"{BASE} --drop-if-exists", True),
 ]
+INSERTS = [  # (tag, documented line, "local Milvus" in the environment)
+    ("ins_local", "to-milvus insert ./output", True),
+    ("ins_remote", "to-milvus insert ./output --uri http://192.168.1.100:19530 --token your-token", False),
+    ("ins_drop", "to-milvus insert ./output --drop-if-exists", True),
+    ("ins_named", "to-milvus insert ./output --collection-name my_collection --batch-size 5000", True),
+]
 
 
 @dataclass
 class Started:
-    """One import line running as the installed console script; ``done()`` waits for it once."""
+    """One line running as the installed console script; ``done()`` waits for it once and returns its stdout."""
 
     proc: subprocess.Popen[str]
     cwd: Path
-    collection: str
+    target: str  # the collection the line loads
     out: str | None = None
 
     def done(self) -> str:
@@ -296,26 +275,29 @@ class Started:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def imports(
+def launched(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, output: Path, collections: list[str]
 ) -> Iterator[dict[str, Started]]:
-    """Start the import lines, all at once, before the module's first test (when an import or verify test runs)."""
+    """Start the insert and import lines before the module's first test (each waits seconds for Milvus to index
+    and load; at once, those waits overlap): only when a test checking them is selected."""
     started: dict[str, Started] = {}
-    if not any(item.name.startswith(("test_import_line", "test_verify")) for item in request.session.items):
+    if not any(item.name.startswith(("test_import_line", "test_insert_line", "test_verify")) for item in request.session.items):
         yield started
         return
-    root = tmp_path_factory.mktemp("imports")
+    root = tmp_path_factory.mktemp("lines")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MILVUS__", "S3__", "PIPELINE__", "AWS_"))}
-    for tag, line, keys in IMPORTS:
+    for tag, line, in_env in IMPORTS + INSERTS:
         collection = f"mi_svc_{RUN}_{tag}"
+        target = f"my_collection_{RUN}_{tag}" if "my_collection" in line else collection
         cwd = workdir(root / tag, output, collection)
-        collections.extend([collection, f"my_collection_{RUN}_{tag}"])
-        if tag == "drop":  # a collection of another shape with rows already there: --drop-if-exists replaces it
+        collections.append(target)
+        if "--drop-if-exists" in line:  # a collection of another shape with rows already there: the line replaces it
             other_shape(collection)
-        env = {**base, **user_env(keys), "LOGGING__FORMAT": "json"}
+        importing = tag in {i[0] for i in IMPORTS}
+        env = user_env(keys=in_env) if importing else (user_env() if in_env else {})
         cmd = [str(MILVUS_INGEST), *shlex.split(placed(line, tag)), "--no-progress"]
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        started[tag] = Started(proc, cwd, collection)
+        proc = subprocess.Popen(cmd, cwd=cwd, env={**base, **env, "LOGGING__FORMAT": "json"}, text=True, stdout=PIPE, stderr=PIPE)
+        started[tag] = Started(proc, cwd, target)
     yield started
     for one in started.values():
         if one.proc.poll() is None:
@@ -323,30 +305,42 @@ def imports(
         one.proc.communicate()  # reaps it and closes its pipes
 
 
-@pytest.mark.parametrize(("tag", "line", "keys"), IMPORTS, ids=[i[1] for i in IMPORTS])
-def test_import_line(tag: str, line: str, keys: bool, imports: dict[str, Started]) -> None:
-    started = imports[tag]
+def loaded_by(started: Started) -> dict:
+    """The line's summary, after checking what it left in Milvus with a client of the test's own."""
     summary = report(started.cwd, started.done())["summary"]
-    target = f"my_collection_{RUN}_{tag}" if tag == "named" else started.collection
-    assert summary["collection"]["collection"] == target
-    assert summary["import"]["method"] == "bulk_import" and summary["import"]["rows in milvus"] == ROWS
-    assert summary["verify"]["result"] == "passed"  # waited, then counted: ours waits with or without --wait
-    assert counted(target) == ROWS
-    assert fields_of(target) == ["id", "title", "price", "embedding"]  # with drop: the 4-d one was replaced
+    assert summary["collection"]["collection"] == started.target and summary["verify"]["result"] == "passed"
+    step = summary["import"] if "import" in summary else summary["insert"]
+    assert step["rows in milvus"] == ROWS
+    assert counted(started.target) == ROWS  # after --drop-if-exists: 300, not 307
+    assert fields_of(started.target) == ["id", "title", "price", "embedding"]  # --drop-if-exists: the 4-d one replaced
+    return summary
+
+
+@pytest.mark.parametrize(("tag", "line", "in_env"), INSERTS, ids=[i[1] for i in INSERTS])
+def test_insert_line(tag: str, line: str, in_env: bool, launched: dict[str, Started]) -> None:
+    loaded_by(launched[tag])
+    no_secret_in(launched[tag].cwd / "runs", TOKEN)
+
+
+@pytest.mark.parametrize(("tag", "line", "keys"), IMPORTS, ids=[i[1] for i in IMPORTS])
+def test_import_line(tag: str, line: str, keys: bool, launched: dict[str, Started]) -> None:
+    summary = loaded_by(launched[tag])  # waited, then counted: ours waits with or without --wait
+    assert summary["import"]["method"] == "bulk_import"
     listed = s3().list_objects_v2(Bucket=services()["TEST_S3_BUCKET"], Prefix=f"mi-usage/{RUN}/{tag}/").get("Contents", [])
-    assert sorted(o["Key"].rsplit("/", 1)[1] for o in listed) == ["data-00001.parquet", "meta.json"]
-    no_secret_in(started.cwd / "runs")
+    local = {f"mi-usage/{RUN}/{tag}/{p.name}": p.stat().st_size for p in (launched[tag].cwd / "output").iterdir()}
+    assert {o["Key"]: o["Size"] for o in listed} == local
+    no_secret_in(launched[tag].cwd / "runs")
 
 
 # --- to-milvus verify: what the import lines loaded, as a milvus-ingest user checks it ---------------------
 
 
 @pytest.fixture(scope="module")
-def loaded(imports: dict[str, Started]) -> Path:
+def loaded(launched: dict[str, Started]) -> Path:
     """The plain import's directory; its collection, and the named import's my_collection, hold ./output."""
-    imports["plain"].done()
-    imports["named"].done()
-    return imports["plain"].cwd
+    launched["plain"].done()
+    launched["named"].done()
+    return launched["plain"].cwd
 
 
 VERIFY = [  # (documented line, fields the sample compares beside the key)
