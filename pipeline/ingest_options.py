@@ -42,8 +42,8 @@ S3Path = Annotated[
 ]
 Bucket = Annotated[str | None, typer.Option("--bucket", help="bucket [default: S3__BUCKET]")]
 Endpoint = Annotated[str | None, typer.Option("--endpoint-url", help="S3 endpoint [default: S3__ENDPOINT_URL]")]
-AccessKey = Annotated[str | None, typer.Option("--access-key-id", help="[default: S3__ACCESS_KEY]")]
-SecretKey = Annotated[str | None, typer.Option("--secret-access-key", help="[default: S3__SECRET_KEY]")]
+AccessKey = Annotated[str | None, typer.Option("--access-key-id", help="[default: S3__ACCESS_KEY, else boto's AWS_ACCESS_KEY_ID]")]
+SecretKey = Annotated[str | None, typer.Option("--secret-access-key", help="[default: S3__SECRET_KEY, else AWS_SECRET_ACCESS_KEY]")]
 Region = Annotated[str | None, typer.Option("--region", help="[default: S3__REGION]")]
 NoVerifySsl = Annotated[bool, typer.Option("--no-verify-ssl", help="accept any TLS certificate from S3")]
 Progress = Annotated[
