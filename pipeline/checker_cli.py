@@ -62,7 +62,7 @@ def stats_table(stats: Stats, options: CheckerOptions) -> Table:
         table.add_row(op, str(stats.ops[op]), str(stats.rows[op]), f"{stats.rows[op] / elapsed:,.0f}")
     last = stats.last.summary() if stats.last else "none yet"
     table.caption = (
-        f"{elapsed:,.0f} s; validations {stats.validations} ({stats.failed_validations} with divergences); "
+        f"{elapsed:,.0f} s, {stats.phase}; validations {stats.validations} ({stats.failed_validations} with divergences); "
         f"write errors {stats.errors}; replayed at start {stats.replayed}\nlast: {last}"
     )
     return table

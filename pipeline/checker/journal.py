@@ -12,6 +12,7 @@ the crash left. One small file per writer slot, replaced atomically (write, fsyn
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -34,10 +35,33 @@ def default_dir(uri: str, dsn: str, collection: str) -> Path:
     return cache / "dag-pipeline" / "checker" / digest
 
 
+class JournalBusyError(ValueError):
+    """Another checker holds this journal: two writers on one journal would overwrite each other's entries."""
+
+
 class Journal:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.dir = directory
+        self._lock: int | None = None
+
+    def lock(self) -> None:
+        """Hold the journal for this process (released when it exits, however it exits)."""
+        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JournalBusyError(
+                f"another checker is running with the journal {self.dir} (same Milvus, shadow and collection): "
+                "stop it first, or give this one another --collection"
+            ) from None
+        self._lock = fd
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def _path(self, slot: int) -> Path:
         return self.dir / f"intent-{slot}.json"

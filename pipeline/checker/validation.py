@@ -53,9 +53,7 @@ async def validate_collection(
         return await validate(milvus, pool, collection, ignore_vectors=ignore_vectors, tracker=tracker, batch_size=batch_size)
     result = await compare_primary_keys(milvus, pool, collection, tracker=tracker)
     sample = await sample_keys(pool, table_name(collection), pk, sample_size, rng or random.Random())
-    rows = await compare_entities(
-        milvus, pool, collection, sample, ignore_vectors=ignore_vectors, tracker=tracker, batch_size=batch_size
-    )
+    rows = await compare_entities(milvus, pool, collection, sample, ignore_vectors=ignore_vectors, tracker=tracker, batch_size=batch_size)
     result.add(rows.differences)
     result.notes.extend(rows.notes)
     result.what = f"primary keys + {len(sample)} sampled rows"

@@ -33,6 +33,7 @@ log = structlog.get_logger("checker")
 
 BATCH = {"insert": 10_000, "upsert": 3_000, "delete": 5_000}  # pymilvus-pg's batch sizes
 RETRY_SECONDS = 2.0
+PROGRESS_EVERY = 30.0  # seconds between progress log lines when there is no live view
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Stats:
     last: Comparison | None = None  # the latest validation
     first_failure: Comparison | None = None
     in_doubt: int = 0  # batches still journaled at the end (replayed at the next start)
+    phase: str = "writing"
 
     @property
     def ok(self) -> bool:
@@ -238,6 +240,13 @@ class Checker:
 
     # --- the run ------------------------------------------------------------------------------
     async def run(self, stop: anyio.Event, on_tick: Callable[[Stats], None] | None = None) -> Stats:
+        self.journal.lock()
+        try:
+            return await self._run(stop, on_tick)
+        finally:
+            self.journal.unlock()
+
+    async def _run(self, stop: anyio.Event, on_tick: Callable[[Stats], None] | None) -> Stats:
         await anyio.to_thread.run_sync(self.prepare)
         await anyio.to_thread.run_sync(self.replay)
         pool = await pg_pool(self.dsn, min_size=1, max_size=2)
@@ -259,16 +268,24 @@ class Checker:
     async def _validate_until(self, stop: anyio.Event, pool: Any, on_tick: Callable[[Stats], None] | None) -> None:
         end = self.stats.started + self.o.duration if self.o.duration else float("inf")
         next_check = time.monotonic() + self.o.compare_interval
+        next_note = time.monotonic() + PROGRESS_EVERY
         while not stop.is_set() and time.monotonic() < end:
             with anyio.move_on_after(min(0.5, max(0.0, min(end, next_check) - time.monotonic()))):
                 await stop.wait()
             if on_tick is not None:
                 on_tick(self.stats)
+            elif time.monotonic() >= next_note:  # no live view: a progress line now and then
+                next_note = time.monotonic() + PROGRESS_EVERY
+                log.info("checker.progress", rows=dict(self.stats.rows), errors=self.stats.errors, validations=self.stats.validations)
             if time.monotonic() >= next_check and not stop.is_set() and time.monotonic() < end:
+                self.stats.phase = "validating (writers paused)"
+                if on_tick is not None:
+                    on_tick(self.stats)
                 await self._quiet()
                 try:
                     await self.validate_once(pool)
                 finally:
                     self._gate.set()
+                    self.stats.phase = "writing"
                 next_check = time.monotonic() + self.o.compare_interval
         await self._quiet()  # writers finish their batch; the final validation follows

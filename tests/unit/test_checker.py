@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.checker.journal import Intent, Journal
+from pipeline.checker.journal import Intent, Journal, JournalBusyError
 from pipeline.checker.rows import make_rows
 from pipeline.pymilvus_pg_cli import pg_app
 
@@ -29,6 +29,16 @@ def test_the_journal_keeps_what_was_begun_and_not_done(tmp_path: Path) -> None:
     journal.done(3)
     assert list(Journal(tmp_path / "j").pending()) == [(0, Intent("upsert", [1], 7))]
     assert not list((tmp_path / "j").glob(".intent-*"))  # no temporary file left behind
+
+
+def test_a_second_checker_on_the_same_journal_is_refused(tmp_path: Path) -> None:
+    first, second = Journal(tmp_path / "j"), Journal(tmp_path / "j")
+    first.lock()
+    with pytest.raises(JournalBusyError, match="another checker is running"):
+        second.lock()
+    first.unlock()
+    second.lock()  # free again once the first lets go
+    second.unlock()
 
 
 @pytest.mark.parametrize(
