@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline.cli_common import RunDirOpt, app, exit_code, fail_invalid, run_tasks
+from pipeline.cli_common import RunDirOpt, app, exit_code, fail_invalid, load_settings, run_tasks
 from pipeline.ingest_options import (
     AccessKey,
     Bucket,
@@ -166,9 +166,13 @@ def to_milvus_import(
     path = importable(data_dir(data_path, local_path), run_dir)
     prefix = use_s3(s3_path, bucket, endpoint_url, access_key_id, secret_access_key, region, no_verify_ssl)
     _milvus(uri, token, db_name)
+    # a Milvus server reads the files from its object store, never from our local one: S3 then, even with no
+    # endpoint or S3__ keys given (AWS, keys from AWS_*), as milvus-ingest; Milvus Lite inserts from either
+    server = (milvus_uri := load_settings().milvus.uri) is not None and not milvus_uri.endswith(".db")
+    backend = "s3" if server or (s3_path or "").startswith("s3://") else "auto"
     tasks: dict[str, Any] = {
         "dataset": _dataset(path),
-        "upload": {"uses": "storage.upload", "needs": ["dataset"], "with": {"prefix": prefix}, "retries": 3},
+        "upload": {"uses": "storage.upload", "needs": ["dataset"], "with": {"prefix": prefix, "backend": backend}, "retries": 3},
         "collection": _collection(collection_name, drop, no_index),
         # `import` imports whatever the size (no small-load insert); Milvus Lite still falls back to insert
         "import": {

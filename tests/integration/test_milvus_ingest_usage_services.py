@@ -248,6 +248,7 @@ IMPORTS = [  # (tag, documented line, S3 keys in the environment)
     ("wait", f"{BASE} --wait", True),
     ("keys", f"{BASE} --access-key-id key --secret-access-key secret", False),  # keys only from the flags
     ("drop", f"{BASE} --drop-if-exists", True),
+    ("aws", BASE.removesuffix(" --endpoint-url http://minio:9000"), True),  # AWS: S3 from the AWS_* environment
 ]
 INSERTS = [  # (tag, documented line, "local Milvus" in the environment)
     ("ins_local", "to-milvus insert ./output", True),
@@ -325,7 +326,7 @@ def test_insert_line(tag: str, line: str, in_env: bool, launched: dict[str, Star
 @pytest.mark.parametrize(("tag", "line", "keys"), IMPORTS, ids=[i[1] for i in IMPORTS])
 def test_import_line(tag: str, line: str, keys: bool, launched: dict[str, Started]) -> None:
     summary = loaded_by(launched[tag])  # waited, then counted: ours waits with or without --wait
-    assert summary["import"]["method"] == "bulk_import"
+    assert summary["import"]["method"] == "bulk_import" and summary["upload"]["store"] == "s3"
     listed = s3().list_objects_v2(Bucket=services()["TEST_S3_BUCKET"], Prefix=f"mi-usage/{RUN}/{tag}/").get("Contents", [])
     local = {f"mi-usage/{RUN}/{tag}/{p.name}": p.stat().st_size for p in (launched[tag].cwd / "output").iterdir()}
     assert {o["Key"]: o["Size"] for o in listed} == local
