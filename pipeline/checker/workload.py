@@ -249,6 +249,7 @@ class Checker:
     async def _run(self, stop: anyio.Event, on_tick: Callable[[Stats], None] | None) -> Stats:
         await anyio.to_thread.run_sync(self.prepare)
         await anyio.to_thread.run_sync(self.replay)
+        self.stats.started = time.monotonic()  # --duration and rows/s count the writing, not the set-up
         pool = await pg_pool(self.dsn, min_size=1, max_size=2)
         try:
             top = await pool.fetchval(f'SELECT max("{rows.PK}") FROM "{self.table}"')

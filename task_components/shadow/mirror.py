@@ -5,10 +5,16 @@ in how they call Milvus; the ordering rules below are the hard part and must be 
 
 Ordering, per write (under a per-collection lock, so concurrent callers reach both stores in the same
 order and an upsert race cannot leave them holding different winners):
-- keyed insert/upsert/delete: the shadow is written first inside an open transaction, then Milvus; a
-  Milvus refusal re-raises Milvus' own exception after the transaction rolls back (callers that catch
-  ``MilvusException`` keep working), a shadow refusal (a duplicate insert key, a NULL in a NOT NULL
-  column) raises ``TransactionError`` before Milvus is called.
+- keyed insert/upsert/delete: inside an open transaction, the shadow's statement runs beside Milvus'
+  call (not after it: a shadowed write then costs about what Milvus' call costs), and the transaction
+  commits once both succeeded. A Milvus refusal re-raises Milvus' own exception after the transaction
+  rolls back (callers that catch ``MilvusException`` keep working). What the shadow would refuse is
+  refused before Milvus is called: an insert's keys are first looked up (a key already in the table,
+  or repeated in the batch, raises ``TransactionError``), an upsert's rows are first staged (COPY into
+  a temporary table: a value PostgreSQL refuses raises there) and only the merge runs beside Milvus.
+  An insert the COPY still refuses is taken back from Milvus (its keys were just checked absent);
+  a merge or DELETE that fails beside an accepted Milvus call (a lost connection) is a split,
+  reported as one.
 - AUTO_ID insert: Milvus assigns the keys, so Milvus goes first; the rows are then written to the
   shadow under the ids Milvus returned (in the ``_row`` column); if that fails, the rows are deleted
   from Milvus again before ``TransactionError`` is raised.
@@ -53,6 +59,7 @@ from task_components.schema.models import CollectionSchema
 from task_components.schema.postgres import ROW_KEY, columns, create_table_sql, quote
 from task_components.schema.postgres import table_name as shadow_table
 from task_components.shadow.mirror_rows import as_rows, copy_rows, rows_batch, with_defaults
+from task_components.shadow.mirror_txn import Transaction, both
 from task_components.shadow.sides import Shadow, check_table, vector_columns
 from task_components.shadow.tracker import KeyStateTracker
 
@@ -282,20 +289,57 @@ class ShadowStore:
             rows = list({r.get(sh.pk): r for r in rows}.values())
         keys = [r.get(sh.pk) for r in rows]
         async with sh.lock, self._transaction(sh, op) as txn:
-            if op == "upsert":
-                await self._upsert(txn.conn, sh, rows)
-            else:
-                await copy_rows(txn.conn, sh.table, sh, rows, None)
-            result = await milvus(rows)  # raises -> the shadow rolls back
+            stage = ""
+            if op == "insert":
+                await self._refuse_present(txn.conn, sh, keys)
+            else:  # staged first: what PostgreSQL refuses in the rows is refused before Milvus sees them
+                stage = await self._stage(txn.conn, sh, rows)
+
+            async def shadow() -> None:
+                if op == "upsert":
+                    await self._merge(txn.conn, sh, stage)
+                else:
+                    await copy_rows(txn.conn, sh.table, sh, rows, None)
+
+            result, refused = await both(milvus(rows), shadow())  # Milvus' own exception re-raised: rolls back
+            if refused is not None:
+                if op == "insert":  # keys checked absent above: taking the rows back from Milvus loses nothing
+                    with anyio.CancelScope(shield=True):
+                        await undo(keys)
+                    raise refused
+                txn.accepted = True
+                with anyio.CancelScope(shield=True):
+                    await self._record(sh, keys, op)
+                raise TransactionError(  # the rows were staged: only a lost connection gets here
+                    f"Milvus accepted the upsert but the shadow {sh.table!r} could not apply it ({type(refused).__name__}: "
+                    f"{refused}): the stores differ; `shadow validate {sh.collection}` lists the rows"
+                ) from refused
             txn.accepted = True
             with anyio.CancelScope(shield=True):
                 await self._record(sh, keys, op)
         return result
 
-    async def _upsert(self, conn: Any, sh: Shadowed, rows: list[dict[str, Any]]) -> None:
+    async def _refuse_present(self, conn: Any, sh: Shadowed, keys: list[Any]) -> None:
+        """An insert of a key the shadow holds (or one repeated in the batch) is refused before Milvus
+        sees it: Milvus would keep both rows. Checked first because the COPY now runs beside Milvus' call."""
+        if len(set(keys)) != len(keys):
+            seen: set[Any] = set()
+            twice = next(k for k in keys if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+            raise TransactionError(f"insert refused, nothing written: key {twice!r} is repeated in the batch; Milvus would store it twice")
+        found = await conn.fetchval(f"SELECT {quote(sh.key)} FROM {quote(sh.table)} WHERE {quote(sh.key)} = ANY($1) LIMIT 1", keys)
+        if found is not None:
+            raise TransactionError(
+                f"insert refused, nothing written: key {found!r} is already in {sh.table!r}; Milvus would store it "
+                "twice; use upsert to replace rows"
+            )
+
+    async def _stage(self, conn: Any, sh: Shadowed, rows: list[dict[str, Any]]) -> str:
         stage = f"stage_{abs(hash(sh.table)) % 10**9}"
         await conn.execute(f"CREATE TEMP TABLE {stage} (LIKE {quote(sh.table)}) ON COMMIT DROP")
         await copy_rows(conn, stage, sh, rows, None)
+        return stage
+
+    async def _merge(self, conn: Any, sh: Shadowed, stage: str) -> None:
         cols = columns(sh.stored)
         names = ", ".join(quote(c) for c in cols)
         updates = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in cols if c != sh.key)
@@ -340,71 +384,27 @@ class ShadowStore:
             if not keys:  # nothing to delete on either side; Milvus is not asked to guess
                 return {"delete_count": 0}
             async with self._transaction(sh, "delete") as txn:
-                await txn.conn.execute(f"DELETE FROM {quote(sh.table)} WHERE {quote(sh.key)} = ANY($1)", keys)
-                result = await milvus(keys)
+                sql = f"DELETE FROM {quote(sh.table)} WHERE {quote(sh.key)} = ANY($1)"
+                result, failed = await both(milvus(keys), txn.conn.execute(sql, keys))
                 txn.accepted = True
+                if failed is not None:  # a DELETE by key fails only when the connection does: a split
+                    with anyio.CancelScope(shield=True):
+                        await self._record(sh, keys, "delete")
+                    raise TransactionError(
+                        f"Milvus accepted the delete but the shadow {sh.table!r} could not apply it "
+                        f"({type(failed).__name__}: {failed}): the stores differ; `shadow validate {sh.collection}` lists the rows"
+                    ) from failed
                 with anyio.CancelScope(shield=True):
                     await self._record(sh, keys, "delete")
         return result
 
-    def _transaction(self, sh: Shadowed, op: str) -> _Txn:
-        return _Txn(self, sh, op)
+    def _transaction(self, sh: Shadowed, op: str) -> Transaction:
+        return Transaction(self, sh, op)
 
 
 def _collection_id(description: dict[str, Any]) -> int | None:
     value = description.get("collection_id")
     return int(value) if value is not None else None
-
-
-class _Txn:
-    """A pooled connection and a transaction; PostgreSQL refusals become TransactionError naming the table.
-
-    ``accepted`` is set once Milvus has taken the write: from then on the commit is shielded, and a
-    failure to commit is reported as a split (Milvus has it, the shadow does not), never as a refusal.
-    """
-
-    def __init__(self, store: ShadowStore, sh: Shadowed, op: str) -> None:
-        self.store, self.sh, self.op = store, sh, op
-        self.accepted = False
-
-    async def __aenter__(self) -> _Txn:
-        self.conn = await (await self.store.pool()).acquire()
-        self.tx = self.conn.transaction()
-        await self.tx.start()
-        return self
-
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        try:
-            with anyio.CancelScope(shield=True):
-                if exc is None:
-                    try:
-                        await self.tx.commit()
-                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as failed:
-                        raise TransactionError(
-                            f"Milvus accepted the {self.op} but the shadow {self.sh.table!r} could not commit it "
-                            f"({type(failed).__name__}: {failed}): the stores differ; `shadow validate "
-                            f"{self.sh.collection}` lists the rows"
-                        ) from failed
-                else:
-                    await self.tx.rollback()
-        finally:
-            await (await self.store.pool()).release(self.conn)
-        if exc is None:
-            return
-        if isinstance(exc, asyncpg.UndefinedTableError):
-            self.store._known.pop(self.sh.collection, None)
-            raise CollectionNotFoundError(f"shadow table {self.sh.table!r} does not exist: {exc}") from exc
-        if isinstance(exc, asyncpg.UniqueViolationError):
-            raise TransactionError(
-                f"{self.op} refused, nothing written: a primary key is already in {self.sh.table!r} or repeated in "
-                f"the batch ({exc.detail or exc}); Milvus would store it twice; use upsert to replace rows"
-            ) from exc
-        if isinstance(exc, asyncpg.PostgresError | asyncpg.DataError) and not self.accepted:
-            raise TransactionError(
-                f"{self.op} refused by the shadow {self.sh.table!r}, nothing written: {type(exc).__name__}: {exc}"
-            ) from exc
-        if isinstance(exc, Exception) and not self.accepted and not isinstance(exc, TimeoutError | TransactionError):
-            exc.add_note(f"the shadow's {self.op} in {self.sh.table!r} was rolled back: both stores are unchanged")
 
 
 __all__ = ["META_COLUMN", "ROW_KEY", "ShadowStore", "Shadowed", "as_rows", "rows_batch", "with_defaults"]
