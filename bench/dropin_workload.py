@@ -44,19 +44,51 @@ def rows(ids: np.ndarray, dim: int, rng: np.random.Generator, tag: str) -> list[
     ]
 
 
+def pg_load(dsn: str, a: argparse.Namespace, vectors: bool) -> None:
+    """The floor's other half: PostgreSQL ingesting the same rows by raw COPY, in its own process, while a
+    bare MilvusClient writes: what a shadowed write costs this machine's two cores at least."""
+    import asyncio
+
+    import asyncpg  # type: ignore[import-untyped]
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        table = f"bench_floor_{uuid.uuid4().hex[:8]}"
+        vec = ", vec real[]" if vectors else ""
+        await conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, name text, score float8{vec})")
+        rng = np.random.default_rng(7)
+        try:
+            for start in range(0, a.inserts + a.upserts, a.batch):
+                ids = np.arange(start, min(start + a.batch, a.inserts + a.upserts))
+                got = rows(ids, a.dim, rng, "f")
+                cols = ["id", "name", "score", "vec"] if vectors else ["id", "name", "score"]
+                records = [tuple(r[c] for c in cols) for r in got]
+                async with conn.transaction():
+                    await conn.copy_records_to_table(table, records=records, columns=cols)
+        finally:
+            await conn.execute(f"DROP TABLE {table}")
+            await conn.close()
+
+    asyncio.run(run())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--client", required=True)
     ap.add_argument("--uri", required=True)
     ap.add_argument("--dsn", required=True)
     ap.add_argument("--tracker", required=True)
-    ap.add_argument("--inserts", type=int, default=50_000)
+    ap.add_argument("--inserts", type=int, default=110_000)
     ap.add_argument("--upserts", type=int, default=10_000)
     ap.add_argument("--deletes", type=int, default=10_000)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--validate", action="store_true", help="time a full comparison afterwards (shadowing clients)")
     a = ap.parse_args()
+    if a.client.startswith("pg-load"):
+        pg_load(a.dsn, a, vectors=not a.client.endswith("novec"))
+        print(json.dumps({"client": a.client}))
+        return
     client = client_for(a.client, a.uri, a.dsn, a.tracker)
     name = f"bench_dropin_{uuid.uuid4().hex[:8]}"
     schema = MilvusClient.create_schema(enable_dynamic_field=False)

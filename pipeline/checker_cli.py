@@ -95,14 +95,17 @@ def run_checker(
                     err.print(cell(f"{signal.Signals(signum).name}: writers finish their batch, then a final validation"))
                     stop.set()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(on_signal)
-            if live_view:
-                with Live(stats_table(checker.stats, options), console=err, refresh_per_second=2) as live:
-                    stats = await checker.run(stop, lambda s: live.update(stats_table(s, options)))
-            else:
-                stats = await checker.run(stop)
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(on_signal)
+                if live_view:
+                    with Live(stats_table(checker.stats, options), console=err, refresh_per_second=2) as live:
+                        stats = await checker.run(stop, lambda s: live.update(stats_table(s, options)))
+                else:
+                    stats = await checker.run(stop)
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # the run's own error, not the task groups' wrapping of it
+            raise _first(group) from None
         return stats
 
     try:
@@ -111,6 +114,21 @@ def run_checker(
         raise fail_invalid(f"{type(exc).__name__}: {exc}") from None
     finally:
         client.close()
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    """The first error a task group collected (several writers often fail alike: one is told)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    return next((e for e in leaves if isinstance(e, Exception)), leaves[0] if leaves else group)
 
 
 def report(stats: Stats, options: CheckerOptions, as_json: bool) -> None:

@@ -26,6 +26,7 @@ from pipeline.checker import rows
 from pipeline.checker.journal import Intent, Journal
 from pipeline.checker.validation import validate_collection
 from task_components.clients import pg_pool
+from task_components.errors import CollectionNotFoundError, ShadowSchemaError
 from task_components.schema.postgres import table_name
 from task_components.shadow.diff import Comparison
 
@@ -33,6 +34,8 @@ log = structlog.get_logger("checker")
 
 BATCH = {"insert": 10_000, "upsert": 3_000, "delete": 5_000}  # pymilvus-pg's batch sizes
 RETRY_SECONDS = 2.0
+# failures no retry can fix: the collection is gone, or its shadow table does not match this run's flags
+PERMANENT = (ShadowSchemaError, CollectionNotFoundError)
 PROGRESS_EVERY = 30.0  # seconds between progress log lines when there is no live view
 
 
@@ -101,6 +104,7 @@ class Checker:
         self._idle = anyio.Event()
         self._next_id = 0
         self._inserting: set[int] = set()  # first keys of the inserts in flight
+        self._stop = anyio.Event()  # the run's stop (set by run())
         self._rng = random.Random()
 
     # --- set-up -------------------------------------------------------------------------------
@@ -162,10 +166,14 @@ class Checker:
         return Intent(op, [r[0] for r in found], 0)
 
     async def _write(self, slot: int, intent: Intent, stop: anyio.Event) -> None:
-        """One batch, journaled; a failed one is retried as its replay until it lands or the run stops."""
+        """One batch, journaled; a failed one is retried as its replay until it lands or the run is told to
+        stop (``stop`` is the run's own: a SIGTERM ends the retries, it does not wait for Milvus to return).
+        A wrong collection or shadow table is no passing failure: it ends the run (exit 2)."""
         self.journal.begin(slot, intent)
         try:
             await anyio.to_thread.run_sync(self._apply, intent)
+        except PERMANENT:
+            raise
         except Exception as exc:  # noqa: BLE001 - a refused batch is counted and retried, the line goes on
             self.stats.errors += 1
             log.warning("checker.write_failed", op=intent.op, keys=len(intent.keys), error=f"{type(exc).__name__}: {exc}")
@@ -173,6 +181,8 @@ class Checker:
                 try:
                     await anyio.to_thread.run_sync(partial(self._apply, intent, replay=True))
                     break
+                except PERMANENT:
+                    raise
                 except Exception as again:  # noqa: BLE001
                     if stop.is_set():
                         self.stats.in_doubt += 1
@@ -185,15 +195,19 @@ class Checker:
 
     async def _writer(self, slot: int, pool: Any, stop: anyio.Event) -> None:
         while not stop.is_set():
-            await self._gate.wait()
+            while True:  # Event.wait() yields even when set: the gate may have closed meanwhile, look again
+                gate = self._gate
+                await gate.wait()
+                if self._gate.is_set() or stop.is_set():
+                    break
             if stop.is_set():
                 return
-            self._in_flight += 1
+            self._in_flight += 1  # no await since the gate was seen open: a validation cannot start in between
             intent = Intent("none", [], 0)
             try:
                 intent = await self._intent(pool)
                 if intent.keys:
-                    await self._write(slot, intent, stop)
+                    await self._write(slot, intent, self._stop)
             finally:
                 if intent.op == "insert" and intent.keys:
                     self._inserting.discard(intent.keys[0])
@@ -250,6 +264,7 @@ class Checker:
         await anyio.to_thread.run_sync(self.prepare)
         await anyio.to_thread.run_sync(self.replay)
         self.stats.started = time.monotonic()  # --duration and rows/s count the writing, not the set-up
+        self._stop = stop
         pool = await pg_pool(self.dsn, min_size=1, max_size=2)
         try:
             top = await pool.fetchval(f'SELECT max("{rows.PK}") FROM "{self.table}"')

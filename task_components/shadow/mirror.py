@@ -304,8 +304,7 @@ class ShadowStore:
             result, refused = await both(milvus(rows), shadow())  # Milvus' own exception re-raised: rolls back
             if refused is not None:
                 if op == "insert":  # keys checked absent above: taking the rows back from Milvus loses nothing
-                    with anyio.CancelScope(shield=True):
-                        await undo(keys)
+                    await self._take_back(sh, txn, keys, undo, refused)
                     raise refused
                 txn.accepted = True
                 with anyio.CancelScope(shield=True):
@@ -318,6 +317,22 @@ class ShadowStore:
             with anyio.CancelScope(shield=True):
                 await self._record(sh, keys, op)
         return result
+
+    async def _take_back(
+        self, sh: Shadowed, txn: Transaction, keys: list[Any], undo: Callable[[list[Any]], Awaitable[Any]], refused: BaseException
+    ) -> None:
+        """Delete an insert the shadow refused from Milvus again; if that fails too, say the stores differ."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await undo(keys)
+            except Exception as exc:  # noqa: BLE001 - any failure leaves Milvus holding the rows: said as a split
+                txn.accepted = True
+                await self._record(sh, keys, "insert")
+                raise TransactionError(
+                    f"the shadow {sh.table!r} refused the insert ({type(refused).__name__}: {refused}) and taking it back "
+                    f"from Milvus failed ({type(exc).__name__}: {exc}): Milvus holds {len(keys)} rows the shadow does "
+                    f"not; `shadow validate {sh.collection}` lists them"
+                ) from refused
 
     async def _refuse_present(self, conn: Any, sh: Shadowed, keys: list[Any]) -> None:
         """An insert of a key the shadow holds (or one repeated in the batch) is refused before Milvus

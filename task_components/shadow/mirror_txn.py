@@ -44,9 +44,12 @@ async def both(milvus: Awaitable[Any], shadow: Awaitable[Any]) -> tuple[Any, Bas
         except Exception as exc:  # noqa: BLE001 - judged below, by side
             out[name + "_error"] = exc
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run, "milvus", milvus)
-        tg.start_soon(run, "shadow", shadow)
+    # shielded: a caller's cancellation (a timeout around an async client's write) lands after both
+    # calls ended, never between Milvus applying a write and the shadow learning of it
+    with anyio.CancelScope(shield=True):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, "milvus", milvus)
+            tg.start_soon(run, "shadow", shadow)
     if "milvus_error" in out:
         raise out["milvus_error"]
     return out["milvus"], out.get("shadow_error")
@@ -67,7 +70,23 @@ class Transaction:
         self.conn = await (await self.store.pool()).acquire()
         self.tx = self.conn.transaction()
         await self.tx.start()
+        try:
+            # one writer per table across processes: the shadow's statement runs beside Milvus' call, so
+            # row locks no longer order two clients' Milvus calls; this lock does (held to commit/rollback)
+            await self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", self.sh.table)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._rollback()
+                await (await self.store.pool()).release(self.conn)
+            raise
         return self
+
+    async def _rollback(self) -> None:
+        """Roll back, quietly when the connection is already gone: the error that got us here is the one to tell."""
+        try:
+            await self.tx.rollback()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            pass
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         try:
@@ -82,7 +101,7 @@ class Transaction:
                             f"{self.sh.collection}` lists the rows"
                         ) from failed
                 else:
-                    await self.tx.rollback()
+                    await self._rollback()
         finally:
             await (await self.store.pool()).release(self.conn)
         if exc is None:

@@ -196,3 +196,76 @@ def _in_flight(journal: Path, timeout: float = 120) -> None:
     while not list(journal.glob("intent-*.json")):
         assert time.monotonic() < deadline, "no batch was ever in flight"
         time.sleep(0.02)
+
+
+def test_a_batch_milvus_took_and_the_shadow_lost_is_replayed_at_the_next_start(
+    env: dict[str, str], services: dict[str, str], collection: str, tmp_path: Path
+) -> None:
+    """The split a kill -9 between Milvus' acknowledgement and the commit leaves, made on purpose: the
+    journal holds the batch, Milvus has its rows, the shadow has not. The restart must converge them."""
+    from pipeline.checker.journal import Intent, Journal
+    from pipeline.checker.rows import make_rows
+
+    journal = tmp_path / "journal"
+    first = Checker(args(collection, "--duration", "1", "--compare-interval", "60", "--journal", str(journal)), env)
+    assert first.finish() == 0, "".join(first.stderr[-10:])
+    keys = list(range(5_000_000, 5_000_100))
+    Journal(journal).begin(7, Intent("insert", keys, 0))
+    bare = MilvusClient(services["uri"])
+    bare.insert(collection, make_rows(keys, 0, 8))  # Milvus only: the shadow's transaction "died"
+    bare.close()
+
+    again = Checker(args(collection, "--duration", "1", "--compare-interval", "60", "--journal", str(journal)), env)
+    assert again.wait_event("checker.replayed")["batches"] == 1
+    code = again.finish()
+    summary = json.loads(again.stdout[-1])
+    assert code == 0 and summary["ok"] and summary["replayed"] == 1, summary
+    assert "no differences" in summary["last_validation"]
+    assert _shadow_has(services["dsn"], collection, keys) == len(keys)  # replayed into the shadow, not out of Milvus
+    assert not list(journal.glob("intent-*.json"))
+
+
+def test_a_second_checker_on_the_same_collection_and_a_mismatched_shadow_exit_2(
+    env: dict[str, str], collection: str, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal"
+    run = Checker(args(collection, "--compare-interval", "60", "--journal", str(journal)), env)
+    try:
+        _in_flight(journal)  # the first one is writing
+        second = subprocess.run(
+            [str(BIN / "pymilvus-pg"), "ingest", *args(collection, "--duration", "1", "--journal", str(journal))],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert "another checker is running" in second.stderr and "Traceback" not in second.stderr
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.finish() == 0
+    finally:
+        run.kill()
+    # the shadow was made without vectors: a run asking to shadow them stops at once, naming the table
+    vectors = subprocess.run(
+        [str(BIN / "pymilvus-pg"), "ingest", *args(collection, "--duration", "30", "--include-vector")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert vectors.returncode == 2, vectors.stderr[-2000:]
+    assert "no vector columns" in vectors.stderr and "Traceback" not in vectors.stderr
+
+
+def _shadow_has(dsn: str, collection: str, keys: list[int]) -> int:
+    import anyio
+    import asyncpg
+
+    async def count() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval(f'SELECT count(*) FROM "shadow_{collection}" WHERE id = ANY($1)', keys))
+        finally:
+            await conn.close()
+
+    return anyio.run(count)
