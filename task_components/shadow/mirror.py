@@ -58,7 +58,7 @@ from task_components.schema.milvus import from_milvus
 from task_components.schema.models import CollectionSchema
 from task_components.schema.postgres import ROW_KEY, columns, create_table_sql, quote
 from task_components.schema.postgres import table_name as shadow_table
-from task_components.shadow.mirror_rows import as_rows, copy_rows, rows_batch, with_defaults
+from task_components.shadow.mirror_rows import as_rows, copy_rows, prepare_copy, rows_batch, with_defaults
 from task_components.shadow.mirror_txn import Transaction, both
 from task_components.shadow.sides import Shadow, check_table, vector_columns
 from task_components.shadow.tracker import KeyStateTracker
@@ -292,6 +292,7 @@ class ShadowStore:
             stage = ""
             if op == "insert":
                 await self._refuse_present(txn.conn, sh, keys)
+                send = await anyio.to_thread.run_sync(prepare_copy, sh, rows, None)
             else:  # staged first: what PostgreSQL refuses in the rows is refused before Milvus sees them
                 stage = await self._stage(txn.conn, sh, rows)
 
@@ -299,7 +300,7 @@ class ShadowStore:
                 if op == "upsert":
                     await self._merge(txn.conn, sh, stage)
                 else:
-                    await copy_rows(txn.conn, sh.table, sh, rows, None)
+                    await send(txn.conn, sh.table)
 
             result, refused = await both(milvus(rows), shadow())  # Milvus' own exception re-raised: rolls back
             if refused is not None:

@@ -6,7 +6,7 @@ Split from ``mirror`` (the ordering rules) so each stays readable; ``mirror`` re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -18,7 +18,7 @@ from task_components.shadow.binary_copy import encode_batch
 from task_components.shadow.export import arrow_batch
 from task_components.shadow.sides import Shadow, vector_columns
 
-__all__ = ["as_rows", "copy_rows", "rows_batch", "with_defaults"]
+__all__ = ["as_rows", "copy_rows", "prepare_copy", "rows_batch", "with_defaults"]
 
 
 def as_rows(data: dict[str, Any] | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -53,20 +53,30 @@ def _scalars(rows: list[dict[str, Any]], schema: CollectionSchema) -> list[dict[
     return [{k: v for k, v in r.items() if k not in drop} for r in rows]
 
 
-async def copy_rows(conn: Any, table: str, sh: Shadow, rows: list[dict[str, Any]], ids: list[Any] | None) -> None:
-    """COPY rows into ``table`` (the shadow or a staging twin); ``ids`` are Milvus' keys of AUTO_ID rows."""
+def prepare_copy(sh: Shadow, rows: list[dict[str, Any]], ids: list[Any] | None) -> Callable[[Any, str], Awaitable[Any]]:
+    """Everything a COPY of ``rows`` needs CPU for, done now; the returned call only sends it.
+
+    Why split: the send runs beside Milvus' call while pymilvus converts the same rows in another
+    thread; converting ours at the same time only trades the GIL back and forth (5 ms slices), so it is
+    done first and what overlaps is the I/O. ``ids`` are Milvus' keys of AUTO_ID rows.
+    """
     schema = sh.stored
     if not sh.vectors:
         rows = _scalars(rows, sh.schema)
     if ids is None:
-        batch = await anyio.to_thread.run_sync(rows_batch, rows, schema)
-        if batch is not None:
-            encoded = await anyio.to_thread.run_sync(encode_batch, batch, schema, 0)
-            if encoded is not None:
-                payload, cols = encoded
-                await conn.copy_to_table(table, source=payload, format="binary", columns=cols)
-                return
+        batch = rows_batch(rows, schema)
+        encoded = encode_batch(batch, schema, 0) if batch is not None else None
+        if encoded is not None:
+            payload, cols = encoded
+            return lambda conn, table: conn.copy_to_table(table, source=payload, format="binary", columns=cols)
     records = [row_record(r, schema) for r in rows]
     if ids is not None:
         records = [(k, *rec) for k, rec in zip(ids, records, strict=True)]
-    await conn.copy_records_to_table(table, records=records, columns=columns(schema))
+    names = columns(schema)
+    return lambda conn, table: conn.copy_records_to_table(table, records=records, columns=names)
+
+
+async def copy_rows(conn: Any, table: str, sh: Shadow, rows: list[dict[str, Any]], ids: list[Any] | None) -> None:
+    """COPY rows into ``table`` (the shadow or a staging twin), converted in a worker thread."""
+    send = await anyio.to_thread.run_sync(prepare_copy, sh, rows, ids)
+    await send(conn, table)
