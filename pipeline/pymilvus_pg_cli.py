@@ -4,8 +4,8 @@ Why a second entry point: their users' CI jobs and runbooks call ``pymilvus-pg i
 --compare-interval 60 ...`` and ``pymilvus-pg validate --collection c``; with this script those lines
 run unchanged. Both commands are the ones ``run-pipeline shadow ingest`` and ``shadow validate`` use;
 only ``validate``'s flags are pymilvus-pg's (``--collection``, ``--full-scan/--no-full-scan``,
-``--sample-percentage``, ``--include-vector``). Their schema presets and shell completion are not
-offered: typer refuses those options by name (exit 2).
+``--sample-percentage``, ``--include-vector``). Their schema presets (``--schema``, ``list-schemas``,
+``show-schema``) and ``completion`` command are not offered: typer refuses them by name (exit 2).
 """
 
 from __future__ import annotations
