@@ -3,8 +3,9 @@
 Why one core for two clients: ``ShadowMilvusClient`` (sync) and ``AsyncShadowMilvusClient`` differ only
 in how they call Milvus; the ordering rules below are the hard part and must be the same in both.
 
-Ordering, per write (under a per-collection lock, so concurrent callers reach both stores in the same
-order and an upsert race cannot leave them holding different winners):
+Ordering, per write (under a per-collection lock in the process and a per-table advisory lock in
+PostgreSQL across processes, so concurrent callers reach both stores in the same order and an upsert
+race cannot leave them holding different winners):
 - keyed insert/upsert/delete: inside an open transaction, the shadow's statement runs beside Milvus'
   call (not after it: a shadowed write then costs about what Milvus' call costs), and the transaction
   commits once both succeeded. A Milvus refusal re-raises Milvus' own exception after the transaction
