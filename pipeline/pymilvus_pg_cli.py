@@ -52,10 +52,11 @@ def validate(
         raise fail_invalid("--sample-percentage must be above 0 with --no-full-scan")
 
     async def call(milvus: Any, pool: Any, tr: Any) -> Any:
+        from task_components.schema.postgres import quote
         from task_components.shadow import sides
 
         shadow = await sides.resolve(milvus, pool, collection, None)
-        rows = await pool.fetchval(f'SELECT count(*) FROM "{shadow.table}"')
+        rows = await pool.fetchval(f"SELECT count(*) FROM {quote(shadow.table)}")
         size = max(1, round(rows * sample_percentage / 100))
         return await validate_collection(
             milvus,

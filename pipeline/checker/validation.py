@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from task_components.schema.postgres import table_name
+from task_components.schema.postgres import quote, table_name
 from task_components.shadow.compare import compare_entities, compare_primary_keys, validate
 from task_components.shadow.diff import Comparison
 
@@ -22,7 +22,7 @@ BATCH = 10_000
 async def sample_keys(pool: Any, table: str, pk: str, n: int, rng: random.Random) -> list[Any]:
     """About ``n`` keys of the shadow, in runs of up to 100 from random starting points (index range
     scans: ``ORDER BY random()`` would sort the whole table)."""
-    low, high = await pool.fetchrow(f'SELECT min("{pk}"), max("{pk}") FROM "{table}"')
+    low, high = await pool.fetchrow(f"SELECT min({quote(pk)}), max({quote(pk)}) FROM {quote(table)}")
     if low is None or n <= 0:
         return []
     keys: set[Any] = set()
@@ -31,7 +31,7 @@ async def sample_keys(pool: Any, table: str, pk: str, n: int, rng: random.Random
         if len(keys) >= n:
             break
         start = rng.randint(int(low), int(high)) if isinstance(low, int) else low
-        found = await pool.fetch(f'SELECT "{pk}" FROM "{table}" WHERE "{pk}" >= $1 ORDER BY 1 LIMIT 100', start)
+        found = await pool.fetch(f"SELECT {quote(pk)} FROM {quote(table)} WHERE {quote(pk)} >= $1 ORDER BY 1 LIMIT 100", start)
         keys.update(r[0] for r in found)
     return sorted(keys)[:n]
 

@@ -27,10 +27,11 @@ from pipeline.checker.journal import Intent, Journal
 from pipeline.checker.validation import validate_collection
 from task_components.clients import pg_pool
 from task_components.errors import CollectionNotFoundError, ShadowSchemaError
-from task_components.schema.postgres import table_name
+from task_components.schema.postgres import quote, table_name
 from task_components.shadow.diff import Comparison
 
 log = structlog.get_logger("checker")
+PK = quote(rows.PK)
 
 BATCH = {"insert": 10_000, "upsert": 3_000, "delete": 5_000}  # pymilvus-pg's batch sizes
 RETRY_SECONDS = 2.0
@@ -161,7 +162,7 @@ class Checker:
         start = self._rng.randrange(0, max(1, safe - size))
         if op == "upsert":
             return Intent(op, list(range(start, min(start + size, safe))), self._rng.randrange(1, 2**31))
-        sql = f'SELECT "{rows.PK}" FROM "{self.table}" WHERE "{rows.PK}" >= $1 AND "{rows.PK}" < $2 ORDER BY 1 LIMIT $3'
+        sql = f"SELECT {PK} FROM {quote(self.table)} WHERE {PK} >= $1 AND {PK} < $2 ORDER BY 1 LIMIT $3"
         found = await pool.fetch(sql, start, safe, size)
         return Intent(op, [r[0] for r in found], 0)
 
@@ -267,7 +268,7 @@ class Checker:
         self._stop = stop
         pool = await pg_pool(self.dsn, min_size=1, max_size=2)
         try:
-            top = await pool.fetchval(f'SELECT max("{rows.PK}") FROM "{self.table}"')
+            top = await pool.fetchval(f"SELECT max({PK}) FROM {quote(self.table)}")
             self._next_id = 0 if top is None else int(top) + 1
             writers_stop = anyio.Event()
             async with anyio.create_task_group() as tg:
