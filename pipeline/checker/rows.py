@@ -39,7 +39,8 @@ def make_rows(keys: list[int], version: int, dim: int) -> list[dict[str, Any]]:
     Vectorized per column; only the final dicts (what MilvusClient takes) are built per row.
     """
     ids = np.asarray(keys, dtype=np.int64)
-    rng = np.random.default_rng([int(version), int(ids[0]) if len(ids) else 0, len(ids)])
+    first = int(ids[0]) % 2**63 if len(ids) else 0  # a seed must not be negative; keys may be
+    rng = np.random.default_rng([int(version) % 2**63, first, len(ids)])
     ages = rng.integers(18, 61, len(ids)) + (100 if version else 0)
     extra = rng.integers(0, 101, len(ids))
     vectors = rng.random((len(ids), dim), dtype=np.float32)
