@@ -52,12 +52,11 @@ def validate(
         raise fail_invalid("--sample-percentage must be above 0 with --no-full-scan")
 
     async def call(milvus: Any, pool: Any, tr: Any) -> Any:
-        from task_components.schema.postgres import quote
         from task_components.shadow import sides
 
-        shadow = await sides.resolve(milvus, pool, collection, None)
-        rows = await pool.fetchval(f"SELECT count(*) FROM {quote(shadow.table)}")
-        size = max(1, round(rows * sample_percentage / 100))
+        size = 0
+        if not full_scan:  # a share of the shadow's rows
+            size = max(1, round(await sides.pg_count(pool, await sides.resolve(milvus, pool, collection)) * sample_percentage / 100))
         return await validate_collection(
             milvus,
             pool,
@@ -66,7 +65,6 @@ def validate(
             sample_size=size,
             ignore_vectors=not include_vector,
             tracker=tr,
-            pk=shadow.pk,
             rng=random.Random(),
         )
 

@@ -234,7 +234,6 @@ class Checker:
             sample_size=self.o.sample_size,
             ignore_vectors=not self.o.include_vector,
             tracker=self.client.tracker,
-            pk=rows.PK,
             rng=self._rng,
         )
         self.stats.validations += 1

@@ -18,7 +18,6 @@ import asyncpg
 import numpy as np
 
 from task_components import keyexpr
-from task_components.schema.postgres import quote
 from task_components.shadow import compare, sides
 from task_components.shadow.diff import Comparison, _one_side_only, key_differences
 from task_components.shadow.tracker import EXISTS, KeyStateTracker
@@ -153,11 +152,8 @@ async def three_way(
 
 
 async def _sampled_keys(pool: asyncpg.Pool, shadow: sides.Shadow, percentage: float) -> list[Any]:
-    async with pool.acquire() as conn:
-        total = int(await conn.fetchval(f"SELECT count(*) FROM {quote(shadow.table)}"))
-        size = max(1, int(total * percentage / 100.0))
-        rows = await conn.fetch(f"SELECT {quote(shadow.key)} FROM {quote(shadow.table)} ORDER BY random() LIMIT $1", size)
-    return [r[0] for r in rows]
+    size = max(1, int(await sides.pg_count(pool, shadow) * percentage / 100.0))
+    return await sides.sample_keys(pool, shadow, size)
 
 
 async def entity_compare(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from functools import partial
@@ -312,6 +313,30 @@ async def pg_keys(pool: asyncpg.Pool, shadow: Shadow, where: str = "TRUE", batch
 async def pg_count(pool: asyncpg.Pool, shadow: Shadow, where: str = "TRUE") -> int:
     async with pool.acquire() as conn:
         return int(await conn.fetchval(f"SELECT count(*) FROM {quote(shadow.table)} WHERE {where}"))
+
+
+async def sample_keys(pool: asyncpg.Pool, shadow: Shadow, n: int, rng: random.Random | None = None) -> list[Any]:
+    """About ``n`` random keys of the shadow (Milvus' keys: ``_row`` for AUTO_ID). Int64 keys are read in
+    runs of up to 100 from random starting points (index range scans; ``ORDER BY random()`` sorts the
+    whole table, minutes at tens of millions of rows); VarChar keys have no range to draw from, so they
+    are drawn by ``ORDER BY random()``."""
+    if n <= 0:
+        return []
+    key, table = quote(shadow.key), quote(shadow.table)
+    async with pool.acquire() as conn:
+        if not shadow.int_keys:
+            return [r[0] for r in await conn.fetch(f"SELECT {key} FROM {table} ORDER BY random() LIMIT $1", n)]
+        low, high = await conn.fetchrow(f"SELECT min({key}), max({key}) FROM {table}")
+        if low is None:
+            return []
+        rng = rng or random.Random()
+        keys: set[Any] = set()
+        for _ in range(max(1, n // 100) * 3):  # gaps (deleted keys) can make a run short: a few more tries
+            if len(keys) >= n:
+                break
+            found = await conn.fetch(f"SELECT {key} FROM {table} WHERE {key} >= $1 ORDER BY 1 LIMIT 100", rng.randint(int(low), int(high)))
+            keys.update(r[0] for r in found)
+    return sorted(keys)[:n]
 
 
 async def pg_rows(pool: asyncpg.Pool, shadow: Shadow, keys: list[Any], cols: list[str]) -> dict[Any, dict]:
