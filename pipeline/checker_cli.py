@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,8 +70,6 @@ def stats_table(stats: Stats, options: CheckerOptions) -> Table:
 
 
 def _elapsed(stats: Stats) -> float:
-    import time
-
     return time.monotonic() - stats.started
 
 

@@ -15,7 +15,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -122,7 +122,7 @@ class Checker:
             if missing:
                 raise ValueError(f"collection {name!r} lacks the checker's fields {missing}: use --drop-existing or another --collection")
             dim = int(fields[rows.VECTOR].get("params", {}).get("dim", self.o.dim))
-            self.o = CheckerOptions(**{**self.o.__dict__, "dim": dim})  # the collection's dimension wins
+            self.o = replace(self.o, dim=dim)  # the collection's dimension wins
         c.load_collection(name)
 
     def replay(self) -> int:
