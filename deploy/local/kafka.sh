@@ -34,6 +34,7 @@ start() {
   echo $! > "$STATE_DIR/kafka.pid"
   wait_port "$port" 30 kafka
   set_env TEST_KAFKA_BOOTSTRAP "127.0.0.1:$port"
+  set_env KAFKA__BOOTSTRAP_SERVERS "127.0.0.1:$port"
   log "kafka: 127.0.0.1:$port (tansu, pid $(cat "$STATE_DIR/kafka.pid"))"
 }
 

@@ -26,6 +26,7 @@ start() {
   grep -q '^ready' "$STATE_DIR/milvus.log" || { log "milvus did not start in 180s"; exit 1; }
   set_env TEST_MILVUS_URI "http://127.0.0.1:$port"
   set_env TEST_MILVUS_STORAGE "$([ ${#s3args[@]} -gt 0 ] && echo s3 || echo local)"
+  set_env MILVUS__URI "http://127.0.0.1:$port"
   log "milvus: http://127.0.0.1:$port (pid $(cat "$STATE_DIR/milvus.pid"))"
 }
 

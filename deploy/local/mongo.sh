@@ -25,6 +25,7 @@ start() {
   echo "$port" > "$STATE_DIR/mongo.port"
   wait_port "$port" 60 mongo
   set_env TEST_MONGO_URI "mongodb://127.0.0.1:$port/?directConnection=true"
+  set_env MONGODB__CONNECTION_STRING "mongodb://127.0.0.1:$port/?directConnection=true"
   set_env TEST_SECANTUSD "$MONGO_VENV/bin/secantusd-py"  # for tests that stop and restart their own server
   log "mongo: mongodb://127.0.0.1:$port/?directConnection=true (secantusdb, pid $(cat "$STATE_DIR/mongo.pid"))"
 }

@@ -41,6 +41,7 @@ start() {
   launch "$bin" "$data"
   wait_port "$port" 30 postgres
   set_env TEST_POSTGRES_DSN "postgresql://postgres@127.0.0.1:$port/postgres"
+  set_env POSTGRES__DSN "postgresql://postgres@127.0.0.1:$port/postgres"
   set_env TEST_SERVICES_DIR "$STATE_DIR"
   log "postgres: postgresql://postgres@127.0.0.1:$port/postgres (pid $(cat "$STATE_DIR/postgres.pid"))"
 }

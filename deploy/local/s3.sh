@@ -22,6 +22,10 @@ PYEOF
   set_env TEST_S3_BUCKET "$BUCKET"
   set_env TEST_S3_ACCESS_KEY test
   set_env TEST_S3_SECRET_KEY test
+  set_env S3__ENDPOINT_URL "http://127.0.0.1:$port"  # the program's own settings (config/settings.py)
+  set_env S3__BUCKET "$BUCKET"
+  set_env S3__ACCESS_KEY test
+  set_env S3__SECRET_KEY test
   log "s3: http://127.0.0.1:$port bucket $BUCKET (pid $(cat "$STATE_DIR/s3.pid"))"
 }
 
