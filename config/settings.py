@@ -192,6 +192,14 @@ class TestDataSettings(BaseModel):
     invalid_ratio: float = Field(0.1, ge=0, le=1)
 
 
+class ServeSettings(BaseModel):
+    """``run-pipeline serve``: the web console."""
+
+    host: str = Field("127.0.0.1", description="bind address; a non-loopback one needs SERVE__TOKEN")
+    port: int = Field(8765, ge=0, le=65535, description="0 picks a free port")
+    token: SecretStr | None = Field(None, description="needed by writing actions (submit, cancel); never logged")
+
+
 class LoggingSettings(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "json", "text"] = "auto"
@@ -208,6 +216,7 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = PipelineSettings()
     daemon: DaemonSettings = DaemonSettings()
     test_data: TestDataSettings = TestDataSettings()
+    serve: ServeSettings = ServeSettings()
     logging: LoggingSettings = LoggingSettings()
 
 

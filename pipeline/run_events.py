@@ -1,0 +1,196 @@
+"""``<run dir>/events.jsonl``: a run's events as they happen, for whoever watches it live (``serve``).
+
+report.json is written once, at the end; a page that shows a run while it runs needs the states in
+between. Every state change is one JSON line, appended and flushed at once; progress reports are kept
+to one line per task per second (a stream reports far more often), and once the file passes
+``QUIET_AFTER`` bytes to one per task per half minute, so a run of days keeps a bounded file. The first
+line of each attempt (a resume appends) describes the DAG, so a page can draw it before any report.
+A line torn by a crash is skipped by the reader, never fatal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from dag_orchestrator.events import Event, EventKind
+
+__all__ = ["EVENTS", "EventLog", "RunView", "read_events"]
+
+EVENTS = "events.jsonl"
+QUIET_AFTER = 4 * 1024 * 1024
+PROGRESS_EVERY = 1.0
+QUIET_EVERY = 30.0
+MAX_LINE = 64 * 1024  # one event's JSON; a longer line (a huge error text) is cut to this
+
+
+class EventLog:
+    """An executor observer appending each event to the run's ``events.jsonl``."""
+
+    def __init__(self, run_path: Path, pipeline: str, params: dict[str, Any], tasks: Iterable[str], edges: list[dict[str, Any]]) -> None:
+        self.path = run_path / EVENTS
+        self._last_progress: dict[str, float] = {}
+        self._broken = False
+        self._write({"kind": "dag", "at": time.time(), "pipeline": pipeline, "params": params, "tasks": list(tasks), "edges": edges})
+
+    def __call__(self, event: Event) -> None:
+        if event.kind is EventKind.TASK_PROGRESS and not self._progress_due(event):
+            return
+        line: dict[str, Any] = {"kind": event.kind.value, "at": event.at, "task": event.task, "attempt": event.attempt}
+        if event.error:
+            line["error"] = event.error
+        if event.data:
+            line["data"] = event.data
+        self._write(line)
+
+    def _progress_due(self, event: Event) -> bool:
+        key = event.task or ""
+        every = PROGRESS_EVERY
+        with contextlib.suppress(OSError):
+            if self.path.stat().st_size > QUIET_AFTER:
+                every = QUIET_EVERY
+        if event.at - self._last_progress.get(key, 0.0) < every:
+            return False
+        self._last_progress[key] = event.at
+        return True
+
+    def _write(self, line: dict[str, Any]) -> None:
+        """One line, or nothing: a watcher's file must never fail the run (a full disk is said once)."""
+        if self._broken:
+            return
+        text = json.dumps(line, default=str)
+        if len(text) > MAX_LINE:
+            line = {k: v for k, v in line.items() if k != "data"}
+            line["error"] = str(line.get("error", ""))[: MAX_LINE // 2]
+            text = json.dumps(line, default=str)
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+        except OSError as exc:
+            self._broken = True
+            log = structlog.get_logger("pipeline.run_events")
+            log.warning("events.jsonl not written; live views will stop", path=str(self.path), error=str(exc))
+
+
+def read_events(run_path: Path, offset: int = 0, limit: int = 8 * 1024 * 1024) -> tuple[list[dict[str, Any]], int]:
+    """Whole lines from byte ``offset`` on (at most ``limit`` bytes), and the offset after the last one read.
+
+    A line still being written (no newline yet) is left for the next call; an unreadable one is skipped.
+    """
+    path = run_path / EVENTS
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            chunk = fh.read(limit)
+    except OSError:
+        return [], offset
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    events: list[dict[str, Any]] = []
+    for raw in chunk[: end + 1].splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(raw)
+            if isinstance(event, dict) and isinstance(event.get("kind"), str):
+                events.append(event)
+    return events, offset + end + 1
+
+
+_STATE_OF = {
+    "task_started": "running",
+    "task_retrying": "retrying",
+    "task_succeeded": "succeeded",
+    "task_failed": "failed",
+    "task_skipped": "skipped",
+    "task_cancelled": "cancelled",
+    "task_resumed": "succeeded",
+}
+
+
+class RunView:
+    """A run's live state folded from its events: the tasks' states, progress and ETA, the DAG."""
+
+    def __init__(self) -> None:
+        self.pipeline = "?"
+        self.params: dict[str, Any] = {}
+        self.edges: list[dict[str, Any]] = []
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.started: float | None = None
+        self.finished: float | None = None
+        self.state = "running"
+
+    def apply(self, event: dict[str, Any]) -> None:
+        kind, name = event["kind"], event.get("task")
+        if kind == "dag":
+            self.pipeline = str(event.get("pipeline", "?"))
+            self.params = event.get("params") or {}
+            self.edges = event.get("edges") or []
+            for t in event.get("tasks") or []:
+                self.tasks.setdefault(str(t), {"state": "waiting"})
+            self.finished, self.state = None, "running"
+            return
+        if kind == "run_started":
+            self.started = self.started or event.get("at")
+        elif kind == "run_finished":
+            self.finished = event.get("at")
+            self.state = str((event.get("data") or {}).get("state") or "finished")
+        if not name:
+            return
+        task = self.tasks.setdefault(str(name), {"state": "waiting"})
+        if kind == "task_progress":
+            task["progress"] = progress_of(task, event)
+        elif kind in _STATE_OF:
+            task["state"] = _STATE_OF[kind]
+            task["attempt"] = event.get("attempt", 0)
+            if kind == "task_started":
+                task["started"] = event.get("at")
+            if event.get("error"):
+                task["error"] = str(event["error"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "params": self.params,
+            "edges": self.edges,
+            "tasks": self.tasks,
+            "started": self.started,
+            "finished": self.finished,
+            "state": self.state,
+        }
+
+
+def progress_of(task: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+    """done/total/unit, a rate since the task started and an ETA where the total is known."""
+    data = event.get("data") or {}
+    out: dict[str, Any] = {k: data[k] for k in ("done", "total", "unit", "detail") if k in data}
+    done, total, started, at = data.get("done"), data.get("total"), task.get("started"), event.get("at")
+    if isinstance(done, int | float) and started and at and at > started and done > 0:
+        rate = done / (at - started)
+        out["rate"] = round(rate, 2)
+        if isinstance(total, int | float) and total >= done:
+            out["eta_seconds"] = round((total - done) / rate, 1)
+    return out
+
+
+def alive_holder(run_path: Path) -> int | None:
+    """The pid holding the run directory's lock if that process is alive (the run is live), else None."""
+    try:
+        pid = int(json.loads((run_path / ".lock").read_text() or "{}").get("pid", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
