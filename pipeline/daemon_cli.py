@@ -138,10 +138,23 @@ def submit(
     raise typer.Exit(code)
 
 
+async def send_request(settings: Settings, request: dict[str, Any]) -> None:
+    """One run request on the request topic, keyed by its id, signed when the daemon has a signing secret."""
+    from pipeline.daemon.policy import sign
+
+    producer = kafka_producer(settings, enable_idempotence=False, acks="all")
+    try:
+        await producer.start()
+        value = json.dumps(request).encode()
+        secret = settings.daemon.signing_secret  # the daemon refuses unsigned requests when it has one
+        headers = sign(secret.get_secret_value(), value) if secret is not None else None
+        await producer.send_and_wait(settings.kafka.request_topic, value, key=str(request["request_id"]).encode(), headers=headers)
+    finally:
+        await producer.stop()
+
+
 async def _submit(settings: Settings, request: dict[str, Any], wait: bool, timeout: float) -> int:
     from aiokafka import TopicPartition
-
-    from pipeline.daemon.policy import sign
 
     k, rid = settings.kafka, request["request_id"]
     consumer = None
@@ -162,19 +175,12 @@ async def _submit(settings: Settings, request: dict[str, Any], wait: bool, timeo
         await consumer.seek_to_end(*tps)
         for tp in tps:
             await consumer.position(tp)
-    producer = kafka_producer(settings, enable_idempotence=False, acks="all")
     try:
-        await producer.start()
-        value = json.dumps(request).encode()
-        secret = settings.daemon.signing_secret  # the daemon refuses unsigned requests when it has one
-        headers = sign(secret.get_secret_value(), value) if secret is not None else None
-        await producer.send_and_wait(k.request_topic, value, key=rid.encode(), headers=headers)
+        await send_request(settings, request)
     except BaseException:
         if consumer is not None:
             await consumer.stop()
         raise
-    finally:
-        await producer.stop()
     out.print(escape(f"request {rid} sent to {k.request_topic}"), highlight=False)
     if consumer is None:
         return EXIT_OK

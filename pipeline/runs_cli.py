@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import webbrowser
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,25 +20,14 @@ from rich.table import Table
 
 from pipeline.cli_common import RunDirOpt, app, cell, fail_invalid, out, print_run_table
 from pipeline.report_html import ReportError, load_report, write_html
+from pipeline.run_index import RunRow, list_runs
 
-__all__ = ["RunRow", "list_runs"]
+__all__ = ["RunRow", "list_runs"]  # re-exported: their home is pipeline/run_index.py
 
 runs_app = typer.Typer(help="List finished, failed and interrupted runs, or show one.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 
 RunIdArg = Annotated[str, typer.Argument(help="the run's id (its directory name under the run dir)")]
-
-
-@dataclass(slots=True)
-class RunRow:
-    """One line of ``runs list``: what a person scans for (newest first)."""
-
-    id: str
-    pipeline: str
-    state: str
-    started: float | None
-    duration: float | None
-    summary: str
 
 
 def _run_dir(run_dir: Path | None) -> Path:
@@ -47,69 +36,6 @@ def _run_dir(run_dir: Path | None) -> Path:
     from pipeline.cli_common import load_settings
 
     return load_settings().pipeline.run_dir
-
-
-def _one_line(report: dict[str, Any]) -> str:
-    tasks = report["tasks"]
-    counts: dict[str, int] = {}
-    for t in tasks.values():
-        counts[str(t.get("state"))] = counts.get(str(t.get("state")), 0) + 1
-    text = f"{len(tasks)} tasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    failed = [(n, t) for n, t in tasks.items() if t.get("state") == "failed"]
-    if failed:
-        name, t = failed[0]
-        error = str(t.get("error") or "").splitlines()[0] if t.get("error") else ""
-        text += f"; {name}: {error[:80]}"
-    elif report.get("reason") and report.get("state") != "succeeded":
-        text += f"; {str(report['reason'])[:80]}"
-    return text
-
-
-def _row(path: Path) -> RunRow:
-    try:
-        report = load_report(path / "report.json")
-    except ReportError as exc:
-        missing = not (path / "report.json").exists()
-        state = "no report" if missing else "corrupt report"
-        started = _mtime(path / "request.json") or _mtime(path)
-        return RunRow(path.name, _request_pipeline(path), state, started, None, str(exc).split(": ", 1)[-1])
-    try:
-        started = float(report["started_at"])
-        ended = report.get("ended_at")
-        duration = float(ended) - started if ended is not None else None
-        return RunRow(
-            path.name,
-            str(report.get("pipeline") or report.get("dag") or "?"),
-            str(report.get("state", "?")),
-            started,
-            duration,
-            _one_line(report),
-        )
-    except (TypeError, ValueError, AttributeError, KeyError) as exc:
-        return RunRow(path.name, "?", "corrupt report", _mtime(path), None, f"unexpected content ({exc!r})"[:100])
-
-
-def _mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
-
-
-def _request_pipeline(path: Path) -> str:
-    """A run without a readable report still names its pipeline file (request.json is written first)."""
-    try:
-        return Path(json.loads((path / "request.json").read_text())["file"]).stem
-    except (OSError, ValueError, KeyError, TypeError):
-        return "?"
-
-
-def list_runs(run_dir: Path) -> list[RunRow]:
-    """Every run directory (one holding request.json or report.json), newest first."""
-    if not run_dir.is_dir():
-        return []
-    rows = [_row(p) for p in run_dir.iterdir() if p.is_dir() and ((p / "report.json").exists() or (p / "request.json").exists())]
-    return sorted(rows, key=lambda r: (r.started or 0.0, r.id), reverse=True)
 
 
 def _when(ts: float | None) -> str:

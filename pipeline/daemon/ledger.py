@@ -27,7 +27,7 @@ from task_components.clients import pg_pool
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["Claim", "Ledger", "LedgerRow", "PostgresLedger", "lost_claim"]
+__all__ = ["Claim", "Ledger", "LedgerRow", "PostgresLedger", "epoch", "lost_claim"]
 
 Verdict = Literal["claimed", "finished", "busy"]
 FINISHED = ("succeeded", "failed")
@@ -44,6 +44,8 @@ class LedgerRow:
     announced: bool = True  # its "accepted" event reached the broker (else the first claim tells it)
     fingerprint: str | None = None  # of the request's pipeline and params: a reused id with another body differs
     ran_for: float = 0.0  # seconds since its first claim (as of this read): the maximum run time spans resumes
+    created_at: float | None = None  # epoch seconds the request was accepted (the console's request -> start latency)
+    started_at: float | None = None  # epoch seconds of its first claim
 
 
 @dataclass(slots=True, frozen=True)
@@ -255,4 +257,11 @@ def _row(r: asyncpg.Record) -> LedgerRow:
         r["announced"],
         r["fingerprint"],
         max(0.0, ran_for or 0.0),
+        epoch(r.get("created_at")),
+        epoch(r.get("started_at")),
     )
+
+
+def epoch(value: Any) -> float | None:
+    """A timestamptz (or a Mongo datetime) as epoch seconds; None stays None."""
+    return value.timestamp() if hasattr(value, "timestamp") else None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from pipeline.daemon.ledger import Claim, LedgerRow, lost_claim
+from pipeline.daemon.ledger import Claim, LedgerRow, epoch, lost_claim
 from task_components.clients import mongo_client
 
 if TYPE_CHECKING:
@@ -197,4 +197,6 @@ def _row(d: dict[str, Any]) -> LedgerRow:
         d.get("announced", False),
         d.get("fingerprint"),
         ran_for,
+        epoch(d.get("created_at")),
+        epoch(started),
     )
