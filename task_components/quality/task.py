@@ -10,13 +10,14 @@ record is counted, not dead-lettered), ``mark`` writes it with ``mark_field: tru
 A rule that raises on a record's value rejects that record (with the exception as reason), never the batch.
 A duplicate key must be scalars (text, numbers, booleans): a list or object key (unhashable, and no sink
 could index it) rejects the record with rule ``duplicates``. ``true`` and ``1`` are different keys (the
-type is part of the key), as they are in MongoDB.
+type is part of the key), as they are in MongoDB. The settings may come in part from a ``config_file``
+reloaded while the stream runs (task_components/streaming/reload.py); a reload keeps the recent keys
+unless the duplicate key changed.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,9 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from task_components.contracts import BatchStage, BatchThresholdError, StreamBatch
 from task_components.quality.rules import Rule
 from task_components.streaming.detached import checkpoint
+from task_components.streaming.reload import ReloadableParams
 from task_components.streaming.steps import StreamStage
 
-__all__ = ["DuplicateParams", "QualityCheck", "QualityParams", "QualityStage", "duplicate_key"]
+__all__ = ["DuplicateParams", "QualityCheck", "QualityParams", "QualityProcessor", "QualityStage", "duplicate_key"]
 
 
 class DuplicateParams(BaseModel):
@@ -38,7 +40,7 @@ class DuplicateParams(BaseModel):
     mark_field: str = "_duplicate"
 
 
-class QualityParams(BaseModel):
+class QualityParams(ReloadableParams):
     model_config = ConfigDict(extra="forbid")
     rules: list[Rule] = Field(default_factory=list)
     duplicates: DuplicateParams | None = None
@@ -74,9 +76,12 @@ class RecentKeys:
             self.keys.move_to_end(key)
             return True
         self.keys[key] = None
+        self.trim()
+        return False
+
+    def trim(self) -> None:
         while len(self.keys) > self.window:
             self.keys.popitem(last=False)
-        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,51 +89,74 @@ class QualityStage(BatchStage):
     params: QualityParams
     step = "quality"
 
-    def processor(self) -> Callable[[StreamBatch], None]:
+    def processor(self) -> QualityProcessor:
+        return QualityProcessor(self.params)
+
+
+class QualityProcessor:
+    """One run's quality check: the rules, and the recent keys of the duplicate check across batches."""
+
+    __slots__ = ("params", "recent")
+
+    def __init__(self, params: QualityParams) -> None:
+        self.params = params
+        self.recent = RecentKeys(params.duplicates.window if params.duplicates else 0)
+
+    def take_over(self, previous: object) -> str | None:
+        """A reloaded configuration keeps the recent keys when the duplicate key is the same (a record
+        seen before the reload is still a duplicate after it); a new key starts an empty window."""
+        dup, old = self.params.duplicates, getattr(previous, "params", None)
+        old_dup = old.duplicates if isinstance(old, QualityParams) else None
+        if dup is None or old_dup is None or not isinstance(previous, QualityProcessor):
+            return None
+        if dup.key != old_dup.key:
+            return f"duplicate window restarted: key {old_dup.key} -> {dup.key}"
+        self.recent = previous.recent
+        self.recent.window = dup.window
+        self.recent.trim()
+        return f"duplicate window kept ({len(self.recent.keys)} keys)"
+
+    def __call__(self, batch: StreamBatch) -> None:
         p = self.params
         dup = p.duplicates
-        recent = RecentKeys(dup.window if dup else 0)
-
-        def process(batch: StreamBatch) -> None:
-            in_batch: set[tuple[Any, ...]] = set()
-            for record in batch.records:
-                checkpoint()  # a cancelled run stops here, between records
-                if record.rejection is not None or record.value is None:
-                    continue
-                for rule in p.rules:
-                    try:
-                        reason = rule.failure(record.value)
-                    except Exception as exc:  # noqa: BLE001 - a value no rule foresaw (a lone surrogate...) is this record's
-                        reason = f"rule could not run on this record: {type(exc).__name__}: {str(exc)[:200]}"
-                    if reason is not None:
-                        record.reject("quality", rule.name, reason)
-                        break
-                if record.rejection is not None or dup is None:
-                    continue
-                key = duplicate_key(record.value, dup.key)
-                if key is None:
-                    continue  # no key, no duplicate: a not_null rule on the key catches it
-                if isinstance(key, str):
-                    record.reject("quality", "duplicates", key)
-                    continue
-                is_dup = key in in_batch or recent.seen(key)
-                in_batch.add(key)
-                if not is_dup:
-                    continue
-                if dup.action == "remove":
-                    record.duplicate = True
-                elif dup.action == "mark":
-                    record.value[dup.mark_field] = True
-            rejected = sum(r.rejection is not None for r in batch.records)
-            total = len(batch.records)
-            if total >= p.threshold_min_records and rejected / total > p.max_invalid_share:
-                first = batch.records[0]
-                raise BatchThresholdError(
-                    f"batch {batch.seq} (from {first.topic}:{first.partition}@{first.offset}): {rejected} of {total} "
-                    f"records invalid ({rejected / total:.0%}), above max_invalid_share {p.max_invalid_share:.0%}"
-                )
-
-        return process
+        recent = self.recent
+        in_batch: set[tuple[Any, ...]] = set()
+        for record in batch.records:
+            checkpoint()  # a cancelled run stops here, between records
+            if record.rejection is not None or record.value is None:
+                continue
+            for rule in p.rules:
+                try:
+                    reason = rule.failure(record.value)
+                except Exception as exc:  # noqa: BLE001 - a value no rule foresaw (a lone surrogate...) is this record's
+                    reason = f"rule could not run on this record: {type(exc).__name__}: {str(exc)[:200]}"
+                if reason is not None:
+                    record.reject("quality", rule.name, reason)
+                    break
+            if record.rejection is not None or dup is None:
+                continue
+            key = duplicate_key(record.value, dup.key)
+            if key is None:
+                continue  # no key, no duplicate: a not_null rule on the key catches it
+            if isinstance(key, str):
+                record.reject("quality", "duplicates", key)
+                continue
+            is_dup = key in in_batch or recent.seen(key)
+            in_batch.add(key)
+            if not is_dup:
+                continue
+            if dup.action == "remove":
+                record.duplicate = True
+            elif dup.action == "mark":
+                record.value[dup.mark_field] = True
+        rejected = sum(r.rejection is not None for r in batch.records)
+        total = len(batch.records)
+        if total >= p.threshold_min_records and rejected / total > p.max_invalid_share:
+            first = batch.records[0]
+            raise BatchThresholdError(
+                f"batch {batch.seq} (from {first.topic}:{first.partition}@{first.offset}): {rejected} of {total} "
+                f"records invalid ({rejected / total:.0%}), above max_invalid_share {p.max_invalid_share:.0%}"
+            )
 
 
 class QualityCheck(StreamStage[QualityParams]):
@@ -138,4 +166,7 @@ class QualityCheck(StreamStage[QualityParams]):
     Params = QualityParams
 
     def stage(self) -> QualityStage:
-        return QualityStage(self.params)
+        return QualityStage(self.params.effective())
+
+    def stage_for(self, params: QualityParams) -> QualityStage:
+        return QualityStage(params)

@@ -5,6 +5,8 @@ description); ``source.kafka`` asks it for a processor and runs it on every batc
 per record (the record is rejected with the step, the field and the reason, and goes to the dead-letter
 topic); nothing here raises for a batch: an operation that fails on a value in a way nobody foresaw
 (``TypeError``, ``OverflowError``...) rejects that record with the exception as the reason.
+Its settings may come in part from a ``config_file``, reloaded while the stream runs when it changes
+(task_components/streaming/reload.py).
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from task_components.contracts import BatchStage, StreamBatch
 from task_components.standardization.convert import CONVERTERS, DEFAULT_DATE_FORMATS, ConversionError, to_iso_utc
 from task_components.standardization.countries import COUNTRY_ALIASES
 from task_components.standardization.normalize import OPERATIONS, normalize_phone
 from task_components.streaming.detached import checkpoint
+from task_components.streaming.reload import ReloadableParams
 from task_components.streaming.steps import StreamStage
 
 __all__ = ["Standardize", "StandardizeParams", "StandardizeStage"]
@@ -33,7 +36,7 @@ def _unforeseen(exc: Exception) -> str:
     return f"cannot process this value: {type(exc).__name__}: {str(exc)[:200]}"
 
 
-class StandardizeParams(BaseModel):
+class StandardizeParams(ReloadableParams):
     model_config = ConfigDict(extra="forbid")
 
     mapping: dict[str, str] = Field(default_factory=dict, description="source field -> target field (renames)")
@@ -144,4 +147,7 @@ class Standardize(StreamStage[StandardizeParams]):
     Params = StandardizeParams
 
     def stage(self) -> StandardizeStage:
-        return StandardizeStage(self.params)
+        return StandardizeStage(self.params.effective())
+
+    def stage_for(self, params: StandardizeParams) -> StandardizeStage:
+        return StandardizeStage(params)

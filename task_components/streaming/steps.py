@@ -8,7 +8,8 @@ with the dead-letter sink after every step whose records it takes.
 
 * A stage processes batches one at a time in arrival order (the duplicate window sees them in order),
   in a detached thread so a signal is honoured while its rules run (detached.py), then passes the batch
-  on with the records it rejected as dead letters.
+  on with the records it rejected as dead letters. A stage whose ``config_file`` changes takes the new
+  configuration from the next batch on (reload.py), so each batch sees exactly one configuration.
 * A sink writes the valid records of up to as many batches at once as the source lets through
   (``max_in_flight``), with the source's retries and circuit breaker; records it refuses are passed on
   as dead letters (a sink with refusals and no dead-letter consumer fails: nothing is dropped silently).
@@ -36,7 +37,7 @@ from pydantic import BaseModel
 from dag_orchestrator.context import PipelineContext
 from dag_orchestrator.task import Task
 from task_components.base import Component
-from task_components.contracts import BatchSink, BatchStage, Rejection, SinkWriter, StreamResult
+from task_components.contracts import BatchProcessor, BatchSink, BatchStage, Rejection, SinkWriter, StreamResult
 from task_components.streaming.detached import run_detached
 from task_components.streaming.flow import (
     Flowing,
@@ -49,6 +50,7 @@ from task_components.streaming.flow import (
     participating,
     pass_on,
 )
+from task_components.streaming.reload import ReloadableParams, Reloading
 from task_components.streaming.resilience import PermanentSinkError, write_with_retry
 
 __all__ = ["StreamDeadLetters", "StreamSink", "StreamStage", "dead_letter_problem", "streams_from_source"]
@@ -154,12 +156,25 @@ class StreamStage(_StreamStep[P]):
     @abstractmethod
     def stage(self) -> BatchStage: ...
 
+    def stage_for(self, params: P) -> BatchStage:
+        """The stage of other parameters (a reloaded ``config_file``): a stage whose parameters derive
+        from ``ReloadableParams`` says how to build itself from them."""
+        raise NotImplementedError(f"{type(self).__name__} cannot reload its configuration")
+
+    def processor(self, ctx: PipelineContext) -> BatchProcessor:
+        """A fresh processor for this run; one that reloads a watched ``config_file`` between batches
+        when the parameters name one (reload.py: every batch sees exactly one configuration)."""
+        params = self.params
+        if isinstance(params, ReloadableParams) and params.config_file is not None and params.reload:
+            return Reloading(self.name, params, self.stage_for, ctx.log)
+        return self.stage().processor()
+
     async def run(self, ctx: PipelineContext) -> StageResult:
         result = StageResult()
         async with participating(ctx):
             if not consumers(ctx):  # before reading a batch: its valid records would reach no sink
                 raise StreamWiringError(f"task {self.name!r}: no stage or sink reads its batches")
-            process = self.stage().processor()
+            process = self.processor(ctx)
             async for item in ctx.stream(only_stream(self.name, self.streams_from)):
                 batch = item.batch
                 before = {id(r) for r in batch.records if r.rejection is None}
