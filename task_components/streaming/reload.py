@@ -18,7 +18,8 @@ The file holds some of the stage's own settings (what its ``with:`` holds); thos
 fixed, and a key set in both places is refused (no silent precedence). Relative paths are read from
 the working directory. ``run-pipeline validate`` reads the file as a run would, so a new version can be
 checked before it replaces the watched one; write it elsewhere and ``mv`` it over (an atomic rename),
-so the stage never reads half a file.
+so the stage never reads half a file (one that changes while it is read is read again at the next
+batch; an in-place writer pausing half-way can still be read as it stands).
 
 Why a watched file and not SIGHUP: in a run SIGHUP means the terminal hung up, and stops the run
 (pipeline/run_signals.py); giving it a second meaning would let a closed terminal leave a run going, or
@@ -55,6 +56,10 @@ class ConfigRefused(ValueError):
         self.fault = fault
 
 
+class BeingWritten(ConfigRefused):
+    """The file changed while it was read: read again at the next batch, nothing refused yet."""
+
+
 def signature(path: str) -> Signature:
     st = os.stat(path)
     return (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -65,6 +70,8 @@ def read_config(path: str) -> tuple[dict[str, Any], Signature]:
     try:
         before = signature(path)
         text = Path(path).read_text(encoding="utf-8")
+        if signature(path) != before:
+            raise BeingWritten(path, "the file changed while it was read (written in place: mv a new version over it)")
     except FileNotFoundError:
         raise ConfigRefused(path, "no such file") from None
     except OSError as exc:
@@ -224,10 +231,12 @@ class Reloading:
             now = None
         if now == self.seen:
             return
-        self.seen = now
         try:
             loaded = self.params.load()
+        except BeingWritten:
+            return  # ``seen`` unchanged: the next batch reads it again, once the writer is done
         except ConfigRefused as exc:
+            self.seen = now
             self.refused = True
             self.log.error(
                 "stage_config_refused", task=self.task, file=self.file, fault=exc.fault, kept="the configuration in use", batch=seq

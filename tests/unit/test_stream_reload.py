@@ -7,6 +7,7 @@ tests/integration/test_stream_reload.py; these check the rules of the reload its
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -21,6 +22,7 @@ from pipeline.spec import SpecError, load_spec
 from task_components.contracts import StreamBatch, StreamRecord
 from task_components.quality import QualityParams, QualityStage
 from task_components.standardization import StandardizeParams, StandardizeStage
+from task_components.streaming import reload
 from task_components.streaming.reload import Reloading, describe_changes
 
 SHIPPED = Path(__file__).resolve().parents[2] / "pipelines" / "streaming.yaml"
@@ -135,6 +137,20 @@ def test_a_deleted_file_is_refused_and_a_fixed_one_taken(tmp_path: Path) -> None
     last = batch(3, {"x": 9})
     process(last)
     assert rejected(last) == [None] and log.named("stage_config_reloaded")[0]["from_batch"] == 3
+
+
+def test_a_file_changing_while_read_is_read_again_at_the_next_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, process, log = quality(tmp_path, {"rules": [RULE]})
+    replace(path, yaml.safe_dump({"rules": [{**RULE, "max": 10}]}))
+    real, ticks = reload.signature, itertools.count()
+    monkeypatch.setattr(reload, "signature", lambda p: (*real(p)[:2], next(ticks)))  # every stat differs: a writer at work
+    during = batch(1, {"x": 9})
+    process(during)
+    assert rejected(during) == ["small_x"] and log.events == [], "half a file is neither applied nor refused"
+    monkeypatch.undo()
+    after = batch(2, {"x": 9})
+    process(after)
+    assert rejected(after) == [None] and log.named("stage_config_reloaded")[0]["from_batch"] == 2
 
 
 def test_the_duplicate_window_survives_a_reload_unless_the_key_changes(tmp_path: Path) -> None:
