@@ -51,6 +51,8 @@ TABLE: dict[tuple[str, str], Kind] = {
     ("dataset.table", "config"): Kind.READ,
     ("dataset.load", "path"): Kind.READ,
     ("run.result", "run"): Kind.READ,
+    ("standardize", "config_file"): Kind.READ,  # rules read (and re-read while running), never written
+    ("quality.check", "config_file"): Kind.READ,
     ("sink.milvus", "uri"): Kind.URI,
     ("storage.upload", "prefix"): Kind.KEY,
     ("generate.upload", "prefix"): Kind.KEY,  # its upload.prefix
