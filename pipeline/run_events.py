@@ -22,7 +22,7 @@ import structlog
 
 from dag_orchestrator.events import Event, EventKind
 
-__all__ = ["EVENTS", "EventLog", "RunView", "read_events"]
+__all__ = ["EVENTS", "EventLog", "RunView", "alive_holder", "read_events", "read_lines"]
 
 EVENTS = "events.jsonl"
 QUIET_AFTER = 4 * 1024 * 1024
@@ -80,9 +80,16 @@ class EventLog:
 
 
 def read_events(run_path: Path, offset: int = 0, limit: int = 8 * 1024 * 1024) -> tuple[list[dict[str, Any]], int]:
-    """Whole lines from byte ``offset`` on (at most ``limit`` bytes), and the offset after the last one read.
+    """Whole lines from byte ``offset`` on (at most ``limit`` bytes), and the offset after the last one read."""
+    lines = read_lines(run_path, offset, limit)
+    return [event for event, _ in lines], (lines[-1][1] if lines else offset)
 
-    A line still being written (no newline yet) is left for the next call; an unreadable one is skipped.
+
+def read_lines(run_path: Path, offset: int = 0, limit: int = 8 * 1024 * 1024) -> list[tuple[dict[str, Any], int]]:
+    """Each event from byte ``offset`` on with the offset just after its line (where a reader resumes).
+
+    A line still being written (no newline yet) is left for the next call; an unreadable one is skipped
+    (its offset still moves on, carried by the next good line).
     """
     path = run_path / EVENTS
     try:
@@ -90,17 +97,16 @@ def read_events(run_path: Path, offset: int = 0, limit: int = 8 * 1024 * 1024) -
             fh.seek(offset)
             chunk = fh.read(limit)
     except OSError:
-        return [], offset
-    end = chunk.rfind(b"\n")
-    if end < 0:
-        return [], offset
-    events: list[dict[str, Any]] = []
-    for raw in chunk[: end + 1].splitlines():
+        return []
+    out: list[tuple[dict[str, Any], int]] = []
+    start = 0
+    while (end := chunk.find(b"\n", start)) >= 0:
         with contextlib.suppress(ValueError):
-            event = json.loads(raw)
+            event = json.loads(chunk[start:end])
             if isinstance(event, dict) and isinstance(event.get("kind"), str):
-                events.append(event)
-    return events, offset + end + 1
+                out.append((event, offset + end + 1))
+        start = end + 1
+    return out
 
 
 _STATE_OF = {

@@ -18,7 +18,7 @@ from typing import Any
 from pipeline.report_html import ReportError, load_report
 from pipeline.run_events import alive_holder
 
-__all__ = ["RunIndex", "RunRow", "list_runs"]
+__all__ = ["RunIndex", "RunRow", "list_runs", "request_pipeline"]
 
 
 @dataclass(slots=True)
@@ -56,9 +56,9 @@ def _row(path: Path) -> RunRow:
         missing = not (path / "report.json").exists()
         started = _mtime(path / "request.json") or _mtime(path)
         if missing and alive_holder(path) is not None:  # a live run writes its report at the end
-            return RunRow(path.name, _request_pipeline(path), "running", started, None, "running")
+            return RunRow(path.name, request_pipeline(path), "running", started, None, "running")
         state = "no report" if missing else "corrupt report"
-        return RunRow(path.name, _request_pipeline(path), state, started, None, str(exc).split(": ", 1)[-1])
+        return RunRow(path.name, request_pipeline(path), state, started, None, str(exc).split(": ", 1)[-1])
     try:
         started = float(report["started_at"])
         ended = report.get("ended_at")
@@ -82,7 +82,7 @@ def _mtime(path: Path) -> float | None:
         return None
 
 
-def _request_pipeline(path: Path) -> str:
+def request_pipeline(path: Path) -> str:
     """A run without a readable report still names its pipeline file (request.json is written first)."""
     try:
         return Path(json.loads((path / "request.json").read_text())["file"]).stem

@@ -184,13 +184,13 @@ def _check_params(given: dict[str, Any], declared: dict[str, Any], rid: str) -> 
             known = ", ".join(sorted(declared)) or "none"
             raise BadRequest("bad_params", f"params.{key}: the pipeline declares no such parameter (known: {known})", rid)
         default = declared[key]
-        if default is None or _same_kind(value, default):
+        if default is None or same_kind(value, default):
             continue
         expected = f"expected {type(default).__name__} like the pipeline's default {default!r}"
         raise BadRequest("bad_params", f"params.{key}: {expected}, got {type(value).__name__} {_short(value)}", rid)
 
 
-def _same_kind(value: Any, default: Any) -> bool:
+def same_kind(value: Any, default: Any) -> bool:
     if isinstance(default, bool) or isinstance(value, bool):
         return isinstance(value, bool) and isinstance(default, bool)
     if isinstance(default, float):

@@ -1,0 +1,209 @@
+// The console's one script. It writes text only (textContent), never HTML: everything it shows came
+// from runs and pipeline files. It asks this server only; run pages follow the run by server-sent events.
+"use strict";
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+
+function when(ts) {
+  if (!ts) return "-";
+  const d = new Date(ts * 1000);
+  return d.toLocaleString();
+}
+
+function fmt(n) {
+  return typeof n === "number" ? n.toLocaleString() : (n === undefined || n === null ? "" : String(n));
+}
+
+// ---- runs list ---------------------------------------------------------------------------------
+function runsPage() {
+  const table = document.getElementById("runs");
+  for (const cell of table.querySelectorAll("td.when")) cell.textContent = when(Number(cell.dataset.ts));
+  const query = new URLSearchParams();
+  if (table.dataset.state) query.set("state", table.dataset.state);
+  if (table.dataset.pipeline) query.set("pipeline", table.dataset.pipeline);
+  async function refresh() {
+    try {
+      const response = await fetch("/api/runs?" + query.toString(), { cache: "no-store" });
+      if (!response.ok) return;
+      const rows = await response.json();
+      const body = el("tbody");
+      for (const r of rows) {
+        const tr = el("tr");
+        tr.dataset.run = r.id;
+        const link = el("a", r.id);
+        link.href = "/runs/" + encodeURIComponent(r.id);
+        const first = el("td");
+        first.appendChild(link);
+        tr.append(first, el("td", r.pipeline), el("td", r.state, "state " + r.state.replace(" ", "-")),
+          el("td", when(r.started)), el("td", r.duration === null ? "-" : r.duration.toFixed(2)), el("td", r.summary));
+        body.appendChild(tr);
+      }
+      table.replaceChild(body, table.tBodies[0]);
+      const empty = document.getElementById("empty");
+      if (empty && rows.length) empty.hidden = true;
+      document.getElementById("refreshed").textContent = "refreshed " + new Date().toLocaleTimeString();
+    } catch (e) { /* the server restarting: the next refresh tries again */ }
+  }
+  setInterval(refresh, 2000);
+}
+
+// ---- one run -------------------------------------------------------------------------------------
+const STATE_OF = {
+  task_started: "running", task_retrying: "retrying", task_succeeded: "succeeded", task_failed: "failed",
+  task_skipped: "skipped", task_cancelled: "cancelled", task_resumed: "succeeded",
+};
+
+function runPage() {
+  const data = JSON.parse(document.getElementById("run-data").textContent);
+  const runId = data.id;
+  let tasks = data.live.tasks || {};
+  if (data.report && data.report.tasks) {
+    tasks = {};
+    for (const [name, t] of Object.entries(data.report.tasks)) tasks[name] = { state: t.state, attempt: t.attempts, error: t.error };
+  }
+  const body = document.querySelector("#tasks tbody");
+  const rows = {};
+
+  function row(name) {
+    if (rows[name]) return rows[name];
+    const tr = el("tr");
+    tr.dataset.task = name;
+    const cells = {};
+    for (const key of ["name", "state", "attempt", "progress", "rate", "eta", "error"]) {
+      cells[key] = el("td", "", key === "state" ? "state" : (key === "error" ? "error" : ""));
+      tr.appendChild(cells[key]);
+    }
+    cells.name.textContent = name;
+    body.appendChild(tr);
+    rows[name] = cells;
+    return cells;
+  }
+
+  function draw(name, t) {
+    const c = row(name);
+    c.state.textContent = t.state || "waiting";
+    c.state.className = "state " + (t.state || "waiting");
+    c.attempt.textContent = t.attempt ? String(t.attempt) : "";
+    const p = t.progress || {};
+    c.progress.textContent = p.done !== undefined ? fmt(p.done) + (p.total ? " / " + fmt(p.total) : "") + " " + (p.unit || "") : (p.detail || "");
+    c.rate.textContent = p.rate ? fmt(Math.round(p.rate)) + " " + (p.unit || "rows") + "/s" : "";
+    c.eta.textContent = p.eta_seconds !== undefined && t.state === "running" ? p.eta_seconds + " s" : "";
+    c.error.textContent = t.error || "";
+  }
+
+  for (const [name, t] of Object.entries(tasks)) draw(name, t);
+  const reason = document.getElementById("run-reason");
+  if (data.report && data.report.state !== "succeeded" && data.report.reason) reason.textContent = data.report.reason;
+
+  const stateEl = document.getElementById("run-state");
+  stateEl.className = "state " + stateEl.textContent;
+
+  async function finished() {
+    const response = await fetch("/api/runs/" + encodeURIComponent(runId), { cache: "no-store" });
+    if (!response.ok) return;
+    const now = await response.json();
+    if (now.report) {
+      stateEl.textContent = now.report.state;
+      stateEl.className = "state " + now.report.state;
+      for (const [name, t] of Object.entries(now.report.tasks || {})) draw(name, { state: t.state, attempt: t.attempts, error: t.error });
+      if (now.report.state !== "succeeded" && now.report.reason) reason.textContent = now.report.reason;
+    }
+    if (now.has_page) {
+      const frame = document.getElementById("report");
+      frame.src = "/runs/" + encodeURIComponent(runId) + "/report.html";
+      frame.hidden = false;
+    }
+    document.getElementById("controls").hidden = true;
+  }
+
+  if (!data.report) {
+    const source = new EventSource("/api/runs/" + encodeURIComponent(runId) + "/events");
+    source.addEventListener("snapshot", (m) => {
+      const view = JSON.parse(m.data);
+      tasks = view.tasks || {};
+      for (const [name, t] of Object.entries(tasks)) draw(name, t);
+      stateEl.textContent = view.state;
+      if (view.pipeline && view.pipeline !== "?") heading(view.pipeline, view.params);
+    });
+    source.addEventListener("event", (m) => {
+      const e = JSON.parse(m.data);
+      if (e.kind === "dag") {
+        heading(e.pipeline, e.params);
+        for (const name of e.tasks || []) { if (!tasks[name]) { tasks[name] = { state: "waiting" }; draw(name, tasks[name]); } }
+        return;
+      }
+      if (e.kind === "run_finished") { stateEl.textContent = (e.data && e.data.state) || "finished"; return; }
+      if (!e.task) return;
+      const t = tasks[e.task] || (tasks[e.task] = { state: "waiting" });
+      if (e.kind === "task_progress") {
+        const d = e.data || {};
+        t.progress = { done: d.done, total: d.total, unit: d.unit, detail: d.detail };
+        if (typeof d.done === "number" && t.started && e.at > t.started && d.done > 0) {
+          t.progress.rate = d.done / (e.at - t.started);
+          if (typeof d.total === "number" && d.total >= d.done) t.progress.eta_seconds = Math.round((d.total - d.done) / t.progress.rate);
+        }
+      } else if (STATE_OF[e.kind]) {
+        t.state = STATE_OF[e.kind];
+        t.attempt = e.attempt;
+        if (e.kind === "task_started") t.started = e.at;
+        if (e.error) t.error = e.error;
+      }
+      draw(e.task, t);
+    });
+    source.addEventListener("end", () => { source.close(); setTimeout(finished, 500); });
+  }
+
+  function heading(pipeline, params) {
+    document.getElementById("pipeline").textContent = pipeline;
+    document.getElementById("params").textContent = JSON.stringify(params || {});
+  }
+
+  document.getElementById("controls").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const out = document.getElementById("cancel-result");
+    const response = await fetch("/api/runs/" + encodeURIComponent(runId) + "/cancel", {
+      method: "POST", headers: { Authorization: "Bearer " + document.getElementById("token").value },
+    });
+    const answer = await response.json();
+    out.textContent = response.ok ? "cancelling..." : String(answer.detail);
+  });
+}
+
+// ---- submit --------------------------------------------------------------------------------------
+function submitPage() {
+  const form = document.getElementById("submit");
+  if (!form) return;
+  document.getElementById("choose").addEventListener("change", (e) => {
+    window.location.href = "/submit?pipeline=" + encodeURIComponent(e.target.value);
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const out = document.getElementById("submit-result");
+    out.textContent = "";
+    const params = {};
+    for (const input of form.querySelectorAll("input[data-kind]")) params[input.name] = input.value;
+    const via = form.querySelector("input[name=via]:checked").value;
+    const response = await fetch("/api/runs", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: "Bearer " + document.getElementById("token").value },
+      body: JSON.stringify({ pipeline: form.dataset.pipeline, params: params, via: via }),
+    });
+    const answer = await response.json();
+    if (response.ok && answer.run_id) { window.location.href = "/runs/" + encodeURIComponent(answer.run_id); return; }
+    if (response.ok) { out.textContent = "request " + answer.request_id + " sent to the daemon"; return; }
+    const detail = Array.isArray(answer.detail) ? answer.detail.map((d) => (d.loc || []).slice(1).join(".") + ": " + d.msg).join("\n") : String(answer.detail);
+    out.textContent = detail;
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const page = document.body.dataset.page;
+  if (page === "runs") runsPage();
+  if (page === "run") runPage();
+  if (page === "submit") submitPage();
+});

@@ -1,0 +1,81 @@
+"""A run's events as server-sent events: what the run page applies to its table as they happen.
+
+The stream tails ``events.jsonl`` (the server polls the file, the browser never polls anything): first
+``snapshot`` (the run folded so far), then each new event as it is appended, each with its byte offset
+as the SSE id, so a reconnecting browser (EventSource does it by itself) resumes where it left off
+with ``Last-Event-ID``, no event twice. The stream says ``end`` once the run finished, or once nothing
+holds the run any more (killed) and the file has stopped growing; it is bounded in time either way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from pipeline.run_events import RunView, alive_holder, read_events, read_lines
+
+__all__ = ["event_stream", "folded"]
+
+POLL = 0.25
+HEARTBEAT = 15.0
+MAX_STREAM = 6 * 3600.0  # a browser left open reconnects after this (with its Last-Event-ID)
+
+
+def folded(run_path: Path) -> tuple[RunView, int]:
+    """The run as its events so far describe it, and the offset they end at."""
+    view, offset = RunView(), 0
+    while True:
+        events, after = read_events(run_path, offset)
+        for event in events:
+            view.apply(event)
+        if after == offset:
+            return view, offset
+        offset = after
+
+
+def _message(event: str, data: Any, offset: int | None = None) -> str:
+    lines = [f"event: {event}"]
+    if offset is not None:
+        lines.append(f"id: {offset}")
+    lines.append("data: " + json.dumps(data, default=str))
+    return "\n".join(lines) + "\n\n"
+
+
+async def event_stream(run_path: Path, resume_from: int | None = None) -> AsyncIterator[str]:
+    if resume_from is None:
+        view, offset = folded(run_path)
+        yield _message("snapshot", view.to_dict(), offset)
+        if view.finished is not None:
+            yield _message("end", {"reason": "finished"})
+            return
+    else:
+        offset = resume_from
+    started = last_sent = time.monotonic()
+    quiet = 0
+    while time.monotonic() - started < MAX_STREAM:
+        lines = read_lines(run_path, offset)
+        for event, after in lines:
+            offset = after
+            yield _message("event", event, offset)
+            last_sent = time.monotonic()
+            if event.get("kind") == "run_finished":
+                yield _message("end", {"reason": "finished"})
+                return
+        if lines:
+            quiet = 0
+        elif alive_holder(run_path) is None:
+            quiet += 1
+            # two seconds with no holder and no new line: the run is not coming back (a run not begun yet,
+            # a console submission whose process is still starting, is given a minute)
+            if quiet >= (8 if offset else 240):
+                yield _message("end", {"reason": "stopped"})
+                return
+        if time.monotonic() - last_sent > HEARTBEAT:
+            yield ": keep-alive\n\n"
+            last_sent = time.monotonic()
+        await anyio.sleep(POLL)
