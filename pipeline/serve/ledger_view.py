@@ -93,19 +93,29 @@ async def dead_letters(settings: Settings) -> dict[str, Any]:
             tps = [TopicPartition(topic, p) for p in parts]
             if tps:
                 consumer.assign(tps)
-                ends = await consumer.end_offsets(tps)
+                ends = await consumer.end_offsets(tps)  # may lag the log's end (Tansu): only where to start
                 for tp in tps:
                     consumer.seek(tp, max(0, ends[tp] - DLQ_TAIL))
-                while any(position < ends[tp] for tp, position in [(tp, await consumer.position(tp)) for tp in tps]):
-                    batch = await consumer.getmany(timeout_ms=500)
-                    if not batch:
-                        break
-                    for messages in batch.values():
-                        items.extend(_letter(m) for m in messages)
+                items = await _read_to_highwater(consumer, tps)
         finally:
             await consumer.stop()
     items.sort(key=lambda i: i["timestamp"] or 0, reverse=True)
     return {"topic": topic, "items": items}
+
+
+async def _read_to_highwater(consumer: Any, tps: list[Any]) -> list[dict[str, Any]]:
+    """Read until every partition's position reaches the high watermark its fetches report."""
+    items: list[dict[str, Any]] = []
+    empty = 0
+    while empty < 3:
+        batch = await consumer.getmany(timeout_ms=300)
+        for messages in batch.values():
+            items.extend(_letter(m) for m in messages)
+        empty = 0 if batch else empty + 1
+        marks = [consumer.highwater(tp) for tp in tps]
+        if all(m is not None for m in marks) and all([await consumer.position(tp) >= m for tp, m in zip(tps, marks, strict=True)]):
+            break
+    return items
 
 
 def _letter(message: Any) -> dict[str, Any]:

@@ -19,6 +19,13 @@ import pytest
 from tests.e2e.serve_helpers import ROOT, Console, console, run_cli, wait_for
 
 TOKEN = "browser-" + "c0ffee42"
+COUNTING = """name: counting
+description: a task reporting its progress for a few seconds
+params: {total: 300}
+tasks:
+  count: {uses: demo.count, with: {total: "${params.total}", chunk: 10, delay: 0.1}}
+  sum:   {uses: demo.sum, needs: [count]}
+"""
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 SHOTS = Path(os.environ["CONSOLE_SCREENSHOTS"]) if os.environ.get("CONSOLE_SCREENSHOTS") else None
@@ -55,6 +62,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     pipes.mkdir()
     for name in ("demo.yaml", "quickstart.yaml"):
         shutil.copy(ROOT / "pipelines" / name, pipes / name)
+    (pipes / "counting.yaml").write_text(COUNTING)
     quick = run_cli("run", "pipelines/quickstart.yaml", "--set", "rows=2000", "--run-dir", str(runs), "--no-progress")
     assert quick.returncode == 0, quick.stderr[-2000:]
     failed = run_cli("run", "tests/fixtures/pipelines/report_retry_fail.yaml", "--run-dir", str(runs), "--no-progress")
@@ -148,3 +156,22 @@ def test_a_failed_runs_page_shows_its_error(browser: Any, served: Console) -> No
     assert not _css(browser, 'tr[data-task="broken"] td.error b')
     assert _css(browser, "#run-state")[0].text == "failed"
     _clean(browser, served, "failed")
+
+
+def test_a_running_task_shows_its_progress_rate_and_eta(browser: Any, served: Console) -> None:
+    status, body = served.call("POST", "/api/runs", {"pipeline": "counting"}, token=TOKEN)
+    assert status == 201, body
+    browser.get(f"{served.url}/runs/{body['run_id']}")
+
+    def progress() -> tuple[str, str, str] | None:
+        cells = {c: _css(browser, f'tr[data-task="count"] td:nth-child({i})') for c, i in (("p", 4), ("r", 5), ("e", 6))}
+        if not all(cells.values()):
+            return None
+        seen = (cells["p"][0].text, cells["r"][0].text, cells["e"][0].text)
+        return seen if "/ 300" in seen[0] and seen[1] and seen[2].endswith(" s") else None
+
+    done, rate, eta = wait_for(progress, 30, every=0.1)
+    assert 0 < int(done.split("/")[0].strip().replace(",", "")) <= 300 and rate.endswith("/s")
+    assert float(eta.removesuffix(" s")) >= 0
+    wait_for(lambda: _state(browser, "sum") == "succeeded", 60)
+    _clean(browser, served, "progress")
