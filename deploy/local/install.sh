@@ -11,13 +11,13 @@ extra=""
 .venv/bin/python -c "import dag_orchestrator, pipeline, pymilvus, pyarrow" || { echo "install failed" >&2; exit 1; }
 # one consistent set: e.g. moto's boto3 must not pull a botocore newer than aiobotocore allows
 .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check >&2; echo "dependency conflict" >&2; exit 1; }
-# the report browser test (tests/e2e/test_report_browser.py) needs a headless Chromium; Debian's package
-if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1; then
+# the browser tests (report.html, the web console) need a headless Chromium and its driver; Debian's packages
+if [ "${1:-}" = "--test" ] && ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
-            || echo "warning: could not install chromium (the report browser test will fail)" >&2
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >/dev/null 2>&1 \
+            || echo "warning: could not install chromium and chromium-driver (the browser tests will fail)" >&2
     else
-        echo "warning: chromium is not installed; as root: apt-get install chromium" >&2
+        echo "warning: chromium or chromedriver is missing; as root: apt-get install chromium chromium-driver" >&2
     fi
 fi
 # the compose specification's JSON schema (the deploy test validates deploy/docker-compose.yml with it): the
