@@ -51,7 +51,10 @@ class EventLog:
         self._write(line)
 
     def _progress_due(self, event: Event) -> bool:
+        """At most one line per task per ``PROGRESS_EVERY`` seconds, but always the last one (done == total)."""
         key = event.task or ""
+        if event.data.get("total") is not None and event.data.get("done") == event.data.get("total"):
+            return True
         every = PROGRESS_EVERY
         with contextlib.suppress(OSError):
             if self.path.stat().st_size > QUIET_AFTER:

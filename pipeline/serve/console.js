@@ -110,7 +110,9 @@ function runPage() {
     if (now.report) {
       stateEl.textContent = now.report.state;
       stateEl.className = "state " + now.report.state;
-      for (const [name, t] of Object.entries(now.report.tasks || {})) draw(name, { state: t.state, attempt: t.attempts, error: t.error });
+      for (const [name, t] of Object.entries(now.report.tasks || {})) {
+        draw(name, { ...(tasks[name] || {}), state: t.state, attempt: t.attempts, error: t.error });  // progress kept
+      }
       if (now.report.state !== "succeeded" && now.report.reason) reason.textContent = now.report.reason;
     }
     if (now.has_page) {
@@ -128,6 +130,7 @@ function runPage() {
       tasks = view.tasks || {};
       for (const [name, t] of Object.entries(tasks)) draw(name, t);
       stateEl.textContent = view.state;
+      stateEl.className = "state " + view.state;
       if (view.pipeline && view.pipeline !== "?") heading(view.pipeline, view.params);
     });
     source.addEventListener("event", (m) => {
@@ -137,7 +140,11 @@ function runPage() {
         for (const name of e.tasks || []) { if (!tasks[name]) { tasks[name] = { state: "waiting" }; draw(name, tasks[name]); } }
         return;
       }
-      if (e.kind === "run_finished") { stateEl.textContent = (e.data && e.data.state) || "finished"; return; }
+      if (e.kind === "run_finished") {
+        stateEl.textContent = (e.data && e.data.state) || "finished";
+        stateEl.className = "state " + stateEl.textContent;
+        return;
+      }
       if (!e.task) return;
       const t = tasks[e.task] || (tasks[e.task] = { state: "waiting" });
       if (e.kind === "task_progress") {
