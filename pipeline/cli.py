@@ -35,7 +35,7 @@ from pipeline.cli_common import (
     styled,
 )
 from pipeline.registry import build_dag, components
-from pipeline.runner import RunOptions, prepare_run
+from pipeline.runner import MetricsPortError, RunOptions, innermost, prepare_run
 from pipeline.spec import SpecError, load_spec, parse_overrides
 from task_components.base import retry_warnings
 
@@ -59,6 +59,10 @@ def run(
     only: Annotated[list[str], typer.Option(help="run only this task and what it needs (repeatable)")] = [],  # noqa: B006
     policy: Annotated[FailurePolicy | None, typer.Option(help="on failure: cancel everything, or skip dependents")] = None,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="live task view [default: on a TTY]")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="serve Prometheus /metrics and /healthz on this port during the run (0: any)")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="address --metrics-port binds (0.0.0.0 exposes it beyond this host)")] = "127.0.0.1",
 ) -> None:
     """Run a pipeline file."""
     settings = load_settings()
@@ -73,6 +77,8 @@ def run(
         scheduler=scheduler,
         only=list(only),
         policy=policy,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     )
     try:
         prepared = prepare_run(file, parse_overrides(set_, file), options)
@@ -80,7 +86,12 @@ def run(
         raise fail_prepare(exc) from None
     check_settings(prepared, settings)
     live = progress if progress is not None else sys.stderr.isatty()
-    result = run_to_end(prepared, settings, options, live)
+    try:
+        result = run_to_end(prepared, settings, options, live)
+    except BaseException as exc:
+        if isinstance(innermost(exc), MetricsPortError):
+            raise fail_invalid(str(innermost(exc))) from None
+        raise
     print_summary(prepared, result)
     raise typer.Exit(exit_code(result))
 

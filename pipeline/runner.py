@@ -8,6 +8,11 @@ what succeeded, the report marks the rest, and ``--resume RUN_ID`` picks up from
 here because a closed terminal (a dropped ssh session) is an interruption, not a reason to die with
 no report and an embedded server left running; unless it was ignored when the run started (``nohup``):
 then the caller asked for the run to outlive its terminal, and it does.
+
+``RunOptions.metrics_port`` serves ``/metrics`` and ``/healthz`` for the run's length (the daemon's
+HTTP code, pipeline/metrics_http.py): a streaming source counts its figures there
+(task_components/streaming/metrics.py). The port is bound before any task starts, so a port in use
+ends the run before it consumed anything (``MetricsPortError``).
 """
 
 from __future__ import annotations
@@ -32,13 +37,16 @@ from dag_orchestrator.executor import Executor, FailurePolicy
 from dag_orchestrator.locks import LockHeld, PathLock
 from dag_orchestrator.state import RunResult, StateStore
 from pipeline.compose import Pipeline, PipelineError
+from pipeline.metrics_http import serve_http
 from pipeline.registry import build_dag
 from pipeline.run_signals import cancel_on_signal, hangup_reaches_only_the_run, stop_signals
 from pipeline.run_space import warn_if_short_of_space
 from pipeline.spec import PipelineSpec, SpecError, load_spec
 from task_components.base import Component
+from task_components.streaming.metrics import StreamMetrics, install
 
 __all__ = [
+    "MetricsPortError",
     "NoSpaceForRun",
     "PreparedRun",
     "RunDirBusy",
@@ -64,6 +72,10 @@ class NoSpaceForRun(SpecError):
     """
 
 
+class MetricsPortError(OSError):
+    """``--metrics-port`` cannot be served (in use, not allowed): said before the run starts (exit 2)."""
+
+
 @dataclass(slots=True)
 class RunOptions:
     run_dir: Path = Path("runs")
@@ -73,6 +85,8 @@ class RunOptions:
     scheduler: str | None = None  # Dask scheduler address; None with backend dask: a LocalCluster per run
     only: list[str] = field(default_factory=list)
     policy: FailurePolicy | None = None
+    metrics_port: int | None = None  # serve /metrics and /healthz on this port (0: any free one) for the run
+    metrics_host: str = "127.0.0.1"
 
 
 @dataclass(slots=True)
@@ -274,6 +288,8 @@ async def execute(
         warn_if_short_of_space(prepared.path, prepared.run_id, prepared.dag, settings)
         with hangup_reaches_only_the_run(signums):
             async with anyio.create_task_group() as tg:
+                if options.metrics_port is not None:
+                    await tg.start(_serve_metrics, options, ctx)
                 if signums:
                     tg.start_soon(cancel_on_signal, executor, signums)
                 try:
@@ -292,6 +308,25 @@ async def execute(
             prepared.lock.release()
     _report_or_say_why(prepared, result)
     return result
+
+
+async def _serve_metrics(options: RunOptions, ctx: PipelineContext, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+    """/metrics and /healthz for the run; started once the port is bound (the URL is logged)."""
+    metrics = StreamMetrics()
+    install(ctx.services, metrics)
+    host, port = options.metrics_host, options.metrics_port or 0
+
+    def health() -> dict[str, Any]:
+        return {**metrics.health(), "run_id": ctx.run_id}
+
+    def bound(actual: int) -> None:
+        structlog.get_logger("pipeline.runner").info("metrics listening", url=f"http://{host}:{actual}/metrics", run_id=ctx.run_id)
+        task_status.started(actual)
+
+    try:
+        await serve_http(host, port, metrics, health, bound)
+    except OSError as exc:
+        raise MetricsPortError(f"cannot serve /metrics on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _report_or_say_why(prepared: PreparedRun, result: RunResult) -> None:

@@ -3,6 +3,11 @@
 It runs the ``testdata.produce`` component through ``run_tasks`` like every other command. Unset flags
 take the seed tool's TEST_DATA__* settings. Bad flags are one line and exit 2. With ``--output console``
 the records are the only thing on stdout (no summary).
+
+No ``--total`` and no TEST_DATA__TOTAL_RECORDS (or either 0) means unlimited, as in the seed tool: it
+sends until SIGINT/SIGTERM, which end it normally (flushed, counted in the summary, exit 0). The
+connection flags (``--bootstrap-servers``...) set the KAFKA__* settings for this process only, the way
+the ingest commands' S3 flags do: they never reach the run directory's ``request.json``.
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ from typing import Annotated
 import typer
 
 from pipeline.cli_common import RunDirOpt, app, exit_code, fail_invalid, load_settings, run_tasks
+from pipeline.ingest_options import override_settings
 
 PATTERNS = ("valid", "invalid", "mixed")
 OUTPUTS = ("kafka", "console")
 PATTERN_HELP = "valid, invalid or mixed [default: TEST_DATA__PATTERN, mixed]"
 RATE_HELP = "records per second, 0: as fast as possible [default: TEST_DATA__RATE, 10]"
-TOTAL_HELP = "records to send, 0: until SIGTERM [default: TEST_DATA__TOTAL_RECORDS, 100]"
+TOTAL_HELP = "records to send, 0: until SIGTERM [default: TEST_DATA__TOTAL_RECORDS; unset: until SIGTERM]"
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 RATIO_HELP = "share of invalid records with --pattern mixed [default: TEST_DATA__INVALID_RATIO, 0.1]"
 
 
@@ -34,11 +42,35 @@ def produce_test_data(
     seed: Annotated[int, typer.Option(help="same seed, same records")] = 7,
     run_dir: RunDirOpt = None,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="[default: on a TTY]")] = None,
+    bootstrap_servers: Annotated[str | None, typer.Option(help="host:port[,host:port] [default: KAFKA__BOOTSTRAP_SERVERS]")] = None,
+    security_protocol: Annotated[
+        str | None, typer.Option(help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [default: KAFKA__SECURITY_PROTOCOL]")
+    ] = None,
+    sasl_mechanism: Annotated[
+        str | None, typer.Option(help="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 [default: KAFKA__SASL_MECHANISM]")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(help="SASL username (Confluent Cloud API key) [default: KAFKA__API_KEY]")] = None,
+    api_secret: Annotated[
+        str | None, typer.Option(help="SASL password [default: KAFKA__API_SECRET; prefer it: a flag shows in the process list]")
+    ] = None,
 ) -> None:
     """Send test records (names, e-mails, phones, mixed-format dates, amounts, countries) and invalid kinds."""
+    if security_protocol is not None and security_protocol not in PROTOCOLS:
+        raise fail_invalid(f"--security-protocol must be one of {', '.join(PROTOCOLS)}, got {security_protocol!r}")
+    if sasl_mechanism is not None and sasl_mechanism not in MECHANISMS:
+        raise fail_invalid(f"--sasl-mechanism must be one of {', '.join(MECHANISMS)}, got {sasl_mechanism!r}")
+    if bootstrap_servers is not None and not bootstrap_servers.strip():
+        raise fail_invalid("--bootstrap-servers is empty")
+    override_settings(
+        kafka__bootstrap_servers=bootstrap_servers,
+        kafka__security_protocol=security_protocol,
+        kafka__sasl_mechanism=sasl_mechanism,
+        kafka__api_key=api_key,
+        kafka__api_secret=api_secret,
+    )
     defaults = load_settings().test_data
     rate = defaults.rate if rate is None else rate
-    total = (defaults.total_records if defaults.total_records is not None else 100) if total is None else total
+    total = (defaults.total_records or 0) if total is None else total  # unset: unlimited, as the seed tool
     pattern = defaults.pattern if pattern is None else pattern
     invalid_ratio = defaults.invalid_ratio if invalid_ratio is None else invalid_ratio
     if pattern not in PATTERNS:
@@ -64,6 +96,7 @@ def produce_test_data(
         "output": output,
         "topic": topic,
         "partitions": partitions,
+        "stop_on_signal": total == 0,  # unlimited: a signal is its normal end (exit 0, the count in the summary)
     }
     console = output == "console"
     _, result = run_tasks(

@@ -1,21 +1,19 @@
-"""``/healthz`` and Prometheus ``/metrics`` (with the request topic's lag) for the daemon, on its own event loop.
+"""The daemon's Prometheus figures (with the request topic's lag) for ``/metrics``.
 
-prometheus_client's ``start_http_server`` would run a second server thread; the two endpoints are
-small enough to answer from an anyio listener, so health reflects the loop really being alive (a
-blocked loop stops answering, which is what a liveness probe should see).
+The HTTP side (``/healthz``, ``/metrics`` on the daemon's own event loop) is pipeline/metrics_http.py,
+shared with a streaming run's ``--metrics-port``; ``serve_http`` is re-exported here for the daemon.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import SocketStream
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from pipeline.metrics_http import serve_http
 
 __all__ = ["DaemonMetrics", "serve_http", "watch_lag"]
 
@@ -46,45 +44,6 @@ class DaemonMetrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, float("inf")),
         )
-
-
-async def serve_http(
-    host: str, port: int, metrics: DaemonMetrics, health: Callable[[], dict[str, Any]], on_bound: Callable[[int], None]
-) -> None:
-    """Serve until cancelled; ``on_bound`` gets the port (useful when 0 asked for any free one)."""
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
-    on_bound(listener.extra(anyio.abc.SocketAttribute.local_port))
-
-    async def handle(client: SocketStream) -> None:
-        async with client:
-            try:
-                with anyio.fail_after(5):
-                    head = b""
-                    while b"\r\n\r\n" not in head and len(head) < 8192:
-                        head += await client.receive(4096)
-            except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                return
-            parts = head.split(b"\r\n", 1)[0].split()
-            path = parts[1].decode(errors="replace").split("?")[0] if len(parts) >= 2 else ""
-            if path == "/metrics":
-                status, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry)
-            elif path == "/healthz":
-                state = health()
-                status = 200 if state.get("status") == "ok" else 503
-                ctype, body = "application/json", json.dumps(state).encode()
-            else:
-                status, ctype, body = 404, "text/plain", b"not found: try /healthz or /metrics\n"
-            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
-            header = (
-                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            ).encode()
-            try:
-                await client.send(header + body)
-            except (anyio.BrokenResourceError, OSError):
-                return
-
-    async with listener:
-        await listener.serve(handle)
 
 
 async def watch_lag(consumer: Any, committed: dict[tuple[str, int], int], metrics: DaemonMetrics) -> None:

@@ -26,6 +26,8 @@ edges need the concurrent executor (the default; the sequential one starts consu
 * Rebalance: before partitions are revoked, no new batch starts, in-flight batches are drained and their
   offsets committed; records of partitions no longer ours are dropped before a batch starts, and offsets
   are only committed for partitions still assigned (uncommitted: the new owner reads them again).
+* ``run --metrics-port``: the figures go to ``/metrics`` too (streaming/metrics.py), counted where the
+  result counts them, with the lag per partition, each batch's latency and the breaker's state.
 * Stop: ``max_records``, ``max_seconds``, ``idle_seconds`` (no record for that long) wait for the batches
   in flight to be acknowledged and commit; SIGTERM (cancellation) or a failure anywhere downstream (the
   ledger breaks: ``DownstreamFailed``) commit what was acknowledged, then end the run.
@@ -56,7 +58,8 @@ from task_components.streaming.flow import (
     open_ledger,
     pass_on,
 )
-from task_components.streaming.offsets import OffsetTracker, stream_lag
+from task_components.streaming.metrics import for_source
+from task_components.streaming.offsets import OffsetTracker, stream_lags
 from task_components.streaming.resilience import CircuitBreaker, RetrySettings
 from task_components.streaming.steps import dead_letter_problem, streams_from_source
 
@@ -111,15 +114,17 @@ class _StreamRun:
             max_delay=p.max_retry_delay,
             max_outage_seconds=p.max_outage_seconds,
         )
-        self.breaker = CircuitBreaker(threshold=max(1, retry.retry_count))
+        self.metrics = for_source(ctx.services, ctx.task_name)  # None: the run serves no /metrics
+        self.breaker = CircuitBreaker(threshold=max(1, retry.retry_count), on_change=self.metrics.circuit if self.metrics else None)
         acked, self.acknowledged = anyio.create_memory_object_stream[int](max_buffer_size=math.inf)
-        self.ledger = AckLedger(retry, self.breaker, on_done=acked.send_nowait, on_broken=self._on_broken)
+        self.ledger = AckLedger(retry, self.breaker, on_done=acked.send_nowait, on_broken=self._on_broken, metrics=self.metrics)
         self.tracker = OffsetTracker()
         self.stats = _Stats()
         self.batch_size = p.batch_size or pl.batch_size
         self.decode_limits = (p.max_record_bytes, p.max_json_depth)
         self.slots = anyio.Semaphore(p.max_in_flight or pl.max_workers)
         self.in_flight: dict[int, StreamBatch] = {}  # emitted, not yet acknowledged by every task downstream
+        self.emitted_at: dict[int, float] = {}  # per batch in flight: when it was emitted (its latency's start)
         self.idle = anyio.Event()
         self.idle.set()
         self.commit_lock = anyio.Lock()
@@ -192,6 +197,7 @@ class _StreamRun:
             positions[(r.topic, r.partition)] = max(r.offset + 1, positions.get((r.topic, r.partition), 0))
         batch = StreamBatch(self.tracker.register(positions), records, positions)
         self.in_flight[batch.seq] = batch
+        self.emitted_at[batch.seq] = time.monotonic()
         self.idle = anyio.Event() if self.idle.is_set() else self.idle  # a rebalance waits for this batch too
         self.stats.batches += 1
         self.ledger.hold(batch.seq, 1)  # the source's own copy: released once every consumer holds theirs
@@ -202,9 +208,16 @@ class _StreamRun:
         """Every task downstream finished a batch: count it, and commit what is committable in order."""
         async for seq in self.acknowledged:
             batch = self.in_flight.pop(seq)
-            self.stats.valid += len(batch.valid())
-            self.stats.invalid += len(batch.rejected())
-            self.stats.duplicates += sum(r.duplicate for r in batch.records)
+            valid, invalid, duplicates = len(batch.valid()), len(batch.rejected()), sum(r.duplicate for r in batch.records)
+            self.stats.valid += valid
+            self.stats.invalid += invalid
+            self.stats.duplicates += duplicates
+            emitted = self.emitted_at.pop(seq)
+            if self.metrics is not None:
+                self.metrics.records_out.inc(valid)
+                self.metrics.invalid.inc(invalid)
+                self.metrics.duplicates.inc(duplicates)
+                self.metrics.batch_seconds.observe(time.monotonic() - emitted)
             self.tracker.finish(seq)
             self.slots.release()
             await self.commit_ready()
@@ -255,6 +268,8 @@ class _StreamRun:
                     self.buffer.append(decode(msg, *self.decode_limits))
                     self.read_from.setdefault((msg.topic, msg.partition), msg.offset)
                 self.stats.records_in += len(msgs)
+                if self.metrics is not None:
+                    self.metrics.records_in.inc(len(msgs))
             if fetched:
                 last_record = time.monotonic()
                 self.stats.first_record = self.stats.first_record or last_record
@@ -289,7 +304,11 @@ class _StreamRun:
                 self.ctx.log.info("stream_progress", records_in=s.records_in, written=out, **figures)
 
     async def lag(self) -> int:
-        return await stream_lag(self.consumer, self.committed_at, self.read_from)
+        """The progress line's lag; each partition's goes to /metrics when the run serves it."""
+        lags = await stream_lags(self.consumer, self.committed_at, self.read_from)
+        if self.metrics is not None:
+            self.metrics.lag(lags)
+        return sum(lags.values())
 
 
 class KafkaSource(Component[KafkaSourceParams]):

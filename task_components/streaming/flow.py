@@ -15,7 +15,7 @@ instead of being acknowledged (nothing is committed that nothing kept).
 
 The ledger also carries what all writers of one source share: the retry settings and the circuit
 breaker (the source stops fetching while it is open), and the figures the source reports (records
-written per sink, refusals).
+written per sink, refusals), also counted in the run's ``/metrics`` when it serves them (``metrics``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 from dag_orchestrator.context import PipelineContext
 from dag_orchestrator.streams import StreamConsumerGone
 from task_components.contracts import StreamBatch, StreamRecord
+from task_components.streaming.metrics import SourceMetrics
 from task_components.streaming.resilience import CircuitBreaker, RetrySettings
 
 __all__ = [
@@ -87,6 +88,7 @@ class AckLedger:
     broken: anyio.Event = field(default_factory=anyio.Event)
     on_broken: Callable[[], None] | None = None
     owed: dict[int, dict[str, int]] = field(default_factory=dict)  # per batch: sender -> dead letters unwritten
+    metrics: SourceMetrics | None = None  # the source's /metrics figures, when the run serves them
 
     def hold(self, seq: int, copies: int) -> None:
         self.pending[seq] = self.pending.get(seq, 0) + copies
@@ -97,7 +99,9 @@ class AckLedger:
 
     def paid(self, seq: int, sender: str) -> None:
         """A dead-letter sink wrote the dead letters ``sender`` handed on with batch ``seq``."""
-        self.owed.get(seq, {}).pop(sender, None)
+        records = self.owed.get(seq, {}).pop(sender, None)
+        if records and self.metrics is not None:
+            self.metrics.dead_lettered.inc(records)
 
     def release(self, seq: int) -> None:
         left = self.pending[seq] - 1
@@ -120,12 +124,16 @@ class AckLedger:
 
     def count(self, label: str, written: int) -> None:
         self.written[label] = self.written.get(label, 0) + written
+        if self.metrics is not None:
+            self.metrics.written(label, written)
 
     def fail(self, task: str, exc: BaseException) -> None:
         if self.broken.is_set():
             return
         self.error = f"task {task!r} downstream of the source ended: {type(exc).__name__}: {exc}"[:1000]
         self.broken.set()
+        if self.metrics is not None:
+            self.metrics.broken = self.error
         if self.on_broken is not None:
             self.on_broken()
 

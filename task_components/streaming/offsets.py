@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-__all__ = ["OffsetTracker", "lag", "stream_lag"]
+__all__ = ["OffsetTracker", "lag", "partition_lags", "stream_lag", "stream_lags"]
 
 Position = tuple[str, int]
 
@@ -57,19 +57,28 @@ class OffsetTracker:
         return merged
 
 
-def lag(bases: dict[Position, int], highwater: Callable[[Position], int | None]) -> int:
-    """Records in the log not yet committed: per partition, the fetch high watermark minus ``bases`` (the
+def partition_lags(bases: dict[Position, int], highwater: Callable[[Position], int | None]) -> dict[Position, int]:
+    """Records in the log not yet committed, per partition: the fetch high watermark minus ``bases`` (the
     offset committed, or where reading started). A partition without a high watermark yet counts nothing."""
-    total = 0
+    lags: dict[Position, int] = {}
     for tp, base in bases.items():
         high = highwater(tp)
-        if high is not None:
-            total += max(0, high - base)
-    return total
+        lags[tp] = max(0, high - base) if high is not None else 0
+    return lags
+
+
+def lag(bases: dict[Position, int], highwater: Callable[[Position], int | None]) -> int:
+    """``partition_lags`` summed."""
+    return sum(partition_lags(bases, highwater).values())
 
 
 async def stream_lag(consumer: Any, committed: dict[Position, int], read_from: dict[Position, int]) -> int:
-    """The progress line's lag: records of the partitions still ours not yet committed, fetched or not.
+    """``stream_lags`` summed: the progress line's lag."""
+    return sum((await stream_lags(consumer, committed, read_from)).values())
+
+
+async def stream_lags(consumer: Any, committed: dict[Position, int], read_from: dict[Position, int]) -> dict[Position, int]:
+    """Per partition still ours, the records not yet committed, fetched or not (``/metrics`` shows each).
 
     The high watermark is the one the last fetch response carried (``consumer.highwater``), never
     ListOffsets (Tansu's ListOffsets(latest) lags behind the log). The base of a partition is the offset
@@ -92,4 +101,4 @@ async def stream_lag(consumer: Any, committed: dict[Position, int], read_from: d
                     base = None
         if base is not None:
             bases[key] = base
-    return lag(bases, lambda key: consumer.highwater(TopicPartition(*key)))
+    return partition_lags(bases, lambda key: consumer.highwater(TopicPartition(*key)))

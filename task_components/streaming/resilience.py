@@ -16,7 +16,7 @@ records go to the dead-letter topic with the sink's reason, and the batch counts
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -81,11 +81,13 @@ class RetrySettings:
 
 @dataclass(slots=True)
 class CircuitBreaker:
-    """Open while any sink is failing; ``wait_closed`` is what the source awaits before fetching."""
+    """Open while any sink is failing; ``wait_closed`` is what the source awaits before fetching.
+    ``on_change`` hears each opening (True) and closing (False), e.g. for the run's ``/metrics``."""
 
     threshold: int
     failing: dict[str, int] = field(default_factory=dict)
     outages: int = 0
+    on_change: Callable[[bool], None] | None = None
     _closed: anyio.Event = field(default_factory=anyio.Event)
 
     def __post_init__(self) -> None:
@@ -101,12 +103,16 @@ class CircuitBreaker:
             self._closed = anyio.Event()
             self.outages += 1
             log.warning("circuit_open", sink=sink, error=f"{type(exc).__name__}: {exc}"[:300])
+            if self.on_change is not None:
+                self.on_change(True)
 
     def success(self, sink: str) -> None:
         self.failing.pop(sink, None)
         if self.is_open and not self.failing:
             self._closed.set()
             log.info("circuit_closed", sink=sink)
+            if self.on_change is not None:
+                self.on_change(False)
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
