@@ -3,14 +3,16 @@
 from task_components.datasets.events import DatasetEvents
 from task_components.datasets.mongo import DocSeed, DocValidate
 from task_components.datasets.pack import Pack, PackConfigError, PackRun, TableDef, load_pack_config, pack_tasks
+from task_components.datasets.realtime import DatasetRealtime
 from task_components.datasets.task import DatasetCommit, DatasetTable, get_pack, packs
 
-COMPONENTS = [DatasetTable, DatasetCommit, DatasetEvents, DocSeed, DocValidate]
+COMPONENTS = [DatasetTable, DatasetCommit, DatasetEvents, DatasetRealtime, DocSeed, DocValidate]
 
 __all__ = [
     "COMPONENTS",
     "DatasetCommit",
     "DatasetEvents",
+    "DatasetRealtime",
     "DatasetTable",
     "Pack",
     "PackConfigError",

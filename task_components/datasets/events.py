@@ -1,10 +1,12 @@
 """``dataset.events``: a dataset pack's facts as an event stream to Kafka, in event-time order.
 
-The retail seed tool feeds near-real-time pipelines with the same facts it writes to Parquet: each row
-becomes an envelope (``event_type``, ``payload``, ``trace_id``, ``event_timestamp``, ``ingest_timestamp``,
-``schema_version``, ``source``). This task reads the day partitions its table tasks just wrote (so an
-incremental run publishes only the new days), merges the chosen tables per day in event-time order and
-sends them:
+The retail seed tool feeds near-real-time pipelines with the same facts it writes to files: each row
+becomes its lifecycle events (retail/lifecycle.py: an online order is created, picked and shipped; an
+inventory transaction is an inventory update), each an envelope (``event_type``, ``payload``,
+``trace_id``, ``event_timestamp``, ``ingest_timestamp``, ``schema_version``, ``source``);
+``event_types: table`` gives one ``retail.<table>`` event per row instead. This task reads the day
+partitions its table tasks just wrote (Parquet or CSV: ``state/layout.json``; so an incremental run
+publishes only the new days), merges the chosen tables per day in event-time order and sends them:
 
 * ``mode: historical`` sends as fast as ``rate`` allows (0: no limit), with ``burst_factor`` times that
   rate for ``burst_seconds`` out of every ``burst_every`` (the bursty traffic real feeds have);
@@ -12,13 +14,14 @@ sends them:
   Backfill with a historical run, then keep a realtime run going day by day: the pack's saved state
   continues dates and keys, so the stream never repeats one.
 
-Keys are the store (or DC/customer) id, so one store's events stay in order on one partition. The producer
-retries a failing send in order (backoff ``retry_delay``) until ``request_timeout``; an event it still
-cannot deliver, that it refuses outright, or that is larger than ``max_event_bytes`` goes to
-``dead_letter_topic`` with the reason and its trace id. If the dead-letter topic refuses too, the task
-fails (nothing is dropped silently) and the pack's state does not advance when ``commit`` needs this task,
-so the run is simply run again: delivery is at least once, and trace ids, UUIDv5 of (table, day, row),
-are the same on a re-run, so consumers can drop repeats.
+Keys name the store (or DC/customer), so one store's events stay in order on one partition. The producer
+retries a failing send in order (backoff ``retry_delay``) until ``request_timeout``; an event it refuses
+or that is larger than ``max_event_bytes`` goes to ``dead_letter_topic`` with the reason and its trace
+id; an event lost to an outage (broker unreachable) opens the circuit breaker (publish.py), no new
+events are read until it is delivered, and an outage past ``max_outage_seconds`` fails the task. If the
+dead-letter topic refuses too, the task fails (nothing is dropped silently) and the pack's state does
+not advance when ``commit`` needs this task, so the run is simply run again: delivery is at least once,
+and trace ids, UUIDv5 of (table, day, row, event type), are the same on a re-run, so consumers can drop repeats.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from typing import Any, Literal
 import anyio
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from dag_orchestrator.context import PipelineContext
@@ -43,18 +45,21 @@ from task_components.base import Component
 from task_components.clients import kafka_options, kafka_producer
 from task_components.connect import missing
 from task_components.contracts import DatasetTableResult
+from task_components.datasets.output import Layout
+from task_components.datasets.publish import Outgoing, Publisher
+from task_components.datasets.retail.lifecycle import rank, specs_for, with_receipt
 
 __all__ = ["DatasetEvents", "EventsResult", "pace"]
 
 NAMESPACE = uuid.UUID("5b0c2f1e-8c8e-4f55-9a43-3d2d6f4f7a10")
 KEY_COLUMNS = ("store_id", "dc_id", "location_id", "customer_id")
+DEFAULT_TABLES = ["receipts", "receipt_lines", "online_orders", "truck_moves", "store_inventory_txn", "dc_inventory_txn"]
 
 
 class EventsParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tables: list[str] = Field(
-        default_factory=lambda: ["receipts", "online_orders", "truck_moves"], min_length=1, description="fact tables to publish"
-    )
+    tables: list[str] = Field(default_factory=lambda: list(DEFAULT_TABLES), min_length=1, description="fact tables to publish")
+    event_types: Literal["lifecycle", "table"] = Field("lifecycle", description="the seed's lifecycle events, or retail.<table>")
     topic: str = "retail-events"
     dead_letter_topic: str = "retail-events-dlq"
     mode: Literal["historical", "realtime"] = "historical"
@@ -66,6 +71,8 @@ class EventsParams(BaseModel):
     retry_delay: float = Field(0.5, ge=0, description="producer retry backoff, seconds")
     request_timeout: float = Field(40.0, gt=0, description="after this an undelivered event is dead-lettered")
     max_event_bytes: int = Field(1_000_000, ge=64)
+    breaker_threshold: int = Field(3, ge=1, description="failed send attempts in a row that open the circuit breaker")
+    max_outage_seconds: float = Field(300.0, gt=0, description="a broker unreachable this long fails the task")
     schema_version: str = "1.0"
     source: str = "dag-pipeline/retail"
 
@@ -98,6 +105,7 @@ class EventsResult:
     dead_lettered: int
     days: list[str]
     seconds: float
+    outages: int = 0  # times the circuit breaker opened
 
 
 def pace(
@@ -126,40 +134,60 @@ def _time_column(table: pa.Table) -> str:
     raise ValueError(f"no timestamp column among {table.column_names}")
 
 
-def day_events(out: Path, tables: list[str], day: str) -> pa.Table:
-    """One day's rows of ``tables`` as envelope columns, sorted by event time (vectorized, no row loop)."""
+def _envelope_rows(data: pa.Table, table: str, event_type: str, ts: str, key: pa.Array, order: int) -> pa.Table:
+    payload = [json.dumps(r, default=str, separators=(",", ":")) for r in data.drop_columns(["_row"]).to_pylist()]
+    n = data.num_rows
+    return pa.table(
+        {
+            "event_type": pa.array([event_type] * n, pa.string()),
+            "table": pa.array([table] * n, pa.string()),
+            "row": data["_row"],
+            "rank": pa.array([order] * n, pa.int16()),
+            "event_ts": pc.cast(data[ts], pa.timestamp("ms")),
+            "key": key,
+            "payload": pa.array(payload, pa.string()),
+        }
+    )
+
+
+def day_events(out: Path, tables: list[str], day: str, event_types: str = "lifecycle") -> pa.Table:
+    """One day's rows of ``tables`` as envelope columns, sorted by event time (vectorized, no row loop).
+
+    Lifecycle events of one timestamp follow lifecycle.ORDER (a receipt before its lines)."""
+    layout = Layout.of(out)
     parts = []
     for table in tables:
-        files = sorted((out / "facts" / table / f"dt={day}").glob("*.parquet"))
-        if not files:
+        data = layout.read(table, day)
+        if data is None or data.num_rows == 0:  # e.g. no truck left that day
             continue
-        data = pa.concat_tables(pq.read_table(f) for f in files)
-        if data.num_rows == 0:  # e.g. no truck left that day
+        data = data.append_column("_row", pa.array(range(data.num_rows), pa.int64()))
+        specs = specs_for(table) if event_types == "lifecycle" else []
+        if table == "receipt_lines" and specs:
+            data = with_receipt(data, layout.read("receipts", day))
+        if not specs:
+            ts = _time_column(data)
+            key = next((c for c in KEY_COLUMNS if c in data.column_names), data.column_names[0])
+            parts.append(_envelope_rows(data, table, f"retail.{table}", ts, pc.cast(data[key], pa.string()), 0))
             continue
-        ts = _time_column(data)
-        key = next((c for c in KEY_COLUMNS if c in data.column_names), data.column_names[0])
-        payload = [json.dumps(r, default=str, separators=(",", ":")) for r in data.to_pylist()]
-        parts.append(
-            pa.table(
-                {
-                    "event_type": pa.array([f"retail.{table}"] * data.num_rows, pa.string()),
-                    "table": pa.array([table] * data.num_rows, pa.string()),
-                    "row": pa.array(range(data.num_rows), pa.int64()),
-                    "event_ts": pc.cast(data[ts], pa.timestamp("ms")),
-                    "key": pc.cast(data[key], pa.string()),
-                    "payload": pa.array(payload, pa.string()),
-                }
-            )
-        )
+        for spec in specs:
+            rows = data
+            if spec.only_zero is not None:
+                rows = data.filter(pc.equal(data[spec.only_zero], 0))
+                if rows.num_rows == 0:
+                    continue
+            key = pc.binary_join_element_wise(spec.key_prefix, pc.cast(rows[spec.key], pa.string()), "-")
+            parts.append(_envelope_rows(rows, table, spec.event_type, spec.time, key, rank(spec.event_type)))
     if not parts:
         return pa.table({"event_ts": pa.array([], pa.timestamp("ms"))})
     merged = pa.concat_tables(parts)
-    return merged.sort_by([("event_ts", "ascending"), ("table", "ascending"), ("row", "ascending")])
+    return merged.sort_by([("event_ts", "ascending"), ("rank", "ascending"), ("table", "ascending"), ("row", "ascending")])
 
 
 def trace_id(rec: dict[str, Any], day: str) -> str:
-    """The same id for the same row on every run: (table, day, row number in the day's partition)."""
-    return str(uuid.uuid5(NAMESPACE, f"{rec['table']}/{day}/{rec['row']}"))
+    """The same id for the same event on every run: (table, day, row number in the day's partition, and
+    for a lifecycle event its type, as one row is several events)."""
+    kind = "" if rec["event_type"].startswith("retail.") else f"/{rec['event_type']}"
+    return str(uuid.uuid5(NAMESPACE, f"{rec['table']}/{day}/{rec['row']}{kind}"))
 
 
 def envelope(rec: dict[str, Any], day: str, p: EventsParams) -> bytes:
@@ -192,7 +220,8 @@ class DatasetEvents(Component[EventsParams]):
             raise ValueError(f"task {self.name!r}: none of its needs wrote dataset tables")
         out, days = Path(written[0].out), max(r.days for r in written)
         # the pack writes every day of a run for every fact table (an empty day is an empty partition)
-        all_days = sorted({d.name.removeprefix("dt=") for t in p.tables for d in (out / "facts" / t).glob("dt=*")})
+        layout = Layout.of(out)
+        all_days = sorted({d for t in p.tables for d in layout.days(t)})
         new_days = all_days[-days:] if days else []
         producer = kafka_producer(
             ctx.services.settings,
@@ -204,63 +233,48 @@ class DatasetEvents(Component[EventsParams]):
             request_timeout_ms=int(p.request_timeout * 1000),
         )
         clock = _Clock(time.monotonic())
-        sent = dead = 0
         await producer.start()
         try:
+            pub = self.publisher(producer)
             for day in new_days:
-                events = await anyio.to_thread.run_sync(day_events, out, p.tables, day)
+                events = await anyio.to_thread.run_sync(day_events, out, p.tables, day, p.event_types)
                 for start in range(0, events.num_rows, SLICE):
-                    s, d = await self._send(producer, events.slice(start, SLICE), day, p, clock)
-                    sent, dead = sent + s, dead + d
-                    ctx.progress(done=sent + dead, unit="events", day=day)
+                    await self._send(pub, events.slice(start, SLICE), day, p, clock)
+                    ctx.progress(done=pub.sent + pub.dead_lettered, unit="events", day=day)
         finally:
             await producer.stop()
-        return EventsResult(p.topic, sent, dead, new_days, time.monotonic() - clock.t0)
+        return EventsResult(p.topic, pub.sent, pub.dead_lettered, new_days, time.monotonic() - clock.t0, pub.breaker.outages)
 
-    async def _send(self, producer: Any, events: pa.Table, day: str, p: EventsParams, clock: _Clock) -> tuple[int, int]:
+    def publisher(self, producer: Any) -> Publisher:
+        p = self.params
+        return Publisher(
+            producer,
+            p.topic,
+            p.dead_letter_topic,
+            max_event_bytes=p.max_event_bytes,
+            breaker_threshold=p.breaker_threshold,
+            retry_delay=p.retry_delay,
+            max_outage_seconds=p.max_outage_seconds,
+        )
+
+    async def _send(self, pub: Publisher, events: pa.Table, day: str, p: EventsParams, clock: _Clock) -> None:
         """One slice: paced sends, then every acknowledgement (memory: one slice of futures at a time).
 
-        No resend by us: the producer retries in order inside (one batch in flight per partition), and an
-        event it finally cannot deliver is dead-lettered; resending it here would put it behind later
-        events of its key."""
-        pending, sent, dead = [], 0, 0
+        No resend of a refused event: the producer retries in order inside (one batch in flight per
+        partition), and an event it refuses is dead-lettered; resending it here would put it behind later
+        events of its key. Only an outage's events are sent again (publish.py)."""
         for rec, at in zip(events.to_pylist(), clock.offsets(events, p), strict=True):
             wait = clock.t0 + at - time.monotonic()
             if wait > 0:
                 await anyio.sleep(wait)
-            value = envelope(rec, day, p)
-            if len(value) > p.max_event_bytes:
-                why = f"event is {len(value):,} bytes; max_event_bytes is {p.max_event_bytes:,}"
-                dead += await self._dead_letter(producer, p, rec, day, value, why)
-                continue
-            try:
-                pending.append((rec, value, await producer.send(p.topic, value, key=rec["key"].encode())))
-            except Exception as exc:  # noqa: BLE001 - refused before sending (too large, buffer timeout): a dead letter
-                dead += await self._dead_letter(producer, p, rec, day, value, f"{type(exc).__name__}: {exc}")
-        for rec, value, fut in pending:
-            try:
-                await fut
-                sent += 1
-            except Exception as exc:  # noqa: BLE001 - the producer's own retries are spent: a dead letter
-                dead += await self._dead_letter(producer, p, rec, day, value, f"{type(exc).__name__}: {exc}")
-        return sent, dead
-
-    async def _dead_letter(self, producer: Any, p: EventsParams, rec: dict[str, Any], day: str, value: bytes, reason: str) -> int:
-        letter = {
-            "reason": reason,
-            "topic": p.topic,
-            "event_type": rec["event_type"],
-            "day": day,
-            "trace_id": trace_id(rec, day),
-            "event": value.decode(),
-        }
-        await producer.send_and_wait(p.dead_letter_topic, json.dumps(letter).encode(), key=rec["key"].encode())
-        return 1
+            await pub.submit(Outgoing(rec["key"].encode(), envelope(rec, day, p), rec["event_type"], trace_id(rec, day), day))
+        await pub.settle()
 
     def summarize(self, result: EventsResult) -> dict[str, Any]:
         return {
             "events": result.sent,
             "dead_lettered": result.dead_lettered,
             "days": len(result.days),
+            "breaker_outages": result.outages,
             "events/s": f"{result.sent / result.seconds:,.0f}" if result.seconds else "-",
         }

@@ -8,10 +8,18 @@ disk. ``pack_tasks`` turns a pack into the ``tasks`` of a pipeline file, so a YA
 describe the same graph; ``dataset.table`` checks at build time that a task's needs cover its parents.
 
 Generation state lives in the output directory (``state/``): the next date to generate, the config
-fingerprint it was made with, and whatever a table carries from one day to the next (inventory
-balances). Tables write their carried state to ``state/pending/``; the pack's last task (``dataset.commit``)
+fingerprint it was made with, whether history exists and when the last historical and realtime runs
+were (the retail seed tool's ``generation_state.json`` fields), and whatever a table carries from one day
+to the next (inventory balances). Tables write their carried state to ``state/pending/``; the pack's last task (``dataset.commit``)
 moves it into place and advances the date only when every table succeeded, so a failed run is simply
 generated again from the same state (same seed, same days: the same bytes).
+
+Output format: Parquet, or CSV with the same layout (``dims/<table>.csv``,
+``facts/<table>/dt=YYYY-MM-DD/part-0.csv``). Tables always hand each other Parquet (typed, fast to read
+back); in CSV mode that working copy lives in ``state/work/`` and each table task publishes its CSV as
+soon as it is written. The commit drops the working facts (the dimensions stay: realtime runs read
+them). ``state/layout.json`` says where a directory's facts are and in which format, for readers that
+only know ``out`` (``dataset.events``).
 """
 
 from __future__ import annotations
@@ -19,9 +27,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +50,8 @@ __all__ = [
 ]
 
 STATE_FILE = "generation_state.json"
-STATE_VERSION = 1
+LAYOUT_FILE = "layout.json"
+STATE_VERSION = 2
 
 
 class PackConfigError(ValueError):
@@ -57,17 +67,24 @@ class TableDef:
     build: Callable[[PackRun], dict[str, int]]  # rows written per table
 
 
+Adapter = Callable[[dict[str, Any], str], dict[str, Any]]  # another tool's config file -> this pack's settings
+
+
 @dataclass(frozen=True, slots=True)
 class Pack:
     name: str
     summary: str
     config_model: type[BaseModel]
     tables: Mapping[str, TableDef]
-    fingerprint_exclude: frozenset[str] = frozenset({"out", "days", "start_date"})
+    # where and how output is written, and the realtime pacing, do not change the data
+    fingerprint_exclude: frozenset[str] = frozenset(
+        {"out", "days", "start_date", "format", "dims_dir", "facts_dir", "dictionary_dir", "realtime"}
+    )
+    adapt: Adapter | None = None  # accepts another tool's config file as is (retail: the seed's config.json)
 
     def fingerprint(self, config: BaseModel) -> str:
         """What must not change between incremental runs into one directory (seed and volumes)."""
-        kept = config.model_dump(mode="json", exclude=set(self.fingerprint_exclude))
+        kept = config.model_dump(mode="json", exclude=set(self.fingerprint_exclude) & set(type(config).model_fields))
         return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -78,7 +95,10 @@ def load_pack_config(pack: Pack, source: str | Mapping[str, Any] | None, overrid
     if isinstance(source, str):
         where = source
         try:
-            raw = yaml.safe_load(Path(source).read_text(encoding="utf-8")) or {}
+            text = Path(source).read_text(encoding="utf-8")
+            raw = json.loads(text) if source.endswith(".json") else (yaml.safe_load(text) or {})
+        except json.JSONDecodeError as exc:
+            raise PackConfigError(f"{source}: JSON syntax error at line {exc.lineno}: {exc.msg}") from None
         except FileNotFoundError:
             raise PackConfigError(f"{source}: no such pack config file (relative paths are from {Path.cwd()})") from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -92,6 +112,8 @@ def load_pack_config(pack: Pack, source: str | Mapping[str, Any] | None, overrid
             raise PackConfigError(f"{source}: a pack config file holds a mapping of settings")
     elif source is not None:
         raw = dict(source)
+    if pack.adapt is not None:
+        raw = pack.adapt(raw, where)
     try:
         return pack.config_model.model_validate({**raw, **overrides})
     except ValidationError as err:
@@ -108,6 +130,11 @@ class GenerationState:
     fingerprint: str
     next_date: date
     runs: list[dict[str, Any]] = field(default_factory=list)
+    has_historical_data: bool = False
+    last_historical_run: str | None = None  # wall-clock time (UTC, ISO) of the last committed historical run
+    last_realtime_run: str | None = None  # wall-clock time the last realtime run stopped
+    last_generated_timestamp: str | None = None  # event time the data reaches (midnight after the last day)
+    realtime: dict[str, Any] = field(default_factory=dict)  # what a realtime run hands the next (sequence, pending)
 
     @classmethod
     def load(cls, out: Path) -> GenerationState | None:
@@ -116,7 +143,18 @@ class GenerationState:
             return None
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-            return cls(raw["pack"], raw["fingerprint"], date.fromisoformat(raw["next_date"]), raw.get("runs", []))
+            runs = raw.get("runs", [])
+            return cls(
+                raw["pack"],
+                raw["fingerprint"],
+                date.fromisoformat(raw["next_date"]),
+                runs,
+                bool(raw.get("has_historical_data", bool(runs))),
+                raw.get("last_historical_run"),
+                raw.get("last_realtime_run"),
+                raw.get("last_generated_timestamp"),
+                dict(raw.get("realtime") or {}),
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PackConfigError(
                 f"{path}: the saved generation state is damaged ({type(exc).__name__}: {exc}); restore it or start a new out"
@@ -131,7 +169,12 @@ class GenerationState:
             "pack": self.pack,
             "fingerprint": self.fingerprint,
             "next_date": self.next_date.isoformat(),
+            "has_historical_data": self.has_historical_data,
+            "last_historical_run": self.last_historical_run,
+            "last_realtime_run": self.last_realtime_run,
+            "last_generated_timestamp": self.last_generated_timestamp,
             "runs": self.runs,
+            "realtime": self.realtime,
         }
         tmp.write_text(json.dumps(body, indent=2))
         os.replace(tmp, path)
@@ -178,11 +221,36 @@ class PackRun:
     def dates(self) -> list[date]:
         return [self.start + timedelta(days=i) for i in range(self.days)]
 
+    @property
+    def csv(self) -> bool:
+        return getattr(self.config, "format", "parquet") == "csv"
+
+    @property
+    def dims_root(self) -> Path:
+        return Path(getattr(self.config, "dims_dir", None) or self.out / "dims")
+
+    @property
+    def facts_root(self) -> Path:
+        return Path(getattr(self.config, "facts_dir", None) or self.out / "facts")
+
+    @property
+    def work(self) -> Path:
+        """Where tables hand each other Parquet in CSV mode (not published)."""
+        return self.out / "state" / "work"
+
     def dim_path(self, table: str) -> Path:
-        return self.out / "dims" / f"{table}.parquet"
+        """The Parquet a dimension is written to and read back from by the tables referencing it."""
+        return (self.work / "dims" if self.csv else self.dims_root) / f"{table}.parquet"
 
     def fact_path(self, table: str, day: date) -> Path:
-        return self.out / "facts" / table / f"dt={day.isoformat()}" / "part-0.parquet"
+        """The Parquet a fact day is written to and read back from (in CSV mode: the working copy)."""
+        root = self.work / "facts" if self.csv else self.facts_root
+        return root / table / f"dt={day.isoformat()}" / "part-0.parquet"
+
+    def csv_path(self, table: str, day: date | None) -> Path:
+        if day is None:
+            return self.dims_root / f"{table}.csv"
+        return self.facts_root / table / f"dt={day.isoformat()}" / "part-0.csv"
 
     def carried(self, name: str) -> Path:
         """Where the committed state a table carries over to the next run lives."""
@@ -191,6 +259,21 @@ class PackRun:
     def pending(self, name: str) -> Path:
         """Where a table leaves state for the commit task to move into place."""
         return self.out / "state" / "pending" / name
+
+    def save_layout(self) -> None:
+        """Record where the facts are and their format (idempotent: every table task writes the same)."""
+        body = json.dumps({"format": "csv" if self.csv else "parquet", "facts": str(self.facts_root), "dims": str(self.dims_root)})
+        path = self.out / "state" / LAYOUT_FILE
+        if path.exists() and path.read_text(encoding="utf-8") == body:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{LAYOUT_FILE}.{os.getpid()}.{id(self)}.tmp")
+        tmp.write_text(body, encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def commit(pack: Pack, config: Any) -> GenerationState:
@@ -203,12 +286,22 @@ def commit(pack: Pack, config: Any) -> GenerationState:
     state = GenerationState.load(run.out) or GenerationState(pack.name, pack.fingerprint(config), run.start)
     state.next_date = run.start + timedelta(days=run.days)
     state.runs.append({"start": run.start.isoformat(), "days": run.days})
+    state.has_historical_data = True
+    state.last_historical_run = now_iso()
+    state.last_generated_timestamp = datetime.combine(state.next_date, datetime.min.time()).isoformat()
     state.save(run.out)
+    if run.csv:
+        shutil.rmtree(run.work / "facts", ignore_errors=True)  # published as CSV; the next run starts afresh
     return state
 
 
-def pack_tasks(pack: Pack, config: str | Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict:
-    """The ``tasks`` of a pipeline file generating the pack: one task per table, foreign keys as needs."""
+def pack_tasks(pack: Pack, config: str | Mapping[str, Any], overrides: Mapping[str, Any] | None = None, mode: str = "historical") -> dict:
+    """The ``tasks`` of a pipeline file generating the pack: one task per table, foreign keys as needs.
+
+    ``mode: master`` is the dimensions only, without a commit (they are rebuilt from the seed on every
+    run, so a later historical run reads the same ones); ``historical`` adds the facts and the commit."""
+    if mode not in ("master", "historical"):
+        raise PackConfigError(f"mode {mode!r}: pack_tasks builds 'master' or 'historical' (realtime is dataset.realtime)")
 
     def params(**more: Any) -> dict[str, Any]:
         with_: dict[str, Any] = {"pack": pack.name, **more, "config": config}
@@ -218,7 +311,10 @@ def pack_tasks(pack: Pack, config: str | Mapping[str, Any], overrides: Mapping[s
 
     tasks: dict[str, Any] = {}
     for t in pack.tables.values():
-        tasks[t.name] = {"uses": "dataset.table", "needs": list(t.references), "with": params(table=t.name)}
+        if mode == "historical" or not t.fact:
+            tasks[t.name] = {"uses": "dataset.table", "needs": list(t.references), "with": params(table=t.name)}
+    if mode == "master":
+        return tasks
     tasks["commit"] = {"uses": "dataset.commit", "needs": list(pack.tables), "with": params()}
     return tasks
 

@@ -20,7 +20,16 @@ from dag_orchestrator.context import PipelineContext
 from dag_orchestrator.task import Task
 from task_components.base import Component
 from task_components.contracts import DatasetTableResult
-from task_components.datasets.pack import Pack, PackConfigError, PackRun, check_state, commit, load_pack_config
+from task_components.datasets.output import publish_csv
+from task_components.datasets.pack import (
+    Pack,
+    PackConfigError,
+    PackRun,
+    TableDef,
+    check_state,
+    commit,
+    load_pack_config,
+)
 from task_components.datasets.pack import result_for as _result_for
 
 __all__ = ["DatasetCommit", "DatasetTable", "get_pack", "packs"]
@@ -51,7 +60,9 @@ class PackParams(BaseModel):
     @model_validator(mode="after")
     def _load(self) -> PackParams:
         pack = get_pack(self.pack)
-        self._config = load_pack_config(pack, self.config, self.overrides)
+        # an empty value keeps the file's (or default) setting: a pipeline's `--set config=` / `out=` left unset
+        source = self.config or None
+        self._config = load_pack_config(pack, source, {k: v for k, v in self.overrides.items() if v not in ("", None)})
         check_state(pack, self._config)
         return self
 
@@ -89,7 +100,7 @@ def _tables_of(tasks: Mapping[str, Task], names: Any, pack: str) -> set[str]:
 class DatasetTable(Component[TableParams]):
     __slots__ = ()
     component = "dataset.table"
-    summary = "generate one table of a dataset pack (Parquet; facts per day); its foreign keys are its needs"
+    summary = "generate one table of a dataset pack (Parquet or CSV; facts per day); its foreign keys are its needs"
     Params = TableParams
     Result = DatasetTableResult
     default_kind = "cpu"
@@ -107,12 +118,20 @@ class DatasetTable(Component[TableParams]):
         table = p.pack_def.tables[p.table]
         run = PackRun.open(p.pack_def, p.pack_config)
         started = time.perf_counter()
-        rows = await anyio.to_thread.run_sync(table.build, run)
+        rows = await anyio.to_thread.run_sync(_build, run, table)
         return _result_for(run, table, rows, time.perf_counter() - started)
 
     def summarize(self, result: DatasetTableResult) -> dict[str, Any]:
         rate = result.total_rows / result.seconds if result.seconds else 0.0
         return {**result.rows, "days": result.days, "rows/s": f"{rate:,.0f}"}
+
+
+def _build(run: PackRun, table: TableDef) -> dict[str, int]:
+    run.save_layout()
+    rows = table.build(run)
+    if run.csv:
+        publish_csv(run, table)
+    return rows
 
 
 class DatasetCommit(Component[PackParams]):

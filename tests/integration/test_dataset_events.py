@@ -45,6 +45,7 @@ def test_new_fact_days_become_ordered_envelopes_and_oversize_ones_dead_letters(t
     config = {**SMALL, "out": str(tmp_path / "data"), "start_date": "2024-05-01", "days": 2}
     events = {
         "tables": TABLES,
+        "event_types": "table",  # one retail.<table> event per row (lifecycle events: test_retail_modes.py)
         "topic": topic,
         "dead_letter_topic": dlq,
         "rate": 4000,

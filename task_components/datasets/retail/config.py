@@ -9,11 +9,23 @@ Thanksgiving and Christmas Day: those days have no receipts and no foot traffic.
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["HOUR_PROFILE", "ONLINE_HOUR_PROFILE", "RetailConfig", "day_multiplier", "is_closed"]
+__all__ = ["HOUR_PROFILE", "ONLINE_HOUR_PROFILE", "RealtimeSettings", "RetailConfig", "day_multiplier", "is_closed"]
+
+
+class RealtimeSettings(BaseModel):
+    """The realtime streamer's pace (the seed tool's ``realtime`` section): ``burst`` events every
+    ``emit_interval_ms``, so the steady rate is burst / interval and the traffic arrives in bursts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    emit_interval_ms: int = Field(500, ge=1, le=3_600_000, description="time between bursts")
+    burst: int = Field(100, ge=1, le=100_000, description="events per burst")
+    fulfilment_seconds: float = Field(600.0, gt=0, le=86_400, description="mean time from an online order to its shipping")
 
 
 class RetailConfig(BaseModel):
@@ -38,6 +50,13 @@ class RetailConfig(BaseModel):
     receipts_per_store_day: float = Field(250.0, gt=0, le=100_000, description="mean receipts of a store-day")
     online_orders_per_day: float = Field(400.0, ge=0, le=10_000_000)
     stock_days: float = Field(7.0, gt=0, le=365, description="store stock target, in days of expected sales")
+    format: Literal["parquet", "csv"] = Field("parquet", description="output format; same layout either way")
+    dims_dir: str | None = Field(None, min_length=1, description="dimensions directory (default: out/dims)")
+    facts_dir: str | None = Field(None, min_length=1, description="facts directory (default: out/facts)")
+    dictionary_dir: str | None = Field(
+        None, min_length=1, description="curated name lists (first_names.csv, last_names.csv, product_brands.csv, geographies.csv)"
+    )
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
 
     @model_validator(mode="after")
     def _fits(self) -> RetailConfig:

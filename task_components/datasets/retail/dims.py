@@ -19,7 +19,9 @@ from task_components.datasets.retail.names import (
     CATEGORIES,
     COMPANY_SUFFIXES,
     check_synthetic,
+    dictionary,
     people_names,
+    pick,
     place_names,
     synthetic_brands,
 )
@@ -81,6 +83,12 @@ STATES = [
 SEGMENTS = {"budget": (0.35, 3.0), "family": (0.30, 6.0), "premium": (0.15, 4.0), "convenience": (0.20, 2.0)}
 
 
+def _cities(rng: np.random.Generator, n: int, folder: str | None, seed: int) -> list[str]:
+    synthetic = place_names(rng, n)  # drawn either way, so the rest of the table is the same with a dictionary
+    curated = dictionary(folder, "geographies.csv")
+    return synthetic if not curated else list(pick(rng_for(seed, "cities"), curated, n).astype(str))
+
+
 def load_dim(run: PackRun, table: str) -> pa.Table:
     return pq.read_table(run.dim_path(table))
 
@@ -96,7 +104,7 @@ def geographies(run: PackRun) -> dict[str, int]:
     table = pa.table(
         {
             "geography_id": pa.array(np.arange(1, n + 1, dtype=np.int32)),
-            "city": pa.array(place_names(rng, n)),
+            "city": pa.array(_cities(rng, n, c.dictionary_dir, c.seed)),
             "state": pa.array(np.array(STATES)[state_idx]),
             "zip": pa.array([f"{z:05d}" for z in zips]),
             "tax_rate_bp": pa.array(tax.astype(np.int32)),
@@ -189,6 +197,11 @@ def customers(run: PackRun) -> dict[str, int]:
     shares = np.array([s for s, _ in SEGMENTS.values()])
     segment = np.array(list(SEGMENTS))[rng.choice(len(SEGMENTS), n, p=shares)]
     firsts, lasts = people_names(rng, n)
+    curated_first, curated_last = dictionary(c.dictionary_dir, "first_names.csv"), dictionary(c.dictionary_dir, "last_names.csv")
+    if curated_first:
+        firsts = pick(rng_for(c.seed, "first_names"), curated_first, n)
+    if curated_last:
+        lasts = pick(rng_for(c.seed, "last_names"), curated_last, n)
     joined = np.datetime64(run.origin) - rng.integers(0, 5 * 365, n).astype("timedelta64[D]")
     table = pa.table(
         {
@@ -221,6 +234,9 @@ def products(run: PackRun) -> dict[str, int]:
     rng = rng_for(c.seed, "products")
     n = c.products
     brands = synthetic_brands(rng, c.brands)
+    curated = dictionary(c.dictionary_dir, "product_brands.csv")
+    if curated:  # the first `brands` of the curated list (cycled if shorter): a product's brand is one of them
+        brands = [curated[i % len(curated)] for i in range(min(c.brands, len(curated)))]
     companies = [f"{b} {COMPANY_SUFFIXES[i % len(COMPANY_SUFFIXES)]}" for i, b in enumerate(brands)]
     check_synthetic(brands + companies)
     brand_idx = rng.integers(0, len(brands), n)

@@ -4,10 +4,16 @@ a list of real ones, and every brand or company name is checked against a blockl
 A generated name that happens to spell a real brand (or contains one as a word) is dropped and the
 next candidate is taken, so the output is still deterministic; ``check_synthetic`` is also what the
 tests run over every written name.
+
+Curated dictionaries (the seed tool's ``data/dictionaries``) replace the syllable pools when given:
+``first_names.csv`` (FirstName), ``last_names.csv`` (LastName), ``product_brands.csv`` (Brand) and
+``geographies.csv`` (City); each file's named column, else its first. Brands from a file pass the same
+blocklist, so a curated list cannot smuggle in a real brand.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 from collections.abc import Iterable
 from functools import lru_cache
@@ -15,7 +21,19 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BlockedNameError", "blocklist", "check_synthetic", "people_names", "place_names", "synthetic_brands"]
+__all__ = [
+    "DICTIONARIES",
+    "BlockedNameError",
+    "blocklist",
+    "check_synthetic",
+    "dictionary",
+    "people_names",
+    "place_names",
+    "synthetic_brands",
+]
+
+# file -> the column holding the names (the seed tool's headers)
+DICTIONARIES = {"first_names.csv": "FirstName", "last_names.csv": "LastName", "product_brands.csv": "Brand", "geographies.csv": "City"}
 
 _ONSETS = [
     "b",
@@ -124,3 +142,38 @@ def people_names(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarr
     firsts = np.array([_word(rng, int(rng.integers(1, 3))) for _ in range(400)], dtype=object)
     lasts = np.array([_word(rng, int(rng.integers(2, 4))) for _ in range(800)], dtype=object)
     return firsts[rng.integers(0, len(firsts), n)], lasts[rng.integers(0, len(lasts), n)]
+
+
+def dictionary(folder: str | None, file: str) -> list[str] | None:
+    """The distinct names of one curated dictionary file in file order, or None if none is configured or
+    the folder lacks it (then the synthetic pools are used, with a warning if the folder itself is
+    missing). A file without a usable name is refused."""
+    if not folder:
+        return None
+    path = Path(folder) / file
+    if not path.exists():
+        if not Path(folder).is_dir():
+            _missing_dir(folder)
+        return None
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise ValueError(f"{path}: empty dictionary file")
+    header = [h.strip() for h in rows[0]]
+    col = header.index(DICTIONARIES[file]) if DICTIONARIES[file] in header else 0
+    names = list(dict.fromkeys(r[col].strip() for r in rows[1:] if len(r) > col and r[col].strip()))
+    if not names:
+        raise ValueError(f"{path}: no names in column {header[col]!r}")
+    return names
+
+
+@lru_cache(maxsize=8)
+def _missing_dir(folder: str) -> None:
+    """Said once per folder: the seed tool's default config names data/dictionaries, which may not exist here."""
+    import structlog
+
+    structlog.get_logger("datasets.retail").warning("dictionary_dir_missing", folder=folder, using="synthetic names")
+
+
+def pick(rng: np.random.Generator, names: list[str], n: int) -> np.ndarray:
+    return np.array(names, dtype=object)[rng.integers(0, len(names), n)]
