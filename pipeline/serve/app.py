@@ -11,6 +11,7 @@ token they are off (401 says so). The token is compared in constant time and nev
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from contextlib import asynccontextmanager
@@ -45,6 +46,7 @@ CSP = (
 REPORT_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
 
 log = structlog.get_logger("pipeline.serve")
+MAX_BODY = 64 * 1024  # a submission is a pipeline name and a few parameters
 StateQ = Annotated[str | None, Query(max_length=40, description="only runs in this state")]
 PipelineQ = Annotated[str | None, Query(max_length=100, description="only runs of this pipeline")]
 
@@ -67,7 +69,7 @@ def _unprocessable(field: str, message: str) -> HTTPException:
     return HTTPException(422, detail=[{"loc": loc, "msg": message, "type": "value_error"}])
 
 
-def create_app(config: ServeConfig) -> FastAPI:
+def create_app(config: ServeConfig) -> BodyLimit:
     settings = config.settings
     token = settings.serve.token.get_secret_value() if settings.serve.token is not None else None
     index = RunIndex(config.run_dir)
@@ -252,4 +254,47 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers={"X-Content-Type-Options": "nosniff"})
 
-    return app
+    return BodyLimit(app, MAX_BODY)
+
+
+class BodyLimit:
+    """Refuse a request body over ``limit`` bytes (413) as it arrives, declared or chunked: never buffered whole."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    def __getattr__(self, name: str) -> Any:  # routes, openapi(): the wrapped app's, for whoever looks
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _too_large(send, self.limit)
+            return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await _too_large(send, self.limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Any, limit: int) -> None:
+    body = json.dumps({"detail": f"request body over {limit} bytes"}).encode()
+    await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -185,3 +186,20 @@ def test_pages_show_a_script_parameter_as_text(dirs: tuple[Path, Path]) -> None:
             page = c.call("GET", path)[1]
             assert hostile not in page and "<script>alert" not in page
         assert "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e" in c.call("GET", f"/runs/{run_id}")[1]
+
+
+def test_an_oversized_body_is_refused_before_it_is_read_whole(dirs: tuple[Path, Path]) -> None:
+    big = {"pipeline": "demo", "params": {"rows": "9" * 200_000}}
+    with console(*dirs, token=TOKEN) as c:
+        status, body = c.call("POST", "/api/runs", big, token=TOKEN)
+        assert status == 413 and "65536" in body["detail"]
+        data = json.dumps(big).encode()
+        chunks = (data[i : i + 8192] for i in range(0, len(data), 8192))  # no length declared: counted as it comes
+        request = urllib.request.Request(f"{c.url}/api/runs", data=chunks, method="POST")
+        request.add_header("Authorization", f"Bearer {TOKEN}")
+        request.add_header("Content-Type", "application/json")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        refused.value.close()  # the error holds the connection
+        assert refused.value.code in (400, 413)
+        assert c.call("GET", "/api/runs")[1] == [] and c.call("GET", "/healthz")[0] == 200

@@ -19,6 +19,11 @@ import pytest
 from tests.e2e.serve_helpers import ROOT, Console, console, run_cli, wait_for
 
 TOKEN = "browser-" + "c0ffee42"
+NOTES = """name: notes
+params: {note: "hello"}
+tasks:
+  nap: {uses: demo.sleep, with: {seconds: 0.1}}
+"""
 COUNTING = """name: counting
 description: a task reporting its progress for a few seconds
 params: {total: 300}
@@ -63,6 +68,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     for name in ("demo.yaml", "quickstart.yaml"):
         shutil.copy(ROOT / "pipelines" / name, pipes / name)
     (pipes / "counting.yaml").write_text(COUNTING)
+    (pipes / "notes.yaml").write_text(NOTES)
     quick = run_cli("run", "pipelines/quickstart.yaml", "--set", "rows=2000", "--run-dir", str(runs), "--no-progress")
     assert quick.returncode == 0, quick.stderr[-2000:]
     failed = run_cli("run", "tests/fixtures/pipelines/report_retry_fail.yaml", "--run-dir", str(runs), "--no-progress")
@@ -175,3 +181,17 @@ def test_a_running_task_shows_its_progress_rate_and_eta(browser: Any, served: Co
     assert float(eta.removesuffix(" s")) >= 0
     wait_for(lambda: _state(browser, "sum") == "succeeded", 60)
     _clean(browser, served, "progress")
+
+
+def test_a_script_parameter_is_shown_as_text_and_never_runs(browser: Any, served: Console) -> None:
+    hostile = "<script>window.__owned = 1</script><img src=x onerror='window.__owned = 2'>"
+    status, body = served.call("POST", "/api/runs", {"pipeline": "notes", "params": {"note": hostile}}, token=TOKEN)
+    assert status == 201, body
+    for page in (f"/runs/{body['run_id']}", "/"):
+        browser.get(served.url + page)
+        if page != "/":
+            wait_for(lambda: _state(browser, "nap") == "succeeded", 30)
+            assert hostile in _css(browser, "#params")[0].text
+        assert browser.execute_script("return window.__owned === undefined")
+        assert not _css(browser, "main img")
+        _clean(browser, served, "hostile" if page != "/" else "runs-after")
