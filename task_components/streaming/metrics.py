@@ -32,15 +32,15 @@ BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 class SourceMetrics:
     """One source's children of the run's metrics, and the state /healthz reports for it."""
 
-    records_in: Any
-    records_out: Any
-    invalid: Any
-    duplicates: Any
-    dead_lettered: Any
-    batch_seconds: Any
-    _circuit: Any
-    _written: Any
-    _lag: Any
+    records_in: Counter
+    records_out: Counter
+    invalid: Counter
+    duplicates: Counter
+    dead_lettered: Counter
+    batch_seconds: Histogram
+    _circuit: Gauge
+    _written: Counter  # the run's, labelled here per sink
+    _lag: Gauge  # the run's, labelled here per partition
     name: str
     partitions: list[str] = field(default_factory=list)
     paused: bool = False  # the circuit breaker is open: fetching waits for the sinks

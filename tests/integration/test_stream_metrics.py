@@ -72,7 +72,7 @@ def test_metrics_and_healthz_of_a_running_stream_match_what_was_produced(tmp_pat
                 samples = scrape(port)
             except (urllib.error.URLError, ConnectionError):  # not listening yet
                 samples = Samples()
-            lags = [v for k, v in samples.get("pipeline_stream_consumer_lag", {}).items()]
+            lags = list(samples.get("pipeline_stream_consumer_lag", {}).values())
             done = one(samples, "pipeline_stream_records_dead_lettered_total") == invalid
             if done and len(lags) == PARTITIONS and not any(lags):
                 break
@@ -87,8 +87,8 @@ def test_metrics_and_healthz_of_a_running_stream_match_what_was_produced(tmp_pat
         assert one(samples, "pipeline_stream_sink_records_written_total", sink="dead_letter") == invalid
         assert one(samples, "pipeline_stream_batch_seconds_count") >= len(generated) / 50
         assert one(samples, "pipeline_stream_circuit_open") == 0
-        lags = samples["pipeline_stream_consumer_lag"]
-        assert {dict(k)["partition"] for k in lags} == {str(p) for p in range(PARTITIONS)} and not any(lags.values())
+        by_partition = {dict(k)["partition"]: v for k, v in samples["pipeline_stream_consumer_lag"].items()}
+        assert by_partition == {str(p): 0 for p in range(PARTITIONS)}, "nothing left to commit in any partition"
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
             assert resp.status == 200
@@ -113,3 +113,28 @@ def test_a_metrics_port_in_use_is_one_line_and_exit_2_before_anything_runs(tmp_p
     assert result.exit_code == 2, result.output
     assert f"cannot serve /metrics on 127.0.0.1:{port}" in " ".join(result.output.split()) and "Traceback" not in result.output
     assert not list(tmp_path.glob("*/report.json")), "no task may have run"
+
+
+def test_the_breaker_and_a_failed_downstream_show_in_metrics_and_healthz() -> None:
+    """What the scrape above cannot provoke cheaply: a sink outage opens the circuit (still healthy: the run
+    waits for the sink), and a failure downstream of the source makes /healthz answer 503 with the error."""
+    from task_components.streaming.flow import AckLedger
+    from task_components.streaming.metrics import StreamMetrics
+    from task_components.streaming.resilience import CircuitBreaker, RetrySettings
+
+    metrics = StreamMetrics()
+    source = metrics.source("consume")
+    breaker = CircuitBreaker(threshold=2, on_change=source.circuit)
+    ledger = AckLedger(RetrySettings(), breaker, on_done=lambda _: None, metrics=source)
+    breaker.failure("mongodb", ConnectionError("down"))
+    assert metrics.registry.get_sample_value("pipeline_stream_circuit_open", {"source": "consume"}) == 0, (
+        "one failure is below the threshold"
+    )
+    breaker.failure("mongodb", ConnectionError("down"))
+    assert metrics.registry.get_sample_value("pipeline_stream_circuit_open", {"source": "consume"}) == 1
+    assert metrics.health() == {"status": "ok", "sources": {"consume": {"circuit": "open", "partitions": []}}}
+    breaker.success("mongodb")
+    assert metrics.registry.get_sample_value("pipeline_stream_circuit_open", {"source": "consume"}) == 0
+    ledger.fail("mongodb", RuntimeError("gone"))
+    health = metrics.health()
+    assert health["status"] == "failing" and "RuntimeError: gone" in health["sources"]["consume"]["error"]
