@@ -148,6 +148,7 @@ def main() -> None:
     import pipeline.datagen_cli
     import pipeline.ingest_cli
     import pipeline.runs_cli
+    import pipeline.serve_cli
     import pipeline.shadow_cli
     import pipeline.stream_cli
     import pipeline.verify_cli  # noqa: F401 - registers `verify`

@@ -134,7 +134,7 @@ class PostgresLedger:
             fingerprint,
         )
         if row is not None:
-            return True, _row(row)
+            return True, row_of(row)
         current = await self.row(request_id)
         if current is None:
             raise RuntimeError(f"ledger row of request {request_id!r} vanished (deleted by hand?)")
@@ -167,7 +167,7 @@ class PostgresLedger:
             rerun,
         )
         if row is not None:
-            return row["run_id"] == run_id, Claim("claimed", _row(row))  # a fresh run id: the row is new
+            return row["run_id"] == run_id, Claim("claimed", row_of(row))  # a fresh run id: the row is new
         current = await self.row(request_id)
         return False, lost_claim(request_id, current)
 
@@ -189,7 +189,7 @@ class PostgresLedger:
             rerun,
         )
         if row is not None:
-            return Claim("claimed", _row(row))
+            return Claim("claimed", row_of(row))
         return lost_claim(request_id, await self.row(request_id))
 
     async def unclaim(self, request_id: str, owner: str, uncount: bool = True) -> None:
@@ -230,10 +230,10 @@ class PostgresLedger:
 
     async def row(self, request_id: str) -> LedgerRow | None:
         row = await self._pool().fetchrow(f"SELECT * FROM {self.table} WHERE request_id = $1", request_id)
-        return _row(row) if row is not None else None
+        return row_of(row) if row is not None else None
 
     async def rows(self) -> list[LedgerRow]:
-        return [_row(r) for r in await self._pool().fetch(f"SELECT * FROM {self.table} ORDER BY created_at")]
+        return [row_of(r) for r in await self._pool().fetch(f"SELECT * FROM {self.table} ORDER BY created_at")]
 
 
 # A claim by the daemon already holding it (its owner names one process run) is that attempt retried, after a
@@ -244,7 +244,7 @@ _NEW_ATTEMPT = "(CASE WHEN {t}state = 'running' AND {t}owner = {owner} AND NOT {
 _RAN_FOR = "extract(epoch from now() - started_at)::float8 AS ran_for"
 
 
-def _row(r: asyncpg.Record) -> LedgerRow:
+def row_of(r: asyncpg.Record) -> LedgerRow:
     outcome = r["outcome"]
     ran_for = r.get("ran_for")
     return LedgerRow(

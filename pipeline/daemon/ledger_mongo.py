@@ -64,7 +64,7 @@ class MongoLedger:
         }
         try:
             await self._coll.insert_one(doc)
-            return True, _row(doc)
+            return True, row_of(doc)
         except DuplicateKeyError:
             current = await self.row(request_id)
             if current is None:
@@ -104,7 +104,7 @@ class MongoLedger:
             )
         except DuplicateKeyError:
             return False, lost_claim(request_id, await self.row(request_id))
-        return doc["run_id"] == run_id, Claim("claimed", _row(doc))  # a fresh run id: the document is new
+        return doc["run_id"] == run_id, Claim("claimed", row_of(doc))  # a fresh run id: the document is new
 
     async def claim(self, request_id: str, owner: str, lease: float, announced: bool = False, rerun: bool = False) -> Claim:
         now = _now()
@@ -115,7 +115,7 @@ class MongoLedger:
             return_document=ReturnDocument.AFTER,
         )
         if doc is not None:
-            return Claim("claimed", _row(doc))
+            return Claim("claimed", row_of(doc))
         return lost_claim(request_id, await self.row(request_id))
 
     async def unclaim(self, request_id: str, owner: str, uncount: bool = True) -> None:
@@ -153,10 +153,10 @@ class MongoLedger:
 
     async def row(self, request_id: str) -> LedgerRow | None:
         doc = await self._coll.find_one({"_id": request_id})
-        return _row(doc) if doc is not None else None
+        return row_of(doc) if doc is not None else None
 
     async def rows(self) -> list[LedgerRow]:
-        return [_row(d) async for d in self._coll.find({}).sort("created_at", 1)]
+        return [row_of(d) async for d in self._coll.find({}).sort("created_at", 1)]
 
 
 def _claimable(owner: str, now: datetime) -> dict[str, Any]:
@@ -184,7 +184,7 @@ def _claimed(owner: str, now: datetime, lease: float, rerun: bool = False) -> di
     }
 
 
-def _row(d: dict[str, Any]) -> LedgerRow:
+def row_of(d: dict[str, Any]) -> LedgerRow:
     started = d.get("started_at")  # the first claim's time: the maximum run time spans resumes
     ran_for = max(0.0, (_now() - started).total_seconds()) if isinstance(started, datetime) else 0.0
     return LedgerRow(
