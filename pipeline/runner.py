@@ -39,6 +39,7 @@ from dag_orchestrator.state import RunResult, StateStore
 from pipeline.compose import Pipeline, PipelineError
 from pipeline.metrics_http import serve_http
 from pipeline.registry import build_dag
+from pipeline.run_events import EventLog
 from pipeline.run_signals import cancel_on_signal, hangup_reaches_only_the_run, stop_signals
 from pipeline.run_space import warn_if_short_of_space
 from pipeline.spec import PipelineSpec, SpecError, load_spec
@@ -276,7 +277,7 @@ async def execute(
             max_concurrency=options.max_concurrency or spec.max_concurrency or settings.pipeline.max_concurrency,
             kind_limits=spec.kind_limits,
             policy=options.policy or spec.policy,
-            observers=observers,
+            observers=[*observers, event_log(prepared)],
         )
         ctx = PipelineContext(
             run_id=prepared.run_id,
@@ -308,6 +309,12 @@ async def execute(
             prepared.lock.release()
     _report_or_say_why(prepared, result)
     return result
+
+
+def event_log(prepared: PreparedRun) -> EventLog:
+    """The run's ``events.jsonl`` (what ``serve`` shows live), opened with the DAG it runs."""
+    tasks = [t.name for t in prepared.dag]
+    return EventLog(prepared.path, prepared.spec.name, prepared.spec.params, tasks, dag_edges(prepared.dag))
 
 
 async def _serve_metrics(options: RunOptions, ctx: PipelineContext, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
