@@ -130,3 +130,17 @@ def test_the_mode_pipeline_files_are_the_pack_graph() -> None:
         assert raw["tasks"] == expected, file
     stream = load_spec(root / "retail_realtime.yaml", {"config": "c.json"}).tasks["stream"]
     assert stream.uses == "dataset.realtime" and stream.with_["config_file"] == "c.json" and stream.with_["max_events"] == 0
+
+
+def test_the_seed_tools_transport_keys_are_ignored_with_a_warning_and_bad_json_is_one_line(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**SEED_CONFIG, "stream": {"hub": "x"}}))
+    with capture_logs() as logs:
+        load_pack_config(get_pack("retail"), str(path), {})
+    ignored = {entry["key"] for entry in logs if entry["event"] == "seed_config_key_ignored"}
+    assert ignored == {"realtime.azure_connection_string", "stream"}
+    path.write_text('{"seed": 42, // the documentation\'s comment\n}')
+    with pytest.raises(PackConfigError, match=r"config.json: JSON syntax error at line 1"):
+        load_pack_config(get_pack("retail"), str(path), {})
