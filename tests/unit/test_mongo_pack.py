@@ -25,7 +25,7 @@ PACK = get_doc_pack("ecommerce")
 
 def _generate(name: str, first: int, count: int, total: int, parents: dict[str, Any]) -> list[dict[str, Any]]:
     rng = np.random.default_rng([1, first])
-    return PACK.collections[name].generate(Batch(name, rng, first, count, total, parents, ORIGIN))
+    return PACK.collections[name].documents(Batch(name, rng, first, count, total, parents, ORIGIN))
 
 
 def _parents() -> dict[str, Any]:

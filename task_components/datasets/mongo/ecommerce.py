@@ -1,8 +1,11 @@
 """The example document pack: an e-commerce app (users, products, orders, reviews, sessions, page views).
 
 It shows every part of a pack: typed fields and references (orders -> users, order items -> products),
-unique, compound, descending and TTL indexes, weighted and time-ordered distributions, computed fields
-checked by model validators (an order's total is the sum of its items), and a time-series collection.
+unique, compound, descending, TTL, 2dsphere (users' locations) and partial (well-rated reviews) indexes,
+text (product titles and tags) and hashed (sessions by user) indexes marked optional (a server without
+them, such as SecantusDB, seeds without them and says so), Faker values where a field asks for one
+(``Fake("name")``), weighted and time-ordered distributions, computed fields checked by model validators
+(an order's total is the sum of its items), and a time-series collection.
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ import numpy as np
 from bson import ObjectId
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from task_components.datasets.mongo.fake import Fake
 from task_components.datasets.mongo.model import (
     Batch,
     CollectionDef,
     DocPack,
+    GeoPoint,
     IndexDef,
     Ref,
     TimeSeries,
+    geo_points,
     weighted,
 )
 
@@ -40,9 +46,10 @@ class Doc(BaseModel):
 
 class User(Doc):
     email: str = Field(pattern=r"^[a-z0-9.]+@[a-z0-9.-]+\.[a-z]+$")
-    name: str = Field(min_length=1)
+    name: Annotated[str, Fake("name"), Field(min_length=1)]  # filled by Faker
     tier: Literal["free", "plus", "pro"]
     country: str = Field(pattern=r"^[A-Z]{2}$")
+    location: GeoPoint  # near the country's centre; a 2dsphere index reads it
     created_at: datetime
     preferences: dict[str, Any]  # flexible custom fields
 
@@ -88,7 +95,7 @@ class Review(Doc):
     user_id: UserId
     product_id: ProductId
     rating: int = Field(ge=1, le=5)
-    body: str
+    body: Annotated[str, Fake("sentence", nb_words=12)]
     created_at: datetime
 
 
@@ -111,6 +118,7 @@ class PageView(Doc):
     ms_on_page: int = Field(ge=0)
 
 
+CENTRES = {"US": (-98.5, 39.8), "DE": (10.4, 51.2), "FR": (2.2, 46.2), "JP": (138.3, 36.2), "BR": (-51.9, -14.2)}
 WORDS = ["amber", "brisk", "cobalt", "dune", "ember", "fable", "glade", "harbor", "iris", "juniper", "kite", "lumen"]
 
 
@@ -123,13 +131,14 @@ def _users(b: Batch) -> list[dict[str, Any]]:
     countries = weighted(rng, ["US", "DE", "FR", "JP", "BR"], [0.5, 0.15, 0.1, 0.15, 0.1], n)
     times = b.times(ORIGIN, SPAN)
     news = rng.random(n) < 0.3
+    places = geo_points(rng, [CENTRES[c] for c in countries], spread_deg=2.0)
     return [
         {
             "_id": ids[i],
             "email": f"{WORDS[w1[i]]}.{WORDS[w2[i]]}{num[i]}@example.test",
-            "name": f"{WORDS[w1[i]].title()} {WORDS[w2[i]].title()}",
             "tier": tiers[i],
             "country": countries[i],
+            "location": places[i],
             "created_at": times[i],
             "preferences": {"newsletter": bool(news[i])},
         }
@@ -193,18 +202,7 @@ def _reviews(b: Batch) -> list[dict[str, Any]]:
     products = _popular(rng, b.parents["products"], n)
     ratings = weighted(rng, [1, 2, 3, 4, 5], [0.05, 0.07, 0.15, 0.33, 0.4], n)
     times = b.times(ORIGIN + timedelta(days=14), SPAN)
-    words = np.array(WORDS)[rng.integers(0, len(WORDS), (n, 6))]
-    return [
-        {
-            "_id": ids[i],
-            "user_id": users[i],
-            "product_id": products[i],
-            "rating": ratings[i],
-            "body": " ".join(words[i]),
-            "created_at": times[i],
-        }
-        for i in range(n)
-    ]
+    return [{"_id": ids[i], "user_id": users[i], "product_id": products[i], "rating": ratings[i], "created_at": times[i]} for i in range(n)]
 
 
 def _sessions(b: Batch) -> list[dict[str, Any]]:
@@ -241,6 +239,7 @@ _COLLECTIONS = [
             IndexDef((("email", 1),), "email_unique", unique=True),
             IndexDef((("country", 1), ("tier", 1)), "country_tier"),
             IndexDef((("created_at", -1),), "newest_first"),
+            IndexDef((("location", "2dsphere"),), "location_geo"),
         ),
     ),
     CollectionDef(
@@ -251,6 +250,7 @@ _COLLECTIONS = [
         (
             IndexDef((("sku", 1),), "sku_unique", unique=True),
             IndexDef((("category", 1), ("price_cents", -1)), "category_price"),
+            IndexDef((("title", "text"), ("tags", "text")), "title_tags_text", optional=True),
         ),
     ),
     CollectionDef(
@@ -265,7 +265,16 @@ _COLLECTIONS = [
         ),
         parent_fields={"products": ("price_cents",)},
     ),
-    CollectionDef("reviews", Review, REVIEWS, _reviews, (IndexDef((("product_id", 1), ("rating", -1)), "product_rating"),)),
+    CollectionDef(
+        "reviews",
+        Review,
+        REVIEWS,
+        _reviews,
+        (
+            IndexDef((("product_id", 1), ("rating", -1)), "product_rating"),
+            IndexDef((("product_id", 1), ("created_at", -1)), "well_rated_recent", partial={"rating": {"$gte": 4}}),
+        ),
+    ),
     CollectionDef(
         "sessions",
         Session,
@@ -274,6 +283,7 @@ _COLLECTIONS = [
         (
             IndexDef((("created_at", 1),), "expire_after_5y", ttl_seconds=FIVE_YEARS),
             IndexDef((("user_id", 1),), "user"),
+            IndexDef((("user_id", "hashed"),), "user_hashed", optional=True),
         ),
     ),
     CollectionDef(

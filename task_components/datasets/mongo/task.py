@@ -4,48 +4,67 @@ A collection task must list the tasks seeding the collections its model referenc
 graph is built, so exit 2 otherwise): the DAG is the dependency order, and collections that do not
 reference each other seed at once. ``mongo.validate`` needs every collection's task; it fails the run
 (exit 1) when it finds an orphan, a schema violation or a missing index, after printing its report.
+``pack`` is a built-in name or the user's own module or file (``loader``). With no MongoDB configured
+both connect to ``mongodb://localhost:27017``, the seeding tool's own default, and log that they do.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import anyio
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from config.settings import Settings
 from dag_orchestrator.context import PipelineContext
 from dag_orchestrator.task import Task
 from task_components.base import Component
 from task_components.clients import mongo_client, mongo_uri
-from task_components.connect import missing
 from task_components.contracts import SeedResult
+from task_components.datasets.mongo.loader import builtin_doc_packs, load_doc_pack
 from task_components.datasets.mongo.model import DocPack
 from task_components.datasets.mongo.seed import render_report, seed_collection, validate_pack
 from task_components.datasets.pack import PackConfigError
 
-__all__ = ["DocSeed", "DocValidate", "doc_pack_tasks", "doc_packs", "get_doc_pack"]
+__all__ = ["DEFAULT_URI", "DocSeed", "DocValidate", "doc_pack_tasks", "doc_packs", "get_doc_pack", "seeding_database", "seeding_uri"]
+
+log = structlog.get_logger("datasets")
 
 
 def doc_packs() -> dict[str, DocPack]:
-    from task_components.datasets.mongo.ecommerce import ECOMMERCE
-
-    return {ECOMMERCE.name: ECOMMERCE}
+    """The built-in packs by name (a user's own pack is named by module or file, see ``loader``)."""
+    return builtin_doc_packs()
 
 
 def get_doc_pack(name: str) -> DocPack:
-    known = doc_packs()
-    if name in known:
-        return known[name]
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; known document packs: {', '.join(sorted(known))}"
-    raise PackConfigError(f"unknown document pack {name!r}{hint}")
+    """A built-in pack by name, or the user's own: ``my_module:PACK``, ``path/to/pack.py[:PACK]``."""
+    return load_doc_pack(name)
+
+
+DEFAULT_URI = "mongodb://localhost:27017"
+
+
+def seeding_uri(settings: Settings) -> str:
+    """``MONGODB__CONNECTION_STRING`` (or ``MONGODB__URI``), else the seeding tool's own ``MONGODB_URI``,
+    else a MongoDB on localhost, as that tool defaults; the log says which (never the URI's credentials)."""
+    if settings.mongodb.connection_string is not None:
+        return mongo_uri(settings)
+    env = os.environ.get("MONGODB_URI")
+    if env:
+        log.info("mongo_connection", source="MONGODB_URI")
+        return env
+    log.info("mongo_default_connection", uri=DEFAULT_URI, reason="none of MONGODB__CONNECTION_STRING, MONGODB__URI, MONGODB_URI is set")
+    return DEFAULT_URI
 
 
 class DocPackParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    pack: str = Field(description="document pack name, e.g. ecommerce")
+    pack: str = Field(description="document pack: a built-in name (ecommerce), my_module:PACK, or path/to/pack.py[:PACK]")
     database: str | None = Field(None, description="default: MONGODB__DATABASE")
     server_selection_timeout_ms: int = Field(5000, ge=100)
 
@@ -75,27 +94,29 @@ class SeedParams(DocPackParams):
 
 
 def _seeded(tasks: Mapping[str, Task], names: Any, pack: str) -> set[str]:
-    return {t.params.collection for n in names if isinstance(t := tasks.get(n), DocSeed) and t.params.pack == pack}
+    """The collections of ``pack`` that the tasks ``names`` seed (the same pack however it is spelled)."""
+    wanted = get_doc_pack(pack)
+    return {t.params.collection for n in names if isinstance(t := tasks.get(n), DocSeed) and get_doc_pack(t.params.pack) is wanted}
 
 
 @asynccontextmanager
-async def _database(ctx: PipelineContext, p: DocPackParams) -> AsyncIterator[Any]:
+async def seeding_database(ctx: PipelineContext, p: DocPackParams) -> AsyncIterator[Any]:
     settings = ctx.services.settings
-    client = mongo_client(settings, serverSelectionTimeoutMS=p.server_selection_timeout_ms, tz_aware=False)
+    client = mongo_client(seeding_uri(settings), serverSelectionTimeoutMS=p.server_selection_timeout_ms, tz_aware=False)
     try:
         yield client[p.database or settings.mongodb.database]
     finally:
-        await client.close()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10):  # closed even when a sibling's failure cancels us
+            await client.close()
 
 
 PackP = TypeVar("PackP", bound=DocPackParams)
 
 
 class _MongoTask(Component[PackP]):
-    __slots__ = ()
+    """Needs no setting: with none, the seeding connects to ``DEFAULT_URI`` (and logs it)."""
 
-    def settings_problem(self, settings: Any) -> str | None:
-        return missing(mongo_uri, settings)
+    __slots__ = ()
 
 
 class DocSeed(_MongoTask[SeedParams]):
@@ -119,7 +140,7 @@ class DocSeed(_MongoTask[SeedParams]):
         pack = get_doc_pack(p.pack)
         coll = pack.collections[p.collection]
         count = p.count or max(1, round(coll.count * p.scale))
-        async with _database(ctx, p) as db:
+        async with seeding_database(ctx, p) as db:
             return await seed_collection(
                 db, pack, coll, seed=p.seed, count=count, batch_size=p.batch_size, drop=p.drop, fail_on_duplicates=p.fail_on_duplicates
             )
@@ -154,7 +175,7 @@ class DocValidate(_MongoTask[DocPackParams]):
         p = self.params
         pack = get_doc_pack(p.pack)
         seeded = {r.collection: r for n in self.needs if isinstance(r := ctx.result(n), SeedResult)}
-        async with _database(ctx, p) as db:
+        async with seeding_database(ctx, p) as db:
             reports = await validate_pack(db, pack)
             text = render_report(pack.name, db.name, reports, seeded)
         print(text, flush=True)  # the report is the point of this task: shown whatever the log settings
@@ -182,12 +203,15 @@ class DocValidate(_MongoTask[DocPackParams]):
         return {k: v for k, v in result.items() if k != "collections"}
 
 
-def doc_pack_tasks(pack: DocPack, **params: Any) -> dict[str, Any]:
-    """The ``tasks`` of a pipeline seeding ``pack``: one per collection, references as needs, then validate."""
+def doc_pack_tasks(pack: DocPack | str, **params: Any) -> dict[str, Any]:
+    """The ``tasks`` of a pipeline seeding ``pack``: one per collection, references as needs, then validate.
+    A user's own pack is passed as its spec (``"my_module:PACK"``, ``"pack.py"``), which the tasks carry."""
+    spec = pack if isinstance(pack, str) else pack.name
+    resolved = get_doc_pack(spec)
     shared = {k: v for k, v in params.items() if k in ("database", "server_selection_timeout_ms")}
     tasks: dict[str, Any] = {
-        c.name: {"uses": "mongo.seed", "needs": list(c.references), "with": {"pack": pack.name, "collection": c.name, **params}}
-        for c in pack.collections.values()
+        c.name: {"uses": "mongo.seed", "needs": list(c.references), "with": {"pack": spec, "collection": c.name, **params}}
+        for c in resolved.collections.values()
     }
-    tasks["validate"] = {"uses": "mongo.validate", "needs": list(pack.collections), "with": {"pack": pack.name, **shared}}
+    tasks["validate"] = {"uses": "mongo.validate", "needs": list(resolved.collections), "with": {"pack": spec, **shared}}
     return tasks
