@@ -156,7 +156,7 @@ def test_a_pack_comes_from_the_users_module_or_file(user_dir: Path) -> None:
     (user_dir / "sub" / "pack.py").write_text(PACK_SOURCE.replace("PACK_NAME", "teams_file"))
     by_file = get_doc_pack("sub/pack.py")
     assert by_file.name == "teams_file"
-    assert get_doc_pack(f"{user_dir}/sub/pack.py:TEAMS") is get_doc_pack("./sub/pack.py:TEAMS")
+    assert get_doc_pack(f"{user_dir}/sub/pack.py:TEAMS") is get_doc_pack("./sub/pack.py") is by_file
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,12 @@ name is only ever a built-in pack (a typo is never imported as some installed mo
 arguments that returns one. Users define their collections in their own module, as the seeding tool they
 come from has them do, and never edit this project to add a pack.
 
-A pack is loaded once per process (the same file or module gives the same ``DocPack``, so its models
-are the same classes in every task) and checked when loaded: references to collections the pack does
-not have, a Faker provider or locale that does not exist, and an index MongoDB would refuse (raised by
-``IndexDef`` itself when the module runs) are configuration errors, reported before anything runs.
+A pack is loaded once per process (a file or module is imported once, so ``pack.py`` and
+``./pack.py:PACK`` are the same ``DocPack`` and its models the same classes in every task) and checked
+when loaded: references to collections the pack does not have, a Faker provider or locale that does not
+exist, and an index MongoDB would refuse (raised by ``IndexDef`` itself when the module runs) are
+configuration errors, reported before anything runs. A relative path is taken from the current
+directory; ``${pipeline.dir}/pack.py`` names a file beside the pipeline file.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from task_components.datasets.pack import PackConfigError
 
 __all__ = ["builtin_doc_packs", "check_pack", "load_doc_pack"]
 
-_loaded: dict[str, DocPack] = {}
+_modules: dict[str, ModuleType] = {}  # by resolved file or module name: imported once
+_loaded: dict[tuple[str, str | None], DocPack] = {}
 
 
 def builtin_doc_packs() -> dict[str, DocPack]:
@@ -54,10 +57,12 @@ def load_doc_pack(spec: str) -> DocPack:
         hint = f"did you mean {close[0]!r}?" if close else f"known document packs: {', '.join(sorted(known))}"
         raise PackConfigError(f"unknown document pack {spec!r}; {hint} (your own: my_module:PACK or path/to/pack.py)")
     path = Path(target).expanduser().resolve() if is_file else None
-    key = f"{path or target}:{attr or ''}"
+    where = str(path or target)
+    if where not in _modules:
+        _modules[where] = _from_file(path, spec) if path is not None else _from_module(target, spec)
+    key = (where, attr)
     if key not in _loaded:
-        module = _from_file(path, spec) if path is not None else _from_module(target, spec)
-        pack = _pick(module, attr, spec)
+        pack = _pick(_modules[where], attr, spec)
         check_pack(pack, spec)
         _loaded[key] = pack
     return _loaded[key]
