@@ -289,6 +289,8 @@ class _Checker:
         return None
 
     def value(self, component: str, name: str, kind: Kind | None, value: Any) -> str | None:
+        if kind is Kind.PROCESS:
+            return f"{value!r}: would take the daemon's own SIGINT/SIGTERM away from it" if value else None
         if kind in (None, Kind.VALUE, Kind.NAME) or value is None:
             return None
         if kind is Kind.DURATION:
@@ -301,6 +303,10 @@ class _Checker:
         if not isinstance(value, str | Path):
             return None
         text = str(value)
+        if kind is Kind.CODE:
+            if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,99}", text):
+                return None
+            return f"{text!r}: a request may name only a built-in one (a module or file would be imported: code the daemon would run)"
         if kind is Kind.TOPIC:
             return self.topic(text)
         if kind is Kind.KEY:

@@ -40,6 +40,8 @@ class Kind(StrEnum):
     KEY = "key"  # an object-key prefix joined under a store root: no "..", not absolute
     DURATION = "duration"  # seconds: bounded by the daemon's maximum run time
     VALUE = "value"  # reviewed: a plain value although its name sounds like a place (e.g. file_size)
+    CODE = "code"  # names Python code the run would import (a user's pack module or file): built-in names only
+    PROCESS = "process"  # takes over the process's own signals (the CLI's switch): never on under the daemon
 
 
 # Fields whose name does not say what they are (component, field) -> kind.
@@ -51,6 +53,9 @@ TABLE: dict[tuple[str, str], Kind] = {
     ("dataset.table", "config"): Kind.READ,
     ("dataset.load", "path"): Kind.READ,
     ("run.result", "run"): Kind.READ,
+    ("testdata.produce", "stop_on_signal"): Kind.PROCESS,
+    ("mongo.seed", "pack"): Kind.CODE,
+    ("mongo.validate", "pack"): Kind.CODE,
     ("standardize", "config_file"): Kind.READ,  # rules read (and re-read while running), never written
     ("quality.check", "config_file"): Kind.READ,
     ("sink.milvus", "uri"): Kind.URI,

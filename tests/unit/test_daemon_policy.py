@@ -94,6 +94,10 @@ def test_every_place_field_of_every_registered_component_is_classified() -> None
         ("sink.milvus", "collection", Kind.NAME),
         ("shadow.sync", "table", Kind.NAME),
         ("partition", "rows_per_file", Kind.VALUE),
+        ("mongo.seed", "pack", Kind.CODE),
+        ("mongo.validate", "pack", Kind.CODE),
+        ("testdata.produce", "stop_on_signal", Kind.PROCESS),
+        ("quality.check", "config_file", Kind.READ),
     ],
 )
 def test_known_fields_have_their_kind(component: str, field: str, kind: Kind) -> None:
@@ -385,3 +389,24 @@ def test_an_unknown_inline_component_or_a_bad_bound_is_a_configuration_error() -
         proc = _daemon(env)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert all(w in proc.stderr for w in words), proc.stderr[-2000:]
+
+
+def test_a_request_may_name_only_a_built_in_pack_never_a_module_or_file(run_path: Path, tmp_path: Path) -> None:
+    s = _settings(inline_components=["mongo.seed"], name_prefixes=["users"])
+    evil = tmp_path / "evil.py"
+    evil.write_text("raise SystemExit('imported')\n")
+
+    def seed(pack: str) -> dict[str, Any]:
+        return {"name": "s", "tasks": {"t": {"uses": "mongo.seed", "with": {"pack": pack, "collection": "users"}}}}
+
+    for pack in (str(evil), f"{evil}:PACK", "os:system", "tests.unit.conftest:X", "../evil.py"):
+        _refused("built-in", seed(pack), s, run_path)
+    _check(seed("ecommerce"), s, run_path)
+
+
+def test_a_request_may_not_let_a_run_take_the_daemons_signals(run_path: Path) -> None:
+    s = _settings(inline_components=["testdata.produce"], topic_prefixes=["team-a."])
+    spec = {"name": "p", "tasks": {"t": {"uses": "testdata.produce", "with": {"topic": "team-a.x", "total": 1, "stop_on_signal": True}}}}
+    _refused("SIGTERM", spec, s, run_path)
+    spec["tasks"]["t"]["with"]["stop_on_signal"] = False
+    _check(spec, s, run_path)
