@@ -147,6 +147,7 @@ def main() -> None:
     import pipeline.daemon_cli
     import pipeline.datagen_cli
     import pipeline.ingest_cli
+    import pipeline.mongo_cli
     import pipeline.runs_cli
     import pipeline.serve_cli
     import pipeline.shadow_cli

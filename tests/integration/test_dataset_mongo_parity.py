@@ -167,3 +167,18 @@ def test_an_index_kind_the_server_lacks_is_refused_by_collection_index_and_kind(
     assert "IndexRefusedError: collection 'visits': the server refused index 'visitor_text' (kind text)" in error
     assert "text indexes are not supported by SecantusDB" in error and "optional=True" in error
     anyio.run(_read, database)  # drops it
+
+
+def test_seed_mongo_takes_a_users_pack_file_by_flag_with_no_pipeline_file(tmp_path: Path) -> None:
+    database = f"parity_{uuid.uuid4().hex[:8]}"
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    (work / "places_pack.py").write_text(PACK_MODULE)
+    cmd = [sys.executable, str(ROOT / "run_pipeline.py"), "seed-mongo", "--pack", "places_pack.py:PLACES", "--database", database]
+    done = subprocess.run([*cmd, "--run-dir", "runs", "--no-progress"], cwd=work, env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: 0 orphans, 0 schema violations" in done.stdout + done.stderr
+    got = anyio.run(_read, database)
+    assert len(got["shops"]) == 38 and len(got["visits"]) == 200
+    bad = subprocess.run([*cmd[:-3], "no_such_pack.py:PLACES"], cwd=work, env=_env(), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "no_such_pack.py" in bad.stderr and "Traceback" not in bad.stderr
