@@ -38,7 +38,7 @@ from typing import Any, Literal
 import anyio
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from dag_orchestrator.context import PipelineContext
 from task_components.base import Component
@@ -46,7 +46,7 @@ from task_components.clients import kafka_options, kafka_producer
 from task_components.connect import missing
 from task_components.contracts import DatasetTableResult
 from task_components.datasets.output import Layout
-from task_components.datasets.publish import Outgoing, Publisher
+from task_components.datasets.publish import Outgoing, Publisher, PublishParams
 from task_components.datasets.retail.lifecycle import rank, specs_for, with_receipt
 
 __all__ = ["DatasetEvents", "EventsResult", "pace"]
@@ -56,25 +56,17 @@ KEY_COLUMNS = ("store_id", "dc_id", "location_id", "customer_id")
 DEFAULT_TABLES = ["receipts", "receipt_lines", "online_orders", "truck_moves", "store_inventory_txn", "dc_inventory_txn"]
 
 
-class EventsParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EventsParams(PublishParams):
     tables: list[str] = Field(default_factory=lambda: list(DEFAULT_TABLES), min_length=1, description="fact tables to publish")
     event_types: Literal["lifecycle", "table"] = Field("lifecycle", description="the seed's lifecycle events, or retail.<table>")
-    topic: str = "retail-events"
-    dead_letter_topic: str = "retail-events-dlq"
     mode: Literal["historical", "realtime"] = "historical"
     rate: float = Field(0, ge=0, description="historical: events/s (0: as fast as the broker takes them)")
     burst_factor: float = Field(1.0, ge=1, description="historical: rate multiplier during a burst")
     burst_every: float = Field(60.0, gt=0, description="seconds between burst starts")
     burst_seconds: float = Field(0.0, ge=0, description="how long a burst lasts (0: no bursts)")
     speedup: float = Field(60.0, gt=0, description="realtime: event-time seconds per wall second")
-    retry_delay: float = Field(0.5, ge=0, description="producer retry backoff, seconds")
     request_timeout: float = Field(40.0, gt=0, description="after this an undelivered event is dead-lettered")
-    max_event_bytes: int = Field(1_000_000, ge=64)
-    breaker_threshold: int = Field(3, ge=1, description="failed send attempts in a row that open the circuit breaker")
     max_outage_seconds: float = Field(300.0, gt=0, description="a broker unreachable this long fails the task")
-    schema_version: str = "1.0"
-    source: str = "dag-pipeline/retail"
 
 
 SLICE = 5_000  # events sent before their acknowledgements are collected

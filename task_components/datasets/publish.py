@@ -20,14 +20,28 @@ from typing import Any
 
 import anyio
 import structlog
+from pydantic import BaseModel, ConfigDict, Field
 
 from dag_orchestrator.retry import RetryPolicy
 from task_components.streaming.resilience import CircuitBreaker
 
-__all__ = ["Outgoing", "PublishDownError", "Publisher", "is_outage"]
+__all__ = ["Outgoing", "PublishDownError", "PublishParams", "Publisher", "is_outage"]
 
 log = structlog.get_logger("datasets.publish")
 LABEL = "kafka"
+
+
+class PublishParams(BaseModel):
+    """What every task publishing a pack's events takes: topics, the producer's limits, the breaker."""
+
+    model_config = ConfigDict(extra="forbid")
+    topic: str = "retail-events"
+    dead_letter_topic: str = "retail-events-dlq"
+    retry_delay: float = Field(0.5, ge=0, description="producer retry backoff, seconds")
+    max_event_bytes: int = Field(1_000_000, ge=64)
+    breaker_threshold: int = Field(3, ge=1, description="failed send attempts in a row that open the circuit breaker")
+    schema_version: str = "1.0"
+    source: str = "dag-pipeline/retail"
 
 
 class PublishDownError(RuntimeError):

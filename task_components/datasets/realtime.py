@@ -24,42 +24,34 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from dag_orchestrator.context import PipelineContext
 from task_components.base import Component
 from task_components.clients import kafka_options, kafka_producer
 from task_components.connect import missing
 from task_components.datasets.pack import GenerationState, Pack, PackConfigError, PackRun, check_state, load_pack_config, now_iso
-from task_components.datasets.publish import Outgoing, Publisher
+from task_components.datasets.publish import Outgoing, Publisher, PublishParams
 from task_components.datasets.task import get_pack
 
 __all__ = ["DatasetRealtime", "RealtimeResult"]
 
 
-class RealtimeParams(BaseModel):
+class RealtimeParams(PublishParams):
     """The pack's settings come from ``config_file`` (our YAML or the seed tool's config.json, whose
     ``realtime`` section sets the pace); ``out`` and the pace fields override it. Flat fields, not an
     ``overrides`` mapping: each is a plain value the daemon's policy classifies by its name."""
 
-    model_config = ConfigDict(extra="forbid")
     pack: str = Field("retail", description="dataset pack name (realtime exists for retail)")
     config_file: str | None = Field(None, description="pack config file: YAML, or the seed tool's config.json")
     out: str | None = Field(None, description="the pack directory (overrides the file's out; empty: the file's)")
     emit_interval_ms: int | None = Field(None, ge=1, description="overrides realtime.emit_interval_ms")
     burst: int | None = Field(None, ge=1, description="overrides realtime.burst")
     fulfilment_seconds: float | None = Field(None, gt=0, description="overrides realtime.fulfilment_seconds")
-    topic: str = "retail-events"
-    dead_letter_topic: str = "retail-events-dlq"
     max_events: int = Field(0, ge=0, description="stop after this many events (0: run until stopped)")
     checkpoint_seconds: float = Field(5.0, gt=0, description="how often the streamer's state is saved")
-    retry_delay: float = Field(0.5, ge=0, description="producer retry backoff, seconds")
     request_timeout: float = Field(40.0, gt=0, description="after this a send counts as an outage")
-    max_event_bytes: int = Field(1_000_000, ge=64)
-    breaker_threshold: int = Field(3, ge=1, description="failed send attempts in a row that open the circuit breaker")
     max_outage_seconds: float = Field(300.0, gt=0, description="a broker unreachable this long ends the run")
-    schema_version: str = "1.0"
-    source: str = "dag-pipeline/retail"
     _config: Any = PrivateAttr(None)
 
     @model_validator(mode="after")
