@@ -42,7 +42,7 @@ from pydantic import Field
 
 from dag_orchestrator.context import PipelineContext
 from task_components.base import Component
-from task_components.clients import kafka_options, kafka_producer
+from task_components.clients import kafka_options
 from task_components.connect import missing
 from task_components.contracts import DatasetTableResult
 from task_components.datasets.output import Layout
@@ -65,8 +65,6 @@ class EventsParams(PublishParams):
     burst_every: float = Field(60.0, gt=0, description="seconds between burst starts")
     burst_seconds: float = Field(0.0, ge=0, description="how long a burst lasts (0: no bursts)")
     speedup: float = Field(60.0, gt=0, description="realtime: event-time seconds per wall second")
-    request_timeout: float = Field(40.0, gt=0, description="after this an undelivered event is dead-lettered")
-    max_outage_seconds: float = Field(300.0, gt=0, description="a broker unreachable this long fails the task")
 
 
 SLICE = 5_000  # events sent before their acknowledgements are collected
@@ -215,15 +213,7 @@ class DatasetEvents(Component[EventsParams]):
         layout = Layout.of(out)
         all_days = sorted({d for t in p.tables for d in layout.days(t)})
         new_days = all_days[-days:] if days else []
-        producer = kafka_producer(
-            ctx.services.settings,
-            enable_idempotence=False,
-            acks="all",
-            linger_ms=5,
-            max_request_size=max(p.max_event_bytes * 2, 1_048_576),
-            retry_backoff_ms=int(p.retry_delay * 1000),
-            request_timeout_ms=int(p.request_timeout * 1000),
-        )
+        producer = p.producer(ctx.services.settings)
         clock = _Clock(time.monotonic())
         await producer.start()
         try:
@@ -238,16 +228,7 @@ class DatasetEvents(Component[EventsParams]):
         return EventsResult(p.topic, pub.sent, pub.dead_lettered, new_days, time.monotonic() - clock.t0, pub.breaker.outages)
 
     def publisher(self, producer: Any) -> Publisher:
-        p = self.params
-        return Publisher(
-            producer,
-            p.topic,
-            p.dead_letter_topic,
-            max_event_bytes=p.max_event_bytes,
-            breaker_threshold=p.breaker_threshold,
-            retry_delay=p.retry_delay,
-            max_outage_seconds=p.max_outage_seconds,
-        )
+        return self.params.publisher(producer)
 
     async def _send(self, pub: Publisher, events: pa.Table, day: str, p: EventsParams, clock: _Clock) -> None:
         """One slice: paced sends, then every acknowledgement (memory: one slice of futures at a time).

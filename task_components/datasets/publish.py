@@ -22,7 +22,9 @@ import anyio
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from config.settings import Settings
 from dag_orchestrator.retry import RetryPolicy
+from task_components.clients import kafka_producer
 from task_components.streaming.resilience import CircuitBreaker
 
 __all__ = ["Outgoing", "PublishDownError", "PublishParams", "Publisher", "is_outage"]
@@ -40,8 +42,33 @@ class PublishParams(BaseModel):
     retry_delay: float = Field(0.5, ge=0, description="producer retry backoff, seconds")
     max_event_bytes: int = Field(1_000_000, ge=64)
     breaker_threshold: int = Field(3, ge=1, description="failed send attempts in a row that open the circuit breaker")
+    request_timeout: float = Field(40.0, gt=0, description="after this a send counts as undelivered (an outage)")
+    max_outage_seconds: float = Field(300.0, gt=0, description="a broker unreachable this long fails the task")
     schema_version: str = "1.0"
     source: str = "dag-pipeline/retail"
+
+    def producer(self, settings: Settings) -> Any:
+        """Acks from every replica, no idempotence (the local broker lacks it), sized for the largest event."""
+        return kafka_producer(
+            settings,
+            enable_idempotence=False,
+            acks="all",
+            linger_ms=5,
+            max_request_size=max(self.max_event_bytes * 2, 1_048_576),
+            retry_backoff_ms=int(self.retry_delay * 1000),
+            request_timeout_ms=int(self.request_timeout * 1000),
+        )
+
+    def publisher(self, producer: Any) -> Publisher:
+        return Publisher(
+            producer,
+            self.topic,
+            self.dead_letter_topic,
+            max_event_bytes=self.max_event_bytes,
+            breaker_threshold=self.breaker_threshold,
+            retry_delay=self.retry_delay,
+            max_outage_seconds=self.max_outage_seconds,
+        )
 
 
 class PublishDownError(RuntimeError):

@@ -28,10 +28,10 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from dag_orchestrator.context import PipelineContext
 from task_components.base import Component
-from task_components.clients import kafka_options, kafka_producer
+from task_components.clients import kafka_options
 from task_components.connect import missing
 from task_components.datasets.pack import GenerationState, Pack, PackConfigError, PackRun, check_state, load_pack_config, now_iso
-from task_components.datasets.publish import Outgoing, Publisher, PublishParams
+from task_components.datasets.publish import Outgoing, PublishParams
 from task_components.datasets.task import get_pack
 
 __all__ = ["DatasetRealtime", "RealtimeResult"]
@@ -50,8 +50,6 @@ class RealtimeParams(PublishParams):
     fulfilment_seconds: float | None = Field(None, gt=0, description="overrides realtime.fulfilment_seconds")
     max_events: int = Field(0, ge=0, description="stop after this many events (0: run until stopped)")
     checkpoint_seconds: float = Field(5.0, gt=0, description="how often the streamer's state is saved")
-    request_timeout: float = Field(40.0, gt=0, description="after this a send counts as an outage")
-    max_outage_seconds: float = Field(300.0, gt=0, description="a broker unreachable this long ends the run")
     _config: Any = PrivateAttr(None)
 
     @model_validator(mode="after")
@@ -124,24 +122,8 @@ class DatasetRealtime(Component[RealtimeParams]):
         live = await anyio.to_thread.run_sync(LiveRetail, run, cfg.realtime.fulfilment_seconds, interval)
         saved = GenerationState.load(run.out)
         state = LiveState.from_dict(saved.realtime if saved else {})
-        producer = kafka_producer(
-            ctx.services.settings,
-            enable_idempotence=False,
-            acks="all",
-            linger_ms=5,
-            max_request_size=max(p.max_event_bytes * 2, 1_048_576),
-            retry_backoff_ms=int(p.retry_delay * 1000),
-            request_timeout_ms=int(p.request_timeout * 1000),
-        )
-        pub = Publisher(
-            producer,
-            p.topic,
-            p.dead_letter_topic,
-            max_event_bytes=p.max_event_bytes,
-            breaker_threshold=p.breaker_threshold,
-            retry_delay=p.retry_delay,
-            max_outage_seconds=p.max_outage_seconds,
-        )
+        producer = p.producer(ctx.services.settings)
+        pub = p.publisher(producer)
         started = time.monotonic()
         last_ts: str | None = None
         bursts = 0
