@@ -17,15 +17,17 @@ from datetime import date, timedelta
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
-from task_components.datasets.pack import PackRun, rng_for, write_parquet
+from task_components.datasets.pack import PackRun, rng_for
 from task_components.datasets.retail.dims import SEGMENTS, day_no, day_start, load_dim
+from task_components.datasets.retail.fast_io import Writer, read_columns, strings
 from task_components.datasets.retail.sales import KEY_STRIDE, TS, seconds_of, ts_array
 
 __all__ = ["ble_pings", "campaigns_starting", "marketing"]
 
 ZONES = np.array(["entrance", "produce", "aisles", "electronics", "apparel", "checkout"])
+ZONE_NAMES = pa.array(ZONES.tolist(), pa.string())
 PING_SCHEMA = pa.schema(
     [
         ("ping_id", pa.int64()),
@@ -46,36 +48,37 @@ def ble_pings(run: PackRun) -> dict[str, int]:
     member = load_dim(run, "customers")["loyalty_member"].to_numpy()
     open_h = st["open_hour"].to_numpy().astype(np.int64)
     rows = 0
-    for day in run.dates():
-        rng = rng_for(c.seed, "ble_pings", day)
-        rc = pq.read_table(run.fact_path("receipts", day), columns=["receipt_id", "store_id", "customer_id", "ts"])
-        keep = member[rc["customer_id"].to_numpy() - 1]
-        rid, store = rc["receipt_id"].to_numpy()[keep], rc["store_id"].to_numpy()[keep]
-        cust, at = rc["customer_id"].to_numpy()[keep], seconds_of(rc["ts"])[keep]
-        k = 2 + rng.poisson(1.5, rid.size)
-        visit = np.repeat(np.arange(rid.size), k)
-        last = np.cumsum(k) - 1
-        opened = day_start(day) + open_h[store[visit] - 1] * 3600
-        ts = np.maximum(at[visit] - rng.integers(0, 1200, visit.size), opened)
-        ts[last] = at  # the last ping of a visit is at the till, at the receipt's time
-        zone = rng.integers(0, ZONES.size - 1, visit.size)
-        zone[last] = ZONES.size - 1
-        order = np.lexsort((ts, visit))
-        visit, ts, zone = visit[order], ts[order], zone[order]
-        table = pa.table(
-            {
-                "ping_id": day_no(day) * KEY_STRIDE * 10 + np.arange(1, visit.size + 1, dtype=np.int64),
-                "store_id": store[visit].astype(np.int32),
-                "beacon_id": (store[visit] * 100 + zone).astype(np.int32),
-                "zone": ZONES[zone],
-                "customer_id": cust[visit],
-                "receipt_id": rid[visit],
-                "ts": ts_array(ts),
-                "rssi_dbm": (-rng.integers(40, 95, visit.size)).astype(np.int16),
-            },
-            schema=PING_SCHEMA,
-        )
-        rows += write_parquet(table, run.fact_path("ble_pings", day))
+    with Writer() as out:
+        for day in run.dates():
+            rng = rng_for(c.seed, "ble_pings", day)
+            rc = read_columns(run.fact_path("receipts", day), ["receipt_id", "store_id", "customer_id", "ts"])
+            keep = member[rc["customer_id"].to_numpy() - 1]
+            rid, store = rc["receipt_id"].to_numpy()[keep], rc["store_id"].to_numpy()[keep]
+            cust, at = rc["customer_id"].to_numpy()[keep], seconds_of(rc["ts"])[keep]
+            k = 2 + rng.poisson(1.5, rid.size)
+            visit = np.repeat(np.arange(rid.size), k)
+            last = np.cumsum(k) - 1
+            opened = day_start(day) + open_h[store[visit] - 1] * 3600
+            ts = np.maximum(at[visit] - rng.integers(0, 1200, visit.size), opened)
+            ts[last] = at  # the last ping of a visit is at the till, at the receipt's time
+            zone = rng.integers(0, ZONES.size - 1, visit.size)
+            zone[last] = ZONES.size - 1
+            order = np.argsort(visit * 86_400 + (ts - day_start(day)), kind="stable")  # by visit, then time
+            visit, ts, zone = visit[order], ts[order], zone[order]
+            table = pa.table(
+                {
+                    "ping_id": day_no(day) * KEY_STRIDE * 10 + np.arange(1, visit.size + 1, dtype=np.int64),
+                    "store_id": store[visit].astype(np.int32),
+                    "beacon_id": (store[visit] * 100 + zone).astype(np.int32),
+                    "zone": strings(ZONE_NAMES, zone),
+                    "customer_id": cust[visit],
+                    "receipt_id": rid[visit],
+                    "ts": ts_array(ts),
+                    "rssi_dbm": (-rng.integers(40, 95, visit.size)).astype(np.int16),
+                },
+                schema=PING_SCHEMA,
+            )
+            rows += out.put(table, run.fact_path("ble_pings", day))
     return {"ble_pings": rows}
 
 
@@ -133,55 +136,56 @@ def _active(seed: int, day: date) -> dict[str, np.ndarray]:
 def marketing(run: PackRun) -> dict[str, int]:
     c = run.config
     seg_index = {s: i for i, s in enumerate(SEGMENTS)}
-    seg_of = np.array([seg_index[s] for s in load_dim(run, "customers")["segment"].to_pylist()])
+    seg_of = pc.index_in(load_dim(run, "customers")["segment"], value_set=pa.array(list(SEGMENTS))).to_numpy()
     rate_of = dict(zip(CHANNELS, CHANNEL_CONVERSION, strict=True))
     rows = {"campaigns": 0, "marketing": 0, "campaign_conversions": 0}
-    for day in run.dates():
-        rng = rng_for(c.seed, "marketing", day)
-        active = _active(c.seed, day)
-        new = active["start_date"] == np.datetime64(day)
-        if run.first_run and day == run.start:
-            new[:] = True  # campaigns already running when the data begins
-        written = pa.table({k: v[new] for k, v in active.items()}, schema=CAMPAIGN_SCHEMA)
-        rows["campaigns"] += write_parquet(written, run.fact_path("campaigns", day))
-        rc = pq.read_table(run.fact_path("receipts", day), columns=["receipt_id", "customer_id", "ts", "total_cents"])
-        seg = seg_of[rc["customer_id"].to_numpy() - 1]
-        target = [seg_index[t] for t in active["target_segment"]]
-        # each receipt converts for at most one campaign: the first targeting its segment that wins its draw
-        owner = np.full(rc.num_rows, -1)
-        for j, t in enumerate(target):
-            hit = (owner < 0) & (seg == t) & (rng.random(rc.num_rows) < rate_of[active["channel"][j]])
-            owner[hit] = j
-        conv = np.nonzero(owner >= 0)[0]
-        revenue = rc["total_cents"].to_numpy()
-        cid = active["campaign_id"]
-        conversions = pa.table(
-            {
-                "campaign_id": cid[owner[conv]],
-                "receipt_id": rc["receipt_id"].to_numpy()[conv],
-                "customer_id": rc["customer_id"].to_numpy()[conv],
-                "ts": ts_array(seconds_of(rc["ts"])[conv]),
-                "revenue_cents": revenue[conv],
-            },
-            schema=CONVERSION_SCHEMA,
-        )
-        rows["campaign_conversions"] += write_parquet(conversions, run.fact_path("campaign_conversions", day))
-        budget = active["daily_budget_cents"]
-        impressions = rng.poisson(budget / 10)  # about a cent an impression
-        clicks = rng.binomial(impressions, 0.02)
-        count = np.bincount(owner[conv], minlength=cid.size) if conv.size else np.zeros(cid.size, np.int64)
-        value = np.bincount(owner[conv], weights=revenue[conv], minlength=cid.size) if conv.size else count
-        daily = pa.table(
-            {
-                "campaign_id": cid,
-                "day": pa.array(np.full(cid.size, np.datetime64(day)), pa.date32()),
-                "impressions": impressions,
-                "clicks": clicks,
-                "spend_cents": np.minimum(impressions * 9, budget),
-                "conversions": count.astype(np.int64),
-                "conversion_revenue_cents": value.astype(np.int64),
-            },
-            schema=MARKETING_SCHEMA,
-        )
-        rows["marketing"] += write_parquet(daily, run.fact_path("marketing", day))
+    with Writer() as out:
+        for day in run.dates():
+            rng = rng_for(c.seed, "marketing", day)
+            active = _active(c.seed, day)
+            new = active["start_date"] == np.datetime64(day)
+            if run.first_run and day == run.start:
+                new[:] = True  # campaigns already running when the data begins
+            written = pa.table({k: v[new] for k, v in active.items()}, schema=CAMPAIGN_SCHEMA)
+            rows["campaigns"] += out.put(written, run.fact_path("campaigns", day))
+            rc = read_columns(run.fact_path("receipts", day), ["receipt_id", "customer_id", "ts", "total_cents"])
+            seg = seg_of[rc["customer_id"].to_numpy() - 1]
+            target = [seg_index[t] for t in active["target_segment"]]
+            # each receipt converts for at most one campaign: the first targeting its segment that wins its draw
+            owner = np.full(rc.num_rows, -1)
+            for j, t in enumerate(target):
+                hit = (owner < 0) & (seg == t) & (rng.random(rc.num_rows) < rate_of[active["channel"][j]])
+                owner[hit] = j
+            conv = np.nonzero(owner >= 0)[0]
+            revenue = rc["total_cents"].to_numpy()
+            cid = active["campaign_id"]
+            conversions = pa.table(
+                {
+                    "campaign_id": cid[owner[conv]],
+                    "receipt_id": rc["receipt_id"].to_numpy()[conv],
+                    "customer_id": rc["customer_id"].to_numpy()[conv],
+                    "ts": ts_array(seconds_of(rc["ts"])[conv]),
+                    "revenue_cents": revenue[conv],
+                },
+                schema=CONVERSION_SCHEMA,
+            )
+            rows["campaign_conversions"] += out.put(conversions, run.fact_path("campaign_conversions", day))
+            budget = active["daily_budget_cents"]
+            impressions = rng.poisson(budget / 10)  # about a cent an impression
+            clicks = rng.binomial(impressions, 0.02)
+            count = np.bincount(owner[conv], minlength=cid.size) if conv.size else np.zeros(cid.size, np.int64)
+            value = np.bincount(owner[conv], weights=revenue[conv], minlength=cid.size) if conv.size else count
+            daily = pa.table(
+                {
+                    "campaign_id": cid,
+                    "day": pa.array(np.full(cid.size, np.datetime64(day)), pa.date32()),
+                    "impressions": impressions,
+                    "clicks": clicks,
+                    "spend_cents": np.minimum(impressions * 9, budget),
+                    "conversions": count.astype(np.int64),
+                    "conversion_revenue_cents": value.astype(np.int64),
+                },
+                schema=MARKETING_SCHEMA,
+            )
+            rows["marketing"] += out.put(daily, run.fact_path("marketing", day))
     return rows

@@ -8,24 +8,29 @@ cents (int64), so "total = sum of lines + tax" holds exactly, not to a float tol
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date
+
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
-from task_components.datasets.pack import PackRun, rng_for, write_parquet
+from task_components.datasets.pack import PackRun, rng_for
 from task_components.datasets.retail.config import HOUR_PROFILE, ONLINE_HOUR_PROFILE, day_multiplier, is_closed
 from task_components.datasets.retail.dims import SEGMENTS, day_no, day_start, load_dim
+from task_components.datasets.retail.fast_io import POOL, Choice, Writer, read_columns, strings
 
 __all__ = ["foot_traffic", "online_orders", "open_hour_cdf", "receipts", "seconds_of", "ts_array"]
 
 KEY_STRIDE = 100_000_000  # keys are day_no * stride + sequence: unique across days and runs
 PAYMENTS = np.array(["card", "cash", "mobile", "gift_card"])
+PAYMENT_NAMES = pa.array(PAYMENTS.tolist(), pa.string())
 PAYMENT_SHARES = [0.55, 0.2, 0.2, 0.05]
 TS = pa.timestamp("ms")  # Parquet has no second unit: ms round-trips unchanged
 
 
 def ts_array(seconds: object) -> pa.Array:
-    return pa.array(np.asarray(seconds, dtype=np.int64) * 1000, TS)
+    return pa.array(np.asarray(seconds, dtype=np.int64) * 1000, TS, memory_pool=POOL)
 
 
 def seconds_of(column: pa.ChunkedArray) -> np.ndarray:
@@ -66,8 +71,18 @@ def open_hour_cdf(open_hour: np.ndarray, close_hour: np.ndarray, profile: np.nda
 
 
 def sample_hours(rng: np.random.Generator, cdf: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Hour per draw: how many of its row's cdf steps the uniform passes (at most 23).
+
+    ``rows`` must be sorted (the draws of one cdf row are contiguous): each run of a row is one
+    ``searchsorted`` of its uniforms, which counts exactly the steps ``u >= cdf`` a row-by-hour
+    comparison would, without the draws x 24 matrix."""
     u = rng.random(rows.size)
-    return np.minimum((u[:, None] >= cdf[rows]).sum(axis=1), 23)
+    out = np.empty(rows.size, np.int64)
+    bounds = np.flatnonzero(np.diff(rows)) + 1
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, rows.size], strict=True):
+        if hi > lo:
+            out[lo:hi] = cdf[rows[lo]].searchsorted(u[lo:hi], side="right")
+    return np.minimum(out, 23)
 
 
 class _Customers:
@@ -80,7 +95,7 @@ class _Customers:
         self.start = np.searchsorted(home[self.order], np.arange(run.config.stores))
         self.count = np.bincount(home, minlength=run.config.stores)
         seg_names = list(SEGMENTS)
-        seg = np.array([seg_names.index(s) for s in cu["segment"].to_pylist()])
+        seg = pc.index_in(cu["segment"], value_set=pa.array(seg_names)).to_numpy()
         self.basket = np.array([m for _, m in SEGMENTS.values()])[seg]
         self.home = home
 
@@ -93,65 +108,88 @@ class _Customers:
         return np.where((rng.random(n) < 0.1) | (self.count[store_idx] == 0), anyone, own)
 
 
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """What every day of receipts draws from: the run's stores, products and customers."""
+
+    size: np.ndarray  # store size factor
+    cdf: np.ndarray  # per store, the hour cdf
+    tax_bp: np.ndarray  # per store
+    price: np.ndarray  # per product
+    products: Choice  # by popularity
+    shoppers: _Customers
+
+
 def receipts(run: PackRun) -> dict[str, int]:
-    c = run.config
+    """Receipts and their lines; a day is written on a background thread while the next is drawn."""
     st = load_dim(run, "stores")
     pr = load_dim(run, "products")
     geo = load_dim(run, "geographies")
-    size = st["size_factor"].to_numpy()
-    cdf = open_hour_cdf(st["open_hour"].to_numpy(), st["close_hour"].to_numpy(), HOUR_PROFILE)
-    tax_bp = geo["tax_rate_bp"].to_numpy().astype(np.int64)[st["geography_id"].to_numpy() - 1]
-    pop, price = pr["popularity"].to_numpy(), pr["sale_price_cents"].to_numpy()
-    shoppers = _Customers(run)
+    chain = _Chain(
+        size=st["size_factor"].to_numpy(),
+        cdf=open_hour_cdf(st["open_hour"].to_numpy(), st["close_hour"].to_numpy(), HOUR_PROFILE),
+        tax_bp=geo["tax_rate_bp"].to_numpy().astype(np.int64)[st["geography_id"].to_numpy() - 1],
+        price=pr["sale_price_cents"].to_numpy(),
+        products=Choice(pr["popularity"].to_numpy()),
+        shoppers=_Customers(run),
+    )
     rows = {"receipts": 0, "receipt_lines": 0}
-    for day in run.dates():
-        rng = rng_for(c.seed, "receipts", day)
-        counts = rng.poisson(c.receipts_per_store_day * size * day_multiplier(day))
-        store_idx = np.repeat(np.arange(c.stores), counts)
-        secs = sample_hours(rng, cdf, store_idx) * 3600 + rng.integers(0, 3600, store_idx.size)
-        cust = shoppers.draw(rng, store_idx)
-        order = np.lexsort((store_idx, secs))  # ids follow time, then store
-        store_idx, secs, cust = store_idx[order], secs[order], cust[order]
-        n = store_idx.size
-        ids = day_no(day) * KEY_STRIDE + np.arange(1, n + 1, dtype=np.int64)
-        n_lines = 1 + rng.poisson(np.maximum(shoppers.basket[cust] - 1, 0))
-        line_rec = np.repeat(np.arange(n), n_lines)
-        starts = np.cumsum(n_lines) - n_lines
-        line_no = np.arange(line_rec.size) - starts[line_rec] + 1
-        prod = rng.choice(pop.size, line_rec.size, p=pop)
-        qty = 1 + rng.poisson(0.25, line_rec.size)
-        ext = qty * price[prod]
-        subtotal = np.add.reduceat(ext, starts) if n else np.zeros(0, np.int64)
-        tax = (subtotal * tax_bp[store_idx] + 5_000) // 10_000  # round half up, in cents
-        items = np.add.reduceat(qty, starts) if n else np.zeros(0, np.int64)
-        head = pa.table(
-            {
-                "receipt_id": ids,
-                "store_id": (store_idx + 1).astype(np.int32),
-                "customer_id": (cust + 1).astype(np.int64),
-                "ts": ts_array(day_start(day) + secs),
-                "item_count": items.astype(np.int32),
-                "subtotal_cents": subtotal,
-                "tax_cents": tax,
-                "total_cents": subtotal + tax,
-                "payment_method": PAYMENTS[rng.choice(PAYMENTS.size, n, p=PAYMENT_SHARES)],
-            },
-            schema=RECEIPTS_SCHEMA,
-        )
-        lines = pa.table(
-            {
-                "receipt_id": ids[line_rec],
-                "line_no": line_no.astype(np.int16),
-                "product_id": (prod + 1).astype(np.int32),
-                "qty": qty.astype(np.int32),
-                "unit_price_cents": price[prod],
-                "ext_price_cents": ext,
-            },
-            schema=LINES_SCHEMA,
-        )
-        rows["receipts"] += write_parquet(head, run.fact_path("receipts", day))
-        rows["receipt_lines"] += write_parquet(lines, run.fact_path("receipt_lines", day))
+    with Writer() as out:
+        for day in run.dates():
+            head, lines = _receipts_day(run, chain, day)
+            rows["receipts"] += out.put(head, run.fact_path("receipts", day))
+            rows["receipt_lines"] += out.put(lines, run.fact_path("receipt_lines", day))
     return rows
+
+
+def _receipts_day(run: PackRun, chain: _Chain, day: date) -> tuple[pa.Table, pa.Table]:
+    """One day of receipts and lines, drawn from the day's own generator in a fixed order."""
+    c = run.config
+    rng = rng_for(c.seed, "receipts", day)
+    counts = rng.poisson(c.receipts_per_store_day * chain.size * day_multiplier(day))
+    store_idx = np.repeat(np.arange(c.stores), counts)
+    secs = sample_hours(rng, chain.cdf, store_idx) * 3600 + rng.integers(0, 3600, store_idx.size)
+    cust = chain.shoppers.draw(rng, store_idx)
+    order = np.argsort(secs * c.stores + store_idx, kind="stable")  # ids follow time, then store
+    store_idx, secs, cust = store_idx[order], secs[order], cust[order]
+    n = store_idx.size
+    ids = day_no(day) * KEY_STRIDE + np.arange(1, n + 1, dtype=np.int64)
+    n_lines = 1 + rng.poisson(np.maximum(chain.shoppers.basket[cust] - 1, 0))
+    line_rec = np.repeat(np.arange(n), n_lines)
+    starts = np.cumsum(n_lines) - n_lines
+    line_no = np.arange(line_rec.size) - starts[line_rec] + 1
+    prod = chain.products.draw(rng, line_rec.size)  # = rng.choice(n_products, line_rec.size, p=popularity)
+    qty = 1 + rng.poisson(0.25, line_rec.size)
+    ext = qty * chain.price[prod]
+    subtotal = np.add.reduceat(ext, starts) if n else np.zeros(0, np.int64)
+    tax = (subtotal * chain.tax_bp[store_idx] + 5_000) // 10_000  # round half up, in cents
+    items = np.add.reduceat(qty, starts) if n else np.zeros(0, np.int64)
+    head = pa.table(
+        {
+            "receipt_id": ids,
+            "store_id": (store_idx + 1).astype(np.int32),
+            "customer_id": (cust + 1).astype(np.int64),
+            "ts": ts_array(day_start(day) + secs),
+            "item_count": items.astype(np.int32),
+            "subtotal_cents": subtotal,
+            "tax_cents": tax,
+            "total_cents": subtotal + tax,
+            "payment_method": strings(PAYMENT_NAMES, rng.choice(PAYMENTS.size, n, p=PAYMENT_SHARES)),
+        },
+        schema=RECEIPTS_SCHEMA,
+    )
+    lines = pa.table(
+        {
+            "receipt_id": ids[line_rec],
+            "line_no": line_no.astype(np.int16),
+            "product_id": (prod + 1).astype(np.int32),
+            "qty": qty.astype(np.int32),
+            "unit_price_cents": chain.price[prod],
+            "ext_price_cents": ext,
+        },
+        schema=LINES_SCHEMA,
+    )
+    return head, lines
 
 
 FOOT_SCHEMA = pa.schema([("store_id", pa.int32()), ("ts", TS), ("hour", pa.int8()), ("visitors", pa.int32()), ("transactions", pa.int32())])
@@ -164,32 +202,33 @@ def foot_traffic(run: PackRun) -> dict[str, int]:
     st = load_dim(run, "stores")
     open_h, close_h = st["open_hour"].to_numpy(), st["close_hour"].to_numpy()
     rows = 0
-    for day in run.dates():
-        rng = rng_for(c.seed, "foot_traffic", day)
-        rc = pq.read_table(run.fact_path("receipts", day), columns=["store_id", "ts"])
-        if is_closed(day):
-            rows += write_parquet(FOOT_SCHEMA.empty_table(), run.fact_path("foot_traffic", day))
-            continue
-        s = rc["store_id"].to_numpy() - 1
-        hour = (seconds_of(rc["ts"]) - day_start(day)) // 3600
-        tx = np.bincount(s * 24 + hour, minlength=c.stores * 24).reshape(c.stores, 24)
-        hours = np.arange(24)
-        open_mask = (hours[None, :] >= open_h[:, None]) & (hours[None, :] < close_h[:, None])
-        si, hi = np.nonzero(open_mask)
-        t = tx[si, hi]
-        conversion = rng.uniform(0.2, 0.4, si.size)
-        visitors = t + rng.poisson(t * (1 / conversion - 1) + 2)
-        table = pa.table(
-            {
-                "store_id": (si + 1).astype(np.int32),
-                "ts": ts_array(day_start(day) + hi * 3600),
-                "hour": hi.astype(np.int8),
-                "visitors": visitors.astype(np.int32),
-                "transactions": t.astype(np.int32),
-            },
-            schema=FOOT_SCHEMA,
-        )
-        rows += write_parquet(table, run.fact_path("foot_traffic", day))
+    with Writer() as out:
+        for day in run.dates():
+            rng = rng_for(c.seed, "foot_traffic", day)
+            rc = read_columns(run.fact_path("receipts", day), ["store_id", "ts"])
+            if is_closed(day):
+                rows += out.put(FOOT_SCHEMA.empty_table(), run.fact_path("foot_traffic", day))
+                continue
+            s = rc["store_id"].to_numpy() - 1
+            hour = (seconds_of(rc["ts"]) - day_start(day)) // 3600
+            tx = np.bincount(s * 24 + hour, minlength=c.stores * 24).reshape(c.stores, 24)
+            hours = np.arange(24)
+            open_mask = (hours[None, :] >= open_h[:, None]) & (hours[None, :] < close_h[:, None])
+            si, hi = np.nonzero(open_mask)
+            t = tx[si, hi]
+            conversion = rng.uniform(0.2, 0.4, si.size)
+            visitors = t + rng.poisson(t * (1 / conversion - 1) + 2)
+            table = pa.table(
+                {
+                    "store_id": (si + 1).astype(np.int32),
+                    "ts": ts_array(day_start(day) + hi * 3600),
+                    "hour": hi.astype(np.int8),
+                    "visitors": visitors.astype(np.int32),
+                    "transactions": t.astype(np.int32),
+                },
+                schema=FOOT_SCHEMA,
+            )
+            rows += out.put(table, run.fact_path("foot_traffic", day))
     return {"foot_traffic": rows}
 
 
@@ -220,30 +259,31 @@ def online_orders(run: PackRun) -> dict[str, int]:
     pop, price = pr["popularity"].to_numpy(), pr["sale_price_cents"].to_numpy()
     cdf = open_hour_cdf(np.array([0]), np.array([16]), ONLINE_HOUR_PROFILE)
     rows = 0
-    for day in run.dates():
-        rng = rng_for(c.seed, "online_orders", day)
-        n = int(rng.poisson(c.online_orders_per_day * (day_multiplier(day) or 0.6)))
-        cust = rng.integers(0, cust_dc.size, n)
-        prod = rng.choice(pop.size, n, p=pop)
-        qty = 1 + rng.poisson(0.2, n)
-        created = day_start(day) + sample_hours(rng, cdf, np.zeros(n, np.int64)) * 3600 + rng.integers(0, 3600, n)
-        created.sort()
-        picked = created + rng.integers(1800, 14_400, n)
-        shipped = picked + rng.integers(1800, 10_800, n)
-        table = pa.table(
-            {
-                "order_id": day_no(day) * KEY_STRIDE + np.arange(1, n + 1, dtype=np.int64),
-                "customer_id": (cust + 1).astype(np.int64),
-                "product_id": (prod + 1).astype(np.int32),
-                "dc_id": cust_dc[cust].astype(np.int32),
-                "qty": qty.astype(np.int32),
-                "unit_price_cents": price[prod],
-                "total_cents": qty * price[prod],
-                "created_ts": ts_array(created),
-                "picked_ts": ts_array(picked),
-                "shipped_ts": ts_array(shipped),
-            },
-            schema=ONLINE_SCHEMA,
-        )
-        rows += write_parquet(table, run.fact_path("online_orders", day))
+    with Writer() as out:
+        for day in run.dates():
+            rng = rng_for(c.seed, "online_orders", day)
+            n = int(rng.poisson(c.online_orders_per_day * (day_multiplier(day) or 0.6)))
+            cust = rng.integers(0, cust_dc.size, n)
+            prod = rng.choice(pop.size, n, p=pop)
+            qty = 1 + rng.poisson(0.2, n)
+            created = day_start(day) + sample_hours(rng, cdf, np.zeros(n, np.int64)) * 3600 + rng.integers(0, 3600, n)
+            created.sort()
+            picked = created + rng.integers(1800, 14_400, n)
+            shipped = picked + rng.integers(1800, 10_800, n)
+            table = pa.table(
+                {
+                    "order_id": day_no(day) * KEY_STRIDE + np.arange(1, n + 1, dtype=np.int64),
+                    "customer_id": (cust + 1).astype(np.int64),
+                    "product_id": (prod + 1).astype(np.int32),
+                    "dc_id": cust_dc[cust].astype(np.int32),
+                    "qty": qty.astype(np.int32),
+                    "unit_price_cents": price[prod],
+                    "total_cents": qty * price[prod],
+                    "created_ts": ts_array(created),
+                    "picked_ts": ts_array(picked),
+                    "shipped_ts": ts_array(shipped),
+                },
+                schema=ONLINE_SCHEMA,
+            )
+            rows += out.put(table, run.fact_path("online_orders", day))
     return {"online_orders": rows}
