@@ -199,6 +199,16 @@ class ServeSettings(BaseModel):
     port: int = Field(8765, ge=0, le=65535, description="0 picks a free port")
     token: SecretStr | None = Field(None, description="needed by writing actions (submit, cancel); never logged")
 
+    @field_validator("token")
+    @classmethod
+    def _set_or_not(cls, token: SecretStr | None) -> SecretStr | None:
+        """An empty token is no token (writes stay off), and a short one is refused: it is all that guards them."""
+        if token is None or not token.get_secret_value():
+            return None
+        if len(token.get_secret_value()) < 8:
+            raise ValueError("SERVE__TOKEN must be at least 8 characters (e.g. openssl rand -hex 16)")
+        return token
+
 
 class LoggingSettings(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -9,6 +9,7 @@ machine; runs on different machines sharing a Milvus are not seen.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -48,6 +49,8 @@ class PathLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            with contextlib.suppress(OSError):  # no holder named once released (a live process may lock again)
+                os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -22,7 +23,7 @@ import structlog
 
 from dag_orchestrator.events import Event, EventKind
 
-__all__ = ["EVENTS", "EventLog", "RunView", "alive_holder", "read_events", "read_lines"]
+__all__ = ["EVENTS", "EventLog", "RunView", "alive_holder", "clean_event", "read_events", "read_lines"]
 
 EVENTS = "events.jsonl"
 QUIET_AFTER = 4 * 1024 * 1024
@@ -38,6 +39,9 @@ class EventLog:
         self.path = run_path / EVENTS
         self._last_progress: dict[str, float] = {}
         self._broken = False
+        with contextlib.suppress(OSError), open(self.path, "rb+") as fh:  # a line torn by a crash ends here
+            if fh.seek(0, os.SEEK_END) and (fh.seek(-1, os.SEEK_END), fh.read(1))[1] != b"\n":
+                fh.write(b"\n")
         self._write({"kind": "dag", "at": time.time(), "pipeline": pipeline, "params": params, "tasks": list(tasks), "edges": edges})
 
     def __call__(self, event: Event) -> None:
@@ -105,11 +109,22 @@ def read_lines(run_path: Path, offset: int = 0, limit: int = 8 * 1024 * 1024) ->
     start = 0
     while (end := chunk.find(b"\n", start)) >= 0:
         with contextlib.suppress(ValueError):
-            event = json.loads(chunk[start:end])
+            event = json.loads(chunk[start:end], parse_constant=_no_constant, parse_float=_finite)
             if isinstance(event, dict) and isinstance(event.get("kind"), str):
                 out.append((event, offset + end + 1))
         start = end + 1
     return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a page can show")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
 
 
 _STATE_OF = {
@@ -135,33 +150,37 @@ class RunView:
         self.finished: float | None = None
         self.state = "running"
 
-    def apply(self, event: dict[str, Any]) -> None:
-        kind, name = event["kind"], event.get("task")
+    def apply(self, raw: dict[str, Any]) -> None:
+        """Fold one event; a field of the wrong type (a hostile or damaged file) is dropped, never fatal."""
+        event = clean_event(raw)
+        kind, name = event["kind"], event["task"]
         if kind == "dag":
-            self.pipeline = str(event.get("pipeline", "?"))
-            self.params = event.get("params") or {}
-            self.edges = event.get("edges") or []
-            for t in event.get("tasks") or []:
-                self.tasks.setdefault(str(t), {"state": "waiting"})
+            self.pipeline, self.params, self.edges = event["pipeline"], event["params"], event["edges"]
+            for t in event["tasks"]:
+                self.tasks.setdefault(t, {"state": "waiting"})
             self.finished, self.state = None, "running"
             return
         if kind == "run_started":
-            self.started = self.started or event.get("at")
+            self.started = self.started or event["at"]
         elif kind == "run_finished":
-            self.finished = event.get("at")
-            self.state = str((event.get("data") or {}).get("state") or "finished")
-        if not name:
+            self.finished = event["at"] or time.time()
+            self.state = str(event["data"].get("state") or "finished")[:40]
+        if name is None:
             return
-        task = self.tasks.setdefault(str(name), {"state": "waiting"})
+        task = self.tasks.setdefault(name, {"state": "waiting"})
         if kind == "task_progress":
             task["progress"] = progress_of(task, event)
         elif kind in _STATE_OF:
             task["state"] = _STATE_OF[kind]
-            task["attempt"] = event.get("attempt", 0)
-            if kind == "task_started":
-                task["started"] = event.get("at")
-            if event.get("error"):
-                task["error"] = str(event["error"])
+            task["attempt"] = event["attempt"]
+            if kind == "task_started":  # a new attempt: the last one's error and figures are history
+                task["started"] = event["at"]
+                task.pop("error", None)
+                task.pop("progress", None)
+            elif kind in ("task_succeeded", "task_resumed"):
+                task.pop("error", None)
+            if event["error"]:
+                task["error"] = event["error"]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -175,15 +194,49 @@ class RunView:
         }
 
 
+def clean_event(raw: dict[str, Any]) -> dict[str, Any]:
+    """An event with each field of the type a reader expects (else its empty value): the shape the page gets."""
+
+    def text(value: Any, limit: int = 200) -> str | None:
+        return value[:limit] if isinstance(value, str) else None
+
+    def number(value: Any) -> float | None:
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) else None
+
+    data = raw.get("data")
+    out: dict[str, Any] = {
+        "kind": text(raw.get("kind"), 40) or "?",
+        "task": text(raw.get("task")),
+        "at": number(raw.get("at")),
+        "attempt": int(a) if (a := number(raw.get("attempt"))) is not None and 0 <= a < 1e6 else 0,
+        "error": text(raw.get("error"), MAX_LINE),
+        "data": data if isinstance(data, dict) else {},
+    }
+    if out["kind"] == "dag":
+        params, tasks, edges = raw.get("params"), raw.get("tasks"), raw.get("edges")
+        out["pipeline"] = text(raw.get("pipeline")) or "?"
+        out["params"] = params if isinstance(params, dict) else {}
+        out["tasks"] = [t[:200] for t in tasks if isinstance(t, str)] if isinstance(tasks, list) else []
+        out["edges"] = [e for e in edges if isinstance(e, dict)] if isinstance(edges, list) else []
+    return out
+
+
 def progress_of(task: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
     """done/total/unit, a rate since the task started and an ETA where the total is known."""
-    data = event.get("data") or {}
-    out: dict[str, Any] = {k: data[k] for k in ("done", "total", "unit", "detail") if k in data}
-    done, total, started, at = data.get("done"), data.get("total"), task.get("started"), event.get("at")
-    if isinstance(done, int | float) and started and at and at > started and done > 0:
+    data = event["data"]
+    out: dict[str, Any] = {}
+    for key in ("done", "total"):
+        value = data.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            out[key] = value
+    for key in ("unit", "detail"):
+        if isinstance(data.get(key), str):
+            out[key] = data[key][:200]
+    done, total, started, at = out.get("done"), out.get("total"), task.get("started"), event["at"]
+    if done is not None and started and at and at > started and done > 0:
         rate = done / (at - started)
         out["rate"] = round(rate, 2)
-        if isinstance(total, int | float) and total >= done:
+        if total is not None and total >= done:
             out["eta_seconds"] = round((total - done) / rate, 1)
     return out
 
@@ -201,5 +254,8 @@ def alive_holder(run_path: Path) -> int | None:
     except ProcessLookupError:
         return None
     except PermissionError:
-        return pid
+        pass  # another user's process: alive as far as we can tell
+    with contextlib.suppress(OSError, IndexError):  # an exited child nobody reaped yet is not a live run
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return None
     return pid

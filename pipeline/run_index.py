@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from typing import Any
 from pipeline.report_html import ReportError, load_report
 from pipeline.run_events import alive_holder
 
-__all__ = ["RunIndex", "RunRow", "list_runs", "request_pipeline"]
+__all__ = ["RUN_ID", "RunIndex", "RunRow", "list_runs", "request_pipeline"]
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # what a run directory's name may be to be served
 
 
 @dataclass(slots=True)
@@ -111,8 +114,8 @@ class RunIndex:
         seen: dict[str, tuple[tuple[int, int], RunRow]] = {}
         with os.scandir(self.run_dir) as entries:
             for entry in entries:
-                if not entry.is_dir(follow_symlinks=False):
-                    continue
+                if not RUN_ID.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
+                    continue  # a name a URL could not reach (or not text at all) is not listed
                 path = Path(entry.path)
                 try:
                     st = (path / "report.json").stat()
@@ -124,4 +127,11 @@ class RunIndex:
                 cached = self._rows.get(entry.name)
                 seen[entry.name] = cached if cached is not None and cached[0] == key else (key, _row(path))
         self._rows = seen
-        return sorted((r for _, r in seen.values()), key=lambda r: (r.started or 0.0, r.id), reverse=True)
+        rows = [self._live(r) for _, r in seen.values()]
+        return sorted(rows, key=lambda r: (r.started or 0.0, r.id), reverse=True)
+
+    def _live(self, row: RunRow) -> RunRow:
+        """A run with a report that is running again (resumed) is running: its lock's holder says so."""
+        if row.state != "running" and alive_holder(self.run_dir / row.id) is not None:
+            return RunRow(row.id, row.pipeline, "running", row.started, None, "running (resumed)")
+        return row

@@ -56,4 +56,5 @@ def serve(
     api = create_app(ServeConfig(runs, pipes, settings))
     writes = "on (token set)" if settings.serve.token is not None else "off (no SERVE__TOKEN)"
     typer.echo(f"console: http://{host}:{port}/  runs {runs}  pipelines {pipes}  writing actions {writes}", err=True)
-    uvicorn.run(api, host=host, port=port, log_level="warning", access_log=False)
+    # open event streams must not hold a stop for long: they end, browsers reconnect to the next server
+    uvicorn.run(api, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=3)

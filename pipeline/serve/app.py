@@ -11,16 +11,19 @@ token they are off (401 says so). The token is compared in constant time and nev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import anyio
 import structlog
-from fastapi import FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
@@ -28,7 +31,8 @@ from pydantic import BaseModel, Field
 
 from config.settings import Settings
 from pipeline.report_html import ReportError, load_report, redact
-from pipeline.run_index import RunIndex, request_pipeline
+from pipeline.run_events import EVENTS, alive_holder
+from pipeline.run_index import RUN_ID, RunIndex, request_pipeline
 from pipeline.serve.catalog import Catalog, ParamError, checked_params
 from pipeline.serve.launch import Launcher, NotOurs
 from pipeline.serve.ledger_view import dead_letters, ledger_rows
@@ -36,14 +40,18 @@ from pipeline.serve.live import event_stream, folded
 
 __all__ = ["ServeConfig", "create_app"]
 
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-STATES = ("succeeded", "failed", "cancelled", "running", "no report", "corrupt report")
+STATES = ("succeeded", "failed", "cancelled", "skipped", "running", "no report", "corrupt report")
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'"
 )
 # report.html is self-contained: its own inline script and style, nothing fetched
-REPORT_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
+# sandboxed: an opaque origin, so a report.html someone else wrote cannot reach the console's page or its API
+REPORT_CSP = (
+    "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src data:; frame-ancestors 'self'"
+)
+MAX_STREAMS = 200  # event streams open at once; more get 503
 
 log = structlog.get_logger("pipeline.serve")
 MAX_BODY = 64 * 1024  # a submission is a pipeline name and a few parameters
@@ -60,7 +68,7 @@ class ServeConfig:
 
 class SubmitBody(BaseModel):
     pipeline: str = Field(..., max_length=100, description="a pipeline's name in the pipelines directory")
-    params: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=100)
+    params: dict[str, Any] = Field(default_factory=dict, max_length=100, description="name -> value or text as --set takes it")
     via: Literal["local", "daemon"] = Field("local", description="run here, or send a request to the daemon")
 
 
@@ -82,8 +90,17 @@ def create_app(config: ServeConfig) -> BodyLimit:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
-        yield
-        launcher.stop_all()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reap_children)
+            yield
+            tg.cancel_scope.cancel()
+        await anyio.to_thread.run_sync(launcher.stop_all)
+
+    async def reap_children() -> None:
+        """Ended children are waited for at once: none stays a zombie until someone looks at the list."""
+        while True:
+            launcher.reap()
+            await anyio.sleep(1.0)
 
     app = FastAPI(
         title="dag-pipeline console",
@@ -91,7 +108,9 @@ def create_app(config: ServeConfig) -> BodyLimit:
         lifespan=lifespan,
     )
 
-    def authorize(authorization: str | None) -> None:
+    streams = {"open": 0}
+
+    def authorize(authorization: str | None = Header(None)) -> None:
         if token is None:
             raise HTTPException(401, "writing actions are off: the server has no SERVE__TOKEN")
         given = (authorization or "").removeprefix("Bearer ").strip()
@@ -109,27 +128,33 @@ def create_app(config: ServeConfig) -> BodyLimit:
         return HTMLResponse(body, headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"})
 
     def run_rows(state: str | None, pipeline: str | None) -> list[dict[str, Any]]:
-        launcher.reap()
+        ours = launcher.live()
         rows = [asdict(r) for r in index.rows()]
+        for r in rows:
+            if r["id"] in ours and r["state"] == "no report":  # started here, its process still starting
+                r["state"], r["summary"] = "running", "starting"
         return [r for r in rows if (not state or r["state"] == state) and (not pipeline or r["pipeline"] == pipeline)]
 
     def run_detail(run_id: str) -> dict[str, Any]:
         path = run_path(run_id)
         view, _ = folded(path)
-        try:
-            report: dict[str, Any] | None = load_report(path / "report.json")
-        except ReportError:
-            report = None
+        running = alive_holder(path) is not None or run_id in launcher.live()
+        report: dict[str, Any] | None = None
+        if not (running and view.finished is None):  # a resumed run's old report is not what happens now
+            with contextlib.suppress(ReportError):
+                report = load_report(path / "report.json")
         live = view.to_dict()
         live["params"] = redact(live["params"])
         if live["pipeline"] == "?":  # no event yet: the run was prepared, its process is starting
             live["pipeline"] = request_pipeline(path)
+        if not running and view.finished is None:
+            live["state"] = "stopped"  # no process holds it and it never said it finished (killed)
         return {
             "id": run_id,
             "live": live,
             "report": redact(report) if report is not None else None,
-            "has_page": (path / "report.html").is_file(),
-            "ours": run_id in launcher.children and launcher.children[run_id].poll() is None,
+            "has_page": (path / "report.html").is_file() and not (path / "report.html").is_symlink(),
+            "ours": run_id in launcher.live(),
         }
 
     # -- JSON API --------------------------------------------------------------------------------
@@ -144,13 +169,25 @@ def create_app(config: ServeConfig) -> BodyLimit:
     @app.get("/api/runs/{run_id}/events", tags=["runs"], summary="Server-sent events of a run: snapshot, event..., end")
     def api_events(run_id: str, last_event_id: str | None = Header(None)) -> StreamingResponse:
         path = run_path(run_id)
-        resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+        resume: int | None = None
+        if last_event_id and re.fullmatch(r"[0-9]{1,18}", last_event_id):
+            with contextlib.suppress(OSError):
+                resume = min(int(last_event_id), (path / EVENTS).stat().st_size)
+        if streams["open"] >= MAX_STREAMS:
+            raise HTTPException(503, f"{MAX_STREAMS} event streams are open; try again later")
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-        return StreamingResponse(event_stream(path, resume), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(counted(event_stream(path, resume)), media_type="text/event-stream", headers=headers)
+
+    async def counted(stream: AsyncIterator[str]) -> AsyncIterator[str]:
+        streams["open"] += 1
+        try:
+            async for message in stream:
+                yield message
+        finally:
+            streams["open"] -= 1
 
     @app.post("/api/runs", tags=["runs"], status_code=201, summary="Start a pipeline (token needed)")
-    async def api_submit(body: SubmitBody, authorization: str | None = Header(None)) -> dict[str, Any]:
-        authorize(authorization)
+    async def api_submit(body: SubmitBody, _: None = Depends(authorize)) -> dict[str, Any]:
         try:
             entry = catalog.get(body.pipeline)
             params = checked_params(entry, dict(body.params))
@@ -159,7 +196,7 @@ def create_app(config: ServeConfig) -> BodyLimit:
                 actions.labels("submit_daemon", "ok").inc()
                 log.info("request sent to the daemon", pipeline=entry.name, request_id=rid)
                 return {"request_id": rid, "via": "daemon"}
-            run_id = launcher.start_local(entry, params)
+            run_id = await anyio.to_thread.run_sync(launcher.start_local, entry, params)
         except ParamError as exc:
             actions.labels("submit", "refused").inc()
             raise _unprocessable(exc.field, exc.message) from None
@@ -171,9 +208,8 @@ def create_app(config: ServeConfig) -> BodyLimit:
         return {"run_id": run_id, "via": "local"}
 
     @app.post("/api/runs/{run_id}/cancel", tags=["runs"], status_code=202, summary="Cancel a run this server started")
-    def api_cancel(run_id: str, authorization: str | None = Header(None)) -> dict[str, Any]:
-        authorize(authorization)
-        view, _ = folded(run_path(run_id))
+    def api_cancel(run_id: str, _: None = Depends(authorize)) -> dict[str, Any]:
+        view, _offset = folded(run_path(run_id))
         if view.finished is not None:  # its process may still be closing down: the run itself has ended
             raise HTTPException(409, f"the run has ended ({view.state})")
         try:
@@ -203,13 +239,14 @@ def create_app(config: ServeConfig) -> BodyLimit:
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "run_dir": str(config.run_dir), "live_children": len(launcher.children)}
+        return {"status": "ok", "run_dir": str(config.run_dir), "live_children": len(launcher.live())}
 
     @app.get("/metrics", tags=["ops"])
     def metrics() -> Response:
-        counts: dict[str, int] = dict.fromkeys(STATES, 0)
-        for row in index.rows():
-            counts[row.state] = counts.get(row.state, 0) + 1
+        counts: dict[str, int] = dict.fromkeys((*STATES, "other"), 0)
+        for row in index.rows():  # a state read from a file is a label only if it is one of ours
+            state = row.state if row.state in counts else "other"
+            counts[state] += 1
         for state, n in counts.items():
             runs_gauge.labels(state).set(n)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -228,7 +265,7 @@ def create_app(config: ServeConfig) -> BodyLimit:
     @app.get("/runs/{run_id}/report.html", include_in_schema=False)
     def page_report(run_id: str) -> FileResponse:
         page = run_path(run_id) / "report.html"
-        if not page.is_file():
+        if page.is_symlink() or not page.is_file():  # a link could lead anywhere on this host
             raise HTTPException(404, "this run has no report page yet")
         return FileResponse(page, media_type="text/html", headers={"Content-Security-Policy": REPORT_CSP})
 

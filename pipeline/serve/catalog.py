@@ -8,6 +8,7 @@ offered, by name: a form cannot point the server at any other file.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +41,17 @@ class PipelineEntry:
     params: dict[str, Any] = field(default_factory=dict)
 
     def form_fields(self) -> list[dict[str, Any]]:
-        """One form input per parameter: its name, default, and the kind the default gives it."""
-        return [{"name": k, "default": v, "kind": _kind(v)} for k, v in self.params.items()]
+        """One form input per parameter: its name, its default as ``--set`` would write it, and its kind."""
+        return [{"name": k, "default": _as_text(v), "kind": _kind(v)} for k, v in self.params.items()]
+
+
+def _as_text(value: Any) -> str:
+    """A default as the text a user would type after ``--set name=``: YAML flow style, one line."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
 
 
 def _kind(default: Any) -> str:
@@ -89,7 +99,26 @@ class Catalog:
         raw = read_yaml(file)
         if not isinstance(raw, dict) or not isinstance(raw.get("params") or {}, dict):
             raise SpecError(file, "not a pipeline file")
-        return PipelineEntry(file.stem, file, str(raw.get("description") or ""), dict(raw.get("params") or {}))
+        params = dict(raw.get("params") or {})
+        bad = [k for k, v in params.items() if not isinstance(k, str) or not _plain(v)]
+        if bad:  # a form, JSON and --set all need text names and plain values
+            raise SpecError(file, f"parameter {bad[0]!r}: a name must be text and a default plain data", field="params")
+        return PipelineEntry(file.stem, file, str(raw.get("description") or "")[:2000], params)
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Text, numbers, booleans, null, and lists/mappings of them (what JSON can carry), not too deep."""
+    if depth > 8:
+        return False
+    if value is None or isinstance(value, str | bool | int):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+    return False
 
 
 def checked_params(entry: PipelineEntry, given: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +133,10 @@ def checked_params(entry: PipelineEntry, given: dict[str, Any]) -> dict[str, Any
         if isinstance(value, str):
             if len(value) > MAX_TEXT:
                 raise ParamError(where, f"longer than {MAX_TEXT} characters")
-            value = value if isinstance(default, str) else _scalar(value)  # a text parameter keeps its text
+            if default is None and not value.strip():
+                value = None  # an untouched empty field of a parameter whose default is null
+            elif not isinstance(default, str):  # a text parameter keeps its text; the rest reads as --set reads
+                value = _scalar(value)
         if default is not None and not same_kind(value, default):
             raise ParamError(where, f"expected {_kind(default)} like the default {default!r}, got {value!r}"[:300])
         out[key] = value
@@ -112,11 +144,11 @@ def checked_params(entry: PipelineEntry, given: dict[str, Any]) -> dict[str, Any
 
 
 def _scalar(text: str) -> Any:
-    """Text as ``--set`` reads it: a YAML scalar (5000 is an int, true a bool), else the text itself."""
+    """Text as ``--set`` reads it (``parse_overrides``): YAML (5000 an int, [1, 2] a list), else the text itself."""
     if not text.strip():
         return ""
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
-    return value if isinstance(value, str | int | float | bool) or value is None else text
+    return value if _plain(value) else text  # a date, a tag: as typed

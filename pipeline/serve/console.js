@@ -62,9 +62,11 @@ function runPage() {
   const data = JSON.parse(document.getElementById("run-data").textContent);
   const runId = data.id;
   let tasks = data.live.tasks || {};
-  if (data.report && data.report.tasks) {
+  if (data.report && data.report.tasks && typeof data.report.tasks === "object") {
     tasks = {};
-    for (const [name, t] of Object.entries(data.report.tasks)) tasks[name] = { state: t.state, attempt: t.attempts, error: t.error };
+    for (const [name, t] of Object.entries(data.report.tasks)) {
+      if (t && typeof t === "object") tasks[name] = { state: t.state, attempt: t.attempts, error: t.error };
+    }
   }
   const body = document.querySelector("#tasks tbody");
   const rows = {};
@@ -103,14 +105,18 @@ function runPage() {
   const stateEl = document.getElementById("run-state");
   stateEl.className = "state " + stateEl.textContent;
 
-  async function finished() {
+  async function finished(tries) {
     const response = await fetch("/api/runs/" + encodeURIComponent(runId), { cache: "no-store" });
     if (!response.ok) return;
     const now = await response.json();
+    // the report is written just after the run says it finished: look again, a while, until it is there
+    if (!now.report && now.live.state !== "stopped" && tries < 40) { setTimeout(() => finished(tries + 1), 500); return; }
+    if (!now.report) { stateEl.textContent = now.live.state; stateEl.className = "state " + now.live.state; }
     if (now.report) {
       stateEl.textContent = now.report.state;
       stateEl.className = "state " + now.report.state;
       for (const [name, t] of Object.entries(now.report.tasks || {})) {
+        if (!t || typeof t !== "object") continue;
         draw(name, { ...(tasks[name] || {}), state: t.state, attempt: t.attempts, error: t.error });  // progress kept
       }
       if (now.report.state !== "succeeded" && now.report.reason) reason.textContent = now.report.reason;
@@ -157,12 +163,13 @@ function runPage() {
       } else if (STATE_OF[e.kind]) {
         t.state = STATE_OF[e.kind];
         t.attempt = e.attempt;
-        if (e.kind === "task_started") t.started = e.at;
+        if (e.kind === "task_started") { t.started = e.at; delete t.error; delete t.progress; }
+        if (e.kind === "task_succeeded" || e.kind === "task_resumed") delete t.error;
         if (e.error) t.error = e.error;
       }
       draw(e.task, t);
     });
-    source.addEventListener("end", () => { source.close(); setTimeout(finished, 500); });
+    source.addEventListener("end", () => { source.close(); setTimeout(() => finished(0), 300); });
   }
 
   function heading(pipeline, params) {

@@ -11,9 +11,11 @@ are cancelled from here: another process's run belongs to whoever started it.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,12 @@ class Launcher:
     def __init__(self, run_dir: Path, settings: Settings) -> None:
         self.run_dir, self.settings = run_dir, settings
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()  # routes run in a thread pool, the reaper on the loop
+
+    def live(self) -> set[str]:
+        """The runs this server started whose process has not ended."""
+        with self._lock:
+            return {run_id for run_id, child in self.children.items() if child.poll() is None}
 
     def start_local(self, entry: PipelineEntry, params: dict[str, Any]) -> str:
         try:
@@ -48,9 +56,11 @@ class Launcher:
             prepared.lock.release()  # the child takes it: --resume of a run that never ran runs it all
         command = [sys.executable, "-c", ENTRY, "run", str(entry.file), "--resume", prepared.run_id]
         command += ["--run-dir", str(self.run_dir), "--no-progress"]
+        env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SERVE__")}  # the token stays here
         with open(prepared.path / "serve.log", "ab") as log:
-            child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        self.children[prepared.run_id] = child
+            child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True)
+        with self._lock:
+            self.children[prepared.run_id] = child
         return prepared.run_id
 
     async def submit_daemon(self, entry: PipelineEntry, params: dict[str, Any]) -> str:
@@ -63,22 +73,26 @@ class Launcher:
         return rid
 
     def cancel(self, run_id: str) -> None:
-        child = self.children.get(run_id)
-        if child is None or child.poll() is not None:
-            raise NotOurs(run_id)
-        child.send_signal(signal.SIGTERM)
+        with self._lock:
+            child = self.children.get(run_id)
+            if child is None or child.poll() is not None:
+                raise NotOurs(run_id)
+            child.send_signal(signal.SIGTERM)
 
     def reap(self) -> None:
         """Forget children that ended (their exit status is read, so none is left a zombie)."""
-        for run_id, child in list(self.children.items()):
-            if child.poll() is not None:
-                del self.children[run_id]
+        with self._lock:
+            for run_id, child in list(self.children.items()):
+                if child.poll() is not None:
+                    self.children.pop(run_id, None)
 
     def stop_all(self, grace: float = 20.0) -> None:
         """On the server's shutdown: SIGTERM each live child (it writes its report), then wait for it."""
-        for child in self.children.values():
+        with self._lock:
+            children = list(self.children.values())
+        for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        for child in self.children.values():
+        for child in children:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=grace)

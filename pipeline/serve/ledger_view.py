@@ -84,6 +84,9 @@ async def dead_letters(settings: Settings) -> dict[str, Any]:
     from task_components.clients import kafka_consumer
 
     topic = settings.daemon.dead_letter_topic
+    with anyio.fail_after(15):
+        if topic not in await _topics(settings):  # a daemon that never refused anything has no such topic yet
+            return {"topic": topic, "items": []}
     consumer = kafka_consumer(settings, enable_auto_commit=False)
     items: list[dict[str, Any]] = []
     with anyio.fail_after(15):
@@ -98,9 +101,35 @@ async def dead_letters(settings: Settings) -> dict[str, Any]:
                     consumer.seek(tp, max(0, ends[tp] - DLQ_TAIL))
                 items = await _read_to_highwater(consumer, tps)
         finally:
-            await consumer.stop()
+            await _stop(consumer)
     items.sort(key=lambda i: i["timestamp"] or 0, reverse=True)
     return {"topic": topic, "items": items}
+
+
+async def _stop(consumer: Any) -> None:
+    """``consumer.stop()``, minus the CancelledError aiokafka's coordinator raises when no partition was ever
+    assigned; a cancellation of this task itself (``cancelling()``) still goes through."""
+    import asyncio
+
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+
+
+async def _topics(settings: Settings) -> set[str]:
+    """The broker's topics, asked without a consumer (aiokafka's consumer, stopped before it was ever assigned a
+    partition, raises CancelledError from its coordinator)."""
+    from task_components.clients import kafka_admin
+
+    admin = kafka_admin(settings)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
 
 
 async def _read_to_highwater(consumer: Any, tps: list[Any]) -> list[dict[str, Any]]:

@@ -17,7 +17,8 @@ from typing import Any
 
 import anyio
 
-from pipeline.run_events import RunView, alive_holder, read_events, read_lines
+from pipeline.report_html import redact
+from pipeline.run_events import RunView, alive_holder, clean_event, read_events, read_lines
 
 __all__ = ["event_stream", "folded"]
 
@@ -46,10 +47,15 @@ def _message(event: str, data: Any, offset: int | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def _shown(event: dict[str, Any]) -> dict[str, Any]:
+    """What a page may see of an event: parameters with their secrets masked, as report.html shows them."""
+    return {**event, "params": redact(event["params"])} if isinstance(event.get("params"), dict) else event
+
+
 async def event_stream(run_path: Path, resume_from: int | None = None) -> AsyncIterator[str]:
     if resume_from is None:
-        view, offset = folded(run_path)
-        yield _message("snapshot", view.to_dict(), offset)
+        view, offset = await anyio.to_thread.run_sync(folded, run_path)  # a long file: off the event loop
+        yield _message("snapshot", _shown(view.to_dict()), offset)
         if view.finished is not None:
             yield _message("end", {"reason": "finished"})
             return
@@ -58,10 +64,10 @@ async def event_stream(run_path: Path, resume_from: int | None = None) -> AsyncI
     started = last_sent = time.monotonic()
     quiet = 0
     while time.monotonic() - started < MAX_STREAM:
-        lines = read_lines(run_path, offset)
+        lines = await anyio.to_thread.run_sync(read_lines, run_path, offset)
         for event, after in lines:
             offset = after
-            yield _message("event", event, offset)
+            yield _message("event", _shown(clean_event(event)), offset)
             last_sent = time.monotonic()
             if event.get("kind") == "run_finished":
                 yield _message("end", {"reason": "finished"})

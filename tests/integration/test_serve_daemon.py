@@ -116,6 +116,10 @@ def test_a_table_the_daemon_never_made_is_an_empty_ledger_and_is_not_created(dir
         body = c.call("GET", "/api/ledger")[1]
         assert body["rows"] == [] and "postgresql" in body["ledger"]
         assert "KAFKA__BOOTSTRAP_SERVERS" in body["dead_letters"]["why"]
+    broker = {"KAFKA__BOOTSTRAP_SERVERS": service_uri("TEST_KAFKA_BOOTSTRAP"), "DAEMON__DEAD_LETTER_TOPIC": f"dlq-none-{table}"}
+    with console(*dirs, DAEMON__LEDGER_DSN=dsn, DAEMON__LEDGER_TABLE=table, **broker) as c:
+        status, body = c.call("GET", "/api/ledger")  # a daemon that never refused anything has no such topic
+        assert status == 200 and body["dead_letters"]["items"] == [] and c.call("GET", "/daemon")[0] == 200
 
     async def exists() -> Any:
         conn = await asyncpg.connect(dsn)
