@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -31,6 +32,12 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process, all threads (ours draws and writes on two cores)."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
+
+
 def run_ours(out: Path, days: int, stores: int) -> dict[str, float]:
     import anyio
 
@@ -43,13 +50,14 @@ def run_ours(out: Path, days: int, stores: int) -> dict[str, float]:
     tasks = pack_tasks(get_pack("retail"), str(ROOT / "pipelines" / "packs" / "retail.yaml"), overrides)
     options = RunOptions(run_dir=out / "runs")
     prepared = prepare_spec(PipelineSpec.model_validate({"name": "retail", "tasks": tasks}), "<bench>", {}, options)
-    start_mb = _peak_mb()
+    start_mb, cpu = _peak_mb(), _cpu_s()
     started = time.perf_counter()
     result = anyio.run(lambda: execute(prepared, Settings(), options, handle_signals=False))
     seconds = time.perf_counter() - started
+    cpu = _cpu_s() - cpu
     if not result.ok:
         raise SystemExit(f"retail pack failed: {result.to_dict()['tasks']}")
-    return {"seconds": seconds, "rows": _rows(out / "data"), "peak_mb": _peak_mb(), "start_mb": start_mb}
+    return {"seconds": seconds, "cpu": cpu, "rows": _rows(out / "data"), "peak_mb": _peak_mb(), "start_mb": start_mb}
 
 
 def _rows(root: Path) -> int:
@@ -85,7 +93,7 @@ def run_baseline(reference: Path, out: Path) -> dict[str, float]:
     files = [(p, pq.ParquetFile(p)) for p in sorted(reference.rglob("*.parquet"))]
     plan = [(p.relative_to(reference), f.schema_arrow, f.metadata.num_rows) for p, f in files]
     del files
-    start_mb = _peak_mb()
+    start_mb, cpu = _peak_mb(), _cpu_s()
     started = time.perf_counter()
     rows = 0
     for rel, schema, n in plan:
@@ -94,7 +102,8 @@ def run_baseline(reference: Path, out: Path) -> dict[str, float]:
         target.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, target, compression="zstd")
         rows += n
-    return {"seconds": time.perf_counter() - started, "rows": rows, "peak_mb": _peak_mb(), "start_mb": start_mb}
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "cpu": _cpu_s() - cpu, "rows": rows, "peak_mb": _peak_mb(), "start_mb": start_mb}
 
 
 def _child(args: list[str]) -> dict[str, float]:
@@ -128,13 +137,14 @@ def main() -> None:
             rate = r["rows"] / r["seconds"]
             print(
                 f"{label:<40} {r['rows']:>12,.0f} rows {r['seconds']:>8.1f} s {rate:>12,.0f} rows/s   "
-                f"peak RSS {r['peak_mb']:>6.0f} MB (after imports {r['start_mb']:>4.0f} MB)"
+                f"CPU {r['cpu']:>5.1f} s   peak RSS {r['peak_mb']:>6.0f} MB (after imports {r['start_mb']:>4.0f} MB)"
             )
         speed = (ours["rows"] / ours["seconds"]) / (base["rows"] / base["seconds"])
         grown = (ours["peak_mb"] - ours["start_mb"]) / max(base["peak_mb"] - base["start_mb"], 1.0)
         print(
             f"ratio ours/baseline: throughput {speed:.2f}x, peak RSS {ours['peak_mb'] / base['peak_mb']:.2f}x, "
-            f"RSS growth while generating {grown:.2f}x"
+            f"RSS growth while generating {grown:.2f}x, CPU seconds {ours['cpu'] / base['cpu']:.2f}x "
+            f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: ours uses two, the baseline one)"
         )
     finally:
         if a.keep:

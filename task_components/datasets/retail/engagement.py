@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from task_components.datasets.pack import PackRun, rng_for
 from task_components.datasets.retail.dims import SEGMENTS, day_no, day_start, load_dim
 from task_components.datasets.retail.fast_io import Writer, read_columns, strings
-from task_components.datasets.retail.sales import KEY_STRIDE, TS, seconds_of, ts_array
+from task_components.datasets.retail.sales import KEY_STRIDE, TS, receipt_ids, seconds_of, ts_array
 
 __all__ = ["ble_pings", "campaigns_starting", "marketing"]
 
@@ -51,9 +51,9 @@ def ble_pings(run: PackRun) -> dict[str, int]:
     with Writer() as out:
         for day in run.dates():
             rng = rng_for(c.seed, "ble_pings", day)
-            rc = read_columns(run.fact_path("receipts", day), ["receipt_id", "store_id", "customer_id", "ts"])
+            rc = read_columns(run.fact_path("receipts", day), ["store_id", "customer_id", "ts"])
             keep = member[rc["customer_id"].to_numpy() - 1]
-            rid, store = rc["receipt_id"].to_numpy()[keep], rc["store_id"].to_numpy()[keep]
+            rid, store = receipt_ids(day, rc.num_rows)[keep], rc["store_id"].to_numpy()[keep]
             cust, at = rc["customer_id"].to_numpy()[keep], seconds_of(rc["ts"])[keep]
             k = 2 + rng.poisson(1.5, rid.size)
             visit = np.repeat(np.arange(rid.size), k)
@@ -148,7 +148,7 @@ def marketing(run: PackRun) -> dict[str, int]:
                 new[:] = True  # campaigns already running when the data begins
             written = pa.table({k: v[new] for k, v in active.items()}, schema=CAMPAIGN_SCHEMA)
             rows["campaigns"] += out.put(written, run.fact_path("campaigns", day))
-            rc = read_columns(run.fact_path("receipts", day), ["receipt_id", "customer_id", "ts", "total_cents"])
+            rc = read_columns(run.fact_path("receipts", day), ["customer_id", "ts", "total_cents"])
             seg = seg_of[rc["customer_id"].to_numpy() - 1]
             target = [seg_index[t] for t in active["target_segment"]]
             # each receipt converts for at most one campaign: the first targeting its segment that wins its draw
@@ -162,7 +162,7 @@ def marketing(run: PackRun) -> dict[str, int]:
             conversions = pa.table(
                 {
                     "campaign_id": cid[owner[conv]],
-                    "receipt_id": rc["receipt_id"].to_numpy()[conv],
+                    "receipt_id": receipt_ids(day, rc.num_rows)[conv],
                     "customer_id": rc["customer_id"].to_numpy()[conv],
                     "ts": ts_array(seconds_of(rc["ts"])[conv]),
                     "revenue_cents": revenue[conv],

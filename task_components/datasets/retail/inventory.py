@@ -27,7 +27,7 @@ import pyarrow as pa
 from task_components.datasets.pack import PackRun, rng_for
 from task_components.datasets.retail.dims import SEGMENTS, day_no, day_start, load_dim
 from task_components.datasets.retail.fast_io import Writer, read_columns, strings
-from task_components.datasets.retail.sales import KEY_STRIDE, TS, ts_array
+from task_components.datasets.retail.sales import TS, receipt_ids, ts_array
 
 __all__ = ["dc_inventory", "store_inventory"]
 
@@ -184,8 +184,7 @@ def store_inventory(run: PackRun) -> dict[str, int]:
             base = day_start(day)
             rc = read_columns(run.fact_path("receipts", day), ["store_id"])
             ln = read_columns(run.fact_path("receipt_lines", day), ["receipt_id", "product_id", "qty"])
-            # a day's receipt ids are day_no * KEY_STRIDE + 1..n in row order (sales.py): an id gives its row
-            row = ln["receipt_id"].to_numpy() - (day_no(day) * KEY_STRIDE + 1)
+            row = ln["receipt_id"].to_numpy() - receipt_ids(day, 1)[0]  # ids are first + row (sales.receipt_ids)
             line_store = rc["store_id"].to_numpy()[row] - 1
             flat = line_store.astype(np.int64) * n_prod + ln["product_id"].to_numpy() - 1
             sales = np.bincount(flat, weights=ln["qty"].to_numpy(), minlength=n_stores * n_prod)

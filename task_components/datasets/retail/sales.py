@@ -20,13 +20,19 @@ from task_components.datasets.retail.config import HOUR_PROFILE, ONLINE_HOUR_PRO
 from task_components.datasets.retail.dims import SEGMENTS, day_no, day_start, load_dim
 from task_components.datasets.retail.fast_io import POOL, Choice, Writer, read_columns, strings
 
-__all__ = ["foot_traffic", "online_orders", "open_hour_cdf", "receipts", "seconds_of", "ts_array"]
+__all__ = ["foot_traffic", "online_orders", "open_hour_cdf", "receipt_ids", "receipts", "seconds_of", "ts_array"]
 
 KEY_STRIDE = 100_000_000  # keys are day_no * stride + sequence: unique across days and runs
 PAYMENTS = np.array(["card", "cash", "mobile", "gift_card"])
 PAYMENT_NAMES = pa.array(PAYMENTS.tolist(), pa.string())
 PAYMENT_SHARES = [0.55, 0.2, 0.2, 0.05]
 TS = pa.timestamp("ms")  # Parquet has no second unit: ms round-trips unchanged
+
+
+def receipt_ids(day: date, n: int) -> np.ndarray:
+    """The ids of a day's ``n`` receipts, in row order: a table reading the receipts back derives them
+    from the row instead of decoding the column."""
+    return day_no(day) * KEY_STRIDE + np.arange(1, n + 1, dtype=np.int64)
 
 
 def ts_array(seconds: object) -> pa.Array:
@@ -153,7 +159,7 @@ def _receipts_day(run: PackRun, chain: _Chain, day: date) -> tuple[pa.Table, pa.
     order = np.argsort(secs * c.stores + store_idx, kind="stable")  # ids follow time, then store
     store_idx, secs, cust = store_idx[order], secs[order], cust[order]
     n = store_idx.size
-    ids = day_no(day) * KEY_STRIDE + np.arange(1, n + 1, dtype=np.int64)
+    ids = receipt_ids(day, n)
     n_lines = 1 + rng.poisson(np.maximum(chain.shoppers.basket[cust] - 1, 0))
     line_rec = np.repeat(np.arange(n), n_lines)
     starts = np.cumsum(n_lines) - n_lines
