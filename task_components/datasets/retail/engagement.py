@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from task_components.datasets.pack import PackRun, rng_for
-from task_components.datasets.retail.dims import SEGMENTS, day_no, day_start, load_dim
-from task_components.datasets.retail.fast_io import Writer, read_columns, strings
+from task_components.datasets.retail.dims import SEGMENTS, day_no, day_start
+from task_components.datasets.retail.fast_io import Writer, read_columns, read_dim, strings
 from task_components.datasets.retail.sales import KEY_STRIDE, TS, receipt_ids, seconds_of, ts_array
 
 __all__ = ["ble_pings", "campaigns_starting", "marketing"]
@@ -44,8 +44,8 @@ PING_SCHEMA = pa.schema(
 
 def ble_pings(run: PackRun) -> dict[str, int]:
     c = run.config
-    st = load_dim(run, "stores")
-    member = load_dim(run, "customers")["loyalty_member"].to_numpy()
+    st = read_dim(run, "stores")
+    member = read_dim(run, "customers")["loyalty_member"].to_numpy()
     open_h = st["open_hour"].to_numpy().astype(np.int64)
     rows = 0
     with Writer() as out:
@@ -136,7 +136,7 @@ def _active(seed: int, day: date) -> dict[str, np.ndarray]:
 def marketing(run: PackRun) -> dict[str, int]:
     c = run.config
     seg_index = {s: i for i, s in enumerate(SEGMENTS)}
-    seg_of = pc.index_in(load_dim(run, "customers")["segment"], value_set=pa.array(list(SEGMENTS))).to_numpy()
+    seg_of = pc.index_in(read_dim(run, "customers")["segment"], value_set=pa.array(list(SEGMENTS))).to_numpy()
     rate_of = dict(zip(CHANNELS, CHANNEL_CONVERSION, strict=True))
     rows = {"campaigns": 0, "marketing": 0, "campaign_conversions": 0}
     with Writer() as out:

@@ -14,9 +14,9 @@ and its memory is mostly allocators keeping per-thread high-water marks resident
   still allocate from Arrow's default pool (mimalloc), so a writer thread hands its freed pages back
   every few files (``release_unused``). The bytes are exactly those of ``pack.write_parquet``: same
   writer, same options, same temp file then rename.
-- Reads map the file and decode on the calling thread into the system allocator:
-  ``pq.read_table`` goes through the dataset layer and Arrow's thread pools, 2-3x slower for a
-  small file and ~60 MB more peak RSS.
+- Reads (facts and, via ``read_dim``, dimensions) map the file and decode on the calling thread into
+  the system allocator: ``pq.read_table`` goes through the dataset layer and Arrow's thread pools,
+  2-3x slower for a small file and ~60 MB more peak RSS.
 - ``strings`` builds a string column by taking from a small Arrow dictionary instead of converting
   a numpy array of Python strings; ``Choice`` is ``Generator.choice(n, size, p=p)`` with the same
   draws and the same result, 5x faster.
@@ -44,7 +44,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyarrow._parquet import ParquetReader
 
-__all__ = ["POOL", "Choice", "Writer", "gated", "read_columns", "strings", "write_table"]
+from task_components.datasets.pack import PackRun
+
+__all__ = ["POOL", "Choice", "Writer", "gated", "read_columns", "read_dim", "strings", "write_table"]
 
 POOL = pa.system_memory_pool()
 T = TypeVar("T")
@@ -61,14 +63,20 @@ def write_table(table: pa.Table, path: Path) -> int:
     return int(table.num_rows)
 
 
-def read_columns(path: Path, columns: list[str]) -> pa.Table:
+def read_dim(run: PackRun, table: str) -> pa.Table:
+    """A dimension, as ``dims.load_dim`` reads it, without Arrow's thread pools (see ``read_columns``)."""
+    return read_columns(run.dim_path(table), None)
+
+
+def read_columns(path: Path, columns: list[str] | None) -> pa.Table:
     """Some columns of one partition, decoded on this thread into the system allocator.
 
     ``ParquetFile(path, memory_map=True).read(columns, use_threads=False)``, except that
     ``ParquetFile`` has no ``memory_pool``: its reader class does."""
     reader = ParquetReader(memory_pool=POOL)
     reader.open(str(path), use_memory_map=True)
-    return reader.read_all(column_indices=[reader.column_name_idx(c) for c in columns], use_threads=False)
+    indices = None if columns is None else [reader.column_name_idx(c) for c in columns]
+    return reader.read_all(column_indices=indices, use_threads=False)
 
 
 WRITERS = 2  # threads encoding partitions: with the builders, both cores stay busy

@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow as pa
 
 from task_components.datasets.pack import PackRun, rng_for
-from task_components.datasets.retail.dims import SEGMENTS, day_no, day_start, load_dim
-from task_components.datasets.retail.fast_io import Writer, read_columns, strings
+from task_components.datasets.retail.dims import SEGMENTS, day_no, day_start
+from task_components.datasets.retail.fast_io import Writer, read_columns, read_dim, strings
 from task_components.datasets.retail.sales import TS, receipt_ids, ts_array
 
 __all__ = ["dc_inventory", "store_inventory"]
@@ -122,8 +122,8 @@ def _save_balance(run: PackRun, name: str, balance: np.ndarray) -> None:
 def store_targets(run: PackRun) -> np.ndarray:
     """Stock target per (store, product): ``stock_days`` of expected sales, at least a few units."""
     c = run.config
-    size = load_dim(run, "stores")["size_factor"].to_numpy()
-    pop = load_dim(run, "products")["popularity"].to_numpy()
+    size = read_dim(run, "stores")["size_factor"].to_numpy()
+    pop = read_dim(run, "products")["popularity"].to_numpy()
     shares = np.array([s for s, _ in SEGMENTS.values()])
     items = float((shares * np.array([m for _, m in SEGMENTS.values()])).sum()) * 1.25  # lines x mean qty
     expected = c.receipts_per_store_day * size[:, None] * items * pop[None, :]
@@ -167,8 +167,8 @@ class _Fleets:
 
 def store_inventory(run: PackRun) -> dict[str, int]:
     c = run.config
-    st = load_dim(run, "stores")
-    tr = load_dim(run, "trucks")
+    st = read_dim(run, "stores")
+    tr = read_dim(run, "trucks")
     store_dc = st["dc_id"].to_numpy()
     truck_dc, truck_cap = tr["dc_id"].to_numpy(), tr["capacity_units"].to_numpy().astype(np.int64)
     fleets = _Fleets(store_dc, truck_dc, truck_cap)
@@ -231,13 +231,13 @@ def store_inventory(run: PackRun) -> dict[str, int]:
 
 def dc_inventory(run: PackRun) -> dict[str, int]:
     c = run.config
-    st = load_dim(run, "stores")
+    st = read_dim(run, "stores")
     store_dc = st["dc_id"].to_numpy() - 1
     n_prod = c.products
     store_target = store_targets(run)
     target = np.zeros((c.dcs, n_prod), dtype=np.int64)
     np.add.at(target, store_dc, store_target)
-    pop = load_dim(run, "products")["popularity"].to_numpy()
+    pop = read_dim(run, "products")["popularity"].to_numpy()
     target = 2 * target + np.ceil(7 * c.online_orders_per_day * pop / c.dcs).astype(np.int64)[None, :] + 10
     reorder = target // 2
     balance, initial = _load_balance(run, "dc_inventory.npy", target)

@@ -17,8 +17,8 @@ import pyarrow.compute as pc
 
 from task_components.datasets.pack import PackRun, rng_for
 from task_components.datasets.retail.config import HOUR_PROFILE, ONLINE_HOUR_PROFILE, day_multiplier, is_closed
-from task_components.datasets.retail.dims import SEGMENTS, day_no, day_start, load_dim
-from task_components.datasets.retail.fast_io import POOL, Choice, Writer, read_columns, strings
+from task_components.datasets.retail.dims import SEGMENTS, day_no, day_start
+from task_components.datasets.retail.fast_io import POOL, Choice, Writer, read_columns, read_dim, strings
 
 __all__ = ["foot_traffic", "online_orders", "open_hour_cdf", "receipt_ids", "receipts", "seconds_of", "ts_array"]
 
@@ -95,7 +95,7 @@ class _Customers:
     """Customers grouped by home store, so a store's shoppers are drawn from its own customers."""
 
     def __init__(self, run: PackRun) -> None:
-        cu = load_dim(run, "customers")
+        cu = read_dim(run, "customers")
         home = cu["home_store_id"].to_numpy() - 1
         self.order = np.argsort(home, kind="stable")
         self.start = np.searchsorted(home[self.order], np.arange(run.config.stores))
@@ -128,9 +128,9 @@ class _Chain:
 
 def receipts(run: PackRun) -> dict[str, int]:
     """Receipts and their lines; a day is written on a background thread while the next is drawn."""
-    st = load_dim(run, "stores")
-    pr = load_dim(run, "products")
-    geo = load_dim(run, "geographies")
+    st = read_dim(run, "stores")
+    pr = read_dim(run, "products")
+    geo = read_dim(run, "geographies")
     chain = _Chain(
         size=st["size_factor"].to_numpy(),
         cdf=open_hour_cdf(st["open_hour"].to_numpy(), st["close_hour"].to_numpy(), HOUR_PROFILE),
@@ -205,7 +205,7 @@ def foot_traffic(run: PackRun) -> dict[str, int]:
     """Visitors per store and open hour: the hour's receipts plus those who bought nothing (conversion
     20-40%), so traffic is never below transactions; closed days have no rows."""
     c = run.config
-    st = load_dim(run, "stores")
+    st = read_dim(run, "stores")
     open_h, close_h = st["open_hour"].to_numpy(), st["close_hour"].to_numpy()
     rows = 0
     with Writer() as out:
@@ -258,9 +258,9 @@ def online_orders(run: PackRun) -> dict[str, int]:
     """Orders created 00:00-15:59, picked 0.5-4 h later and shipped 0.5-3 h after that: the whole
     lifecycle stays within its day, so a day's DC stock movements are complete in that day's partition."""
     c = run.config
-    cu = load_dim(run, "customers")
-    st = load_dim(run, "stores")
-    pr = load_dim(run, "products")
+    cu = read_dim(run, "customers")
+    st = read_dim(run, "stores")
+    pr = read_dim(run, "products")
     cust_dc = st["dc_id"].to_numpy()[cu["home_store_id"].to_numpy() - 1]
     pop, price = pr["popularity"].to_numpy(), pr["sale_price_cents"].to_numpy()
     cdf = open_hour_cdf(np.array([0]), np.array([16]), ONLINE_HOUR_PROFILE)
