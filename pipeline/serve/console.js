@@ -86,7 +86,59 @@ function runPage() {
     return cells;
   }
 
+  // the DAG while the run is live (report.html draws it, with the timeline, once the run has ended):
+  // layered by depth from the edges its events carry, each node coloured by its task's state
+  const SVG = "http://www.w3.org/2000/svg";
+  const nodes = {};
+  function drawDag(edges, names) {
+    const svg = document.getElementById("live-dag");
+    if (!names.length || data.report) return;
+    const depth = {};
+    const needs = {};
+    for (const n of names) { depth[n] = 0; needs[n] = []; }
+    for (const e of edges) { if (needs[e.to] && e.from in depth) needs[e.to].push(e.from); }
+    for (let i = 0; i < names.length; i++) {
+      for (const n of names) for (const up of needs[n]) depth[n] = Math.max(depth[n], depth[up] + 1);
+    }
+    const layers = {};
+    for (const n of names) (layers[depth[n]] = layers[depth[n]] || []).push(n);
+    const W = 170, H = 34, GX = 50, GY = 12;
+    const at = {};
+    let height = 0;
+    for (const [d, members] of Object.entries(layers)) {
+      members.forEach((n, i) => { at[n] = { x: 10 + Number(d) * (W + GX), y: 10 + i * (H + GY) }; });
+      height = Math.max(height, 10 + members.length * (H + GY));
+    }
+    svg.replaceChildren();
+    svg.setAttribute("width", String(20 + Object.keys(layers).length * (W + GX)));
+    svg.setAttribute("height", String(height + 10));
+    for (const e of edges) {
+      if (!at[e.from] || !at[e.to]) continue;
+      const line = document.createElementNS(SVG, "line");
+      line.setAttribute("x1", at[e.from].x + W); line.setAttribute("y1", at[e.from].y + H / 2);
+      line.setAttribute("x2", at[e.to].x); line.setAttribute("y2", at[e.to].y + H / 2);
+      line.setAttribute("class", e.stream ? "edge stream" : "edge");
+      svg.appendChild(line);
+    }
+    for (const n of names) {
+      const g = document.createElementNS(SVG, "g");
+      g.setAttribute("data-task", n);
+      const rect = document.createElementNS(SVG, "rect");
+      rect.setAttribute("x", at[n].x); rect.setAttribute("y", at[n].y); rect.setAttribute("width", W); rect.setAttribute("height", H);
+      rect.setAttribute("rx", "5");
+      const label = document.createElementNS(SVG, "text");
+      label.setAttribute("x", at[n].x + 8); label.setAttribute("y", at[n].y + H / 2 + 5);
+      label.textContent = n.length > 22 ? n.slice(0, 21) + "…" : n;
+      g.append(rect, label);
+      svg.appendChild(g);
+      nodes[n] = g;
+    }
+    svg.hidden = false;
+    for (const [n, t] of Object.entries(tasks)) if (nodes[n]) nodes[n].setAttribute("class", "node " + (t.state || "waiting"));
+  }
+
   function draw(name, t) {
+    if (nodes[name]) nodes[name].setAttribute("class", "node " + (t.state || "waiting"));
     const c = row(name);
     c.state.textContent = t.state || "waiting";
     c.state.className = "state " + (t.state || "waiting");
@@ -122,6 +174,7 @@ function runPage() {
       if (now.report.state !== "succeeded" && now.report.reason) reason.textContent = now.report.reason;
     }
     if (now.has_page) {
+      document.getElementById("live-dag").hidden = true;  // the report's own DAG and timeline replace it
       const frame = document.getElementById("report");
       frame.src = "/runs/" + encodeURIComponent(runId) + "/report.html";
       frame.hidden = false;
@@ -134,6 +187,7 @@ function runPage() {
     source.addEventListener("snapshot", (m) => {
       const view = JSON.parse(m.data);
       tasks = view.tasks || {};
+      drawDag(view.edges || [], Object.keys(tasks));
       for (const [name, t] of Object.entries(tasks)) draw(name, t);
       stateEl.textContent = view.state;
       stateEl.className = "state " + view.state;
@@ -143,6 +197,7 @@ function runPage() {
       const e = JSON.parse(m.data);
       if (e.kind === "dag") {
         heading(e.pipeline, e.params);
+        drawDag(e.edges || [], e.tasks || []);
         for (const name of e.tasks || []) { if (!tasks[name]) { tasks[name] = { state: "waiting" }; draw(name, tasks[name]); } }
         return;
       }

@@ -114,6 +114,12 @@ def test_a_live_run_page_moves_a_task_from_running_to_succeeded_without_a_reload
     browser.get(f"{served.url}/runs/{body['run_id']}")
     browser.execute_script("window.__same_page = 'yes'")
     wait_for(lambda: _state(browser, "wait") == "running", 60)
+    node = _css(browser, '#live-dag g[data-task="wait"]')  # the DAG, drawn from the run's events, coloured live
+    assert node and "running" in (node[0].get_attribute("class") or "")
+    assert len(_css(browser, "#live-dag g")) == 5 and len(_css(browser, "#live-dag line")) == 5
+    if SHOTS is not None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(SHOTS / "console-live.png"))
     wait_for(lambda: _state(browser, "wait") == "succeeded", 60)
     assert browser.execute_script("return window.__same_page") == "yes"  # updated in place, never reloaded
     wait_for(lambda: _css(browser, "#report:not([hidden])"), 30)  # and the report shown once it ended
