@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -115,7 +116,19 @@ class _OwnSession:
     @staticmethod
     def run(*args: Any, **kwargs: Any) -> subprocess.CompletedProcess[Any]:
         kwargs.setdefault("start_new_session", True)
+        user = kwargs.pop("user", None)
+        if user is not None and SETPRIV is not None and args and isinstance(args[0], list | tuple):
+            # as another user through setpriv, not ``user=``: with ``user=`` CPython must fork() (not vfork()),
+            # and a fork() of a process whose threads are inside gRPC, Arrow or a Milvus Lite client runs
+            # their fork handlers in a half-copied child: pg_ctl was seen dying of SIGSEGV right there
+            switch = [SETPRIV, f"--reuid={user}", f"--regid={user}", "--init-groups", "--"]
+            args = ([*switch, *args[0]], *args[1:])
+        elif user is not None:
+            kwargs["user"] = user
         return subprocess.run(*args, **kwargs)  # pgserver passes check=True itself
+
+
+SETPRIV = shutil.which("setpriv")  # util-linux: on every Debian; elsewhere ``user=`` as before
 
 
 @contextlib.contextmanager

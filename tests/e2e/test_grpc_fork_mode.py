@@ -1,9 +1,10 @@
-"""A program started beside live Milvus client threads must not run gRPC's fork hooks.
+"""A program started beside live Milvus client threads must not run the threads' fork hooks.
 
-The embedded PostgreSQL's pg_ctl is started as another OS user (CPython then fork()s instead of
-vfork()ing) while the run's Milvus Lite client threads are inside gRPC; gRPC's fork hooks then run in
-the half-copied child, and a clean-clone CI run saw pg_ctl die of SIGSEGV there. Importing any of our
-packages first switches the hooks off; a value the user set is kept.
+The embedded PostgreSQL's initdb and pg_ctl run as their own OS user. Started with ``user=``, CPython
+fork()s instead of vfork()ing, and with the run's Milvus Lite client threads inside gRPC (and Arrow's
+pools) their fork hooks run in the half-copied child: clean-clone CI runs saw pg_ctl's child die of
+SIGSEGV there, twice. Our runner now switches user through setpriv (CPython then vforks: no hook runs),
+and importing our packages switches gRPC's hooks off besides; a value the user set is kept.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import os, subprocess, sys, tempfile, threading
-if sys.argv[1] == "ours":
+if sys.argv[1] in ("ours", "setpriv"):
     import pipeline  # noqa: F401
 from pymilvus import MilvusClient
 
@@ -34,8 +35,15 @@ def query() -> None:
 threads = [threading.Thread(target=query) for _ in range(2)]
 for t in threads:
     t.start()
-for _ in range(60):  # user= makes CPython fork(), as pgserver's pg_ctl start does
-    subprocess.run(["/bin/true"], check=True, user=os.getuid())
+if sys.argv[1] == "setpriv":  # how our pgserver runner starts initdb and pg_ctl as their own user
+    from task_components.connect import _OwnSession
+    import pwd
+    me = pwd.getpwuid(os.getuid()).pw_name
+    for _ in range(60):
+        _OwnSession.run(["/bin/true"], check=True, user=me)
+else:
+    for _ in range(60):  # user= makes CPython fork(), as pgserver's pg_ctl start did
+        subprocess.run(["/bin/true"], check=True, user=os.getuid())
 done.set()
 for t in threads:
     t.join()
@@ -66,3 +74,10 @@ def test_our_packages_switch_grpc_fork_hooks_off_and_keep_a_users_choice(tmp_pat
     assert hooked in _probe("bare", tmp_path, env)
     assert hooked not in _probe("ours", tmp_path, env)
     assert hooked in _probe("ours", tmp_path, {**env, "GRPC_ENABLE_FORK_SUPPORT": "true"})
+
+
+@pytest.mark.timeout(600)
+def test_the_embedded_servers_commands_start_without_fork_even_with_grpc_hooks_on(tmp_path: Path) -> None:
+    """``user=`` forces fork(); setpriv lets CPython vfork, so no fork handler of any library runs at all."""
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
+    assert "skipping fork() handlers" not in _probe("setpriv", tmp_path, {**env, "GRPC_ENABLE_FORK_SUPPORT": "true"})
