@@ -292,3 +292,11 @@ def test_campaign_conversions_are_targeted_receipts_during_the_campaign(out: Pat
     assert (daily["clicks"] <= daily["impressions"]).all()
     active = daily.join(campaigns.drop("dt"), on="campaign_id")
     assert ((active["day"] >= active["start_date"]) & (active["day"] <= active["end_date"])).all()
+
+
+def test_few_geographies_still_place_every_distribution_center(tmp_path: Path) -> None:
+    """With fewer geographies than states, a DC whose home state has none sits in the next state that has one."""
+    data = tmp_path / "data"
+    run_pack("retail", {**SMALL, "geographies": 10, "dcs": 2, "out": str(data), "start_date": START, "days": 1}, tmp_path / "runs")
+    dcs, geos = dim(data, "distribution_centers"), dim(data, "geographies")
+    assert dcs.height == 2 and set(dcs["geography_id"]) <= set(geos["geography_id"])

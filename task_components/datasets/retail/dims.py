@@ -128,12 +128,21 @@ def distribution_centers(run: PackRun) -> dict[str, int]:
         {
             "dc_id": pa.array(np.arange(1, c.dcs + 1, dtype=np.int32)),
             "name": pa.array(names),
-            "geography_id": pa.array([first_geo[STATES[h]] for h in homes], pa.int32()),
+            "geography_id": pa.array([_home_geo(first_geo, h) for h in homes], pa.int32()),
             "state": pa.array([STATES[h] for h in homes]),
             "served_states": pa.array([[STATES[(h + k) % len(STATES)] for k in range(window)] for h in homes]),
         }
     )
     return {"distribution_centers": write_parquet(table, run.dim_path("distribution_centers"))}
+
+
+def _home_geo(first_geo: dict[str, int], home: int) -> int:
+    """The first geography of the DC's home state, or of the next state that has one (few geographies)."""
+    for k in range(len(STATES)):
+        state = STATES[(home + k) % len(STATES)]
+        if state in first_geo:
+            return first_geo[state]
+    raise ValueError("the pack has no geographies to place a distribution center in")
 
 
 def stores(run: PackRun) -> dict[str, int]:
