@@ -51,5 +51,13 @@ def die_with_parent() -> None:
     expect_children()  # a pool worker forked from here must find this process as its parent
 
 
-if sys.argv[:1] == ["-c"] and "multiprocessing.forkserver" in sys.modules:  # we are the forkserver
+def _is_forkserver() -> bool:
+    """This process is multiprocessing's forkserver: ``python -c 'from multiprocessing.forkserver import main; ...'``.
+    Any other ``-c`` program that imported the forkserver module (a console's run did) is not."""
+    argv = sys.orig_argv  # interpreter flags may come before -c
+    command = argv[argv.index("-c") + 1] if "-c" in argv[:-1] else ""
+    return "multiprocessing.forkserver" in sys.modules and command.startswith("from multiprocessing.forkserver import main")
+
+
+if _is_forkserver():
     die_with_parent()

@@ -23,13 +23,12 @@ from typing import Any
 import anyio
 
 from config.settings import Settings
+from dag_orchestrator.backends.orphans import PARENT
 from pipeline.runner import RunOptions, prepare_run
 from pipeline.serve.catalog import ParamError, PipelineEntry
 from pipeline.spec import SpecError
 
 __all__ = ["Launcher", "NotOurs"]
-
-ENTRY = "from pipeline.cli import main; main()"
 
 
 class NotOurs(LookupError):
@@ -54,9 +53,11 @@ class Launcher:
             raise ParamError("params", str(exc)) from None  # names the task and field at fault
         if prepared.lock is not None:
             prepared.lock.release()  # the child takes it: --resume of a run that never ran runs it all
-        command = [sys.executable, "-c", ENTRY, "run", str(entry.file), "--resume", prepared.run_id]
+        # -m, not -c: a "-c" process that imported multiprocessing's forkserver takes itself for our forkserver
+        command = [sys.executable, "-m", "pipeline", "run", str(entry.file), "--resume", prepared.run_id]
         command += ["--run-dir", str(self.run_dir), "--no-progress"]
-        env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SERVE__")}  # the token stays here
+        # the token stays here; and the run is a new process tree, not a worker of whoever started this server
+        env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SERVE__") and k != PARENT}
         with open(prepared.path / "serve.log", "ab") as log:
             child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True)
         with self._lock:

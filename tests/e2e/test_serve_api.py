@@ -83,7 +83,9 @@ def test_run_ids_reaching_outside_the_run_dir_are_404(dirs: tuple[Path, Path], t
 
 
 def test_a_run_submitted_streams_its_events_and_a_stream_resumes_after_its_last_id(dirs: tuple[Path, Path]) -> None:
-    with console(*dirs, token=TOKEN) as c:
+    # started from a process that ran pipelines in-process (as this test session does): its worker-parent
+    # variable must not make the console's runs take themselves for orphaned workers and exit silently
+    with console(*dirs, token=TOKEN, DAG_PIPELINE_PARENT_PID="1") as c:
         status, body = c.call("POST", "/api/runs", {"pipeline": "notes", "params": {"pause": "0.5"}}, token=TOKEN)
         assert status == 201, body
         run_id = body["run_id"]
