@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from dag_orchestrator.events import Event, EventKind
+from task_components.sources.decode import loads_finite
 
 __all__ = ["EVENTS", "EventLog", "RunView", "alive_holder", "clean_event", "read_events", "read_lines"]
 
@@ -109,22 +110,11 @@ def read_lines(run_path: Path, offset: int = 0, limit: int = 8 * 1024 * 1024) ->
     start = 0
     while (end := chunk.find(b"\n", start)) >= 0:
         with contextlib.suppress(ValueError):
-            event = json.loads(chunk[start:end], parse_constant=_no_constant, parse_float=_finite)
+            event = loads_finite(chunk[start:end])
             if isinstance(event, dict) and isinstance(event.get("kind"), str):
                 out.append((event, offset + end + 1))
         start = end + 1
     return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number a page can show")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is out of range")
-    return value
 
 
 _STATE_OF = {

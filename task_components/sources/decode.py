@@ -18,7 +18,7 @@ from typing import Any
 
 from task_components.contracts import StreamRecord
 
-__all__ = ["MAX_DEPTH", "MAX_RECORD_BYTES", "decode", "deeper_than"]
+__all__ = ["MAX_DEPTH", "MAX_RECORD_BYTES", "decode", "deeper_than", "loads_finite"]
 
 MAX_DEPTH = 64
 MAX_RECORD_BYTES = 4 * 1024 * 1024
@@ -38,6 +38,11 @@ def _finite(text: str) -> float:
     if not math.isfinite(number):
         raise _NotANumber(f"{text[:40]} is beyond the range of a double")
     return number
+
+
+def loads_finite(raw: str | bytes) -> Any:
+    """``json.loads`` refusing ``NaN``/``Infinity`` and numbers beyond a double (a ValueError, like bad JSON)."""
+    return json.loads(raw, parse_constant=_constant, parse_float=_finite)
 
 
 def deeper_than(value: Any, limit: int) -> bool:
@@ -73,7 +78,7 @@ def decode(msg: Any, max_bytes: int = MAX_RECORD_BYTES, max_depth: int = MAX_DEP
         record.reject("decode", "size", f"record of {len(record.raw)} bytes is above max_record_bytes {max_bytes}")
         return record
     try:
-        value = json.loads(record.raw, parse_constant=_constant, parse_float=_finite)
+        value = loads_finite(record.raw)
     except _NotANumber as exc:
         record.reject("decode", "number", f"not JSON: {exc}")
         return record
