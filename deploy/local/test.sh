@@ -14,4 +14,4 @@ export REQUIRE_SERVICES=1
 .venv/bin/ruff format --check .  # the formatter's style, no overrides (ruff pinned: styles move between releases)
 .venv/bin/mypy
 .venv/bin/lint-imports
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest --durations=30 "$@"  # the slowest 30 listed: what to gate when CI grows
