@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -82,6 +83,18 @@ def console(run_dir: Path, pipelines: Path, token: str | None = None, **env: str
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def console_dirs(base: Path, copies: tuple[str, ...] = ("demo.yaml",), **pipelines: str) -> tuple[Path, Path]:
+    """A fresh run directory and a pipelines directory holding copies of ours and the given files (name -> YAML)."""
+    runs, pipes = base / "runs", base / "pipelines"
+    runs.mkdir()
+    pipes.mkdir()
+    for name in copies:
+        shutil.copy(ROOT / "pipelines" / name, pipes / name)
+    for name, text in pipelines.items():
+        (pipes / f"{name}.yaml").write_text(text)
+    return runs, pipes
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

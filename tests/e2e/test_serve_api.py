@@ -5,7 +5,6 @@ second, and the token kept out of every log, file and answer."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.run_events import clean_event
-from tests.e2e.serve_helpers import ROOT, Console, console, run_cli, wait_for
+from tests.e2e.serve_helpers import Console, console, console_dirs, run_cli, wait_for
 
 TOKEN = "tok-" + "7f3a9c1e5b"
 NOTES = """name: notes
@@ -28,12 +27,7 @@ tasks:
 
 @pytest.fixture
 def dirs(tmp_path: Path) -> tuple[Path, Path]:
-    runs, pipes = tmp_path / "runs", tmp_path / "pipelines"
-    runs.mkdir()
-    pipes.mkdir()
-    shutil.copy(ROOT / "pipelines" / "demo.yaml", pipes / "demo.yaml")
-    (pipes / "notes.yaml").write_text(NOTES)
-    return runs, pipes
+    return console_dirs(tmp_path, notes=NOTES)
 
 
 def _finished(c: Console, run_id: str) -> dict:

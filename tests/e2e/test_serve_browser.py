@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.serve_helpers import ROOT, Console, console, run_cli, wait_for
+from tests.e2e.serve_helpers import Console, console, console_dirs, run_cli, wait_for
 
 TOKEN = "browser-" + "c0ffee42"
 NOTES = """name: notes
@@ -62,13 +62,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     base = tmp_path_factory.mktemp("console")
-    runs, pipes = base / "runs", base / "pipelines"
-    runs.mkdir()
-    pipes.mkdir()
-    for name in ("demo.yaml", "quickstart.yaml"):
-        shutil.copy(ROOT / "pipelines" / name, pipes / name)
-    (pipes / "counting.yaml").write_text(COUNTING)
-    (pipes / "notes.yaml").write_text(NOTES)
+    runs, pipes = console_dirs(base, ("demo.yaml", "quickstart.yaml"), counting=COUNTING, notes=NOTES)
     quick = run_cli("run", "pipelines/quickstart.yaml", "--set", "rows=2000", "--run-dir", str(runs), "--no-progress")
     assert quick.returncode == 0, quick.stderr[-2000:]
     failed = run_cli("run", "tests/fixtures/pipelines/report_retry_fail.yaml", "--run-dir", str(runs), "--no-progress")

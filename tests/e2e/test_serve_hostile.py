@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.serve_helpers import ROOT, Console, clean_env, console, run_cli, wait_for
+from tests.e2e.serve_helpers import ROOT, Console, clean_env, console, console_dirs, run_cli, wait_for
 
 TOKEN = "hostile-" + "9e1d44ab"
 SECRET = "hunter2-" + "live"
@@ -30,12 +29,7 @@ LONG = (
 
 @pytest.fixture
 def dirs(tmp_path: Path) -> tuple[Path, Path]:
-    runs, pipes = tmp_path / "runs", tmp_path / "pipelines"
-    runs.mkdir()
-    pipes.mkdir()
-    shutil.copy(ROOT / "pipelines" / "demo.yaml", pipes / "demo.yaml")
-    (pipes / "long.yaml").write_text(LONG)
-    return runs, pipes
+    return console_dirs(tmp_path, long=LONG)
 
 
 def _stream(c: Console, run_id: str, last_id: str | None = None, seconds: float = 10) -> str:

@@ -6,9 +6,7 @@ reads it. The ledger rows are written by the daemon's own ledger classes, as a d
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ import pytest
 
 from pipeline.daemon.ledger import PostgresLedger
 from pipeline.daemon.ledger_mongo import MongoLedger
-from tests.e2e.serve_helpers import ROOT, console
+from tests.e2e.serve_helpers import console, console_dirs
 from tests.integration.conftest import service_uri
 
 TOKEN = "ledger-" + "5eed1e55"
@@ -65,12 +63,8 @@ async def _read_all(bootstrap: str, topic: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def dirs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    runs, pipes = tmp_path / "runs", tmp_path / "pipelines"
-    runs.mkdir()
-    pipes.mkdir()
-    shutil.copy(ROOT / "pipelines" / "demo.yaml", pipes / "demo.yaml")
-    yield runs, pipes
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    return console_dirs(tmp_path)
 
 
 def _check_ledger(body: dict[str, Any]) -> None:
