@@ -24,7 +24,7 @@ import structlog
 from dag_orchestrator.events import Event, EventKind
 from task_components.sources.decode import loads_finite
 
-__all__ = ["EVENTS", "EventLog", "RunView", "alive_holder", "clean_event", "read_events", "read_lines"]
+__all__ = ["EVENTS", "EventLog", "RunView", "alive_holder", "clean_event", "live_since", "read_events", "read_lines"]
 
 EVENTS = "events.jsonl"
 QUIET_AFTER = 4 * 1024 * 1024
@@ -233,8 +233,20 @@ def progress_of(task: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
 
 def alive_holder(run_path: Path) -> int | None:
     """The pid holding the run directory's lock if that process is alive (the run is live), else None."""
+    holder = _live_lock(run_path)
+    return None if holder is None else holder[0]
+
+
+def live_since(run_path: Path) -> float | None:
+    """When the live holder took the run's lock: a report older than that is a resumed run's history."""
+    holder = _live_lock(run_path)
+    return None if holder is None else holder[1]
+
+
+def _live_lock(run_path: Path) -> tuple[int, float] | None:
     try:
-        pid = int(json.loads((run_path / ".lock").read_text() or "{}").get("pid", 0))
+        info = json.loads((run_path / ".lock").read_text() or "{}")
+        pid, since = int(info.get("pid", 0)), float(info.get("since", 0.0))
     except (OSError, ValueError, TypeError, AttributeError):
         return None
     if pid <= 0:
@@ -248,4 +260,4 @@ def alive_holder(run_path: Path) -> int | None:
     with contextlib.suppress(OSError, IndexError):  # an exited child nobody reaped yet is not a live run
         if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
             return None
-    return pid
+    return pid, since

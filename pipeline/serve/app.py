@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from config.settings import Settings
 from pipeline.report_html import ReportError, load_report, redact
-from pipeline.run_events import EVENTS, alive_holder
+from pipeline.run_events import EVENTS, live_since
 from pipeline.run_index import RUN_ID, RunIndex, request_pipeline
 from pipeline.serve.catalog import Catalog, ParamError, checked_params
 from pipeline.serve.launch import Launcher, NotOurs
@@ -70,6 +70,14 @@ class SubmitBody(BaseModel):
     pipeline: str = Field(..., max_length=100, description="a pipeline's name in the pipelines directory")
     params: dict[str, Any] = Field(default_factory=dict, max_length=100, description="name -> value or text as --set takes it")
     via: Literal["local", "daemon"] = Field("local", description="run here, or send a request to the daemon")
+
+
+def _older(path: Path, since: float | None) -> bool:
+    """The file was written before ``since`` (a live holder's lock time); False when either is unknown."""
+    try:
+        return since is not None and path.stat().st_mtime < since
+    except OSError:
+        return False
 
 
 def _unprocessable(field: str, message: str) -> HTTPException:
@@ -138,9 +146,12 @@ def create_app(config: ServeConfig) -> BodyLimit:
     def run_detail(run_id: str) -> dict[str, Any]:
         path = run_path(run_id)
         view, _ = folded(path)
-        running = alive_holder(path) is not None or run_id in launcher.live()
+        since = live_since(path)
+        running = since is not None or run_id in launcher.live()
         report: dict[str, Any] | None = None
-        if not (running and view.finished is None):  # a resumed run's old report is not what happens now
+        # a resumed run's old report is not what happens now: its events may not say so yet (the resumed
+        # process holds the lock before its first event), the lock's time does
+        if not (running and view.finished is None) and not _older(path / "report.json", since):
             with contextlib.suppress(ReportError):
                 report = load_report(path / "report.json")
         live = view.to_dict()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from dag_orchestrator.locks import PathLock
 from tests.e2e.serve_helpers import ROOT, Console, clean_env, console, console_dirs, run_cli, wait_for
 
 TOKEN = "hostile-" + "9e1d44ab"
@@ -149,6 +150,27 @@ def test_live_runs_mask_secrets_keep_the_token_out_and_show_running_only_while_t
                 resumed.kill()
                 resumed.wait()
         assert state() == "succeeded"
+
+
+def test_a_resumed_runs_old_report_is_history_from_the_moment_its_lock_is_taken(dirs: tuple[Path, Path]) -> None:
+    """The window a resumed process leaves: it holds the lock before its first event, so the events still say
+    "finished" (the last attempt's) and only the lock's time tells that report.json is history."""
+    runs, _ = dirs
+    with console(*dirs, token=TOKEN) as c:
+        status, body = c.call("POST", "/api/runs", {"pipeline": "long", "params": {"pause": 0.1}}, token=TOKEN)
+        assert status == 201
+        run_id = body["run_id"]
+        assert wait_for(lambda: c.call("GET", f"/api/runs/{run_id}")[1]["report"], 60)["state"] == "succeeded"
+        wait_for(lambda: not c.call("GET", f"/api/runs/{run_id}")[1]["ours"], 30)  # its process reaped
+        time.sleep(0.05)  # the lock's time strictly after report.json's
+        lock = PathLock(runs / run_id / ".lock", "run").acquire()  # this test process stands in for the resumed run
+        try:
+            detail = c.call("GET", f"/api/runs/{run_id}")[1]
+            assert detail["live"]["state"] == "succeeded" and detail["report"] is None
+            assert next(r for r in c.call("GET", "/api/runs")[1] if r["id"] == run_id)["state"] == "running"
+        finally:
+            lock.release()
+        assert c.call("GET", f"/api/runs/{run_id}")[1]["report"]["state"] == "succeeded"
 
 
 def test_a_run_cancelled_as_it_starts_is_never_left_running(dirs: tuple[Path, Path]) -> None:
