@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from pipeline.daemon.policy_fields import (
+    EMPTY_IS_UNSET,
     NESTED_MAPPINGS,
     PLAIN_MAPPINGS,
     WORKER_FIELDS,
@@ -230,6 +231,8 @@ class _Checker:
         if isinstance(value, dict):
             if (component, name) in PLAIN_MAPPINGS:
                 return None
+            if (component, name) in EMPTY_IS_UNSET:
+                value = {k: v for k, v in value.items() if v not in ("", None)}  # as the component drops them
             for k, v in value.items():
                 problem = self.raw("", str(k), nested_kind(str(k)), v, f"{label}.")
                 if problem:
@@ -291,7 +294,7 @@ class _Checker:
     def value(self, component: str, name: str, kind: Kind | None, value: Any) -> str | None:
         if kind is Kind.PROCESS:
             return f"{value!r}: would take the daemon's own SIGINT/SIGTERM away from it" if value else None
-        if kind in (None, Kind.VALUE, Kind.NAME) or value is None:
+        if kind in (None, Kind.VALUE, Kind.NAME) or value is None or (value == "" and (component, name) in EMPTY_IS_UNSET):
             return None
         if kind is Kind.DURATION:
             seconds = _as_number(value)

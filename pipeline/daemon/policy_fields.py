@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TOPICS",
+    "EMPTY_IS_UNSET",
     "NESTED_MAPPINGS",
     "PLAIN_MAPPINGS",
     "TABLE",
@@ -58,6 +59,7 @@ TABLE: dict[tuple[str, str], Kind] = {
     ("mongo.validate", "pack"): Kind.CODE,
     ("standardize", "config_file"): Kind.READ,  # rules read (and re-read while running), never written
     ("quality.check", "config_file"): Kind.READ,
+    ("dataset.realtime", "config_file"): Kind.READ,  # the pack's config, read once (its out is checked resolved)
     ("sink.milvus", "uri"): Kind.URI,
     ("storage.upload", "prefix"): Kind.KEY,
     ("generate.upload", "prefix"): Kind.KEY,  # its upload.prefix
@@ -72,6 +74,17 @@ TABLE: dict[tuple[str, str], Kind] = {
     ("mongo.seed", "collection"): Kind.NAME,
     ("shadow.sync", "table"): Kind.NAME,
     ("shadow.files", "table"): Kind.NAME,
+}
+# An empty value these components read as "unset" (the file's or the pack's own setting then applies, and
+# check_request sees that one in the resolved pack config): not a path to the working directory. For a mapping
+# listed here the component drops empty entries the same way. Reviewed per component: others take '' as cwd.
+EMPTY_IS_UNSET = {
+    ("dataset.table", "config"),
+    ("dataset.commit", "config"),
+    ("dataset.table", "overrides"),
+    ("dataset.commit", "overrides"),
+    ("dataset.realtime", "config_file"),
+    ("dataset.realtime", "out"),
 }
 # A topic or group left unset: the component uses this setting (so the check looks at that one).
 DEFAULT_TOPICS: dict[tuple[str, str], str] = {

@@ -98,6 +98,7 @@ def test_every_place_field_of_every_registered_component_is_classified() -> None
         ("mongo.validate", "pack", Kind.CODE),
         ("testdata.produce", "stop_on_signal", Kind.PROCESS),
         ("quality.check", "config_file", Kind.READ),
+        ("dataset.realtime", "config_file", Kind.READ),
     ],
 )
 def test_known_fields_have_their_kind(component: str, field: str, kind: Kind) -> None:
@@ -284,6 +285,23 @@ def test_paths_inside_mappings_and_a_packs_resolved_out_are_checked(run_path: Pa
     _refused("config (resolved).out", {"name": "t", "tasks": {"g": table}}, s, run_path)
     table["with"]["config"] = {"out": "/etc/x"}  # an inline config mapping
     _refused("'config.out'", {"name": "t", "tasks": {"g": table}}, s, run_path)
+
+
+@pytest.mark.parametrize("mode", ["retail_master", "retail_historical", "retail_realtime"])
+def test_the_seed_modes_empty_config_and_out_mean_the_packs_own(mode: str, run_path: Path, tmp_path: Path) -> None:
+    """'' is what these pipelines pass for "not given": the pack's own settings, whose resolved out is what gets
+    checked; it is not the daemon's working directory (which refused every such request)."""
+    out = tmp_path / "exports"
+    roots = _settings(path_roots=[out], read_roots=[tmp_path / "configs"], topic_prefixes=["retail-"])
+    if mode == "retail_realtime":  # past the policy, the pack itself wants history in that out first
+        with pytest.raises(BadRequest) as err:
+            _check(mode, roots, run_path, params={"out": str(out / "retail")})
+        assert err.value.kind == "bad_spec" and "no historical data yet" in str(err.value)
+    else:
+        _check(mode, roots, run_path, params={"out": str(out / "retail")})  # config '': the pack's defaults
+        _refused("retail_data' resolves outside", mode, roots, run_path)  # out '' too: the pack's default out
+    _refused("'/etc/retail.json' resolves outside", mode, roots, run_path, params={"out": str(out), "config": "/etc/retail.json"})
+    _refused("'/etc/x' resolves outside", mode, roots, run_path, params={"out": "/etc/x"})
 
 
 def test_the_topics_a_component_falls_back_to_and_the_daemons_own_are_checked(run_path: Path) -> None:
