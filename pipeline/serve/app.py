@@ -149,8 +149,7 @@ def create_app(config: ServeConfig) -> BodyLimit:
         since = live_since(path)
         running = since is not None or run_id in launcher.live()
         report: dict[str, Any] | None = None
-        # a resumed run's old report is not what happens now: its events may not say so yet (the resumed
-        # process holds the lock before its first event), the lock's time does
+        # a resumed run's old report is not what happens now (nor until the new one is written)
         if not (running and view.finished is None) and not _older(path / "report.json", since):
             with contextlib.suppress(ReportError):
                 report = load_report(path / "report.json")

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 
 from pipeline.report_html import redact
-from pipeline.run_events import RunView, alive_holder, clean_event, read_events, read_lines
+from pipeline.run_events import RunView, alive_holder, clean_event, live_since, read_events, read_lines
 
 __all__ = ["event_stream", "folded"]
 
@@ -28,15 +28,22 @@ MAX_STREAM = 6 * 3600.0  # a browser left open reconnects after this (with its L
 
 
 def folded(run_path: Path) -> tuple[RunView, int]:
-    """The run as its events so far describe it, and the offset they end at."""
+    """The run as its events so far describe it, and the offset they end at.
+
+    A finish older than the live holder's lock is the last attempt's: a resumed process holds the run before
+    it writes its first event, and from that moment the run is running again, not finished."""
     view, offset = RunView(), 0
     while True:
         events, after = read_events(run_path, offset)
         for event in events:
             view.apply(event)
         if after == offset:
-            return view, offset
+            break
         offset = after
+    since = live_since(run_path)
+    if view.finished is not None and since is not None and view.finished < since:
+        view.finished, view.state = None, "running"
+    return view, offset
 
 
 def _message(event: str, data: Any, offset: int | None = None) -> str:
