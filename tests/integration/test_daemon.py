@@ -228,7 +228,9 @@ def test_a_crashing_run_a_self_feeding_reply_topic_and_a_second_signal(env: Daem
     assert ran["overrides"]["pause"] == 0.0, "the conflicting body must not be what ran"
 
     produce(env, [_req("long-1", pause=30.0)])
-    wait_for("long-1 running", lambda: ledger_rows(env).get("long-1", {}).get("state") == "running", 60, every=0.1)
+    # its pipeline started (the ledger says running from the claim on, before a run is begun: a signal then
+    # stops the daemon at once and the second one would find it gone)
+    wait_for("long-1's first task", lambda: any(e["event"] == "task" for e in stories(env).get("long-1", [])), 60, every=0.2)
     daemon.send_signal(signal.SIGTERM)  # grace 30 s by default ...
     time.sleep(0.5)
     daemon.send_signal(signal.SIGTERM)  # ... cut short by the second signal
