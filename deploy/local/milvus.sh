@@ -18,12 +18,12 @@ start() {
   nohup "$PY" "$ROOT/deploy/local/milvus_server.py" "$base" "$port" "${s3args[@]}" > "$STATE_DIR/milvus.log" 2>&1 &
   echo $! > "$STATE_DIR/milvus.pid"
   local i
-  for ((i = 0; i < 900; i++)); do
+  for ((i = 0; i < 1500; i++)); do  # 300 s: a first start unpacks ~170 MB of binaries (slow on a busy machine)
     grep -q '^ready' "$STATE_DIR/milvus.log" 2>/dev/null && break
     kill -0 "$(cat "$STATE_DIR/milvus.pid")" 2>/dev/null || { log "milvus exited:"; tail -20 "$STATE_DIR/milvus.log" >&2; exit 1; }
     sleep 0.2
   done
-  grep -q '^ready' "$STATE_DIR/milvus.log" || { log "milvus did not start in 180s"; exit 1; }
+  grep -q '^ready' "$STATE_DIR/milvus.log" || { log "milvus did not start in 300s"; exit 1; }
   set_env TEST_MILVUS_URI "http://127.0.0.1:$port"
   set_env TEST_MILVUS_STORAGE "$([ ${#s3args[@]} -gt 0 ] && echo s3 || echo local)"
   set_env MILVUS__URI "http://127.0.0.1:$port"
