@@ -12,9 +12,9 @@ from datetime import date, timedelta
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from task_components.datasets.pack import PackRun, rng_for, write_parquet
+from task_components.datasets.retail.fast_io import read_dim
 from task_components.datasets.retail.names import (
     CATEGORIES,
     COMPANY_SUFFIXES,
@@ -26,7 +26,7 @@ from task_components.datasets.retail.names import (
     synthetic_brands,
 )
 
-__all__ = ["SEGMENTS", "STATES", "load_dim"]
+__all__ = ["SEGMENTS", "STATES"]
 
 # contiguous US states in a rough geographic walk: a window of them is a plausible DC service region
 STATES = [
@@ -89,10 +89,6 @@ def _cities(rng: np.random.Generator, n: int, folder: str | None, seed: int) -> 
     return synthetic if not curated else list(pick(rng_for(seed, "cities"), curated, n).astype(str))
 
 
-def load_dim(run: PackRun, table: str) -> pa.Table:
-    return pq.read_table(run.dim_path(table))
-
-
 def geographies(run: PackRun) -> dict[str, int]:
     c = run.config
     rng = rng_for(c.seed, "geographies")
@@ -116,7 +112,7 @@ def geographies(run: PackRun) -> dict[str, int]:
 def distribution_centers(run: PackRun) -> dict[str, int]:
     c = run.config
     rng = rng_for(c.seed, "distribution_centers")
-    geo = load_dim(run, "geographies").to_pydict()
+    geo = read_dim(run, "geographies").to_pydict()
     first_geo: dict[str, int] = {}
     for gid, st in zip(geo["geography_id"], geo["state"], strict=True):
         first_geo.setdefault(st, gid)
@@ -148,8 +144,8 @@ def _home_geo(first_geo: dict[str, int], home: int) -> int:
 def stores(run: PackRun) -> dict[str, int]:
     c = run.config
     rng = rng_for(c.seed, "stores")
-    geo = load_dim(run, "geographies").to_pydict()
-    dcs = load_dim(run, "distribution_centers").to_pydict()
+    geo = read_dim(run, "geographies").to_pydict()
+    dcs = read_dim(run, "distribution_centers").to_pydict()
     serving: dict[str, list[int]] = {}
     for dc_id, served in zip(dcs["dc_id"], dcs["served_states"], strict=True):
         for st in served:
@@ -198,7 +194,7 @@ def trucks(run: PackRun) -> dict[str, int]:
 def customers(run: PackRun) -> dict[str, int]:
     c = run.config
     rng = rng_for(c.seed, "customers")
-    st = load_dim(run, "stores")
+    st = read_dim(run, "stores")
     size = st["size_factor"].to_numpy()
     n = c.customers
     rest = rng.choice(c.stores, max(0, n - c.stores), p=size / size.sum())

@@ -64,7 +64,7 @@ def write_table(table: pa.Table, path: Path) -> int:
 
 
 def read_dim(run: PackRun, table: str) -> pa.Table:
-    """A dimension, as ``dims.load_dim`` reads it, without Arrow's thread pools (see ``read_columns``)."""
+    """A whole dimension table, without Arrow's thread pools (see ``read_columns``)."""
     return read_columns(run.dim_path(table), None)
 
 

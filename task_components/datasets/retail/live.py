@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from task_components.datasets.pack import PackRun
-from task_components.datasets.retail.dims import SEGMENTS, load_dim
+from task_components.datasets.retail.dims import SEGMENTS
+from task_components.datasets.retail.fast_io import read_dim
 
 __all__ = ["LiveRetail", "LiveState"]
 
@@ -75,8 +76,8 @@ class LiveRetail:
     def __init__(self, run: PackRun, fulfilment_seconds: float, interval_seconds: float) -> None:
         c = run.config
         self.seed, self.fulfilment, self.interval = c.seed, fulfilment_seconds, interval_seconds
-        st, geo = load_dim(run, "stores"), load_dim(run, "geographies")
-        cu, pr = load_dim(run, "customers"), load_dim(run, "products")
+        st, geo = read_dim(run, "stores"), read_dim(run, "geographies")
+        cu, pr = read_dim(run, "customers"), read_dim(run, "products")
         self.store_dc = st["dc_id"].to_numpy()
         self.store_tax = geo["tax_rate_bp"].to_numpy().astype(np.int64)[st["geography_id"].to_numpy() - 1]
         self.size = st["size_factor"].to_numpy() / st["size_factor"].to_numpy().sum()
